@@ -1,0 +1,47 @@
+# Two commands: `make run` and `make test`. Both bootstrap .venv on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-browser bench lint fmt typecheck clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/wangge run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit tests/integration tests/browser
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -q tests/browser
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/bench -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipelines dashboard tests
+	$(BIN)/ruff format --check pipelines dashboard tests
+
+fmt: $(STAMP)
+	$(BIN)/ruff format pipelines dashboard tests
+	$(BIN)/ruff check --fix pipelines dashboard tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy pipelines dashboard
+
+clean:
+	rm -rf $(VENV) var/*.db var/geo var/redis

