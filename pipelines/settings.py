@@ -30,6 +30,7 @@ class RedisSettings:
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = ""  # empty → SQLite file var/wangge.db
+    schema: str = ""  # PostgreSQL schema (search_path); empty = the default
     echo: bool = False
 
 
@@ -105,7 +106,12 @@ class SimulateSettings:
     seed: int = 7
     workers: int = 15000
     cameras: int = 3000
-    rate: float = 300.0
+    incidents_per_day: int = 40000
+    video_alerts_per_day: int = 20000
+    ping_min_s: float = 10.0
+    ping_max_s: float = 30.0
+    offline_share: float = 0.04
+    rate: float = 0.0
     speed: float = 1.0
     malformed_share: float = 0.002
     anomalies: bool = True

@@ -1,0 +1,1184 @@
+"""The city's geography: area hierarchy, point → grid index, per-level GeoJSON, demo city.
+
+The hierarchy is city → district → street → grid. A :class:`City` holds one row per area
+(a Polars frame) plus the aligned shapely geometries. Coordinates are WGS-84 ``[lon, lat]``.
+
+Sources of a city:
+
+* :func:`demo_city` — a deterministic, Nanjing-scale generated city (11 real districts,
+  97 real streets, 12,545 grids by default). Districts are unions of small Voronoi "atoms"
+  assigned by a warped power distance whose weights are fitted to the real district
+  areas; streets and grids are Lloyd-relaxed Voronoi cells clipped to their parent.
+* :func:`import_geojson` — a city's own GeoJSON: either grid polygons carrying the
+  hierarchy in their properties, or district outlines only (e.g. DataV / aliyun admin
+  boundaries), inside which streets and grids are generated like the demo city.
+
+Both are cached as one Parquet file (area rows + WKB geometry column) written atomically;
+:func:`load_city` reads the cache for the configured source.
+
+Areas are computed on the sphere (authalic radius) through the cylindrical equal-area
+transform ``(lon, sin(lat))``; the transform is the same for every polygon, so areas of a
+tiling add up exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import polars as pl
+import shapely
+import shapely.affinity
+from shapely.geometry import MultiPolygon, Polygon, shape
+
+from pipelines.settings import ROOT, GeoSettings
+
+LEVELS = ("city", "district", "street", "grid")
+LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
+
+# Bump when the generator or the cache layout changes: old caches are then ignored.
+CACHE_VERSION = 1
+CITY_FILE = "city.parquet"
+
+EARTH_RADIUS_KM = 6371.0072  # authalic radius of WGS-84
+KM_PER_DEG = math.pi / 180.0 * EARTH_RADIUS_KM
+MIN_GRIDS_PER_STREET = 3
+
+AREA_COLUMNS = (
+    "area_id",
+    "level",
+    "parent_id",
+    "name",
+    "city_id",
+    "district_id",
+    "street_id",
+    "lon",
+    "lat",
+    "area_km2",
+)
+AREAS_SCHEMA: dict[str, Any] = {
+    "area_id": pl.String,
+    "level": pl.String,
+    "parent_id": pl.String,
+    "name": pl.String,
+    "city_id": pl.String,
+    "district_id": pl.String,
+    "street_id": pl.String,
+    "lon": pl.Float64,
+    "lat": pl.Float64,
+    "area_km2": pl.Float64,
+}
+
+Geom = Polygon | MultiPolygon
+
+
+class GeoImportError(ValueError):
+    """A GeoJSON file cannot be imported; the message names the feature and the problem."""
+
+
+# ------------------------------------------------------------------ the Nanjing demo
+
+
+@dataclass(frozen=True)
+class DistrictSpec:
+    """A demo district: adcode, name, target centroid/area, population and street names."""
+
+    adcode: str
+    name: str
+    lon: float
+    lat: float
+    area_km2: float
+    population_k: float  # thousands of residents (2020 census, rounded); drives grid density
+    streets: tuple[str, ...]
+
+
+NANJING_ID = "320100"
+NANJING_NAME = "南京市"
+NANJING: tuple[DistrictSpec, ...] = (
+    DistrictSpec(
+        "320102", "玄武区", 118.843, 32.065, 75, 538,
+        ("玄武门街道", "新街口街道", "梅园新村街道", "孝陵卫街道", "锁金村街道", "红山街道",
+         "玄武湖街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320104", "秦淮区", 118.817, 32.012, 49, 741,
+        ("夫子庙街道", "中华门街道", "红花街道", "秦虹街道", "双塘街道", "光华路街道",
+         "朝天宫街道", "洪武路街道", "大光路街道", "瑞金路街道", "月牙湖街道", "五老村街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320105", "建邺区", 118.710, 32.009, 79, 534,
+        ("南苑街道", "兴隆街道", "莫愁湖街道", "沙洲街道", "双闸街道", "江心洲街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320106", "鼓楼区", 118.761, 32.082, 55, 940,
+        ("宁海路街道", "华侨路街道", "湖南路街道", "中央门街道", "挹江门街道", "江东街道",
+         "凤凰街道", "小市街道", "宝塔桥街道", "热河南路街道", "幕府山街道", "建宁路街道",
+         "阅江楼街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320111", "浦口区", 118.563, 32.053, 911, 1172,
+        ("泰山街道", "顶山街道", "沿江街道", "江浦街道", "桥林街道", "汤泉街道", "盘城街道",
+         "星甸街道", "永宁街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320113", "栖霞区", 118.959, 32.159, 392, 988,
+        ("尧化街道", "马群街道", "迈皋桥街道", "燕子矶街道", "栖霞街道", "龙潭街道",
+         "仙林街道", "八卦洲街道", "西岗街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320114", "雨花台区", 118.694, 31.938, 131, 609,
+        ("雨花街道", "赛虹桥街道", "西善桥街道", "板桥街道", "铁心桥街道", "梅山街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320115", "江宁区", 118.831, 31.854, 1570, 1926,
+        ("东山街道", "秣陵街道", "汤山街道", "淳化街道", "禄口街道", "江宁街道", "谷里街道",
+         "湖熟街道", "横溪街道", "麒麟街道"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320116", "六合区", 118.842, 32.394, 1482, 947,
+        ("雄州街道", "龙池街道", "程桥街道", "葛塘街道", "长芦街道", "龙袍街道", "横梁街道",
+         "金牛湖街道", "竹镇镇"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320117", "溧水区", 119.033, 31.591, 1069, 491,
+        ("永阳街道", "柘塘街道", "东屏街道", "石湫街道", "洪蓝街道", "白马镇", "晶桥镇",
+         "和凤镇"),
+    ),  # fmt: skip
+    DistrictSpec(
+        "320118", "高淳区", 118.968, 31.331, 795, 430,
+        ("淳溪街道", "古柏街道", "漆桥街道", "固城街道", "东坝街道", "桠溪街道", "砖墙镇",
+         "阳江镇"),
+    ),  # fmt: skip
+)
+
+# Syllables for made-up street names of imported district outlines.
+_NAME_SYLLABLES = (
+    "东 西 南 北 新 长 安 华 兴 明 和 平 丰 永 青 龙 凤 金 桂 梅 松 竹 湖 山 河 江 桥 园 "
+    "宁 瑞 嘉 福 德 泰 康 乐 春 秋 阳 光 文 武 清 泉 林 石 仁 义 富 民 盛 昌 宝 莲"
+).split()
+
+
+# ------------------------------------------------------------------ City
+
+
+@dataclass(frozen=True, eq=False)
+class City:
+    """One city's areas (rows sorted by level order, then area_id) and their geometries."""
+
+    areas: pl.DataFrame
+    geoms: np.ndarray
+
+    @property
+    def city_id(self) -> str:
+        return str(self.areas["area_id"][0])
+
+    @property
+    def name(self) -> str:
+        return str(self.areas["name"][0])
+
+    @cached_property
+    def _row_of(self) -> dict[str, int]:
+        return {area_id: i for i, area_id in enumerate(self.areas["area_id"].to_list())}
+
+    @cached_property
+    def _children(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for area_id, parent in zip(
+            self.areas["area_id"].to_list(), self.areas["parent_id"].to_list(), strict=True
+        ):
+            if parent is not None:
+                out.setdefault(parent, []).append(area_id)
+        return {k: sorted(v) for k, v in out.items()}
+
+    @cached_property
+    def _grid_mask(self) -> np.ndarray:
+        return (self.areas["level"] == "grid").to_numpy()
+
+    @cached_property
+    def grids(self) -> pl.DataFrame:
+        """Grid rows; row i is "grid index i" (what :meth:`GridIndex.assign` returns)."""
+        return (
+            self.areas.filter(pl.col("level") == "grid")
+            .select(
+                pl.col("area_id").alias("grid_id"),
+                "street_id",
+                "district_id",
+                "city_id",
+                "lon",
+                "lat",
+                "area_km2",
+                "name",
+            )
+            .sort("grid_id")
+        )
+
+    @cached_property
+    def grid_geoms(self) -> np.ndarray:
+        rows = np.flatnonzero(self._grid_mask)
+        ids = self.areas["area_id"].to_numpy()[rows]
+        return self.geoms[rows[np.argsort(ids, kind="stable")]]
+
+    def ids(self, level: str) -> list[str]:
+        """All area ids of one level, sorted."""
+        return self.areas.filter(pl.col("level") == level)["area_id"].to_list()
+
+    def area(self, area_id: str) -> dict[str, Any] | None:
+        row = self._row_of.get(area_id)
+        return None if row is None else self.areas.row(row, named=True)
+
+    def children(self, area_id: str) -> list[str]:
+        return list(self._children.get(area_id, []))
+
+    def ancestors(self, area_id: str) -> list[str]:
+        """``[area_id, parent, …, city]``; empty for an unknown id."""
+        out: list[str] = []
+        parents = self.areas["parent_id"]
+        current: str | None = area_id
+        while current is not None and current in self._row_of:
+            out.append(current)
+            current = parents[self._row_of[current]]
+        return out
+
+    def level_of(self, area_id: str) -> str | None:
+        row = self._row_of.get(area_id)
+        return None if row is None else str(self.areas["level"][row])
+
+    def geometry(self, area_id: str) -> Geom:
+        row = self._row_of.get(area_id)
+        if row is None:
+            raise KeyError(area_id)
+        geom: Geom = self.geoms[row]
+        return geom
+
+    def geometry_hash(self) -> str:
+        """SHA-256 over ids and WKB of every area (for determinism checks)."""
+        digest = hashlib.sha256()
+        for area_id, wkb in zip(
+            self.areas["area_id"].to_list(), shapely.to_wkb(self.geoms), strict=True
+        ):
+            digest.update(area_id.encode())
+            digest.update(wkb)
+        return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ point → grid
+
+
+class GridIndex:
+    """Point → grid lookup over a city's grids (a shapely STRtree)."""
+
+    def __init__(self, city: City) -> None:
+        self.city = city
+        self.geoms = city.grid_geoms
+        self.tree = shapely.STRtree(self.geoms)
+
+    def assign(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        """Vectorised: int32 grid index (row of ``city.grids``) per point, -1 outside every grid.
+
+        Boundary rule: a point on a shared edge or vertex intersects several grids and
+        belongs to the one with the **smallest grid index** among them. Points outside
+        every grid, and points with a NaN/inf coordinate, get -1.
+        """
+        x = np.asarray(lon, dtype=np.float64).ravel()
+        y = np.asarray(lat, dtype=np.float64).ravel()
+        if x.shape != y.shape:
+            raise ValueError("lon and lat must have the same length")
+        out = np.full(x.shape[0], -1, dtype=np.int32)
+        ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        if ok.size == 0:
+            return out
+        points = shapely.points(x[ok], y[ok])
+        which, grid = self.tree.query(points, predicate="intersects")
+        if which.size == 0:
+            return out
+        best = np.full(ok.size, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best, which, grid)
+        hit = best != np.iinfo(np.int64).max
+        out[ok[hit]] = best[hit].astype(np.int32)
+        return out
+
+
+# ------------------------------------------------------------------ areas & projections
+
+
+def area_km2(geoms: np.ndarray | Geom) -> np.ndarray:
+    """Area on the sphere (authalic radius) of lon/lat geometries, in km²."""
+
+    def to_equal_area(coords: np.ndarray) -> np.ndarray:
+        out = np.empty_like(coords)
+        out[:, 0] = np.radians(coords[:, 0])
+        out[:, 1] = np.sin(np.radians(coords[:, 1]))
+        return out
+
+    projected = shapely.transform(np.asarray(geoms, dtype=object), to_equal_area)
+    return np.asarray(shapely.area(projected), dtype=np.float64) * EARTH_RADIUS_KM**2
+
+
+@dataclass(frozen=True)
+class _Plane:
+    """Local equirectangular plane in km around (lon0, lat0), used by the generator."""
+
+    lon0: float
+    lat0: float
+
+    @property
+    def kx(self) -> float:
+        return KM_PER_DEG * math.cos(math.radians(self.lat0))
+
+    def xy(self, lon: Any, lat: Any) -> tuple[Any, Any]:
+        return (np.asarray(lon) - self.lon0) * self.kx, (np.asarray(lat) - self.lat0) * KM_PER_DEG
+
+    def to_km(self, geoms: Any) -> Any:
+        kx = self.kx
+        return shapely.transform(
+            geoms, lambda c: np.column_stack(((c[:, 0] - self.lon0) * kx, (c[:, 1] - self.lat0) * KM_PER_DEG))
+        )
+
+    def to_lonlat(self, geoms: Any) -> Any:
+        kx = self.kx
+        return shapely.transform(
+            geoms, lambda c: np.column_stack((c[:, 0] / kx + self.lon0, c[:, 1] / KM_PER_DEG + self.lat0))
+        )
+
+
+# ------------------------------------------------------------------ generator: partitions
+
+
+def _polygon_parts(geom: Any) -> list[Polygon]:
+    """The non-empty Polygon parts of any geometry."""
+    parts = shapely.get_parts(geom)
+    return [p for p in parts if isinstance(p, Polygon) and not p.is_empty and p.area > 0]
+
+
+def _largest_polygonal(geom: Any) -> Geom:
+    parts = _polygon_parts(geom)
+    if not parts:
+        raise ValueError("geometry has no polygonal part")
+    if len(parts) == 1:
+        return parts[0]
+    return MultiPolygon(parts)
+
+
+def _sample_points(parent: Geom, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` uniform random points strictly inside ``parent`` (rejection sampling)."""
+    shapely.prepare(parent)
+    xmin, ymin, xmax, ymax = parent.bounds
+    out: list[np.ndarray] = []
+    have = 0
+    fill = max(parent.area / max((xmax - xmin) * (ymax - ymin), 1e-12), 0.05)
+    while have < n:
+        m = int((n - have) / fill * 1.3) + 16
+        xy = np.column_stack((rng.uniform(xmin, xmax, m), rng.uniform(ymin, ymax, m)))
+        inside = shapely.contains_xy(parent, xy[:, 0], xy[:, 1])
+        out.append(xy[inside])
+        have += int(inside.sum())
+    return np.concatenate(out)[:n]
+
+
+def _voronoi_cells(points: np.ndarray, parent: Geom) -> np.ndarray:
+    """Voronoi cells of ``points`` (in input order) clipped to ``parent``."""
+    if len(points) == 1:
+        return np.array([parent], dtype=object)
+    diagram = shapely.voronoi_polygons(shapely.multipoints(points), extend_to=parent, ordered=True)
+    cells = shapely.get_parts(diagram)
+    if len(cells) != len(points):
+        raise ValueError("duplicate Voronoi seeds")
+    return shapely.intersection(cells, parent)
+
+
+def _cell_anchors(cells: np.ndarray) -> np.ndarray:
+    """Centroids of cells, or a point on the surface where the centroid falls outside."""
+    centroids = shapely.centroid(cells)
+    inside = shapely.contains(cells, centroids)
+    if not inside.all():
+        centroids[~inside] = shapely.point_on_surface(cells[~inside])
+    return shapely.get_coordinates(centroids)
+
+
+def _merge_stray_parts(cells: np.ndarray) -> np.ndarray:
+    """Keep each cell's largest polygon; merge its other parts into the best neighbour.
+
+    The neighbour is the cell sharing the longest border with the stray part (or the
+    nearest cell if none touches it, e.g. an island). The number of cells is unchanged.
+    """
+    parts, owner = shapely.get_parts(cells, return_index=True)
+    keep = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) > 0)
+    parts, owner = parts[keep], owner[keep]
+    counts = np.bincount(owner, minlength=len(cells))
+    if (counts == 0).any():
+        raise ValueError("empty cell")
+    if (counts == 1).all():
+        return parts[np.argsort(owner, kind="stable")]
+    areas = shapely.area(parts)
+    order = np.lexsort((-areas, owner))  # by owner, largest part first
+    parts, owner = parts[order], owner[order]
+    first = np.r_[True, owner[1:] != owner[:-1]]
+    mains = parts[first].copy()
+    strays = parts[~first]
+    tree = shapely.STRtree(mains)
+    for stray in sorted(strays, key=lambda g: -g.area):
+        near = tree.query(stray, predicate="intersects")
+        shared = (
+            shapely.length(shapely.intersection(stray.boundary, shapely.boundary(mains[near])))
+            if near.size
+            else np.zeros(0)
+        )
+        if near.size and shared.max() > 0:
+            target = int(near[int(np.argmax(shared))])
+        else:
+            target = int(tree.query_nearest(stray)[0])
+        merged = shapely.union(mains[target], stray)
+        mains[target] = _largest_polygonal(merged) if merged.geom_type not in ("Polygon", "MultiPolygon") else merged
+    return mains
+
+
+def _partition(parent: Geom, n: int, rng: np.random.Generator, lloyd: int = 2) -> np.ndarray:
+    """Cut ``parent`` into exactly ``n`` cells (Lloyd-relaxed Voronoi, clipped)."""
+    if n <= 1:
+        return np.array([parent], dtype=object)
+    for _attempt in range(5):
+        points = _sample_points(parent, n, rng)
+        try:
+            for _ in range(lloyd):
+                points = _cell_anchors(_voronoi_cells(points, parent))
+            cells = _merge_stray_parts(_voronoi_cells(points, parent))
+        except ValueError:
+            continue
+        if len(cells) == n and shapely.is_valid(cells).all():
+            return cells
+    raise RuntimeError(f"could not partition a polygon into {n} cells")
+
+
+def _reading_order(cells: np.ndarray) -> np.ndarray:
+    """Indices ordering cells in rows from north to south, west to east within a row."""
+    xy = _cell_anchors(cells)
+    xmin, ymin, xmax, ymax = shapely.total_bounds(cells)
+    row_height = math.sqrt(max((xmax - xmin) * (ymax - ymin), 1e-12) / max(len(cells), 1)) * 1.5
+    rows = np.floor((ymax - xy[:, 1]) / row_height)
+    return np.lexsort((xy[:, 0], rows))
+
+
+def _allocate(weights: Sequence[float], total: int, minimum: int) -> np.ndarray:
+    """Integers summing to ``total``: ``minimum`` each, the rest by largest remainder."""
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(w)
+    minimum = min(minimum, total // max(n, 1))
+    base = np.full(n, minimum, dtype=np.int64)
+    rest = total - base.sum()
+    share = w / w.sum() * rest if w.sum() > 0 else np.full(n, rest / n)
+    floor = np.floor(share).astype(np.int64)
+    left = int(rest - floor.sum())
+    order = np.lexsort((np.arange(n), -(share - floor)))
+    floor[order[:left]] += 1
+    return base + floor
+
+
+# ------------------------------------------------------------------ generator: districts
+
+
+def _blob(x: float, y: float, r: float, rng: np.random.Generator) -> Polygon:
+    """A smooth irregular disc of mean radius ``r`` around (x, y)."""
+    theta = np.linspace(0, 2 * np.pi, 97)[:-1]
+    radius = np.ones_like(theta)
+    for k in range(2, 6):
+        radius += rng.uniform(0.03, 0.07) * np.sin(k * theta + rng.uniform(0, 2 * np.pi))
+    return Polygon(np.column_stack((x + r * radius * np.cos(theta), y + r * radius * np.sin(theta))))
+
+
+def _city_outline(
+    centers: np.ndarray, targets: np.ndarray, rng: np.random.Generator
+) -> Polygon:
+    """An organic outline: union of noisy discs around the districts, closed, area ≈ total."""
+    shapes = [_blob(cx, cy, 1.0, rng) for cx, cy in centers]
+    base_r = np.sqrt(targets / np.pi)
+
+    def outline(scale: float) -> Polygon:
+        discs = [
+            shapely.affinity.scale(s, r * scale, r * scale, origin=(cx, cy))
+            for s, r, (cx, cy) in zip(shapes, base_r, centers, strict=True)
+        ]
+        merged = shapely.union_all(discs).buffer(4.0, 16).buffer(-4.0, 16)
+        largest = max(_polygon_parts(merged), key=lambda p: p.area)
+        return Polygon(largest.exterior)
+
+    lo, hi = 0.8, 1.6
+    for _ in range(14):
+        mid = (lo + hi) / 2
+        if outline(mid).area < targets.sum():
+            lo = mid
+        else:
+            hi = mid
+    return outline((lo + hi) / 2)
+
+
+def _atom_graph(atoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) of atoms that touch."""
+    tree = shapely.STRtree(atoms)
+    i, j = tree.query(atoms, predicate="intersects")
+    keep = i < j
+    return i[keep], j[keep]
+
+
+def _components(labels: np.ndarray, ei: np.ndarray, ej: np.ndarray) -> np.ndarray:
+    """Connected-component id per atom over edges joining atoms of the same label."""
+    parent = np.arange(len(labels))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = int(parent[a])
+        return a
+
+    same = labels[ei] == labels[ej]
+    for a, b in zip(ei[same].tolist(), ej[same].tolist(), strict=True):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[rb] = ra
+    return np.array([find(a) for a in range(len(labels))])
+
+
+def _make_contiguous(
+    labels: np.ndarray, areas: np.ndarray, ei: np.ndarray, ej: np.ndarray
+) -> np.ndarray:
+    """Give every atom outside its label's largest component to its most common neighbour."""
+    labels = labels.copy()
+    for _ in range(20):
+        comp = _components(labels, ei, ej)
+        comp_area = np.bincount(comp, weights=areas, minlength=len(labels))
+        main: dict[int, int] = {}
+        for c in np.unique(comp):
+            lab = int(labels[c])
+            if lab not in main or comp_area[c] > comp_area[main[lab]]:
+                main[lab] = int(c)
+        stray = np.array([main[int(labels[a])] != comp[a] for a in range(len(labels))])
+        if not stray.any():
+            return labels
+        new = labels.copy()
+        for a in np.flatnonzero(stray):
+            nbrs = np.concatenate((ej[ei == a], ei[ej == a]))
+            other = labels[nbrs][labels[nbrs] != labels[a]]
+            if other.size:
+                vals, counts = np.unique(other, return_counts=True)
+                new[a] = vals[np.argmax(counts)]
+        labels = new
+    return labels
+
+
+def _demo_districts(
+    specs: Sequence[DistrictSpec], plane: _Plane, rng: np.random.Generator
+) -> list[Geom]:
+    """District polygons (km plane) tiling an organic city outline, fitted to target areas."""
+    cx, cy = plane.xy([s.lon for s in specs], [s.lat for s in specs])
+    centers = np.column_stack((cx, cy))
+    targets = np.array([s.area_km2 for s in specs], dtype=np.float64)
+    outline = _city_outline(centers, targets, rng)
+
+    # Atoms: Voronoi cells of points denser around small (urban) districts.
+    seeds = [_sample_points(outline, 600, rng)]
+    for (x, y), target in zip(centers, targets, strict=True):
+        k = 60 + int(2400 * target / targets.sum())
+        r = math.sqrt(target / math.pi) * 1.1
+        disc = outline.intersection(shapely.Point(x, y).buffer(r, 16))
+        seeds.append(_sample_points(_largest_polygonal(disc), k, rng))
+    atoms = _merge_stray_parts(_voronoi_cells(np.concatenate(seeds), outline))
+    atom_xy = _cell_anchors(atoms)
+    atom_area = shapely.area(atoms)
+
+    # Smooth domain warp so borders wander instead of following Apollonius circles.
+    warped = atom_xy.copy()
+    for axis in (0, 1):
+        for low, high, amp in ((0.05, 0.15, 0.6), (0.05, 0.15, 0.6), (0.4, 0.8, 0.3)):
+            freq = rng.uniform(low, high, 2) * rng.choice([-1.0, 1.0], 2)
+            warped[:, axis] += amp * np.sin(atom_xy @ freq + rng.uniform(0, 2 * np.pi))
+
+    # Multiplicatively weighted distance |p - site| / rho: fit rho to the target areas
+    # and move the sites so the district centroids approach the given points. The
+    # iteration is not monotone, so keep the best labelling seen.
+    sites = centers.copy()
+    rho = np.sqrt(targets)
+    best_labels, best_score = None, np.inf
+    iterations = 300
+    for it in range(iterations):
+        dist = np.sqrt(((warped[:, None, :] - sites[None, :, :]) ** 2).sum(axis=2))
+        labels = np.argmin(dist / rho[None, :], axis=1)
+        got = np.bincount(labels, weights=atom_area, minlength=len(specs))
+        offset = 0.0
+        for i in range(len(specs)):
+            mine = labels == i
+            if mine.any():
+                actual = np.average(atom_xy[mine], axis=0, weights=atom_area[mine])
+                offset = max(offset, float(np.hypot(*(centers[i] - actual))))
+                sites[i] += 0.1 * (centers[i] - actual)
+        score = float(np.max(np.abs(got / targets - 1))) + offset / 20.0
+        if score < best_score:
+            best_labels, best_score = labels, score
+        step = 0.2 * (1 - it / iterations) + 0.02
+        rho *= (targets / np.maximum(got, 1e-3)) ** step
+    assert best_labels is not None
+    ei, ej = _atom_graph(atoms)
+    labels = _make_contiguous(best_labels, atom_area, ei, ej)
+
+    districts: list[Geom] = []
+    for i in range(len(specs)):
+        merged = shapely.union_all(atoms[labels == i])
+        districts.append(_drop_tiny_holes(_largest_polygonal(merged)))
+    return districts
+
+
+def _drop_tiny_holes(geom: Geom, min_area: float = 1e-6) -> Geom:
+    """Remove interior rings smaller than ``min_area`` (overlay noise)."""
+    polys = []
+    for p in _polygon_parts(geom):
+        holes = [h for h in p.interiors if Polygon(h).area >= min_area]
+        polys.append(Polygon(p.exterior, holes))
+    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
+
+
+# ------------------------------------------------------------------ generator: hierarchy
+
+
+@dataclass(frozen=True)
+class _District:
+    """Input of the street/grid generator: one district polygon in the km plane."""
+
+    district_id: str
+    name: str
+    polygon: Geom
+    weight: float  # relative number of grids (population-ish)
+    street_names: tuple[str, ...] | None = None  # None → generated names and count
+
+
+def _street_count(area: float) -> int:
+    return int(np.clip(round(math.sqrt(area) / 3.5), 4, 18))
+
+
+def _made_up_names(n: int, rng: np.random.Generator, taken: set[str], rural: bool) -> list[str]:
+    names: list[str] = []
+    while len(names) < n:
+        a, b = rng.choice(len(_NAME_SYLLABLES), 2, replace=False)
+        suffix = "镇" if rural and rng.random() < 0.35 else "街道"
+        name = _NAME_SYLLABLES[a] + _NAME_SYLLABLES[b] + suffix
+        if name not in taken:
+            taken.add(name)
+            names.append(name)
+    return names
+
+
+def _build_city(
+    city_id: str,
+    city_name: str,
+    districts: Sequence[_District],
+    n_grids: int,
+    plane: _Plane,
+    rng: np.random.Generator,
+) -> City:
+    """Generate streets and exactly ``n_grids`` grids inside the districts; return the City."""
+    counts = [
+        len(d.street_names) if d.street_names else _street_count(d.polygon.area) for d in districts
+    ]
+    if sum(counts) > n_grids:  # tiny cities: fewer streets so every street has a grid
+        counts = list(_allocate([d.polygon.area for d in districts], n_grids, 1))
+        counts = [max(1, c) for c in counts]
+    district_grids = _allocate(
+        [d.weight for d in districts], n_grids, MIN_GRIDS_PER_STREET * max(counts)
+    )
+    names_taken: set[str] = set()
+    rows: list[tuple[str, str, str | None, str, str | None, str | None]] = []
+    geoms: list[Geom] = []
+    city_km = shapely.union_all([d.polygon for d in districts])
+    rows.append((city_id, "city", None, city_name, None, None))
+    geoms.append(city_km)
+    for d, n_streets, d_grids in zip(districts, counts, district_grids, strict=True):
+        n_streets = min(n_streets, int(d_grids))
+        streets = _partition(d.polygon, n_streets, rng)
+        streets = streets[_reading_order(streets)]
+        if d.street_names and len(d.street_names) == n_streets:
+            street_names = list(d.street_names)
+        else:
+            rural = d.polygon.area > 300
+            street_names = _made_up_names(n_streets, rng, names_taken, rural)
+        rows.append((d.district_id, "district", city_id, d.name, d.district_id, None))
+        geoms.append(d.polygon)
+        per_street = _allocate(shapely.area(streets), int(d_grids), MIN_GRIDS_PER_STREET)
+        width = max(3, len(str(n_streets)))
+        for s, (street, s_name, s_grids) in enumerate(
+            zip(streets, street_names, per_street, strict=True), start=1
+        ):
+            street_id = f"{d.district_id}-{s:0{width}d}"
+            rows.append((street_id, "street", d.district_id, s_name, d.district_id, street_id))
+            geoms.append(street)
+            cells = _partition(street, int(s_grids), rng)
+            cells = cells[_reading_order(cells)]
+            g_width = max(3, len(str(int(s_grids))))
+            for g, cell in enumerate(cells, start=1):
+                grid_id = f"{street_id}-{g:0{g_width}d}"
+                rows.append((grid_id, "grid", street_id, f"{s_name}第{g}网格", d.district_id, street_id))
+                geoms.append(cell)
+    lonlat = plane.to_lonlat(np.array(geoms, dtype=object))
+    return _city_from_rows(city_id, rows, lonlat)
+
+
+def _city_from_rows(
+    city_id: str,
+    rows: Sequence[tuple[str, str, str | None, str, str | None, str | None]],
+    geoms: np.ndarray,
+) -> City:
+    """Assemble a City: compute label points and areas, sort rows, round-trip via WKB."""
+    geoms = np.asarray(geoms, dtype=object)
+    anchors = _cell_anchors(geoms)
+    frame = pl.DataFrame(
+        {
+            "area_id": [r[0] for r in rows],
+            "level": [r[1] for r in rows],
+            "parent_id": [r[2] for r in rows],
+            "name": [r[3] for r in rows],
+            "city_id": [city_id] * len(rows),
+            "district_id": [r[4] for r in rows],
+            "street_id": [r[5] for r in rows],
+            "lon": anchors[:, 0],
+            "lat": anchors[:, 1],
+            "area_km2": area_km2(geoms),
+            "_row": np.arange(len(rows)),
+        },
+        schema={**AREAS_SCHEMA, "_row": pl.Int64},
+    )
+    frame = frame.with_columns(
+        pl.col("level").replace_strict(LEVEL_ORDER, return_dtype=pl.Int8).alias("_level")
+    ).sort("_level", "area_id")
+    order = frame["_row"].to_numpy()
+    # Same bytes as a cache load: generated and loaded cities are identical.
+    wkb = shapely.to_wkb(geoms[order])
+    return City(areas=frame.select(AREA_COLUMNS), geoms=shapely.from_wkb(wkb))
+
+
+# ------------------------------------------------------------------ demo city
+
+
+def demo_city(seed: int = 2026, n_grids: int = 12545) -> City:
+    """The deterministic Nanjing-scale demo city (same seed and count → same city)."""
+    if n_grids < sum(len(s.streets) for s in NANJING):
+        raise ValueError(f"n_grids must be at least the number of streets, got {n_grids}")
+    rng = np.random.default_rng([seed, CACHE_VERSION])
+    plane = _Plane(118.80, 31.92)
+    polygons = _demo_districts(NANJING, plane, rng)
+    districts = [
+        _District(s.adcode, s.name, poly, s.population_k, s.streets)
+        for s, poly in zip(NANJING, polygons, strict=True)
+    ]
+    return _build_city(NANJING_ID, NANJING_NAME, districts, n_grids, plane, rng)
+
+
+# ------------------------------------------------------------------ cache
+
+
+def _write_city(city: City, path: Path) -> None:
+    """Write the city atomically: a temp file in the same directory, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = city.areas.with_columns(pl.Series("wkb", shapely.to_wkb(city.geoms), dtype=pl.Binary))
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp, metadata={"wangge_geo_version": str(CACHE_VERSION)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_city(path: Path) -> City:
+    meta = pl.read_parquet_metadata(path)
+    version = meta.get("wangge_geo_version")
+    if version != str(CACHE_VERSION):
+        raise ValueError(f"{path}: city cache version {version}, expected {CACHE_VERSION}")
+    frame = pl.read_parquet(path)
+    geoms = shapely.from_wkb(frame["wkb"].to_numpy())
+    return City(areas=frame.select(AREA_COLUMNS).cast(AREAS_SCHEMA), geoms=geoms)
+
+
+def demo_cache_path(geo: GeoSettings, root: Path | None = None) -> Path:
+    """Cache file of the demo city for (seed, grids, generator version)."""
+    cache_dir = _resolve(geo.cache_dir, root)
+    return cache_dir / f"demo-v{CACHE_VERSION}-seed{geo.seed}-grids{geo.grids}.parquet"
+
+
+def _resolve(path: str | Path, root: Path | None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (root or ROOT) / p
+
+
+def load_city(geo: GeoSettings, root: Path | None = None) -> City:
+    """The configured city: the (cached) demo city, or an imported city cache."""
+    if geo.source == "demo":
+        path = demo_cache_path(geo, root)
+        if path.exists():
+            try:
+                return _read_city(path)
+            except Exception:  # unreadable or stale cache: regenerate it
+                pass
+        city = demo_city(geo.seed, geo.grids)
+        _write_city(city, path)
+        return city
+    path = _resolve(geo.source, root)
+    if path.is_dir():
+        path = path / CITY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no imported city at {path} (run `wangge geo import` first)")
+    return _read_city(path)
+
+
+# ------------------------------------------------------------------ GeoJSON out
+
+
+def level_geojson(
+    city: City, level: str, parent_id: str | None = None, tolerance_m: float = 30.0
+) -> dict[str, Any]:
+    """FeatureCollection of the areas of ``level`` (optionally children of ``parent_id``).
+
+    Geometries are simplified as a coverage (shared borders stay shared), grids with half
+    the tolerance; coordinates are rounded to 5 decimals (≈1 m). Properties:
+    ``area_id, name, level, parent_id``.
+    """
+    if level not in LEVEL_ORDER:
+        raise ValueError(f"unknown level {level!r}; expected one of {LEVELS}")
+    mask = city.areas["level"] == level
+    if parent_id is not None:
+        mask = mask & (city.areas["parent_id"] == parent_id)
+    rows = np.flatnonzero(mask.to_numpy())
+    frame = city.areas[rows]
+    geoms = city.geoms[rows]
+    tol_deg = (tolerance_m / 2 if level == "grid" else tolerance_m) / (KM_PER_DEG * 1000)
+    if len(geoms) and tol_deg > 0:
+        geoms = _simplify(geoms, tol_deg)
+    geoms = shapely.set_precision(geoms, 1e-5) if len(geoms) else geoms
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"area_id": a, "name": n, "level": level, "parent_id": p},
+            "geometry": _rounded(g),
+        }
+        for a, n, p, g in zip(
+            frame["area_id"].to_list(),
+            frame["name"].to_list(),
+            frame["parent_id"].to_list(),
+            geoms,
+            strict=True,
+        )
+    ]
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _simplify(geoms: np.ndarray, tol_deg: float) -> np.ndarray:
+    """Coverage simplification; per-polygon topology-preserving simplify as a fallback."""
+    try:
+        out = shapely.coverage_simplify(geoms, tol_deg)
+        if shapely.is_valid(out).all() and not shapely.is_empty(out).any():
+            return np.asarray(out, dtype=object)
+    except shapely.errors.GEOSException:
+        pass
+    return np.asarray(shapely.simplify(geoms, tol_deg, preserve_topology=True), dtype=object)
+
+
+def _rounded(geom: Geom) -> dict[str, Any]:
+    def ring(coords: Any) -> list[list[float]]:
+        arr = np.round(np.asarray(coords)[:, :2], 5)
+        return arr.tolist()
+
+    def poly(p: Polygon) -> list[list[list[float]]]:
+        return [ring(p.exterior.coords), *(ring(r.coords) for r in p.interiors)]
+
+    if isinstance(geom, Polygon):
+        return {"type": "Polygon", "coordinates": poly(geom)}
+    return {"type": "MultiPolygon", "coordinates": [poly(p) for p in _polygon_parts(geom)]}
+
+
+# ------------------------------------------------------------------ GeoJSON in
+
+
+@dataclass(frozen=True)
+class _Feature:
+    index: int
+    props: dict[str, Any]
+    geom: Geom
+    label: str
+
+
+def _label(index: int, props: dict[str, Any], keys: Sequence[str]) -> str:
+    named = [f"{k}={props[k]}" for k in keys if props.get(k) not in (None, "")]
+    return f"feature #{index}" + (f" ({', '.join(named)})" if named else "")
+
+
+def _read_features(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = orjson.loads(Path(path).read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise GeoImportError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise GeoImportError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        kind = data.get("type") if isinstance(data, dict) else type(data).__name__
+        raise GeoImportError(f"{path}: not a GeoJSON FeatureCollection (type={kind!r})")
+    features = data.get("features")
+    if not isinstance(features, list) or not features:
+        raise GeoImportError(f"{path}: the FeatureCollection has no features")
+    for i, f in enumerate(features):
+        if not isinstance(f, dict) or f.get("type") != "Feature":
+            raise GeoImportError(f"feature #{i}: not a GeoJSON Feature")
+        if not isinstance(f.get("properties") or {}, dict):
+            raise GeoImportError(f"feature #{i}: properties must be an object")
+    return features
+
+
+def _check_coordinates(label: str, geom: Geom) -> None:
+    xy = shapely.get_coordinates(geom)
+    if not np.isfinite(xy).all():
+        raise GeoImportError(f"{label}: coordinates contain NaN or infinity")
+    x, y = xy[:, 0], xy[:, 1]
+    if ((np.abs(y) > 90) & (np.abs(x) <= 90)).any():
+        raise GeoImportError(
+            f"{label}: coordinates look like [lat, lon]; GeoJSON needs [lon, lat] "
+            f"(first point {xy[0].tolist()})"
+        )
+    if (np.abs(x) > 180).any() or (np.abs(y) > 90).any():
+        bad = xy[(np.abs(x) > 180) | (np.abs(y) > 90)][0]
+        raise GeoImportError(f"{label}: lon/lat out of range at {bad.tolist()}")
+
+
+def _check_china_swap(features: Sequence[_Feature]) -> None:
+    """Every point in China's latitude band as lon and China's longitudes as lat → swapped."""
+    xy = np.concatenate([shapely.get_coordinates(f.geom) for f in features])
+    if (
+        (xy[:, 0] >= 3).all()
+        and (xy[:, 0] <= 54).all()
+        and (xy[:, 1] >= 73).all()
+        and (xy[:, 1] <= 136).all()
+    ):
+        raise GeoImportError(
+            f"{features[0].label}: coordinates look like [lat, lon]; GeoJSON needs [lon, lat] "
+            "(every point has lon in China's latitude band and lat in its longitudes)"
+        )
+
+
+def _parse_feature(index: int, raw: dict[str, Any], label_keys: Sequence[str]) -> _Feature:
+    props = dict(raw.get("properties") or {})
+    label = _label(index, props, label_keys)
+    gj = raw.get("geometry")
+    if not gj:
+        raise GeoImportError(f"{label}: geometry is missing")
+    kind = gj.get("type") if isinstance(gj, dict) else None
+    if kind not in ("Polygon", "MultiPolygon"):
+        raise GeoImportError(f"{label}: geometry is {kind}; expected Polygon or MultiPolygon")
+    try:
+        geom = shape(gj)
+    except Exception as exc:
+        raise GeoImportError(f"{label}: malformed {kind} coordinates ({exc})") from None
+    if geom.is_empty:
+        raise GeoImportError(f"{label}: geometry is empty")
+    _check_coordinates(label, geom)
+    if not geom.is_valid:
+        reason = shapely.is_valid_reason(geom)
+        raise GeoImportError(f"{label}: invalid polygon ({reason})")
+    return _Feature(index, props, geom, label)
+
+
+def _require(feature: _Feature, keys: Sequence[str]) -> list[str]:
+    values = []
+    for key in keys:
+        value = feature.props.get(key)
+        if value is None or str(value).strip() == "":
+            raise GeoImportError(f"{feature.label}: missing property {key!r}")
+        values.append(str(value).strip())
+    return values
+
+
+def _check_unique(features: Sequence[_Feature], ids: Sequence[str], what: str) -> None:
+    seen: dict[str, _Feature] = {}
+    for f, value in zip(features, ids, strict=True):
+        if value in seen:
+            raise GeoImportError(
+                f"{f.label}: duplicate {what} {value!r} (also {seen[value].label})"
+            )
+        seen[value] = f
+
+
+def _check_overlaps(features: Sequence[_Feature], rel_tol: float = 1e-4) -> None:
+    """No two polygons may overlap by more than ``rel_tol`` of the smaller one (STRtree)."""
+    geoms = np.array([f.geom for f in features], dtype=object)
+    tree = shapely.STRtree(geoms)
+    i, j = tree.query(geoms, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    if i.size == 0:
+        return
+    inner = ~shapely.touches(geoms[i], geoms[j])
+    i, j = i[inner], j[inner]
+    if i.size == 0:
+        return
+    areas = shapely.area(geoms)
+    overlap = shapely.area(shapely.intersection(geoms[i], geoms[j]))
+    bad = overlap > np.maximum(rel_tol * np.minimum(areas[i], areas[j]), 1e-14)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        a, b = features[int(i[k])], features[int(j[k])]
+        km2 = float(area_km2(shapely.intersection(a.geom, b.geom)))
+        raise GeoImportError(f"{b.label}: overlaps {a.label} by {km2:.6f} km²")
+
+
+def _city_id_from(district_ids: Sequence[str]) -> str:
+    codes = {d[:4] for d in district_ids if len(d) == 6 and d.isdigit()}
+    if len(codes) == 1 and all(len(d) == 6 and d.isdigit() for d in district_ids):
+        return codes.pop() + "00"
+    return "city"
+
+
+def _import_grids(features: list[_Feature], geo: GeoSettings) -> City:
+    keys = (
+        geo.grid_id_key,
+        geo.grid_name_key,
+        geo.street_id_key,
+        geo.street_name_key,
+        geo.district_id_key,
+        geo.district_name_key,
+    )
+    values = [_require(f, keys) for f in features]
+    grid_ids = [v[0] for v in values]
+    _check_unique(features, grid_ids, geo.grid_id_key)
+    street_of: dict[str, tuple[str, str, _Feature]] = {}
+    district_name: dict[str, str] = {}
+    for f, (_gid, _gname, sid, sname, did, dname) in zip(features, values, strict=True):
+        if sid in street_of and street_of[sid][0] != did:
+            raise GeoImportError(
+                f"{f.label}: street {sid!r} is in district {did!r} here but in "
+                f"{street_of[sid][0]!r} at {street_of[sid][2].label}"
+            )
+        street_of.setdefault(sid, (did, sname, f))
+        district_name.setdefault(did, dname)
+    clash = set(grid_ids) & (set(street_of) | set(district_name))
+    clash |= set(street_of) & set(district_name)
+    if clash:
+        value = sorted(clash)[0]
+        f = next(f for f, v in zip(features, values, strict=True) if value in v)
+        raise GeoImportError(f"{f.label}: id {value!r} is used at two levels")
+    _check_overlaps(features)
+    city_id = _city_id_from(sorted(district_name))
+    if city_id in grid_ids or city_id in street_of or city_id in district_name:
+        city_id = "city"
+
+    geoms = np.array([f.geom for f in features], dtype=object)
+    street_idx: dict[str, list[int]] = {}
+    for k, v in enumerate(values):
+        street_idx.setdefault(v[2], []).append(k)
+    rows: list[tuple[str, str, str | None, str, str | None, str | None]] = []
+    out: list[Geom] = []
+    street_geom: dict[str, Geom] = {}
+    for sid, idx in street_idx.items():
+        street_geom[sid] = _polygonal(shapely.union_all(geoms[idx]))
+    district_geom: dict[str, Geom] = {}
+    for did in district_name:
+        sids = [s for s, (d, _n, _f) in street_of.items() if d == did]
+        district_geom[did] = _polygonal(shapely.union_all([street_geom[s] for s in sids]))
+    rows.append((city_id, "city", None, "全市", None, None))
+    out.append(_polygonal(shapely.union_all(list(district_geom.values()))))
+    for did, dname in district_name.items():
+        rows.append((did, "district", city_id, dname, did, None))
+        out.append(district_geom[did])
+    for sid, (did, sname, _f) in street_of.items():
+        rows.append((sid, "street", did, sname, did, sid))
+        out.append(street_geom[sid])
+    for v, g in zip(values, geoms, strict=True):
+        rows.append((v[0], "grid", v[2], v[1], v[4], v[2]))
+        out.append(g)
+    return _city_from_rows(city_id, rows, np.array(out, dtype=object))
+
+
+def _polygonal(geom: Any) -> Geom:
+    return _largest_polygonal(geom) if geom.geom_type not in ("Polygon", "MultiPolygon") else geom
+
+
+def _import_districts(
+    features: list[_Feature], geo: GeoSettings, seed: int, n_grids: int
+) -> City:
+    ids, names = [], []
+    for f in features:
+        id_key = "adcode" if f.props.get("adcode") not in (None, "") else geo.district_id_key
+        name_key = "name" if f.props.get("name") not in (None, "") else geo.district_name_key
+        did, dname = _require(f, (id_key, name_key))
+        ids.append(did)
+        names.append(dname)
+    _check_unique(features, ids, "district id")
+    _check_overlaps(features)
+    if n_grids < len(features):
+        raise GeoImportError(f"n_grids={n_grids} is smaller than the {len(features)} districts")
+    city_id = _city_id_from(ids)
+    if city_id in ids:
+        city_id = "city"
+    union = shapely.union_all([f.geom for f in features])
+    xmin, ymin, xmax, ymax = union.bounds
+    plane = _Plane((xmin + xmax) / 2, (ymin + ymax) / 2)
+    rng = np.random.default_rng([seed, CACHE_VERSION])
+    districts = []
+    for f, did, dname in zip(features, ids, names, strict=True):
+        poly = plane.to_km(f.geom)
+        districts.append(_District(did, dname, poly, poly.area**0.6))
+    return _build_city(city_id, "全市", districts, n_grids, plane, rng)
+
+
+def import_geojson(
+    path: Path, geo: GeoSettings, out_dir: Path, seed: int = 2026, n_grids: int | None = None
+) -> City:
+    """Import a city from GeoJSON and write its cache atomically into ``out_dir``.
+
+    Two inputs are recognised from the first feature's properties:
+
+    * grid polygons carrying ``geo.grid_id_key`` and the street/district ids and names
+      (streets, districts and the city are dissolved from the grids);
+    * district outlines only (DataV/aliyun ``adcode`` + ``name``, or
+      ``geo.district_id_key`` + ``geo.district_name_key``): streets and ``n_grids`` grids
+      (default ``geo.grids``) are generated inside them with the demo generator.
+
+    Every problem raises :class:`GeoImportError` naming the feature; nothing is written then.
+    """
+    raw = _read_features(Path(path))
+    first = raw[0].get("properties") or {}
+    if geo.grid_id_key in first:
+        label_keys: tuple[str, ...] = (geo.grid_id_key, geo.grid_name_key)
+        mode = "grids"
+    elif "adcode" in first or geo.district_id_key in first:
+        label_keys = ("adcode", "name", geo.district_id_key, geo.district_name_key)
+        mode = "districts"
+    else:
+        raise GeoImportError(
+            f"feature #0: properties carry neither {geo.grid_id_key!r} (grid file) nor "
+            f"'adcode'/{geo.district_id_key!r} (district outlines)"
+        )
+    features = [_parse_feature(i, f, label_keys) for i, f in enumerate(raw)]
+    _check_china_swap(features)
+    if mode == "grids":
+        city = _import_grids(features, geo)
+    else:
+        city = _import_districts(features, geo, seed, n_grids or geo.grids)
+    _write_city(city, Path(out_dir) / CITY_FILE)
+    return city
+
+
+__all__ = [
+    "CACHE_VERSION",
+    "LEVELS",
+    "City",
+    "GeoImportError",
+    "GridIndex",
+    "area_km2",
+    "demo_city",
+    "import_geojson",
+    "level_geojson",
+    "load_city",
+]
+

@@ -1,0 +1,375 @@
+"""SQL history, the system of record (SQLAlchemy 2 Core; one schema for SQLite and PostgreSQL).
+
+Every insert is a batch and idempotent on its natural key, so a redelivered batch
+changes nothing. ``incidents`` (current state) is recomputed from the append-only
+``incident_events`` of the touched incidents, so the order of arrival never matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import polars as pl
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+metadata = MetaData()
+
+areas = Table(
+    "areas",
+    metadata,
+    Column("area_id", String(32), primary_key=True),
+    Column("level", String(16), nullable=False),
+    Column("parent_id", String(32), index=True),
+    Column("name", String(64), nullable=False),
+    Column("district_id", String(32)),
+    Column("street_id", String(32)),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("area_km2", Float),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("incident_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("source", String(16)),
+    Column("grid_id", String(32), index=True),
+    Column("street_id", String(32), index=True),
+    Column("district_id", String(32), index=True),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("reported_ms", BigInteger, index=True),
+    Column("last_ms", BigInteger),
+    Column("closed_ms", BigInteger),
+    Column("resolution_level", String(16)),
+    Column("reporter_id", String(64)),
+    Column("handler_id", String(64)),
+    Column("description", Text),
+    Column("n_events", Integer, nullable=False),
+)
+
+incident_events = Table(
+    "incident_events",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("incident_id", String(64), nullable=False, index=True),
+    Column("step", String(16), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False, index=True),
+    Column("category", String(32), nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("source", String(16)),
+    Column("reporter_id", String(64)),
+    Column("handler_id", String(64)),
+    Column("grid_id", String(32), nullable=False),
+    Column("street_id", String(32), nullable=False),
+    Column("district_id", String(32), nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("description", Text),
+    Column("level", String(16)),
+    Column("entry_id", String(32), nullable=False),
+)
+
+video_alerts = Table(
+    "video_alerts",
+    metadata,
+    Column("alert_id", String(64), primary_key=True),
+    Column("camera_id", String(64), nullable=False),
+    Column("label", String(32), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False, index=True),
+    Column("lon", Float, nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("grid_id", String(32), nullable=False),
+    Column("street_id", String(32), nullable=False, index=True),
+    Column("district_id", String(32), nullable=False),
+    Column("entry_id", String(32), nullable=False),
+)
+
+track_points = Table(
+    "track_points",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("slot", BigInteger, primary_key=True),  # ts_ms // (persist_tracks_every_s * 1000)
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("grid_id", String(32), nullable=False),
+    Column("accuracy", Float),
+    Column("speed", Float),
+    Column("battery", Float),
+    Index("ix_track_points_ts", "ts_ms"),
+)
+
+patrols = Table(
+    "patrols",
+    metadata,
+    Column("day", String(8), primary_key=True),  # local day YYYYMMDD
+    Column("grid_id", String(32), primary_key=True),
+    Column("first_ms", BigInteger, nullable=False),
+)
+
+worker_positions = Table(
+    "worker_positions",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("packed", String(160), nullable=False),  # state.py's position encoding
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("stream", String(32), primary_key=True),
+    Column("entry_id", String(32), primary_key=True),
+    Column("reason", String(32), nullable=False, index=True),
+    Column("detail", Text),
+    Column("payload", LargeBinary),
+    Column("received_ms", BigInteger, nullable=False),
+)
+
+cameras = Table(
+    "cameras",
+    metadata,
+    Column("camera_id", String(64), primary_key=True),
+    Column("lon", Float, nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("grid_id", String(32), nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("grid_id", String(32), nullable=False, index=True),
+    Column("phone_masked", String(32)),
+)
+
+
+def make_engine(url: str, schema: str | None = None, echo: bool = False) -> Engine:
+    """Engine for SQLite (WAL, busy timeout) or PostgreSQL (optionally a private schema)."""
+    if url.startswith("sqlite"):
+        eng = create_engine(url, echo=echo, connect_args={"timeout": 60})
+
+        @event.listens_for(eng, "connect")
+        def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        return eng
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    args: dict[str, Any] = {}
+    if schema:
+        args["options"] = f"-csearch_path={schema}"
+    return create_engine(url, echo=echo, connect_args=args, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+def _insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
+    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return mod.insert(table)
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Batch insert; rows whose primary key exists are skipped (idempotent)."""
+    if not rows:
+        return
+    stmt = _insert(conn, table).on_conflict_do_nothing()
+    step = max(1, 30000 // max(1, len(rows[0])))
+    for i in range(0, len(rows), step):
+        conn.execute(stmt, list(rows[i : i + step]))
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    where_newer: str | None = None,
+    where_older: str | None = None,
+) -> None:
+    """Insert or update on the key; optionally only when the new row's column is newer/older."""
+    if not rows:
+        return
+    ins = _insert(conn, table)
+    cols = [c for c in rows[0] if c not in keys]
+    cond = None
+    if where_newer:
+        cond = table.c[where_newer] <= ins.excluded[where_newer]
+    if where_older:
+        cond = table.c[where_older] > ins.excluded[where_older]
+    stmt = ins.on_conflict_do_update(
+        index_elements=list(keys), set_={c: ins.excluded[c] for c in cols}, where=cond
+    )
+    step = max(1, 30000 // max(1, len(rows[0])))
+    for i in range(0, len(rows), step):
+        conn.execute(stmt, list(rows[i : i + step]))
+
+
+# ------------------------------------------------------------------ writes
+
+
+EVENT_COLUMNS = [c.name for c in incident_events.columns]
+
+
+def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
+    """Append events (idempotent) and recompute the current state of touched incidents."""
+    if events.is_empty():
+        return
+    rows = events.select(EVENT_COLUMNS).to_dicts()
+    ids = events["incident_id"].unique().to_list()
+    with engine.begin() as conn:
+        insert_ignore(conn, incident_events, rows)
+        hist = _events_of(conn, ids)
+        upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+
+
+def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
+    frames = []
+    for i in range(0, len(incident_ids), 5000):
+        chunk = incident_ids[i : i + 5000]
+        q = select(incident_events).where(incident_events.c.incident_id.in_(chunk))
+        res = conn.execute(q)
+        frames.append(pl.DataFrame(res.fetchall(), schema=list(res.keys()), orient="row"))
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
+    """Current state of each incident from its full event history (pure)."""
+    if hist.is_empty():
+        return []
+    h = hist.sort(["incident_id", "ts_ms"])
+    cur = h.group_by("incident_id").agg(
+        status=pl.col("step").last(),
+        category=pl.col("category").first(),
+        severity=pl.col("severity").first(),
+        source=pl.col("source").first(),
+        grid_id=pl.col("grid_id").first(),
+        street_id=pl.col("street_id").first(),
+        district_id=pl.col("district_id").first(),
+        lon=pl.col("lon").first(),
+        lat=pl.col("lat").first(),
+        reported_ms=pl.col("ts_ms").filter(pl.col("step") == "reported").min(),
+        last_ms=pl.col("ts_ms").max(),
+        closed_ms=pl.col("ts_ms").filter(pl.col("step") == "closed").min(),
+        resolution_level=pl.col("level").filter(pl.col("step") == "closed").first(),
+        reporter_id=pl.col("reporter_id").drop_nulls().first(),
+        handler_id=pl.col("handler_id").drop_nulls().last(),
+        description=pl.col("description").drop_nulls().first(),
+        n_events=pl.len().cast(pl.Int64),
+    )
+    # A closed incident stays closed whatever arrives later (late events are history).
+    cur = cur.with_columns(
+        status=pl.when(pl.col("closed_ms").is_not_null())
+        .then(pl.lit("closed"))
+        .otherwise(pl.col("status"))
+    )
+    return cur.to_dicts()
+
+
+def persist_video(engine: Engine, alerts: pl.DataFrame) -> None:
+    if alerts.is_empty():
+        return
+    cols = [c.name for c in video_alerts.columns]
+    with engine.begin() as conn:
+        insert_ignore(conn, video_alerts, alerts.select(cols).to_dicts())
+
+
+def persist_tracks(engine: Engine, points: pl.DataFrame) -> None:
+    """Downsampled points: per (worker, slot) the earliest point wins, whatever the order."""
+    if points.is_empty():
+        return
+    cols = [c.name for c in track_points.columns]
+    with engine.begin() as conn:
+        upsert(conn, track_points, points.select(cols).to_dicts(), ["worker_id", "slot"],
+               where_older="ts_ms")  # fmt: skip
+
+
+def persist_patrols(engine: Engine, visits: pl.DataFrame, latest: pl.DataFrame) -> None:
+    """Grids visited per day (earliest visit wins) and each worker's latest position."""
+    with engine.begin() as conn:
+        if not visits.is_empty():
+            upsert(conn, patrols, visits.to_dicts(), ["day", "grid_id"], where_older="first_ms")
+        if not latest.is_empty():
+            upsert(conn, worker_positions, latest.to_dicts(), ["worker_id"], where_newer="ts_ms")
+
+
+def persist_dead_letters(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    if rows:
+        with engine.begin() as conn:
+            insert_ignore(conn, dead_letters, rows)
+
+
+def replace_table(engine: Engine, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    with engine.begin() as conn:
+        conn.execute(table.delete())
+        insert_ignore(conn, table, rows)
+
+
+# ------------------------------------------------------------------ reads
+
+
+def read_frame(engine: Engine, query: Any) -> pl.DataFrame:
+    with engine.connect() as conn:
+        res = conn.execute(query)
+        return pl.DataFrame(res.fetchall(), schema=list(res.keys()), orient="row")
+
+
+def table_count(engine: Engine, table: Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def cameras_frame(engine: Engine) -> pl.DataFrame:
+    return read_frame(engine, select(cameras))
+
+
+def events_in_order(engine: Engine, table: Table, chunk: int = 50000) -> Iterable[pl.DataFrame]:
+    """Stream a history table ordered by time (for rebuild-live)."""
+    order = table.c.ts_ms if "ts_ms" in table.c else table.c.received_ms
+    with engine.connect() as conn:
+        res = conn.execution_options(stream_results=True).execute(select(table).order_by(order))
+        keys = list(res.keys())
+        while True:
+            rows = res.fetchmany(chunk)
+            if not rows:
+                return
+            yield pl.DataFrame(rows, schema=keys, orient="row", infer_schema_length=None)
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,112 @@
+"""Shared fixtures: a real Redis and a real SQL database, each private to the test.
+
+* Redis: the server at ``REDIS_URL`` when set, else an embedded redis-server started
+  once per session. Every test gets its own key prefix and deletes only those keys.
+* SQL: a SQLite file per test, or — when ``DATABASE_URL`` points at PostgreSQL — a
+  private schema created for the test and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, create_engine, text
+
+from pipelines import store
+from pipelines.embedded import EmbeddedRedis
+from pipelines.settings import Settings, load_settings
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    p = f"wgtest-{uuid.uuid4().hex[:10]}"
+    yield p
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(match=f"{p}:*", count=5000))
+    for i in range(0, len(keys), 1000):
+        r.unlink(*keys[i : i + 1000])
+    r.close()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(redis_url)
+    yield r
+    r.close()
+
+
+def _pg_url(url: str) -> str:
+    return "postgresql+psycopg://" + url.split("://", 1)[1] if "+" not in url.split(":")[0] else url
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """(url, schema): SQLite in tmp, or a private PostgreSQL schema."""
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        schema = f"wgtest_{uuid.uuid4().hex[:10]}"
+        admin = create_engine(_pg_url(url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            yield url, schema
+        finally:
+            with admin.connect() as c:
+                c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+        return
+    yield f"sqlite:///{tmp_path / 'wangge.db'}", None
+
+
+@pytest.fixture
+def engine(db_url: tuple[str, str | None]) -> Iterator[Engine]:
+    url, schema = db_url
+    eng = store.make_engine(url, schema=schema)
+    store.create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+def settings_for(
+    redis_url: str, prefix: str, db: tuple[str, str | None], tmp: Path, **sections: dict
+) -> Settings:
+    """Settings pointing at the test's own Redis prefix and database."""
+    base = load_settings(environ={})
+    url, schema = db
+    changes = {
+        "redis": dataclasses.replace(base.redis, url=redis_url, prefix=prefix),
+        "database": dataclasses.replace(base.database, url=url),
+        "run": dataclasses.replace(base.run, var_dir=str(tmp)),
+    }
+    for name, values in sections.items():
+        changes[name] = dataclasses.replace(getattr(base, name), **values)
+    s = dataclasses.replace(base, **changes)
+    return s
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    d = ARTIFACTS / request.node.name.replace("/", "_")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
