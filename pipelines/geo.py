@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import orjson
@@ -65,20 +65,20 @@ AREA_COLUMNS = (
     "lat",
     "area_km2",
 )
-AREAS_SCHEMA: dict[str, Any] = {
-    "area_id": pl.String,
-    "level": pl.String,
-    "parent_id": pl.String,
-    "name": pl.String,
-    "city_id": pl.String,
-    "district_id": pl.String,
-    "street_id": pl.String,
-    "lon": pl.Float64,
-    "lat": pl.Float64,
-    "area_km2": pl.Float64,
+AREAS_SCHEMA: dict[str, pl.DataType] = {
+    "area_id": pl.String(),
+    "level": pl.String(),
+    "parent_id": pl.String(),
+    "name": pl.String(),
+    "city_id": pl.String(),
+    "district_id": pl.String(),
+    "street_id": pl.String(),
+    "lon": pl.Float64(),
+    "lat": pl.Float64(),
+    "area_km2": pl.Float64(),
 }
 
-Geom = Polygon | MultiPolygon
+Geom: TypeAlias = Polygon | MultiPolygon
 
 
 class GeoImportError(ValueError):
@@ -103,68 +103,50 @@ class DistrictSpec:
 
 NANJING_ID = "320100"
 NANJING_NAME = "南京市"
+# fmt: off
 NANJING: tuple[DistrictSpec, ...] = (
-    DistrictSpec(
-        "320102", "玄武区", 118.843, 32.065, 75, 538,
-        ("玄武门街道", "新街口街道", "梅园新村街道", "孝陵卫街道", "锁金村街道", "红山街道",
-         "玄武湖街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320104", "秦淮区", 118.817, 32.012, 49, 741,
-        ("夫子庙街道", "中华门街道", "红花街道", "秦虹街道", "双塘街道", "光华路街道",
-         "朝天宫街道", "洪武路街道", "大光路街道", "瑞金路街道", "月牙湖街道", "五老村街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320105", "建邺区", 118.710, 32.009, 79, 534,
-        ("南苑街道", "兴隆街道", "莫愁湖街道", "沙洲街道", "双闸街道", "江心洲街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320106", "鼓楼区", 118.761, 32.082, 55, 940,
-        ("宁海路街道", "华侨路街道", "湖南路街道", "中央门街道", "挹江门街道", "江东街道",
-         "凤凰街道", "小市街道", "宝塔桥街道", "热河南路街道", "幕府山街道", "建宁路街道",
-         "阅江楼街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320111", "浦口区", 118.563, 32.053, 911, 1172,
-        ("泰山街道", "顶山街道", "沿江街道", "江浦街道", "桥林街道", "汤泉街道", "盘城街道",
-         "星甸街道", "永宁街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320113", "栖霞区", 118.959, 32.159, 392, 988,
-        ("尧化街道", "马群街道", "迈皋桥街道", "燕子矶街道", "栖霞街道", "龙潭街道",
-         "仙林街道", "八卦洲街道", "西岗街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320114", "雨花台区", 118.694, 31.938, 131, 609,
-        ("雨花街道", "赛虹桥街道", "西善桥街道", "板桥街道", "铁心桥街道", "梅山街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320115", "江宁区", 118.831, 31.854, 1570, 1926,
-        ("东山街道", "秣陵街道", "汤山街道", "淳化街道", "禄口街道", "江宁街道", "谷里街道",
-         "湖熟街道", "横溪街道", "麒麟街道"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320116", "六合区", 118.842, 32.394, 1482, 947,
-        ("雄州街道", "龙池街道", "程桥街道", "葛塘街道", "长芦街道", "龙袍街道", "横梁街道",
-         "金牛湖街道", "竹镇镇"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320117", "溧水区", 119.033, 31.591, 1069, 491,
-        ("永阳街道", "柘塘街道", "东屏街道", "石湫街道", "洪蓝街道", "白马镇", "晶桥镇",
-         "和凤镇"),
-    ),  # fmt: skip
-    DistrictSpec(
-        "320118", "高淳区", 118.968, 31.331, 795, 430,
-        ("淳溪街道", "古柏街道", "漆桥街道", "固城街道", "东坝街道", "桠溪街道", "砖墙镇",
-         "阳江镇"),
-    ),  # fmt: skip
+    DistrictSpec("320102", "玄武区", 118.843, 32.065, 75, 538, (
+        "玄武门街道", "新街口街道", "梅园新村街道", "孝陵卫街道", "锁金村街道", "红山街道",
+        "玄武湖街道")),
+    DistrictSpec("320104", "秦淮区", 118.817, 32.012, 49, 741, (
+        "夫子庙街道", "中华门街道", "红花街道", "秦虹街道", "双塘街道", "光华路街道",
+        "朝天宫街道", "洪武路街道", "大光路街道", "瑞金路街道", "月牙湖街道", "五老村街道")),
+    DistrictSpec("320105", "建邺区", 118.710, 32.009, 79, 534, (
+        "南苑街道", "兴隆街道", "莫愁湖街道", "沙洲街道", "双闸街道", "江心洲街道")),
+    DistrictSpec("320106", "鼓楼区", 118.761, 32.082, 55, 940, (
+        "宁海路街道", "华侨路街道", "湖南路街道", "中央门街道", "挹江门街道", "江东街道",
+        "凤凰街道", "小市街道", "宝塔桥街道", "热河南路街道", "幕府山街道", "建宁路街道",
+        "阅江楼街道")),
+    DistrictSpec("320111", "浦口区", 118.563, 32.053, 911, 1172, (
+        "泰山街道", "顶山街道", "沿江街道", "江浦街道", "桥林街道", "汤泉街道", "盘城街道",
+        "星甸街道", "永宁街道")),
+    DistrictSpec("320113", "栖霞区", 118.959, 32.159, 392, 988, (
+        "尧化街道", "马群街道", "迈皋桥街道", "燕子矶街道", "栖霞街道", "龙潭街道",
+        "仙林街道", "八卦洲街道", "西岗街道")),
+    DistrictSpec("320114", "雨花台区", 118.694, 31.938, 131, 609, (
+        "雨花街道", "赛虹桥街道", "西善桥街道", "板桥街道", "铁心桥街道", "梅山街道")),
+    DistrictSpec("320115", "江宁区", 118.831, 31.854, 1570, 1926, (
+        "东山街道", "秣陵街道", "汤山街道", "淳化街道", "禄口街道", "江宁街道", "谷里街道",
+        "湖熟街道", "横溪街道", "麒麟街道")),
+    DistrictSpec("320116", "六合区", 118.842, 32.394, 1482, 947, (
+        "雄州街道", "龙池街道", "程桥街道", "葛塘街道", "长芦街道", "龙袍街道", "横梁街道",
+        "金牛湖街道", "竹镇镇")),
+    DistrictSpec("320117", "溧水区", 119.033, 31.591, 1069, 491, (
+        "永阳街道", "柘塘街道", "东屏街道", "石湫街道", "洪蓝街道", "白马镇", "晶桥镇",
+        "和凤镇")),
+    DistrictSpec("320118", "高淳区", 118.968, 31.331, 795, 430, (
+        "淳溪街道", "古柏街道", "漆桥街道", "固城街道", "东坝街道", "桠溪街道", "砖墙镇",
+        "阳江镇")),
 )
 
 # Syllables for made-up street names of imported district outlines.
 _NAME_SYLLABLES = (
-    "东 西 南 北 新 长 安 华 兴 明 和 平 丰 永 青 龙 凤 金 桂 梅 松 竹 湖 山 河 江 桥 园 "
-    "宁 瑞 嘉 福 德 泰 康 乐 春 秋 阳 光 文 武 清 泉 林 石 仁 义 富 民 盛 昌 宝 莲"
-).split()
+    "东", "西", "南", "北", "新", "长", "安", "华", "兴", "明", "和", "平", "丰", "永", "青",
+    "龙", "凤", "金", "桂", "梅", "松", "竹", "湖", "山", "河", "江", "桥", "园", "宁", "瑞",
+    "嘉", "福", "德", "泰", "康", "乐", "春", "秋", "阳", "光", "文", "武", "清", "泉", "林",
+    "石", "仁", "义", "富", "民", "盛", "昌", "宝", "莲",
+)
+# fmt: on
 
 
 # ------------------------------------------------------------------ City
@@ -311,16 +293,26 @@ class GridIndex:
 
 
 def area_km2(geoms: np.ndarray | Geom) -> np.ndarray:
-    """Area on the sphere (authalic radius) of lon/lat geometries, in km²."""
+    """Area on the sphere (authalic radius) of lon/lat polygons, in km².
 
-    def to_equal_area(coords: np.ndarray) -> np.ndarray:
-        out = np.empty_like(coords)
-        out[:, 0] = np.radians(coords[:, 0])
-        out[:, 1] = np.sin(np.radians(coords[:, 1]))
-        return out
-
-    projected = shapely.transform(np.asarray(geoms, dtype=object), to_equal_area)
-    return np.asarray(shapely.area(projected), dtype=np.float64) * EARTH_RADIUS_KM**2
+    Edges are taken as straight lines in lon/lat (the GeoJSON convention), and the area
+    element cos φ dφ dλ is integrated exactly along them (Green's theorem):
+    ∮ sin φ dλ over an edge is Δλ · sin φ̄ · sinc(Δφ/2). Splitting an edge at a point on
+    it does not change the integral, so the areas of a tiling add up to the whole.
+    """
+    arr = np.atleast_1d(np.asarray(geoms, dtype=object))
+    parts, part_of = shapely.get_parts(shapely.orient_polygons(arr), return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    lam, phi = np.radians(coords[:, 0]), np.radians(coords[:, 1])
+    same = coord_ring[1:] == coord_ring[:-1]
+    dphi = np.diff(phi)
+    term = np.diff(lam) * np.sin((phi[1:] + phi[:-1]) / 2) * np.sinc(dphi / (2 * np.pi))
+    ring_sum = np.bincount(coord_ring[1:][same], weights=term[same], minlength=len(rings))
+    part_sum = np.bincount(ring_part, weights=ring_sum, minlength=len(parts))
+    geom_sum = np.bincount(part_of, weights=part_sum, minlength=len(arr))
+    # exterior rings run counter-clockwise after orient_polygons: ∮ sin φ dλ is negative
+    return -geom_sum * EARTH_RADIUS_KM**2
 
 
 @dataclass(frozen=True)
@@ -340,13 +332,17 @@ class _Plane:
     def to_km(self, geoms: Any) -> Any:
         kx = self.kx
         return shapely.transform(
-            geoms, lambda c: np.column_stack(((c[:, 0] - self.lon0) * kx, (c[:, 1] - self.lat0) * KM_PER_DEG))
+            geoms,
+            lambda c: np.column_stack(
+                ((c[:, 0] - self.lon0) * kx, (c[:, 1] - self.lat0) * KM_PER_DEG)
+            ),
         )
 
     def to_lonlat(self, geoms: Any) -> Any:
         kx = self.kx
         return shapely.transform(
-            geoms, lambda c: np.column_stack((c[:, 0] / kx + self.lon0, c[:, 1] / KM_PER_DEG + self.lat0))
+            geoms,
+            lambda c: np.column_stack((c[:, 0] / kx + self.lon0, c[:, 1] / KM_PER_DEG + self.lat0)),
         )
 
 
@@ -359,7 +355,10 @@ def _polygon_parts(geom: Any) -> list[Polygon]:
     return [p for p in parts if isinstance(p, Polygon) and not p.is_empty and p.area > 0]
 
 
-def _largest_polygonal(geom: Any) -> Geom:
+def _polygonal(geom: Any) -> Geom:
+    """``geom`` as a Polygon/MultiPolygon: lines and points of a collection are dropped."""
+    if isinstance(geom, Polygon | MultiPolygon):
+        return geom
     parts = _polygon_parts(geom)
     if not parts:
         raise ValueError("geometry has no polygonal part")
@@ -436,8 +435,7 @@ def _merge_stray_parts(cells: np.ndarray) -> np.ndarray:
             target = int(near[int(np.argmax(shared))])
         else:
             target = int(tree.query_nearest(stray)[0])
-        merged = shapely.union(mains[target], stray)
-        mains[target] = _largest_polygonal(merged) if merged.geom_type not in ("Polygon", "MultiPolygon") else merged
+        mains[target] = _polygonal(shapely.union(mains[target], stray))
     return mains
 
 
@@ -491,12 +489,12 @@ def _blob(x: float, y: float, r: float, rng: np.random.Generator) -> Polygon:
     radius = np.ones_like(theta)
     for k in range(2, 6):
         radius += rng.uniform(0.03, 0.07) * np.sin(k * theta + rng.uniform(0, 2 * np.pi))
-    return Polygon(np.column_stack((x + r * radius * np.cos(theta), y + r * radius * np.sin(theta))))
+    return Polygon(
+        np.column_stack((x + r * radius * np.cos(theta), y + r * radius * np.sin(theta)))
+    )
 
 
-def _city_outline(
-    centers: np.ndarray, targets: np.ndarray, rng: np.random.Generator
-) -> Polygon:
+def _city_outline(centers: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> Polygon:
     """An organic outline: union of noisy discs around the districts, closed, area ≈ total."""
     shapes = [_blob(cx, cy, 1.0, rng) for cx, cy in centers]
     base_r = np.sqrt(targets / np.pi)
@@ -588,7 +586,7 @@ def _demo_districts(
         k = 60 + int(2400 * target / targets.sum())
         r = math.sqrt(target / math.pi) * 1.1
         disc = outline.intersection(shapely.Point(x, y).buffer(r, 16))
-        seeds.append(_sample_points(_largest_polygonal(disc), k, rng))
+        seeds.append(_sample_points(_polygonal(disc), k, rng))
     atoms = _merge_stray_parts(_voronoi_cells(np.concatenate(seeds), outline))
     atom_xy = _cell_anchors(atoms)
     atom_area = shapely.area(atoms)
@@ -630,7 +628,7 @@ def _demo_districts(
     districts: list[Geom] = []
     for i in range(len(specs)):
         merged = shapely.union_all(atoms[labels == i])
-        districts.append(_drop_tiny_holes(_largest_polygonal(merged)))
+        districts.append(_drop_tiny_holes(_polygonal(merged)))
     return districts
 
 
@@ -721,7 +719,9 @@ def _build_city(
             g_width = max(3, len(str(int(s_grids))))
             for g, cell in enumerate(cells, start=1):
                 grid_id = f"{street_id}-{g:0{g_width}d}"
-                rows.append((grid_id, "grid", street_id, f"{s_name}第{g}网格", d.district_id, street_id))
+                rows.append(
+                    (grid_id, "grid", street_id, f"{s_name}第{g}网格", d.district_id, street_id)
+                )
                 geoms.append(cell)
     lonlat = plane.to_lonlat(np.array(geoms, dtype=object))
     return _city_from_rows(city_id, rows, lonlat)
@@ -801,7 +801,7 @@ def _read_city(path: Path) -> City:
         raise ValueError(f"{path}: city cache version {version}, expected {CACHE_VERSION}")
     frame = pl.read_parquet(path)
     geoms = shapely.from_wkb(frame["wkb"].to_numpy())
-    return City(areas=frame.select(AREA_COLUMNS).cast(AREAS_SCHEMA), geoms=geoms)
+    return City(areas=frame.select(AREA_COLUMNS).cast(pl.Schema(AREAS_SCHEMA)), geoms=geoms)
 
 
 def demo_cache_path(geo: GeoSettings, root: Path | None = None) -> Path:
@@ -858,7 +858,10 @@ def level_geojson(
     tol_deg = (tolerance_m / 2 if level == "grid" else tolerance_m) / (KM_PER_DEG * 1000)
     if len(geoms) and tol_deg > 0:
         geoms = _simplify(geoms, tol_deg)
-    geoms = shapely.set_precision(geoms, 1e-5) if len(geoms) else geoms
+    if len(geoms):
+        # snap to the 1e-5° output grid keeping polygons valid; keep tiny ones unsnapped
+        snapped = shapely.set_precision(geoms, 1e-5)
+        geoms = np.where(shapely.is_empty(snapped), geoms, snapped)
     features = [
         {
             "type": "Feature",
@@ -1028,7 +1031,7 @@ def _check_overlaps(features: Sequence[_Feature], rel_tol: float = 1e-4) -> None
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         a, b = features[int(i[k])], features[int(j[k])]
-        km2 = float(area_km2(shapely.intersection(a.geom, b.geom)))
+        km2 = float(area_km2(shapely.intersection(a.geom, b.geom))[0])
         raise GeoImportError(f"{b.label}: overlaps {a.label} by {km2:.6f} km²")
 
 
@@ -1099,13 +1102,7 @@ def _import_grids(features: list[_Feature], geo: GeoSettings) -> City:
     return _city_from_rows(city_id, rows, np.array(out, dtype=object))
 
 
-def _polygonal(geom: Any) -> Geom:
-    return _largest_polygonal(geom) if geom.geom_type not in ("Polygon", "MultiPolygon") else geom
-
-
-def _import_districts(
-    features: list[_Feature], geo: GeoSettings, seed: int, n_grids: int
-) -> City:
+def _import_districts(features: list[_Feature], geo: GeoSettings, seed: int, n_grids: int) -> City:
     ids, names = [], []
     for f in features:
         id_key = "adcode" if f.props.get("adcode") not in (None, "") else geo.district_id_key
@@ -1147,16 +1144,16 @@ def import_geojson(
     Every problem raises :class:`GeoImportError` naming the feature; nothing is written then.
     """
     raw = _read_features(Path(path))
-    first = raw[0].get("properties") or {}
-    if geo.grid_id_key in first:
+    keys = set().union(*((f.get("properties") or {}).keys() for f in raw))
+    if geo.grid_id_key in keys:
         label_keys: tuple[str, ...] = (geo.grid_id_key, geo.grid_name_key)
         mode = "grids"
-    elif "adcode" in first or geo.district_id_key in first:
+    elif "adcode" in keys or geo.district_id_key in keys:
         label_keys = ("adcode", "name", geo.district_id_key, geo.district_name_key)
         mode = "districts"
     else:
         raise GeoImportError(
-            f"feature #0: properties carry neither {geo.grid_id_key!r} (grid file) nor "
+            f"{path}: no feature carries {geo.grid_id_key!r} (grid file) nor "
             f"'adcode'/{geo.district_id_key!r} (district outlines)"
         )
     features = [_parse_feature(i, f, label_keys) for i, f in enumerate(raw)]
@@ -1181,4 +1178,3 @@ __all__ = [
     "level_geojson",
     "load_city",
 ]
-

@@ -197,6 +197,13 @@ def env_name(section: str, key: str) -> str:
     return f"WANGGE_{section}_{key}".upper()
 
 
+def child_environ(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: ours plus overrides (settings travel as env)."""
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
+
+
 def load_settings(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:

@@ -33,7 +33,7 @@ import polars as pl
 import shapely
 
 from pipelines import geo
-from pipelines.events import CATEGORIES, FEEDS, LEVELS, SOURCES, VIDEO_LABELS
+from pipelines.events import FEEDS, LEVELS
 from pipelines.settings import DeadlineSettings, SimulateSettings
 
 MINUTE_MS = 60_000
@@ -91,7 +91,13 @@ HOURLY_INCIDENTS = _HOURLY / _HOURLY.mean()
 HOURLY_VIDEO = (0.5 + 0.5 * HOURLY_INCIDENTS) / (0.5 + 0.5 * HOURLY_INCIDENTS).mean()
 
 DESCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "dispute": ("邻里噪音纠纷", "楼上漏水引发邻里矛盾", "物业费纠纷", "停车位争执", "家庭矛盾需调解"),
+    "dispute": (
+        "邻里噪音纠纷",
+        "楼上漏水引发邻里矛盾",
+        "物业费纠纷",
+        "停车位争执",
+        "家庭矛盾需调解",
+    ),
     "safety_hazard": ("楼道堆放杂物", "电动车楼道充电", "井盖破损", "广告牌松动", "燃气管道老化"),
     "public_order": ("夜间聚集喧哗", "可疑人员徘徊", "酒后滋事", "无证摊贩占道经营"),
     "sanitation": ("垃圾桶满溢", "道路积水有垃圾", "建筑垃圾乱堆", "公厕卫生差", "小区绿化带垃圾"),
@@ -228,7 +234,7 @@ def make_bad(kind: str, feed: str, event: dict[str, Any]) -> tuple[str, bytes]:
         else:
             raise ValueError("locations have no category")
     elif kind == "future_timestamp":
-        ev["ts"] = int(ev["ts"]) + DAY_MS
+        ev["ts"] = int(ev["ts"]) + 100 * 365 * DAY_MS  # future whenever it is processed
     elif kind == "too_large":
         ev["description"] = "巡" * 6000  # 18,000 bytes of UTF-8
     else:
@@ -473,14 +479,18 @@ class Simulator:
                 "lat": self.camera_y,
                 "grid_id": self.grid_ids[grid].tolist(),
             },
-            schema={"camera_id": pl.String, "lon": pl.Float64, "lat": pl.Float64, "grid_id": pl.String},
+            schema={
+                "camera_id": pl.String,
+                "lon": pl.Float64,
+                "lat": pl.Float64,
+                "grid_id": pl.String,
+            },
         )
 
     def _init_workers(self) -> _Workers:
         n, rng, cfg = len(self.worker_grid), self.rng, self.cfg
         g = self.worker_grid
         k = rng.integers(0, POOL_K, n)
-        k2 = rng.integers(0, POOL_K, n)
         night = rng.random(n) < np.asarray(NIGHT_SHIFT_P)[self.worker_type]
         shift_start = np.where(night, 19.0 + rng.uniform(-1, 0.5, n), 8.0 + rng.uniform(-1, 0.5, n))
         off = float(np.clip(cfg.offline_share, 0.0, 0.99))
@@ -491,8 +501,8 @@ class Simulator:
             street=self.grid_street[g],
             x=self.pool_x[g, k].copy(),
             y=self.pool_y[g, k].copy(),
-            tx=self.pool_x[g, k2].copy(),
-            ty=self.pool_y[g, k2].copy(),
+            tx=self.pool_x[g, k].copy(),  # first ping picks a checked leg
+            ty=self.pool_y[g, k].copy(),
             leg_stray=np.zeros(n, dtype=bool),
             away=np.zeros(n, dtype=bool),
             v=self._speeds(n),
@@ -606,8 +616,6 @@ class Simulator:
         rep_ts, rep_pl = self._due_reports(t1)
         vid_ts, vid_pl = self._video(t0, t1)
         loc_ts, loc_pl = self._locations(t1)
-        self._recent.extend(zip(["reports"] * len(rep_pl), rep_pl, strict=True))
-        self._recent.extend(zip(["video"] * len(vid_pl), vid_pl, strict=True))
         ts = np.concatenate([np.asarray(rep_ts, np.int64), np.asarray(vid_ts, np.int64), loc_ts])
         feeds = ["reports"] * len(rep_pl) + ["video"] * len(vid_pl) + ["locations"] * len(loc_pl)
         payloads = rep_pl + vid_pl + loc_pl
@@ -623,11 +631,17 @@ class Simulator:
         batch = _Batch(ts.tolist(), feeds, payloads, [None] * n)
         share = float(self.cfg.malformed_share)
         if share > 0:
-            for j in reversed(np.flatnonzero(self.rng.random(n) < share).tolist()):
-                extra = self._live_bad(batch.ts[j], batch.feeds[j], batch.payloads[j])
+            shift = 0  # bad events already inserted before position j
+            for j in np.flatnonzero(self.rng.random(n) < share).tolist():
+                k = j + shift
+                extra = self._live_bad(batch.ts[k], batch.feeds[k], batch.payloads[k])
                 if extra is not None:
                     self.injected.append(extra)
-                    batch.insert(j + 1, batch.ts[j], *extra)
+                    batch.insert(k + 1, batch.ts[k], *extra)
+                    shift += 1
+        # Only now: a duplicate must copy an event that was emitted before it.
+        self._recent.extend(zip(["reports"] * len(rep_pl), rep_pl, strict=True))
+        self._recent.extend(zip(["video"] * len(vid_pl), vid_pl, strict=True))
         return batch
 
     # ------------------------------------------------------------ anomalies
@@ -716,11 +730,13 @@ class Simulator:
     def _incident_arrivals(self, t0: int, t1: int) -> None:
         rng, cfg = self.rng, self.cfg
         mid = (t0 + t1) // 2
-        lam = cfg.incidents_per_day / (DAY_MS / CHUNK_MS) * float(hourly_rate(HOURLY_INCIDENTS, mid))
+        lam = (
+            cfg.incidents_per_day / (DAY_MS / CHUNK_MS) * float(hourly_rate(HOURLY_INCIDENTS, mid))
+        )
         n = int(rng.poisson(lam)) if lam > 0 else 0
         grids = rng.choice(self.n_grids, n, p=self.density) if n else np.zeros(0, np.int64)
         cats = _pick(rng, CATEGORY_P, n)
-        if self._in_window("dispute_surge", np.int64(mid)) and len(self._surge_grids):
+        if self._in_window("dispute_surge", np.array([mid]))[0] and len(self._surge_grids):
             base = lam * CATEGORY_P["dispute"] * self._street_share[self.surge_street]
             extra = int(rng.poisson(max(7 * base, 20 / 60)))
             grids = np.concatenate([grids, rng.choice(self._surge_grids, extra, p=self._surge_p)])
@@ -758,12 +774,16 @@ class Simulator:
         if source == "worker":
             a, b = self._wrk_off[g], self._wrk_off[g + 1]
             if b > a:
-                return str(self.worker_ids[self._wrk_order[a + int(rng.integers(0, b - a))]]), source
+                return str(
+                    self.worker_ids[self._wrk_order[a + int(rng.integers(0, b - a))]]
+                ), source
             source = "resident"
         if source == "camera":
             a, b = self._cam_off[g], self._cam_off[g + 1]
             if b > a:
-                return str(self.camera_ids[self._cam_order[a + int(rng.integers(0, b - a))]]), source
+                return str(
+                    self.camera_ids[self._cam_order[a + int(rng.integers(0, b - a))]]
+                ), source
             source = "hotline"
         if source == "hotline":
             return f"12345-{int(rng.integers(0, 10**6)):06d}", source
@@ -833,7 +853,12 @@ class Simulator:
         located = rng.random(n) >= NO_LOCATION_SHARE
         ts = np.sort(t0 + 1 + rng.integers(0, CHUNK_MS, n))
         items = [
-            (int(ts[i]), self._alert(int(cams[i]), str(labels[i]), float(scores[i]), int(ts[i]), bool(located[i])))
+            (
+                int(ts[i]),
+                self._alert(
+                    int(cams[i]), str(labels[i]), float(scores[i]), int(ts[i]), bool(located[i])
+                ),
+            )
             for i in range(n)
         ]
         while self._video_heap and self._video_heap[0][0] <= t1:
@@ -848,7 +873,9 @@ class Simulator:
         """Emit every due ping up to t1 (vectorised over workers, a few rounds)."""
         w, cfg, rng = self._w, self.cfg, self.rng
         idx_parts: list[np.ndarray] = []
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("ts", "lon", "lat", "acc", "spd", "bat")}
+        cols: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("ts", "lon", "lat", "acc", "spd", "bat")
+        }
         lo_ms, hi_ms = cfg.ping_min_s * 1000, cfg.ping_max_s * 1000
         for _ in range(1000):
             due = np.flatnonzero(w.next_ping <= t1)
@@ -949,11 +976,36 @@ class Simulator:
             go = (~w.away[a]) & (nb >= 0) & (rng.random(len(a)) < STRAY_SHARE)
             tg = np.where(go, nb, home)
             k = rng.integers(0, POOL_K, len(a))
-            w.leg_stray[a] = go | w.away[a]
+            tx, ty = self.pool_x[tg, k], self.pool_y[tg, k]
+            stray_leg = go | w.away[a]
+            # Legs inside the home grid must stay inside it (grids need not be convex).
+            for attempt in range(4):
+                bad = ~stray_leg & ~self._leg_inside(home, w.x[a], w.y[a], tx, ty)
+                if not bad.any():
+                    break
+                if attempt == 3:  # stay put; the next ping tries again
+                    tx[bad], ty[bad] = w.x[a][bad], w.y[a][bad]
+                    break
+                k2 = rng.integers(0, POOL_K, int(bad.sum()))
+                tx[bad], ty[bad] = self.pool_x[home[bad], k2], self.pool_y[home[bad], k2]
+            w.leg_stray[a] = stray_leg
             w.away[a] = go
-            w.tx[a] = self.pool_x[tg, k]
-            w.ty[a] = self.pool_y[tg, k]
+            w.tx[a], w.ty[a] = tx, ty
             w.v[a] = self._speeds(len(a))
+
+    def _leg_inside(
+        self, g: np.ndarray, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray
+    ) -> np.ndarray:
+        """Whether each straight leg (x0, y0) → (x1, y1) lies inside grid ``g``."""
+        same = (x0 == x1) & (y0 == y1)
+        out = np.ones(len(g), dtype=bool)
+        m = ~same
+        if m.any():
+            start = np.column_stack([x0[m], y0[m]])
+            end = np.column_stack([x1[m], y1[m]])
+            lines = shapely.linestrings(np.stack([start, end], axis=1))
+            out[m] = shapely.covers(self.geoms[g[m]], lines)
+        return out
 
     # ------------------------------------------------------------ malformed events
 
@@ -1037,9 +1089,9 @@ def generate(
     mix = dict(DEFAULT_MIX if mix is None else mix)
     total = sum(mix.get(f, 0.0) for f in FEEDS)
     share = cfg.malformed_share if malformed_share is None else malformed_share
-    n_bad = int(round(n_events * share))
+    n_bad = round(n_events * share)
     n_good = max(n_events - n_bad, 0)
-    target = {f: int(round(n_good * mix.get(f, 0.0) / total)) for f in FEEDS}
+    target = {f: round(n_good * mix.get(f, 0.0) / total) for f in FEEDS}
     target["locations"] += n_good - sum(target.values())
     span_days = 1.0
     workers = max(int(cfg.workers), 1)

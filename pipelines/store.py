@@ -202,10 +202,17 @@ def _insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
     return mod.insert(table)
 
 
+def _key_order(table: Table, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows sorted by primary key: concurrent writers then lock rows in the same order."""
+    keys = [c.name for c in table.primary_key.columns]
+    return sorted(rows, key=lambda row: tuple(str(row.get(k)) for k in keys))
+
+
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Batch insert; rows whose primary key exists are skipped (idempotent)."""
     if not rows:
         return
+    rows = _key_order(table, rows)
     stmt = _insert(conn, table).on_conflict_do_nothing()
     step = max(1, 30000 // max(1, len(rows[0])))
     for i in range(0, len(rows), step):
@@ -223,6 +230,7 @@ def upsert(
     """Insert or update on the key; optionally only when the new row's column is newer/older."""
     if not rows:
         return
+    rows = _key_order(table, rows)
     ins = _insert(conn, table)
     cols = [c for c in rows[0] if c not in keys]
     cond = None

@@ -122,6 +122,10 @@ class Consumer:
                 batch.entries.append(e)
         return batch
 
+    def retry_pending(self) -> None:
+        """After a failed batch: read our own pending entries again before new ones."""
+        self._own_pending_done = False
+
     def ack(self, ids: Sequence[str]) -> None:
         if ids:
             self.r.xack(self.stream, self.group, *ids)

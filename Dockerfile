@@ -1,0 +1,13 @@
+# Production image: gunicorn serves the dashboard; the same image runs `wangge pipelines`.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+COPY pyproject.toml README.md config.toml ./
+COPY pipelines ./pipelines
+COPY dashboard ./dashboard
+COPY assets ./assets
+RUN pip install . && useradd -r wangge && mkdir -p var && chown wangge var
+USER wangge
+EXPOSE 8050
+# Dashboard:  docker run IMAGE            Pipelines: docker run IMAGE wangge pipelines
+CMD ["gunicorn", "-w", "4", "-b", "0.0.0.0:8050", "--timeout", "60", "dashboard.app:server"]

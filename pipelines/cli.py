@@ -1,0 +1,449 @@
+"""The ``wangge`` command: run, pipelines, worker, simulate, geo, rebuild-live, status."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from pipelines import geo, store
+from pipelines.embedded import EmbeddedRedis
+from pipelines.settings import Settings, child_environ, load_settings
+
+log = logging.getLogger("wangge")
+FEEDS = ("reports", "locations", "video")
+
+
+# ------------------------------------------------------------------ runtime
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    r: redis.Redis
+    engine: Engine
+    embedded: EmbeddedRedis | None = None
+
+    def close(self) -> None:
+        self.r.close()
+        self.engine.dispose()
+        if self.embedded:
+            self.embedded.stop()
+
+
+@contextmanager
+def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
+    """Redis (embedded when no URL is set) and the database with its schema created."""
+    embedded = None
+    if not settings.redis.url:
+        if not embedded_ok:
+            raise SystemExit("redis.url is empty: set REDIS_URL (or run `wangge run`)")
+        embedded = EmbeddedRedis(settings.path(settings.redis.embedded_dir)).start()
+        settings = dataclasses.replace(
+            settings, redis=dataclasses.replace(settings.redis, url=embedded.url)
+        )
+    settings.path(settings.run.var_dir).mkdir(parents=True, exist_ok=True)
+    engine = store.make_engine(settings.database_url, settings.database.schema or None,
+                               settings.database.echo)  # fmt: skip
+    store.create_schema(engine)
+    rt = Runtime(settings, redis.Redis.from_url(settings.redis.url), engine, embedded)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def load_city(settings: Settings) -> geo.City:
+    t = time.perf_counter()
+    city = geo.load_city(settings.geo)
+    log.info("city %s: %d areas in %.1fs", city.city_id, city.areas.height, time.perf_counter() - t)
+    return city
+
+
+def sync_areas(engine: Engine, city: geo.City) -> None:
+    if store.table_count(engine, store.areas) == city.areas.height:
+        return
+    cols = [c.name for c in store.areas.columns]
+    store.replace_table(engine, store.areas, city.areas.select(cols).to_dicts())
+
+
+# ------------------------------------------------------------------ supervisor
+
+
+@dataclass
+class Supervisor:
+    """Keeps N worker processes per feed alive; stops them all cleanly."""
+
+    settings: Settings
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        p = self.settings.pipelines
+        return {"reports": p.reports_workers, "locations": p.locations_workers,
+                "video": p.video_workers}  # fmt: skip
+
+    def start(self) -> None:
+        for feed, n in self.counts().items():
+            for i in range(1, n + 1):
+                self._spawn(feed, f"{feed}-{i}")
+
+    def _spawn(self, feed: str, name: str) -> None:
+        cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed, "--name", name]
+        self.procs[name] = subprocess.Popen(cmd, env=self.env)
+
+    def poll(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                log.warning("worker %s exited with %s; restarting", name, proc.returncode)
+                self._spawn(name.rsplit("-", 1)[0], name)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        for proc in self.procs.values():
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.runner import make_worker
+
+    stop = _stop_event()
+    city = load_city(settings)
+    index = geo.GridIndex(city)
+    with runtime(settings, embedded_ok=False) as rt:
+        w = make_worker(args.feed, rt.settings, city, index, rt.r, rt.engine, args.name)
+        while not stop.is_set():
+            try:
+                w.step()
+            except (redis.ConnectionError, redis.TimeoutError, DBAPIError) as exc:
+                # Nothing was acknowledged: the batch is retried from our pending list.
+                log.warning("%s: %s; retrying the batch", args.name, str(exc).splitlines()[0])
+                w.consumer.retry_pending()
+                stop.wait(1.0)
+    return 0
+
+
+def _start_simulator(rt: Runtime, city: geo.City, stop: threading.Event,
+                     speed: float | None = None) -> threading.Thread:  # fmt: skip
+    from pipelines import simulate
+    from pipelines.streams import publish
+
+    s = rt.settings
+    sim = simulate.Simulator(city, s.simulate, s.deadlines, start_ms=int(time.time() * 1000))
+    _store_registries(rt.engine, sim)
+    prefix = s.redis.prefix
+    streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}
+
+    def sink(feed: str, payloads: list[bytes]) -> None:
+        publish(rt.r, streams[feed], payloads)
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                simulate.run_live(sim, sink, speed or s.simulate.speed, stop)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("simulator: %s", exc)
+                stop.wait(1.0)
+
+    return _thread(loop, "simulator")
+
+
+def _store_registries(engine: Engine, sim: Any) -> None:
+    cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
+    store.replace_table(engine, store.cameras, cams.to_dicts())
+    cols = [c.name for c in store.workers.columns]
+    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+
+
+def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
+    from pipelines.runner import ClockJob, live_state, stream_name
+    from pipelines.streams import ensure_group
+
+    s = rt.settings
+    for feed in FEEDS:
+        ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
+    sup = Supervisor(s, child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url))
+    sup.start()
+    clock = ClockJob(s, city, live_state(rt.r, s), rt.r)
+    _thread(lambda: clock.run(stop), "clock")
+    return sup
+
+
+def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
+    stop = _stop_event()
+    city = load_city(settings)
+    with runtime(settings, embedded_ok=False) as rt:
+        sync_areas(rt.engine, city)
+        sup = _pipelines(rt, city, stop)
+        try:
+            while not stop.wait(1.0):
+                sup.poll()
+        finally:
+            sup.stop()
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    stop = _stop_event()
+    print("Wangge 网格 — starting (Ctrl-C stops everything)", flush=True)
+    city = load_city(settings)
+    with runtime(settings) as rt:
+        s = rt.settings
+        if rt.embedded:
+            print(f"  redis     embedded redis-server at {s.redis.url}", flush=True)
+        else:
+            print(f"  redis     {s.redis.url}", flush=True)
+        print(f"  database  {_safe_url(s.database_url)}", flush=True)
+        print(f"  city      {city.name}: {len(city.ids('district'))} districts, "
+              f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids", flush=True)  # fmt: skip
+        sync_areas(rt.engine, city)
+        sup = _pipelines(rt, city, stop)
+        if s.run.simulate and not args.no_simulate:
+            _start_simulator(rt, city, stop)
+            print(f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
+                  f"speed ×{s.simulate.speed}", flush=True)  # fmt: skip
+        server = _serve_dashboard(s, args.port)
+        url = f"http://{s.dashboard.host}:{server.server_port}/"
+        print(f"\n  ➜ Dashboard: {url}\n", flush=True)
+        try:
+            while not stop.wait(1.0):
+                sup.poll()
+        finally:
+            print("stopping…", flush=True)
+            server.shutdown()
+            sup.stop()
+    print("stopped.", flush=True)
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _serve_dashboard(settings: Settings, port: int | None) -> Any:
+    from werkzeug.serving import make_server
+
+    from dashboard.app import create_app
+
+    app = create_app(settings)
+    server = make_server(settings.dashboard.host, port if port is not None else
+                         settings.dashboard.port, app.server, threaded=True)  # fmt: skip
+    _thread(server.serve_forever, "dashboard")
+    return server
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import simulate
+    from pipelines.streams import publish
+
+    cfg = settings.simulate
+    changes = {k: v for k, v in (("seed", args.seed), ("speed", args.speed), ("rate", args.rate),
+               ("malformed_share", args.malformed_share)) if v is not None}  # fmt: skip
+    cfg = dataclasses.replace(cfg, **changes)
+    settings = dataclasses.replace(settings, simulate=cfg)
+    if args.replay:
+        with runtime(settings, embedded_ok=False) as rt:
+            n = _replay(rt, Path(args.replay))
+        print(f"replayed {n} events from {args.replay}")
+        return 0
+    city = load_city(settings)
+    if args.out:
+        start = int(args.start * 1000) if args.start else int(time.time() * 1000) - 86_400_000
+        events = simulate.generate(city, cfg, settings.deadlines, start, args.events)
+        simulate.write_jsonl(Path(args.out), ((f, p) for f, p, _ in events))
+        print(f"wrote {len(events)} events to {args.out}")
+        return 0
+    stop = _stop_event()
+    with runtime(settings, embedded_ok=False) as rt:
+        t = _start_simulator(rt, city, stop, cfg.speed)
+        if args.duration:
+            stop.wait(args.duration)
+            stop.set()
+        t.join()
+    return 0
+
+
+def _replay(rt: Runtime, path: Path) -> int:
+    from pipelines import simulate
+    from pipelines.streams import publish
+
+    s = rt.settings
+    buf: dict[str, list[bytes]] = {f: [] for f in FEEDS}
+    n = 0
+    for feed, payload in simulate.read_jsonl(path):
+        buf[feed].append(payload)
+        n += 1
+        if len(buf[feed]) >= 5000:
+            publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", buf[feed])
+            buf[feed] = []
+    for feed, rest in buf.items():
+        publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", rest)
+    return n
+
+
+def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
+    if args.geo_cmd == "import":
+        out = Path(args.out) if args.out else settings.path(settings.geo.cache_dir) / Path(args.file).stem
+        try:
+            city = geo.import_geojson(Path(args.file), settings.geo, out, n_grids=args.grids)
+        except geo.GeoImportError as exc:
+            print(f"import failed: {exc}", file=sys.stderr)
+            return 2
+        print(f"imported {city.name}: {len(city.ids('district'))} districts, "
+              f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}")  # fmt: skip
+        print(f"use it with: WANGGE_GEO_SOURCE={out}")
+        return 0
+    city = load_city(settings)
+    if args.geo_cmd == "export":
+        fc = geo.level_geojson(city, args.level, args.parent, settings.geo.simplify_m)
+        Path(args.out).write_bytes(json.dumps(fc, ensure_ascii=False).encode())
+        print(f"wrote {len(fc['features'])} {args.level} features to {args.out}")
+        return 0
+    summary = city.areas.group_by("level").agg(pl.len(), pl.col("area_km2").sum().round(1))
+    print(f"{city.name} ({city.city_id})")
+    for level in geo.LEVELS:
+        row = summary.filter(pl.col("level") == level)
+        if row.height:
+            print(f"  {level:9s} {row['len'][0]:6d} areas  {row['area_km2'][0]:9.1f} km²")
+    return 0
+
+
+def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.runner import rebuild_live
+
+    city = load_city(settings)
+    with runtime(settings, embedded_ok=False) as rt:
+        t = time.perf_counter()
+        counts = rebuild_live(rt.settings, city, rt.r, rt.engine)
+    print(f"rebuilt live state in {time.perf_counter() - t:.1f}s: {counts}")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.runner import live_state
+    from pipelines.streams import lag
+
+    with runtime(settings, embedded_ok=False) as rt:
+        s = rt.settings
+        st = live_state(rt.r, s)
+        for feed in FEEDS:
+            key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
+            info = lag(rt.r, key, s.streams.group) if rt.r.exists(key) else {}
+            print(f"{feed:10s} length={rt.r.xlen(key)} {info}")
+        print(f"deadletter length={rt.r.xlen(st.deadletter_key)} {st.deadletter_counts()}")
+        print(f"meta {st.meta()}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wangge", description="Wangge 网格 — grid governance platform")
+    p.add_argument("--config", help="path of config.toml (default: the project's)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="start everything (embedded Redis, pipelines, simulator, dashboard)")
+    run.add_argument("--port", type=int, help="dashboard port (0 = any free port)")
+    run.add_argument("--no-simulate", action="store_true", help="do not start the simulator")
+    sub.add_parser("pipelines", help="run the pipeline workers and the clock job")
+    w = sub.add_parser("worker", help="one pipeline worker process (used by `pipelines`)")
+    w.add_argument("--feed", choices=FEEDS, required=True)
+    w.add_argument("--name", required=True, help="consumer name (stable across restarts)")
+    sim = sub.add_parser("simulate", help="live simulated feeds into Redis, or a JSONL file")
+    sim.add_argument("--seed", type=int)
+    sim.add_argument("--speed", type=float, help="simulated seconds per real second")
+    sim.add_argument("--rate", type=float, help="cap on events per second (0 = natural)")
+    sim.add_argument("--malformed-share", type=float, dest="malformed_share")
+    sim.add_argument("--duration", type=float, help="stop after this many seconds")
+    sim.add_argument("--out", help="write a JSONL file instead of publishing")
+    sim.add_argument("--events", type=int, default=100_000, help="events to write with --out")
+    sim.add_argument("--start", type=float, help="simulation start (epoch seconds) for --out")
+    sim.add_argument("--replay", help="publish the events of a JSONL file")
+    g = sub.add_parser("geo", help="geography: info, import, export")
+    gs = g.add_subparsers(dest="geo_cmd", required=True)
+    gs.add_parser("info", help="summary of the configured city (builds the demo city cache)")
+    gi = gs.add_parser("import", help="import a GeoJSON city (grids, or district outlines)")
+    gi.add_argument("file")
+    gi.add_argument("--out", help="output directory (default var/geo/<file stem>)")
+    gi.add_argument("--grids", type=int, help="grids to generate inside district outlines")
+    ge = gs.add_parser("export", help="write one level's simplified GeoJSON")
+    ge.add_argument("--level", choices=geo.LEVELS, default="district")
+    ge.add_argument("--parent")
+    ge.add_argument("--out", required=True)
+    sub.add_parser("rebuild-live", help="rebuild the Redis live state from SQL")
+    sub.add_parser("status", help="stream lengths, consumer lag, dead letters")
+    return p
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "pipelines": cmd_pipelines,
+    "worker": cmd_worker,
+    "simulate": cmd_simulate,
+    "geo": cmd_geo,
+    "rebuild-live": cmd_rebuild_live,
+    "status": cmd_status,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    settings = load_settings(args.config)
+    return COMMANDS[args.cmd](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
