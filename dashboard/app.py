@@ -13,7 +13,7 @@ def create_app(settings: Settings) -> Dash:
     return app
 
 
-def _server():  # type: ignore[no-untyped-def]
+def _server():
     return create_app(load_settings()).server
 
 

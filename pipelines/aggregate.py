@@ -70,7 +70,9 @@ def report_rows(df: pl.DataFrame, deadlines: DeadlineSettings) -> list[tuple[Any
     )
     tick = [
         orjson.dumps({"k": "report", "ts": ts, "what": w, "id": i, "grid": g, "sev": s})
-        for ts, w, i, g, s in df.select("ts", "what", "incident_id", "grid_id", "severity").iter_rows()
+        for ts, w, i, g, s in df.select(
+            "ts", "what", "incident_id", "grid_id", "severity"
+        ).iter_rows()
     ]
     df = df.with_columns(ticker=pl.Series(tick, dtype=pl.Binary))
     return list(df.select(REPORT_FIELDS).iter_rows())
@@ -81,7 +83,9 @@ def video_rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
         return []
     tick = [
         orjson.dumps({"k": "video", "ts": ts, "what": lab, "id": a, "grid": g, "cam": c})
-        for ts, lab, a, g, c in df.select("ts", "label", "alert_id", "grid_id", "camera_id").iter_rows()
+        for ts, lab, a, g, c in df.select(
+            "ts", "label", "alert_id", "grid_id", "camera_id"
+        ).iter_rows()
     ]
     df = df.with_columns(ticker=pl.Series(tick, dtype=pl.Binary))
     return list(df.select(VIDEO_FIELDS).iter_rows())
@@ -110,8 +114,15 @@ def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
 def unpack_position(packed: str) -> dict[str, Any]:
     lon, lat, ts, grid, acc, speed, battery = packed.split(",")
     num = lambda v: float(v) if v else None  # noqa: E731
-    return {"lon": float(lon), "lat": float(lat), "ts": int(ts), "grid_id": grid,
-            "accuracy": num(acc), "speed": num(speed), "battery": num(battery)}  # fmt: skip
+    return {
+        "lon": float(lon),
+        "lat": float(lat),
+        "ts": int(ts),
+        "grid_id": grid,
+        "accuracy": num(acc),
+        "speed": num(speed),
+        "battery": num(battery),
+    }
 
 
 def first_visits(df: pl.DataFrame) -> pl.DataFrame:
@@ -140,9 +151,16 @@ def track_slots(df: pl.DataFrame, every_s: int) -> pl.DataFrame:
         .group_by("worker_id", "slot", maintain_order=True)
         .first()
         .select(
-            "worker_id", "slot", pl.col("ts").alias("ts_ms"), "lon", "lat", "grid_id",
-            "accuracy", "speed", "battery",
-        )  # fmt: skip
+            "worker_id",
+            "slot",
+            pl.col("ts").alias("ts_ms"),
+            "lon",
+            "lat",
+            "grid_id",
+            "accuracy",
+            "speed",
+            "battery",
+        )
     )
 
 
@@ -155,9 +173,7 @@ def video_history(df: pl.DataFrame) -> pl.DataFrame:
     return df.rename({"ts": "ts_ms"})
 
 
-def online_counts(
-    grid_ids: list[str], grids: pl.DataFrame
-) -> dict[str, int]:
+def online_counts(grid_ids: list[str], grids: pl.DataFrame) -> dict[str, int]:
     """Workers per area (every level) from the grids their latest pings fall in."""
     if not grid_ids:
         return {}

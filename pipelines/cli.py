@@ -59,8 +59,9 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
             settings, redis=dataclasses.replace(settings.redis, url=embedded.url)
         )
     settings.path(settings.run.var_dir).mkdir(parents=True, exist_ok=True)
-    engine = store.make_engine(settings.database_url, settings.database.schema or None,
-                               settings.database.echo)  # fmt: skip
+    engine = store.make_engine(
+        settings.database_url, settings.database.schema or None, settings.database.echo
+    )
     store.create_schema(engine)
     rt = Runtime(settings, redis.Redis.from_url(settings.redis.url), engine, embedded)
     try:
@@ -96,8 +97,11 @@ class Supervisor:
 
     def counts(self) -> dict[str, int]:
         p = self.settings.pipelines
-        return {"reports": p.reports_workers, "locations": p.locations_workers,
-                "video": p.video_workers}  # fmt: skip
+        return {
+            "reports": p.reports_workers,
+            "locations": p.locations_workers,
+            "video": p.video_workers,
+        }
 
     def start(self) -> None:
         for feed, n in self.counts().items():
@@ -167,8 +171,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_simulator(rt: Runtime, city: geo.City, stop: threading.Event,
-                     speed: float | None = None) -> threading.Thread:  # fmt: skip
+def _start_simulator(
+    rt: Runtime, city: geo.City, stop: threading.Event, speed: float | None = None
+) -> threading.Thread:
     from pipelines import simulate
     from pipelines.streams import publish
 
@@ -238,14 +243,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         else:
             print(f"  redis     {s.redis.url}", flush=True)
         print(f"  database  {_safe_url(s.database_url)}", flush=True)
-        print(f"  city      {city.name}: {len(city.ids('district'))} districts, "
-              f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids", flush=True)  # fmt: skip
+        print(
+            f"  city      {city.name}: {len(city.ids('district'))} districts, "
+            f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids",
+            flush=True,
+        )
         sync_areas(rt.engine, city)
         sup = _pipelines(rt, city, stop)
         if s.run.simulate and not args.no_simulate:
             _start_simulator(rt, city, stop)
-            print(f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
-                  f"speed ×{s.simulate.speed}", flush=True)  # fmt: skip
+            print(
+                f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
+                f"speed ×{s.simulate.speed}",
+                flush=True,
+            )
         server = _serve_dashboard(s, args.port)
         url = f"http://{s.dashboard.host}:{server.server_port}/"
         print(f"\n  ➜ Dashboard: {url}\n", flush=True)
@@ -274,19 +285,30 @@ def _serve_dashboard(settings: Settings, port: int | None) -> Any:
     from dashboard.app import create_app
 
     app = create_app(settings)
-    server = make_server(settings.dashboard.host, port if port is not None else
-                         settings.dashboard.port, app.server, threaded=True)  # fmt: skip
+    server = make_server(
+        settings.dashboard.host,
+        port if port is not None else settings.dashboard.port,
+        app.server,
+        threaded=True,
+    )
     _thread(server.serve_forever, "dashboard")
     return server
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines import simulate
-    from pipelines.streams import publish
 
     cfg = settings.simulate
-    changes = {k: v for k, v in (("seed", args.seed), ("speed", args.speed), ("rate", args.rate),
-               ("malformed_share", args.malformed_share)) if v is not None}  # fmt: skip
+    changes = {
+        k: v
+        for k, v in (
+            ("seed", args.seed),
+            ("speed", args.speed),
+            ("rate", args.rate),
+            ("malformed_share", args.malformed_share),
+        )
+        if v is not None
+    }
     cfg = dataclasses.replace(cfg, **changes)
     settings = dataclasses.replace(settings, simulate=cfg)
     if args.replay:
@@ -331,14 +353,20 @@ def _replay(rt: Runtime, path: Path) -> int:
 
 def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
     if args.geo_cmd == "import":
-        out = Path(args.out) if args.out else settings.path(settings.geo.cache_dir) / Path(args.file).stem
+        out = (
+            Path(args.out)
+            if args.out
+            else settings.path(settings.geo.cache_dir) / Path(args.file).stem
+        )
         try:
             city = geo.import_geojson(Path(args.file), settings.geo, out, n_grids=args.grids)
         except geo.GeoImportError as exc:
             print(f"import failed: {exc}", file=sys.stderr)
             return 2
-        print(f"imported {city.name}: {len(city.ids('district'))} districts, "
-              f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}")  # fmt: skip
+        print(
+            f"imported {city.name}: {len(city.ids('district'))} districts, "
+            f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}"
+        )
         print(f"use it with: WANGGE_GEO_SOURCE={out}")
         return 0
     city = load_city(settings)
@@ -391,7 +419,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="path of config.toml (default: the project's)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="start everything (embedded Redis, pipelines, simulator, dashboard)")
+    run = sub.add_parser(
+        "run", help="start everything (embedded Redis, pipelines, simulator, dashboard)"
+    )
     run.add_argument("--port", type=int, help="dashboard port (0 = any free port)")
     run.add_argument("--no-simulate", action="store_true", help="do not start the simulator")
     sub.add_parser("pipelines", help="run the pipeline workers and the clock job")

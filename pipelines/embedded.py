@@ -56,14 +56,21 @@ class EmbeddedRedis:
         binary = redis_server_binary()
         args = [
             binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--logfile", str(self.workdir / "redis.log"),
-            "--maxclients", "2000",
-        ]  # fmt: skip
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            str(self.workdir / "redis.log"),
+            "--maxclients",
+            "2000",
+        ]
         # Supervisor: if our process dies (even by SIGKILL) the server goes too.
         script = (
             '"$@" & child=$!; '

@@ -224,23 +224,17 @@ def decode_batch(
         if f.required:
             checks.append((~pl.col(f"_has_{f.name}"), "missing_field", f.name))
     for f in fields:
-        checks.append(
-            (pl.col(f"_has_{f.name}") & pl.col(f.name).is_null(), "bad_type", f.name)
-        )
+        checks.append((pl.col(f"_has_{f.name}") & pl.col(f.name).is_null(), "bad_type", f.name))
     for f in fields:
         c = pl.col(f.name)
         if f.max_len is not None:
-            checks.append(
-                (c.str.len_chars() > f.max_len, "out_of_range", f"{f.name} too long")
-            )
+            checks.append((c.str.len_chars() > f.max_len, "out_of_range", f"{f.name} too long"))
             if f.max_len == _ID:
                 checks.append((c.str.len_chars() == 0, "bad_type", f"{f.name} empty"))
         if f.lo is not None:
             checks.append(((c < f.lo) | (c > f.hi) | c.is_nan(), "out_of_range", f.name))
         if f.vocab is not None:
-            checks.append(
-                (c.is_not_null() & ~c.is_in(list(f.vocab)), f.vocab_reason, f.name)
-            )
+            checks.append((c.is_not_null() & ~c.is_in(list(f.vocab)), f.vocab_reason, f.name))
     if feed == "video":
         checks.append(
             (pl.col("lon").is_null() != pl.col("lat").is_null(), "missing_field", "lon/lat")

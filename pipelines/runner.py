@@ -121,28 +121,39 @@ class FeedWorker:
         return result
 
     def _apply_reports(
-        self, good: pl.DataFrame, payloads: dict[str, bytes], dead: list[pl.DataFrame],
+        self,
+        good: pl.DataFrame,
+        payloads: dict[str, bytes],
+        dead: list[pl.DataFrame],
         result: BatchResult,
-    ) -> pl.DataFrame:  # fmt: skip
+    ) -> pl.DataFrame:
         rows = agg.report_rows(good, self.settings.deadlines)
         status = self.state.apply_reports(rows)
         ordered = pl.DataFrame({"entry_id": [r[1] for r in rows], "_st": status})
         good = good.join(ordered, on="entry_id", how="left")
-        return self._sort_out(good, payloads, dead, result, {"D": "duplicate", "T": "bad_transition"})
+        return self._sort_out(
+            good, payloads, dead, result, {"D": "duplicate", "T": "bad_transition"}
+        )
 
     def _apply_video(
-        self, good: pl.DataFrame, payloads: dict[str, bytes], dead: list[pl.DataFrame],
+        self,
+        good: pl.DataFrame,
+        payloads: dict[str, bytes],
+        dead: list[pl.DataFrame],
         result: BatchResult,
-    ) -> pl.DataFrame:  # fmt: skip
+    ) -> pl.DataFrame:
         rows = agg.video_rows(good)
         status = self.state.apply_video(rows)
         good = good.with_columns(_st=pl.Series(status, dtype=pl.String)) if rows else good
         return self._sort_out(good, payloads, dead, result, {"D": "duplicate"})
 
     def _apply_locations(
-        self, good: pl.DataFrame, payloads: dict[str, bytes], dead: list[pl.DataFrame],
+        self,
+        good: pl.DataFrame,
+        payloads: dict[str, bytes],
+        dead: list[pl.DataFrame],
         result: BatchResult,
-    ) -> pl.DataFrame:  # fmt: skip
+    ) -> pl.DataFrame:
         latest = agg.latest_positions(good)
         self.state.apply_locations(latest, agg.patrolled_grids(good))
         result.applied = good.height
@@ -191,8 +202,14 @@ class FeedWorker:
         store.persist_dead_letters(
             self.engine,
             (
-                {"stream": stream, "entry_id": e, "reason": reason, "detail": detail,
-                 "payload": payload, "received_ms": now_ms}  # fmt: skip
+                {
+                    "stream": stream,
+                    "entry_id": e,
+                    "reason": reason,
+                    "detail": detail,
+                    "payload": payload,
+                    "received_ms": now_ms,
+                }
                 for e, payload, reason, detail in dead.iter_rows()
             ),
         )
@@ -215,9 +232,11 @@ class FeedWorker:
             },
             schema={"camera_id": pl.String, "_lon": pl.Float64, "_lat": pl.Float64},
         )
-        good = good.join(reg, on="camera_id", how="left", maintain_order="left").with_columns(
-            lon=pl.coalesce("lon", "_lon"), lat=pl.coalesce("lat", "_lat")
-        ).drop("_lon", "_lat")
+        good = (
+            good.join(reg, on="camera_id", how="left", maintain_order="left")
+            .with_columns(lon=pl.coalesce("lon", "_lon"), lat=pl.coalesce("lat", "_lat"))
+            .drop("_lon", "_lat")
+        )
         known = pl.col("lon").is_not_null()
         return good.filter(known), good.filter(~known)
 
@@ -277,7 +296,7 @@ class ClockJob:
         online_ids = self.state.workers_seen_since(since)
         grids: list[str] = []
         if online_ids:
-            raw = self.r.hmget(self.state.keys.live("pos"), online_ids)
+            raw: Any = self.r.hmget(self.state.keys.live("pos"), online_ids)
             grids = [v.decode().split(",")[3] for v in raw if v]
         counts = agg.online_counts(grids, self.city.grids)
         self.state.set_online(counts)

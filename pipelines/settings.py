@@ -186,9 +186,10 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
 
 def setting_names() -> list[tuple[str, str]]:
     """All (section, key) pairs, in declaration order."""
+    defaults = Settings()
     out = []
     for sec in dataclasses.fields(Settings):
-        for f in dataclasses.fields(sec.default_factory()):  # type: ignore[misc]
+        for f in dataclasses.fields(getattr(defaults, sec.name)):
             out.append((sec.name, f.name))
     return out
 
@@ -221,8 +222,9 @@ def load_settings(
         if section not in known:
             raise SettingsError(f"{cfg_path}: unknown section [{section}]")
     sections: dict[str, Any] = {}
+    defaults = Settings()
     for sec in dataclasses.fields(Settings):
-        cls = type(sec.default_factory())  # type: ignore[misc]
+        cls = type(getattr(defaults, sec.name))
         raw = dict(data.get(sec.name, {}))
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in raw:
@@ -235,8 +237,6 @@ def load_settings(
         for alias, (s, k) in _ALIASES.items():
             if s == sec.name and environ.get(alias):
                 raw[k] = environ[alias]
-        values = {
-            k: _coerce(v, fields[k].type, f"{sec.name}.{k}") for k, v in raw.items()
-        }
+        values = {k: _coerce(v, fields[k].type, f"{sec.name}.{k}") for k, v in raw.items()}
         sections[sec.name] = cls(**values)
     return Settings(**sections)

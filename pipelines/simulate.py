@@ -84,9 +84,33 @@ POOL_K = 8  # patrol waypoints per grid
 
 # Relative incident rate per local hour 0..23 (normalised to mean 1 below).
 _HOURLY = np.array(
-    [0.15, 0.10, 0.08, 0.08, 0.10, 0.20, 0.45, 0.90, 1.50, 1.90, 2.00, 1.70,
-     1.10, 1.20, 1.60, 1.80, 1.60, 1.30, 0.90, 0.70, 0.60, 0.50, 0.35, 0.22]
-)  # fmt: skip
+    [
+        0.15,
+        0.10,
+        0.08,
+        0.08,
+        0.10,
+        0.20,
+        0.45,
+        0.90,
+        1.50,
+        1.90,
+        2.00,
+        1.70,
+        1.10,
+        1.20,
+        1.60,
+        1.80,
+        1.60,
+        1.30,
+        0.90,
+        0.70,
+        0.60,
+        0.50,
+        0.35,
+        0.22,
+    ]
+)
 HOURLY_INCIDENTS = _HOURLY / _HOURLY.mean()
 HOURLY_VIDEO = (0.5 + 0.5 * HOURLY_INCIDENTS) / (0.5 + 0.5 * HOURLY_INCIDENTS).mean()
 

@@ -191,10 +191,26 @@ return out
 ).replace("__PAIRS__", _lua_set(reachable_pairs()))
 
 REPORT_FIELDS = (
-    "event_id", "entry_id", "incident_id", "step", "ts", "category", "severity",
-    "grid_id", "street_id", "district_id", "city_id", "lon", "lat",
-    "day", "minute", "hour", "deadline_ms", "level", "ticker",
-)  # fmt: skip
+    "event_id",
+    "entry_id",
+    "incident_id",
+    "step",
+    "ts",
+    "category",
+    "severity",
+    "grid_id",
+    "street_id",
+    "district_id",
+    "city_id",
+    "lon",
+    "lat",
+    "day",
+    "minute",
+    "hour",
+    "deadline_ms",
+    "level",
+    "ticker",
+)
 
 # ARGV: prefix, ticker length, day ttl, bucket ttl, then 11 fields per alert.
 # Returns A applied, R redelivered, D duplicate alert id.
@@ -235,9 +251,18 @@ for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 return out
 """
 VIDEO_FIELDS = (
-    "alert_id", "entry_id", "label", "grid_id", "street_id", "district_id", "city_id",
-    "day", "minute", "hour", "ticker",
-)  # fmt: skip
+    "alert_id",
+    "entry_id",
+    "label",
+    "grid_id",
+    "street_id",
+    "district_id",
+    "city_id",
+    "day",
+    "minute",
+    "hour",
+    "ticker",
+)
 
 # ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
 # then 5 per patrolled grid (day, grid, street, district, city).
@@ -342,6 +367,11 @@ class Keys:
         return f"{self.prefix}:*"
 
 
+def _s(value: Any) -> str:
+    """Redis replies are bytes (decode_responses is off); text for our keys and fields."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
     return [v for row in rows for v in row]
 
@@ -380,17 +410,22 @@ class LiveState:
         """Apply report events (tuples in REPORT_FIELDS order); one status per row."""
         if not rows:
             return []
-        head = [self.prefix, self.ticker_length, self.day_ttl_s, self.bucket_ttl_s,
-                self.closed_ttl_s]  # fmt: skip
+        head: list[Any] = [
+            self.prefix,
+            self.ticker_length,
+            self.day_ttl_s,
+            self.bucket_ttl_s,
+            self.closed_ttl_s,
+        ]
         res = self._reports(args=head + _flat(rows))
-        return [x.decode() if isinstance(x, bytes) else x for x in res]
+        return [_s(x) for x in res]
 
     def apply_video(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         if not rows:
             return []
-        head = [self.prefix, self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
+        head: list[Any] = [self.prefix, self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
         res = self._video(args=head + _flat(rows))
-        return [x.decode() if isinstance(x, bytes) else x for x in res]
+        return [_s(x) for x in res]
 
     def apply_locations(
         self,
@@ -409,7 +444,9 @@ class LiveState:
         args = [self.prefix, self.deadletter_key, 9 * 86400, 1_000_000, *_flat(rows)]
         return int(self._deadletter(args=args))
 
-    def restore_dead_letter_counts(self, rows: Sequence[tuple[str, str, str, str, bytes, str]]) -> None:
+    def restore_dead_letter_counts(
+        self, rows: Sequence[tuple[str, str, str, str, bytes, str]]
+    ) -> None:
         """Rebuild dead-letter counters and dedupe sets (the stream itself is kept)."""
         pipe = self.r.pipeline(transaction=False)
         for stream, entry, reason, _detail, _payload, day in rows:
@@ -434,7 +471,7 @@ class LiveState:
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(tmp)
         if counts:
-            pipe.hset(tmp, mapping=counts)
+            pipe.hset(tmp, mapping=dict(counts.items()))
             pipe.rename(tmp, key)
         else:
             pipe.delete(key)
@@ -446,7 +483,7 @@ class LiveState:
     # ------------------------------------------------------------ reads
 
     def meta(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.live("meta")).items()}
+        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.live("meta")).items()}
 
     def counts(self, metric: str, area_ids: Sequence[str], day: str | None = None) -> list[int]:
         """One metric for many areas: live ("open", "overdue", "online") or per-day."""
@@ -457,7 +494,7 @@ class LiveState:
 
     def counts_all(self, metric: str, day: str | None = None) -> dict[str, int]:
         key = self.keys.day(day, metric) if day else self.keys.live(metric)
-        return {k.decode(): int(v) for k, v in self.r.hgetall(key).items()}
+        return {_s(k): int(v) for k, v in self.r.hgetall(key).items()}
 
     def breakdown(
         self, metric: str, area_id: str, values: Sequence[Any], day: str | None = None
@@ -478,30 +515,31 @@ class LiveState:
         return [orjson.loads(x) for x in self.r.lrange(self.keys.ticker(area_id), 0, n - 1)]
 
     def patrolled(self, day: str) -> set[str]:
-        return {g.decode() for g in self.r.smembers(self.keys.day(day, "patrolled"))}
+        return {_s(g) for g in self.r.smembers(self.keys.day(day, "patrolled"))}
 
     def positions(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.live("pos")).items()}
+        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.live("pos")).items()}
 
     def workers_seen_since(self, since_ms: int) -> list[str]:
-        return [w.decode() for w in self.r.zrangebyscore(self.keys.live("seen"), since_ms, "+inf")]
+        seen = self.r.zrangebyscore(self.keys.live("seen"), since_ms, "+inf")
+        return [_s(w) for w in seen]
 
     def open_incidents(self, street_id: str) -> list[dict[str, str]]:
-        ids = [i.decode() for i in self.r.smembers(self.keys.open_incidents(street_id))]
+        ids = [_s(i) for i in self.r.smembers(self.keys.open_incidents(street_id))]
         pipe = self.r.pipeline(transaction=False)
         fields = ("status", "cat", "sev", "grid", "lon", "lat", "ts", "overdue")
         for i in ids:
             pipe.hmget(self.keys.inc(i), fields)
         out = []
         for i, vals in zip(ids, pipe.execute(), strict=True):
-            row = {f: (v.decode() if v else "") for f, v in zip(fields, vals, strict=True)}
+            row = {f: (_s(v) if v else "") for f, v in zip(fields, vals, strict=True)}
             row["incident_id"] = i
             out.append(row)
         return out
 
     def incident(self, incident_id: str) -> dict[str, str]:
         raw = self.r.hgetall(self.keys.inc(incident_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_s(k): _s(v) for k, v in raw.items()}
 
     def deadletter_counts(self) -> dict[str, int]:
         return self.counts_all("dl_count")

@@ -197,7 +197,7 @@ def create_schema(engine: Engine) -> None:
     metadata.create_all(engine)
 
 
-def _insert(conn: Connection, table: Table):  # type: ignore[no-untyped-def]
+def _insert(conn: Connection, table: Table) -> Any:
     mod = postgresql if conn.dialect.name == "postgresql" else sqlite
     return mod.insert(table)
 
@@ -321,8 +321,13 @@ def persist_tracks(engine: Engine, points: pl.DataFrame) -> None:
         return
     cols = [c.name for c in track_points.columns]
     with engine.begin() as conn:
-        upsert(conn, track_points, points.select(cols).to_dicts(), ["worker_id", "slot"],
-               where_older="ts_ms")  # fmt: skip
+        upsert(
+            conn,
+            track_points,
+            points.select(cols).to_dicts(),
+            ["worker_id", "slot"],
+            where_older="ts_ms",
+        )
 
 
 def persist_patrols(engine: Engine, visits: pl.DataFrame, latest: pl.DataFrame) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -45,7 +46,7 @@ def publish(r: redis.Redis, stream: str, payloads: Sequence[bytes], chunk: int =
     return len(payloads)
 
 
-def _entries(raw: list) -> list[tuple[str, bytes]]:
+def _entries(raw: Any) -> list[tuple[str, bytes]]:
     out = []
     for entry_id, fields in raw:
         if fields is None:  # deleted while pending (trimmed): nothing to process
@@ -73,7 +74,9 @@ class Consumer:
         if batch is not None:
             return batch
         if not self._own_pending_done:
-            got = self.r.xreadgroup(self.group, self.name, {self.stream: "0"}, count=self.count)
+            got: Any = self.r.xreadgroup(
+                self.group, self.name, {self.stream: "0"}, count=self.count
+            )
             entries = _entries(got[0][1]) if got else []
             if entries:
                 return self._split(entries)
@@ -84,7 +87,7 @@ class Consumer:
         return Batch(entries=_entries(got[0][1]) if got else [])
 
     def _claim(self) -> Batch | None:
-        res = self.r.xautoclaim(
+        res: Any = self.r.xautoclaim(
             self.stream,
             self.group,
             self.name,
@@ -106,14 +109,15 @@ class Consumer:
     def _split(self, entries: list[tuple[str, bytes]]) -> Batch:
         """Separate entries delivered too often (poison) from the rest."""
         lo, hi = entries[0][0], entries[-1][0]
-        info = self.r.xpending_range(
+        info: Any = self.r.xpending_range(
             self.stream, self.group, min=lo, max=hi, count=len(entries) + 10, consumername=self.name
         )
         times = {
-            (p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]):
-            p["times_delivered"]
+            (
+                p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]
+            ): p["times_delivered"]
             for p in info
-        }  # fmt: skip
+        }
         batch = Batch()
         for e in entries:
             if times.get(e[0], 1) > self.max_deliveries:

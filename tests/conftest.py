@@ -96,7 +96,7 @@ def settings_for(
     url, schema = db
     changes = {
         "redis": dataclasses.replace(base.redis, url=redis_url, prefix=prefix),
-        "database": dataclasses.replace(base.database, url=url),
+        "database": dataclasses.replace(base.database, url=url, schema=schema or ""),
         "run": dataclasses.replace(base.run, var_dir=str(tmp)),
     }
     for name, values in sections.items():

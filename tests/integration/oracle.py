@@ -35,7 +35,9 @@ class Expected:
 def _frame(rows: list[dict[str, Any]], city: City, index: GridIndex, tz: str) -> pl.DataFrame:
     df = pl.DataFrame(rows, infer_schema_length=None)
     gi = index.assign(df["lon"].to_numpy(), df["lat"].to_numpy())
-    grids = city.grids.select(CHAIN).with_row_index("_gi").with_columns(pl.col("_gi").cast(pl.Int64))
+    grids = (
+        city.grids.select(CHAIN).with_row_index("_gi").with_columns(pl.col("_gi").cast(pl.Int64))
+    )
     df = df.with_columns(_gi=pl.Series(gi, dtype=pl.Int64)).join(grids, on="_gi", how="left")
     local = pl.from_epoch("ts", time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone(tz)
     return df.with_columns(day=local.dt.strftime("%Y%m%d"))
@@ -87,7 +89,9 @@ def expected(
         open_by_area=_per_area(still_open, by=()),
         video_by_day=_per_area(vid),
         patrolled=patrolled,
-        positions={w: (t, g) for w, t, g in latest.select("worker_id", "ts", "grid_id").iter_rows()},
+        positions={
+            w: (t, g) for w, t, g in latest.select("worker_id", "ts", "grid_id").iter_rows()
+        },
         dead_by_reason=dead,
         n_incident_events=rep.height,
         n_incidents=rep["incident_id"].n_unique(),

@@ -73,15 +73,24 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     settings = load_settings(environ=env)
     city = load_city(dataclasses.replace(GeoSettings(), grids=400, cache_dir=str(tmp_path / "geo")))
     index = GridIndex(city)
-    cfg = dataclasses.replace(settings.simulate, workers=800, cameras=120, seed=11,
-                              malformed_share=0.01)  # fmt: skip
+    cfg = dataclasses.replace(
+        settings.simulate, workers=800, cameras=120, seed=11, malformed_share=0.01
+    )
     probe = simulate.Simulator(city, cfg, settings.deadlines, start_ms=0)
     start = int(time.time() * 1000) - 20 * 86_400_000
-    events = simulate.generate(city, cfg, settings.deadlines, start, N_EVENTS,
-                               mix={"locations": 0.6, "reports": 0.3, "video": 0.1})  # fmt: skip
+    events = simulate.generate(
+        city,
+        cfg,
+        settings.deadlines,
+        start,
+        N_EVENTS,
+        mix={"locations": 0.6, "reports": 0.3, "video": 0.1},
+    )
     assert len(events) >= N_EVENTS
     assert max(orjson_ts(p) for _, p, r in events if r is None) < time.time() * 1000
-    cams = {c: (lon, lat) for c, lon, lat in probe.cameras.select("camera_id", "lon", "lat").iter_rows()}
+    cams = {
+        c: (lon, lat) for c, lon, lat in probe.cameras.select("camera_id", "lon", "lat").iter_rows()
+    }
     with engine.begin() as c:
         rows = [{"camera_id": k, "lon": v[0], "lat": v[1], "grid_id": ""} for k, v in cams.items()]
         store.insert_ignore(c, store.cameras, rows)
@@ -95,8 +104,14 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     for feed, payloads in by_feed.items():
         publish(r, f"{prefix}:{feed}", payloads)
 
-    names = {"reports-1": "reports", "reports-2": "reports", "locations-1": "locations",
-             "locations-2": "locations", "video-1": "video", "video-2": "video"}  # fmt: skip
+    names = {
+        "reports-1": "reports",
+        "reports-2": "reports",
+        "locations-1": "locations",
+        "locations-2": "locations",
+        "video-1": "video",
+        "video-2": "video",
+    }
     procs = {n: _spawn(env, f, n) for n, f in names.items()}
     rnd = random.Random(2026)
     kills = mid_stream = 0
@@ -119,7 +134,9 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
         while not _drained(r, prefix, group):
             assert time.monotonic() - t0 < TIME_LIMIT_S, "pipelines did not drain in time"
             for n, p in procs.items():
-                assert p.poll() is None, f"{n} died: {p.stderr.read().decode()[-2000:] if p.stderr else ''}"
+                assert p.poll() is None, (
+                    f"{n} died: {p.stderr.read().decode()[-2000:] if p.stderr else ''}"
+                )
             time.sleep(0.5)
     finally:
         for p in procs.values():
@@ -132,8 +149,9 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     assert kills >= 5
     assert mid_stream >= 4, "the kills must land while entries are still unprocessed"
 
-    exp = expected(events, city, index, cams, settings.live.timezone,
-                   settings.pipelines.persist_tracks_every_s)  # fmt: skip
+    exp = expected(
+        events, city, index, cams, settings.live.timezone, settings.pipelines.persist_tracks_every_s
+    )
     (artifacts / "summary.txt").write_text(
         f"events={len(events)} kills={kills} mid_stream={mid_stream} dead={exp.dead_by_reason} "
         f"incident_events={exp.n_incident_events} video={exp.n_video}\n"
@@ -177,8 +195,9 @@ def orjson_ts(payload: bytes) -> int:
     return int(orjson.loads(payload)["ts"])
 
 
-def _day_hash(r: redis.Redis, prefix: str, metric: str, like: dict[tuple[str, str], int]
-              ) -> dict[tuple[str, str], int]:  # fmt: skip
+def _day_hash(
+    r: redis.Redis, prefix: str, metric: str, like: dict[tuple[str, str], int]
+) -> dict[tuple[str, str], int]:
     days = {d for d, _ in like}
     for k in r.scan_iter(match=f"{prefix}:d:*:{metric}"):
         days.add(k.decode().split(":")[-2])
@@ -188,4 +207,3 @@ def _day_hash(r: redis.Redis, prefix: str, metric: str, like: dict[tuple[str, st
             if int(n):
                 out[(day, area.decode())] = int(n)
     return out
-

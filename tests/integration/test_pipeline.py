@@ -41,10 +41,13 @@ def settings(redis_url: str, prefix: str, db_url: Any, tmp_path: Path) -> Settin
     return settings_for(redis_url, prefix, db_url, tmp_path, streams={"claim_idle_ms": 200})
 
 
-def workers(settings: Settings, city: City, index: GridIndex, r: redis.Redis, engine: Engine
-            ) -> dict[str, FeedWorker]:  # fmt: skip
-    return {f: make_worker(f, settings, city, index, r, engine, f"{f}-t") for f in
-            ("reports", "locations", "video")}  # fmt: skip
+def workers(
+    settings: Settings, city: City, index: GridIndex, r: redis.Redis, engine: Engine
+) -> dict[str, FeedWorker]:
+    return {
+        f: make_worker(f, settings, city, index, r, engine, f"{f}-t")
+        for f in ("reports", "locations", "video")
+    }
 
 
 def drain(ws: dict[str, FeedWorker]) -> None:
@@ -58,12 +61,30 @@ def grid_point(city: City, i: int) -> tuple[str, float, float]:
     return g["grid_id"], g["lon"], g["lat"]
 
 
-def lifecycle(inc: str, lon: float, lat: float, t0: int, steps: list[str], cat: str = "sanitation",
-              level: str = "grid") -> list[dict[str, Any]]:  # fmt: skip
+def lifecycle(
+    inc: str,
+    lon: float,
+    lat: float,
+    t0: int,
+    steps: list[str],
+    cat: str = "sanitation",
+    level: str = "grid",
+) -> list[dict[str, Any]]:
     return [
-        dict(event_id=f"{inc}-{i}", incident_id=inc, ts=t0 + i * 60_000, step=s, category=cat,
-             severity=2, source="worker", lon=lon, lat=lat, level=level, reporter_id="W1",
-             description="测试")  # fmt: skip
+        dict(
+            event_id=f"{inc}-{i}",
+            incident_id=inc,
+            ts=t0 + i * 60_000,
+            step=s,
+            category=cat,
+            severity=2,
+            source="worker",
+            lon=lon,
+            lat=lat,
+            level=level,
+            reporter_id="W1",
+            description="测试",
+        )
         for i, s in enumerate(steps)
     ]
 
@@ -90,7 +111,10 @@ def test_reports_lifecycle_counts_and_sql(settings, city, index, rclient, engine
     assert st.counts("reports", chain, day=day) == [2] * 4
     assert st.counts("closed", chain, day=day) == [1] * 4
     assert st.breakdown("closed_level", g0, ["grid"], day=day) == {"grid": 1}
-    assert st.breakdown("open_cat", chain[-1], ["fire", "sanitation"]) == {"fire": 1, "sanitation": 0}
+    assert st.breakdown("open_cat", chain[-1], ["fire", "sanitation"]) == {
+        "fire": 1,
+        "sanitation": 0,
+    }
     # fire deadline is 2 h, report was 1 h ago: not overdue yet; 2 h later it is
     assert st.sweep_overdue(NOW) == 0 and st.counts("overdue", [g0]) == [0]
     assert st.sweep_overdue(t0 + 3 * 3_600_000) == 1
@@ -166,10 +190,22 @@ def test_locations_positions_coverage_online(settings, city, index, rclient, eng
     g0, lon, lat = grid_point(city, 10)
     g1, lon1, lat1 = grid_point(city, 11)
     pings = [
-        dict(worker_id="W1", ts=NOW - 50_000, lon=lon, lat=lat, accuracy=5.0, speed=1.0, battery=90.0),
-        dict(worker_id="W1", ts=NOW - 10_000, lon=lon1, lat=lat1, accuracy=5.0, speed=1.0, battery=89.0),
+        dict(
+            worker_id="W1", ts=NOW - 50_000, lon=lon, lat=lat, accuracy=5.0, speed=1.0, battery=90.0
+        ),
+        dict(
+            worker_id="W1",
+            ts=NOW - 10_000,
+            lon=lon1,
+            lat=lat1,
+            accuracy=5.0,
+            speed=1.0,
+            battery=89.0,
+        ),
         dict(worker_id="W2", ts=NOW - 20_000, lon=lon, lat=lat),
-        dict(worker_id="W1", ts=NOW - 40_000, lon=lon, lat=lat),  # late, older: ignored for position
+        dict(
+            worker_id="W1", ts=NOW - 40_000, lon=lon, lat=lat
+        ),  # late, older: ignored for position
     ]
     publish_events(rclient, settings, "locations", pings)
     drain(ws)
@@ -190,12 +226,16 @@ def test_locations_positions_coverage_online(settings, city, index, rclient, eng
 def test_video_uses_camera_registry(settings, city, index, rclient, engine) -> None:
     _, lon, lat = grid_point(city, 20)
     with engine.begin() as c:
-        c.execute(store.cameras.insert(), [{"camera_id": "C1", "lon": lon, "lat": lat, "grid_id": "x"}])
+        c.execute(
+            store.cameras.insert(), [{"camera_id": "C1", "lon": lon, "lat": lat, "grid_id": "x"}]
+        )
     ws = workers(settings, city, index, rclient, engine)
     alerts = [
         dict(alert_id="A1", camera_id="C1", label="smoke_fire", score=0.9, ts=NOW - 1000),
         dict(alert_id="A2", camera_id="C404", label="fall", score=0.9, ts=NOW - 1000),
-        dict(alert_id="A3", camera_id="C2", label="fall", score=0.8, ts=NOW - 900, lon=lon, lat=lat),
+        dict(
+            alert_id="A3", camera_id="C2", label="fall", score=0.8, ts=NOW - 900, lon=lon, lat=lat
+        ),
         dict(alert_id="A1", camera_id="C1", label="smoke_fire", score=0.9, ts=NOW - 1000),
     ]
     publish_events(rclient, settings, "video", alerts)
@@ -204,9 +244,17 @@ def test_video_uses_camera_registry(settings, city, index, rclient, engine) -> N
     day = agg.local_day(NOW, settings.live.timezone)
     assert st.counts("video", [city.city_id], day=day) == [2]
     assert st.breakdown("video_label", city.city_id, ["smoke_fire", "fall"], day=day) == {
-        "smoke_fire": 1, "fall": 1}  # fmt: skip
+        "smoke_fire": 1,
+        "fall": 1,
+    }
     assert sorted(st.deadletter_counts().items()) == sorted(
-        {"unknown_camera": 1, "video|unknown_camera": 1, "duplicate": 1, "video|duplicate": 1}.items())  # fmt: skip
+        {
+            "unknown_camera": 1,
+            "video|unknown_camera": 1,
+            "duplicate": 1,
+            "video|duplicate": 1,
+        }.items()
+    )
     assert store.table_count(engine, store.video_alerts) == 2
 
 
@@ -217,11 +265,26 @@ def test_rebuild_live_equals_what_pipelines_built(settings, city, index, rclient
     for k in range(40):
         _, lon, lat = grid_point(city, rnd.randrange(city.grids.height))
         steps = FULL[: rnd.randint(1, len(FULL))]
-        reports += lifecycle(f"K{k}", lon, lat, NOW - 7_000_000 + k * 7000, steps,
-                             cat=rnd.choice(["fire", "dispute", "sanitation"]))  # fmt: skip
+        reports += lifecycle(
+            f"K{k}",
+            lon,
+            lat,
+            NOW - 7_000_000 + k * 7000,
+            steps,
+            cat=rnd.choice(["fire", "dispute", "sanitation"]),
+        )
         locs.append(dict(worker_id=f"W{k % 9}", ts=NOW - k * 1000, lon=lon, lat=lat))
-        vids.append(dict(alert_id=f"V{k}", camera_id="C9", label="fall", score=0.7, ts=NOW - k,
-                         lon=lon, lat=lat))  # fmt: skip
+        vids.append(
+            dict(
+                alert_id=f"V{k}",
+                camera_id="C9",
+                label="fall",
+                score=0.7,
+                ts=NOW - k,
+                lon=lon,
+                lat=lat,
+            )
+        )
     publish_events(rclient, settings, "reports", [*reports, b"bad"])
     publish_events(rclient, settings, "locations", locs)
     publish_events(rclient, settings, "video", vids)
@@ -259,8 +322,16 @@ def snapshot(r: redis.Redis, prefix: str) -> dict[str, Any]:
 def live_counts(r: redis.Redis, prefix: str) -> dict[str, Any]:
     """The counting state (hashes, sets, zsets) without tickers, meta and incident internals."""
     snap = snapshot(r, prefix)
-    drop = (":live:ticker:", ":live:meta", ":inc:", ":deadletter", ":reports", ":locations",
-            ":video", ":dl:seen:")  # fmt: skip
+    drop = (
+        ":live:ticker:",
+        ":live:meta",
+        ":inc:",
+        ":deadletter",
+        ":reports",
+        ":locations",
+        ":video",
+        ":dl:seen:",
+    )
     keep = {}
     for k, v in snap.items():
         if any(d in k for d in drop) and not k.endswith(":video_label") and ":d:" not in k:
@@ -271,5 +342,3 @@ def live_counts(r: redis.Redis, prefix: str) -> dict[str, Any]:
                 continue
         keep[k] = v
     return keep
-
-

@@ -14,16 +14,28 @@ OPTS = dict(now_ms=NOW, future_skew_ms=300_000, max_age_ms=30 * 86_400_000, max_
 
 
 def report(**kw: Any) -> dict[str, Any]:
-    base = dict(event_id="E1", incident_id="I1", ts=NOW - 1000, step="reported",
-                category="sanitation", severity=2, source="worker", lon=118.8, lat=32.05,
-                description="垃圾满溢", level="grid", reporter_id="W1")  # fmt: skip
+    base = dict(
+        event_id="E1",
+        incident_id="I1",
+        ts=NOW - 1000,
+        step="reported",
+        category="sanitation",
+        severity=2,
+        source="worker",
+        lon=118.8,
+        lat=32.05,
+        description="垃圾满溢",
+        level="grid",
+        reporter_id="W1",
+    )
     base.update(kw)
     return {k: v for k, v in base.items() if v is not ...}
 
 
 def location(**kw: Any) -> dict[str, Any]:
-    base = dict(worker_id="W1", ts=NOW - 1000, lon=118.8, lat=32.05, accuracy=5.0,
-                speed=1.2, battery=80.0)  # fmt: skip
+    base = dict(
+        worker_id="W1", ts=NOW - 1000, lon=118.8, lat=32.05, accuracy=5.0, speed=1.2, battery=80.0
+    )
     base.update(kw)
     return {k: v for k, v in base.items() if v is not ...}
 
@@ -80,7 +92,9 @@ def test_malformed_payloads(raw: bytes) -> None:
 
 
 def test_mixed_batch_keeps_order_and_loses_nothing() -> None:
-    entries = [(f"{i}-0", encode(e)) for i, (_, e, _) in enumerate(c for c in CASES if c[0] == "reports")]
+    entries = [
+        (f"{i}-0", encode(e)) for i, (_, e, _) in enumerate(c for c in CASES if c[0] == "reports")
+    ]
     good, dead = decode_batch("reports", entries, **OPTS)
     assert good.height + dead.height == len(entries)
     assert sorted(good["entry_id"].to_list() + dead["entry_id"].to_list()) == sorted(
