@@ -1,20 +1,167 @@
-"""The Dash app: ``create_app(settings)``; ``server`` for gunicorn (dashboard.app:server)."""
+"""The Dash app: ``create_app(settings)``; ``server`` for gunicorn (``dashboard.app:server``).
+
+Everything is served locally (Dash, dash-leaflet, Plotly, CSS, JS; no CDN). Geometry is
+a cacheable, pre-gzipped response per area; refreshes carry values only.
+"""
 
 from __future__ import annotations
 
-from dash import Dash, html
+import functools
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
-from pipelines.settings import Settings, load_settings
+import dash
+import redis
+from dash import Dash, dcc, html
+from flask import Response, make_response, redirect, request
+from flask_compress import Compress
+
+from dashboard import ids
+from dashboard.backend import EXTENSION, Backend, Clock
+from dashboard.geometry import Blob, GeometryCache
+from dashboard.i18n import COOKIE, current_lang, normalize, other, t
+from pipelines import store
+from pipelines.geo import City, load_city
+from pipelines.settings import ROOT, Settings, load_settings
+
+NAV = (
+    ("nav.panorama", "/"),
+    ("nav.work", "/work"),
+    ("nav.warnings", "/warnings"),
+    ("nav.assessment", "/assessment"),
+    ("nav.wall", "/wall"),
+)
 
 
-def create_app(settings: Settings) -> Dash:
-    app = Dash(__name__, serve_locally=True, title="网格 Wangge")
-    app.layout = html.Div([html.H1("网格 Wangge"), html.P("全景网格 — coming")])
+def _shell(settings: Settings) -> Any:
+    def layout() -> Any:
+        lang = current_lang(settings.dashboard.language)
+        path = request.path if request else "/"
+        wall = path.startswith("/wall")
+        header = html.Div(
+            [
+                html.Div(t("app.title", lang), className="wg-brand"),
+                html.Nav(
+                    [dcc.Link(t(key, lang), href=href) for key, href in NAV], className="wg-nav"
+                ),
+                html.Span(id=ids.FRESH, className="wg-fresh"),
+                html.A(
+                    t("lang.switch", lang),
+                    href=f"/lang/{other(lang)}",
+                    className="wg-lang",
+                    id="shell-lang-link",
+                ),  # fmt: skip
+            ],
+            className="wg-header",
+            style={"display": "none"} if wall else {},
+        )
+        return html.Div(
+            [
+                dcc.Location(id=ids.URL, refresh="callback-nav"),
+                dcc.Store(id=ids.LANG, data=lang),
+                header,
+                html.Div(dash.page_container, className="" if wall else "wg-main"),
+            ]
+        )
+
+    return layout
+
+
+def _send(blob: Blob) -> Response:
+    if request.headers.get("If-None-Match") == blob.etag:
+        resp = make_response("", 304)
+    elif "gzip" in request.headers.get("Accept-Encoding", ""):
+        resp = make_response(blob.gz)
+        resp.headers["Content-Encoding"] = "gzip"
+    else:
+        resp = make_response(blob.raw)
+    resp.headers["Content-Type"] = "application/geo+json"
+    resp.headers["ETag"] = blob.etag
+    resp.headers["Cache-Control"] = "public, max-age=3600"
+    resp.headers["Vary"] = "Accept-Encoding"
+    return resp
+
+
+def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
+    server = app.server
+
+    @server.route("/geo/area/<area_id>.json")
+    def geo_area(area_id: str) -> Response:
+        blob = geometry.area(area_id)
+        if blob is None:
+            return make_response({"error": "unknown area", "area_id": area_id}, 404)
+        return _send(blob)
+
+    @server.route("/geo/grids.json")
+    def geo_grids() -> Response:
+        return _send(geometry.grids())
+
+    @server.route("/lang/<code>")
+    def set_lang(code: str) -> Response:
+        target = request.args.get("next") or request.referrer or "/"
+        parsed = urlparse(target)
+        # Only same-site paths: never an open redirect.
+        safe = (
+            parsed.path if parsed.path.startswith("/") and not parsed.path.startswith("//") else "/"
+        )
+        resp = make_response(redirect(safe))
+        resp.set_cookie(COOKIE, normalize(code), max_age=365 * 86400, httponly=True,
+                        samesite="Lax")  # fmt: skip
+        return resp
+
+    @server.route("/healthz")
+    def healthz() -> Response:
+        backend: Backend = server.extensions[EXTENSION]
+        try:
+            backend.r.ping()
+            ok = True
+        except redis.RedisError:
+            ok = False
+        return make_response({"redis": ok}, 200 if ok else 503)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    city: City | None = None,
+    r: redis.Redis | None = None,
+    clock: Clock = time.time,
+) -> Dash:
+    """Build the app; the backend connects lazily, so a down Redis never stops it."""
+    city = city or load_city(settings.geo)
+    r = r or redis.Redis.from_url(
+        settings.redis.url or "redis://127.0.0.1:6379/0", socket_timeout=3,
+        socket_connect_timeout=2, health_check_interval=30,
+    )  # fmt: skip
+    engine = store.make_engine(settings.database_url, settings.database.schema or None)
+    app = Dash(
+        __name__,
+        use_pages=True,
+        pages_folder=str(Path(__file__).parent / "pages"),
+        assets_folder=str(ROOT / "assets"),
+        serve_locally=True,
+        title="网格 · Wangge",
+        update_title=None,
+        suppress_callback_exceptions=True,
+        compress=False,
+    )
+    app.server.extensions[EXTENSION] = Backend(settings, city, r, engine, clock=clock)
+    app.server.config["WANGGE_SETTINGS"] = settings
+    Compress(app.server)
+    _routes(app, settings, GeometryCache(city, settings.geo.simplify_m))
+    app.layout = _shell(settings)
     return app
 
 
-def _server():
+@functools.cache
+def _server() -> Any:
     return create_app(load_settings()).server
 
 
-server = _server()
+def __getattr__(name: str) -> Any:
+    """``server`` for gunicorn, built on first access (importing this module is cheap)."""
+    if name == "server":
+        return _server()
+    raise AttributeError(name)

@@ -125,6 +125,7 @@ class DashboardSettings:
     language: str = "zh-CN"
     tile_url: str = ""
     tile_crs: str = "wgs84"
+    wall_tour_s: float = 0.0
 
 
 @dataclass(frozen=True)

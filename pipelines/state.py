@@ -26,6 +26,8 @@ P:live:seen                     zset    worker_id → last ping ts (ms)
 P:live:online                   hash    area_id → workers online (written by the clock job)
 P:live:meta                     hash    freshness: tick_ms, last_<feed>_ms, …
 P:live:dl_count                 hash    reason → dead letters; "<stream>|<reason>" → n
+P:live:warn_level               hash    area_id → highest open warning level (0 none … 4 red)
+P:live:warn_count               hash    "area_id|level" → open warnings (written by warnings)
 P:dl:seen:<YYYYMMDD>            set     "<stream>|<entry_id>" already dead-lettered
 =============================== ======= =================================================
 
@@ -481,6 +483,74 @@ class LiveState:
         self.r.hset(self.keys.live("meta"), mapping={k: str(v) for k, v in values.items()})
 
     # ------------------------------------------------------------ reads
+
+    AREA_LIVE = ("open", "overdue", "online", "warn_level")
+    AREA_DAY = ("reports", "resolved", "closed", "video", "coverage")
+
+    def read_areas(
+        self,
+        area_ids: Sequence[str],
+        day: str,
+        focus: str,
+        hours: Sequence[int],
+        breakdowns: dict[str, tuple[str, Sequence[Any]]],
+        ticker_n: int = 20,
+    ) -> dict[str, Any]:
+        """Everything a panel shows, in one round trip.
+
+        Per-area metrics for ``area_ids`` (live: open, overdue, online, warn_level; today:
+        reports, resolved, closed, video, coverage), and for the ``focus`` area its
+        breakdowns (name → (hash metric, values)), hourly report/video counts and ticker.
+        """
+        ids = list(area_ids)
+        pipe = self.r.pipeline(transaction=False)
+        for m in self.AREA_LIVE:
+            pipe.hmget(self.keys.live(m), ids)
+        for m in self.AREA_DAY:
+            pipe.hmget(self.keys.day(day, m), ids)
+        names = list(breakdowns)
+        for name in names:
+            metric, values = breakdowns[name]
+            key = (
+                self.keys.live(metric)
+                if metric.startswith("open") or metric.startswith("warn")
+                else self.keys.day(day, metric)
+            )
+            pipe.hmget(key, [f"{focus}|{v}" for v in values])
+        for kind in ("r", "v"):
+            for h in hours:
+                pipe.hget(self.keys.hour(h), f"{kind}|{focus}")
+        pipe.lrange(self.keys.ticker(focus), 0, ticker_n - 1)
+        pipe.hgetall(self.keys.live("meta"))
+        res = pipe.execute()
+        out: dict[str, Any] = {}
+        i = 0
+        for m in (*self.AREA_LIVE, *self.AREA_DAY):
+            out[m] = [int(v or 0) for v in res[i]]
+            i += 1
+        out["breakdowns"] = {}
+        for name in names:
+            values = breakdowns[name][1]
+            out["breakdowns"][name] = {v: int(g or 0) for v, g in zip(values, res[i], strict=True)}
+            i += 1
+        n = len(hours)
+        out["hourly_reports"] = [int(v or 0) for v in res[i : i + n]]
+        out["hourly_video"] = [int(v or 0) for v in res[i + n : i + 2 * n]]
+        i += 2 * n
+        out["ticker"] = [orjson.loads(x) for x in res[i]]
+        out["meta"] = {_s(k): _s(v) for k, v in res[i + 1].items()}
+        return out
+
+    def metric_for(self, metric: str, area_ids: Sequence[str], day: str) -> list[int]:
+        """One metric (live or today's) for many areas, e.g. all 12,545 grids."""
+        key = self.keys.live(metric) if metric in self.AREA_LIVE else self.keys.day(day, metric)
+        return [int(v or 0) for v in self.r.hmget(key, list(area_ids))]
+
+    def positions_of(self, worker_ids: Sequence[str]) -> dict[str, str]:
+        if not worker_ids:
+            return {}
+        got = self.r.hmget(self.keys.live("pos"), list(worker_ids))
+        return {w: _s(p) for w, p in zip(worker_ids, got, strict=True) if p}
 
     def meta(self) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.live("meta")).items()}

@@ -1,0 +1,13 @@
+/* Wall-screen clock: updated in the browser every second (no server round trip). */
+window.dash_clientside = Object.assign({}, window.dash_clientside, {
+  wangge_wall: {
+    clock: function (_n, lang, tz) {
+      var now = new Date();
+      tz = tz || "Asia/Shanghai";
+      var time = now.toLocaleTimeString("zh-CN", {timeZone: tz, hour12: false});
+      var date = now.toLocaleDateString(lang === "en" ? "en-GB" : "zh-CN",
+        {timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", weekday: "long"});
+      return [time, date];
+    }
+  }
+});

@@ -1,0 +1,131 @@
+"""What the dashboard reads through: one ``Backend`` per server process.
+
+It holds the city, the live-state reader (``pipelines.state``), the SQL engine
+(``pipelines.store``) and a tick-aligned cache shared by every viewer and every gunicorn
+worker (in Redis), so a panel is computed once per refresh tick, not once per viewer.
+Callbacks reach it with ``current()`` (stored on the Flask app, not in a module global).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import polars as pl
+import redis
+from flask import current_app
+from sqlalchemy import Engine, select
+
+from pipelines import store
+from pipelines.geo import City
+from pipelines.runner import live_state
+from pipelines.settings import Settings
+from pipelines.state import LiveState
+
+Clock = Callable[[], float]
+EXTENSION = "wangge"
+
+
+@dataclass
+class SharedCache:
+    """Values computed once per key and shared: in-process first, then Redis."""
+
+    r: redis.Redis
+    prefix: str
+    local: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    computed: int = 0
+
+    def get(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self.lock:
+            hit = self.local.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        rkey = f"{self.prefix}:dash:{key}"
+        raw = self.r.get(rkey)
+        if raw is None and not self.r.set(rkey + ":lock", 1, nx=True, px=3000):
+            for _ in range(30):  # someone else is computing it: wait briefly
+                time.sleep(0.02)
+                raw = self.r.get(rkey)
+                if raw is not None:
+                    break
+        if raw is not None:
+            value = orjson.loads(raw)  # type: ignore[arg-type]
+        else:
+            value = compute()
+            self.computed += 1
+            self.r.set(rkey, orjson.dumps(value), px=max(1, int(ttl_s * 1000)))
+            self.r.delete(rkey + ":lock")
+        with self.lock:
+            if len(self.local) > 2000:
+                self.local = {k: v for k, v in self.local.items() if v[0] > now}
+            self.local[key] = (now + ttl_s, value)
+        return value
+
+
+@dataclass
+class Backend:
+    settings: Settings
+    city: City
+    r: redis.Redis
+    engine: Engine
+    clock: Clock = time.time
+    _roster: pl.DataFrame | None = None
+    _roster_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.live: LiveState = live_state(self.r, self.settings)
+        self.cache = SharedCache(self.r, self.settings.redis.prefix)
+        grids = self.city.grids
+        counts: dict[str, int] = {}
+        for col in ("grid_id", "street_id", "district_id", "city_id"):
+            for area, n in grids.group_by(col).len().iter_rows():
+                counts[area] = counts.get(area, 0) + n
+        self.grid_counts = counts
+        self.grid_street = dict(
+            zip(grids["grid_id"].to_list(), grids["street_id"].to_list(), strict=True)
+        )
+
+    @property
+    def refresh_s(self) -> float:
+        return self.settings.dashboard.refresh_s
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def tick(self) -> int:
+        """The current refresh tick: viewers within one tick share computed values."""
+        return int(self.clock() // self.refresh_s)
+
+    def shared(self, name: str, compute: Callable[[], Any]) -> Any:
+        return self.cache.get(f"{name}:{self.tick()}", self.refresh_s, compute)
+
+    def roster(self) -> pl.DataFrame:
+        """Workers (id, name, type, grid, street, district); reloaded every 5 minutes."""
+        if self._roster is None or self.clock() - self._roster_at > 300:
+            frame = store.read_frame(self.engine, select(store.workers))
+            if frame.is_empty():
+                frame = pl.DataFrame(schema={c.name: pl.String for c in store.workers.columns})
+            chain = self.city.grids.select("grid_id", "street_id", "district_id", "city_id")
+            self._roster = frame.join(chain, on="grid_id", how="left")
+            self._roster_at = self.clock()
+        return self._roster
+
+    def on_duty(self) -> dict[str, int]:
+        """Rostered workers per area (every level)."""
+        roster = self.roster()
+        out: dict[str, int] = {}
+        for col in ("grid_id", "street_id", "district_id", "city_id"):
+            for area, n in roster.drop_nulls(col).group_by(col).len().iter_rows():
+                out[area] = out.get(area, 0) + n
+        return out
+
+
+def current() -> Backend:
+    backend: Backend = current_app.extensions[EXTENSION]
+    return backend

@@ -1,0 +1,259 @@
+"""Layout builders: data in, Dash components out. No I/O, no callbacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash_leaflet as dl
+import plotly.graph_objects as go
+from dash import dcc, html
+
+from dashboard.i18n import t
+from dashboard.queries import WARN_LEVELS, AreaView, hour_labels
+from pipelines.events import CATEGORIES, VIDEO_LABELS
+
+CAT_COLORS = ("#eb5757", "#f2994a", "#f2c94c", "#6fcf97", "#56ccf2", "#2f80ed", "#ff4d4f",
+              "#9b9b9b")  # fmt: skip
+FONT = "PingFang SC, Microsoft YaHei, Noto Sans CJK SC, WenQuanYi Micro Hei, sans-serif"
+
+
+def fmt_int(v: Any) -> str:
+    return "—" if v is None else f"{int(v):,}"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "—" if v is None else f"{v * 100:.1f}%"
+
+
+def breadcrumbs(view: AreaView, lang: str, base: str = "/area/") -> list[Any]:
+    out: list[Any] = []
+    for i, (area_id, name, _level) in enumerate(view.crumbs):
+        if i:
+            out.append(html.Span("›", className="sep"))
+        if i == len(view.crumbs) - 1:
+            out.append(html.Span(name))
+        else:
+            out.append(dcc.Link(name, href=f"{base}{area_id}"))
+    return out
+
+
+def _tile(label: str, value: str, sub: str = "", cls: str = "", wide: bool = False) -> html.Div:
+    return html.Div(
+        [html.Div(label, className="label"), html.Div(value, className=f"value {cls}"),
+         html.Div(sub, className="sub")],
+        className="kpi wide" if wide else "kpi",
+    )  # fmt: skip
+
+
+def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
+    warn = k.get("warnings", {})
+    chips = [
+        html.Span(f"{t('warn.' + lv, lang)} {warn.get(lv, 0)}", className=f"chip {lv}")
+        for lv in WARN_LEVELS
+    ]
+    return [
+        _tile(t("kpi.reports", lang), fmt_int(k.get("reports"))),
+        _tile(t("kpi.open", lang), fmt_int(k.get("open"))),
+        _tile(
+            t("kpi.overdue", lang), fmt_int(k.get("overdue")), cls="bad" if k.get("overdue") else ""
+        ),  # fmt: skip
+        _tile(t("kpi.resolved", lang), fmt_int(k.get("resolved"))),
+        _tile(
+            t("kpi.grid_share", lang),
+            fmt_pct(k.get("grid_share")),
+            cls="good",
+            sub=f"{fmt_int(k.get('closed'))} 结案"
+            if lang != "en"
+            else f"of {fmt_int(k.get('closed'))} closed",
+        ),  # fmt: skip
+        _tile(
+            t("kpi.online", lang),
+            fmt_int(k.get("online")),
+            sub=(
+                f"在岗 {fmt_int(k.get('on_duty'))}"
+                if lang != "en"
+                else f"of {fmt_int(k.get('on_duty'))} on duty"
+            ),
+        ),
+        _tile(
+            t("kpi.coverage", lang),
+            fmt_pct(k.get("coverage")),
+            sub=f"{fmt_int(k.get('patrolled'))} / {fmt_int(k.get('grids'))}",
+        ),  # fmt: skip
+        _tile(t("kpi.video", lang), fmt_int(k.get("video"))),
+        html.Div(
+            [
+                html.Div(t("kpi.warnings", lang), className="label"),
+                html.Div(chips, className="warnchips"),
+            ],
+            className="kpi wide",
+        ),  # fmt: skip
+    ]
+
+
+def legend(h: dict[str, Any], lang: str) -> list[Any]:
+    metric = h.get("metric", "open")
+    breaks, colors = h.get("breaks", []), h.get("colors", [])
+    rows: list[Any] = [html.Div(t(f"metric.{metric}", lang), className="wg-muted")]
+    if metric == "warning":
+        names = ["—", *(t(f"warn.{lv}", lang) for lv in WARN_LEVELS)]
+        labels = names
+    else:
+        labels = []
+        lo: float = 0
+        for b in breaks:
+            if metric == "coverage":
+                labels.append(f"≤ {b * 100:.0f}%")
+            else:
+                labels.append(f"{int(lo)}–{int(b)}" if b > lo else f"{int(b)}")
+            lo = b + (0 if metric == "coverage" else 1)
+    for color, label in zip(colors, labels, strict=False):
+        rows.append(html.Div([html.Span(className="sw", style={"background": color}),
+                              html.Span(label)], className="row"))  # fmt: skip
+    return rows
+
+
+def _layout(fig: go.Figure, big: bool) -> go.Figure:
+    size = 18 if big else 12
+    fig.update_layout(
+        template="none",
+        margin={"l": 36, "r": 8, "t": 8, "b": 28},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"family": FONT, "color": "#d8e9ff", "size": size},
+        showlegend=True,
+        legend={"orientation": "h", "y": 1.12, "x": 0, "font": {"size": size}},
+        xaxis={"gridcolor": "#1d4f7f55", "linecolor": "#1d4f7f", "tickangle": 0, "nticks": 7},
+        yaxis={"gridcolor": "#1d4f7f55", "linecolor": "#1d4f7f", "rangemode": "tozero"},
+    )
+    return fig
+
+
+def trend_figure(trend: dict[str, Any], lang: str, tz: str, big: bool = False) -> go.Figure:
+    x = hour_labels(trend.get("hours", []), tz)
+    fig = go.Figure(
+        [
+            go.Scatter(x=x, y=trend.get("reports", []), name=t("trend.reports", lang),
+                       mode="lines", line={"color": "#41c7ff", "width": 3 if big else 2},
+                       fill="tozeroy", fillcolor="rgba(65,199,255,0.15)"),
+            go.Scatter(x=x, y=trend.get("video", []), name=t("trend.video", lang),
+                       mode="lines", line={"color": "#bb86fc", "width": 3 if big else 2}),
+        ]
+    )  # fmt: skip
+    return _layout(fig, big)
+
+
+def category_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.Figure:
+    cats = [c for c in CATEGORIES]
+    fig = go.Figure(
+        go.Bar(
+            x=[counts.get(c, 0) for c in cats],
+            y=[t(f"cat.{c}", lang) for c in cats],
+            orientation="h",
+            marker={"color": list(CAT_COLORS)},
+            text=[counts.get(c, 0) for c in cats],
+            textposition="inside",
+            insidetextanchor="end",
+            textangle=0,
+        )
+    )
+    fig = _layout(fig, big)
+    fig.update_layout(showlegend=False, margin={"l": 90 if big else 72, "r": 8, "t": 4, "b": 20},
+                      yaxis={"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)"})  # fmt: skip
+    return fig
+
+
+def label_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.Figure:
+    labels = [v for v in VIDEO_LABELS]
+    fig = go.Figure(
+        go.Pie(
+            labels=[t(f"label.{v}", lang) for v in labels],
+            values=[counts.get(v, 0) for v in labels],
+            hole=0.55,
+            sort=False,
+            textinfo="value",
+        )
+    )
+    fig = _layout(fig, big)
+    fig.update_layout(margin={"l": 4, "r": 4, "t": 4, "b": 4},
+                      legend={"orientation": "v", "x": 1.0, "y": 0.5})  # fmt: skip
+    return fig
+
+
+def hotspot_list(items: list[dict[str, Any]], metric: str, base: str = "/area/") -> html.Ul:
+    def value(v: float) -> str:
+        return f"{v * 100:.0f}%" if metric == "coverage" else fmt_int(v)
+
+    return html.Ul(
+        [
+            html.Li([html.Span(f"{i + 1}", className="rank"),
+                     dcc.Link(it["name"], href=f"{base}{it['area_id']}", style={"flex": 1}),
+                     html.Span(value(it["value"]))])
+            for i, it in enumerate(items)
+        ],
+        className="hot",
+    )  # fmt: skip
+
+
+def ticker_text(row: dict[str, Any], lang: str) -> str:
+    what = row["what"]
+    if row["kind"] == "report" and ":" in what:
+        cat, step = what.split(":", 1)
+        what = f"{t('cat.' + cat, lang)} · {t('step.' + step, lang)}"
+    elif row["kind"] == "video":
+        what = f"{t('label.' + what, lang)}"
+    return f"{row['place']} {what}"
+
+
+def ticker_list(rows: list[dict[str, Any]], lang: str, n: int = 6) -> list[Any]:
+    return [
+        html.Div([html.Span(r["time"], className="time"),
+                  html.Span(ticker_text(r, lang), className=f"kind-{r['kind']}")],
+                 className="item")
+        for r in rows[:n]
+    ]  # fmt: skip
+
+
+def leaflet_map(
+    map_id: str,
+    geo_id: str,
+    url: str,
+    center: tuple[float, float],
+    zoom: int,
+    tile_url: str,
+    gcj02: bool,
+    markers_id: str | None = None,
+) -> dl.Map:
+    layers: list[Any] = []
+    if tile_url:
+        layers.append(dl.TileLayer(url=tile_url, maxZoom=19))
+    geo_kw: dict[str, Any] = {}
+    if gcj02:
+        geo_kw["coordsToLatLng"] = {"variable": "wangge.map.gcj02"}
+    layers.append(
+        dl.GeoJSON(
+            id=geo_id,
+            url=url,
+            style={"variable": "wangge.map.style"},
+            onEachFeature={"variable": "wangge.map.tooltip"},
+            hoverStyle={"weight": 3, "color": "#ffffff"},
+            zoomToBounds=True,
+            hideout={},
+            **geo_kw,
+        )
+    )
+    if markers_id:
+        layers.append(
+            dl.GeoJSON(id=markers_id, data={"type": "FeatureCollection", "features": []},
+                       pointToLayer={"variable": "wangge.map.point"}, **geo_kw)
+        )  # fmt: skip
+    return dl.Map(
+        id=map_id,
+        children=layers,
+        center=[center[1], center[0]],
+        zoom=zoom,
+        zoomSnap=0.25,
+        attributionControl=False,
+        className="wg-leaflet",
+        preferCanvas=True,
+    )

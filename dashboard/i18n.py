@@ -1,0 +1,145 @@
+"""The one message catalog: zh-CN first, English switchable.
+
+``t(key, lang)`` looks a message up; ``{name}`` placeholders are filled from kwargs.
+The language comes from the ``wg_lang`` cookie (set by ``/lang/<code>``), else the
+configured default. A unit test checks every key has both languages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+LANGS = ("zh-CN", "en")
+COOKIE = "wg_lang"
+
+CATALOG: dict[str, tuple[str, str]] = {
+    # shell
+    "app.title": ("网格化社会治理态势感知平台", "Grid Governance Situational Awareness"),
+    "app.short": ("网格", "Wangge"),
+    "nav.panorama": ("全景网格", "Panorama"),
+    "nav.work": ("网格工作", "Grid work"),
+    "nav.warnings": ("研判预警", "Early warning"),
+    "nav.assessment": ("监督考核", "Assessment"),
+    "nav.wall": ("大屏", "Wall screen"),
+    "lang.switch": ("English", "中文"),
+    "coming.title": ("即将上线", "Coming soon"),
+    "coming.body": ("该模块正在建设中。", "This view is being built."),
+    "fresh.updated": ("{s} 秒前更新", "updated {s} s ago"),
+    "fresh.nodata": ("暂无数据", "no data yet"),
+    "fresh.stale": ("数据中断 · 最后更新 {t}", "stale since {t}"),
+    "notfound.title": ("未找到该区域", "Area not found"),
+    "notfound.body": ("区域编号 “{id}” 不存在。", "There is no area with id “{id}”."),
+    "notfound.back": ("返回全市", "Back to the city"),
+    "page.notfound": ("页面不存在", "Page not found"),
+    "page.notfound.body": ("您访问的地址不存在。", "The address you opened does not exist."),
+    # levels
+    "level.city": ("市", "City"),
+    "level.district": ("区", "District"),
+    "level.street": ("街道", "Street"),
+    "level.grid": ("网格", "Grid"),
+    # metrics
+    "metric.open": ("在办事件", "Open incidents"),
+    "metric.reports": ("今日上报", "Reports today"),
+    "metric.overdue": ("超期", "Overdue"),
+    "metric.warning": ("预警等级", "Warning level"),
+    "metric.coverage": ("巡查覆盖率", "Patrol coverage"),
+    "metric.online": ("在线网格员", "Workers online"),
+    "metric.video": ("视频告警", "Video alerts"),
+    "kpi.reports": ("今日上报", "Reports today"),
+    "kpi.open": ("在办事件", "Open"),
+    "kpi.overdue": ("超期事件", "Overdue"),
+    "kpi.resolved": ("今日办结", "Resolved today"),
+    "kpi.grid_share": ("小事不出网格", "Closed within grid"),
+    "kpi.online": ("在线 / 在岗", "Online / on duty"),
+    "kpi.coverage": ("今日巡查覆盖", "Patrol coverage today"),
+    "kpi.video": ("今日视频告警", "Video alerts today"),
+    "kpi.warnings": ("活动预警", "Active warnings"),
+    "panel.map": ("态势地图", "Situation map"),
+    "panel.trend": ("24小时趋势", "Last 24 hours"),
+    "panel.categories": ("事件类别", "Incident categories"),
+    "panel.hotspots": ("热点区域", "Hot spots"),
+    "panel.ticker": ("实时动态", "Latest events"),
+    "panel.labels": ("视频告警类型", "Video alert labels"),
+    "map.metric": ("着色指标", "Colour by"),
+    "map.allgrids": ("显示全部网格", "Show all grids"),
+    "map.workers": ("网格员", "Workers"),
+    "map.incidents": ("在办事件", "Open incidents"),
+    "map.legend": ("图例", "Legend"),
+    "trend.reports": ("事件上报", "Reports"),
+    "trend.video": ("视频告警", "Video alerts"),
+    "wall.clock": ("{date} {weekday}", "{weekday} {date}"),
+    "wall.tour": ("轮播", "Tour"),
+    "wall.red": ("红色预警", "RED WARNING"),
+    # warning levels
+    "warn.blue": ("蓝色", "Blue"),
+    "warn.yellow": ("黄色", "Yellow"),
+    "warn.orange": ("橙色", "Orange"),
+    "warn.red": ("红色", "Red"),
+    # categories
+    "cat.dispute": ("矛盾纠纷", "Disputes"),
+    "cat.safety_hazard": ("安全隐患", "Safety hazards"),
+    "cat.public_order": ("治安", "Public order"),
+    "cat.sanitation": ("环境卫生", "Sanitation"),
+    "cat.city_management": ("城市管理", "City management"),
+    "cat.livelihood": ("民生服务", "Livelihood"),
+    "cat.fire": ("消防", "Fire"),
+    "cat.other": ("其他", "Other"),
+    # steps
+    "step.reported": ("上报", "reported"),
+    "step.accepted": ("受理", "accepted"),
+    "step.dispatched": ("派遣", "dispatched"),
+    "step.handling": ("处置", "handling"),
+    "step.resolved": ("办结", "resolved"),
+    "step.verified": ("核查", "verified"),
+    "step.closed": ("结案", "closed"),
+    "step.returned": ("退回", "returned"),
+    "step.escalated": ("上报升级", "escalated"),
+    # video labels
+    "label.crowd_gathering": ("人员聚集", "Crowd gathering"),
+    "label.smoke_fire": ("烟火", "Smoke / fire"),
+    "label.illegal_parking": ("违章停车", "Illegal parking"),
+    "label.garbage_overflow": ("垃圾满溢", "Garbage overflow"),
+    "label.street_vending": ("占道经营", "Street vending"),
+    "label.intrusion": ("区域入侵", "Intrusion"),
+    "label.fall": ("人员倒地", "Person fallen"),
+    "weekday.0": ("星期一", "Monday"),
+    "weekday.1": ("星期二", "Tuesday"),
+    "weekday.2": ("星期三", "Wednesday"),
+    "weekday.3": ("星期四", "Thursday"),
+    "weekday.4": ("星期五", "Friday"),
+    "weekday.5": ("星期六", "Saturday"),
+    "weekday.6": ("星期日", "Sunday"),
+}
+
+
+def normalize(lang: str | None, default: str = "zh-CN") -> str:
+    if not lang:
+        return default if default in LANGS else "zh-CN"
+    lang = lang.strip()
+    if lang.lower().startswith("en"):
+        return "en"
+    if lang.lower().startswith("zh"):
+        return "zh-CN"
+    return default if default in LANGS else "zh-CN"
+
+
+def t(key: str, lang: str = "zh-CN", **kw: Any) -> str:
+    pair = CATALOG.get(key)
+    if pair is None:
+        return key
+    text = pair[1] if lang == "en" else pair[0]
+    return text.format(**kw) if kw else text
+
+
+def current_lang(default: str) -> str:
+    """This request's language: ?lang=, else the cookie, else the configured default."""
+    from flask import request
+
+    try:
+        return normalize(request.args.get("lang") or request.cookies.get(COOKIE), default)
+    except RuntimeError:  # outside a request
+        return normalize(None, default)
+
+
+def other(lang: str) -> str:
+    return "en" if lang != "en" else "zh-CN"

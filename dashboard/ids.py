@@ -1,0 +1,48 @@
+"""Component ids, from one place, prefixed by page."""
+
+from __future__ import annotations
+
+# shell
+URL = "url"
+LANG = "shell-lang"
+FRESH = "shell-fresh"
+
+# panorama
+P_AREA = "pan-area"
+P_TICK = "pan-tick"
+P_METRIC = "pan-metric"
+P_ALLGRIDS = "pan-allgrids"
+P_MAP = "pan-map"
+P_GEO = "pan-geo"
+P_MARKERS = "pan-markers"
+P_LEGEND = "pan-legend"
+P_KPIS = "pan-kpis"
+P_TREND = "pan-trend"
+P_CATS = "pan-cats"
+P_HOT = "pan-hot"
+P_TICKER = "pan-ticker"
+P_STALE = "pan-stale"
+P_LAST = "pan-last"
+
+# wall screen
+W_AREA = "wall-area"
+W_TICK = "wall-tick"
+W_CLOCK_TICK = "wall-clock-tick"
+W_CLOCK = "wall-clock"
+W_DATE = "wall-date"
+W_TITLE = "wall-title"
+W_MAP = "wall-map"
+W_GEO = "wall-geo"
+W_KPIS = "wall-kpis"
+W_TREND = "wall-trend"
+W_CATS = "wall-cats"
+W_LABELS = "wall-labels"
+W_HOT = "wall-hot"
+W_TICKER = "wall-ticker"
+W_STALE = "wall-stale"
+W_LAST = "wall-last"
+W_BANNER = "wall-banner"
+W_TOUR = "wall-tour"
+W_TOUR_TICK = "wall-tour-tick"
+W_LEGEND = "wall-legend"
+W_TZ = "wall-tz"

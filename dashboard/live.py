@@ -1,0 +1,184 @@
+"""Glue between thin callbacks and the pure queries: shared per-tick reads, stale handling.
+
+Everything expensive is computed once per refresh tick per area (``Backend.shared``) and
+reused by every viewer; per-viewer work is only picking the metric and formatting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from dashboard import queries as q
+from dashboard.backend import Backend
+from dashboard.i18n import current_lang, t
+from pipelines.aggregate import unpack_position
+from pipelines.geo import City
+
+BACKEND_ERRORS = (redis.RedisError, OSError, SQLAlchemyError)
+TYPE_COLORS = {
+    "full_time": "#41c7ff",
+    "part_time": "#6fcf97",
+    "political_legal": "#f2c94c",
+    "emergency": "#eb5757",
+    "safety_supervision": "#bb86fc",
+}
+OFFLINE = "#5a6b80"
+
+
+def lang() -> str:
+    from flask import current_app
+
+    return current_lang(current_app.config["WANGGE_SETTINGS"].dashboard.language)
+
+
+def snapshot(b: Backend, area_id: str) -> dict[str, Any] | None:
+    """The area's panel data for this tick (shared by all viewers)."""
+    view = q.view_of(b.city, area_id)
+    if view is None:
+        return None
+
+    def compute() -> dict[str, Any]:
+        now = b.now_ms()
+        hours = q.hours_back(now)
+        raw = b.live.read_areas(
+            [view.area_id, *view.children],
+            q.local_day(now, b.settings.live.timezone),
+            view.area_id,
+            hours,
+            q.breakdown_spec(),
+        )
+        return q.build_snapshot(view, raw, now_ms=now, hours=hours,
+                                grid_counts=b.grid_counts, on_duty=b.on_duty())  # fmt: skip
+
+    snap: dict[str, Any] = b.shared(f"snap:{area_id}", compute)
+    return snap
+
+
+def all_grid_values(b: Backend, metric: str) -> list[float]:
+    """One metric for all 12,545 grids, aligned with ``/geo/grids.json``."""
+
+    def compute() -> list[float]:
+        grid_ids = b.city.grids["grid_id"].to_list()
+        now = b.now_ms()
+        day = q.local_day(now, b.settings.live.timezone)
+        if metric == "coverage":
+            patrolled = b.live.patrolled(day)
+            return [1.0 if g in patrolled else 0.0 for g in grid_ids]
+        source = "warn_level" if metric == "warning" else metric
+        return [float(v) for v in b.live.metric_for(source, grid_ids, day)]
+
+    values: list[float] = b.shared(f"grids:{metric}", compute)
+    return values
+
+
+def markers(b: Backend, area_id: str) -> dict[str, Any]:
+    """Worker positions and open incidents of a street (or one grid) as GeoJSON points."""
+    level = b.city.level_of(area_id)
+    empty: dict[str, Any] = {"type": "FeatureCollection", "features": []}
+    if level not in ("street", "grid"):
+        return empty
+
+    def compute() -> dict[str, Any]:
+        street = area_id if level == "street" else b.grid_street[area_id]
+        roster = b.roster()
+        col = "street_id" if level == "street" else "grid_id"
+        mine = roster.filter(roster[col] == area_id)
+        types = dict(zip(mine["worker_id"].to_list(), mine["type"].to_list(), strict=True))
+        online_since = b.now_ms() - b.settings.live.online_minutes * 60_000
+        feats = []
+        for w, packed in b.live.positions_of(list(types)).items():
+            p = unpack_position(packed)
+            on = p["ts"] >= online_since
+            feats.append(
+                _point(
+                    p["lon"],
+                    p["lat"],
+                    {
+                        "k": "w",
+                        "id": w,
+                        "r": 4,
+                        "c": TYPE_COLORS.get(types[w], "#41c7ff") if on else OFFLINE,
+                    },
+                )
+            )
+        for inc in b.live.open_incidents(street):
+            if level == "grid" and inc["grid"] != area_id:
+                continue
+            color = "#eb5757" if inc["overdue"] == "1" else "#f2994a"
+            feats.append(
+                _point(
+                    float(inc["lon"]),
+                    float(inc["lat"]),
+                    {"k": "inc", "id": inc["incident_id"], "r": 6, "c": color},
+                )
+            )
+        return {"type": "FeatureCollection", "features": feats}  # fmt: skip
+
+    data: dict[str, Any] = b.shared(f"markers:{area_id}", compute)
+    return data
+
+
+def _point(lon: float, lat: float, props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            "properties": props}  # fmt: skip
+
+
+def fresh_text(now_ms: int, data_ms: int, lang: str) -> str:
+    age = q.freshness(now_ms, data_ms)
+    return t("fresh.nodata", lang) if age is None else t("fresh.updated", lang, s=age)
+
+
+def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
+    from dash import html
+
+    when = "—"
+    if last_ok_ms:
+        when = datetime.fromtimestamp(last_ok_ms / 1000, ZoneInfo(tz)).strftime("%H:%M:%S")
+    return html.Span(t("fresh.stale", lang, t=when), className="wg-stale", id="stale-mark")
+
+
+def panel_or_stale(
+    b: Backend, area_id: str, metric: str, allgrids: bool, lang: str, last_ok: int | None
+) -> dict[str, Any] | None:
+    """What one viewer's refresh returns, or a stale mark when the backend is down."""
+    try:
+        snap = snapshot(b, area_id)
+        if snap is None:
+            return None
+        grids_mode = allgrids and b.city.level_of(area_id) == "city"
+        values = all_grid_values(b, metric) if grids_mode else snap["children"][metric]
+        if not snap["children"][metric] and not grids_mode:  # a grid: colour itself
+            values = [snap["self"][metric]]
+        hide = q.hideout(metric, values, selected=None)
+        hide["thin"] = grids_mode
+        return {
+            "stale": False,
+            "hideout": hide,
+            "url": "/geo/grids.json" if grids_mode else f"/geo/area/{area_id}.json",
+            "kpi": snap["kpi"],
+            "trend": snap["trend"],
+            "categories": snap["categories"],
+            "labels": snap["labels"],
+            "hotspots": snap["hotspots"].get(metric, []),
+            "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
+            "markers": markers(b, area_id),
+            "fresh": fresh_text(b.now_ms(), snap["data_ms"], lang),
+            "now_ms": snap["now_ms"],
+        }
+    except BACKEND_ERRORS:
+        return {"stale": True, "stale_mark": stale_mark(last_ok, b.settings.live.timezone, lang)}
+
+
+def drill_target(city: City, area_id: str, click: dict[str, Any] | None) -> str | None:
+    """The area a map click leads to: a known area other than the current one."""
+    if not click:
+        return None
+    target = (click.get("properties") or {}).get("id")
+    if not target or target == area_id or city.area(str(target)) is None:
+        return None
+    return str(target)

@@ -1,0 +1,202 @@
+"""全景网格 — the panorama: the city's live map with drill-down; the URL is the state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html, no_update
+
+from dashboard import ids
+from dashboard import live as L
+from dashboard.backend import current
+from dashboard.components.panels import (
+    breadcrumbs,
+    category_figure,
+    hotspot_list,
+    kpi_tiles,
+    leaflet_map,
+    legend,
+    ticker_list,
+    trend_figure,
+)
+from dashboard.i18n import t
+from dashboard.queries import METRICS, view_of
+
+dash.register_page(__name__, path="/", path_template="/area/<area_id>", name="panorama")
+
+GRAPH_CONFIG = {"displayModeBar": False, "responsive": True}
+
+
+def not_found(area_id: str, lang: str) -> html.Div:
+    return html.Div(
+        [
+            html.H2(t("notfound.title", lang)),
+            html.P(t("notfound.body", lang, id=area_id)),
+            dcc.Link(t("notfound.back", lang), href="/"),
+        ],
+        className="wg-panel notfound",
+        id="notfound",
+    )
+
+
+def layout(area_id: str | None = None, **query: Any) -> Any:
+    b = current()
+    lang = L.lang()
+    view = view_of(b.city, area_id)
+    if view is None:
+        return not_found(str(area_id), lang)
+    s = b.settings.dashboard
+    metric_options = [{"label": t(f"metric.{m}", lang), "value": m} for m in METRICS]
+    toolbar = html.Div(
+        [
+            html.Div(breadcrumbs(view, lang), className="pan-crumbs", id="pan-crumbs"),
+            html.Span(t("map.metric", lang), className="wg-muted"),
+            dcc.Dropdown(
+                id=ids.P_METRIC,
+                options=metric_options,
+                value="open",
+                clearable=False,
+                style={"width": 170, "color": "#111"},
+            ),  # fmt: skip
+            dcc.Checklist(
+                id=ids.P_ALLGRIDS,
+                options=[{"label": " " + t("map.allgrids", lang), "value": "all"}]
+                if view.level == "city"
+                else [],
+                value=[],
+                inline=True,
+            ),
+            html.Span(id=ids.P_STALE),
+        ],
+        className="pan-toolbar",
+    )
+    row = b.city.area(view.area_id)
+    assert row is not None
+    zoom = {"city": 9, "district": 11, "street": 13, "grid": 15}[view.level]
+    center = (row["lon"], row["lat"])
+    the_map = leaflet_map(ids.P_MAP, ids.P_GEO, f"/geo/area/{view.area_id}.json", center, zoom,
+                          s.tile_url, s.tile_crs == "gcj02", markers_id=ids.P_MARKERS)  # fmt: skip
+    return html.Div(
+        [
+            dcc.Store(id=ids.P_AREA, data=view.area_id),
+            dcc.Store(id=ids.P_LAST, data=None),
+            dcc.Interval(id=ids.P_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
+            toolbar,
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Div(
+                                [html.H3(view.name), html.Div(id=ids.P_KPIS, className="kpis")],
+                                className="wg-panel",
+                                style={"flex": "1 1 auto"},
+                            )
+                        ],
+                        className="pan-left",
+                    ),  # fmt: skip
+                    html.Div(
+                        [the_map, html.Div(id=ids.P_LEGEND, className="wg-legend")],
+                        className="wg-panel pan-map",
+                    ),
+                    html.Div(
+                        [
+                            html.Div(
+                                [
+                                    html.H3(t("panel.trend", lang)),
+                                    dcc.Graph(
+                                        id=ids.P_TREND,
+                                        config=GRAPH_CONFIG,
+                                        style={"height": "190px"},
+                                    ),
+                                ],
+                                className="wg-panel",
+                            ),  # fmt: skip
+                            html.Div(
+                                [
+                                    html.H3(t("panel.categories", lang)),
+                                    dcc.Graph(
+                                        id=ids.P_CATS,
+                                        config=GRAPH_CONFIG,
+                                        style={"height": "210px"},
+                                    ),
+                                ],
+                                className="wg-panel",
+                            ),  # fmt: skip
+                            html.Div(
+                                [html.H3(t("panel.hotspots", lang)), html.Div(id=ids.P_HOT)],
+                                className="wg-panel",
+                                style={"flex": "1 1 auto"},
+                            ),  # fmt: skip
+                        ],
+                        className="pan-right",
+                    ),
+                    html.Div(
+                        [
+                            html.H3(t("panel.ticker", lang)),
+                            html.Div(id=ids.P_TICKER, className="ticker"),
+                        ],
+                        className="wg-panel pan-ticker",
+                    ),  # fmt: skip
+                ],
+                className="pan-grid",
+            ),
+        ]
+    )
+
+
+@dash.callback(
+    Output(ids.P_GEO, "hideout"),
+    Output(ids.P_GEO, "url"),
+    Output(ids.P_LEGEND, "children"),
+    Output(ids.P_KPIS, "children"),
+    Output(ids.P_TREND, "figure"),
+    Output(ids.P_CATS, "figure"),
+    Output(ids.P_HOT, "children"),
+    Output(ids.P_TICKER, "children"),
+    Output(ids.P_MARKERS, "data"),
+    Output(ids.P_STALE, "children"),
+    Output(ids.FRESH, "children"),
+    Output(ids.P_LAST, "data"),
+    Input(ids.P_TICK, "n_intervals"),
+    Input(ids.P_METRIC, "value"),
+    Input(ids.P_ALLGRIDS, "value"),
+    State(ids.P_AREA, "data"),
+    State(ids.P_LAST, "data"),
+    State(ids.LANG, "data"),
+)
+def refresh(_n: int, metric: str, allgrids: list[str], area_id: str, last_ok: int | None,
+            lang: str) -> tuple[Any, ...]:  # fmt: skip
+    """Thin: fetch the shared panel for this tick, shape it for this viewer's choices."""
+    b = current()
+    panel = L.panel_or_stale(b, area_id, metric, "all" in (allgrids or []), lang, last_ok)
+    if panel is None:
+        return (no_update,) * 12
+    if panel["stale"]:
+        return (*(no_update,) * 9, panel["stale_mark"], no_update, no_update)
+    tz = b.settings.live.timezone
+    return (
+        panel["hideout"],
+        panel["url"],
+        legend(panel["hideout"], lang),
+        kpi_tiles(panel["kpi"], lang),
+        trend_figure(panel["trend"], lang, tz),
+        category_figure(panel["categories"], lang),
+        hotspot_list(panel["hotspots"], metric),
+        ticker_list(panel["ticker"], lang, n=4),
+        panel["markers"],
+        "",
+        panel["fresh"],
+        panel["now_ms"],
+    )
+
+
+@dash.callback(
+    Output(ids.URL, "pathname"),
+    Input(ids.P_GEO, "clickData"),
+    State(ids.P_AREA, "data"),
+    prevent_initial_call=True,
+)
+def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
+    target = L.drill_target(current().city, area_id, click)
+    return f"/area/{target}" if target else no_update

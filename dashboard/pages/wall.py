@@ -1,0 +1,215 @@
+"""大屏 — the wall screen: 16:9, dark, large type, no interaction, never an error page.
+
+``/wall`` (the city) and ``/wall/<area_id>``. Query options: ``?tour=SECONDS`` rotates
+through the children (districts of the city, streets of a district), ``?metric=...``
+colours the map, ``?lang=en`` switches the language.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
+
+from dashboard import ids
+from dashboard import live as L
+from dashboard.backend import current
+from dashboard.components.panels import (
+    category_figure,
+    hotspot_list,
+    kpi_tiles,
+    label_figure,
+    leaflet_map,
+    legend,
+    ticker_text,
+    trend_figure,
+)
+from dashboard.i18n import t
+from dashboard.queries import METRICS, view_of
+
+dash.register_page(__name__, path="/wall", path_template="/wall/<area_id>", name="wall")
+
+GRAPH = {"displayModeBar": False, "responsive": True, "staticPlot": True}
+
+
+def _panel(title: str, body: Any, cls: str = "") -> html.Div:
+    return html.Div([html.H3(title), body], className=f"wg-panel {cls}")
+
+
+def _graph(graph_id: str) -> dcc.Graph:
+    return dcc.Graph(id=graph_id, config=GRAPH, className="chart", style={"height": "100%"})
+
+
+def tour_areas(city: Any, area_id: str) -> list[str]:
+    """The areas a tour visits: the wall's area first, then its children (not grids)."""
+    kids = city.children(area_id)
+    if kids and city.level_of(kids[0]) != "grid":
+        return [area_id, *kids]
+    return [area_id]
+
+
+def layout(area_id: str | None = None, tour: str | None = None, metric: str | None = None,
+           **_: Any) -> Any:  # fmt: skip
+    b = current()
+    lang = L.lang()
+    view = view_of(b.city, area_id)
+    if view is None:  # a wall never shows an error: fall back to the city
+        view = view_of(b.city, None)
+        assert view is not None
+    metric = metric if metric in METRICS else "open"
+    try:
+        tour_s = float(tour) if tour is not None else b.settings.dashboard.wall_tour_s
+    except ValueError:
+        tour_s = b.settings.dashboard.wall_tour_s
+    s = b.settings.dashboard
+    row = b.city.area(view.area_id)
+    assert row is not None
+    zoom = {"city": 9.25, "district": 11, "street": 13, "grid": 15}[view.level]
+    the_map = leaflet_map(ids.W_MAP, ids.W_GEO, f"/geo/area/{view.area_id}.json",
+                          (row["lon"], row["lat"]), int(zoom), s.tile_url, s.tile_crs == "gcj02")  # fmt: skip
+    return html.Div(
+        [
+            dcc.Store(id=ids.W_AREA, data={"area": view.area_id, "metric": metric}),
+            dcc.Store(id=ids.W_TOUR, data=tour_areas(b.city, view.area_id) if tour_s > 0 else []),
+            dcc.Store(id=ids.W_LAST, data=None),
+            dcc.Store(id=ids.W_TZ, data=b.settings.live.timezone),
+            dcc.Interval(id=ids.W_TICK, interval=int(s.refresh_s * 1000)),
+            dcc.Interval(id=ids.W_CLOCK_TICK, interval=1000),
+            dcc.Interval(
+                id=ids.W_TOUR_TICK, interval=int(max(tour_s, 5) * 1000), disabled=tour_s <= 0
+            ),  # fmt: skip
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Div(id=ids.W_CLOCK, className="wall-clock"),
+                            html.Div(id=ids.W_DATE, className="wall-date"),
+                        ]
+                    ),  # fmt: skip
+                    html.Div(
+                        f"{view.name} · {t('app.title', lang)}",
+                        id=ids.W_TITLE,
+                        className="wall-title",
+                    ),  # fmt: skip
+                    html.Div(id=ids.W_STALE, className="wall-status"),
+                ],
+                className="wall-head",
+            ),
+            html.Div(
+                [
+                    _panel(
+                        view.name, html.Div(id=ids.W_KPIS, className="kpis"), "wall-kpi"
+                    ),  # fmt: skip
+                    _panel(t("panel.categories", lang), _graph(ids.W_CATS)),
+                ],
+                className="wall-col",
+            ),
+            html.Div(
+                [
+                    the_map,
+                    html.Div(id=ids.W_LEGEND, className="wg-legend"),
+                    html.Div(id=ids.W_BANNER),
+                ],
+                className="wg-panel wall-map",
+            ),  # fmt: skip
+            html.Div(
+                [
+                    _panel(t("panel.trend", lang), _graph(ids.W_TREND)),
+                    _panel(t("panel.labels", lang), _graph(ids.W_LABELS)),
+                    _panel(t("panel.hotspots", lang), html.Div(id=ids.W_HOT)),
+                ],
+                className="wall-col",
+            ),
+            html.Div(
+                [
+                    html.Div(t("panel.ticker", lang), className="label"),
+                    html.Div(html.Div(id=ids.W_TICKER, className="run"), className="track"),
+                ],
+                className="wall-ticker",
+            ),  # fmt: skip
+        ],
+        className="wall",
+        id="wall-root",
+    )
+
+
+dash.clientside_callback(
+    ClientsideFunction(namespace="wangge_wall", function_name="clock"),
+    Output(ids.W_CLOCK, "children"),
+    Output(ids.W_DATE, "children"),
+    Input(ids.W_CLOCK_TICK, "n_intervals"),
+    State(ids.LANG, "data"),
+    State(ids.W_TZ, "data"),
+)
+
+
+@dash.callback(
+    Output(ids.W_AREA, "data"),
+    Input(ids.W_TOUR_TICK, "n_intervals"),
+    State(ids.W_TOUR, "data"),
+    State(ids.W_AREA, "data"),
+    prevent_initial_call=True,
+)
+def tour_step(_n: int, areas: list[str], state: dict[str, Any]) -> Any:
+    if not areas:
+        return no_update
+    nxt = next_in_tour(areas, state["area"])
+    return {**state, "area": nxt}
+
+
+def next_in_tour(areas: list[str], current_area: str) -> str:
+    i = areas.index(current_area) if current_area in areas else -1
+    return areas[(i + 1) % len(areas)]
+
+
+@dash.callback(
+    Output(ids.W_GEO, "hideout"),
+    Output(ids.W_GEO, "url"),
+    Output(ids.W_LEGEND, "children"),
+    Output(ids.W_KPIS, "children"),
+    Output(ids.W_TREND, "figure"),
+    Output(ids.W_CATS, "figure"),
+    Output(ids.W_LABELS, "figure"),
+    Output(ids.W_HOT, "children"),
+    Output(ids.W_TICKER, "children"),
+    Output(ids.W_BANNER, "children"),
+    Output(ids.W_STALE, "children"),
+    Output(ids.W_TITLE, "children"),
+    Output(ids.W_LAST, "data"),
+    Input(ids.W_TICK, "n_intervals"),
+    Input(ids.W_AREA, "data"),
+    State(ids.W_LAST, "data"),
+    State(ids.LANG, "data"),
+)
+def wall_refresh(_n: int, state: dict[str, Any], last_ok: int | None, lang: str
+                 ) -> tuple[Any, ...]:  # fmt: skip
+    b = current()
+    area_id, metric = state["area"], state["metric"]
+    panel = L.panel_or_stale(b, area_id, metric, False, lang, last_ok)
+    if panel is None:
+        return (no_update,) * 13
+    if panel["stale"]:
+        return (*(no_update,) * 10, panel["stale_mark"], no_update, no_update)
+    tz = b.settings.live.timezone
+    red = panel["kpi"]["warnings"].get("red", 0)
+    banner = html.Div(f"⚠ {t('wall.red', lang)} × {red}", className="wall-banner") if red else None
+    view = view_of(b.city, area_id)
+    title = f"{view.name if view else ''} · {t('app.title', lang)}"
+    ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}")
+              for r in panel["ticker"][:20]]  # fmt: skip
+    return (
+        panel["hideout"],
+        panel["url"],
+        legend(panel["hideout"], lang),
+        kpi_tiles(panel["kpi"], lang),
+        trend_figure(panel["trend"], lang, tz, big=True),
+        category_figure(panel["categories"], lang, big=True),
+        label_figure(panel["labels"], lang, big=True),
+        hotspot_list(panel["hotspots"], metric, base="/wall/"),
+        ticker,
+        banner,
+        panel["fresh"],
+        title,
+        panel["now_ms"],
+    )
