@@ -52,7 +52,7 @@ def _shell(settings: Settings) -> Any:
                     href=f"/lang/{other(lang)}",
                     className="wg-lang",
                     id="shell-lang-link",
-                ),  # fmt: skip
+                ),
             ],
             className="wg-header",
             style={"display": "none"} if wall else {},
@@ -107,8 +107,7 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
             parsed.path if parsed.path.startswith("/") and not parsed.path.startswith("//") else "/"
         )
         resp = make_response(redirect(safe))
-        resp.set_cookie(COOKIE, normalize(code), max_age=365 * 86400, httponly=True,
-                        samesite="Lax")  # fmt: skip
+        resp.set_cookie(COOKIE, normalize(code), max_age=365 * 86400, httponly=True, samesite="Lax")
         return resp
 
     @server.route("/healthz")
@@ -132,9 +131,11 @@ def create_app(
     """Build the app; the backend connects lazily, so a down Redis never stops it."""
     city = city or load_city(settings.geo)
     r = r or redis.Redis.from_url(
-        settings.redis.url or "redis://127.0.0.1:6379/0", socket_timeout=3,
-        socket_connect_timeout=2, health_check_interval=30,
-    )  # fmt: skip
+        settings.redis.url or "redis://127.0.0.1:6379/0",
+        socket_timeout=3,
+        socket_connect_timeout=2,
+        health_check_interval=30,
+    )
     engine = store.make_engine(settings.database_url, settings.database.schema or None)
     app = Dash(
         __name__,

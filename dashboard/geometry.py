@@ -35,8 +35,13 @@ def _indexed(fc: dict[str, Any], order: list[str]) -> dict[str, Any]:
     for i, area_id in enumerate(order):
         f = by_id[area_id]
         props = f["properties"]
-        feats.append({"type": "Feature", "geometry": f["geometry"],
-                      "properties": {"i": i, "id": area_id, "n": props["name"]}})  # fmt: skip
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": f["geometry"],
+                "properties": {"i": i, "id": area_id, "n": props["name"]},
+            }
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -69,8 +74,9 @@ class GeometryCache:
     def area(self, area_id: str) -> Blob | None:
         if self.city.area(area_id) is None:
             return None
-        return self._get(f"a:{area_id}", lambda: children_collection(self.city, area_id,
-                                                                     self.simplify_m))  # fmt: skip
+        return self._get(
+            f"a:{area_id}", lambda: children_collection(self.city, area_id, self.simplify_m)
+        )
 
     def grids(self) -> Blob:
         return self._get("grids", lambda: grids_collection(self.city, self.simplify_m))

@@ -52,8 +52,9 @@ def snapshot(b: Backend, area_id: str) -> dict[str, Any] | None:
             hours,
             q.breakdown_spec(),
         )
-        return q.build_snapshot(view, raw, now_ms=now, hours=hours,
-                                grid_counts=b.grid_counts, on_duty=b.on_duty())  # fmt: skip
+        return q.build_snapshot(
+            view, raw, now_ms=now, hours=hours, grid_counts=b.grid_counts, on_duty=b.on_duty()
+        )
 
     snap: dict[str, Any] = b.shared(f"snap:{area_id}", compute)
     return snap
@@ -117,15 +118,18 @@ def markers(b: Backend, area_id: str) -> dict[str, Any]:
                     {"k": "inc", "id": inc["incident_id"], "r": 6, "c": color},
                 )
             )
-        return {"type": "FeatureCollection", "features": feats}  # fmt: skip
+        return {"type": "FeatureCollection", "features": feats}
 
     data: dict[str, Any] = b.shared(f"markers:{area_id}", compute)
     return data
 
 
 def _point(lon: float, lat: float, props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
-            "properties": props}  # fmt: skip
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+        "properties": props,
+    }
 
 
 def fresh_text(now_ms: int, data_ms: int, lang: str) -> str:

@@ -59,8 +59,15 @@ def view_of(city: City, area_id: str | None) -> AreaView | None:
     child_level = None
     if children:
         child_level = city.level_of(children[0])
-    return AreaView(area_id, row["level"], row["name"], tuple(crumbs), tuple(children),
-                    tuple(names), child_level)  # fmt: skip
+    return AreaView(
+        area_id,
+        row["level"],
+        row["name"],
+        tuple(crumbs),
+        tuple(children),
+        tuple(names),
+        child_level,
+    )
 
 
 def hours_back(now_ms: int, n: int = 24) -> list[int]:
@@ -163,8 +170,9 @@ def kpis(
     }
 
 
-def hotspots(names: list[str], ids: list[str], values: list[float], n: int = 5
-             ) -> list[dict[str, Any]]:  # fmt: skip
+def hotspots(
+    names: list[str], ids: list[str], values: list[float], n: int = 5
+) -> list[dict[str, Any]]:
     ranked = sorted(zip(values, ids, names, strict=True), key=lambda x: (-x[0], x[1]))
     return [{"area_id": a, "name": nm, "value": v} for v, a, nm in ranked[:n] if v > 0]
 
@@ -184,8 +192,9 @@ def build_snapshot(
     per_metric = {
         m: child_values(_slice(raw, 1), m, kids, grid_counts) if kids else [] for m in METRICS
     }
-    self_values = {m: child_values(_slice(raw, 0, 1), m, [view.area_id], grid_counts)[0]
-                   for m in METRICS}  # fmt: skip
+    self_values = {
+        m: child_values(_slice(raw, 0, 1), m, [view.area_id], grid_counts)[0] for m in METRICS
+    }
     last = max((int(v) for k, v in raw["meta"].items() if k.startswith("last_")), default=0)
     return {
         "area_id": view.area_id,
@@ -212,8 +221,17 @@ def build_snapshot(
 
 def _slice(raw: dict[str, Any], start: int, stop: int | None = None) -> dict[str, Any]:
     out = dict(raw)
-    for m in ("open", "overdue", "online", "warn_level", "reports", "resolved", "closed",
-              "video", "coverage"):  # fmt: skip
+    for m in (
+        "open",
+        "overdue",
+        "online",
+        "warn_level",
+        "reports",
+        "resolved",
+        "closed",
+        "video",
+        "coverage",
+    ):
         out[m] = raw[m][start:stop]
     return out
 

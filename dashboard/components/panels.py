@@ -12,8 +12,16 @@ from dashboard.i18n import t
 from dashboard.queries import WARN_LEVELS, AreaView, hour_labels
 from pipelines.events import CATEGORIES, VIDEO_LABELS
 
-CAT_COLORS = ("#eb5757", "#f2994a", "#f2c94c", "#6fcf97", "#56ccf2", "#2f80ed", "#ff4d4f",
-              "#9b9b9b")  # fmt: skip
+CAT_COLORS = (
+    "#eb5757",
+    "#f2994a",
+    "#f2c94c",
+    "#6fcf97",
+    "#56ccf2",
+    "#2f80ed",
+    "#ff4d4f",
+    "#9b9b9b",
+)
 FONT = "PingFang SC, Microsoft YaHei, Noto Sans CJK SC, WenQuanYi Micro Hei, sans-serif"
 
 
@@ -39,10 +47,13 @@ def breadcrumbs(view: AreaView, lang: str, base: str = "/area/") -> list[Any]:
 
 def _tile(label: str, value: str, sub: str = "", cls: str = "", wide: bool = False) -> html.Div:
     return html.Div(
-        [html.Div(label, className="label"), html.Div(value, className=f"value {cls}"),
-         html.Div(sub, className="sub")],
+        [
+            html.Div(label, className="label"),
+            html.Div(value, className=f"value {cls}"),
+            html.Div(sub, className="sub"),
+        ],
         className="kpi wide" if wide else "kpi",
-    )  # fmt: skip
+    )
 
 
 def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
@@ -56,7 +67,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
         _tile(t("kpi.open", lang), fmt_int(k.get("open"))),
         _tile(
             t("kpi.overdue", lang), fmt_int(k.get("overdue")), cls="bad" if k.get("overdue") else ""
-        ),  # fmt: skip
+        ),
         _tile(t("kpi.resolved", lang), fmt_int(k.get("resolved"))),
         _tile(
             t("kpi.grid_share", lang),
@@ -65,7 +76,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
             sub=f"{fmt_int(k.get('closed'))} 结案"
             if lang != "en"
             else f"of {fmt_int(k.get('closed'))} closed",
-        ),  # fmt: skip
+        ),
         _tile(
             t("kpi.online", lang),
             fmt_int(k.get("online")),
@@ -79,7 +90,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
             t("kpi.coverage", lang),
             fmt_pct(k.get("coverage")),
             sub=f"{fmt_int(k.get('patrolled'))} / {fmt_int(k.get('grids'))}",
-        ),  # fmt: skip
+        ),
         _tile(t("kpi.video", lang), fmt_int(k.get("video"))),
         html.Div(
             [
@@ -87,7 +98,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
                 html.Div(chips, className="warnchips"),
             ],
             className="kpi wide",
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -108,8 +119,12 @@ def legend(h: dict[str, Any], lang: str) -> list[Any]:
                 labels.append(f"{int(lo)}–{int(b)}" if b > lo else f"{int(b)}")
             lo = b + (0 if metric == "coverage" else 1)
     for color, label in zip(colors, labels, strict=False):
-        rows.append(html.Div([html.Span(className="sw", style={"background": color}),
-                              html.Span(label)], className="row"))  # fmt: skip
+        rows.append(
+            html.Div(
+                [html.Span(className="sw", style={"background": color}), html.Span(label)],
+                className="row",
+            )
+        )
     return rows
 
 
@@ -133,13 +148,24 @@ def trend_figure(trend: dict[str, Any], lang: str, tz: str, big: bool = False) -
     x = hour_labels(trend.get("hours", []), tz)
     fig = go.Figure(
         [
-            go.Scatter(x=x, y=trend.get("reports", []), name=t("trend.reports", lang),
-                       mode="lines", line={"color": "#41c7ff", "width": 3 if big else 2},
-                       fill="tozeroy", fillcolor="rgba(65,199,255,0.15)"),
-            go.Scatter(x=x, y=trend.get("video", []), name=t("trend.video", lang),
-                       mode="lines", line={"color": "#bb86fc", "width": 3 if big else 2}),
+            go.Scatter(
+                x=x,
+                y=trend.get("reports", []),
+                name=t("trend.reports", lang),
+                mode="lines",
+                line={"color": "#41c7ff", "width": 3 if big else 2},
+                fill="tozeroy",
+                fillcolor="rgba(65,199,255,0.15)",
+            ),
+            go.Scatter(
+                x=x,
+                y=trend.get("video", []),
+                name=t("trend.video", lang),
+                mode="lines",
+                line={"color": "#bb86fc", "width": 3 if big else 2},
+            ),
         ]
-    )  # fmt: skip
+    )
     return _layout(fig, big)
 
 
@@ -158,8 +184,11 @@ def category_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.
         )
     )
     fig = _layout(fig, big)
-    fig.update_layout(showlegend=False, margin={"l": 90 if big else 72, "r": 8, "t": 4, "b": 20},
-                      yaxis={"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)"})  # fmt: skip
+    fig.update_layout(
+        showlegend=False,
+        margin={"l": 90 if big else 72, "r": 8, "t": 4, "b": 20},
+        yaxis={"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)"},
+    )
     return fig
 
 
@@ -175,8 +204,9 @@ def label_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.Fig
         )
     )
     fig = _layout(fig, big)
-    fig.update_layout(margin={"l": 4, "r": 4, "t": 4, "b": 4},
-                      legend={"orientation": "v", "x": 1.0, "y": 0.5})  # fmt: skip
+    fig.update_layout(
+        margin={"l": 4, "r": 4, "t": 4, "b": 4}, legend={"orientation": "v", "x": 1.0, "y": 0.5}
+    )
     return fig
 
 
@@ -186,13 +216,17 @@ def hotspot_list(items: list[dict[str, Any]], metric: str, base: str = "/area/")
 
     return html.Ul(
         [
-            html.Li([html.Span(f"{i + 1}", className="rank"),
-                     dcc.Link(it["name"], href=f"{base}{it['area_id']}", style={"flex": 1}),
-                     html.Span(value(it["value"]))])
+            html.Li(
+                [
+                    html.Span(f"{i + 1}", className="rank"),
+                    dcc.Link(it["name"], href=f"{base}{it['area_id']}", style={"flex": 1}),
+                    html.Span(value(it["value"])),
+                ]
+            )
             for i, it in enumerate(items)
         ],
         className="hot",
-    )  # fmt: skip
+    )
 
 
 def ticker_text(row: dict[str, Any], lang: str) -> str:
@@ -207,11 +241,15 @@ def ticker_text(row: dict[str, Any], lang: str) -> str:
 
 def ticker_list(rows: list[dict[str, Any]], lang: str, n: int = 6) -> list[Any]:
     return [
-        html.Div([html.Span(r["time"], className="time"),
-                  html.Span(ticker_text(r, lang), className=f"kind-{r['kind']}")],
-                 className="item")
+        html.Div(
+            [
+                html.Span(r["time"], className="time"),
+                html.Span(ticker_text(r, lang), className=f"kind-{r['kind']}"),
+            ],
+            className="item",
+        )
         for r in rows[:n]
-    ]  # fmt: skip
+    ]
 
 
 def leaflet_map(
@@ -244,9 +282,13 @@ def leaflet_map(
     )
     if markers_id:
         layers.append(
-            dl.GeoJSON(id=markers_id, data={"type": "FeatureCollection", "features": []},
-                       pointToLayer={"variable": "wangge.map.point"}, **geo_kw)
-        )  # fmt: skip
+            dl.GeoJSON(
+                id=markers_id,
+                data={"type": "FeatureCollection", "features": []},
+                pointToLayer={"variable": "wangge.map.point"},
+                **geo_kw,
+            )
+        )
     return dl.Map(
         id=map_id,
         children=layers,

@@ -58,7 +58,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                 value="open",
                 clearable=False,
                 style={"width": 170, "color": "#111"},
-            ),  # fmt: skip
+            ),
             dcc.Checklist(
                 id=ids.P_ALLGRIDS,
                 options=[{"label": " " + t("map.allgrids", lang), "value": "all"}]
@@ -75,8 +75,16 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
     assert row is not None
     zoom = {"city": 9, "district": 11, "street": 13, "grid": 15}[view.level]
     center = (row["lon"], row["lat"])
-    the_map = leaflet_map(ids.P_MAP, ids.P_GEO, f"/geo/area/{view.area_id}.json", center, zoom,
-                          s.tile_url, s.tile_crs == "gcj02", markers_id=ids.P_MARKERS)  # fmt: skip
+    the_map = leaflet_map(
+        ids.P_MAP,
+        ids.P_GEO,
+        f"/geo/area/{view.area_id}.json",
+        center,
+        zoom,
+        s.tile_url,
+        s.tile_crs == "gcj02",
+        markers_id=ids.P_MARKERS,
+    )
     return html.Div(
         [
             dcc.Store(id=ids.P_AREA, data=view.area_id),
@@ -94,7 +102,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                             )
                         ],
                         className="pan-left",
-                    ),  # fmt: skip
+                    ),
                     html.Div(
                         [the_map, html.Div(id=ids.P_LEGEND, className="wg-legend")],
                         className="wg-panel pan-map",
@@ -111,7 +119,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                                     ),
                                 ],
                                 className="wg-panel",
-                            ),  # fmt: skip
+                            ),
                             html.Div(
                                 [
                                     html.H3(t("panel.categories", lang)),
@@ -122,12 +130,12 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                                     ),
                                 ],
                                 className="wg-panel",
-                            ),  # fmt: skip
+                            ),
                             html.Div(
                                 [html.H3(t("panel.hotspots", lang)), html.Div(id=ids.P_HOT)],
                                 className="wg-panel",
                                 style={"flex": "1 1 auto"},
-                            ),  # fmt: skip
+                            ),
                         ],
                         className="pan-right",
                     ),
@@ -137,7 +145,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                             html.Div(id=ids.P_TICKER, className="ticker"),
                         ],
                         className="wg-panel pan-ticker",
-                    ),  # fmt: skip
+                    ),
                 ],
                 className="pan-grid",
             ),
@@ -165,8 +173,9 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
     State(ids.P_LAST, "data"),
     State(ids.LANG, "data"),
 )
-def refresh(_n: int, metric: str, allgrids: list[str], area_id: str, last_ok: int | None,
-            lang: str) -> tuple[Any, ...]:  # fmt: skip
+def refresh(
+    _n: int, metric: str, allgrids: list[str], area_id: str, last_ok: int | None, lang: str
+) -> tuple[Any, ...]:
     """Thin: fetch the shared panel for this tick, shape it for this viewer's choices."""
     b = current()
     panel = L.panel_or_stale(b, area_id, metric, "all" in (allgrids or []), lang, last_ok)

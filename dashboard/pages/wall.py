@@ -49,8 +49,9 @@ def tour_areas(city: Any, area_id: str) -> list[str]:
     return [area_id]
 
 
-def layout(area_id: str | None = None, tour: str | None = None, metric: str | None = None,
-           **_: Any) -> Any:  # fmt: skip
+def layout(
+    area_id: str | None = None, tour: str | None = None, metric: str | None = None, **_: Any
+) -> Any:
     b = current()
     lang = L.lang()
     view = view_of(b.city, area_id)
@@ -66,8 +67,15 @@ def layout(area_id: str | None = None, tour: str | None = None, metric: str | No
     row = b.city.area(view.area_id)
     assert row is not None
     zoom = {"city": 9.25, "district": 11, "street": 13, "grid": 15}[view.level]
-    the_map = leaflet_map(ids.W_MAP, ids.W_GEO, f"/geo/area/{view.area_id}.json",
-                          (row["lon"], row["lat"]), int(zoom), s.tile_url, s.tile_crs == "gcj02")  # fmt: skip
+    the_map = leaflet_map(
+        ids.W_MAP,
+        ids.W_GEO,
+        f"/geo/area/{view.area_id}.json",
+        (row["lon"], row["lat"]),
+        int(zoom),
+        s.tile_url,
+        s.tile_crs == "gcj02",
+    )
     return html.Div(
         [
             dcc.Store(id=ids.W_AREA, data={"area": view.area_id, "metric": metric}),
@@ -78,7 +86,7 @@ def layout(area_id: str | None = None, tour: str | None = None, metric: str | No
             dcc.Interval(id=ids.W_CLOCK_TICK, interval=1000),
             dcc.Interval(
                 id=ids.W_TOUR_TICK, interval=int(max(tour_s, 5) * 1000), disabled=tour_s <= 0
-            ),  # fmt: skip
+            ),
             html.Div(
                 [
                     html.Div(
@@ -86,21 +94,19 @@ def layout(area_id: str | None = None, tour: str | None = None, metric: str | No
                             html.Div(id=ids.W_CLOCK, className="wall-clock"),
                             html.Div(id=ids.W_DATE, className="wall-date"),
                         ]
-                    ),  # fmt: skip
+                    ),
                     html.Div(
                         f"{view.name} · {t('app.title', lang)}",
                         id=ids.W_TITLE,
                         className="wall-title",
-                    ),  # fmt: skip
+                    ),
                     html.Div(id=ids.W_STALE, className="wall-status"),
                 ],
                 className="wall-head",
             ),
             html.Div(
                 [
-                    _panel(
-                        view.name, html.Div(id=ids.W_KPIS, className="kpis"), "wall-kpi"
-                    ),  # fmt: skip
+                    _panel(view.name, html.Div(id=ids.W_KPIS, className="kpis"), "wall-kpi"),
                     _panel(t("panel.categories", lang), _graph(ids.W_CATS)),
                 ],
                 className="wall-col",
@@ -112,7 +118,7 @@ def layout(area_id: str | None = None, tour: str | None = None, metric: str | No
                     html.Div(id=ids.W_BANNER),
                 ],
                 className="wg-panel wall-map",
-            ),  # fmt: skip
+            ),
             html.Div(
                 [
                     _panel(t("panel.trend", lang), _graph(ids.W_TREND)),
@@ -127,7 +133,7 @@ def layout(area_id: str | None = None, tour: str | None = None, metric: str | No
                     html.Div(html.Div(id=ids.W_TICKER, className="run"), className="track"),
                 ],
                 className="wall-ticker",
-            ),  # fmt: skip
+            ),
         ],
         className="wall",
         id="wall-root",
@@ -182,8 +188,7 @@ def next_in_tour(areas: list[str], current_area: str) -> str:
     State(ids.W_LAST, "data"),
     State(ids.LANG, "data"),
 )
-def wall_refresh(_n: int, state: dict[str, Any], last_ok: int | None, lang: str
-                 ) -> tuple[Any, ...]:  # fmt: skip
+def wall_refresh(_n: int, state: dict[str, Any], last_ok: int | None, lang: str) -> tuple[Any, ...]:
     b = current()
     area_id, metric = state["area"], state["metric"]
     panel = L.panel_or_stale(b, area_id, metric, False, lang, last_ok)
@@ -196,8 +201,7 @@ def wall_refresh(_n: int, state: dict[str, Any], last_ok: int | None, lang: str
     banner = html.Div(f"⚠ {t('wall.red', lang)} × {red}", className="wall-banner") if red else None
     view = view_of(b.city, area_id)
     title = f"{view.name if view else ''} · {t('app.title', lang)}"
-    ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}")
-              for r in panel["ticker"][:20]]  # fmt: skip
+    ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}") for r in panel["ticker"][:20]]
     return (
         panel["hideout"],
         panel["url"],
