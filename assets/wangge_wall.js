@@ -1,6 +1,7 @@
 /* Wall-screen clock: updated in the browser every second (no server round trip). */
 window.dash_clientside = Object.assign({}, window.dash_clientside, {
   wangge_wall: {
+    height: function () { return window.innerHeight; },
     clock: function (_n, lang, tz) {
       var now = new Date();
       tz = tz || "Asia/Shanghai";

@@ -7,8 +7,10 @@ a cacheable, pre-gzipped response per area; refreshes carry values only.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
@@ -103,9 +105,9 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         target = request.args.get("next") or request.referrer or "/"
         parsed = urlparse(target)
         # Only same-site paths: never an open redirect.
-        safe = (
-            parsed.path if parsed.path.startswith("/") and not parsed.path.startswith("//") else "/"
-        )
+        same_site = not parsed.netloc or parsed.netloc == request.host
+        local = same_site and parsed.path.startswith("/")
+        safe = parsed.path if local and not parsed.path.startswith("//") else "/"
         resp = make_response(redirect(safe))
         resp.set_cookie(COOKIE, normalize(code), max_age=365 * 86400, httponly=True, samesite="Lax")
         return resp
@@ -144,7 +146,7 @@ def create_app(
         assets_folder=str(ROOT / "assets"),
         serve_locally=True,
         title="网格 · Wangge",
-        update_title=None,
+        update_title="",
         suppress_callback_exceptions=True,
         compress=False,
     )
@@ -154,6 +156,11 @@ def create_app(
     _routes(app, settings, GeometryCache(city, settings.geo.simplify_m))
     app.layout = _shell(settings)
     return app
+
+
+def page_module(name: str) -> ModuleType:
+    """The page module the latest app loaded (Dash executes pages once per app)."""
+    return sys.modules[f"pages.{name}"]
 
 
 @functools.cache

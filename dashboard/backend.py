@@ -55,7 +55,7 @@ class SharedCache:
                 if raw is not None:
                     break
         if raw is not None:
-            value = orjson.loads(raw)  # type: ignore[arg-type]
+            value = orjson.loads(raw)  # type: ignore[arg-type,unused-ignore]
         else:
             value = compute()
             self.computed += 1

@@ -270,3 +270,21 @@ def ticker_rows(items: list[dict[str, Any]], tz: str, city: City) -> list[dict[s
             }
         )
     return out
+
+
+def tour_areas(city: City, area_id: str) -> list[str]:
+    """The areas a wall's auto-tour visits: the area, then its children (never grids)."""
+    kids = city.children(area_id)
+    if kids and city.level_of(kids[0]) != "grid":
+        return [area_id, *kids]
+    return [area_id]
+
+
+def next_in_tour(areas: list[str], current_area: str) -> str:
+    i = areas.index(current_area) if current_area in areas else -1
+    return areas[(i + 1) % len(areas)]
+
+
+def font_px(viewport_height: int | None) -> int:
+    """Wall chart font size: 1.65 % of the screen height (18 px at 1080p, 36 at 2160p)."""
+    return max(12, round((viewport_height or 1080) * 0.0165))

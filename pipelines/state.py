@@ -39,7 +39,7 @@ redelivered event changes nothing (effects are idempotent, keyed by event id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -493,7 +493,7 @@ class LiveState:
         day: str,
         focus: str,
         hours: Sequence[int],
-        breakdowns: dict[str, tuple[str, Sequence[Any]]],
+        breakdowns: Mapping[str, tuple[str, Sequence[Any]]],
         ticker_n: int = 20,
     ) -> dict[str, Any]:
         """Everything a panel shows, in one round trip.

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
+@contextmanager
+def private_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of our own; on exit, delete exactly the keys under it."""
     p = f"wgtest-{uuid.uuid4().hex[:10]}"
     yield p
     r = redis.Redis.from_url(redis_url)
@@ -47,6 +49,18 @@ def prefix(redis_url: str) -> Iterator[str]:
     for i in range(0, len(keys), 1000):
         r.unlink(*keys[i : i + 1000])
     r.close()
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    with private_prefix(redis_url) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def module_prefix(redis_url: str) -> Iterator[str]:
+    with private_prefix(redis_url) as p:
+        yield p
 
 
 @pytest.fixture
@@ -60,9 +74,9 @@ def _pg_url(url: str) -> str:
     return "postgresql+psycopg://" + url.split("://", 1)[1] if "+" not in url.split(":")[0] else url
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    """(url, schema): SQLite in tmp, or a private PostgreSQL schema."""
+@contextmanager
+def private_database(tmp: Path) -> Iterator[tuple[str, str | None]]:
+    """(url, schema): SQLite in tmp, or a private PostgreSQL schema dropped on exit."""
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith("postgres"):
         schema = f"wgtest_{uuid.uuid4().hex[:10]}"
@@ -76,14 +90,31 @@ def db_url(tmp_path: Path) -> Iterator[tuple[str, str | None]]:
                 c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
         return
-    yield f"sqlite:///{tmp_path / 'wangge.db'}", None
+    yield f"sqlite:///{tmp / 'wangge.db'}", None
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    with private_database(tmp_path) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def module_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str | None]]:
+    with private_database(tmp_path_factory.mktemp("db")) as db:
+        yield db
+
+
+def open_engine(db: tuple[str, str | None]) -> Engine:
+    url, schema = db
+    eng = store.make_engine(url, schema=schema)
+    store.create_schema(eng)
+    return eng
 
 
 @pytest.fixture
 def engine(db_url: tuple[str, str | None]) -> Iterator[Engine]:
-    url, schema = db_url
-    eng = store.make_engine(url, schema=schema)
-    store.create_schema(eng)
+    eng = open_engine(db_url)
     yield eng
     eng.dispose()
 

@@ -128,11 +128,10 @@ def legend(h: dict[str, Any], lang: str) -> list[Any]:
     return rows
 
 
-def _layout(fig: go.Figure, big: bool) -> go.Figure:
-    size = 18 if big else 12
+def _layout(fig: go.Figure, size: int) -> go.Figure:
     fig.update_layout(
         template="none",
-        margin={"l": 36, "r": 8, "t": 8, "b": 28},
+        margin={"l": size * 3, "r": 8, "t": 8, "b": size * 2 + 4},
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
         font={"family": FONT, "color": "#d8e9ff", "size": size},
@@ -144,7 +143,8 @@ def _layout(fig: go.Figure, big: bool) -> go.Figure:
     return fig
 
 
-def trend_figure(trend: dict[str, Any], lang: str, tz: str, big: bool = False) -> go.Figure:
+def trend_figure(trend: dict[str, Any], lang: str, tz: str, size: int = 12) -> go.Figure:
+    big = size > 14
     x = hour_labels(trend.get("hours", []), tz)
     fig = go.Figure(
         [
@@ -166,10 +166,10 @@ def trend_figure(trend: dict[str, Any], lang: str, tz: str, big: bool = False) -
             ),
         ]
     )
-    return _layout(fig, big)
+    return _layout(fig, size)
 
 
-def category_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.Figure:
+def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> go.Figure:
     cats = [c for c in CATEGORIES]
     fig = go.Figure(
         go.Bar(
@@ -183,16 +183,16 @@ def category_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.
             textangle=0,
         )
     )
-    fig = _layout(fig, big)
+    fig = _layout(fig, size)
     fig.update_layout(
         showlegend=False,
-        margin={"l": 90 if big else 72, "r": 8, "t": 4, "b": 20},
+        margin={"l": size * 6, "r": 8, "t": 4, "b": size + 8},
         yaxis={"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)"},
     )
     return fig
 
 
-def label_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.Figure:
+def label_figure(counts: dict[str, int], lang: str, size: int = 12) -> go.Figure:
     labels = [v for v in VIDEO_LABELS]
     fig = go.Figure(
         go.Pie(
@@ -203,7 +203,7 @@ def label_figure(counts: dict[str, int], lang: str, big: bool = False) -> go.Fig
             textinfo="value",
         )
     )
-    fig = _layout(fig, big)
+    fig = _layout(fig, size)
     fig.update_layout(
         margin={"l": 4, "r": 4, "t": 4, "b": 4}, legend={"orientation": "v", "x": 1.0, "y": 0.5}
     )
@@ -261,6 +261,7 @@ def leaflet_map(
     tile_url: str,
     gcj02: bool,
     markers_id: str | None = None,
+    zoom_control: bool = True,
 ) -> dl.Map:
     layers: list[Any] = []
     if tile_url:
@@ -296,6 +297,7 @@ def leaflet_map(
         zoom=zoom,
         zoomSnap=0.25,
         attributionControl=False,
+        zoomControl=zoom_control,
         className="wg-leaflet",
-        preferCanvas=True,
+        preferCanvas=False,
     )

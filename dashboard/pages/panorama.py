@@ -25,7 +25,7 @@ from dashboard.queries import METRICS, view_of
 
 dash.register_page(__name__, path="/", path_template="/area/<area_id>", name="panorama")
 
-GRAPH_CONFIG = {"displayModeBar": False, "responsive": True}
+GRAPH_CONFIG: Any = {"displayModeBar": False, "responsive": True}
 
 
 def not_found(area_id: str, lang: str) -> html.Div:

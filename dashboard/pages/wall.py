@@ -26,11 +26,11 @@ from dashboard.components.panels import (
     trend_figure,
 )
 from dashboard.i18n import t
-from dashboard.queries import METRICS, view_of
+from dashboard.queries import METRICS, font_px, next_in_tour, tour_areas, view_of
 
 dash.register_page(__name__, path="/wall", path_template="/wall/<area_id>", name="wall")
 
-GRAPH = {"displayModeBar": False, "responsive": True, "staticPlot": True}
+GRAPH: Any = {"displayModeBar": False, "responsive": True, "staticPlot": True}
 
 
 def _panel(title: str, body: Any, cls: str = "") -> html.Div:
@@ -39,14 +39,6 @@ def _panel(title: str, body: Any, cls: str = "") -> html.Div:
 
 def _graph(graph_id: str) -> dcc.Graph:
     return dcc.Graph(id=graph_id, config=GRAPH, className="chart", style={"height": "100%"})
-
-
-def tour_areas(city: Any, area_id: str) -> list[str]:
-    """The areas a tour visits: the wall's area first, then its children (not grids)."""
-    kids = city.children(area_id)
-    if kids and city.level_of(kids[0]) != "grid":
-        return [area_id, *kids]
-    return [area_id]
 
 
 def layout(
@@ -75,6 +67,7 @@ def layout(
         int(zoom),
         s.tile_url,
         s.tile_crs == "gcj02",
+        zoom_control=False,
     )
     return html.Div(
         [
@@ -82,6 +75,7 @@ def layout(
             dcc.Store(id=ids.W_TOUR, data=tour_areas(b.city, view.area_id) if tour_s > 0 else []),
             dcc.Store(id=ids.W_LAST, data=None),
             dcc.Store(id=ids.W_TZ, data=b.settings.live.timezone),
+            dcc.Store(id=ids.W_VH, data=1080),
             dcc.Interval(id=ids.W_TICK, interval=int(s.refresh_s * 1000)),
             dcc.Interval(id=ids.W_CLOCK_TICK, interval=1000),
             dcc.Interval(
@@ -141,6 +135,12 @@ def layout(
 
 
 dash.clientside_callback(
+    ClientsideFunction(namespace="wangge_wall", function_name="height"),
+    Output(ids.W_VH, "data"),
+    Input(ids.W_CLOCK_TICK, "disabled"),
+)
+
+dash.clientside_callback(
     ClientsideFunction(namespace="wangge_wall", function_name="clock"),
     Output(ids.W_CLOCK, "children"),
     Output(ids.W_DATE, "children"),
@@ -164,11 +164,6 @@ def tour_step(_n: int, areas: list[str], state: dict[str, Any]) -> Any:
     return {**state, "area": nxt}
 
 
-def next_in_tour(areas: list[str], current_area: str) -> str:
-    i = areas.index(current_area) if current_area in areas else -1
-    return areas[(i + 1) % len(areas)]
-
-
 @dash.callback(
     Output(ids.W_GEO, "hideout"),
     Output(ids.W_GEO, "url"),
@@ -185,10 +180,13 @@ def next_in_tour(areas: list[str], current_area: str) -> str:
     Output(ids.W_LAST, "data"),
     Input(ids.W_TICK, "n_intervals"),
     Input(ids.W_AREA, "data"),
+    Input(ids.W_VH, "data"),
     State(ids.W_LAST, "data"),
     State(ids.LANG, "data"),
 )
-def wall_refresh(_n: int, state: dict[str, Any], last_ok: int | None, lang: str) -> tuple[Any, ...]:
+def wall_refresh(
+    _n: int, state: dict[str, Any], vh: int | None, last_ok: int | None, lang: str
+) -> tuple[Any, ...]:
     b = current()
     area_id, metric = state["area"], state["metric"]
     panel = L.panel_or_stale(b, area_id, metric, False, lang, last_ok)
@@ -207,9 +205,9 @@ def wall_refresh(_n: int, state: dict[str, Any], last_ok: int | None, lang: str)
         panel["url"],
         legend(panel["hideout"], lang),
         kpi_tiles(panel["kpi"], lang),
-        trend_figure(panel["trend"], lang, tz, big=True),
-        category_figure(panel["categories"], lang, big=True),
-        label_figure(panel["labels"], lang, big=True),
+        trend_figure(panel["trend"], lang, tz, size=font_px(vh)),
+        category_figure(panel["categories"], lang, size=font_px(vh)),
+        label_figure(panel["labels"], lang, size=font_px(vh)),
         hotspot_list(panel["hotspots"], metric, base="/wall/"),
         ticker,
         banner,

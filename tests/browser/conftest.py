@@ -1,0 +1,77 @@
+"""A live dashboard on a real Redis + SQL with simulated data, and headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from werkzeug.serving import make_server
+
+from dashboard.app import create_app
+from pipelines.geo import City, demo_city
+from tests.conftest import open_engine, settings_for
+from tests.integration.test_dashboard import fill
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--hide-scrollbars", "--lang=zh-CN")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def city_small() -> City:
+    return demo_city(2026, n_grids=400)
+
+
+@pytest.fixture(scope="module")
+def server_url(redis_url: str, module_prefix: str, module_db: Any, city_small: City,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # fmt: skip
+    settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("b"))
+    r = redis.Redis.from_url(redis_url)
+    engine = open_engine(module_db)
+    fill(settings, city_small, r, engine, minutes=20)
+    app = create_app(settings, city=city_small, r=r)
+    server = make_server("127.0.0.1", 0, app.server, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    engine.dispose()
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[Any]:
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("headless Chromium not installed: apt-get install chromium chromium-driver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def viewport(driver: Any, width: int, height: int) -> None:
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+
+
+def shot(driver: Any, artifacts: Path, name: str) -> Path:
+    path = artifacts / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path

@@ -1,0 +1,149 @@
+"""What a person sees: the panorama, drill-down by click, breadcrumbs, the wall screen."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser.conftest import shot, viewport
+from tests.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.browser
+
+
+class Wait:
+    """WebDriverWait that saves a screenshot and the browser log when it times out."""
+
+    def __init__(self, driver: Any, seconds: float) -> None:
+        self.driver = driver
+        self.inner = WebDriverWait(driver, seconds, poll_frequency=0.2)
+
+    def until(self, condition: Any) -> Any:
+        try:
+            return self.inner.until(condition)
+        except TimeoutException:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%H%M%S")
+            self.driver.save_screenshot(str(ARTIFACTS / f"timeout-{stamp}.png"))
+            log = "\n".join(str(e) for e in self.driver.get_log("browser"))
+            (ARTIFACTS / f"timeout-{stamp}.log").write_text(f"{self.driver.current_url}\n{log}")
+            raise
+
+
+def wait(driver: Any, seconds: float = 60) -> Wait:
+    return Wait(driver, seconds)
+
+
+def map_paths(driver: Any, map_id: str) -> list[Any]:
+    return driver.find_elements(By.CSS_SELECTOR, f"#{map_id} path.leaflet-interactive")
+
+
+def test_panorama_loads_with_live_values(chrome: Any, server_url: str, artifacts: Path) -> None:
+    viewport(chrome, 1600, 900)
+    chrome.get(server_url + "/")
+    wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) == 11)
+    wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#pan-kpis .kpi")) == 9)
+    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#pan-trend .main-svg"))
+    kpi = chrome.find_element(By.CSS_SELECTOR, "#pan-kpis .kpi .value").text
+    assert re.fullmatch(r"[\d,]+", kpi), kpi
+    # the map is coloured by live values (not all one colour)
+    fills = {p.get_attribute("fill") for p in map_paths(chrome, "pan-map")}
+    assert len(fills) >= 2, fills
+    assert "全景网格" in chrome.find_element(By.CSS_SELECTOR, ".wg-nav").text
+    shot(chrome, artifacts, "panorama-city")
+
+
+def test_click_drills_down_and_breadcrumb_goes_back(chrome: Any, server_url: str,
+                                                   artifacts: Path) -> None:  # fmt: skip
+    viewport(chrome, 1600, 900)
+    chrome.get(server_url + "/")
+    wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) == 11)
+    paths = map_paths(chrome, "pan-map")
+    biggest = max(paths, key=lambda p: p.size["width"] * p.size["height"])
+    chrome.execute_script(
+        "arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", biggest
+    )
+    wait(chrome).until(EC.url_matches(r"/area/3201\d\d$"))
+    district = chrome.current_url.rsplit("/", 1)[1]
+    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#pan-crumbs a"))
+    wait(chrome).until(lambda d: 0 < len(map_paths(d, "pan-map")) != 11)
+    crumbs = chrome.find_element(By.ID, "pan-crumbs").text
+    assert "南京市" in crumbs
+    shot(chrome, artifacts, f"panorama-{district}")
+    chrome.find_element(By.CSS_SELECTOR, "#pan-crumbs a").click()
+    wait(chrome).until(EC.url_matches(r"/area/320100$"))
+    wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) == 11)
+
+
+def test_street_level_shows_workers_and_incidents(chrome: Any, server_url: str,
+                                                  artifacts: Path) -> None:  # fmt: skip
+    viewport(chrome, 1600, 900)
+    chrome.get(server_url + "/area/320102-001")
+    wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) > 3)
+    shot(chrome, artifacts, "panorama-street")
+
+
+def test_unknown_area_and_address_are_friendly(chrome: Any, server_url: str,
+                                               artifacts: Path) -> None:  # fmt: skip
+    chrome.get(server_url + "/area/no-such-place")
+    panel = wait(chrome).until(EC.presence_of_element_located((By.ID, "notfound")))
+    assert "未找到该区域" in panel.text and "返回全市" in panel.text
+    chrome.get(server_url + "/no/such/page")
+    panel = wait(chrome).until(EC.presence_of_element_located((By.ID, "notfound")))
+    assert "页面不存在" in panel.text
+    assert "Traceback" not in chrome.page_source
+    shot(chrome, artifacts, "not-found")
+
+
+def test_language_switch(chrome: Any, server_url: str) -> None:
+    chrome.get(server_url + "/area/320102")
+    link = wait(chrome).until(EC.element_to_be_clickable((By.ID, "shell-lang-link")))
+    link.click()
+    wait(chrome).until(lambda d: "Panorama" in d.find_element(By.CSS_SELECTOR, ".wg-nav").text)
+    assert chrome.current_url.endswith("/area/320102")
+    chrome.find_element(By.ID, "shell-lang-link").click()
+    wait(chrome).until(lambda d: "全景网格" in d.find_element(By.CSS_SELECTOR, ".wg-nav").text)
+
+
+@pytest.mark.parametrize("width, height", [(1920, 1080), (3840, 2160)])
+def test_wall_fills_the_screen(chrome: Any, server_url: str, artifacts: Path, width: int,
+                               height: int) -> None:  # fmt: skip
+    viewport(chrome, width, height)
+    chrome.get(server_url + "/wall")
+    wait(chrome).until(lambda d: len(map_paths(d, "wall-map")) == 11)
+    wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#wall-kpis .kpi")) == 9)
+    wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".wall .main-svg")) >= 3)
+    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#wall-ticker span"))
+    clock = (By.ID, "wall-clock")
+    wait(chrome).until(lambda d: re.search(r"\d\d:\d\d:\d\d", d.find_element(*clock).text))
+    dims = chrome.execute_script(
+        "const e = document.documentElement, r = document.getElementById('wall-root')"
+        ".getBoundingClientRect();"
+        "return [e.scrollWidth, e.scrollHeight, innerWidth, innerHeight, r.width, r.height,"
+        " document.body.scrollWidth, document.body.scrollHeight];"
+    )
+    sw, sh, iw, ih, rw, rh, bw, bh = dims
+    assert (iw, ih) == (width, height)
+    assert sw <= iw and sh <= ih and bw <= iw and bh <= ih, dims  # no scrollbars
+    assert (round(rw), round(rh)) == (width, height), dims  # fills the screen exactly
+    # every panel is filled and nothing overflows its panel
+    panels = chrome.execute_script(
+        "return [...document.querySelectorAll('.wall .wg-panel')].map(p => {"
+        " const r = p.getBoundingClientRect();"
+        " return [r.width, r.height, p.innerText.trim().length, p.querySelectorAll('svg').length,"
+        "         p.scrollHeight - p.clientHeight]; });"
+    )
+    assert len(panels) == 6
+    for w, h, text, svgs, overflow in panels:
+        assert w > width * 0.15 and h > height * 0.15
+        assert text > 0 or svgs > 0
+        assert overflow <= 2, panels
+    shot(chrome, artifacts, f"wall-{width}x{height}")
