@@ -40,6 +40,18 @@ class SharedCache:
     lock: threading.Lock = field(default_factory=threading.Lock)
     computed: int = 0
 
+    def local_only(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
+        """In-process memo (for values that are cheap to recompute per worker)."""
+        now = time.monotonic()
+        with self.lock:
+            hit = self.local.get(key)
+            if hit and hit[0] > now:
+                return hit[1]
+        value = compute()
+        with self.lock:
+            self.local[key] = (now + ttl_s, value)
+        return value
+
     def get(self, key: str, ttl_s: float, compute: Callable[[], Any]) -> Any:
         now = time.monotonic()
         with self.lock:
@@ -104,6 +116,10 @@ class Backend:
 
     def shared(self, name: str, compute: Callable[[], Any]) -> Any:
         return self.cache.get(f"{name}:{self.tick()}", self.refresh_s, compute)
+
+    def per_tick(self, name: str, compute: Callable[[], Any]) -> Any:
+        """Built per process once per tick: identical outputs for every viewer."""
+        return self.cache.local_only(f"out:{name}:{self.tick()}", self.refresh_s, compute)
 
     def roster(self) -> pl.DataFrame:
         """Workers (id, name, type, grid, street, district); reloaded every 5 minutes."""

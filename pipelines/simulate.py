@@ -622,7 +622,10 @@ class Simulator:
         out = _Batch([], [], [], [])
         while self._buffer:
             head = self._buffer[0]
-            if head.ts and head.ts[-1] <= until_ms:
+            if not head.ts:  # a quiet minute: nothing to hand out, never block the rest
+                self._buffer.popleft()
+                continue
+            if head.ts[-1] <= until_ms:
                 out.extend(self._buffer.popleft())
                 continue
             cut = bisect.bisect_right(head.ts, until_ms)

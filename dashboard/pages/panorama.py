@@ -176,13 +176,26 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
 def refresh(
     _n: int, metric: str, allgrids: list[str], area_id: str, last_ok: int | None, lang: str
 ) -> tuple[Any, ...]:
-    """Thin: fetch the shared panel for this tick, shape it for this viewer's choices."""
+    """Thin: the shared panel of this tick, shaped for this viewer's choices."""
     b = current()
-    panel = L.panel_or_stale(b, area_id, metric, "all" in (allgrids or []), lang, last_ok)
+    key = f"pan:{area_id}:{metric}:{bool(allgrids)}:{lang}"
+    out: tuple[Any, ...] = b.per_tick(
+        key, lambda: outputs(b, area_id, metric, "all" in (allgrids or []), lang, last_ok)
+    )
+    if out and out[-1] == "stale":  # never cache a stale answer for the tick
+        b.cache.local.pop(f"out:{key}:{b.tick()}", None)
+        return out[:-1]
+    return out
+
+
+def outputs(
+    b: Any, area_id: str, metric: str, allgrids: bool, lang: str, last_ok: int | None
+) -> tuple[Any, ...]:
+    panel = L.panel_or_stale(b, area_id, metric, allgrids, lang, last_ok)
     if panel is None:
         return (no_update,) * 12
     if panel["stale"]:
-        return (*(no_update,) * 9, panel["stale_mark"], no_update, no_update)
+        return (*(no_update,) * 9, panel["stale_mark"], no_update, no_update, "stale")
     tz = b.settings.live.timezone
     return (
         panel["hideout"],

@@ -19,9 +19,19 @@ from tests.integration.test_dashboard import fill
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--lang=zh-CN")  # fmt: skip
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--lang=zh-CN",
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +40,13 @@ def city_small() -> City:
 
 
 @pytest.fixture(scope="module")
-def server_url(redis_url: str, module_prefix: str, module_db: Any, city_small: City,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # fmt: skip
+def server_url(
+    redis_url: str,
+    module_prefix: str,
+    module_db: Any,
+    city_small: City,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("b"))
     r = redis.Redis.from_url(redis_url)
     engine = open_engine(module_db)

@@ -47,8 +47,9 @@ def fill(settings: Settings, city: City, r: redis.Redis, engine: Engine, minutes
     )
     now = int(time.time() * 1000)
     sim = simulate.Simulator(city, cfg, settings.deadlines, start_ms=now - minutes * 60_000)
-    store.replace_table(engine, store.cameras, sim.cameras.select(
-        "camera_id", "lon", "lat", "grid_id").to_dicts())  # fmt: skip
+    store.replace_table(
+        engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
+    )
     cols = [c.name for c in store.workers.columns]
     store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
     events = sim.advance(now - 1000)
@@ -62,8 +63,15 @@ def fill(settings: Settings, city: City, r: redis.Redis, engine: Engine, minutes
 
 
 @pytest.fixture
-def app_data(redis_url: str, prefix: str, db_url: Any, engine: Engine, tmp_path: Path,
-             city: City, rclient: redis.Redis) -> tuple[Dash, Settings]:  # fmt: skip
+def app_data(
+    redis_url: str,
+    prefix: str,
+    db_url: Any,
+    engine: Engine,
+    tmp_path: Path,
+    city: City,
+    rclient: redis.Redis,
+) -> tuple[Dash, Settings]:
     settings = settings_for(redis_url, prefix, db_url, tmp_path)
     fill(settings, city, rclient, engine)
     return create_app(settings, city=city, r=rclient), settings
@@ -103,7 +111,7 @@ def test_refresh_callback_as_a_plain_function(app_data: tuple[Dash, Settings]) -
         hideout, url, _legend, kpis, trend, cats, _hot, ticker, markers, stale, fresh, last = out
         assert len(hideout["values"]) == 11 and url == f"/geo/area/{b.city.city_id}.json"
         assert len(kpis) == 9 and stale == "" and "秒前更新" in fresh and last
-        assert trend.data[0].y is not None and len(cats.data[0].x) == 8
+        assert trend["data"][0]["y"] is not None and len(cats["data"][0]["x"]) == 8
         assert ticker and markers["features"] == []
         grids = refresh(0, "coverage", ["all"], b.city.city_id, None, "en")
         assert len(grids[0]["values"]) == b.city.grids.height and grids[1] == "/geo/grids.json"
@@ -173,8 +181,9 @@ def flaky_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server.stop()
 
 
-def test_stale_mark_then_recovery(flaky_redis: EmbeddedRedis, db_url: Any, engine: Engine,
-                                  tmp_path: Path, city: City) -> None:  # fmt: skip
+def test_stale_mark_then_recovery(
+    flaky_redis: EmbeddedRedis, db_url: Any, engine: Engine, tmp_path: Path, city: City
+) -> None:
     settings = settings_for(flaky_redis.url, "wgflaky", db_url, tmp_path)
     r = redis.Redis.from_url(flaky_redis.url, socket_timeout=1, socket_connect_timeout=1)
     fill(settings, city, r, engine, minutes=5)

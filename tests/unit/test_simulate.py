@@ -395,3 +395,21 @@ def test_run_live_with_fake_clock(city: geo.City, cfg: SimulateSettings) -> None
     assert stop.is_set() and set(calls) == set(events.FEEDS)
     ref = simulate.Simulator(city, quiet, DeadlineSettings(), START).advance(sim.clock_ms)
     assert Counter(got) == Counter(ref) and sim.clock_ms > START
+
+
+def test_quiet_minutes_never_block_later_events() -> None:
+    """A simulated minute without events must not hold back the minutes after it."""
+    city = geo.demo_city(2026, n_grids=120)
+    cfg = dataclasses.replace(
+        SimulateSettings(),
+        workers=0,
+        cameras=5,
+        incidents_per_day=300,
+        video_alerts_per_day=0,
+        anomalies=False,
+        malformed_share=0.0,
+    )
+    midnight = 1_795_708_800_000 - 8 * 3_600_000  # 00:00 Asia/Shanghai: quiet hours first
+    sim = simulate.Simulator(city, cfg, DeadlineSettings(), start_ms=midnight)
+    events = sim.advance(midnight + 12 * 3_600_000)
+    assert len(events) > 20  # the day's reports arrive although night minutes are empty
