@@ -20,13 +20,16 @@ CHAIN = ("grid_id", "street_id", "district_id", "city_id")
 
 
 def with_time_keys(df: pl.DataFrame, tz: str) -> pl.DataFrame:
-    """Add local ``day`` (YYYYMMDD), epoch ``minute`` and ``hour`` from ``ts`` (ms, UTC)."""
-    local = pl.from_epoch(pl.col("ts"), time_unit="ms").dt.replace_time_zone("UTC")
-    return df.with_columns(
-        day=local.dt.convert_time_zone(tz).dt.strftime("%Y%m%d"),
-        minute=pl.col("ts") // 60_000,
-        hour=pl.col("ts") // 3_600_000,
-    )
+    """Add local ``day`` (YYYYMMDD), epoch ``minute`` and ``hour`` from ``ts`` (ms, UTC).
+
+    The time-zone conversion runs once per distinct minute of the batch (UTC offsets
+    are whole minutes), not once per row.
+    """
+    df = df.with_columns(minute=pl.col("ts") // 60_000, hour=pl.col("ts") // 3_600_000)
+    minutes = df.select(pl.col("minute").unique())
+    local = pl.from_epoch(pl.col("minute") * 60_000, time_unit="ms").dt.replace_time_zone("UTC")
+    days = minutes.with_columns(day=local.dt.convert_time_zone(tz).dt.strftime("%Y%m%d"))
+    return df.join(days, on="minute", how="left", maintain_order="left")
 
 
 def local_day(ts_ms: int, tz: str) -> str:

@@ -54,6 +54,43 @@ class BatchResult:
 
 
 @dataclass
+class WrittenCache:
+    """What this worker process already wrote, so certain no-op writes can be skipped.
+
+    Only an optimisation: every write stays idempotent, the cache is empty after a
+    restart and is cleared every ``ttl_s`` (so it heals after e.g. a rebuild-live).
+    Entries are added only after the Redis and SQL writes succeeded.
+    """
+
+    ttl_s: float = 300.0
+    visits: set[tuple[str, str]] = field(default_factory=set)  # (day, grid) applied + stored
+    slots: dict[str, int] = field(default_factory=dict)  # worker → track slot stored
+    born: float = 0.0
+
+    def fresh(self, now: float) -> WrittenCache:
+        if now - self.born > self.ttl_s:
+            self.visits.clear()
+            self.slots.clear()
+            self.born = now
+        return self
+
+    def new_visits(self, df: pl.DataFrame) -> pl.DataFrame:
+        if not self.visits or df.is_empty():
+            return df
+        known = pl.DataFrame(list(self.visits), schema=["day", "grid_id"], orient="row")
+        return df.join(known, on=["day", "grid_id"], how="anti")
+
+    def new_slots(self, df: pl.DataFrame) -> pl.DataFrame:
+        if not self.slots or df.is_empty():
+            return df
+        known = pl.DataFrame(
+            {"worker_id": list(self.slots), "slot": list(self.slots.values())},
+            schema={"worker_id": pl.String, "slot": pl.Int64},
+        )
+        return df.join(known, on=["worker_id", "slot"], how="anti")
+
+
+@dataclass
 class FeedWorker:
     """Processes batches of one feed. State is explicit: nothing module-global."""
 
@@ -66,6 +103,7 @@ class FeedWorker:
     consumer: Consumer
     clock: Clock = time.time
     cameras: dict[str, tuple[float, float]] = field(default_factory=dict)
+    written: WrittenCache = field(default_factory=WrittenCache)
     _cameras_loaded_at: float = 0.0
 
     # ---------------------------------------------------------------- loop
@@ -154,11 +192,17 @@ class FeedWorker:
         dead: list[pl.DataFrame],
         result: BatchResult,
     ) -> pl.DataFrame:
-        latest = agg.latest_positions(good)
-        self.state.apply_locations(latest, agg.patrolled_grids(good))
         result.applied = good.height
-        if not good.is_empty():
-            store.persist_patrols(self.engine, agg.first_visits(good), agg.positions_frame(latest))
+        if good.is_empty():
+            return good
+        cache = self.written.fresh(self.clock())
+        latest = agg.latest_positions(good)
+        visits = cache.new_visits(agg.first_visits(good))
+        new_pairs = set(visits.select("day", "grid_id").iter_rows())
+        patrolled = [p for p in agg.patrolled_grids(good) if (p[0], p[1]) in new_pairs]
+        self.state.apply_locations(latest, patrolled)
+        store.persist_patrols(self.engine, visits, agg.positions_frame(latest))
+        cache.visits.update(new_pairs)
         return good
 
     def _sort_out(
@@ -188,7 +232,9 @@ class FeedWorker:
             store.persist_video(self.engine, agg.video_history(good))
         else:
             every = self.settings.pipelines.persist_tracks_every_s
-            store.persist_tracks(self.engine, agg.track_slots(good, every))
+            points = self.written.new_slots(agg.track_slots(good, every))
+            store.persist_tracks(self.engine, points)
+            self.written.slots.update(points.select("worker_id", "slot").iter_rows())
 
     def _dead_letter(self, dead: pl.DataFrame, now_ms: int) -> None:
         if dead.is_empty():

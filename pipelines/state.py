@@ -84,7 +84,7 @@ _REPORTS_LUA = (
     """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local OK = __PAIRS__
-local touched = {}
+local touched, tickers = {}, {}
 local function day(d, m) local k = P..':d:'..d..':'..m; touched[k] = DTTL; return k end
 local out = {}
 local n = (#ARGV - 5) / 19
@@ -96,11 +96,12 @@ for i = 0, n - 1 do
   local lon, lat, d, minute, hour = ARGV[b+12], ARGV[b+13], ARGV[b+14], ARGV[b+15], ARGV[b+16]
   local dlms, level, tick = tonumber(ARGV[b+17]), ARGV[b+18], ARGV[b+19]
   local k = P..':inc:'..inc
-  local prev = redis.call('HGET', k, 'e:'..eid)
+  local got = redis.call('HMGET', k, 'e:'..eid, 'steps', 'rts', 'ts')
+  local prev = got[1]
   if prev then
     if prev == entry then out[#out+1] = 'R' else out[#out+1] = 'D' end
   else
-    local steps = redis.call('HGET', k, 'steps') or ''
+    local steps = got[2] or ''
     local pts, pstep = -1, nil
     for t, s in string.gmatch(steps, '(%d+):(%a+);') do
       t = tonumber(t)
@@ -109,7 +110,7 @@ for i = 0, n - 1 do
     local fresh = (steps == '')
     local bad = false
     if step == 'reported' then
-      bad = (pstep ~= nil) or (redis.call('HGET', k, 'rts') ~= false)
+      bad = (pstep ~= nil) or (got[3] ~= false)
     elseif pstep ~= nil then
       bad = not OK[pstep..'>'..step]
     end
@@ -132,13 +133,15 @@ for i = 0, n - 1 do
           end
           redis.call('SADD', P..':live:open_inc:'..chain[2], inc)
         end
-      elseif ts >= tonumber(redis.call('HGET', k, 'ts')) then
+      elseif ts >= tonumber(got[4]) then
         redis.call('HSET', k, 'status', step, 'ts', ts)
       end
-      cat = redis.call('HGET', k, 'cat'); sev = redis.call('HGET', k, 'sev')
-      chain = {redis.call('HGET', k, 'grid'), redis.call('HGET', k, 'street'),
-               redis.call('HGET', k, 'district'), redis.call('HGET', k, 'city')}
-      local open = redis.call('HGET', k, 'open') == '1'
+      local f = redis.call('HMGET', k, 'cat', 'sev', 'grid', 'street', 'district', 'city',
+        'open', 'overdue')
+      cat, sev = f[1], f[2]
+      chain = {f[3], f[4], f[5], f[6]}
+      local open = f[7] == '1'
+      local overdue = f[8] == '1'
       if step == 'reported' then
         redis.call('HSET', k, 'rts', ts)
         for _, a in ipairs(chain) do
@@ -164,7 +167,7 @@ for i = 0, n - 1 do
             redis.call('HINCRBY', P..':live:open_sev', a..'|'..sev, -1)
           end
           redis.call('SREM', P..':live:open_inc:'..chain[2], inc)
-          if redis.call('HGET', k, 'overdue') == '1' then
+          if overdue then
             redis.call('HSET', k, 'overdue', 0)
             for _, a in ipairs(chain) do redis.call('HINCRBY', P..':live:overdue', a, -1) end
           end
@@ -172,7 +175,7 @@ for i = 0, n - 1 do
         redis.call('ZREM', P..':live:deadlines', inc)
         redis.call('EXPIRE', k, CTTL)
       end
-      if open and redis.call('HGET', k, 'overdue') == '0' then
+      if open and not overdue then
         local due = ts + dlms
         local cur = redis.call('ZSCORE', P..':live:deadlines', inc)
         if (not cur) or due < tonumber(cur) then
@@ -182,12 +185,13 @@ for i = 0, n - 1 do
       for j = 2, 4 do
         local tk = P..':live:ticker:'..chain[j]
         redis.call('LPUSH', tk, tick)
-        redis.call('LTRIM', tk, 0, TL - 1)
+        tickers[tk] = true
       end
     end
   end
 end
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
 return out
 """
 ).replace("__PAIRS__", _lua_set(reachable_pairs()))
@@ -218,7 +222,7 @@ REPORT_FIELDS = (
 # Returns A applied, R redelivered, D duplicate alert id.
 _VIDEO_LUA = """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local touched = {}
+local touched, tickers = {}, {}
 local out = {}
 local n = (#ARGV - 4) / 11
 for i = 0, n - 1 do
@@ -245,11 +249,12 @@ for i = 0, n - 1 do
     for j = 2, 4 do
       local tk = P..':live:ticker:'..chain[j]
       redis.call('LPUSH', tk, tick)
-      redis.call('LTRIM', tk, 0, TL - 1)
+      tickers[tk] = true
     end
   end
 end
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
 return out
 """
 VIDEO_FIELDS = (

@@ -108,3 +108,20 @@ def test_lifecycle_reachability() -> None:
     assert ("handling", "verified") in pairs
     assert not any(a == "closed" for a, _ in pairs)  # nothing after closure
     assert not any(b == "reported" for _, b in pairs)  # reported only starts
+
+
+@pytest.mark.parametrize("feed", ["reports", "locations", "video"])
+def test_fast_path_equals_per_payload_path(feed: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vectorised parse must decide exactly like the per-payload parse."""
+    import pipelines.events as ev
+
+    good = [e for f, e, r in CASES if f == feed and r is None]
+    valid = [(f"{i}-0", encode(good[i % len(good)])) for i in range(300)]
+    mixed = valid + [(f"{1000 + i}-0", encode(e)) for i, (f, e, _) in enumerate(CASES) if f == feed]
+    for batch in (valid, mixed):
+        fast = decode_batch(feed, batch, **OPTS)
+        monkeypatch.setattr(ev, "_fast_frame", lambda *a: None)
+        slow = decode_batch(feed, batch, **OPTS)
+        monkeypatch.undo()
+        assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
+    assert ev._fast_frame(ev.SCHEMAS[feed], ["1-0"], [valid[0][1]], 4096) is not None
