@@ -484,6 +484,25 @@ class LiveState:
             pipe.delete(key)
         pipe.execute()
 
+    def set_warnings(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Replace the open-warning counts: area → {level: n}; derives warn_level too.
+
+        Written by the early-warning engine after each evaluation; read by the panels.
+        """
+        rank = {"blue": 1, "yellow": 2, "orange": 3, "red": 4}
+        flat = {f"{a}|{lv}": n for a, by in counts.items() for lv, n in by.items() if n}
+        top = {
+            a: max((rank[lv] for lv, n in by.items() if n), default=0) for a, by in counts.items()
+        }
+        top = {a: v for a, v in top.items() if v}
+        pipe = self.r.pipeline(transaction=True)
+        for name, mapping in (("warn_count", flat), ("warn_level", top)):
+            key = self.keys.live(name)
+            pipe.delete(key)
+            if mapping:
+                pipe.hset(key, mapping=dict(mapping.items()))
+        pipe.execute()
+
     def set_meta(self, **values: Any) -> None:
         self.r.hset(self.keys.live("meta"), mapping={k: str(v) for k, v in values.items()})
 

@@ -40,14 +40,29 @@ def city_small() -> City:
 
 
 @pytest.fixture(scope="module")
+def browser_settings(
+    redis_url: str, module_prefix: str, module_db: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    return settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("b"))
+
+
+@pytest.fixture
+def warnings_writer(redis_url: str, browser_settings: Any) -> Iterator[Any]:
+    """Writes open-warning counts the way the early-warning engine does."""
+    from pipelines.runner import live_state
+
+    r = redis.Redis.from_url(redis_url)
+    live = live_state(r, browser_settings)
+    yield live.set_warnings
+    live.set_warnings({})
+    r.close()
+
+
+@pytest.fixture(scope="module")
 def server_url(
-    redis_url: str,
-    module_prefix: str,
-    module_db: Any,
-    city_small: City,
-    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str, module_db: Any, city_small: City, browser_settings: Any
 ) -> Iterator[str]:
-    settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("b"))
+    settings = browser_settings
     r = redis.Redis.from_url(redis_url)
     engine = open_engine(module_db)
     fill(settings, city_small, r, engine, minutes=20)

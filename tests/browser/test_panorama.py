@@ -162,3 +162,31 @@ def test_wall_fills_the_screen(
         assert text > 0 or svgs > 0
         assert overflow <= 2, panels
     shot(chrome, artifacts, f"wall-{width}x{height}")
+
+
+def test_wall_red_warning_banner_comes_and_goes(
+    chrome: Any, server_url: str, artifacts: Path, warnings_writer: Any
+) -> None:
+    viewport(chrome, 1920, 1080)
+    chrome.get(server_url + "/wall")
+    wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#wall-kpis .kpi")) == 9)
+    assert not chrome.find_elements(By.CSS_SELECTOR, ".wall-banner")
+    warnings_writer({"320100": {"red": 1, "orange": 2}, "320102": {"red": 1}})
+    banner = wait(chrome, 20).until(
+        EC.visibility_of_element_located((By.CSS_SELECTOR, ".wall-banner"))
+    )
+    assert "红色预警" in banner.text
+    shot(chrome, artifacts, "wall-red-banner")
+    warnings_writer({})  # acknowledged elsewhere: the banner goes
+    wait(chrome, 20).until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".wall-banner"))
+
+
+def test_wall_auto_tour_rotates(chrome: Any, server_url: str) -> None:
+    viewport(chrome, 1920, 1080)
+    chrome.get(server_url + "/wall?tour=5")
+    title = wait(chrome).until(EC.presence_of_element_located((By.ID, "wall-title")))
+    wait(chrome).until(lambda d: d.find_element(By.ID, "wall-title").text.startswith("南京市"))
+    wait(chrome, 30).until(
+        lambda d: not d.find_element(By.ID, "wall-title").text.startswith("南京市")
+    )
+    assert "区" in title.text  # now showing a district, no interaction needed
