@@ -129,6 +129,22 @@ class DashboardSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    secret_key: str = ""  # empty → a random key kept in var/secret_key
+    idle_minutes: int = 30
+    lockout_failures: int = 5
+    lockout_window_minutes: int = 15
+    audit_retention_days: int = 180
+    wall_token_days: int = 365
+    login_rate_per_minute: int = 10
+    export_rate_per_minute: int = 20
+    frame_ancestors: str = "'self'"
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+
+
+@dataclass(frozen=True)
 class RunSettings:
     simulate: bool = True
     var_dir: str = "var"
@@ -145,6 +161,7 @@ class Settings:
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     run: RunSettings = field(default_factory=RunSettings)
 
     def path(self, relative: str) -> Path:
