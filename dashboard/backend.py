@@ -8,6 +8,7 @@ Callbacks reach it with ``current()`` (stored on the Flask app, not in a module 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pipelines.state import LiveState
 
 Clock = Callable[[], float]
 EXTENSION = "wangge"
+log = logging.getLogger("wangge.dashboard")
 
 
 @dataclass
@@ -89,6 +91,9 @@ class Backend:
     clock: Clock = time.time
     _roster: pl.DataFrame | None = None
     _roster_at: float = 0.0
+    _warm: dict[str, tuple[float, Callable[[], Any]]] = field(default_factory=dict)
+    _warm_lock: threading.Lock = field(default_factory=threading.Lock)
+    _warmer: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.live: LiveState = live_state(self.r, self.settings)
@@ -120,6 +125,29 @@ class Backend:
     def per_tick(self, name: str, compute: Callable[[], Any]) -> Any:
         """Built per process once per tick: identical outputs for every viewer."""
         return self.cache.local_only(f"out:{name}:{self.tick()}", self.refresh_s, compute)
+
+    def keep_warm(self, key: str, compute: Callable[[], Any]) -> None:
+        """Ask the prewarmer to recompute ``compute`` at the start of every tick while
+        viewers keep asking for it (so no viewer request pays for a computation)."""
+        with self._warm_lock:
+            self._warm[key] = (self.clock(), compute)
+            if self._warmer is None:
+                self._warmer = threading.Thread(target=self._prewarm, name="prewarm", daemon=True)
+                self._warmer.start()
+
+    def _prewarm(self) -> None:
+        while True:
+            now = self.clock()  # align with the app's ticks, just after each boundary
+            time.sleep(self.refresh_s - (now % self.refresh_s) + 0.02)
+            with self._warm_lock:
+                cutoff = self.clock() - 120
+                self._warm = {k: v for k, v in self._warm.items() if v[0] >= cutoff}
+                jobs = [fn for _, fn in self._warm.values()]
+            for fn in jobs:
+                try:
+                    fn()
+                except Exception:  # a backend blip: the viewer's own call reports it
+                    log.debug("prewarm failed", exc_info=True)
 
     def roster(self) -> pl.DataFrame:
         """Workers (id, name, type, grid, street, district); reloaded every 5 minutes."""

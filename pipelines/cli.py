@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import logging
 import signal
@@ -411,6 +412,97 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def sql_engine(settings: Settings) -> Iterator[Engine]:
+    """Just the database (schema created): for commands that need no Redis."""
+    settings.path(settings.run.var_dir).mkdir(parents=True, exist_ok=True)
+    engine = store.make_engine(
+        settings.database_url, settings.database.schema or None, settings.database.echo
+    )
+    try:
+        store.create_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass(f"password for {args.username}: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("passwords do not match")
+    return first
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import accounts
+
+    actor = f"cli:{getpass.getuser()}"
+    now_ms = int(time.time() * 1000)
+    sub = args.users_cmd
+    try:
+        city = load_city(settings) if sub in ("add", "set-role") else None
+        with sql_engine(settings) as engine:
+            if sub == "list":
+                users = accounts.list_users(engine)
+                print(f"{'username':16s} {'role':19s} {'scope':14s} {'disabled':8s} name")
+                for u in users:
+                    flag = "yes" if u.disabled else "no"
+                    print(
+                        f"{u.username:16s} {u.role:19s} {u.scope_area_id:14s} {flag:8s} "
+                        f"{u.display_name}"
+                    )
+                print(f"{len(users)} users")
+            elif sub == "add":
+                assert city is not None
+                accounts.validate_role_scope(city, args.role, args.scope)
+                if args.role == "wall" and args.password_stdin:
+                    raise accounts.AccountError("wall users have no password: omit it")
+                password = None if args.role == "wall" else _read_password(args)
+                u = accounts.create_user(
+                    engine, city, args.username, args.role, args.scope, password, args.name,
+                    now_ms=now_ms, actor=actor,
+                )  # fmt: skip
+                print(f"created {u.username} ({u.role}, scope {u.scope_area_id})")
+                if u.role == "wall":
+                    print(f"next: wangge users issue-wall-token {u.username}")
+            elif sub == "set-role":
+                assert city is not None
+                u = accounts.set_role(
+                    engine, city, args.username, args.role, args.scope, now_ms=now_ms, actor=actor
+                )
+                print(f"{u.username} is now {u.role} with scope {u.scope_area_id}")
+            elif sub == "disable":
+                u = accounts.disable_user(engine, args.username, now_ms=now_ms, actor=actor)
+                print(f"disabled {u.username}")
+            elif sub == "issue-wall-token":
+                days = args.days if args.days is not None else settings.auth.wall_token_days
+                token = accounts.issue_wall_token(engine, args.username, days, now_ms, actor=actor)
+                d = settings.dashboard
+                print(f"wall token for {args.username} (valid {days} days; shown only once):")
+                print(token)
+                print(f"open: http://{d.host}:{d.port}/wall?token={token}")
+    except accounts.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines import audit
+
+    with sql_engine(settings) as engine:
+        if args.audit_cmd == "verify":
+            result = audit.verify(engine)
+            print(result.describe(), file=sys.stdout if result.ok else sys.stderr)
+            return 0 if result.ok else 1
+        days = args.days if args.days is not None else settings.auth.audit_retention_days
+        n = audit.purge(engine, days, int(time.time() * 1000), actor=f"cli:{getpass.getuser()}")
+        print(f"purged {n} audit rows older than {days} days")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -451,6 +543,30 @@ def parser() -> argparse.ArgumentParser:
     ge.add_argument("--out", required=True)
     sub.add_parser("rebuild-live", help="rebuild the Redis live state from SQL")
     sub.add_parser("status", help="stream lengths, consumer lag, dead letters")
+    roles = "city_leader, district_commander, street_operator, supervisor, admin, wall"
+    u = sub.add_parser("users", help="accounts: add, list, disable, set-role, wall tokens")
+    us = u.add_subparsers(dest="users_cmd", required=True)
+    ua = us.add_parser("add", help="create an account (prompts for the password)")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True, help=roles)
+    ua.add_argument("--scope", required=True, help="area id the role is bound to")
+    ua.add_argument("--name", help="display name")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    us.add_parser("list", help="all accounts with role, scope and state")
+    ud = us.add_parser("disable", help="disable an account (and revoke its wall tokens)")
+    ud.add_argument("username")
+    ur = us.add_parser("set-role", help="change an account's role and scope")
+    ur.add_argument("username")
+    ur.add_argument("--role", required=True, help=roles)
+    ur.add_argument("--scope", required=True, help="area id the role is bound to")
+    uw = us.add_parser("issue-wall-token", help="a token for a wall user (printed once)")
+    uw.add_argument("username")
+    uw.add_argument("--days", type=int, help="validity (default auth.wall_token_days)")
+    a = sub.add_parser("audit", help="audit log: verify the hash chain, purge old rows")
+    aus = a.add_subparsers(dest="audit_cmd", required=True)
+    aus.add_parser("verify", help="check the chain (exit 1 and the first bad row if tampered)")
+    ap = aus.add_parser("purge", help="delete rows older than the retention")
+    ap.add_argument("--days", type=int, help="retention (default auth.audit_retention_days)")
     return p
 
 
@@ -462,6 +578,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "geo": cmd_geo,
     "rebuild-live": cmd_rebuild_live,
     "status": cmd_status,
+    "users": cmd_users,
+    "audit": cmd_audit,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Engine,
@@ -168,6 +169,65 @@ workers = Table(
     Column("type", String(32), nullable=False),
     Column("grid_id", String(32), nullable=False, index=True),
     Column("phone_masked", String(32)),
+)
+
+
+# ------------------------------------------------------------------ access control and audit
+# (logic in pipelines/accounts.py and pipelines/audit.py)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("display_name", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("scope_area_id", String(32), nullable=False),
+    Column("password_hash", String(256)),  # None for wall users (no interactive login)
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column(
+        "failure_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("username", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Index("ix_login_failures_user_at", "username", "at_ms"),
+)
+
+wall_tokens = Table(
+    "wall_tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column("user_id", String(32), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex of the token
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Assigned as last seq + 1 under the append lock (gapless, unlike a sequence).
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at_ms", BigInteger, nullable=False, index=True),
+    Column("actor", String(128), nullable=False, index=True),
+    Column("role", String(32), nullable=False),
+    Column("scope", String(32), nullable=False),
+    Column("action", String(64), nullable=False, index=True),
+    Column("target", String(256), nullable=False),
+    Column("detail", Text, nullable=False),  # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 
 

@@ -178,11 +178,23 @@ def refresh(
 ) -> tuple[Any, ...]:
     """Thin: the shared panel of this tick, shaped for this viewer's choices."""
     b = current()
-    key = f"pan:{area_id}:{metric}:{bool(allgrids)}:{lang}"
-    out: tuple[Any, ...] = b.per_tick(
-        key, lambda: outputs(b, area_id, metric, "all" in (allgrids or []), lang, last_ok)
+    grids = "all" in (allgrids or [])
+    b.keep_warm(
+        f"pan:{area_id}:{metric}:{grids}:{lang}",
+        lambda: cached_outputs(b, area_id, metric, grids, lang, None),
     )
-    if out and out[-1] == "stale":  # never cache a stale answer for the tick
+    return cached_outputs(b, area_id, metric, grids, lang, last_ok)
+
+
+def cached_outputs(
+    b: Any, area_id: str, metric: str, grids: bool, lang: str, last_ok: int | None
+) -> tuple[Any, ...]:
+    """The outputs for this tick, built once per process (stale answers never cached)."""
+    key = f"pan:{area_id}:{metric}:{grids}:{lang}"
+    out: tuple[Any, ...] = b.per_tick(
+        key, lambda: outputs(b, area_id, metric, grids, lang, last_ok)
+    )
+    if out and out[-1] == "stale":
         b.cache.local.pop(f"out:{key}:{b.tick()}", None)
         return out[:-1]
     return out
