@@ -461,9 +461,16 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                     raise accounts.AccountError("wall users have no password: omit it")
                 password = None if args.role == "wall" else _read_password(args)
                 u = accounts.create_user(
-                    engine, city, args.username, args.role, args.scope, password, args.name,
-                    now_ms=now_ms, actor=actor,
-                )  # fmt: skip
+                    engine,
+                    city,
+                    args.username,
+                    args.role,
+                    args.scope,
+                    password,
+                    args.name,
+                    now_ms=now_ms,
+                    actor=actor,
+                )
                 print(f"created {u.username} ({u.role}, scope {u.scope_area_id})")
                 if u.role == "wall":
                     print(f"next: wangge users issue-wall-token {u.username}")
