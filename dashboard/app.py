@@ -20,7 +20,8 @@ from dash import Dash, dcc, html
 from flask import Response, make_response, redirect, request
 from flask_compress import Compress
 
-from dashboard import ids
+from dashboard import ids, login
+from dashboard.auth import Guard, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
@@ -49,6 +50,7 @@ def _shell(settings: Settings) -> Any:
                     [dcc.Link(t(key, lang), href=href) for key, href in NAV], className="wg-nav"
                 ),
                 html.Span(id=ids.FRESH, className="wg-fresh"),
+                _user_box(lang),
                 html.A(
                     t("lang.switch", lang),
                     href=f"/lang/{other(lang)}",
@@ -69,6 +71,29 @@ def _shell(settings: Settings) -> Any:
         )
 
     return layout
+
+
+def _user_box(lang: str) -> Any:
+    p = principal()
+    if p is None:
+        return html.Span()
+    from flask import session
+
+    role = t(f"role.{p.role}", lang)
+    return html.Form(
+        [
+            html.Span(
+                f"{p.display_name or p.username} · {role}", className="wg-user", id="shell-user"
+            ),
+            dcc.Input(type="hidden", name="csrf", value=str(session.get("csrf", ""))),
+            html.Button(
+                t("auth.logout", lang), type="submit", className="wg-logout", id="shell-logout"
+            ),
+        ],
+        action="/logout",
+        method="post",
+        className="wg-userbox",
+    )
 
 
 def _send(blob: Blob) -> Response:
@@ -154,6 +179,10 @@ def create_app(
     app.server.config["WANGGE_SETTINGS"] = settings
     Compress(app.server)
     _routes(app, settings, GeometryCache(city, settings.geo.simplify_m))
+    guard = Guard(settings, city, r, engine, csp_hashes=lambda: list(app.csp_hashes()), clock=clock)
+    guard.install(app.server)
+    login.install(app.server, guard)
+    app.server.extensions["wangge.guard"] = guard
     app.layout = _shell(settings)
     return app
 

@@ -32,6 +32,16 @@ CATALOG: dict[str, tuple[str, str]] = {
     "notfound.back": ("返回全市", "Back to the city"),
     "page.notfound": ("页面不存在", "Page not found"),
     "page.notfound.body": ("您访问的地址不存在。", "The address you opened does not exist."),
+    # accounts
+    "auth.logout": ("退出", "Sign out"),
+    "auth.denied": ("无权访问", "Access denied"),
+    "auth.denied.body": ("该区域不在您的权限范围内。", "This area is outside your scope."),
+    "role.city_leader": ("市领导", "City leader"),
+    "role.district_commander": ("区指挥中心", "District command"),
+    "role.street_operator": ("街道操作员", "Street operator"),
+    "role.supervisor": ("督查考核", "Supervisor"),
+    "role.admin": ("系统管理员", "Administrator"),
+    "role.wall": ("大屏", "Wall screen"),
     # levels
     "level.city": ("市", "City"),
     "level.district": ("区", "District"),

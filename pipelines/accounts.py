@@ -464,7 +464,7 @@ def authenticate(
     stored = None if row is None else row._mapping["password_hash"]
     # Always exactly one KDF run, whatever the outcome.
     password_ok = verify_password(password[:MAX_PASSWORD], stored or _dummy_hash())
-    password_ok = password_ok and stored is not None
+    password_ok = password_ok and stored is not None and len(password) <= MAX_PASSWORD
     window_ms = int(auth.lockout_window_minutes) * 60_000
     extra = dict(detail or {})
     t = store.login_failures

@@ -298,6 +298,14 @@ QUERY_SCHEMA = {
 }
 
 
+def row(engine: Engine, seq: int) -> dict[str, Any] | None:
+    """One stored row by seq (for showing a bad row), or None."""
+    t = store.audit_log
+    with engine.connect() as conn:
+        found = conn.execute(select(t).where(t.c.seq == seq)).first()
+    return None if found is None else dict(found._mapping)
+
+
 def query(
     engine: Engine,
     *,

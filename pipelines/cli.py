@@ -23,7 +23,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipelines import geo, store
+from pipelines import accounts, audit, geo, store
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, child_environ, load_settings
 
@@ -429,15 +429,17 @@ def sql_engine(settings: Settings) -> Iterator[Engine]:
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass(f"password for {args.username}: ")
-    if getpass.getpass("again: ") != first:
-        raise SystemExit("passwords do not match")
+    try:
+        first = getpass.getpass(f"password for {args.username}: ")
+        again = getpass.getpass("again: ")
+    except (EOFError, KeyboardInterrupt):
+        raise accounts.AccountError("no password given") from None
+    if again != first:
+        raise accounts.AccountError("the two passwords differ")
     return first
 
 
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import accounts
-
     actor = f"cli:{getpass.getuser()}"
     now_ms = int(time.time() * 1000)
     sub = args.users_cmd
@@ -459,6 +461,8 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                 accounts.validate_role_scope(city, args.role, args.scope)
                 if args.role == "wall" and args.password_stdin:
                     raise accounts.AccountError("wall users have no password: omit it")
+                if accounts.get_user(engine, args.username) is not None:
+                    raise accounts.DuplicateUser(f"user {args.username} already exists")
                 password = None if args.role == "wall" else _read_password(args)
                 u = accounts.create_user(
                     engine,
@@ -497,12 +501,13 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import audit
-
     with sql_engine(settings) as engine:
         if args.audit_cmd == "verify":
             result = audit.verify(engine)
-            print(result.describe(), file=sys.stdout if result.ok else sys.stderr)
+            print(result.describe())
+            if not result.ok and result.bad_seq is not None:
+                row = audit.row(engine, result.bad_seq)
+                print(f"  row: {row}" if row else f"  (no row with seq {result.bad_seq})")
             return 0 if result.ok else 1
         days = args.days if args.days is not None else settings.auth.audit_retention_days
         n = audit.purge(engine, days, int(time.time() * 1000), actor=f"cli:{getpass.getuser()}")

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -141,3 +142,37 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     d = ARTIFACTS / request.node.name.replace("/", "_")
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+@contextmanager
+def signed_in(
+    app: Any, role: str = "city_leader", scope: str = "320100", username: str = "tester"
+) -> Iterator[None]:
+    """A request context whose session holds a principal (for calling callbacks directly)."""
+    from flask import session
+
+    with app.server.test_request_context("/"):
+        session["p"] = {
+            "username": username,
+            "role": role,
+            "scope": scope,
+            "display_name": username,
+            "wall": False,
+        }
+        yield
+
+
+def sign_in_client(
+    client: Any, role: str = "city_leader", scope: str = "320100", username: str = "tester"
+) -> Any:
+    """A Flask test client with a signed-in session."""
+    with client.session_transaction() as sess:
+        sess["p"] = {
+            "username": username,
+            "role": role,
+            "scope": scope,
+            "display_name": username,
+            "wall": False,
+        }
+        sess["csrf"] = "test-csrf"
+    return client

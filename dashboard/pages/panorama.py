@@ -7,7 +7,7 @@ from typing import Any
 import dash
 from dash import Input, Output, State, dcc, html, no_update
 
-from dashboard import ids
+from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import (
@@ -40,12 +40,26 @@ def not_found(area_id: str, lang: str) -> html.Div:
     )
 
 
+def denied(lang: str) -> html.Div:
+    return html.Div(
+        [
+            html.H2(t("auth.denied", lang)),
+            html.P(t("auth.denied.body", lang)),
+            dcc.Link(t("notfound.back", lang), href="/"),
+        ],
+        className="wg-panel notfound",
+        id="denied",
+    )
+
+
 def layout(area_id: str | None = None, **query: Any) -> Any:
     b = current()
     lang = L.lang()
-    view = view_of(b.city, area_id)
+    view = view_of(b.city, area_id or auth.home_area(b.city))
     if view is None:
         return not_found(str(area_id), lang)
+    if not auth.allowed(b.city, view.area_id):
+        return denied(lang)
     s = b.settings.dashboard
     metric_options = [{"label": t(f"metric.{m}", lang), "value": m} for m in METRICS]
     toolbar = html.Div(
@@ -203,6 +217,8 @@ def cached_outputs(
 def outputs(
     b: Any, area_id: str, metric: str, allgrids: bool, lang: str, last_ok: int | None
 ) -> tuple[Any, ...]:
+    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
+        return (no_update,) * 3 + ([denied(lang)],) + (no_update,) * 8
     panel = L.panel_or_stale(b, area_id, metric, allgrids, lang, last_ok)
     if panel is None:
         return (no_update,) * 12
@@ -232,5 +248,6 @@ def outputs(
     prevent_initial_call=True,
 )
 def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
-    target = L.drill_target(current().city, area_id, click)
-    return f"/area/{target}" if target else no_update
+    city = current().city
+    target = L.drill_target(city, area_id, click)
+    return f"/area/{target}" if target and auth.allowed(city, target) else no_update

@@ -12,7 +12,7 @@ from typing import Any
 import dash
 from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 
-from dashboard import ids
+from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import (
@@ -46,9 +46,9 @@ def layout(
 ) -> Any:
     b = current()
     lang = L.lang()
-    view = view_of(b.city, area_id)
-    if view is None:  # a wall never shows an error: fall back to the city
-        view = view_of(b.city, None)
+    view = view_of(b.city, area_id or auth.home_area(b.city))
+    if view is None or not auth.allowed(b.city, view.area_id):
+        view = view_of(b.city, auth.home_area(b.city))  # a wall never shows an error page
         assert view is not None
     metric = metric if metric in METRICS else "open"
     try:
@@ -158,6 +158,8 @@ dash.clientside_callback(
     prevent_initial_call=True,
 )
 def tour_step(_n: int, areas: list[str], state: dict[str, Any]) -> Any:
+    city = current().city
+    areas = [a for a in areas or [] if auth.allowed(city, a)]
     if not areas:
         return no_update
     nxt = next_in_tour(areas, state["area"])
@@ -189,6 +191,8 @@ def wall_refresh(
 ) -> tuple[Any, ...]:
     b = current()
     area_id, metric = state["area"], state["metric"]
+    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
+        return (no_update,) * 11 + (t("auth.denied", lang), no_update)
     panel = L.panel_or_stale(b, area_id, metric, False, lang, last_ok)
     if panel is None:
         return (no_update,) * 13

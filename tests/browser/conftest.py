@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import redis
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
+from pipelines import accounts
 from pipelines.geo import City, demo_city
 from tests.conftest import open_engine, settings_for
 from tests.integration.test_dashboard import fill
@@ -32,6 +34,39 @@ FLAGS = (
     "--hide-scrollbars",
     "--lang=zh-CN",
 )
+
+
+PASSWORD = "correct-horse-battery"
+USERS = (("leader", "city_leader", "320100"), ("xuanwu", "district_commander", "320102"))
+
+
+def login(driver: Any, base: str, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the real form (skipped when already signed in as that user)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+    WebDriverWait(driver, 30).until(lambda d: "/login" not in d.current_url)
+
+
+def wall_url(base: str, token: str, path: str = "/wall") -> str:
+    sep = "&" if "?" in path else "?"
+    return f"{base}{path}{sep}token={token}"
+
+
+@pytest.fixture(scope="module")
+def wall_token(server_url: str, module_db: Any, city_small: City) -> str:
+    """A kiosk credential for the wall screen (a real token, stored hashed)."""
+    engine = open_engine(module_db)
+    now = int(time.time() * 1000)
+    if accounts.get_user(engine, "wall1") is None:
+        accounts.create_user(engine, city_small, "wall1", "wall", "320100", now_ms=now)
+    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=now)
+    engine.dispose()
+    return token
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +101,9 @@ def server_url(
     r = redis.Redis.from_url(redis_url)
     engine = open_engine(module_db)
     fill(settings, city_small, r, engine, minutes=20)
+    now = int(time.time() * 1000)
+    for name, role, scope in USERS:
+        accounts.create_user(engine, city_small, name, role, scope, password=PASSWORD, now_ms=now)
     app = create_app(settings, city=city_small, r=r)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import shot, viewport
+from tests.browser.conftest import login, shot, viewport, wall_url
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -24,7 +24,12 @@ class Wait:
 
     def __init__(self, driver: Any, seconds: float) -> None:
         self.driver = driver
-        self.inner = WebDriverWait(driver, seconds, poll_frequency=0.2)
+        self.inner = WebDriverWait(
+            driver,
+            seconds,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException,),
+        )
 
     def until(self, condition: Any) -> Any:
         try:
@@ -57,6 +62,7 @@ def fills(driver: Any, map_id: str) -> list[str]:
 
 
 def test_panorama_loads_with_live_values(chrome: Any, server_url: str, artifacts: Path) -> None:
+    login(chrome, server_url, "leader")
     viewport(chrome, 1600, 900)
     chrome.get(server_url + "/")
     wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) == 11)
@@ -75,6 +81,7 @@ def test_panorama_loads_with_live_values(chrome: Any, server_url: str, artifacts
 def test_click_drills_down_and_breadcrumb_goes_back(
     chrome: Any, server_url: str, artifacts: Path
 ) -> None:
+    login(chrome, server_url, "leader")
     viewport(chrome, 1600, 900)
     chrome.get(server_url + "/")
     wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) == 11)
@@ -98,6 +105,7 @@ def test_click_drills_down_and_breadcrumb_goes_back(
 def test_street_level_shows_workers_and_incidents(
     chrome: Any, server_url: str, artifacts: Path
 ) -> None:
+    login(chrome, server_url, "leader")
     viewport(chrome, 1600, 900)
     chrome.get(server_url + "/area/320102-001")
     wait(chrome).until(lambda d: len(map_paths(d, "pan-map")) > 3)
@@ -107,6 +115,7 @@ def test_street_level_shows_workers_and_incidents(
 def test_unknown_area_and_address_are_friendly(
     chrome: Any, server_url: str, artifacts: Path
 ) -> None:
+    login(chrome, server_url, "leader")
     chrome.get(server_url + "/area/no-such-place")
     panel = wait(chrome).until(EC.presence_of_element_located((By.ID, "notfound")))
     assert "未找到该区域" in panel.text and "返回全市" in panel.text
@@ -118,6 +127,7 @@ def test_unknown_area_and_address_are_friendly(
 
 
 def test_language_switch(chrome: Any, server_url: str) -> None:
+    login(chrome, server_url, "leader")
     chrome.get(server_url + "/area/320102")
     link = wait(chrome).until(EC.element_to_be_clickable((By.ID, "shell-lang-link")))
     link.click()
@@ -129,10 +139,10 @@ def test_language_switch(chrome: Any, server_url: str) -> None:
 
 @pytest.mark.parametrize("width, height", [(1920, 1080), (3840, 2160)])
 def test_wall_fills_the_screen(
-    chrome: Any, server_url: str, artifacts: Path, width: int, height: int
+    chrome: Any, server_url: str, artifacts: Path, width: int, height: int, wall_token: str
 ) -> None:
     viewport(chrome, width, height)
-    chrome.get(server_url + "/wall")
+    chrome.get(wall_url(server_url, wall_token))
     wait(chrome).until(lambda d: len(map_paths(d, "wall-map")) == 11)
     wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#wall-kpis .kpi")) == 9)
     wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".wall .main-svg")) >= 3)
@@ -165,10 +175,10 @@ def test_wall_fills_the_screen(
 
 
 def test_wall_red_warning_banner_comes_and_goes(
-    chrome: Any, server_url: str, artifacts: Path, warnings_writer: Any
+    chrome: Any, server_url: str, artifacts: Path, warnings_writer: Any, wall_token: str
 ) -> None:
     viewport(chrome, 1920, 1080)
-    chrome.get(server_url + "/wall")
+    chrome.get(wall_url(server_url, wall_token))
     wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#wall-kpis .kpi")) == 9)
     assert not chrome.find_elements(By.CSS_SELECTOR, ".wall-banner")
     warnings_writer({"320100": {"red": 1, "orange": 2}, "320102": {"red": 1}})
@@ -181,9 +191,9 @@ def test_wall_red_warning_banner_comes_and_goes(
     wait(chrome, 20).until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".wall-banner"))
 
 
-def test_wall_auto_tour_rotates(chrome: Any, server_url: str) -> None:
+def test_wall_auto_tour_rotates(chrome: Any, server_url: str, wall_token: str) -> None:
     viewport(chrome, 1920, 1080)
-    chrome.get(server_url + "/wall?tour=5")
+    chrome.get(wall_url(server_url, wall_token, "/wall?tour=5"))
     title = wait(chrome).until(EC.presence_of_element_located((By.ID, "wall-title")))
     wait(chrome).until(lambda d: d.find_element(By.ID, "wall-title").text.startswith("南京市"))
     wait(chrome, 30).until(

@@ -23,7 +23,7 @@ from pipelines.geo import City, GridIndex, demo_city
 from pipelines.runner import ClockJob, live_state, make_worker
 from pipelines.settings import Settings
 from pipelines.streams import publish
-from tests.conftest import settings_for
+from tests.conftest import settings_for, sign_in_client, signed_in
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_every_area_equals_the_sum_of_its_children(app_data: tuple[Dash, Setting
     app, _ = app_data
     b = backend(app)
     checked = 0
-    with app.server.test_request_context("/"):
+    with signed_in(app):
         for area in [b.city.city_id, *b.city.ids("district"), *b.city.ids("street")]:
             snap = L.snapshot(b, area)
             assert snap is not None
@@ -106,7 +106,7 @@ def test_refresh_callback_as_a_plain_function(app_data: tuple[Dash, Settings]) -
     pan = page_module("panorama")
     refresh, drill_down = pan.refresh, pan.drill_down
     b = backend(app)
-    with app.server.test_request_context("/"):
+    with signed_in(app):
         out = refresh(0, "open", [], b.city.city_id, None, "zh-CN")
         hideout, url, _legend, kpis, trend, cats, _hot, ticker, markers, stale, fresh, last = out
         assert len(hideout["values"]) == 11 and url == f"/geo/area/{b.city.city_id}.json"
@@ -130,7 +130,7 @@ def test_panel_is_computed_once_per_tick_for_all_viewers(app_data: tuple[Dash, S
     b = backend(app)
     frozen = time.time()
     b.clock = lambda: frozen
-    with app.server.test_request_context("/"):
+    with signed_in(app):
         before = b.cache.computed
         for _ in range(25):
             L.panel_or_stale(b, b.city.city_id, "open", False, "zh-CN", None)
@@ -143,7 +143,7 @@ def test_panel_is_computed_once_per_tick_for_all_viewers(app_data: tuple[Dash, S
 def test_unknown_area_is_a_friendly_panel(app_data: tuple[Dash, Settings]) -> None:
     app, _ = app_data
     layout = page_module("panorama").layout
-    with app.server.test_request_context("/area/nope"):
+    with signed_in(app):
         page = layout(area_id="<script>nope")
     assert page.id == "notfound"
     text = str(page)
@@ -152,8 +152,8 @@ def test_unknown_area_is_a_friendly_panel(app_data: tuple[Dash, Settings]) -> No
 
 def test_routes(app_data: tuple[Dash, Settings]) -> None:
     app, _ = app_data
-    c = app.server.test_client()
-    assert c.get("/geo/area/nope.json").status_code == 404
+    c = sign_in_client(app.server.test_client())
+    assert c.get("/geo/area/nope.json").status_code in (403, 404)
     r1 = c.get("/geo/area/320100.json", headers={"Accept-Encoding": "gzip"})
     assert r1.status_code == 200 and r1.headers["Content-Encoding"] == "gzip"
     assert "max-age" in r1.headers["Cache-Control"]
@@ -190,7 +190,7 @@ def test_stale_mark_then_recovery(
     app = create_app(settings, city=city, r=r)
     refresh = page_module("panorama").refresh
     b = backend(app)
-    with app.server.test_request_context("/"):
+    with signed_in(app):
         ok = refresh(0, "open", [], city.city_id, None, "en")
         assert ok[9] == ""
         last_ok = ok[11]

@@ -1,0 +1,349 @@
+"""Who may see and do what, enforced on the server.
+
+* **Sessions**: a signed, HttpOnly, SameSite=Lax cookie (Secure when the request came
+  over TLS) holding the principal; idle timeout; wall screens log in once with a
+  revocable kiosk token (``/wall?token=…``) and never time out.
+* **Policies**: every Flask route and every Dash callback has an explicit policy in the
+  registries below (a test fails if one is missing). Anything without a policy is
+  denied. The area scope always comes from the session, never from a component value:
+  ``allowed(area_id)`` is checked by every callback and route that takes an area.
+* **Hardening**: Dash's JSON endpoint and state-changing routes reject non-JSON bodies
+  and foreign Origins; a Content-Security-Policy without ``unsafe-inline`` scripts
+  (Dash's inline scripts are allowed by hash), ``object-src 'none'``,
+  ``frame-ancestors`` from settings, nosniff, HSTS over TLS; logins are rate-limited in
+  Redis (shared by every gunicorn worker); logins, failures and denials are audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+import redis
+from flask import Flask, Response, abort, jsonify, redirect, request, session
+from werkzeug.wrappers import Response as BaseResponse
+from flask.sessions import SecureCookieSessionInterface
+
+from pipelines import accounts, audit
+from pipelines.geo import City
+from pipelines.settings import Settings
+
+ALL = frozenset(accounts.ROLES)
+PEOPLE = ALL - {"wall"}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Roles allowed; ``public`` needs no session; ``scoped``: area checks apply."""
+
+    roles: frozenset[str] = ALL
+    public: bool = False
+    scoped: bool = True
+
+
+PUBLIC = Policy(public=True, scoped=False)
+
+# Flask endpoints → policy. Dash's own endpoints are named by their rule.
+ROUTE_POLICIES: dict[str, Policy] = {
+    "static": PUBLIC,
+    "_dash_assets.static": PUBLIC,
+    "/_dash-component-suites/<string:package_name>/<path:fingerprinted_path>": PUBLIC,
+    "/_favicon.ico": PUBLIC,
+    "/_reload-hash": PUBLIC,
+    "healthz": PUBLIC,
+    "set_lang": PUBLIC,
+    "login": PUBLIC,
+    "logout": Policy(scoped=False),
+    "/_dash-layout": Policy(scoped=False),
+    "/_dash-dependencies": Policy(scoped=False),
+    "/_dash-update-component": Policy(scoped=False),  # + the callback's own policy
+    "/": Policy(scoped=False),
+    "/<path:path>": Policy(scoped=False),
+    "geo_area": Policy(),
+    "geo_grids": Policy(roles=frozenset({"city_leader", "admin", "supervisor", "wall"})),
+    "admin_audit": Policy(roles=frozenset({"admin"}), scoped=False),
+}
+
+# Dash callbacks, by the id prefix of their outputs → policy.
+CALLBACK_POLICIES: dict[str, Policy] = {
+    "_pages_": Policy(scoped=False),  # the page router: layouts check scope themselves
+    "pan-": Policy(roles=PEOPLE),
+    "url.": Policy(roles=PEOPLE),  # drill-down navigation from the panorama map
+    "wall-": Policy(),
+}
+
+
+def callback_policy(output_spec: str) -> Policy | None:
+    """The policy of a callback from its output spec (e.g. ``..pan-geo.hideout...``)."""
+    first = output_spec.lstrip(".").split("...")[0]
+    for prefix, policy in CALLBACK_POLICIES.items():
+        if first.startswith(prefix):
+            return policy
+    return None
+
+
+@dataclass(frozen=True)
+class Principal:
+    username: str
+    role: str
+    scope: str
+    display_name: str = ""
+    wall: bool = False
+
+    @classmethod
+    def of(cls, user: accounts.User, wall: bool = False) -> Principal:
+        return cls(user.username, user.role, user.scope_area_id, user.display_name, wall)
+
+
+def principal() -> Principal | None:
+    data = session.get("p")
+    if not data:
+        return None
+    return Principal(**data)
+
+
+def allowed(city: City, area_id: str | None) -> bool:
+    """May the session's principal see this area? (scope from the session only)"""
+    p = principal()
+    if p is None or not isinstance(area_id, str) or city.area(area_id) is None:
+        return False
+    return accounts.scope_allows(p.scope, area_id, city)
+
+
+def home_area(city: City) -> str:
+    p = principal()
+    return p.scope if p else city.city_id
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Cookie session whose Secure flag follows the request (set behind TLS)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(request.is_secure) if request else False
+
+
+def secret_key(settings: Settings) -> str:
+    if settings.auth.secret_key:
+        return settings.auth.secret_key
+    path = Path(settings.path(settings.run.var_dir)) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text().strip()
+
+
+# ------------------------------------------------------------------ enforcement
+
+
+@dataclass
+class Guard:
+    """Installs the checks on a Flask server; state is explicit (no globals)."""
+
+    settings: Settings
+    city: City
+    r: redis.Redis
+    engine: Any
+    csp_hashes: Callable[[], list[str]]
+    clock: Callable[[], float] = time.time
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def install(self, server: Flask) -> None:
+        server.secret_key = secret_key(self.settings)
+        server.session_interface = SessionInterface()
+        server.config.update(
+            SESSION_COOKIE_NAME="wg_session",
+            SESSION_COOKIE_HTTPONLY=True,
+            SESSION_COOKIE_SAMESITE="Lax",
+        )
+        server.before_request(self.before)
+        server.after_request(self.headers)
+
+    # ---------------------------------------------------------------- per request
+
+    def before(self) -> BaseResponse | None:
+        endpoint = request.endpoint or ""
+        policy = ROUTE_POLICIES.get(endpoint)
+        if request.method == "POST" and not self.same_origin():
+            return self.deny("foreign origin", status=403)
+        if policy is None:
+            if request.url_rule is None:
+                return None  # 404 from Flask itself
+            return self.deny(f"no policy for {endpoint}", status=403)
+        wall = self.wall_login()
+        if wall is not None:
+            return wall
+        self.expire_idle()
+        if policy.public:
+            return None
+        p = principal()
+        if p is None:
+            if endpoint in ("/", "/<path:path>"):
+                return redirect(f"/login?next={request.full_path.rstrip('?')}")
+            return self.deny("login required", status=401)
+        if p.role not in policy.roles:
+            return self.deny(f"role {p.role} may not use {endpoint}")
+        if endpoint == "/_dash-update-component":
+            return self.check_callback(p)
+        area = (request.view_args or {}).get("area_id")
+        if policy.scoped and area is not None and not allowed(self.city, str(area)):
+            return self.deny("area outside scope")
+        return None
+
+    def check_callback(self, p: Principal) -> Response | None:
+        if not request.is_json:
+            return self.deny("callback body must be JSON", status=403)
+        body = request.get_json(silent=True) or {}
+        output = str(body.get("output", ""))
+        policy = callback_policy(output)
+        if policy is None:
+            return self.deny(f"no policy for callback {output[:80]}")
+        if p.role not in policy.roles:
+            return self.deny(f"role {p.role} may not run {output[:80]}")
+        return None
+
+    def same_origin(self) -> bool:
+        origin = request.headers.get("Origin") or request.headers.get("Referer")
+        if not origin:
+            return True  # non-browser clients; browsers always send Origin on POST
+        return urlparse(origin).netloc == request.host
+
+    def expire_idle(self) -> None:
+        data = session.get("p")
+        if not data or data.get("wall"):
+            return
+        now = self.now_ms()
+        last = int(session.get("seen", now))
+        if now - last > self.settings.auth.idle_minutes * 60_000:
+            session.clear()
+            return
+        if now - last > 30_000:  # refresh the cookie at most twice a minute
+            session["seen"] = now
+
+    def wall_login(self) -> BaseResponse | None:
+        """``/wall…?token=…`` signs a kiosk in once, then drops the token from the URL."""
+        token = request.args.get("token")
+        if not token or not request.path.startswith("/wall"):
+            return None
+        user = accounts.verify_wall_token(self.engine, token, self.now_ms())
+        if user is None:
+            self.audit("wall_token_rejected", target=request.path, actor="anonymous")
+            return self.deny("invalid or expired wall token", status=401)
+        self.start_session(user, wall=True)
+        self.audit("wall_login", target=request.path)
+        args = {k: v for k, v in request.args.items() if k != "token"}
+        query = "&".join(f"{k}={v}" for k, v in args.items())
+        return redirect(request.path + (f"?{query}" if query else ""))
+
+    def start_session(self, user: accounts.User, wall: bool = False) -> None:
+        session.clear()
+        session["p"] = Principal.of(user, wall).__dict__
+        session["seen"] = self.now_ms()
+        session["csrf"] = secrets.token_urlsafe(24)
+        session.permanent = wall
+
+    def deny(self, why: str, status: int = 403) -> Response:
+        p = principal()
+        self.audit("denied", target=request.path, detail={"why": why, "status": status})
+        if request.accept_mimetypes.best == "text/html" and status == 403:
+            resp = Response(_denied_page(status), status=status, mimetype="text/html")
+            return resp
+        resp = jsonify(
+            {
+                "error": "forbidden" if status == 403 else "unauthorized",
+                "why": why if p else "login required",
+            }
+        )
+        resp.status_code = status
+        return resp
+
+    def audit(
+        self,
+        action: str,
+        *,
+        target: str = "",
+        detail: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        p = principal()
+        with contextlib.suppress(Exception):  # a down audit store must not stop the app
+            audit.record(
+                self.engine,
+                actor=actor or (p.username if p else "anonymous"),
+                role=p.role if p else "",
+                scope=p.scope if p else "",
+                action=action,
+                target=target,
+                detail={"ip": request.remote_addr, **(detail or {})},
+                now_ms=self.now_ms(),
+            )
+
+    def rate_limited(self, bucket: str, per_minute: int) -> bool:
+        """Fixed one-minute window in Redis, shared by every gunicorn worker."""
+        key = f"{self.settings.redis.prefix}:rl:{bucket}:{int(self.clock() // 60)}"
+        try:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count = int(pipe.execute()[0])
+        except redis.RedisError:
+            return False
+        return count > per_minute
+
+    def headers(self, resp: Response) -> Response:
+        tiles = urlparse(self.settings.dashboard.tile_url)
+        tile_src = f" {tiles.scheme}://{tiles.netloc.split('{')[0]}*" if tiles.netloc else ""
+        scripts = " ".join(["'self'", *self.csp_hashes()])
+        resp.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
+            f"img-src 'self' data: blob:{tile_src}; connect-src 'self'; font-src 'self' data:; "
+            f"object-src 'none'; base-uri 'self'; form-action 'self'; "
+            f"frame-ancestors {self.settings.auth.frame_ancestors}"
+        )
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "same-origin"
+        resp.headers["X-Frame-Options"] = (
+            "SAMEORIGIN"
+            if self.settings.auth.frame_ancestors == "'self'"
+            else resp.headers.get("X-Frame-Options", "SAMEORIGIN")
+        )
+        if request.is_secure:
+            resp.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        return resp
+
+
+def _denied_page(status: int) -> bytes:
+    return (
+        "<!doctype html><meta charset=utf-8><title>无权访问 · Forbidden</title>"
+        "<body style='background:#06101f;color:#d8e9ff;font-family:sans-serif;"
+        "text-align:center;padding-top:15vh'><h2>无权访问 · Access denied</h2>"
+        f"<p>{status}</p><p><a style='color:#41c7ff' href='/'>返回 · Back</a></p></body>"
+    ).encode()
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+__all__ = [
+    "CALLBACK_POLICIES",
+    "ROUTE_POLICIES",
+    "Guard",
+    "Policy",
+    "abort",
+    "allowed",
+    "callback_policy",
+    "home_area",
+    "principal",
+]

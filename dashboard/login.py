@@ -1,0 +1,116 @@
+"""Login and logout: a small server-rendered form (no Dash), zh-CN / English."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from html import escape
+from urllib.parse import urlparse
+
+from flask import Flask, Response, redirect, request, session
+from werkzeug.wrappers import Response as BaseResponse
+
+from dashboard.auth import Guard
+from dashboard.i18n import current_lang
+from pipelines import accounts
+
+TEXT = {
+    "title": ("登录 · 网格化社会治理态势感知平台", "Sign in · Grid Governance Platform"),
+    "user": ("用户名", "Username"),
+    "password": ("密码", "Password"),
+    "submit": ("登录", "Sign in"),
+    "bad": ("用户名或密码错误。", "Wrong username or password."),
+    "locked": ("登录失败次数过多，请稍后再试。", "Too many failed attempts; try again later."),
+    "limited": ("请求过于频繁，请稍后再试。", "Too many attempts; try again in a minute."),
+    "expired": ("会话已失效，请重新登录。", "Your session expired; please sign in again."),
+}
+
+
+def _t(key: str, lang: str) -> str:
+    zh, en = TEXT[key]
+    return en if lang == "en" else zh
+
+
+def _safe_next(target: str | None) -> str:
+    parsed = urlparse(target or "/")
+    if (
+        parsed.scheme
+        or parsed.netloc
+        or not parsed.path.startswith("/")
+        or parsed.path.startswith("//")
+    ):
+        return "/"
+    return parsed.path + (f"?{parsed.query}" if parsed.query else "")
+
+
+def _csrf() -> str:
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return str(token)
+
+
+def page(lang: str, error: str = "", next_url: str = "/") -> Response:
+    body = f"""<!doctype html><html lang="{"en" if lang == "en" else "zh-CN"}"><head>
+<meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{escape(_t("title", lang))}</title><link rel="stylesheet" href="/assets/theme.css">
+</head><body><div class="wg-panel notfound login" id="login">
+<h2>{escape(_t("title", lang))}</h2>
+<form method="post" action="/login">
+<input type="hidden" name="csrf" value="{escape(_csrf())}">
+<input type="hidden" name="next" value="{escape(next_url)}">
+<p><label>{escape(_t("user", lang))}<br>
+<input name="username" id="username" autocomplete="username" required></label></p>
+<p><label>{escape(_t("password", lang))}<br>
+<input name="password" id="password" type="password" autocomplete="current-password" required>
+</label></p>
+<p class="wg-error" id="login-error">{escape(error)}</p>
+<p><button type="submit" id="login-submit">{escape(_t("submit", lang))}</button></p>
+</form></div></body></html>"""
+    resp = Response(body, mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def install(server: Flask, guard: Guard) -> None:
+    default = guard.settings.dashboard.language
+
+    @server.route("/login", methods=["GET", "POST"])
+    def login() -> BaseResponse:
+        lang = current_lang(default)
+        if request.method == "GET":
+            return page(lang, next_url=_safe_next(request.args.get("next")))
+        next_url = _safe_next(request.form.get("next"))
+        sent = request.form.get("csrf", "")
+        if not sent or not hmac.compare_digest(sent, str(session.get("csrf", ""))):
+            return _status(page(lang, _t("expired", lang), next_url), 400)
+        ip = request.remote_addr or "?"
+        if guard.rate_limited(f"login:{ip}", guard.settings.auth.login_rate_per_minute):
+            guard.audit("login_rate_limited", target=ip)
+            return _status(page(lang, _t("limited", lang), next_url), 429)
+        result = accounts.authenticate(
+            guard.engine,
+            guard.settings.auth,
+            request.form.get("username", ""),
+            request.form.get("password", ""),
+            guard.now_ms(),
+            detail={"ip": ip},
+        )
+        if not result.ok or result.user is None:
+            why = "locked" if result.status == "locked" else "bad"
+            return _status(page(lang, _t(why, lang), next_url), 401)
+        guard.start_session(result.user)
+        return redirect(next_url)
+
+    @server.route("/logout", methods=["POST"])
+    def logout() -> BaseResponse:
+        sent = request.form.get("csrf", "")
+        if sent and hmac.compare_digest(sent, str(session.get("csrf", ""))):
+            guard.audit("logout")
+            session.clear()
+        return redirect("/login")
+
+
+def _status(resp: Response, code: int) -> Response:
+    resp.status_code = code
+    return resp
