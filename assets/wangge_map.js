@@ -24,7 +24,10 @@ window.wangge = Object.assign({}, window.wangge, {
     },
     tooltip: function (feature, layer) {
       if (feature.properties && feature.properties.n) {
-        layer.bindTooltip(feature.properties.n, {sticky: true, className: "wg-tip"});
+        /* Names may come from an imported file: always text, never HTML. */
+        var label = document.createElement("span");
+        label.textContent = String(feature.properties.n);
+        layer.bindTooltip(label, {sticky: true, className: "wg-tip"});
       }
     },
     point: function (feature, latlng) {

@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import orjson
 import redis
 from flask import Flask, Response, abort, jsonify, redirect, request, session
-from werkzeug.wrappers import Response as BaseResponse
 from flask.sessions import SecureCookieSessionInterface
+from werkzeug.wrappers import Response as BaseResponse
 
 from pipelines import accounts, audit
 from pipelines.geo import City
@@ -187,7 +187,7 @@ class Guard:
         self.expire_idle()
         if policy.public:
             return None
-        p = principal()
+        p = self.recheck(principal())
         if p is None:
             if endpoint in ("/", "/<path:path>"):
                 return redirect(f"/login?next={request.full_path.rstrip('?')}")
@@ -200,6 +200,21 @@ class Guard:
         if policy.scoped and area is not None and not allowed(self.city, str(area)):
             return self.deny("area outside scope")
         return None
+
+    def recheck(self, p: Principal | None) -> Principal | None:
+        """Every 30 s, reload the user: disabling or a role change takes effect at once."""
+        if p is None:
+            return None
+        now = self.now_ms()
+        if now - int(session.get("checked", 0)) < 30_000:
+            return p
+        user = accounts.get_user(self.engine, p.username)
+        if user is None or user.disabled or (user.role, user.scope_area_id) != (p.role, p.scope):
+            self.audit("session_revoked", target=p.username)
+            session.clear()
+            return None
+        session["checked"] = now
+        return p
 
     def check_callback(self, p: Principal) -> Response | None:
         if not request.is_json:

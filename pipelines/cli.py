@@ -260,6 +260,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             )
         server = _serve_dashboard(s, args.port)
         url = f"http://{s.dashboard.host}:{server.server_port}/"
+        _print_demo_accounts(rt.engine, city, url)
         print(f"\n  ➜ Dashboard: {url}\n", flush=True)
         try:
             while not stop.wait(1.0):
@@ -270,6 +271,17 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             sup.stop()
     print("stopped.", flush=True)
     return 0
+
+
+def _print_demo_accounts(engine: Engine, city: geo.City, url: str) -> None:
+    """One account per role on the laptop demo (passwords are fresh each start)."""
+    rows = accounts.demo_accounts(engine, city, int(time.time() * 1000))
+    print("\n  demo accounts (role · scope · sign in):", flush=True)
+    for username, role, scope, secret in rows:
+        if role == "wall":
+            print(f"    {role:18s} {scope:12s} {url}wall?token={secret}", flush=True)
+        else:
+            print(f"    {role:18s} {scope:12s} {username} / {secret}", flush=True)
 
 
 def _safe_url(url: str) -> str:

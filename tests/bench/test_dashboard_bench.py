@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -40,10 +41,10 @@ import requests
 from dash import Input, Output
 from dash._utils import split_callback_id
 
-from dashboard import ids
+from dashboard import auth, ids
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION, Backend
-from pipelines import simulate, store
+from pipelines import accounts, simulate, store
 from pipelines.geo import City, GridIndex, demo_cache_path, load_city
 from pipelines.runner import ClockJob, live_state, make_worker, stream_name
 from pipelines.settings import GeoSettings, Settings, child_environ
@@ -196,11 +197,25 @@ def dash_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         loaded, clock = _fill_live_state(settings, city, r, engine, N_EVENTS)
         app = create_app(settings, city=city, r=r, clock=clock)
-        # The do-nothing baseline callback, on the same app, measured the same way.
+        # The do-nothing baseline callback, on the same app, measured the same way
+        # (registered with its own policy: every callback needs one).
+        auth.CALLBACK_POLICIES.setdefault("bench-", auth.Policy())
         app.callback(Output("bench-noop", "children"), Input("bench-noop-in", "n_clicks"))(
             lambda n: n
         )
-        client = app.server.test_client()
+        now_ms = int(clock() * 1000)
+        accounts.create_user(
+            engine,
+            city,
+            BENCH_USER,
+            "city_leader",
+            city.city_id,
+            password=BENCH_PASSWORD,
+            now_ms=now_ms,
+        )
+        accounts.create_user(engine, city, "benchwall", "wall", city.city_id, now_ms=now_ms)
+        WALL["token"] = accounts.issue_wall_token(engine, "benchwall", 30, now_ms=now_ms)
+        client = signed(app)
         assert client.get("/_dash-dependencies").status_code == 200  # Dash's first-request setup
         street = city.children(DISTRICT_ID)[0]
         loaded["setup_s"] = time.perf_counter() - t0
@@ -257,6 +272,58 @@ def _check_refresh(resp_json: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- figures
 
 
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password-1"
+WALL: dict[str, str] = {}
+
+
+def signed(app: Any) -> Any:
+    """A test client signed in as the bench's city leader (a real account)."""
+    c = app.server.test_client()
+    with c.session_transaction() as sess:
+        sess["p"] = {
+            "username": BENCH_USER,
+            "role": "city_leader",
+            "scope": CITY_ID,
+            "display_name": BENCH_USER,
+            "wall": False,
+        }
+    return c
+
+
+def http_login(base: str) -> Any:
+    """Sign in through the real form once; the session cookie is shared by all viewers."""
+    with requests.Session() as s:
+        page = s.get(base + "/login", timeout=30).text
+        token = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert token, page[:300]
+        resp = s.post(
+            base + "/login",
+            data={
+                "username": BENCH_USER,
+                "password": BENCH_PASSWORD,
+                "csrf": token.group(1),
+                "next": "/",
+            },
+            headers={"Origin": base},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert resp.status_code == 302, resp.text[:300]
+        return s.cookies.copy()
+
+
+def browser_login(driver: Any, base: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "username").send_keys(BENCH_USER)
+    driver.find_element(By.ID, "password").send_keys(BENCH_PASSWORD)
+    driver.find_element(By.ID, "login-submit").click()
+    deadline = time.time() + 30
+    while "/login" in driver.current_url and time.time() < deadline:
+        time.sleep(0.1)
+
+
 def test_dash_context(dash_env: DashEnv) -> None:
     b = dash_env.backend
     bench(
@@ -279,7 +346,7 @@ def _timed_calls(
 
     Returns (warm_ms, cold_ms): cold = the call computed a shared value (cache miss).
     """
-    client = env.app.server.test_client()
+    client = signed(env.app)
     b = env.backend
     warm: list[float] = []
     cold: list[float] = []
@@ -370,7 +437,7 @@ def test_refresh_server_time(dash_env: DashEnv) -> None:
 
 def _realtime_calls(env: DashEnv, make_body: Any, seconds: float, rate: float) -> list[float]:
     """POSTs at ``rate``/s for ``seconds`` of real time (the clock is not stepped)."""
-    client = env.app.server.test_client()
+    client = signed(env.app)
     out: list[float] = []
     end = time.monotonic() + seconds
     i = 0
@@ -414,7 +481,7 @@ def test_refresh_server_time_realtime(dash_env: DashEnv) -> None:
 
 def test_refresh_bytes(dash_env: DashEnv) -> None:
     env, app = dash_env, dash_env.app
-    client = app.server.test_client()
+    client = signed(app)
     cases = {
         "city_allgrids": (CITY_ID, True),
         "city": (CITY_ID, False),
@@ -572,6 +639,7 @@ WALL_PROBE = [
 def test_first_load_bytes(dash_env: DashEnv, live_server: str) -> None:
     driver = chromium(probe=PAN_PROBE)
     try:
+        browser_login(driver, live_server)
         t = time.perf_counter()
         driver.get(live_server + "/")
         render_ms = wait_rendered(driver)
@@ -638,7 +706,7 @@ def test_wall_first_render(dash_env: DashEnv, live_server: str) -> None:
     for _ in range(WALL_LOADS):
         driver = chromium(1920, 1080, probe=WALL_PROBE)
         try:
-            driver.get(live_server + "/wall")
+            driver.get(live_server + f"/wall?token={WALL['token']}")
             runs.append(wait_rendered(driver) / 1000)
             size = driver.execute_script("return [window.innerWidth, window.innerHeight];")
         finally:
@@ -732,7 +800,9 @@ def test_viewers_200(dash_env: DashEnv, gunicorn_url: tuple[str, Any]) -> None:
     headers = {"Content-Type": "application/json", "Accept-Encoding": "gzip"}
     # warm-up: each worker does Dash's first-request setup, builds view/geometry caches
     warmup_retries = 0
+    cookies = http_login(url)
     with requests.Session() as s:
+        s.cookies.update(cookies)
         for a in sorted(set(areas)) * 2:
             body = orjson.dumps(refresh_body(app, a, 0))
             try:
@@ -753,6 +823,7 @@ def test_viewers_200(dash_env: DashEnv, gunicorn_url: tuple[str, Any]) -> None:
         rng = random.Random(i)
         area = areas[i]
         sess = requests.Session()
+        sess.cookies.update(cookies)
         t_next = start + rng.uniform(0, VIEWER_PERIOD_S)
         n = 0
         mine: list[tuple[float, float, str, bool]] = []

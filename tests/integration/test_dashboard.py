@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from dashboard import live as L
 from dashboard.app import create_app, page_module
 from dashboard.backend import Backend
-from pipelines import simulate, store
+from pipelines import accounts, simulate, store
 from pipelines.embedded import EmbeddedRedis
 from pipelines.geo import City, GridIndex, demo_city
 from pipelines.runner import ClockJob, live_state, make_worker
@@ -74,6 +74,15 @@ def app_data(
 ) -> tuple[Dash, Settings]:
     settings = settings_for(redis_url, prefix, db_url, tmp_path)
     fill(settings, city, rclient, engine)
+    accounts.create_user(
+        engine,
+        city,
+        "tester",
+        "city_leader",
+        city.city_id,
+        password="not-used-here-1",
+        now_ms=int(time.time() * 1000),
+    )
     return create_app(settings, city=city, r=rclient), settings
 
 
