@@ -60,6 +60,8 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "healthz": PUBLIC,
     "set_lang": PUBLIC,
     "login": PUBLIC,
+    "sso_login": PUBLIC,  # 404 unless auth.oidc_issuer is set (dashboard/sso.py)
+    "sso_callback": PUBLIC,
     "logout": Policy(scoped=False),
     "/_dash-layout": Policy(scoped=False),
     "/_dash-dependencies": Policy(scoped=False),

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 from flask import Flask, Response, redirect, request, session
 from werkzeug.wrappers import Response as BaseResponse
 
+from dashboard import sso
 from dashboard.auth import Guard
 from dashboard.i18n import current_lang
 from pipelines import accounts, audit
@@ -33,7 +34,14 @@ def _t(key: str, lang: str) -> str:
 
 
 def _safe_next(target: str | None) -> str:
-    parsed = urlparse(target or "/")
+    """A local path to go to after login; anything else becomes ``/``.
+
+    Backslashes and control characters are refused too: browsers read ``/\\evil`` and
+    ``/<TAB>/evil`` as ``//evil`` (another host)."""
+    target = target or "/"
+    if "\\" in target or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return "/"
+    parsed = urlparse(target)
     if (
         parsed.scheme
         or parsed.netloc
@@ -51,7 +59,8 @@ def _csrf() -> str:
     return str(token)
 
 
-def page(lang: str, error: str = "", next_url: str = "/") -> Response:
+def page(lang: str, error: str = "", next_url: str = "/", sso_link: bool = False) -> Response:
+    """The login form; ``sso_link`` adds the single sign-on link (when SSO is on)."""
     body = f"""<!doctype html><html lang="{"en" if lang == "en" else "zh-CN"}"><head>
 <meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{escape(_t("title", lang))}</title><link rel="stylesheet" href="/assets/theme.css">
@@ -67,7 +76,7 @@ def page(lang: str, error: str = "", next_url: str = "/") -> Response:
 </label></p>
 <p class="wg-error" id="login-error">{escape(error)}</p>
 <p><button type="submit" id="login-submit">{escape(_t("submit", lang))}</button></p>
-</form></div></body></html>"""
+</form>{sso.link_html(next_url) if sso_link else ""}</div></body></html>"""
     resp = Response(body, mimetype="text/html")
     resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -75,20 +84,24 @@ def page(lang: str, error: str = "", next_url: str = "/") -> Response:
 
 def install(server: Flask, guard: Guard) -> None:
     default = guard.settings.dashboard.language
+    with_sso = sso.enabled(guard.settings)
+
+    def render(lang: str, error: str = "", next_url: str = "/") -> Response:
+        return page(lang, error, next_url, sso_link=with_sso)
 
     @server.route("/login", methods=["GET", "POST"])
     def login() -> BaseResponse:
         lang = current_lang(default)
         if request.method == "GET":
-            return page(lang, next_url=_safe_next(request.args.get("next")))
+            return render(lang, next_url=_safe_next(request.args.get("next")))
         next_url = _safe_next(request.form.get("next"))
         sent = request.form.get("csrf", "")
         if not sent or not hmac.compare_digest(sent, str(session.get("csrf", ""))):
-            return _status(page(lang, _t("expired", lang), next_url), 400)
+            return _status(render(lang, _t("expired", lang), next_url), 400)
         ip = request.remote_addr or "?"
         if guard.rate_limited(f"login:{ip}", guard.settings.auth.login_rate_per_minute):
             guard.audit("login_rate_limited", target=ip)
-            return _status(page(lang, _t("limited", lang), next_url), 429)
+            return _status(render(lang, _t("limited", lang), next_url), 429)
         result = accounts.authenticate(
             guard.engine,
             guard.settings.auth,
@@ -99,9 +112,11 @@ def install(server: Flask, guard: Guard) -> None:
         )
         if not result.ok or result.user is None:
             why = "locked" if result.status == "locked" else "bad"
-            return _status(page(lang, _t(why, lang), next_url), 401)
+            return _status(render(lang, _t(why, lang), next_url), 401)
         guard.start_session(result.user)
         return redirect(next_url)
+
+    sso.install(server, guard, render, _safe_next)
 
     @server.route("/admin/audit")
     def admin_audit() -> BaseResponse:

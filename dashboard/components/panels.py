@@ -45,6 +45,24 @@ def breadcrumbs(view: AreaView, lang: str, base: str = "/area/") -> list[Any]:
     return out
 
 
+def message_panel(
+    title: str, body: str, link_text: str, panel_id: str, href: str = "/"
+) -> html.Div:
+    """A friendly full-width message (not found, denied, coming): never a traceback."""
+    return html.Div(
+        [html.H2(title), html.P(body), dcc.Link(link_text, href=href)],
+        className="wg-panel notfound",
+        id=panel_id,
+    )
+
+
+def graph_panel(title: str, graph_id: str, config: Any, height: str) -> html.Div:
+    return html.Div(
+        [html.H3(title), dcc.Graph(id=graph_id, config=config, style={"height": height})],
+        className="wg-panel",
+    )
+
+
 def _tile(label: str, value: str, sub: str = "", cls: str = "", wide: bool = False) -> html.Div:
     return html.Div(
         [

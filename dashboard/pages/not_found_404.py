@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import dcc, html
 
 from dashboard import live as L
+from dashboard.components.panels import message_panel
 from dashboard.i18n import t
 
 dash.register_page(__name__, path="/404")
@@ -15,12 +15,9 @@ dash.register_page(__name__, path="/404")
 
 def layout(**_: Any) -> Any:
     lang = L.lang()
-    return html.Div(
-        [
-            html.H2(t("page.notfound", lang)),
-            html.P(t("page.notfound.body", lang)),
-            dcc.Link(t("notfound.back", lang), href="/"),
-        ],
-        className="wg-panel notfound",
-        id="notfound",
+    return message_panel(
+        t("page.notfound", lang),
+        t("page.notfound.body", lang),
+        t("notfound.back", lang),
+        "notfound",
     )

@@ -13,10 +13,12 @@ from dashboard.backend import current
 from dashboard.components.panels import (
     breadcrumbs,
     category_figure,
+    graph_panel,
     hotspot_list,
     kpi_tiles,
     leaflet_map,
     legend,
+    message_panel,
     ticker_list,
     trend_figure,
 )
@@ -29,26 +31,17 @@ GRAPH_CONFIG: Any = {"displayModeBar": False, "responsive": True}
 
 
 def not_found(area_id: str, lang: str) -> html.Div:
-    return html.Div(
-        [
-            html.H2(t("notfound.title", lang)),
-            html.P(t("notfound.body", lang, id=area_id)),
-            dcc.Link(t("notfound.back", lang), href="/"),
-        ],
-        className="wg-panel notfound",
-        id="notfound",
+    return message_panel(
+        t("notfound.title", lang),
+        t("notfound.body", lang, id=area_id),
+        t("notfound.back", lang),
+        "notfound",
     )
 
 
 def denied(lang: str) -> html.Div:
-    return html.Div(
-        [
-            html.H2(t("auth.denied", lang)),
-            html.P(t("auth.denied.body", lang)),
-            dcc.Link(t("notfound.back", lang), href="/"),
-        ],
-        className="wg-panel notfound",
-        id="denied",
+    return message_panel(
+        t("auth.denied", lang), t("auth.denied.body", lang), t("notfound.back", lang), "denied"
     )
 
 
@@ -123,27 +116,9 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                     ),
                     html.Div(
                         [
-                            html.Div(
-                                [
-                                    html.H3(t("panel.trend", lang)),
-                                    dcc.Graph(
-                                        id=ids.P_TREND,
-                                        config=GRAPH_CONFIG,
-                                        style={"height": "190px"},
-                                    ),
-                                ],
-                                className="wg-panel",
-                            ),
-                            html.Div(
-                                [
-                                    html.H3(t("panel.categories", lang)),
-                                    dcc.Graph(
-                                        id=ids.P_CATS,
-                                        config=GRAPH_CONFIG,
-                                        style={"height": "210px"},
-                                    ),
-                                ],
-                                className="wg-panel",
+                            graph_panel(t("panel.trend", lang), ids.P_TREND, GRAPH_CONFIG, "190px"),
+                            graph_panel(
+                                t("panel.categories", lang), ids.P_CATS, GRAPH_CONFIG, "210px"
                             ),
                             html.Div(
                                 [html.H3(t("panel.hotspots", lang)), html.Div(id=ids.P_HOT)],
