@@ -192,7 +192,7 @@ def install(
         claims = token.get("userinfo") if isinstance(token, dict) else None
         if not claims:  # no ID token at all: identity not proven
             return refuse("token", error="no id_token in the token response")
-        name = str(claims.get("preferred_username") or "").strip().lower()
+        name = str(claims.get("preferred_username") or "").strip().lower()[:64]
         if not name:
             return refuse("no_username", error=f"sub={claims.get('sub')}")
         user = accounts.get_user(guard.engine, name)

@@ -104,6 +104,10 @@ class FeedWorker:
     clock: Clock = time.time
     cameras: dict[str, tuple[float, float]] = field(default_factory=dict)
     written: WrittenCache = field(default_factory=WrittenCache)
+    # Latest positions not yet in SQL's snapshot table (flushed every 2 s and when idle;
+    # the pings themselves are persisted as track points before every XACK).
+    positions: dict[str, tuple[int, str]] = field(default_factory=dict)
+    positions_flushed: float = 0.0
     _cameras_loaded_at: float = 0.0
 
     # ---------------------------------------------------------------- loop
@@ -115,8 +119,19 @@ class FeedWorker:
     def step(self) -> BatchResult:
         batch = self.consumer.read()
         if not len(batch):
+            self.flush_positions()
             return BatchResult()
-        return self.process(batch)
+        result = self.process(batch)
+        if self.clock() - self.positions_flushed >= 2.0:
+            self.flush_positions()
+        return result
+
+    def flush_positions(self) -> None:
+        if self.positions:
+            rows = [(w, ts, p) for w, (ts, p) in self.positions.items()]
+            store.persist_patrols(self.engine, agg.first_visits_empty(), agg.positions_frame(rows))
+            self.positions.clear()
+        self.positions_flushed = self.clock()
 
     # ---------------------------------------------------------------- one batch
 
@@ -146,12 +161,16 @@ class FeedWorker:
             good = agg.with_time_keys(good, s.live.timezone)
         result = BatchResult()
         keep = getattr(self, f"_apply_{self.feed}")(good, payloads, dead_parts, result)
+        # Live state written: freshness, and how far this consumer got (before SQL + XACK).
+        marks: dict[str, Any] = {f"last_{self.feed}_ms": now_ms}
+        if batch.entries:
+            marks[f"applied:{self.consumer.name}"] = batch.entries[-1][0]
+        self.state.set_meta(**marks)
         dead_all = _in_stream_order(pl.concat(dead_parts))
         self._dead_letter(dead_all, now_ms)
         self._persist(keep)
         ids = [e for e, _ in batch.entries] + [e for e, _ in batch.poison]
         self.consumer.ack(ids)
-        self.state.set_meta(**{f"last_{self.feed}_ms": now_ms})
         result.dead = dead_all.height
         result.acked = len(ids)
         for r in dead_all["reason"].to_list():
@@ -201,8 +220,11 @@ class FeedWorker:
         new_pairs = set(visits.select("day", "grid_id").iter_rows())
         patrolled = [p for p in agg.patrolled_grids(good) if (p[0], p[1]) in new_pairs]
         self.state.apply_locations(latest, patrolled)
-        store.persist_patrols(self.engine, visits, agg.positions_frame(latest))
+        store.persist_patrols(self.engine, visits, agg.positions_frame([]))
         cache.visits.update(new_pairs)
+        for w, ts, packed in latest:
+            if ts >= self.positions.get(w, (0, ""))[0]:
+                self.positions[w] = (ts, packed)
         return good
 
     def _sort_out(

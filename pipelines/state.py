@@ -278,11 +278,9 @@ local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen, pos = P..':live:seen', P..':live:pos'
 for i = 0, nw - 1 do
   local b = 3 + i * 3
-  local wid, ts = ARGV[b+1], tonumber(ARGV[b+2])
-  local cur = redis.call('ZSCORE', seen, wid)
-  if (not cur) or ts > tonumber(cur) then
-    redis.call('ZADD', seen, ts, wid)
-    redis.call('HSET', pos, wid, ARGV[b+3])
+  -- GT: only a newer ping moves the worker (out-of-order pings never go back in time)
+  if redis.call('ZADD', seen, 'GT', 'CH', ARGV[b+2], ARGV[b+1]) == 1 then
+    redis.call('HSET', pos, ARGV[b+1], ARGV[b+3])
   end
 end
 local touched = {}

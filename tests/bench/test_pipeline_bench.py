@@ -352,10 +352,19 @@ class AckObserver:
     to last-delivered-id) are acknowledged — their live-state write and SQL are done.
     """
 
-    def __init__(self, r: redis.Redis, keys: dict[str, str], group: str) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: dict[str, str],
+        group: str,
+        meta_key: str | None = None,
+        consumers: dict[str, str] | None = None,
+    ) -> None:
         self.r, self.keys, self.group = r, keys, group
+        self.meta_key, self.consumers = meta_key, consumers or {}
         self.times: list[float] = []  # server time, ms
         self.front: dict[str, list[int]] = {f: [] for f in keys}
+        self.live: dict[str, list[int]] = {f: [] for f in keys}  # applied-to-live frontier
 
     def sample(self) -> dict[str, dict[str, int]]:
         """One atomic snapshot; returns per feed pending count and ``behind`` (0 when
@@ -365,9 +374,16 @@ class AckObserver:
             pipe.xinfo_groups(key)
             pipe.xpending(key, self.group)
             pipe.xrevrange(key, count=1)
+        if self.meta_key:
+            pipe.hgetall(self.meta_key)
         pipe.time()
         res = pipe.execute()
         sec, usec = res[-1]
+        meta = res[-2] if self.meta_key else {}
+        for feed, consumer in self.consumers.items():
+            applied = meta.get(f"applied:{consumer}".encode())
+            prev = self.live[feed][-1] if self.live[feed] else 0
+            self.live[feed].append(max(prev, _id_code(applied) + 1 if applied else 0))
         self.times.append(sec * 1000 + usec / 1000)
         out = {}
         for j, feed in enumerate(self.keys):
@@ -385,9 +401,11 @@ class AckObserver:
         """Entries (of ``ids``) not yet acknowledged at sample number ``sample``."""
         return int((ids >= self.front[feed][sample]).sum())
 
-    def latencies(self, feed: str, ids: np.ndarray) -> np.ndarray:
-        """ms from XADD (entry id) to the first sample that saw the entry acknowledged."""
-        front = np.maximum.accumulate(np.asarray(self.front[feed], dtype=np.int64))
+    def latencies(self, feed: str, ids: np.ndarray, live: bool = False) -> np.ndarray:
+        """ms from XADD (entry id) to the first sample that saw the entry acknowledged
+        (or, with ``live``, applied to the Redis live state: before SQL and XACK)."""
+        series = self.live[feed] if live else self.front[feed]
+        front = np.maximum.accumulate(np.asarray(series, dtype=np.int64))
         i = np.searchsorted(front, ids, side="right")
         seen = i < len(front)
         t = np.asarray(self.times)
@@ -498,7 +516,13 @@ def test_event_to_live_latency_and_worker_rss(
         WANGGE_RUN_VAR_DIR=str(tmp_path),
     )
     procs = {f: _spawn_worker(env, f, f"{f}-bench", tmp_path / f"{f}.log") for f in feeds}
-    obs = AckObserver(rclient, keys, s.streams.group)
+    obs = AckObserver(
+        rclient,
+        keys,
+        s.streams.group,
+        meta_key=f"{prefix}:live:meta",
+        consumers={f: f"{f}-bench" for f in feeds},
+    )
     rss = RssWatch(procs["locations"].pid)
     try:
         # ready = each worker has registered as a consumer (its first XREADGROUP)
@@ -521,6 +545,8 @@ def test_event_to_live_latency_and_worker_rss(
         p50s: list[float] = []
         p95s: list[float] = []
         p99s: list[float] = []
+        live_p50s: list[float] = []
+        live_p95s: list[float] = []
         rates: list[float] = []
         lags_end: list[int] = []
         drains: list[float] = []
@@ -567,6 +593,7 @@ def test_event_to_live_latency_and_worker_rss(
             stats = json.loads(out.read_text())
             rates.append(stats["rate"])
             lat_all = []
+            live_all = []
             unacked = 0
             for f, key in keys.items():
                 ids = _entry_ids(rclient, key)
@@ -577,7 +604,12 @@ def test_event_to_live_latency_and_worker_rss(
                 if lat.size:
                     per_feed_p95[f].append(float(np.percentile(lat, 95)))
                 lat_all.append(lat)
+                live_all.append(obs.latencies(f, ids, live=True))
             lags_end.append(unacked)
+            live = np.concatenate(live_all)
+            live = live[~np.isnan(live)]
+            live_p95s.append(float(np.percentile(live, 95)) if live.size else float("nan"))
+            live_p50s.append(float(np.percentile(live, 50)) if live.size else float("nan"))
             lat = np.concatenate(lat_all)
             samples += lat.size
             p50s.append(float(np.percentile(lat, 50)))
@@ -602,9 +634,21 @@ def test_event_to_live_latency_and_worker_rss(
                 p.kill()
                 p.wait()
 
-    bench("event_to_live_p50", median(p50s), "ms", runs=p50s, database=dialect)
     bench(
-        "event_to_live_p95",
+        "event_to_redis_live_p95",
+        median(live_p95s),
+        "ms",
+        runs=live_p95s,
+        p50=median(live_p50s),
+        measure="XADD (entry id ms) -> the worker's applied-to-live marker (written right "
+        "after the Lua live-state write, before SQL and XACK) seen by a 20 ms sampler",
+        offered_rate=LATENCY_RATE,
+        target="<= 250 ms",
+        database=dialect,
+    )
+    bench("event_to_acked_p50", median(p50s), "ms", runs=p50s, database=dialect)
+    bench(
+        "event_to_acked_p95",
         median(p95s),
         "ms",
         runs=p95s,
@@ -614,10 +658,10 @@ def test_event_to_live_latency_and_worker_rss(
         samples=samples,
         window_s=LATENCY_WINDOW_S - LATENCY_WARMUP_S,
         offered_rate=LATENCY_RATE,
-        measure="XADD (entry id ms) -> XACK seen by a 20 ms sampler; upper bound of -> live",
+        measure="XADD (entry id ms) -> XACK seen by a 20 ms sampler (after SQL too)",
         database=dialect,
     )
-    bench("event_to_live_p99", median(p99s), "ms", runs=p99s, database=dialect)
+    bench("event_to_acked_p99", median(p99s), "ms", runs=p99s, database=dialect)
     bench(
         "offered_rate",
         median(rates),

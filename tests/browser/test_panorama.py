@@ -200,3 +200,20 @@ def test_wall_auto_tour_rotates(chrome: Any, server_url: str, wall_token: str) -
         lambda d: not d.find_element(By.ID, "wall-title").text.startswith("南京市")
     )
     assert "区" in title.text  # now showing a district, no interaction needed
+
+
+def test_gcj02_display_conversion(chrome: Any, server_url: str) -> None:
+    """For Chinese tiles (GCJ-02) the map shifts our WGS-84 data for display only."""
+    login(chrome, server_url, "leader")
+    chrome.get(server_url + "/area/320102")
+    wait(chrome).until(lambda d: d.execute_script("return !!(window.wangge && wangge.map)"))
+    # Tiananmen: WGS-84 (116.397428, 39.90923) is GCJ-02 ≈ (116.403674, 39.910633)
+    lat, lng = chrome.execute_script(
+        "const p = wangge.map.gcj02([116.397428, 39.90923]); return [p.lat, p.lng];"
+    )
+    assert abs(lat - 39.910633) < 2e-4 and abs(lng - 116.403674) < 2e-4
+    # outside China the offset is the textbook formula's (~hundreds of metres), never huge
+    lat2, lng2 = chrome.execute_script(
+        "const p = wangge.map.gcj02([118.78, 32.04]); return [p.lat, p.lng];"
+    )
+    assert 0.0005 < abs(lng2 - 118.78) < 0.01 and 0.0005 < abs(lat2 - 32.04) < 0.01

@@ -42,16 +42,22 @@ CORPUS = [
 def hostile_city(city: City) -> City:
     """The same geometry, with every district, street and grid name carrying a payload."""
     n = city.areas.height
-    names = [f"{CORPUS[i % len(CORPUS)]}{name}" if level != "city" else name
-             for i, (name, level) in enumerate(zip(city.areas["name"], city.areas["level"],
-                                                   strict=True))]  # fmt: skip
+    names = [
+        f"{CORPUS[i % len(CORPUS)]}{name}" if level != "city" else name
+        for i, (name, level) in enumerate(zip(city.areas["name"], city.areas["level"], strict=True))
+    ]
     assert len(names) == n
     return City(areas=city.areas.with_columns(pl.Series("name", names)), geoms=city.geoms)
 
 
 @pytest.fixture(scope="module")
-def xss_server(redis_url: str, module_prefix: str, module_db: Any, city_small: City,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # fmt: skip
+def xss_server(
+    redis_url: str,
+    module_prefix: str,
+    module_db: Any,
+    city_small: City,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
     city = hostile_city(city_small)
     settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("x"))
     r = redis.Redis.from_url(redis_url)
@@ -61,17 +67,30 @@ def xss_server(redis_url: str, module_prefix: str, module_db: Any, city_small: C
     now = int(time.time() * 1000)
     g = city.grids.row(0, named=True)
     events = [
-        dict(event_id=f"X{i}", incident_id=payload[:60], ts=now - 60_000 + i, step="reported",
-             category="dispute", severity=2, source="resident", lon=g["lon"], lat=g["lat"],
-             description=payload, reporter_id=payload[:60], handler_id=payload[:60], level="grid")
+        dict(
+            event_id=f"X{i}",
+            incident_id=payload[:60],
+            ts=now - 60_000 + i,
+            step="reported",
+            category="dispute",
+            severity=2,
+            source="resident",
+            lon=g["lon"],
+            lat=g["lat"],
+            description=payload,
+            reporter_id=payload[:60],
+            handler_id=payload[:60],
+            level="grid",
+        )
         for i, payload in enumerate(CORPUS)
-    ]  # fmt: skip
+    ]
     w = make_worker("reports", settings, city, GridIndex(city), r, engine, "xss")
     publish(r, w.consumer.stream, [encode(e) for e in events])
     while w.step().acked:
         pass
-    accounts.create_user(engine, city, "leader", "city_leader", city.city_id, password=PASSWORD,
-                         now_ms=now)  # fmt: skip
+    accounts.create_user(
+        engine, city, "leader", "city_leader", city.city_id, password=PASSWORD, now_ms=now
+    )
     app = create_app(settings, city=city, r=r)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -86,8 +105,9 @@ def no_script_ran(driver: Any) -> None:
     assert not driver.find_elements(By.CSS_SELECTOR, ".wg-main script, .wall script")
 
 
-def test_no_injected_script_runs_anywhere(chrome: Any, xss_server: str, artifacts: Path,
-                                          city_small: City) -> None:  # fmt: skip
+def test_no_injected_script_runs_anywhere(
+    chrome: Any, xss_server: str, artifacts: Path, city_small: City
+) -> None:
     viewport(chrome, 1600, 900)
     login(chrome, xss_server, "leader")
     wait = WebDriverWait(chrome, 60, poll_frequency=0.2)

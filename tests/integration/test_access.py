@@ -285,3 +285,34 @@ def test_denied_is_a_clear_403_never_a_traceback(app: Dash) -> None:
     assert resp.status_code == 403 and resp.is_json and resp.json["error"] == "forbidden"
     html = c.get("/admin/audit", headers={"Accept": "text/html"})
     assert html.status_code in (403, 404) and "Traceback" not in html.get_data(as_text=True)
+
+
+def test_idle_timeout_logout_secure_cookie_and_admin_view(app: Dash, engine: Engine) -> None:
+    c = app.server.test_client()
+    assert _login(c, "adm", "pass-word-123").status_code == 302
+    view = c.get("/admin/audit?action=login")
+    assert view.status_code == 200 and "审计日志" in view.get_data(as_text=True)
+    text = view.get_data(as_text=True)
+    assert "<td>login</td>" in text and "&quot;ip&quot;" in text  # rows shown, escaped
+    # idle: a session unused for longer than auth.idle_minutes is gone
+    with c.session_transaction() as sess:
+        sess["seen"] = int(time.time() * 1000) - 31 * 60_000
+    assert c.get("/area/320102").status_code == 302
+    # logout (a form POST with the session's CSRF token) ends the session
+    assert _login(c, "adm", "pass-word-123").status_code == 302
+    with c.session_transaction() as sess:
+        token = sess["csrf"]
+    assert c.post("/logout", data={"csrf": token}).status_code == 302
+    assert c.get("/area/320102").status_code == 302
+    assert "logout" in set(audit.query(engine, limit=100)["action"].to_list())
+    # behind TLS the session cookie is Secure
+    tls = app.server.test_client()
+    page = tls.get("/login", base_url="https://localhost").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert csrf
+    ok = tls.post(
+        "/login",
+        base_url="https://localhost",
+        data={"username": "cmd", "password": "pass-word-123", "csrf": csrf.group(1)},
+    )
+    assert ok.status_code == 302 and "Secure" in ok.headers["Set-Cookie"]

@@ -136,3 +136,26 @@ def test_wall_tour_and_font(city: City) -> None:
     street = city.ids("street")[0]
     assert q.tour_areas(city, street) == [street]  # never tours single grids
     assert (q.font_px(1080), q.font_px(2160), q.font_px(None)) == (18, 36, 18)
+
+
+def test_map_uses_gcj02_only_for_gcj02_tiles() -> None:
+    from dashboard.components.panels import leaflet_map
+
+    plain = leaflet_map("m", "g", "/geo/area/x.json", (118.8, 32.0), 9, "", False)
+    gcj = leaflet_map(
+        "m",
+        "g",
+        "/geo/area/x.json",
+        (118.8, 32.0),
+        9,
+        "/tiles/{z}/{x}/{y}.png",
+        True,
+        markers_id="k",
+    )
+    layers = {c.id: c for c in gcj.children if getattr(c, "id", None)}
+    assert layers["g"].coordsToLatLng == {"variable": "wangge.map.gcj02"}
+    assert layers["k"].coordsToLatLng == {"variable": "wangge.map.gcj02"}
+    plain_geo = next(c for c in plain.children if getattr(c, "id", None) == "g")
+    assert getattr(plain_geo, "coordsToLatLng", None) is None  # WGS-84 tiles: no shift
+    assert any(type(c).__name__ == "TileLayer" for c in gcj.children)
+    assert not any(type(c).__name__ == "TileLayer" for c in plain.children)
