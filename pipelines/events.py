@@ -303,10 +303,13 @@ def _validate(
     checks.append((pl.col("ts") > now_ms + future_skew_ms, "future_timestamp", "ts"))
     checks.append((pl.col("ts") < now_ms - max_age_ms, "out_of_range", "ts too old"))
 
+    names = [f.name for f in fields]
+    any_bad = pl.any_horizontal([cond for cond, _, _ in checks]).fill_null(False)
+    bad_mask = df.select(any_bad.alias("bad"))["bad"]
+    if not bad_mask.any():  # the common case: one pass, no reasons to compute
+        return df.select(["entry_id", *names]), pl.DataFrame(schema=DEADLETTER_SCHEMA)
     reason, detail = _first_failure(checks)
     df = df.with_columns(reason.alias("_reason"), detail.alias("_detail"))
-    bad_mask = df["_reason"].is_not_null()
-    names = [f.name for f in fields]
     good = df.filter(~bad_mask).select(["entry_id", *names])
     bad_idx = bad_mask.arg_true().to_list()
     dead = pl.DataFrame(

@@ -104,7 +104,7 @@ class FeedWorker:
     clock: Clock = time.time
     cameras: dict[str, tuple[float, float]] = field(default_factory=dict)
     written: WrittenCache = field(default_factory=WrittenCache)
-    # Latest positions not yet in SQL's snapshot table (flushed every 2 s and when idle;
+    # Latest positions not yet in SQL's snapshot table (flushed every few s and when idle;
     # the pings themselves are persisted as track points before every XACK).
     positions: dict[str, tuple[int, str]] = field(default_factory=dict)
     positions_flushed: float = 0.0
@@ -122,7 +122,7 @@ class FeedWorker:
             self.flush_positions()
             return BatchResult()
         result = self.process(batch)
-        if self.clock() - self.positions_flushed >= 2.0:
+        if self.clock() - self.positions_flushed >= self.settings.pipelines.positions_flush_s:
             self.flush_positions()
         return result
 
@@ -166,7 +166,8 @@ class FeedWorker:
         if batch.entries:
             marks[f"applied:{self.consumer.name}"] = batch.entries[-1][0]
         self.state.set_meta(**marks)
-        dead_all = _in_stream_order(pl.concat(dead_parts))
+        dead_parts = [d for d in dead_parts if d.height]
+        dead_all = _in_stream_order(pl.concat(dead_parts)) if dead_parts else dead
         self._dead_letter(dead_all, now_ms)
         self._persist(keep)
         ids = [e for e, _ in batch.entries] + [e for e, _ in batch.poison]

@@ -148,6 +148,7 @@ def _drain_worker(w: FeedWorker, n: int, timer: StageTimer) -> tuple[float, floa
             acked += res.acked
             applied += res.applied
             dead += res.dead
+        w.flush_positions()  # the position snapshot's last write counts too
         elapsed = time.perf_counter() - t
     assert acked == n
     return n / elapsed, elapsed, applied, dead
