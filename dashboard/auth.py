@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import orjson
 import redis
-from flask import Flask, Response, abort, jsonify, redirect, request, session
+from flask import Flask, Response, jsonify, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -330,11 +329,8 @@ class Guard:
         )
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "same-origin"
-        resp.headers["X-Frame-Options"] = (
-            "SAMEORIGIN"
-            if self.settings.auth.frame_ancestors == "'self'"
-            else resp.headers.get("X-Frame-Options", "SAMEORIGIN")
-        )
+        if self.settings.auth.frame_ancestors == "'self'":  # else CSP frame-ancestors governs
+            resp.headers["X-Frame-Options"] = "SAMEORIGIN"
         if request.is_secure:
             resp.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
         return resp
@@ -347,20 +343,3 @@ def _denied_page(status: int) -> bytes:
         "text-align:center;padding-top:15vh'><h2>无权访问 · Access denied</h2>"
         f"<p>{status}</p><p><a style='color:#41c7ff' href='/'>返回 · Back</a></p></body>"
     ).encode()
-
-
-def _json(obj: Any) -> bytes:
-    return orjson.dumps(obj)
-
-
-__all__ = [
-    "CALLBACK_POLICIES",
-    "ROUTE_POLICIES",
-    "Guard",
-    "Policy",
-    "abort",
-    "allowed",
-    "callback_policy",
-    "home_area",
-    "principal",
-]
