@@ -231,6 +231,48 @@ audit_log = Table(
 )
 
 
+# ------------------------------------------------------------------ early warnings
+# (logic in pipelines/warnings.py)
+
+warnings = Table(
+    "warnings",
+    metadata,
+    Column("warning_id", String(64), primary_key=True),
+    Column("key", String(160), nullable=False, index=True),  # rule × area (× subject) identity
+    Column("rule", String(32), nullable=False),
+    Column("area_id", String(32), nullable=False, index=True),
+    Column("level", String(8), nullable=False),  # blue / yellow / orange / red
+    # new / acknowledged / dispatched (open) · resolved / dismissed / cleared (closed)
+    Column("status", String(16), nullable=False, index=True),
+    Column("first_seen_ms", BigInteger, nullable=False, index=True),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("escalated_to", String(32)),  # the ancestor area it has been escalated to
+    Column("escalated_ms", BigInteger),
+    Column("acked_by", String(128)),
+    Column("acked_ms", BigInteger),
+    Column("closed_ms", BigInteger),
+    Column("evidence", Text, nullable=False),  # JSON list of event / incident / alert ids
+    Column("summary", Text, nullable=False),  # JSON object
+    Column("aliases", Text, nullable=False),  # JSON list of other keys merged in (fusion)
+)
+
+warning_actions = Table(
+    "warning_actions",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("warning_id", String(64), nullable=False, index=True),
+    Column("action", String(32), nullable=False),  # open / escalate / clear / acknowledge …
+    Column("actor", String(128), nullable=False),
+    Column("note", Text),
+    Column("at_ms", BigInteger, nullable=False),
+)
+
+
 def make_engine(url: str, schema: str | None = None, echo: bool = False) -> Engine:
     """Engine for SQLite (WAL, busy timeout) or PostgreSQL (optionally a private schema)."""
     if url.startswith("sqlite"):

@@ -1,0 +1,1215 @@
+"""Early warnings (研判预警): pure rules over Polars frames, a pure lifecycle, and a runner.
+
+Shape
+-----
+* ``RULES`` is the registry: ``name → rule(inputs, cfg, now_ms) -> list[Finding]``. A rule
+  is pure: it sees only the frames in :class:`RuleInputs` (prepared by the runner), the
+  settings and the clock value. Adding a rule = one function + its settings + a test row.
+* ``POST`` holds post-processing steps over all findings (``fusion``: a report and a video
+  alert of the same grid, compatible category/label and close in time are one situation).
+* :func:`update_open` is the pure lifecycle: one open warning per key; update instead of
+  repeat; clear after ``hysteresis_s`` without the condition; escalate unacknowledged
+  warnings up the area hierarchy every ``escalate_after_s``.
+* :func:`persist`, :func:`acknowledge`, :func:`open_warnings` are the SQL side;
+  :class:`WarningEngine` wires SQL + Redis → rules → lifecycle → SQL + live counts.
+
+Finding keys are ``rule:area_id[:subject]`` (subject = category or label where a rule
+watches several at once, so a fire and a brawl in one street stay two warnings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import orjson
+import polars as pl
+import redis
+from sqlalchemy import Engine, and_, func, or_, select, update
+
+from pipelines import audit, store
+from pipelines.geo import City
+from pipelines.settings import Settings
+from pipelines.state import LiveState
+
+LEVELS = ("blue", "yellow", "orange", "red")
+RANK = {lv: i + 1 for i, lv in enumerate(LEVELS)}
+OPEN_STATUSES = ("new", "acknowledged", "dispatched")
+STATUSES = (*OPEN_STATUSES, "resolved", "dismissed", "cleared")
+MAX_EVIDENCE = 50
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+M_PER_DEG_LAT = 110_540.0
+M_PER_DEG_LON_EQ = 111_320.0
+
+Clock = Callable[[], float]
+
+
+# ------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class WarningSettings:
+    """Every knob of the early-warning engine (to move into the settings loader).
+
+    Table-valued settings are strings so that one environment variable can carry them:
+    ``a:b:c,…`` lists, parsed by the ``*_table`` properties below.
+    """
+
+    tick_s: float = 30.0  # evaluation period of the runner
+    # threshold: "category:min_count:window_minutes:level,…"
+    threshold_rules: str = (
+        "fire:1:30:orange,public_order:5:60:yellow,safety_hazard:8:60:yellow,dispute:10:60:yellow"
+    )
+    # surge: recent window vs the street's own baseline at the same time of day
+    surge_window_min: int = 30
+    surge_baseline_days: int = 28  # same time-of-day window on each of the past N days
+    surge_prior_expected: float = 1.0  # prior count per window (streets without history)
+    surge_prior_weight: float = 1.0  # weight of the prior, in days of history
+    surge_p: float = 1e-3  # Poisson tail probability below which it is a surge (yellow)
+    surge_p_orange: float = 1e-6
+    surge_p_red: float = 1e-10
+    surge_min_count: int = 5  # never a surge below this many reports in the window
+    # sla: stage → hours allowed in that stage, scaled by severity and category
+    sla_stage_hours: str = (
+        "reported:1,accepted:2,dispatched:4,handling:24,escalated:4,returned:4,"
+        "resolved:24,verified:24"
+    )
+    sla_severity_scale: str = "1:1.5,2:1.0,3:0.5,4:0.25"
+    sla_category_scale: str = "fire:0.25,public_order:0.5,safety_hazard:0.75"
+    sla_warn_share: float = 0.8  # share of the deadline after which it is "about to breach"
+    sla_lookback_days: int = 30  # open incidents reported within this many days are watched
+    # patrol_gap
+    patrol_gap_hours: float = 2.0
+    work_start_h: int = 8  # local working time [start, end)
+    work_end_h: int = 18
+    timezone: str = "Asia/Shanghai"
+    online_minutes: int = 10  # a worker is online when seen within this many minutes
+    # video_cluster
+    video_window_min: int = 15
+    video_min_cameras: int = 3
+    # recurrence
+    recurrence_radius_m: float = 100.0
+    recurrence_days: int = 7
+    recurrence_min_count: int = 4
+    # fusion
+    fusion_window_min: int = 30
+    # "category:label|label,…": which report categories and video labels are one situation
+    fusion_compat: str = (
+        "fire:smoke_fire,public_order:crowd_gathering|intrusion,"
+        "city_management:illegal_parking|street_vending,sanitation:garbage_overflow,"
+        "safety_hazard:fall|intrusion"
+    )
+    # lifecycle
+    hysteresis_s: int = 900  # clear after the condition has been absent this long
+    escalate_after_s: int = 600  # unacknowledged: one level up the hierarchy per period
+
+    @property
+    def threshold_table(self) -> pl.DataFrame:
+        rows = [r.split(":") for r in _items(self.threshold_rules)]
+        return pl.DataFrame(
+            {
+                "category": [r[0] for r in rows],
+                "min_count": [int(r[1]) for r in rows],
+                "window_ms": [int(float(r[2]) * MINUTE_MS) for r in rows],
+                "level": [r[3] for r in rows],
+            },
+            schema={
+                "category": pl.String,
+                "min_count": pl.Int64,
+                "window_ms": pl.Int64,
+                "level": pl.String,
+            },
+        )
+
+    @property
+    def stage_hours(self) -> dict[str, float]:
+        return {k: float(v) for k, v in (i.split(":") for i in _items(self.sla_stage_hours))}
+
+    @property
+    def severity_scale(self) -> dict[int, float]:
+        return {
+            int(k): float(v) for k, v in (i.split(":") for i in _items(self.sla_severity_scale))
+        }
+
+    @property
+    def category_scale(self) -> dict[str, float]:
+        return {k: float(v) for k, v in (i.split(":") for i in _items(self.sla_category_scale))}
+
+    @property
+    def compat_pairs(self) -> pl.DataFrame:
+        pairs = [
+            (cat, label)
+            for cat, labels in (i.split(":") for i in _items(self.fusion_compat))
+            for label in labels.split("|")
+        ]
+        return pl.DataFrame(pairs, schema={"category": pl.String, "label": pl.String}, orient="row")
+
+    def horizon_ms(self) -> int:
+        """How far back the report frame must reach for every rule."""
+        windows = [int(w) for w in self.threshold_table["window_ms"].to_list()]
+        return max(
+            [
+                *windows,
+                self.surge_window_min * MINUTE_MS,
+                self.recurrence_days * DAY_MS,
+                self.fusion_window_min * MINUTE_MS,
+            ]
+        )
+
+
+def _items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+# ------------------------------------------------------------------ inputs and findings
+
+REPORTS_SCHEMA = {
+    "event_id": pl.String,
+    "incident_id": pl.String,
+    "ts_ms": pl.Int64,
+    "category": pl.String,
+    "severity": pl.Int64,
+    "grid_id": pl.String,
+    "street_id": pl.String,
+    "lon": pl.Float64,
+    "lat": pl.Float64,
+}
+INCIDENTS_SCHEMA = {
+    "incident_id": pl.String,
+    "status": pl.String,
+    "category": pl.String,
+    "severity": pl.Int64,
+    "grid_id": pl.String,
+    "street_id": pl.String,
+    "reported_ms": pl.Int64,
+    "last_ms": pl.Int64,
+}
+VIDEO_SCHEMA = {
+    "alert_id": pl.String,
+    "camera_id": pl.String,
+    "label": pl.String,
+    "ts_ms": pl.Int64,
+    "grid_id": pl.String,
+    "street_id": pl.String,
+}
+VISITS_SCHEMA = {"grid_id": pl.String, "last_ms": pl.Int64}
+WORKERS_SCHEMA = {
+    "worker_id": pl.String,
+    "grid_id": pl.String,
+    "street_id": pl.String,
+    "last_seen_ms": pl.Int64,
+}
+BASELINE_SCHEMA = {"street_id": pl.String, "category": pl.String, "total": pl.Int64}
+
+
+def empty(schema: Mapping[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(schema=dict(schema))
+
+
+@dataclass(frozen=True)
+class Areas:
+    """The small area lookup rules need: grid → street, and every area's parent."""
+
+    grids: pl.DataFrame  # grid_id, street_id, district_id, city_id
+    parent: Mapping[str, str | None]
+
+    @classmethod
+    def of(cls, city: City) -> Areas:
+        parents = dict(
+            zip(city.areas["area_id"].to_list(), city.areas["parent_id"].to_list(), strict=True)
+        )
+        return cls(city.grids.select("grid_id", "street_id", "district_id", "city_id"), parents)
+
+    def ancestors(self, area_id: str) -> list[str]:
+        """``[area_id, parent, …, city]``."""
+        out: list[str] = []
+        cur: str | None = area_id
+        while cur is not None and cur not in out:
+            out.append(cur)
+            cur = self.parent.get(cur)
+        return out
+
+
+@dataclass(frozen=True)
+class RuleInputs:
+    """Everything rules read, prepared by the runner (or by hand in tests)."""
+
+    areas: Areas
+    reports: pl.DataFrame = field(default_factory=lambda: empty(REPORTS_SCHEMA))  # "reported"
+    incidents: pl.DataFrame = field(default_factory=lambda: empty(INCIDENTS_SCHEMA))  # open
+    video: pl.DataFrame = field(default_factory=lambda: empty(VIDEO_SCHEMA))
+    visits: pl.DataFrame = field(default_factory=lambda: empty(VISITS_SCHEMA))  # last per grid
+    workers: pl.DataFrame = field(default_factory=lambda: empty(WORKERS_SCHEMA))
+    # reports per street × category in the same time-of-day window over the past days
+    baseline: pl.DataFrame = field(default_factory=lambda: empty(BASELINE_SCHEMA))
+    baseline_days: int = 0  # how many of those past days hold history at all
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    area_id: str
+    level: str
+    key: str
+    evidence: tuple[str, ...]
+    summary: dict[str, Any]
+    aliases: tuple[str, ...] = ()  # keys of findings merged into this one (fusion)
+
+
+Rule = Callable[[RuleInputs, WarningSettings, int], list[Finding]]
+
+
+def _top_level(levels: pl.Expr) -> pl.Expr:
+    """The highest of a group's level names (an aggregation), as a name."""
+    top = levels.replace_strict(RANK, return_dtype=pl.Int64).max()
+    return top.replace_strict({v: k for k, v in RANK.items()}, return_dtype=pl.String)
+
+
+def _findings(df: pl.DataFrame, rule: str) -> list[Finding]:
+    """Rows with area_id, key, level, evidence (list), summary (dict) → Finding objects."""
+    out = []
+    for area, key, level, ev, summary in df.select(
+        "area_id", "key", "level", "evidence", "summary"
+    ).iter_rows():
+        out.append(Finding(rule, area, level, key, tuple(ev[:MAX_EVIDENCE]), summary))
+    return out
+
+
+def _summaries(df: pl.DataFrame, cols: Sequence[str]) -> pl.DataFrame:
+    """Pack ``cols`` into a ``summary`` dict column (one Python pass over findings only)."""
+    dicts = df.select(cols).to_dicts() if df.height else []
+    return df.with_columns(pl.Series("summary", dicts, dtype=pl.Object))
+
+
+# ------------------------------------------------------------------ rules
+
+
+def rule_threshold(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+    """≥ N reports of a category within a window in one street."""
+    spec = cfg.threshold_table
+    df = (
+        inputs.reports.join(spec, on="category", how="inner")
+        .filter(pl.col("ts_ms") > now_ms - pl.col("window_ms"), pl.col("ts_ms") <= now_ms)
+        .sort("ts_ms", descending=True)
+        .group_by("street_id", "category")
+        .agg(
+            n=pl.len(),
+            min_count=pl.col("min_count").first(),
+            window_min=(pl.col("window_ms").first() // MINUTE_MS),
+            level=pl.col("level").first(),
+            evidence=pl.col("incident_id").unique(maintain_order=True).head(MAX_EVIDENCE),
+            grids=pl.col("grid_id").unique(maintain_order=True).head(MAX_EVIDENCE),
+        )
+        .filter(pl.col("n") >= pl.col("min_count"))
+        .with_columns(
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit("threshold:"), "street_id", pl.lit(":"), "category"]),
+        )
+        .sort("key")
+    )
+    return _findings(
+        _summaries(df, ["category", "n", "min_count", "window_min", "grids"]), "threshold"
+    )
+
+
+def poisson_sf(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """P(X ≥ k) for X ~ Poisson(mu), vectorised; exact in the upper tail (k > mu).
+
+    Summed in log space over j = k … k+L (terms fall fast once j > mu); where k ≤ mu the
+    tail is not small and 1.0 is returned (not a surge either way).
+    """
+    k = np.asarray(k, dtype=np.int64)
+    mu = np.maximum(np.asarray(mu, dtype=np.float64), 1e-9)
+    if k.size == 0:
+        return np.zeros(0)
+    span = int(10 * np.sqrt(mu.max()) + 60)
+    top = int(k.max()) + span + 1
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, top + 1)))])
+    j = k[:, None] + np.arange(span)[None, :]
+    logp = j * np.log(mu)[:, None] - mu[:, None] - logfact[j]
+    m = logp.max(axis=1, keepdims=True)
+    tail = np.exp(m[:, 0]) * np.exp(logp - m).sum(axis=1)
+    return np.where(k > mu, np.minimum(tail, 1.0), 1.0)
+
+
+def rule_surge(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+    """Per street × category: recent count vs the street's own time-of-day baseline."""
+    win = cfg.surge_window_min * MINUTE_MS
+    recent = (
+        inputs.reports.filter(pl.col("ts_ms") > now_ms - win, pl.col("ts_ms") <= now_ms)
+        .sort("ts_ms", descending=True)
+        .group_by("street_id", "category")
+        .agg(n=pl.len(), evidence=pl.col("incident_id").unique(maintain_order=True).head(50))
+        .filter(pl.col("n") >= cfg.surge_min_count)
+    )
+    if recent.is_empty():
+        return []
+    days = float(inputs.baseline_days)
+    w = cfg.surge_prior_weight
+    df = recent.join(inputs.baseline, on=["street_id", "category"], how="left").with_columns(
+        expected=(pl.col("total").fill_null(0) + cfg.surge_prior_expected * w) / (days + w)
+    )
+    p = poisson_sf(df["n"].to_numpy(), df["expected"].to_numpy())
+    df = (
+        df.with_columns(p=pl.Series(p, dtype=pl.Float64))
+        .filter(pl.col("p") < cfg.surge_p)
+        .with_columns(
+            level=pl.when(pl.col("p") < cfg.surge_p_red)
+            .then(pl.lit("red"))
+            .when(pl.col("p") < cfg.surge_p_orange)
+            .then(pl.lit("orange"))
+            .otherwise(pl.lit("yellow")),
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit("surge:"), "street_id", pl.lit(":"), "category"]),
+            expected=pl.col("expected").round(3),
+            window_min=pl.lit(cfg.surge_window_min),
+        )
+        .sort("key")
+    )
+    return _findings(_summaries(df, ["category", "n", "expected", "p", "window_min"]), "surge")
+
+
+def sla_deadlines(incidents: pl.DataFrame, cfg: WarningSettings) -> pl.DataFrame:
+    """Add ``deadline_ms`` (allowed time in the current stage) to open incidents."""
+    hours = pl.col("status").replace_strict(cfg.stage_hours, default=None, return_dtype=pl.Float64)
+    sev = pl.col("severity").replace_strict(
+        cfg.severity_scale, default=1.0, return_dtype=pl.Float64
+    )
+    cat = pl.col("category").replace_strict(
+        cfg.category_scale, default=1.0, return_dtype=pl.Float64
+    )
+    return incidents.with_columns(deadline_ms=(hours * sev * cat * HOUR_MS).cast(pl.Int64))
+
+
+def rule_sla(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+    """Open incidents about to breach their stage deadline (yellow) or past it (orange/red)."""
+    df = (
+        sla_deadlines(inputs.incidents, cfg)
+        .filter(pl.col("deadline_ms").is_not_null())
+        .with_columns(elapsed=now_ms - pl.col("last_ms"))
+        .with_columns(
+            breached=pl.col("elapsed") >= pl.col("deadline_ms"),
+            soon=pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share,
+        )
+        .filter(pl.col("soon"))
+        .with_columns(
+            level=pl.when(pl.col("breached") & (pl.col("severity") >= 4))
+            .then(pl.lit("red"))
+            .when(pl.col("breached"))
+            .then(pl.lit("orange"))
+            .otherwise(pl.lit("yellow")),
+            over=pl.col("elapsed") - pl.col("deadline_ms"),
+        )
+    )
+    if df.is_empty():
+        return []
+    by_stage = (
+        df.group_by("street_id", "status")
+        .agg(pl.len().alias("k"))
+        .group_by("street_id")
+        .agg(by_stage=pl.struct("status", "k"))
+    )
+    out = (
+        df.sort("over", descending=True)
+        .group_by("street_id")
+        .agg(
+            level=_top_level(pl.col("level")),
+            breached=pl.col("breached").sum(),
+            due_soon=(~pl.col("breached")).sum(),
+            evidence=pl.col("incident_id").head(MAX_EVIDENCE),
+        )
+        .join(by_stage, on="street_id")
+        .with_columns(
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit("sla:"), "street_id"]),
+            by_stage=pl.col("by_stage").list.eval(
+                pl.concat_str(
+                    [
+                        pl.element().struct.field("status"),
+                        pl.lit(":"),
+                        pl.element().struct.field("k").cast(pl.String),
+                    ]
+                )
+            ),
+        )
+        .sort("key")
+    )
+    return _findings(_summaries(out, ["breached", "due_soon", "by_stage"]), "sla")
+
+
+def local_hour(now_ms: int, tz: str) -> float:
+    t = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(tz))
+    return t.hour + t.minute / 60 + t.second / 3600
+
+
+def rule_patrol_gap(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+    """Staffed grids unvisited for N working hours (blue); a street's workers all offline
+    (yellow). Only evaluated during working time, and only once N hours of it have passed.
+    """
+    h = local_hour(now_ms, cfg.timezone)
+    if not (cfg.work_start_h <= h < cfg.work_end_h):
+        return []
+    workers = inputs.workers
+    if workers.is_empty():
+        return []
+    gap_ms = int(cfg.patrol_gap_hours * HOUR_MS)
+    staffed = workers.select("grid_id", "street_id").unique()
+    gaps = empty({"street_id": pl.String, "grids": pl.List(pl.String), "n_gap": pl.UInt32})
+    if h - cfg.work_start_h >= cfg.patrol_gap_hours:
+        gaps = (
+            staffed.join(inputs.visits, on="grid_id", how="left")
+            .filter(pl.col("last_ms").is_null() | (pl.col("last_ms") < now_ms - gap_ms))
+            .sort("grid_id")
+            .group_by("street_id")
+            .agg(grids=pl.col("grid_id"), n_gap=pl.len())
+        )
+    since = now_ms - cfg.online_minutes * MINUTE_MS
+    online = workers.group_by("street_id").agg(
+        n_workers=pl.len(),
+        n_online=(pl.col("last_seen_ms").fill_null(0) >= since).sum(),
+        offline=pl.col("worker_id").sort().head(MAX_EVIDENCE),
+    )
+    df = (
+        online.join(gaps, on="street_id", how="full", coalesce=True)
+        .with_columns(
+            n_gap=pl.col("n_gap").fill_null(0),
+            grids=pl.col("grids").fill_null(pl.lit([], pl.List(pl.String))),
+            all_offline=(pl.col("n_online") == 0) & (pl.col("n_workers") > 0),
+        )
+        .filter(pl.col("all_offline") | (pl.col("n_gap") > 0))
+        .with_columns(
+            level=pl.when(pl.col("all_offline")).then(pl.lit("yellow")).otherwise(pl.lit("blue")),
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit("patrol_gap:"), "street_id"]),
+            evidence=pl.when(pl.col("all_offline"))
+            .then(pl.concat_list("offline", "grids"))
+            .otherwise(pl.col("grids"))
+            .list.head(MAX_EVIDENCE),
+            gap_hours=pl.lit(cfg.patrol_gap_hours),
+        )
+        .sort("key")
+    )
+    cols = ["n_gap", "n_workers", "n_online", "all_offline", "gap_hours"]
+    return _findings(_summaries(df, cols), "patrol_gap")
+
+
+def rule_video_cluster(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+    """≥ k distinct cameras of one street raising the same label within a window."""
+    win = cfg.video_window_min * MINUTE_MS
+    df = (
+        inputs.video.filter(pl.col("ts_ms") > now_ms - win, pl.col("ts_ms") <= now_ms)
+        .sort("ts_ms", descending=True)
+        .group_by("street_id", "label")
+        .agg(
+            cameras=pl.col("camera_id").n_unique(),
+            n=pl.len(),
+            evidence=pl.col("alert_id").head(MAX_EVIDENCE),
+            grids=pl.col("grid_id").unique(maintain_order=True).head(MAX_EVIDENCE),
+        )
+        .filter(pl.col("cameras") >= cfg.video_min_cameras)
+        .with_columns(
+            level=pl.when(pl.col("label") == "smoke_fire")
+            .then(pl.lit("red"))
+            .otherwise(pl.lit("orange")),
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit("video_cluster:"), "street_id", pl.lit(":"), "label"]),
+            window_min=pl.lit(cfg.video_window_min),
+        )
+        .sort("key")
+    )
+    return _findings(
+        _summaries(df, ["label", "cameras", "n", "grids", "window_min"]), "video_cluster"
+    )
+
+
+def rule_recurrence(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+    """≥ n reports of one category within ~r metres over d days.
+
+    Points are snapped to an r-metre lattice in local projected metres; the lattice is also
+    taken shifted by r/2 on both axes, so a cluster cut by one lattice's cell border is
+    whole in the other. Clusters of a street × category make one finding.
+    """
+    df = inputs.reports.filter(
+        pl.col("ts_ms") > now_ms - cfg.recurrence_days * DAY_MS, pl.col("ts_ms") <= now_ms
+    )
+    if df.height < cfg.recurrence_min_count:
+        return []
+    r = cfg.recurrence_radius_m
+    lat0 = float(np.radians(df["lat"].mean()))  # type: ignore[arg-type]
+    mx = M_PER_DEG_LON_EQ * np.cos(lat0)
+    df = df.with_columns(x=pl.col("lon") * mx / r, y=pl.col("lat") * M_PER_DEG_LAT / r)
+    parts = []
+    for shift in (0.0, 0.5):
+        parts.append(
+            df.with_columns(
+                cx=(pl.col("x") + shift).floor().cast(pl.Int64),
+                cy=(pl.col("y") + shift).floor().cast(pl.Int64),
+                lattice=pl.lit(int(shift * 2)),
+            )
+        )
+    cells = (
+        pl.concat(parts)
+        .group_by("lattice", "cx", "cy", "category")
+        .agg(n=pl.len(), ids=pl.col("incident_id"), street_id=pl.col("street_id").mode().first())
+        .filter(pl.col("n") >= cfg.recurrence_min_count)
+    )
+    if cells.is_empty():
+        return []
+    out = (
+        cells.sort("n", descending=True)
+        .group_by("street_id", "category")
+        .agg(
+            clusters=pl.len(),
+            max_n=pl.col("n").max(),
+            evidence=pl.col("ids").explode().unique(maintain_order=True).head(MAX_EVIDENCE),
+        )
+        .with_columns(
+            level=pl.lit("yellow"),
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit("recurrence:"), "street_id", pl.lit(":"), "category"]),
+            radius_m=pl.lit(r),
+            days=pl.lit(cfg.recurrence_days),
+        )
+        .sort("key")
+    )
+    return _findings(
+        _summaries(out, ["category", "clusters", "max_n", "radius_m", "days"]), "recurrence"
+    )
+
+
+RULES: dict[str, Rule] = {
+    "threshold": rule_threshold,
+    "surge": rule_surge,
+    "sla": rule_sla,
+    "patrol_gap": rule_patrol_gap,
+    "video_cluster": rule_video_cluster,
+    "recurrence": rule_recurrence,
+}
+
+
+# ------------------------------------------------------------------ fusion (post-processing)
+
+
+def fuse(
+    findings: list[Finding], inputs: RuleInputs, cfg: WarningSettings, now_ms: int
+) -> list[Finding]:
+    """Merge report findings (threshold) and video findings (video_cluster) that describe
+    one situation: some report and some alert of the same grid, compatible category and
+    label, within ``fusion_window_min`` of each other. The merged finding carries both
+    sides' ids, the highest level, and the merged keys as aliases (so a warning opened by
+    one side is updated, not duplicated, when the other side joins).
+    """
+    rep_idx = [i for i, f in enumerate(findings) if f.rule == "threshold"]
+    vid_idx = [i for i, f in enumerate(findings) if f.rule == "video_cluster"]
+    if not rep_idx or not vid_idx:
+        return findings
+    rep_ev = pl.DataFrame(
+        {"fi": rep_idx, "incident_id": [list(findings[i].evidence) for i in rep_idx]},
+        schema={"fi": pl.Int64, "incident_id": pl.List(pl.String)},
+    ).explode("incident_id")
+    vid_ev = pl.DataFrame(
+        {"fj": vid_idx, "alert_id": [list(findings[i].evidence) for i in vid_idx]},
+        schema={"fj": pl.Int64, "alert_id": pl.List(pl.String)},
+    ).explode("alert_id")
+    reps = rep_ev.join(
+        inputs.reports.select("incident_id", "grid_id", "category", r_ts="ts_ms"),
+        on="incident_id",
+    )
+    vids = vid_ev.join(
+        inputs.video.select("alert_id", "grid_id", "label", v_ts="ts_ms"), on="alert_id"
+    )
+    win = cfg.fusion_window_min * MINUTE_MS
+    links = (
+        reps.join(vids, on="grid_id")
+        .join(cfg.compat_pairs, on=["category", "label"], how="semi")
+        .filter((pl.col("r_ts") - pl.col("v_ts")).abs() <= win)
+    )
+    if links.is_empty():
+        return findings
+    pairs = links.group_by("fi", "fj").agg(
+        linked=pl.concat_str(["incident_id", pl.lit("~"), "alert_id"]).unique().sort()
+    )
+    # Union-find over findings (a handful of nodes; the heavy lifting was the join above).
+    parent = list(range(len(findings)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    linked: dict[int, list[str]] = {}
+    for fi, fj, ls in pairs.sort("fi", "fj").iter_rows():
+        a, b = root(fi), root(fj)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+        linked.setdefault(fi, []).extend(ls)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(findings)):
+        groups.setdefault(root(i), []).append(i)
+    out: list[Finding] = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(findings[members[0]])
+            continue
+        fs = [findings[i] for i in members]
+        keys = sorted(f.key for f in fs)
+        pairs_txt = sorted({p for i in members for p in linked.get(i, [])})
+        evidence: list[str] = []
+        for p in pairs_txt:  # linked ids first, then the rest
+            for x in p.split("~"):
+                if x not in evidence:
+                    evidence.append(x)
+        for f in fs:
+            evidence.extend(x for x in f.evidence if x not in evidence)
+        street = fs[0].area_id
+        out.append(
+            Finding(
+                rule="fusion",
+                area_id=street,
+                level=max((f.level for f in fs), key=RANK.__getitem__),
+                key="fusion:" + "+".join(keys),
+                evidence=tuple(evidence[:MAX_EVIDENCE]),
+                summary={
+                    "linked": [p.split("~") for p in pairs_txt[:MAX_EVIDENCE]],
+                    "parts": {f.key: f.summary for f in fs},
+                    "rules": sorted({f.rule for f in fs}),
+                },
+                aliases=tuple(keys),
+            )
+        )
+    return sorted(out, key=lambda f: f.key)
+
+
+POST: dict[str, Callable[[list[Finding], RuleInputs, WarningSettings, int], list[Finding]]] = {
+    "fusion": fuse,
+}
+
+
+def evaluate(
+    inputs: RuleInputs,
+    cfg: WarningSettings,
+    now_ms: int,
+    rules: Mapping[str, Rule] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> tuple[list[Finding], dict[str, float]]:
+    """Run every rule, then the post steps; (findings, seconds per rule/step)."""
+    findings: list[Finding] = []
+    timings: dict[str, float] = {}
+    for name, rule in (RULES if rules is None else rules).items():
+        t0 = timer()
+        findings.extend(rule(inputs, cfg, now_ms))
+        timings[name] = timer() - t0
+    for name, step in POST.items():
+        t0 = timer()
+        findings = step(findings, inputs, cfg, now_ms)
+        timings[name] = timer() - t0
+    return findings, timings
+
+
+# ------------------------------------------------------------------ lifecycle (pure)
+
+
+@dataclass(frozen=True)
+class Warning:
+    warning_id: str
+    key: str
+    rule: str
+    area_id: str
+    level: str
+    status: str
+    first_seen_ms: int
+    last_seen_ms: int
+    evidence: tuple[str, ...] = ()
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    escalated_to: str | None = None
+    escalated_ms: int | None = None
+
+
+def warning_id(key: str, first_seen_ms: int) -> str:
+    digest = hashlib.sha1(f"{key}|{first_seen_ms}".encode()).hexdigest()[:12]
+    return f"W{first_seen_ms:x}{digest}"
+
+
+def _merge_evidence(new: Iterable[str], old: Iterable[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for x in (*new, *old):
+        if x not in out:
+            out.append(x)
+        if len(out) >= MAX_EVIDENCE:
+            break
+    return tuple(out)
+
+
+def update_open(
+    open_warnings: Iterable[Warning],
+    findings: Sequence[Finding],
+    now_ms: int,
+    cfg: WarningSettings,
+    ancestors: Callable[[str], Sequence[str]] | None = None,
+) -> tuple[list[Warning], list[Warning], list[Warning]]:
+    """(new, updated, cleared) after one evaluation.
+
+    * a finding whose key (or one of its aliases) matches an open warning updates it:
+      last_seen = now, level = max, evidence merged (newest first, ≤ 50), summary replaced;
+      otherwise it opens a new warning;
+    * an open warning not seen for ``hysteresis_s`` is cleared;
+    * a warning still ``new`` (unacknowledged) is escalated one step up ``ancestors`` for
+      every full ``escalate_after_s`` since it opened (street → district → city).
+    """
+    by_key: dict[str, Warning] = {}
+    for w in open_warnings:
+        for k in (w.key, *w.aliases):
+            by_key.setdefault(k, w)
+    current: dict[str, Warning] = {}  # warning_id → state after this tick
+    seen: set[str] = set()
+    new: list[Warning] = []
+    for f in findings:
+        target = next((by_key[k] for k in (f.key, *f.aliases) if k in by_key), None)
+        if target is None:
+            w = Warning(
+                warning_id=warning_id(f.key, now_ms),
+                key=f.key,
+                rule=f.rule,
+                area_id=f.area_id,
+                level=f.level,
+                status="new",
+                first_seen_ms=now_ms,
+                last_seen_ms=now_ms,
+                evidence=tuple(f.evidence[:MAX_EVIDENCE]),
+                summary=f.summary,
+                aliases=tuple(k for k in f.aliases if k != f.key),
+            )
+            new.append(w)
+            for k in (f.key, *f.aliases):
+                by_key[k] = w
+            continue
+        base = current.get(target.warning_id, target)
+        aliases = tuple(
+            dict.fromkeys(k for k in (*base.aliases, f.key, *f.aliases) if k != base.key)
+        )
+        w = replace(
+            base,
+            last_seen_ms=now_ms,
+            level=max(base.level, f.level, key=RANK.__getitem__),
+            evidence=_merge_evidence(f.evidence, base.evidence),
+            summary=f.summary,
+            aliases=aliases,
+            rule=f.rule if f.rule == "fusion" else base.rule,
+        )
+        current[w.warning_id] = w
+        seen.add(w.warning_id)
+        for k in (f.key, *f.aliases):
+            by_key.setdefault(k, w)
+    updated: list[Warning] = []
+    cleared: list[Warning] = []
+    olds = {w.warning_id: w for w in by_key.values() if w.status in OPEN_STATUSES}
+    new_ids = {w.warning_id for w in new}
+    for wid, old in sorted(olds.items()):
+        if wid in new_ids:
+            continue
+        w = current.get(wid, old)
+        if wid not in seen and now_ms - w.last_seen_ms >= cfg.hysteresis_s * 1000:
+            cleared.append(replace(w, status="cleared"))
+            continue
+        esc = escalate(w, now_ms, cfg, ancestors)
+        if wid in seen or esc is not w:
+            updated.append(esc)
+    return new, updated, cleared
+
+
+def escalate(
+    w: Warning,
+    now_ms: int,
+    cfg: WarningSettings,
+    ancestors: Callable[[str], Sequence[str]] | None,
+) -> Warning:
+    """Escalated one step per full ``escalate_after_s`` while unacknowledged (pure)."""
+    if w.status != "new" or ancestors is None or cfg.escalate_after_s <= 0:
+        return w
+    chain = list(ancestors(w.area_id))[1:]
+    if not chain:
+        return w
+    steps = min(len(chain), (now_ms - w.first_seen_ms) // (cfg.escalate_after_s * 1000))
+    if steps <= 0:
+        return w
+    target = chain[int(steps) - 1]
+    if target == w.escalated_to:
+        return w
+    return replace(w, escalated_to=target, escalated_ms=now_ms)
+
+
+def live_counts(
+    warnings: Iterable[Warning], ancestors: Callable[[str], Sequence[str]]
+) -> dict[str, dict[str, int]]:
+    """area → {level: open warnings}, each warning counted at its area and every ancestor."""
+    out: dict[str, dict[str, int]] = {}
+    for w in warnings:
+        if w.status not in OPEN_STATUSES:
+            continue
+        for a in ancestors(w.area_id):
+            by = out.setdefault(a, {})
+            by[w.level] = by.get(w.level, 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------ SQL
+
+
+def _json(obj: Any) -> str:
+    return orjson.dumps(obj, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _row(w: Warning) -> dict[str, Any]:
+    return {
+        "warning_id": w.warning_id,
+        "key": w.key,
+        "rule": w.rule,
+        "area_id": w.area_id,
+        "level": w.level,
+        "status": w.status,
+        "first_seen_ms": w.first_seen_ms,
+        "last_seen_ms": w.last_seen_ms,
+        "escalated_to": w.escalated_to,
+        "escalated_ms": w.escalated_ms,
+        "acked_by": None,
+        "acked_ms": None,
+        "closed_ms": None,
+        "evidence": _json(list(w.evidence)),
+        "summary": _json(dict(w.summary)),
+        "aliases": _json(list(w.aliases)),
+    }
+
+
+def persist(
+    engine: Engine,
+    new: Sequence[Warning],
+    updated: Sequence[Warning],
+    cleared: Sequence[Warning],
+    now_ms: int,
+) -> None:
+    """Write one evaluation: insert new, update engine-owned columns, clear.
+
+    Users own ``status`` (acknowledge, dispatch, …): updates never touch it, an escalation
+    is only written while the warning is still ``new``, and clearing only applies to a
+    warning that is still open — so an acknowledgement racing with a tick is never lost.
+    """
+    t, a = store.warnings, store.warning_actions
+    actions: list[dict[str, Any]] = []
+    with engine.begin() as conn:
+        store.insert_ignore(conn, t, [_row(w) for w in new])
+        actions += [
+            {"warning_id": w.warning_id, "action": "open", "actor": "engine", "note": w.level}
+            for w in new
+        ]
+        if updated:
+            for w in sorted(updated, key=lambda w: w.warning_id):
+                conn.execute(
+                    update(t)
+                    .where(t.c.warning_id == w.warning_id, t.c.status.in_(OPEN_STATUSES))
+                    .values(
+                        level=w.level,
+                        last_seen_ms=w.last_seen_ms,
+                        evidence=_json(list(w.evidence)),
+                        summary=_json(dict(w.summary)),
+                        aliases=_json(list(w.aliases)),
+                        rule=w.rule,
+                    )
+                )
+                if w.escalated_to is not None:
+                    res = conn.execute(
+                        update(t)
+                        .where(
+                            t.c.warning_id == w.warning_id,
+                            t.c.status == "new",
+                            or_(t.c.escalated_to.is_(None), t.c.escalated_to != w.escalated_to),
+                        )
+                        .values(escalated_to=w.escalated_to, escalated_ms=w.escalated_ms)
+                    )
+                    if res.rowcount:
+                        actions.append(
+                            {
+                                "warning_id": w.warning_id,
+                                "action": "escalate",
+                                "actor": "engine",
+                                "note": w.escalated_to,
+                            }
+                        )
+        for w in sorted(cleared, key=lambda w: w.warning_id):
+            res = conn.execute(
+                update(t)
+                .where(t.c.warning_id == w.warning_id, t.c.status.in_(OPEN_STATUSES))
+                .values(status="cleared", closed_ms=now_ms)
+            )
+            if res.rowcount:
+                actions.append(
+                    {"warning_id": w.warning_id, "action": "clear", "actor": "engine", "note": None}
+                )
+        if actions:
+            conn.execute(a.insert(), [{**x, "at_ms": now_ms} for x in actions])
+
+
+def acknowledge(
+    engine: Engine,
+    warning_id: str,
+    actor: str,
+    now_ms: int,
+    *,
+    role: str = "",
+    scope: str = "",
+    note: str = "",
+) -> bool:
+    """Acknowledge a ``new`` warning (stops its escalation); audited in the same transaction.
+
+    Returns False (and changes nothing) when the warning is unknown or not ``new``.
+    """
+    t = store.warnings
+    with audit.transaction(engine) as conn:
+        res = conn.execute(
+            update(t)
+            .where(t.c.warning_id == warning_id, t.c.status == "new")
+            .values(status="acknowledged", acked_by=actor, acked_ms=now_ms)
+        )
+        if not res.rowcount:
+            return False
+        conn.execute(
+            store.warning_actions.insert().values(
+                warning_id=warning_id, action="acknowledge", actor=actor, note=note, at_ms=now_ms
+            )
+        )
+        audit.append(
+            conn,
+            actor=actor,
+            role=role,
+            scope=scope,
+            action="warning_ack",
+            target=warning_id,
+            detail={"note": note} if note else {},
+            now_ms=now_ms,
+        )
+    return True
+
+
+def open_warnings(engine: Engine) -> pl.DataFrame:
+    t = store.warnings
+    return store.read_frame(engine, select(t).where(t.c.status.in_(OPEN_STATUSES)))
+
+
+def warnings_from_frame(df: pl.DataFrame) -> list[Warning]:
+    out = []
+    for row in df.iter_rows(named=True):
+        out.append(
+            Warning(
+                warning_id=row["warning_id"],
+                key=row["key"],
+                rule=row["rule"],
+                area_id=row["area_id"],
+                level=row["level"],
+                status=row["status"],
+                first_seen_ms=int(row["first_seen_ms"]),
+                last_seen_ms=int(row["last_seen_ms"]),
+                evidence=tuple(orjson.loads(row["evidence"])),
+                summary=orjson.loads(row["summary"]),
+                aliases=tuple(orjson.loads(row["aliases"])),
+                escalated_to=row["escalated_to"],
+                escalated_ms=row["escalated_ms"],
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------ runner
+
+
+def _frame(engine: Engine, query: Any, schema: Mapping[str, Any]) -> pl.DataFrame:
+    df = store.read_frame(engine, query)
+    if df.is_empty():
+        return empty(schema)
+    return df.select([pl.col(c).cast(t) for c, t in schema.items()])
+
+
+@dataclass
+class WarningEngine:
+    """Reads inputs (SQL + Redis), evaluates every rule, applies the lifecycle, persists,
+    and writes the live warning counts. State kept between ticks is explicit: the cached
+    frames below (a performance cache — a restart rebuilds them from SQL)."""
+
+    settings: Settings
+    city: City
+    r: redis.Redis
+    engine: Engine
+    clock: Clock = time.time
+    cfg: WarningSettings = field(default_factory=WarningSettings)
+    areas: Areas = field(init=False)
+    _workers: pl.DataFrame | None = field(default=None, init=False)
+    _workers_ms: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.areas = Areas.of(self.city)
+        self._chain: dict[str, list[str]] = {}
+
+    def ancestors(self, area_id: str) -> list[str]:
+        got = self._chain.get(area_id)
+        if got is None:
+            got = self._chain[area_id] = self.areas.ancestors(area_id)
+        return got
+
+    # ---------------------------------------------------------------- inputs
+
+    def read_inputs(self, now_ms: int) -> RuleInputs:
+        cfg = self.cfg
+        ev, inc, va = store.incident_events, store.incidents, store.video_alerts
+        since = now_ms - cfg.horizon_ms()
+        reports = _frame(
+            self.engine,
+            select(
+                ev.c.event_id,
+                ev.c.incident_id,
+                ev.c.ts_ms,
+                ev.c.category,
+                ev.c.severity,
+                ev.c.grid_id,
+                ev.c.street_id,
+                ev.c.lon,
+                ev.c.lat,
+            ).where(ev.c.ts_ms > since, ev.c.ts_ms <= now_ms, ev.c.step == "reported"),
+            REPORTS_SCHEMA,
+        )
+        incidents = _frame(
+            self.engine,
+            select(
+                inc.c.incident_id,
+                inc.c.status,
+                inc.c.category,
+                inc.c.severity,
+                inc.c.grid_id,
+                inc.c.street_id,
+                inc.c.reported_ms,
+                inc.c.last_ms,
+            ).where(
+                inc.c.reported_ms > now_ms - cfg.sla_lookback_days * DAY_MS,
+                inc.c.status != "closed",
+            ),
+            INCIDENTS_SCHEMA,
+        )
+        vsince = now_ms - max(cfg.video_window_min, cfg.fusion_window_min) * MINUTE_MS
+        video = _frame(
+            self.engine,
+            select(
+                va.c.alert_id, va.c.camera_id, va.c.label, va.c.ts_ms, va.c.grid_id, va.c.street_id
+            ).where(va.c.ts_ms > vsince, va.c.ts_ms <= now_ms),
+            VIDEO_SCHEMA,
+        )
+        baseline, days = self.read_baseline(now_ms)
+        return RuleInputs(
+            areas=self.areas,
+            reports=reports,
+            incidents=incidents,
+            video=video,
+            visits=self.read_visits(now_ms),
+            workers=self.read_workers(now_ms),
+            baseline=baseline,
+            baseline_days=days,
+        )
+
+    def read_baseline(self, now_ms: int) -> tuple[pl.DataFrame, int]:
+        """Reports per street × category in the same time-of-day window on past days."""
+        cfg = self.cfg
+        ev = store.incident_events
+        with self.engine.connect() as conn:
+            first = conn.execute(
+                select(func.min(ev.c.ts_ms)).where(ev.c.step == "reported")
+            ).scalar()
+        if first is None:
+            return empty(BASELINE_SCHEMA), 0
+        win = cfg.surge_window_min * MINUTE_MS
+        days = [
+            k
+            for k in range(1, cfg.surge_baseline_days + 1)
+            if now_ms - k * DAY_MS - win >= int(first)
+        ]
+        if not days:
+            return empty(BASELINE_SCHEMA), 0
+        ranges = [
+            and_(ev.c.ts_ms > now_ms - k * DAY_MS - win, ev.c.ts_ms <= now_ms - k * DAY_MS)
+            for k in days
+        ]
+        q = (
+            select(ev.c.street_id, ev.c.category, func.count().label("total"))
+            .where(ev.c.step == "reported", or_(*ranges))
+            .group_by(ev.c.street_id, ev.c.category)
+        )
+        return _frame(self.engine, q, BASELINE_SCHEMA), len(days)
+
+    def read_visits(self, now_ms: int) -> pl.DataFrame:
+        """Last visit per grid within the gap horizon: track points + live positions."""
+        tp = store.track_points
+        since = now_ms - int(self.cfg.patrol_gap_hours * HOUR_MS)
+        hist = _frame(
+            self.engine,
+            select(tp.c.grid_id, func.max(tp.c.ts_ms).label("last_ms"))
+            .where(tp.c.ts_ms > since, tp.c.ts_ms <= now_ms)
+            .group_by(tp.c.grid_id),
+            VISITS_SCHEMA,
+        )
+        raw: Any = self.r.hvals(f"{self.settings.redis.prefix}:live:pos")
+        live = [v.decode().split(",") for v in raw]
+        pos = pl.DataFrame(
+            {"grid_id": [p[3] for p in live], "last_ms": [int(p[2]) for p in live]},
+            schema=VISITS_SCHEMA,
+        ).filter(pl.col("last_ms") > since, pl.col("last_ms") <= now_ms)
+        return pl.concat([hist, pos]).group_by("grid_id").agg(pl.col("last_ms").max())
+
+    def read_workers(self, now_ms: int) -> pl.DataFrame:
+        """The roster (cached 5 min) with each worker's last ping from Redis."""
+        if self._workers is None or now_ms - self._workers_ms > 5 * MINUTE_MS:
+            w = store.workers
+            roster = store.read_frame(self.engine, select(w.c.worker_id, w.c.grid_id))
+            if roster.is_empty():
+                roster = empty({"worker_id": pl.String, "grid_id": pl.String})
+            self._workers = roster.join(
+                self.areas.grids.select("grid_id", "street_id"), on="grid_id", how="inner"
+            )
+            self._workers_ms = now_ms
+        seen: Any = self.r.zrange(f"{self.settings.redis.prefix}:live:seen", 0, -1, withscores=True)
+        last = pl.DataFrame(
+            {"worker_id": [k.decode() for k, _ in seen], "last_seen_ms": [int(s) for _, s in seen]},
+            schema={"worker_id": pl.String, "last_seen_ms": pl.Int64},
+        )
+        return self._workers.join(last, on="worker_id", how="left").select(list(WORKERS_SCHEMA))
+
+    # ---------------------------------------------------------------- one tick
+
+    def tick(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        now_ms = int(self.clock() * 1000)
+        inputs = self.read_inputs(now_ms)
+        t_read = time.perf_counter() - t0
+        findings, timings = evaluate(inputs, self.cfg, now_ms)
+        t1 = time.perf_counter()
+        olds = warnings_from_frame(open_warnings(self.engine))
+        new, updated, cleared = update_open(olds, findings, now_ms, self.cfg, self.ancestors)
+        persist(self.engine, new, updated, cleared, now_ms)
+        changed = {w.warning_id: w for w in (*updated, *cleared)}
+        still = [changed.get(w.warning_id, w) for w in olds] + new
+        counts = live_counts(still, self.ancestors)
+        LiveState(self.r, self.settings.redis.prefix).set_warnings(counts)
+        t_write = time.perf_counter() - t1
+        return {
+            "now_ms": now_ms,
+            "findings": len(findings),
+            "new": len(new),
+            "updated": len(updated),
+            "cleared": len(cleared),
+            "open": sum(1 for w in still if w.status in OPEN_STATUSES),
+            "timings": {"read": t_read, **timings, "lifecycle_persist_live": t_write},
+        }

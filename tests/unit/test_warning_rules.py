@@ -1,0 +1,318 @@
+"""Early-warning rules, fusion and lifecycle on hand-built frames with a fake clock."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pytest
+
+from pipelines import warnings as W
+
+MIN = 60_000
+HOUR = 3_600_000
+# 2026-03-02 10:00 Asia/Shanghai (02:00 UTC): working time
+NOW = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
+CFG = W.WarningSettings()
+
+AREAS = W.Areas(
+    grids=pl.DataFrame(
+        {
+            "grid_id": ["g1", "g2", "g3"],
+            "street_id": ["s1", "s1", "s2"],
+            "district_id": ["d1", "d1", "d1"],
+            "city_id": ["c", "c", "c"],
+        }
+    ),
+    parent={"g1": "s1", "g2": "s1", "g3": "s2", "s1": "d1", "s2": "d1", "d1": "c", "c": None},
+)
+
+
+def reports(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """rows: (incident_id, minutes_ago, category, grid, street, lon, lat)."""
+    return pl.DataFrame(
+        [
+            {
+                "event_id": f"e{i}",
+                "incident_id": inc,
+                "ts_ms": NOW - int(ago * MIN),
+                "category": cat,
+                "severity": 2,
+                "grid_id": g,
+                "street_id": s,
+                "lon": lon,
+                "lat": lat,
+            }
+            for i, (inc, ago, cat, g, s, lon, lat) in enumerate(rows)
+        ],
+        schema=W.REPORTS_SCHEMA,
+    )
+
+
+def video(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """rows: (alert_id, camera, label, minutes_ago, grid, street)."""
+    return pl.DataFrame(
+        [
+            {"alert_id": a, "camera_id": c, "label": lb, "ts_ms": NOW - ago * MIN, "grid_id": g}
+            | {"street_id": s}
+            for a, c, lb, ago, g, s in rows
+        ],
+        schema=W.VIDEO_SCHEMA,
+    )
+
+
+def inputs(**kw: Any) -> W.RuleInputs:
+    return W.RuleInputs(areas=AREAS, **kw)
+
+
+def keys(fs: list[W.Finding]) -> dict[str, str]:
+    return {f.key: f.level for f in fs}
+
+
+# ------------------------------------------------------------------ rules: fires / not / boundary
+
+
+def _fire(ago: float) -> W.RuleInputs:
+    return inputs(reports=reports([("i1", ago, "fire", "g1", "s1", 118.8, 32.0)]))
+
+
+def _public_order(n: int) -> W.RuleInputs:
+    rows = [(f"i{i}", 10, "public_order", "g1", "s1", 118.8, 32.0) for i in range(n)]
+    return inputs(reports=reports(rows))
+
+
+def _surge(n: int, total: int = 0, days: int = 28) -> W.RuleInputs:
+    rows = [(f"i{i}", 5, "dispute", "g1", "s1", 118.8 + i * 0.01, 32.0) for i in range(n)]
+    base = pl.DataFrame(
+        {"street_id": ["s1"], "category": ["dispute"], "total": [total]}, schema=W.BASELINE_SCHEMA
+    )
+    return inputs(reports=reports(rows), baseline=base, baseline_days=days)
+
+
+def _incident(status: str, hours_ago: float, sev: int = 2, cat: str = "dispute") -> W.RuleInputs:
+    df = pl.DataFrame(
+        [
+            {
+                "incident_id": "i1",
+                "status": status,
+                "category": cat,
+                "severity": sev,
+                "grid_id": "g1",
+                "street_id": "s1",
+                "reported_ms": NOW - 100 * HOUR,
+                "last_ms": NOW - int(hours_ago * HOUR),
+            }
+        ],
+        schema=W.INCIDENTS_SCHEMA,
+    )
+    return inputs(incidents=df)
+
+
+def _patrol(last_visit_h: float | None, online: bool = True, now_h: int = 0) -> W.RuleInputs:
+    workers = pl.DataFrame(
+        {
+            "worker_id": ["w1"],
+            "grid_id": ["g1"],
+            "street_id": ["s1"],
+            "last_seen_ms": [NOW - (1 if online else 60) * MIN],
+        },
+        schema=W.WORKERS_SCHEMA,
+    )
+    visits = pl.DataFrame(
+        {
+            "grid_id": ["g1"],
+            "last_ms": [None if last_visit_h is None else NOW - int(last_visit_h * HOUR)],
+        },
+        schema=W.VISITS_SCHEMA,
+    )
+    return inputs(workers=workers, visits=visits)
+
+
+def _cams(k: int, label: str = "crowd_gathering", ago: int = 5) -> W.RuleInputs:
+    return inputs(video=video([(f"a{i}", f"cam{i}", label, ago, "g1", "s1") for i in range(k)]))
+
+
+def _recurrence(n: int, spread_deg: float) -> W.RuleInputs:
+    rows = [
+        (f"i{i}", 24 * 60, "sanitation", "g1", "s1", 118.8 + i * spread_deg, 32.0) for i in range(n)
+    ]
+    return inputs(reports=reports(rows))
+
+
+CASES = [
+    # (rule, inputs, now offset ms, expected {key: level})
+    ("threshold", _fire(29), 0, {"threshold:s1:fire": "orange"}),
+    ("threshold", _fire(31), 0, {}),
+    ("threshold", _public_order(5), 0, {"threshold:s1:public_order": "yellow"}),
+    ("threshold", _public_order(4), 0, {}),
+    ("surge", _surge(12, total=28), 0, {"surge:s1:dispute": "orange"}),  # expected ≈ 1
+    ("surge", _surge(4, total=0), 0, {}),  # below the minimum count
+    ("surge", _surge(12, total=28 * 10), 0, {}),  # usual for this street
+    ("surge", _surge(25, total=0, days=0), 0, {"surge:s1:dispute": "red"}),  # prior only
+    ("sla", _incident("handling", 25), 0, {"sla:s1": "orange"}),  # 24 h stage, sev 2
+    ("sla", _incident("handling", 20), 0, {"sla:s1": "yellow"}),  # ≥ 80 %
+    ("sla", _incident("handling", 10), 0, {}),
+    ("sla", _incident("handling", 7, sev=4), 0, {"sla:s1": "red"}),  # 24 × 0.25 = 6 h
+    ("sla", _incident("reported", 0.3, cat="fire"), 0, {"sla:s1": "orange"}),  # 1 × .25 h
+    ("patrol_gap", _patrol(3), 0, {"patrol_gap:s1": "blue"}),
+    ("patrol_gap", _patrol(1), 0, {}),
+    ("patrol_gap", _patrol(1, online=False), 0, {"patrol_gap:s1": "yellow"}),
+    ("patrol_gap", _patrol(None), 12 * HOUR, {}),  # 22:00 local: outside working time
+    ("patrol_gap", _patrol(None), -1 * HOUR, {}),  # 09:00: not 2 working hours yet
+    ("video_cluster", _cams(3), 0, {"video_cluster:s1:crowd_gathering": "orange"}),
+    ("video_cluster", _cams(3, "smoke_fire"), 0, {"video_cluster:s1:smoke_fire": "red"}),
+    ("video_cluster", _cams(2), 0, {}),
+    ("video_cluster", _cams(3, ago=16), 0, {}),
+    ("recurrence", _recurrence(4, 0.0002), 0, {"recurrence:s1:sanitation": "yellow"}),  # ~19 m
+    ("recurrence", _recurrence(4, 0.01), 0, {}),  # ~940 m apart
+    ("recurrence", _recurrence(3, 0.0001), 0, {}),
+]
+
+
+@pytest.mark.parametrize(("rule", "data", "shift", "expected"), CASES)
+def test_rule(rule: str, data: W.RuleInputs, shift: int, expected: dict[str, str]) -> None:
+    got = W.RULES[rule](data, CFG, NOW + shift)
+    assert keys(got) == expected
+    for f in got:
+        assert f.rule == rule and f.level in W.LEVELS and 0 < len(f.evidence) <= W.MAX_EVIDENCE
+
+
+def test_every_rule_handles_empty_inputs() -> None:
+    for rule in W.RULES.values():
+        assert rule(inputs(), CFG, NOW) == []
+
+
+def test_evidence_is_capped() -> None:
+    rows = [(f"i{i}", 1, "fire", "g1", "s1", 118.8, 32.0) for i in range(80)]
+    (f,) = W.rule_threshold(inputs(reports=reports(rows)), CFG, NOW)
+    assert len(f.evidence) == W.MAX_EVIDENCE and f.summary["n"] == 80
+
+
+def test_poisson_tail() -> None:
+    import numpy as np
+
+    p = W.poisson_sf(np.array([1, 5, 10]), np.array([1.0, 1.0, 1.0]))
+    assert p[0] == 1.0  # k ≤ mu: not a tail
+    assert p[1] == pytest.approx(0.0036598, rel=1e-4)
+    assert p[2] == pytest.approx(1.1143e-7, rel=1e-3)
+
+
+# ------------------------------------------------------------------ fusion
+
+
+def _fire_scene(alert_grid: str = "g1", alert_ago: int = 5) -> W.RuleInputs:
+    return inputs(
+        reports=reports([("i1", 3, "fire", "g1", "s1", 118.8, 32.0)]),
+        video=video(
+            [(f"a{i}", f"cam{i}", "smoke_fire", alert_ago, alert_grid, "s1") for i in range(3)]
+        ),
+    )
+
+
+def test_fusion_merges_report_and_video_of_one_grid() -> None:
+    data = _fire_scene()
+    fs, timings = W.evaluate(data, CFG, NOW)
+    assert set(timings) == {*W.RULES, *W.POST}
+    (f,) = [f for f in fs if f.rule in ("threshold", "video_cluster", "fusion")]
+    assert f.rule == "fusion" and f.level == "red"
+    assert set(f.aliases) == {"threshold:s1:fire", "video_cluster:s1:smoke_fire"}
+    assert "i1" in f.evidence and "a0" in f.evidence
+    assert ["i1", "a0"] in f.summary["linked"]
+
+
+@pytest.mark.parametrize("scene", [_fire_scene(alert_grid="g2"), _fire_scene(alert_ago=40)])
+def test_fusion_needs_same_grid_and_close_time(scene: W.RuleInputs) -> None:
+    cfg = dataclasses.replace(CFG, video_window_min=60)
+    fs, _ = W.evaluate(scene, cfg, NOW)
+    assert {f.rule for f in fs} == {"threshold", "video_cluster"}
+
+
+def test_fused_warning_updates_the_warning_one_side_opened() -> None:
+    only_video = inputs(video=_fire_scene().video)
+    fs, _ = W.evaluate(only_video, CFG, NOW)
+    new, _, _ = W.update_open([], fs, NOW, CFG)
+    assert [w.key for w in new] == ["video_cluster:s1:smoke_fire"]
+    fs, _ = W.evaluate(_fire_scene(), CFG, NOW + MIN)
+    new2, updated, _ = W.update_open(new, fs, NOW + MIN, CFG)
+    assert new2 == [] and len(updated) == 1 and updated[0].rule == "fusion"
+    # the report side alone later still lands on the same warning
+    only_report = W.rule_threshold(_fire_scene(), CFG, NOW + 2 * MIN)
+    new3, updated3, _ = W.update_open(updated, only_report, NOW + 2 * MIN, CFG)
+    assert new3 == [] and updated3[0].warning_id == new[0].warning_id
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+def finding(level: str = "yellow", ev: tuple[str, ...] = ("x",), key: str = "r:s1") -> W.Finding:
+    return W.Finding("r", "s1", level, key, ev, {"n": 1})
+
+
+def chain(a: str) -> list[str]:
+    return AREAS.ancestors(a)
+
+
+def test_update_not_repeat_and_level_max() -> None:
+    new, upd, clr = W.update_open([], [finding()], NOW, CFG)
+    assert len(new) == 1 and upd == [] and clr == []
+    w = new[0]
+    new2, upd2, _ = W.update_open(new, [finding("orange", ("y",))], NOW + MIN, CFG)
+    assert new2 == [] and upd2[0].warning_id == w.warning_id
+    assert upd2[0].level == "orange" and upd2[0].evidence == ("y", "x")
+    _, upd3, _ = W.update_open(upd2, [finding("blue")], NOW + 2 * MIN, CFG)
+    assert upd3[0].level == "orange" and upd3[0].last_seen_ms == NOW + 2 * MIN
+
+
+def test_clears_after_hysteresis_only() -> None:
+    new, _, _ = W.update_open([], [finding()], NOW, CFG)
+    h = CFG.hysteresis_s * 1000
+    _, upd, clr = W.update_open(new, [], NOW + h - 1, CFG)
+    assert clr == [] and upd == []
+    _, _, clr = W.update_open(new, [], NOW + h, CFG)
+    assert [w.status for w in clr] == ["cleared"]
+
+
+def test_escalates_street_district_city_and_ack_stops_it() -> None:
+    step = CFG.escalate_after_s * 1000
+    new, _, _ = W.update_open([], [finding()], NOW, CFG, chain)
+    _, upd, _ = W.update_open(new, [finding()], NOW + step - 1, CFG, chain)
+    assert upd[0].escalated_to is None
+    _, upd, _ = W.update_open(upd, [finding()], NOW + step, CFG, chain)
+    assert upd[0].escalated_to == "d1"
+    _, upd, _ = W.update_open(upd, [finding()], NOW + 2 * step, CFG, chain)
+    assert upd[0].escalated_to == "c"
+    _, upd, _ = W.update_open(upd, [finding()], NOW + 9 * step, CFG, chain)
+    assert upd[0].escalated_to == "c"
+    acked = [dataclasses.replace(new[0], status="acknowledged")]
+    _, upd, _ = W.update_open(acked, [finding()], NOW + 5 * step, CFG, chain)
+    assert upd[0].escalated_to is None and upd[0].status == "acknowledged"
+
+
+def test_escalation_without_findings_is_an_update() -> None:
+    step = CFG.escalate_after_s * 1000
+    cfg = dataclasses.replace(CFG, hysteresis_s=10 * CFG.escalate_after_s)
+    new, _, _ = W.update_open([], [finding()], NOW, cfg, chain)
+    _, upd, clr = W.update_open(new, [], NOW + step, cfg, chain)
+    assert clr == [] and upd[0].escalated_to == "d1" and upd[0].last_seen_ms == NOW
+
+
+def test_live_counts_at_area_and_ancestors() -> None:
+    new, _, _ = W.update_open(
+        [], [finding("red"), finding("blue", key="q:s1"), finding(key="z:s2")], NOW, CFG
+    )
+    new[2] = dataclasses.replace(new[2], area_id="s2")
+    c = W.live_counts(new, chain)
+    assert c["s1"] == {"red": 1, "blue": 1}
+    assert c["s2"] == {"yellow": 1}
+    assert c["d1"] == c["c"] == {"red": 1, "blue": 1, "yellow": 1}
+
+
+def test_settings_tables_parse() -> None:
+    t = CFG.threshold_table
+    assert t.filter(pl.col("category") == "fire").row(0) == ("fire", 1, 30 * MIN, "orange")
+    assert CFG.stage_hours["handling"] == 24.0
+    assert CFG.severity_scale[4] == 0.25
+    assert CFG.compat_pairs.height >= 5
+    assert CFG.horizon_ms() == CFG.recurrence_days * 86_400_000
