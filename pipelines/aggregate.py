@@ -133,16 +133,6 @@ def first_visits(df: pl.DataFrame) -> pl.DataFrame:
     return df.group_by("day", "grid_id").agg(first_ms=pl.col("ts").min())
 
 
-def first_visits_empty() -> pl.DataFrame:
-    return pl.DataFrame(schema={"day": pl.String, "grid_id": pl.String, "first_ms": pl.Int64})
-
-
-def positions_frame(rows: list[tuple[str, int, str]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        rows, schema={"worker_id": pl.String, "ts_ms": pl.Int64, "packed": pl.String}, orient="row"
-    )
-
-
 def patrolled_grids(df: pl.DataFrame) -> list[tuple[str, str, str, str, str]]:
     """Distinct (day, grid, street, district, city) visited in the batch."""
     if df.is_empty():

@@ -129,7 +129,7 @@ class FeedWorker:
     def flush_positions(self) -> None:
         if self.positions:
             rows = [(w, ts, p) for w, (ts, p) in self.positions.items()]
-            store.persist_patrols(self.engine, agg.first_visits_empty(), agg.positions_frame(rows))
+            store.persist_positions(self.engine, rows)
             self.positions.clear()
         self.positions_flushed = self.clock()
 
@@ -221,7 +221,7 @@ class FeedWorker:
         new_pairs = set(visits.select("day", "grid_id").iter_rows())
         patrolled = [p for p in agg.patrolled_grids(good) if (p[0], p[1]) in new_pairs]
         self.state.apply_locations(latest, patrolled)
-        store.persist_patrols(self.engine, visits, agg.positions_frame([]))
+        store.persist_patrols(self.engine, visits)
         cache.visits.update(new_pairs)
         for w, ts, packed in latest:
             if ts >= self.positions.get(w, (0, ""))[0]:

@@ -432,13 +432,21 @@ def persist_tracks(engine: Engine, points: pl.DataFrame) -> None:
         )
 
 
-def persist_patrols(engine: Engine, visits: pl.DataFrame, latest: pl.DataFrame) -> None:
-    """Grids visited per day (earliest visit wins) and each worker's latest position."""
+def persist_patrols(engine: Engine, visits: pl.DataFrame) -> None:
+    """Grids visited per day (the earliest visit wins, whatever the order)."""
+    if visits.is_empty():
+        return
     with engine.begin() as conn:
-        if not visits.is_empty():
-            upsert(conn, patrols, visits.to_dicts(), ["day", "grid_id"], where_older="first_ms")
-        if not latest.is_empty():
-            upsert(conn, worker_positions, latest.to_dicts(), ["worker_id"], where_newer="ts_ms")
+        upsert(conn, patrols, visits.to_dicts(), ["day", "grid_id"], where_older="first_ms")
+
+
+def persist_positions(engine: Engine, latest: list[tuple[str, int, str]]) -> None:
+    """Each worker's latest packed position (the newest wins, whatever the order)."""
+    if not latest:
+        return
+    rows = [{"worker_id": w, "ts_ms": ts, "packed": p} for w, ts, p in latest]
+    with engine.begin() as conn:
+        upsert(conn, worker_positions, rows, ["worker_id"], where_newer="ts_ms")
 
 
 def persist_dead_letters(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:

@@ -138,6 +138,14 @@ def settings_for(
 
 
 @pytest.fixture
+def live_settings(
+    redis_url: str, prefix: str, db_url: tuple[str, str | None], tmp_path: Path
+) -> Settings:
+    """Settings for this test's own Redis prefix, database and var directory."""
+    return settings_for(redis_url, prefix, db_url, tmp_path)
+
+
+@pytest.fixture
 def artifacts(request: pytest.FixtureRequest) -> Path:
     d = ARTIFACTS / request.node.name.replace("/", "_")
     d.mkdir(parents=True, exist_ok=True)

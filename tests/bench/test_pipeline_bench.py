@@ -91,12 +91,17 @@ class StageTimer:
         "latest_positions",
         "patrolled_grids",
         "first_visits",
-        "positions_frame",
         "track_slots",
         "report_rows",
         "report_history",
     )
-    SQL = ("persist_patrols", "persist_tracks", "persist_report_events", "persist_dead_letters")
+    SQL = (
+        "persist_patrols",
+        "persist_positions",
+        "persist_tracks",
+        "persist_report_events",
+        "persist_dead_letters",
+    )
 
     def __init__(self) -> None:
         self.t: dict[str, float] = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +20,8 @@ from dashboard.auth import ROUTE_POLICIES, callback_policy
 from pipelines import accounts, audit
 from pipelines.geo import City, demo_city
 from pipelines.runner import live_state
-from tests.conftest import settings_for, sign_in_client
+from pipelines.settings import Settings
+from tests.conftest import sign_in_client
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,12 @@ def city() -> City:
 
 @pytest.fixture
 def app(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
+    live_settings: Settings,
     engine: Engine,
-    tmp_path: Path,
     city: City,
     rclient: redis.Redis,
 ) -> Dash:
-    settings = settings_for(redis_url, prefix, db_url, tmp_path)
+    settings = live_settings
     now = int(time.time() * 1000)
     other_street = city.children(OTHER)[0]
     other_grid = city.children(other_street)[0]

@@ -64,15 +64,12 @@ def fill(settings: Settings, city: City, r: redis.Redis, engine: Engine, minutes
 
 @pytest.fixture
 def app_data(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
+    live_settings: Settings,
     engine: Engine,
-    tmp_path: Path,
     city: City,
     rclient: redis.Redis,
 ) -> tuple[Dash, Settings]:
-    settings = settings_for(redis_url, prefix, db_url, tmp_path)
+    settings = live_settings
     fill(settings, city, rclient, engine)
     accounts.create_user(
         engine,

@@ -10,6 +10,7 @@ driven with Flask's test client; the browser's hops to the provider are made wit
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import secrets
 import socket
@@ -19,7 +20,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -34,7 +34,7 @@ from werkzeug.serving import make_server
 from dashboard.app import create_app
 from pipelines import accounts, audit
 from pipelines.geo import City, demo_city
-from tests.conftest import settings_for
+from pipelines.settings import Settings
 
 with warnings.catch_warnings():  # authlib.jose is deprecated in favour of joserfc (authlib 2)
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -208,51 +208,33 @@ def _users(engine: Engine, city: City) -> None:
     accounts.create_user(engine, city, "wall1", "wall", MINE, now_ms=now)
 
 
-def _app(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
-    tmp_path: Path,
-    city: City,
-    rclient: redis.Redis,
-    **auth: str,
-) -> Dash:
-    sections = {"auth": auth} if auth else {}
-    settings = settings_for(redis_url, prefix, db_url, tmp_path, **sections)
+def _app(settings: Settings, city: City, rclient: redis.Redis, **auth: str) -> Dash:
+    settings = dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, **auth))
     return create_app(settings, city=city, r=rclient)
 
 
 @pytest.fixture
 def app_off(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
+    live_settings: Settings,
     engine: Engine,
-    tmp_path: Path,
     city: City,
     rclient: redis.Redis,
 ) -> Dash:
     _users(engine, city)
-    return _app(redis_url, prefix, db_url, tmp_path, city, rclient)
+    return _app(live_settings, city, rclient)
 
 
 @pytest.fixture
 def app(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
+    live_settings: Settings,
     engine: Engine,
-    tmp_path: Path,
     city: City,
     rclient: redis.Redis,
     provider: Provider,
 ) -> Dash:
     _users(engine, city)
     return _app(
-        redis_url,
-        prefix,
-        db_url,
-        tmp_path,
+        live_settings,
         city,
         rclient,
         oidc_issuer=provider.url,
@@ -308,11 +290,8 @@ def test_sso_is_off_by_default(app_off: Dash) -> None:
 
 
 def test_configuring_sso_touches_no_network(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
+    live_settings: Settings,
     engine: Engine,
-    tmp_path: Path,
     city: City,
     rclient: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
@@ -323,10 +302,7 @@ def test_configuring_sso_touches_no_network(
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     with closed_port() as port:
         app = _app(
-            redis_url,
-            prefix,
-            db_url,
-            tmp_path,
+            live_settings,
             city,
             rclient,
             oidc_issuer=f"http://127.0.0.1:{port}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -17,8 +16,8 @@ from pipelines import simulate, store
 from pipelines import warnings as W
 from pipelines.geo import City, GridIndex, demo_city
 from pipelines.runner import ClockJob, live_state, make_worker
+from pipelines.settings import Settings
 from pipelines.streams import publish
-from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +32,12 @@ def city() -> City:
 
 
 def test_scripted_anomalies_are_flagged(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
+    live_settings: Settings,
     engine: Engine,
-    tmp_path: Path,
     city: City,
     rclient: redis.Redis,
 ) -> None:
-    settings = settings_for(redis_url, prefix, db_url, tmp_path)
+    settings = live_settings
     now = [START]
     clock = lambda: now[0] / 1000  # noqa: E731
     cfg = dataclasses.replace(
@@ -114,8 +110,9 @@ def test_scripted_anomalies_are_flagged(
 
     # Live counts: at the street, its district and the city.
     district = city.area(fire["area_id"])["district_id"]  # type: ignore[index]
-    counts = {k.decode(): int(v) for k, v in rclient.hgetall(f"{prefix}:live:warn_count").items()}
-    levels = {k.decode(): int(v) for k, v in rclient.hgetall(f"{prefix}:live:warn_level").items()}
+    live = f"{settings.redis.prefix}:live"
+    counts = {k.decode(): int(v) for k, v in rclient.hgetall(f"{live}:warn_count").items()}
+    levels = {k.decode(): int(v) for k, v in rclient.hgetall(f"{live}:warn_level").items()}
     for area in (fire["area_id"], district, city.city_id):
         assert counts.get(f"{area}|red", 0) >= 1, area
         assert levels[area] == 4
