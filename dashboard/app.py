@@ -6,6 +6,7 @@ a cacheable, pre-gzipped response per area; refreshes carry values only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -19,6 +20,7 @@ import redis
 from dash import Dash, dcc, html
 from flask import Response, make_response, redirect, request
 from flask_compress import Compress
+from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import ids, login
 from dashboard.auth import Guard, principal
@@ -96,6 +98,23 @@ def _user_box(lang: str) -> Any:
     )
 
 
+def _backend_down(_exc: Exception) -> Response:
+    """Redis or the database unreachable during a request: a clear 503, never a traceback."""
+    if request.accept_mimetypes.best == "text/html":
+        body = (
+            "<!doctype html><meta charset=utf-8><title>服务暂不可用 · Unavailable</title>"
+            "<body style='background:#06101f;color:#d8e9ff;font-family:sans-serif;"
+            "text-align:center;padding-top:15vh'><h2>服务暂不可用 · Service unavailable</h2>"
+            "<p>数据服务暂时无法访问，请稍后刷新。· The data service is unreachable; "
+            "please retry shortly.</p></body>"
+        )
+        resp = make_response(body, 503)
+    else:
+        resp = make_response({"error": "backend unavailable"}, 503)
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
 def _send(blob: Blob) -> Response:
     if request.headers.get("If-None-Match") == blob.etag:
         resp = make_response("", 304)
@@ -164,6 +183,8 @@ def create_app(
         health_check_interval=30,
     )
     engine = store.make_engine(settings.database_url, settings.database.schema or None)
+    with contextlib.suppress(SQLAlchemyError):  # idempotent; a down database is handled per request
+        store.create_schema(engine)
     app = Dash(
         __name__,
         use_pages=True,
@@ -181,6 +202,8 @@ def create_app(
     _routes(app, settings, GeometryCache(city, settings.geo.simplify_m))
     guard = Guard(settings, city, r, engine, csp_hashes=lambda: list(app.csp_hashes()), clock=clock)
     guard.install(app.server)
+    app.server.register_error_handler(SQLAlchemyError, _backend_down)
+    app.server.register_error_handler(redis.RedisError, _backend_down)
     login.install(app.server, guard)
     app.server.extensions["wangge.guard"] = guard
     app.layout = _shell(settings)

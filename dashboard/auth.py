@@ -272,9 +272,8 @@ class Guard:
     def deny(self, why: str, status: int = 403) -> Response:
         p = principal()
         self.audit("denied", target=request.path, detail={"why": why, "status": status})
-        if request.accept_mimetypes.best == "text/html" and status == 403:
-            resp = Response(_denied_page(status), status=status, mimetype="text/html")
-            return resp
+        if request.accept_mimetypes.best == "text/html":  # a person: a page, not JSON
+            return Response(_denied_page(status), status=status, mimetype="text/html")
         resp = jsonify(
             {
                 "error": "forbidden" if status == 403 else "unauthorized",
@@ -337,9 +336,11 @@ class Guard:
 
 
 def _denied_page(status: int) -> bytes:
+    title = "无权访问 · Access denied" if status == 403 else "需要登录 · Sign-in required"
+    hint = "" if status == 403 else "<p>链接无效或已过期 · The link is invalid or expired.</p>"
     return (
-        "<!doctype html><meta charset=utf-8><title>无权访问 · Forbidden</title>"
+        f"<!doctype html><meta charset=utf-8><title>{title}</title>"
         "<body style='background:#06101f;color:#d8e9ff;font-family:sans-serif;"
-        "text-align:center;padding-top:15vh'><h2>无权访问 · Access denied</h2>"
-        f"<p>{status}</p><p><a style='color:#41c7ff' href='/'>返回 · Back</a></p></body>"
+        f"text-align:center;padding-top:15vh'><h2>{title}</h2>{hint}"
+        "<p><a style='color:#41c7ff' href='/login'>登录 · Sign in</a></p></body>"
     ).encode()

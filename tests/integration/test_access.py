@@ -4,9 +4,11 @@ login lock-out, rate limit, wall tokens, audit."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -313,3 +315,23 @@ def test_idle_timeout_logout_secure_cookie_and_admin_view(app: Dash, engine: Eng
         data={"username": "cmd", "password": "pass-word-123", "csrf": csrf.group(1)},
     )
     assert ok.status_code == 302 and "Secure" in ok.headers["Set-Cookie"]
+
+
+def test_bad_token_and_database_down_get_clear_pages(
+    live_settings: Settings, city: City, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    fresh = dataclasses.replace(
+        live_settings,
+        database=dataclasses.replace(live_settings.database, url=f"sqlite:///{tmp_path}/new.db"),
+    )
+    c = create_app(fresh, city=city, r=rclient).server.test_client()  # creates its schema
+    page = c.get("/wall?token=expired", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and "Sign-in required" in page.get_data(as_text=True)
+    down = dataclasses.replace(
+        live_settings,
+        database=dataclasses.replace(live_settings.database, url="postgresql://x@127.0.0.1:1/x"),
+    )
+    c = create_app(down, city=city, r=rclient).server.test_client()
+    resp = c.get("/wall?token=whatever", headers={"Accept": "text/html"})
+    assert resp.status_code == 503 and "Traceback" not in resp.get_data(as_text=True)
+    assert "Service unavailable" in resp.get_data(as_text=True)
