@@ -149,6 +149,7 @@ BAD_KINDS: tuple[tuple[str, str], ...] = (
     ("duplicate", "duplicate"),
     ("bad_transition", "bad_transition"),
 )
+COORD_DECIMALS = 6  # published precision of lon/lat (~0.1 m)
 OUTSIDE_LON, OUTSIDE_LAT = 116.4, 39.9  # Beijing: valid WGS-84, outside the city
 
 # ---------------------------------------------------------------- pure helpers
@@ -179,8 +180,9 @@ def sample_in_grids(
         if len(todo) == 0:
             break
         b = bounds[idx[todo]]
-        cx = b[:, 0] + rng.random(len(todo)) * (b[:, 2] - b[:, 0])
-        cy = b[:, 1] + rng.random(len(todo)) * (b[:, 3] - b[:, 1])
+        # Rounded as published (6 decimals, ~0.1 m), so the point tested is the point sent.
+        cx = np.round(b[:, 0] + rng.random(len(todo)) * (b[:, 2] - b[:, 0]), COORD_DECIMALS)
+        cy = np.round(b[:, 1] + rng.random(len(todo)) * (b[:, 3] - b[:, 1]), COORD_DECIMALS)
         ok = shapely.contains_xy(geoms[idx[todo]], cx, cy)
         x[todo[ok]] = cx[ok]
         y[todo[ok]] = cy[ok]
@@ -952,8 +954,8 @@ class Simulator:
             {
                 "worker_id": self._wid_series.gather(idx[order]),
                 "ts": ts[order],
-                "lon": np.round(np.concatenate(cols["lon"])[order], 6),
-                "lat": np.round(np.concatenate(cols["lat"])[order], 6),
+                "lon": np.concatenate(cols["lon"])[order],  # already rounded
+                "lat": np.concatenate(cols["lat"])[order],
                 "accuracy": np.round(np.concatenate(cols["acc"])[order], 1),
                 "speed": np.round(np.concatenate(cols["spd"])[order], 2),
                 "battery": np.round(np.concatenate(cols["bat"])[order], 0),
@@ -987,14 +989,13 @@ class Simulator:
         arrive = step >= dist
         frac = np.where(arrive, 1.0, step / np.maximum(dist, 1e-9))
         old_x, old_y = w.x[e].copy(), w.y[e].copy()
-        nx = old_x + (w.tx[e] - old_x) * frac
-        ny = old_y + (w.ty[e] - old_y) * frac
-        stray = w.leg_stray[e]
-        if stray.any():  # legs across a grid edge: never leave the city
-            s = np.flatnonzero(stray)
-            inside = np.asarray(self.index.assign(nx[s], ny[s])) >= 0
-            nx[s[~inside]], ny[s[~inside]] = old_x[s[~inside]], old_y[s[~inside]]
-            arrive[s[~inside]] = True
+        nx = np.round(old_x + (w.tx[e] - old_x) * frac, COORD_DECIMALS)
+        ny = np.round(old_y + (w.ty[e] - old_y) * frac, COORD_DECIMALS)
+        # Never leave the city: stray legs cross grid edges, and rounding a point on the
+        # city's outer edge to the published precision can push it just outside.
+        outside = np.asarray(self.index.assign(nx, ny)) < 0
+        nx[outside], ny[outside] = old_x[outside], old_y[outside]
+        arrive[outside] = True
         w.x[e], w.y[e] = nx, ny
         a = e[arrive]
         if len(a):

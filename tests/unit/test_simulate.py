@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import polars as pl
 import pytest
+import shapely
 
 from pipelines import events, geo, simulate
 from pipelines.settings import DeadlineSettings, SimulateSettings
@@ -413,3 +414,29 @@ def test_quiet_minutes_never_block_later_events() -> None:
     sim = simulate.Simulator(city, cfg, DeadlineSettings(), start_ms=midnight)
     events = sim.advance(midnight + 12 * 3_600_000)
     assert len(events) > 20  # the day's reports arrive although night minutes are empty
+
+
+def test_points_are_sampled_at_published_precision_inside_their_grid(
+    city: geo.City, index: geo.GridIndex
+) -> None:
+    geoms = np.asarray(city.grid_geoms)
+    idx = np.repeat(np.arange(len(geoms)), 200)
+    rng = np.random.default_rng(5)
+    x, y = simulate.sample_in_grids(geoms, shapely.bounds(geoms), idx, rng)
+    assert (np.round(x, simulate.COORD_DECIMALS) == x).all()
+    assert (np.round(y, simulate.COORD_DECIMALS) == y).all()
+    assert (index.assign(x, y) == idx).all()
+
+
+def test_a_walk_never_leaves_the_city(
+    city: geo.City, cfg: SimulateSettings, index: geo.GridIndex
+) -> None:
+    """Whatever the waypoint (here: Beijing), a published position stays inside the city."""
+    sim = simulate.Simulator(city, cfg, DeadlineSettings(), START)
+    w = sim._w
+    e = np.arange(50)
+    w.tx[e], w.ty[e] = simulate.OUTSIDE_LON, simulate.OUTSIDE_LAT
+    for k in range(1, 4):
+        sim._move(e, w.last_ping[e] + k * 600_000)
+        w.last_ping[e] += k * 600_000
+        assert (index.assign(w.x[e], w.y[e]) >= 0).all()
