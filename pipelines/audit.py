@@ -57,7 +57,10 @@ ACTIONS = {
     "password_changed": "a password was set",
     "wall_token_issued": "a wall-screen token was issued",
     "wall_tokens_revoked": "a wall user's tokens were revoked",
-    "warning_ack": "an early warning was acknowledged",
+    "warning_acknowledge": "an early warning was acknowledged (stops its escalation)",
+    "warning_dispatch": "an early warning was dispatched to a unit or person",
+    "warning_resolve": "an early warning was resolved",
+    "warning_dismiss": "an early warning was dismissed, with a reason",
     "export": "a scorecard or table was exported",
     "purge": "old audit rows were deleted under the retention policy",
 }

@@ -7,7 +7,9 @@ import dataclasses
 import getpass
 import json
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -209,6 +211,7 @@ def _store_registries(engine: Engine, sim: Any) -> None:
 def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
     from pipelines.runner import ClockJob, live_state, stream_name
     from pipelines.streams import ensure_group
+    from pipelines.warnings import WarningEngine
 
     s = rt.settings
     for feed in FEEDS:
@@ -217,6 +220,9 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
     sup.start()
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r)
     _thread(lambda: clock.run(stop), "clock")
+    evaluator = WarningEngine(s, city, rt.r, rt.engine)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    _thread(lambda: evaluator.run(stop, owner), "warnings")
     return sup
 
 

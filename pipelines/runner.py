@@ -20,7 +20,7 @@ import redis
 from sqlalchemy import Engine, select
 
 from pipelines import aggregate as agg
-from pipelines import store
+from pipelines import store, warnings
 from pipelines.events import decode_batch
 from pipelines.geo import City, GridIndex
 from pipelines.settings import Settings
@@ -466,5 +466,6 @@ def rebuild_live(
         ]
         state.restore_dead_letter_counts(dl)
         counts["dead_letters"] += len(dl)
+    counts["warnings"] = warnings.republish(engine, state, city)
     ClockJob(settings, city, state, r, clock=clock).tick()
     return counts

@@ -103,6 +103,59 @@ class DeadlineSettings:
 
 
 @dataclass(frozen=True)
+class WarningSettings:
+    """The early-warning engine (pipelines/warnings.py). Table-valued settings are
+    ``a:b:c,…`` strings so that one environment variable can carry them."""
+
+    tick_s: float = 10.0  # evaluation period of the runner
+    # threshold: "category:min_count:window_minutes:level,…"
+    threshold_rules: str = (
+        "fire:1:30:orange,public_order:5:60:yellow,safety_hazard:8:60:yellow,dispute:10:60:yellow"
+    )
+    # surge: recent window vs the street's own baseline at the same time of day
+    surge_window_min: int = 30
+    surge_baseline_days: int = 28  # same time-of-day window on each of the past N days
+    surge_prior_expected: float = 1.0  # prior count per window (streets without history)
+    surge_prior_weight: float = 1.0  # weight of the prior, in days of history
+    surge_p: float = 1e-3  # Poisson tail probability below which it is a surge (yellow)
+    surge_p_orange: float = 1e-6
+    surge_p_red: float = 1e-10
+    surge_min_count: int = 5  # never a surge below this many reports in the window
+    # sla: stage → hours allowed in that stage, scaled by severity and category
+    sla_stage_hours: str = (
+        "reported:1,accepted:2,dispatched:4,handling:24,escalated:4,returned:4,"
+        "resolved:24,verified:24"
+    )
+    sla_severity_scale: str = "1:1.5,2:1.0,3:0.5,4:0.25"
+    sla_category_scale: str = "fire:0.25,public_order:0.5,safety_hazard:0.75"
+    sla_warn_share: float = 0.8  # share of the deadline after which it is "about to breach"
+    sla_lookback_days: int = 30  # open incidents reported within this many days are watched
+    # patrol_gap
+    patrol_gap_hours: float = 2.0
+    work_start_h: int = 8  # local working time [start, end)
+    work_end_h: int = 18
+    # video_cluster
+    video_window_min: int = 15
+    video_min_cameras: int = 3
+    # recurrence
+    recurrence_radius_m: float = 100.0
+    recurrence_days: int = 7
+    recurrence_min_count: int = 4
+    # fusion
+    fusion_window_min: int = 30
+    # "category:label|label,…": which report categories and video labels are one situation
+    fusion_compat: str = (
+        "fire:smoke_fire,public_order:crowd_gathering|intrusion,"
+        "city_management:illegal_parking|street_vending,sanitation:garbage_overflow,"
+        "safety_hazard:fall|intrusion"
+    )
+    # lifecycle
+    hysteresis_s: int = 900  # clear after the condition has been absent this long
+    escalate_after_s: int = 600  # unacknowledged: one level up the hierarchy per period
+    dismiss_quiet_s: int = 3600  # after a dismissal, the same rule × area stays quiet this long
+
+
+@dataclass(frozen=True)
 class SimulateSettings:
     seed: int = 7
     workers: int = 15000
@@ -160,6 +213,7 @@ class Settings:
     pipelines: PipelineSettings = field(default_factory=PipelineSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
     deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
+    warnings: WarningSettings = field(default_factory=WarningSettings)
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)

@@ -28,6 +28,9 @@ P:live:meta                     hash    freshness: tick_ms, last_<feed>_ms, …
 P:live:dl_count                 hash    reason → dead letters; "<stream>|<reason>" → n
 P:live:warn_level               hash    area_id → highest open warning level (0 none … 4 red)
 P:live:warn_count               hash    "area_id|level" → open warnings (written by warnings)
+P:live:warnings                 hash    warning_id → open warning (JSON: level, status, area,
+                                        rule, first/last seen, escalated_to, summary)
+P:live:warn_lease               string  the early-warning evaluator holding the lease
 P:dl:seen:<YYYYMMDD>            set     "<stream>|<entry_id>" already dead-lettered
 =============================== ======= =================================================
 
@@ -482,10 +485,14 @@ class LiveState:
             pipe.delete(key)
         pipe.execute()
 
-    def set_warnings(self, counts: Mapping[str, Mapping[str, int]]) -> None:
-        """Replace the open-warning counts: area → {level: n}; derives warn_level too.
+    def set_warnings(
+        self, counts: Mapping[str, Mapping[str, int]], items: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Replace the open warnings: counts area → {level: n} (derives warn_level too) and,
+        when given, the list (warning_id → JSON), in one transaction.
 
-        Written by the early-warning engine after each evaluation; read by the panels.
+        Written by the early-warning engine after each evaluation and after each user
+        action; read by the panels and the early-warning page.
         """
         rank = {"blue": 1, "yellow": 2, "orange": 3, "red": 4}
         flat = {f"{a}|{lv}": n for a, by in counts.items() for lv, n in by.items() if n}
@@ -494,7 +501,10 @@ class LiveState:
         }
         top = {a: v for a, v in top.items() if v}
         pipe = self.r.pipeline(transaction=True)
-        for name, mapping in (("warn_count", flat), ("warn_level", top)):
+        tables: list[tuple[str, Mapping[str, Any]]] = [("warn_count", flat), ("warn_level", top)]
+        if items is not None:
+            tables.append(("warnings", items))
+        for name, mapping in tables:
             key = self.keys.live(name)
             pipe.delete(key)
             if mapping:
@@ -608,6 +618,16 @@ class LiveState:
 
     def patrolled(self, day: str) -> set[str]:
         return {_s(g) for g in self.r.smembers(self.keys.day(day, "patrolled"))}
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """The open warnings, as the engine last wrote them."""
+        raw: Any = self.r.hvals(self.keys.live("warnings"))
+        return [orjson.loads(v) for v in raw]
+
+    def seen_all(self) -> list[tuple[str, int]]:
+        """(worker_id, last ping ms) for every worker ever seen."""
+        raw: Any = self.r.zrange(self.keys.live("seen"), 0, -1, withscores=True)
+        return [(k.decode(), int(v)) for k, v in raw]
 
     def positions(self) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.live("pos")).items()}

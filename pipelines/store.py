@@ -251,6 +251,8 @@ warnings = Table(
     Column("acked_by", String(128)),
     Column("acked_ms", BigInteger),
     Column("closed_ms", BigInteger),
+    Column("assigned_to", String(128)),  # dispatched to this unit or person
+    Column("close_note", Text),  # why it was resolved / dismissed
     Column("evidence", Text, nullable=False),  # JSON list of event / incident / alert ids
     Column("summary", Text, nullable=False),  # JSON object
     Column("aliases", Text, nullable=False),  # JSON list of other keys merged in (fusion)

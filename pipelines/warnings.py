@@ -10,7 +10,7 @@ Shape
 * :func:`update_open` is the pure lifecycle: one open warning per key; update instead of
   repeat; clear after ``hysteresis_s`` without the condition; escalate unacknowledged
   warnings up the area hierarchy every ``escalate_after_s``.
-* :func:`persist`, :func:`acknowledge`, :func:`open_warnings` are the SQL side;
+* :func:`persist`, :func:`act`, :func:`open_warnings` are the SQL side;
   :class:`WarningEngine` wires SQL + Redis → rules → lifecycle → SQL + live counts.
 
 Finding keys are ``rule:area_id[:subject]`` (subject = category or label where a rule
@@ -19,9 +19,12 @@ watches several at once, so a fire and a brawl in one street stay two warnings).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -32,10 +35,11 @@ import orjson
 import polars as pl
 import redis
 from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines import audit, store
 from pipelines.geo import City
-from pipelines.settings import Settings
+from pipelines.settings import Settings, WarningSettings
 from pipelines.state import LiveState
 
 LEVELS = ("blue", "yellow", "orange", "red")
@@ -50,66 +54,27 @@ M_PER_DEG_LAT = 110_540.0
 M_PER_DEG_LON_EQ = 111_320.0
 
 Clock = Callable[[], float]
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ settings
 
 
 @dataclass(frozen=True)
-class WarningSettings:
-    """Every knob of the early-warning engine (to move into the settings loader).
+class RuleConfig(WarningSettings):
+    """What rules see: the ``[warnings]`` settings plus the two live settings they share,
+    with the table-valued strings parsed."""
 
-    Table-valued settings are strings so that one environment variable can carry them:
-    ``a:b:c,…`` lists, parsed by the ``*_table`` properties below.
-    """
-
-    tick_s: float = 30.0  # evaluation period of the runner
-    # threshold: "category:min_count:window_minutes:level,…"
-    threshold_rules: str = (
-        "fire:1:30:orange,public_order:5:60:yellow,safety_hazard:8:60:yellow,dispute:10:60:yellow"
-    )
-    # surge: recent window vs the street's own baseline at the same time of day
-    surge_window_min: int = 30
-    surge_baseline_days: int = 28  # same time-of-day window on each of the past N days
-    surge_prior_expected: float = 1.0  # prior count per window (streets without history)
-    surge_prior_weight: float = 1.0  # weight of the prior, in days of history
-    surge_p: float = 1e-3  # Poisson tail probability below which it is a surge (yellow)
-    surge_p_orange: float = 1e-6
-    surge_p_red: float = 1e-10
-    surge_min_count: int = 5  # never a surge below this many reports in the window
-    # sla: stage → hours allowed in that stage, scaled by severity and category
-    sla_stage_hours: str = (
-        "reported:1,accepted:2,dispatched:4,handling:24,escalated:4,returned:4,"
-        "resolved:24,verified:24"
-    )
-    sla_severity_scale: str = "1:1.5,2:1.0,3:0.5,4:0.25"
-    sla_category_scale: str = "fire:0.25,public_order:0.5,safety_hazard:0.75"
-    sla_warn_share: float = 0.8  # share of the deadline after which it is "about to breach"
-    sla_lookback_days: int = 30  # open incidents reported within this many days are watched
-    # patrol_gap
-    patrol_gap_hours: float = 2.0
-    work_start_h: int = 8  # local working time [start, end)
-    work_end_h: int = 18
     timezone: str = "Asia/Shanghai"
     online_minutes: int = 10  # a worker is online when seen within this many minutes
-    # video_cluster
-    video_window_min: int = 15
-    video_min_cameras: int = 3
-    # recurrence
-    recurrence_radius_m: float = 100.0
-    recurrence_days: int = 7
-    recurrence_min_count: int = 4
-    # fusion
-    fusion_window_min: int = 30
-    # "category:label|label,…": which report categories and video labels are one situation
-    fusion_compat: str = (
-        "fire:smoke_fire,public_order:crowd_gathering|intrusion,"
-        "city_management:illegal_parking|street_vending,sanitation:garbage_overflow,"
-        "safety_hazard:fall|intrusion"
-    )
-    # lifecycle
-    hysteresis_s: int = 900  # clear after the condition has been absent this long
-    escalate_after_s: int = 600  # unacknowledged: one level up the hierarchy per period
+
+    @classmethod
+    def of(cls, settings: Settings) -> RuleConfig:
+        return cls(
+            **dataclasses.asdict(settings.warnings),
+            timezone=settings.live.timezone,
+            online_minutes=settings.live.online_minutes,
+        )
 
     @property
     def threshold_table(self) -> pl.DataFrame:
@@ -264,7 +229,7 @@ class Finding:
     aliases: tuple[str, ...] = ()  # keys of findings merged into this one (fusion)
 
 
-Rule = Callable[[RuleInputs, WarningSettings, int], list[Finding]]
+Rule = Callable[[RuleInputs, RuleConfig, int], list[Finding]]
 
 
 def _top_level(levels: pl.Expr) -> pl.Expr:
@@ -292,7 +257,7 @@ def _summaries(df: pl.DataFrame, cols: Sequence[str]) -> pl.DataFrame:
 # ------------------------------------------------------------------ rules
 
 
-def rule_threshold(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+def rule_threshold(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """≥ N reports of a category within a window in one street."""
     spec = cfg.threshold_table
     df = (
@@ -340,7 +305,7 @@ def poisson_sf(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return np.where(k > mu, np.minimum(tail, 1.0), 1.0)
 
 
-def rule_surge(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+def rule_surge(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """Per street × category: recent count vs the street's own time-of-day baseline."""
     win = cfg.surge_window_min * MINUTE_MS
     recent = (
@@ -377,7 +342,7 @@ def rule_surge(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Fi
     return _findings(_summaries(df, ["category", "n", "expected", "p", "window_min"]), "surge")
 
 
-def sla_deadlines(incidents: pl.DataFrame, cfg: WarningSettings) -> pl.DataFrame:
+def sla_deadlines(incidents: pl.DataFrame, cfg: RuleConfig) -> pl.DataFrame:
     """Add ``deadline_ms`` (allowed time in the current stage) to open incidents."""
     hours = pl.col("status").replace_strict(cfg.stage_hours, default=None, return_dtype=pl.Float64)
     sev = pl.col("severity").replace_strict(
@@ -389,7 +354,7 @@ def sla_deadlines(incidents: pl.DataFrame, cfg: WarningSettings) -> pl.DataFrame
     return incidents.with_columns(deadline_ms=(hours * sev * cat * HOUR_MS).cast(pl.Int64))
 
 
-def rule_sla(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """Open incidents about to breach their stage deadline (yellow) or past it (orange/red)."""
     df = (
         sla_deadlines(inputs.incidents, cfg)
@@ -450,7 +415,7 @@ def local_hour(now_ms: int, tz: str) -> float:
     return t.hour + t.minute / 60 + t.second / 3600
 
 
-def rule_patrol_gap(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """Staffed grids unvisited for N working hours (blue); a street's workers all offline
     (yellow). Only evaluated during working time, and only once N hours of it have passed.
     """
@@ -501,7 +466,7 @@ def rule_patrol_gap(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> li
     return _findings(_summaries(df, cols), "patrol_gap")
 
 
-def rule_video_cluster(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """≥ k distinct cameras of one street raising the same label within a window."""
     win = cfg.video_window_min * MINUTE_MS
     df = (
@@ -530,7 +495,7 @@ def rule_video_cluster(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) ->
     )
 
 
-def rule_recurrence(inputs: RuleInputs, cfg: WarningSettings, now_ms: int) -> list[Finding]:
+def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """≥ n reports of one category within ~r metres over d days.
 
     Points are snapped to an r-metre lattice in local projected metres; the lattice is also
@@ -599,7 +564,7 @@ RULES: dict[str, Rule] = {
 
 
 def fuse(
-    findings: list[Finding], inputs: RuleInputs, cfg: WarningSettings, now_ms: int
+    findings: list[Finding], inputs: RuleInputs, cfg: RuleConfig, now_ms: int
 ) -> list[Finding]:
     """Merge report findings (threshold) and video findings (video_cluster) that describe
     one situation: some report and some alert of the same grid, compatible category and
@@ -689,14 +654,14 @@ def fuse(
     return sorted(out, key=lambda f: f.key)
 
 
-POST: dict[str, Callable[[list[Finding], RuleInputs, WarningSettings, int], list[Finding]]] = {
+POST: dict[str, Callable[[list[Finding], RuleInputs, RuleConfig, int], list[Finding]]] = {
     "fusion": fuse,
 }
 
 
 def evaluate(
     inputs: RuleInputs,
-    cfg: WarningSettings,
+    cfg: RuleConfig,
     now_ms: int,
     rules: Mapping[str, Rule] | None = None,
     timer: Callable[[], float] = time.perf_counter,
@@ -754,10 +719,14 @@ def update_open(
     open_warnings: Iterable[Warning],
     findings: Sequence[Finding],
     now_ms: int,
-    cfg: WarningSettings,
+    cfg: RuleConfig,
     ancestors: Callable[[str], Sequence[str]] | None = None,
+    quiet: Collection[str] = (),
 ) -> tuple[list[Warning], list[Warning], list[Warning]]:
     """(new, updated, cleared) after one evaluation.
+
+    * a finding matching no open warning but one of the ``quiet`` keys (recently resolved
+      or dismissed by a person) opens nothing: a dismissed warning does not bounce back;
 
     * a finding whose key (or one of its aliases) matches an open warning updates it:
       last_seen = now, level = max, evidence merged (newest first, ≤ 50), summary replaced;
@@ -776,6 +745,8 @@ def update_open(
     for f in findings:
         target = next((by_key[k] for k in (f.key, *f.aliases) if k in by_key), None)
         if target is None:
+            if quiet and any(k in quiet for k in (f.key, *f.aliases)):
+                continue
             w = Warning(
                 warning_id=warning_id(f.key, now_ms),
                 key=f.key,
@@ -830,7 +801,7 @@ def update_open(
 def escalate(
     w: Warning,
     now_ms: int,
-    cfg: WarningSettings,
+    cfg: RuleConfig,
     ancestors: Callable[[str], Sequence[str]] | None,
 ) -> Warning:
     """Escalated one step per full ``escalate_after_s`` while unacknowledged (pure)."""
@@ -884,6 +855,8 @@ def _row(w: Warning) -> dict[str, Any]:
         "acked_by": None,
         "acked_ms": None,
         "closed_ms": None,
+        "assigned_to": None,
+        "close_note": None,
         "evidence": _json(list(w.evidence)),
         "summary": _json(dict(w.summary)),
         "aliases": _json(list(w.aliases)),
@@ -958,45 +931,145 @@ def persist(
             conn.execute(a.insert(), [{**x, "at_ms": now_ms} for x in actions])
 
 
-def acknowledge(
+class ActionError(ValueError):
+    """A warning action that cannot be taken (unknown action, missing note or assignee)."""
+
+
+# action → (statuses it applies to, status after). Every action is audited.
+ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "acknowledge": (("new",), "acknowledged"),
+    "dispatch": (OPEN_STATUSES, "dispatched"),  # to a unit or person, with a note
+    "resolve": (("acknowledged", "dispatched"), "resolved"),
+    "dismiss": (OPEN_STATUSES, "dismissed"),  # with a reason
+}
+CLOSED_BY_USER = ("resolved", "dismissed")
+
+
+def act(
     engine: Engine,
     warning_id: str,
+    action: str,
     actor: str,
     now_ms: int,
     *,
     role: str = "",
     scope: str = "",
     note: str = "",
+    assignee: str = "",
 ) -> bool:
-    """Acknowledge a ``new`` warning (stops its escalation); audited in the same transaction.
+    """Take a user action on a warning; audited in the same transaction.
 
-    Returns False (and changes nothing) when the warning is unknown or not ``new``.
+    Returns False (and changes nothing) when the warning is unknown or its status does not
+    allow the action (someone else was faster). Raises :class:`ActionError` on bad input.
+    The caller checks role and scope (see ``dashboard/warnings``).
     """
+    if action not in ACTIONS:
+        raise ActionError(f"unknown action {action!r}")
+    note, assignee = note.strip()[:500], assignee.strip()[:128]
+    if action == "dispatch" and not assignee:
+        raise ActionError("dispatch needs a unit or person")
+    if action == "dismiss" and not note:
+        raise ActionError("dismiss needs a reason")
+    sources, target = ACTIONS[action]
+    values: dict[str, Any] = {"status": target}
+    if action in ("acknowledge", "dispatch"):
+        values |= {"acked_by": func.coalesce(store.warnings.c.acked_by, actor)}
+        values |= {"acked_ms": func.coalesce(store.warnings.c.acked_ms, now_ms)}
+    if action == "dispatch":
+        values["assigned_to"] = assignee
+    if target in CLOSED_BY_USER:
+        values |= {"closed_ms": now_ms, "close_note": note}
     t = store.warnings
     with audit.transaction(engine) as conn:
         res = conn.execute(
-            update(t)
-            .where(t.c.warning_id == warning_id, t.c.status == "new")
-            .values(status="acknowledged", acked_by=actor, acked_ms=now_ms)
+            update(t).where(t.c.warning_id == warning_id, t.c.status.in_(sources)).values(values)
         )
         if not res.rowcount:
             return False
+        text = f"{assignee}: {note}" if assignee and note else assignee or note
         conn.execute(
             store.warning_actions.insert().values(
-                warning_id=warning_id, action="acknowledge", actor=actor, note=note, at_ms=now_ms
+                warning_id=warning_id, action=action, actor=actor, note=text, at_ms=now_ms
             )
         )
+        detail = {k: v for k, v in (("note", note), ("assignee", assignee)) if v}
         audit.append(
             conn,
             actor=actor,
             role=role,
             scope=scope,
-            action="warning_ack",
+            action=f"warning_{action}",
             target=warning_id,
-            detail={"note": note} if note else {},
+            detail=detail,
             now_ms=now_ms,
         )
     return True
+
+
+def quiet_keys(engine: Engine, now_ms: int, quiet_s: int) -> set[str]:
+    """Keys of warnings a user resolved or dismissed within ``quiet_s``: not reopened yet."""
+    if quiet_s <= 0:
+        return set()
+    t = store.warnings
+    q = select(t.c.key, t.c.aliases).where(
+        t.c.status.in_(CLOSED_BY_USER), t.c.closed_ms > now_ms - quiet_s * 1000
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return {k for key, aliases in rows for k in (key, *orjson.loads(aliases))}
+
+
+def live_item(w: Warning) -> dict[str, Any]:
+    """What the live list shows of an open warning (no evidence: details come from SQL)."""
+    return {
+        "id": w.warning_id,
+        "rule": w.rule,
+        "area_id": w.area_id,
+        "level": w.level,
+        "status": w.status,
+        "first_ms": w.first_seen_ms,
+        "last_ms": w.last_seen_ms,
+        "escalated_to": w.escalated_to,
+        "summary": dict(w.summary),
+        "n_evidence": len(w.evidence),
+    }
+
+
+def publish_live(
+    live: LiveState, warnings: Iterable[Warning], ancestors: Callable[[str], Sequence[str]]
+) -> None:
+    """Replace the live warning counts and list with these (open ones only)."""
+    still = [w for w in warnings if w.status in OPEN_STATUSES]
+    items = {w.warning_id: orjson.dumps(live_item(w), default=str) for w in still}
+    live.set_warnings(live_counts(still, ancestors), items)
+
+
+def republish(engine: Engine, live: LiveState, city: City) -> int:
+    """The live warnings from SQL (after a user action, or by ``rebuild-live``)."""
+    areas = Areas.of(city)
+    still = warnings_from_frame(open_warnings(engine))
+    publish_live(live, still, areas.ancestors)
+    return len(still)
+
+
+def warning_detail(engine: Engine, warning_id: str) -> dict[str, Any] | None:
+    """One warning with its evidence, summary and timeline of actions (oldest first)."""
+    t, a = store.warnings, store.warning_actions
+    with engine.connect() as conn:
+        row = conn.execute(select(t).where(t.c.warning_id == warning_id)).mappings().first()
+        if row is None:
+            return None
+        acts = conn.execute(
+            select(a.c.action, a.c.actor, a.c.note, a.c.at_ms)
+            .where(a.c.warning_id == warning_id)
+            .order_by(a.c.at_ms, a.c.id)
+        ).mappings()
+        timeline = [dict(x) for x in acts]
+    out = dict(row)
+    for k in ("evidence", "summary", "aliases"):
+        out[k] = orjson.loads(out[k])
+    out["timeline"] = timeline
+    return out
 
 
 def open_warnings(engine: Engine) -> pl.DataFrame:
@@ -1048,13 +1121,15 @@ class WarningEngine:
     r: redis.Redis
     engine: Engine
     clock: Clock = time.time
-    cfg: WarningSettings = field(default_factory=WarningSettings)
+    cfg: RuleConfig = field(init=False)
     areas: Areas = field(init=False)
     _workers: pl.DataFrame | None = field(default=None, init=False)
     _workers_ms: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        self.cfg = RuleConfig.of(self.settings)
         self.areas = Areas.of(self.city)
+        self.live = LiveState(self.r, self.settings.redis.prefix)
         self._chain: dict[str, list[str]] = {}
 
     def ancestors(self, area_id: str) -> list[str]:
@@ -1161,8 +1236,7 @@ class WarningEngine:
             .group_by(tp.c.grid_id),
             VISITS_SCHEMA,
         )
-        raw: Any = self.r.hvals(f"{self.settings.redis.prefix}:live:pos")
-        live = [v.decode().split(",") for v in raw]
+        live = [v.split(",") for v in self.live.positions().values()]
         pos = pl.DataFrame(
             {"grid_id": [p[3] for p in live], "last_ms": [int(p[2]) for p in live]},
             schema=VISITS_SCHEMA,
@@ -1180,12 +1254,37 @@ class WarningEngine:
                 self.areas.grids.select("grid_id", "street_id"), on="grid_id", how="inner"
             )
             self._workers_ms = now_ms
-        seen: Any = self.r.zrange(f"{self.settings.redis.prefix}:live:seen", 0, -1, withscores=True)
         last = pl.DataFrame(
-            {"worker_id": [k.decode() for k, _ in seen], "last_seen_ms": [int(s) for _, s in seen]},
+            self.live.seen_all(),
             schema={"worker_id": pl.String, "last_seen_ms": pl.Int64},
+            orient="row",
         )
         return self._workers.join(last, on="worker_id", how="left").select(list(WORKERS_SCHEMA))
+
+    # ---------------------------------------------------------------- schedule
+
+    def lead(self, owner: str) -> bool:
+        """Hold the evaluation lease (one evaluator per prefix, however many run)."""
+        key, ttl = self.live.keys.live("warn_lease"), int(self.cfg.tick_s * 3000)
+        if self.r.set(key, owner, nx=True, px=ttl):
+            return True
+        if self.r.get(key) == owner.encode():
+            self.r.pexpire(key, ttl)
+            return True
+        return False
+
+    def run(self, stop: threading.Event, owner: str) -> None:
+        """Evaluate every ``tick_s`` while holding the lease, until ``stop``."""
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                if self.lead(owner):
+                    res = self.tick()
+                    if res["new"] or res["cleared"]:
+                        log.info("warnings: %s", {k: v for k, v in res.items() if k != "timings"})
+            except (redis.RedisError, OSError, SQLAlchemyError) as exc:
+                log.warning("warnings: %s", str(exc).splitlines()[0])
+            stop.wait(max(0.5, self.cfg.tick_s - (time.monotonic() - t0)))
 
     # ---------------------------------------------------------------- one tick
 
@@ -1197,12 +1296,12 @@ class WarningEngine:
         findings, timings = evaluate(inputs, self.cfg, now_ms)
         t1 = time.perf_counter()
         olds = warnings_from_frame(open_warnings(self.engine))
-        new, updated, cleared = update_open(olds, findings, now_ms, self.cfg, self.ancestors)
+        quiet = quiet_keys(self.engine, now_ms, self.cfg.dismiss_quiet_s)
+        new, updated, cleared = update_open(olds, findings, now_ms, self.cfg, self.ancestors, quiet)
         persist(self.engine, new, updated, cleared, now_ms)
         changed = {w.warning_id: w for w in (*updated, *cleared)}
         still = [changed.get(w.warning_id, w) for w in olds] + new
-        counts = live_counts(still, self.ancestors)
-        LiveState(self.r, self.settings.redis.prefix).set_warnings(counts)
+        publish_live(self.live, still, self.ancestors)
         t_write = time.perf_counter() - t1
         return {
             "now_ms": now_ms,
@@ -1211,5 +1310,6 @@ class WarningEngine:
             "updated": len(updated),
             "cleared": len(cleared),
             "open": sum(1 for w in still if w.status in OPEN_STATUSES),
+            "new_ids": [w.warning_id for w in new],
             "timings": {"read": t_read, **timings, "lifecycle_persist_live": t_write},
         }

@@ -123,10 +123,29 @@ def test_scripted_anomalies_are_flagged(
     assert sum(n for k, n in counts.items() if k.startswith(f"{city.city_id}|")) == ws.height
 
     # Acknowledging stops escalation and is audited.
-    assert W.acknowledge(engine, fw.warning_id, "tester", now[0])
-    assert not W.acknowledge(engine, fw.warning_id, "tester", now[0])
+    assert W.act(engine, fw.warning_id, "acknowledge", "tester", now[0])
+    assert not W.act(engine, fw.warning_id, "acknowledge", "tester", now[0])
+    with pytest.raises(W.ActionError):
+        W.act(engine, fw.warning_id, "dispatch", "tester", now[0])  # to whom?
+    assert W.act(engine, fw.warning_id, "dispatch", "tester", now[0], assignee="消防站", note="去")
+    with pytest.raises(W.ActionError):
+        W.act(engine, fw.warning_id, "dismiss", "tester", now[0])  # why?
+    assert W.act(engine, fw.warning_id, "dismiss", "tester", now[0], note="drill")
+    assert not W.act(engine, fw.warning_id, "resolve", "tester", now[0])  # already closed
     acts = store.read_frame(engine, select(store.warning_actions))
-    assert "acknowledge" in acts["action"].to_list() and "open" in acts["action"].to_list()
+    mine = acts.filter(pl.col("warning_id") == fw.warning_id)["action"].to_list()
+    assert mine[:1] == ["open"] and mine[-3:] == ["acknowledge", "dispatch", "dismiss"]
     audit = store.read_frame(engine, select(store.audit_log))
-    assert audit.filter(pl.col("action") == "warning_ack")["target"].to_list() == [fw.warning_id]
+    assert audit.filter(pl.col("target") == fw.warning_id)["action"].to_list() == [
+        "warning_acknowledge",
+        "warning_dispatch",
+        "warning_dismiss",
+    ]
+    row = W.warning_detail(engine, fw.warning_id)
+    assert row is not None and row["status"] == "dismissed" and row["assigned_to"] == "消防站"
+    # A dismissed warning does not bounce back while its condition persists.
+    run_until(now[0] + TICK_MS)
+    eng.tick()
+    reopened = W.open_warnings(engine).filter(pl.col("key") == fw.key)
+    assert reopened.is_empty()
     print({k: round(v, 4) for k, v in ticks[-1]["timings"].items()})

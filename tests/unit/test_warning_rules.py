@@ -15,7 +15,7 @@ MIN = 60_000
 HOUR = 3_600_000
 # 2026-03-02 10:00 Asia/Shanghai (02:00 UTC): working time
 NOW = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
-CFG = W.WarningSettings()
+CFG = W.RuleConfig()
 
 AREAS = W.Areas(
     grids=pl.DataFrame(
@@ -316,3 +316,23 @@ def test_settings_tables_parse() -> None:
     assert CFG.severity_scale[4] == 0.25
     assert CFG.compat_pairs.height >= 5
     assert CFG.horizon_ms() == CFG.recurrence_days * 86_400_000
+
+
+def test_recently_closed_by_a_person_stays_quiet() -> None:
+    new, _, _ = W.update_open([], [finding()], NOW, CFG, quiet={"r:s1"})
+    assert new == []
+    new, _, _ = W.update_open([], [finding(key="r:s2")], NOW, CFG, quiet={"r:s1"})
+    assert [w.key for w in new] == ["r:s2"]
+    # an open warning under that key is still updated (quiet only stops reopening)
+    opened, _, _ = W.update_open([], [finding()], NOW, CFG)
+    _, upd, _ = W.update_open(opened, [finding()], NOW + MIN, CFG, quiet={"r:s1"})
+    assert [w.warning_id for w in upd] == [opened[0].warning_id]
+
+
+def test_live_item_and_counts_cover_open_warnings_only() -> None:
+    new, _, _ = W.update_open([], [finding("red"), finding(key="r:s1:b")], NOW, CFG)
+    closed = dataclasses.replace(new[1], status="dismissed")
+    counts = W.live_counts([new[0], closed], chain)
+    assert counts == {"s1": {"red": 1}, "d1": {"red": 1}, "c": {"red": 1}}
+    item = W.live_item(new[0])
+    assert item["level"] == "red" and item["area_id"] == "s1" and item["n_evidence"] == 1
