@@ -78,6 +78,8 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     "pan-": Policy(roles=PEOPLE),
     "url.": Policy(roles=PEOPLE),  # drill-down navigation from the panorama map
     "wall-": Policy(),
+    # early warning: reading for people; actions also check can_act and the warning's area
+    "warn-": Policy(roles=PEOPLE),
 }
 
 

@@ -110,12 +110,13 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
             sub=f"{fmt_int(k.get('patrolled'))} / {fmt_int(k.get('grids'))}",
         ),
         _tile(t("kpi.video", lang), fmt_int(k.get("video"))),
-        html.Div(
+        dcc.Link(  # to the early-warning page (the wall has no pointer: it just shows)
             [
                 html.Div(t("kpi.warnings", lang), className="label"),
                 html.Div(chips, className="warnchips"),
             ],
-            className="kpi wide",
+            href="/warnings",
+            className="kpi wide kpi-link",
         ),
     ]
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from dashboard.app import create_app
 from dashboard.auth import ROUTE_POLICIES, callback_policy
 from pipelines import accounts, audit
+from pipelines import warnings as W
 from pipelines.geo import City, demo_city
 from pipelines.runner import live_state
 from pipelines.settings import Settings
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.integration
 
 CANARY_N = 987654321
 CANARY = "CANARYB7"
+CANARY_WARNING = "surge:canary"
+SEEDED: dict[str, str] = {}  # ids the fixture created (the canary warning)
 MINE, OTHER = "320102", "320104"  # the district user's own district, and another
 
 
@@ -70,7 +73,15 @@ def app(
                 {"k": "report", "ts": now, "what": f"{CANARY}:reported", "grid": other_grid}
             ),
         )
-    live.set_warnings({OTHER: {"red": CANARY_N}})
+    finding = W.Finding("surge", other_street, "red", CANARY_WARNING, (CANARY,), {"n": CANARY})
+    new, _, _ = W.update_open([], [finding], now, W.RuleConfig())
+    W.persist(engine, new, [], [], now)
+    W.republish(engine, live, city)  # the live list and counts, as the engine writes them
+    live.set_warnings(
+        {OTHER: {"red": CANARY_N}},
+        {new[0].warning_id: orjson.dumps({**W.live_item(new[0]), "area_id": other_street})},
+    )
+    SEEDED["warning"] = new[0].warning_id
     return create_app(settings, city=city, r=rclient)
 
 
@@ -116,6 +127,14 @@ def _value_for(prop: dict[str, Any], area: Any) -> Any:
         return area if cid == "pan-area" else f"/area/{area}"
     if cid == "wall-area":
         return {"area": area, "metric": "open"}
+    if cid == "warn-sel":
+        return area
+    if cid.startswith("{") and p == "n_clicks":  # the list's rows (pattern-matching)
+        return [1]
+    if cid in ("warn-ack", "warn-dispatch", "warn-resolve", "warn-dismiss"):
+        return 1
+    if cid in ("warn-note", "warn-assignee"):
+        return f"{CANARY} note"
     if cid == "wall-tour":
         return [area] if isinstance(area, str) else area
     if cid == "pan-geo" and p == "clickData":
@@ -156,7 +175,7 @@ ROLES_OUTSIDE = [
 
 @pytest.mark.parametrize("who", ROLES_OUTSIDE, ids=lambda w: w[1] or "anonymous")
 def test_replaying_every_callback_with_tampered_inputs_leaks_nothing(
-    app: Dash, city: City, who: tuple[str | None, str, str | None]
+    app: Dash, city: City, engine: Engine, who: tuple[str | None, str, str | None]
 ) -> None:
     username, role, scope = who
     scope = scope or city.children(MINE)[0]
@@ -165,7 +184,8 @@ def test_replaying_every_callback_with_tampered_inputs_leaks_nothing(
     server_side = {k: v for k, v in cbs.items() if v.get("callback") is not None}
     assert server_side, "no server callbacks found"
     statuses = []
-    for (key, spec), area in itertools.product(server_side.items(), TAMPERED):
+    tampered = [*TAMPERED, SEEDED["warning"]]
+    for (key, spec), area in itertools.product(server_side.items(), tampered):
         body = orjson.dumps(_body(spec, area, key))
         resp = c.post(
             "/_dash-update-component",
@@ -176,6 +196,7 @@ def test_replaying_every_callback_with_tampered_inputs_leaks_nothing(
         text = resp.get_data(as_text=True)
         statuses.append(resp.status_code)
         assert str(CANARY_N) not in text and CANARY not in text, (role, key, area, text[:300])
+        assert area == SEEDED["warning"] or SEEDED["warning"] not in text, (role, key, text[:300])
         assert "Traceback" not in text
         if username is None:
             assert resp.status_code == 401
@@ -187,6 +208,9 @@ def test_replaying_every_callback_with_tampered_inputs_leaks_nothing(
         assert c.get(f"/geo/area/{OTHER}.json").status_code == 403
         assert c.get(f"/geo/area/{scope}.json").status_code == 200 or role == "wall"
     assert set(statuses) <= {200, 204, 401, 403}
+    # nobody outside could act on the other district's warning
+    detail = W.warning_detail(engine, SEEDED["warning"])
+    assert detail is not None and detail["status"] == "new" and len(detail["timeline"]) == 1
 
 
 def test_city_leader_does_see_the_other_district(app: Dash, city: City) -> None:
@@ -199,6 +223,17 @@ def test_city_leader_does_see_the_other_district(app: Dash, city: City) -> None:
         content_type="application/json",
     )
     assert resp.status_code == 200 and str(CANARY_N) in resp.get_data(as_text=True)
+    # … and the canary warning: in the list, and in the detail panel
+    wid = SEEDED["warning"]
+    for prefix, value, marker in (("..warn-list", None, wid), ("..warn-detail", wid, CANARY)):
+        key, spec = next((k, v) for k, v in callbacks(app).items() if k.startswith(prefix))
+        resp = c.post(
+            "/_dash-update-component",
+            data=orjson.dumps(_body(spec, value, key)),
+            content_type="application/json",
+        )
+        text = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and marker in text, prefix
 
 
 def test_csrf_and_security_headers(app: Dash, city: City) -> None:
