@@ -273,7 +273,9 @@ class Guard:
 
     def deny(self, why: str, status: int = 403) -> Response:
         p = principal()
-        self.audit("denied", target=request.path, detail={"why": why, "status": status})
+        who = p.username if p else f"ip:{request.remote_addr}"
+        if not self.rate_limited(f"denied:{who}", self.settings.auth.denied_audit_per_minute):
+            self.audit("denied", target=request.path, detail={"why": why, "status": status})
         if request.accept_mimetypes.best == "text/html":  # a person: a page, not JSON
             return Response(_denied_page(status), status=status, mimetype="text/html")
         resp = jsonify(

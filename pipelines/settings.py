@@ -192,6 +192,7 @@ class AuthSettings:
     wall_token_days: int = 365
     login_rate_per_minute: int = 10
     export_rate_per_minute: int = 20
+    denied_audit_per_minute: int = 30
     frame_ancestors: str = "'self'"
     oidc_issuer: str = ""
     oidc_client_id: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dash_leaflet as dl
@@ -33,12 +34,18 @@ def fmt_pct(v: float | None) -> str:
     return "—" if v is None else f"{v * 100:.1f}%"
 
 
-def breadcrumbs(view: AreaView, lang: str, base: str = "/area/") -> list[Any]:
+def breadcrumbs(
+    view: AreaView,
+    lang: str,
+    base: str = "/area/",
+    linkable: Callable[[str], bool] = lambda _area_id: True,
+) -> list[Any]:
+    """市 › 区 › 街道; areas above the viewer's scope are plain text, not links."""
     out: list[Any] = []
     for i, (area_id, name, _level) in enumerate(view.crumbs):
         if i:
             out.append(html.Span("›", className="sep"))
-        if i == len(view.crumbs) - 1:
+        if i == len(view.crumbs) - 1 or not linkable(area_id):
             out.append(html.Span(name))
         else:
             out.append(dcc.Link(name, href=f"{base}{area_id}"))

@@ -57,7 +57,11 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
     metric_options = [{"label": t(f"metric.{m}", lang), "value": m} for m in METRICS]
     toolbar = html.Div(
         [
-            html.Div(breadcrumbs(view, lang), className="pan-crumbs", id="pan-crumbs"),
+            html.Div(
+                breadcrumbs(view, lang, linkable=lambda a: auth.allowed(b.city, a)),
+                className="pan-crumbs",
+                id="pan-crumbs",
+            ),
             html.Span(t("map.metric", lang), className="wg-muted"),
             dcc.Dropdown(
                 id=ids.P_METRIC,

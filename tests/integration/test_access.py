@@ -321,6 +321,15 @@ def test_denied_is_a_clear_403_never_a_traceback(app: Dash) -> None:
     assert html.status_code in (403, 404) and "Traceback" not in html.get_data(as_text=True)
 
 
+def test_a_flood_of_denied_requests_is_audited_up_to_the_limit(app: Dash, engine: Engine) -> None:
+    c = client_as(app, "cmd", "district_commander", MINE)
+    for _ in range(80):
+        assert c.get(f"/geo/area/{OTHER}.json").status_code == 403  # always denied
+    rows = audit.query(engine, actor="cmd", action="denied")
+    limit = app.server.config["WANGGE_SETTINGS"].auth.denied_audit_per_minute
+    assert 1 <= rows.height <= 2 * limit  # 2×: the minute may turn during the loop
+
+
 def test_idle_timeout_logout_secure_cookie_and_admin_view(app: Dash, engine: Engine) -> None:
     c = app.server.test_client()
     assert _login(c, "adm", "pass-word-123").status_code == 302

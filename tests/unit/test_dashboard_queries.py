@@ -159,3 +159,18 @@ def test_map_uses_gcj02_only_for_gcj02_tiles() -> None:
     assert getattr(plain_geo, "coordsToLatLng", None) is None  # WGS-84 tiles: no shift
     assert any(type(c).__name__ == "TileLayer" for c in gcj.children)
     assert not any(type(c).__name__ == "TileLayer" for c in plain.children)
+
+
+def test_breadcrumbs_above_the_scope_are_not_links(city: City) -> None:
+    from dash import dcc
+
+    from dashboard.components.panels import breadcrumbs
+
+    street = city.children("320102")[0]
+    view = q.view_of(city, street)
+    assert view is not None
+    every = breadcrumbs(view, "zh-CN")
+    assert sum(isinstance(c, dcc.Link) for c in every) == 2  # city and district
+    mine = breadcrumbs(view, "zh-CN", linkable=lambda a: a != city.city_id)
+    links = [c for c in mine if isinstance(c, dcc.Link)]
+    assert [c.href for c in links] == ["/area/320102"]
