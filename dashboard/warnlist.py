@@ -89,6 +89,14 @@ def new_alarms(items: Iterable[dict[str, Any]], seen: Sequence[str] | None) -> l
     return sorted(w["id"] for w in items if w["level"] in ALARM_LEVELS and w["id"] not in known)
 
 
+def headline(
+    items: Iterable[dict[str, Any]], city: City, area_id: str, level: str = "red"
+) -> dict[str, Any] | None:
+    """The most recently active warning of this level inside ``area_id`` (wall banner)."""
+    inside = [w for w in in_scope(items, city, area_id) if w["level"] == level]
+    return max(inside, key=lambda w: (w["last_ms"], w["id"]), default=None)
+
+
 def markers(items: Iterable[dict[str, Any]], city: City) -> dict[str, Any]:
     """A point per warning at its area's centre, coloured and sized by level."""
     features = []

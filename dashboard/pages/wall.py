@@ -7,6 +7,7 @@ colours the map, ``?lang=en`` switches the language.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import dash
@@ -14,6 +15,7 @@ from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
+from dashboard import warnlist as WL
 from dashboard.backend import current
 from dashboard.components.panels import (
     category_figure,
@@ -166,6 +168,20 @@ def tour_step(_n: int, areas: list[str], state: dict[str, Any]) -> Any:
     return {**state, "area": nxt}
 
 
+def red_banner(b: Any, area_id: str, red: int, lang: str) -> html.Div | None:
+    """ "红色预警 × n", with the latest red warning's rule and place when the list has it."""
+    if not red:
+        return None
+    text = f"⚠ {t('wall.red', lang)} × {red}"
+    with contextlib.suppress(*L.BACKEND_ERRORS):
+        top = WL.headline(b.live.warnings(), b.city, area_id)
+        if top is not None:
+            row = b.city.area(top["area_id"])
+            place = str(row["name"]) if row else top["area_id"]
+            text += f" · {t('rule.' + top['rule'], lang)} · {place}"
+    return html.Div(text, className="wall-banner")
+
+
 @dash.callback(
     Output(ids.W_GEO, "hideout"),
     Output(ids.W_GEO, "url"),
@@ -199,8 +215,7 @@ def wall_refresh(
     if panel["stale"]:
         return (*(no_update,) * 10, panel["stale_mark"], no_update, no_update)
     tz = b.settings.live.timezone
-    red = panel["kpi"]["warnings"].get("red", 0)
-    banner = html.Div(f"⚠ {t('wall.red', lang)} × {red}", className="wall-banner") if red else None
+    banner = red_banner(b, area_id, panel["kpi"]["warnings"].get("red", 0), lang)
     view = view_of(b.city, area_id)
     title = f"{view.name if view else ''} · {t('app.title', lang)}"
     ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}") for r in panel["ticker"][:20]]

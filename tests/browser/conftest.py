@@ -89,7 +89,7 @@ def warnings_writer(redis_url: str, browser_settings: Any) -> Iterator[Any]:
     r = redis.Redis.from_url(redis_url)
     live = live_state(r, browser_settings)
     yield live.set_warnings
-    live.set_warnings({})
+    live.set_warnings({}, {})
     r.close()
 
 

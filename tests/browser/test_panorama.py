@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
@@ -181,11 +182,18 @@ def test_wall_red_warning_banner_comes_and_goes(
     chrome.get(wall_url(server_url, wall_token))
     wait(chrome).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#wall-kpis .kpi")) == 9)
     assert not chrome.find_elements(By.CSS_SELECTOR, ".wall-banner")
-    warnings_writer({"320100": {"red": 1, "orange": 2}, "320102": {"red": 1}})
+    red = {"id": "W1", "rule": "fusion", "area_id": "320102", "level": "red", "status": "new"}
+    red |= {"first_ms": 1, "last_ms": 2}
+    warnings_writer(
+        {"320100": {"red": 1, "orange": 2}, "320102": {"red": 1}}, {"W1": orjson.dumps(red)}
+    )
     banner = wait(chrome, 20).until(
         EC.visibility_of_element_located((By.CSS_SELECTOR, ".wall-banner"))
     )
-    assert "红色预警" in banner.text
+    wait(chrome, 20).until(
+        lambda d: "玄武区" in d.find_element(By.CSS_SELECTOR, ".wall-banner").text
+    )
+    assert "红色预警" in banner.text and "多源融合" in banner.text
     shot(chrome, artifacts, "wall-red-banner")
     warnings_writer({})  # acknowledged elsewhere: the banner goes
     wait(chrome, 20).until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".wall-banner"))

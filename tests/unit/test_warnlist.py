@@ -72,3 +72,18 @@ def test_markers_and_actions(city: City) -> None:
     assert WL.allowed_actions("wall", True, "new") == []
     opts = WL.area_options(city, "320102")
     assert opts[0][0] == "320102" and all(a.startswith("320102") for a, _ in opts)
+
+
+def test_headline_is_the_latest_red_inside_the_area(city: City) -> None:
+    a, b = city.children("320102")[:2]
+    other = city.children("320104")[0]
+    items = [
+        item("old", a, "red", last_ms=NOW - 5),
+        item("new", b, "red", last_ms=NOW),
+        item("far", other, "red", last_ms=NOW + 9),
+        item("orange", a, "orange", last_ms=NOW + 9),
+    ]
+    top = WL.headline(items, city, "320102")
+    assert top is not None and top["id"] == "new"
+    assert WL.headline(items, city, a)["id"] == "old"  # type: ignore[index]
+    assert WL.headline(items, city, city.children("320105")[0]) is None
