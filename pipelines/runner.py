@@ -75,19 +75,19 @@ class WrittenCache:
         return self
 
     def new_visits(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Rows of ``df`` whose (day, grid_id) is not known to be written."""
         if not self.visits or df.is_empty():
             return df
-        known = pl.DataFrame(list(self.visits), schema=["day", "grid_id"], orient="row")
-        return df.join(known, on=["day", "grid_id"], how="anti")
+        pairs = zip(df["day"].to_list(), df["grid_id"].to_list(), strict=True)
+        return df.filter(pl.Series([p not in self.visits for p in pairs], dtype=pl.Boolean))
 
     def new_slots(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Rows of ``df`` whose (worker_id, slot) is not the worker's known written slot."""
         if not self.slots or df.is_empty():
             return df
-        known = pl.DataFrame(
-            {"worker_id": list(self.slots), "slot": list(self.slots.values())},
-            schema={"worker_id": pl.String, "slot": pl.Int64},
-        )
-        return df.join(known, on=["worker_id", "slot"], how="anti")
+        got = self.slots.get
+        pairs = zip(df["worker_id"].to_list(), df["slot"].to_list(), strict=True)
+        return df.filter(pl.Series([got(w) != s for w, s in pairs], dtype=pl.Boolean))
 
 
 @dataclass
