@@ -478,7 +478,8 @@ def persist_patrols(engine: Engine, visits: pl.DataFrame) -> None:
     if visits.is_empty():
         return
     with engine.begin() as conn:
-        upsert_frame(conn, patrols, visits, ["day", "grid_id"], where_older="first_ms")
+        frame = visits.select("day", "grid_id", "first_ms")
+        upsert_frame(conn, patrols, frame, ["day", "grid_id"], where_older="first_ms")
 
 
 def persist_positions(engine: Engine, latest: list[tuple[str, int, str]]) -> None:
