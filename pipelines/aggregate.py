@@ -32,7 +32,7 @@ def with_time_keys(df: pl.DataFrame, tz: str) -> pl.DataFrame:
     return df.with_columns(
         minute=minute,
         hour=df["ts"] // 3_600_000,
-        day=minute.replace_strict(minutes, days, return_dtype=pl.String),
+        day=minute.replace_strict(minutes, days).cast(pl.String),  # (String when empty too)
     )
 
 

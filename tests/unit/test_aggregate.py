@@ -53,6 +53,8 @@ def test_with_time_keys_local_day_minute_hour() -> None:
     assert out["hour"].to_list() == [t // 3_600_000 for t in ts]
     assert out["day"].to_list() == ["20261118", "20261118", "20261118", "20261119"]
     assert agg.local_day(T0 - 12 * 3_600_000, "UTC") == "20261117"
+    empty = agg.with_time_keys(pl.DataFrame(schema={"ts": pl.Int64}), "Asia/Shanghai")
+    assert empty.schema == {"ts": pl.Int64, "minute": pl.Int64, "hour": pl.Int64, "day": pl.String}
 
 
 def test_latest_positions_newest_ping_per_worker() -> None:
