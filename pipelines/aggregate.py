@@ -25,11 +25,15 @@ def with_time_keys(df: pl.DataFrame, tz: str) -> pl.DataFrame:
     The time-zone conversion runs once per distinct minute of the batch (UTC offsets
     are whole minutes), not once per row.
     """
-    df = df.with_columns(minute=pl.col("ts") // 60_000, hour=pl.col("ts") // 3_600_000)
-    minutes = df.select(pl.col("minute").unique())
-    local = pl.from_epoch(pl.col("minute") * 60_000, time_unit="ms").dt.replace_time_zone("UTC")
-    days = minutes.with_columns(day=local.dt.convert_time_zone(tz).dt.strftime("%Y%m%d"))
-    return df.join(days, on="minute", how="left", maintain_order="left")
+    minute = df["ts"] // 60_000
+    minutes = minute.unique()
+    local = pl.from_epoch(minutes * 60_000, time_unit="ms").dt.replace_time_zone("UTC")
+    days = local.dt.convert_time_zone(tz).dt.strftime("%Y%m%d")
+    return df.with_columns(
+        minute=minute,
+        hour=df["ts"] // 3_600_000,
+        day=minute.replace_strict(minutes, days).cast(pl.String),  # (String when empty too)
+    )
 
 
 def local_day(ts_ms: int, tz: str) -> str:
@@ -38,9 +42,9 @@ def local_day(ts_ms: int, tz: str) -> str:
 
 def with_grid(df: pl.DataFrame, grid_index: np.ndarray, grids: pl.DataFrame) -> pl.DataFrame:
     """Attach the area chain of each row's grid index (``-1`` rows get nulls)."""
-    idx = pl.Series("_gi", grid_index, dtype=pl.Int64)
-    chain = grids.select(CHAIN).with_row_index("_gi").with_columns(pl.col("_gi").cast(pl.Int64))
-    return df.with_columns(idx).join(chain, on="_gi", how="left", maintain_order="left").drop("_gi")
+    idx = pl.Series(grid_index, dtype=pl.Int64)
+    idx = idx.set(idx < 0, None)  # a null index gathers nulls
+    return df.hstack(grids.select(pl.col(CHAIN).gather(idx)).get_columns())
 
 
 def split_outside(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -98,7 +102,6 @@ def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
     """Latest ping per worker in the batch: (worker_id, ts, packed position)."""
     if df.is_empty():
         return []
-    last = df.sort("ts").group_by("worker_id", maintain_order=True).last()
     packed = pl.concat_str(
         [
             pl.col("lon").round(6).cast(pl.String),
@@ -111,7 +114,14 @@ def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
         ],
         separator=",",
     )
-    return list(last.select("worker_id", "ts", packed.alias("p")).iter_rows())
+    return (
+        df.lazy()
+        .select("worker_id", "ts", packed.alias("p"))
+        .sort("ts", maintain_order=True)
+        .unique("worker_id", keep="last", maintain_order=True)
+        .collect()
+        .rows()
+    )
 
 
 def unpack_position(packed: str) -> dict[str, Any]:
@@ -129,35 +139,39 @@ def unpack_position(packed: str) -> dict[str, Any]:
 
 
 def first_visits(df: pl.DataFrame) -> pl.DataFrame:
-    """Earliest visit of each (day, grid) in the batch (for the ``patrols`` table)."""
-    return df.group_by("day", "grid_id").agg(first_ms=pl.col("ts").min())
+    """Earliest visit of each (day, grid) in the batch, with the grid's area chain.
+
+    Columns ``day``, ``grid_id``, ``street_id``, ``district_id``, ``city_id``, ``first_ms``
+    (the ``patrols`` table takes ``day``, ``grid_id`` and ``first_ms``).
+    """
+    return df.group_by("day", *CHAIN, maintain_order=True).agg(first_ms=pl.col("ts").min())
 
 
 def patrolled_grids(df: pl.DataFrame) -> list[tuple[str, str, str, str, str]]:
     """Distinct (day, grid, street, district, city) visited in the batch."""
     if df.is_empty():
         return []
-    return list(df.select("day", *CHAIN).unique(maintain_order=True).iter_rows())
+    return df.lazy().select("day", *CHAIN).unique(maintain_order=True).collect().rows()
 
 
 def track_slots(df: pl.DataFrame, every_s: int) -> pl.DataFrame:
     """Downsample pings to the earliest one per worker per ``every_s`` slot."""
     return (
-        df.with_columns(slot=pl.col("ts") // (every_s * 1000))
-        .sort("ts")
-        .group_by("worker_id", "slot", maintain_order=True)
-        .first()
+        df.lazy()
         .select(
             "worker_id",
-            "slot",
-            pl.col("ts").alias("ts_ms"),
-            "lon",
-            "lat",
-            "grid_id",
-            "accuracy",
-            "speed",
-            "battery",
+            slot=pl.col("ts") // (every_s * 1000),
+            ts_ms="ts",
+            lon="lon",
+            lat="lat",
+            grid_id="grid_id",
+            accuracy="accuracy",
+            speed="speed",
+            battery="battery",
         )
+        .sort("ts_ms", maintain_order=True)
+        .unique(["worker_id", "slot"], keep="first", maintain_order=True)
+        .collect()
     )
 
 

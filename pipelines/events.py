@@ -210,15 +210,11 @@ def _fast_frame(
     Only for batches where every payload is one JSON object on one line within the size
     limit; any parse or type error falls back, so the outcome equals the slow path's.
     """
-    if not payloads:
+    lines = _ndjson(payloads, max_bytes)
+    if lines is None:
         return None
-    for p in payloads:
-        if len(p) > max_bytes or not p.startswith(b"{") or b"\n" in p or b"\r" in p:
-            return None
     try:
-        parsed = pl.read_ndjson(
-            io.BytesIO(b"\n".join(payloads)), schema={f.name: f.dtype for f in fields}
-        )
+        parsed = pl.read_ndjson(io.BytesIO(lines), schema={f.name: f.dtype for f in fields})
     except Exception:  # any failure: the exact per-payload path decides
         return None
     if parsed.height != len(payloads):
@@ -228,6 +224,21 @@ def _fast_frame(
         pl.lit(None, dtype=pl.String).alias("_pre"),
         *[pl.col(f.name).is_not_null().alias(f"_has_{f.name}") for f in fields],
     )
+
+
+def _ndjson(payloads: list[bytes], max_bytes: int) -> bytes | None:
+    """The payloads joined by newlines, if each is one line, starts with ``{`` and is
+    within the size limit; else None. Whole-batch byte scans, no loop per payload."""
+    if not payloads:
+        return None
+    n = len(payloads)
+    lines = b"\n".join(payloads)
+    one_line_each = lines.count(b"\n") == n - 1 and b"\r" not in lines
+    # with no newline inside a payload, every "\n{" starts one of payloads 2..n
+    objects = lines.startswith(b"{") and lines.count(b"\n{") == n - 1
+    if not (one_line_each and objects) or max(map(len, payloads)) > max_bytes:
+        return None
+    return lines
 
 
 def _slow_frame(

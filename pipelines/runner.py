@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,19 +76,19 @@ class WrittenCache:
         return self
 
     def new_visits(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Rows of ``df`` whose (day, grid_id) is not known to be written."""
         if not self.visits or df.is_empty():
             return df
-        known = pl.DataFrame(list(self.visits), schema=["day", "grid_id"], orient="row")
-        return df.join(known, on=["day", "grid_id"], how="anti")
+        pairs = zip(df["day"].to_list(), df["grid_id"].to_list(), strict=True)
+        return df.filter(pl.Series([p not in self.visits for p in pairs], dtype=pl.Boolean))
 
     def new_slots(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Rows of ``df`` whose (worker_id, slot) is not the worker's known written slot."""
         if not self.slots or df.is_empty():
             return df
-        known = pl.DataFrame(
-            {"worker_id": list(self.slots), "slot": list(self.slots.values())},
-            schema={"worker_id": pl.String, "slot": pl.Int64},
-        )
-        return df.join(known, on=["worker_id", "slot"], how="anti")
+        got = self.slots.get
+        pairs = zip(df["worker_id"].to_list(), df["slot"].to_list(), strict=True)
+        return df.filter(pl.Series([got(w) != s for w, s in pairs], dtype=pl.Boolean))
 
 
 @dataclass
@@ -109,6 +110,10 @@ class FeedWorker:
     positions: dict[str, tuple[int, str]] = field(default_factory=dict)
     positions_flushed: float = 0.0
     _cameras_loaded_at: float = 0.0
+    # One thread for a Redis call that overlaps SQL work of the same batch.
+    _background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="wangge-live")
+    )
 
     # ---------------------------------------------------------------- loop
 
@@ -218,11 +223,21 @@ class FeedWorker:
         cache = self.written.fresh(self.clock())
         latest = agg.latest_positions(good)
         visits = cache.new_visits(agg.first_visits(good))
-        new_pairs = set(visits.select("day", "grid_id").iter_rows())
-        patrolled = [p for p in agg.patrolled_grids(good) if (p[0], p[1]) in new_pairs]
-        self.state.apply_locations(latest, patrolled)
-        store.persist_patrols(self.engine, visits)
-        cache.visits.update(new_pairs)
+        patrolled = agg.patrolled_grids(visits)
+        # Redis runs the live-state script while this thread writes SQL (GIL released in
+        # socket and SQLite calls); both are done before the batch is acknowledged.
+        live = self._background.submit(self.state.apply_locations, latest, patrolled)
+        try:
+            every = self.settings.pipelines.persist_tracks_every_s
+            points = cache.new_slots(agg.track_slots(good, every))
+            store.persist_patrols(self.engine, visits)
+            store.persist_tracks(self.engine, points)
+        finally:
+            live.result()
+        cache.visits.update((p[0], p[1]) for p in patrolled)
+        cache.slots.update(
+            zip(points["worker_id"].to_list(), points["slot"].to_list(), strict=True)
+        )
         for w, ts, packed in latest:
             if ts >= self.positions.get(w, (0, ""))[0]:
                 self.positions[w] = (ts, packed)
@@ -253,11 +268,7 @@ class FeedWorker:
             store.persist_report_events(self.engine, agg.report_history(good))
         elif self.feed == "video":
             store.persist_video(self.engine, agg.video_history(good))
-        else:
-            every = self.settings.pipelines.persist_tracks_every_s
-            points = self.written.new_slots(agg.track_slots(good, every))
-            store.persist_tracks(self.engine, points)
-            self.written.slots.update(points.select("worker_id", "slot").iter_rows())
+        # locations: track points and patrols are written with the live state
 
     def _dead_letter(self, dead: pl.DataFrame, now_ms: int) -> None:
         if dead.is_empty():

@@ -350,6 +350,51 @@ def upsert(
         conn.execute(stmt, list(rows[i : i + step]))
 
 
+def upsert_sql(
+    dialect: str,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    where_newer: str | None = None,
+    where_older: str | None = None,
+) -> str:
+    """The DB-API text of ``upsert`` for positional rows (SQLite and PostgreSQL alike).
+
+    The same statement ``upsert`` builds with SQLAlchemy: insert, or on a key conflict
+    update the other columns, optionally only when the new row's column is newer/older.
+    """
+    ph = "?" if dialect == "sqlite" else "%s"
+    cols = ", ".join(columns)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    sql = (
+        f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([ph] * len(columns))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}"
+    )
+    if where_newer:
+        sql += f" WHERE {table.name}.{where_newer} <= excluded.{where_newer}"
+    if where_older:
+        sql += f" WHERE {table.name}.{where_older} > excluded.{where_older}"
+    return sql
+
+
+def upsert_frame(
+    conn: Connection,
+    table: Table,
+    frame: pl.DataFrame,
+    keys: Sequence[str],
+    where_newer: str | None = None,
+    where_older: str | None = None,
+) -> None:
+    """``upsert`` of a frame's rows through the driver's executemany (no per-row Core work).
+
+    Rows go in primary-key order, like ``upsert``, so concurrent writers lock alike.
+    """
+    if frame.is_empty():
+        return
+    sql = upsert_sql(conn.dialect.name, table, frame.columns, keys, where_newer, where_older)
+    conn.exec_driver_sql(sql, frame.sort(keys).rows())
+
+
 # ------------------------------------------------------------------ writes
 
 
@@ -425,12 +470,8 @@ def persist_tracks(engine: Engine, points: pl.DataFrame) -> None:
         return
     cols = [c.name for c in track_points.columns]
     with engine.begin() as conn:
-        upsert(
-            conn,
-            track_points,
-            points.select(cols).to_dicts(),
-            ["worker_id", "slot"],
-            where_older="ts_ms",
+        upsert_frame(
+            conn, track_points, points.select(cols), ["worker_id", "slot"], where_older="ts_ms"
         )
 
 
@@ -439,16 +480,21 @@ def persist_patrols(engine: Engine, visits: pl.DataFrame) -> None:
     if visits.is_empty():
         return
     with engine.begin() as conn:
-        upsert(conn, patrols, visits.to_dicts(), ["day", "grid_id"], where_older="first_ms")
+        frame = visits.select("day", "grid_id", "first_ms")
+        upsert_frame(conn, patrols, frame, ["day", "grid_id"], where_older="first_ms")
 
 
 def persist_positions(engine: Engine, latest: list[tuple[str, int, str]]) -> None:
     """Each worker's latest packed position (the newest wins, whatever the order)."""
     if not latest:
         return
-    rows = [{"worker_id": w, "ts_ms": ts, "packed": p} for w, ts, p in latest]
+    frame = pl.DataFrame(
+        latest,
+        schema={"worker_id": pl.String, "ts_ms": pl.Int64, "packed": pl.String},
+        orient="row",
+    )
     with engine.begin() as conn:
-        upsert(conn, worker_positions, rows, ["worker_id"], where_newer="ts_ms")
+        upsert_frame(conn, worker_positions, frame, ["worker_id"], where_newer="ts_ms")
 
 
 def persist_dead_letters(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:

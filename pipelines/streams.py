@@ -46,13 +46,37 @@ def publish(r: redis.Redis, stream: str, payloads: Sequence[bytes], chunk: int =
     return len(payloads)
 
 
+def _unparsed(r: redis.Redis) -> redis.Redis:
+    """A client on ``r``'s connection pool whose stream reads come back as the raw reply.
+
+    redis-py turns every entry's field list into a dict; a batch only needs ``data``.
+    """
+    raw = redis.Redis(connection_pool=r.connection_pool)
+    for command in ("XREADGROUP", "XAUTOCLAIM"):
+        raw.set_response_callback(command, lambda response, **_: response)
+    return raw
+
+
+def _stream_entries(reply: Any) -> list[Any]:
+    """The entries of a raw XREADGROUP reply for one stream (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return next(iter(reply.values()))
+    return list(reply[0][1])
+
+
 def _entries(raw: Any) -> list[tuple[str, bytes]]:
+    """Raw ``[id, [field, value, …]]`` entries → ``(id, data)`` (deleted entries dropped)."""
     out = []
     for entry_id, fields in raw:
         if fields is None:  # deleted while pending (trimmed): nothing to process
             continue
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        out.append((eid, fields.get(FIELD, b"")))
+        if fields and fields[0] == FIELD:
+            out.append((eid, fields[1]))
+        else:
+            out.append((eid, dict(zip(fields[::2], fields[1::2], strict=True)).get(FIELD, b"")))
     return out
 
 
@@ -68,26 +92,30 @@ class Consumer:
     max_deliveries: int = 5
     _own_pending_done: bool = False
     _claim_cursor: str = "0-0"
+    _raw: redis.Redis = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._raw = _unparsed(self.r)
 
     def read(self) -> Batch:
         batch = self._claim()
         if batch is not None:
             return batch
         if not self._own_pending_done:
-            got: Any = self.r.xreadgroup(
+            got: Any = self._raw.xreadgroup(
                 self.group, self.name, {self.stream: "0"}, count=self.count
             )
-            entries = _entries(got[0][1]) if got else []
+            entries = _entries(_stream_entries(got))
             if entries:
                 return self._split(entries)
             self._own_pending_done = True
-        got = self.r.xreadgroup(
+        got = self._raw.xreadgroup(
             self.group, self.name, {self.stream: ">"}, count=self.count, block=self.block_ms
         )
-        return Batch(entries=_entries(got[0][1]) if got else [])
+        return Batch(entries=_entries(_stream_entries(got)))
 
     def _claim(self) -> Batch | None:
-        res: Any = self.r.xautoclaim(
+        res: Any = self._raw.xautoclaim(
             self.stream,
             self.group,
             self.name,

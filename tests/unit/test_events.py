@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.events import decode_batch, encode
+from pipelines.events import _ndjson, decode_batch, encode
 from pipelines.state import reachable_pairs
 
 NOW = 1_795_000_000_000
@@ -125,3 +125,13 @@ def test_fast_path_equals_per_payload_path(feed: str, monkeypatch: pytest.Monkey
         monkeypatch.undo()
         assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
     assert ev._fast_frame(ev.SCHEMAS[feed], ["1-0"], [valid[0][1]], 4096) is not None
+
+
+def test_ndjson_only_for_one_object_per_line_within_the_limit() -> None:
+    ok = [b'{"a":1}', b'{"b":2}']
+    assert _ndjson(ok, 100) == b'{"a":1}\n{"b":2}'
+    assert _ndjson([], 100) is None
+    assert _ndjson(ok, 6) is None  # one payload over the limit
+    for bad in (b'{"a":\n1}', b'{"a":1}\r', b"[1]", b" {}", b"", b"null"):
+        assert _ndjson([*ok, bad], 100) is None, bad
+        assert _ndjson([bad, *ok], 100) is None, bad
