@@ -589,7 +589,7 @@ def _typed(engine: Engine, query: Any, schema: pl.Schema) -> pl.LazyFrame:
     f = store.read_frame(engine, query)
     if f.is_empty():
         return pl.LazyFrame(schema=schema)
-    return f.lazy().cast(dict(schema), strict=False).select(list(schema))
+    return f.lazy().cast(schema, strict=False).select(list(schema))
 
 
 def _tz_offset_ms(period: Period) -> int:
@@ -1010,6 +1010,44 @@ FIXED_TITLES = {
     "change": ("环比变化", "Change"),
     "trend": ("近期趋势", "Trend"),
 }
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A scorecard as displayed (rounded rows): what the page shows and every export writes."""
+
+    level: str
+    period: Period
+    area: str
+    final: bool
+    generated_ms: int
+    rows: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, card: Scorecard) -> Shown:
+        return cls(
+            card.level, card.period, card.scope, card.final, card.generated_ms, display_rows(card)
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "level": self.level,
+                "period": self.period.key,
+                "tz": self.period.tz,
+                "area": self.area,
+                "final": self.final,
+                "generated_ms": self.generated_ms,
+                "rows": self.rows,
+            },
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Shown:
+        d = json.loads(text)
+        period = parse_period(d["period"], d["tz"])
+        return cls(d["level"], period, d["area"], d["final"], d["generated_ms"], d["rows"])
 
 
 def column_title(col: str, lang: str, level: str) -> str:

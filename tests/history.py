@@ -77,7 +77,9 @@ def make_history(
     gid = grids["grid_id"].to_numpy().astype(object)
     n_g = len(gid)
     # roster: every grid gets workers round-robin, then at random
-    w_grid = np.concatenate([np.arange(min(workers, n_g)), rng.integers(0, n_g, max(0, workers - n_g))])
+    w_grid = np.concatenate(
+        [np.arange(min(workers, n_g)), rng.integers(0, n_g, max(0, workers - n_g))]
+    )
     w_ids = np.array([f"W{i + 1:06d}" for i in range(workers)], dtype=object)
     roster = pl.DataFrame(
         {
@@ -96,7 +98,9 @@ def make_history(
     # ---- incidents
     n = incidents
     g = rng.integers(0, n_g, n)
-    cat = np.array(CATS, dtype=object)[rng.choice(len(CATS), n, p=[0.2, 0.15, 0.1, 0.25, 0.25, 0.05])]
+    cat = np.array(CATS, dtype=object)[
+        rng.choice(len(CATS), n, p=[0.2, 0.15, 0.1, 0.25, 0.25, 0.05])
+    ]
     src = np.array(SOURCES, dtype=object)[rng.choice(4, n, p=[0.45, 0.3, 0.1, 0.15])]
     reported = start_ms + rng.integers(0, days * 86_400_000, n)
     dl = np.array([DEADLINE_H[c] for c in cat], dtype=float)
@@ -107,7 +111,14 @@ def make_history(
     ev_cols: dict[str, list[Any]] = {k: [] for k in ("incident_id", "step", "ts_ms", "level")}
     ev_cols["handler_id"] = []
     ev_cols["i"] = []
-    ev_cols["reported"] = [ids, np.full(n, "reported", dtype=object), reported, np.full(n, "grid", dtype=object), handler, np.arange(n)]  # type: ignore[assignment]
+    ev_cols["reported"] = [
+        ids,
+        np.full(n, "reported", dtype=object),
+        reported,
+        np.full(n, "grid", dtype=object),
+        handler,
+        np.arange(n),
+    ]  # type: ignore[assignment]
     parts = [ev_cols.pop("reported")]
     closed_ms = np.full(n, -1, dtype=np.int64)
     closed_lvl = np.full(n, None, dtype=object)
@@ -117,13 +128,19 @@ def make_history(
         sel = np.flatnonzero(tpl == k)
         if not len(sel):
             continue
-        total = dl[sel] * np.where(slow[sel], rng.uniform(1.1, 2.0, len(sel)), rng.beta(1.6, 4, len(sel)))
+        total = dl[sel] * np.where(
+            slow[sel], rng.uniform(1.1, 2.0, len(sel)), rng.beta(1.6, 4, len(sel))
+        )
         w = rng.gamma(2.0, 1.0, (len(sel), len(steps)))
         w[:, 0] *= 0.05  # the first action comes quickly
         gaps = w / w.sum(axis=1, keepdims=True) * total[:, None] * H
         ts = reported[sel, None] + np.maximum(np.cumsum(gaps, axis=1), 1000).astype(np.int64)
         for j, step in enumerate(steps):
-            lv = "grid" if (j == 0 or level == "grid" or steps[:j].count("escalated") == 0) else level
+            lv = (
+                "grid"
+                if (j == 0 or level == "grid" or steps[:j].count("escalated") == 0)
+                else level
+            )
             parts.append(
                 [
                     ids[sel],
@@ -168,12 +185,22 @@ def make_history(
         severity=pl.col("severity").cast(pl.Int64),
     )
     per = inc.with_row_index("i").select(
-        pl.col("i").cast(pl.Int64), "category", "severity", "source", "grid_id", "street_id", "district_id"
+        pl.col("i").cast(pl.Int64),
+        "category",
+        "severity",
+        "source",
+        "grid_id",
+        "street_id",
+        "district_id",
     )
     ev = (
         ev.join(per, on="i", how="left")
         .with_columns(
-            event_id=pl.col("incident_id") + ":" + pl.col("step") + ":" + pl.col("ts_ms").cast(pl.String),
+            event_id=pl.col("incident_id")
+            + ":"
+            + pl.col("step")
+            + ":"
+            + pl.col("ts_ms").cast(pl.String),
             reporter_id=pl.lit("R00000001"),
             lon=pl.lit(118.8),
             lat=pl.lit(32.0),
@@ -187,12 +214,20 @@ def make_history(
     # ---- tracks: one point per worker per shift slot (when online), mostly in their grid
     slots_per_day = (shift[1] - shift[0]) * 60 // track_every_min
     day0 = start_ms  # local midnight
-    w_idx, d_idx, s_idx = np.meshgrid(np.arange(workers), np.arange(days), np.arange(slots_per_day), indexing="ij")
+    w_idx, d_idx, s_idx = np.meshgrid(
+        np.arange(workers), np.arange(days), np.arange(slots_per_day), indexing="ij"
+    )
     w_idx, d_idx, s_idx = w_idx.ravel(), d_idx.ravel(), s_idx.ravel()
     keep = rng.random(len(w_idx)) < online_p
     w_idx, d_idx, s_idx = w_idx[keep], d_idx[keep], s_idx[keep]
     slot_ms = track_every_min * 60_000
-    ts = day0 + d_idx * 86_400_000 + shift[0] * H + s_idx * slot_ms + rng.integers(0, slot_ms, len(w_idx))
+    ts = (
+        day0
+        + d_idx * 86_400_000
+        + shift[0] * H
+        + s_idx * slot_ms
+        + rng.integers(0, slot_ms, len(w_idx))
+    )
     home = rng.random(len(w_idx)) < 0.85
     tg = np.where(home, w_grid[w_idx], rng.integers(0, n_g, len(w_idx)))
     tracks = pl.DataFrame(
