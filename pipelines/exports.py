@@ -276,7 +276,7 @@ def to_pdf(t: ExportTable) -> bytes:
     story: list[Any] = [
         Paragraph(_esc(t.title), h1),
         Paragraph(_esc(f"{lab['period']}：{t.period}"), meta),
-        Paragraph(_esc(f"{lab['scope']}：{t.scope}    {lab['generated']}：{t.generated}"), meta),
+        Paragraph(_esc(f"{lab['scope']}：{t.scope} · {lab['generated']}：{t.generated}"), meta),
         Spacer(1, 4 * mm),
     ]
     # chart: scores, best first (at most 40 bars, so the chart fits one page)

@@ -293,7 +293,8 @@ def load(engine: Engine, h: History, chunk: int = 200_000) -> None:
         cur = raw.cursor()
         for table, frame in pairs:
             cols = [c.name for c in table.columns if c.name in frame.columns]
-            f = frame.select(cols)
+            keys = [c.name for c in table.primary_key.columns]
+            f = frame.select(cols).sort(keys)  # B-tree friendly: in primary-key order
             if engine.dialect.name == "postgresql":
                 with cur.copy(f"COPY {table.name} ({', '.join(cols)}) FROM STDIN") as cp:  # type: ignore[attr-defined]
                     for row in f.iter_rows():
@@ -304,5 +305,11 @@ def load(engine: Engine, h: History, chunk: int = 200_000) -> None:
                 for i in range(0, f.height, chunk):
                     cur.executemany(sql, f.slice(i, chunk).iter_rows())
         raw.commit()
+        if engine.dialect.name == "sqlite":  # a database at rest: WAL folded back in
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cur.execute("ANALYZE")
+        else:
+            cur.execute("ANALYZE")
+            raw.commit()
     finally:
         raw.close()
