@@ -80,6 +80,9 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     "wall-": Policy(),
     # early warning: reading for people; actions also check can_act and the warning's area
     "warn-": Policy(roles=PEOPLE),
+    # supervision and assessment: reading for people (rows clamped to the session's scope);
+    # exports also check dashboard.assess.EXPORT_ROLES, the rate limit, and are audited
+    "asm-": Policy(roles=PEOPLE),
 }
 
 

@@ -77,3 +77,21 @@ WARN_DISPATCH = "warn-dispatch"
 WARN_RESOLVE = "warn-resolve"
 WARN_DISMISS = "warn-dismiss"
 WARN_MSG = "warn-msg"
+
+# supervision and assessment (监督考核)
+ASM_VIEW = "asm-view"  # the view the URL asked for (re-clamped to the session's scope)
+ASM_TOKEN = "asm-token"  # the shown table's key: exports write exactly these rows
+ASM_KIND = "asm-kind"
+ASM_LEVEL = "asm-level"
+ASM_PERIOD = "asm-period"
+ASM_RANGE = "asm-range"
+ASM_CRUMBS = "asm-crumbs"
+ASM_TITLE = "asm-title"
+ASM_TABLE = "asm-table"
+ASM_BEHIND = "asm-behind"
+ASM_XLSX = "asm-xlsx"
+ASM_CSV = "asm-csv"
+ASM_PDF = "asm-pdf"
+ASM_DOWNLOAD = "asm-download"
+ASM_MSG = "asm-msg"
+ASM_BUSY = "asm-busy"

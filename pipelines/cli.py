@@ -534,6 +534,49 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    """``wangge export scorecard``: the same file the assessment page exports."""
+    from pipelines import exports, scorecard
+
+    try:
+        period = scorecard.parse_period(args.period, settings.live.timezone)
+    except scorecard.PeriodError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    city = load_city(settings)
+    scope = args.scope or city.city_id
+    level = city.level_of(scope)
+    if level is None:
+        print(f"error: unknown area {scope!r} for --scope", file=sys.stderr)
+        return 2
+    order = ("city", "district", "street", "grid", "worker")
+    if order.index(args.level) < order.index(level):
+        print(f"error: --level {args.level} is above the scope's level ({level})", file=sys.stderr)
+        return 2
+    now_ms = int(time.time() * 1000)
+    with sql_engine(settings) as engine:
+        card = scorecard.scorecard(engine, city, settings, args.level, period, now_ms, scope)
+        f = exports.export_scorecard(card, city, settings, args.format, args.lang)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        tmp.write_bytes(f.data)
+        tmp.replace(out)
+        audit.record(
+            engine,
+            actor=f"cli:{getpass.getuser()}",
+            role="cli",
+            scope=scope,
+            action="export",
+            target=f"scorecard:{card.level}:{period.key}:{scope}",
+            detail=exports.audit_detail(scorecard.Shown.of(card), f, args.format, "cli"),
+            now_ms=now_ms,
+        )
+    state = "final" if card.final else "in progress"
+    print(f"wrote {out} ({f.rows} rows, {len(f.data)} bytes, {state}) sha256 {f.sha256}")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -598,6 +641,15 @@ def parser() -> argparse.ArgumentParser:
     aus.add_parser("verify", help="check the chain (exit 1 and the first bad row if tampered)")
     ap = aus.add_parser("purge", help="delete rows older than the retention")
     ap.add_argument("--days", type=int, help="retention (default auth.audit_retention_days)")
+    ex = sub.add_parser("export", help="exports: scorecards (监督考核) as XLSX, CSV or PDF")
+    exs = ex.add_subparsers(dest="export_cmd", required=True)
+    es = exs.add_parser("scorecard", help="a ranked scorecard, exactly as the page shows it")
+    es.add_argument("--period", required=True, help="2026-10, 2026-W44, 2026-10-05 or A..B")
+    es.add_argument("--level", choices=("district", "street", "grid", "worker"), required=True)
+    es.add_argument("--format", choices=("xlsx", "csv", "pdf"), default="xlsx")
+    es.add_argument("--out", required=True, help="file to write")
+    es.add_argument("--scope", help="area id whose rows to export (default: the whole city)")
+    es.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
     return p
 
 
@@ -611,6 +663,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "status": cmd_status,
     "users": cmd_users,
     "audit": cmd_audit,
+    "export": cmd_export,
 }
 
 

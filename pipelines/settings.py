@@ -206,6 +206,38 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class AssessmentSettings:
+    """Supervision and assessment (监督考核, pipelines/scorecard.py): stage deadlines and the
+    weights of the 100-point score. Resolution deadlines are ``[deadlines]``, working
+    hours are ``warnings.work_start_h``/``work_end_h``, the warning acknowledgement deadline
+    is ``warnings.escalate_after_s``."""
+
+    accept_hours: float = 1.0  # report → first action (accepted / handling)
+    dispatch_hours: float = 2.0  # acceptance → dispatch
+    handling_ref_hours: float = 48.0  # mean / p90 handling time scoring 0 points
+    online_slot_minutes: int = 60  # a worker is online in a shift slot with ≥ 1 track point
+    snapshot_grace_hours: float = 24.0  # a period is final (snapshotted) this long after it ends
+    sparkline_periods: int = 6  # periods shown in a row's trend
+    w_self_found: float = 5.0
+    w_accept_ontime: float = 10.0
+    w_dispatch_ontime: float = 5.0
+    w_resolve_ontime: float = 15.0
+    w_mean_hours: float = 5.0
+    w_p90_hours: float = 5.0
+    w_overdue: float = 10.0
+    w_returned: float = 5.0
+    w_verify_pass: float = 10.0
+    w_grid_level: float = 10.0
+    w_local_level: float = 5.0
+    w_patrol_coverage: float = 5.0
+    w_online_rate: float = 5.0
+    w_warning_ack: float = 5.0
+
+    def weight(self, metric_id: str) -> float:
+        return float(getattr(self, f"w_{metric_id}", 0.0))
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -219,6 +251,7 @@ class Settings:
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
 
     def path(self, relative: str) -> Path:
         """Resolve a configured path against the project root (absolute paths pass)."""

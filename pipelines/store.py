@@ -275,6 +275,25 @@ warning_actions = Table(
 )
 
 
+# ------------------------------------------------------------------ supervision and assessment
+# (logic in pipelines/scorecard.py)
+
+scorecard_snapshots = Table(
+    "scorecard_snapshots",
+    metadata,
+    Column("period_key", String(32), primary_key=True),  # 2026-10 · 2026-W44 · …
+    Column("level", String(16), primary_key=True),  # district / street / grid / worker
+    Column("row_id", String(64), primary_key=True),  # area_id or worker_id
+    Column("name", String(128), nullable=False),
+    Column("parent_id", String(32)),
+    Column("parent", String(128)),
+    Column("metrics", Text, nullable=False),  # JSON: metric id → unrounded value
+    Column("score", Float),
+    Column("rules", Text, nullable=False),  # JSON: weights and deadlines used
+    Column("computed_ms", BigInteger, nullable=False),
+)
+
+
 def make_engine(url: str, schema: str | None = None, echo: bool = False) -> Engine:
     """Engine for SQLite (WAL, busy timeout) or PostgreSQL (optionally a private schema)."""
     if url.startswith("sqlite"):

@@ -1,4 +1,4 @@
-"""Pages of later issues: grid work, assessment (shown as "coming")."""
+"""Pages of later issues: grid work (shown as "coming")."""
 
 from __future__ import annotations
 
@@ -16,9 +16,6 @@ dash.register_page(
     path_template="/work/<area_id>",
     name="work",
     layout=lambda area_id=None, **_: coming("nav.work"),
-)
-dash.register_page(
-    "assessment", path="/assessment", name="assessment", layout=lambda **_: coming("nav.assessment")
 )
 
 

@@ -37,7 +37,11 @@ FLAGS = (
 
 
 PASSWORD = "correct-horse-battery"
-USERS = (("leader", "city_leader", "320100"), ("xuanwu", "district_commander", "320102"))
+USERS = (
+    ("leader", "city_leader", "320100"),
+    ("xuanwu", "district_commander", "320102"),
+    ("sup", "supervisor", "320102"),  # assessment: scorecards and exports for its district
+)
 
 
 def login(driver: Any, base: str, username: str, password: str = PASSWORD) -> None:

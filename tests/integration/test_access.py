@@ -8,10 +8,13 @@ import dataclasses
 import itertools
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
+import polars as pl
 import pytest
 import redis
 from dash import Dash
@@ -19,7 +22,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app
 from dashboard.auth import ROUTE_POLICIES, callback_policy
-from pipelines import accounts, audit
+from pipelines import accounts, audit, store
 from pipelines import warnings as W
 from pipelines.geo import City, demo_city
 from pipelines.runner import live_state
@@ -82,6 +85,27 @@ def app(
         {new[0].warning_id: orjson.dumps({**W.live_item(new[0]), "area_id": other_street})},
     )
     SEEDED["warning"] = new[0].warning_id
+    # canaries in SQL (the assessment page reads history): a worker and an incident there
+    with engine.begin() as conn:
+        conn.execute(
+            store.workers.insert(),
+            [
+                {
+                    "worker_id": f"{CANARY}-W",
+                    "name": CANARY,
+                    "type": "full_time",
+                    "grid_id": other_grid,
+                }
+            ],
+        )
+    event = {c: None for c in store.EVENT_COLUMNS}
+    event |= {
+        "event_id": f"{CANARY}-E1", "incident_id": f"{CANARY}-I1", "step": "reported",
+        "ts_ms": now - 60_000, "category": "fire", "severity": 3, "source": "worker",
+        "handler_id": f"{CANARY}-W", "grid_id": other_grid, "street_id": other_street,
+        "district_id": OTHER, "lon": 118.8, "lat": 32.0, "level": "grid", "entry_id": "0-0",
+    }  # fmt: skip
+    store.persist_report_events(engine, pl.DataFrame([event], infer_schema_length=None))
     return create_app(settings, city=city, r=rclient)
 
 
@@ -141,6 +165,20 @@ def _value_for(prop: dict[str, Any], area: Any) -> Any:
         return {"properties": {"id": area}}
     if p == "n_intervals":
         return 3
+    if cid == "asm-view":  # the assessment view: this month's workers inside ``area``
+        month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+        return {"level": "worker", "period": month, "area": area}
+    if cid == "asm-table" and p == "active_cell":  # a click on a row's number (or name)
+        row = f"{CANARY}-W" if area == OTHER else area  # also the other district's worker
+        return {"row": 0, "column": 3, "column_id": "reports", "row_id": row}
+    if cid in ("asm-xlsx", "asm-csv", "asm-pdf"):
+        return 1
+    if cid == "asm-token":
+        return area if isinstance(area, str) else None
+    if cid == "asm-level":
+        return "worker"
+    if cid == "asm-kind":
+        return "month"
     if cid == "pan-metric":
         return "open"
     if cid in ("shell-lang",):
@@ -234,6 +272,26 @@ def test_city_leader_does_see_the_other_district(app: Dash, city: City) -> None:
         )
         text = resp.get_data(as_text=True)
         assert resp.status_code == 200 and marker in text, prefix
+    # … and on the assessment page: the worker's row, and the incident behind its number
+    other_grid = city.children(city.children(OTHER)[0])[0]
+    cases = (
+        ("..asm-table.data", OTHER, CANARY),
+        ("..asm-behind.children", f"{CANARY}-W", f"{CANARY}-I1"),
+    )
+    for prefix, area, marker in cases:
+        key, spec = next((k, v) for k, v in callbacks(app).items() if k.startswith(prefix))
+        body = _body(spec, area, key)
+        if prefix.startswith("..asm-behind"):
+            month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+            view = {"level": "worker", "period": month, "area": other_grid}
+            body["state"] = [
+                {**s, "value": view} if s["id"] == "asm-view" else s for s in body["state"]
+            ]
+        resp = c.post(
+            "/_dash-update-component", data=orjson.dumps(body), content_type="application/json"
+        )
+        text = resp.get_data(as_text=True)
+        assert resp.status_code == 200 and marker in text, (prefix, text[:300])
 
 
 def test_csrf_and_security_headers(app: Dash, city: City) -> None:

@@ -1,0 +1,179 @@
+"""Pure helpers of the assessment page (监督考核): the view from the URL, table columns,
+tooltips, colour bands, crumbs, period options. No Flask, no SQL: unit-tested directly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from pipelines import scorecard as S
+from pipelines.exports import cell_text, column_kind
+from pipelines.geo import City
+
+LEVEL_ORDER = {"city": 0, "district": 1, "street": 2, "grid": 3, "worker": 4}
+KINDS = ("month", "week", "day", "range")
+# who may export (the page itself is for every person with a scope)
+EXPORT_ROLES = frozenset({"supervisor", "city_leader", "district_commander"})
+BAND_SHARE = 0.2  # best / worst fifth of the rows get a colour band (≥ 5 rows)
+
+
+@dataclass(frozen=True)
+class View:
+    level: str
+    period: S.Period
+    area: str  # the rows lie inside this area (the user's scope, or a drill-down inside it)
+
+    def search(self) -> str:
+        return "?" + urlencode({"level": self.level, "period": self.period.key, "area": self.area})
+
+
+def levels_below(city: City, area_id: str) -> list[str]:
+    """Scorecard levels available inside an area (the area's own level and below)."""
+    lv = city.level_of(area_id) or "city"
+    return [x for x in S.LEVELS if LEVEL_ORDER[x] >= max(1, LEVEL_ORDER[lv])]
+
+
+def view_of(
+    city: City, scope: str, query: dict[str, Any], now_ms: int, tz: str, default_kind: str = "month"
+) -> View:
+    """The view a URL asks for, clamped to the user's scope (never outside it): an area
+    outside the scope falls back to the scope; a level above the area to the next below."""
+    area = str(query.get("area") or scope)
+    if city.area(area) is None or scope not in city.ancestors(area):
+        area = scope
+    levels = levels_below(city, area)
+    level = str(query.get("level") or "")
+    if level not in levels:
+        level = levels[1] if len(levels) > 1 and city.level_of(area) != "grid" else levels[0]
+    try:
+        period = S.parse_period(str(query.get("period") or ""), tz)
+    except S.PeriodError:
+        period = S.current_period(default_kind, now_ms, tz)
+    return View(level, period, area)
+
+
+def crumbs(city: City, scope: str, view: View) -> list[tuple[str, str]]:
+    """(name, search) from the user's scope down to the view's area."""
+    chain = list(reversed(city.ancestors(view.area)))
+    chain = chain[chain.index(scope) :] if scope in chain else [view.area]
+    out = []
+    for a in chain:
+        row = city.area(a)
+        sub = levels_below(city, a)
+        nxt = sub[1] if len(sub) > 1 and city.level_of(a) != "grid" else sub[0]
+        out.append((str(row["name"]) if row else a, View(nxt, view.period, a).search()))
+    return out
+
+
+def drill(city: City, view: View, row_id: str) -> View | None:
+    """Clicking a row's name: district → its streets → its grids → its workers."""
+    nxt = {"district": "street", "street": "grid", "grid": "worker"}.get(view.level)
+    if nxt is None or city.area(row_id) is None:
+        return None
+    return View(nxt, view.period, row_id)
+
+
+def period_options(kind: str, now_ms: int, tz: str, lang: str, n: int = 13) -> list[dict]:
+    if kind not in ("month", "week", "day"):
+        return []
+    cur = S.current_period(kind, now_ms, tz)
+    return [{"label": p.label(lang), "value": p.key} for p in reversed(cur.recent(n))]
+
+
+def columns(level: str, lang: str) -> list[dict[str, Any]]:
+    """DataTable columns: numbers stay numbers (sortable), formatted like the exports."""
+    from dash.dash_table.Format import Format, Scheme, Sign
+
+    out: list[dict[str, Any]] = []
+    for c in [*S.shown_columns(level), "trend"]:
+        col: dict[str, Any] = {"id": c, "name": S.column_title(c, lang, level)}
+        kind = column_kind(c)
+        if kind == "int":
+            col |= {"type": "numeric", "format": Format(precision=0, scheme=Scheme.fixed)}
+        elif kind == "num1":
+            col |= {"type": "numeric", "format": Format(precision=1, scheme=Scheme.fixed)}
+        elif kind == "signed1":
+            fmt = Format(precision=1, scheme=Scheme.fixed, sign=Sign.positive)
+            col |= {"type": "numeric", "format": fmt}
+        else:
+            col |= {"type": "text"}
+        out.append(col)
+    return out
+
+
+def header_tooltips(lang: str) -> dict[str, str]:
+    tips = {m.id: m.definition(lang) for m in S.METRICS.values()}
+    tips["score"] = S.SCORE_DEFINITION[1 if lang == "en" else 0]
+    tips["trend"] = (
+        "Score in each of the last periods (oldest first; · = no score)"
+        if lang == "en"
+        else "最近各统计期的综合得分（从早到近；· 表示无得分）"
+    )
+    tips["change"] = "Score minus the previous period's" if lang == "en" else "本期得分减上期得分"
+    return tips
+
+
+def bands(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """DataTable styles: the best fifth green, the worst fifth red, per column (by each
+    metric's direction), when there are at least 5 rows with values."""
+    styles: list[dict[str, Any]] = []
+    for c in ["score", *S.METRIC_IDS]:
+        vals = sorted(float(r[c]) for r in rows if r.get(c) is not None)
+        if len(vals) < 5 or vals[0] == vals[-1]:
+            continue
+        k = max(1, int(len(vals) * BAND_SHARE))
+        low, high = vals[k - 1], vals[-k]
+        higher_better = c == "score" or S.METRICS[c].higher_better
+        best, worst = (high, low) if higher_better else (low, high)
+        op_best, op_worst = (">=", "<=") if higher_better else ("<=", ">=")
+        styles.append(
+            {
+                "if": {"filter_query": f"{{{c}}} {op_best} {best}", "column_id": c},
+                "backgroundColor": "rgba(39, 174, 96, 0.30)",
+                "color": "#c9f7d9",
+            }
+        )
+        styles.append(
+            {
+                "if": {"filter_query": f"{{{c}}} {op_worst} {worst}", "column_id": c},
+                "backgroundColor": "rgba(235, 87, 87, 0.30)",
+                "color": "#ffd6d6",
+            }
+        )
+    return styles
+
+
+def table_data(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Display rows with the DataTable's stable row ``id``."""
+    return [{**r, "id": r["row_id"]} for r in rows]
+
+
+def behind_rows(frame: Any, tz: str, lang: str) -> list[dict[str, Any]]:
+    """The incidents behind a number, for a small table."""
+    z = ZoneInfo(tz)
+
+    def when(ms: Any) -> str:
+        if ms is None:
+            return "—"
+        return datetime.fromtimestamp(int(ms) / 1000, z).strftime("%m-%d %H:%M")
+
+    yes, no = ("✓", "✗")
+    out = []
+    for r in frame.iter_rows(named=True):
+        out.append(
+            {
+                "incident_id": r["incident_id"],
+                "category": r["category"],
+                "source": r["source"],
+                "grid_id": r["grid_id"],
+                "reported": when(r["reported_ms"]),
+                "closed": when(r["closed_ms"]),
+                "level": r["closed_level"] or "—",
+                "hours": cell_text("num1", r["handling_h"]),
+                "counts": yes if r["counts"] else no,
+            }
+        )
+    return out

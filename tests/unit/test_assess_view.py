@@ -1,0 +1,102 @@
+"""The assessment page's pure helpers: the view from a URL (clamped to the scope),
+drill-down, crumbs, colour bands, formula neutralisation and cell text."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard import assess as A
+from pipelines import exports as E
+from pipelines import scorecard as S
+from pipelines.geo import City, demo_city
+
+NOW = S.parse_period("2026-11-15").start_ms + 3_600_000
+TZ = "Asia/Shanghai"
+
+
+@pytest.fixture(scope="module")
+def city() -> City:
+    return demo_city(2026, n_grids=300)
+
+
+def test_view_is_clamped_to_the_scope(city: City) -> None:
+    street = city.children("320102")[0]
+    v = A.view_of(city, "320102", {"level": "grid", "period": "2026-10", "area": street}, NOW, TZ)
+    assert (v.level, v.period.key, v.area) == ("grid", "2026-10", street)
+    # another district, a junk area, a junk level, a bad period: safe defaults inside scope
+    v = A.view_of(city, "320102", {"area": "320104", "level": "x", "period": "bad"}, NOW, TZ)
+    assert (v.area, v.level, v.period.key) == ("320102", "street", "2026-11")
+    # a level above the area: the next level below it
+    v = A.view_of(city, "320102", {"area": street, "level": "district"}, NOW, TZ)
+    assert v.level == "grid"
+    grid = city.children(street)[0]
+    assert A.view_of(city, grid, {}, NOW, TZ).level == "grid"
+    assert A.levels_below(city, "320100") == list(S.LEVELS)
+    assert A.levels_below(city, street) == ["street", "grid", "worker"]
+    assert A.View("street", S.parse_period("2026-10"), "320102").search() == (
+        "?level=street&period=2026-10&area=320102"
+    )
+
+
+def test_drill_and_crumbs(city: City) -> None:
+    period = S.parse_period("2026-10")
+    street = city.children("320102")[0]
+    v = A.View("street", period, "320102")
+    assert A.drill(city, v, street) == A.View("grid", period, street)
+    assert A.drill(city, A.View("worker", period, street), "W1") is None
+    assert A.drill(city, v, "nope") is None
+    names = [n for n, _ in A.crumbs(city, "320100", A.View("grid", period, street))]
+    assert names == [city.name, city.area("320102")["name"], city.area(street)["name"]]
+    # never above the user's own scope
+    assert len(A.crumbs(city, "320102", A.View("grid", period, street))) == 2
+
+
+def test_bands_mark_the_best_and_worst_fifth_by_direction() -> None:
+    rows = [{"score": float(i), "overdue": 10 - i, "reports": i} for i in range(10)]
+    for r in rows:
+        for m in S.METRIC_IDS:
+            r.setdefault(m, None)
+    styles = A.bands(rows)
+    by = {
+        (s["if"]["column_id"], s["backgroundColor"][:14]): s["if"]["filter_query"] for s in styles
+    }
+    green, red = "rgba(39, 174, ", "rgba(235, 87, "
+    assert by[("score", green)] == "{score} >= 8.0" and by[("score", red)] == "{score} <= 1.0"
+    # fewer overdue is better
+    assert (
+        by[("overdue", green)] == "{overdue} <= 2.0" and by[("overdue", red)] == "{overdue} >= 9.0"
+    )
+    assert not [s for s in styles if s["if"]["column_id"] == "accept_ontime"]  # no data
+    assert A.bands(rows[:4]) == []  # too few rows to band
+
+
+@pytest.mark.parametrize(
+    ("value", "out"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+cmd", "'+cmd"),
+        ("-2", "'-2"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("＝1", "'＝1"),
+        ("＋1", "'＋1"),
+        ("－1", "'－1"),
+        ("＠x", "'＠x"),
+        ("\tx", "'\tx"),
+        ("玄武区", "玄武区"),
+        (-2.5, -2.5),
+        (None, None),
+    ],
+)
+def test_neutralise(value: object, out: object) -> None:
+    assert E.neutralise(value) == out
+
+
+def test_cell_text_matches_the_table_formats() -> None:
+    assert E.cell_text("num1", 100) == "100.0"
+    assert E.cell_text("int", 7.0) == "7"
+    assert E.cell_text("signed1", 0.0) == "+0.0" and E.cell_text("signed1", -0.0) == "+0.0"
+    assert E.cell_text("signed1", -3.26) == "-3.3" and E.cell_text("signed1", 1.04) == "+1.0"
+    assert E.cell_text("num1", None) == "—"
+    kinds = {c: E.column_kind(c) for c in S.shown_columns("street")}
+    assert kinds["rank"] == "int" and kinds["overdue"] == "int" and kinds["change"] == "signed1"
+    assert kinds["name"] == "text" and kinds["accept_ontime"] == "num1"
