@@ -81,18 +81,28 @@ class RuleConfig(WarningSettings):
         rows = [r.split(":") for r in _items(self.threshold_rules)]
         return pl.DataFrame(
             {
+                "spec": list(range(len(rows))),
                 "category": [r[0] for r in rows],
                 "min_count": [int(r[1]) for r in rows],
                 "window_ms": [int(float(r[2]) * MINUTE_MS) for r in rows],
                 "level": [r[3] for r in rows],
+                "min_severity": [int(r[4]) if len(r) > 4 else 1 for r in rows],
             },
             schema={
+                "spec": pl.Int64,
                 "category": pl.String,
                 "min_count": pl.Int64,
                 "window_ms": pl.Int64,
                 "level": pl.String,
+                "min_severity": pl.Int64,
             },
         )
+
+    @property
+    def sla_level_table(self) -> list[tuple[int, str]]:
+        """(breached count, level), highest count first."""
+        pairs = [(int(k), v) for k, v in (i.split(":") for i in _items(self.sla_levels))]
+        return sorted(pairs, reverse=True)
 
     @property
     def stage_hours(self) -> dict[str, float]:
@@ -173,6 +183,7 @@ WORKERS_SCHEMA = {
     "last_seen_ms": pl.Int64,
 }
 BASELINE_SCHEMA = {"street_id": pl.String, "category": pl.String, "total": pl.Int64}
+VIDEO_BASELINE_SCHEMA = {"street_id": pl.String, "label": pl.String, "total": pl.Int64}
 
 
 def empty(schema: Mapping[str, Any]) -> pl.DataFrame:
@@ -216,6 +227,9 @@ class RuleInputs:
     # reports per street × category in the same time-of-day window over the past days
     baseline: pl.DataFrame = field(default_factory=lambda: empty(BASELINE_SCHEMA))
     baseline_days: int = 0  # how many of those past days hold history at all
+    # video alerts per street × label over the trailing hours before the video window
+    video_baseline: pl.DataFrame = field(default_factory=lambda: empty(VIDEO_BASELINE_SCHEMA))
+    video_baseline_h: float = 0.0  # how many of those hours hold history at all
 
 
 @dataclass(frozen=True)
@@ -230,12 +244,6 @@ class Finding:
 
 
 Rule = Callable[[RuleInputs, RuleConfig, int], list[Finding]]
-
-
-def _top_level(levels: pl.Expr) -> pl.Expr:
-    """The highest of a group's level names (an aggregation), as a name."""
-    top = levels.replace_strict(RANK, return_dtype=pl.Int64).max()
-    return top.replace_strict({v: k for k, v in RANK.items()}, return_dtype=pl.String)
 
 
 def _findings(df: pl.DataFrame, rule: str) -> list[Finding]:
@@ -258,13 +266,21 @@ def _summaries(df: pl.DataFrame, cols: Sequence[str]) -> pl.DataFrame:
 
 
 def rule_threshold(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """≥ N reports of a category within a window in one street."""
+    """≥ N reports of a category (of at least a severity) within a window in one street.
+
+    A category may have several specs (one serious report, or several of any severity);
+    where more than one holds, the highest level wins (then the larger count).
+    """
     spec = cfg.threshold_table
     df = (
         inputs.reports.join(spec, on="category", how="inner")
-        .filter(pl.col("ts_ms") > now_ms - pl.col("window_ms"), pl.col("ts_ms") <= now_ms)
+        .filter(
+            pl.col("ts_ms") > now_ms - pl.col("window_ms"),
+            pl.col("ts_ms") <= now_ms,
+            pl.col("severity") >= pl.col("min_severity"),
+        )
         .sort("ts_ms", descending=True)
-        .group_by("street_id", "category")
+        .group_by("street_id", "category", "spec")
         .agg(
             n=pl.len(),
             min_count=pl.col("min_count").first(),
@@ -274,6 +290,13 @@ def rule_threshold(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fin
             grids=pl.col("grid_id").unique(maintain_order=True).head(MAX_EVIDENCE),
         )
         .filter(pl.col("n") >= pl.col("min_count"))
+        .sort(
+            pl.col("level").replace_strict(RANK, return_dtype=pl.Int64),
+            "n",
+            "spec",
+            descending=[True, True, False],
+        )
+        .unique(["street_id", "category"], keep="first", maintain_order=True)
         .with_columns(
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("threshold:"), "street_id", pl.lit(":"), "category"]),
@@ -355,24 +378,24 @@ def sla_deadlines(incidents: pl.DataFrame, cfg: RuleConfig) -> pl.DataFrame:
 
 
 def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """Open incidents about to breach their stage deadline (yellow) or past it (orange/red)."""
+    """One warning per street where open cases pile up at or near their stage deadline.
+
+    Level: the number of breached cases per ``sla_levels`` (below its first step, or only
+    about to breach: blue). A case over its allowed time by ``sla_late_factor`` times that
+    time lifts its street to at least yellow (orange for severity 4). A street with fewer
+    than ``sla_min_count`` late or nearly late cases and no such very late case: nothing.
+    """
     df = (
         sla_deadlines(inputs.incidents, cfg)
-        .filter(pl.col("deadline_ms").is_not_null())
+        .filter(pl.col("deadline_ms").is_not_null() & (pl.col("deadline_ms") > 0))
         .with_columns(elapsed=now_ms - pl.col("last_ms"))
+        .filter(pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share)
         .with_columns(
             breached=pl.col("elapsed") >= pl.col("deadline_ms"),
-            soon=pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share,
-        )
-        .filter(pl.col("soon"))
-        .with_columns(
-            level=pl.when(pl.col("breached") & (pl.col("severity") >= 4))
-            .then(pl.lit("red"))
-            .when(pl.col("breached"))
-            .then(pl.lit("orange"))
-            .otherwise(pl.lit("yellow")),
             over=pl.col("elapsed") - pl.col("deadline_ms"),
+            late=(pl.col("elapsed") - pl.col("deadline_ms")) / pl.col("deadline_ms"),
         )
+        .with_columns(very=pl.col("late") >= cfg.sla_late_factor)
     )
     if df.is_empty():
         return []
@@ -382,14 +405,35 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
         .group_by("street_id")
         .agg(by_stage=pl.struct("status", "k"))
     )
+    by_count = pl.lit(RANK["blue"])
+    for n, level in reversed(cfg.sla_level_table):  # lowest step first, highest wins
+        by_count = pl.when(pl.col("breached") >= n).then(pl.lit(RANK[level])).otherwise(by_count)
     out = (
         df.sort("over", descending=True)
         .group_by("street_id")
         .agg(
-            level=_top_level(pl.col("level")),
             breached=pl.col("breached").sum(),
             due_soon=(~pl.col("breached")).sum(),
+            worst_late=pl.col("late").max().round(2),
+            very_late=pl.col("very").any(),
+            very_late_critical=(pl.col("very") & (pl.col("severity") >= 4)).any(),
             evidence=pl.col("incident_id").head(MAX_EVIDENCE),
+        )
+        .filter(
+            (pl.col("breached") + pl.col("due_soon") >= cfg.sla_min_count) | pl.col("very_late")
+        )
+        .with_columns(
+            rank=pl.max_horizontal(
+                by_count,
+                pl.when(pl.col("very_late_critical"))
+                .then(pl.lit(RANK["orange"]))
+                .when(pl.col("very_late"))
+                .then(pl.lit(RANK["yellow"]))
+                .otherwise(pl.lit(RANK["blue"])),
+            )
+        )
+        .with_columns(
+            level=pl.col("rank").replace_strict({v: k for k, v in RANK.items()}),
         )
         .join(by_stage, on="street_id")
         .with_columns(
@@ -407,7 +451,7 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
         )
         .sort("key")
     )
-    return _findings(_summaries(out, ["breached", "due_soon", "by_stage"]), "sla")
+    return _findings(_summaries(out, ["breached", "due_soon", "worst_late", "by_stage"]), "sla")
 
 
 def local_hour(now_ms: int, tz: str) -> float:
@@ -418,6 +462,10 @@ def local_hour(now_ms: int, tz: str) -> float:
 def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """Staffed grids unvisited for N working hours (blue); a street's workers all offline
     (yellow). Only evaluated during working time, and only once N hours of it have passed.
+
+    A grid is staffed when one of its workers has been seen since today's working time
+    began: a grid whose only worker is on the night shift or off today is a rota matter,
+    not a patrol gap (the all-offline check still covers a street nobody turned up in).
     """
     h = local_hour(now_ms, cfg.timezone)
     if not (cfg.work_start_h <= h < cfg.work_end_h):
@@ -426,7 +474,12 @@ def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
     if workers.is_empty():
         return []
     gap_ms = int(cfg.patrol_gap_hours * HOUR_MS)
-    staffed = workers.select("grid_id", "street_id").unique()
+    day_start = now_ms - int((h - cfg.work_start_h) * HOUR_MS)
+    staffed = (
+        workers.filter(pl.col("last_seen_ms").fill_null(0) >= day_start)
+        .select("grid_id", "street_id")
+        .unique()
+    )
     gaps = empty({"street_id": pl.String, "grids": pl.List(pl.String), "n_gap": pl.UInt32})
     if h - cfg.work_start_h >= cfg.patrol_gap_hours:
         gaps = (
@@ -467,7 +520,13 @@ def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
 
 
 def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """≥ k distinct cameras of one street raising the same label within a window."""
+    """Distinct cameras of one street raising the same label within a window: at least
+    ``video_min_cameras``, and more than the street × label's own alert rate explains.
+
+    Expected alerts per window = (alerts over the trailing hours + prior × 1 h) / (hours +
+    1 h) × window; the camera count's Poisson tail must fall below ``video_p`` (alerts ≥
+    distinct cameras, so the test is conservative).
+    """
     win = cfg.video_window_min * MINUTE_MS
     df = (
         inputs.video.filter(pl.col("ts_ms") > now_ms - win, pl.col("ts_ms") <= now_ms)
@@ -480,6 +539,19 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
             grids=pl.col("grid_id").unique(maintain_order=True).head(MAX_EVIDENCE),
         )
         .filter(pl.col("cameras") >= cfg.video_min_cameras)
+    )
+    if df.is_empty():
+        return []
+    hours = float(inputs.video_baseline_h)
+    per_window = cfg.video_window_min / 60.0
+    prior = cfg.video_prior_expected / per_window  # per hour, weight 1 h
+    df = df.join(inputs.video_baseline, on=["street_id", "label"], how="left").with_columns(
+        expected=(pl.col("total").fill_null(0) + prior) / (hours + 1.0) * per_window
+    )
+    p = poisson_sf(df["cameras"].to_numpy(), df["expected"].to_numpy())
+    df = (
+        df.with_columns(p=pl.Series(p, dtype=pl.Float64))
+        .filter(pl.col("p") < cfg.video_p)
         .with_columns(
             level=pl.when(pl.col("label") == "smoke_fire")
             .then(pl.lit("red"))
@@ -487,11 +559,13 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("video_cluster:"), "street_id", pl.lit(":"), "label"]),
             window_min=pl.lit(cfg.video_window_min),
+            expected=pl.col("expected").round(3),
         )
         .sort("key")
     )
     return _findings(
-        _summaries(df, ["label", "cameras", "n", "grids", "window_min"]), "video_cluster"
+        _summaries(df, ["label", "cameras", "n", "expected", "grids", "window_min"]),
+        "video_cluster",
     )
 
 
@@ -1185,6 +1259,7 @@ class WarningEngine:
             VIDEO_SCHEMA,
         )
         baseline, days = self.read_baseline(now_ms)
+        vbase, vhours = self.read_video_baseline(now_ms)
         return RuleInputs(
             areas=self.areas,
             reports=reports,
@@ -1194,6 +1269,8 @@ class WarningEngine:
             workers=self.read_workers(now_ms),
             baseline=baseline,
             baseline_days=days,
+            video_baseline=vbase,
+            video_baseline_h=vhours,
         )
 
     def read_baseline(self, now_ms: int) -> tuple[pl.DataFrame, int]:
@@ -1224,6 +1301,23 @@ class WarningEngine:
             .group_by(ev.c.street_id, ev.c.category)
         )
         return _frame(self.engine, q, BASELINE_SCHEMA), len(days)
+
+    def read_video_baseline(self, now_ms: int) -> tuple[pl.DataFrame, float]:
+        """Alerts per street × label over the trailing hours before the video window."""
+        cfg, va = self.cfg, store.video_alerts
+        hi = now_ms - cfg.video_window_min * MINUTE_MS
+        lo = hi - cfg.video_baseline_h * HOUR_MS
+        with self.engine.connect() as conn:
+            first = conn.execute(select(func.min(va.c.ts_ms))).scalar()
+        if first is None or int(first) > hi:
+            return empty(VIDEO_BASELINE_SCHEMA), 0.0
+        q = (
+            select(va.c.street_id, va.c.label, func.count().label("total"))
+            .where(va.c.ts_ms > lo, va.c.ts_ms <= hi)
+            .group_by(va.c.street_id, va.c.label)
+        )
+        hours = (hi - max(lo, int(first))) / HOUR_MS
+        return _frame(self.engine, q, VIDEO_BASELINE_SCHEMA), hours
 
     def read_visits(self, now_ms: int) -> pl.DataFrame:
         """Last visit per grid within the gap horizon: track points + live positions."""
