@@ -54,6 +54,10 @@ M_PER_DEG_LAT = 110_540.0
 M_PER_DEG_LON_EQ = 111_320.0
 
 Clock = Callable[[], float]
+# The runner's input caches (reports, visits) are rebuilt from SQL this often, and the
+# track points of this long before the previous read are read again on every tick.
+FULL_READ_EVERY_MS = HOUR_MS
+VISITS_OVERLAP_MS = 10 * MINUTE_MS
 log = logging.getLogger(__name__)
 
 
@@ -127,17 +131,16 @@ class RuleConfig(WarningSettings):
         ]
         return pl.DataFrame(pairs, schema={"category": pl.String, "label": pl.String}, orient="row")
 
-    def horizon_ms(self) -> int:
-        """How far back the report frame must reach for every rule."""
+    def recent_ms(self) -> int:
+        """The longest short window over reports (threshold, surge, fusion)."""
         windows = [int(w) for w in self.threshold_table["window_ms"].to_list()]
         return max(
-            [
-                *windows,
-                self.surge_window_min * MINUTE_MS,
-                self.recurrence_days * DAY_MS,
-                self.fusion_window_min * MINUTE_MS,
-            ]
+            [*windows, self.surge_window_min * MINUTE_MS, self.fusion_window_min * MINUTE_MS]
         )
+
+    def horizon_ms(self) -> int:
+        """How far back the report frame must reach for every rule."""
+        return max(self.recent_ms(), self.recurrence_days * DAY_MS)
 
 
 def _items(text: str) -> list[str]:
@@ -1199,6 +1202,13 @@ class WarningEngine:
     areas: Areas = field(init=False)
     _workers: pl.DataFrame | None = field(default=None, init=False)
     _workers_ms: int = field(default=0, init=False)
+    # reports within the horizon as of _reports_hi; last visit per grid as of _visits_hi
+    _reports: pl.DataFrame | None = field(default=None, init=False)
+    _reports_hi: int = field(default=0, init=False)
+    _reports_full: int = field(default=0, init=False)
+    _visits: pl.DataFrame | None = field(default=None, init=False)
+    _visits_hi: int = field(default=0, init=False)
+    _visits_full: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.cfg = RuleConfig.of(self.settings)
@@ -1216,23 +1226,8 @@ class WarningEngine:
 
     def read_inputs(self, now_ms: int) -> RuleInputs:
         cfg = self.cfg
-        ev, inc, va = store.incident_events, store.incidents, store.video_alerts
-        since = now_ms - cfg.horizon_ms()
-        reports = _frame(
-            self.engine,
-            select(
-                ev.c.event_id,
-                ev.c.incident_id,
-                ev.c.ts_ms,
-                ev.c.category,
-                ev.c.severity,
-                ev.c.grid_id,
-                ev.c.street_id,
-                ev.c.lon,
-                ev.c.lat,
-            ).where(ev.c.ts_ms > since, ev.c.ts_ms <= now_ms, ev.c.step == "reported"),
-            REPORTS_SCHEMA,
-        )
+        inc, va = store.incidents, store.video_alerts
+        reports = self.read_reports(now_ms)
         incidents = _frame(
             self.engine,
             select(
@@ -1272,6 +1267,48 @@ class WarningEngine:
             video_baseline=vbase,
             video_baseline_h=vhours,
         )
+
+    def _incremental(self, now_ms: int, hi: int, full_ms: int, cached: object) -> bool:
+        """Whether this read may extend the cache (else: rebuild it from SQL)."""
+        return cached is not None and hi <= now_ms and now_ms - full_ms < FULL_READ_EVERY_MS
+
+    def read_reports(self, now_ms: int) -> pl.DataFrame:
+        """ "reported" events within the horizon, read incrementally.
+
+        Each tick re-reads the rows with ``ts_ms`` above (last read − the longest short
+        window) and keeps the cached rows below it, so every short-window rule (threshold,
+        surge, fusion) sees exactly what a full read would show, late arrivals included.
+        Only a row arriving later than that window is missed by recurrence (7 days) until
+        the next full read (every ``FULL_READ_EVERY_MS``, and after a restart).
+        """
+        ev = store.incident_events
+        since = now_ms - self.cfg.horizon_ms()
+        cols = (
+            ev.c.event_id,
+            ev.c.incident_id,
+            ev.c.ts_ms,
+            ev.c.category,
+            ev.c.severity,
+            ev.c.grid_id,
+            ev.c.street_id,
+            ev.c.lon,
+            ev.c.lat,
+        )
+        if self._incremental(now_ms, self._reports_hi, self._reports_full, self._reports):
+            assert self._reports is not None
+            lo = max(since, self._reports_hi - self.cfg.recent_ms())
+            kept = self._reports.filter(pl.col("ts_ms") > since, pl.col("ts_ms") <= lo)
+        else:
+            lo, kept = since, empty(REPORTS_SCHEMA)
+            self._reports_full = now_ms
+        fresh = _frame(
+            self.engine,
+            select(*cols).where(ev.c.ts_ms > lo, ev.c.ts_ms <= now_ms, ev.c.step == "reported"),
+            REPORTS_SCHEMA,
+        )
+        self._reports = pl.concat([kept, fresh]) if kept.height else fresh
+        self._reports_hi = now_ms
+        return self._reports
 
     def read_baseline(self, now_ms: int) -> tuple[pl.DataFrame, int]:
         """Reports per street × category in the same time-of-day window on past days."""
@@ -1320,16 +1357,35 @@ class WarningEngine:
         return _frame(self.engine, q, VIDEO_BASELINE_SCHEMA), hours
 
     def read_visits(self, now_ms: int) -> pl.DataFrame:
-        """Last visit per grid within the gap horizon: track points + live positions."""
+        """Last visit per grid within the gap horizon: track points + live positions.
+
+        The track-point part is incremental: each tick reads the points of the last
+        ``VISITS_OVERLAP_MS`` before the previous read onwards and keeps the newest per
+        grid; a full read every ``FULL_READ_EVERY_MS`` (and after a restart) picks up
+        points that arrived later than that.
+        """
         tp = store.track_points
         since = now_ms - int(self.cfg.patrol_gap_hours * HOUR_MS)
-        hist = _frame(
+        if self._incremental(now_ms, self._visits_hi, self._visits_full, self._visits):
+            assert self._visits is not None
+            lo, kept = max(since, self._visits_hi - VISITS_OVERLAP_MS), self._visits
+        else:
+            lo, kept = since, empty(VISITS_SCHEMA)
+            self._visits_full = now_ms
+        fresh = _frame(
             self.engine,
             select(tp.c.grid_id, func.max(tp.c.ts_ms).label("last_ms"))
-            .where(tp.c.ts_ms > since, tp.c.ts_ms <= now_ms)
+            .where(tp.c.ts_ms > lo, tp.c.ts_ms <= now_ms)
             .group_by(tp.c.grid_id),
             VISITS_SCHEMA,
         )
+        hist = (
+            pl.concat([kept, fresh])
+            .group_by("grid_id")
+            .agg(pl.col("last_ms").max())
+            .filter(pl.col("last_ms") > since)
+        )
+        self._visits, self._visits_hi = hist, now_ms
         live = [v.split(",") for v in self.live.positions().values()]
         pos = pl.DataFrame(
             {"grid_id": [p[3] for p in live], "last_ms": [int(p[2]) for p in live]},

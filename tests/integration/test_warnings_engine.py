@@ -205,3 +205,63 @@ def test_scripted_anomalies_are_flagged(
     )
     assert not noise, noise
     print({k: round(v, 4) for k, v in ticks[-1]["timings"].items()})
+
+
+def test_incremental_inputs_match_a_full_read(
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis
+) -> None:
+    """The runner's cached report and visit frames equal a fresh engine's full read,
+    late arrivals within the short windows included; rows later than that wait for the
+    next full read (hourly)."""
+    now = [START + 3 * 60 * MIN]
+    clock = lambda: now[0] / 1000  # noqa: E731
+    grids = city.grids.select("grid_id", "street_id", "district_id", "lon", "lat").rows()
+    n = [0]
+
+    def report(ts: int, track_ts: int | None = None) -> None:
+        """A report at ts and a worker's ping at track_ts (default ts) in the same grid."""
+        g, st, d, lon, lat = grids[n[0] % len(grids)]
+        tts = ts if track_ts is None else track_ts
+        n[0] += 1
+        row = {
+            "event_id": f"E{n[0]}",
+            "incident_id": f"I{n[0]}",
+            "step": "reported",
+            "ts_ms": ts,
+            "category": "sanitation",
+            "severity": 2,
+            "grid_id": g,
+            "street_id": st,
+            "district_id": d,
+            "lon": lon,
+            "lat": lat,
+            "entry_id": f"{ts}-0",
+        }
+        track = {"worker_id": f"W{n[0]}", "slot": tts // MIN, "ts_ms": tts, "lon": lon}
+        with engine.begin() as c:
+            c.execute(store.incident_events.insert(), [row])
+            c.execute(store.track_points.insert(), [track | {"lat": lat, "grid_id": g}])
+
+    def frames(e: W.WarningEngine) -> tuple[pl.DataFrame, pl.DataFrame]:
+        got = e.read_inputs(now[0])
+        return got.reports.sort("event_id"), got.visits.sort("grid_id")
+
+    eng = W.WarningEngine(live_settings, city, rclient, engine, clock=clock)
+    for k in range(40):  # two days back … now
+        report(now[0] - k * 72 * MIN)
+    for step in range(6):
+        now[0] += 2 * MIN
+        report(now[0] - MIN)  # on time
+        # late, but within the short windows (reports) and the visits' overlap (pings)
+        report(now[0] - 25 * MIN, track_ts=now[0] - 8 * MIN)
+        mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
+        assert mine[0].equals(full[0]) and mine[1].equals(full[1]), step
+    report(now[0] - 3 * 60 * MIN)  # later than every short window: recurrence only
+    now[0] += 2 * MIN
+    assert (
+        frames(eng)[0].height
+        == frames(W.WarningEngine(live_settings, city, rclient, engine))[0].height - 1
+    )
+    now[0] += W.FULL_READ_EVERY_MS
+    mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
+    assert mine[0].equals(full[0]) and mine[1].equals(full[1])
