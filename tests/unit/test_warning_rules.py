@@ -160,9 +160,10 @@ CASES = [
     ("threshold", _fire(29), 0, {"threshold:s1:fire": "orange"}),  # one serious fire
     ("threshold", _fire(31), 0, {}),
     ("threshold", _fire(5, sev=2), 0, {}),  # one minor fire report: its own incident only
-    ("threshold", _fire(5, sev=2, n=3), 0, {"threshold:s1:fire": "orange"}),  # three of them
-    ("threshold", _public_order(5), 0, {"threshold:s1:public_order": "yellow"}),
-    ("threshold", _public_order(4), 0, {}),
+    ("threshold", _fire(5, sev=2, n=6), 0, {"threshold:s1:fire": "orange"}),  # six of them
+    ("threshold", _fire(5, sev=2, n=5), 0, {}),
+    ("threshold", _public_order(20), 0, {"threshold:s1:public_order": "yellow"}),
+    ("threshold", _public_order(19), 0, {}),
     ("surge", _surge(12, total=28), 0, {"surge:s1:dispute": "orange"}),  # expected ≈ 1
     ("surge", _surge(4, total=0), 0, {}),  # below the minimum count
     ("surge", _surge(12, total=28 * 10), 0, {}),  # usual for this street
@@ -338,7 +339,7 @@ def test_live_counts_at_area_and_ancestors() -> None:
 def test_settings_tables_parse() -> None:
     t = CFG.threshold_table
     fire = t.filter(pl.col("category") == "fire").drop("spec")
-    assert fire.rows() == [("fire", 1, 30 * MIN, "orange", 3), ("fire", 3, 30 * MIN, "orange", 1)]
+    assert fire.rows() == [("fire", 1, 30 * MIN, "orange", 3), ("fire", 6, 30 * MIN, "orange", 1)]
     assert t.filter(pl.col("category") == "dispute")["min_severity"].to_list() == [1]
     assert CFG.stage_hours["handling"] == 48.0
     assert CFG.sla_level_table == [(25, "red"), (10, "orange"), (3, "yellow")]
