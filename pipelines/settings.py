@@ -138,14 +138,15 @@ class WarningSettings:
     sla_category_scale: str = "fire:0.25,public_order:0.5,safety_hazard:0.75"
     sla_warn_share: float = 0.8  # share of the deadline after which it is "about to breach"
     sla_lookback_days: int = 30  # open incidents reported within this many days are watched
-    # One SLA warning per street. A single late case is the handler's business (scorecards
-    # count it); a command centre needs the streets where cases pile up. Fewer than
-    # sla_min_count late or nearly late cases in a street raise nothing (unless one is very
-    # late, below); about-to-breach only is blue; the count of breached cases sets the level.
-    sla_min_count: int = 3
-    sla_levels: str = "3:yellow,10:orange,25:red"  # breached cases in one street → level
-    # A case over its allowed time by this many times that time (2 = three times the
-    # allowed time in the stage) raises its street at least to yellow, orange if severity 4.
+    # One SLA warning per street, against its own caseload: a single late case is the
+    # handler's business (the scorecards count it), and a busy street always has some.
+    # On a simulated normal day 5-10 % of a street's open cases are past a stage deadline
+    # (99th percentile ~20 %): warn from 15 %, and only with at least sla_min_count
+    # breached. Breached + about-to-breach reaching 15 % (but not breached alone): blue.
+    sla_min_count: int = 5
+    sla_levels: str = "0.15:yellow,0.25:orange,0.4:red"  # breached share of open → level
+    # A case over its stage time by this many times that time (2 = three times the allowed
+    # time) lifts a street already at yellow or above one level.
     sla_late_factor: float = 2.0
     # patrol_gap
     patrol_gap_hours: float = 2.0

@@ -103,9 +103,9 @@ class RuleConfig(WarningSettings):
         )
 
     @property
-    def sla_level_table(self) -> list[tuple[int, str]]:
-        """(breached count, level), highest count first."""
-        pairs = [(int(k), v) for k, v in (i.split(":") for i in _items(self.sla_levels))]
+    def sla_level_table(self) -> list[tuple[float, str]]:
+        """(share of a street's open cases breached, level), highest share first."""
+        pairs = [(float(k), v) for k, v in (i.split(":") for i in _items(self.sla_levels))]
         return sorted(pairs, reverse=True)
 
     @property
@@ -381,67 +381,81 @@ def sla_deadlines(incidents: pl.DataFrame, cfg: RuleConfig) -> pl.DataFrame:
 
 
 def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """One warning per street where open cases pile up at or near their stage deadline.
+    """One warning per street whose open cases pile up past their stage deadlines,
+    measured against the street's own caseload (a busy street has more late cases).
 
-    Level: the number of breached cases per ``sla_levels`` (below its first step, or only
-    about to breach: blue). A case over its allowed time by ``sla_late_factor`` times that
-    time lifts its street to at least yellow (orange for severity 4). A street with fewer
-    than ``sla_min_count`` late or nearly late cases and no such very late case: nothing.
+    Level: the share of the street's watched open cases that are breached, per
+    ``sla_levels`` (with at least ``sla_min_count`` breached); blue when breached plus
+    about-to-breach cases reach the first share (and the count) but breached alone do
+    not. A case over its allowed time by ``sla_late_factor`` times that time lifts a
+    yellow-or-above street one level.
     """
     df = (
         sla_deadlines(inputs.incidents, cfg)
         .filter(pl.col("deadline_ms").is_not_null() & (pl.col("deadline_ms") > 0))
         .with_columns(elapsed=now_ms - pl.col("last_ms"))
-        .filter(pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share)
         .with_columns(
             breached=pl.col("elapsed") >= pl.col("deadline_ms"),
+            soon=pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share,
             over=pl.col("elapsed") - pl.col("deadline_ms"),
             late=(pl.col("elapsed") - pl.col("deadline_ms")) / pl.col("deadline_ms"),
         )
-        .with_columns(very=pl.col("late") >= cfg.sla_late_factor)
     )
     if df.is_empty():
         return []
+    levels = sorted(cfg.sla_level_table)  # (share, level), lowest share first
+    first_share = levels[0][0]
+    by_share = pl.lit(0)
+    for share, level in levels:  # highest share reached wins
+        by_share = pl.when(pl.col("share") >= share).then(pl.lit(RANK[level])).otherwise(by_share)
+    late = df.filter(pl.col("soon"))
     by_stage = (
-        df.group_by("street_id", "status")
+        late.group_by("street_id", "status")
         .agg(pl.len().alias("k"))
         .group_by("street_id")
         .agg(by_stage=pl.struct("status", "k"))
     )
-    by_count = pl.lit(RANK["blue"])
-    for n, level in reversed(cfg.sla_level_table):  # lowest step first, highest wins
-        by_count = pl.when(pl.col("breached") >= n).then(pl.lit(RANK[level])).otherwise(by_count)
     out = (
-        df.sort("over", descending=True)
-        .group_by("street_id")
+        df.group_by("street_id")
         .agg(
+            open=pl.len(),
             breached=pl.col("breached").sum(),
-            due_soon=(~pl.col("breached")).sum(),
-            worst_late=pl.col("late").max().round(2),
-            very_late=pl.col("very").any(),
-            very_late_critical=(pl.col("very") & (pl.col("severity") >= 4)).any(),
-            evidence=pl.col("incident_id").head(MAX_EVIDENCE),
+            due_soon=(pl.col("soon") & ~pl.col("breached")).sum(),
+            worst_late=pl.col("late").max(),
         )
-        .filter(
-            (pl.col("breached") + pl.col("due_soon") >= cfg.sla_min_count) | pl.col("very_late")
+        .with_columns(share=pl.col("breached") / pl.col("open"))
+        .with_columns(
+            rank=pl.when(pl.col("breached") >= cfg.sla_min_count).then(by_share).otherwise(0)
         )
         .with_columns(
-            rank=pl.max_horizontal(
-                by_count,
-                pl.when(pl.col("very_late_critical"))
-                .then(pl.lit(RANK["orange"]))
-                .when(pl.col("very_late"))
-                .then(pl.lit(RANK["yellow"]))
-                .otherwise(pl.lit(RANK["blue"])),
+            rank=pl.when(pl.col("rank") >= RANK["yellow"])
+            .then(
+                pl.min_horizontal(
+                    pl.col("rank") + (pl.col("worst_late") >= cfg.sla_late_factor).cast(pl.Int64),
+                    pl.lit(RANK["red"]),
+                )
             )
+            .when(
+                (pl.col("breached") + pl.col("due_soon") >= cfg.sla_min_count)
+                & ((pl.col("breached") + pl.col("due_soon")) / pl.col("open") >= first_share)
+            )
+            .then(pl.lit(RANK["blue"]))
+            .otherwise(pl.lit(0))
         )
-        .with_columns(
-            level=pl.col("rank").replace_strict({v: k for k, v in RANK.items()}),
+        .filter(pl.col("rank") > 0)
+        .join(
+            late.sort("over", descending=True)
+            .group_by("street_id")
+            .agg(evidence=pl.col("incident_id").head(MAX_EVIDENCE)),
+            on="street_id",
         )
         .join(by_stage, on="street_id")
         .with_columns(
+            level=pl.col("rank").replace_strict({v: k for k, v in RANK.items()}),
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("sla:"), "street_id"]),
+            share=pl.col("share").round(3),
+            worst_late=pl.col("worst_late").round(2),
             by_stage=pl.col("by_stage").list.eval(
                 pl.concat_str(
                     [
@@ -454,7 +468,8 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
         )
         .sort("key")
     )
-    return _findings(_summaries(out, ["breached", "due_soon", "worst_late", "by_stage"]), "sla")
+    cols = ["open", "breached", "due_soon", "share", "worst_late", "by_stage"]
+    return _findings(_summaries(out, cols), "sla")
 
 
 def local_hour(now_ms: int, tz: str) -> float:

@@ -93,21 +93,23 @@ def _surge(n: int, total: int = 0, days: int = 28) -> W.RuleInputs:
 
 
 def _incident(
-    status: str, hours_ago: float, sev: int = 2, cat: str = "dispute", n: int = 1
+    status: str, hours_ago: float, sev: int = 2, cat: str = "dispute", n: int = 1, ok: int = 0
 ) -> W.RuleInputs:
+    """n open cases in ``status`` since ``hours_ago``, plus ``ok`` cases well on time."""
+    rows = [(status, hours_ago, sev, cat)] * n + [("handling", 1.0, 2, "dispute")] * ok
     df = pl.DataFrame(
         [
             {
                 "incident_id": f"i{i}",
-                "status": status,
-                "category": cat,
-                "severity": sev,
+                "status": st,
+                "category": c,
+                "severity": sv,
                 "grid_id": "g1",
                 "street_id": "s1",
                 "reported_ms": NOW - 100 * HOUR,
-                "last_ms": NOW - int(hours_ago * HOUR),
+                "last_ms": NOW - int(h * HOUR),
             }
-            for i in range(n)
+            for i, (st, h, sv, c) in enumerate(rows)
         ],
         schema=W.INCIDENTS_SCHEMA,
     )
@@ -168,15 +170,17 @@ CASES = [
     ("surge", _surge(4, total=0), 0, {}),  # below the minimum count
     ("surge", _surge(12, total=28 * 10), 0, {}),  # usual for this street
     ("surge", _surge(25, total=0, days=0), 0, {"surge:s1:dispute": "red"}),  # prior only
-    ("sla", _incident("handling", 50, n=3), 0, {"sla:s1": "yellow"}),  # 48 h stage, sev 2
-    ("sla", _incident("handling", 50, n=2), 0, {}),  # one or two late cases: no pile-up
-    ("sla", _incident("handling", 40, n=3), 0, {"sla:s1": "blue"}),  # ≥ 80 %: about to
-    ("sla", _incident("handling", 30, n=5), 0, {}),
-    ("sla", _incident("handling", 50, n=10), 0, {"sla:s1": "orange"}),
-    ("sla", _incident("handling", 50, n=25), 0, {"sla:s1": "red"}),
-    ("sla", _incident("handling", 150), 0, {"sla:s1": "yellow"}),  # > 3 × 48 h: very late
-    ("sla", _incident("handling", 40, sev=4), 0, {"sla:s1": "orange"}),  # > 3 × 48 × 0.25
-    ("sla", _incident("reported", 1.6, cat="fire"), 0, {"sla:s1": "yellow"}),  # > 3 × 2 × .25
+    # a street's share of open cases past their stage deadline (handling: 48 h at sev 2)
+    ("sla", _incident("handling", 50, n=5, ok=20), 0, {"sla:s1": "yellow"}),  # 20 %
+    ("sla", _incident("handling", 50, n=4), 0, {}),  # 100 %, but fewer than 5 cases
+    ("sla", _incident("handling", 50, n=5, ok=40), 0, {}),  # 11 %: a busy street's normal
+    ("sla", _incident("handling", 40, n=5, ok=10), 0, {"sla:s1": "blue"}),  # ≥ 80 %: about to
+    ("sla", _incident("handling", 30, n=5, ok=5), 0, {}),
+    ("sla", _incident("handling", 50, n=10, ok=20), 0, {"sla:s1": "orange"}),  # 33 %
+    ("sla", _incident("handling", 50, n=10, ok=5), 0, {"sla:s1": "red"}),  # 67 %
+    ("sla", _incident("handling", 150, n=5, ok=20), 0, {"sla:s1": "orange"}),  # very late: +1
+    ("sla", _incident("handling", 40, sev=4, n=5), 0, {"sla:s1": "red"}),  # 12 h; capped at red
+    ("sla", _incident("reported", 0.6, cat="fire", n=5, ok=20), 0, {"sla:s1": "yellow"}),  # .5 h
     ("patrol_gap", _patrol(3), 0, {"patrol_gap:s1": "blue"}),
     ("patrol_gap", _patrol(1), 0, {}),
     ("patrol_gap", _patrol(1, online=False), 0, {"patrol_gap:s1": "yellow"}),
@@ -342,7 +346,7 @@ def test_settings_tables_parse() -> None:
     assert fire.rows() == [("fire", 1, 30 * MIN, "orange", 3), ("fire", 6, 30 * MIN, "orange", 1)]
     assert t.filter(pl.col("category") == "dispute")["min_severity"].to_list() == [1]
     assert CFG.stage_hours["handling"] == 48.0
-    assert CFG.sla_level_table == [(25, "red"), (10, "orange"), (3, "yellow")]
+    assert CFG.sla_level_table == [(0.4, "red"), (0.25, "orange"), (0.15, "yellow")]
     assert CFG.severity_scale[4] == 0.25
     assert CFG.compat_pairs.height >= 5
     assert CFG.horizon_ms() == CFG.recurrence_days * 86_400_000
