@@ -612,14 +612,21 @@ def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
                 lattice=pl.lit(int(shift * 2)),
             )
         )
-    cells = (
-        pl.concat(parts)
-        .group_by("lattice", "cx", "cy", "category")
-        .agg(n=pl.len(), ids=pl.col("incident_id"), street_id=pl.col("street_id").mode().first())
-        .filter(pl.col("n") >= cfg.recurrence_min_count)
-    )
-    if cells.is_empty():
+    cell = ["lattice", "cx", "cy", "category"]
+    points = pl.concat(parts).select(*cell, "incident_id", "street_id")
+    # Count first, gather ids and streets only for the few cells over the minimum.
+    hot = points.group_by(cell).agg(n=pl.len()).filter(pl.col("n") >= cfg.recurrence_min_count)
+    if hot.is_empty():
         return []
+    cells = (
+        points.join(hot, on=cell, how="inner")
+        .group_by(cell)
+        .agg(
+            n=pl.col("n").first(),
+            ids=pl.col("incident_id"),
+            street_id=pl.col("street_id").mode().sort().first(),
+        )
+    )
     out = (
         cells.sort("n", descending=True)
         .group_by("street_id", "category")
