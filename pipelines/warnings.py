@@ -54,6 +54,10 @@ M_PER_DEG_LAT = 110_540.0
 M_PER_DEG_LON_EQ = 111_320.0
 
 Clock = Callable[[], float]
+# The runner's input caches (reports, visits) are rebuilt from SQL this often, and the
+# track points of this long before the previous read are read again on every tick.
+FULL_READ_EVERY_MS = HOUR_MS
+VISITS_OVERLAP_MS = 10 * MINUTE_MS
 log = logging.getLogger(__name__)
 
 
@@ -81,18 +85,28 @@ class RuleConfig(WarningSettings):
         rows = [r.split(":") for r in _items(self.threshold_rules)]
         return pl.DataFrame(
             {
+                "spec": list(range(len(rows))),
                 "category": [r[0] for r in rows],
                 "min_count": [int(r[1]) for r in rows],
                 "window_ms": [int(float(r[2]) * MINUTE_MS) for r in rows],
                 "level": [r[3] for r in rows],
+                "min_severity": [int(r[4]) if len(r) > 4 else 1 for r in rows],
             },
             schema={
+                "spec": pl.Int64,
                 "category": pl.String,
                 "min_count": pl.Int64,
                 "window_ms": pl.Int64,
                 "level": pl.String,
+                "min_severity": pl.Int64,
             },
         )
+
+    @property
+    def sla_level_table(self) -> list[tuple[float, str]]:
+        """(share of a street's open cases breached, level), highest share first."""
+        pairs = [(float(k), v) for k, v in (i.split(":") for i in _items(self.sla_levels))]
+        return sorted(pairs, reverse=True)
 
     @property
     def stage_hours(self) -> dict[str, float]:
@@ -117,17 +131,16 @@ class RuleConfig(WarningSettings):
         ]
         return pl.DataFrame(pairs, schema={"category": pl.String, "label": pl.String}, orient="row")
 
-    def horizon_ms(self) -> int:
-        """How far back the report frame must reach for every rule."""
+    def recent_ms(self) -> int:
+        """The longest short window over reports (threshold, surge, fusion)."""
         windows = [int(w) for w in self.threshold_table["window_ms"].to_list()]
         return max(
-            [
-                *windows,
-                self.surge_window_min * MINUTE_MS,
-                self.recurrence_days * DAY_MS,
-                self.fusion_window_min * MINUTE_MS,
-            ]
+            [*windows, self.surge_window_min * MINUTE_MS, self.fusion_window_min * MINUTE_MS]
         )
+
+    def horizon_ms(self) -> int:
+        """How far back the report frame must reach for every rule."""
+        return max(self.recent_ms(), self.recurrence_days * DAY_MS)
 
 
 def _items(text: str) -> list[str]:
@@ -173,6 +186,7 @@ WORKERS_SCHEMA = {
     "last_seen_ms": pl.Int64,
 }
 BASELINE_SCHEMA = {"street_id": pl.String, "category": pl.String, "total": pl.Int64}
+VIDEO_BASELINE_SCHEMA = {"street_id": pl.String, "label": pl.String, "total": pl.Int64}
 
 
 def empty(schema: Mapping[str, Any]) -> pl.DataFrame:
@@ -216,6 +230,9 @@ class RuleInputs:
     # reports per street × category in the same time-of-day window over the past days
     baseline: pl.DataFrame = field(default_factory=lambda: empty(BASELINE_SCHEMA))
     baseline_days: int = 0  # how many of those past days hold history at all
+    # video alerts per street × label over the trailing hours before the video window
+    video_baseline: pl.DataFrame = field(default_factory=lambda: empty(VIDEO_BASELINE_SCHEMA))
+    video_baseline_h: float = 0.0  # how many of those hours hold history at all
 
 
 @dataclass(frozen=True)
@@ -230,12 +247,6 @@ class Finding:
 
 
 Rule = Callable[[RuleInputs, RuleConfig, int], list[Finding]]
-
-
-def _top_level(levels: pl.Expr) -> pl.Expr:
-    """The highest of a group's level names (an aggregation), as a name."""
-    top = levels.replace_strict(RANK, return_dtype=pl.Int64).max()
-    return top.replace_strict({v: k for k, v in RANK.items()}, return_dtype=pl.String)
 
 
 def _findings(df: pl.DataFrame, rule: str) -> list[Finding]:
@@ -258,13 +269,21 @@ def _summaries(df: pl.DataFrame, cols: Sequence[str]) -> pl.DataFrame:
 
 
 def rule_threshold(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """≥ N reports of a category within a window in one street."""
+    """≥ N reports of a category (of at least a severity) within a window in one street.
+
+    A category may have several specs (one serious report, or several of any severity);
+    where more than one holds, the highest level wins (then the larger count).
+    """
     spec = cfg.threshold_table
     df = (
         inputs.reports.join(spec, on="category", how="inner")
-        .filter(pl.col("ts_ms") > now_ms - pl.col("window_ms"), pl.col("ts_ms") <= now_ms)
+        .filter(
+            pl.col("ts_ms") > now_ms - pl.col("window_ms"),
+            pl.col("ts_ms") <= now_ms,
+            pl.col("severity") >= pl.col("min_severity"),
+        )
         .sort("ts_ms", descending=True)
-        .group_by("street_id", "category")
+        .group_by("street_id", "category", "spec")
         .agg(
             n=pl.len(),
             min_count=pl.col("min_count").first(),
@@ -274,6 +293,13 @@ def rule_threshold(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fin
             grids=pl.col("grid_id").unique(maintain_order=True).head(MAX_EVIDENCE),
         )
         .filter(pl.col("n") >= pl.col("min_count"))
+        .sort(
+            pl.col("level").replace_strict(RANK, return_dtype=pl.Int64),
+            "n",
+            "spec",
+            descending=[True, True, False],
+        )
+        .unique(["street_id", "category"], keep="first", maintain_order=True)
         .with_columns(
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("threshold:"), "street_id", pl.lit(":"), "category"]),
@@ -355,46 +381,81 @@ def sla_deadlines(incidents: pl.DataFrame, cfg: RuleConfig) -> pl.DataFrame:
 
 
 def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """Open incidents about to breach their stage deadline (yellow) or past it (orange/red)."""
+    """One warning per street whose open cases pile up past their stage deadlines,
+    measured against the street's own caseload (a busy street has more late cases).
+
+    Level: the share of the street's watched open cases that are breached, per
+    ``sla_levels`` (with at least ``sla_min_count`` breached); blue when breached plus
+    about-to-breach cases reach the first share (and the count) but breached alone do
+    not. A case over its allowed time by ``sla_late_factor`` times that time lifts a
+    yellow-or-above street one level.
+    """
     df = (
         sla_deadlines(inputs.incidents, cfg)
-        .filter(pl.col("deadline_ms").is_not_null())
+        .filter(pl.col("deadline_ms").is_not_null() & (pl.col("deadline_ms") > 0))
         .with_columns(elapsed=now_ms - pl.col("last_ms"))
         .with_columns(
             breached=pl.col("elapsed") >= pl.col("deadline_ms"),
             soon=pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share,
-        )
-        .filter(pl.col("soon"))
-        .with_columns(
-            level=pl.when(pl.col("breached") & (pl.col("severity") >= 4))
-            .then(pl.lit("red"))
-            .when(pl.col("breached"))
-            .then(pl.lit("orange"))
-            .otherwise(pl.lit("yellow")),
             over=pl.col("elapsed") - pl.col("deadline_ms"),
+            late=(pl.col("elapsed") - pl.col("deadline_ms")) / pl.col("deadline_ms"),
         )
     )
     if df.is_empty():
         return []
+    levels = sorted(cfg.sla_level_table)  # (share, level), lowest share first
+    first_share = levels[0][0]
+    by_share = pl.lit(0)
+    for share, level in levels:  # highest share reached wins
+        by_share = pl.when(pl.col("share") >= share).then(pl.lit(RANK[level])).otherwise(by_share)
+    late = df.filter(pl.col("soon"))
     by_stage = (
-        df.group_by("street_id", "status")
+        late.group_by("street_id", "status")
         .agg(pl.len().alias("k"))
         .group_by("street_id")
         .agg(by_stage=pl.struct("status", "k"))
     )
     out = (
-        df.sort("over", descending=True)
-        .group_by("street_id")
+        df.group_by("street_id")
         .agg(
-            level=_top_level(pl.col("level")),
+            open=pl.len(),
             breached=pl.col("breached").sum(),
-            due_soon=(~pl.col("breached")).sum(),
-            evidence=pl.col("incident_id").head(MAX_EVIDENCE),
+            due_soon=(pl.col("soon") & ~pl.col("breached")).sum(),
+            worst_late=pl.col("late").max(),
+        )
+        .with_columns(share=pl.col("breached") / pl.col("open"))
+        .with_columns(
+            rank=pl.when(pl.col("breached") >= cfg.sla_min_count).then(by_share).otherwise(0)
+        )
+        .with_columns(
+            rank=pl.when(pl.col("rank") >= RANK["yellow"])
+            .then(
+                pl.min_horizontal(
+                    pl.col("rank") + (pl.col("worst_late") >= cfg.sla_late_factor).cast(pl.Int64),
+                    pl.lit(RANK["red"]),
+                )
+            )
+            .when(
+                (pl.col("breached") + pl.col("due_soon") >= cfg.sla_min_count)
+                & ((pl.col("breached") + pl.col("due_soon")) / pl.col("open") >= first_share)
+            )
+            .then(pl.lit(RANK["blue"]))
+            .otherwise(pl.lit(0))
+        )
+        .filter(pl.col("rank") > 0)
+        .join(
+            late.sort("over", descending=True)
+            .group_by("street_id")
+            .agg(evidence=pl.col("incident_id").head(MAX_EVIDENCE)),
+            on="street_id",
         )
         .join(by_stage, on="street_id")
         .with_columns(
+            level=pl.col("rank").replace_strict({v: k for k, v in RANK.items()}),
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("sla:"), "street_id"]),
+            share=pl.col("share").round(3),
+            worst_late=pl.col("worst_late").round(2),
             by_stage=pl.col("by_stage").list.eval(
                 pl.concat_str(
                     [
@@ -407,7 +468,8 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
         )
         .sort("key")
     )
-    return _findings(_summaries(out, ["breached", "due_soon", "by_stage"]), "sla")
+    cols = ["open", "breached", "due_soon", "share", "worst_late", "by_stage"]
+    return _findings(_summaries(out, cols), "sla")
 
 
 def local_hour(now_ms: int, tz: str) -> float:
@@ -418,6 +480,10 @@ def local_hour(now_ms: int, tz: str) -> float:
 def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     """Staffed grids unvisited for N working hours (blue); a street's workers all offline
     (yellow). Only evaluated during working time, and only once N hours of it have passed.
+
+    A grid is staffed when one of its workers has been seen since today's working time
+    began: a grid whose only worker is on the night shift or off today is a rota matter,
+    not a patrol gap (the all-offline check still covers a street nobody turned up in).
     """
     h = local_hour(now_ms, cfg.timezone)
     if not (cfg.work_start_h <= h < cfg.work_end_h):
@@ -426,7 +492,12 @@ def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
     if workers.is_empty():
         return []
     gap_ms = int(cfg.patrol_gap_hours * HOUR_MS)
-    staffed = workers.select("grid_id", "street_id").unique()
+    day_start = now_ms - int((h - cfg.work_start_h) * HOUR_MS)
+    staffed = (
+        workers.filter(pl.col("last_seen_ms").fill_null(0) >= day_start)
+        .select("grid_id", "street_id")
+        .unique()
+    )
     gaps = empty({"street_id": pl.String, "grids": pl.List(pl.String), "n_gap": pl.UInt32})
     if h - cfg.work_start_h >= cfg.patrol_gap_hours:
         gaps = (
@@ -467,7 +538,13 @@ def rule_patrol_gap(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
 
 
 def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """≥ k distinct cameras of one street raising the same label within a window."""
+    """Distinct cameras of one street raising the same label within a window: at least
+    ``video_min_cameras``, and more than the street × label's own alert rate explains.
+
+    Expected alerts per window = (alerts over the trailing hours + prior × 1 h) / (hours +
+    1 h) × window; the camera count's Poisson tail must fall below ``video_p`` (alerts ≥
+    distinct cameras, so the test is conservative).
+    """
     win = cfg.video_window_min * MINUTE_MS
     df = (
         inputs.video.filter(pl.col("ts_ms") > now_ms - win, pl.col("ts_ms") <= now_ms)
@@ -480,6 +557,19 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
             grids=pl.col("grid_id").unique(maintain_order=True).head(MAX_EVIDENCE),
         )
         .filter(pl.col("cameras") >= cfg.video_min_cameras)
+    )
+    if df.is_empty():
+        return []
+    hours = float(inputs.video_baseline_h)
+    per_window = cfg.video_window_min / 60.0
+    prior = cfg.video_prior_expected / per_window  # per hour, weight 1 h
+    df = df.join(inputs.video_baseline, on=["street_id", "label"], how="left").with_columns(
+        expected=(pl.col("total").fill_null(0) + prior) / (hours + 1.0) * per_window
+    )
+    p = poisson_sf(df["cameras"].to_numpy(), df["expected"].to_numpy())
+    df = (
+        df.with_columns(p=pl.Series(p, dtype=pl.Float64))
+        .filter(pl.col("p") < cfg.video_p)
         .with_columns(
             level=pl.when(pl.col("label") == "smoke_fire")
             .then(pl.lit("red"))
@@ -487,11 +577,13 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("video_cluster:"), "street_id", pl.lit(":"), "label"]),
             window_min=pl.lit(cfg.video_window_min),
+            expected=pl.col("expected").round(3),
         )
         .sort("key")
     )
     return _findings(
-        _summaries(df, ["label", "cameras", "n", "grids", "window_min"]), "video_cluster"
+        _summaries(df, ["label", "cameras", "n", "expected", "grids", "window_min"]),
+        "video_cluster",
     )
 
 
@@ -520,14 +612,21 @@ def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
                 lattice=pl.lit(int(shift * 2)),
             )
         )
-    cells = (
-        pl.concat(parts)
-        .group_by("lattice", "cx", "cy", "category")
-        .agg(n=pl.len(), ids=pl.col("incident_id"), street_id=pl.col("street_id").mode().first())
-        .filter(pl.col("n") >= cfg.recurrence_min_count)
-    )
-    if cells.is_empty():
+    cell = ["lattice", "cx", "cy", "category"]
+    points = pl.concat(parts).select(*cell, "incident_id", "street_id")
+    # Count first, gather ids and streets only for the few cells over the minimum.
+    hot = points.group_by(cell).agg(n=pl.len()).filter(pl.col("n") >= cfg.recurrence_min_count)
+    if hot.is_empty():
         return []
+    cells = (
+        points.join(hot, on=cell, how="inner")
+        .group_by(cell)
+        .agg(
+            n=pl.col("n").first(),
+            ids=pl.col("incident_id"),
+            street_id=pl.col("street_id").mode().sort().first(),
+        )
+    )
     out = (
         cells.sort("n", descending=True)
         .group_by("street_id", "category")
@@ -1125,6 +1224,13 @@ class WarningEngine:
     areas: Areas = field(init=False)
     _workers: pl.DataFrame | None = field(default=None, init=False)
     _workers_ms: int = field(default=0, init=False)
+    # reports within the horizon as of _reports_hi; last visit per grid as of _visits_hi
+    _reports: pl.DataFrame | None = field(default=None, init=False)
+    _reports_hi: int = field(default=0, init=False)
+    _reports_full: int = field(default=0, init=False)
+    _visits: pl.DataFrame | None = field(default=None, init=False)
+    _visits_hi: int = field(default=0, init=False)
+    _visits_full: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.cfg = RuleConfig.of(self.settings)
@@ -1142,23 +1248,8 @@ class WarningEngine:
 
     def read_inputs(self, now_ms: int) -> RuleInputs:
         cfg = self.cfg
-        ev, inc, va = store.incident_events, store.incidents, store.video_alerts
-        since = now_ms - cfg.horizon_ms()
-        reports = _frame(
-            self.engine,
-            select(
-                ev.c.event_id,
-                ev.c.incident_id,
-                ev.c.ts_ms,
-                ev.c.category,
-                ev.c.severity,
-                ev.c.grid_id,
-                ev.c.street_id,
-                ev.c.lon,
-                ev.c.lat,
-            ).where(ev.c.ts_ms > since, ev.c.ts_ms <= now_ms, ev.c.step == "reported"),
-            REPORTS_SCHEMA,
-        )
+        inc, va = store.incidents, store.video_alerts
+        reports = self.read_reports(now_ms)
         incidents = _frame(
             self.engine,
             select(
@@ -1185,6 +1276,7 @@ class WarningEngine:
             VIDEO_SCHEMA,
         )
         baseline, days = self.read_baseline(now_ms)
+        vbase, vhours = self.read_video_baseline(now_ms)
         return RuleInputs(
             areas=self.areas,
             reports=reports,
@@ -1194,7 +1286,51 @@ class WarningEngine:
             workers=self.read_workers(now_ms),
             baseline=baseline,
             baseline_days=days,
+            video_baseline=vbase,
+            video_baseline_h=vhours,
         )
+
+    def _incremental(self, now_ms: int, hi: int, full_ms: int, cached: object) -> bool:
+        """Whether this read may extend the cache (else: rebuild it from SQL)."""
+        return cached is not None and hi <= now_ms and now_ms - full_ms < FULL_READ_EVERY_MS
+
+    def read_reports(self, now_ms: int) -> pl.DataFrame:
+        """ "reported" events within the horizon, read incrementally.
+
+        Each tick re-reads the rows with ``ts_ms`` above (last read − the longest short
+        window) and keeps the cached rows below it, so every short-window rule (threshold,
+        surge, fusion) sees exactly what a full read would show, late arrivals included.
+        Only a row arriving later than that window is missed by recurrence (7 days) until
+        the next full read (every ``FULL_READ_EVERY_MS``, and after a restart).
+        """
+        ev = store.incident_events
+        since = now_ms - self.cfg.horizon_ms()
+        cols = (
+            ev.c.event_id,
+            ev.c.incident_id,
+            ev.c.ts_ms,
+            ev.c.category,
+            ev.c.severity,
+            ev.c.grid_id,
+            ev.c.street_id,
+            ev.c.lon,
+            ev.c.lat,
+        )
+        if self._incremental(now_ms, self._reports_hi, self._reports_full, self._reports):
+            assert self._reports is not None
+            lo = max(since, self._reports_hi - self.cfg.recent_ms())
+            kept = self._reports.filter(pl.col("ts_ms") > since, pl.col("ts_ms") <= lo)
+        else:
+            lo, kept = since, empty(REPORTS_SCHEMA)
+            self._reports_full = now_ms
+        fresh = _frame(
+            self.engine,
+            select(*cols).where(ev.c.ts_ms > lo, ev.c.ts_ms <= now_ms, ev.c.step == "reported"),
+            REPORTS_SCHEMA,
+        )
+        self._reports = pl.concat([kept, fresh]) if kept.height else fresh
+        self._reports_hi = now_ms
+        return self._reports
 
     def read_baseline(self, now_ms: int) -> tuple[pl.DataFrame, int]:
         """Reports per street × category in the same time-of-day window on past days."""
@@ -1225,17 +1361,53 @@ class WarningEngine:
         )
         return _frame(self.engine, q, BASELINE_SCHEMA), len(days)
 
+    def read_video_baseline(self, now_ms: int) -> tuple[pl.DataFrame, float]:
+        """Alerts per street × label over the trailing hours before the video window."""
+        cfg, va = self.cfg, store.video_alerts
+        hi = now_ms - cfg.video_window_min * MINUTE_MS
+        lo = hi - cfg.video_baseline_h * HOUR_MS
+        with self.engine.connect() as conn:
+            first = conn.execute(select(func.min(va.c.ts_ms))).scalar()
+        if first is None or int(first) > hi:
+            return empty(VIDEO_BASELINE_SCHEMA), 0.0
+        q = (
+            select(va.c.street_id, va.c.label, func.count().label("total"))
+            .where(va.c.ts_ms > lo, va.c.ts_ms <= hi)
+            .group_by(va.c.street_id, va.c.label)
+        )
+        hours = (hi - max(lo, int(first))) / HOUR_MS
+        return _frame(self.engine, q, VIDEO_BASELINE_SCHEMA), hours
+
     def read_visits(self, now_ms: int) -> pl.DataFrame:
-        """Last visit per grid within the gap horizon: track points + live positions."""
+        """Last visit per grid within the gap horizon: track points + live positions.
+
+        The track-point part is incremental: each tick reads the points of the last
+        ``VISITS_OVERLAP_MS`` before the previous read onwards and keeps the newest per
+        grid; a full read every ``FULL_READ_EVERY_MS`` (and after a restart) picks up
+        points that arrived later than that.
+        """
         tp = store.track_points
         since = now_ms - int(self.cfg.patrol_gap_hours * HOUR_MS)
-        hist = _frame(
+        if self._incremental(now_ms, self._visits_hi, self._visits_full, self._visits):
+            assert self._visits is not None
+            lo, kept = max(since, self._visits_hi - VISITS_OVERLAP_MS), self._visits
+        else:
+            lo, kept = since, empty(VISITS_SCHEMA)
+            self._visits_full = now_ms
+        fresh = _frame(
             self.engine,
             select(tp.c.grid_id, func.max(tp.c.ts_ms).label("last_ms"))
-            .where(tp.c.ts_ms > since, tp.c.ts_ms <= now_ms)
+            .where(tp.c.ts_ms > lo, tp.c.ts_ms <= now_ms)
             .group_by(tp.c.grid_id),
             VISITS_SCHEMA,
         )
+        hist = (
+            pl.concat([kept, fresh])
+            .group_by("grid_id")
+            .agg(pl.col("last_ms").max())
+            .filter(pl.col("last_ms") > since)
+        )
+        self._visits, self._visits_hi = hist, now_ms
         live = [v.split(",") for v in self.live.positions().values()]
         pos = pl.DataFrame(
             {"grid_id": [p[3] for p in live], "last_ms": [int(p[2]) for p in live]},

@@ -37,7 +37,10 @@ def test_scripted_anomalies_are_flagged(
     city: City,
     rclient: redis.Redis,
 ) -> None:
-    settings = live_settings
+    # Feed workers poll with a 1 ms block: the simulated clock never waits for real time.
+    settings = dataclasses.replace(
+        live_settings, streams=dataclasses.replace(live_settings.streams, block_ms=1)
+    )
     now = [START]
     clock = lambda: now[0] / 1000  # noqa: E731
     cfg = dataclasses.replace(
@@ -71,16 +74,22 @@ def test_scripted_anomalies_are_flagged(
                 pass
         job.tick()
 
-    opened: dict[str, int] = {}  # key → tick time first open
+    opened: dict[str, int] = {}  # key (and alias) → tick time first open
+    gap_by_tick: dict[int, dict[str, dict[str, Any]]] = {}  # tick → street → gap summary
     ticks: list[dict[str, Any]] = []
-    for t in range(START + TICK_MS, START + 120 * MIN + 1, TICK_MS):
-        run_until(t)
-        res = eng.tick()
-        ticks.append(res)
-        for w in W.warnings_from_frame(W.open_warnings(engine)):
-            for k in (w.key, *w.aliases):
-                opened.setdefault(k, t)
 
+    def evaluate_until(t_end: int) -> None:
+        while now[0] + TICK_MS <= t_end:
+            t = now[0] + TICK_MS
+            run_until(t)
+            ticks.append(eng.tick())
+            for w in W.warnings_from_frame(W.open_warnings(engine)):
+                for k in (w.key, *w.aliases):
+                    opened.setdefault(k, t)
+                if w.rule == "patrol_gap":
+                    gap_by_tick.setdefault(t, {})[w.area_id] = dict(w.summary)
+
+    evaluate_until(START + 120 * MIN)
     fire = next(a for a in sim.anomalies if a["kind"] == "fire_cluster")
     surge = next(a for a in sim.anomalies if a["kind"] == "dispute_surge")
 
@@ -144,8 +153,115 @@ def test_scripted_anomalies_are_flagged(
     row = W.warning_detail(engine, fw.warning_id)
     assert row is not None and row["status"] == "dismissed" and row["assigned_to"] == "消防站"
     # A dismissed warning does not bounce back while its condition persists.
-    run_until(now[0] + TICK_MS)
-    eng.tick()
+    evaluate_until(now[0] + TICK_MS)
     reopened = W.open_warnings(engine).filter(pl.col("key") == fw.key)
     assert reopened.is_empty()
+
+    # The patrol gap: the street's workers go silent at gap["start_ms"]; the grid gap is
+    # detectable patrol_gap_hours later and must be flagged within two evaluations.
+    gap = next(a for a in sim.anomalies if a["kind"] == "patrol_gap")
+    detectable = gap["start_ms"] + int(settings.warnings.patrol_gap_hours * 60 * MIN)
+    evaluate_until(detectable + 2 * TICK_MS)
+    # The grids the gap empties: those whose own workers were on patrol that morning,
+    # less any a patrol of a neighbouring street strayed into since (a visit is a visit).
+    tp = store.read_frame(
+        engine,
+        select(
+            store.track_points.c.worker_id, store.track_points.c.grid_id, store.track_points.c.ts_ms
+        ),
+    )
+    on_duty = set(tp.filter(pl.col("ts_ms") < gap["start_ms"])["worker_id"])
+    strayed = set(tp.filter(pl.col("ts_ms") > gap["start_ms"])["grid_id"])
+    roster = sim.roster.join(city.grids.select("grid_id", "street_id"), on="grid_id")
+    staffed = set(
+        roster.filter((pl.col("street_id") == gap["area_id"]) & pl.col("worker_id").is_in(on_duty))[
+            "grid_id"
+        ]
+    )
+    emptied = staffed - strayed
+    assert emptied, (staffed, strayed)
+
+    def n_gap(t: int) -> int:
+        return int(gap_by_tick.get(t, {}).get(gap["area_id"], {}).get("n_gap", 0))
+
+    flagged = [t for t in sorted(gap_by_tick) if n_gap(t) >= len(emptied)]
+    assert flagged, {(t - START) // MIN: n_gap(t) for t in sorted(gap_by_tick)}
+    assert detectable - TICK_MS < flagged[0] <= detectable + 2 * TICK_MS, (
+        flagged[0] - gap["start_ms"]
+    ) / MIN
+    # ... and it is the gap that is flagged: until then the street's grids were patrolled.
+    assert all(n_gap(t) < len(emptied) for t in gap_by_tick if t < detectable)
+    assert opened[f"patrol_gap:{gap['area_id']}"] <= detectable + 2 * TICK_MS
+
+    # False warnings: over 4+ hours of a normal morning, streets without a scripted anomaly
+    # raise no surge, no camera cluster and no report threshold other than a (real) fire.
+    anomalous = {a["area_id"] for a in sim.anomalies}
+    noise = sorted(
+        k
+        for k in opened
+        if k.split(":")[0] in ("surge", "video_cluster", "threshold")
+        and k.split(":")[1] not in anomalous
+        and not (k.startswith("threshold:") and k.endswith(":fire"))
+    )
+    assert not noise, noise
     print({k: round(v, 4) for k, v in ticks[-1]["timings"].items()})
+
+
+def test_incremental_inputs_match_a_full_read(
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis
+) -> None:
+    """The runner's cached report and visit frames equal a fresh engine's full read,
+    late arrivals within the short windows included; rows later than that wait for the
+    next full read (hourly)."""
+    now = [START + 3 * 60 * MIN]
+    clock = lambda: now[0] / 1000  # noqa: E731
+    grids = city.grids.select("grid_id", "street_id", "district_id", "lon", "lat").rows()
+    n = [0]
+
+    def report(ts: int, track_ts: int | None = None) -> None:
+        """A report at ts and a worker's ping at track_ts (default ts) in the same grid."""
+        g, st, d, lon, lat = grids[n[0] % len(grids)]
+        tts = ts if track_ts is None else track_ts
+        n[0] += 1
+        row = {
+            "event_id": f"E{n[0]}",
+            "incident_id": f"I{n[0]}",
+            "step": "reported",
+            "ts_ms": ts,
+            "category": "sanitation",
+            "severity": 2,
+            "grid_id": g,
+            "street_id": st,
+            "district_id": d,
+            "lon": lon,
+            "lat": lat,
+            "entry_id": f"{ts}-0",
+        }
+        track = {"worker_id": f"W{n[0]}", "slot": tts // MIN, "ts_ms": tts, "lon": lon}
+        with engine.begin() as c:
+            c.execute(store.incident_events.insert(), [row])
+            c.execute(store.track_points.insert(), [track | {"lat": lat, "grid_id": g}])
+
+    def frames(e: W.WarningEngine) -> tuple[pl.DataFrame, pl.DataFrame]:
+        got = e.read_inputs(now[0])
+        return got.reports.sort("event_id"), got.visits.sort("grid_id")
+
+    eng = W.WarningEngine(live_settings, city, rclient, engine, clock=clock)
+    for k in range(40):  # two days back … now
+        report(now[0] - k * 72 * MIN)
+    for step in range(6):
+        now[0] += 2 * MIN
+        report(now[0] - MIN)  # on time
+        # late, but within the short windows (reports) and the visits' overlap (pings)
+        report(now[0] - 25 * MIN, track_ts=now[0] - 8 * MIN)
+        mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
+        assert mine[0].equals(full[0]) and mine[1].equals(full[1]), step
+    report(now[0] - 3 * 60 * MIN)  # later than every short window: recurrence only
+    now[0] += 2 * MIN
+    assert (
+        frames(eng)[0].height
+        == frames(W.WarningEngine(live_settings, city, rclient, engine))[0].height - 1
+    )
+    now[0] += W.FULL_READ_EVERY_MS
+    mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
+    assert mine[0].equals(full[0]) and mine[1].equals(full[1])

@@ -31,7 +31,7 @@ AREAS = W.Areas(
 
 
 def reports(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    """rows: (incident_id, minutes_ago, category, grid, street, lon, lat)."""
+    """rows: (incident_id, minutes_ago, category, grid, street, lon, lat[, severity=2])."""
     return pl.DataFrame(
         [
             {
@@ -39,13 +39,13 @@ def reports(rows: list[tuple[Any, ...]]) -> pl.DataFrame:
                 "incident_id": inc,
                 "ts_ms": NOW - int(ago * MIN),
                 "category": cat,
-                "severity": 2,
+                "severity": rest[0] if rest else 2,
                 "grid_id": g,
                 "street_id": s,
                 "lon": lon,
                 "lat": lat,
             }
-            for i, (inc, ago, cat, g, s, lon, lat) in enumerate(rows)
+            for i, (inc, ago, cat, g, s, lon, lat, *rest) in enumerate(rows)
         ],
         schema=W.REPORTS_SCHEMA,
     )
@@ -74,8 +74,9 @@ def keys(fs: list[W.Finding]) -> dict[str, str]:
 # ------------------------------------------------------------------ rules: fires / not / boundary
 
 
-def _fire(ago: float) -> W.RuleInputs:
-    return inputs(reports=reports([("i1", ago, "fire", "g1", "s1", 118.8, 32.0)]))
+def _fire(ago: float, sev: int = 3, n: int = 1) -> W.RuleInputs:
+    rows = [(f"i{i}", ago, "fire", "g1", "s1", 118.8, 32.0, sev) for i in range(n)]
+    return inputs(reports=reports(rows))
 
 
 def _public_order(n: int) -> W.RuleInputs:
@@ -91,32 +92,38 @@ def _surge(n: int, total: int = 0, days: int = 28) -> W.RuleInputs:
     return inputs(reports=reports(rows), baseline=base, baseline_days=days)
 
 
-def _incident(status: str, hours_ago: float, sev: int = 2, cat: str = "dispute") -> W.RuleInputs:
+def _incident(
+    status: str, hours_ago: float, sev: int = 2, cat: str = "dispute", n: int = 1, ok: int = 0
+) -> W.RuleInputs:
+    """n open cases in ``status`` since ``hours_ago``, plus ``ok`` cases well on time."""
+    rows = [(status, hours_ago, sev, cat)] * n + [("handling", 1.0, 2, "dispute")] * ok
     df = pl.DataFrame(
         [
             {
-                "incident_id": "i1",
-                "status": status,
-                "category": cat,
-                "severity": sev,
+                "incident_id": f"i{i}",
+                "status": st,
+                "category": c,
+                "severity": sv,
                 "grid_id": "g1",
                 "street_id": "s1",
                 "reported_ms": NOW - 100 * HOUR,
-                "last_ms": NOW - int(hours_ago * HOUR),
+                "last_ms": NOW - int(h * HOUR),
             }
+            for i, (st, h, sv, c) in enumerate(rows)
         ],
         schema=W.INCIDENTS_SCHEMA,
     )
     return inputs(incidents=df)
 
 
-def _patrol(last_visit_h: float | None, online: bool = True, now_h: int = 0) -> W.RuleInputs:
+def _patrol(last_visit_h: float | None, online: bool = True, seen_min: int = 60) -> W.RuleInputs:
+    """One worker of g1, online (seen a minute ago) or last seen ``seen_min`` ago."""
     workers = pl.DataFrame(
         {
             "worker_id": ["w1"],
             "grid_id": ["g1"],
             "street_id": ["s1"],
-            "last_seen_ms": [NOW - (1 if online else 60) * MIN],
+            "last_seen_ms": [NOW - (1 if online else seen_min) * MIN],
         },
         schema=W.WORKERS_SCHEMA,
     )
@@ -130,8 +137,17 @@ def _patrol(last_visit_h: float | None, online: bool = True, now_h: int = 0) -> 
     return inputs(workers=workers, visits=visits)
 
 
-def _cams(k: int, label: str = "crowd_gathering", ago: int = 5) -> W.RuleInputs:
-    return inputs(video=video([(f"a{i}", f"cam{i}", label, ago, "g1", "s1") for i in range(k)]))
+def _cams(k: int, label: str = "crowd_gathering", ago: int = 5, usual: int = 0) -> W.RuleInputs:
+    """k cameras now; ``usual`` alerts of the label per 15 min over the past 6 hours."""
+    base = pl.DataFrame(
+        {"street_id": ["s1"], "label": [label], "total": [usual * 24]},
+        schema=W.VIDEO_BASELINE_SCHEMA,
+    )
+    return inputs(
+        video=video([(f"a{i}", f"cam{i}", label, ago, "g1", "s1") for i in range(k)]),
+        video_baseline=base,
+        video_baseline_h=6.0,
+    )
 
 
 def _recurrence(n: int, spread_deg: float) -> W.RuleInputs:
@@ -143,27 +159,42 @@ def _recurrence(n: int, spread_deg: float) -> W.RuleInputs:
 
 CASES = [
     # (rule, inputs, now offset ms, expected {key: level})
-    ("threshold", _fire(29), 0, {"threshold:s1:fire": "orange"}),
+    ("threshold", _fire(29), 0, {"threshold:s1:fire": "orange"}),  # one serious fire
     ("threshold", _fire(31), 0, {}),
-    ("threshold", _public_order(5), 0, {"threshold:s1:public_order": "yellow"}),
-    ("threshold", _public_order(4), 0, {}),
+    ("threshold", _fire(5, sev=2), 0, {}),  # one minor fire report: its own incident only
+    ("threshold", _fire(5, sev=2, n=6), 0, {"threshold:s1:fire": "orange"}),  # six of them
+    ("threshold", _fire(5, sev=2, n=5), 0, {}),
+    ("threshold", _public_order(20), 0, {"threshold:s1:public_order": "yellow"}),
+    ("threshold", _public_order(19), 0, {}),
     ("surge", _surge(12, total=28), 0, {"surge:s1:dispute": "orange"}),  # expected ≈ 1
     ("surge", _surge(4, total=0), 0, {}),  # below the minimum count
     ("surge", _surge(12, total=28 * 10), 0, {}),  # usual for this street
     ("surge", _surge(25, total=0, days=0), 0, {"surge:s1:dispute": "red"}),  # prior only
-    ("sla", _incident("handling", 25), 0, {"sla:s1": "orange"}),  # 24 h stage, sev 2
-    ("sla", _incident("handling", 20), 0, {"sla:s1": "yellow"}),  # ≥ 80 %
-    ("sla", _incident("handling", 10), 0, {}),
-    ("sla", _incident("handling", 7, sev=4), 0, {"sla:s1": "red"}),  # 24 × 0.25 = 6 h
-    ("sla", _incident("reported", 0.3, cat="fire"), 0, {"sla:s1": "orange"}),  # 1 × .25 h
+    # a street's share of open cases past their stage deadline (handling: 48 h at sev 2)
+    ("sla", _incident("handling", 50, n=5, ok=20), 0, {"sla:s1": "yellow"}),  # 20 %
+    ("sla", _incident("handling", 50, n=4), 0, {}),  # 100 %, but fewer than 5 cases
+    ("sla", _incident("handling", 50, n=5, ok=40), 0, {}),  # 11 %: a busy street's normal
+    ("sla", _incident("handling", 40, n=5, ok=10), 0, {"sla:s1": "blue"}),  # ≥ 80 %: about to
+    ("sla", _incident("handling", 30, n=5, ok=5), 0, {}),
+    ("sla", _incident("handling", 50, n=10, ok=20), 0, {"sla:s1": "orange"}),  # 33 %
+    ("sla", _incident("handling", 50, n=10, ok=5), 0, {"sla:s1": "red"}),  # 67 %
+    ("sla", _incident("handling", 150, n=5, ok=20), 0, {"sla:s1": "orange"}),  # very late: +1
+    ("sla", _incident("handling", 40, sev=4, n=5), 0, {"sla:s1": "red"}),  # 12 h; capped at red
+    ("sla", _incident("reported", 0.6, cat="fire", n=5, ok=20), 0, {"sla:s1": "yellow"}),  # .5 h
     ("patrol_gap", _patrol(3), 0, {"patrol_gap:s1": "blue"}),
     ("patrol_gap", _patrol(1), 0, {}),
     ("patrol_gap", _patrol(1, online=False), 0, {"patrol_gap:s1": "yellow"}),
+    ("patrol_gap", _patrol(3, online=False), 0, {"patrol_gap:s1": "yellow"}),  # gap + offline
+    # its only worker not seen since 08:00 (night shift, day off): no grid gap, but nobody
+    # of the street is online
+    ("patrol_gap", _patrol(3, online=False, seen_min=150), 0, {"patrol_gap:s1": "yellow"}),
     ("patrol_gap", _patrol(None), 12 * HOUR, {}),  # 22:00 local: outside working time
     ("patrol_gap", _patrol(None), -1 * HOUR, {}),  # 09:00: not 2 working hours yet
     ("video_cluster", _cams(3), 0, {"video_cluster:s1:crowd_gathering": "orange"}),
     ("video_cluster", _cams(3, "smoke_fire"), 0, {"video_cluster:s1:smoke_fire": "red"}),
     ("video_cluster", _cams(2), 0, {}),
+    ("video_cluster", _cams(3, usual=3), 0, {}),  # a busy street: three is its usual
+    ("video_cluster", _cams(14, usual=3), 0, {"video_cluster:s1:crowd_gathering": "orange"}),
     ("video_cluster", _cams(3, ago=16), 0, {}),
     ("recurrence", _recurrence(4, 0.0002), 0, {"recurrence:s1:sanitation": "yellow"}),  # ~19 m
     ("recurrence", _recurrence(4, 0.01), 0, {}),  # ~940 m apart
@@ -204,7 +235,7 @@ def test_poisson_tail() -> None:
 
 def _fire_scene(alert_grid: str = "g1", alert_ago: int = 5) -> W.RuleInputs:
     return inputs(
-        reports=reports([("i1", 3, "fire", "g1", "s1", 118.8, 32.0)]),
+        reports=reports([("i1", 3, "fire", "g1", "s1", 118.8, 32.0, 3)]),
         video=video(
             [(f"a{i}", f"cam{i}", "smoke_fire", alert_ago, alert_grid, "s1") for i in range(3)]
         ),
@@ -311,8 +342,11 @@ def test_live_counts_at_area_and_ancestors() -> None:
 
 def test_settings_tables_parse() -> None:
     t = CFG.threshold_table
-    assert t.filter(pl.col("category") == "fire").row(0) == ("fire", 1, 30 * MIN, "orange")
-    assert CFG.stage_hours["handling"] == 24.0
+    fire = t.filter(pl.col("category") == "fire").drop("spec")
+    assert fire.rows() == [("fire", 1, 30 * MIN, "orange", 3), ("fire", 6, 30 * MIN, "orange", 1)]
+    assert t.filter(pl.col("category") == "dispute")["min_severity"].to_list() == [1]
+    assert CFG.stage_hours["handling"] == 48.0
+    assert CFG.sla_level_table == [(0.4, "red"), (0.25, "orange"), (0.15, "yellow")]
     assert CFG.severity_scale[4] == 0.25
     assert CFG.compat_pairs.height >= 5
     assert CFG.horizon_ms() == CFG.recurrence_days * 86_400_000
@@ -336,3 +370,19 @@ def test_live_item_and_counts_cover_open_warnings_only() -> None:
     assert counts == {"s1": {"red": 1}, "d1": {"red": 1}, "c": {"red": 1}}
     item = W.live_item(new[0])
     assert item["level"] == "red" and item["area_id"] == "s1" and item["n_evidence"] == 1
+
+
+def test_patrol_gap_counts_grids_of_workers_on_duty_today() -> None:
+    workers = pl.DataFrame(
+        {
+            "worker_id": ["w1", "w2", "w3"],
+            "grid_id": ["g1", "g2", "g2"],
+            "street_id": ["s1", "s1", "s1"],
+            # w1 online; w2 on the night shift (last seen 07:00); w3 never seen
+            "last_seen_ms": [NOW - MIN, NOW - 3 * HOUR, None],
+        },
+        schema=W.WORKERS_SCHEMA,
+    )
+    (f,) = W.rule_patrol_gap(inputs(workers=workers), CFG, NOW)
+    assert f.level == "blue" and f.evidence == ("g1",)
+    assert f.summary["n_gap"] == 1 and f.summary["n_online"] == 1
