@@ -165,6 +165,7 @@ class WarningSettings:
     recurrence_radius_m: float = 100.0
     recurrence_days: int = 7
     recurrence_min_count: int = 4
+    recurrence_p: float = 1e-6  # and less likely than this by chance in its grids
     # fusion
     fusion_window_min: int = 30
     # "category:label|label,…": which report categories and video labels are one situation

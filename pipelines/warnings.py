@@ -197,7 +197,7 @@ def empty(schema: Mapping[str, Any]) -> pl.DataFrame:
 class Areas:
     """The small area lookup rules need: grid → street, and every area's parent."""
 
-    grids: pl.DataFrame  # grid_id, street_id, district_id, city_id
+    grids: pl.DataFrame  # grid_id, street_id, district_id, city_id (, area_km2)
     parent: Mapping[str, str | None]
 
     @classmethod
@@ -205,7 +205,8 @@ class Areas:
         parents = dict(
             zip(city.areas["area_id"].to_list(), city.areas["parent_id"].to_list(), strict=True)
         )
-        return cls(city.grids.select("grid_id", "street_id", "district_id", "city_id"), parents)
+        cols = ["grid_id", "street_id", "district_id", "city_id", "area_km2"]
+        return cls(city.grids.select(c for c in cols if c in city.grids.columns), parents)
 
     def ancestors(self, area_id: str) -> list[str]:
         """``[area_id, parent, …, city]``."""
@@ -331,8 +332,46 @@ def poisson_sf(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
     return np.where(k > mu, np.minimum(tail, 1.0), 1.0)
 
 
+def binom_sf(k: np.ndarray, n: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """P(X ≥ k) for X ~ Binomial(n, q), vectorised, summed exactly in log space."""
+    k = np.asarray(k, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    q = np.clip(np.asarray(q, dtype=np.float64), 1e-300, 1.0)
+    if k.size == 0:
+        return np.zeros(0)
+    out = np.where(k <= 0, 1.0, 0.0)
+    live = (k > 0) & (k <= n) & (q < 1.0)
+    out = np.where((k > 0) & (k <= n) & (q >= 1.0), 1.0, out)
+    if not live.any():
+        return out
+    kk, nn, qq = k[live], n[live], q[live]
+    span = int((nn - kk).max()) + 1
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, int(nn.max()) + 1)))])
+    j = kk[:, None] + np.arange(span)[None, :]
+    valid = j <= nn[:, None]
+    jc = np.minimum(j, nn[:, None])
+    logp = (
+        logfact[nn][:, None]
+        - logfact[jc]
+        - logfact[nn[:, None] - jc]
+        + jc * np.log(qq)[:, None]
+        + (nn[:, None] - jc) * np.log1p(-qq)[:, None]
+    )
+    logp = np.where(valid, logp, -np.inf)
+    m = logp.max(axis=1, keepdims=True)
+    out[live] = np.minimum(np.exp(m[:, 0]) * np.exp(logp - m).sum(axis=1), 1.0)
+    return out
+
+
 def rule_surge(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """Per street × category: recent count vs the street's own time-of-day baseline."""
+    """Per street × category: recent count vs the street's own time-of-day baseline.
+
+    With d past days of history (H reports in the same windows), the test is the exact
+    conditional one for two Poisson rates: given k + H reports, each lies in the recent
+    window with probability 1 / (d + 1) when nothing changed, so p = P(Bin(k + H,
+    1/(d+1)) ≥ k). Unlike plugging H / d in as the truth, this accounts for the baseline's
+    own noise (a street with one day of history is not held to its one-day count). A new
+    street (no history yet) is compared with the prior ``surge_prior_expected``."""
     win = cfg.surge_window_min * MINUTE_MS
     recent = (
         inputs.reports.filter(pl.col("ts_ms") > now_ms - win, pl.col("ts_ms") <= now_ms)
@@ -343,12 +382,17 @@ def rule_surge(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding
     )
     if recent.is_empty():
         return []
-    days = float(inputs.baseline_days)
+    days = int(inputs.baseline_days)
     w = cfg.surge_prior_weight
     df = recent.join(inputs.baseline, on=["street_id", "category"], how="left").with_columns(
-        expected=(pl.col("total").fill_null(0) + cfg.surge_prior_expected * w) / (days + w)
+        total=pl.col("total").fill_null(0),
+        expected=(pl.col("total").fill_null(0) + cfg.surge_prior_expected * w) / (days + w),
     )
-    p = poisson_sf(df["n"].to_numpy(), df["expected"].to_numpy())
+    k = df["n"].to_numpy()
+    if days >= 1:
+        p = binom_sf(k, k + df["total"].to_numpy(), np.full(len(k), 1.0 / (days + 1)))
+    else:
+        p = poisson_sf(k, df["expected"].to_numpy())
     df = (
         df.with_columns(p=pl.Series(p, dtype=pl.Float64))
         .filter(pl.col("p") < cfg.surge_p)
@@ -588,11 +632,16 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
 
 
 def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
-    """≥ n reports of one category within ~r metres over d days.
+    """≥ n reports of one category within ~r metres over d days, more than chance.
 
     Points are snapped to an r-metre lattice in local projected metres; the lattice is also
     taken shifted by r/2 on both axes, so a cluster cut by one lattice's cell border is
     whole in the other. Clusters of a street × category make one finding.
+
+    Dense grids see several reports near each other by chance alone, so a cell counts only
+    when its count is unlikely given its grids' own reports of that category spread over
+    their area: p = P(Bin(N, r² / A) ≥ n) < ``recurrence_p`` (N reports of the category
+    in the cell's grids over the window, A their area; skipped without grid areas).
     """
     df = inputs.reports.filter(
         pl.col("ts_ms") > now_ms - cfg.recurrence_days * DAY_MS, pl.col("ts_ms") <= now_ms
@@ -613,7 +662,7 @@ def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
             )
         )
     cell = ["lattice", "cx", "cy", "category"]
-    points = pl.concat(parts).select(*cell, "incident_id", "street_id")
+    points = pl.concat(parts).select(*cell, "incident_id", "street_id", "grid_id")
     # Count first, gather ids and streets only for the few cells over the minimum.
     hot = points.group_by(cell).agg(n=pl.len()).filter(pl.col("n") >= cfg.recurrence_min_count)
     if hot.is_empty():
@@ -625,8 +674,12 @@ def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
             n=pl.col("n").first(),
             ids=pl.col("incident_id"),
             street_id=pl.col("street_id").mode().sort().first(),
+            grids=pl.col("grid_id").unique(),
         )
     )
+    cells = _more_than_chance(cells, df, inputs.areas.grids, cell, cfg)
+    if cells.is_empty():
+        return []
     out = (
         cells.sort("n", descending=True)
         .group_by("street_id", "category")
@@ -647,6 +700,32 @@ def rule_recurrence(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Fi
     return _findings(
         _summaries(out, ["category", "clusters", "max_n", "radius_m", "days"]), "recurrence"
     )
+
+
+def _more_than_chance(
+    cells: pl.DataFrame, reports: pl.DataFrame, grids: pl.DataFrame, cell: list[str], cfg: Any
+) -> pl.DataFrame:
+    """Keep the hot cells whose count is unlikely under a uniform spread over their grids."""
+    if "area_km2" not in grids.columns or cells.is_empty():
+        return cells
+    per_grid = reports.group_by("grid_id", "category").agg(total=pl.len())
+    area = grids.select("grid_id", "area_km2")
+    spread = (
+        cells.select(*cell, "grids")
+        .explode("grids")
+        .rename({"grids": "grid_id"})
+        .join(per_grid, on=["grid_id", "category"], how="left")
+        .join(area, on="grid_id", how="left")
+        .group_by(cell)
+        .agg(total=pl.col("total").fill_null(0).sum(), area_m2=pl.col("area_km2").sum() * 1e6)
+    )
+    df = cells.join(spread, on=cell, how="left")
+    q = (cfg.recurrence_radius_m**2 / df["area_m2"].fill_null(0.0).clip(lower_bound=1.0)).clip(
+        upper_bound=1.0
+    )
+    n = df["n"].to_numpy()
+    p = binom_sf(n, np.maximum(df["total"].fill_null(0).to_numpy(), n), q.to_numpy())
+    return df.filter(pl.Series(p < cfg.recurrence_p))
 
 
 RULES: dict[str, Rule] = {

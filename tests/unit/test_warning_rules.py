@@ -150,11 +150,21 @@ def _cams(k: int, label: str = "crowd_gathering", ago: int = 5, usual: int = 0) 
     )
 
 
-def _recurrence(n: int, spread_deg: float) -> W.RuleInputs:
+def _recurrence(
+    n: int, spread_deg: float, grid_km2: float | None = None, elsewhere: int = 0
+) -> W.RuleInputs:
+    """n reports ~spread apart, plus ``elsewhere`` more of the category across the grid."""
     rows = [
         (f"i{i}", 24 * 60, "sanitation", "g1", "s1", 118.8 + i * spread_deg, 32.0) for i in range(n)
     ]
-    return inputs(reports=reports(rows))
+    rows += [
+        (f"j{i}", 60, "sanitation", "g1", "s1", 118.9 + i * 0.01, 32.1) for i in range(elsewhere)
+    ]
+    data = inputs(reports=reports(rows))
+    if grid_km2 is None:
+        return data
+    grids = AREAS.grids.with_columns(area_km2=pl.lit(grid_km2))
+    return dataclasses.replace(data, areas=W.Areas(grids, AREAS.parent))
 
 
 CASES = [
@@ -199,6 +209,10 @@ CASES = [
     ("recurrence", _recurrence(4, 0.0002), 0, {"recurrence:s1:sanitation": "yellow"}),  # ~19 m
     ("recurrence", _recurrence(4, 0.01), 0, {}),  # ~940 m apart
     ("recurrence", _recurrence(3, 0.0001), 0, {}),
+    # against its grid's own density: 4 of 4 reports of a 1 km² grid in one spot is no chance
+    ("recurrence", _recurrence(4, 0.0002, 1.0), 0, {"recurrence:s1:sanitation": "yellow"}),
+    # … but in a tiny grid (0.02 km²) with 40 such reports, 4 near each other is ordinary
+    ("recurrence", _recurrence(4, 0.0002, 0.02, elsewhere=36), 0, {}),
 ]
 
 
@@ -386,3 +400,24 @@ def test_patrol_gap_counts_grids_of_workers_on_duty_today() -> None:
     (f,) = W.rule_patrol_gap(inputs(workers=workers), CFG, NOW)
     assert f.level == "blue" and f.evidence == ("g1",)
     assert f.summary["n_gap"] == 1 and f.summary["n_online"] == 1
+
+
+def test_binomial_tail_matches_the_sum_of_terms() -> None:
+    import math
+
+    import numpy as np
+
+    cases = [(0, 5, 0.3), (1, 5, 0.3), (4, 10, 0.5), (10, 10, 0.5), (11, 10, 0.5), (7, 40, 0.02)]
+    cases += [(3, 3, 1.0), (30, 32, 0.5), (200, 290, 1 / 29)]
+    k, n, q = (np.array(c) for c in zip(*cases, strict=True))
+    got = W.binom_sf(k, n, q)
+    for (kk, nn, qq), g in zip(cases, got, strict=True):
+        want = sum(math.comb(nn, j) * qq**j * (1 - qq) ** (nn - j) for j in range(kk, nn + 1))
+        assert g == pytest.approx(min(want, 1.0), rel=1e-9, abs=1e-300), (kk, nn, qq)
+
+
+def test_surge_holds_a_short_history_to_its_own_noise() -> None:
+    """One day of history with 10 in the window: 18 now is busy, not a surge (the old
+    plug-in estimate, pulled down by the prior, called it one)."""
+    assert W.rule_surge(_surge(18, total=10, days=1), CFG, NOW) == []
+    assert W.rule_surge(_surge(40, total=10, days=1), CFG, NOW) != []
