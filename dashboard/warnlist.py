@@ -16,7 +16,17 @@ from pipelines.warnings import ACTIONS, RANK
 
 LEVEL_COLORS = {"blue": "#2f80ed", "yellow": "#f2c94c", "orange": "#f2994a", "red": "#eb5757"}
 ALARM_LEVELS = ("orange", "red")  # a new one in scope raises the visible/audible cue
-RULES = ("threshold", "surge", "sla", "patrol_gap", "video_cluster", "recurrence", "fusion")
+RULES = (
+    "threshold",
+    "surge",
+    "sla",
+    "patrol_gap",
+    "video_cluster",
+    "recurrence",
+    "left_grid",
+    "idle",
+    "fusion",
+)
 STATUSES = ("new", "acknowledged", "dispatched")
 
 

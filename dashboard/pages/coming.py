@@ -1,4 +1,4 @@
-"""Pages of later issues: grid work, assessment (shown as "coming")."""
+"""Pages of later issues: assessment (shown as "coming")."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ from dash import html
 from dashboard import live as L
 from dashboard.i18n import t
 
-dash.register_page(
-    __name__,
-    path="/work",
-    path_template="/work/<area_id>",
-    name="work",
-    layout=lambda area_id=None, **_: coming("nav.work"),
-)
 dash.register_page(
     "assessment", path="/assessment", name="assessment", layout=lambda **_: coming("nav.assessment")
 )
