@@ -41,7 +41,9 @@ def test_distance_sums_consecutive_segments_in_time_order() -> None:
 
 def test_gaps_and_gps_jumps_are_not_walked() -> None:
     # 100 m in 1 min, then a 20-minute gap (not walked), then a 5 km jump in 1 min (GPS)
-    track = pts([("a", 0, 0, "g1"), ("a", 1, 100, "g1"), ("a", 21, 400, "g1"), ("a", 22, 5400, "g1")])
+    track = pts(
+        [("a", 0, 0, "g1"), ("a", 1, 100, "g1"), ("a", 21, 400, "g1"), ("a", 22, 5400, "g1")]
+    )
     s = work.track_stats(track, OWN).row(0, named=True)
     assert s["distance_m"] == pytest.approx(100, abs=0.01)
 
