@@ -246,8 +246,6 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "work.logs.none": ("今日暂无工作纪实", "No work logged today"),
     "work.logs.anon": ("网格员", "A worker"),
-    "work.step.reported": ("上报", "reported"),
-    "work.step.other": ("处置", "handled"),
     "type.full_time": ("专职网格员", "Full-time"),
     "type.part_time": ("兼职网格员", "Part-time"),
     "type.political_legal": ("政法网格员", "Political-legal"),

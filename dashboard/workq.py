@@ -39,9 +39,12 @@ def day_start_ms(now_ms: int, tz: str) -> int:
 
 
 def cluster_level(level: str, people: bool) -> str | None:
-    """What the map groups positions by: streets at city/district level, grids at street
-    level for counts-only roles, nothing (individual markers) otherwise."""
-    if level in ("city", "district"):
+    """What the map groups positions by: districts at city level, streets at district
+    level, grids at street level for counts-only roles, nothing (individual markers) for
+    roles that see people at street and grid level."""
+    if level == "city":
+        return "district_id"
+    if level == "district":
         return "street_id"
     if not people:
         return "grid_id"
@@ -187,7 +190,7 @@ def work_logs(
             _in_area(ev, level, area_id),
             or_(
                 and_(ev.c.step == "reported", ev.c.source == "worker"),
-                ev.c.handler_id.is_not(None),
+                and_(ev.c.step != "reported", ev.c.handler_id.is_not(None)),
             ),
         )
         .order_by(ev.c.ts_ms.desc())

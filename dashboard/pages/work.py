@@ -63,18 +63,23 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
         s.tile_crs == "gcj02",
     )
     gcj = {"coordsToLatLng": {"variable": "wangge.map.gcj02"}} if s.tile_crs == "gcj02" else {}
-    the_map.children = [
-        *the_map.children,
+    # Own panes above the area polygons (which load later and would cover the markers).
+    top: list[Any] = [
         dl.GeoJSON(
             id=ids.WK_MARKERS,
             data={"type": "FeatureCollection", "features": []},
             pointToLayer={"variable": "wangge.work.point"},
             onEachFeature={"variable": "wangge.work.tip"},
             **gcj,
-        ),
+        )
+    ]
+    the_map.children = [
+        *the_map.children,
+        dl.Pane(top, name="wk-markers", style={"zIndex": 450}),
     ]
     if people:
-        the_map.children = [*the_map.children, *_replay_layers()]
+        replay = dl.Pane(_replay_layers(), name="wk-replay", style={"zIndex": 460})
+        the_map.children = [*the_map.children, replay]
     toolbar = html.Div(
         [
             html.Div(breadcrumbs(view, lang, base="/work/"), className="pan-crumbs"),
@@ -216,6 +221,7 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
                     value=0,
                     marks=None,
                     updatemode="drag",
+                    allow_direct_input=False,
                 ),
                 className="wk-slider",
             ),
@@ -544,7 +550,7 @@ def log_list(
         person = (
             who.get(wid or "", t("work.logs.anon", lang)) if people else t("work.logs.anon", lang)
         )
-        verb = t("work.step.reported" if reported else "work.step.other", lang)
+        verb = t(f"step.{r['step']}", lang)
         cat = t(f"cat.{r['category']}", lang)
         out.append(
             html.Div(
@@ -629,8 +635,9 @@ def load_track(worker_id: str | None, hours: Any, lang: str) -> tuple[Any, ...]:
         dl.CircleMarker(
             center=r["ll"],
             radius=6,
-            color="#eb5757",
-            fillColor="#eb5757",
+            color="#ffffff",
+            weight=1,
+            fillColor="#f2994a",
             fillOpacity=0.9,
             children=dl.Tooltip(
                 f"{WQ.local_time(r['t'], b.settings.live.timezone)} {t('cat.' + r['cat'], lang)}"

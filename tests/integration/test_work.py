@@ -61,7 +61,7 @@ def test_city_leader_sees_counts_and_clusters_never_people(app: Dash) -> None:
     names = set(b.roster()["name"].to_list())
     with signed_in(app, role="city_leader", scope=b.city.city_id):
         out = refresh(0, b.city.city_id, None, "zh-CN")
-        hide, _legend, kpis, markers, gaps, children, logs, stale, last = out
+        hide, _legend, kpis, markers, _gaps, children, _logs, stale, last = out
         assert len(hide["values"]) == 11 and stale == "" and last
         assert len(kpis) == 6 and len(children.children[1].children) == 11  # one row per district
         kinds = {f["properties"]["k"] for f in markers["features"]}
