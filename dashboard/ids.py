@@ -92,6 +92,7 @@ WK_ACTIVITY = "work-activity"
 WK_LOGS = "work-logs"
 WK_STALE = "work-stale"
 WK_LAST = "work-last"
+WK_SENT = "work-sent"  # digests of the parts this viewer already has
 TR_WORKER = "wtrk-worker"
 TR_GRID = "wtrk-grid"
 TR_WINDOW = "wtrk-window"

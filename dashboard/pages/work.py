@@ -7,10 +7,12 @@ Privacy: names, positions of individuals and tracks only for ``auth.INDIVIDUALS`
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import dash
 import dash_leaflet as dl
+import orjson
 import polars as pl
 from dash import ClientsideFunction, Input, Output, State, clientside_callback, dcc, html, no_update
 
@@ -127,6 +129,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
         [
             dcc.Store(id=ids.WK_AREA, data=view.area_id),
             dcc.Store(id=ids.WK_LAST, data=None),
+            dcc.Store(id=ids.WK_SENT, data=None),
             dcc.Interval(id=ids.WK_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
             toolbar,
             html.Div(
@@ -265,32 +268,51 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
     Output(ids.WK_LOGS, "children"),
     Output(ids.WK_STALE, "children"),
     Output(ids.WK_LAST, "data"),
+    Output(ids.WK_SENT, "data"),
     Input(ids.WK_TICK, "n_intervals"),
     State(ids.WK_AREA, "data"),
     State(ids.WK_LAST, "data"),
+    State(ids.WK_SENT, "data"),
     State(ids.LANG, "data"),
 )
-def refresh(_n: int, area_id: str, last_ok: int | None, lang: str) -> tuple[Any, ...]:
-    """Thin: this tick's shared panel for the area, shaped for the viewer's role."""
+def refresh(_n: int, area_id: str, last_ok: int | None, sent: Any, lang: str) -> tuple[Any, ...]:
+    """Thin: this tick's shared panel for the area, shaped for the viewer's role; parts
+    the viewer already has (same digest) are not sent again."""
     b = current()
     if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
-        return (no_update,) * 2 + ([_denied(lang)],) + (no_update,) * 6
+        return (no_update,) * 2 + ([_denied(lang)],) + (no_update,) * 7
     people = auth.sees_people()
     key = f"work:{area_id}:{int(people)}:{lang}"
     b.keep_warm(key, lambda: cached_outputs(b, area_id, people, lang, None))
-    return cached_outputs(b, area_id, people, lang, last_ok)
+    out, digests = cached_outputs(b, area_id, people, lang, last_ok)
+    return (*only_changed(out, digests, sent), digests or no_update)
+
+
+PARTS = ("hideout", "legend", "kpis", "markers", "gaps", "bottom", "logs")
+
+
+def only_changed(out: tuple[Any, ...], digests: dict[str, str], sent: Any) -> tuple[Any, ...]:
+    """``no_update`` for every part whose digest equals the one the viewer already has."""
+    had = sent if isinstance(sent, dict) else {}
+    parts = list(out)
+    for i, name in enumerate(PARTS):
+        if digests.get(name) is not None and had.get(name) == digests[name]:
+            parts[i] = no_update
+    return tuple(parts)
 
 
 def cached_outputs(
     b: Backend, area_id: str, people: bool, lang: str, last_ok: int | None
-) -> tuple[Any, ...]:
+) -> tuple[tuple[Any, ...], dict[str, str]]:
     key = f"work:{area_id}:{int(people)}:{lang}"
     try:
-        out: tuple[Any, ...] = b.per_tick(key, lambda: outputs(b, area_id, people, lang))
+        got: tuple[tuple[Any, ...], dict[str, str]] = b.per_tick(
+            key, lambda: outputs(b, area_id, people, lang)
+        )
     except L.BACKEND_ERRORS:
         stale = L.stale_mark(last_ok, b.settings.live.timezone, lang)
-        return (*(no_update,) * 7, stale, no_update)
-    return out
+        return (*(no_update,) * 7, stale, no_update), {}
+    return got
 
 
 def panel(b: Backend, area_id: str, people: bool) -> dict[str, Any]:
@@ -340,16 +362,33 @@ def activity_rows(b: Backend, area_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def outputs(b: Backend, area_id: str, people: bool, lang: str) -> tuple[Any, ...]:
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
+
+
+def outputs(
+    b: Backend, area_id: str, people: bool, lang: str
+) -> tuple[tuple[Any, ...], dict[str, str]]:
     snap = panel(b, area_id, people)
     level = b.city.level_of(area_id) or "city"
     hide = hideout("coverage", snap["values"])
     tz = b.settings.live.timezone
     names = _names(b)
     if people and level in ("street", "grid"):
-        bottom = activity_table(activity_rows(b, area_id), names, lang, tz)
+        rows = activity_rows(b, area_id)
+        bottom = activity_table(rows, names, lang, tz)
     else:
+        rows = snap["children"]
         bottom = children_table(snap["children"], names, lang, level)
+    digests = {
+        "hideout": _digest(hide),
+        "legend": _digest(hide),
+        "kpis": _digest(snap["kpi"]),
+        "markers": _digest(snap["markers"]),
+        "gaps": _digest([snap["gaps"], snap["kpi"]["unpatrolled"]]),
+        "bottom": _digest(rows),
+        "logs": _digest(snap["logs"]),
+    }
     return (
         hide,
         legend(hide, lang, people, level),
@@ -360,7 +399,7 @@ def outputs(b: Backend, area_id: str, people: bool, lang: str) -> tuple[Any, ...
         log_list(snap["logs"], names, lang, tz, people, b),
         "",
         snap["now_ms"],
-    )
+    ), digests
 
 
 def _names(b: Backend) -> dict[str, str]:

@@ -7,12 +7,14 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
 import redis
-from dash import Dash
+from dash import Dash, no_update
 from sqlalchemy import Engine, select
 
 from dashboard.app import create_app, page_module
@@ -22,7 +24,7 @@ from pipelines.cli import main
 from pipelines.geo import City, demo_city
 from pipelines.runner import ClockJob, live_state
 from pipelines.settings import Settings
-from tests.conftest import sign_in_client, signed_in
+from tests.conftest import open_engine, settings_for, sign_in_client, signed_in
 from tests.integration.test_dashboard import fill
 
 pytestmark = pytest.mark.integration
@@ -34,10 +36,28 @@ def city() -> City:
     return demo_city(2026, n_grids=300)
 
 
+@pytest.fixture(scope="module")
+def shared(
+    redis_url: str, module_prefix: str, module_db: Any, city: City, tmp_path_factory: Any
+) -> Iterator[tuple[Dash, Engine]]:
+    """One simulated half hour for the module's read-only tests (its own prefix and db)."""
+    settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("w"))
+    r = redis.Redis.from_url(redis_url)
+    eng = open_engine(module_db)
+    fill(settings, city, r, eng, minutes=30)
+    yield create_app(settings, city=city, r=r), eng
+    eng.dispose()
+    r.close()
+
+
 @pytest.fixture
-def app(live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis) -> Dash:
-    fill(live_settings, city, rclient, engine, minutes=30)
-    return create_app(live_settings, city=city, r=rclient)
+def app(shared: tuple[Dash, Engine]) -> Dash:
+    return shared[0]
+
+
+@pytest.fixture
+def app_engine(shared: tuple[Dash, Engine]) -> Engine:
+    return shared[1]
 
 
 def backend(app: Dash) -> Backend:
@@ -60,28 +80,31 @@ def test_city_leader_sees_counts_and_clusters_never_people(app: Dash) -> None:
     b = backend(app)
     names = set(b.roster()["name"].to_list())
     with signed_in(app, role="city_leader", scope=b.city.city_id):
-        out = refresh(0, b.city.city_id, None, "zh-CN")
-        hide, _legend, kpis, markers, _gaps, children, _logs, stale, last = out
+        out = refresh(0, b.city.city_id, None, None, "zh-CN")
+        hide, _legend, kpis, markers, _gaps, children, _logs, stale, last, sent = out
         assert len(hide["values"]) == 11 and stale == "" and last
         assert len(kpis) == 6 and len(children.children[1].children) == 11  # one row per district
         kinds = {f["properties"]["k"] for f in markers["features"]}
         assert kinds == {"c"}  # clusters only
         n_markers = sum(f["properties"]["on"] + f["properties"]["off"] for f in markers["features"])
         assert n_markers == len(b.live.positions())
+        again = refresh(1, b.city.city_id, last, sent, "zh-CN")  # the viewer has it all
+        assert all(x is no_update for x in again[:7]) and again[8] == last
         street = b.city.ids("street")[0]
-        st = refresh(0, street, None, "zh-CN")
+        st = refresh(0, street, None, None, "zh-CN")
         assert {f["properties"]["k"] for f in st[3]["features"]} <= {"c"}
     text = json.dumps([str(x) for x in (*out, *st)], ensure_ascii=False)
     assert not any(n in text for n in names if len(n) >= 2)
     assert not PHONE.search(text) and "****" not in text  # not even masked numbers
 
 
-def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, engine: Engine) -> None:
+def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, app_engine: Engine) -> None:
+    engine = app_engine
     mod = page_module("work")
     b = backend(app)
     wid, street, district = busy_worker(b)
     with signed_in(app, role="district_commander", scope=district, username="cmd"):
-        out = mod.refresh(0, street, None, "zh-CN")
+        out = mod.refresh(0, street, None, None, "zh-CN")
         markers, table = out[3], out[5]
         workers = [f for f in markers["features"] if f["properties"]["k"] == "w"]
         assert workers and all(f["properties"]["n"] for f in workers)
@@ -107,11 +130,13 @@ def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, engine: 
     assert "track_view" in views["action"].to_list()
 
 
-def test_refresh_is_computed_once_per_tick_for_all_viewers(app: Dash) -> None:
+def test_refresh_is_computed_once_per_tick_for_all_viewers(
+    app: Dash, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mod = page_module("work")
     b = backend(app)
-    frozen = time.time()
-    b.clock = lambda: frozen
+    frozen = time.time() + 3600  # a tick no earlier test has computed
+    monkeypatch.setattr(b, "clock", lambda: frozen)
     with signed_in(app, role="city_leader", scope=b.city.city_id):
         before = b.cache.computed
         for _ in range(20):
@@ -119,7 +144,8 @@ def test_refresh_is_computed_once_per_tick_for_all_viewers(app: Dash) -> None:
         assert b.cache.computed - before == 1
 
 
-def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, engine: Engine) -> None:
+def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: Engine) -> None:
+    engine = app_engine
     b = backend(app)
     wid, _street, district = busy_worker(b)
     now = int(time.time() * 1000)
@@ -175,14 +201,16 @@ def test_track_purge_in_the_clock_job(
 
 
 def test_workers_import_cli_all_or_nothing(
-    live_settings: Settings, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    live_settings: Settings,
+    engine: Engine,
+    city: City,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = live_settings
     monkeypatch.setattr("pipelines.cli.load_settings", lambda _path=None: settings)
-    monkeypatch.setattr(
-        "pipelines.cli.load_city", lambda _s: demo_city(settings.geo.seed, n_grids=300)
-    )
-    grid = demo_city(settings.geo.seed, n_grids=300).grids["grid_id"][0]
+    monkeypatch.setattr("pipelines.cli.load_city", lambda _s: city)
+    grid = city.grids["grid_id"][0]
     bad = tmp_path / "bad.csv"
     bad.write_text(
         f"worker_id,name,type,grid_id,phone\nW1,张三,专职,{grid},13812345678\nW2,李四,boss,{grid},\n",
