@@ -23,9 +23,20 @@ window.wangge.work = {
       radius: p.r || 5, color: "#0b1a2b", fillColor: p.c || "#41c7ff", fillOpacity: 0.95, weight: 1
     });
   },
+  report: function (feature, latlng) {
+    return L.circleMarker(latlng, {
+      radius: 6, color: "#ffffff", weight: 1, fillColor: "#f2994a", fillOpacity: 0.95
+    });
+  },
+  /* [lat, lon] as sent → the map's coordinates (GCJ-02 for Chinese tiles; display only) */
+  shown: function (ll, gcj) {
+    if (!gcj || !window.wangge.map || !window.wangge.map.gcj02) { return ll; }
+    var p = window.wangge.map.gcj02([ll[1], ll[0]]);
+    return [p.lat, p.lng];
+  },
   tip: function (feature, layer) {
     var p = feature.properties || {};
-    if (p.k === "w" && p.n) {
+    if ((p.k === "w" || p.k === "r") && p.n) {
       var label = document.createElement("span");
       label.textContent = String(p.n);  /* names are text, never HTML */
       layer.bindTooltip(label, {className: "wg-tip"});
@@ -44,9 +55,14 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       return [nowDisabled, nowDisabled ? playLabel : pauseLabel];
     },
     advance: function (n, value, max, speed) {
+      if ((value || 0) >= max) { return window.dash_clientside.no_update; }
       var step = (speed || 1) * 60 * 0.25;  /* track minutes per real second, 4 ticks/s */
       var next = (value || 0) + step;
       return next >= max ? max : next;
+    },
+    path: function (data) {
+      if (!data || !data.ll) { return []; }
+      return data.ll.map(function (ll) { return window.wangge.work.shown(ll, data.gcj); });
     },
     place: function (value, data) {
       if (!data || !data.t || !data.t.length) { return [[0, 0], 0, "—"]; }
@@ -62,7 +78,7 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       }
       var when = new Date(Math.min(target, t[t.length - 1]));
       var text = when.toLocaleTimeString("zh-CN", {timeZone: data.tz || "Asia/Shanghai", hour12: false});
-      return [pos, 8, text];
+      return [window.wangge.work.shown(pos, data.gcj), 8, text];
     }
   }
 });

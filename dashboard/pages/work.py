@@ -80,7 +80,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
         dl.Pane(top, name="wk-markers", style={"zIndex": 450}),
     ]
     if people:
-        replay = dl.Pane(_replay_layers(), name="wk-replay", style={"zIndex": 460})
+        replay = dl.Pane(_replay_layers(gcj), name="wk-replay", style={"zIndex": 460})
         the_map.children = [*the_map.children, replay]
     toolbar = html.Div(
         [
@@ -154,10 +154,16 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
     )
 
 
-def _replay_layers() -> list[Any]:
+def _replay_layers(gcj: dict[str, Any]) -> list[Any]:
     return [
         dl.Polyline(id=ids.TR_PATH, positions=[], color="#41c7ff", weight=3, opacity=0.85),
-        dl.LayerGroup(id=ids.TR_REPORTS, children=[]),
+        dl.GeoJSON(
+            id=ids.TR_REPORTS,
+            data={"type": "FeatureCollection", "features": []},
+            pointToLayer={"variable": "wangge.work.report"},
+            onEachFeature={"variable": "wangge.work.tip"},
+            **gcj,
+        ),
         dl.CircleMarker(
             id=ids.TR_DOT,
             center=[0, 0],
@@ -637,8 +643,7 @@ def filter_workers(grid_id: str | None, area_id: str) -> Any:
 
 @dash.callback(
     Output(ids.TR_DATA, "data"),
-    Output(ids.TR_PATH, "positions"),
-    Output(ids.TR_REPORTS, "children"),
+    Output(ids.TR_REPORTS, "data"),
     Output(ids.TR_SLIDER, "max"),
     Output(ids.TR_SLIDER, "value"),
     Output(ids.TR_SUMMARY, "children"),
@@ -653,7 +658,8 @@ def load_track(worker_id: str | None, hours: Any, lang: str) -> tuple[Any, ...]:
     """The chosen worker's track for the window; the worker's grid must be in scope."""
     b = current()
     hidden = {"display": "none"}
-    empty: tuple[Any, ...] = (None, [], [], 1, 0, t("work.replay.hint", lang), "", hidden)
+    none = {"type": "FeatureCollection", "features": []}
+    empty: tuple[Any, ...] = (None, none, 1, 0, t("work.replay.hint", lang), "", hidden)
     grid = WQ.worker_grid(b.roster(), worker_id)
     if grid is None or not auth.sees_people() or not auth.allowed(b.city, grid):
         return empty
@@ -662,31 +668,31 @@ def load_track(worker_id: str | None, hours: Any, lang: str) -> tuple[Any, ...]:
     pts, reps = WQ.track(b.engine, str(worker_id), now - h * 3_600_000, now)
     _audit_view(b, str(worker_id), h)
     if pts.is_empty():
-        return (None, [], [], 1, 0, t("work.replay.empty", lang), "", hidden)
-    data = {**work.replay_payload(pts, reps), "tz": b.settings.live.timezone}
+        return (None, none, 1, 0, t("work.replay.empty", lang), "", hidden)
+    gcj = b.settings.dashboard.tile_crs == "gcj02"
+    data = {**work.replay_payload(pts, reps), "tz": b.settings.live.timezone, "gcj": gcj}
     stats = work.track_stats(
         pts.with_columns(worker_id=pl.lit(str(worker_id))),
         b.roster().select("worker_id", "grid_id"),
     )
     km = float(stats["distance_m"][0]) / 1000 if stats.height else 0.0
     span_s = max(1, (data["t"][-1] - data["t"][0]) // 1000)
+    tz = b.settings.live.timezone
     markers = [
-        dl.CircleMarker(
-            center=r["ll"],
-            radius=6,
-            color="#ffffff",
-            weight=1,
-            fillColor="#f2994a",
-            fillOpacity=0.9,
-            children=dl.Tooltip(
-                f"{WQ.local_time(r['t'], b.settings.live.timezone)} {t('cat.' + r['cat'], lang)}"
-            ),
-        )
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [r["ll"][1], r["ll"][0]]},
+            "properties": {
+                "k": "r",
+                "n": f"{WQ.local_time(r['t'], tz)} {t('cat.' + r['cat'], lang)}",
+            },
+        }
         for r in data["reports"]
     ]
     summary = t("work.replay.summary", lang, n=len(data["t"]), km=f"{km:.2f}", r=len(markers))
     href = f"/export/track/{worker_id}.csv?hours={h}"
-    return (data, data["ll"], markers, span_s, 0, summary, href, {})
+    reports = {"type": "FeatureCollection", "features": markers}
+    return (data, reports, span_s, 0, summary, href, {})
 
 
 def _audit_view(b: Backend, worker_id: str, hours: int) -> None:
@@ -716,6 +722,11 @@ clientside_callback(
     State(ids.TR_SLIDER, "max"),
     State(ids.TR_SPEED, "value"),
     prevent_initial_call=True,
+)
+clientside_callback(
+    ClientsideFunction(namespace="wangge_work", function_name="path"),
+    Output(ids.TR_PATH, "positions"),
+    Input(ids.TR_DATA, "data"),
 )
 clientside_callback(
     ClientsideFunction(namespace="wangge_work", function_name="place"),

@@ -112,8 +112,9 @@ def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, app_engi
         name = b.roster().filter(pl.col("worker_id") == wid)["name"][0]
         assert name in text and "km" in text and "****" in text and not PHONE.search(text)
         # replay: the worker's track, reports on the way, an export link
-        data, path, _reports, span, value, summary, href, style = mod.load_track(wid, 2, "zh-CN")
-        assert data and len(data["t"]) == len(path) >= 10 and span > 0 and value == 0
+        data, reports, span, value, summary, href, style = mod.load_track(wid, 2, "zh-CN")
+        assert data and len(data["t"]) == len(data["ll"]) >= 10 and span > 0 and value == 0
+        assert len(reports["features"]) == len(data["reports"])
         assert data["t"] == sorted(data["t"]) and "公里" in summary
         assert href == f"/export/track/{wid}.csv?hours=2" and style == {}
         # a worker of another district: nothing
