@@ -339,7 +339,7 @@ def test_work_refresh_city_level(work_env: WorkEnv, city: City) -> None:
     step = env.backend.refresh_s / 10
     leader = _client(app, "bench", "city_leader", city.city_id)
     noop = _timed(
-        env, leader, lambda i: callback_body(app, "bench-noop.children", [i], []), N_CALLS, step
+        env, leader, lambda i, _s: callback_body(app, "bench-noop.children", [i], []), N_CALLS, step
     )
     base = noop["warm"] + noop["cold"]
     base_p95 = pct(base, 95)
