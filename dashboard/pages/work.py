@@ -610,6 +610,19 @@ def log_list(
     return out
 
 
+@dash.callback(
+    Output(ids.URL, "pathname", allow_duplicate=True),
+    Input(ids.WK_GEO, "clickData"),
+    State(ids.WK_AREA, "data"),
+    prevent_initial_call=True,
+)
+def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
+    """A click on a child area opens its grid work (when in scope)."""
+    city = current().city
+    target = L.drill_target(city, area_id, click)
+    return f"/work/{target}" if target and auth.allowed(city, target) else no_update
+
+
 # ------------------------------------------------------------------ track replay
 
 

@@ -173,7 +173,7 @@ def _value_for(prop: dict[str, Any], area: Any) -> Any:
         return 24
     if cid == "wall-tour":
         return [area] if isinstance(area, str) else area
-    if cid == "pan-geo" and p == "clickData":
+    if cid in ("pan-geo", "work-geo") and p == "clickData":
         return {"properties": {"id": area}}
     if p == "n_intervals":
         return 3

@@ -90,6 +90,10 @@ def test_city_leader_sees_counts_and_clusters_never_people(app: Dash) -> None:
         assert n_markers == len(b.live.positions())
         again = refresh(1, b.city.city_id, last, sent, "zh-CN")  # the viewer has it all
         assert all(x is no_update for x in again[:7]) and again[8] == last
+        district = b.city.children(b.city.city_id)[0]
+        drill = page_module("work").drill_down
+        assert drill({"properties": {"id": district}}, b.city.city_id) == f"/work/{district}"
+        assert drill({"properties": {"id": "x"}}, b.city.city_id) is no_update
         street = b.city.ids("street")[0]
         st = refresh(0, street, None, None, "zh-CN")
         assert {f["properties"]["k"] for f in st[3]["features"]} <= {"c"}
