@@ -127,6 +127,8 @@ def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, app_engi
         assert mod.load_track("nope", 2, "zh-CN")[0] is None
         # filter by grid: the grid's own workers are offered
         grid = b.roster().filter(pl.col("worker_id") == wid)["grid_id"][0]
+        at_grid = mod.refresh(0, grid, None, None, "zh-CN")  # the grid level itself
+        assert len(at_grid[0]["values"]) == 1 and name in str(at_grid[5])
         opts = mod.filter_workers(grid, district)
         assert wid in {o["value"] for o in opts}
     with signed_in(app, role="city_leader", scope=b.city.city_id):
