@@ -134,7 +134,7 @@ def test_leader_sees_clusters_and_counts_only(
     wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".wk-cluster") or None)
     time.sleep(1.0)
     shot(chrome, artifacts, "work-district-leader")
-    # English, one click on the map drills into a street
+    # the same page in English
     chrome.get(f"{server_url}/lang/en?next=/work/{district}")
     wait(chrome).until(
         lambda d: "Patrol coverage today" in d.find_element(By.TAG_NAME, "body").text
