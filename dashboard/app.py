@@ -22,7 +22,7 @@ from flask import Response, make_response, redirect, request
 from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import ids, login
+from dashboard import ids, login, work_export
 from dashboard.auth import Guard, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
@@ -206,6 +206,7 @@ def create_app(
     app.server.register_error_handler(redis.RedisError, _backend_down)
     login.install(app.server, guard)
     app.server.extensions["wangge.guard"] = guard
+    work_export.install(app.server, guard)  # grid work: audited, rate-limited track CSV
     app.layout = _shell(settings)
     return app
 

@@ -36,6 +36,9 @@ from pipelines.settings import Settings
 
 ALL = frozenset(accounts.ROLES)
 PEOPLE = ALL - {"wall"}
+# Roles that see individual grid workers (names, positions, tracks) in their scope; the
+# others see counts and coverage only (grid work, README "Privacy").
+INDIVIDUALS = frozenset({"district_commander", "street_operator"})
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "geo_area": Policy(),
     "geo_grids": Policy(roles=frozenset({"city_leader", "admin", "supervisor", "wall"})),
     "admin_audit": Policy(roles=frozenset({"admin"}), scoped=False),
+    "work_track_csv": Policy(roles=INDIVIDUALS),  # + the worker's grid must be in scope
 }
 
 # Dash callbacks, by the id prefix of their outputs → policy.
@@ -83,6 +87,8 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     # supervision and assessment: reading for people (rows clamped to the session's scope);
     # exports also check dashboard.assess.EXPORT_ROLES, the rate limit, and are audited
     "asm-": Policy(roles=PEOPLE),
+    "work-": Policy(roles=PEOPLE),  # grid work: names only for INDIVIDUALS (dashboard/workq.py)
+    "wtrk-": Policy(roles=INDIVIDUALS),  # track replay
 }
 
 
@@ -121,6 +127,12 @@ def allowed(city: City, area_id: str | None) -> bool:
     if p is None or not isinstance(area_id, str) or city.area(area_id) is None:
         return False
     return accounts.scope_allows(p.scope, area_id, city)
+
+
+def sees_people() -> bool:
+    """May the session's principal see individual workers (names, tracks)?"""
+    p = principal()
+    return p is not None and p.role in INDIVIDUALS
 
 
 def home_area(city: City) -> str:

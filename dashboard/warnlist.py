@@ -13,10 +13,12 @@ from typing import Any
 from pipelines import accounts
 from pipelines.geo import City
 from pipelines.warnings import ACTIONS, RANK
+from pipelines.warnings import POST as W_POST
+from pipelines.warnings import RULES as W_RULES
 
 LEVEL_COLORS = {"blue": "#2f80ed", "yellow": "#f2c94c", "orange": "#f2994a", "red": "#eb5757"}
 ALARM_LEVELS = ("orange", "red")  # a new one in scope raises the visible/audible cue
-RULES = ("threshold", "surge", "sla", "patrol_gap", "video_cluster", "recurrence", "fusion")
+RULES = (*W_RULES, *W_POST)  # every registered rule, then fusion
 STATUSES = ("new", "acknowledged", "dispatched")
 
 

@@ -218,7 +218,7 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
         ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
     sup = Supervisor(s, child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url))
     sup.start()
-    clock = ClockJob(s, city, live_state(rt.r, s), rt.r)
+    clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
     evaluator = WarningEngine(s, city, rt.r, rt.engine)
     owner = f"{socket.gethostname()}:{os.getpid()}"
@@ -577,6 +577,35 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """``workers import FILE``: validate every row (errors by line), then all or nothing."""
+    from pipelines import work
+
+    city = load_city(settings)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    rows, errors = work.parse_roster_csv(text, set(city.grids["grid_id"].to_list()))
+    if errors:
+        for e in errors[:200]:
+            print(f"{args.file}: {e}", file=sys.stderr)
+        more = " (first 200 shown)" if len(errors) > 200 else ""
+        print(f"{len(errors)} bad rows{more}; nothing imported", file=sys.stderr)
+        return 1
+    with sql_engine(settings) as engine:
+        n = work.import_roster(
+            engine,
+            rows,
+            replace=args.replace,
+            actor=f"cli:{getpass.getuser()}",
+            now_ms=int(time.time() * 1000),
+        )
+    print(f"imported {n} workers" + (" (roster replaced)" if args.replace else ""))
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -650,6 +679,11 @@ def parser() -> argparse.ArgumentParser:
     es.add_argument("--out", required=True, help="file to write")
     es.add_argument("--scope", help="area id whose rows to export (default: the whole city)")
     es.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
+    wk = sub.add_parser("workers", help="the worker roster: import a CSV")
+    wks = wk.add_subparsers(dest="workers_cmd", required=True)
+    wi = wks.add_parser("import", help="CSV: worker_id,name,type,grid_id[,phone]; all or nothing")
+    wi.add_argument("file")
+    wi.add_argument("--replace", action="store_true", help="the file is the whole roster")
     return p
 
 
@@ -664,6 +698,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "users": cmd_users,
     "audit": cmd_audit,
     "export": cmd_export,
+    "workers": cmd_workers,
 }
 
 

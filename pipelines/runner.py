@@ -368,9 +368,28 @@ class ClockJob:
     state: LiveState
     r: redis.Redis
     clock: Clock = time.time
+    engine: Engine | None = None  # given: the track-retention purge runs here too
+    purged_ms: int = 0
+
+    def purge(self, now_ms: int) -> dict[str, int]:
+        """Track points past ``privacy.track_retention_days``, every ``purge_every_minutes``."""
+        p = self.settings.privacy
+        if self.engine is None or now_ms - self.purged_ms < p.purge_every_minutes * 60_000:
+            return {}
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from pipelines.work import purge_tracks
+
+        self.purged_ms = now_ms
+        try:
+            return purge_tracks(self.engine, p.track_retention_days, now_ms)
+        except SQLAlchemyError as exc:  # retried at the next period; never stops the clock
+            log.warning("track purge: %s", str(exc).splitlines()[0])
+            return {}
 
     def tick(self) -> dict[str, Any]:
         now_ms = int(self.clock() * 1000)
+        self.purge(now_ms)
         overdue = self.state.sweep_overdue(now_ms)
         since = now_ms - self.settings.live.online_minutes * 60_000
         online_ids = self.state.workers_seen_since(since)

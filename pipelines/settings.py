@@ -178,6 +178,11 @@ class WarningSettings:
     hysteresis_s: int = 900  # clear after the condition has been absent this long
     escalate_after_s: int = 600  # unacknowledged: one level up the hierarchy per period
     dismiss_quiet_s: int = 3600  # after a dismissal, the same rule × area stays quiet this long
+    # grid work (pipelines/work.py): left_grid and idle
+    left_grid_minutes: int = 30  # online workers outside their own grid for this long
+    left_grid_min_workers: int = 1  # per street: at least this many such workers
+    idle_minutes: int = 60  # online workers who stayed within idle_radius_m this long
+    idle_radius_m: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,14 @@ class AuthSettings:
     oidc_issuer: str = ""
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """Personal information: worker tracks (pipelines/work.py)."""
+
+    track_retention_days: int = 180  # track points older than this are purged
+    purge_every_minutes: int = 60  # how often the clock job runs the purge
 
 
 @dataclass(frozen=True)
@@ -275,6 +288,7 @@ class Settings:
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
     run: RunSettings = field(default_factory=RunSettings)
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
 

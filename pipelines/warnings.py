@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 import polars as pl
 import redis
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines import audit, store
@@ -187,6 +187,24 @@ WORKERS_SCHEMA = {
 }
 BASELINE_SCHEMA = {"street_id": pl.String, "category": pl.String, "total": pl.Int64}
 VIDEO_BASELINE_SCHEMA = {"street_id": pl.String, "label": pl.String, "total": pl.Int64}
+# grid work: per worker over the last left_grid_minutes / idle_minutes of track points
+AWAY_SCHEMA = {
+    "worker_id": pl.String,
+    "n_points": pl.Int64,
+    "n_own": pl.Int64,  # points inside the worker's own grid
+    "first_ms": pl.Int64,
+    "last_ms": pl.Int64,
+}
+SPREAD_SCHEMA = {
+    "worker_id": pl.String,
+    "n_points": pl.Int64,
+    "first_ms": pl.Int64,
+    "last_ms": pl.Int64,
+    "lon_min": pl.Float64,
+    "lon_max": pl.Float64,
+    "lat_min": pl.Float64,
+    "lat_max": pl.Float64,
+}
 
 
 def empty(schema: Mapping[str, Any]) -> pl.DataFrame:
@@ -234,6 +252,8 @@ class RuleInputs:
     # video alerts per street × label over the trailing hours before the video window
     video_baseline: pl.DataFrame = field(default_factory=lambda: empty(VIDEO_BASELINE_SCHEMA))
     video_baseline_h: float = 0.0  # how many of those hours hold history at all
+    away: pl.DataFrame = field(default_factory=lambda: empty(AWAY_SCHEMA))  # left_grid
+    spread: pl.DataFrame = field(default_factory=lambda: empty(SPREAD_SCHEMA))  # idle
 
 
 @dataclass(frozen=True)
@@ -728,6 +748,72 @@ def _more_than_chance(
     return df.filter(pl.Series(p < cfg.recurrence_p))
 
 
+def _online_on_shift(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> pl.DataFrame:
+    """Rostered workers seen within ``online_minutes``, during working time only."""
+    h = local_hour(now_ms, cfg.timezone)
+    if not (cfg.work_start_h <= h < cfg.work_end_h) or inputs.workers.is_empty():
+        return empty(WORKERS_SCHEMA)
+    since = now_ms - cfg.online_minutes * MINUTE_MS
+    return inputs.workers.filter(pl.col("last_seen_ms").fill_null(0) >= since)
+
+
+def _per_street(
+    df: pl.DataFrame, rule: str, min_workers: int, cols: dict[str, Any]
+) -> list[Finding]:
+    """One finding per street of the flagged workers' own grids (evidence: worker ids)."""
+    out = (
+        df.sort("worker_id")
+        .group_by("street_id")
+        .agg(workers=pl.col("worker_id"), n_workers=pl.len())
+        .filter(pl.col("n_workers") >= min_workers)
+        .with_columns(
+            area_id=pl.col("street_id"),
+            key=pl.concat_str([pl.lit(f"{rule}:"), "street_id"]),
+            level=pl.when(pl.col("n_workers") >= 5)
+            .then(pl.lit("yellow"))
+            .otherwise(pl.lit("blue")),
+            evidence=pl.col("workers").list.head(MAX_EVIDENCE),
+            **{k: pl.lit(v) for k, v in cols.items()},
+        )
+        .sort("key")
+    )
+    return _findings(_summaries(out, ["n_workers", *cols]), rule)
+
+
+def rule_left_grid(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
+    """Online workers whose every track point of the last ``left_grid_minutes`` lies
+    outside their own grid (the track must span most of the window)."""
+    online = _online_on_shift(inputs, cfg, now_ms)
+    win = cfg.left_grid_minutes * MINUTE_MS
+    away = inputs.away.filter(
+        pl.col("n_points") >= 2,
+        pl.col("n_own") == 0,
+        pl.col("last_ms") - pl.col("first_ms") >= int(win * 0.75),
+        pl.col("first_ms") > now_ms - win - MINUTE_MS,
+    )
+    df = online.join(away, on="worker_id", how="semi")
+    return _per_street(
+        df, "left_grid", cfg.left_grid_min_workers, {"minutes": cfg.left_grid_minutes}
+    )
+
+
+def rule_idle(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
+    """Online workers whose track points of the last ``idle_minutes`` all fit in a box of
+    diagonal ``2 × idle_radius_m`` (the track must span most of the window)."""
+    online = _online_on_shift(inputs, cfg, now_ms)
+    win = cfg.idle_minutes * MINUTE_MS
+    mid_lat = ((pl.col("lat_min") + pl.col("lat_max")) / 2).radians()
+    dx = (pl.col("lon_max") - pl.col("lon_min")) * M_PER_DEG_LON_EQ * mid_lat.cos()
+    dy = (pl.col("lat_max") - pl.col("lat_min")) * M_PER_DEG_LAT
+    still = inputs.spread.filter(
+        pl.col("n_points") >= 3,
+        pl.col("last_ms") - pl.col("first_ms") >= int(win * 0.9),
+        (dx.pow(2) + dy.pow(2)).sqrt() <= 2 * cfg.idle_radius_m,
+    )
+    df = online.join(still, on="worker_id", how="semi")
+    return _per_street(df, "idle", 1, {"minutes": cfg.idle_minutes})
+
+
 RULES: dict[str, Rule] = {
     "threshold": rule_threshold,
     "surge": rule_surge,
@@ -735,6 +821,8 @@ RULES: dict[str, Rule] = {
     "patrol_gap": rule_patrol_gap,
     "video_cluster": rule_video_cluster,
     "recurrence": rule_recurrence,
+    "left_grid": rule_left_grid,
+    "idle": rule_idle,
 }
 
 
@@ -1310,6 +1398,7 @@ class WarningEngine:
     _visits: pl.DataFrame | None = field(default=None, init=False)
     _visits_hi: int = field(default=0, init=False)
     _visits_full: int = field(default=0, init=False)
+    _work: tuple[int, dict[str, pl.DataFrame]] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.cfg = RuleConfig.of(self.settings)
@@ -1367,6 +1456,7 @@ class WarningEngine:
             baseline_days=days,
             video_baseline=vbase,
             video_baseline_h=vhours,
+            **self.read_work(now_ms),
         )
 
     def _incremental(self, now_ms: int, hi: int, full_ms: int, cached: object) -> bool:
@@ -1410,6 +1500,49 @@ class WarningEngine:
         self._reports = pl.concat([kept, fresh]) if kept.height else fresh
         self._reports_hi = now_ms
         return self._reports
+
+    def read_work(self, now_ms: int) -> dict[str, pl.DataFrame]:
+        """Per-worker track aggregates for left_grid and idle (tracks are 1/min: cached
+        for the current minute)."""
+        minute = now_ms // MINUTE_MS
+        if self._work is not None and self._work[0] == minute:
+            return self._work[1]
+        tp, w = store.track_points, store.workers
+        since = now_ms - self.cfg.left_grid_minutes * MINUTE_MS
+        own = func.sum(case((tp.c.grid_id == w.c.grid_id, 1), else_=0))
+        away = _frame(
+            self.engine,
+            select(
+                tp.c.worker_id,
+                func.count().label("n_points"),
+                own.label("n_own"),
+                func.min(tp.c.ts_ms).label("first_ms"),
+                func.max(tp.c.ts_ms).label("last_ms"),
+            )
+            .join(w, w.c.worker_id == tp.c.worker_id)
+            .where(tp.c.ts_ms > since, tp.c.ts_ms <= now_ms)
+            .group_by(tp.c.worker_id),
+            AWAY_SCHEMA,
+        )
+        since = now_ms - self.cfg.idle_minutes * MINUTE_MS
+        spread = _frame(
+            self.engine,
+            select(
+                tp.c.worker_id,
+                func.count().label("n_points"),
+                func.min(tp.c.ts_ms).label("first_ms"),
+                func.max(tp.c.ts_ms).label("last_ms"),
+                func.min(tp.c.lon).label("lon_min"),
+                func.max(tp.c.lon).label("lon_max"),
+                func.min(tp.c.lat).label("lat_min"),
+                func.max(tp.c.lat).label("lat_max"),
+            )
+            .where(tp.c.ts_ms > since, tp.c.ts_ms <= now_ms)
+            .group_by(tp.c.worker_id),
+            SPREAD_SCHEMA,
+        )
+        self._work = (minute, {"away": away, "spread": spread})
+        return self._work[1]
 
     def read_baseline(self, now_ms: int) -> tuple[pl.DataFrame, int]:
         """Reports per street × category in the same time-of-day window on past days."""

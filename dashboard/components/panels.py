@@ -55,7 +55,7 @@ def breadcrumbs(
 def message_panel(
     title: str, body: str, link_text: str, panel_id: str, href: str = "/"
 ) -> html.Div:
-    """A friendly full-width message (not found, denied, coming): never a traceback."""
+    """A friendly full-width message (not found, denied): never a traceback."""
     return html.Div(
         [html.H2(title), html.P(body), dcc.Link(link_text, href=href)],
         className="wg-panel notfound",

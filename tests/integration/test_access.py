@@ -106,7 +106,35 @@ def app(
         "district_id": OTHER, "lon": 118.8, "lat": 32.0, "level": "grid", "entry_id": "0-0",
     }  # fmt: skip
     store.persist_report_events(engine, pl.DataFrame([event], infer_schema_length=None))
+    seed_canary_worker(engine, live, other_grid, now)
     return create_app(settings, city=city, r=rclient)
+
+
+CANARY_WORKER = "WCANARY7"
+
+
+def seed_canary_worker(engine: Engine, live: Any, grid: str, now: int) -> None:
+    """A worker of the other district: name, masked phone, live position, track, a report."""
+    from pipelines import store
+
+    with engine.begin() as conn:
+        store.insert_ignore(
+            conn,
+            store.workers,
+            [
+                {"worker_id": CANARY_WORKER, "name": f"{CANARY}名", "type": "full_time"}
+                | {"grid_id": grid, "phone_masked": "139****4321"}
+            ],
+        )
+        points = [
+            {"worker_id": CANARY_WORKER, "slot": i, "ts_ms": now - (30 - i) * 60_000}
+            | {"lon": 118.85 + i * 1e-4, "lat": 32.05, "grid_id": grid}
+            | {"accuracy": None, "speed": None, "battery": None}
+            for i in range(30)
+        ]
+        store.insert_ignore(conn, store.track_points, points)
+    live.r.hset(live.keys.live("pos"), CANARY_WORKER, f"118.853,32.05,{now},{grid},,,")
+    live.r.zadd(live.keys.live("seen"), {CANARY_WORKER: now})
 
 
 def client_as(app: Dash, username: str | None, role: str = "", scope: str = "") -> Any:
@@ -159,9 +187,17 @@ def _value_for(prop: dict[str, Any], area: Any) -> Any:
         return 1
     if cid in ("warn-note", "warn-assignee"):
         return f"{CANARY} note"
+    if cid == "work-area":
+        return area
+    if cid == "wtrk-worker":  # the other district's worker, whatever the area
+        return CANARY_WORKER
+    if cid == "wtrk-grid":
+        return area
+    if cid == "wtrk-window":
+        return 24
     if cid == "wall-tour":
         return [area] if isinstance(area, str) else area
-    if cid == "pan-geo" and p == "clickData":
+    if cid in ("pan-geo", "work-geo") and p == "clickData":
         return {"properties": {"id": area}}
     if p == "n_intervals":
         return 3
@@ -239,11 +275,19 @@ def test_replaying_every_callback_with_tampered_inputs_leaks_nothing(
         if username is None:
             assert resp.status_code == 401
     # routes that take an area, and the all-grids geometry
-    for path in (f"/geo/area/{OTHER}.json", "/geo/grids.json", f"/area/{OTHER}", "/admin/audit"):
+    for path in (
+        f"/geo/area/{OTHER}.json",
+        "/geo/grids.json",
+        f"/area/{OTHER}",
+        "/admin/audit",
+        f"/work/{OTHER}",
+        f"/export/track/{CANARY_WORKER}.csv",
+    ):
         resp = c.get(path, headers={"Accept": "application/json"})
         assert resp.status_code in (302, 401, 403, 404) or CANARY not in resp.get_data(as_text=True)
     if username:
         assert c.get(f"/geo/area/{OTHER}.json").status_code == 403
+        assert c.get(f"/export/track/{CANARY_WORKER}.csv").status_code == 403
         assert c.get(f"/geo/area/{scope}.json").status_code == 200 or role == "wall"
     assert set(statuses) <= {200, 204, 401, 403}
     # nobody outside could act on the other district's warning
@@ -292,6 +336,32 @@ def test_city_leader_does_see_the_other_district(app: Dash, city: City) -> None:
         )
         text = resp.get_data(as_text=True)
         assert resp.status_code == 200 and marker in text, (prefix, text[:300])
+
+
+def test_the_other_districts_commander_does_see_the_canary_worker(
+    app: Dash, city: City, engine: Engine
+) -> None:
+    """Positive control for the grid-work canary: in scope, the worker and track show."""
+    accounts.create_user(
+        engine, city, "cmd2", "district_commander", OTHER, password="pass-word-123", now_ms=1
+    )
+    c = client_as(app, "cmd2", "district_commander", OTHER)
+    key, spec = next((k, v) for k, v in callbacks(app).items() if k.startswith("..wtrk-data"))
+    resp = c.post(
+        "/_dash-update-component",
+        data=orjson.dumps(_body(spec, OTHER, key)),
+        content_type="application/json",
+    )
+    assert resp.status_code == 200 and "118.85" in resp.get_data(as_text=True)
+    street = city.children(OTHER)[0]
+    key, spec = next((k, v) for k, v in callbacks(app).items() if k.startswith("..work-geo"))
+    resp = c.post(
+        "/_dash-update-component",
+        data=orjson.dumps(_body(spec, street, key)),
+        content_type="application/json",
+    )
+    assert resp.status_code == 200 and CANARY in resp.get_data(as_text=True)
+    assert c.get(f"/export/track/{CANARY_WORKER}.csv").status_code == 200
 
 
 def test_csrf_and_security_headers(app: Dash, city: City) -> None:

@@ -167,6 +167,47 @@ def _recurrence(
     return dataclasses.replace(data, areas=W.Areas(grids, AREAS.parent))
 
 
+def _roster(online: bool) -> pl.DataFrame:
+    seen = NOW - (1 if online else 60) * MIN
+    return pl.DataFrame(
+        {"worker_id": ["w1"], "grid_id": ["g1"], "street_id": ["s1"], "last_seen_ms": [seen]},
+        schema=W.WORKERS_SCHEMA,
+    )
+
+
+def _away(n_own: int, span_min: int, online: bool = True) -> W.RuleInputs:
+    """w1's track over the last minutes: ``n_own`` of 30 points inside its own grid."""
+    away = pl.DataFrame(
+        {
+            "worker_id": ["w1"],
+            "n_points": [30],
+            "n_own": [n_own],
+            "first_ms": [NOW - span_min * MIN],
+            "last_ms": [NOW - MIN],
+        },
+        schema=W.AWAY_SCHEMA,
+    )
+    return inputs(workers=_roster(online), away=away)
+
+
+def _still(spread_m: float, span_min: int = 60, online: bool = True) -> W.RuleInputs:
+    """w1's points of the last ``span_min`` minutes span ``spread_m`` metres north–south."""
+    spread = pl.DataFrame(
+        {
+            "worker_id": ["w1"],
+            "n_points": [span_min],
+            "first_ms": [NOW - span_min * MIN],
+            "last_ms": [NOW],
+            "lon_min": [118.8],
+            "lon_max": [118.8],
+            "lat_min": [32.0],
+            "lat_max": [32.0 + spread_m / W.M_PER_DEG_LAT],
+        },
+        schema=W.SPREAD_SCHEMA,
+    )
+    return inputs(workers=_roster(online), spread=spread)
+
+
 CASES = [
     # (rule, inputs, now offset ms, expected {key: level})
     ("threshold", _fire(29), 0, {"threshold:s1:fire": "orange"}),  # one serious fire
@@ -213,6 +254,15 @@ CASES = [
     ("recurrence", _recurrence(4, 0.0002, 1.0), 0, {"recurrence:s1:sanitation": "yellow"}),
     # … but in a tiny grid (0.02 km²) with 40 such reports, 4 near each other is ordinary
     ("recurrence", _recurrence(4, 0.0002, 0.02, elsewhere=36), 0, {}),
+    ("left_grid", _away(0, 30), 0, {"left_grid:s1": "blue"}),
+    ("left_grid", _away(1, 30), 0, {}),  # back in its grid once within the window
+    ("left_grid", _away(0, 10), 0, {}),  # away, but not for long enough yet
+    ("left_grid", _away(0, 30, online=False), 0, {}),
+    ("left_grid", _away(0, 30), 12 * HOUR, {}),  # outside working time
+    ("idle", _still(20), 0, {"idle:s1": "blue"}),
+    ("idle", _still(200), 0, {}),  # walked 200 m
+    ("idle", _still(20, span_min=30), 0, {}),  # still, but only for 30 of 60 minutes
+    ("idle", _still(20, online=False), 0, {}),
 ]
 
 

@@ -1,0 +1,329 @@
+"""Grid work (网格工作) reads, shaped for the page; the pure parts are unit-tested.
+
+Privacy: only roles in ``auth.INDIVIDUALS`` get names, ids and tracks of workers;
+everyone else gets counts and coverage (clusters, never individual markers). Every
+function that returns people takes ``people: bool`` and strips them when it is False.
+Expensive work is done once per refresh tick and shared by every viewer
+(``Backend.per_tick`` for the parsed positions, ``Backend.shared`` per area).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+from sqlalchemy import Engine, and_, func, or_, select
+
+from dashboard import queries as q
+from dashboard.backend import Backend
+from pipelines import store, work
+
+WINDOWS_H = (1, 2, 4, 8, 24)  # replay windows offered, hours back from now
+MAX_LIST = 200  # unpatrolled grids / activity rows sent per refresh
+TYPE_COLORS = {
+    "full_time": "#41c7ff",
+    "part_time": "#6fcf97",
+    "political_legal": "#f2c94c",
+    "emergency": "#eb5757",
+    "safety_supervision": "#bb86fc",
+}
+OFFLINE = "#5a6b80"
+
+
+def day_start_ms(now_ms: int, tz: str) -> int:
+    zone = ZoneInfo(tz)
+    d = datetime.fromtimestamp(now_ms / 1000, zone)
+    return int(d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+
+
+def cluster_level(level: str, people: bool) -> str | None:
+    """What the map groups positions by: districts at city level, streets at district
+    level, grids at street level for counts-only roles, nothing (individual markers) for
+    roles that see people at street and grid level."""
+    if level == "city":
+        return "district_id"
+    if level == "district":
+        return "street_id"
+    if not people:
+        return "grid_id"
+    return None
+
+
+def cluster_features(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "Feature",
+            "geometry": {"type": "Point", "coordinates": [c["lon"], c["lat"]]},
+            "properties": {"k": "c", "on": c["on"], "off": c["off"]},
+        }
+        for c in rows
+    ]
+
+
+def worker_features(live: pl.DataFrame) -> list[dict[str, Any]]:
+    """Individual markers (only ever built for roles that may see people)."""
+    out = []
+    for w, lon, lat, typ, name, on in live.select(
+        "worker_id", "lon", "lat", "type", "name", "online"
+    ).iter_rows():
+        out.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                "properties": {
+                    "k": "w",
+                    "id": w,
+                    "n": f"{name or w}",
+                    "c": TYPE_COLORS.get(typ or "", "#41c7ff") if on else OFFLINE,
+                    "r": 5,
+                },
+            }
+        )
+    return out
+
+
+def area_filter(level: str, area_id: str, col_prefix: str = "") -> pl.Expr:
+    """Rows of ``area_id`` by the column of its level (grid_id, street_id, district_id)."""
+    if level == "city":
+        return pl.lit(True)
+    return pl.col(f"{col_prefix}{level}_id") == area_id
+
+
+def snapshot(
+    *,
+    level: str,
+    area_id: str,
+    children: list[str],
+    grids: pl.DataFrame,
+    roster: pl.DataFrame,
+    live: pl.DataFrame,
+    patrolled: set[str],
+    now_ms: int,
+    online_ms: int,
+    people: bool,
+) -> dict[str, Any]:
+    """Everything a refresh shows except the SQL-backed tables (pure).
+
+    ``grids``: the city's grids (grid_id, street_id, district_id); ``roster``: workers
+    with their own grid's chain; ``live``: :func:`pipelines.work.live_workers`.
+    """
+    here = grids.filter(area_filter(level, area_id))
+    roster_here = roster.filter(area_filter(level, area_id))
+    counts = work.status_counts(roster_here, live, now_ms, online_ms)
+    child_col = {"city": "district_id", "district": "street_id", "street": "grid_id"}.get(level)
+    if child_col:
+        cov = work.coverage(here, child_col, patrolled)
+        by = {r["area_id"]: r for r in cov.iter_rows(named=True)}
+        values = [float(by[c]["share"]) if c in by else 0.0 for c in children]
+        rows = [
+            {
+                "area_id": c,
+                "grids": int(by[c]["grids"]) if c in by else 0,
+                "patrolled": int(by[c]["patrolled"]) if c in by else 0,
+            }
+            for c in children
+        ]
+    else:  # a grid colours itself
+        values = [1.0 if area_id in patrolled else 0.0]
+        rows = []
+    on_duty = roster_here.group_by(child_col).len() if child_col else None
+    online = (
+        live.filter(pl.col("online")).join(roster_here.select("worker_id", child_col), "worker_id")
+        if child_col
+        else None
+    )
+    duty = dict(on_duty.iter_rows()) if on_duty is not None else {}
+    onl = dict(online.group_by(child_col).len().iter_rows()) if online is not None else {}
+    for r in rows:
+        r["on_duty"] = int(duty.get(r["area_id"], 0))
+        r["online"] = int(onl.get(r["area_id"], 0))
+    gaps = work.unpatrolled(here, patrolled)
+    n_patrolled = here.height - len(gaps)
+    where = live.filter(area_filter(level, area_id))
+    group = cluster_level(level, people)
+    feats = cluster_features(work.clusters(where, group)) if group else worker_features(where)
+    return {
+        "kpi": {
+            **counts,
+            "grids": here.height,
+            "patrolled": n_patrolled,
+            "coverage": n_patrolled / here.height if here.height else None,
+            "unpatrolled": len(gaps),
+        },
+        "values": values,
+        "children": rows,
+        "gaps": gaps[:MAX_LIST],
+        "markers": {"type": "FeatureCollection", "features": feats},
+        "now_ms": now_ms,
+    }
+
+
+# ------------------------------------------------------------------ SQL-backed reads
+
+
+def _in_area(table: Any, level: str, area_id: str) -> Any:
+    if level == "city":
+        return True
+    return table.c[f"{level}_id"] == area_id
+
+
+def work_logs(
+    engine: Engine, level: str, area_id: str, since_ms: int, limit: int = 40
+) -> pl.DataFrame:
+    """工作纪实: the latest steps taken by workers in the area (reports and handling)."""
+    ev = store.incident_events
+    cols = (
+        ev.c.ts_ms,
+        ev.c.step,
+        ev.c.category,
+        ev.c.grid_id,
+        ev.c.reporter_id,
+        ev.c.handler_id,
+        ev.c.incident_id,
+    )
+    query = (
+        select(*cols)
+        .where(
+            ev.c.ts_ms >= since_ms,
+            _in_area(ev, level, area_id),
+            or_(
+                and_(ev.c.step == "reported", ev.c.source == "worker"),
+                and_(ev.c.step != "reported", ev.c.handler_id.is_not(None)),
+            ),
+        )
+        .order_by(ev.c.ts_ms.desc())
+        .limit(limit)
+    )
+    return store.read_frame(engine, query)
+
+
+def activity(
+    engine: Engine,
+    roster_here: pl.DataFrame,
+    live: pl.DataFrame,
+    since_ms: int,
+    now_ms: int,
+) -> pl.DataFrame:
+    """Per worker today: reports made, incidents handled, distance walked, time inside own
+    grid, last seen. ``roster_here``: the area's workers (worker_id, name, type, grid_id,
+    phone_masked)."""
+    ids = roster_here["worker_id"].to_list()[:2000]
+    tp, ev = store.track_points, store.incident_events
+    pts = store.read_frame(
+        engine,
+        select(tp.c.worker_id, tp.c.ts_ms, tp.c.lon, tp.c.lat, tp.c.grid_id).where(
+            tp.c.worker_id.in_(ids), tp.c.ts_ms >= since_ms, tp.c.ts_ms <= now_ms
+        ),
+    )
+    if pts.is_empty():
+        pts = pl.DataFrame(schema=work.POINTS_SCHEMA)
+    stats = work.track_stats(pts, roster_here.select("worker_id", "grid_id"))
+    rep = store.read_frame(
+        engine,
+        select(ev.c.reporter_id.label("worker_id"), func.count().label("reports"))
+        .where(ev.c.reporter_id.in_(ids), ev.c.step == "reported", ev.c.ts_ms >= since_ms)
+        .group_by(ev.c.reporter_id),
+    )
+    han = store.read_frame(
+        engine,
+        select(
+            ev.c.handler_id.label("worker_id"),
+            func.count(func.distinct(ev.c.incident_id)).label("handled"),
+        )
+        .where(ev.c.handler_id.in_(ids), ev.c.ts_ms >= since_ms)
+        .group_by(ev.c.handler_id),
+    )
+    out = roster_here.select("worker_id", "name", "type", "grid_id", "phone_masked")
+    for frame, cols in (
+        (stats, {"distance_m": pl.Float64, "own_grid_ms": pl.Int64}),
+        (rep, {"reports": pl.Int64}),
+        (han, {"handled": pl.Int64}),
+    ):
+        f = frame if not frame.is_empty() else pl.DataFrame(schema={"worker_id": pl.String, **cols})
+        f = f.select("worker_id", *[pl.col(c).cast(t) for c, t in cols.items()])
+        out = out.join(f, "worker_id", "left")
+    last = live.select("worker_id", pl.col("ts_ms").alias("last_seen_ms"), "online")
+    out = out.join(last, "worker_id", "left").with_columns(
+        pl.col("reports").fill_null(0),
+        pl.col("handled").fill_null(0),
+        pl.col("distance_m").fill_null(0.0),
+        pl.col("own_grid_ms").fill_null(0),
+        pl.col("online").fill_null(False),
+    )
+    return out.sort(["online", "reports", "distance_m"], descending=True)
+
+
+def track(
+    engine: Engine, worker_id: str, since_ms: int, until_ms: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A worker's track points and the reports they made in a window."""
+    tp, ev = store.track_points, store.incident_events
+    pts = store.read_frame(
+        engine,
+        select(tp.c.ts_ms, tp.c.lon, tp.c.lat, tp.c.grid_id)
+        .where(tp.c.worker_id == worker_id, tp.c.ts_ms >= since_ms, tp.c.ts_ms <= until_ms)
+        .order_by(tp.c.ts_ms),
+    )
+    reps = store.read_frame(
+        engine,
+        select(ev.c.ts_ms, ev.c.lon, ev.c.lat, ev.c.category, ev.c.incident_id).where(
+            ev.c.reporter_id == worker_id,
+            ev.c.step == "reported",
+            ev.c.ts_ms >= since_ms,
+            ev.c.ts_ms <= until_ms,
+        ),
+    )
+    if pts.is_empty():
+        pts = pl.DataFrame(
+            schema={"ts_ms": pl.Int64, "lon": pl.Float64, "lat": pl.Float64, "grid_id": pl.String}
+        )
+    return pts, reps
+
+
+def worker_grid(roster: pl.DataFrame, worker_id: object) -> str | None:
+    """A worker's own grid from the roster (None for an unknown or malformed id)."""
+    if not isinstance(worker_id, str) or not worker_id:
+        return None
+    got = roster.filter(pl.col("worker_id") == worker_id)["grid_id"]
+    return str(got[0]) if got.len() and got[0] is not None else None
+
+
+def workers_in_grid(engine: Engine, grid_id: str, since_ms: int, until_ms: int) -> list[str]:
+    """Workers whose track passed through a grid in a window."""
+    tp = store.track_points
+    query = (
+        select(tp.c.worker_id)
+        .where(tp.c.grid_id == grid_id, tp.c.ts_ms >= since_ms, tp.c.ts_ms <= until_ms)
+        .distinct()
+    )
+    return store.read_frame(engine, query)["worker_id"].to_list() if grid_id else []
+
+
+def live_frame(b: Backend) -> pl.DataFrame:
+    """Every worker's latest position with status and roster fields (once per tick per
+    process: 30,000 positions parse in a few milliseconds)."""
+
+    def compute() -> pl.DataFrame:
+        now = b.now_ms()
+        pos = work.positions_frame(b.live.positions())
+        return work.live_workers(
+            pos,
+            b.roster(),
+            b.city.grids,
+            now,
+            b.settings.live.online_minutes * 60_000,
+        )
+
+    frame: pl.DataFrame = b.per_tick("work:live", compute)
+    return frame
+
+
+def local_time(ms: int | None, tz: str, fmt: str = "%H:%M") -> str:
+    if not ms:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime(fmt)
+
+
+__all__ = ["WINDOWS_H", "q"]

@@ -1,0 +1,245 @@
+"""Grid work on real Redis + SQL with a simulated city: the refresh per role, track replay,
+the audited and rate-limited export, the roster import and the retention purge."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import redis
+from dash import Dash, no_update
+from sqlalchemy import Engine, select
+
+from dashboard.app import create_app, page_module
+from dashboard.backend import Backend
+from pipelines import accounts, audit, store, work
+from pipelines.cli import main
+from pipelines.geo import City, demo_city
+from pipelines.runner import ClockJob, live_state
+from pipelines.settings import Settings
+from tests.conftest import open_engine, settings_for, sign_in_client, signed_in
+from tests.integration.test_dashboard import fill
+
+pytestmark = pytest.mark.integration
+PHONE = re.compile(r"(?<![\d.])1[3-9]\d{9}(?!\d)")  # a full mobile number: never shown
+
+
+@pytest.fixture(scope="module")
+def city() -> City:
+    return demo_city(2026, n_grids=300)
+
+
+@pytest.fixture(scope="module")
+def shared(
+    redis_url: str, module_prefix: str, module_db: Any, city: City, tmp_path_factory: Any
+) -> Iterator[tuple[Dash, Engine]]:
+    """One simulated half hour for the module's read-only tests (its own prefix and db)."""
+    settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("w"))
+    r = redis.Redis.from_url(redis_url)
+    eng = open_engine(module_db)
+    fill(settings, city, r, eng, minutes=30)
+    yield create_app(settings, city=city, r=r), eng
+    eng.dispose()
+    r.close()
+
+
+@pytest.fixture
+def app(shared: tuple[Dash, Engine]) -> Dash:
+    return shared[0]
+
+
+@pytest.fixture
+def app_engine(shared: tuple[Dash, Engine]) -> Engine:
+    return shared[1]
+
+
+def backend(app: Dash) -> Backend:
+    b: Backend = app.server.extensions["wangge"]
+    return b
+
+
+def busy_worker(b: Backend) -> tuple[str, str, str]:
+    """(worker_id, its street, its district) of a worker with the most track points."""
+    tp = store.track_points
+    pts = store.read_frame(b.engine, select(tp.c.worker_id))
+    top = pts.group_by("worker_id").len().sort(["len", "worker_id"], descending=True)
+    wid = str(top["worker_id"][0])
+    roster = b.roster().filter(pl.col("worker_id") == wid)
+    return wid, str(roster["street_id"][0]), str(roster["district_id"][0])
+
+
+def test_city_leader_sees_counts_and_clusters_never_people(app: Dash) -> None:
+    refresh = page_module("work").refresh
+    b = backend(app)
+    names = set(b.roster()["name"].to_list())
+    with signed_in(app, role="city_leader", scope=b.city.city_id):
+        out = refresh(0, b.city.city_id, None, None, "zh-CN")
+        hide, _legend, kpis, markers, _gaps, children, _logs, stale, last, sent = out
+        assert len(hide["values"]) == 11 and stale == "" and last
+        assert len(kpis) == 6 and len(children.children[1].children) == 11  # one row per district
+        kinds = {f["properties"]["k"] for f in markers["features"]}
+        assert kinds == {"c"}  # clusters only
+        n_markers = sum(f["properties"]["on"] + f["properties"]["off"] for f in markers["features"])
+        assert n_markers == len(b.live.positions())
+        again = refresh(1, b.city.city_id, last, sent, "zh-CN")  # the viewer has it all
+        assert all(x is no_update for x in again[:7]) and again[8] == last
+        district = b.city.children(b.city.city_id)[0]
+        drill = page_module("work").drill_down
+        assert drill({"properties": {"id": district}}, b.city.city_id) == f"/work/{district}"
+        assert drill({"properties": {"id": "x"}}, b.city.city_id) is no_update
+        street = b.city.ids("street")[0]
+        st = refresh(0, street, None, None, "zh-CN")
+        assert {f["properties"]["k"] for f in st[3]["features"]} <= {"c"}
+    text = json.dumps([str(x) for x in (*out, *st)], ensure_ascii=False)
+    assert not any(n in text for n in names if len(n) >= 2)
+    assert not PHONE.search(text) and "****" not in text  # not even masked numbers
+
+
+def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, app_engine: Engine) -> None:
+    engine = app_engine
+    mod = page_module("work")
+    b = backend(app)
+    wid, street, district = busy_worker(b)
+    with signed_in(app, role="district_commander", scope=district, username="cmd"):
+        out = mod.refresh(0, street, None, None, "zh-CN")
+        markers, table = out[3], out[5]
+        workers = [f for f in markers["features"] if f["properties"]["k"] == "w"]
+        assert workers and all(f["properties"]["n"] for f in workers)
+        text = str(table)
+        name = b.roster().filter(pl.col("worker_id") == wid)["name"][0]
+        assert name in text and "km" in text and "****" in text and not PHONE.search(text)
+        # replay: the worker's track, reports on the way, an export link
+        data, reports, span, value, summary, href, style = mod.load_track(wid, 2, "zh-CN")
+        assert data and len(data["t"]) == len(data["ll"]) >= 10 and span > 0 and value == 0
+        assert len(reports["features"]) == len(data["reports"])
+        assert data["t"] == sorted(data["t"]) and "公里" in summary
+        assert href == f"/export/track/{wid}.csv?hours=2" and style == {}
+        # a worker of another district: nothing
+        other = b.roster().filter(pl.col("district_id") != district)["worker_id"][0]
+        assert mod.load_track(other, 2, "zh-CN")[0] is None
+        assert mod.load_track("nope", 2, "zh-CN")[0] is None
+        # filter by grid: the grid's own workers are offered
+        grid = b.roster().filter(pl.col("worker_id") == wid)["grid_id"][0]
+        at_grid = mod.refresh(0, grid, None, None, "zh-CN")  # the grid level itself
+        assert len(at_grid[0]["values"]) == 1 and name in str(at_grid[5])
+        opts = mod.filter_workers(grid, district)
+        assert wid in {o["value"] for o in opts}
+    with signed_in(app, role="city_leader", scope=b.city.city_id):
+        assert mod.load_track(wid, 2, "zh-CN")[0] is None  # counts-only role
+    views = audit.query(engine, limit=50)
+    assert "track_view" in views["action"].to_list()
+
+
+def test_refresh_is_computed_once_per_tick_for_all_viewers(
+    app: Dash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = page_module("work")
+    b = backend(app)
+    frozen = time.time() + 3600  # a tick no earlier test has computed
+    monkeypatch.setattr(b, "clock", lambda: frozen)
+    with signed_in(app, role="city_leader", scope=b.city.city_id):
+        before = b.cache.computed
+        for _ in range(20):
+            mod.panel(b, b.city.city_id, False)
+        assert b.cache.computed - before == 1
+
+
+def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: Engine) -> None:
+    engine = app_engine
+    b = backend(app)
+    wid, _street, district = busy_worker(b)
+    now = int(time.time() * 1000)
+    for name, role, scope in (
+        ("cmd", "district_commander", district),
+        ("boss", "city_leader", b.city.city_id),
+    ):
+        accounts.create_user(
+            engine, b.city, name, role, scope, password="pass-word-123", now_ms=now
+        )
+    c = sign_in_client(app.server.test_client(), "district_commander", district, "cmd")
+    resp = c.get(f"/export/track/{wid}.csv?hours=2")
+    assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
+    lines = resp.get_data(as_text=True).splitlines()
+    assert lines[0] == "worker_id,time_utc,time_local,lon,lat,grid_id" and len(lines) > 10
+    other = b.roster().filter(pl.col("district_id") != district)["worker_id"][0]
+    assert c.get(f"/export/track/{other}.csv").status_code == 403
+    assert c.get("/export/track/nobody.csv").status_code == 403
+    leader = sign_in_client(app.server.test_client(), "city_leader", b.city.city_id, "boss")
+    assert leader.get(f"/export/track/{wid}.csv").status_code == 403
+    assert app.server.test_client().get(f"/export/track/{wid}.csv").status_code == 401
+    codes = [c.get(f"/export/track/{wid}.csv").status_code for _ in range(25)]
+    assert 429 in codes  # auth.export_rate_per_minute (20), shared in Redis
+    actions = audit.query(engine, limit=200)["action"].to_list()
+    assert "track_export" in actions and "track_export_limited" in actions
+
+
+def test_track_purge_in_the_clock_job(
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis
+) -> None:
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    rows = [
+        {"worker_id": "W1", "slot": i, "ts_ms": now - age * day, "lon": 118.8, "lat": 32.0}
+        | {"grid_id": "g", "accuracy": None, "speed": None, "battery": None}
+        for i, age in enumerate((200, 181, 179, 1))
+    ]
+    with engine.begin() as conn:
+        store.insert_ignore(conn, store.track_points, rows)
+    settings = dataclasses.replace(
+        live_settings,
+        privacy=dataclasses.replace(live_settings.privacy, track_retention_days=180),
+    )
+    clock_at = [now / 1000]
+    job = ClockJob(settings, city, live_state(rclient, settings), rclient, lambda: clock_at[0])
+    job.engine = engine
+    assert job.purge(now) == {"track_points": 2, "positions": 0}
+    assert work.oldest_track_ms(engine) == now - 179 * day
+    clock_at[0] += 60  # within the purge period: not run again
+    job.tick()
+    assert store.table_count(engine, store.track_points) == 2
+    assert work.purge_tracks(engine, 180, now) == {"track_points": 0, "positions": 0}  # idempotent
+
+
+def test_workers_import_cli_all_or_nothing(
+    live_settings: Settings,
+    engine: Engine,
+    city: City,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = live_settings
+    monkeypatch.setattr("pipelines.cli.load_settings", lambda _path=None: settings)
+    monkeypatch.setattr("pipelines.cli.load_city", lambda _s: city)
+    grid = city.grids["grid_id"][0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        f"worker_id,name,type,grid_id,phone\nW1,张三,专职,{grid},13812345678\nW2,李四,boss,{grid},\n",
+        encoding="utf-8",
+    )
+    assert main(["workers", "import", str(bad)]) == 1
+    assert store.table_count(engine, store.workers) == 0  # nothing half-imported
+    good = tmp_path / "good.csv"
+    good.write_text(
+        f"worker_id,name,type,grid_id,phone\nW1,张三,专职,{grid},13812345678\n"
+        f"W2,李四,应急格,{grid},\n",
+        encoding="utf-8",
+    )
+    assert main(["workers", "import", str(good)]) == 0
+    rows = store.read_frame(engine, select(store.workers).order_by(store.workers.c.worker_id))
+    assert rows["phone_masked"].to_list() == ["138****5678", None]
+    assert rows["type"].to_list() == ["full_time", "emergency"]
+    assert "workers_import" in audit.query(engine, limit=20)["action"].to_list()
+    # --replace: the file is the whole roster
+    one = tmp_path / "one.csv"
+    one.write_text(f"worker_id,name,type,grid_id\nW9,王五,part_time,{grid}\n", encoding="utf-8")
+    assert main(["workers", "import", "--replace", str(one)]) == 0
+    assert store.read_frame(engine, select(store.workers.c.worker_id))["worker_id"].to_list() == [
+        "W9"
+    ]
