@@ -94,6 +94,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
             html.Div(
                 [html.H3(view.name), html.Div(id=ids.WK_KPIS, className="kpis")],
                 className="wg-panel",
+                style={"flex": "0 0 auto"},  # the counts never shrink; the gap list scrolls
             ),
             html.Div(
                 [
@@ -101,7 +102,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
                     html.Div(id=ids.WK_GAPS, className="wk-gaps"),
                 ],
                 className="wg-panel",
-                style={"flex": "1 1 auto", "minHeight": 0},
+                style={"flex": "1 1 auto", "minHeight": 0, "overflow": "auto"},
             ),
         ],
         className="pan-left",
