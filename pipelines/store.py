@@ -473,9 +473,27 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
     rows = events.select(EVENT_COLUMNS).to_dicts()
     ids = events["incident_id"].unique().to_list()
     with engine.begin() as conn:
+        lock_incidents(conn, ids)
         insert_ignore(conn, incident_events, rows)
         hist = _events_of(conn, ids)
         upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+
+
+def lock_incidents(conn: Connection, incident_ids: list[str]) -> None:
+    """Serialise the transactions that recompute the same incidents, so each reads a
+    history that includes every event an earlier one committed (else two workers each
+    write a row missing the other's event). PostgreSQL: transaction-scoped advisory locks
+    on the ids' hashes, taken in one sorted order (no deadlock between lockers). SQLite
+    has one writer at a time, and a transaction that read a stale snapshot cannot write."""
+    if conn.dialect.name != "postgresql" or not incident_ids:
+        return
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
+            " hashtextextended(x, 0) AS k FROM unnest(CAST(:ids AS text[])) AS x ORDER BY k) s"
+        ),
+        {"ids": list(incident_ids)},
+    )
 
 
 def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
@@ -588,6 +606,7 @@ def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
             )
             if not ids:
                 return done
+            lock_incidents(conn, ids)
             upsert(conn, incidents, incident_rows(_events_of(conn, ids)), ["incident_id"])
         done, after = done + len(ids), ids[-1]
 
