@@ -415,6 +415,15 @@ def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:
+    """Fill the lifecycle summary of incidents stored before it existed (resumable)."""
+    with sql_engine(settings) as engine:
+        t = time.perf_counter()
+        n = store.backfill_summaries(engine)
+    print(f"summarised {n} incidents in {time.perf_counter() - t:.1f}s")
+    return 0
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.runner import live_state
     from pipelines.streams import lag
@@ -645,6 +654,10 @@ def parser() -> argparse.ArgumentParser:
     ge.add_argument("--parent")
     ge.add_argument("--out", required=True)
     sub.add_parser("rebuild-live", help="rebuild the Redis live state from SQL")
+    sub.add_parser(
+        "backfill-summaries",
+        help="compute the lifecycle summary of incidents stored before it existed",
+    )
     sub.add_parser("status", help="stream lengths, consumer lag, dead letters")
     roles = "city_leader, district_commander, street_operator, supervisor, admin, wall"
     u = sub.add_parser("users", help="accounts: add, list, disable, set-role, wall tokens")
@@ -694,6 +707,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "simulate": cmd_simulate,
     "geo": cmd_geo,
     "rebuild-live": cmd_rebuild_live,
+    "backfill-summaries": cmd_backfill_summaries,
     "status": cmd_status,
     "users": cmd_users,
     "audit": cmd_audit,

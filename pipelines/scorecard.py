@@ -1,8 +1,10 @@
 """Supervision and assessment (监督考核): scorecards per district, street, grid or worker.
 
 Pure metric functions over Polars LazyFrames, fed from SQL history with the period, the
-as-of time and the area filter pushed down into the SQL (per-incident lifecycle facts are
-aggregated in the database, so a month at city scale moves ~600k rows, not millions).
+as-of time and the area filter pushed down into the SQL (per-incident lifecycle facts come
+from the lifecycle summary the pipeline keeps on ``incidents``, or — for an as-of in the
+past — are aggregated from the events in the database, so a month at city scale moves
+~600k rows, not millions).
 
 * **Cohort**: an incident belongs to the period in which it was *reported* and to the
   grid, street and district where it was reported; at worker level to the grid worker
@@ -31,7 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, and_, case, func, or_, select
 
 from pipelines import store
 from pipelines.geo import City
@@ -510,11 +512,45 @@ def _since_until(period: Period, as_of_ms: int) -> tuple[int, int]:
     return period.start_ms, min(period.end_ms, as_of_ms)
 
 
-def read_incidents(engine: Engine, period: Period, as_of_ms: int, flt: Filter) -> pl.LazyFrame:
+def read_incidents(
+    engine: Engine, period: Period, as_of_ms: int, flt: Filter, summary: bool = True
+) -> pl.LazyFrame:
     """Per incident reported in the period (and area): its lifecycle facts as of ``as_of``.
-    The lifecycle is aggregated in SQL (one GROUP BY over the period's events)."""
-    e, i = store.incident_events, store.incidents
+
+    An incident whose events all lie in [period start, ``as_of``) — every incident when
+    ``as_of`` is now — is read from its lifecycle summary in ``incidents`` (one range
+    scan on ``reported_ms``). The others (an as-of in the past, an event stamped before
+    the period, or no summary yet) have their events aggregated in SQL, restricted to
+    that window. Both give the same facts; ``summary=False`` aggregates every incident."""
+    i = store.incidents
     s, u = _since_until(period, as_of_ms)
+    where = [i.c.reported_ms >= s, i.c.reported_ms < u]
+    if flt.column is not None:
+        where.append(i.c[flt.column] == flt.area_id)
+    if not summary:
+        return _aggregated(engine, and_(*where), s, as_of_ms)
+    q = select(
+        *[i.c[c] for c in COHORT_COLUMNS],
+        *[i.c[c] for c in LIFECYCLE_COLUMNS if c != "worker_id"],
+        i.c.report_handler_id.label("worker_id"),
+        i.c.first_ms,
+        i.c.last_ms,
+    ).where(*where)
+    read = _typed(engine, q, SUMMARY_READ_SCHEMA).collect()
+    whole = ((pl.col("first_ms") >= s) & (pl.col("last_ms") < as_of_ms)).fill_null(False)
+    summarised = read.filter(whole).drop("first_ms", "last_ms")  # null: no summary yet
+    if summarised.height == read.height:
+        return summarised.lazy()
+    rest = or_(
+        i.c.first_ms.is_(None), i.c.last_ms.is_(None), i.c.first_ms < s, i.c.last_ms >= as_of_ms
+    )
+    return pl.concat([summarised.lazy(), _aggregated(engine, and_(*where, rest), s, as_of_ms)])
+
+
+def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl.LazyFrame:
+    """The cohort's lifecycle facts from its events in [since, as_of): one GROUP BY in SQL
+    (the same aggregates as ``store.lifecycle_summary``)."""
+    e, i = store.incident_events, store.incidents
 
     def first(step: str, col: Any = None) -> Any:
         return func.min(case((e.c.step == step, col if col is not None else e.c.ts_ms)))
@@ -522,10 +558,7 @@ def read_incidents(engine: Engine, period: Period, as_of_ms: int, flt: Filter) -
     def count(step: str) -> Any:
         return func.sum(case((e.c.step == step, 1), else_=0))
 
-    where = [i.c.reported_ms >= s, i.c.reported_ms < u]
-    if flt.column is not None:
-        where.append(i.c[flt.column] == flt.area_id)
-    cohort = select(i.c.incident_id).where(*where)
+    ids = select(i.c.incident_id).where(cohort)
     life = (
         select(
             e.c.incident_id,
@@ -540,23 +573,38 @@ def read_incidents(engine: Engine, period: Period, as_of_ms: int, flt: Filter) -
             func.max(case((e.c.step == "closed", e.c.level))).label("closed_level"),
             first("reported", e.c.handler_id).label("worker_id"),
         )
-        .where(e.c.incident_id.in_(cohort), e.c.ts_ms >= s, e.c.ts_ms < as_of_ms)
+        .where(e.c.incident_id.in_(ids), e.c.ts_ms >= since_ms, e.c.ts_ms < as_of_ms)
         .group_by(e.c.incident_id)
         .subquery()
     )
     q = select(
-        i.c.incident_id,
-        i.c.category,
-        i.c.source,
-        i.c.grid_id,
-        i.c.street_id,
-        i.c.district_id,
-        i.c.reported_ms,
-        *[col for col in life.c if col.name != "incident_id"],
+        *[i.c[c] for c in COHORT_COLUMNS],
+        *[life.c[c] for c in LIFECYCLE_COLUMNS],
     ).join_from(i, life, and_(i.c.incident_id == life.c.incident_id))
     return _typed(engine, q, INCIDENT_SCHEMA)
 
 
+COHORT_COLUMNS = [
+    "incident_id",
+    "category",
+    "source",
+    "grid_id",
+    "street_id",
+    "district_id",
+    "reported_ms",
+]
+LIFECYCLE_COLUMNS = [
+    "first_action_ms",
+    "accepted_ms",
+    "dispatched_ms",
+    "first_resolved_ms",
+    "last_returned_ms",
+    "n_returned",
+    "n_verified",
+    "closed_ms",
+    "closed_level",
+    "worker_id",
+]
 INCIDENT_SCHEMA = pl.Schema(
     {
         "incident_id": pl.String,
@@ -577,6 +625,11 @@ INCIDENT_SCHEMA = pl.Schema(
         "closed_level": pl.String,
         "worker_id": pl.String,
     }
+)
+
+
+SUMMARY_READ_SCHEMA = pl.Schema(
+    [*INCIDENT_SCHEMA.items(), ("first_ms", pl.Int64()), ("last_ms", pl.Int64())]
 )
 
 

@@ -2,7 +2,8 @@
 
 Every insert is a batch and idempotent on its natural key, so a redelivered batch
 changes nothing. ``incidents`` (current state) is recomputed from the append-only
-``incident_events`` of the touched incidents, so the order of arrival never matters.
+``incident_events`` of the touched incidents, so the order of arrival never matters;
+that row carries the incident's lifecycle summary (what the scorecards read).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
@@ -70,6 +72,18 @@ incidents = Table(
     Column("handler_id", String(64)),
     Column("description", Text),
     Column("n_events", Integer, nullable=False),
+    # Lifecycle summary over the incident's full event history (see ``lifecycle_summary``);
+    # NULL until computed (rows of a database from before these columns existed).
+    Column("first_ms", BigInteger),  # earliest event (``last_ms`` is the latest)
+    Column("first_action_ms", BigInteger),
+    Column("accepted_ms", BigInteger),
+    Column("dispatched_ms", BigInteger),
+    Column("first_resolved_ms", BigInteger),
+    Column("last_returned_ms", BigInteger),
+    Column("n_returned", Integer),
+    Column("n_verified", Integer),
+    Column("closed_level", String(16)),
+    Column("report_handler_id", String(64)),  # the grid worker responsible when reported
 )
 
 incident_events = Table(
@@ -317,7 +331,39 @@ def make_engine(url: str, schema: str | None = None, echo: bool = False) -> Engi
 
 
 def create_schema(engine: Engine) -> None:
+    """Create missing tables, then add missing (nullable) columns to existing ones."""
     metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` for every model column an existing table lacks.
+
+    Only nullable columns can be added this way (existing rows get NULL); a database
+    created before the columns existed is upgraded in place. Safe to run concurrently
+    (a column another process added meanwhile is skipped). Returns ``table.column``s added.
+    """
+    insp = inspect(engine)
+    present = {
+        t.name: {c["name"] for c in insp.get_columns(t.name)} for t in metadata.sorted_tables
+    }
+    added = []
+    for table in metadata.sorted_tables:
+        for col in table.columns:
+            if col.name in present[table.name]:
+                continue
+            assert col.nullable, f"{table.name}.{col.name}: only nullable columns can be added"
+            kind = col.type.compile(dialect=engine.dialect)
+            exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN{exists} {col.name} {kind}"
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(ddl)
+            except Exception as exc:  # SQLite has no IF NOT EXISTS for columns
+                if "duplicate column" not in str(exc).lower():
+                    raise
+            added.append(f"{table.name}.{col.name}")
+    return added
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -427,9 +473,27 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
     rows = events.select(EVENT_COLUMNS).to_dicts()
     ids = events["incident_id"].unique().to_list()
     with engine.begin() as conn:
+        lock_incidents(conn, ids)
         insert_ignore(conn, incident_events, rows)
         hist = _events_of(conn, ids)
         upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+
+
+def lock_incidents(conn: Connection, incident_ids: list[str]) -> None:
+    """Serialise the transactions that recompute the same incidents, so each reads a
+    history that includes every event an earlier one committed (else two workers each
+    write a row missing the other's event). PostgreSQL: transaction-scoped advisory locks
+    on the ids' hashes, taken in one sorted order (no deadlock between lockers). SQLite
+    has one writer at a time, and a transaction that read a stale snapshot cannot write."""
+    if conn.dialect.name != "postgresql" or not incident_ids:
+        return
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
+            " hashtextextended(x, 0) AS k FROM unnest(CAST(:ids AS text[])) AS x ORDER BY k) s"
+        ),
+        {"ids": list(incident_ids)},
+    )
 
 
 def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
@@ -442,11 +506,60 @@ def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame()
 
 
+def lifecycle_summary(hist: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Per incident, the lifecycle facts the scorecard needs, from its events (pure).
+
+    Input columns: incident_id, step, ts_ms, level, handler_id. The same aggregates as the
+    scorecard's SQL ``GROUP BY`` over the same events (``scorecard.read_incidents``), so
+    either gives the same facts: first / last event, first action (any step but
+    ``reported``), first accepted / dispatched / resolved, last returned, number of
+    returns and verifications, the (greatest) level of a ``closed`` event and the
+    (least) ``handler_id`` of a ``reported`` event. Independent of the order of arrival.
+    """
+    step, ts = pl.col("step"), pl.col("ts_ms")
+
+    def first(name: str) -> pl.Expr:
+        return ts.filter(step == name).min()
+
+    return (
+        hist.lazy()
+        .group_by("incident_id")
+        .agg(
+            first_ms=ts.min(),
+            first_action_ms=ts.filter(step != "reported").min(),
+            accepted_ms=first("accepted"),
+            dispatched_ms=first("dispatched"),
+            first_resolved_ms=first("resolved"),
+            last_returned_ms=ts.filter(step == "returned").max(),
+            n_returned=(step == "returned").sum().cast(pl.Int64),
+            n_verified=(step == "verified").sum().cast(pl.Int64),
+            closed_level=pl.col("level").filter(step == "closed").max(),
+            report_handler_id=pl.col("handler_id").filter(step == "reported").min(),
+        )
+    )
+
+
+SUMMARY_COLUMNS = [
+    "first_ms",
+    "first_action_ms",
+    "accepted_ms",
+    "dispatched_ms",
+    "first_resolved_ms",
+    "last_returned_ms",
+    "n_returned",
+    "n_verified",
+    "closed_level",
+    "report_handler_id",
+]
+
+
 def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
-    """Current state of each incident from its full event history (pure)."""
+    """Current state of each incident, with its lifecycle summary, from its full event
+    history (pure)."""
     if hist.is_empty():
         return []
     h = hist.sort(["incident_id", "ts_ms"])
+    summary = lifecycle_summary(h.select("incident_id", "step", "ts_ms", "level", "handler_id"))
     cur = h.group_by("incident_id").agg(
         status=pl.col("step").last(),
         category=pl.col("category").first(),
@@ -472,7 +585,30 @@ def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
         .then(pl.lit("closed"))
         .otherwise(pl.col("status"))
     )
-    return cur.to_dicts()
+    return cur.join(summary.collect(), on="incident_id", how="left").to_dicts()
+
+
+def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
+    """Compute the lifecycle summary of incidents that have none (rows written before the
+    summary columns existed), ``chunk`` incidents per transaction. Idempotent and
+    resumable (the same rows ``persist_report_events`` would write). Returns the count."""
+    i = incidents
+    done, after = 0, ""
+    while True:
+        with engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(i.c.incident_id)
+                    .where(i.c.incident_id > after, i.c.first_ms.is_(None))
+                    .order_by(i.c.incident_id)
+                    .limit(chunk)
+                ).scalars()
+            )
+            if not ids:
+                return done
+            lock_incidents(conn, ids)
+            upsert(conn, incidents, incident_rows(_events_of(conn, ids)), ["incident_id"])
+        done, after = done + len(ids), ids[-1]
 
 
 def persist_video(engine: Engine, alerts: pl.DataFrame) -> None:

@@ -210,6 +210,8 @@ def make_history(
         .unique("event_id")
         .select(store.EVENT_COLUMNS)
     )
+    # the lifecycle summary the pipeline keeps on each incident (store.incident_rows)
+    inc = inc.join(store.lifecycle_summary(ev).collect(), on="incident_id", how="left")
 
     # ---- tracks: one point per worker per shift slot (when online), mostly in their grid
     slots_per_day = (shift[1] - shift[0]) * 60 // track_every_min

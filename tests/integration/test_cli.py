@@ -126,6 +126,8 @@ def test_simulate_jsonl_replay_status_and_rebuild(
     assert re.search(r"grid\s+300 areas", res.stdout), res.stdout
     res = wangge("rebuild-live", env=env)
     assert res.returncode == 0 and "rebuilt live state" in res.stdout, res.stderr
+    res = wangge("backfill-summaries", env=env)  # nothing to do: no incidents persisted
+    assert res.returncode == 0 and "summarised 0 incidents" in res.stdout, res.stderr
     r.close()
 
 

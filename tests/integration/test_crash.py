@@ -181,6 +181,12 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
     # SQL history
     assert store.table_count(engine, store.incident_events) == exp.n_incident_events
     assert store.table_count(engine, store.incidents) == exp.n_incidents
+    # every incident's row, its lifecycle summary included, is that of its full history
+    cols = ["incident_id", "status", "last_ms", "closed_ms", *store.SUMMARY_COLUMNS]
+    got = store.read_frame(engine, select(*[store.incidents.c[c] for c in cols]))
+    hist = store.read_frame(engine, select(store.incident_events))
+    want = [{c: r[c] for c in cols} for r in store.incident_rows(hist)]
+    assert sorted(got.rows()) == sorted(tuple(r.values()) for r in want)
     assert store.table_count(engine, store.video_alerts) == exp.n_video
     assert store.table_count(engine, store.track_points) == exp.n_track_slots
     assert store.table_count(engine, store.dead_letters) == sum(exp.dead_by_reason.values())
