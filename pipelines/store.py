@@ -55,7 +55,7 @@ incidents = Table(
     "incidents",
     metadata,
     Column("incident_id", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False, index=True),  # the open ones, every tick
     Column("category", String(32), nullable=False),
     Column("severity", Integer, nullable=False),
     Column("source", String(16)),
@@ -334,6 +334,15 @@ def create_schema(engine: Engine) -> None:
     """Create missing tables, then add missing (nullable) columns to existing ones."""
     metadata.create_all(engine)
     add_missing_columns(engine)
+    add_missing_indexes(engine)
+
+
+def add_missing_indexes(engine: Engine) -> None:
+    """Create every model index an existing table lacks (``create_all`` only indexes the
+    tables it creates)."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(engine, checkfirst=True)
 
 
 def add_missing_columns(engine: Engine) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
-from sqlalchemy import Column, Engine, MetaData, Table, select
+from sqlalchemy import Column, Engine, MetaData, Table, inspect, select
 
 from pipelines import scorecard as S
 from pipelines import store
@@ -102,6 +102,8 @@ def test_an_old_database_is_upgraded_and_backfilled(db_url: Any) -> None:
     store.create_schema(engine)  # creates incident_events, adds the columns
     store.create_schema(engine)  # twice: nothing left to add
     assert store.add_missing_columns(engine) == []
+    indexed = {tuple(i["column_names"]) for i in inspect(engine).get_indexes("incidents")}
+    assert ("status",) in indexed and ("reported_ms",) in indexed  # the indexes, too
     with engine.begin() as c:
         store.insert_ignore(c, store.incident_events, evs)
     got = store.read_frame(engine, select(store.incidents)).sort("incident_id")
