@@ -18,18 +18,11 @@ from sqlalchemy import Engine, and_, func, or_, select
 
 from dashboard import queries as q
 from dashboard.backend import Backend
+from dashboard.live import OFFLINE, TYPE_COLORS  # one palette for worker types
 from pipelines import store, work
 
 WINDOWS_H = (1, 2, 4, 8, 24)  # replay windows offered, hours back from now
 MAX_LIST = 200  # unpatrolled grids / activity rows sent per refresh
-TYPE_COLORS = {
-    "full_time": "#41c7ff",
-    "part_time": "#6fcf97",
-    "political_legal": "#f2c94c",
-    "emergency": "#eb5757",
-    "safety_supervision": "#bb86fc",
-}
-OFFLINE = "#5a6b80"
 
 
 def day_start_ms(now_ms: int, tz: str) -> int:
