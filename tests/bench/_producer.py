@@ -11,12 +11,36 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import redis
 
 from pipelines.simulate import read_jsonl
 from pipelines.streams import FIELD
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn_producer(
+    redis_url: str,
+    prefix: str,
+    events_file: Path,
+    out: Path,
+    count: int,
+    rate: float,
+    skip: int = 0,
+    tick: float | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start this producer as its own process (the benches' load generator)."""
+    cmd = [sys.executable, "-m", "tests.bench._producer", "--redis", redis_url]
+    cmd += ["--prefix", prefix, "--events", str(events_file), "--skip", str(skip)]
+    cmd += ["--count", str(count), "--rate", str(rate), "--out", str(out)]
+    if tick is not None:
+        cmd += ["--tick", str(tick)]
+    return subprocess.Popen(cmd, cwd=ROOT)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from pipelines.geo import City, GridIndex, demo_cache_path
 from pipelines.runner import FeedWorker, make_worker
 from pipelines.settings import GeoSettings, Settings, child_environ, load_settings
 from pipelines.streams import ensure_group, publish
+from tests.bench._producer import spawn_producer
 from tests.bench.conftest import RUNS, bench, dialects, median, with_baseline
 from tests.conftest import settings_for
 
@@ -562,27 +563,8 @@ def test_event_to_live_latency_and_worker_rss(
             out = tmp_path / f"producer{run}.json"
             t_start = rclient.time()
             start_ms = t_start[0] * 1000 + t_start[1] / 1000
-            prod = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.bench._producer",
-                    "--redis",
-                    redis_url,
-                    "--prefix",
-                    prefix,
-                    "--events",
-                    str(events_file),
-                    "--skip",
-                    str(run * per_run),
-                    "--count",
-                    str(per_run),
-                    "--rate",
-                    str(LATENCY_RATE),
-                    "--out",
-                    str(out),
-                ],
-                cwd=ROOT,
+            prod = spawn_producer(
+                redis_url, prefix, events_file, out, per_run, LATENCY_RATE, skip=run * per_run
             )
             k = 0
             while prod.poll() is None:

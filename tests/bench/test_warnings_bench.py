@@ -13,7 +13,6 @@ import dataclasses
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from pipelines.runner import ClockJob, FeedWorker, live_state, make_worker
 from pipelines.settings import GeoSettings, Settings, child_environ, load_settings
 from pipelines.state import LiveState
 from pipelines.streams import ensure_group, publish
+from tests.bench._producer import spawn_producer
 from tests.bench.conftest import RUNS, bench, dialects, median, with_baseline
 from tests.bench.test_pipeline_bench import _spawn_worker
 from tests.conftest import settings_for
@@ -438,27 +438,8 @@ def test_event_to_visible_warning_latency(
         loop.start()
         for run in range(RUNS):
             out = tmp_path / f"producer{run}.json"
-            prod = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tests.bench._producer",
-                    "--redis",
-                    redis_url,
-                    "--prefix",
-                    prefix,
-                    "--events",
-                    str(events_file),
-                    "--skip",
-                    str(run * per_run),
-                    "--count",
-                    str(per_run),
-                    "--rate",
-                    str(LATENCY_RATE),
-                    "--out",
-                    str(out),
-                ],
-                cwd=ROOT,
+            prod = spawn_producer(
+                redis_url, prefix, events_file, out, per_run, LATENCY_RATE, skip=run * per_run
             )
             pending: dict[str, float] = {}  # street → publish time
             lat: list[float] = []

@@ -41,6 +41,7 @@ from pipelines import accounts, simulate, store
 from pipelines.geo import City, demo_cache_path
 from pipelines.settings import GeoSettings, child_environ
 from pipelines.streams import ensure_group
+from tests.bench._producer import spawn_producer
 from tests.bench.test_dashboard_bench import Clock, _key_for, callback_body, pct
 from tests.conftest import settings_for
 
@@ -146,28 +147,7 @@ def test_sustained_3000_pings_per_second(
             assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
             time.sleep(0.1)
         out = tmp_path / "producer.json"
-        prod = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.bench._producer",
-                "--redis",
-                redis_url,
-                "--prefix",
-                prefix,
-                "--events",
-                str(events_file),
-                "--count",
-                str(n_events),
-                "--rate",
-                str(rate),
-                "--tick",
-                "0.05",
-                "--out",
-                str(out),
-            ],
-            cwd=ROOT,
-        )
+        prod = spawn_producer(redis_url, prefix, events_file, out, n_events, rate, tick=0.05)
         start = time.perf_counter()
         while prod.poll() is None:
             undelivered, pending = _backlog(r, key, settings.streams.group)
