@@ -300,7 +300,7 @@ def live_frame(b: Backend) -> pl.DataFrame:
 
     def compute() -> pl.DataFrame:
         now = b.now_ms()
-        pos = work.positions_frame(b.live.positions())
+        pos = work.positions_frame(b.live.positions_raw())
         return work.live_workers(
             pos,
             b.roster(),

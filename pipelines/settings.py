@@ -166,6 +166,9 @@ class WarningSettings:
     recurrence_days: int = 7
     recurrence_min_count: int = 4
     recurrence_p: float = 1e-6  # and less likely than this by chance in its grids
+    # A condition over days: evaluated every this many seconds (its last findings carry
+    # over in between, so it neither flaps nor costs a week of reports every tick).
+    recurrence_every_s: int = 300
     # fusion
     fusion_window_min: int = 30
     # "category:label|label,…": which report categories and video labels are one situation

@@ -624,13 +624,13 @@ class LiveState:
         raw: Any = self.r.hvals(self.keys.live("warnings"))
         return [orjson.loads(v) for v in raw]
 
-    def seen_all(self) -> list[tuple[str, int]]:
-        """(worker_id, last ping ms) for every worker ever seen."""
-        raw: Any = self.r.zrange(self.keys.live("seen"), 0, -1, withscores=True)
-        return [(k.decode(), int(v)) for k, v in raw]
-
     def positions(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.live("pos")).items()}
+        return {_s(k): _s(v) for k, v in self.positions_raw().items()}
+
+    def positions_raw(self) -> dict[bytes, bytes]:
+        """worker_id → packed position, undecoded (30,000 of them decode faster in bulk)."""
+        raw: Any = self.r.hgetall(self.keys.live("pos"))
+        return raw
 
     def workers_seen_since(self, since_ms: int) -> list[str]:
         seen = self.r.zrangebyscore(self.keys.live("seen"), since_ms, "+inf")

@@ -37,7 +37,7 @@ import redis
 from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipelines import audit, store
+from pipelines import audit, store, work
 from pipelines.events import STEPS
 from pipelines.geo import City
 from pipelines.settings import Settings, WarningSettings
@@ -58,7 +58,7 @@ Clock = Callable[[], float]
 # The runner's input caches (reports, visits) are rebuilt from SQL this often, and the
 # track points of this long before the previous read are read again on every tick.
 FULL_READ_EVERY_MS = HOUR_MS
-VISITS_OVERLAP_MS = 10 * MINUTE_MS
+LATE_OVERLAP_MS = 10 * MINUTE_MS  # how late a row may land and still be seen next tick
 log = logging.getLogger(__name__)
 
 
@@ -131,6 +131,10 @@ class RuleConfig(WarningSettings):
             for label in labels.split("|")
         ]
         return pl.DataFrame(pairs, schema={"category": pl.String, "label": pl.String}, orient="row")
+
+    def every_ms(self, rule: str) -> int:
+        """How often a rule is evaluated (0 = every tick); slow conditions run less often."""
+        return {"recurrence": self.recurrence_every_s * 1000}.get(rule, 0)
 
     def recent_ms(self) -> int:
         """The longest short window over reports (threshold, surge, fusion)."""
@@ -926,6 +930,39 @@ POST: dict[str, Callable[[list[Finding], RuleInputs, RuleConfig, int], list[Find
 }
 
 
+def run_rules(
+    inputs: RuleInputs,
+    cfg: RuleConfig,
+    now_ms: int,
+    rules: Mapping[str, Rule],
+    timer: Callable[[], float] = time.perf_counter,
+) -> tuple[dict[str, list[Finding]], dict[str, float]]:
+    """Run the given rules: (findings per rule, seconds per rule)."""
+    found: dict[str, list[Finding]] = {}
+    timings: dict[str, float] = {}
+    for name, rule in rules.items():
+        t0 = timer()
+        found[name] = rule(inputs, cfg, now_ms)
+        timings[name] = timer() - t0
+    return found, timings
+
+
+def post_process(
+    findings: list[Finding],
+    inputs: RuleInputs,
+    cfg: RuleConfig,
+    now_ms: int,
+    timer: Callable[[], float] = time.perf_counter,
+) -> tuple[list[Finding], dict[str, float]]:
+    """The post steps (fusion) over every rule's findings; (findings, seconds per step)."""
+    timings: dict[str, float] = {}
+    for name, step in POST.items():
+        t0 = timer()
+        findings = step(findings, inputs, cfg, now_ms)
+        timings[name] = timer() - t0
+    return findings, timings
+
+
 def evaluate(
     inputs: RuleInputs,
     cfg: RuleConfig,
@@ -934,17 +971,11 @@ def evaluate(
     timer: Callable[[], float] = time.perf_counter,
 ) -> tuple[list[Finding], dict[str, float]]:
     """Run every rule, then the post steps; (findings, seconds per rule/step)."""
-    findings: list[Finding] = []
-    timings: dict[str, float] = {}
-    for name, rule in (RULES if rules is None else rules).items():
-        t0 = timer()
-        findings.extend(rule(inputs, cfg, now_ms))
-        timings[name] = timer() - t0
-    for name, step in POST.items():
-        t0 = timer()
-        findings = step(findings, inputs, cfg, now_ms)
-        timings[name] = timer() - t0
-    return findings, timings
+    found, timings = run_rules(inputs, cfg, now_ms, RULES if rules is None else rules, timer)
+    findings, post = post_process(
+        [f for fs in found.values() for f in fs], inputs, cfg, now_ms, timer
+    )
+    return findings, {**timings, **post}
 
 
 # ------------------------------------------------------------------ lifecycle (pure)
@@ -1400,12 +1431,17 @@ class WarningEngine:
     _visits_hi: int = field(default=0, init=False)
     _visits_full: int = field(default=0, init=False)
     _work: tuple[int, dict[str, pl.DataFrame]] | None = field(default=None, init=False)
+    _incidents: pl.DataFrame | None = field(default=None, init=False)
+    _incidents_hi: int = field(default=0, init=False)
+    _incidents_full: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.cfg = RuleConfig.of(self.settings)
         self.areas = Areas.of(self.city)
         self.live = LiveState(self.r, self.settings.redis.prefix)
         self._chain: dict[str, list[str]] = {}
+        # slow rules' last evaluation: rule → (now_ms, findings), carried between runs
+        self._carried: dict[str, tuple[int, list[Finding]]] = {}
 
     def ancestors(self, area_id: str) -> list[str]:
         got = self._chain.get(area_id)
@@ -1417,27 +1453,9 @@ class WarningEngine:
 
     def read_inputs(self, now_ms: int) -> RuleInputs:
         cfg = self.cfg
-        inc, va = store.incidents, store.video_alerts
+        va = store.video_alerts
         reports = self.read_reports(now_ms)
-        incidents = _frame(
-            self.engine,
-            select(
-                inc.c.incident_id,
-                inc.c.status,
-                inc.c.category,
-                inc.c.severity,
-                inc.c.grid_id,
-                inc.c.street_id,
-                inc.c.reported_ms,
-                inc.c.last_ms,
-            ).where(
-                inc.c.reported_ms > now_ms - cfg.sla_lookback_days * DAY_MS,
-                # IN over the open steps (not != "closed"): the status index reads only the
-                # open incidents instead of scanning a month of them every tick
-                inc.c.status.in_([x for x in STEPS if x != "closed"]),
-            ),
-            INCIDENTS_SCHEMA,
-        )
+        incidents = self.read_incidents(now_ms)
         vsince = now_ms - max(cfg.video_window_min, cfg.fusion_window_min) * MINUTE_MS
         video = _frame(
             self.engine,
@@ -1448,13 +1466,14 @@ class WarningEngine:
         )
         baseline, days = self.read_baseline(now_ms)
         vbase, vhours = self.read_video_baseline(now_ms)
+        positions = self.read_positions()
         return RuleInputs(
             areas=self.areas,
             reports=reports,
             incidents=incidents,
             video=video,
-            visits=self.read_visits(now_ms),
-            workers=self.read_workers(now_ms),
+            visits=self.read_visits(now_ms, positions),
+            workers=self.read_workers(now_ms, positions),
             baseline=baseline,
             baseline_days=days,
             video_baseline=vbase,
@@ -1465,6 +1484,57 @@ class WarningEngine:
     def _incremental(self, now_ms: int, hi: int, full_ms: int, cached: object) -> bool:
         """Whether this read may extend the cache (else: rebuild it from SQL)."""
         return cached is not None and hi <= now_ms and now_ms - full_ms < FULL_READ_EVERY_MS
+
+    def read_incidents(self, now_ms: int) -> pl.DataFrame:
+        """The open incidents reported within the SLA lookback, read incrementally.
+
+        A full read goes through the status index (IN over the open steps). Between full
+        reads, each tick re-reads only the incidents with an event since the previous read
+        less an overlap (``LATE_OVERLAP_MS`` or the longest short window, as reports), via
+        the events' time index, replaces them in the cache and drops the ones now closed.
+        An event that arrives later than that overlap is seen at the next full read (every
+        ``FULL_READ_EVERY_MS``, and after a restart).
+        """
+        inc, ev = store.incidents, store.incident_events
+        since = now_ms - self.cfg.sla_lookback_days * DAY_MS
+        cols = (
+            inc.c.incident_id,
+            inc.c.status,
+            inc.c.category,
+            inc.c.severity,
+            inc.c.grid_id,
+            inc.c.street_id,
+            inc.c.reported_ms,
+            inc.c.last_ms,
+        )
+        cached = self._incidents
+        if self._incremental(now_ms, self._incidents_hi, self._incidents_full, cached):
+            assert cached is not None
+            lo = self._incidents_hi - max(LATE_OVERLAP_MS, self.cfg.recent_ms())
+            touched = select(ev.c.incident_id).where(ev.c.ts_ms > lo, ev.c.ts_ms <= now_ms)
+            fresh = _frame(
+                self.engine,
+                select(*cols).where(inc.c.incident_id.in_(touched), inc.c.reported_ms > since),
+                INCIDENTS_SCHEMA,
+            )
+            kept = cached.filter(
+                pl.col("reported_ms") > since,
+                ~pl.col("incident_id").is_in(fresh["incident_id"].implode()),
+            )
+            got = pl.concat([kept, fresh.filter(pl.col("status") != "closed")])
+        else:
+            # IN over the open steps (not != "closed"): the status index reads only the
+            # open incidents instead of scanning a month of them
+            got = _frame(
+                self.engine,
+                select(*cols).where(
+                    inc.c.reported_ms > since, inc.c.status.in_([x for x in STEPS if x != "closed"])
+                ),
+                INCIDENTS_SCHEMA,
+            )
+            self._incidents_full = now_ms
+        self._incidents, self._incidents_hi = got, now_ms
+        return got
 
     def read_reports(self, now_ms: int) -> pl.DataFrame:
         """ "reported" events within the horizon, read incrementally.
@@ -1593,11 +1663,11 @@ class WarningEngine:
         hours = (hi - max(lo, int(first))) / HOUR_MS
         return _frame(self.engine, q, VIDEO_BASELINE_SCHEMA), hours
 
-    def read_visits(self, now_ms: int) -> pl.DataFrame:
+    def read_visits(self, now_ms: int, positions: pl.DataFrame) -> pl.DataFrame:
         """Last visit per grid within the gap horizon: track points + live positions.
 
         The track-point part is incremental: each tick reads the points of the last
-        ``VISITS_OVERLAP_MS`` before the previous read onwards and keeps the newest per
+        ``LATE_OVERLAP_MS`` before the previous read onwards and keeps the newest per
         grid; a full read every ``FULL_READ_EVERY_MS`` (and after a restart) picks up
         points that arrived later than that.
         """
@@ -1605,7 +1675,7 @@ class WarningEngine:
         since = now_ms - int(self.cfg.patrol_gap_hours * HOUR_MS)
         if self._incremental(now_ms, self._visits_hi, self._visits_full, self._visits):
             assert self._visits is not None
-            lo, kept = max(since, self._visits_hi - VISITS_OVERLAP_MS), self._visits
+            lo, kept = max(since, self._visits_hi - LATE_OVERLAP_MS), self._visits
         else:
             lo, kept = since, empty(VISITS_SCHEMA)
             self._visits_full = now_ms
@@ -1623,14 +1693,18 @@ class WarningEngine:
             .filter(pl.col("last_ms") > since)
         )
         self._visits, self._visits_hi = hist, now_ms
-        live = [v.split(",") for v in self.live.positions().values()]
-        pos = pl.DataFrame(
-            {"grid_id": [p[3] for p in live], "last_ms": [int(p[2]) for p in live]},
-            schema=VISITS_SCHEMA,
-        ).filter(pl.col("last_ms") > since, pl.col("last_ms") <= now_ms)
+        pos = positions.select("grid_id", pl.col("ts_ms").alias("last_ms")).filter(
+            pl.col("last_ms") > since, pl.col("last_ms") <= now_ms
+        )
         return pl.concat([hist, pos]).group_by("grid_id").agg(pl.col("last_ms").max())
 
-    def read_workers(self, now_ms: int) -> pl.DataFrame:
+    def read_positions(self) -> pl.DataFrame:
+        """Every worker's latest ping from Redis (worker_id, lon, lat, ts_ms, grid_id). The
+        packed position and the "seen" score are written together by one script, so its
+        ``ts_ms`` is the worker's last ping."""
+        return work.positions_frame(self.live.positions_raw())
+
+    def read_workers(self, now_ms: int, positions: pl.DataFrame) -> pl.DataFrame:
         """The roster (cached 5 min) with each worker's last ping from Redis."""
         if self._workers is None or now_ms - self._workers_ms > 5 * MINUTE_MS:
             w = store.workers
@@ -1641,11 +1715,7 @@ class WarningEngine:
                 self.areas.grids.select("grid_id", "street_id"), on="grid_id", how="inner"
             )
             self._workers_ms = now_ms
-        last = pl.DataFrame(
-            self.live.seen_all(),
-            schema={"worker_id": pl.String, "last_seen_ms": pl.Int64},
-            orient="row",
-        )
+        last = positions.select("worker_id", pl.col("ts_ms").alias("last_seen_ms"))
         return self._workers.join(last, on="worker_id", how="left").select(list(WORKERS_SCHEMA))
 
     # ---------------------------------------------------------------- schedule
@@ -1675,12 +1745,32 @@ class WarningEngine:
 
     # ---------------------------------------------------------------- one tick
 
-    def tick(self) -> dict[str, Any]:
+    def due(self, now_ms: int, every_rule: bool = False) -> dict[str, Rule]:
+        """The rules to evaluate now: every rule but a slow one evaluated recently."""
+
+        def is_due(name: str) -> bool:
+            last = self._carried.get(name)
+            every = self.cfg.every_ms(name)
+            return every_rule or last is None or not (0 <= now_ms - last[0] < every)
+
+        return {name: rule for name, rule in RULES.items() if is_due(name)}
+
+    def tick(self, every_rule: bool = False) -> dict[str, Any]:
+        """One evaluation: read, run the due rules (slow rules' last findings carry over),
+        fuse, apply the lifecycle, persist and publish. ``every_rule`` runs them all."""
         t0 = time.perf_counter()
         now_ms = int(self.clock() * 1000)
         inputs = self.read_inputs(now_ms)
         t_read = time.perf_counter() - t0
-        findings, timings = evaluate(inputs, self.cfg, now_ms)
+        found, timings = run_rules(inputs, self.cfg, now_ms, self.due(now_ms, every_rule))
+        for name, got in found.items():
+            if self.cfg.every_ms(name):
+                self._carried[name] = (now_ms, got)
+        every_finding = [
+            f for n in RULES for f in (found[n] if n in found else self._carried[n][1])
+        ]
+        findings, post = post_process(every_finding, inputs, self.cfg, now_ms)
+        timings |= post
         t1 = time.perf_counter()
         olds = warnings_from_frame(open_warnings(self.engine))
         quiet = quiet_keys(self.engine, now_ms, self.cfg.dismiss_quiet_s)

@@ -151,11 +151,14 @@ POSITIONS_SCHEMA = {
 }
 
 
-def positions_frame(packed: Mapping[str, str]) -> pl.DataFrame:
-    """``state.py``'s packed positions (worker → "lon,lat,ts,grid,…") as a frame."""
+def positions_frame(packed: Mapping[str, str] | Mapping[bytes, bytes]) -> pl.DataFrame:
+    """``state.py``'s packed positions (worker → "lon,lat,ts,grid,…") as a frame; the
+    mapping may be raw bytes (``LiveState.positions_raw``), decoded here in bulk."""
     if not packed:
         return pl.DataFrame(schema=POSITIONS_SCHEMA)
     raw = pl.DataFrame({"worker_id": list(packed), "p": list(packed.values())})
+    if raw.schema["p"] == pl.Binary:
+        raw = raw.cast(pl.String)
     parts = pl.col("p").str.split(",")
     return raw.select(
         "worker_id",

@@ -210,13 +210,14 @@ def test_scripted_anomalies_are_flagged(
 def test_incremental_inputs_match_a_full_read(
     live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis
 ) -> None:
-    """The runner's cached report and visit frames equal a fresh engine's full read,
-    late arrivals within the short windows included; rows later than that wait for the
-    next full read (hourly)."""
+    """The runner's cached report, open-incident and visit frames equal a fresh engine's
+    full read, late arrivals within the short windows included; rows later than that wait
+    for the next full read (hourly)."""
     now = [START + 3 * 60 * MIN]
     clock = lambda: now[0] / 1000  # noqa: E731
     grids = city.grids.select("grid_id", "street_id", "district_id", "lon", "lat").rows()
     n = [0]
+    reported: dict[int, dict[str, Any]] = {}  # incident number → its "reported" event
 
     def report(ts: int, track_ts: int | None = None) -> None:
         """A report at ts and a worker's ping at track_ts (default ts) in the same grid."""
@@ -238,13 +239,36 @@ def test_incremental_inputs_match_a_full_read(
             "entry_id": f"{ts}-0",
         }
         track = {"worker_id": f"W{n[0]}", "slot": tts // MIN, "ts_ms": tts, "lon": lon}
+        reported[n[0]] = row
+        incident = {k: row[k] for k in ("incident_id", "category", "severity", "grid_id")}
+        incident |= {"street_id": st, "status": "reported", "reported_ms": ts, "last_ms": ts}
         with engine.begin() as c:
             c.execute(store.incident_events.insert(), [row])
+            c.execute(store.incidents.insert(), [incident | {"n_events": 1}])
             c.execute(store.track_points.insert(), [track | {"lat": lat, "grid_id": g}])
 
-    def frames(e: W.WarningEngine) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def advance(i: int, step: str, ts: int) -> None:
+        """Incident I<i> moves on to ``step`` at ts (its row as the report worker writes it)."""
+        inc, ev = store.incidents, store.incident_events
+        with engine.begin() as c:
+            event = {"event_id": f"E{i}-{step}", "step": step, "ts_ms": ts, "entry_id": f"{ts}-1"}
+            c.execute(ev.insert(), [reported[i] | event])
+            c.execute(
+                inc.update()
+                .where(inc.c.incident_id == f"I{i}")
+                .values(status=step, last_ms=ts, n_events=inc.c.n_events + 1)
+            )
+
+    def frames(e: W.WarningEngine) -> tuple[pl.DataFrame, ...]:
         got = e.read_inputs(now[0])
-        return got.reports.sort("event_id"), got.visits.sort("grid_id")
+        return (
+            got.reports.sort("event_id"),
+            got.visits.sort("grid_id"),
+            got.incidents.sort("incident_id"),
+        )
+
+    def same(a: tuple[pl.DataFrame, ...], b: tuple[pl.DataFrame, ...]) -> bool:
+        return all(x.equals(y) for x, y in zip(a, b, strict=True))
 
     eng = W.WarningEngine(live_settings, city, rclient, engine, clock=clock)
     for k in range(40):  # two days back … now
@@ -254,14 +278,59 @@ def test_incremental_inputs_match_a_full_read(
         report(now[0] - MIN)  # on time
         # late, but within the short windows (reports) and the visits' overlap (pings)
         report(now[0] - 25 * MIN, track_ts=now[0] - 8 * MIN)
+        # incidents move on: one is accepted, one closed on time, one closed a little late
+        advance(1 + 3 * step, "accepted", now[0] - MIN)
+        advance(2 + 3 * step, "closed", now[0] - MIN)
+        advance(3 + 3 * step, "closed", now[0] - 8 * MIN)
         mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
-        assert mine[0].equals(full[0]) and mine[1].equals(full[1]), step
+        assert same(mine, full), step
+    open_ids = mine[2]["incident_id"].to_list()
+    assert "I1" in open_ids and "I2" not in open_ids and "I3" not in open_ids
+    assert "accepted" in mine[2]["status"].to_list()
     report(now[0] - 3 * 60 * MIN)  # later than every short window: recurrence only
+    advance(30, "closed", now[0] - 60 * MIN)  # a close later than the overlap
     now[0] += 2 * MIN
-    assert (
-        frames(eng)[0].height
-        == frames(W.WarningEngine(live_settings, city, rclient, engine))[0].height - 1
-    )
+    mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
+    assert mine[0].height == full[0].height - 1
+    assert "I30" in mine[2]["incident_id"].to_list()
+    assert "I30" not in full[2]["incident_id"].to_list()
     now[0] += W.FULL_READ_EVERY_MS
     mine, full = frames(eng), frames(W.WarningEngine(live_settings, city, rclient, engine))
-    assert mine[0].equals(full[0]) and mine[1].equals(full[1])
+    assert same(mine, full)
+
+
+def test_slow_rules_carry_their_findings_between_evaluations(
+    live_settings: Settings,
+    engine: Engine,
+    city: City,
+    rclient: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """recurrence (a condition over days) runs every ``recurrence_every_s``; in between its
+    last findings carry over, so its warning stays open instead of clearing and flapping."""
+    street = str(city.grids["street_id"][0])
+    calls: list[int] = []
+
+    def recurring(inputs: W.RuleInputs, cfg: W.RuleConfig, now_ms: int) -> list[W.Finding]:
+        calls.append(now_ms)
+        key = f"recurrence:{street}:dispute"
+        return [W.Finding("recurrence", street, "yellow", key, ("I1",), {"category": "dispute"})]
+
+    monkeypatch.setitem(W.RULES, "recurrence", recurring)
+    now = [START]
+    eng = W.WarningEngine(live_settings, city, rclient, engine, clock=lambda: now[0] / 1000)
+    every = live_settings.warnings.recurrence_every_s * 1000
+    assert every > 20_000
+    seen = []
+    for dt in (0, 10_000, 20_000, every - 1, every, every + 10_000):
+        now[0] = START + dt
+        res = eng.tick()
+        seen.append(("recurrence" in res["timings"], res["cleared"]))
+        (w,) = W.warnings_from_frame(
+            W.open_warnings(engine).filter(pl.col("key") == f"recurrence:{street}:dispute")
+        )
+        assert w.last_seen_ms == now[0], dt  # seen this tick, evaluated or carried
+    assert seen == [(True, 0), (False, 0), (False, 0), (False, 0), (True, 0), (False, 0)]
+    assert calls == [START, START + every]
+    assert "recurrence" in eng.tick(every_rule=True)["timings"]  # on demand: every rule
+    assert len(calls) == 3

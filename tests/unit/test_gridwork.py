@@ -112,6 +112,9 @@ def test_positions_clusters_and_status() -> None:
     }
     pos = work.positions_frame(packed)
     assert pos.height == 3 and pos["grid_id"].to_list() == ["g1", "g3", "g3"]
+    # Redis's undecoded reply (LiveState.positions_raw) parses to the same frame
+    raw = {k.encode(): v.encode() for k, v in packed.items()}
+    assert work.positions_frame(raw).equals(pos)
     roster = pl.DataFrame(
         {
             "worker_id": ["a", "b", "c", "d"],
