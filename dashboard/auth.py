@@ -324,13 +324,17 @@ class Guard:
             )
 
     def rate_limited(self, bucket: str, per_minute: int) -> bool:
-        """Fixed one-minute window in Redis, shared by every gunicorn worker."""
-        key = f"{self.settings.redis.prefix}:rl:{bucket}:{int(self.clock() // 60)}"
+        """A sliding one-minute window in Redis (a sorted set of attempt times), shared by
+        every gunicorn worker: attempts straddling a minute boundary count together."""
+        key = f"{self.settings.redis.prefix}:rl:{bucket}"
+        now_ms = int(self.clock() * 1000)
         try:
             pipe = self.r.pipeline(transaction=True)
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count = int(pipe.execute()[0])
+            pipe.zremrangebyscore(key, "-inf", now_ms - 60_000)
+            pipe.zadd(key, {f"{now_ms}:{secrets.token_hex(4)}": now_ms})
+            pipe.zcard(key)
+            pipe.pexpire(key, 60_000)
+            count = int(pipe.execute()[2])
         except redis.RedisError:
             return False
         return count > per_minute

@@ -507,3 +507,22 @@ def test_bad_token_and_database_down_get_clear_pages(
     resp = c.get("/wall?token=whatever", headers={"Accept": "text/html"})
     assert resp.status_code == 503 and "Traceback" not in resp.get_data(as_text=True)
     assert "Service unavailable" in resp.get_data(as_text=True)
+
+
+def test_rate_limit_is_a_sliding_minute(
+    live_settings: Settings, rclient: redis.Redis, city: City
+) -> None:
+    """Attempts straddling a minute boundary count together (a fixed window let 2 × limit
+    through); after a quiet minute the bucket is open again."""
+    from dashboard.auth import Guard
+
+    now = [1_000_000 * 60 + 50.0]  # 10 s before a minute boundary
+    guard = Guard(live_settings, city, rclient, None, list, lambda: now[0])
+    got = []
+    for _ in range(12):
+        got.append(guard.rate_limited("login:10.9.9.9", 10))
+        now[0] += 2.0  # 12 attempts over 24 s, across the boundary
+    assert got == [False] * 10 + [True, True]
+    assert not guard.rate_limited("login:10.9.9.8", 10)  # buckets are separate
+    now[0] += 61.0
+    assert not guard.rate_limited("login:10.9.9.9", 10)
