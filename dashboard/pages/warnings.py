@@ -163,7 +163,8 @@ ACTION_BUTTONS = {
 
 
 def scoped_items(b: Backend) -> list[dict[str, Any]]:
-    """The open warnings in the session's scope (the list is read once per tick)."""
+    """The open warnings in the session's scope, read fresh (one HVALS of the open list):
+    an action's result shows in the actor's own list at once, not a tick later."""
     p = auth.principal()
     if p is None or p.wall:
         return []
