@@ -74,6 +74,7 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "geo_grids": Policy(roles=frozenset({"city_leader", "admin", "supervisor", "wall"})),
     "admin_audit": Policy(roles=frozenset({"admin"}), scoped=False),
     "work_track_csv": Policy(roles=INDIVIDUALS),  # + the worker's grid must be in scope
+    "work_grid_track_csv": Policy(roles=INDIVIDUALS),  # + the grid must be in scope
 }
 
 # Dash callbacks, by the id prefix of their outputs → policy.
