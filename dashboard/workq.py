@@ -28,8 +28,7 @@ WINDOWS_H = (1, 2, 4, 8, 24)  # replay windows offered, hours back from now
 DAY = "day"  # the window choice "a chosen day, from hour to hour"
 MAX_WINDOW_H = 24  # the longest chosen window
 HOUR_MS = 3_600_000
-MAX_REPLAY_WORKERS = 20  # a grid replay shows at most this many workers together
-assert len(REPLAY_COLORS) >= MAX_REPLAY_WORKERS  # one distinct colour each
+MAX_REPLAY_WORKERS = 20  # a grid replay shows at most this many workers (one colour each)
 REPORTS_SCHEMA = {
     "worker_id": pl.String,
     "ts_ms": pl.Int64,

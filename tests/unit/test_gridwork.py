@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
+from dashboard import live as L
 from dashboard import workq as WQ
 from pipelines import work
 
@@ -222,6 +223,11 @@ def test_replay_payload_merges_workers_on_one_shared_axis() -> None:
     assert out["points"] == 5 and out["reports"] == []
     empty = work.replay_payload(track, _reports([]), ["nobody"])
     assert empty["workers"] == [] and empty["t0"] is None
+
+
+def test_every_replayed_worker_has_a_distinct_colour() -> None:
+    colours = L.REPLAY_COLORS[: WQ.MAX_REPLAY_WORKERS]
+    assert len(set(colours)) == len(colours) == WQ.MAX_REPLAY_WORKERS
 
 
 def test_downsample_keeps_first_and_last_and_spreads_evenly() -> None:
