@@ -6,6 +6,8 @@
   (consecutive points within ``max_gap_ms``: a segment counts in full when both ends are
   inside, half when one is), patrol coverage per child area, unpatrolled grids, and the
   live position frame with online / offline status.
+* Track replay (pure): one or more workers on one time axis, each track downsampled to its
+  share of the points sent, reports placed where the worker stood (:func:`replay_payload`).
 * The roster (``store.workers``) is filled by the simulator or imported from CSV:
   :func:`parse_roster_csv` reports every bad row by its line number and
   :func:`import_roster` writes all rows in one transaction or none.
