@@ -33,7 +33,7 @@ window.wangge.work = {
   },
   trackStyle: function (feature) {
     var p = feature.properties || {};
-    return {color: p.c || "#41c7ff", weight: 3, opacity: 0.85};
+    return {color: p.c || "#41c7ff", weight: 3, opacity: 0.85, interactive: false};
   },
   /* a worker's position at time `target` (ms): interpolated, or null before its first point */
   at: function (w, target) {

@@ -185,15 +185,21 @@ def _replay_layers(gcj: dict[str, Any]) -> list[Any]:
         dl.GeoJSON(
             id=ids.TR_OUTLINE,
             data=EMPTY_FC,
-            style={"color": "#ffffff", "weight": 3, "dashArray": "6 4", "fillOpacity": 0.06},
-            interactive=False,
+            # not interactive (a style option: Leaflet reads it when the path is made), so
+            # the markers under it still get the mouse
+            style={
+                "color": "#ffffff",
+                "weight": 3,
+                "dashArray": "6 4",
+                "fillOpacity": 0.06,
+                "interactive": False,
+            },
             **gcj,
         ),
         dl.GeoJSON(
             id=ids.TR_PATHS,
             data=EMPTY_FC,
             style={"variable": "wangge.work.trackStyle"},
-            interactive=False,
             **gcj,
         ),
         dl.GeoJSON(

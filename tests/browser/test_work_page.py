@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from sqlalchemy import select
 
@@ -219,6 +220,15 @@ def test_commander_replays_a_grid_and_every_worker_moves(
     )
     assert any(c.endswith("|6 4") for c in colours), colours
     assert len({c for c in colours if c.endswith("|")}) >= 3, colours  # ≥ 2 lines + white rims
+    # a marker's tooltip names its worker (as text)
+    names = {e.text.strip() for e in legend}
+    slot = next(i for i, p in enumerate(after) if p is not None)
+    dot = chrome.find_elements(By.CSS_SELECTOR, "path.wg-replay-dot")[slot]
+    ActionChains(chrome).move_to_element(dot).perform()
+    tip = wait(chrome).until(
+        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".leaflet-tooltip")] or None
+    )
+    assert set(tip) & names, (tip, names)
     shot(chrome, artifacts, "work-replay-grid")
     # a chosen day (yesterday 08:00–12:00 by default): the simulated city has no track then
     pick(chrome, "wtrk-window", "day", "指定日期时段")
