@@ -1,6 +1,8 @@
 /* Grid work (网格工作): cluster / worker markers and the track replay, in the browser.
-   Replay: the slider is seconds since the track's first point; the marker is placed by
-   interpolating between the two surrounding points, so playback is smooth at any speed. */
+   Replay: one or more workers on one time axis; the slider is seconds since the earliest
+   point (data.t0). Each worker's marker (pool slot i = data.workers[i]) is placed by
+   interpolating between the two surrounding points of its own track, so playback is smooth
+   at any speed; before its first point a worker's marker is hidden. */
 window.wangge = Object.assign({}, window.wangge);
 window.wangge.work = {
   point: function (feature, latlng) {
@@ -24,9 +26,25 @@ window.wangge.work = {
     });
   },
   report: function (feature, latlng) {
+    var p = feature.properties || {};
     return L.circleMarker(latlng, {
-      radius: 6, color: "#ffffff", weight: 1, fillColor: "#f2994a", fillOpacity: 0.95
+      radius: 6, color: p.c || "#ffffff", weight: 3, fillColor: "#f2994a", fillOpacity: 0.95
     });
+  },
+  trackStyle: function (feature) {
+    var p = feature.properties || {};
+    return {color: p.c || "#41c7ff", weight: 3, opacity: 0.85, interactive: false};
+  },
+  /* a worker's position at time `target` (ms): interpolated, or null before its first point */
+  at: function (w, target) {
+    var t = w.t, ll = w.ll;
+    if (!t || !t.length || target < t[0]) { return null; }
+    var lo = 0, hi = t.length - 1;
+    if (target >= t[hi]) { return ll[hi]; }
+    while (hi - lo > 1) { var mid = (lo + hi) >> 1; if (t[mid] <= target) { lo = mid; } else { hi = mid; } }
+    if (t[hi] <= t[lo]) { return ll[lo]; }
+    var f = Math.max(0, Math.min(1, (target - t[lo]) / (t[hi] - t[lo])));
+    return [ll[lo][0] + (ll[hi][0] - ll[lo][0]) * f, ll[lo][1] + (ll[hi][1] - ll[lo][1]) * f];
   },
   /* [lat, lon] as sent → the map's coordinates (GCJ-02 for Chinese tiles; display only) */
   shown: function (ll, gcj) {
@@ -60,25 +78,53 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       var next = (value || 0) + step;
       return next >= max ? max : next;
     },
-    path: function (data) {
-      if (!data || !data.ll) { return []; }
-      return data.ll.map(function (ll) { return window.wangge.work.shown(ll, data.gcj); });
+    /* on new data: the lines (GeoJSON, [lon, lat]), the markers' tooltips (names as text)
+       and the map fitted to the tracks */
+    paths: function (data) {
+      var ctx = window.dash_clientside.callback_context;
+      var slots = ctx.outputs_list[1] || [];
+      var workers = (data && data.workers) || [];
+      var feats = workers.map(function (w) {
+        return {
+          type: "Feature",
+          geometry: {type: "LineString", coordinates: w.ll.map(function (p) { return [p[1], p[0]]; })},
+          properties: {c: w.c}
+        };
+      });
+      var tips = slots.map(function (o) { var w = workers[o.id.i]; return w ? String(w.n) : ""; });
+      var view = window.dash_clientside.no_update;
+      if (workers.length) {
+        var s = 90, n = -90, west = 180, e = -180;
+        workers.forEach(function (w) {
+          w.ll.forEach(function (p) {
+            s = Math.min(s, p[0]); n = Math.max(n, p[0]); west = Math.min(west, p[1]); e = Math.max(e, p[1]);
+          });
+        });
+        var sw = window.wangge.work.shown([s, west], data.gcj), ne = window.wangge.work.shown([n, e], data.gcj);
+        view = {bounds: [sw, ne], transition: "flyToBounds", options: {padding: [40, 40], maxZoom: 16}};
+      }
+      return [{type: "FeatureCollection", features: feats}, tips, view];
     },
     place: function (value, data) {
-      if (!data || !data.t || !data.t.length) { return [[0, 0], 0, "—"]; }
-      var t = data.t, ll = data.ll, target = t[0] + (value || 0) * 1000;
-      var lo = 0, hi = t.length - 1;
-      if (target >= t[hi]) { lo = hi; } else {
-        while (hi - lo > 1) { var mid = (lo + hi) >> 1; if (t[mid] <= target) { lo = mid; } else { hi = mid; } }
+      var ctx = window.dash_clientside.callback_context;
+      var slots = ctx.outputs_list[0] || [];
+      var workers = (data && data.workers) || [];
+      if (!workers.length) {
+        return [slots.map(function () { return [0, 0]; }), slots.map(function () { return 0; }), "—"];
       }
-      var pos = ll[lo];
-      if (lo < t.length - 1 && t[lo + 1] > t[lo]) {
-        var f = Math.max(0, Math.min(1, (target - t[lo]) / (t[lo + 1] - t[lo])));
-        pos = [ll[lo][0] + (ll[lo + 1][0] - ll[lo][0]) * f, ll[lo][1] + (ll[lo + 1][1] - ll[lo][1]) * f];
-      }
-      var when = new Date(Math.min(target, t[t.length - 1]));
-      var text = when.toLocaleTimeString("zh-CN", {timeZone: data.tz || "Asia/Shanghai", hour12: false});
-      return [window.wangge.work.shown(pos, data.gcj), 8, text];
+      var target = data.t0 + (value || 0) * 1000;
+      var centers = [], radii = [];
+      slots.forEach(function (o) {
+        var w = workers[o.id.i], pos = w ? window.wangge.work.at(w, target) : null;
+        centers.push(pos ? window.wangge.work.shown(pos, data.gcj) : [0, 0]);
+        radii.push(pos ? 8 : 0);
+      });
+      var when = new Date(Math.min(target, data.t1));
+      var text = when.toLocaleString("zh-CN", {
+        timeZone: data.tz || "Asia/Shanghai", hour12: false, month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", second: "2-digit"
+      });
+      return [centers, radii, text];
     }
   }
 });

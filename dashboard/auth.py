@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "geo_grids": Policy(roles=frozenset({"city_leader", "admin", "supervisor", "wall"})),
     "admin_audit": Policy(roles=frozenset({"admin"}), scoped=False),
     "work_track_csv": Policy(roles=INDIVIDUALS),  # + the worker's grid must be in scope
+    "work_grid_track_csv": Policy(roles=INDIVIDUALS),  # + the grid must be in scope
 }
 
 # Dash callbacks, by the id prefix of their outputs → policy.
@@ -93,8 +95,15 @@ CALLBACK_POLICIES: dict[str, Policy] = {
 
 
 def callback_policy(output_spec: str) -> Policy | None:
-    """The policy of a callback from its output spec (e.g. ``..pan-geo.hideout...``)."""
+    """The policy of a callback from its output spec (e.g. ``..pan-geo.hideout...``); a
+    pattern-matching id (``{"i":["ALL"],"type":"wtrk-dots"}.center``) by its ``type``."""
     first = output_spec.lstrip(".").split("...")[0]
+    if first.startswith("{"):
+        try:
+            pattern = json.loads(first[: first.rindex("}") + 1])
+        except ValueError:
+            return None
+        first = str(pattern.get("type", "")) if isinstance(pattern, dict) else ""
     for prefix, policy in CALLBACK_POLICIES.items():
         if first.startswith(prefix):
             return policy

@@ -314,8 +314,31 @@ CATALOG: dict[str, tuple[str, str]] = {
         "{n} points · {km} km · {r} reports",
     ),
     "work.replay.hint": (
-        "选择网格员与时间范围后回放其巡查轨迹。",
-        "Pick a worker and a window to replay the patrol.",
+        "选择网格员回放其巡查轨迹；只选网格则一同回放经过该网格的全部网格员。",
+        "Pick a worker to replay the patrol; pick only a grid to replay every worker who "
+        "passed through it.",
+    ),
+    "work.replay.day": ("指定日期时段…", "A chosen day and hours…"),
+    "work.replay.summary.grid": (
+        "{w} 名网格员 · {n} 个轨迹点 · {km} 公里 · 上报 {r} 件",
+        "{w} workers · {n} points · {km} km · {r} reports",
+    ),
+    "work.replay.capped": (
+        "仅回放在该网格停留最久的 {cap} 名（共 {total} 名经过）",
+        "Showing the {cap} workers longest in the grid (of {total} who passed through)",
+    ),
+    "work.replay.empty.grid": (
+        "该时间范围内没有网格员经过该网格",
+        "No worker passed through this grid in this window",
+    ),
+    "work.replay.err.date": ("请选择日期", "Pick a date"),
+    "work.replay.err.hours": ("请选择开始与结束时间", "Pick the start and end hours"),
+    "work.replay.err.order": ("结束时间须晚于开始时间", "The end must be after the start"),
+    "work.replay.err.long": ("时间范围最长 {h} 小时", "A window is at most {h} hours long"),
+    "work.replay.err.future": ("不能回放未来的时间", "That window has not happened yet"),
+    "work.replay.err.retention": (
+        "轨迹只保留 {days} 天，请选择更近的日期",
+        "Tracks are kept for {days} days; pick a more recent day",
     ),
     "work.export.limited": ("导出过于频繁，请稍后再试。", "Too many exports; try again shortly."),
 }

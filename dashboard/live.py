@@ -28,6 +28,30 @@ TYPE_COLORS = {
     "safety_supervision": "#bb86fc",
 }
 OFFLINE = "#5a6b80"
+# Track replay: one colour per worker replayed together (distinct on the dark map; the
+# worker-type colours first, then more), at least ``workq.MAX_REPLAY_WORKERS`` of them.
+REPLAY_COLORS = (
+    "#f2c94c",
+    "#41c7ff",
+    "#eb5757",
+    "#6fcf97",
+    "#bb86fc",
+    "#f2994a",
+    "#ff7eb6",
+    "#2dd4bf",
+    "#e0e0e0",
+    "#a3e635",
+    "#9b51e0",
+    "#56ccf2",
+    "#fb7185",
+    "#fde68a",
+    "#22c55e",
+    "#c084fc",
+    "#fca5a5",
+    "#38bdf8",
+    "#d9a066",
+    "#ffffff",
+)
 
 
 def lang() -> str:

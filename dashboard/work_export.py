@@ -1,10 +1,13 @@
-"""Track export (CSV of one worker's replayed track): people roles only, the worker's grid
-in the caller's scope, rate-limited per user (shared in Redis) and audited."""
+"""Track export (CSV of a replayed track): one worker's (the worker's grid in the caller's
+scope) or a grid's (the grid in scope; the same in-scope workers, capped, as the page
+replays); a window as on the page; people roles only, rate-limited per user (shared in
+Redis) and audited."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -15,13 +18,13 @@ from dashboard.auth import Guard, allowed, principal
 from dashboard.backend import EXTENSION, Backend
 
 
-def track_csv(rows: list[tuple[int, float, float, str]], worker_id: str, tz: str) -> str:
+def track_csv(rows: list[tuple[str, int, float, float, str]], tz: str) -> str:
     """worker_id, UTC time, local time, lon, lat, grid_id — one line per track point."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["worker_id", "time_utc", "time_local", "lon", "lat", "grid_id"])
     zone = ZoneInfo(tz)
-    for ts, lon, lat, grid in rows:
+    for worker_id, ts, lon, lat, grid in rows:
         utc = datetime.fromtimestamp(ts / 1000, UTC)
         w.writerow(
             [
@@ -36,29 +39,63 @@ def track_csv(rows: list[tuple[int, float, float, str]], worker_id: str, tz: str
     return out.getvalue()
 
 
+def _window(b: Backend) -> WQ.Window:
+    """The request's window: ``?hours=N`` or ``?day=YYYY-MM-DD&from=H&to=H`` (as on the page)."""
+    a = request.args
+    return WQ.replay_window(
+        WQ.DAY if "day" in a else a.get("hours", ""),
+        a.get("day"),
+        a.get("from"),
+        a.get("to"),
+        now_ms=b.now_ms(),
+        tz=b.settings.live.timezone,
+        retention_days=b.settings.privacy.track_retention_days,
+    )
+
+
 def install(server: Flask, guard: Guard) -> None:
+    def send(b: Backend, target: str, pick: Callable[[WQ.Window], list[str]]) -> Response:
+        """The CSV of the picked workers' tracks in the request's window; rate-limited per
+        user and audited (target, window, workers, points)."""
+        p = principal()
+        assert p is not None  # the route policy requires a session
+        if guard.rate_limited(f"export:{p.username}", b.settings.auth.export_rate_per_minute):
+            guard.audit("track_export_limited", target=target)
+            return make_response({"error": "rate limited"}, 429)
+        try:
+            win = _window(b)
+        except WQ.WindowError as exc:
+            return make_response({"error": exc.key}, 400)
+        workers = pick(win)
+        pts, _ = WQ.tracks(b.engine, workers, win.since_ms, win.until_ms)
+        rows = list(pts.select("worker_id", "ts_ms", "lon", "lat", "grid_id").iter_rows())
+        detail = {**win.detail(), "workers": workers, "points": len(rows)}
+        guard.audit("track_export", target=target, detail=detail)
+        resp = make_response(track_csv(rows, b.settings.live.timezone))
+        resp.headers["Content-Type"] = "text/csv; charset=utf-8"
+        resp.headers["Content-Disposition"] = f'attachment; filename="track-{target}.csv"'
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
     @server.route("/export/track/<worker_id>.csv")
     def work_track_csv(worker_id: str) -> Response:
         b: Backend = server.extensions[EXTENSION]
-        p = principal()
-        assert p is not None  # the route policy requires a session
         grid = WQ.worker_grid(b.roster(), worker_id)
         if grid is None or not allowed(b.city, grid):
             return guard.deny("worker outside scope")
-        if guard.rate_limited(f"export:{p.username}", b.settings.auth.export_rate_per_minute):
-            guard.audit("track_export_limited", target=worker_id)
-            return make_response({"error": "rate limited"}, 429)
-        try:
-            hours = int(request.args.get("hours", "2"))
-        except ValueError:
-            hours = 2
-        hours = hours if hours in WQ.WINDOWS_H else WQ.WINDOWS_H[1]
-        now = b.now_ms()
-        pts, _ = WQ.track(b.engine, worker_id, now - hours * 3_600_000, now)
-        rows = list(pts.select("ts_ms", "lon", "lat", "grid_id").iter_rows())
-        guard.audit("track_export", target=worker_id, detail={"hours": hours, "points": len(rows)})
-        resp = make_response(track_csv(rows, worker_id, b.settings.live.timezone))
-        resp.headers["Content-Type"] = "text/csv; charset=utf-8"
-        resp.headers["Content-Disposition"] = f'attachment; filename="track-{worker_id}.csv"'
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
+        return send(b, worker_id, lambda _win: [worker_id])
+
+    @server.route("/export/track/grid/<grid_id>.csv")
+    def work_grid_track_csv(grid_id: str) -> Response:
+        """The workers the page replays for the grid (same choice, same cap)."""
+        b: Backend = server.extensions[EXTENSION]
+        if b.city.level_of(grid_id) != "grid" or not allowed(b.city, grid_id):
+            return guard.deny("grid outside scope")
+
+        def pick(win: WQ.Window) -> list[str]:
+            shown, _total = WQ.grid_workers(
+                b.engine, b.roster(), grid_id, win, lambda g: allowed(b.city, g)
+            )
+            return shown
+
+        return send(b, f"grid-{grid_id}", pick)

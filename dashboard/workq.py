@@ -9,8 +9,11 @@ Expensive work is done once per refresh tick and shared by every viewer
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -18,10 +21,22 @@ from sqlalchemy import Engine, and_, func, or_, select
 
 from dashboard import queries as q
 from dashboard.backend import Backend
-from dashboard.live import OFFLINE, TYPE_COLORS  # one palette for worker types
+from dashboard.live import OFFLINE, REPLAY_COLORS, TYPE_COLORS  # one palette per use
 from pipelines import store, work
 
 WINDOWS_H = (1, 2, 4, 8, 24)  # replay windows offered, hours back from now
+DAY = "day"  # the window choice "a chosen day, from hour to hour"
+MAX_WINDOW_H = 24  # the longest chosen window
+HOUR_MS = 3_600_000
+MAX_REPLAY_WORKERS = 20  # a grid replay shows at most this many workers (one colour each)
+REPORTS_SCHEMA = {
+    "worker_id": pl.String,
+    "ts_ms": pl.Int64,
+    "lon": pl.Float64,
+    "lat": pl.Float64,
+    "category": pl.String,
+    "incident_id": pl.String,
+}
 MAX_LIST = 200  # unpatrolled grids / activity rows sent per refresh
 
 
@@ -248,30 +263,39 @@ def activity(
     return out.sort(["online", "reports", "distance_m"], descending=True)
 
 
-def track(
-    engine: Engine, worker_id: str, since_ms: int, until_ms: int
+def tracks(
+    engine: Engine, worker_ids: Sequence[str], since_ms: int, until_ms: int
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """A worker's track points and the reports they made in a window."""
+    """Track points (worker_id, ts_ms, lon, lat, grid_id; by worker, time) and the reports
+    the workers made (worker_id, ts_ms, lon, lat, category, incident_id) in a window."""
     tp, ev = store.track_points, store.incident_events
+    ids = list(worker_ids)
     pts = store.read_frame(
         engine,
-        select(tp.c.ts_ms, tp.c.lon, tp.c.lat, tp.c.grid_id)
-        .where(tp.c.worker_id == worker_id, tp.c.ts_ms >= since_ms, tp.c.ts_ms <= until_ms)
-        .order_by(tp.c.ts_ms),
+        select(tp.c.worker_id, tp.c.ts_ms, tp.c.lon, tp.c.lat, tp.c.grid_id)
+        .where(tp.c.worker_id.in_(ids), tp.c.ts_ms >= since_ms, tp.c.ts_ms <= until_ms)
+        .order_by(tp.c.worker_id, tp.c.ts_ms),
     )
     reps = store.read_frame(
         engine,
-        select(ev.c.ts_ms, ev.c.lon, ev.c.lat, ev.c.category, ev.c.incident_id).where(
-            ev.c.reporter_id == worker_id,
+        select(
+            ev.c.reporter_id.label("worker_id"),
+            ev.c.ts_ms,
+            ev.c.lon,
+            ev.c.lat,
+            ev.c.category,
+            ev.c.incident_id,
+        ).where(
+            ev.c.reporter_id.in_(ids),
             ev.c.step == "reported",
             ev.c.ts_ms >= since_ms,
             ev.c.ts_ms <= until_ms,
         ),
     )
     if pts.is_empty():
-        pts = pl.DataFrame(
-            schema={"ts_ms": pl.Int64, "lon": pl.Float64, "lat": pl.Float64, "grid_id": pl.String}
-        )
+        pts = pl.DataFrame(schema=work.POINTS_SCHEMA)
+    if reps.is_empty():
+        reps = pl.DataFrame(schema=REPORTS_SCHEMA)
     return pts, reps
 
 
@@ -284,14 +308,138 @@ def worker_grid(roster: pl.DataFrame, worker_id: object) -> str | None:
 
 
 def workers_in_grid(engine: Engine, grid_id: str, since_ms: int, until_ms: int) -> list[str]:
-    """Workers whose track passed through a grid in a window."""
+    """Workers whose track passed through a grid in a window, the longest there first."""
+    if not grid_id:
+        return []
     tp = store.track_points
+    n = func.count().label("n")
     query = (
-        select(tp.c.worker_id)
+        select(tp.c.worker_id, n)
         .where(tp.c.grid_id == grid_id, tp.c.ts_ms >= since_ms, tp.c.ts_ms <= until_ms)
-        .distinct()
+        .group_by(tp.c.worker_id)
+        .order_by(n.desc(), tp.c.worker_id)
     )
-    return store.read_frame(engine, query)["worker_id"].to_list() if grid_id else []
+    ids: list[str] = store.read_frame(engine, query)["worker_id"].to_list()
+    return ids
+
+
+def grid_workers(
+    engine: Engine,
+    roster: pl.DataFrame,
+    grid_id: str,
+    window: Window,
+    may_see: Callable[[str], bool],
+) -> tuple[list[str], int]:
+    """Whom a grid replay shows: workers whose track passed through the grid in the window
+    and whose own grid the viewer may see (``may_see(grid_id)``), the longest there first,
+    at most ``MAX_REPLAY_WORKERS``; and how many such workers there were."""
+    passed = workers_in_grid(engine, grid_id, window.since_ms, window.until_ms)
+    mine = roster.filter(pl.col("worker_id").is_in(passed))
+    own = dict(zip(mine["worker_id"].to_list(), mine["grid_id"].to_list(), strict=True))
+    seen = [w for w in passed if own.get(w) and may_see(own[w])]
+    return seen[:MAX_REPLAY_WORKERS], len(seen)
+
+
+# ------------------------------------------------------------------ replay windows (pure)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A validated replay window: ``since_ms`` ≤ t ≤ ``until_ms``; ``args`` rebuild it (the
+    export link's query string, the audit detail)."""
+
+    since_ms: int
+    until_ms: int
+    args: dict[str, str]
+
+    @property
+    def query(self) -> str:
+        return urlencode(self.args)
+
+    def detail(self) -> dict[str, Any]:
+        return {**self.args, "since_ms": self.since_ms, "until_ms": self.until_ms}
+
+
+class WindowError(ValueError):
+    """A window the server refuses; ``key`` is its message in the catalog."""
+
+    def __init__(self, key: str, **kw: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.kw = kw
+
+
+def _hour(value: object) -> int | None:
+    try:
+        h = int(str(value))
+    except ValueError:
+        return None
+    return h if 0 <= h <= 24 else None
+
+
+def replay_window(
+    choice: object,
+    day: object = None,
+    from_h: object = None,
+    to_h: object = None,
+    *,
+    now_ms: int,
+    tz: str,
+    retention_days: int,
+    max_hours: int = MAX_WINDOW_H,
+) -> Window:
+    """The window a replay (or its export) asks for, checked on the server.
+
+    ``choice``: hours back from now (one of ``WINDOWS_H``; anything else means the default),
+    or ``DAY``: the local ``day`` (YYYY-MM-DD) from hour ``from_h`` to ``to_h`` (0–24). A day
+    window must run forwards, last at most ``max_hours``, start in the past and within the
+    track retention; its end is cut at ``now``. Raises :class:`WindowError`.
+    """
+    if choice != DAY:
+        try:
+            h = int(str(choice))
+        except ValueError:
+            h = WINDOWS_H[1]
+        h = h if h in WINDOWS_H else WINDOWS_H[1]
+        return Window(now_ms - h * HOUR_MS, now_ms, {"hours": str(h)})
+    try:
+        d = date.fromisoformat(str(day)[:10])
+    except ValueError:
+        raise WindowError("work.replay.err.date") from None
+    a, b = _hour(from_h), _hour(to_h)
+    if a is None or b is None:
+        raise WindowError("work.replay.err.hours")
+    if a >= b:
+        raise WindowError("work.replay.err.order")
+    midnight = datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(tz))
+    since = int((midnight + timedelta(hours=a)).timestamp() * 1000)
+    until = int((midnight + timedelta(hours=b)).timestamp() * 1000)
+    if until - since > max_hours * HOUR_MS:
+        raise WindowError("work.replay.err.long", h=max_hours)
+    if since >= now_ms:
+        raise WindowError("work.replay.err.future")
+    if since < now_ms - retention_days * work.DAY_MS:
+        raise WindowError("work.replay.err.retention", days=retention_days)
+    args = {"day": d.isoformat(), "from": str(a), "to": str(b)}
+    return Window(since, min(until - 1, now_ms), args)  # until: inclusive
+
+
+def replay(
+    engine: Engine, roster: pl.DataFrame, worker_ids: Sequence[str], window: Window
+) -> dict[str, Any]:
+    """The replay of these workers (in this order) in the window, for the browser:
+    :func:`pipelines.work.replay_payload` with each worker's name (``n``) and colour (``c``),
+    and the distance they walked (``km``, on the full tracks)."""
+    pts, reps = tracks(engine, worker_ids, window.since_ms, window.until_ms)
+    data = work.replay_payload(pts, reps, worker_ids)
+    mine = roster.filter(pl.col("worker_id").is_in(list(worker_ids)))
+    names = dict(zip(mine["worker_id"].to_list(), mine["name"].to_list(), strict=True))
+    for i, w in enumerate(data["workers"]):
+        w["n"] = names.get(w["id"]) or w["id"]
+        w["c"] = REPLAY_COLORS[i % len(REPLAY_COLORS)]
+    stats = work.track_stats(pts, mine.select("worker_id", "grid_id"))
+    data["km"] = float(stats["distance_m"].sum()) / 1000 if stats.height else 0.0
+    return data
 
 
 def live_frame(b: Backend) -> pl.DataFrame:
@@ -311,6 +459,10 @@ def live_frame(b: Backend) -> pl.DataFrame:
 
     frame: pl.DataFrame = b.per_tick("work:live", compute)
     return frame
+
+
+def local_date(ms: int, tz: str) -> date:
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).date()
 
 
 def local_time(ms: int | None, tz: str, fmt: str = "%H:%M") -> str:

@@ -6,6 +6,8 @@
   (consecutive points within ``max_gap_ms``: a segment counts in full when both ends are
   inside, half when one is), patrol coverage per child area, unpatrolled grids, and the
   live position frame with online / offline status.
+* Track replay (pure): one or more workers on one time axis, each track downsampled to its
+  share of the points sent, reports placed where the worker stood (:func:`replay_payload`).
 * The roster (``store.workers``) is filled by the simulator or imported from CSV:
   :func:`parse_roster_csv` reports every bad row by its line number and
   :func:`import_roster` writes all rows in one transaction or none.
@@ -20,7 +22,7 @@ import io
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from sqlalchemy import Engine, delete, func, select
@@ -227,24 +229,153 @@ def clusters(live: pl.DataFrame, by: str) -> list[dict[str, Any]]:
     ]
 
 
-def replay_payload(points: pl.DataFrame, reports: pl.DataFrame) -> dict[str, Any]:
-    """What the browser replays: times, [lat, lon] pairs and grids, plus reports made on
-    the way (each placed at its own time and position)."""
-    p = points.sort("ts_ms").unique("ts_ms", keep="first", maintain_order=True)
-    out: dict[str, Any] = {
-        "t": p["ts_ms"].to_list(),
-        "ll": [[round(la, 6), round(lo, 6)] for lo, la in zip(p["lon"], p["lat"], strict=True)],
-        "g": p["grid_id"].to_list(),
-        "reports": [],
-    }
+REPLAY_POINTS = 8000  # track points sent to the browser per replay, shared by its workers
+REPLAY_MIN_POINTS = 200  # …but never fewer than this per worker
+NEAR_MS = 5 * 60_000  # a report is placed on the track when a point is this close in time
+
+
+def downsample(points: pl.DataFrame, max_points: int) -> pl.DataFrame:
+    """At most ``max_points`` points per worker, evenly spread over each worker's points in
+    time order; the first and the last point are always kept (pure).
+
+    ``points``: worker_id, ts_ms, … (sorted or not). Returns them sorted by worker, time.
+    """
+    if max_points < 2:
+        raise ValueError("max_points must be at least 2 (the first and the last point)")
+    p = points.sort("worker_id", "ts_ms")
+    i = pl.int_range(pl.len()).over("worker_id")
+    m = pl.len().over("worker_id") - 1  # the last index
+    k = max_points - 1
+    # keep the first index of each of k + 1 equal buckets: i = 0 and every i where
+    # floor(i·k/m) steps up (which includes i = m)
+    keep = (m <= k) | ((i * k) // m != ((i - 1) * k) // m)
+    return p.filter(keep)
+
+
+def place_reports(
+    track: pl.DataFrame, reports: pl.DataFrame, near_ms: int = NEAR_MS
+) -> pl.DataFrame:
+    """Where each worker stood when reporting (pure).
+
+    The track position at the report's time, interpolated between the points just before and
+    just after when both are within ``near_ms``; the one close point when only one is; the
+    incident's own location when the track has no point near that time.
+
+    ``track``: worker_id, ts_ms, lon, lat. ``reports``: worker_id, ts_ms, lon, lat, category,
+    incident_id. Returns the reports (sorted by time) with lon / lat where the worker stood
+    and ``on_track`` (False: the incident location was used).
+    """
+    cols = ["worker_id", "ts_ms", "lon", "lat", "category", "incident_id"]
+    if reports.is_empty():
+        return pl.DataFrame(schema={**dict(reports.select(cols).schema), "on_track": pl.Boolean})
+    r = reports.select(cols).sort("ts_ms")
+    tr = track.select("worker_id", "ts_ms", "lon", "lat").sort("ts_ms")
+    sides: tuple[tuple[str, Literal["backward", "forward"]], ...] = (
+        ("a", "backward"),
+        ("b", "forward"),
+    )
+    for side, strategy in sides:
+        named = tr.select(
+            "worker_id",
+            "ts_ms",
+            pl.col("ts_ms").alias(f"t_{side}"),
+            pl.col("lon").alias(f"lon_{side}"),
+            pl.col("lat").alias(f"lat_{side}"),
+        )
+        r = r.join_asof(
+            named,
+            on="ts_ms",
+            by="worker_id",
+            strategy=strategy,
+            tolerance=near_ms,
+            check_sortedness=False,  # both sides are sorted by time above
+        )
+    has_a, has_b = pl.col("t_a").is_not_null(), pl.col("t_b").is_not_null()
+    span = (pl.col("t_b") - pl.col("t_a")).cast(pl.Float64)
+    f = pl.when(span > 0).then((pl.col("ts_ms") - pl.col("t_a")) / span).otherwise(0.0)
+
+    def at(c: str) -> pl.Expr:
+        a, b = pl.col(f"{c}_a"), pl.col(f"{c}_b")
+        return (
+            pl.when(has_a & has_b)
+            .then(a + (b - a) * f)
+            .when(has_a)
+            .then(a)
+            .when(has_b)
+            .then(b)
+            .otherwise(pl.col(c))
+            .alias(c)
+        )
+
+    return r.select(
+        "worker_id",
+        "ts_ms",
+        at("lon"),
+        at("lat"),
+        "category",
+        "incident_id",
+        on_track=has_a | has_b,
+    )
+
+
+def replay_payload(
+    points: pl.DataFrame,
+    reports: pl.DataFrame,
+    workers: Sequence[str],
+    *,
+    max_points: int = REPLAY_POINTS,
+    near_ms: int = NEAR_MS,
+) -> dict[str, Any]:
+    """What the browser replays for one or more workers on one shared time axis (pure).
+
+    ``points``: worker_id, ts_ms, lon, lat (any order, duplicates allowed); ``reports``:
+    worker_id, ts_ms, lon, lat, category, incident_id; ``workers``: whose tracks, in the
+    order shown (others are dropped). Each worker's track is downsampled to its share of
+    ``max_points``; reports are placed where the worker stood (:func:`place_reports`, on the
+    full track). Returns ``t0`` / ``t1`` (the shared axis), ``workers`` (``id``, ``t``, ``ll``
+    as [lat, lon]; workers without points are left out), ``reports`` (``t``, ``ll``,
+    ``cat``, ``id``, ``w``: the worker's index in ``workers``, ``on_track``) and ``points``
+    (how many points the window held before downsampling).
+    """
+    order = list(dict.fromkeys(workers))
+    p = (
+        points.select("worker_id", "ts_ms", "lon", "lat")
+        .filter(pl.col("worker_id").is_in(order))
+        .unique(["worker_id", "ts_ms"], keep="first")
+    )
+    present = [w for w in order if w in set(p["worker_id"].to_list())]
+    out: dict[str, Any] = {"t0": None, "t1": None, "workers": [], "reports": [], "points": p.height}
+    if not present:
+        return out
+    share = max(REPLAY_MIN_POINTS, max_points // len(present))
+    small = downsample(p, share)
+    index = {w: i for i, w in enumerate(present)}
+    for w in present:
+        mine = small.filter(pl.col("worker_id") == w)
+        out["workers"].append(
+            {
+                "id": w,
+                "t": mine["ts_ms"].to_list(),
+                "ll": [
+                    [round(la, 6), round(lo, 6)]
+                    for lo, la in zip(mine["lon"], mine["lat"], strict=True)
+                ],
+            }
+        )
+    out["t0"] = int(small["ts_ms"].min())  # type: ignore[arg-type]
+    out["t1"] = int(small["ts_ms"].max())  # type: ignore[arg-type]
     if not reports.is_empty():
-        for row in reports.sort("ts_ms").iter_rows(named=True):
+        mine_r = reports.filter(pl.col("worker_id").is_in(present))
+        placed = place_reports(p, mine_r, near_ms).drop_nulls(["lon", "lat"])
+        for row in placed.iter_rows(named=True):
             out["reports"].append(
                 {
                     "t": int(row["ts_ms"]),
                     "ll": [round(row["lat"], 6), round(row["lon"], 6)],
                     "cat": row["category"],
                     "id": row["incident_id"],
+                    "w": index[row["worker_id"]],
+                    "on_track": bool(row["on_track"]),
                 }
             )
     return out

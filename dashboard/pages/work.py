@@ -8,13 +8,23 @@ Privacy: names, positions of individuals and tracks only for ``auth.INDIVIDUALS`
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 import dash
 import dash_leaflet as dl
 import orjson
-import polars as pl
-from dash import ClientsideFunction, Input, Output, State, clientside_callback, dcc, html, no_update
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    clientside_callback,
+    dcc,
+    html,
+    no_update,
+)
 
 from dashboard import auth, ids
 from dashboard import live as L
@@ -23,7 +33,6 @@ from dashboard.backend import Backend, current
 from dashboard.components.panels import breadcrumbs, fmt_int, fmt_pct, leaflet_map, message_panel
 from dashboard.i18n import t
 from dashboard.queries import hideout, local_day, view_of
-from pipelines import work
 
 dash.register_page(__name__, path="/work", path_template="/work/<area_id>", name="work")
 
@@ -156,25 +165,51 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
 
 
 def _replay_layers(gcj: dict[str, Any]) -> list[Any]:
+    """The replayed grid's outline, one line per worker, the reports on the way and a pool
+    of ``MAX_REPLAY_WORKERS`` markers (slot i: the i-th worker, in ``REPLAY_COLORS[i]``)."""
+    dots = [
+        dl.CircleMarker(
+            dl.Tooltip("", id={"type": ids.TR_TIPS, "i": i}, className="wg-tip"),
+            id={"type": ids.TR_DOTS, "i": i},
+            center=[0, 0],
+            radius=0,
+            color="#ffffff",
+            fillColor=L.REPLAY_COLORS[i],
+            fillOpacity=1,
+            weight=2,
+            className="wg-replay-dot",
+        )
+        for i in range(WQ.MAX_REPLAY_WORKERS)
+    ]
     return [
-        dl.Polyline(id=ids.TR_PATH, positions=[], color="#41c7ff", weight=3, opacity=0.85),
+        dl.GeoJSON(
+            id=ids.TR_OUTLINE,
+            data=EMPTY_FC,
+            # not interactive (a style option: Leaflet reads it when the path is made), so
+            # the markers under it still get the mouse
+            style={
+                "color": "#ffffff",
+                "weight": 3,
+                "dashArray": "6 4",
+                "fillOpacity": 0.06,
+                "interactive": False,
+            },
+            **gcj,
+        ),
+        dl.GeoJSON(
+            id=ids.TR_PATHS,
+            data=EMPTY_FC,
+            style={"variable": "wangge.work.trackStyle"},
+            **gcj,
+        ),
         dl.GeoJSON(
             id=ids.TR_REPORTS,
-            data={"type": "FeatureCollection", "features": []},
+            data=EMPTY_FC,
             pointToLayer={"variable": "wangge.work.report"},
             onEachFeature={"variable": "wangge.work.tip"},
             **gcj,
         ),
-        dl.CircleMarker(
-            id=ids.TR_DOT,
-            center=[0, 0],
-            radius=0,
-            color="#ffffff",
-            fillColor="#f2c94c",
-            fillOpacity=1,
-            weight=2,
-            className="wg-replay-dot",
-        ),
+        *dots,
     ]
 
 
@@ -189,7 +224,48 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
     grid_ids = sorted(set(roster["grid_id"].to_list()))
     grid_opts = [{"label": names.get(g, g), "value": g} for g in grid_ids[:2000]]
     windows = [{"label": t("work.replay.hours", lang, h=h), "value": h} for h in WQ.WINDOWS_H]
+    windows.append({"label": t("work.replay.day", lang), "value": WQ.DAY})
     speeds = [{"label": f"{v}×", "value": v} for v in SPEEDS]
+    tz = b.settings.live.timezone
+    today = WQ.local_date(b.now_ms(), tz)
+    first = today - timedelta(days=b.settings.privacy.track_retention_days - 1)
+    hours = [{"label": f"{h:02d}:00", "value": h} for h in range(25)]
+    custom = html.Div(
+        [
+            dcc.DatePickerSingle(
+                id=ids.TR_DAY,
+                date=(today - timedelta(days=1)).isoformat(),
+                min_date_allowed=first.isoformat(),
+                max_date_allowed=today.isoformat(),
+                display_format="YYYY-MM-DD",
+            ),
+            html.Div(
+                [
+                    dcc.Dropdown(
+                        id=ids.TR_FROM,
+                        options=hours[:-1],
+                        value=8,
+                        clearable=False,
+                        searchable=False,
+                        style={"color": "#111", "flex": "1 1 0"},
+                    ),
+                    html.Span("—", className="wg-muted"),
+                    dcc.Dropdown(
+                        id=ids.TR_TO,
+                        options=hours[1:],
+                        value=12,
+                        clearable=False,
+                        searchable=False,
+                        style={"color": "#111", "flex": "1 1 0"},
+                    ),
+                ],
+                className="wk-hours",
+            ),
+        ],
+        id=ids.TR_CUSTOM,
+        className="wk-custom",
+        style={"display": "none"},
+    )
     return html.Div(
         [
             html.H3(t("work.panel.replay", lang)),
@@ -214,6 +290,7 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
                         clearable=False,
                         style={"color": "#111"},
                     ),
+                    custom,
                 ],
                 className="wk-replay-pick",
             ),
@@ -626,15 +703,25 @@ def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
 
 # ------------------------------------------------------------------ track replay
 
+EMPTY_FC: dict[str, Any] = {"type": "FeatureCollection", "features": []}
+HIDDEN = {"display": "none"}
+
 
 @dash.callback(
     Output(ids.TR_WORKER, "options"),
     Input(ids.TR_GRID, "value"),
+    Input(ids.TR_WINDOW, "value"),
+    Input(ids.TR_DAY, "date"),
+    Input(ids.TR_FROM, "value"),
+    Input(ids.TR_TO, "value"),
     State(ids.WK_AREA, "data"),
     prevent_initial_call=True,
 )
-def filter_workers(grid_id: str | None, area_id: str) -> Any:
-    """Workers of a grid: assigned to it, or whose track passed through it today."""
+def filter_workers(
+    grid_id: str | None, choice: Any, day: Any, from_h: Any, to_h: Any, area_id: str
+) -> Any:
+    """Workers of a grid: assigned to it, or whose track passed through it in the window
+    (today when the window is not valid)."""
     b = current()
     if not auth.sees_people() or not auth.allowed(b.city, area_id):
         return []
@@ -642,8 +729,12 @@ def filter_workers(grid_id: str | None, area_id: str) -> Any:
     roster = b.roster().filter(WQ.area_filter(level, area_id))
     if grid_id and auth.allowed(b.city, grid_id):
         now = b.now_ms()
-        since = WQ.day_start_ms(now, b.settings.live.timezone)
-        passed = WQ.workers_in_grid(b.engine, grid_id, since, now)
+        try:
+            win = _window(b, choice, day, from_h, to_h)
+            since, until = win.since_ms, win.until_ms
+        except WQ.WindowError:
+            since, until = WQ.day_start_ms(now, b.settings.live.timezone), now
+        passed = WQ.workers_in_grid(b.engine, grid_id, since, until)
         roster = roster.filter((roster["grid_id"] == grid_id) | roster["worker_id"].is_in(passed))
     names = _names(b)
     return [
@@ -655,69 +746,170 @@ def filter_workers(grid_id: str | None, area_id: str) -> Any:
     ]
 
 
+# A new grid clears the worker: the grid's workers replay together (pick one to focus).
+clientside_callback(
+    "function (grid) { return null; }",
+    Output(ids.TR_WORKER, "value"),
+    Input(ids.TR_GRID, "value"),
+    prevent_initial_call=True,
+)
+
+
+def _window(b: Backend, choice: Any, day: Any, from_h: Any, to_h: Any) -> WQ.Window:
+    return WQ.replay_window(
+        choice,
+        day,
+        from_h,
+        to_h,
+        now_ms=b.now_ms(),
+        tz=b.settings.live.timezone,
+        retention_days=b.settings.privacy.track_retention_days,
+    )
+
+
 @dash.callback(
     Output(ids.TR_DATA, "data"),
     Output(ids.TR_REPORTS, "data"),
+    Output(ids.TR_OUTLINE, "data"),
+    Output(ids.TR_OUTLINE, "url"),
     Output(ids.TR_SLIDER, "max"),
     Output(ids.TR_SLIDER, "value"),
     Output(ids.TR_SUMMARY, "children"),
     Output(ids.TR_EXPORT, "href"),
     Output(ids.TR_EXPORT, "style"),
     Input(ids.TR_WORKER, "value"),
+    Input(ids.TR_GRID, "value"),
     Input(ids.TR_WINDOW, "value"),
+    Input(ids.TR_DAY, "date"),
+    Input(ids.TR_FROM, "value"),
+    Input(ids.TR_TO, "value"),
     State(ids.LANG, "data"),
     prevent_initial_call=True,
 )
-def load_track(worker_id: str | None, hours: Any, lang: str) -> tuple[Any, ...]:
-    """The chosen worker's track for the window; the worker's grid must be in scope."""
+def load_track(
+    worker_id: str | None,
+    grid_id: str | None,
+    choice: Any,
+    day: Any,
+    from_h: Any,
+    to_h: Any,
+    lang: str,
+) -> tuple[Any, ...]:
+    """Thin: one worker's track (the worker's own grid in scope), or, with a grid picked and
+    no worker, every in-scope worker whose track passed through the grid (at most
+    ``MAX_REPLAY_WORKERS``, longest there first), for a validated window. Audited."""
     b = current()
-    hidden = {"display": "none"}
-    none = {"type": "FeatureCollection", "features": []}
-    empty: tuple[Any, ...] = (None, none, 1, 0, t("work.replay.hint", lang), "", hidden)
-    grid = WQ.worker_grid(b.roster(), worker_id)
-    if grid is None or not auth.sees_people() or not auth.allowed(b.city, grid):
-        return empty
-    h = int(hours) if hours in WQ.WINDOWS_H else WQ.WINDOWS_H[1]
-    now = b.now_ms()
-    pts, reps = WQ.track(b.engine, str(worker_id), now - h * 3_600_000, now)
-    _audit_view(b, str(worker_id), h)
-    if pts.is_empty():
-        return (None, none, 1, 0, t("work.replay.empty", lang), "", hidden)
-    gcj = b.settings.dashboard.tile_crs == "gcj02"
-    data = {**work.replay_payload(pts, reps), "tz": b.settings.live.timezone, "gcj": gcj}
-    stats = work.track_stats(
-        pts.with_columns(worker_id=pl.lit(str(worker_id))),
-        b.roster().select("worker_id", "grid_id"),
-    )
-    km = float(stats["distance_m"][0]) / 1000 if stats.height else 0.0
-    span_s = max(1, (data["t"][-1] - data["t"][0]) // 1000)
+    if not auth.sees_people():
+        return _no_replay(t("work.replay.hint", lang))
+    try:
+        win = _window(b, choice, day, from_h, to_h)
+    except WQ.WindowError as exc:
+        return _no_replay(t(exc.key, lang, **exc.kw), error=True)
+    roster = b.roster()
+    if worker_id:
+        grid = WQ.worker_grid(roster, worker_id)
+        if grid is None or not auth.allowed(b.city, grid):
+            return _no_replay(t("work.replay.hint", lang))
+        shown, total, outline = [str(worker_id)], 1, None
+        href = f"/export/track/{worker_id}.csv?{win.query}"
+        _audit_view(str(worker_id), win.detail())
+    elif grid_id and auth.allowed(b.city, grid_id):
+        shown, total = WQ.grid_workers(
+            b.engine, roster, grid_id, win, lambda g: auth.allowed(b.city, g)
+        )
+        outline = grid_id
+        href = f"/export/track/grid/{grid_id}.csv?{win.query}"
+        _audit_view(grid_id, {"grid": grid_id, "workers": shown, "count": total, **win.detail()})
+    else:
+        return _no_replay(t("work.replay.hint", lang))
+    data = WQ.replay(b.engine, roster, shown, win) if shown else {"workers": []}
+    url = f"/geo/area/{outline}.json" if outline else None
+    if not data["workers"]:
+        key = "work.replay.empty.grid" if outline else "work.replay.empty"
+        return (None, EMPTY_FC, None if url else EMPTY_FC, url, 1, 0, t(key, lang), "", HIDDEN)
     tz = b.settings.live.timezone
-    markers = [
-        {
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [r["ll"][1], r["ll"][0]]},
-            "properties": {
-                "k": "r",
-                "n": f"{WQ.local_time(r['t'], tz)} {t('cat.' + r['cat'], lang)}",
-            },
-        }
-        for r in data["reports"]
+    data |= {"tz": tz, "gcj": b.settings.dashboard.tile_crs == "gcj02"}
+    reports = data.pop("reports")
+    span_s = max(1, (data["t1"] - data["t0"]) // 1000)
+    summary = replay_summary(data, len(reports), total, lang, grid=outline is not None)
+    features = report_features(reports, data["workers"], tz, lang)
+    return (data, features, None if url else EMPTY_FC, url, span_s, 0, summary, href, {})
+
+
+def _no_replay(text: str, error: bool = False) -> tuple[Any, ...]:
+    summary = html.Span(text, className="wk-error") if error else text
+    return (None, EMPTY_FC, EMPTY_FC, None, 1, 0, summary, "", HIDDEN)
+
+
+def replay_summary(
+    data: dict[str, Any], n_reports: int, total: int, lang: str, *, grid: bool
+) -> list[Any]:
+    """Points, distance and reports; for a grid: how many workers (and the cap) and a legend
+    of their colours. Names are text children, never HTML."""
+    km = f"{data['km']:.2f}"
+    workers = data["workers"]
+    if not grid:
+        return [t("work.replay.summary", lang, n=data["points"], km=km, r=n_reports)]
+    out: list[Any] = [
+        html.Div(
+            t(
+                "work.replay.summary.grid",
+                lang,
+                w=len(workers),
+                n=data["points"],
+                km=km,
+                r=n_reports,
+            )
+        )
     ]
-    summary = t("work.replay.summary", lang, n=len(data["t"]), km=f"{km:.2f}", r=len(markers))
-    href = f"/export/track/{worker_id}.csv?hours={h}"
-    reports = {"type": "FeatureCollection", "features": markers}
-    return (data, reports, span_s, 0, summary, href, {})
+    if total > len(workers):
+        out.append(html.Div(t("work.replay.capped", lang, cap=len(workers), total=total)))
+    out.append(
+        html.Div(
+            [
+                html.Span(
+                    [html.Span(className="dot", style={"background": w["c"]}), w["n"]],
+                    className="wk-who",
+                )
+                for w in workers
+            ],
+            className="wk-legend",
+        )
+    )
+    return out
 
 
-def _audit_view(b: Backend, worker_id: str, hours: int) -> None:
+def report_features(
+    reports: list[dict[str, Any]], workers: list[dict[str, Any]], tz: str, lang: str
+) -> dict[str, Any]:
+    """Reports on the way as map points where the worker stood, the tooltip: time, category
+    (and, with several workers, who)."""
+    several = len(workers) > 1
+    feats = []
+    for r in reports:
+        text = f"{WQ.local_time(r['t'], tz)} {t('cat.' + r['cat'], lang)}"
+        if several:
+            text += f" · {workers[r['w']]['n']}"
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [r["ll"][1], r["ll"][0]]},
+                "properties": {"k": "r", "n": text, "c": workers[r["w"]]["c"]},
+            }
+        )
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _audit_view(target: str, detail: dict[str, Any]) -> None:
+    """Every replay is audited: who looked at whose track (or which grid's), which window."""
     from flask import current_app
 
     guard = current_app.extensions.get("wangge.guard")
     if guard is not None:
-        guard.audit("track_view", target=worker_id, detail={"hours": hours})
+        guard.audit("track_view", target=target, detail=detail)
 
 
-# Play / pause, the timer and the marker run in the browser (smooth, no server round trip).
+# Play / pause, the timer and the markers run in the browser (smooth, no server round trip).
 clientside_callback(
     ClientsideFunction(namespace="wangge_work", function_name="toggle"),
     Output(ids.TR_TIMER, "disabled"),
@@ -738,15 +930,23 @@ clientside_callback(
     prevent_initial_call=True,
 )
 clientside_callback(
-    ClientsideFunction(namespace="wangge_work", function_name="path"),
-    Output(ids.TR_PATH, "positions"),
+    ClientsideFunction(namespace="wangge_work", function_name="paths"),
+    Output(ids.TR_PATHS, "data"),
+    Output({"type": ids.TR_TIPS, "i": ALL}, "children"),
+    Output(ids.WK_MAP, "viewport"),
     Input(ids.TR_DATA, "data"),
+    prevent_initial_call=True,
 )
 clientside_callback(
     ClientsideFunction(namespace="wangge_work", function_name="place"),
-    Output(ids.TR_DOT, "center"),
-    Output(ids.TR_DOT, "radius"),
+    Output({"type": ids.TR_DOTS, "i": ALL}, "center"),
+    Output({"type": ids.TR_DOTS, "i": ALL}, "radius"),
     Output(ids.TR_CLOCK, "children"),
     Input(ids.TR_SLIDER, "value"),
     Input(ids.TR_DATA, "data"),
+)
+clientside_callback(
+    "function (choice) { return {display: choice === 'day' ? 'flex' : 'none'}; }",
+    Output(ids.TR_CUSTOM, "style"),
+    Input(ids.TR_WINDOW, "value"),
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from sqlalchemy import select
 
@@ -58,13 +59,72 @@ def pick(driver: Any, dropdown_id: str, value: str, text: str) -> None:
     raise AssertionError(f"could not pick {value} in {dropdown_id}")
 
 
-def _dot(driver: Any) -> dict[str, float] | None:
-    rect: dict[str, float] | None = driver.execute_script(
-        "var e = document.querySelector('path.wg-replay-dot');"
-        "if (!e) return null; var r = e.getBoundingClientRect();"
-        "return r.width > 0 ? {x: r.x + r.width / 2, y: r.y + r.height / 2} : null;"
+def _dots(driver: Any) -> list[dict[str, float] | None]:
+    """Screen centres of the replay markers by pool slot (None: the slot is hidden — an
+    unused slot sits at [0, 0] with radius 0, far off the screen)."""
+    rects: list[dict[str, float] | None] = driver.execute_script(
+        "return Array.from(document.querySelectorAll('path.wg-replay-dot')).map(function (e) {"
+        "  var r = e.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;"
+        "  var on = r.width > 0 && x >= 0 && y >= 0 && x <= innerWidth && y <= innerHeight;"
+        "  return on ? {x: x, y: y} : null; });"
     )
-    return rect
+    return rects
+
+
+def _dot(driver: Any) -> dict[str, float] | None:
+    dots = _dots(driver)
+    return dots[0] if dots else None
+
+
+def _steady(driver: Any) -> list[dict[str, float] | None]:
+    """The markers once the map has stopped moving (it flies to the tracks on load)."""
+    last = _dots(driver)
+    for _ in range(40):
+        time.sleep(0.4)
+        now = _dots(driver)
+        if now == last and any(now):
+            return now
+        last = now
+    raise AssertionError("the replay markers never settled")
+
+
+def _moved(a: dict[str, float] | None, b: dict[str, float] | None) -> bool:
+    return a is not None and b is not None and abs(a["x"] - b["x"]) + abs(a["y"] - b["y"]) > 3
+
+
+def _grid_with_two_walkers(module_db: Any, street: str, city: City) -> tuple[str, str]:
+    """(grid_id, name) of the street's busiest grid, where a second worker of the street now
+    walks along with the busiest one for a while (a few seconds behind, ~30 m aside): the
+    simulated workers mostly keep to their own grid, so two in one grid is not left to
+    chance. The mate's own points of that while are replaced (this module's data)."""
+    engine = open_engine(module_db)
+    tp, w = store.track_points, store.workers
+    grids = city.grids.filter(pl.col("street_id") == street).select("grid_id", "name")
+    pts = store.read_frame(engine, select(tp).where(tp.c.grid_id.in_(grids["grid_id"].to_list())))
+    counts = pts.group_by("grid_id", "worker_id").len()
+    grid, lead, _n = counts.sort(["len", "grid_id", "worker_id"], descending=True).row(0)
+    roster = store.read_frame(engine, select(w.c.worker_id, w.c.grid_id))
+    walked = set(pts.filter(pl.col("grid_id") == grid)["worker_id"].to_list())
+    mates = roster.join(grids, "grid_id").filter(~pl.col("worker_id").is_in(list(walked)))
+    mate = mates.sort("worker_id")["worker_id"][0]
+    walk = pts.filter(pl.col("grid_id") == grid, pl.col("worker_id") == lead).sort("ts_ms")
+    walk = walk.slice(walk.height // 3, walk.height // 3)  # the middle third: came and went
+    rows = [
+        r
+        | {
+            "worker_id": mate,
+            "ts_ms": r["ts_ms"] + 20_000,
+            "lon": r["lon"] + 0.0003,
+            "lat": r["lat"] - 0.0002,
+        }
+        for r in walk.to_dicts()
+    ]
+    lo, hi = rows[0]["ts_ms"] - 30_000, rows[-1]["ts_ms"] + 30_000
+    with engine.begin() as conn:
+        conn.execute(tp.delete().where(tp.c.worker_id == mate, tp.c.ts_ms >= lo, tp.c.ts_ms <= hi))
+        store.insert_ignore(conn, tp, rows)
+    engine.dispose()
+    return grid, str(grids.filter(pl.col("grid_id") == grid)["name"][0])
 
 
 def test_commander_replays_a_track_and_the_marker_moves(
@@ -81,8 +141,7 @@ def test_commander_replays_a_track_and_the_marker_moves(
     wait(chrome).until(lambda d: "公里" in d.find_element(By.ID, "wtrk-summary").text or None)
     assert "轨迹点" in chrome.find_element(By.ID, "wtrk-summary").text
     wait(chrome).until(lambda d: _dot(d))
-    time.sleep(0.5)
-    start = _dot(chrome)
+    start = _steady(chrome)[0]
     clock0 = chrome.find_element(By.ID, "wtrk-clock").text
     shot(chrome, artifacts, "work-replay-start")
     # 5× (five track minutes per second): a 20-minute track plays for about 4 s
@@ -113,6 +172,72 @@ def test_commander_replays_a_track_and_the_marker_moves(
     shot(chrome, artifacts, "work-replay-paused")
     href = chrome.find_element(By.ID, "wtrk-export").get_attribute("href")
     assert href and href.endswith(f"/export/track/{wid}.csv?hours=2")
+
+
+def test_commander_replays_a_grid_and_every_worker_moves(
+    chrome: Any, server_url: str, module_db: Any, city_small: City, artifacts: Path
+) -> None:
+    """Pick only a grid: every worker who passed through it replays on one time slider."""
+    _wid, _name, street = _busy_worker(module_db, "320102", city_small)
+    grid, grid_name = _grid_with_two_walkers(module_db, street, city_small)
+    login(chrome, server_url, "xuanwu")
+    viewport(chrome, 1920, 1080)  # a command-centre screen
+    chrome.get(f"{server_url}/work/{street}")
+    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#work-kpis .kpi") or None)
+    pick(chrome, "wtrk-grid", grid, grid_name)
+    wait(chrome).until(lambda d: "名网格员" in d.find_element(By.ID, "wtrk-summary").text or None)
+    legend = chrome.find_elements(By.CSS_SELECTOR, "#wtrk-summary .wk-who")
+    assert len(legend) >= 2
+    href = chrome.find_element(By.ID, "wtrk-export").get_attribute("href")
+    assert href and href.endswith(f"/export/track/grid/{grid}.csv?hours=2")
+    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".leaflet-pane path") or None)
+    before = _steady(chrome)
+    # play at 5× until at least two workers' markers have moved on the shared slider
+    chrome.find_element(By.CSS_SELECTOR, "#wtrk-speed input[value='5']").click()
+    chrome.find_element(By.ID, "wtrk-play").click()
+    wait(chrome).until(
+        lambda d: (
+            sum(
+                _moved(a, b) or (a is None and b is not None)
+                for a, b in zip(before, _dots(d), strict=True)
+            )
+            >= 2
+            and sum(p is not None for p in _dots(d)) >= 2
+        )
+    )
+    chrome.find_element(By.ID, "wtrk-play").click()  # pause
+    time.sleep(0.5)
+    after = _dots(chrome)
+    assert sum(p is not None for p in after) >= 2
+    moved = sum(_moved(a, b) for a, b in zip(before, after, strict=True))
+    appeared = sum(a is None and b is not None for a, b in zip(before, after, strict=True))
+    assert moved + appeared >= 2
+    # the grid's outline is drawn (a dashed polygon) and the lines are one colour each
+    colours = chrome.execute_script(
+        "return Array.from(document.querySelectorAll('.leaflet-wk-replay-pane path'))"
+        ".map(function (e) { return e.getAttribute('stroke') + '|' +"
+        " (e.getAttribute('stroke-dasharray') || ''); });"
+    )
+    assert any(c.endswith("|6 4") for c in colours), colours
+    assert len({c for c in colours if c.endswith("|")}) >= 3, colours  # ≥ 2 lines + white rims
+    # a marker's tooltip names its worker (as text)
+    names = {e.text.strip() for e in legend}
+    slot = next(i for i, p in enumerate(after) if p is not None)
+    dot = chrome.find_elements(By.CSS_SELECTOR, "path.wg-replay-dot")[slot]
+    ActionChains(chrome).move_to_element(dot).perform()
+    tip = wait(chrome).until(
+        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".leaflet-tooltip")] or None
+    )
+    assert set(tip) & names, (tip, names)
+    shot(chrome, artifacts, "work-replay-grid")
+    # a chosen day (yesterday 08:00–12:00 by default): the simulated city has no track then
+    pick(chrome, "wtrk-window", "day", "指定日期时段")
+    wait(chrome).until(lambda d: d.find_element(By.ID, "wtrk-custom").is_displayed() or None)
+    wait(chrome).until(
+        lambda d: "没有网格员经过" in d.find_element(By.ID, "wtrk-summary").text or None
+    )
+    assert not [p for p in _dots(chrome) if p is not None]  # the old replay is gone
+    shot(chrome, artifacts, "work-replay-day")
 
 
 def test_leader_sees_clusters_and_counts_only(

@@ -20,14 +20,14 @@ import redis
 from dash import Dash
 from sqlalchemy import Engine
 
-from dashboard.app import create_app
+from dashboard.app import create_app, page_module
 from dashboard.auth import ROUTE_POLICIES, callback_policy
 from pipelines import accounts, audit, store
 from pipelines import warnings as W
 from pipelines.geo import City, demo_city
 from pipelines.runner import live_state
 from pipelines.settings import Settings
-from tests.conftest import sign_in_client
+from tests.conftest import sign_in_client, signed_in
 
 pytestmark = pytest.mark.integration
 
@@ -282,12 +282,14 @@ def test_replaying_every_callback_with_tampered_inputs_leaks_nothing(
         "/admin/audit",
         f"/work/{OTHER}",
         f"/export/track/{CANARY_WORKER}.csv",
+        f"/export/track/grid/{_canary_grid(city)}.csv",
     ):
         resp = c.get(path, headers={"Accept": "application/json"})
         assert resp.status_code in (302, 401, 403, 404) or CANARY not in resp.get_data(as_text=True)
     if username:
         assert c.get(f"/geo/area/{OTHER}.json").status_code == 403
         assert c.get(f"/export/track/{CANARY_WORKER}.csv").status_code == 403
+        assert c.get(f"/export/track/grid/{_canary_grid(city)}.csv").status_code == 403
         assert c.get(f"/geo/area/{scope}.json").status_code == 200 or role == "wall"
     assert set(statuses) <= {200, 204, 401, 403}
     # nobody outside could act on the other district's warning
@@ -362,6 +364,39 @@ def test_the_other_districts_commander_does_see_the_canary_worker(
     )
     assert resp.status_code == 200 and CANARY in resp.get_data(as_text=True)
     assert c.get(f"/export/track/{CANARY_WORKER}.csv").status_code == 200
+    grid_csv = c.get(f"/export/track/grid/{_canary_grid(city)}.csv?hours=2")
+    assert grid_csv.status_code == 200 and CANARY_WORKER in grid_csv.get_data(as_text=True)
+
+
+def _canary_grid(city: City) -> str:
+    return city.children(city.children(OTHER)[0])[0]
+
+
+def test_a_grid_replay_never_shows_a_worker_from_outside_the_scope(
+    app: Dash, city: City, engine: Engine
+) -> None:
+    """The canary (other district) walks through one of my grids: my grid replay and its
+    export show my workers only — the canary's whole track would leak where it went."""
+    mine = city.children(city.children(MINE)[0])[0]
+    now = int(time.time() * 1000)
+    with engine.begin() as conn:
+        store.insert_ignore(
+            conn,
+            store.track_points,
+            [
+                {"worker_id": CANARY_WORKER, "slot": 10_000 + i, "ts_ms": now - i * 60_000}
+                | {"lon": 118.9, "lat": 32.1, "grid_id": mine}
+                | {"accuracy": None, "speed": None, "battery": None}
+                for i in range(5)
+            ],
+        )
+    with signed_in(app, role="district_commander", scope=MINE, username="cmd"):
+        out = page_module("work").load_track(None, mine, 2, None, None, None, "zh-CN")
+    ids = [w["id"] for w in (out[0] or {}).get("workers", [])]
+    assert CANARY_WORKER not in ids and CANARY not in str(out)
+    c = client_as(app, "cmd", "district_commander", MINE)  # a user of the fixture
+    resp = c.get(f"/export/track/grid/{mine}.csv?hours=2")
+    assert resp.status_code == 200 and CANARY_WORKER not in resp.get_data(as_text=True)
 
 
 def test_csrf_and_security_headers(app: Dash, city: City) -> None:

@@ -3,7 +3,9 @@ the audited and rate-limited export, the roster import and the retention purge."
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import re
 import time
@@ -17,6 +19,7 @@ import redis
 from dash import Dash, no_update
 from sqlalchemy import Engine, select
 
+from dashboard import workq as WQ
 from dashboard.app import create_app, page_module
 from dashboard.backend import Backend
 from pipelines import accounts, audit, store, work
@@ -116,25 +119,85 @@ def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, app_engi
         name = b.roster().filter(pl.col("worker_id") == wid)["name"][0]
         assert name in text and "km" in text and "****" in text and not PHONE.search(text)
         # replay: the worker's track, reports on the way, an export link
-        data, reports, span, value, summary, href, style = mod.load_track(wid, 2, "zh-CN")
-        assert data and len(data["t"]) == len(data["ll"]) >= 10 and span > 0 and value == 0
-        assert len(reports["features"]) == len(data["reports"])
-        assert data["t"] == sorted(data["t"]) and "公里" in summary
+        load = mod.load_track
+        out = load(wid, None, 2, None, None, None, "zh-CN")
+        data, reports, outline, url, span, value, summary, href, style = out
+        (w,) = data["workers"]
+        assert w["id"] == wid and w["n"] == name and len(w["t"]) == len(w["ll"]) >= 10
+        assert span > 0 and value == 0 and url is None and outline["features"] == []
+        assert w["t"] == sorted(w["t"]) and "公里" in summary[0]
+        assert all(f["properties"]["k"] == "r" for f in reports["features"])
+        assert "reports" not in data  # drawn from the report layer, not sent twice
         assert href == f"/export/track/{wid}.csv?hours=2" and style == {}
         # a worker of another district: nothing
         other = b.roster().filter(pl.col("district_id") != district)["worker_id"][0]
-        assert mod.load_track(other, 2, "zh-CN")[0] is None
-        assert mod.load_track("nope", 2, "zh-CN")[0] is None
+        assert load(other, None, 2, None, None, None, "zh-CN")[0] is None
+        assert load("nope", None, 2, None, None, None, "zh-CN")[0] is None
+        # a chosen window: refused with the catalogue's words, or replayed
+        bad = load(wid, None, "day", "2026-01-01", 12, 8, "zh-CN")
+        assert bad[0] is None and "结束时间须晚于开始时间" in str(bad[6])
+        today = WQ.local_date(b.now_ms(), b.settings.live.timezone).isoformat()
+        got = load(wid, None, "day", today, 0, 24, "zh-CN")
+        assert got[0]["workers"] and got[7] == f"/export/track/{wid}.csv?day={today}&from=0&to=24"
         # filter by grid: the grid's own workers are offered
         grid = b.roster().filter(pl.col("worker_id") == wid)["grid_id"][0]
         at_grid = mod.refresh(0, grid, None, None, "zh-CN")  # the grid level itself
         assert len(at_grid[0]["values"]) == 1 and name in str(at_grid[5])
-        opts = mod.filter_workers(grid, district)
+        opts = mod.filter_workers(grid, 2, None, None, None, district)
         assert wid in {o["value"] for o in opts}
     with signed_in(app, role="city_leader", scope=b.city.city_id):
-        assert mod.load_track(wid, 2, "zh-CN")[0] is None  # counts-only role
+        assert mod.load_track(wid, None, 2, None, None, None, "zh-CN")[0] is None  # counts only
     views = audit.query(engine, limit=50)
     assert "track_view" in views["action"].to_list()
+
+
+def busy_grid(b: Backend, district: str) -> tuple[str, list[str]]:
+    """A grid of the district that most workers' tracks passed through, and those workers."""
+    tp = store.track_points
+    pts = store.read_frame(b.engine, select(tp.c.worker_id, tp.c.grid_id))
+    grids = b.city.grids.filter(pl.col("district_id") == district).select("grid_id")
+    top = (
+        pts.join(grids, "grid_id")
+        .group_by("grid_id")
+        .agg(pl.col("worker_id").unique().sort())
+        .with_columns(n=pl.col("worker_id").list.len())
+        .sort(["n", "grid_id"], descending=True)
+    )
+    row = top.row(0, named=True)
+    return row["grid_id"], row["worker_id"]
+
+
+def test_commander_replays_a_grid_all_workers_together(app: Dash, app_engine: Engine) -> None:
+    mod = page_module("work")
+    b = backend(app)
+    _wid, _street, district = busy_worker(b)
+    grid, passed = busy_grid(b, district)
+    assert len(passed) >= 2  # the simulated city has 400 workers on 300 grids
+    in_scope = set(b.roster().filter(pl.col("district_id") == district)["worker_id"].to_list())
+    with signed_in(app, role="district_commander", scope=district, username="cmd"):
+        out = mod.load_track(None, grid, 2, None, None, None, "zh-CN")
+        data, reports, outline, url, span, value, summary, href, style = out
+        got = [w["id"] for w in data["workers"]]
+        assert set(got) == set(passed) & in_scope and len(got) >= 2
+        assert len({w["c"] for w in data["workers"]}) == len(got)  # a colour each
+        assert outline is None and url == f"/geo/area/{grid}.json"  # the grid highlighted
+        assert span > 0 and value == 0 and style == {}
+        assert href == f"/export/track/grid/{grid}.csv?hours=2"
+        text = str(summary)
+        assert "名网格员" in text and all(w["n"] in text for w in data["workers"])
+        for f in reports["features"]:
+            assert f["properties"]["k"] == "r" and " · " in f["properties"]["n"]
+        # the worker choice wins over the grid
+        one = mod.load_track(got[0], grid, 2, None, None, None, "zh-CN")[0]
+        assert [w["id"] for w in one["workers"]] == [got[0]]
+        # a grid outside the scope: nothing
+        far = b.city.grids.filter(pl.col("district_id") != district)["grid_id"][0]
+        assert mod.load_track(None, far, 2, None, None, None, "zh-CN")[0] is None
+    rows = audit.query(app_engine, limit=50).filter(pl.col("target") == grid)
+    detail = rows.filter(pl.col("action") == "track_view")["detail"][0]
+    detail = detail if isinstance(detail, dict) else json.loads(detail)
+    assert detail["grid"] == grid and detail["count"] == len(got) and detail["hours"] == "2"
+    assert sorted(detail["workers"]) == sorted(got) and detail["since_ms"] < detail["until_ms"]
 
 
 def test_refresh_is_computed_once_per_tick_for_all_viewers(
@@ -168,6 +231,15 @@ def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: 
     assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
     lines = resp.get_data(as_text=True).splitlines()
     assert lines[0] == "worker_id,time_utc,time_local,lon,lat,grid_id" and len(lines) > 10
+    # a grid's export: every worker the grid replay shows, one column says whose point
+    grid, _passed = busy_grid(b, district)
+    resp = c.get(f"/export/track/grid/{grid}.csv?hours=2")
+    rows = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
+    assert resp.status_code == 200 and len({r["worker_id"] for r in rows}) >= 2
+    assert c.get(f"/export/track/grid/{grid}.csv?day=2026-01-01&from=9&to=8").status_code == 400
+    far = b.city.grids.filter(pl.col("district_id") != district)["grid_id"][0]
+    assert c.get(f"/export/track/grid/{far}.csv").status_code == 403
+    assert c.get(f"/export/track/grid/{district}.csv").status_code == 403  # not a grid
     other = b.roster().filter(pl.col("district_id") != district)["worker_id"][0]
     assert c.get(f"/export/track/{other}.csv").status_code == 403
     assert c.get("/export/track/nobody.csv").status_code == 403
@@ -176,8 +248,10 @@ def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: 
     assert app.server.test_client().get(f"/export/track/{wid}.csv").status_code == 401
     codes = [c.get(f"/export/track/{wid}.csv").status_code for _ in range(25)]
     assert 429 in codes  # auth.export_rate_per_minute (20), shared in Redis
-    actions = audit.query(engine, limit=200)["action"].to_list()
+    log = audit.query(engine, limit=200)
+    actions = log["action"].to_list()
     assert "track_export" in actions and "track_export_limited" in actions
+    assert f"grid-{grid}" in log.filter(pl.col("action") == "track_export")["target"].to_list()
 
 
 def test_track_purge_in_the_clock_job(

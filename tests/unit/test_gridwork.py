@@ -4,10 +4,14 @@ CSV validation, positions and clusters, and the privacy of the page snapshot."""
 from __future__ import annotations
 
 import math
+from datetime import datetime
+from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
 
+from dashboard import live as L
 from dashboard import workq as WQ
 from pipelines import work
 
@@ -189,20 +193,174 @@ def test_snapshot_counts_only_roles_never_get_people() -> None:
     }
 
 
-def test_replay_payload_orders_points_and_places_reports() -> None:
-    track = pts([("a", 2, 20, "g1"), ("a", 0, 0, "g1"), ("a", 1, 10, "g2")]).drop("worker_id")
-    reps = pl.DataFrame(
-        {
-            "ts_ms": [MIN],
-            "lon": [118.8],
-            "lat": [32.0],
-            "category": ["sanitation"],
-            "incident_id": ["i1"],
-        }
+def _reports(rows: list[tuple[str, int, float, str]]) -> pl.DataFrame:
+    """rows: (worker, minute, metres north of 32.0°N — where the incident is, category)."""
+    return pl.DataFrame(
+        [
+            {"worker_id": w, "ts_ms": m * MIN, "lon": 118.9, "lat": 32.0 + d * DEG_PER_M}
+            | {"category": c, "incident_id": f"i{k}"}
+            for k, (w, m, d, c) in enumerate(rows)
+        ],
+        schema=WQ.REPORTS_SCHEMA,
     )
-    out = work.replay_payload(track, reps)
-    assert out["t"] == [0, MIN, 2 * MIN] and out["g"] == ["g1", "g2", "g1"]
-    assert out["ll"][0] == [32.0, 118.8] and out["reports"][0]["cat"] == "sanitation"
+
+
+def test_replay_payload_merges_workers_on_one_shared_axis() -> None:
+    track = pts(
+        [
+            ("a", 2, 20, "g1"),
+            ("a", 0, 0, "g1"),
+            ("a", 1, 10, "g2"),
+            ("a", 1, 10, "g2"),  # duplicate: once
+            ("b", 5, 100, "g1"),
+            ("b", 3, 80, "g1"),
+            ("z", 0, 0, "g1"),  # not asked for
+        ]
+    )
+    out = work.replay_payload(track, _reports([]), ["b", "a", "nobody"])
+    assert [w["id"] for w in out["workers"]] == ["b", "a"]  # the order asked, no empty ones
+    b, a = out["workers"]
+    assert a["t"] == [0, MIN, 2 * MIN] and b["t"] == [3 * MIN, 5 * MIN]
+    assert len(a["ll"]) == 3 and a["ll"][0] == [32.0, 118.8]
+    assert (out["t0"], out["t1"]) == (0, 5 * MIN)  # one axis for everyone
+    assert out["points"] == 5 and out["reports"] == []
+    empty = work.replay_payload(track, _reports([]), ["nobody"])
+    assert empty["workers"] == [] and empty["t0"] is None
+
+
+def test_every_replayed_worker_has_a_distinct_colour() -> None:
+    colours = L.REPLAY_COLORS[: WQ.MAX_REPLAY_WORKERS]
+    assert len(set(colours)) == len(colours) == WQ.MAX_REPLAY_WORKERS
+
+
+def test_downsample_keeps_first_and_last_and_spreads_evenly() -> None:
+    long = pts([("a", m, m, "g1") for m in range(1000)] + [("b", m, 0, "g1") for m in range(30)])
+    small = work.downsample(long.sample(fraction=1.0, shuffle=True, seed=1), 100)
+    a = small.filter(pl.col("worker_id") == "a")["ts_ms"].to_list()
+    assert len(a) == 100 and a == sorted(a)
+    assert a[0] == 0 and a[-1] == 999 * MIN
+    gaps = {y - x for x, y in pairwise(a)}
+    assert gaps <= {10 * MIN, 11 * MIN}  # evenly spread
+    assert small.filter(pl.col("worker_id") == "b").height == 30  # short tracks stay whole
+    with pytest.raises(ValueError):
+        work.downsample(long, 1)
+
+
+def test_replay_payload_shares_the_point_budget_between_workers() -> None:
+    rows = [(w, m, m, "g1") for w in ("a", "b", "c", "d") for m in range(600)]
+    out = work.replay_payload(pts(rows), _reports([]), ["a", "b", "c", "d"], max_points=1000)
+    assert [len(w["t"]) for w in out["workers"]] == [250] * 4
+    assert out["points"] == 2400  # what the window held
+    # never fewer than REPLAY_MIN_POINTS per worker, however many share the budget
+    few = work.replay_payload(pts(rows), _reports([]), ["a", "b", "c", "d"], max_points=40)
+    assert [len(w["t"]) for w in few["workers"]] == [work.REPLAY_MIN_POINTS] * 4
+
+
+def test_reports_are_placed_where_the_worker_stood() -> None:
+    # a walks north 10 m a minute from minute 0 to 4; b stands at 500 m at minute 0 only
+    track = pts([("a", m, 10 * m, "g1") for m in range(5)] + [("b", 0, 500, "g1")])
+    reps = _reports(
+        [
+            ("a", 2, 900, "sanitation"),  # moved to 2.5 min below: between two points
+            ("b", 3, 900, "traffic"),  # 3 min after b's only point: that point
+            ("a", 30, 900, "fire"),  # 26 min after a's last point: the incident's place
+        ]
+    )
+    half = reps.with_columns(ts_ms=pl.Series([2 * MIN + MIN // 2, 3 * MIN, 30 * MIN]))
+    got = work.place_reports(track, half)
+    assert got["incident_id"].to_list() == ["i0", "i1", "i2"]
+    mid, only, far = got.iter_rows(named=True)
+    # between minute 2 (20 m) and 3 (30 m), half way: 25 m north, on a's longitude
+    assert mid["lat"] == pytest.approx(32.0 + 25 * DEG_PER_M) and mid["lon"] == 118.8
+    assert mid["on_track"] and only["on_track"]
+    assert only["lat"] == pytest.approx(32.0 + 500 * DEG_PER_M) and only["lon"] == 118.8
+    assert not far["on_track"] and far["lon"] == 118.9  # the incident location
+    assert far["lat"] == pytest.approx(32.0 + 900 * DEG_PER_M)
+    # b's point 3 min before the report is near with the default 5 min, not with 2 min
+    assert work.place_reports(track, reps.slice(1, 1), near_ms=2 * MIN)["on_track"][0] is False
+    assert work.place_reports(track, reps.slice(0, 0)).is_empty()
+
+
+def test_replay_payload_reports_carry_their_worker_and_place() -> None:
+    track = pts([("a", 0, 0, "g1"), ("a", 2, 20, "g1"), ("b", 0, 100, "g1")])
+    reps = _reports([("a", 1, 900, "sanitation"), ("b", 40, 900, "traffic"), ("z", 1, 0, "x")])
+    out = work.replay_payload(track, reps, ["b", "a"])
+    (ra, rb) = out["reports"]  # z is not replayed: its report is not shown
+    assert (ra["w"], ra["cat"], ra["on_track"]) == (1, "sanitation", True)
+    assert ra["ll"] == [round(32.0 + 10 * DEG_PER_M, 6), 118.8]
+    assert (rb["w"], rb["on_track"], rb["ll"][1]) == (0, False, 118.9)
+
+
+# ------------------------------------------------------------------ replay windows
+
+TZ = "Asia/Shanghai"
+# 2026-11-27 10:30 in Shanghai (02:30 UTC)
+NOW = int(datetime(2026, 11, 27, 10, 30, tzinfo=ZoneInfo(TZ)).timestamp() * 1000)
+HOUR = 3_600_000
+
+
+def window(
+    choice: object,
+    day: object = None,
+    a: object = None,
+    b: object = None,
+    *,
+    days: int = 180,
+    max_hours: int = WQ.MAX_WINDOW_H,
+) -> WQ.Window:
+    return WQ.replay_window(
+        choice, day, a, b, now_ms=NOW, tz=TZ, retention_days=days, max_hours=max_hours
+    )
+
+
+def test_window_hours_back_from_now() -> None:
+    w = window(4)
+    assert (w.since_ms, w.until_ms, w.args) == (NOW - 4 * HOUR, NOW, {"hours": "4"})
+    assert window("8").args == {"hours": "8"}  # as a query string gives it
+    assert window(3).args == {"hours": "2"} and window("x").args == {"hours": "2"}  # default
+
+
+def test_window_a_chosen_day_and_hours() -> None:
+    w = window(WQ.DAY, "2026-11-26", 8, 12)  # yesterday 08:00–12:00, local time
+    start = int(datetime(2026, 11, 26, 8, tzinfo=ZoneInfo(TZ)).timestamp() * 1000)
+    assert w.since_ms == start and w.until_ms == start + 4 * HOUR - 1
+    assert w.query == "day=2026-11-26&from=8&to=12"
+    assert w.detail()["since_ms"] == start
+    whole = window(WQ.DAY, "2026-11-26T00:00:00", "0", "24")  # a picker's datetime string
+    assert whole.until_ms - whole.since_ms == 24 * HOUR - 1
+    today = window(WQ.DAY, "2026-11-27", 8, 12)  # the end not reached yet: cut at now
+    assert today.until_ms == NOW
+
+
+@pytest.mark.parametrize(
+    ("day", "a", "b", "key"),
+    [
+        (None, 8, 12, "work.replay.err.date"),
+        ("26/11/2026", 8, 12, "work.replay.err.date"),
+        ("2026-11-26", None, 12, "work.replay.err.hours"),
+        ("2026-11-26", 8, 25, "work.replay.err.hours"),
+        ("2026-11-26", "x", 12, "work.replay.err.hours"),
+        ("2026-11-26", 12, 8, "work.replay.err.order"),
+        ("2026-11-26", 8, 8, "work.replay.err.order"),
+        ("2026-11-27", 11, 12, "work.replay.err.future"),
+        ("2026-11-28", 8, 12, "work.replay.err.future"),
+        ("2026-05-01", 8, 12, "work.replay.err.retention"),
+    ],
+)
+def test_window_refused(day: object, a: object, b: object, key: str) -> None:
+    with pytest.raises(WQ.WindowError) as exc:
+        window(WQ.DAY, day, a, b)
+    assert exc.value.key == key
+
+
+def test_window_length_and_retention_limits() -> None:
+    with pytest.raises(WQ.WindowError) as exc:
+        window(WQ.DAY, "2026-11-26", 8, 18, max_hours=6)
+    assert exc.value.key == "work.replay.err.long" and exc.value.kw == {"h": 6}
+    with pytest.raises(WQ.WindowError) as exc:
+        window(WQ.DAY, "2026-11-20", 8, 12, days=7)
+    assert exc.value.kw == {"days": 7}
+    assert window(WQ.DAY, "2026-11-21", 12, 14, days=7).args["day"] == "2026-11-21"
 
 
 # ------------------------------------------------------------------ roster CSV
