@@ -89,7 +89,7 @@ def test_supervisor_ranks_drills_and_downloads(
     street_name = first.text
     first.click()
     wait(d).until(lambda d: "level=grid" in d.current_url)
-    wait(d).until(lambda d: (now := table_rows(d)) and now[0][2] == street_name)  # read once
+    wait(d).until(lambda d: (rows := table_rows(d)) and rows[0][2] == street_name)
     shot(d, artifacts, "assessment-grids")
     # the incidents behind a number
     cell = d.find_elements(By.CSS_SELECTOR, "#asm-table tbody tr td[data-dash-column=reports]")[0]
