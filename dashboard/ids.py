@@ -94,7 +94,10 @@ ASM_CSV = "asm-csv"
 ASM_PDF = "asm-pdf"
 ASM_DOWNLOAD = "asm-download"
 ASM_MSG = "asm-msg"
-ASM_BUSY = "asm-busy"
+ASM_PROGRESS = "asm-progress"  # the export's progress bar, percent and stage
+ASM_JOB = "asm-job"  # the export job being watched (its id)
+ASM_READY = "asm-ready"  # a finished export job: its file is downloaded
+ASM_POLL = "asm-poll"  # ticks while an export job runs
 # grid work (网格工作); replay ids use their own prefix (a stricter callback policy)
 WK_AREA = "work-area"
 WK_TICK = "work-tick"

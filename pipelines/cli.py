@@ -565,7 +565,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     now_ms = int(time.time() * 1000)
     with sql_engine(settings) as engine:
         card = scorecard.scorecard(engine, city, settings, args.level, period, now_ms, scope)
-        f = exports.export_scorecard(card, city, settings, args.format, args.lang)
+        report = _progress_lines() if args.progress else exports.no_progress
+        f = exports.export_scorecard(card, city, settings, args.format, args.lang, report)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
@@ -584,6 +585,22 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     state = "final" if card.final else "in progress"
     print(f"wrote {out} ({f.rows} rows, {len(f.data)} bytes, {state}) sha256 {f.sha256}")
     return 0
+
+
+def _progress_lines() -> Callable[[str, int, int], None]:
+    """An export's progress as stderr lines: each new stage, every 10 % and 100 %."""
+    from pipelines import exports
+
+    last = ("", -10)
+
+    def report(stage: str, done: int, total: int) -> None:
+        nonlocal last
+        pct = exports.percent(stage, done, total)
+        if stage != last[0] or pct >= min(last[1] + 10, 100) > last[1]:
+            print(f"{pct:3d}% {stage} {done}/{total}", file=sys.stderr, flush=True)
+            last = (stage, pct)
+
+    return report
 
 
 def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
@@ -692,6 +709,7 @@ def parser() -> argparse.ArgumentParser:
     es.add_argument("--out", required=True, help="file to write")
     es.add_argument("--scope", help="area id whose rows to export (default: the whole city)")
     es.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
+    es.add_argument("--progress", action="store_true", help="print progress to stderr")
     wk = sub.add_parser("workers", help="the worker roster: import a CSV")
     wks = wk.add_subparsers(dest="workers_cmd", required=True)
     wi = wks.add_parser("import", help="CSV: worker_id,name,type,grid_id[,phone]; all or nothing")

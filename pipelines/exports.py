@@ -5,6 +5,11 @@ display rows (``scorecard.display_rows``), i.e. exactly the numbers the page sho
 Text cells that a spreadsheet could read as a formula (starting ``= + - @``, their
 full-width forms ``＝ ＋ － ＠``, or a tab / carriage return) are neutralised with a
 leading apostrophe. Adding a format is a function plus a row in :data:`EXPORTS`.
+
+Writers take an optional progress callback, ``progress(stage, done, total)``, called at
+each stage's start and end and every :data:`CHUNK` rows (never per row); :func:`percent`
+turns a call into one bar that only grows (the stages and their shares: :data:`STAGES`).
+The callback never changes the bytes written.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +28,46 @@ from pipelines.geo import City
 from pipelines.settings import Settings
 
 DANGEROUS = ("=", "+", "-", "@", "＝", "＋", "－", "＠", "\t", "\r")
+
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: how far an export is (``stage`` is a key of STAGES)."""
+
+# each stage's share of the bar (percent from, to), in the order an export runs them;
+# "pages" is the PDF's layout (its total an estimate), "pack" the XLSX/CSV's encoding —
+# the slow part of every format (a city-wide PDF: ~1 s of rows, ~15 s of layout)
+STAGES: dict[str, tuple[int, int]] = {
+    "table": (0, 5),
+    "rows": (5, 30),
+    "pages": (30, 98),
+    "pack": (30, 98),
+    "hash": (98, 100),
+    "audit": (100, 100),
+    "done": (100, 100),
+}
+CHUNK = 500  # rows between two progress calls
+
+
+def percent(stage: str, done: int, total: int) -> int:
+    """One progress call as a share of the whole export, 0..100."""
+    lo, hi = STAGES[stage]
+    share = min(done, total) / total if total > 0 else 1.0
+    return lo + int((hi - lo) * share)
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def counted(rows: list[list[Any]], progress: Progress) -> Iterator[list[Any]]:
+    """The rows, reporting ``("rows", n, N)`` at the start, every CHUNK rows and the end."""
+    n = len(rows)
+    progress("rows", 0, n)
+    for i, row in enumerate(rows, start=1):
+        yield row  # the caller writes it before asking for the next one
+        if i % CHUNK == 0 and i < n:
+            progress("rows", i, n)
+    progress("rows", n, n)
 
 
 def neutralise(value: Any) -> Any:
@@ -55,6 +100,7 @@ class ExportTable:
     definitions: list[tuple[str, str, str, str]]  # name, unit, weight, definition
     score_definition: str
     chart: list[tuple[str, float]] = field(default_factory=list)  # name, score
+    generated_ms: int = 0  # the XLSX's creation time (so one table is always one file)
 
     def labels(self) -> dict[str, str]:
         zh = self.lang != "en"
@@ -130,18 +176,21 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
         definitions=defs,
         score_definition=S.SCORE_DEFINITION[1 if lang == "en" else 0],
         chart=[(str(r["name"]), float(r["score"])) for r in rows if r["score"] is not None],
+        generated_ms=card.generated_ms,
     )
 
 
 # ------------------------------------------------------------------ XLSX
 
 
-def to_xlsx(t: ExportTable) -> bytes:
+def to_xlsx(t: ExportTable, progress: Progress = no_progress) -> bytes:
     import xlsxwriter
 
     buf = io.BytesIO()
     wb = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False})
-    wb.set_properties({"title": t.title, "subject": t.period, "author": "Wangge 网格"})
+    created = datetime.fromtimestamp(t.generated_ms / 1000, UTC)
+    props = {"title": t.title, "subject": t.period, "author": "Wangge 网格", "created": created}
+    wb.set_properties(props)
     lab = t.labels()
     title = wb.add_format({"bold": True, "font_size": 16})
     meta = wb.add_format({"font_color": "#555555"})
@@ -168,7 +217,7 @@ def to_xlsx(t: ExportTable) -> bytes:
         ws.write_string(header_row, j, c.title, head)
         width = 18 if c.kind == "text" else 11
         ws.set_column(j, j, width)
-    for i, row in enumerate(t.rows, start=header_row + 1):
+    for i, row in enumerate(counted(t.rows, progress), start=header_row + 1):
         for j, (c, v) in enumerate(zip(t.columns, row, strict=True)):
             if v is None:
                 ws.write_blank(i, j, None, fmts[c.kind])
@@ -194,26 +243,31 @@ def to_xlsx(t: ExportTable) -> bytes:
     n = len(t.definitions) + 1
     d.write_string(n, 0, lab["score"], wrap)
     d.write_string(n, 3, t.score_definition, wrap)
+    progress("pack", 0, 1)
     wb.close()
+    progress("pack", 1, 1)
     return buf.getvalue()
 
 
 # ------------------------------------------------------------------ CSV
 
 
-def to_csv(t: ExportTable) -> bytes:
+def to_csv(t: ExportTable, progress: Progress = no_progress) -> bytes:
     """UTF-8 with a BOM (Excel on Chinese Windows then reads it as UTF-8), CRLF rows."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow([c.title for c in t.columns])
-    for row in t.rows:
+    for row in counted(t.rows, progress):
         w.writerow(
             [
                 "" if v is None else (neutralise(v) if c.kind == "text" else cell_text(c.kind, v))
                 for c, v in zip(t.columns, row, strict=True)
             ]
         )
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+    progress("pack", 0, 1)
+    data = ("\ufeff" + buf.getvalue()).encode("utf-8")
+    progress("pack", 1, 1)
+    return data
 
 
 # ------------------------------------------------------------------ PDF
@@ -221,7 +275,10 @@ def to_csv(t: ExportTable) -> bytes:
 CID_FONT = "STSong-Light"
 
 
-def to_pdf(t: ExportTable) -> bytes:
+ROWS_PER_PAGE = 34  # ranking rows on one PDF page (for the layout's progress estimate)
+
+
+def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
     """A4 landscape; CID font STSong-Light (no embedding needed); title, period, page
     numbers, a bar chart of the scores and the ranking table."""
     from reportlab.graphics.charts.barcharts import HorizontalBarChart
@@ -300,7 +357,7 @@ def to_pdf(t: ExportTable) -> bytes:
         dr.add(ch)
         story += [dr, PageBreak()]
     data = [[Paragraph(_esc(c.title), head) for c in t.columns]]
-    for row in t.rows:
+    for row in counted(t.rows, progress):
         data.append(
             [
                 Paragraph(_esc(str(neutralise(cell_text(c.kind, v)))), base)
@@ -345,7 +402,16 @@ def to_pdf(t: ExportTable) -> bytes:
         author="Wangge 网格",
         subject=t.period,
     )
+    pages = 2 + len(t.rows) // ROWS_PER_PAGE  # about: chart, table, definitions
+
+    def laid_out(kind: str, value: int) -> None:  # reportlab's progress hook
+        if kind == "PAGE":
+            progress("pages", min(value, pages), pages)
+
+    doc.setProgressCallBack(laid_out)
+    progress("pages", 0, pages)
     doc.build(story, canvasmaker=NumberedCanvas)
+    progress("pages", pages, pages)
     return buf.getvalue()
 
 
@@ -360,7 +426,7 @@ def _esc(text: str) -> str:
 class Exporter:
     ext: str
     mime: str
-    write: Callable[[ExportTable], bytes]
+    write: Callable[[ExportTable, Progress], bytes]
 
 
 EXPORTS: dict[str, Exporter] = {
@@ -382,20 +448,36 @@ class ExportFile:
 
 
 def export_shown(
-    shown: S.Shown, city: City, settings: Settings, fmt: str, lang: str = "zh-CN"
+    shown: S.Shown,
+    city: City,
+    settings: Settings,
+    fmt: str,
+    lang: str = "zh-CN",
+    progress: Progress = no_progress,
 ) -> ExportFile:
     """One file of the displayed scorecard in ``fmt`` (a key of :data:`EXPORTS`)."""
     exporter = EXPORTS[fmt]
-    data = exporter.write(build_table(shown, city, settings, lang))
+    progress("table", 0, 1)
+    table = build_table(shown, city, settings, lang)
+    progress("table", 1, 1)
+    data = exporter.write(table, progress)
+    progress("hash", 0, 1)
+    digest = sha256(data)
+    progress("hash", 1, 1)
     key = shown.period.key.replace("..", "_")
     name = f"scorecard_{shown.level}_{key}_{shown.area}.{exporter.ext}"
-    return ExportFile(name, exporter.mime, data, sha256(data), len(shown.rows))
+    return ExportFile(name, exporter.mime, data, digest, len(shown.rows))
 
 
 def export_scorecard(
-    card: S.Scorecard, city: City, settings: Settings, fmt: str, lang: str = "zh-CN"
+    card: S.Scorecard,
+    city: City,
+    settings: Settings,
+    fmt: str,
+    lang: str = "zh-CN",
+    progress: Progress = no_progress,
 ) -> ExportFile:
-    return export_shown(S.Shown.of(card), city, settings, fmt, lang)
+    return export_shown(S.Shown.of(card), city, settings, fmt, lang, progress)
 
 
 def audit_detail(shown: S.Shown, f: ExportFile, fmt: str, via: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
-from sqlalchemy import Engine, and_, case, func, or_, select
+from sqlalchemy import Engine, and_, case, func, select
 
 from pipelines import store
 from pipelines.geo import City
@@ -541,10 +541,16 @@ def read_incidents(
     summarised = read.filter(whole).drop("first_ms", "last_ms")  # null: no summary yet
     if summarised.height == read.height:
         return summarised.lazy()
-    rest = or_(
-        i.c.first_ms.is_(None), i.c.last_ms.is_(None), i.c.first_ms < s, i.c.last_ms >= as_of_ms
-    )
-    return pl.concat([summarised.lazy(), _aggregated(engine, and_(*where, rest), s, as_of_ms)])
+    # the others by id, from this read (not a second scan of the period's incidents)
+    rest = read.filter(~whole)["incident_id"].to_list()
+    parts = [
+        _aggregated(engine, i.c.incident_id.in_(rest[k : k + ID_CHUNK]), s, as_of_ms)
+        for k in range(0, len(rest), ID_CHUNK)
+    ]
+    return pl.concat([summarised.lazy(), *parts])
+
+
+ID_CHUNK = 5000  # ids bound in one IN (…) (SQLite allows 32,766 parameters)
 
 
 def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl.LazyFrame:
@@ -643,7 +649,7 @@ def _typed(engine: Engine, query: Any, schema: pl.Schema) -> pl.LazyFrame:
     Straight through the DB-API cursor into Polars (3× faster than SQLAlchemy rows for the
     hundreds of thousands of rows of a city-scale month); the query is still SQLAlchemy
     Core, compiled for the engine's dialect with bound parameters."""
-    compiled = query.compile(dialect=engine.dialect)
+    compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
     params: Any = compiled.params
     if compiled.positiontup is not None:  # qmark / format paramstyles (SQLite)
         params = tuple(compiled.params[k] for k in compiled.positiontup)

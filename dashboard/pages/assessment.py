@@ -3,7 +3,8 @@ worker for a period, with drill-down to the incidents behind any number, and exp
 
 The URL is the view (``/assessment?level=street&period=2026-10&area=320102``); the
 server re-clamps it to the session's scope on every callback. The table shown is kept
-in Redis under a token, and exports write exactly those rows (rate-limited, audited).
+in Redis under a token, and exports write exactly those rows (rate-limited, audited) in
+a background job whose progress the page polls (``dashboard.export_jobs``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from flask import current_app
 
 from dashboard import assess as A
 from dashboard import auth, ids
+from dashboard import export_jobs as J
 from dashboard import live as L
 from dashboard.backend import Backend, current
 from dashboard.components.panels import message_panel
 from dashboard.i18n import t
-from pipelines import audit
 from pipelines import exports as E
 from pipelines import scorecard as S
 
@@ -33,6 +34,7 @@ dash.register_page(__name__, path="/assessment", name="assessment")
 
 DataTable = dash_table.DataTable  # type: ignore[attr-defined]  # generated at import
 TOKEN_TTL_MS = 30 * 60_000
+POLL_MS = 500  # how often a running export's progress is asked for
 EXPORT_BUTTONS = {"xlsx": ids.ASM_XLSX, "csv": ids.ASM_CSV, "pdf": ids.ASM_PDF}
 DARK_TABLE: dict[str, Any] = {
     "style_table": {"overflowX": "auto", "maxHeight": "calc(100vh - 330px)", "overflowY": "auto"},
@@ -149,12 +151,7 @@ def layout(**query: Any) -> Any:
                         )
                         for fmt, bid in EXPORT_BUTTONS.items()
                     ],
-                    html.Span(
-                        t("asm.busy", lang),
-                        id=ids.ASM_BUSY,
-                        className="asm-busy",
-                        style={"display": "none"},
-                    ),
+                    html.Div(id=ids.ASM_PROGRESS, className="asm-progress", hidden=True),
                     html.Span(id=ids.ASM_MSG, className="asm-msg"),
                 ],
                 className="asm-exports",
@@ -186,6 +183,9 @@ def layout(**query: Any) -> Any:
         [
             dcc.Store(id=ids.ASM_VIEW, data=_view_data(view)),
             dcc.Store(id=ids.ASM_TOKEN, data=None),
+            dcc.Store(id=ids.ASM_JOB, data=None),  # the export job being watched
+            dcc.Store(id=ids.ASM_READY, data=None),  # a finished job: its file downloads
+            dcc.Interval(id=ids.ASM_POLL, interval=POLL_MS, disabled=True, n_intervals=0),
             dcc.Download(id=ids.ASM_DOWNLOAD),
             html.Div(
                 [
@@ -447,38 +447,112 @@ def _row_name(b: Backend, view: A.View, row_id: str) -> str:
 
 
 @dash.callback(
-    Output(ids.ASM_DOWNLOAD, "data"),
+    Output(ids.ASM_JOB, "data"),
+    Output(ids.ASM_READY, "data"),
+    Output(ids.ASM_POLL, "disabled"),
+    Output(ids.ASM_PROGRESS, "children"),
+    Output(ids.ASM_PROGRESS, "hidden"),
     Output(ids.ASM_MSG, "children"),
+    *(Output(bid, "disabled") for bid in EXPORT_BUTTONS.values()),
     *(Input(bid, "n_clicks") for bid in EXPORT_BUTTONS.values()),
+    Input(ids.ASM_POLL, "n_intervals"),
+    State(ids.ASM_JOB, "data"),
     State(ids.ASM_TOKEN, "data"),
     State(ids.LANG, "data"),
     prevent_initial_call=True,
-    running=[
-        (Output(ids.ASM_BUSY, "style"), {"display": "inline"}, {"display": "none"}),
-        *((Output(bid, "disabled"), True, False) for bid in EXPORT_BUTTONS.values()),
-    ],
 )
-def export(*args: Any) -> tuple[Any, Any]:
-    *_clicks, token, lang = args
+def export(*args: Any) -> tuple[Any, ...]:
+    """A click starts an export job (or shows the one running); a tick shows its progress."""
+    *_clicks, _tick, job_id, token, lang = args
+    b = current()
+    p = auth.principal()
+    if ctx.triggered_id == ids.ASM_POLL:
+        if not isinstance(job_id, str) or p is None:
+            return UNCHANGED
+        try:
+            job = J.status(b, p.username, job_id)
+        except L.BACKEND_ERRORS:
+            return UNCHANGED  # a blip: ask again at the next tick
+        return watch(job, lang)
     fmt = next((f for f, bid in EXPORT_BUTTONS.items() if bid == ctx.triggered_id), None)
     if fmt is None:
+        return UNCHANGED
+    try:
+        result, started = begin_export(b, p, token, fmt, lang)
+    except L.BACKEND_ERRORS:
+        result, started = "unavailable", None
+    return watch(started, lang) if started is not None else _idle(t(f"asm.{result}", lang))
+
+
+UNCHANGED = (no_update,) * (6 + len(EXPORT_BUTTONS))
+
+
+def _idle(msg: str) -> tuple[Any, ...]:
+    """No job watched: no bar, the buttons enabled, ``msg`` said."""
+    return None, no_update, True, [], True, msg, *_buttons(False)
+
+
+def watch(job: J.Job | None, lang: str) -> tuple[Any, ...]:
+    """The page's outputs for a job: the bar while it runs; when done, the download."""
+    if job is None:  # gone (expired) or not this user's
+        return _idle(t("asm.lost", lang))
+    bar = progress_bar(job.percent, J.stage_text(job, lang), job.state)
+    if job.state == "running":
+        return job.id, no_update, False, bar, False, "", *_buttons(True)
+    if job.state == "error":
+        return None, no_update, True, bar, False, "", *_buttons(False)
+    msg = t("asm.exported", lang, name=job.filename, n=job.rows)
+    return None, job.id, True, bar, False, msg, *_buttons(False)
+
+
+def _buttons(disabled: bool) -> list[bool]:
+    return [disabled] * len(EXPORT_BUTTONS)
+
+
+def progress_bar(percent: int, text: str, state: str) -> list[Any]:
+    return [
+        html.Div(
+            html.Div(className="asm-bar-fill", style={"width": f"{percent}%"}),
+            className=f"asm-bar {state}",
+            role="progressbar",
+            title=f"{percent}%",
+        ),
+        html.Span(f"{percent}%", className="asm-pct"),
+        html.Span(text, className=f"asm-stage {state}"),
+    ]
+
+
+@dash.callback(
+    Output(ids.ASM_DOWNLOAD, "data"),
+    Output(ids.ASM_MSG, "children", allow_duplicate=True),
+    Input(ids.ASM_READY, "data"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def deliver(job_id: Any, lang: str) -> tuple[Any, Any]:
+    """A finished job's file, to the user who started it."""
+    p = auth.principal()
+    if not isinstance(job_id, str) or p is None:
         return no_update, no_update
-    b = current()
-    result, file = export_file(b, auth.principal(), token, fmt, lang)
-    if file is None:
-        return no_update, t(f"asm.{result}", lang)
-    msg = t("asm.exported", lang, name=file.filename, n=file.rows)
-    return dcc.send_bytes(file.data, file.filename, type=file.mime), msg
+    got = J.fetch(current(), p.username, job_id)
+    if got is None:
+        return no_update, t("asm.lost", lang)
+    job, data = got
+    return dcc.send_bytes(data, job.filename, type=job.mime), no_update
 
 
-def export_file(
+def begin_export(
     b: Backend, p: auth.Principal | None, token: Any, fmt: str, lang: str
-) -> tuple[str, E.ExportFile | None]:
-    """Role, scope, rate limit; then the shown rows in ``fmt``, audited. (result, file)."""
+) -> tuple[str, J.Job | None]:
+    """Role, scope, rate limit; then a job writing the shown rows in ``fmt`` (audited when
+    done) — or the user's export already running. (result, job)"""
     guard = current_app.extensions["wangge.guard"]
     if p is None or p.wall or p.role not in A.EXPORT_ROLES or fmt not in E.EXPORTS:
         guard.audit("denied", target="/assessment/export", detail={"why": "export role"})
         return "export_denied", None
+    job = J.running(b, p.username)
+    if job is not None:  # a second click while one runs: the same job
+        return "ok", job
     if guard.rate_limited(f"export:{p.username}", b.settings.auth.export_rate_per_minute):
         return "rate_limited", None
     raw = b.r.get(_token_key(b, str(token))) if isinstance(token, str) and token else None
@@ -489,15 +563,4 @@ def export_file(
     if payload.get("user") != p.username or not auth.allowed(b.city, shown.area):
         guard.audit("denied", target="/assessment/export", detail={"why": "foreign table"})
         return "export_denied", None
-    file = E.export_shown(shown, b.city, b.settings, fmt, lang)
-    audit.record(
-        b.engine,
-        actor=p.username,
-        role=p.role,
-        scope=p.scope,
-        action="export",
-        target=f"scorecard:{shown.level}:{shown.period.key}:{shown.area}",
-        detail=E.audit_detail(shown, file, fmt, "web"),
-        now_ms=b.now_ms(),
-    )
-    return "ok", file
+    return "ok", J.start(b, p, shown, fmt, lang)

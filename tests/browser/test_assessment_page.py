@@ -42,6 +42,18 @@ def history(module_db: Any, city_small: City) -> S.Period:
     return last
 
 
+# every state the export's progress element shows, in order (a job this small finishes
+# within one poll, so the states seen are the start's 0 % and the finished 100 %)
+WATCH_PROGRESS = """
+window.asmProgress = [];
+const el = document.getElementById('asm-progress');
+new MutationObserver(() => {
+  const text = el.innerText.replace(/\\s+/g, ' ').trim();
+  if (!el.hidden && text && window.asmProgress.at(-1) !== text) window.asmProgress.push(text);
+}).observe(el, {subtree: true, childList: true, characterData: true, attributes: true});
+"""
+
+
 def table_rows(driver: Any) -> list[list[str]]:
     return driver.execute_script(
         """return [...document.querySelectorAll('#asm-table tbody tr')]
@@ -85,14 +97,23 @@ def test_supervisor_ranks_drills_and_downloads(
     wait(d).until(lambda d: d.find_element(By.ID, "asm-behind").is_displayed())
     wait(d).until(lambda d: "事件上报数" in d.find_element(By.ID, "asm-behind").text)
     shot(d, artifacts, "assessment-behind")
-    # download the XLSX and compare with the table on screen
+    # download the XLSX (a background job with a progress bar) and compare with the table
     on_screen = table_rows(d)
+    assert not d.find_element(By.ID, "asm-progress").is_displayed()
+    d.execute_script(WATCH_PROGRESS)
     d.find_element(By.ID, "asm-xlsx").click()
     wait(d).until(lambda d: any(artifacts.glob("scorecard_grid_*.xlsx")))
     path = next(artifacts.glob("scorecard_grid_*.xlsx"))
     wait(d).until(
         lambda d: path.stat().st_size > 0 and "已导出" in d.find_element(By.ID, "asm-msg").text
     )
+    seen = d.execute_script("return window.asmProgress;")
+    assert seen[0].startswith("0%") and "正在整理表格" in seen[0], seen  # the job started
+    bar = d.find_element(By.ID, "asm-progress")
+    assert bar.is_displayed() and bar.text.split() == ["100%", "已完成"]  # and completed
+    fill = d.find_element(By.CSS_SELECTOR, "#asm-progress .asm-bar-fill")
+    assert fill.get_attribute("style").replace(" ", "") == "width:100%;"
+    assert all(b.is_enabled() for b in d.find_elements(By.CSS_SELECTOR, ".asm-btn"))
     ws = openpyxl.load_workbook(path)["考核排名"]
     got = [
         [("" if v is None else v) for v in row] for row in ws.iter_rows(min_row=6, values_only=True)

@@ -1,6 +1,7 @@
 """Assessment on real SQL: scorecards from history agree with an independent count,
 final periods are frozen by snapshots, every export round-trips to exactly the shown
-rows, formula injection is neutralised, the CLI and the page's export are audited."""
+rows, formula injection is neutralised, the CLI and the page's export are audited, and
+the page's export runs as a job whose progress lives in Redis."""
 
 from __future__ import annotations
 
@@ -8,16 +9,23 @@ import csv
 import dataclasses
 import io
 import json
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import polars as pl
 import pypdf
 import pytest
 import redis
+from dash import no_update
 from sqlalchemy import Engine, delete, select
 
+from dashboard import export_jobs as J
 from dashboard.app import create_app, page_module
+from dashboard.auth import Principal
 from pipelines import audit, cli, store
 from pipelines import exports as E
 from pipelines import scorecard as S
@@ -188,7 +196,12 @@ def test_formula_injection_is_neutralised(
 
 
 def test_cli_export_writes_the_file_and_audits_it(
-    engine: Engine, city: City, hist: History, live_settings: Settings, tmp_path: Path
+    engine: Engine,
+    city: City,
+    hist: History,
+    live_settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = dataclasses.replace(
         live_settings,
@@ -197,9 +210,12 @@ def test_cli_export_writes_the_file_and_audits_it(
     out = tmp_path / "out" / "street.xlsx"
     args = cli.parser().parse_args(
         ["export", "scorecard", "--period", "2026-10", "--level", "street", "--format", "xlsx",
-         "--out", str(out), "--scope", "320102"]
+         "--out", str(out), "--scope", "320102", "--progress"]
     )  # fmt: skip
     assert cli.cmd_export(settings, args) == 0
+    progress = capsys.readouterr().err.splitlines()
+    assert progress[0] == "  0% table 0/1" and progress[-1] == "100% hash 1/1"
+    assert "  5% rows 0/7" in progress
     data = out.read_bytes()
     rows = list(
         openpyxl.load_workbook(io.BytesIO(data))["考核排名"].iter_rows(min_row=6, values_only=True)
@@ -219,6 +235,21 @@ def test_cli_export_writes_the_file_and_audits_it(
     assert cli.cmd_export(settings, bad) == 2
 
 
+def _finished(b: Any, owner: str, job: J.Job) -> J.Job:
+    """The job once its thread has ended (running → done or error)."""
+    for _ in range(2400):
+        got = J.status(b, owner, job.id)
+        assert got is not None
+        if got.state != "running":
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"export job {job.id} still running")
+
+
+def _exports(engine: Engine) -> list[dict[str, Any]]:
+    return audit.query(engine).filter(pl.col("action") == "export").to_dicts()
+
+
 def test_page_export_is_the_shown_table_role_checked_rate_limited_and_audited(
     live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis, hist: History
 ) -> None:
@@ -233,28 +264,95 @@ def test_page_export_is_the_shown_table_role_checked_rate_limited_and_audited(
         assert {r["row_id"] for r in data} == set(city.children("320102"))
         b = app.server.extensions["wangge"]
         p = page.auth.principal()
-        result, f = page.export_file(b, p, token, "xlsx", "zh-CN")
-        assert result == "ok" and f is not None
-        got = list(
-            openpyxl.load_workbook(io.BytesIO(f.data))["考核排名"].iter_rows(
+        result, started = page.begin_export(b, p, token, "xlsx", "zh-CN")
+        assert result == "ok" and started is not None and started.state == "running"
+        job = _finished(b, "sup", started)
+        assert job.state == "done" and job.percent == 100
+        got = J.fetch(b, "sup", job.id)
+        assert got is not None and got[0].filename.endswith(".xlsx")
+        rows = list(
+            openpyxl.load_workbook(io.BytesIO(got[1]))["考核排名"].iter_rows(
                 min_row=6, values_only=True
             )
         )
         cols = S.shown_columns("street")
-        assert [list(r) for r in got] == [[row[c] for c in cols] for row in data]
-        entry = audit.query(engine, limit=1).row(0, named=True)
+        assert [list(r) for r in rows] == [[row[c] for c in cols] for row in data]
+        # the page: the bar at 100 %, the message, then the file downloads
+        outs = page.watch(job, "zh-CN")
+        assert outs[:3] == (None, job.id, True) and "已导出" in outs[5]
+        assert "100%" in str(outs[3]) and "已完成" in str(outs[3])
+        sent, _msg = page.deliver(job.id, "zh-CN")
+        assert sent["filename"] == job.filename and sent["base64"]
+        (entry,) = _exports(engine)  # audited once, with the file's hash
         detail = json.loads(entry["detail"])
         assert (entry["actor"], entry["role"], entry["scope"]) == ("sup", "supervisor", "320102")
-        assert (
-            detail["sha256"] == f.sha256 and detail["rows"] == len(data) and detail["via"] == "web"
-        )
-        assert page.export_file(b, p, "not-a-token", "csv", "zh-CN") == ("stale", None)
-        assert page.export_file(b, p, token, "pdf", "zh-CN")[0] == "ok"
-        assert page.export_file(b, p, token, "csv", "zh-CN") == ("rate_limited", None)
+        assert detail["sha256"] == job.sha256 == E.sha256(got[1])
+        assert detail["rows"] == len(data) and detail["via"] == "web"
+        assert page.begin_export(b, p, "not-a-token", "csv", "zh-CN") == ("stale", None)
+        result, started = page.begin_export(b, p, token, "pdf", "zh-CN")
+        assert result == "ok" and started is not None
+        assert _finished(b, "sup", started).state == "done"
+        assert page.begin_export(b, p, token, "csv", "zh-CN") == ("rate_limited", None)
+        assert len(_exports(engine)) == 2
     with signed_in(app, role="street_operator", scope=city.children("320102")[0], username="op"):
         p = page.auth.principal()
-        assert page.export_file(b, p, token, "xlsx", "zh-CN") == ("export_denied", None)
+        assert page.begin_export(b, p, token, "xlsx", "zh-CN") == ("export_denied", None)
     with signed_in(app, role="district_commander", scope="320102", username="cmd"):
         p = page.auth.principal()  # someone else's table: not theirs to export
-        assert page.export_file(b, p, token, "xlsx", "zh-CN") == ("export_denied", None)
+        assert page.begin_export(b, p, token, "xlsx", "zh-CN") == ("export_denied", None)
+        # nor their job, nor their file
+        assert J.status(b, "cmd", job.id) is None and J.fetch(b, "cmd", job.id) is None
+        assert page.deliver(job.id, "zh-CN")[0] is no_update
     assert audit.verify(engine).ok
+
+
+def test_export_job_lifecycle_on_real_redis(
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis, hist: History
+) -> None:
+    now = [AFTER / 1000]
+    app = create_app(live_settings, city=city, r=rclient, clock=lambda: now[0])
+    b = app.server.extensions["wangge"]
+    sup = Principal("sup", "supervisor", "320102")
+    shown = _shown(engine, city, live_settings, "grid")
+    big = dataclasses.replace(shown, rows=shown.rows * max(1, 1500 // len(shown.rows)))
+    held: list[Callable[[], None]] = []
+    job = J.start(b, sup, big, "pdf", "zh-CN", spawn=held.append)
+    assert (job.state, job.percent) == ("running", 0) and J.running(b, "sup") == job
+    # a second start while it runs: the same job, nothing new started
+    assert J.start(b, sup, big, "csv", "zh-CN", spawn=held.append) == job and len(held) == 1
+    assert J.fetch(b, "sup", job.id) is None  # not done yet
+    # the job runs; its progress is in Redis for any worker to read
+    thread = threading.Thread(target=held[0])
+    thread.start()
+    seen: list[J.Job] = []
+    while thread.is_alive():
+        got = J.status(b, "sup", job.id)
+        assert got is not None
+        seen.append(got)
+        time.sleep(0.005)
+    thread.join()
+    done = J.status(b, "sup", job.id)
+    assert done is not None and (done.state, done.stage, done.percent) == ("done", "done", 100)
+    percents = [j.percent for j in seen] + [done.percent]
+    assert percents == sorted(percents) and len(set(percents)) > 2
+    assert "pages" in {j.stage for j in seen}
+    # fetched by its owner only
+    got = J.fetch(b, "sup", job.id)
+    assert got is not None and E.sha256(got[1]) == done.sha256 and done.rows == len(big.rows)
+    assert J.fetch(b, "cmd", job.id) is None and J.status(b, "cmd", job.id) is None
+    assert J.running(b, "sup") is None  # finished: a new export may start
+    assert json.loads(_exports(engine)[-1]["detail"])["sha256"] == done.sha256
+    # a failing export ends with an error (no audit entry, no file), not a hung bar
+    bad = J.start(b, sup, shown, "docx", "zh-CN", spawn=lambda body: body())
+    failed = J.status(b, "sup", bad.id)
+    assert failed is not None and (failed.state, failed.error) == ("error", "failed")
+    assert J.fetch(b, "sup", bad.id) is None and J.running(b, "sup") is None
+    assert len(_exports(engine)) == 1
+    # a job whose process died stops moving: after STALL_MS it is lost, a new one may start
+    dead = J.start(b, sup, shown, "csv", "zh-CN", spawn=lambda body: None)
+    assert J.running(b, "sup") == dead
+    now[0] += J.STALL_MS / 1000 + 1
+    lost = J.status(b, "sup", dead.id)
+    assert lost is not None and (lost.state, lost.error) == ("error", "lost")
+    fresh = J.start(b, sup, shown, "csv", "zh-CN", spawn=lambda body: body())
+    assert fresh.id != dead.id and J.status(b, "sup", fresh.id).state == "done"  # type: ignore[union-attr]

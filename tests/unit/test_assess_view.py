@@ -3,12 +3,16 @@ drill-down, crumbs, colour bands, formula neutralisation and cell text."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dashboard import assess as A
+from dashboard import export_jobs as J
 from pipelines import exports as E
 from pipelines import scorecard as S
 from pipelines.geo import City, demo_city
+from pipelines.settings import load_settings
 
 NOW = S.parse_period("2026-11-15").start_ms + 3_600_000
 TZ = "Asia/Shanghai"
@@ -100,3 +104,46 @@ def test_cell_text_matches_the_table_formats() -> None:
     kinds = {c: E.column_kind(c) for c in S.shown_columns("street")}
     assert kinds["rank"] == "int" and kinds["overdue"] == "int" and kinds["change"] == "signed1"
     assert kinds["name"] == "text" and kinds["accept_ontime"] == "num1"
+
+
+def _big_shown(n: int) -> S.Shown:
+    """A street table of ``n`` made-up rows (more than two progress chunks)."""
+    rows = []
+    for i in range(n):
+        row: dict = {"row_id": f"r{i}", "rank": i + 1, "name": f"街道{i}", "parent": "玄武区"}
+        row |= {"score": 50.0 + i % 50, "change": -1.5 + i % 3, "trend": "▁▃▅"}
+        row |= {m: float(i % 97) for m in S.METRIC_IDS}
+        rows.append(row)
+    return S.Shown("street", S.parse_period("2026-10"), "320102", True, NOW, rows)
+
+
+@pytest.mark.parametrize("fmt", sorted(E.EXPORTS))
+def test_writers_report_progress_up_to_100_and_write_the_same_bytes(
+    fmt: str, city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("reportlab.rl_config.invariant", 1)  # no time in the PDF's ID
+    settings = load_settings(environ={})
+    shown = _big_shown(2 * E.CHUNK + 77)
+    calls: list[tuple[str, int, int]] = []
+    with_progress = E.export_shown(shown, city, settings, fmt, progress=lambda *c: calls.append(c))
+    without = E.export_shown(shown, city, settings, fmt)
+    assert with_progress.data == without.data and with_progress.sha256 == without.sha256
+    percents = [E.percent(*c) for c in calls]
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
+    stages = [s for s, _, _ in calls]
+    order = [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s]
+    slow = "pages" if fmt == "pdf" else "pack"
+    assert order == ["table", "rows", slow, "hash"]
+    rows = [(d, n) for s, d, n in calls if s == "rows"]
+    assert rows == [(0, len(shown.rows)), (500, 1077), (1000, 1077), (1077, 1077)]
+    assert all(0 <= d <= n for _, d, n in calls)
+
+
+def test_stage_text_in_both_languages() -> None:
+    job = J.Job("j", "sup", "xlsx", "running", "rows", 500, 1077, 27, NOW)
+    assert J.stage_text(job, "zh-CN") == "正在写入第 500/1077 行"
+    assert J.stage_text(job, "en") == "Writing rows 500/1077"
+    failed = dataclasses.replace(job, state="error", error="failed")
+    assert J.stage_text(failed, "zh-CN") == "导出失败，请重试"
+    for stage in E.STAGES:  # every stage has its words
+        assert J.stage_text(dataclasses.replace(job, stage=stage), "en")
