@@ -278,17 +278,20 @@ METRICS: dict[str, Metric] = {
         _M(
             "patrol_coverage", "巡查覆盖率", "Patrol coverage", "pct", True,
             "网格·日 中有网格员到访的比例（每个网格每天是否被巡查到）；"
-            "网格员为到访本人责任网格的天数占比。",
+            "网格员为到访本人责任网格的天数占比。自平台收到第一个定位点之日起计。",
             "Share of grid-days on which some worker visited the grid; for a worker, the "
-            "share of days they visited their own grid.",
+            "share of days they visited their own grid. Days count from the day the platform "
+            "received its first position.",
             source="patrols",
         ),
         _M(
             "online_rate", "在岗在线率", "Online during shifts", "pct", True,
             "工作时段（warnings.work_start_h–work_end_h）按 assessment.online_slot_minutes "
-            "分段，网格员有定位点的时段占 在册网格员×时段 的比例。",
+            "分段，网格员有定位点的时段占 在册网格员×时段 的比例；"
+            "时段自平台收到第一个定位点起计。",
             "Share of shift slots (warnings.work_start_h–work_end_h, cut into "
-            "assessment.online_slot_minutes) in which a rostered worker sent a position.",
+            "assessment.online_slot_minutes) in which a rostered worker sent a position; "
+            "slots count from the platform's first position.",
             source="tracks",
         ),
         _M(
@@ -684,23 +687,45 @@ def _local_day(ms: int, tz: str) -> date:
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).date()
 
 
-def elapsed_days(period: Period, as_of_ms: int) -> int:
-    """Local days of the period that have begun by ``as_of``."""
+def elapsed_days(period: Period, as_of_ms: int, since_ms: int | None = None) -> int:
+    """Local days of the period that have begun by ``as_of`` — from the day of ``since_ms``
+    (when positions began to arrive) if that is later: days before any position came in
+    cannot have been patrolled on the record."""
     if as_of_ms <= period.start_ms:
         return 0
+    first = period.first
+    if since_ms is not None:
+        first = max(first, _local_day(since_ms, period.tz))
     last = min(period.last, _local_day(as_of_ms - 1, period.tz))
-    return (last - period.first).days + 1
+    return max(0, (last - first).days + 1)
 
 
-def shift_slots(period: Period, as_of_ms: int, start_h: int, end_h: int, slot_min: int) -> int:
-    """Shift slots of the period that have begun by ``as_of`` (per worker)."""
+def shift_slots(
+    period: Period,
+    as_of_ms: int,
+    start_h: int,
+    end_h: int,
+    slot_min: int,
+    since_ms: int | None = None,
+) -> int:
+    """Shift slots of the period that have begun by ``as_of`` (per worker) and have not
+    ended before ``since_ms`` (when positions began to arrive)."""
     slot = slot_min * 60_000
     per_day = [(h0, h0 + slot) for h0 in range(start_h * HOUR_MS, end_h * HOUR_MS, slot)]
+    after = since_ms if since_ms is not None else period.start_ms
     n = 0
     for d in range(period.days):
         day0 = _local_ms(period.first + timedelta(days=d), period.tz)
-        n += sum(1 for a, _ in per_day if day0 + a < as_of_ms)
+        n += sum(1 for a, b in per_day if day0 + a < as_of_ms and day0 + b > after)
     return n
+
+
+def read_tracked_since(engine: Engine) -> int | None:
+    """When the platform received its first position (the earliest track point kept)."""
+    t = store.track_points
+    with engine.connect() as conn:
+        got = conn.execute(select(func.min(t.c.ts_ms))).scalar()
+    return int(got) if got is not None else None
 
 
 def read_online_slots(
@@ -818,6 +843,7 @@ class Inputs:
     worker_visits: pl.LazyFrame
     warnings: pl.LazyFrame
     roster: pl.LazyFrame
+    tracked_since_ms: int | None = None  # the first position: coverage and online count from it
 
 
 def read_inputs(
@@ -842,6 +868,7 @@ def read_inputs(
         else pl.LazyFrame(schema={"worker_id": pl.String, "v": pl.Int64}),
         warnings=read_warnings(engine, period, as_of_ms),
         roster=read_roster(engine, city),
+        tracked_since_ms=read_tracked_since(engine),
     )
 
 
@@ -861,8 +888,11 @@ def compute(
     deadlines = asdict(settings.deadlines)
     flags = incident_flags(inputs.incidents, as_of_ms, deadlines, a.accept_hours, a.dispatch_hours)
     inc = incident_metrics(flags.drop_nulls(key), key).rename({key: "row_id"})
-    n_days = elapsed_days(period, as_of_ms)
-    slots = shift_slots(period, as_of_ms, w.work_start_h, w.work_end_h, a.online_slot_minutes)
+    since = inputs.tracked_since_ms
+    n_days = elapsed_days(period, as_of_ms, since)
+    slots = shift_slots(
+        period, as_of_ms, w.work_start_h, w.work_end_h, a.online_slot_minutes, since
+    )
     roster = inputs.roster
     if level == "worker":
         cover = inputs.worker_visits.select(

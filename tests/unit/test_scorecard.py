@@ -195,6 +195,14 @@ def test_elapsed_days_and_shift_slots() -> None:
     assert S.shift_slots(p, p.end_ms, 8, 18, 60) == 30
     assert S.shift_slots(p, p.start_ms + S.DAY_MS + 9 * H + H // 2, 8, 18, 60) == 12
     assert S.shift_slots(p, p.end_ms, 8, 18, 30) == 60
+    # Positions began to arrive on day 2 at 12:30: days count from day 2, slots from the
+    # 12:00 slot (the one it falls in) — before that nothing could be on the record.
+    since = p.start_ms + S.DAY_MS + 12 * H + H // 2
+    assert S.elapsed_days(p, p.end_ms, since) == 2
+    assert S.shift_slots(p, p.end_ms, 8, 18, 60, since) == 6 + 10
+    assert S.elapsed_days(p, p.end_ms, p.start_ms - S.DAY_MS) == 3  # earlier: the period
+    assert S.shift_slots(p, p.end_ms, 8, 18, 60, p.start_ms - S.DAY_MS) == 30
+    assert S.elapsed_days(p, since, p.end_ms + 1) == 0  # positions only after as_of
 
 
 def test_display_values_and_sparkline() -> None:
