@@ -919,10 +919,8 @@ def compute(
         .join(warn, on="row_id", how="left")
         .with_columns(pl.col("reports").fill_null(0), pl.col("overdue").fill_null(0))
     )
-    if level == "worker":  # a worker has no coverage when no day has begun
-        out = out.with_columns(
-            pl.col("patrol_coverage").fill_null(0.0 if n_days else None).cast(pl.Float64)
-        )
+    if level == "worker" and n_days:  # no day begun (on the record): no coverage, null
+        out = out.with_columns(pl.col("patrol_coverage").fill_null(0.0).cast(pl.Float64))
     out = with_score(out, weights(settings), a.handling_ref_hours)
     cols = ["row_id", "name", "parent_id", "parent", *METRIC_IDS, "score"]
     return out.select(cols).collect()

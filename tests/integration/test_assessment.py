@@ -108,6 +108,29 @@ def test_final_periods_are_snapshotted_and_never_rewritten(
     assert live["reports"].sum() == 0 and not S.is_final(NOV, DURING, changed)
 
 
+def test_coverage_and_online_count_from_the_first_position(
+    engine: Engine, city: City, hist: History, live_settings: Settings
+) -> None:
+    """Days and shift slots before the platform's first position are not counted: a month
+    before any position has no coverage (null, not 0 %), and a worker-level card whose
+    trend reaches back into that month still renders."""
+    first = S.read_tracked_since(engine)
+    assert first is not None and first == hist.tracks["ts_ms"].min()
+    grid = city.children(city.children("320102")[0])[0]
+    card = S.scorecard(engine, city, live_settings, "worker", OCT, AFTER, scope=grid)
+    assert card.rows.height and card.rows["patrol_coverage"].null_count() == 0
+    sep = S.parse_period("2026-09")
+    before = S.scorecard(engine, city, live_settings, "worker", sep, AFTER, scope=grid).rows
+    assert before.height and before["patrol_coverage"].null_count() == before.height
+    assert before["online_rate"].null_count() == before.height
+    # a period that began before the first position: its denominators start at it
+    span = S.parse_period("2026-09-25..2026-10-05")
+    since = S.shift_slots(span, AFTER, 8, 18, live_settings.assessment.online_slot_minutes, first)
+    whole = S.shift_slots(span, AFTER, 8, 18, live_settings.assessment.online_slot_minutes)
+    assert 0 < since < whole
+    assert S.elapsed_days(span, AFTER, first) == 5 < S.elapsed_days(span, AFTER)
+
+
 def _shown(engine: Engine, city: City, settings: Settings, level: str = "street") -> S.Shown:
     card = S.scorecard(engine, city, settings, level, OCT, AFTER, scope="320102")
     return S.Shown.of(card)
