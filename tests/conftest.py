@@ -8,10 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -184,3 +187,17 @@ def sign_in_client(
         }
         sess["csrf"] = "test-csrf"
     return client
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20) -> None:
+    """SIGTERM every process (a graceful stop), then wait; kill what outlives the timeout."""
+    procs = list(procs)
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from pipelines.settings import GeoSettings, Settings, child_environ, load_settin
 from pipelines.streams import ensure_group, publish
 from tests.bench._producer import spawn_producer
 from tests.bench.conftest import RUNS, bench, dialects, median, with_baseline
-from tests.conftest import settings_for
+from tests.conftest import settings_for, stop_processes
 
 pytestmark = pytest.mark.bench
 
@@ -612,15 +611,7 @@ def test_event_to_live_latency_and_worker_rss(
         backlog_s, _ = _wait_drained(obs, rss, 300, procs)
         hwm = rss.hwm_mb()
     finally:
-        for p in procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs.values())
 
     bench(
         "event_to_redis_live_p95",

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -37,7 +35,7 @@ from pipelines.streams import ensure_group, publish
 from tests.bench._producer import spawn_producer
 from tests.bench.conftest import RUNS, bench, dialects, median, with_baseline
 from tests.bench.test_pipeline_bench import _spawn_worker
-from tests.conftest import settings_for
+from tests.conftest import settings_for, stop_processes
 
 pytestmark = pytest.mark.bench
 
@@ -482,15 +480,7 @@ def test_event_to_visible_warning_latency(
             all_lat.extend(lat)
     finally:
         stop.set()
-        for p in procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs.values())
         loop.join(timeout=60)
     bench(
         "warnings_event_to_visible_p95",

@@ -23,6 +23,7 @@ from pipelines import simulate, store
 from pipelines.geo import GridIndex, load_city
 from pipelines.settings import GeoSettings, child_environ, load_settings
 from pipelines.streams import ensure_group, publish
+from tests.conftest import stop_processes
 from tests.integration.oracle import expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -139,13 +140,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
                 )
             time.sleep(0.5)
     finally:
-        for p in procs.values():
-            p.send_signal(signal.SIGTERM)
-        for p in procs.values():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
     assert kills >= 5
     assert mid_stream >= 4, "the kills must land while entries are still unprocessed"
 
