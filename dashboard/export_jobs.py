@@ -166,7 +166,7 @@ def run(b: Backend, job: Job, p: Principal, shown: S.Shown, lang: str) -> None:
             role=p.role,
             scope=p.scope,
             action="export",
-            target=f"scorecard:{shown.level}:{shown.period.key}:{shown.area}",
+            target=E.audit_target(shown),
             detail=E.audit_detail(shown, f, job.fmt, "web"),
             now_ms=b.now_ms(),
         )

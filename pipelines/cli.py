@@ -566,7 +566,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     with sql_engine(settings) as engine:
         card = scorecard.scorecard(engine, city, settings, args.level, period, now_ms, scope)
         report = _progress_lines() if args.progress else exports.no_progress
-        f = exports.export_scorecard(card, city, settings, args.format, args.lang, report)
+        shown = scorecard.Shown.of(card)
+        f = exports.export_shown(shown, city, settings, args.format, args.lang, report)
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
@@ -578,8 +579,8 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
             role="cli",
             scope=scope,
             action="export",
-            target=f"scorecard:{card.level}:{period.key}:{scope}",
-            detail=exports.audit_detail(scorecard.Shown.of(card), f, args.format, "cli"),
+            target=exports.audit_target(shown),
+            detail=exports.audit_detail(shown, f, args.format, "cli"),
             now_ms=now_ms,
         )
     state = "final" if card.final else "in progress"

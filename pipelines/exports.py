@@ -469,15 +469,9 @@ def export_shown(
     return ExportFile(name, exporter.mime, data, digest, len(shown.rows))
 
 
-def export_scorecard(
-    card: S.Scorecard,
-    city: City,
-    settings: Settings,
-    fmt: str,
-    lang: str = "zh-CN",
-    progress: Progress = no_progress,
-) -> ExportFile:
-    return export_shown(S.Shown.of(card), city, settings, fmt, lang, progress)
+def audit_target(shown: S.Shown) -> str:
+    """The audit log's target of an export: which scorecard (level, period, area)."""
+    return f"scorecard:{shown.level}:{shown.period.key}:{shown.area}"
 
 
 def audit_detail(shown: S.Shown, f: ExportFile, fmt: str, via: str) -> dict[str, Any]:
