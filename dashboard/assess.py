@@ -129,6 +129,14 @@ def bands(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         higher_better = c == "score" or S.METRICS[c].higher_better
         best, worst = (high, low) if higher_better else (low, high)
         op_best, op_worst = (">=", "<=") if higher_better else ("<=", ">=")
+        # Ties: when over four fifths share the best value, the worst band would reach it
+        # (and paint the best rows red): band only what is strictly worse than it — fewer
+        # than a fifth of the rows. Likewise for the best band and the worst value.
+        top, bottom = (vals[-1], vals[0]) if higher_better else (vals[0], vals[-1])
+        if worst == top:
+            op_worst = op_worst[0]
+        if best == bottom:
+            op_best = op_best[0]
         styles.append(
             {
                 "if": {"filter_query": f"{{{c}}} {op_best} {best}", "column_id": c},

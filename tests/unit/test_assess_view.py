@@ -72,6 +72,20 @@ def test_bands_mark_the_best_and_worst_fifth_by_direction() -> None:
     )
     assert not [s for s in styles if s["if"]["column_id"] == "accept_ontime"]  # no data
     assert A.bands(rows[:4]) == []  # too few rows to band
+    # ties: nine rows share the best score, one is worse → only that one is red
+    tied = [{**r, "score": 100.0 if i else 50.0} for i, r in enumerate(rows)]
+    got = {
+        (s["if"]["column_id"], s["backgroundColor"][:14]): s["if"]["filter_query"]
+        for s in A.bands(tied)
+    }
+    assert got[("score", red)] == "{score} < 100.0" and got[("score", green)] == "{score} >= 100.0"
+    # ... and nine share the worst: only the one better row is green
+    low = [{**r, "score": 50.0 if i else 100.0} for i, r in enumerate(rows)]
+    got = {
+        (s["if"]["column_id"], s["backgroundColor"][:14]): s["if"]["filter_query"]
+        for s in A.bands(low)
+    }
+    assert got[("score", green)] == "{score} > 50.0" and got[("score", red)] == "{score} <= 50.0"
 
 
 @pytest.mark.parametrize(
