@@ -22,14 +22,15 @@ from flask import Response, make_response, redirect, request
 from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import ids, login, work_export
+from dashboard import ids, login
 from dashboard.auth import Guard, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
-from pipelines import store
-from pipelines.geo import City, load_city
+from dashboard.pages.work import export as work_export
+from pipelines.city.geography import City, load_city
 from pipelines.settings import ROOT, Settings, load_settings
+from pipelines.spine import store
 
 NAV = (
     ("nav.panorama", "/"),
@@ -213,7 +214,7 @@ def create_app(
 
 def page_module(name: str) -> ModuleType:
     """The page module the latest app loaded (Dash executes pages once per app)."""
-    return sys.modules[f"pages.{name}"]
+    return sys.modules[f"pages.{name}.layout"]
 
 
 @functools.cache

@@ -31,8 +31,8 @@ from flask import Flask, Response, jsonify, redirect, request, session
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.wrappers import Response as BaseResponse
 
-from pipelines import accounts, audit
-from pipelines.geo import City
+from pipelines.access import accounts, audit
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 
 ALL = frozenset(accounts.ROLES)
@@ -87,9 +87,11 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     # early warning: reading for people; actions also check can_act and the warning's area
     "warn-": Policy(roles=PEOPLE),
     # supervision and assessment: reading for people (rows clamped to the session's scope);
-    # exports also check dashboard.assess.EXPORT_ROLES, the rate limit, and are audited
+    # exports also check the assessment page's EXPORT_ROLES and the rate limit, and are audited
     "asm-": Policy(roles=PEOPLE),
-    "work-": Policy(roles=PEOPLE),  # grid work: names only for INDIVIDUALS (dashboard/workq.py)
+    "work-": Policy(
+        roles=PEOPLE
+    ),  # grid work: names only for INDIVIDUALS (dashboard/pages/work/queries.py)
     "wtrk-": Policy(roles=INDIVIDUALS),  # track replay
 }
 

@@ -1,7 +1,7 @@
 """What the dashboard reads through: one ``Backend`` per server process.
 
-It holds the city, the live-state reader (``pipelines.state``), the SQL engine
-(``pipelines.store``) and a tick-aligned cache shared by every viewer and every gunicorn
+It holds the city, the live-state reader (``pipelines.spine.state``), the SQL engine
+(``pipelines.spine.store``) and a tick-aligned cache shared by every viewer and every gunicorn
 worker (in Redis), so a panel is computed once per refresh tick, not once per viewer.
 Callbacks reach it with ``current()`` (stored on the Flask app, not in a module global).
 """
@@ -21,11 +21,11 @@ import redis
 from flask import current_app
 from sqlalchemy import Engine, select
 
-from pipelines import store
-from pipelines.geo import City
-from pipelines.runner import live_state
+from pipelines.city.geography import City
 from pipelines.settings import Settings
-from pipelines.state import LiveState
+from pipelines.spine import store
+from pipelines.spine.runner import live_state
+from pipelines.spine.state import LiveState
 
 Clock = Callable[[], float]
 EXTENSION = "wangge"

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from pipelines.geo import City, level_geojson
+from pipelines.city.geography import City, level_geojson
 
 
 @dataclass(frozen=True)

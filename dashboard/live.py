@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import queries as q
 from dashboard.backend import Backend
 from dashboard.i18n import current_lang, t
-from pipelines.aggregate import unpack_position
-from pipelines.geo import City
+from dashboard.pages.panorama import queries as q
+from pipelines.city.geography import City
+from pipelines.spine.aggregate import unpack_position
 
 BACKEND_ERRORS = (redis.RedisError, OSError, SQLAlchemyError)
 TYPE_COLORS = {

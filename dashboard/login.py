@@ -14,7 +14,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from dashboard import sso
 from dashboard.auth import Guard
 from dashboard.i18n import current_lang
-from pipelines import accounts, audit
+from pipelines.access import accounts, audit
 
 TEXT = {
     "title": ("登录 · 网格化社会治理态势感知平台", "Sign in · Grid Governance Platform"),

@@ -10,7 +10,7 @@ The identity provider proves *who* someone is; Wangge decides *what they may do*
 * the ID token is verified by authlib (signature against the IdP's JWKS, ``iss`` equal
   to the configured issuer, ``aud`` containing our client id, ``nonce``, ``exp``/``iat``);
 * its ``preferred_username`` claim, lower-cased (usernames are case-insensitive, see
-  :func:`pipelines.accounts.normalize_username`), must name an account that already
+  :func:`pipelines.access.accounts.normalize_username`), must name an account that already
   exists in the local ``users`` table and is not disabled. Wall users cannot sign in
   this way (they use kiosk tokens);
 * role and area scope always come from the local account; role/group/scope claims sent
@@ -34,7 +34,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from dashboard.auth import Guard
 from dashboard.i18n import current_lang
-from pipelines import accounts
+from pipelines.access import accounts
 from pipelines.settings import Settings
 
 CLIENT_NAME = "oidc"  # the authlib registry name (also its state keys in the session)

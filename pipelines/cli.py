@@ -25,9 +25,11 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipelines import accounts, audit, geo, store
+from pipelines.access import accounts, audit
+from pipelines.city import geography as geo
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, child_environ, load_settings
+from pipelines.spine import store
 
 log = logging.getLogger("wangge")
 FEEDS = ("reports", "locations", "video")
@@ -156,7 +158,7 @@ def _thread(target: Callable[[], None], name: str) -> threading.Thread:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.runner import make_worker
+    from pipelines.spine.runner import make_worker
 
     stop = _stop_event()
     city = load_city(settings)
@@ -178,8 +180,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _start_simulator(
     rt: Runtime, city: geo.City, stop: threading.Event, speed: float | None = None
 ) -> threading.Thread:
-    from pipelines import simulate
-    from pipelines.streams import publish
+    from pipelines.city import simulator as simulate
+    from pipelines.spine.streams import publish
 
     s = rt.settings
     sim = simulate.Simulator(city, s.simulate, s.deadlines, start_ms=int(time.time() * 1000))
@@ -209,9 +211,9 @@ def _store_registries(engine: Engine, sim: Any) -> None:
 
 
 def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
-    from pipelines.runner import ClockJob, live_state, stream_name
-    from pipelines.streams import ensure_group
-    from pipelines.warnings import WarningEngine
+    from pipelines.spine.runner import ClockJob, live_state, stream_name
+    from pipelines.spine.streams import ensure_group
+    from pipelines.warnings.engine import WarningEngine
 
     s = rt.settings
     for feed in FEEDS:
@@ -316,7 +318,7 @@ def _serve_dashboard(settings: Settings, port: int | None) -> Any:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines import simulate
+    from pipelines.city import simulator as simulate
 
     cfg = settings.simulate
     changes = {
@@ -354,8 +356,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _replay(rt: Runtime, path: Path) -> int:
-    from pipelines import simulate
-    from pipelines.streams import publish
+    from pipelines.city import simulator as simulate
+    from pipelines.spine.streams import publish
 
     s = rt.settings
     buf: dict[str, list[bytes]] = {f: [] for f in FEEDS}
@@ -405,7 +407,7 @@ def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.runner import rebuild_live
+    from pipelines.spine.runner import rebuild_live
 
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
@@ -425,8 +427,8 @@ def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from pipelines.runner import live_state
-    from pipelines.streams import lag
+    from pipelines.spine.runner import live_state
+    from pipelines.spine.streams import lag
 
     with runtime(settings, embedded_ok=False) as rt:
         s = rt.settings
@@ -545,7 +547,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """``wangge export scorecard``: the same file the assessment page exports."""
-    from pipelines import exports, scorecard
+    from pipelines.assessment import exports, scorecard
 
     try:
         period = scorecard.parse_period(args.period, settings.live.timezone)
@@ -590,7 +592,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
 def _progress_lines() -> Callable[[str, int, int], None]:
     """An export's progress as stderr lines: each new stage, every 10 % and 100 %."""
-    from pipelines import exports
+    from pipelines.assessment import exports
 
     last = ("", -10)
 
@@ -606,7 +608,7 @@ def _progress_lines() -> Callable[[str, int, int], None]:
 
 def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
     """``workers import FILE``: validate every row (errors by line), then all or nothing."""
-    from pipelines import work
+    from pipelines.gridwork import tracks as work
 
     city = load_city(settings)
     try:

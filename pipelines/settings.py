@@ -104,7 +104,7 @@ class DeadlineSettings:
 
 @dataclass(frozen=True)
 class WarningSettings:
-    """The early-warning engine (pipelines/warnings.py). Table-valued settings are
+    """The early-warning engine (pipelines/warnings/engine.py). Table-valued settings are
     ``a:b:c,…`` strings so that one environment variable can carry them."""
 
     tick_s: float = 10.0  # evaluation period of the runner
@@ -181,7 +181,7 @@ class WarningSettings:
     hysteresis_s: int = 900  # clear after the condition has been absent this long
     escalate_after_s: int = 600  # unacknowledged: one level up the hierarchy per period
     dismiss_quiet_s: int = 3600  # after a dismissal, the same rule × area stays quiet this long
-    # grid work (pipelines/work.py): left_grid and idle
+    # grid work (pipelines/gridwork/tracks.py): left_grid and idle
     left_grid_minutes: int = 30  # online workers outside their own grid for this long
     left_grid_min_workers: int = 1  # per street: at least this many such workers
     idle_minutes: int = 60  # online workers who stayed within idle_radius_m this long
@@ -234,7 +234,7 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """Personal information: worker tracks (pipelines/work.py)."""
+    """Personal information: worker tracks (pipelines/gridwork/tracks.py)."""
 
     track_retention_days: int = 180  # track points older than this are purged
     purge_every_minutes: int = 60  # how often the clock job runs the purge
@@ -248,7 +248,7 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class AssessmentSettings:
-    """Supervision and assessment (监督考核, pipelines/scorecard.py): stage deadlines and the
+    """Supervision and assessment (监督考核, pipelines/assessment/): stage deadlines and the
     weights of the 100-point score. Resolution deadlines are ``[deadlines]``, working
     hours are ``warnings.work_start_h``/``work_end_h``, the warning acknowledgement deadline
     is ``warnings.escalate_after_s``."""

@@ -23,9 +23,9 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from pipelines import store
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, load_settings
+from pipelines.spine import store
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 

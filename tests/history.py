@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 from sqlalchemy import Engine
 
-from pipelines import store
-from pipelines.geo import City
+from pipelines.city.geography import City
+from pipelines.spine import store
 
 H = 3_600_000
 CATS = ("dispute", "safety_hazard", "public_order", "sanitation", "city_management", "fire")

@@ -10,8 +10,8 @@ import plotly.io as pio
 from dash import dcc, html
 
 from dashboard.i18n import t
-from dashboard.queries import WARN_LEVELS, AreaView, hour_labels
-from pipelines.events import CATEGORIES, VIDEO_LABELS
+from dashboard.pages.panorama.queries import WARN_LEVELS, AreaView, hour_labels
+from pipelines.spine.events import CATEGORIES, VIDEO_LABELS
 
 CAT_COLORS = (
     "#eb5757",

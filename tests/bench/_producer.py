@@ -1,6 +1,6 @@
 """Paced producer for the latency bench (run as ``python -m tests.bench._producer``).
 
-Reads ``(feed, payload)`` lines written by :func:`pipelines.simulate.write_jsonl` and
+Reads ``(feed, payload)`` lines written by :func:`pipelines.city.simulator.write_jsonl` and
 XADDs them in file order at ``--rate`` events/s: every ``--tick`` seconds the events
 due so far go out in one pipelined round trip, one stream per feed. Writes a JSON
 summary (sent, elapsed, achieved rate, worst tick lateness) to ``--out``.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import redis
 
-from pipelines.simulate import read_jsonl
-from pipelines.streams import FIELD
+from pipelines.city.simulator import read_jsonl
+from pipelines.spine.streams import FIELD
 
 ROOT = Path(__file__).resolve().parents[2]
 

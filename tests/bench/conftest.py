@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from pipelines import store
-from pipelines.geo import City, GridIndex, load_city
+from pipelines.city.geography import City, GridIndex, load_city
 from pipelines.settings import GeoSettings
+from pipelines.spine import store
 
 RUNS = int(os.environ.get("WANGGE_BENCH_RUNS", "3"))
 

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 from sqlalchemy import Engine, select
 
-from pipelines import scorecard as S
-from pipelines import store
-from pipelines.geo import City
+from pipelines.assessment import scorecard as S
+from pipelines.city.geography import City
 from pipelines.settings import load_settings
+from pipelines.spine import store
 from tests.bench.conftest import RUNS, bench, median, with_baseline
 from tests.history import load, make_history
 

@@ -44,11 +44,13 @@ from dash._utils import split_callback_id
 from dashboard import auth, ids
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION, Backend
-from pipelines import accounts, simulate, store
-from pipelines.geo import City, GridIndex, demo_cache_path, load_city
-from pipelines.runner import ClockJob, live_state, make_worker, stream_name
+from pipelines.access import accounts
+from pipelines.city import simulator as simulate
+from pipelines.city.geography import City, GridIndex, demo_cache_path, load_city
 from pipelines.settings import GeoSettings, Settings, child_environ
-from pipelines.streams import publish
+from pipelines.spine import store
+from pipelines.spine.runner import ClockJob, live_state, make_worker, stream_name
+from pipelines.spine.streams import publish
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.bench

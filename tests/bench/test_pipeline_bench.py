@@ -26,12 +26,13 @@ import pytest
 import redis
 import sqlalchemy
 
-from pipelines import aggregate as agg
-from pipelines import runner, simulate, store
-from pipelines.geo import City, GridIndex, demo_cache_path
-from pipelines.runner import FeedWorker, make_worker
+from pipelines.city import simulator as simulate
+from pipelines.city.geography import City, GridIndex, demo_cache_path
 from pipelines.settings import GeoSettings, Settings, child_environ, load_settings
-from pipelines.streams import ensure_group, publish
+from pipelines.spine import aggregate as agg
+from pipelines.spine import runner, store
+from pipelines.spine.runner import FeedWorker, make_worker
+from pipelines.spine.streams import ensure_group, publish
 from tests.bench._producer import spawn_producer
 from tests.bench.conftest import RUNS, bench, dialects, median, with_baseline
 from tests.conftest import settings_for, stop_processes
@@ -673,7 +674,7 @@ def test_event_to_live_latency_and_worker_rss(
 _CITY_SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
-from pipelines.geo import GridIndex, load_city
+from pipelines.city.geography import GridIndex, load_city
 from pipelines.settings import GeoSettings
 t1 = time.perf_counter()
 city = load_city(GeoSettings(cache_dir=sys.argv[1]))

@@ -36,11 +36,13 @@ from dash import Input, Output
 from dashboard import auth, ids
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION, Backend
-from dashboard.queries import local_day
-from pipelines import accounts, simulate, store
-from pipelines.geo import City, demo_cache_path
+from dashboard.pages.panorama.queries import local_day
+from pipelines.access import accounts
+from pipelines.city import simulator as simulate
+from pipelines.city.geography import City, demo_cache_path
 from pipelines.settings import GeoSettings, child_environ
-from pipelines.streams import ensure_group
+from pipelines.spine import store
+from pipelines.spine.streams import ensure_group
 from tests.bench._producer import spawn_producer
 from tests.bench.test_dashboard_bench import Clock, _key_for, callback_body, pct
 from tests.conftest import settings_for

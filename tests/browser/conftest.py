@@ -14,8 +14,8 @@ import redis
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
-from pipelines import accounts
-from pipelines.geo import City, demo_city
+from pipelines.access import accounts
+from pipelines.city.geography import City, demo_city
 from tests.conftest import open_engine, settings_for
 from tests.integration.test_dashboard import fill
 
@@ -88,7 +88,7 @@ def browser_settings(
 @pytest.fixture
 def warnings_writer(redis_url: str, browser_settings: Any) -> Iterator[Any]:
     """Writes open-warning counts the way the early-warning engine does."""
-    from pipelines.runner import live_state
+    from pipelines.spine.runner import live_state
 
     r = redis.Redis.from_url(redis_url)
     live = live_state(r, browser_settings)

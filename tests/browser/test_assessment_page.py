@@ -14,9 +14,9 @@ import openpyxl
 import pytest
 from selenium.webdriver.common.by import By
 
-from pipelines import exports as E
-from pipelines import scorecard as S
-from pipelines.geo import City
+from pipelines.assessment import exports as E
+from pipelines.assessment import scorecard as S
+from pipelines.city.geography import City
 from tests.browser.conftest import login, shot, viewport
 from tests.browser.test_panorama import wait
 from tests.conftest import open_engine

@@ -13,8 +13,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from sqlalchemy import select
 
-from pipelines import store
-from pipelines.geo import City
+from pipelines.city.geography import City
+from pipelines.spine import store
 from tests.browser.conftest import login, shot, viewport
 from tests.browser.test_panorama import wait
 from tests.conftest import open_engine

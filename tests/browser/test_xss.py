@@ -18,11 +18,11 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
-from pipelines import accounts
-from pipelines.events import encode
-from pipelines.geo import City, GridIndex
-from pipelines.runner import make_worker
-from pipelines.streams import publish
+from pipelines.access import accounts
+from pipelines.city.geography import City, GridIndex
+from pipelines.spine.events import encode
+from pipelines.spine.runner import make_worker
+from pipelines.spine.streams import publish
 from tests.browser.conftest import PASSWORD, login, shot, viewport
 from tests.conftest import open_engine, settings_for
 from tests.integration.test_dashboard import fill

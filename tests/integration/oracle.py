@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from pipelines.geo import City, GridIndex
+from pipelines.city.geography import City, GridIndex
 
 CHAIN = ("grid_id", "street_id", "district_id", "city_id")
 

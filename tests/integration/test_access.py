@@ -22,11 +22,12 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app, page_module
 from dashboard.auth import ROUTE_POLICIES, callback_policy
-from pipelines import accounts, audit, store
-from pipelines import warnings as W
-from pipelines.geo import City, demo_city
-from pipelines.runner import live_state
+from pipelines.access import accounts, audit
+from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
+from pipelines.spine import store
+from pipelines.spine.runner import live_state
+from pipelines.warnings import engine as W
 from tests.conftest import sign_in_client, signed_in
 
 pytestmark = pytest.mark.integration
@@ -115,7 +116,7 @@ CANARY_WORKER = "WCANARY7"
 
 def seed_canary_worker(engine: Engine, live: Any, grid: str, now: int) -> None:
     """A worker of the other district: name, masked phone, live position, track, a report."""
-    from pipelines import store
+    from pipelines.spine import store
 
     with engine.begin() as conn:
         store.insert_ignore(

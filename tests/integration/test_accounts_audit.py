@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from pipelines import accounts, audit, store
-from pipelines.geo import City, demo_city
+from pipelines.access import accounts, audit
+from pipelines.city.geography import City, demo_city
 from pipelines.settings import AuthSettings, child_environ
+from pipelines.spine import store
 from tests.conftest import open_engine
 
 pytestmark = pytest.mark.integration
@@ -420,7 +421,7 @@ def test_concurrent_appends_from_threads(engine: Engine) -> None:
 
 WRITER = """
 import sys
-from pipelines import audit
+from pipelines.access import audit
 from tests.conftest import open_engine
 url, schema, w = sys.argv[1], sys.argv[2] or None, int(sys.argv[3])
 engine = open_engine((url, schema))

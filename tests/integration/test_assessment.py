@@ -23,14 +23,16 @@ import redis
 from dash import no_update
 from sqlalchemy import Engine, delete, select
 
-from dashboard import export_jobs as J
 from dashboard.app import create_app, page_module
 from dashboard.auth import Principal
-from pipelines import audit, cli, store
-from pipelines import exports as E
-from pipelines import scorecard as S
-from pipelines.geo import City, demo_city
+from dashboard.pages.assessment import export_jobs as J
+from pipelines import cli
+from pipelines.access import audit
+from pipelines.assessment import exports as E
+from pipelines.assessment import scorecard as S
+from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
+from pipelines.spine import store
 from tests.conftest import signed_in
 from tests.history import History, load, make_history
 

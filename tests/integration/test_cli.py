@@ -16,11 +16,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from pipelines import store
-from pipelines.geo import GridIndex, demo_city
-from pipelines.runner import make_worker
+from pipelines.city.geography import GridIndex, demo_city
 from pipelines.settings import child_environ
-from pipelines.streams import ensure_group, publish
+from pipelines.spine import store
+from pipelines.spine.runner import make_worker
+from pipelines.spine.streams import ensure_group, publish
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration

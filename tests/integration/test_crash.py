@@ -18,11 +18,12 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from pipelines import aggregate as agg
-from pipelines import simulate, store
-from pipelines.geo import GridIndex, load_city
+from pipelines.city import simulator as simulate
+from pipelines.city.geography import GridIndex, load_city
 from pipelines.settings import GeoSettings, child_environ, load_settings
-from pipelines.streams import ensure_group, publish
+from pipelines.spine import aggregate as agg
+from pipelines.spine import store
+from pipelines.spine.streams import ensure_group, publish
 from tests.conftest import stop_processes
 from tests.integration.oracle import expected
 
@@ -151,7 +152,7 @@ def test_kill_9_loses_nothing_and_double_counts_nothing(
         f"events={len(events)} kills={kills} mid_stream={mid_stream} dead={exp.dead_by_reason} "
         f"incident_events={exp.n_incident_events} video={exp.n_video}\n"
     )
-    from pipelines.runner import live_state
+    from pipelines.spine.runner import live_state
 
     st = live_state(r, settings)
     # live counters, every level

@@ -17,12 +17,14 @@ from sqlalchemy import Engine
 from dashboard import live as L
 from dashboard.app import create_app, page_module
 from dashboard.backend import Backend
-from pipelines import accounts, simulate, store
+from pipelines.access import accounts
+from pipelines.city import simulator as simulate
+from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.embedded import EmbeddedRedis
-from pipelines.geo import City, GridIndex, demo_city
-from pipelines.runner import ClockJob, live_state, make_worker
 from pipelines.settings import Settings
-from pipelines.streams import publish
+from pipelines.spine import store
+from pipelines.spine.runner import ClockJob, live_state, make_worker
+from pipelines.spine.streams import publish
 from tests.conftest import settings_for, sign_in_client, signed_in
 
 pytestmark = pytest.mark.integration

@@ -19,14 +19,16 @@ import redis
 from dash import Dash, no_update
 from sqlalchemy import Engine, select
 
-from dashboard import workq as WQ
 from dashboard.app import create_app, page_module
 from dashboard.backend import Backend
-from pipelines import accounts, audit, store, work
+from dashboard.pages.work import queries as WQ
+from pipelines.access import accounts, audit
+from pipelines.city.geography import City, demo_city
 from pipelines.cli import main
-from pipelines.geo import City, demo_city
-from pipelines.runner import ClockJob, live_state
+from pipelines.gridwork import tracks as work
 from pipelines.settings import Settings
+from pipelines.spine import store
+from pipelines.spine.runner import ClockJob, live_state
 from tests.conftest import open_engine, settings_for, sign_in_client, signed_in
 from tests.integration.test_dashboard import fill
 

@@ -11,10 +11,10 @@ import pytest
 from polars.testing import assert_frame_equal
 from sqlalchemy import Column, Engine, MetaData, Table, inspect, select
 
-from pipelines import scorecard as S
-from pipelines import store
-from pipelines.geo import City, demo_city
+from pipelines.assessment import scorecard as S
+from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
+from pipelines.spine import store
 from tests.conftest import open_engine
 from tests.history import load, make_history
 from tests.unit.test_store_summary import event

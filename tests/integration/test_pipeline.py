@@ -12,13 +12,13 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from pipelines import aggregate as agg
-from pipelines import store
-from pipelines.events import encode
-from pipelines.geo import City, GridIndex, demo_city
-from pipelines.runner import ClockJob, FeedWorker, make_worker, rebuild_live
+from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.settings import Settings
-from pipelines.streams import Batch, publish
+from pipelines.spine import aggregate as agg
+from pipelines.spine import store
+from pipelines.spine.events import encode
+from pipelines.spine.runner import ClockJob, FeedWorker, make_worker, rebuild_live
+from pipelines.spine.streams import Batch, publish
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration

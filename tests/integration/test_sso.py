@@ -32,8 +32,8 @@ from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
-from pipelines import accounts, audit
-from pipelines.geo import City, demo_city
+from pipelines.access import accounts, audit
+from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 
 with warnings.catch_warnings():  # authlib.jose is deprecated in favour of joserfc (authlib 2)

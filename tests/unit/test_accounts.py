@@ -7,9 +7,9 @@ import hashlib
 
 import pytest
 
-from pipelines import accounts, audit
-from pipelines.accounts import ROLES, scope_allows, validate_role_scope
-from pipelines.geo import City, demo_city
+from pipelines.access import accounts, audit
+from pipelines.access.accounts import ROLES, scope_allows, validate_role_scope
+from pipelines.city.geography import City, demo_city
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipelines import aggregate as agg
+from pipelines.spine import aggregate as agg
 
 GRIDS = pl.DataFrame(
     {

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from dashboard import assess as A
-from dashboard import export_jobs as J
-from pipelines import exports as E
-from pipelines import scorecard as S
-from pipelines.geo import City, demo_city
+from dashboard.pages.assessment import export_jobs as J
+from dashboard.pages.assessment import queries as A
+from pipelines.assessment import exports as E
+from pipelines.assessment import scorecard as S
+from pipelines.city.geography import City, demo_city
 from pipelines.settings import load_settings
 
 NOW = S.parse_period("2026-11-15").start_ms + 3_600_000

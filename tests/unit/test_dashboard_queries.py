@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from dashboard import i18n
-from dashboard import queries as q
 from dashboard.live import drill_target
-from pipelines.geo import City, demo_city
+from dashboard.pages.panorama import queries as q
+from pipelines.city.geography import City, demo_city
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_catalog_has_both_languages() -> None:
 
 
 def test_every_vocabulary_word_is_translated() -> None:
-    from pipelines.events import CATEGORIES, STEPS, VIDEO_LABELS
+    from pipelines.spine.events import CATEGORIES, STEPS, VIDEO_LABELS
 
     keys = [f"cat.{c}" for c in CATEGORIES] + [f"step.{s}" for s in STEPS]
     keys += [f"label.{v}" for v in VIDEO_LABELS] + [f"metric.{m}" for m in q.METRICS]

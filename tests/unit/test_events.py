@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.events import _ndjson, decode_batch, encode
-from pipelines.state import reachable_pairs
+from pipelines.spine.events import _ndjson, decode_batch, encode
+from pipelines.spine.state import reachable_pairs
 
 NOW = 1_795_000_000_000
 OPTS = dict(now_ms=NOW, future_skew_ms=300_000, max_age_ms=30 * 86_400_000, max_payload_bytes=4096)
@@ -113,7 +113,7 @@ def test_lifecycle_reachability() -> None:
 @pytest.mark.parametrize("feed", ["reports", "locations", "video"])
 def test_fast_path_equals_per_payload_path(feed: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The vectorised parse must decide exactly like the per-payload parse."""
-    import pipelines.events as ev
+    import pipelines.spine.events as ev
 
     good = [e for f, e, r in CASES if f == feed and r is None]
     valid = [(f"{i}-0", encode(good[i % len(good)])) for i in range(300)]

@@ -1,4 +1,5 @@
-"""Unit tests of pipelines.geo: demo city, point → grid index, cache, GeoJSON in and out."""
+"""Unit tests of pipelines.city.geography: demo city, point → grid index, cache, GeoJSON
+in and out."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import shapely
 from shapely.geometry import box, mapping
 
-from pipelines import geo
+from pipelines.city import geography as geo
 from pipelines.settings import GeoSettings
 
 N_GRIDS = 12545

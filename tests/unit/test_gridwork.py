@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from dashboard import live as L
-from dashboard import workq as WQ
-from pipelines import work
+from dashboard.pages.work import queries as WQ
+from pipelines.gridwork import tracks as work
 
 MIN = 60_000
 # 1 m north ≈ 1 / 111,195 degrees of latitude on the haversine sphere

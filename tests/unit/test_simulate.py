@@ -1,4 +1,4 @@
-"""Tests of the feed simulator (pipelines.simulate) on a small demo city."""
+"""Tests of the feed simulator (pipelines.city.simulator) on a small demo city."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import polars as pl
 import pytest
 import shapely
 
-from pipelines import events, geo, simulate
+from pipelines.city import geography as geo
+from pipelines.city import simulator as simulate
 from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.spine import events
 
 START = 1_772_406_000_000  # 2026-03-01 23:00 UTC = 2026-03-02 07:00 Asia/Shanghai
 H = simulate.HOUR_MS

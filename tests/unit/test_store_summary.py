@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines import store
+from pipelines.spine import store
 
 H = 3_600_000
 T0 = 1_790_000_000_000

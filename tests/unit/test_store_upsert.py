@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 from sqlalchemy import Engine, Table, select
 
-from pipelines import store
+from pipelines.spine import store
 
 
 def test_upsert_sql_per_dialect() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.streams import _entries, _stream_entries
+from pipelines.spine.streams import _entries, _stream_entries
 
 
 def test_entries_take_the_data_field() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard import warnlist as WL
-from pipelines.geo import City, demo_city
+from dashboard.pages.warnings import queries as WL
+from pipelines.city.geography import City, demo_city
 
 NOW = 1_772_416_800_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipelines.runner import WrittenCache
+from pipelines.spine.runner import WrittenCache
 
 
 def test_new_visits_drops_known_day_grid_pairs() -> None:

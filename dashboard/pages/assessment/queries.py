@@ -9,9 +9,9 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from pipelines import scorecard as S
-from pipelines.exports import cell_text, column_kind
-from pipelines.geo import City
+from pipelines.assessment import scorecard as S
+from pipelines.assessment.exports import cell_text, column_kind
+from pipelines.city.geography import City
 
 LEVEL_ORDER = {"city": 0, "district": 1, "street": 2, "grid": 3, "worker": 4}
 KINDS = ("month", "week", "day", "range")

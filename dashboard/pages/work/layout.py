@@ -28,11 +28,11 @@ from dash import (
 
 from dashboard import auth, ids
 from dashboard import live as L
-from dashboard import workq as WQ
 from dashboard.backend import Backend, current
 from dashboard.components.panels import breadcrumbs, fmt_int, fmt_pct, leaflet_map, message_panel
 from dashboard.i18n import t
-from dashboard.queries import hideout, local_day, view_of
+from dashboard.pages.panorama.queries import hideout, local_day, view_of
+from dashboard.pages.work import queries as WQ
 
 dash.register_page(__name__, path="/work", path_template="/work/<area_id>", name="work")
 

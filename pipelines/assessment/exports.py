@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipelines import scorecard as S
-from pipelines.geo import City
+from pipelines.assessment import scorecard as S
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 
 DANGEROUS = ("=", "+", "-", "@", "＝", "＋", "－", "＠", "\t", "\r")

@@ -1,6 +1,7 @@
 """研判预警 — the early-warning page: live list, map, detail with timeline and actions.
 
-Thin callbacks over ``dashboard.warnlist`` (pure) and ``pipelines.warnings`` (SQL).
+Thin callbacks over ``dashboard.pages.warnings.queries`` (pure) and
+``pipelines.warnings.engine`` (SQL).
 The list comes from the live warning list in Redis (shared by all viewers, one read per
 tick); details and actions go to SQL. Scope always comes from the session.
 """
@@ -16,12 +17,12 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
-from dashboard import warnlist as WL
 from dashboard.backend import Backend, current
 from dashboard.components.panels import leaflet_map, message_panel
 from dashboard.i18n import t
-from pipelines import accounts
-from pipelines import warnings as W
+from dashboard.pages.warnings import queries as WL
+from pipelines.access import accounts
+from pipelines.warnings import engine as W
 
 dash.register_page(__name__, path="/warnings", name="warnings")
 

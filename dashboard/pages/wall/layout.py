@@ -15,7 +15,6 @@ from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
-from dashboard import warnlist as WL
 from dashboard.backend import current
 from dashboard.components.panels import (
     category_figure,
@@ -28,7 +27,8 @@ from dashboard.components.panels import (
     trend_figure,
 )
 from dashboard.i18n import t
-from dashboard.queries import METRICS, font_px, next_in_tour, tour_areas, view_of
+from dashboard.pages.panorama.queries import METRICS, font_px, next_in_tour, tour_areas, view_of
+from dashboard.pages.warnings import queries as WL
 
 dash.register_page(__name__, path="/wall", path_template="/wall/<area_id>", name="wall")
 

@@ -36,7 +36,7 @@ from typing import Any
 import polars as pl
 from sqlalchemy import Connection, Engine, func, select
 
-from pipelines import store
+from pipelines.spine import store
 
 GENESIS = "0" * 64
 ADVISORY_LOCK_KEY = 0x5747_4155_4449_5400  # "WGAUDIT" — one chain per database

@@ -20,13 +20,14 @@ import polars as pl
 import redis
 from sqlalchemy import Engine, select
 
-from pipelines import aggregate as agg
-from pipelines import store, warnings
-from pipelines.events import decode_batch
-from pipelines.geo import City, GridIndex
+from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
-from pipelines.state import LiveState
-from pipelines.streams import Batch, Consumer, ensure_group, trim_acknowledged
+from pipelines.spine import aggregate as agg
+from pipelines.spine import store
+from pipelines.spine.events import decode_batch
+from pipelines.spine.state import LiveState
+from pipelines.spine.streams import Batch, Consumer, ensure_group, trim_acknowledged
+from pipelines.warnings import engine as warnings
 
 log = logging.getLogger("wangge.runner")
 
@@ -329,7 +330,7 @@ class FeedWorker:
 
 
 def _dead(entries: list[tuple[str, bytes]], reason: str, detail: str) -> pl.DataFrame:
-    from pipelines.events import DEADLETTER_SCHEMA
+    from pipelines.spine.events import DEADLETTER_SCHEMA
 
     return pl.DataFrame(
         {
@@ -378,7 +379,7 @@ class ClockJob:
             return {}
         from sqlalchemy.exc import SQLAlchemyError
 
-        from pipelines.work import purge_tracks
+        from pipelines.gridwork.tracks import purge_tracks
 
         self.purged_ms = now_ms
         try:

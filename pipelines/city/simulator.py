@@ -32,9 +32,9 @@ import orjson
 import polars as pl
 import shapely
 
-from pipelines import geo
-from pipelines.events import FEEDS, LEVELS
+from pipelines.city import geography as geo
 from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.spine.events import FEEDS, LEVELS
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

@@ -12,9 +12,9 @@ import numpy as np
 import orjson
 import polars as pl
 
-from pipelines.events import CATEGORIES
 from pipelines.settings import DeadlineSettings
-from pipelines.state import REPORT_FIELDS, VIDEO_FIELDS
+from pipelines.spine.events import CATEGORIES
+from pipelines.spine.state import REPORT_FIELDS, VIDEO_FIELDS
 
 CHAIN = ("grid_id", "street_id", "district_id", "city_id")
 

@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 import redis
 
-from pipelines.events import STEPS, TRANSITIONS
+from pipelines.spine.events import STEPS, TRANSITIONS
 
 DAY_METRICS = ("reports", "resolved", "closed", "video", "coverage")
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipelines.events import CATEGORIES, LEVELS, VIDEO_LABELS
-from pipelines.geo import City
+from pipelines.city.geography import City
+from pipelines.spine.events import CATEGORIES, LEVELS, VIDEO_LABELS
 
 METRICS = ("open", "reports", "overdue", "warning", "coverage", "online", "video")
 WARN_LEVELS = ("blue", "yellow", "orange", "red")

@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, make_response, request
 
-from dashboard import workq as WQ
 from dashboard.auth import Guard, allowed, principal
 from dashboard.backend import EXTENSION, Backend
+from dashboard.pages.work import queries as WQ
 
 
 def track_csv(rows: list[tuple[str, int, float, float, str]], tz: str) -> str:

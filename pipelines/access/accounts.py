@@ -1,10 +1,10 @@
 """Accounts: roles and area scope, password login with lock-out, wall-screen tokens.
 
 Pure logic (password KDF, role/scope rules, lock-out arithmetic) plus SQL through
-``pipelines.store``. The clock is passed in (``now_ms``); the acting user too
+``pipelines.spine.store``. The clock is passed in (``now_ms``); the acting user too
 (``actor``: a :class:`User`, or a string such as ``"cli:alice"`` / ``"system"``).
 Every mutation and every login outcome writes an audit row in the same transaction
-as the change (see :mod:`pipelines.audit`).
+as the change (see :mod:`pipelines.access.audit`).
 
 * Passwords: ``hashlib.scrypt`` (n=2**14, r=8, p=1, 16-byte salt, 32-byte key),
   stored as ``scrypt$n$r$p$salt_b64$hash_b64``; compared with ``hmac.compare_digest``.
@@ -32,9 +32,10 @@ from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Connection, Engine, func, select
 
-from pipelines import audit, store
-from pipelines.geo import LEVELS, City
+from pipelines.access import audit
+from pipelines.city.geography import LEVELS, City
 from pipelines.settings import AuthSettings
+from pipelines.spine import store
 
 DAY_MS = 86_400_000
 MIN_PASSWORD = 10

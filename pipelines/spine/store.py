@@ -187,7 +187,7 @@ workers = Table(
 
 
 # ------------------------------------------------------------------ access control and audit
-# (logic in pipelines/accounts.py and pipelines/audit.py)
+# (logic in pipelines/access/accounts.py and pipelines/access/audit.py)
 
 users = Table(
     "users",
@@ -246,7 +246,7 @@ audit_log = Table(
 
 
 # ------------------------------------------------------------------ early warnings
-# (logic in pipelines/warnings.py)
+# (logic in pipelines/warnings/engine.py)
 
 warnings = Table(
     "warnings",
@@ -290,7 +290,7 @@ warning_actions = Table(
 
 
 # ------------------------------------------------------------------ supervision and assessment
-# (logic in pipelines/scorecard.py)
+# (logic in pipelines/assessment/scorecard.py)
 
 scorecard_snapshots = Table(
     "scorecard_snapshots",

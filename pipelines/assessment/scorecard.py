@@ -35,9 +35,9 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from sqlalchemy import Engine, and_, case, func, select
 
-from pipelines import store
-from pipelines.geo import City
+from pipelines.city.geography import City
 from pipelines.settings import Settings
+from pipelines.spine import store
 
 LEVELS = ("district", "street", "grid", "worker")
 KEY = {"district": "district_id", "street": "street_id", "grid": "grid_id", "worker": "worker_id"}

@@ -27,7 +27,8 @@ from typing import Any, Literal
 import polars as pl
 from sqlalchemy import Engine, delete, func, select
 
-from pipelines import audit, store
+from pipelines.access import audit
+from pipelines.spine import store
 
 WORKER_TYPES = ("full_time", "part_time", "political_legal", "emergency", "safety_supervision")
 # Chinese labels accepted in an imported roster (what a district office's sheet says).

@@ -23,7 +23,7 @@ from dashboard.components.panels import (
     trend_figure,
 )
 from dashboard.i18n import t
-from dashboard.queries import METRICS, view_of
+from dashboard.pages.panorama.queries import METRICS, view_of
 
 dash.register_page(__name__, path="/", path_template="/area/<area_id>", name="panorama")
 

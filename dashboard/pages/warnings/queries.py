@@ -1,6 +1,6 @@
 """The early-warning page's logic: pure functions over the live warning list.
 
-Items are what ``pipelines.warnings.live_item`` writes to Redis (one dict per open
+Items are what ``pipelines.warnings.engine.live_item`` writes to Redis (one dict per open
 warning). Scope is always the session principal's; nothing here reads a request.
 """
 
@@ -10,11 +10,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines import accounts
-from pipelines.geo import City
-from pipelines.warnings import ACTIONS, RANK
-from pipelines.warnings import POST as W_POST
-from pipelines.warnings import RULES as W_RULES
+from pipelines.access import accounts
+from pipelines.city.geography import City
+from pipelines.warnings.engine import ACTIONS, RANK
+from pipelines.warnings.engine import POST as W_POST
+from pipelines.warnings.engine import RULES as W_RULES
 
 LEVEL_COLORS = {"blue": "#2f80ed", "yellow": "#f2c94c", "orange": "#f2994a", "red": "#eb5757"}
 ALARM_LEVELS = ("orange", "red")  # a new one in scope raises the visible/audible cue

@@ -4,7 +4,7 @@ worker for a period, with drill-down to the incidents behind any number, and exp
 The URL is the view (``/assessment?level=street&period=2026-10&area=320102``); the
 server re-clamps it to the session's scope on every callback. The table shown is kept
 in Redis under a token, and exports write exactly those rows (rate-limited, audited) in
-a background job whose progress the page polls (``dashboard.export_jobs``).
+a background job whose progress the page polls (``dashboard.pages.assessment.export_jobs``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import dash
 from dash import Input, Output, State, ctx, dash_table, dcc, html, no_update
 from flask import current_app
 
-from dashboard import assess as A
 from dashboard import auth, ids
-from dashboard import export_jobs as J
 from dashboard import live as L
 from dashboard.backend import Backend, current
 from dashboard.components.panels import message_panel
 from dashboard.i18n import t
-from pipelines import exports as E
-from pipelines import scorecard as S
+from dashboard.pages.assessment import export_jobs as J
+from dashboard.pages.assessment import queries as A
+from pipelines.assessment import exports as E
+from pipelines.assessment import scorecard as S
 
 dash.register_page(__name__, path="/assessment", name="assessment")
 

@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from sqlalchemy import Engine, and_, func, or_, select
 
-from dashboard import queries as q
 from dashboard.backend import Backend
 from dashboard.live import OFFLINE, REPLAY_COLORS, TYPE_COLORS  # one palette per use
-from pipelines import store, work
+from dashboard.pages.panorama import queries as q
+from pipelines.gridwork import tracks as work
+from pipelines.spine import store
 
 WINDOWS_H = (1, 2, 4, 8, 24)  # replay windows offered, hours back from now
 DAY = "day"  # the window choice "a chosen day, from hour to hour"
@@ -115,7 +116,7 @@ def snapshot(
     """Everything a refresh shows except the SQL-backed tables (pure).
 
     ``grids``: the city's grids (grid_id, street_id, district_id); ``roster``: workers
-    with their own grid's chain; ``live``: :func:`pipelines.work.live_workers`.
+    with their own grid's chain; ``live``: :func:`pipelines.gridwork.tracks.live_workers`.
     """
     here = grids.filter(area_filter(level, area_id))
     roster_here = roster.filter(area_filter(level, area_id))
@@ -428,7 +429,8 @@ def replay(
     engine: Engine, roster: pl.DataFrame, worker_ids: Sequence[str], window: Window
 ) -> dict[str, Any]:
     """The replay of these workers (in this order) in the window, for the browser:
-    :func:`pipelines.work.replay_payload` with each worker's name (``n``) and colour (``c``),
+    :func:`pipelines.gridwork.tracks.replay_payload` with each worker's name (``n``) and
+    colour (``c``),
     and the distance they walked (``km``, on the full tracks)."""
     pts, reps = tracks(engine, worker_ids, window.since_ms, window.until_ms)
     data = work.replay_payload(pts, reps, worker_ids)

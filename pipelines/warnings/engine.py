@@ -37,11 +37,13 @@ import redis
 from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipelines import audit, store, work
-from pipelines.events import STEPS
-from pipelines.geo import City
+from pipelines.access import audit
+from pipelines.city.geography import City
+from pipelines.gridwork import tracks as work
 from pipelines.settings import Settings, WarningSettings
-from pipelines.state import LiveState
+from pipelines.spine import store
+from pipelines.spine.events import STEPS
+from pipelines.spine.state import LiveState
 
 LEVELS = ("blue", "yellow", "orange", "red")
 RANK = {lv: i + 1 for i, lv in enumerate(LEVELS)}

@@ -1,0 +1,1 @@
+"""The pages: one package per page (layout, callbacks, pure queries, page-only helpers)."""

@@ -1,0 +1,1 @@
+"""Access: accounts, roles and scope, wall tokens, and the audit log."""
