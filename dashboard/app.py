@@ -212,9 +212,9 @@ def create_app(
     return app
 
 
-def page_module(name: str) -> ModuleType:
-    """The page module the latest app loaded (Dash executes pages once per app)."""
-    return sys.modules[f"pages.{name}.layout"]
+def page_module(name: str, part: str = "callbacks") -> ModuleType:
+    """A page's module as the latest app loaded it (Dash executes pages once per app)."""
+    return sys.modules[f"pages.{name}.{part}"]
 
 
 @functools.cache

@@ -63,6 +63,27 @@ def message_panel(
     )
 
 
+def denied_panel(lang: str, href: str = "/") -> html.Div:
+    """The viewer may not see this area or page (the area is never named)."""
+    return message_panel(
+        t("auth.denied", lang),
+        t("auth.denied.body", lang),
+        t("notfound.back", lang),
+        "denied",
+        href,
+    )
+
+
+def not_found_panel(area_id: str, lang: str) -> html.Div:
+    """An unknown area id in the URL."""
+    return message_panel(
+        t("notfound.title", lang),
+        t("notfound.body", lang, id=area_id),
+        t("notfound.back", lang),
+        "notfound",
+    )
+
+
 def graph_panel(title: str, graph_id: str, config: Any, height: str) -> html.Div:
     return html.Div(
         [html.H3(title), dcc.Graph(id=graph_id, config=config, style={"height": height})],

@@ -150,7 +150,7 @@ def test_panel_is_computed_once_per_tick_for_all_viewers(app_data: tuple[Dash, S
 
 def test_unknown_area_is_a_friendly_panel(app_data: tuple[Dash, Settings]) -> None:
     app, _ = app_data
-    layout = page_module("panorama").layout
+    layout = page_module("panorama", "layout").layout
     with signed_in(app):
         page = layout(area_id="<script>nope")
     assert page.id == "notfound"

@@ -2,35 +2,27 @@
 
 ``/wall`` (the city) and ``/wall/<area_id>``. Query options: ``?tour=SECONDS`` rotates
 through the children (districts of the city, streets of a district), ``?metric=...``
-colours the map, ``?lang=en`` switches the language.
-"""
+colours the map, ``?lang=en`` switches the language."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import dash
-from dash import ClientsideFunction, Input, Output, State, dcc, html, no_update
+from dash import dcc, html
 
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import (
-    category_figure,
-    hotspot_list,
-    kpi_tiles,
-    label_figure,
     leaflet_map,
-    legend,
-    ticker_text,
-    trend_figure,
 )
 from dashboard.i18n import t
-from dashboard.pages.panorama.queries import METRICS, font_px, next_in_tour, tour_areas, view_of
-from dashboard.pages.warnings import queries as WL
+from dashboard.pages import load_callbacks
+from dashboard.pages.panorama.queries import METRICS, tour_areas, view_of
 
 dash.register_page(__name__, path="/wall", path_template="/wall/<area_id>", name="wall")
+
 
 GRAPH: Any = {"displayModeBar": False, "responsive": True, "staticPlot": True}
 
@@ -136,101 +128,4 @@ def layout(
     )
 
 
-dash.clientside_callback(
-    ClientsideFunction(namespace="wangge_wall", function_name="height"),
-    Output(ids.W_VH, "data"),
-    Input(ids.W_CLOCK_TICK, "disabled"),
-)
-
-dash.clientside_callback(
-    ClientsideFunction(namespace="wangge_wall", function_name="clock"),
-    Output(ids.W_CLOCK, "children"),
-    Output(ids.W_DATE, "children"),
-    Input(ids.W_CLOCK_TICK, "n_intervals"),
-    State(ids.LANG, "data"),
-    State(ids.W_TZ, "data"),
-)
-
-
-@dash.callback(
-    Output(ids.W_AREA, "data"),
-    Input(ids.W_TOUR_TICK, "n_intervals"),
-    State(ids.W_TOUR, "data"),
-    State(ids.W_AREA, "data"),
-    prevent_initial_call=True,
-)
-def tour_step(_n: int, areas: list[str], state: dict[str, Any]) -> Any:
-    city = current().city
-    areas = [a for a in areas or [] if auth.allowed(city, a)]
-    if not areas:
-        return no_update
-    nxt = next_in_tour(areas, state["area"])
-    return {**state, "area": nxt}
-
-
-def red_banner(b: Any, area_id: str, red: int, lang: str) -> html.Div | None:
-    """ "红色预警 × n", with the latest red warning's rule and place when the list has it."""
-    if not red:
-        return None
-    text = f"⚠ {t('wall.red', lang)} × {red}"
-    with contextlib.suppress(*L.BACKEND_ERRORS):
-        top = WL.headline(b.live.warnings(), b.city, area_id)
-        if top is not None:
-            row = b.city.area(top["area_id"])
-            place = str(row["name"]) if row else top["area_id"]
-            text += f" · {t('rule.' + top['rule'], lang)} · {place}"
-    return html.Div(text, className="wall-banner")
-
-
-@dash.callback(
-    Output(ids.W_GEO, "hideout"),
-    Output(ids.W_GEO, "url"),
-    Output(ids.W_LEGEND, "children"),
-    Output(ids.W_KPIS, "children"),
-    Output(ids.W_TREND, "figure"),
-    Output(ids.W_CATS, "figure"),
-    Output(ids.W_LABELS, "figure"),
-    Output(ids.W_HOT, "children"),
-    Output(ids.W_TICKER, "children"),
-    Output(ids.W_BANNER, "children"),
-    Output(ids.W_STALE, "children"),
-    Output(ids.W_TITLE, "children"),
-    Output(ids.W_LAST, "data"),
-    Input(ids.W_TICK, "n_intervals"),
-    Input(ids.W_AREA, "data"),
-    Input(ids.W_VH, "data"),
-    State(ids.W_LAST, "data"),
-    State(ids.LANG, "data"),
-)
-def wall_refresh(
-    _n: int, state: dict[str, Any], vh: int | None, last_ok: int | None, lang: str
-) -> tuple[Any, ...]:
-    b = current()
-    area_id, metric = state["area"], state["metric"]
-    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
-        return (no_update,) * 11 + (t("auth.denied", lang), no_update)
-    panel = L.panel_or_stale(b, area_id, metric, False, lang, last_ok)
-    if panel is None:
-        return (no_update,) * 13
-    if panel["stale"]:
-        return (*(no_update,) * 10, panel["stale_mark"], no_update, no_update)
-    tz = b.settings.live.timezone
-    banner = red_banner(b, area_id, panel["kpi"]["warnings"].get("red", 0), lang)
-    view = view_of(b.city, area_id)
-    title = f"{view.name if view else ''} · {t('app.title', lang)}"
-    ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}") for r in panel["ticker"][:20]]
-    return (
-        panel["hideout"],
-        panel["url"],
-        legend(panel["hideout"], lang),
-        kpi_tiles(panel["kpi"], lang),
-        trend_figure(panel["trend"], lang, tz, size=font_px(vh)),
-        category_figure(panel["categories"], lang, size=font_px(vh)),
-        label_figure(panel["labels"], lang, size=font_px(vh)),
-        hotspot_list(panel["hotspots"], metric, base="/wall/"),
-        ticker,
-        banner,
-        panel["fresh"],
-        title,
-        panel["now_ms"],
-    )
+load_callbacks(__name__)  # this page's callbacks, registered with each app (see pages/)

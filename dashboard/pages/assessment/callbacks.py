@@ -1,0 +1,342 @@
+"""Assessment callbacks: render the scorecard for the URL's view, navigate (drill-down and
+pickers), list the incidents behind a number, and run exports as background jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from datetime import date
+from typing import Any
+
+import dash
+from dash import Input, Output, State, ctx, dcc, html, no_update
+from flask import current_app
+
+from dashboard import auth, ids
+from dashboard import live as L
+from dashboard.backend import Backend, current
+from dashboard.i18n import t
+from dashboard.pages.assessment import export_jobs as J
+from dashboard.pages.assessment import queries as A
+from dashboard.pages.assessment.components import (
+    ACTIVE_STYLES,
+    DARK_TABLE,
+    EXPORT_BUTTONS,
+    DataTable,
+    crumbs,
+    progress_bar,
+    session_view,
+    title,
+)
+from pipelines.assessment import exports as E
+from pipelines.assessment import scorecard as S
+
+TOKEN_TTL_MS = 30 * 60_000
+
+
+def shown_for(b: Backend, view: A.View) -> S.Shown:
+    """The view's scorecard as displayed (computed at most once a minute per view)."""
+    now = b.now_ms()
+
+    def compute() -> S.Shown:
+        card = S.scorecard(
+            b.engine, b.city, b.settings, view.level, view.period, now, scope=view.area
+        )
+        return S.Shown.of(card)
+
+    key = f"asm:{view.level}:{view.period.key}:{view.area}:{now // 60_000}"
+    shown: S.Shown = b.cache.local_only(key, 60.0, compute)
+    return shown
+
+
+@dash.callback(
+    Output(ids.ASM_TABLE, "data"),
+    Output(ids.ASM_TABLE, "style_data_conditional"),
+    Output(ids.ASM_TITLE, "children"),
+    Output(ids.ASM_CRUMBS, "children"),
+    Output(ids.ASM_TOKEN, "data"),
+    Input(ids.ASM_VIEW, "data"),
+    State(ids.LANG, "data"),
+)
+def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
+    b = current()
+    view = session_view(b, query if isinstance(query, dict) else {})
+    if view is None:
+        return [], [], t("auth.denied", lang), [], None
+    p = auth.principal()
+    assert p is not None
+    try:
+        shown = shown_for(b, view)
+    except L.BACKEND_ERRORS:
+        return [], [], html.Span(t("asm.unavailable", lang), className="wg-muted"), [], None
+    token = secrets.token_urlsafe(18)
+    payload = {"user": p.username, "shown": shown.to_json()}
+    with contextlib.suppress(*L.BACKEND_ERRORS):
+        b.r.set(_token_key(b, token), json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
+    return (
+        A.table_data(shown.rows),
+        [*ACTIVE_STYLES, *A.bands(shown.rows)],
+        title(shown, b, lang),
+        crumbs(b, p.scope, view),
+        token,
+    )
+
+
+def _token_key(b: Backend, token: str) -> str:
+    return f"{b.settings.redis.prefix}:asm:shown:{token}"
+
+
+@dash.callback(
+    Output(ids.URL, "search"),
+    Input(ids.ASM_KIND, "value"),
+    Input(ids.ASM_PERIOD, "value"),
+    Input(ids.ASM_RANGE, "start_date"),
+    Input(ids.ASM_RANGE, "end_date"),
+    Input(ids.ASM_LEVEL, "value"),
+    Input(ids.ASM_TABLE, "active_cell"),
+    State(ids.ASM_VIEW, "data"),
+    prevent_initial_call=True,
+)
+def navigate(
+    kind: str | None,
+    period: str | None,
+    start: str | None,
+    end: str | None,
+    level: str | None,
+    cell: dict[str, Any] | None,
+    query: dict[str, Any] | None,
+) -> Any:
+    b = current()
+    view = session_view(b, query if isinstance(query, dict) else {})
+    if view is None:
+        return no_update
+    tz = b.settings.live.timezone
+    trig = ctx.triggered_id
+    q = {"level": view.level, "period": view.period.key, "area": view.area}
+    if trig == ids.ASM_TABLE:
+        if not isinstance(cell, dict) or cell.get("column_id") != "name":
+            return no_update
+        target = A.drill(b.city, view, str(cell.get("row_id") or ""))
+        if target is None:
+            return no_update
+        q = {"level": target.level, "period": view.period.key, "area": target.area}
+    elif trig == ids.ASM_KIND and isinstance(kind, str):
+        if kind == view.period.kind or kind not in A.KINDS:
+            return no_update
+        if kind == "range":
+            q["period"] = f"{view.period.first}..{view.period.last}"
+        else:
+            q["period"] = S.current_period(kind, b.now_ms(), tz).key
+    elif trig == ids.ASM_PERIOD and isinstance(period, str):
+        q["period"] = period
+    elif trig in (ids.ASM_RANGE,) and isinstance(start, str) and isinstance(end, str):
+        with contextlib.suppress(ValueError):
+            a, z = date.fromisoformat(start[:10]), date.fromisoformat(end[:10])
+            q["period"] = f"{min(a, z)}..{max(a, z)}"
+    elif trig == ids.ASM_LEVEL and isinstance(level, str):
+        q["level"] = level
+    else:
+        return no_update
+    new = A.view_of(b.city, auth.principal().scope, q, b.now_ms(), tz)  # type: ignore[union-attr]
+    if new == view:
+        return no_update
+    return new.search()
+
+
+@dash.callback(
+    Output(ids.ASM_BEHIND, "children"),
+    Output(ids.ASM_BEHIND, "hidden"),
+    Input(ids.ASM_TABLE, "active_cell"),
+    State(ids.ASM_VIEW, "data"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str) -> Any:
+    b = current()
+    view = session_view(b, query if isinstance(query, dict) else {})
+    if view is None or not isinstance(cell, dict):
+        return no_update, no_update
+    metric = str(cell.get("column_id") or "")
+    row_id = str(cell.get("row_id") or "")
+    if metric not in S.METRICS:
+        return no_update, no_update
+    if not _row_in_scope(b, view, row_id):  # scope from the session, never the cell
+        return [html.P(t("warn.gone", lang), className="wg-muted")], False
+    m = S.METRICS[metric]
+    if m.flag is None:
+        return [html.P(t("asm.behind.not_incidents", lang), className="wg-muted")], False
+    try:
+        frame = S.incidents_behind(
+            b.engine, b.city, b.settings, view.level, view.period, row_id, metric, b.now_ms()
+        )
+    except L.BACKEND_ERRORS:
+        return [html.P(t("asm.unavailable", lang), className="wg-muted")], False
+    rows = A.behind_rows(frame, b.settings.live.timezone, lang) if frame.height else []
+    for r in rows:
+        r["category"] = t(f"cat.{r['category']}", lang)
+        r["source"] = t(f"asm.src.{r['source']}", lang)
+        r["level"] = t(f"level.{r['level']}", lang) if r["level"] != "—" else "—"
+    name = _row_name(b, view, row_id)
+    head = html.H3(t("asm.behind", lang, name=name, metric=m.name(lang), n=len(rows)))
+    if not rows:
+        return [head, html.P(t("asm.behind.none", lang), className="wg-muted")], False
+    cols = [
+        ("incident_id", "asm.col.incident"),
+        ("category", "asm.col.category"),
+        ("source", "asm.col.source"),
+        ("grid_id", "asm.col.grid"),
+        ("reported", "asm.col.reported"),
+        ("closed", "asm.col.closed"),
+        ("level", "asm.col.level"),
+        ("hours", "asm.col.hours"),
+        ("counts", "asm.behind.counts"),
+    ]
+    table = DataTable(
+        id="asm-behind-table",
+        data=rows,
+        columns=[{"id": c, "name": t(k, lang)} for c, k in cols],
+        sort_action="native",
+        page_size=15,
+        style_data_conditional=[
+            *ACTIVE_STYLES,
+            {"if": {"filter_query": "{counts} = '✗'"}, "color": "#ffb4b4"},
+        ],
+        style_cell_conditional=[
+            {"if": {"column_id": c}, "textAlign": "left"}
+            for c in ("incident_id", "category", "source", "grid_id", "level")
+        ],
+        **{**DARK_TABLE, "style_table": {"overflowX": "auto"}},
+    )
+    return [head, table], False
+
+
+def _row_in_scope(b: Backend, view: A.View, row_id: str) -> bool:
+    if view.level == "worker":
+        roster = b.roster()
+        hit = roster.filter(roster["worker_id"] == row_id)
+        if hit.is_empty():
+            return False
+        grid = str(hit["grid_id"][0])
+        return view.area in b.city.ancestors(grid) and auth.allowed(b.city, grid)
+    return (
+        b.city.level_of(row_id) == view.level
+        and view.area in b.city.ancestors(row_id)
+        and auth.allowed(b.city, row_id)
+    )
+
+
+def _row_name(b: Backend, view: A.View, row_id: str) -> str:
+    if view.level == "worker":
+        roster = b.roster()
+        hit = roster.filter(roster["worker_id"] == row_id)
+        return str(hit["name"][0]) if not hit.is_empty() else row_id
+    row = b.city.area(row_id)
+    return str(row["name"]) if row else row_id
+
+
+@dash.callback(
+    Output(ids.ASM_JOB, "data"),
+    Output(ids.ASM_READY, "data"),
+    Output(ids.ASM_POLL, "disabled"),
+    Output(ids.ASM_PROGRESS, "children"),
+    Output(ids.ASM_PROGRESS, "hidden"),
+    Output(ids.ASM_MSG, "children"),
+    *(Output(bid, "disabled") for bid in EXPORT_BUTTONS.values()),
+    *(Input(bid, "n_clicks") for bid in EXPORT_BUTTONS.values()),
+    Input(ids.ASM_POLL, "n_intervals"),
+    State(ids.ASM_JOB, "data"),
+    State(ids.ASM_TOKEN, "data"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def export(*args: Any) -> tuple[Any, ...]:
+    """A click starts an export job (or shows the one running); a tick shows its progress."""
+    *_clicks, _tick, job_id, token, lang = args
+    b = current()
+    p = auth.principal()
+    if ctx.triggered_id == ids.ASM_POLL:
+        if not isinstance(job_id, str) or p is None:
+            return UNCHANGED
+        try:
+            job = J.status(b, p.username, job_id)
+        except L.BACKEND_ERRORS:
+            return UNCHANGED  # a blip: ask again at the next tick
+        return watch(job, lang)
+    fmt = next((f for f, bid in EXPORT_BUTTONS.items() if bid == ctx.triggered_id), None)
+    if fmt is None:
+        return UNCHANGED
+    try:
+        result, started = begin_export(b, p, token, fmt, lang)
+    except L.BACKEND_ERRORS:
+        result, started = "unavailable", None
+    return watch(started, lang) if started is not None else _idle(t(f"asm.{result}", lang))
+
+
+UNCHANGED = (no_update,) * (6 + len(EXPORT_BUTTONS))
+
+
+def _idle(msg: str) -> tuple[Any, ...]:
+    """No job watched: no bar, the buttons enabled, ``msg`` said."""
+    return None, no_update, True, [], True, msg, *_buttons(False)
+
+
+def watch(job: J.Job | None, lang: str) -> tuple[Any, ...]:
+    """The page's outputs for a job: the bar while it runs; when done, the download."""
+    if job is None:  # gone (expired) or not this user's
+        return _idle(t("asm.lost", lang))
+    bar = progress_bar(job.percent, J.stage_text(job, lang), job.state)
+    if job.state == "running":
+        return job.id, no_update, False, bar, False, "", *_buttons(True)
+    if job.state == "error":
+        return None, no_update, True, bar, False, "", *_buttons(False)
+    msg = t("asm.exported", lang, name=job.filename, n=job.rows)
+    return None, job.id, True, bar, False, msg, *_buttons(False)
+
+
+def _buttons(disabled: bool) -> list[bool]:
+    return [disabled] * len(EXPORT_BUTTONS)
+
+
+@dash.callback(
+    Output(ids.ASM_DOWNLOAD, "data"),
+    Output(ids.ASM_MSG, "children", allow_duplicate=True),
+    Input(ids.ASM_READY, "data"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def deliver(job_id: Any, lang: str) -> tuple[Any, Any]:
+    """A finished job's file, to the user who started it."""
+    p = auth.principal()
+    if not isinstance(job_id, str) or p is None:
+        return no_update, no_update
+    got = J.fetch(current(), p.username, job_id)
+    if got is None:
+        return no_update, t("asm.lost", lang)
+    job, data = got
+    return dcc.send_bytes(data, job.filename, type=job.mime), no_update
+
+
+def begin_export(
+    b: Backend, p: auth.Principal | None, token: Any, fmt: str, lang: str
+) -> tuple[str, J.Job | None]:
+    """Role, scope, rate limit; then a job writing the shown rows in ``fmt`` (audited when
+    done) — or the user's export already running. (result, job)"""
+    guard = current_app.extensions["wangge.guard"]
+    if p is None or p.wall or p.role not in A.EXPORT_ROLES or fmt not in E.EXPORTS:
+        guard.audit("denied", target="/assessment/export", detail={"why": "export role"})
+        return "export_denied", None
+    job = J.running(b, p.username)
+    if job is not None:  # a second click while one runs: the same job
+        return "ok", job
+    if guard.rate_limited(f"export:{p.username}", b.settings.auth.export_rate_per_minute):
+        return "rate_limited", None
+    raw = b.r.get(_token_key(b, str(token))) if isinstance(token, str) and token else None
+    if raw is None:
+        return "stale", None
+    payload = json.loads(raw)
+    shown = S.Shown.from_json(payload["shown"])
+    if payload.get("user") != p.username or not auth.allowed(b.city, shown.area):
+        guard.audit("denied", target="/assessment/export", detail={"why": "foreign table"})
+        return "export_denied", None
+    return "ok", J.start(b, p, shown, fmt, lang)

@@ -1,0 +1,193 @@
+"""Early-warning page callbacks: the live list, selection, detail and the actions (checked
+on the server against role and scope; the scope always comes from the session)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dash
+from dash import ALL, Input, Output, State, ctx, html, no_update
+
+from dashboard import auth, ids
+from dashboard import live as L
+from dashboard.backend import Backend, current
+from dashboard.i18n import t
+from dashboard.pages.warnings import queries as WL
+from dashboard.pages.warnings.components import (
+    ACTION_BUTTONS,
+    alarm_banner,
+    detail_panel,
+    level_chips,
+    warning_rows,
+)
+from pipelines.access import accounts
+from pipelines.warnings import engine as W
+
+
+def scoped_items(b: Backend) -> list[dict[str, Any]]:
+    """The open warnings in the session's scope, read fresh (one HVALS of the open list):
+    an action's result shows in the actor's own list at once, not a tick later."""
+    p = auth.principal()
+    if p is None or p.wall:
+        return []
+    return WL.in_scope(b.live.warnings(), b.city, p.scope)
+
+
+@dash.callback(
+    Output(ids.WARN_LIST, "children"),
+    Output(ids.WARN_COUNTS, "children"),
+    Output(ids.WARN_MARKERS, "data"),
+    Output(ids.WARN_SEEN, "data"),
+    Output(ids.WARN_ALARM, "data"),
+    Output(ids.WARN_BANNER, "children"),
+    Input(ids.WARN_TICK, "n_intervals"),
+    Input(ids.WARN_LEVELS, "value"),
+    Input(ids.WARN_STATUS, "value"),
+    Input(ids.WARN_RULES, "value"),
+    Input(ids.WARN_AREA, "value"),
+    Input(ids.WARN_HOURS, "value"),
+    Input(ids.WARN_DONE, "data"),
+    State(ids.WARN_SEEN, "data"),
+    State(ids.WARN_SEL, "data"),
+    State(ids.LANG, "data"),
+)
+def refresh(
+    _n: int,
+    levels: list[str] | None,
+    statuses: list[str] | None,
+    rules: list[str] | None,
+    area: str | None,
+    hours: float | None,
+    _done: int,
+    seen: list[str] | None,
+    selected: str | None,
+    lang: str,
+) -> tuple[Any, ...]:
+    b = current()
+    try:
+        items = scoped_items(b)
+    except L.BACKEND_ERRORS:
+        return (no_update,) * 5 + (html.Span(t("warn.unavailable", lang), className="wg-muted"),)
+    now = b.now_ms()
+    shown = WL.apply(items, WL.Filters.of(levels, statuses, rules, area, hours, now), b.city)
+    alarms = WL.new_alarms(items, seen) if seen is not None else []
+    seen_now = sorted({*(seen or ()), *(w["id"] for w in items)})
+    return (
+        warning_rows(shown, b, lang, selected),
+        level_chips(WL.level_counts(items), lang),
+        WL.markers(shown, b.city),
+        seen_now,
+        alarms,
+        alarm_banner(alarms, items, b, lang) if alarms else no_update,
+    )
+
+
+dash.clientside_callback(
+    dash.ClientsideFunction(namespace="wangge_warn", function_name="cue"),
+    Output(ids.WARN_CUE, "title"),
+    Input(ids.WARN_ALARM, "data"),
+    State(ids.WARN_SOUND, "value"),
+)
+
+
+@dash.callback(
+    Output(ids.WARN_SEL, "data"),
+    Input({"type": ids.WARN_ROW, "id": ALL}, "n_clicks"),
+    Input(ids.WARN_MARKERS, "clickData"),
+    prevent_initial_call=True,
+)
+def select(_clicks: list[int], marker: dict[str, Any] | None) -> Any:
+    trig = ctx.triggered_id
+    if isinstance(trig, dict) and any(_clicks or ()):
+        return str(trig.get("id"))
+    if trig == ids.WARN_MARKERS and marker:
+        return str((marker.get("properties") or {}).get("id") or "") or no_update
+    return no_update
+
+
+@dash.callback(
+    Output(ids.WARN_DETAIL, "children"),
+    Output(ids.WARN_ACTIONS, "style"),
+    *(Output(bid, "style") for bid in ACTION_BUTTONS.values()),
+    Input(ids.WARN_SEL, "data"),
+    Input(ids.WARN_DONE, "data"),
+    Input(ids.WARN_TICK, "n_intervals"),
+    State(ids.LANG, "data"),
+)
+def detail(warning_id: str | None, _done: int, _n: int, lang: str) -> tuple[Any, ...]:
+    b = current()
+    hidden = {"display": "none"}
+    none = (hidden,) * (1 + len(ACTION_BUTTONS))
+    if not isinstance(warning_id, str) or not warning_id:
+        return html.P(t("warn.pick", lang), className="wg-muted"), *none
+    try:
+        row = W.warning_detail(b.engine, warning_id)
+    except L.BACKEND_ERRORS:
+        return html.P(t("warn.unavailable", lang), className="wg-muted"), *none
+    if row is None or not auth.allowed(b.city, row["area_id"]):  # scope from the session
+        return html.P(t("warn.gone", lang), className="wg-muted"), *none
+    p = auth.principal()
+    can = WL.allowed_actions(p.role, _can_act(p), row["status"]) if p else []
+    buttons = [{} if a in can else hidden for a in ACTION_BUTTONS]
+    return detail_panel(row, b, lang), ({} if can else hidden), *buttons
+
+
+def _can_act(p: auth.Principal) -> bool:
+    spec = accounts.ROLES.get(p.role)
+    return bool(spec and spec.can_act and not p.wall)
+
+
+@dash.callback(
+    Output(ids.WARN_MSG, "children"),
+    Output(ids.WARN_DONE, "data"),
+    *(Input(bid, "n_clicks") for bid in ACTION_BUTTONS.values()),
+    State(ids.WARN_SEL, "data"),
+    State(ids.WARN_NOTE, "value"),
+    State(ids.WARN_ASSIGNEE, "value"),
+    State(ids.WARN_DONE, "data"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def take_action(*args: Any) -> tuple[Any, Any]:
+    *_clicks, warning_id, note, assignee, done, lang = args
+    action = next((a for a, bid in ACTION_BUTTONS.items() if bid == ctx.triggered_id), None)
+    if action is None or not isinstance(warning_id, str):
+        return no_update, no_update
+    b = current()
+    p = auth.principal()
+    result = act(b, p, warning_id, action, str(note or ""), str(assignee or ""))
+    return t(f"wresult.{result}", lang), (done or 0) + (result == "ok")
+
+
+def act(
+    b: Backend,
+    p: auth.Principal | None,
+    warning_id: str,
+    action: str,
+    note: str,
+    assignee: str,
+) -> str:
+    """Check role and scope on the server, act, republish the live list: a result code."""
+    if p is None or not _can_act(p):
+        return "denied"
+    row = W.warning_detail(b.engine, warning_id)
+    if row is None or not accounts.scope_allows(p.scope, row["area_id"], b.city):
+        return "denied"
+    try:
+        ok = W.act(
+            b.engine,
+            warning_id,
+            action,
+            p.username,
+            b.now_ms(),
+            role=p.role,
+            scope=p.scope,
+            note=note,
+            assignee=assignee,
+        )
+    except W.ActionError:
+        return "need_note" if action == "dismiss" else "need_assignee"
+    if not ok:
+        return "stale"
+    W.republish(b.engine, b.live, b.city)  # every viewer's list shows it at their next tick
+    return "ok"

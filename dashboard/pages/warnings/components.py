@@ -1,0 +1,173 @@
+"""Builders of what the early-warning page's callbacks render: level chips, list rows, the
+alarm banner and the detail panel with its evidence and timeline."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from dash import dcc, html
+
+from dashboard import ids
+from dashboard.backend import Backend
+from dashboard.i18n import t
+from pipelines.warnings import engine as W
+
+ACTION_BUTTONS = {
+    "acknowledge": ids.WARN_ACK,
+    "dispatch": ids.WARN_DISPATCH,
+    "resolve": ids.WARN_RESOLVE,
+    "dismiss": ids.WARN_DISMISS,
+}
+
+
+def level_chips(counts: dict[str, int], lang: str) -> list[Any]:
+    return [
+        html.Span(f"{t('warn.' + lv, lang)} {counts[lv]}", className=f"chip {lv}")
+        for lv in reversed(W.LEVELS)
+    ]
+
+
+def area_name(b: Backend, area_id: str | None) -> str:
+    row = b.city.area(area_id) if area_id else None
+    return str(row["name"]) if row else (area_id or "")
+
+
+def when(ms: int | None, b: Backend) -> str:
+    if not ms:
+        return "—"
+    tz = ZoneInfo(b.settings.live.timezone)
+    return datetime.fromtimestamp(ms / 1000, tz).strftime("%m-%d %H:%M:%S")
+
+
+def warning_rows(
+    items: list[dict[str, Any]], b: Backend, lang: str, selected: str | None
+) -> list[Any]:
+    if not items:
+        return [html.P(t("warn.none", lang), className="wg-muted")]
+    out = []
+    for w in items[:200]:
+        cls = "warn-row" + (" sel" if w["id"] == selected else "")
+        out.append(
+            html.Div(
+                [
+                    html.Span(t(f"warn.{w['level']}", lang), className=f"chip {w['level']}"),
+                    html.Span(t(f"rule.{w['rule']}", lang), className="warn-rule"),
+                    html.Span(area_name(b, w["area_id"]), className="warn-area"),
+                    html.Span(t(f"wstatus.{w['status']}", lang), className="warn-status"),
+                    html.Span(when(w["last_ms"], b), className="wg-muted"),
+                ],
+                id={"type": ids.WARN_ROW, "id": w["id"]},
+                n_clicks=0,
+                className=cls,
+            )
+        )
+    return out
+
+
+def alarm_banner(
+    alarm_ids: list[str], items: list[dict[str, Any]], b: Backend, lang: str
+) -> html.Div:
+    by_id = {w["id"]: w for w in items}
+    worst = max((by_id[i] for i in alarm_ids), key=lambda w: W.RANK[w["level"]])
+    text = t(
+        "warn.alarm",
+        lang,
+        level=t(f"warn.{worst['level']}", lang),
+        rule=t(f"rule.{worst['rule']}", lang),
+        area=area_name(b, worst["area_id"]),
+        n=len(alarm_ids),
+    )
+    return html.Div(f"⚠ {text}", className=f"warn-alarm {worst['level']}")
+
+
+def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
+    summary = [html.Li(f"{_field(k, lang)}: {_fmt(v, lang)}") for k, v in _flat(row["summary"])]
+    timeline = [
+        html.Li(
+            [
+                html.Span(when(a["at_ms"], b), className="wg-muted"),
+                f" {t('waction.' + a['action'], lang)} · {_actor(a['actor'], lang)}",
+                f" · {_note(a['action'], a['note'], b, lang)}" if a["note"] else "",
+            ]
+        )
+        for a in row["timeline"]
+    ]
+    facts = [
+        (t("wfield.rule", lang), t(f"rule.{row['rule']}", lang)),
+        (t("wfield.area", lang), area_name(b, row["area_id"])),
+        (t("wfield.status", lang), t(f"wstatus.{row['status']}", lang)),
+        (t("wfield.first", lang), when(row["first_seen_ms"], b)),
+        (t("wfield.last", lang), when(row["last_seen_ms"], b)),
+    ]
+    if row.get("escalated_to"):
+        facts.append((t("wfield.escalated", lang), area_name(b, row["escalated_to"])))
+    if row.get("assigned_to"):
+        facts.append((t("wfield.assigned", lang), row["assigned_to"]))
+    if row.get("close_note"):
+        facts.append((t("wfield.reason", lang), row["close_note"]))
+    return html.Div(
+        [
+            html.H3(
+                [
+                    html.Span(t(f"warn.{row['level']}", lang), className=f"chip {row['level']}"),
+                    " ",
+                    t(f"rule.{row['rule']}", lang),
+                ]
+            ),
+            html.Dl([x for k, v in facts for x in (html.Dt(k), html.Dd(v))], className="warn-dl"),
+            html.H4(t("warn.summary", lang)),
+            html.Ul(summary),
+            html.H4(t("warn.evidence", lang, n=len(row["evidence"]))),
+            html.Div(
+                [
+                    dcc.Link(e, href=f"/area/{row['area_id']}", className="warn-ev")
+                    for e in row["evidence"]
+                ],
+                className="warn-evs",
+            ),
+            html.H4(t("warn.timeline", lang)),
+            html.Ul(timeline, className="warn-timeline"),
+        ]
+    )
+
+
+def _actor(actor: str, lang: str) -> str:
+    return t("warn.engine", lang) if actor == "engine" else actor
+
+
+def _note(action: str, note: str, b: Backend, lang: str) -> str:
+    if action == "open":
+        return t(f"warn.{note}", lang)  # the level it opened at
+    if action == "escalate":
+        return area_name(b, note)
+    return note
+
+
+def _flat(summary: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A fused situation's parts are listed after its own fields."""
+    out = [(k, v) for k, v in summary.items() if k != "parts"]
+    for part in (summary.get("parts") or {}).values():
+        out += [(k, v) for k, v in part.items() if isinstance(part, dict)]
+    return out
+
+
+def _field(key: str, lang: str) -> str:
+    got = t("wfield." + key, lang)
+    return key if got == "wfield." + key else got
+
+
+def _fmt(v: Any, lang: str) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x, lang) for x in v[:10]) + (" …" if len(v) > 10 else "")
+    if isinstance(v, dict):
+        return ", ".join(f"{_fmt(k, lang)} {_fmt(x, lang)}" for k, x in v.items())
+    text = str(v)
+    for prefix in ("cat.", "label.", "step."):
+        got = t(prefix + text, lang)
+        if got != prefix + text:
+            return got
+    return text

@@ -1,0 +1,403 @@
+"""Grid-work callbacks: the live refresh (one shared computation per area and tick, only
+changed parts sent), drill-down, the replay pickers and the track load (audited); playback
+runs in the browser (clientside)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import dash
+import orjson
+from dash import (
+    ALL,
+    ClientsideFunction,
+    Input,
+    Output,
+    State,
+    clientside_callback,
+    html,
+    no_update,
+)
+
+from dashboard import auth, ids
+from dashboard import live as L
+from dashboard.backend import Backend, current
+from dashboard.components.panels import (
+    denied_panel,
+)
+from dashboard.i18n import t
+from dashboard.pages.panorama.queries import hideout, local_day
+from dashboard.pages.work import queries as WQ
+from dashboard.pages.work.components import (
+    EMPTY_FC,
+    HIDDEN,
+    activity_table,
+    children_table,
+    gap_list,
+    kpi_tiles,
+    legend,
+    log_list,
+    replay_summary,
+    report_features,
+)
+
+
+@dash.callback(
+    Output(ids.WK_GEO, "hideout"),
+    Output(ids.WK_LEGEND, "children"),
+    Output(ids.WK_KPIS, "children"),
+    Output(ids.WK_MARKERS, "data"),
+    Output(ids.WK_GAPS, "children"),
+    Output(ids.WK_CHILDREN, "children"),
+    Output(ids.WK_LOGS, "children"),
+    Output(ids.WK_STALE, "children"),
+    Output(ids.WK_LAST, "data"),
+    Output(ids.WK_SENT, "data"),
+    Input(ids.WK_TICK, "n_intervals"),
+    State(ids.WK_AREA, "data"),
+    State(ids.WK_LAST, "data"),
+    State(ids.WK_SENT, "data"),
+    State(ids.LANG, "data"),
+)
+def refresh(_n: int, area_id: str, last_ok: int | None, sent: Any, lang: str) -> tuple[Any, ...]:
+    """Thin: this tick's shared panel for the area, shaped for the viewer's role; parts
+    the viewer already has (same digest) are not sent again."""
+    b = current()
+    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
+        return (no_update,) * 2 + ([denied_panel(lang)],) + (no_update,) * 7
+    people = auth.sees_people()
+    key = f"work:{area_id}:{int(people)}:{lang}"
+    b.keep_warm(key, lambda: cached_outputs(b, area_id, people, lang, None))
+    out, digests = cached_outputs(b, area_id, people, lang, last_ok)
+    return (*only_changed(out, digests, sent), digests or no_update)
+
+
+PARTS = ("hideout", "legend", "kpis", "markers", "gaps", "bottom", "logs")
+
+
+def only_changed(out: tuple[Any, ...], digests: dict[str, str], sent: Any) -> tuple[Any, ...]:
+    """``no_update`` for every part whose digest equals the one the viewer already has."""
+    had = sent if isinstance(sent, dict) else {}
+    parts = list(out)
+    for i, name in enumerate(PARTS):
+        if digests.get(name) is not None and had.get(name) == digests[name]:
+            parts[i] = no_update
+    return tuple(parts)
+
+
+def cached_outputs(
+    b: Backend, area_id: str, people: bool, lang: str, last_ok: int | None
+) -> tuple[tuple[Any, ...], dict[str, str]]:
+    key = f"work:{area_id}:{int(people)}:{lang}"
+    try:
+        got: tuple[tuple[Any, ...], dict[str, str]] = b.per_tick(
+            key, lambda: outputs(b, area_id, people, lang)
+        )
+    except L.BACKEND_ERRORS:
+        stale = L.stale_mark(last_ok, b.settings.live.timezone, lang)
+        return (*(no_update,) * 7, stale, no_update), {}
+    return got
+
+
+def panel(b: Backend, area_id: str, people: bool) -> dict[str, Any]:
+    """The area's numbers for this tick (shared by all viewers through Redis)."""
+    level = b.city.level_of(area_id)
+    assert level is not None
+
+    def compute() -> dict[str, Any]:
+        now = b.now_ms()
+        tz = b.settings.live.timezone
+        snap = WQ.snapshot(
+            level=level,
+            area_id=area_id,
+            children=b.city.children(area_id),
+            grids=b.city.grids,
+            roster=b.roster(),
+            live=WQ.live_frame(b),
+            patrolled=b.live.patrolled(local_day(now, tz)),
+            now_ms=now,
+            online_ms=b.settings.live.online_minutes * 60_000,
+            people=people,
+        )
+        logs = WQ.work_logs(b.engine, level, area_id, WQ.day_start_ms(now, tz))
+        snap["logs"] = logs.to_dicts()
+        return snap
+
+    data: dict[str, Any] = b.shared(f"work:{area_id}:{int(people)}", compute)
+    return data
+
+
+def activity_rows(b: Backend, area_id: str) -> list[dict[str, Any]]:
+    """Per-worker activity of a street or grid (people roles only), cached for a minute."""
+    level = b.city.level_of(area_id)
+    assert level in ("street", "grid")
+
+    def compute() -> list[dict[str, Any]]:
+        now = b.now_ms()
+        roster = b.roster().filter(WQ.area_filter(level, area_id))
+        since = WQ.day_start_ms(now, b.settings.live.timezone)
+        rows: list[dict[str, Any]] = (
+            WQ.activity(b.engine, roster, WQ.live_frame(b), since, now).head(WQ.MAX_LIST).to_dicts()
+        )
+        return rows
+
+    minute = int(b.clock() // 60)
+    rows: list[dict[str, Any]] = b.cache.get(f"work:act:{area_id}:{minute}", 60, compute)
+    return rows
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
+
+
+def outputs(
+    b: Backend, area_id: str, people: bool, lang: str
+) -> tuple[tuple[Any, ...], dict[str, str]]:
+    snap = panel(b, area_id, people)
+    level = b.city.level_of(area_id) or "city"
+    hide = hideout("coverage", snap["values"])
+    tz = b.settings.live.timezone
+    names = _names(b)
+    if people and level in ("street", "grid"):
+        rows = activity_rows(b, area_id)
+        bottom = activity_table(rows, names, lang, tz)
+    else:
+        rows = snap["children"]
+        bottom = children_table(snap["children"], names, lang, level)
+    digests = {
+        "hideout": _digest(hide),
+        "legend": _digest(hide),
+        "kpis": _digest(snap["kpi"]),
+        "markers": _digest(snap["markers"]),
+        "gaps": _digest([snap["gaps"], snap["kpi"]["unpatrolled"]]),
+        "bottom": _digest(rows),
+        "logs": _digest(snap["logs"]),
+    }
+    return (
+        hide,
+        legend(hide, lang, people, level),
+        kpi_tiles(snap["kpi"], lang),
+        snap["markers"],
+        gap_list(snap["gaps"], snap["kpi"]["unpatrolled"], names, lang),
+        bottom,
+        log_list(snap["logs"], names, lang, tz, people, b),
+        "",
+        snap["now_ms"],
+    ), digests
+
+
+def _names(b: Backend) -> dict[str, str]:
+    def compute() -> dict[str, str]:
+        a = b.city.areas
+        return dict(zip(a["area_id"].to_list(), a["name"].to_list(), strict=True))
+
+    names: dict[str, str] = b.cache.local_only("work:names", 3600, compute)
+    return names
+
+
+@dash.callback(
+    Output(ids.URL, "pathname", allow_duplicate=True),
+    Input(ids.WK_GEO, "clickData"),
+    State(ids.WK_AREA, "data"),
+    prevent_initial_call=True,
+)
+def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
+    """A click on a child area opens its grid work (when in scope)."""
+    city = current().city
+    target = L.drill_target(city, area_id, click)
+    return f"/work/{target}" if target and auth.allowed(city, target) else no_update
+
+
+@dash.callback(
+    Output(ids.TR_WORKER, "options"),
+    Input(ids.TR_GRID, "value"),
+    Input(ids.TR_WINDOW, "value"),
+    Input(ids.TR_DAY, "date"),
+    Input(ids.TR_FROM, "value"),
+    Input(ids.TR_TO, "value"),
+    State(ids.WK_AREA, "data"),
+    prevent_initial_call=True,
+)
+def filter_workers(
+    grid_id: str | None, choice: Any, day: Any, from_h: Any, to_h: Any, area_id: str
+) -> Any:
+    """Workers of a grid: assigned to it, or whose track passed through it in the window
+    (today when the window is not valid)."""
+    b = current()
+    if not auth.sees_people() or not auth.allowed(b.city, area_id):
+        return []
+    level = b.city.level_of(area_id) or "city"
+    roster = b.roster().filter(WQ.area_filter(level, area_id))
+    if grid_id and auth.allowed(b.city, grid_id):
+        now = b.now_ms()
+        try:
+            win = _window(b, choice, day, from_h, to_h)
+            since, until = win.since_ms, win.until_ms
+        except WQ.WindowError:
+            since, until = WQ.day_start_ms(now, b.settings.live.timezone), now
+        passed = WQ.workers_in_grid(b.engine, grid_id, since, until)
+        roster = roster.filter((roster["grid_id"] == grid_id) | roster["worker_id"].is_in(passed))
+    names = _names(b)
+    return [
+        {"label": f"{n} · {names.get(g, g)}", "value": w}
+        for w, n, g in roster.sort("grid_id", "worker_id")
+        .head(3000)
+        .select("worker_id", "name", "grid_id")
+        .iter_rows()
+    ]
+
+
+# A new grid clears the worker: the grid's workers replay together (pick one to focus).
+clientside_callback(
+    "function (grid) { return null; }",
+    Output(ids.TR_WORKER, "value"),
+    Input(ids.TR_GRID, "value"),
+    prevent_initial_call=True,
+)
+
+
+def _window(b: Backend, choice: Any, day: Any, from_h: Any, to_h: Any) -> WQ.Window:
+    return WQ.replay_window(
+        choice,
+        day,
+        from_h,
+        to_h,
+        now_ms=b.now_ms(),
+        tz=b.settings.live.timezone,
+        retention_days=b.settings.privacy.track_retention_days,
+    )
+
+
+@dash.callback(
+    Output(ids.TR_DATA, "data"),
+    Output(ids.TR_REPORTS, "data"),
+    Output(ids.TR_OUTLINE, "data"),
+    Output(ids.TR_OUTLINE, "url"),
+    Output(ids.TR_SLIDER, "max"),
+    Output(ids.TR_SLIDER, "value"),
+    Output(ids.TR_SUMMARY, "children"),
+    Output(ids.TR_EXPORT, "href"),
+    Output(ids.TR_EXPORT, "style"),
+    Input(ids.TR_WORKER, "value"),
+    Input(ids.TR_GRID, "value"),
+    Input(ids.TR_WINDOW, "value"),
+    Input(ids.TR_DAY, "date"),
+    Input(ids.TR_FROM, "value"),
+    Input(ids.TR_TO, "value"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def load_track(
+    worker_id: str | None,
+    grid_id: str | None,
+    choice: Any,
+    day: Any,
+    from_h: Any,
+    to_h: Any,
+    lang: str,
+) -> tuple[Any, ...]:
+    """Thin: one worker's track (the worker's own grid in scope), or, with a grid picked and
+    no worker, every in-scope worker whose track passed through the grid (at most
+    ``MAX_REPLAY_WORKERS``, longest there first), for a validated window. Audited."""
+    b = current()
+    if not auth.sees_people():
+        return _no_replay(t("work.replay.hint", lang))
+    try:
+        win = _window(b, choice, day, from_h, to_h)
+    except WQ.WindowError as exc:
+        return _no_replay(t(exc.key, lang, **exc.kw), error=True)
+    roster = b.roster()
+    if worker_id:
+        grid = WQ.worker_grid(roster, worker_id)
+        if grid is None or not auth.allowed(b.city, grid):
+            return _no_replay(t("work.replay.hint", lang))
+        shown, total, outline = [str(worker_id)], 1, None
+        href = f"/export/track/{worker_id}.csv?{win.query}"
+        _audit_view(str(worker_id), win.detail())
+    elif grid_id and auth.allowed(b.city, grid_id):
+        shown, total = WQ.grid_workers(
+            b.engine, roster, grid_id, win, lambda g: auth.allowed(b.city, g)
+        )
+        outline = grid_id
+        href = f"/export/track/grid/{grid_id}.csv?{win.query}"
+        _audit_view(grid_id, {"grid": grid_id, "workers": shown, "count": total, **win.detail()})
+    else:
+        return _no_replay(t("work.replay.hint", lang))
+    data = WQ.replay(b.engine, roster, shown, win) if shown else {"workers": []}
+    url = f"/geo/area/{outline}.json" if outline else None
+    if not data["workers"]:
+        key = "work.replay.empty.grid" if outline else "work.replay.empty"
+        return (None, EMPTY_FC, None if url else EMPTY_FC, url, 1, 0, t(key, lang), "", HIDDEN)
+    tz = b.settings.live.timezone
+    data |= {"tz": tz, "gcj": b.settings.dashboard.tile_crs == "gcj02"}
+    reports = data.pop("reports")
+    span_s = max(1, (data["t1"] - data["t0"]) // 1000)
+    summary = replay_summary(data, len(reports), total, lang, grid=outline is not None)
+    features = report_features(reports, data["workers"], tz, lang)
+    return (data, features, None if url else EMPTY_FC, url, span_s, 0, summary, href, {})
+
+
+def _no_replay(text: str, error: bool = False) -> tuple[Any, ...]:
+    summary = html.Span(text, className="wk-error") if error else text
+    return (None, EMPTY_FC, EMPTY_FC, None, 1, 0, summary, "", HIDDEN)
+
+
+def _audit_view(target: str, detail: dict[str, Any]) -> None:
+    """Every replay is audited: who looked at whose track (or which grid's), which window."""
+    from flask import current_app
+
+    guard = current_app.extensions.get("wangge.guard")
+    if guard is not None:
+        guard.audit("track_view", target=target, detail=detail)
+
+
+# Play / pause, the timer and the markers run in the browser (smooth, no server round trip).
+clientside_callback(
+    ClientsideFunction(namespace="wangge_work", function_name="toggle"),
+    Output(ids.TR_TIMER, "disabled"),
+    Output(ids.TR_PLAY, "children"),
+    Input(ids.TR_PLAY, "n_clicks"),
+    Input(ids.TR_DATA, "data"),
+    State(ids.TR_TIMER, "disabled"),
+    State(ids.TR_LABELS, "data"),
+    prevent_initial_call=True,
+)
+
+
+clientside_callback(
+    ClientsideFunction(namespace="wangge_work", function_name="advance"),
+    Output(ids.TR_SLIDER, "value", allow_duplicate=True),
+    Input(ids.TR_TIMER, "n_intervals"),
+    State(ids.TR_SLIDER, "value"),
+    State(ids.TR_SLIDER, "max"),
+    State(ids.TR_SPEED, "value"),
+    prevent_initial_call=True,
+)
+
+
+clientside_callback(
+    ClientsideFunction(namespace="wangge_work", function_name="paths"),
+    Output(ids.TR_PATHS, "data"),
+    Output({"type": ids.TR_TIPS, "i": ALL}, "children"),
+    Output(ids.WK_MAP, "viewport"),
+    Input(ids.TR_DATA, "data"),
+    prevent_initial_call=True,
+)
+
+
+clientside_callback(
+    ClientsideFunction(namespace="wangge_work", function_name="place"),
+    Output({"type": ids.TR_DOTS, "i": ALL}, "center"),
+    Output({"type": ids.TR_DOTS, "i": ALL}, "radius"),
+    Output(ids.TR_CLOCK, "children"),
+    Input(ids.TR_SLIDER, "value"),
+    Input(ids.TR_DATA, "data"),
+)
+
+
+clientside_callback(
+    "function (choice) { return {display: choice === 'day' ? 'flex' : 'none'}; }",
+    Output(ids.TR_CUSTOM, "style"),
+    Input(ids.TR_WINDOW, "value"),
+)
