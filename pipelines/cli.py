@@ -213,7 +213,7 @@ def _store_registries(engine: Engine, sim: Any) -> None:
 def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
     from pipelines.spine.runner import ClockJob, live_state, stream_name
     from pipelines.spine.streams import ensure_group
-    from pipelines.warnings.engine import WarningEngine
+    from pipelines.warnings import WarningEngine
 
     s = rt.settings
     for feed in FEEDS:

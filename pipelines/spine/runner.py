@@ -20,6 +20,7 @@ import polars as pl
 import redis
 from sqlalchemy import Engine, select
 
+from pipelines import warnings
 from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
@@ -27,7 +28,6 @@ from pipelines.spine import store
 from pipelines.spine.events import decode_batch
 from pipelines.spine.state import LiveState
 from pipelines.spine.streams import Batch, Consumer, ensure_group, trim_acknowledged
-from pipelines.warnings import engine as warnings
 
 log = logging.getLogger("wangge.runner")
 

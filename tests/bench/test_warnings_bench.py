@@ -25,6 +25,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
+from pipelines import warnings as W
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path
 from pipelines.settings import GeoSettings, Settings, child_environ, load_settings
@@ -32,7 +33,6 @@ from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker
 from pipelines.spine.state import LiveState
 from pipelines.spine.streams import ensure_group, publish
-from pipelines.warnings import engine as W
 from tests.bench._producer import spawn_producer
 from tests.bench.conftest import RUNS, bench, dialects, median, with_baseline
 from tests.bench.test_pipeline_bench import _spawn_worker

@@ -11,9 +11,9 @@ import pytest
 import redis
 from selenium.webdriver.common.by import By
 
+from pipelines import warnings as W
 from pipelines.city.geography import City
 from pipelines.spine.runner import live_state
-from pipelines.warnings import engine as W
 from tests.browser.conftest import login, shot, viewport
 from tests.browser.test_panorama import wait
 from tests.conftest import open_engine

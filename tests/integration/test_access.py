@@ -22,12 +22,12 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app, page_module
 from dashboard.auth import ROUTE_POLICIES, callback_policy
+from pipelines import warnings as W
 from pipelines.access import accounts, audit
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import live_state
-from pipelines.warnings import engine as W
 from tests.conftest import sign_in_client, signed_in
 
 pytestmark = pytest.mark.integration

@@ -12,13 +12,13 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
+from pipelines import warnings as W
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, live_state, make_worker
 from pipelines.spine.streams import publish
-from pipelines.warnings import engine as W
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipelines.warnings import engine as W
+from pipelines import warnings as W
 
 MIN = 60_000
 HOUR = 3_600_000

@@ -20,8 +20,8 @@ from dashboard.pages.warnings.components import (
     level_chips,
     warning_rows,
 )
+from pipelines import warnings as W
 from pipelines.access import accounts
-from pipelines.warnings import engine as W
 
 
 def scoped_items(b: Backend) -> list[dict[str, Any]]:

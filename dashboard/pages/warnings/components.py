@@ -12,7 +12,7 @@ from dash import dcc, html
 from dashboard import ids
 from dashboard.backend import Backend
 from dashboard.i18n import t
-from pipelines.warnings import engine as W
+from pipelines import warnings as W
 
 ACTION_BUTTONS = {
     "acknowledge": ids.WARN_ACK,

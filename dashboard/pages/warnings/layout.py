@@ -20,7 +20,7 @@ from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.warnings import queries as WL
 from dashboard.pages.warnings.components import ACTION_BUTTONS
-from pipelines.warnings import engine as W
+from pipelines import warnings as W
 
 dash.register_page(__name__, path="/warnings", name="warnings")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from pipelines.access import accounts
 from pipelines.city.geography import City
-from pipelines.warnings.engine import ACTIONS, RANK
-from pipelines.warnings.engine import POST as W_POST
-from pipelines.warnings.engine import RULES as W_RULES
+from pipelines.warnings import ACTIONS, RANK
+from pipelines.warnings import POST as W_POST
+from pipelines.warnings import RULES as W_RULES
 
 LEVEL_COLORS = {"blue": "#2f80ed", "yellow": "#f2c94c", "orange": "#f2994a", "red": "#eb5757"}
 ALARM_LEVELS = ("orange", "red")  # a new one in scope raises the visible/audible cue
