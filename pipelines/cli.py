@@ -547,7 +547,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """``wangge export scorecard``: the same file the assessment page exports."""
-    from pipelines.assessment import exports, scorecard
+    from pipelines import assessment as scorecard
+    from pipelines.assessment import exports
 
     try:
         period = scorecard.parse_period(args.period, settings.live.timezone)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
 from pipelines.city.geography import City
 from pipelines.settings import Settings
 

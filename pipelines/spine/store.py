@@ -290,7 +290,7 @@ warning_actions = Table(
 
 
 # ------------------------------------------------------------------ supervision and assessment
-# (logic in pipelines/assessment/scorecard.py)
+# (logic in pipelines/assessment/scorecards.py)
 
 scorecard_snapshots = Table(
     "scorecard_snapshots",

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from sqlalchemy import Engine, select
 
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
 from pipelines.city.geography import City
 from pipelines.settings import load_settings
 from pipelines.spine import store

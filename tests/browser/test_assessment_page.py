@@ -14,8 +14,8 @@ import openpyxl
 import pytest
 from selenium.webdriver.common.by import By
 
+from pipelines import assessment as S
 from pipelines.assessment import exports as E
-from pipelines.assessment import scorecard as S
 from pipelines.city.geography import City
 from tests.browser.conftest import login, shot, viewport
 from tests.browser.test_panorama import wait

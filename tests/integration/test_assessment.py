@@ -26,10 +26,10 @@ from sqlalchemy import Engine, delete, select
 from dashboard.app import create_app, page_module
 from dashboard.auth import Principal
 from dashboard.pages.assessment import export_jobs as J
+from pipelines import assessment as S
 from pipelines import cli
 from pipelines.access import audit
 from pipelines.assessment import exports as E
-from pipelines.assessment import scorecard as S
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 from pipelines.spine import store

@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from sqlalchemy import Column, Engine, MetaData, Table, inspect, select
 
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 from pipelines.spine import store

@@ -9,8 +9,8 @@ import pytest
 
 from dashboard.pages.assessment import export_jobs as J
 from dashboard.pages.assessment import queries as A
+from pipelines import assessment as S
 from pipelines.assessment import exports as E
-from pipelines.assessment import scorecard as S
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import load_settings
 

@@ -7,7 +7,7 @@ from datetime import date
 import polars as pl
 import pytest
 
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
 
 H = S.HOUR_MS
 T0 = 1_790_000_000_000  # some instant; every time below is T0 + hours

@@ -29,8 +29,8 @@ from dashboard.pages.assessment.components import (
     session_view,
     title,
 )
+from pipelines import assessment as S
 from pipelines.assessment import exports as E
-from pipelines.assessment import scorecard as S
 
 TOKEN_TTL_MS = 30 * 60_000
 

@@ -13,7 +13,7 @@ from dashboard import auth, ids
 from dashboard.backend import Backend
 from dashboard.i18n import t
 from dashboard.pages.assessment import queries as A
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
 
 DataTable = dash_table.DataTable  # type: ignore[attr-defined]  # generated at import
 

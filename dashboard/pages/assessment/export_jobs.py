@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from dashboard.auth import Principal
 from dashboard.backend import Backend
 from dashboard.i18n import t
+from pipelines import assessment as S
 from pipelines.access import audit
 from pipelines.assessment import exports as E
-from pipelines.assessment import scorecard as S
 
 RECORD_TTL_MS = 10 * 60_000  # the job's record (progress, then the result's name and hash)
 DATA_TTL_MS = 3 * 60_000  # the finished file's bytes

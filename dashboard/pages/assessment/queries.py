@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
 from pipelines.assessment.exports import cell_text, column_kind
 from pipelines.city.geography import City
 

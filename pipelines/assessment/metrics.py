@@ -1,0 +1,363 @@
+"""The metrics registry and the pure transforms behind it.
+
+Every metric is in :data:`METRICS` with its names, unit, direction and written definition
+(the page shows it as a tooltip, the exports as a definitions sheet). The transforms are
+pure Polars over LazyFrames: per-incident flags, their aggregation per area, patrol
+coverage, online rate, warning acknowledgement, goodness in [0, 1] and the weighted score
+(weights in ``[assessment]``), × 100, and the ranking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import polars as pl
+
+from pipelines.assessment.periods import HOUR_MS
+from pipelines.settings import Settings
+
+LEVELS = ("district", "street", "grid", "worker")
+
+
+KEY = {"district": "district_id", "street": "street_id", "grid": "grid_id", "worker": "worker_id"}
+
+
+LOCAL_LEVELS = ("grid", "community", "street")
+
+
+@dataclass(frozen=True)
+class Metric:
+    id: str
+    zh: str
+    en: str
+    unit: str  # count · pct · hours
+    higher_better: bool
+    definition_zh: str
+    definition_en: str
+    # drill-down: the per-incident flag of the denominator (None: all reports) and of the
+    # numerator; None for metrics that are not about incidents
+    basis: str | None = None
+    flag: str | None = None
+    source: str = "incidents"  # incidents · patrols · tracks · warnings
+
+    def name(self, lang: str) -> str:
+        return self.en if lang == "en" else self.zh
+
+    def definition(self, lang: str) -> str:
+        return self.definition_en if lang == "en" else self.definition_zh
+
+    def unit_label(self, lang: str) -> str:
+        return {"pct": "%", "hours": "h" if lang == "en" else "小时", "count": ""}[self.unit]
+
+    def column(self, lang: str) -> str:
+        u = self.unit_label(lang)
+        return f"{self.name(lang)}({u})" if u else self.name(lang)
+
+
+_M = Metric
+
+
+METRICS: dict[str, Metric] = {
+    m.id: m
+    for m in (
+        _M(
+            "reports", "事件上报数", "Reports", "count", True,
+            "统计期内在该区域上报的事件数（按上报时间和上报位置归属；网格员按上报时的责任网格员归属）。",
+            "Incidents reported in the area during the period (by report time and place; "
+            "for a worker, by the grid worker responsible when it was reported).",
+            None, "all",
+        ),
+        _M(
+            "self_found", "自主发现率", "Self-discovered", "pct", True,
+            "由网格员巡查自主发现上报的事件占全部上报事件的比例。",
+            "Share of reports raised by grid workers on patrol (source = worker).",
+            None, "self_found",
+        ),
+        _M(
+            "accept_ontime", "按时受理率", "Accepted on time", "pct", True,
+            "上报后在受理时限（assessment.accept_hours）内首次处理（受理或当场处置）的事件占比；"
+            "分母为已处理或时限已过的事件。",
+            "Share of incidents first acted on (accepted or handled on the spot) within "
+            "assessment.accept_hours of the report; of those acted on or past that deadline.",
+            "accept_counted", "accept_ok",
+        ),
+        _M(
+            "dispatch_ontime", "按时派遣率", "Dispatched on time", "pct", True,
+            "派遣事件中，自受理起在派遣时限（assessment.dispatch_hours）内派遣的比例。",
+            "Of dispatched incidents, the share dispatched within assessment.dispatch_hours "
+            "of acceptance (of the report, if never accepted).",
+            "dispatch_counted", "dispatch_ok",
+        ),
+        _M(
+            "resolve_ontime", "按时办结率", "Closed on time", "pct", True,
+            "在类别办理时限（[deadlines]）内结案的事件占比；分母为已结案或时限已过的事件。",
+            "Share of incidents closed within their category deadline ([deadlines]); of "
+            "those closed or past that deadline.",
+            "resolve_counted", "resolve_ok",
+        ),
+        _M(
+            "mean_hours", "平均办理时长", "Mean handling time", "hours", False,
+            "已结案事件从上报到结案的平均小时数。",
+            "Mean hours from report to closure, over closed incidents.",
+            "closed", "closed",
+        ),
+        _M(
+            "p90_hours", "办理时长P90", "p90 handling time", "hours", False,
+            "已结案事件从上报到结案小时数的第90百分位（线性插值，同 Excel PERCENTILE.INC）。",
+            "90th percentile of hours from report to closure over closed incidents (linear "
+            "interpolation, as Excel PERCENTILE.INC).",
+            "closed", "closed",
+        ),
+        _M(
+            "overdue", "超期事件数", "Overdue", "count", False,
+            "超过类别办理时限才结案、或时限已过仍未结案的事件数；计分按 1 − 超期数/上报数。",
+            "Incidents closed after their category deadline or still open past it; scored "
+            "as 1 − overdue / reports.",
+            None, "overdue",
+        ),
+        _M(
+            "returned", "退回返工率", "Returned / rework", "pct", False,
+            "处置过程中至少被退回一次（返工）的事件占比。",
+            "Share of incidents returned (sent back for rework) at least once.",
+            None, "returned",
+        ),
+        _M(
+            "verify_pass", "核查通过率", "Verification pass rate", "pct", True,
+            "经核查的事件中首次办结即核查通过（其后未被退回）的比例；"
+            "分母为有核查记录或办结后被退回的事件。",
+            "Of incidents checked (verified, or returned after being resolved), the share "
+            "whose first resolution passed (not returned afterwards).",
+            "verify_checked", "verify_ok",
+        ),
+        _M(
+            "grid_level", "网格内解决率", "Closed within grid", "pct", True,
+            "已结案事件中在网格层级解决的比例（小事不出网格）。",
+            "Of closed incidents, the share closed at grid level (小事不出网格).",
+            "closed", "grid_level",
+        ),
+        _M(
+            "local_level", "社区街道内解决率", "Closed within street", "pct", True,
+            "已结案事件中在网格、社区或街道层级解决（未上交区级）的比例。",
+            "Of closed incidents, the share closed at grid, community or street level (not "
+            "escalated to the district).",
+            "closed", "local_level",
+        ),
+        _M(
+            "patrol_coverage", "巡查覆盖率", "Patrol coverage", "pct", True,
+            "网格·日 中有网格员到访的比例（每个网格每天是否被巡查到）；"
+            "网格员为到访本人责任网格的天数占比。自平台收到第一个定位点之日起计。",
+            "Share of grid-days on which some worker visited the grid; for a worker, the "
+            "share of days they visited their own grid. Days count from the day the platform "
+            "received its first position.",
+            source="patrols",
+        ),
+        _M(
+            "online_rate", "在岗在线率", "Online during shifts", "pct", True,
+            "工作时段（warnings.work_start_h–work_end_h）按 assessment.online_slot_minutes "
+            "分段，网格员有定位点的时段占 在册网格员×时段 的比例；"
+            "时段自平台收到第一个定位点起计。",
+            "Share of shift slots (warnings.work_start_h–work_end_h, cut into "
+            "assessment.online_slot_minutes) in which a rostered worker sent a position; "
+            "slots count from the platform's first position.",
+            source="tracks",
+        ),
+        _M(
+            "warning_ack", "预警按时签收率", "Warnings acknowledged on time", "pct", True,
+            "统计期内发现的预警中，在签收时限（warnings.escalate_after_s）内签收的比例；"
+            "分母为已签收或时限已过且未在时限前自动解除的预警。",
+            "Of warnings raised in the period, the share acknowledged within "
+            "warnings.escalate_after_s; of those acknowledged, or past that deadline and "
+            "not cleared before it.",
+            source="warnings",
+        ),
+    )
+}  # fmt: skip
+
+
+SCORE_DEFINITION = (
+    "综合得分 = 100 × Σ(权重 × 指标得分率) / Σ(有数据指标的权重)。比率类指标得分率为比率本身"
+    "（退回返工率取 1 − 比率）；时长类为 max(0, 1 − 时长 / assessment.handling_ref_hours)；"
+    "超期事件数为 1 − 超期数/上报数。排名为本表内按得分从高到低（并列同名次）；"
+    "环比为与上一同类统计期的得分之差。",
+    "Score = 100 × Σ(weight × goodness) / Σ(weights of metrics with data). Goodness is the "
+    "rate itself (1 − rate for returned/rework); for times max(0, 1 − hours / "
+    "assessment.handling_ref_hours); for overdue 1 − overdue / reports. Rank is by score "
+    "within this table (ties share a rank); change is the score minus the previous period's.",
+)
+
+
+def weights(settings: Settings) -> dict[str, float]:
+    return {m: settings.assessment.weight(m) for m in METRICS}
+
+
+def rules_of(settings: Settings) -> dict[str, Any]:
+    """What a scorecard depends on besides the data (stored with every snapshot)."""
+    return {
+        "assessment": asdict(settings.assessment),
+        "deadlines": asdict(settings.deadlines),
+        "work_hours": [settings.warnings.work_start_h, settings.warnings.work_end_h],
+        "ack_s": settings.warnings.escalate_after_s,
+    }
+
+
+def incident_flags(
+    inc: pl.LazyFrame,
+    as_of_ms: int,
+    deadline_hours: dict[str, float],
+    accept_hours: float,
+    dispatch_hours: float,
+) -> pl.LazyFrame:
+    """Per-incident facts → the boolean flags and times every incident metric aggregates.
+
+    Input columns: incident_id, category, source, reported_ms, first_action_ms,
+    accepted_ms, dispatched_ms, first_resolved_ms, last_returned_ms, n_returned,
+    n_verified, closed_ms, closed_level (lifecycle columns null when not reached).
+    """
+    default = deadline_hours.get("other", 72.0)
+    cats = pl.DataFrame(
+        {"category": list(deadline_hours), "deadline_h": list(deadline_hours.values())},
+        schema={"category": pl.String, "deadline_h": pl.Float64},
+    ).lazy()
+    accept_due = pl.col("reported_ms") + int(accept_hours * HOUR_MS)
+    resolve_due = pl.col("reported_ms") + (pl.col("deadline_h") * HOUR_MS).cast(pl.Int64)
+    acted = pl.col("first_action_ms").is_not_null()
+    closed = pl.col("closed_ms").is_not_null()
+    dispatched = pl.col("dispatched_ms").is_not_null()
+    since = pl.coalesce("accepted_ms", "reported_ms")
+    failed = pl.col("last_returned_ms").is_not_null() & (
+        pl.col("last_returned_ms") > pl.col("first_resolved_ms")
+    )
+    failed = failed.fill_null(False)
+    return (
+        inc.join(cats, on="category", how="left")
+        .with_columns(pl.col("deadline_h").fill_null(default))
+        .with_columns(
+            all=pl.lit(True),
+            self_found=pl.col("source") == "worker",
+            accept_counted=acted | (accept_due <= as_of_ms),
+            accept_ok=acted & (pl.col("first_action_ms") <= accept_due),
+            dispatch_counted=dispatched,
+            dispatch_ok=dispatched
+            & (pl.col("dispatched_ms") - since <= int(dispatch_hours * HOUR_MS)),
+            resolve_counted=closed | (resolve_due <= as_of_ms),
+            resolve_ok=closed & (pl.col("closed_ms") <= resolve_due),
+            closed=closed,
+            handling_h=(pl.col("closed_ms") - pl.col("reported_ms")) / HOUR_MS,
+            returned=pl.col("n_returned").fill_null(0) > 0,
+            verify_checked=(pl.col("n_verified").fill_null(0) > 0) | failed,
+            verify_ok=(pl.col("n_verified").fill_null(0) > 0) & ~failed,
+            grid_level=closed & (pl.col("closed_level") == "grid"),
+            local_level=closed & pl.col("closed_level").is_in(LOCAL_LEVELS),
+        )
+        .with_columns(
+            overdue=pl.col("resolve_counted") & ~pl.col("resolve_ok"),
+            accept_ok=pl.col("accept_ok").fill_null(False),
+            dispatch_ok=pl.col("dispatch_ok").fill_null(False),
+            resolve_ok=pl.col("resolve_ok").fill_null(False),
+            grid_level=pl.col("grid_level").fill_null(False),
+            local_level=pl.col("local_level").fill_null(False),
+        )
+    )
+
+
+def _rate(flag: str, basis: str | None = None) -> pl.Expr:
+    col = pl.col(flag).cast(pl.Float64)
+    return (col.filter(pl.col(basis)) if basis else col).mean()
+
+
+INCIDENT_AGGS: dict[str, Callable[[], pl.Expr]] = {
+    "reports": lambda: pl.len().cast(pl.Int64),
+    "self_found": lambda: _rate("self_found"),
+    "accept_ontime": lambda: _rate("accept_ok", "accept_counted"),
+    "dispatch_ontime": lambda: _rate("dispatch_ok", "dispatch_counted"),
+    "resolve_ontime": lambda: _rate("resolve_ok", "resolve_counted"),
+    "mean_hours": lambda: pl.col("handling_h").mean(),
+    "p90_hours": lambda: pl.col("handling_h").quantile(0.9, "linear"),
+    "overdue": lambda: pl.col("overdue").sum().cast(pl.Int64),
+    "returned": lambda: _rate("returned"),
+    "verify_pass": lambda: _rate("verify_ok", "verify_checked"),
+    "grid_level": lambda: _rate("grid_level", "closed"),
+    "local_level": lambda: _rate("local_level", "closed"),
+}
+
+
+def incident_metrics(flags: pl.LazyFrame, key: str) -> pl.LazyFrame:
+    """Per ``key`` (district_id / street_id / grid_id / worker_id): the incident metrics."""
+    return flags.group_by(key).agg(**{m: agg().alias(m) for m, agg in INCIDENT_AGGS.items()})
+
+
+def patrol_coverage(
+    visits: pl.LazyFrame, grids: pl.LazyFrame, key: str, n_days: int
+) -> pl.LazyFrame:
+    """visits (day, grid_id) × grids (grid_id, key) → key, patrol_coverage."""
+    visited = visits.unique(["day", "grid_id"]).group_by("grid_id").agg(v=pl.len())
+    return (
+        grids.join(visited, on="grid_id", how="left")
+        .group_by(key)
+        .agg(
+            patrol_coverage=pl.col("v").fill_null(0).sum()
+            / pl.when(n_days > 0).then(pl.len() * n_days).otherwise(None)
+        )
+        .with_columns(pl.col("patrol_coverage").cast(pl.Float64))
+    )
+
+
+def online_rate(
+    slots: pl.LazyFrame, roster: pl.LazyFrame, key: str, shift_slots: int
+) -> pl.LazyFrame:
+    """slots (worker_id, online_slots) × roster (worker_id, key) → key, online_rate."""
+    return (
+        roster.join(slots, on="worker_id", how="left")
+        .group_by(key)
+        .agg(
+            online_rate=pl.col("online_slots").fill_null(0).sum().cast(pl.Float64)
+            / pl.when(shift_slots > 0).then(pl.len() * shift_slots).otherwise(None)
+        )
+        .with_columns(pl.col("online_rate").cast(pl.Float64))
+    )
+
+
+def warning_ack(warns: pl.LazyFrame, key: str, as_of_ms: int, ack_s: float) -> pl.LazyFrame:
+    """warnings (key, first_seen_ms, acked_ms, closed_ms) → key, warning_ack."""
+    due = pl.col("first_seen_ms") + int(ack_s * 1000)
+    acked = pl.col("acked_ms").is_not_null() & (pl.col("acked_ms") < as_of_ms)
+    gone_early = pl.col("closed_ms").is_not_null() & (pl.col("closed_ms") < due) & ~acked
+    counted = acked | ((due <= as_of_ms) & ~gone_early)
+    ok = acked & (pl.col("acked_ms") <= due)
+    return (
+        warns.drop_nulls(key)
+        .with_columns(counted=counted, ok=ok)
+        .group_by(key)
+        .agg(warning_ack=pl.col("ok").cast(pl.Float64).filter(pl.col("counted")).mean())
+    )
+
+
+def goodness(metric_id: str, ref_hours: float) -> pl.Expr:
+    m = METRICS[metric_id]
+    col = pl.col(metric_id).cast(pl.Float64)
+    if metric_id == "overdue":
+        return pl.when(pl.col("reports") > 0).then(1.0 - col / pl.col("reports"))
+    if m.unit == "hours":
+        return (1.0 - col / ref_hours).clip(0.0, 1.0)
+    return col if m.higher_better else 1.0 - col
+
+
+def with_score(frame: pl.LazyFrame, w: dict[str, float], ref_hours: float) -> pl.LazyFrame:
+    """Adds ``score`` (0–100): the weighted mean goodness of the metrics that have data."""
+    parts = [(goodness(m, ref_hours), wt) for m, wt in w.items() if wt > 0]
+    if not parts:
+        return frame.with_columns(score=pl.lit(None, pl.Float64))
+    num = pl.sum_horizontal([g.fill_null(0.0) * wt for g, wt in parts])
+    den = pl.sum_horizontal([pl.when(g.is_not_null()).then(wt).otherwise(0.0) for g, wt in parts])
+    return frame.with_columns(score=pl.when(den > 0).then(100.0 * num / den))
+
+
+def rank_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rank by score, highest first; ties share the best rank; rows without a score last."""
+    return frame.with_columns(
+        rank=pl.col("score").round(1).rank("min", descending=True).cast(pl.Int64)
+    ).sort(["rank", "name", "row_id"], nulls_last=True)
+
+
+METRIC_IDS = list(METRICS)
