@@ -1,4 +1,4 @@
-"""Scorecard exports as background jobs that show their progress (issue 6).
+"""Scorecard exports as background jobs that show their progress.
 
 The page's click checks role, rate limit and the shown table inside the request, then
 :func:`start` runs the export in a thread of this process: ``exports.export_shown`` with
