@@ -56,8 +56,9 @@ new MutationObserver(() => {
 
 def table_rows(driver: Any) -> list[list[str]]:
     return driver.execute_script(
-        """return [...document.querySelectorAll('#asm-table tbody tr')]
-             .map(tr => [...tr.querySelectorAll('td')].map(td => td.innerText.trim()))
+        """return [...document.querySelectorAll('#asm-table .ag-center-cols-container .ag-row')]
+             .sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))
+             .map(tr => [...tr.querySelectorAll('.ag-cell')].map(td => td.innerText.trim()))
              .filter(r => r.length > 3);"""
     )
 
@@ -85,14 +86,14 @@ def test_supervisor_ranks_drills_and_downloads(
     shot(d, artifacts, "assessment-streets")
     # the metric definition is a tooltip on the heading
     # drill: click a street name → its grids
-    first = d.find_elements(By.CSS_SELECTOR, "#asm-table tbody tr td[data-dash-column=name]")[0]
+    first = d.find_element(By.CSS_SELECTOR, "#asm-table .ag-row[row-index='0'] [col-id=name]")
     street_name = first.text
     first.click()
     wait(d).until(lambda d: "level=grid" in d.current_url)
     wait(d).until(lambda d: (rows := table_rows(d)) and rows[0][2] == street_name)
     shot(d, artifacts, "assessment-grids")
     # the incidents behind a number
-    cell = d.find_elements(By.CSS_SELECTOR, "#asm-table tbody tr td[data-dash-column=reports]")[0]
+    cell = d.find_element(By.CSS_SELECTOR, "#asm-table .ag-row[row-index='0'] [col-id=reports]")
     cell.click()
     wait(d).until(lambda d: d.find_element(By.ID, "asm-behind").is_displayed())
     wait(d).until(lambda d: "事件上报数" in d.find_element(By.ID, "asm-behind").text)

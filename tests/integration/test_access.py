@@ -205,9 +205,9 @@ def _value_for(prop: dict[str, Any], area: Any) -> Any:
     if cid == "asm-view":  # the assessment view: this month's workers inside ``area``
         month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
         return {"level": "worker", "period": month, "area": area}
-    if cid == "asm-table" and p == "active_cell":  # a click on a row's number (or name)
+    if cid == "asm-table" and p == "cellClicked":  # a click on a row's number (or name)
         row = f"{CANARY}-W" if area == OTHER else area  # also the other district's worker
-        return {"row": 0, "column": 3, "column_id": "reports", "row_id": row}
+        return {"rowIndex": 0, "colId": "reports", "rowId": row, "value": 1, "timestamp": 1}
     if cid in ("asm-xlsx", "asm-csv", "asm-pdf"):
         return 1
     if cid == "asm-token":
@@ -322,7 +322,7 @@ def test_city_leader_does_see_the_other_district(app: Dash, city: City) -> None:
     # … and on the assessment page: the worker's row, and the incident behind its number
     other_grid = city.children(city.children(OTHER)[0])[0]
     cases = (
-        ("..asm-table.data", OTHER, CANARY),
+        ("..asm-table.rowData", OTHER, CANARY),
         ("..asm-behind.children", f"{CANARY}-W", f"{CANARY}-I1"),
     )
     for prefix, area, marker in cases:

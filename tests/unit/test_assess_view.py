@@ -4,6 +4,7 @@ drill-down, crumbs, colour bands, formula neutralisation and cell text."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -60,32 +61,29 @@ def test_bands_mark_the_best_and_worst_fifth_by_direction() -> None:
     for r in rows:
         for m in S.METRIC_IDS:
             r.setdefault(m, None)
-    styles = A.bands(rows)
-    by = {
-        (s["if"]["column_id"], s["backgroundColor"][:14]): s["if"]["filter_query"] for s in styles
-    }
-    green, red = "rgba(39, 174, ", "rgba(235, 87, "
-    assert by[("score", green)] == "{score} >= 8.0" and by[("score", red)] == "{score} <= 1.0"
+
+    def by(rows: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+        """(column, colour) → the condition's comparison, e.g. ``>= 8.0``."""
+        return {
+            (col, "green" if c["style"] is A.BEST_STYLE else "red"): c["condition"].split(
+                "params.value "
+            )[-1]
+            for col, conds in A.bands(rows).items()
+            for c in conds
+        }
+
+    got = by(rows)
+    assert got[("score", "green")] == ">= 8.0" and got[("score", "red")] == "<= 1.0"
     # fewer overdue is better
-    assert (
-        by[("overdue", green)] == "{overdue} <= 2.0" and by[("overdue", red)] == "{overdue} >= 9.0"
-    )
-    assert not [s for s in styles if s["if"]["column_id"] == "accept_ontime"]  # no data
-    assert A.bands(rows[:4]) == []  # too few rows to band
+    assert got[("overdue", "green")] == "<= 2.0" and got[("overdue", "red")] == ">= 9.0"
+    assert not [k for k in got if k[0] == "accept_ontime"]  # no data
+    assert A.bands(rows[:4]) == {}  # too few rows to band
     # ties: nine rows share the best score, one is worse → only that one is red
-    tied = [{**r, "score": 100.0 if i else 50.0} for i, r in enumerate(rows)]
-    got = {
-        (s["if"]["column_id"], s["backgroundColor"][:14]): s["if"]["filter_query"]
-        for s in A.bands(tied)
-    }
-    assert got[("score", red)] == "{score} < 100.0" and got[("score", green)] == "{score} >= 100.0"
+    tied = by([{**r, "score": 100.0 if i else 50.0} for i, r in enumerate(rows)])
+    assert tied[("score", "red")] == "< 100.0" and tied[("score", "green")] == ">= 100.0"
     # ... and nine share the worst: only the one better row is green
-    low = [{**r, "score": 50.0 if i else 100.0} for i, r in enumerate(rows)]
-    got = {
-        (s["if"]["column_id"], s["backgroundColor"][:14]): s["if"]["filter_query"]
-        for s in A.bands(low)
-    }
-    assert got[("score", green)] == "{score} > 50.0" and got[("score", red)] == "{score} <= 50.0"
+    low = by([{**r, "score": 50.0 if i else 100.0} for i, r in enumerate(rows)])
+    assert low[("score", "green")] == "> 50.0" and low[("score", "red")] == "<= 50.0"
 
 
 @pytest.mark.parametrize(

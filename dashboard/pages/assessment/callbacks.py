@@ -20,11 +20,9 @@ from dashboard.i18n import t
 from dashboard.pages.assessment import export_jobs as J
 from dashboard.pages.assessment import queries as A
 from dashboard.pages.assessment.components import (
-    ACTIVE_STYLES,
-    DARK_TABLE,
     EXPORT_BUTTONS,
-    DataTable,
     crumbs,
+    grid,
     progress_bar,
     session_view,
     title,
@@ -51,8 +49,8 @@ def shown_for(b: Backend, view: A.View) -> S.Shown:
 
 
 @dash.callback(
-    Output(ids.ASM_TABLE, "data"),
-    Output(ids.ASM_TABLE, "style_data_conditional"),
+    Output(ids.ASM_TABLE, "rowData"),
+    Output(ids.ASM_TABLE, "columnDefs"),
     Output(ids.ASM_TITLE, "children"),
     Output(ids.ASM_CRUMBS, "children"),
     Output(ids.ASM_TOKEN, "data"),
@@ -63,20 +61,20 @@ def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
     b = current()
     view = session_view(b, query if isinstance(query, dict) else {})
     if view is None:
-        return [], [], t("auth.denied", lang), [], None
+        return [], no_update, t("auth.denied", lang), [], None
     p = auth.principal()
     assert p is not None
     try:
         shown = shown_for(b, view)
     except L.BACKEND_ERRORS:
-        return [], [], html.Span(t("asm.unavailable", lang), className="wg-muted"), [], None
+        return [], no_update, html.Span(t("asm.unavailable", lang), className="wg-muted"), [], None
     token = secrets.token_urlsafe(18)
     payload = {"user": p.username, "shown": shown.to_json()}
     with contextlib.suppress(*L.BACKEND_ERRORS):
         b.r.set(_token_key(b, token), json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
     return (
         A.table_data(shown.rows),
-        [*ACTIVE_STYLES, *A.bands(shown.rows)],
+        A.columns(view.level, lang, A.bands(shown.rows)),
         title(shown, b, lang),
         crumbs(b, p.scope, view),
         token,
@@ -94,7 +92,7 @@ def _token_key(b: Backend, token: str) -> str:
     Input(ids.ASM_RANGE, "start_date"),
     Input(ids.ASM_RANGE, "end_date"),
     Input(ids.ASM_LEVEL, "value"),
-    Input(ids.ASM_TABLE, "active_cell"),
+    Input(ids.ASM_TABLE, "cellClicked"),
     State(ids.ASM_VIEW, "data"),
     prevent_initial_call=True,
 )
@@ -115,9 +113,9 @@ def navigate(
     trig = ctx.triggered_id
     q = {"level": view.level, "period": view.period.key, "area": view.area}
     if trig == ids.ASM_TABLE:
-        if not isinstance(cell, dict) or cell.get("column_id") != "name":
+        if not isinstance(cell, dict) or cell.get("colId") != "name":
             return no_update
-        target = A.drill(b.city, view, str(cell.get("row_id") or ""))
+        target = A.drill(b.city, view, str(cell.get("rowId") or ""))
         if target is None:
             return no_update
         q = {"level": target.level, "period": view.period.key, "area": target.area}
@@ -147,7 +145,7 @@ def navigate(
 @dash.callback(
     Output(ids.ASM_BEHIND, "children"),
     Output(ids.ASM_BEHIND, "hidden"),
-    Input(ids.ASM_TABLE, "active_cell"),
+    Input(ids.ASM_TABLE, "cellClicked"),
     State(ids.ASM_VIEW, "data"),
     State(ids.LANG, "data"),
     prevent_initial_call=True,
@@ -157,8 +155,8 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
     view = session_view(b, query if isinstance(query, dict) else {})
     if view is None or not isinstance(cell, dict):
         return no_update, no_update
-    metric = str(cell.get("column_id") or "")
-    row_id = str(cell.get("row_id") or "")
+    metric = str(cell.get("colId") or "")
+    row_id = str(cell.get("rowId") or "")
     if metric not in S.METRICS:
         return no_update, no_update
     if not _row_in_scope(b, view, row_id):  # scope from the session, never the cell
@@ -192,21 +190,16 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
         ("hours", "asm.col.hours"),
         ("counts", "asm.behind.counts"),
     ]
-    table = DataTable(
-        id="asm-behind-table",
-        data=rows,
-        columns=[{"id": c, "name": t(k, lang)} for c, k in cols],
-        sort_action="native",
-        page_size=15,
-        style_data_conditional=[
-            *ACTIVE_STYLES,
-            {"if": {"filter_query": "{counts} = '✗'"}, "color": "#ffb4b4"},
-        ],
-        style_cell_conditional=[
-            {"if": {"column_id": c}, "textAlign": "left"}
-            for c in ("incident_id", "category", "source", "grid_id", "level")
-        ],
-        **{**DARK_TABLE, "style_table": {"overflowX": "auto"}},
+    table = grid(
+        "asm-behind-table",
+        A.behind_columns([(c, t(k, lang)) for c, k in cols]),
+        f"{min(15, len(rows)) * 28 + 60}px",
+        [{**r, "id": r["incident_id"]} for r in rows],
+        getRowStyle={
+            "styleConditions": [
+                {"condition": "params.data.counts == '✗'", "style": {"color": "#ffb4b4"}}
+            ]
+        },
     )
     return [head, table], False
 

@@ -23,10 +23,9 @@ from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.assessment import queries as A
 from dashboard.pages.assessment.components import (
-    DARK_TABLE,
     EXPORT_BUTTONS,
     POLL_MS,
-    DataTable,
+    grid,
     session_view,
     view_data,
 )
@@ -112,26 +111,7 @@ def layout(**query: Any) -> Any:
         ],
         className="pan-toolbar asm-toolbar",
     )
-    table = DataTable(
-        id=ids.ASM_TABLE,
-        data=[],
-        columns=A.columns(view.level, lang),
-        sort_action="native",
-        sort_by=[],
-        fixed_rows={"headers": True},
-        tooltip_header=A.header_tooltips(lang),
-        tooltip_delay=300,
-        tooltip_duration=None,
-        cell_selectable=True,
-        page_action="none",
-        style_data_conditional=[],
-        style_cell_conditional=[
-            {"if": {"column_id": "name"}, "textAlign": "left", "minWidth": "130px"},
-            {"if": {"column_id": "parent"}, "textAlign": "left", "minWidth": "110px"},
-            {"if": {"column_id": "trend"}, "fontFamily": "monospace", "letterSpacing": "1px"},
-        ],
-        **DARK_TABLE,
-    )
+    table = grid(ids.ASM_TABLE, A.columns(view.level, lang), "calc(100vh - 330px)")
     return html.Div(
         [
             dcc.Store(id=ids.ASM_VIEW, data=view_data(view)),

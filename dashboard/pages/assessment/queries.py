@@ -83,23 +83,42 @@ def period_options(kind: str, now_ms: int, tz: str, lang: str, n: int = 13) -> l
     return [{"label": p.label(lang), "value": p.key} for p in reversed(cur.recent(n))]
 
 
-def columns(level: str, lang: str) -> list[dict[str, Any]]:
-    """DataTable columns: numbers stay numbers (sortable), formatted like the exports."""
-    from dash.dash_table.Format import Format, Scheme, Sign
+FORMATS = {  # d3-format specifiers, the same text as ``exports.cell_text``
+    "int": ".0f",
+    "num1": ".1f",
+    "signed1": "+.1f",
+}
+BEST_STYLE = {"backgroundColor": "rgba(39, 174, 96, 0.30)", "color": "#c9f7d9"}
+WORST_STYLE = {"backgroundColor": "rgba(235, 87, 87, 0.30)", "color": "#ffd6d6"}
+TEXT_WIDTH = {"name": 140, "parent": 120, "trend": 110}
 
+
+def columns(
+    level: str, lang: str, banded: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """AG Grid column definitions: numbers stay numbers (sortable), formatted like the
+    exports; a metric's header carries its definition; ``banded`` (from :func:`bands`)
+    colours the best and worst fifth of each column."""
+    tips = header_tooltips(lang)
     out: list[dict[str, Any]] = []
     for c in [*S.shown_columns(level), "trend"]:
-        col: dict[str, Any] = {"id": c, "name": S.column_title(c, lang, level)}
+        col: dict[str, Any] = {"field": c, "headerName": S.column_title(c, lang, level)}
+        if c in tips:
+            col["headerTooltip"] = tips[c]
         kind = column_kind(c)
-        if kind == "int":
-            col |= {"type": "numeric", "format": Format(precision=0, scheme=Scheme.fixed)}
-        elif kind == "num1":
-            col |= {"type": "numeric", "format": Format(precision=1, scheme=Scheme.fixed)}
-        elif kind == "signed1":
-            fmt = Format(precision=1, scheme=Scheme.fixed, sign=Sign.positive)
-            col |= {"type": "numeric", "format": fmt}
+        if kind in FORMATS:
+            col |= {
+                "type": "numericColumn",
+                "valueFormatter": {
+                    "function": f"params.value == null ? '' : d3.format('{FORMATS[kind]}')"
+                    "(params.value)"
+                },
+                "minWidth": 76,
+            }
         else:
-            col |= {"type": "text"}
+            col |= {"minWidth": TEXT_WIDTH.get(c, 90), "cellClass": f"asm-col-{c}"}
+        if banded and c in banded:
+            col["cellStyle"] = {"styleConditions": banded[c]}
         out.append(col)
     return out
 
@@ -116,10 +135,10 @@ def header_tooltips(lang: str) -> dict[str, str]:
     return tips
 
 
-def bands(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """DataTable styles: the best fifth green, the worst fifth red, per column (by each
-    metric's direction), when there are at least 5 rows with values."""
-    styles: list[dict[str, Any]] = []
+def bands(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per column, the conditions that colour the best fifth green and the worst fifth red
+    (by each metric's direction), when there are at least 5 rows with values."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for c in ["score", *S.METRIC_IDS]:
         vals = sorted(float(r[c]) for r in rows if r.get(c) is not None)
         if len(vals) < 5 or vals[0] == vals[-1]:
@@ -137,26 +156,31 @@ def bands(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             op_worst = op_worst[0]
         if best == bottom:
             op_best = op_best[0]
-        styles.append(
+        out[c] = [
             {
-                "if": {"filter_query": f"{{{c}}} {op_best} {best}", "column_id": c},
-                "backgroundColor": "rgba(39, 174, 96, 0.30)",
-                "color": "#c9f7d9",
-            }
-        )
-        styles.append(
+                "condition": f"params.value != null && params.value {op_best} {best}",
+                "style": BEST_STYLE,
+            },
             {
-                "if": {"filter_query": f"{{{c}}} {op_worst} {worst}", "column_id": c},
-                "backgroundColor": "rgba(235, 87, 87, 0.30)",
-                "color": "#ffd6d6",
-            }
-        )
-    return styles
+                "condition": f"params.value != null && params.value {op_worst} {worst}",
+                "style": WORST_STYLE,
+            },
+        ]
+    return out
 
 
 def table_data(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Display rows with the DataTable's stable row ``id``."""
+    """Display rows with the grid's stable row ``id``."""
     return [{**r, "id": r["row_id"]} for r in rows]
+
+
+def behind_columns(titles: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Columns of the incidents-behind table: text left, the hours right."""
+    return [
+        {"field": c, "headerName": name, "minWidth": 70, "flex": 1}
+        | ({"type": "numericColumn"} if c == "hours" else {})
+        for c, name in titles
+    ]
 
 
 def behind_rows(frame: Any, tz: str, lang: str) -> list[dict[str, Any]]:
