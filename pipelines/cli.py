@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipelines.access import accounts, audit
+from pipelines.city import boundaries
 from pipelines.city import geography as geo
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, child_environ, load_settings
@@ -381,8 +382,8 @@ def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
             else settings.path(settings.geo.cache_dir) / Path(args.file).stem
         )
         try:
-            city = geo.import_geojson(Path(args.file), settings.geo, out, n_grids=args.grids)
-        except geo.GeoImportError as exc:
+            city = boundaries.import_geojson(Path(args.file), settings.geo, out, n_grids=args.grids)
+        except boundaries.GeoImportError as exc:
             print(f"import failed: {exc}", file=sys.stderr)
             return 2
         print(
