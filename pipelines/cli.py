@@ -376,22 +376,7 @@ def _replay(rt: Runtime, path: Path) -> int:
 
 def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
     if args.geo_cmd == "import":
-        out = (
-            Path(args.out)
-            if args.out
-            else settings.path(settings.geo.cache_dir) / Path(args.file).stem
-        )
-        try:
-            city = boundaries.import_geojson(Path(args.file), settings.geo, out, n_grids=args.grids)
-        except boundaries.GeoImportError as exc:
-            print(f"import failed: {exc}", file=sys.stderr)
-            return 2
-        print(
-            f"imported {city.name}: {len(city.ids('district'))} districts, "
-            f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}"
-        )
-        print(f"use it with: WANGGE_GEO_SOURCE={out}")
-        return 0
+        return _geo_import(settings, args)
     city = load_city(settings)
     if args.geo_cmd == "export":
         fc = geo.level_geojson(city, args.level, args.parent, settings.geo.simplify_m)
@@ -405,6 +390,47 @@ def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
         if row.height:
             print(f"  {level:9s} {row['len'][0]:6d} areas  {row['area_km2'][0]:9.1f} km²")
     return 0
+
+
+def _geo_import(settings: Settings, args: argparse.Namespace) -> int:
+    out = (
+        Path(args.out) if args.out else settings.path(settings.geo.cache_dir) / Path(args.file).stem
+    )
+    try:
+        res = boundaries.import_geojson(
+            Path(args.file), settings.geo, out, n_grids=args.grids, name=args.name
+        )
+    except boundaries.GeoImportError as exc:
+        shown = exc.problems[:200]
+        print(f"import failed: {len(exc.problems)} problem(s) in {args.file}", file=sys.stderr)
+        for problem in shown:
+            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) > len(shown):
+            print(f"  … (first {len(shown)} shown)", file=sys.stderr)
+        print("nothing was written", file=sys.stderr)
+        return 2
+    for note in res.notes:
+        print(f"note: {note}")
+    for repair in res.repairs:
+        print(f"repaired: {repair.describe()}")
+    city = res.city
+    print(
+        f"imported {city.name} ({city.city_id}): {len(city.ids('district'))} districts, "
+        f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}"
+        + (f" ({len(res.repairs)} polygons repaired)" if res.repairs else "")
+    )
+    print(f"use it with: WANGGE_GEO_SOURCE={out}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of grids, got {value}")
+    return value
 
 
 def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
@@ -669,7 +695,12 @@ def parser() -> argparse.ArgumentParser:
     gi = gs.add_parser("import", help="import a GeoJSON city (grids, or district outlines)")
     gi.add_argument("file")
     gi.add_argument("--out", help="output directory (default var/geo/<file stem>)")
-    gi.add_argument("--grids", type=int, help="grids to generate inside district outlines")
+    gi.add_argument(
+        "--grids",
+        type=_positive_int,
+        help="grids to generate inside district outlines (a positive number; default geo.grids)",
+    )
+    gi.add_argument("--name", help="the city's name (e.g. 杭州市) when the file does not give it")
     ge = gs.add_parser("export", help="write one level's simplified GeoJSON")
     ge.add_argument("--level", choices=geo.LEVELS, default="district")
     ge.add_argument("--parent")
