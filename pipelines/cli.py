@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import redis
@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipelines.access import accounts, audit
-from pipelines.city import boundaries
+from pipelines.city import binding, boundaries
 from pipelines.city import geography as geo
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, child_environ, load_settings
@@ -81,6 +81,15 @@ def load_city(settings: Settings) -> geo.City:
     city = geo.load_city(settings.geo)
     log.info("city %s: %d areas in %.1fs", city.city_id, city.areas.height, time.perf_counter() - t)
     return city
+
+
+def check_city(rt: Runtime, city: geo.City) -> None:
+    """Refuse to go on when the database or Redis prefix belongs to another city."""
+    try:
+        binding.check(rt.engine, rt.r, rt.settings.redis.prefix, city, int(time.time() * 1000))
+    except binding.CityMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def sync_areas(engine: Engine, city: geo.City) -> None:
@@ -165,6 +174,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     city = load_city(settings)
     index = geo.GridIndex(city)
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         w = make_worker(args.feed, rt.settings, city, index, rt.r, rt.engine, args.name)
         while not stop.is_set():
             try:
@@ -233,6 +243,7 @@ def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_event()
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         sync_areas(rt.engine, city)
         sup = _pipelines(rt, city, stop)
         try:
@@ -259,6 +270,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids",
             flush=True,
         )
+        check_city(rt, city)
         sync_areas(rt.engine, city)
         sup = _pipelines(rt, city, stop)
         if s.run.simulate and not args.no_simulate:
@@ -377,6 +389,8 @@ def _replay(rt: Runtime, path: Path) -> int:
 def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
     if args.geo_cmd == "import":
         return _geo_import(settings, args)
+    if args.geo_cmd == "rebind":
+        return _geo_rebind(settings, args)
     city = load_city(settings)
     if args.geo_cmd == "export":
         fc = geo.level_geojson(city, args.level, args.parent, settings.geo.simplify_m)
@@ -423,6 +437,47 @@ def _geo_import(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
+    """Show whose data the database holds; with a flag, bind it to the configured city.
+
+    Redis is checked and cleared only when ``redis.url`` is set: the embedded Redis of
+    ``wangge run`` keeps nothing between starts."""
+    city = load_city(settings)
+    configured = binding.stamp_of(city)
+    mode: Literal["discard", "keep"] | None = (
+        "discard" if args.discard_data else "keep" if args.keep_data else None
+    )
+    prefix = settings.redis.prefix
+    now_ms = int(time.time() * 1000)
+    r = redis.Redis.from_url(settings.redis.url) if settings.redis.url else None
+    try:
+        with sql_engine(settings) as engine:
+            if mode is None:
+                bound = binding.bound_stamp(engine)
+                print(f"configured city: {configured.describe()}")
+                print(f"database holds:  {bound.describe() if bound else 'no city yet'}")
+                try:
+                    binding.check(engine, r, prefix, city, now_ms)
+                except binding.CityMismatch as exc:
+                    print(f"\n{exc}", file=sys.stderr)
+                    return 1
+                print("they match: nothing to do")
+                return 0
+            actor = f"cli:{getpass.getuser()}"
+            report = binding.rebind(engine, r, prefix, city, mode, now_ms=now_ms, actor=actor)
+    except binding.RebindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if r is not None:
+            r.close()
+    for line in report.lines():
+        print(line)
+    if mode == "keep":
+        print("next: `wangge rebuild-live` (live state in Redis from the kept history)")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -438,6 +493,7 @@ def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
 
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         t = time.perf_counter()
         counts = rebuild_live(rt.settings, city, rt.r, rt.engine)
     print(f"rebuilt live state in {time.perf_counter() - t:.1f}s: {counts}")
@@ -701,6 +757,24 @@ def parser() -> argparse.ArgumentParser:
         help="grids to generate inside district outlines (a positive number; default geo.grids)",
     )
     gi.add_argument("--name", help="the city's name (e.g. 杭州市) when the file does not give it")
+    gr = gs.add_parser(
+        "rebind",
+        help="whose city the database holds; bind it to the configured city",
+        description="Without a flag: show the database's city and the configured one. "
+        "A database serves one city; to switch it to the configured city choose what "
+        "happens to the data it holds.",
+    )
+    grm = gr.add_mutually_exclusive_group()
+    grm.add_argument(
+        "--discard-data",
+        action="store_true",
+        help="delete the previous city's data (not accounts nor the audit log) and Redis keys",
+    )
+    grm.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="the same city with new areas: keep the history (then run rebuild-live)",
+    )
     ge = gs.add_parser("export", help="write one level's simplified GeoJSON")
     ge.add_argument("--level", choices=geo.LEVELS, default="district")
     ge.add_argument("--parent")
