@@ -710,6 +710,24 @@ def _import_districts(
     return build
 
 
+def _ids_as_adcodes(raw: list[Any], geo: GeoSettings, notes: list[str]) -> None:
+    """Echarts-style files put the code in the Feature's ``id`` member, not in its
+    properties: there it stands in for a missing ``adcode`` (in place)."""
+    taken = ("adcode", geo.district_id_key, geo.grid_id_key)
+    used = 0
+    for f in raw:
+        if not isinstance(f, dict) or _text(f.get("id")) is None:
+            continue
+        props = f.get("properties")
+        if props is None:
+            props = f["properties"] = {}
+        if isinstance(props, dict) and not any(_text(props.get(k)) for k in taken):
+            props["adcode"] = f["id"]
+            used += 1
+    if used:
+        notes.append(f"{used} features carry their code as the Feature id: read as adcode")
+
+
 # ------------------------------------------------------------------ entry point
 
 
@@ -743,6 +761,7 @@ def import_geojson(
     data = _read_collection(path, notes)
     crs = _read_crs(path, data, notes)
     raw = data["features"]
+    _ids_as_adcodes(raw, geo, notes)
     keys: set[str] = set()
     for f in raw:
         props = f.get("properties") if isinstance(f, dict) else None

@@ -473,3 +473,15 @@ def test_real_nanjing_file_imports_with_its_repairs(tmp_path: Path) -> None:
     assert shapely.is_valid(city.geoms).all()
     total = city.areas.filter(city.areas["level"] == "district")["area_km2"].sum()
     assert 6000 < total < 7000  # Nanjing: 6,587 km²
+
+
+def test_a_feature_id_stands_in_for_a_missing_adcode(tmp_path: Path) -> None:
+    """Echarts-style files: ``{"type": "Feature", "id": "330102", "properties": {"name": …}}``."""
+    fc = _datav(_squares())
+    for f in fc["features"]:
+        f["id"] = str(f["properties"].pop("adcode"))
+        f["properties"] = {"name": f["properties"]["name"], "cp": [0, 0], "childNum": 1}
+    res = _import(tmp_path, fc)
+    assert res.city.ids("district") == ["330102", "330105", "330106"]
+    assert res.city.area("330105")["name"] == "秦淮区"
+    assert any("Feature id" in n for n in res.notes)
