@@ -85,8 +85,14 @@ def load_city(settings: Settings) -> geo.City:
 
 def check_city(rt: Runtime, city: geo.City) -> None:
     """Refuse to go on when the database or Redis prefix belongs to another city."""
+    check_city_sql(rt.engine, city, rt)
+
+
+def check_city_sql(engine: Engine, city: geo.City, rt: Runtime | None = None) -> None:
+    """The same for a command with only the database (and Redis when ``rt`` is given)."""
     try:
-        binding.check(rt.engine, rt.r, rt.settings.redis.prefix, city, int(time.time() * 1000))
+        r, prefix = (rt.r, rt.settings.redis.prefix) if rt else (None, "")
+        binding.check(engine, r, prefix, city, int(time.time() * 1000))
     except binding.CityMismatch as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
@@ -360,6 +366,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     stop = _stop_event()
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         t = _start_simulator(rt, city, stop, cfg.speed)
         if args.duration:
             stop.wait(args.duration)
@@ -559,6 +566,8 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     try:
         city = load_city(settings) if sub in ("add", "set-role") else None
         with sql_engine(settings) as engine:
+            if city is not None:
+                check_city_sql(engine, city)
             if sub == "list":
                 users = accounts.list_users(engine)
                 print(f"{'username':16s} {'role':19s} {'scope':14s} {'disabled':8s} name")
@@ -649,6 +658,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     now_ms = int(time.time() * 1000)
     with sql_engine(settings) as engine:
+        check_city_sql(engine, city)
         card = scorecard.scorecard(engine, city, settings, args.level, period, now_ms, scope)
         report = _progress_lines() if args.progress else exports.no_progress
         shown = scorecard.Shown.of(card)
@@ -707,6 +717,7 @@ def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{len(errors)} bad rows{more}; nothing imported", file=sys.stderr)
         return 1
     with sql_engine(settings) as engine:
+        check_city_sql(engine, city)
         n = work.import_roster(
             engine,
             rows,

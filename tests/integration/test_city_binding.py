@@ -342,6 +342,10 @@ def test_switching_cities_on_one_database_is_refused_until_rebound(tmp_path: Pat
     assert "This database belongs to 杭州市 (330100" in out and "无锡市 (320200" in out
     assert "wangge geo rebind --discard-data" in out
 
+    # commands that write the configured city's ids are refused the same way
+    res = wangge("users", "add", "x", "--role", "city_leader", "--scope", "320200", env=wx)
+    assert res.returncode == 2 and "This database belongs to 杭州市" in res.stderr, res.stderr
+
     res = wangge("geo", "rebind", env=wx)
     assert res.returncode == 1 and "database holds:  杭州市" in res.stdout
     res = wangge("geo", "rebind", "--discard-data", env=wx)

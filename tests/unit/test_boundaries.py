@@ -485,3 +485,12 @@ def test_a_feature_id_stands_in_for_a_missing_adcode(tmp_path: Path) -> None:
     assert res.city.ids("district") == ["330102", "330105", "330106"]
     assert res.city.area("330105")["name"] == "秦淮区"
     assert any("Feature id" in n for n in res.notes)
+
+
+def test_a_datav_parent_name_names_the_city(tmp_path: Path) -> None:
+    fc = _datav(_squares())
+    for f in fc["features"]:
+        f["properties"]["parent"] = {"adcode": 330100, "name": "杭州市"}
+    res = _import(tmp_path, fc, name=None)
+    assert (res.city.city_id, res.city.name) == ("330100", "杭州市")
+    assert any("'杭州市'" in n and "parent" in n for n in res.notes)
