@@ -28,6 +28,7 @@ from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
 from dashboard.pages.work import export as work_export
+from pipelines.city import binding
 from pipelines.city.geography import City, load_city
 from pipelines.settings import ROOT, Settings, load_settings
 from pipelines.spine import store
@@ -186,6 +187,12 @@ def create_app(
     engine = store.make_engine(settings.database_url, settings.database.schema or None)
     with contextlib.suppress(SQLAlchemyError):  # idempotent; a down database is handled per request
         store.create_schema(engine)
+    # A database or Redis prefix of another city refuses to serve (binding.CityMismatch);
+    # one that is down is checked by the pipelines when it is back.
+    with contextlib.suppress(SQLAlchemyError):
+        binding.check_database(engine, city, int(clock() * 1000))
+    with contextlib.suppress(redis.RedisError):
+        binding.check_redis(r, settings.redis.prefix, city)
     app = Dash(
         __name__,
         use_pages=True,

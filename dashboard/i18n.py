@@ -78,6 +78,13 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wall.clock": ("{date} {weekday}", "{weekday} {date}"),
     "wall.tour": ("轮播", "Tour"),
     "wall.red": ("红色预警", "RED WARNING"),
+    "wall.back": ("返回大屏", "Back to the wall screen"),
+    "wall.noscope.title": ("大屏区域不在当前城市", "This screen's area is not in this city"),
+    "wall.noscope.body": (
+        "此大屏账号的区域 “{id}” 不属于{city}。请管理员调整该账号的区域（wangge users set-role）。",
+        "This screen's account is scoped to “{id}”, which is not an area of {city}. "
+        "Ask an administrator to re-scope it (wangge users set-role).",
+    ),
     # warning levels
     "warn.blue": ("蓝色", "Blue"),
     "warn.yellow": ("黄色", "Yellow"),

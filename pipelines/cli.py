@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 import redis
@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from pipelines.access import accounts, audit
+from pipelines.city import binding, boundaries
 from pipelines.city import geography as geo
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, child_environ, load_settings
@@ -80,6 +81,21 @@ def load_city(settings: Settings) -> geo.City:
     city = geo.load_city(settings.geo)
     log.info("city %s: %d areas in %.1fs", city.city_id, city.areas.height, time.perf_counter() - t)
     return city
+
+
+def check_city(rt: Runtime, city: geo.City) -> None:
+    """Refuse to go on when the database or Redis prefix belongs to another city."""
+    check_city_sql(rt.engine, city, rt)
+
+
+def check_city_sql(engine: Engine, city: geo.City, rt: Runtime | None = None) -> None:
+    """The same for a command with only the database (and Redis when ``rt`` is given)."""
+    try:
+        r, prefix = (rt.r, rt.settings.redis.prefix) if rt else (None, "")
+        binding.check(engine, r, prefix, city, int(time.time() * 1000))
+    except binding.CityMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def sync_areas(engine: Engine, city: geo.City) -> None:
@@ -164,6 +180,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     city = load_city(settings)
     index = geo.GridIndex(city)
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         w = make_worker(args.feed, rt.settings, city, index, rt.r, rt.engine, args.name)
         while not stop.is_set():
             try:
@@ -232,6 +249,7 @@ def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_event()
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         sync_areas(rt.engine, city)
         sup = _pipelines(rt, city, stop)
         try:
@@ -258,6 +276,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids",
             flush=True,
         )
+        check_city(rt, city)
         sync_areas(rt.engine, city)
         sup = _pipelines(rt, city, stop)
         if s.run.simulate and not args.no_simulate:
@@ -347,6 +366,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     stop = _stop_event()
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         t = _start_simulator(rt, city, stop, cfg.speed)
         if args.duration:
             stop.wait(args.duration)
@@ -375,22 +395,9 @@ def _replay(rt: Runtime, path: Path) -> int:
 
 def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
     if args.geo_cmd == "import":
-        out = (
-            Path(args.out)
-            if args.out
-            else settings.path(settings.geo.cache_dir) / Path(args.file).stem
-        )
-        try:
-            city = geo.import_geojson(Path(args.file), settings.geo, out, n_grids=args.grids)
-        except geo.GeoImportError as exc:
-            print(f"import failed: {exc}", file=sys.stderr)
-            return 2
-        print(
-            f"imported {city.name}: {len(city.ids('district'))} districts, "
-            f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}"
-        )
-        print(f"use it with: WANGGE_GEO_SOURCE={out}")
-        return 0
+        return _geo_import(settings, args)
+    if args.geo_cmd == "rebind":
+        return _geo_rebind(settings, args)
     city = load_city(settings)
     if args.geo_cmd == "export":
         fc = geo.level_geojson(city, args.level, args.parent, settings.geo.simplify_m)
@@ -406,11 +413,94 @@ def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _geo_import(settings: Settings, args: argparse.Namespace) -> int:
+    out = (
+        Path(args.out) if args.out else settings.path(settings.geo.cache_dir) / Path(args.file).stem
+    )
+    try:
+        res = boundaries.import_geojson(
+            Path(args.file), settings.geo, out, n_grids=args.grids, name=args.name
+        )
+    except boundaries.GeoImportError as exc:
+        shown = exc.problems[:200]
+        print(f"import failed: {len(exc.problems)} problem(s) in {args.file}", file=sys.stderr)
+        for problem in shown:
+            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) > len(shown):
+            print(f"  … (first {len(shown)} shown)", file=sys.stderr)
+        print("nothing was written", file=sys.stderr)
+        return 2
+    for note in res.notes:
+        print(f"note: {note}")
+    for repair in res.repairs:
+        print(f"repaired: {repair.describe()}")
+    city = res.city
+    print(
+        f"imported {city.name} ({city.city_id}): {len(city.ids('district'))} districts, "
+        f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}"
+        + (f" ({len(res.repairs)} polygons repaired)" if res.repairs else "")
+    )
+    print(f"use it with: WANGGE_GEO_SOURCE={out}")
+    return 0
+
+
+def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
+    """Show whose data the database holds; with a flag, bind it to the configured city.
+
+    Redis is checked and cleared only when ``redis.url`` is set: the embedded Redis of
+    ``wangge run`` keeps nothing between starts."""
+    city = load_city(settings)
+    configured = binding.stamp_of(city)
+    mode: Literal["discard", "keep"] | None = (
+        "discard" if args.discard_data else "keep" if args.keep_data else None
+    )
+    prefix = settings.redis.prefix
+    now_ms = int(time.time() * 1000)
+    r = redis.Redis.from_url(settings.redis.url) if settings.redis.url else None
+    try:
+        with sql_engine(settings) as engine:
+            if mode is None:
+                bound = binding.bound_stamp(engine)
+                print(f"configured city: {configured.describe()}")
+                print(f"database holds:  {bound.describe() if bound else 'no city yet'}")
+                try:
+                    binding.check(engine, r, prefix, city, now_ms)
+                except binding.CityMismatch as exc:
+                    print(f"\n{exc}", file=sys.stderr)
+                    return 1
+                print("they match: nothing to do")
+                return 0
+            actor = f"cli:{getpass.getuser()}"
+            report = binding.rebind(engine, r, prefix, city, mode, now_ms=now_ms, actor=actor)
+    except binding.RebindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if r is not None:
+            r.close()
+    for line in report.lines():
+        print(line)
+    if mode == "keep":
+        print("next: `wangge rebuild-live` (live state in Redis from the kept history)")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of grids, got {value}")
+    return value
+
+
 def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.spine.runner import rebuild_live
 
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
         t = time.perf_counter()
         counts = rebuild_live(rt.settings, city, rt.r, rt.engine)
     print(f"rebuilt live state in {time.perf_counter() - t:.1f}s: {counts}")
@@ -476,6 +566,8 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     try:
         city = load_city(settings) if sub in ("add", "set-role") else None
         with sql_engine(settings) as engine:
+            if city is not None:
+                check_city_sql(engine, city)
             if sub == "list":
                 users = accounts.list_users(engine)
                 print(f"{'username':16s} {'role':19s} {'scope':14s} {'disabled':8s} name")
@@ -567,6 +659,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     now_ms = int(time.time() * 1000)
     with sql_engine(settings) as engine:
+        check_city_sql(engine, city)
         card = scorecard.scorecard(engine, city, settings, args.level, period, now_ms, scope)
         report = _progress_lines() if args.progress else exports.no_progress
         shown = scorecard.Shown.of(card)
@@ -625,6 +718,7 @@ def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{len(errors)} bad rows{more}; nothing imported", file=sys.stderr)
         return 1
     with sql_engine(settings) as engine:
+        check_city_sql(engine, city)
         n = work.import_roster(
             engine,
             rows,
@@ -669,7 +763,30 @@ def parser() -> argparse.ArgumentParser:
     gi = gs.add_parser("import", help="import a GeoJSON city (grids, or district outlines)")
     gi.add_argument("file")
     gi.add_argument("--out", help="output directory (default var/geo/<file stem>)")
-    gi.add_argument("--grids", type=int, help="grids to generate inside district outlines")
+    gi.add_argument(
+        "--grids",
+        type=_positive_int,
+        help="grids to generate inside district outlines (a positive number; default geo.grids)",
+    )
+    gi.add_argument("--name", help="the city's name (e.g. 杭州市) when the file does not give it")
+    gr = gs.add_parser(
+        "rebind",
+        help="whose city the database holds; bind it to the configured city",
+        description="Without a flag: show the database's city and the configured one. "
+        "A database serves one city; to switch it to the configured city choose what "
+        "happens to the data it holds.",
+    )
+    grm = gr.add_mutually_exclusive_group()
+    grm.add_argument(
+        "--discard-data",
+        action="store_true",
+        help="delete the previous city's data (not accounts nor the audit log) and Redis keys",
+    )
+    grm.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="the same city with new areas: keep the history (then run rebuild-live)",
+    )
     ge = gs.add_parser("export", help="write one level's simplified GeoJSON")
     ge.add_argument("--level", choices=geo.LEVELS, default="district")
     ge.add_argument("--parent")

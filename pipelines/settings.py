@@ -47,6 +47,8 @@ class GeoSettings:
     district_id_key: str = "district_id"
     district_name_key: str = "district_name"
     simplify_m: float = 30.0
+    city_name_key: str = "city_name"
+    repair_max_area_change: float = 0.001
 
 
 @dataclass(frozen=True)

@@ -645,7 +645,8 @@ def demo_accounts(
 ) -> list[tuple[str, str, str, str]]:
     """One account per role for ``make run``: ``(username, role, scope, password_or_token)``.
 
-    Idempotent: missing accounts are created; existing ones keep their role. With
+    Idempotent: missing accounts are created; existing ones keep their role (and their
+    scope, unless it is no area of ``city``: then the plan's scope in ``city``). With
     ``reset_passwords`` they get a fresh random password (so what is printed works) —
     only for the laptop demo, never against a production database. The wall account
     gets a new token each call (older ones stay valid until they expire).
@@ -670,6 +671,9 @@ def demo_accounts(
     actor = "system:demo"
     for username, role, scope, name in plan:
         existing = get_user(engine, username)
+        if existing and existing.role == role and city.level_of(existing.scope_area_id) is None:
+            # scoped to an area of another city (the database was rebound): follow this one
+            existing = set_role(engine, city, username, role, scope, now_ms=now_ms, actor=actor)
         secret = ""
         if role == "wall":
             if existing is None:

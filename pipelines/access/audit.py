@@ -63,6 +63,7 @@ ACTIONS = {
     "warning_dismiss": "an early warning was dismissed, with a reason",
     "export": "a scorecard or table was exported",
     "purge": "old audit rows were deleted under the retention policy",
+    "city_rebind": "the database was bound to another city or its new areas (wangge geo rebind)",
 }
 
 

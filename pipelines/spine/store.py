@@ -308,6 +308,21 @@ scorecard_snapshots = Table(
 )
 
 
+# ------------------------------------------------------------------ the database's city
+# (logic in pipelines/city/binding.py)
+
+city_binding = Table(
+    "city_binding",
+    metadata,
+    Column("slot", String(8), primary_key=True),  # always "city": one row
+    Column("city_id", String(32), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # sha256 of the area hierarchy
+    Column("areas", Integer, nullable=False),
+    Column("bound_ms", BigInteger, nullable=False),
+)
+
+
 def make_engine(url: str, schema: str | None = None, echo: bool = False) -> Engine:
     """Engine for SQLite (WAL, busy timeout) or PostgreSQL (optionally a private schema)."""
     if url.startswith("sqlite"):

@@ -18,6 +18,7 @@ import pytest
 import shapely
 from shapely.geometry import box, mapping
 
+from pipelines.city import boundaries
 from pipelines.city import geography as geo
 from pipelines.settings import GeoSettings
 
@@ -565,10 +566,11 @@ def _write(tmp_path: Path, data: Any, name: str = "in.geojson") -> Path:
 def test_import_grid_file_dissolves_streets_and_districts(tmp_path: Path) -> None:
     src = _write(tmp_path, _rect_grids())
     out = tmp_path / "city"
-    city = geo.import_geojson(src, GeoSettings(), out)
+    city = boundaries.import_geojson(src, GeoSettings(), out).city
     counts = dict(city.areas.group_by("level").len().iter_rows())
     assert counts == {"city": 1, "district": 2, "street": 4, "grid": 12}
     assert city.city_id == "320100"
+    assert city.name == "南京市"  # the demo's own city code: named without --name
     assert city.children("320100") == ["320102", "320104"]
     assert city.children("320102") == ["320102-001", "320102-002"]
     assert city.ancestors("320104-002-003") == ["320104-002-003", "320104-002", "320104", "320100"]
@@ -600,14 +602,15 @@ def test_import_grid_file_with_custom_keys(tmp_path: Path) -> None:
     for f in fc["features"]:
         f["properties"]["wgbm"] = f["properties"].pop("grid_id")
     settings = GeoSettings(grid_id_key="wgbm")
-    city = geo.import_geojson(_write(tmp_path, fc), settings, tmp_path / "out")
+    city = boundaries.import_geojson(_write(tmp_path, fc), settings, tmp_path / "out").city
     assert city.grids.height == 12
 
 
 def test_import_datav_district_outlines_generates_streets_and_grids(tmp_path: Path) -> None:
     src = _write(tmp_path, _datav_districts())
-    city = geo.import_geojson(src, GeoSettings(), tmp_path / "out", n_grids=60)
+    city = boundaries.import_geojson(src, GeoSettings(), tmp_path / "out", n_grids=60).city
     assert city.city_id == "320100"
+    assert city.name == "南京市"
     assert city.children("320100") == ["320104", "320105"]
     assert city.area("320105")["name"] == "建邺区"
     assert city.grids.height == 60
@@ -624,7 +627,7 @@ def test_import_datav_district_outlines_generates_streets_and_grids(tmp_path: Pa
     assert shapely.symmetric_difference(west, outline).area < 1e-9
     assert shapely.is_valid(city.geoms).all()
     assert (tmp_path / "out" / geo.CITY_FILE).exists()
-    again = geo.import_geojson(src, GeoSettings(), tmp_path / "out2", n_grids=60)
+    again = boundaries.import_geojson(src, GeoSettings(), tmp_path / "out2", n_grids=60).city
     assert again.geometry_hash() == city.geometry_hash()
 
 
@@ -632,8 +635,12 @@ def test_import_district_outlines_without_adcodes(tmp_path: Path) -> None:
     fc = _datav_districts()
     for k, f in enumerate(fc["features"]):
         f["properties"] = {"district_id": f"D{k}", "district_name": f"区{k}"}
-    city = geo.import_geojson(_write(tmp_path, fc), GeoSettings(), tmp_path / "out", n_grids=40)
+    src = _write(tmp_path, fc)
+    city = boundaries.import_geojson(
+        src, GeoSettings(), tmp_path / "out", n_grids=40, name="示例市"
+    ).city
     assert city.city_id == "city"
+    assert city.name == "示例市"
     assert city.grids.height == 40
     assert city.children("city") == ["D0", "D1"]
 
@@ -731,8 +738,8 @@ def test_import_errors_name_the_feature_and_write_nothing(tmp_path: Path, case: 
     data, pattern = ERROR_CASES[case]
     src = _write(tmp_path, data)
     out = tmp_path / "out"
-    with pytest.raises(geo.GeoImportError, match=pattern):
-        geo.import_geojson(src, GeoSettings(), out, n_grids=30)
+    with pytest.raises(boundaries.GeoImportError, match=pattern):
+        boundaries.import_geojson(src, GeoSettings(), out, n_grids=30)
     assert not (out / geo.CITY_FILE).exists()
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -741,23 +748,25 @@ def test_datav_import_errors(tmp_path: Path) -> None:
     fc = _datav_districts()
     fc["features"][1]["properties"]["adcode"] = 320105
     with pytest.raises(
-        geo.GeoImportError, match=r"feature #1 \(adcode=320105, name=秦淮区.*duplicate"
+        boundaries.GeoImportError, match=r"feature #1 \(adcode=320105, name=秦淮区.*duplicate"
     ):
-        geo.import_geojson(_write(tmp_path, fc), GeoSettings(), tmp_path / "out", n_grids=30)
+        boundaries.import_geojson(_write(tmp_path, fc), GeoSettings(), tmp_path / "out", n_grids=30)
     fc = _datav_districts()
     fc["features"][1]["geometry"] = _gj(shapely.MultiPolygon([box(118.70, 31.95, 118.90, 32.00)]))
     with pytest.raises(
-        geo.GeoImportError, match=r"feature #1 \(adcode=320104.*overlaps feature #0"
+        boundaries.GeoImportError, match=r"feature #1 \(adcode=320104.*overlaps feature #0"
     ):
-        geo.import_geojson(_write(tmp_path, fc), GeoSettings(), tmp_path / "out", n_grids=30)
+        boundaries.import_geojson(_write(tmp_path, fc), GeoSettings(), tmp_path / "out", n_grids=30)
     assert not (tmp_path / "out").exists()
 
 
 def test_import_keeps_a_previous_city_when_the_new_file_is_bad(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    good = geo.import_geojson(_write(tmp_path, _rect_grids(), "a.json"), GeoSettings(), out)
+    good = boundaries.import_geojson(
+        _write(tmp_path, _rect_grids(), "a.json"), GeoSettings(), out
+    ).city
     bad = _mutate(_set_geometry(4, BOWTIE))
-    with pytest.raises(geo.GeoImportError):
-        geo.import_geojson(_write(tmp_path, bad, "b.json"), GeoSettings(), out)
+    with pytest.raises(boundaries.GeoImportError):
+        boundaries.import_geojson(_write(tmp_path, bad, "b.json"), GeoSettings(), out)
     assert geo.load_city(GeoSettings(source=str(out))).areas.equals(good.areas)
     assert sorted(p.name for p in out.iterdir()) == [geo.CITY_FILE]

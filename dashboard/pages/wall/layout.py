@@ -16,6 +16,7 @@ from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import (
     leaflet_map,
+    message_panel,
 )
 from dashboard.i18n import t
 from dashboard.pages import load_callbacks
@@ -35,23 +36,46 @@ def _graph(graph_id: str) -> dcc.Graph:
     return dcc.Graph(id=graph_id, config=GRAPH, className="chart", style={"height": "100%"})
 
 
+def unavailable(b: Any, area_id: str | None, lang: str) -> html.Div | None:
+    """A friendly panel instead of the wall when its area cannot be shown (never an
+    exception, never a blank screen): an unknown id, an area outside the screen's scope,
+    or a screen whose own scope is no area of the configured city."""
+    home = auth.home_area(b.city)
+    if b.city.area(home) is None:
+        body = t("wall.noscope.body", lang, id=home, city=b.city.name)
+        return _message(t("wall.noscope.title", lang), body, lang)
+    if area_id is None:
+        return None
+    if b.city.area(area_id) is None:
+        return _message(t("notfound.title", lang), t("notfound.body", lang, id=area_id), lang)
+    if not auth.allowed(b.city, area_id):
+        return _message(t("auth.denied", lang), t("auth.denied.body", lang), lang)
+    return None
+
+
+def _message(title: str, body: str, lang: str) -> html.Div:
+    panel = message_panel(title, body, t("wall.back", lang), "wall-message", href="/wall")
+    return html.Div(panel, id="wall-root", className="wall-message")
+
+
 def layout(
     area_id: str | None = None, tour: str | None = None, metric: str | None = None, **_: Any
 ) -> Any:
     b = current()
     lang = L.lang()
+    problem = unavailable(b, area_id, lang)
+    if problem is not None:
+        return problem
     view = view_of(b.city, area_id or auth.home_area(b.city))
-    if view is None or not auth.allowed(b.city, view.area_id):
-        view = view_of(b.city, auth.home_area(b.city))  # a wall never shows an error page
-        assert view is not None
+    if view is None:  # unreachable after unavailable(); a wall never raises
+        return _message(t("notfound.title", lang), t("notfound.body", lang, id=area_id), lang)
     metric = metric if metric in METRICS else "open"
     try:
         tour_s = float(tour) if tour is not None else b.settings.dashboard.wall_tour_s
     except ValueError:
         tour_s = b.settings.dashboard.wall_tour_s
     s = b.settings.dashboard
-    row = b.city.area(view.area_id)
-    assert row is not None
+    row = b.city.area(view.area_id) or {"lon": 0.0, "lat": 0.0}
     zoom = {"city": 9.25, "district": 11, "street": 13, "grid": 15}[view.level]
     the_map = leaflet_map(
         ids.W_MAP,
