@@ -265,7 +265,7 @@ def wall_app(
 def test_the_wall_shows_a_message_for_an_area_it_cannot_show(
     wall_app: Any, area: str | None, scope: str, text: str
 ) -> None:
-    layout = page_module("wall").layout
+    layout = page_module("wall", "layout").layout
     with signed_in(wall_app, role="wall", scope=scope, username="screen"):
         page = layout(area_id=area)
     assert page.id == "wall-root" and "wall-message" in page.className
@@ -273,7 +273,7 @@ def test_the_wall_shows_a_message_for_an_area_it_cannot_show(
 
 
 def test_the_wall_shows_an_area_in_scope(wall_app: Any) -> None:
-    layout = page_module("wall").layout
+    layout = page_module("wall", "layout").layout
     with signed_in(wall_app, role="wall", scope="330100", username="screen"):
         page = layout(area_id="330105")
     assert page.className == "wall" and "拱墅区" in str(page)
