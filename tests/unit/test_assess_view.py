@@ -14,6 +14,8 @@ from pipelines.assessment import scorecard as S
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import load_settings
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 NOW = S.parse_period("2026-11-15").start_ms + 3_600_000
 TZ = "Asia/Shanghai"
 

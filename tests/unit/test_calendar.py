@@ -20,6 +20,8 @@ from pipelines.spine import aggregate as agg
 from pipelines.warnings import engine as W
 from tests.clock import MOMENTS, TZ, Moment, local, on_shift
 
+pytestmark = pytest.mark.clock
+
 TZ_NAME = "Asia/Shanghai"
 MIN = 60_000
 HOUR = 3_600_000
@@ -97,7 +99,6 @@ def test_the_current_period_holds_the_moment(moment: Moment, kind: str) -> None:
     assert earlier == (p.previous() if other else p)
 
 
-@pytest.mark.clock
 @pytest.mark.parametrize(
     ("at", "key", "year_before"),
     [
