@@ -26,8 +26,34 @@ from sqlalchemy import Engine, create_engine, text
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
+from tests.clock import MOMENTS, Moment
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--moment",
+        default="thu-10:00",
+        choices=[m.name for m in MOMENTS],
+        help="the calendar moment a live server's clock starts at (tests/clock.py)",
+    )
+
+
+@pytest.fixture(scope="module", params=MOMENTS, ids=str)
+def moment(request: pytest.FixtureRequest) -> Moment:
+    """Each named calendar moment in turn (``tests/clock.py``): a weekday day and night, a
+    weekend night and noon, the minute after midnight that starts a new ISO week and month.
+    A test that asks for it runs once per moment and is marked ``clock``."""
+    m: Moment = request.param
+    return m
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever runs at a calendar moment is time-sensitive: mark it ``clock``."""
+    for item in items:
+        if "moment" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.clock)
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,39 @@
-"""A live dashboard on a real Redis + SQL with simulated data, and headless Chromium."""
+"""A live dashboard on a real Redis + SQL with simulated data, and headless Chromium.
+
+The server's clock starts at one calendar moment (``--moment``, default ``thu-10:00``; see
+``tests/clock.py``) and runs from there, so what the pages show never depends on the
+machine's clock. Pages refresh by replacing their elements, so the tests never hold an
+element across a wait: they wait on conditions that find and read the page afresh each
+time (:func:`wait`, :func:`text`, :func:`click`, … below).
+"""
 
 from __future__ import annotations
 
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
 from pipelines.access import accounts
 from pipelines.city.geography import City, demo_city
-from tests.conftest import open_engine, settings_for
+from tests.clock import Clock, named
+from tests.conftest import ARTIFACTS, open_engine, settings_for
 from tests.integration.test_dashboard import fill
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -44,16 +61,131 @@ USERS = (
 )
 
 
-def login(driver: Any, base: str, username: str, password: str = PASSWORD) -> None:
-    """Sign in through the real form (skipped when already signed in as that user)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+# ------------------------------------------------------------------ waiting on the page
 
+
+class Wait:
+    """WebDriverWait that retries a condition whose element was replaced meanwhile, and
+    saves a screenshot and the browser log when it times out."""
+
+    def __init__(self, driver: Any, seconds: float, ignore: tuple[type, ...] = ()) -> None:
+        self.driver = driver
+        self.inner = WebDriverWait(
+            driver,
+            seconds,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException, *ignore),
+        )
+
+    def until(self, condition: Callable[[Any], Any]) -> Any:
+        try:
+            return self.inner.until(condition)
+        except TimeoutException:
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%H%M%S")
+            self.driver.save_screenshot(str(ARTIFACTS / f"timeout-{stamp}.png"))
+            log = "\n".join(str(e) for e in self.driver.get_log("browser"))
+            (ARTIFACTS / f"timeout-{stamp}.log").write_text(f"{self.driver.current_url}\n{log}")
+            raise
+
+
+def wait(driver: Any, seconds: float = 60) -> Wait:
+    return Wait(driver, seconds)
+
+
+def text(driver: Any, css: str) -> str:
+    """The visible text of the first element matching ``css`` now ("" when none), read in
+    the page in one step: never a handle that a refresh can make stale."""
+    got = driver.execute_script(
+        "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';", css
+    )
+    return str(got or "")
+
+
+def texts(driver: Any, css: str) -> list[str]:
+    """The visible texts of every element matching ``css`` now."""
+    got = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);", css
+    )
+    return [str(t) for t in got]
+
+
+def count(driver: Any, css: str) -> int:
+    return int(driver.execute_script("return document.querySelectorAll(arguments[0]).length;", css))
+
+
+def attr(driver: Any, css: str, name: str) -> str | None:
+    """An attribute of the first element matching ``css`` now (None when none)."""
+    got = driver.execute_script(
+        "var e = document.querySelector(arguments[0]);"
+        " return e ? e.getAttribute(arguments[1]) : null;",
+        css,
+        name,
+    )
+    return None if got is None else str(got)
+
+
+def displayed(driver: Any, css: str) -> bool:
+    """Whether the first element matching ``css`` is rendered (has a box) now."""
+    return bool(
+        driver.execute_script(
+            "var e = document.querySelector(arguments[0]);"
+            " return !!e && e.getClientRects().length > 0"
+            " && getComputedStyle(e).visibility !== 'hidden';",
+            css,
+        )
+    )
+
+
+def wait_text(driver: Any, css: str, needle: str, seconds: float = 60) -> str:
+    """Wait until the text of ``css`` contains ``needle``; returns that text."""
+
+    def has(d: Any) -> str | None:
+        got = text(d, css)
+        return got if needle in got else None
+
+    return str(wait(driver, seconds).until(has))
+
+
+def _act(driver: Any, css: str, index: int, seconds: float, act: Callable[[Any], None]) -> None:
+    """Find the element afresh and act on it, retrying while it is missing, replaced by a
+    refresh, or covered for a moment."""
+
+    def attempt(d: Any) -> bool | None:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        if len(found) <= index:
+            return None
+        act(found[index])
+        return True
+
+    busy = (ElementClickInterceptedException, ElementNotInteractableException)
+    Wait(driver, seconds, busy).until(attempt)
+
+
+def click(driver: Any, css: str, index: int = 0, seconds: float = 60) -> None:
+    """Click the ``index``-th element matching ``css`` (found afresh on every try)."""
+    _act(driver, css, index, seconds, lambda e: e.click())
+
+
+def hover(driver: Any, css: str, index: int = 0, seconds: float = 60) -> None:
+    """Move the mouse onto the ``index``-th element matching ``css``."""
+    _act(driver, css, index, seconds, lambda e: ActionChains(driver).move_to_element(e).perform())
+
+
+def type_into(driver: Any, css: str, keys: str, seconds: float = 60) -> None:
+    _act(driver, css, 0, seconds, lambda e: e.send_keys(keys))
+
+
+def login(driver: Any, base: str, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the real form."""
     driver.get(base + "/login")
-    driver.find_element(By.ID, "username").send_keys(username)
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.ID, "login-submit").click()
-    WebDriverWait(driver, 30).until(lambda d: "/login" not in d.current_url)
+    type_into(driver, "#username", username)
+    type_into(driver, "#password", password)
+    click(driver, "#login-submit")
+    wait(driver, 30).until(lambda d: "/login" not in d.current_url)
+
+
+# ------------------------------------------------------------------ the live server
 
 
 def wall_url(base: str, token: str, path: str = "/wall") -> str:
@@ -62,10 +194,16 @@ def wall_url(base: str, token: str, path: str = "/wall") -> str:
 
 
 @pytest.fixture(scope="module")
-def wall_token(server_url: str, module_db: Any, city_small: City) -> str:
+def server_clock(request: pytest.FixtureRequest) -> Clock:
+    """The live server's clock: from the chosen calendar moment on, at the machine's pace."""
+    return Clock(named(request.config.getoption("moment")).ms, running=True)
+
+
+@pytest.fixture(scope="module")
+def wall_token(server_url: str, module_db: Any, city_small: City, server_clock: Clock) -> str:
     """A kiosk credential for the wall screen (a real token, stored hashed)."""
     engine = open_engine(module_db)
-    now = int(time.time() * 1000)
+    now = server_clock.now_ms
     if accounts.get_user(engine, "wall1") is None:
         accounts.create_user(engine, city_small, "wall1", "wall", "320100", now_ms=now)
     token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=now)
@@ -99,16 +237,16 @@ def warnings_writer(redis_url: str, browser_settings: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server_url(
-    redis_url: str, module_db: Any, city_small: City, browser_settings: Any
+    redis_url: str, module_db: Any, city_small: City, browser_settings: Any, server_clock: Clock
 ) -> Iterator[str]:
     settings = browser_settings
     r = redis.Redis.from_url(redis_url)
     engine = open_engine(module_db)
-    fill(settings, city_small, r, engine, minutes=20)
-    now = int(time.time() * 1000)
+    fill(settings, city_small, r, engine, server_clock.now_ms, minutes=20)
+    now = server_clock.now_ms
     for name, role, scope in USERS:
         accounts.create_user(engine, city_small, name, role, scope, password=PASSWORD, now_ms=now)
-    app = create_app(settings, city=city_small, r=r)
+    app = create_app(settings, city=city_small, r=r, clock=server_clock)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

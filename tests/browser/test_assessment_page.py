@@ -4,21 +4,27 @@ XLSX downloaded from the page that holds exactly the table on screen."""
 
 from __future__ import annotations
 
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import openpyxl
 import pytest
-from selenium.webdriver.common.by import By
 
 from pipelines import assessment as S
 from pipelines.assessment import exports as E
 from pipelines.city.geography import City
-from tests.browser.conftest import login, shot, viewport
-from tests.browser.test_panorama import wait
+from tests.browser.conftest import (
+    attr,
+    click,
+    displayed,
+    login,
+    shot,
+    text,
+    viewport,
+    wait,
+    wait_text,
+)
+from tests.clock import Clock
 from tests.conftest import open_engine
 from tests.history import make_history
 
@@ -26,10 +32,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def history(module_db: Any, city_small: City) -> S.Period:
-    """Two months of history up to now; returns last month."""
-    now = int(time.time() * 1000)
-    today = datetime.fromtimestamp(now / 1000, ZoneInfo("Asia/Shanghai")).date()
+def history(module_db: Any, city_small: City, server_clock: Clock) -> S.Period:
+    """Two months of history up to the server's moment; returns last month (final once
+    ``assessment.snapshot_grace_hours`` have passed since it ended)."""
+    today = server_clock.local().date()
     this = S.month_period(today.year, today.month)
     last = this.previous()
     start = last.previous()
@@ -64,7 +70,13 @@ def table_rows(driver: Any) -> list[list[str]]:
 
 
 def test_supervisor_ranks_drills_and_downloads(
-    chrome: Any, server_url: str, history: S.Period, city_small: City, artifacts: Path
+    chrome: Any,
+    server_url: str,
+    server_clock: Clock,
+    browser_settings: Any,
+    history: S.Period,
+    city_small: City,
+    artifacts: Path,
 ) -> None:
     d = chrome
     viewport(d, 1680, 1000)
@@ -82,39 +94,42 @@ def test_supervisor_ranks_drills_and_downloads(
     names = [r[1] for r in rows]
     assert set(names) == streets, names
     assert [r[0] for r in rows] == sorted((r[0] for r in rows), key=int)  # ranked
-    assert "已定稿" in d.find_element(By.ID, "asm-title").text  # last month is final
+    # last month is final once the grace after its end has passed (not yet in the small
+    # hours of the 1st)
+    grace_ms = int(browser_settings.assessment.snapshot_grace_hours * 3_600_000)
+    final = server_clock.now_ms >= history.end_ms + grace_ms
+    assert ("已定稿" if final else "统计中") in text(d, "#asm-title")
     shot(d, artifacts, "assessment-streets")
     # the metric definition is a tooltip on the heading
     # drill: click a street name → its grids
-    first = d.find_element(By.CSS_SELECTOR, "#asm-table .ag-row[row-index='0'] [col-id=name]")
-    street_name = first.text
-    first.click()
+    name_cell = "#asm-table .ag-row[row-index='0'] [col-id=name]"
+    street_name = text(d, name_cell)
+    click(d, name_cell)
     wait(d).until(lambda d: "level=grid" in d.current_url)
     wait(d).until(lambda d: (rows := table_rows(d)) and rows[0][2] == street_name)
     shot(d, artifacts, "assessment-grids")
     # the incidents behind a number
-    cell = d.find_element(By.CSS_SELECTOR, "#asm-table .ag-row[row-index='0'] [col-id=reports]")
-    cell.click()
-    wait(d).until(lambda d: d.find_element(By.ID, "asm-behind").is_displayed())
-    wait(d).until(lambda d: "事件上报数" in d.find_element(By.ID, "asm-behind").text)
+    click(d, "#asm-table .ag-row[row-index='0'] [col-id=reports]")
+    wait(d).until(lambda d: displayed(d, "#asm-behind"))
+    wait_text(d, "#asm-behind", "事件上报数")
     shot(d, artifacts, "assessment-behind")
     # download the XLSX (a background job with a progress bar) and compare with the table
     on_screen = table_rows(d)
-    assert not d.find_element(By.ID, "asm-progress").is_displayed()
+    assert not displayed(d, "#asm-progress")
     d.execute_script(WATCH_PROGRESS)
-    d.find_element(By.ID, "asm-xlsx").click()
+    click(d, "#asm-xlsx")
     wait(d).until(lambda d: any(artifacts.glob("scorecard_grid_*.xlsx")))
     path = next(artifacts.glob("scorecard_grid_*.xlsx"))
-    wait(d).until(
-        lambda d: path.stat().st_size > 0 and "已导出" in d.find_element(By.ID, "asm-msg").text
-    )
+    wait(d).until(lambda d: path.stat().st_size > 0 and "已导出" in text(d, "#asm-msg"))
     seen = d.execute_script("return window.asmProgress;")
     assert seen[0].startswith("0%") and "正在整理表格" in seen[0], seen  # the job started
-    bar = d.find_element(By.ID, "asm-progress")
-    assert bar.is_displayed() and bar.text.split() == ["100%", "已完成"]  # and completed
-    fill = d.find_element(By.CSS_SELECTOR, "#asm-progress .asm-bar-fill")
-    assert fill.get_attribute("style").replace(" ", "") == "width:100%;"
-    assert all(b.is_enabled() for b in d.find_elements(By.CSS_SELECTOR, ".asm-btn"))
+    assert displayed(d, "#asm-progress")
+    assert text(d, "#asm-progress").split() == ["100%", "已完成"]  # and completed
+    style = attr(d, "#asm-progress .asm-bar-fill", "style") or ""
+    assert style.replace(" ", "") == "width:100%;"
+    assert d.execute_script(
+        "return [...document.querySelectorAll('.asm-btn')].every(b => !b.disabled);"
+    )
     ws = openpyxl.load_workbook(path)["考核排名"]
     got = [
         [("" if v is None else v) for v in row] for row in ws.iter_rows(min_row=6, values_only=True)

@@ -3,26 +3,36 @@ detail with evidence and timeline, an action, and the cue for a new red warning.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from selenium.webdriver.common.by import By
 
 from pipelines import warnings as W
 from pipelines.city.geography import City
 from pipelines.spine.runner import live_state
-from tests.browser.conftest import login, shot, viewport
-from tests.browser.test_panorama import wait
+from tests.browser.conftest import (
+    attr,
+    click,
+    count,
+    login,
+    shot,
+    text,
+    type_into,
+    viewport,
+    wait,
+    wait_text,
+)
+from tests.clock import Clock
 from tests.conftest import open_engine
 
 pytestmark = pytest.mark.browser
 
 
-def _open(engine: Any, live: Any, city: City, findings: list[W.Finding]) -> list[W.Warning]:
-    now = int(time.time() * 1000)
+def _open(
+    engine: Any, live: Any, city: City, findings: list[W.Finding], now: int
+) -> list[W.Warning]:
     olds = W.warnings_from_frame(W.open_warnings(engine))
     new, _, _ = W.update_open(olds, findings, now, W.RuleConfig())
     W.persist(engine, new, [], [], now)
@@ -37,6 +47,7 @@ def test_commander_sees_acts_and_is_alerted(
     redis_url: str,
     browser_settings: Any,
     city_small: City,
+    server_clock: Clock,
     artifacts: Path,
 ) -> None:
     engine = open_engine(module_db)
@@ -67,33 +78,31 @@ def test_commander_sees_acts_and_is_alerted(
                 {"category": "dispute", "n": 12, "expected": 1.5},
             ),
         ],
+        server_clock.now_ms,
     )
     try:
         login(chrome, server_url, "xuanwu")
         viewport(chrome, 1600, 900)
         chrome.get(server_url + "/warnings")
-        rows = wait(chrome).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#warn-list .warn-row") or None
-        )
-        assert len(rows) == 2  # the other district's red surge is not in scope
-        text = chrome.find_element(By.ID, "warn-list").text
-        assert "阈值预警" in text and "超时预警" in text and "突增" not in text
-        assert "橙色 1" in chrome.find_element(By.ID, "warn-counts").text
-        wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#warn-map path"))
-        rows[0].click()  # most urgent first: the orange fire threshold
-        wait(chrome).until(lambda d: "消防" in d.find_element(By.ID, "warn-detail").text)
-        assert "I1" in chrome.find_element(By.ID, "warn-detail").text
-        chrome.find_element(By.ID, "warn-assignee").send_keys("玄武消防中队")
-        chrome.find_element(By.ID, "warn-dispatch").click()
-        wait(chrome).until(lambda d: "已完成" in d.find_element(By.ID, "warn-msg").text)
-        wait(chrome).until(lambda d: "玄武消防中队" in d.find_element(By.ID, "warn-detail").text)
+        wait(chrome).until(lambda d: count(d, "#warn-list .warn-row"))
+        assert count(chrome, "#warn-list .warn-row") == 2  # the other district's is not
+        listed = text(chrome, "#warn-list")
+        assert "阈值预警" in listed and "超时预警" in listed and "突增" not in listed
+        assert "橙色 1" in text(chrome, "#warn-counts")
+        wait(chrome).until(lambda d: count(d, "#warn-map path"))
+        click(chrome, "#warn-list .warn-row")  # most urgent first: the orange fire threshold
+        assert "I1" in wait_text(chrome, "#warn-detail", "消防")
+        type_into(chrome, "#warn-assignee", "玄武消防中队")
+        click(chrome, "#warn-dispatch")
+        wait_text(chrome, "#warn-msg", "已完成")
+        wait_text(chrome, "#warn-detail", "玄武消防中队")
         fire = next(w for w in seeded if w.rule == "threshold")
         row = W.warning_detail(engine, fire.warning_id)
         assert row is not None and row["status"] == "dispatched"
         assert [a["action"] for a in row["timeline"]] == ["open", "dispatch"]
         # dismissing without a reason is refused, with a message
-        chrome.find_element(By.ID, "warn-dismiss").click()
-        wait(chrome).until(lambda d: "原因" in d.find_element(By.ID, "warn-msg").text)
+        click(chrome, "#warn-dismiss")
+        wait_text(chrome, "#warn-msg", "原因")
         shot(chrome, artifacts, "warnings-detail")
         # a new red warning in scope: the banner flashes (and the chime plays when allowed)
         _open(
@@ -110,19 +119,15 @@ def test_commander_sees_acts_and_is_alerted(
                     {"label": "smoke_fire", "cameras": 3},
                 )
             ],
+            server_clock.now_ms,
         )
-        banner = wait(chrome, 30).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#warn-banner .warn-alarm") or None
-        )
-        assert "红色" in banner[0].text
-        wait(chrome).until(
-            lambda d: "cue" in (d.find_element(By.ID, "warn-cue").get_attribute("title") or "")
-        )
+        wait_text(chrome, "#warn-banner .warn-alarm", "红色", seconds=30)
+        wait(chrome).until(lambda d: "cue" in (attr(d, "#warn-cue", "title") or ""))
         shot(chrome, artifacts, "warnings-alarm")
     finally:
         ids = [w.warning_id for w in W.warnings_from_frame(W.open_warnings(engine))]
         for wid in ids:
-            W.act(engine, wid, "dismiss", "test", int(time.time() * 1000), note="test cleanup")
+            W.act(engine, wid, "dismiss", "test", server_clock.now_ms, note="test cleanup")
         W.republish(engine, live, city_small)
         engine.dispose()
         r.close()

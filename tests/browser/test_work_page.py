@@ -9,21 +9,36 @@ from typing import Any
 
 import polars as pl
 import pytest
-from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.common.by import By
 from sqlalchemy import select
 
+from pipelines.access import accounts
 from pipelines.city.geography import City
 from pipelines.spine import store
-from tests.browser.conftest import login, shot, viewport
-from tests.browser.test_panorama import wait
+from tests.browser.conftest import (
+    PASSWORD,
+    attr,
+    click,
+    count,
+    displayed,
+    hover,
+    login,
+    shot,
+    text,
+    texts,
+    type_into,
+    viewport,
+    wait,
+    wait_text,
+)
+from tests.clock import Clock
 from tests.conftest import open_engine
 
 pytestmark = pytest.mark.browser
 
 
-def _busy_worker(module_db: Any, district: str, city: City) -> tuple[str, str, str]:
-    """(worker_id, name, street) of the worker with the longest track in the district."""
+def _busy_worker(module_db: Any, city: City) -> tuple[str, str, str, str]:
+    """(worker_id, name, street, district) of the worker with the longest track: whoever
+    is out at the server's moment (by day most workers, at night the night shift)."""
     engine = open_engine(module_db)
     tp, w = store.track_points, store.workers
     pts = store.read_frame(engine, select(tp.c.worker_id))
@@ -35,26 +50,39 @@ def _busy_worker(module_db: Any, district: str, city: City) -> tuple[str, str, s
         .len()
         .join(roster, "worker_id")
         .join(grids, "grid_id")
-        .filter(pl.col("district_id") == district)
         .sort(["len", "worker_id"], descending=True)
     )
     row = top.row(0, named=True)
-    return row["worker_id"], row["name"], row["street_id"]
+    return row["worker_id"], row["name"], row["street_id"], row["district_id"]
 
 
-def pick(driver: Any, dropdown_id: str, value: str, text: str) -> None:
+def _commander(module_db: Any, city: City, district: str, clock: Clock) -> str:
+    """A district commander of ``district`` (created once): the replays' viewer."""
+    name = f"cmd-{district}"
+    engine = open_engine(module_db)
+    if accounts.get_user(engine, name) is None:
+        accounts.create_user(
+            engine,
+            city,
+            name,
+            "district_commander",
+            district,
+            password=PASSWORD,
+            now_ms=clock.now_ms,
+        )
+    engine.dispose()
+    return name
+
+
+def pick(driver: Any, dropdown_id: str, value: str, label: str) -> None:
     """Choose an option of a Dash 4 dropdown (a popover with a search box), checking it took."""
     for _ in range(3):
-        driver.find_element(By.ID, dropdown_id).click()
-        search = wait(driver).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "input.dash-dropdown-search") or None
-        )
-        search[0].send_keys(text)
+        click(driver, f"#{dropdown_id}")
+        type_into(driver, "input.dash-dropdown-search", label)
         time.sleep(0.5)  # let the list filter
-        css = f"label.dash-dropdown-option:has(input[value='{value}'])"
-        wait(driver).until(lambda d, c=css: d.find_elements(By.CSS_SELECTOR, c) or None)[0].click()
+        click(driver, f"label.dash-dropdown-option:has(input[value='{value}'])")
         time.sleep(0.3)
-        if text in driver.find_element(By.ID, f"{dropdown_id}-value").text:
+        if label in text(driver, f"#{dropdown_id}-value"):
             return
     raise AssertionError(f"could not pick {value} in {dropdown_id}")
 
@@ -128,35 +156,39 @@ def _grid_with_two_walkers(module_db: Any, street: str, city: City) -> tuple[str
 
 
 def test_commander_replays_a_track_and_the_marker_moves(
-    chrome: Any, server_url: str, module_db: Any, city_small: City, artifacts: Path
+    chrome: Any,
+    server_url: str,
+    server_clock: Clock,
+    module_db: Any,
+    city_small: City,
+    artifacts: Path,
 ) -> None:
-    wid, name, street = _busy_worker(module_db, "320102", city_small)
-    login(chrome, server_url, "xuanwu")
+    wid, name, street, district = _busy_worker(module_db, city_small)
+    login(chrome, server_url, _commander(module_db, city_small, district, server_clock))
     viewport(chrome, 1600, 1000)
     chrome.get(f"{server_url}/work/{street}")
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#work-kpis .kpi") or None)
-    wait(chrome).until(lambda d: "km" in d.find_element(By.ID, "work-children").text or None)
-    assert name in chrome.find_element(By.ID, "work-children").text  # activity, by name
+    wait(chrome).until(lambda d: count(d, "#work-kpis .kpi"))
+    wait_text(chrome, "#work-children", "km")
+    assert name in text(chrome, "#work-children")  # activity, by name
     pick(chrome, "wtrk-worker", wid, name)
-    wait(chrome).until(lambda d: "公里" in d.find_element(By.ID, "wtrk-summary").text or None)
-    assert "轨迹点" in chrome.find_element(By.ID, "wtrk-summary").text
+    assert "轨迹点" in wait_text(chrome, "#wtrk-summary", "公里")
     wait(chrome).until(lambda d: _dot(d))
     start = _steady(chrome)[0]
-    clock0 = chrome.find_element(By.ID, "wtrk-clock").text
+    clock0 = text(chrome, "#wtrk-clock")
     shot(chrome, artifacts, "work-replay-start")
     # 5× (five track minutes per second): a 20-minute track plays for about 4 s
-    chrome.find_element(By.CSS_SELECTOR, "#wtrk-speed input[value='5']").click()
-    chrome.find_element(By.ID, "wtrk-play").click()
+    click(chrome, "#wtrk-speed input[value='5']")
+    click(chrome, "#wtrk-play")
     assert start is not None
     wait(chrome).until(
         lambda d: (
             (p := _dot(d)) is not None and abs(p["x"] - start["x"]) + abs(p["y"] - start["y"]) > 3
         )
     )
-    assert chrome.find_element(By.ID, "wtrk-clock").text != clock0
-    assert chrome.find_element(By.ID, "wtrk-play").text == "暂停"
+    assert text(chrome, "#wtrk-clock") != clock0
+    assert text(chrome, "#wtrk-play") == "暂停"
     # pause mid-track: the replay clock stands still
-    chrome.find_element(By.ID, "wtrk-play").click()
+    click(chrome, "#wtrk-play")
     slider_max = chrome.execute_script(
         "return document.querySelector('#wtrk-slider [role=slider]').getAttribute('aria-valuemax')"
     )
@@ -165,36 +197,41 @@ def test_commander_replays_a_track_and_the_marker_moves(
         "return document.querySelector('#wtrk-slider [role=slider]').getAttribute('aria-valuenow')"
     )
     assert float(now) < float(slider_max)  # paused before the end
-    held = chrome.find_element(By.ID, "wtrk-clock").text
+    held = text(chrome, "#wtrk-clock")
     time.sleep(0.8)
-    assert chrome.find_element(By.ID, "wtrk-clock").text == held
-    assert chrome.find_element(By.ID, "wtrk-play").text == "播放"
+    assert text(chrome, "#wtrk-clock") == held
+    assert text(chrome, "#wtrk-play") == "播放"
     shot(chrome, artifacts, "work-replay-paused")
-    href = chrome.find_element(By.ID, "wtrk-export").get_attribute("href")
+    href = attr(chrome, "#wtrk-export", "href")
     assert href and href.endswith(f"/export/track/{wid}.csv?hours=2")
 
 
 def test_commander_replays_a_grid_and_every_worker_moves(
-    chrome: Any, server_url: str, module_db: Any, city_small: City, artifacts: Path
+    chrome: Any,
+    server_url: str,
+    server_clock: Clock,
+    module_db: Any,
+    city_small: City,
+    artifacts: Path,
 ) -> None:
     """Pick only a grid: every worker who passed through it replays on one time slider."""
-    _wid, _name, street = _busy_worker(module_db, "320102", city_small)
+    _wid, _name, street, district = _busy_worker(module_db, city_small)
     grid, grid_name = _grid_with_two_walkers(module_db, street, city_small)
-    login(chrome, server_url, "xuanwu")
+    login(chrome, server_url, _commander(module_db, city_small, district, server_clock))
     viewport(chrome, 1920, 1080)  # a command-centre screen
     chrome.get(f"{server_url}/work/{street}")
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#work-kpis .kpi") or None)
+    wait(chrome).until(lambda d: count(d, "#work-kpis .kpi"))
     pick(chrome, "wtrk-grid", grid, grid_name)
-    wait(chrome).until(lambda d: "名网格员" in d.find_element(By.ID, "wtrk-summary").text or None)
-    legend = chrome.find_elements(By.CSS_SELECTOR, "#wtrk-summary .wk-who")
-    assert len(legend) >= 2
-    href = chrome.find_element(By.ID, "wtrk-export").get_attribute("href")
+    wait_text(chrome, "#wtrk-summary", "名网格员")
+    names = {t.strip() for t in texts(chrome, "#wtrk-summary .wk-who")}
+    assert len(names) >= 2
+    href = attr(chrome, "#wtrk-export", "href")
     assert href and href.endswith(f"/export/track/grid/{grid}.csv?hours=2")
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".leaflet-pane path") or None)
+    wait(chrome).until(lambda d: count(d, ".leaflet-pane path"))
     before = _steady(chrome)
     # play at 5× until at least two workers' markers have moved on the shared slider
-    chrome.find_element(By.CSS_SELECTOR, "#wtrk-speed input[value='5']").click()
-    chrome.find_element(By.ID, "wtrk-play").click()
+    click(chrome, "#wtrk-speed input[value='5']")
+    click(chrome, "#wtrk-play")
     wait(chrome).until(
         lambda d: (
             sum(
@@ -205,7 +242,7 @@ def test_commander_replays_a_grid_and_every_worker_moves(
             and sum(p is not None for p in _dots(d)) >= 2
         )
     )
-    chrome.find_element(By.ID, "wtrk-play").click()  # pause
+    click(chrome, "#wtrk-play")  # pause
     time.sleep(0.5)
     after = _dots(chrome)
     assert sum(p is not None for p in after) >= 2
@@ -221,51 +258,45 @@ def test_commander_replays_a_grid_and_every_worker_moves(
     assert any(c.endswith("|6 4") for c in colours), colours
     assert len({c for c in colours if c.endswith("|")}) >= 3, colours  # ≥ 2 lines + white rims
     # a marker's tooltip names its worker (as text)
-    names = {e.text.strip() for e in legend}
     slot = next(i for i, p in enumerate(after) if p is not None)
-    dot = chrome.find_elements(By.CSS_SELECTOR, "path.wg-replay-dot")[slot]
-    ActionChains(chrome).move_to_element(dot).perform()
-    tip = wait(chrome).until(
-        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".leaflet-tooltip")] or None
-    )
+    hover(chrome, "path.wg-replay-dot", index=slot)
+    tip = wait(chrome).until(lambda d: texts(d, ".leaflet-tooltip") or None)
     assert set(tip) & names, (tip, names)
     shot(chrome, artifacts, "work-replay-grid")
     # a chosen day (yesterday 08:00–12:00 by default): the simulated city has no track then
+    # (its data is the 20 minutes before the server's moment)
     pick(chrome, "wtrk-window", "day", "指定日期时段")
-    wait(chrome).until(lambda d: d.find_element(By.ID, "wtrk-custom").is_displayed() or None)
-    wait(chrome).until(
-        lambda d: "没有网格员经过" in d.find_element(By.ID, "wtrk-summary").text or None
-    )
+    wait(chrome).until(lambda d: displayed(d, "#wtrk-custom"))
+    wait_text(chrome, "#wtrk-summary", "没有网格员经过")
     assert not [p for p in _dots(chrome) if p is not None]  # the old replay is gone
     shot(chrome, artifacts, "work-replay-day")
 
 
 def test_leader_sees_clusters_and_counts_only(
-    chrome: Any, server_url: str, city_small: City, artifacts: Path
+    chrome: Any, server_url: str, module_db: Any, city_small: City, artifacts: Path
 ) -> None:
     login(chrome, server_url, "leader")
     viewport(chrome, 1600, 1000)
     chrome.get(f"{server_url}/work")
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".wk-cluster") or None)
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#work-children tr") or None)
+    wait(chrome).until(lambda d: count(d, ".wk-cluster"))
+    wait(chrome).until(lambda d: count(d, "#work-children tr"))
     time.sleep(1.0)
     shot(chrome, artifacts, "work-city-leader")
-    text = chrome.find_element(By.TAG_NAME, "body").text
-    assert "网格工作" in text and "今日巡查覆盖率" in text and "在线" in text
-    assert "个人信息" in text  # the privacy note instead of the replay panel
-    assert not chrome.find_elements(By.ID, "wtrk-worker")
-    district = city_small.children(city_small.city_id)[0]
+    body = text(chrome, "body")
+    assert "网格工作" in body and "今日巡查覆盖率" in body and "在线" in body
+    assert "个人信息" in body  # the privacy note instead of the replay panel
+    assert not count(chrome, "#wtrk-worker")
+    # a district where someone is out at the server's moment (its clusters are drawn)
+    _wid, _name, _street, district = _busy_worker(module_db, city_small)
     chrome.get(f"{server_url}/work/{district}")
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".wk-cluster") or None)
+    wait(chrome).until(lambda d: count(d, ".wk-cluster"))
     time.sleep(1.0)
     shot(chrome, artifacts, "work-district-leader")
     # the same page in English
     chrome.get(f"{server_url}/lang/en?next=/work/{district}")
-    wait(chrome).until(
-        lambda d: "Patrol coverage today" in d.find_element(By.TAG_NAME, "body").text
-    )
-    wait(chrome).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#work-children tr") or None)
+    wait_text(chrome, "body", "Patrol coverage today")
+    wait(chrome).until(lambda d: count(d, "#work-children tr"))
     time.sleep(1.0)
     shot(chrome, artifacts, "work-district-leader-en")
-    assert "Not patrolled today" in chrome.find_element(By.TAG_NAME, "body").text
+    assert "Not patrolled today" in text(chrome, "body")
     chrome.get(f"{server_url}/lang/zh-CN?next=/work")

@@ -12,9 +12,6 @@ from typing import Any
 import polars as pl
 import pytest
 import redis
-from selenium.webdriver.common.action_chains import ActionChains
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
@@ -23,7 +20,8 @@ from pipelines.city.geography import City, GridIndex
 from pipelines.spine.events import encode
 from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import publish
-from tests.browser.conftest import PASSWORD, login, shot, viewport
+from tests.browser.conftest import PASSWORD, count, hover, login, shot, text, viewport, wait
+from tests.clock import Clock
 from tests.conftest import open_engine, settings_for
 from tests.integration.test_dashboard import fill
 
@@ -56,15 +54,16 @@ def xss_server(
     module_prefix: str,
     module_db: Any,
     city_small: City,
+    server_clock: Clock,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     city = hostile_city(city_small)
     settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("x"))
     r = redis.Redis.from_url(redis_url)
     engine = open_engine(module_db)
-    fill(settings, city, r, engine, minutes=5)
+    fill(settings, city, r, engine, server_clock.now_ms, minutes=5)
     # reports whose every free-text and id field is hostile, through the real pipeline
-    now = int(time.time() * 1000)
+    now = server_clock.now_ms
     g = city.grids.row(0, named=True)
     events = [
         dict(
@@ -84,14 +83,14 @@ def xss_server(
         )
         for i, payload in enumerate(CORPUS)
     ]
-    w = make_worker("reports", settings, city, GridIndex(city), r, engine, "xss")
+    w = make_worker("reports", settings, city, GridIndex(city), r, engine, "xss", server_clock)
     publish(r, w.consumer.stream, [encode(e) for e in events])
     while w.step().acked:
         pass
     accounts.create_user(
         engine, city, "leader", "city_leader", city.city_id, password=PASSWORD, now_ms=now
     )
-    app = create_app(settings, city=city, r=r)
+    app = create_app(settings, city=city, r=r, clock=server_clock)
     server = make_server("127.0.0.1", 0, app.server, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}"
@@ -102,7 +101,7 @@ def xss_server(
 
 def no_script_ran(driver: Any) -> None:
     assert driver.execute_script("return window.__xss === undefined"), "an injected script ran"
-    assert not driver.find_elements(By.CSS_SELECTOR, ".wg-main script, .wall script")
+    assert not count(driver, ".wg-main script, .wall script")
 
 
 def test_no_injected_script_runs_anywhere(
@@ -110,19 +109,17 @@ def test_no_injected_script_runs_anywhere(
 ) -> None:
     viewport(chrome, 1600, 900)
     login(chrome, xss_server, "leader")
-    wait = WebDriverWait(chrome, 60, poll_frequency=0.2)
     street = city_small.children("320102")[0]
     for path in ("/", "/area/320102", f"/area/{street}", "/wall/320102"):
         chrome.get(xss_server + path)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "path.leaflet-interactive"))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".kpi"))
+        wait(chrome).until(lambda d: count(d, "path.leaflet-interactive"))
+        wait(chrome).until(lambda d: count(d, ".kpi"))
         time.sleep(1.0)
         # hover a shape: its tooltip shows a hostile name
-        shape = chrome.find_elements(By.CSS_SELECTOR, "path.leaflet-interactive")[0]
-        ActionChains(chrome).move_to_element(shape).perform()
+        hover(chrome, "path.leaflet-interactive")
         time.sleep(0.3)
         no_script_ran(chrome)
         # the payloads are on the page as visible text (rendered, never executed)
-        text = chrome.find_element(By.TAG_NAME, "body").text
-        assert any(m in text for m in ("onerror=", "<script>", "onload=", "srcdoc=")), text[:500]
+        body = text(chrome, "body")
+        assert any(m in body for m in ("onerror=", "<script>", "onload=", "srcdoc=")), body[:500]
         shot(chrome, artifacts, path.strip("/").replace("/", "-") or "city")

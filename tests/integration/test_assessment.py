@@ -36,7 +36,7 @@ from pipelines.spine import store
 from tests.conftest import signed_in
 from tests.history import History, load, make_history
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]  # runs on a clock passed in
 
 OCT = S.parse_period("2026-10")
 NOV = S.parse_period("2026-11")

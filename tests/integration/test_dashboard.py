@@ -4,11 +4,13 @@ children, shared per-tick computation, stale marks and recovery, routes."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+import polars as pl
 import pytest
 import redis
 from dash import Dash, no_update
@@ -25,7 +27,15 @@ from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, live_state, make_worker
 from pipelines.spine.streams import publish
-from tests.conftest import settings_for, sign_in_client, signed_in
+from tests.clock import MOMENTS, Clock, Moment, local
+from tests.conftest import (
+    open_engine,
+    private_database,
+    private_prefix,
+    settings_for,
+    sign_in_client,
+    signed_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +47,18 @@ def city() -> City:
     return demo_city(2026, n_grids=300)
 
 
-def fill(settings: Settings, city: City, r: redis.Redis, engine: Engine, minutes: int = 40) -> None:
-    """The last ``minutes`` of a simulated city, processed by the real pipeline code."""
+def fill(
+    settings: Settings,
+    city: City,
+    r: redis.Redis,
+    engine: Engine,
+    now_ms: int,
+    minutes: int = 40,
+) -> list[tuple[str, bytes]]:
+    """The ``minutes`` before ``now_ms`` of a simulated city, processed by the real pipeline
+    code with the clock at ``now_ms``; returns the events fed (the input, to derive
+    expectations from). Who is out depends on the moment: the simulated workers keep
+    their own shifts (most by day, some by night)."""
     cfg = dataclasses.replace(
         settings.simulate,
         workers=400,
@@ -47,42 +67,88 @@ def fill(settings: Settings, city: City, r: redis.Redis, engine: Engine, minutes
         incidents_per_day=60_000,
         video_alerts_per_day=30_000,
     )
-    now = int(time.time() * 1000)
-    sim = simulate.Simulator(city, cfg, settings.deadlines, start_ms=now - minutes * 60_000)
+    clock = Clock(now_ms)
+    sim = simulate.Simulator(city, cfg, settings.deadlines, start_ms=now_ms - minutes * 60_000)
     store.replace_table(
         engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
     )
     cols = [c.name for c in store.workers.columns]
     store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
-    events = sim.advance(now - 1000)
+    events = sim.advance(now_ms - 1000)
     index = GridIndex(city)
     for feed in ("reports", "locations", "video"):
-        w = make_worker(feed, settings, city, index, r, engine, f"{feed}-d")
+        w = make_worker(feed, settings, city, index, r, engine, f"{feed}-d", clock=clock)
         publish(r, w.consumer.stream, [p for f, p in events if f == feed])
         while w.step().acked:
             pass
-    ClockJob(settings, city, live_state(r, settings), r).tick()
+    ClockJob(settings, city, live_state(r, settings), r, clock=clock).tick()
+    return events
+
+
+def pings(events: list[tuple[str, bytes]]) -> pl.DataFrame:
+    """The location pings among ``events`` (worker_id, ts, lon, lat)."""
+    rows = [orjson.loads(p) for f, p in events if f == "locations"]
+    schema = {"worker_id": pl.String, "ts": pl.Int64, "lon": pl.Float64, "lat": pl.Float64}
+    return pl.DataFrame([{k: r[k] for k in schema} for r in rows], schema=schema)
+
+
+def online_workers(events: list[tuple[str, bytes]], now_ms: int, settings: Settings) -> set[str]:
+    """Workers whose latest ping is within ``live.online_minutes`` of ``now_ms``."""
+    since = now_ms - settings.live.online_minutes * 60_000
+    last = pings(events).group_by("worker_id").agg(pl.col("ts").max())
+    return set(last.filter(pl.col("ts") >= since)["worker_id"].to_list())
+
+
+def reports_on_day(events: list[tuple[str, bytes]], day_ms: int) -> int:
+    """Reports (the ``reported`` step) whose time falls on the local day of ``day_ms``."""
+    day = local(day_ms).date()
+    rows = [orjson.loads(p) for f, p in events if f == "reports"]
+    return sum(r["step"] == "reported" and local(r["ts"]).date() == day for r in rows)
+
+
+@dataclass
+class Filled:
+    app: Dash
+    settings: Settings
+    clock: Clock
+    events: list[tuple[str, bytes]]
+
+
+@pytest.fixture(scope="module")
+def filled(
+    redis_url: str, city: City, moment: Moment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Filled]:
+    """The 40 minutes before the moment, an app whose clock stands at the moment (its own
+    Redis prefix and database per moment)."""
+    tmp = tmp_path_factory.mktemp("dash")
+    with private_prefix(redis_url) as prefix, private_database(tmp) as db:
+        settings = settings_for(redis_url, prefix, db, tmp)
+        r = redis.Redis.from_url(redis_url)
+        engine = open_engine(db)
+        clock = Clock(moment.ms)
+        events = fill(settings, city, r, engine, clock.now_ms)
+        accounts.create_user(
+            engine,
+            city,
+            "tester",
+            "city_leader",
+            city.city_id,
+            password="not-used-here-1",
+            now_ms=clock.now_ms,
+        )
+        yield Filled(create_app(settings, city=city, r=r, clock=clock), settings, clock, events)
+        engine.dispose()
+        r.close()
 
 
 @pytest.fixture
-def app_data(
-    live_settings: Settings,
-    engine: Engine,
-    city: City,
-    rclient: redis.Redis,
-) -> tuple[Dash, Settings]:
-    settings = live_settings
-    fill(settings, city, rclient, engine)
+def bare_app(live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis) -> Dash:
+    """An app with no live data (for what needs none) and the signed-in test user."""
+    clock = Clock(MOMENTS[0].ms)
     accounts.create_user(
-        engine,
-        city,
-        "tester",
-        "city_leader",
-        city.city_id,
-        password="not-used-here-1",
-        now_ms=int(time.time() * 1000),
+        engine, city, "tester", "city_leader", city.city_id, "not-used-here-1", now_ms=clock.now_ms
     )
-    return create_app(settings, city=city, r=rclient), settings
+    return create_app(live_settings, city=city, r=rclient, clock=clock)
 
 
 def backend(app: Dash) -> Backend:
@@ -90,11 +156,10 @@ def backend(app: Dash) -> Backend:
     return b
 
 
-def test_every_area_equals_the_sum_of_its_children(app_data: tuple[Dash, Settings]) -> None:
-    app, _ = app_data
-    b = backend(app)
+def test_every_area_equals_the_sum_of_its_children(filled: Filled) -> None:
+    b = backend(filled.app)
     checked = 0
-    with signed_in(app):
+    with signed_in(filled.app):
         for area in [b.city.city_id, *b.city.ids("district"), *b.city.ids("street")]:
             snap = L.snapshot(b, area)
             assert snap is not None
@@ -105,12 +170,15 @@ def test_every_area_equals_the_sum_of_its_children(app_data: tuple[Dash, Setting
                 assert snap["kpi"][m] == total, (area, m)
             checked += 1
     top = L.snapshot(b, b.city.city_id)
-    assert top is not None and top["kpi"]["reports"] > 0 and top["kpi"]["online"] > 0
-    assert checked == 1 + 11 + len(b.city.ids("street"))
+    assert top is not None and checked == 1 + 11 + len(b.city.ids("street"))
+    # today is the moment's local day; online is seen within live.online_minutes
+    now = filled.clock.now_ms
+    assert top["kpi"]["reports"] == reports_on_day(filled.events, now)
+    assert top["kpi"]["online"] == len(online_workers(filled.events, now, filled.settings))
 
 
-def test_refresh_callback_as_a_plain_function(app_data: tuple[Dash, Settings]) -> None:
-    app, _ = app_data
+def test_refresh_callback_as_a_plain_function(filled: Filled) -> None:
+    app = filled.app
     pan = page_module("panorama")
     refresh, drill_down = pan.refresh, pan.drill_down
     b = backend(app)
@@ -124,43 +192,54 @@ def test_refresh_callback_as_a_plain_function(app_data: tuple[Dash, Settings]) -
         grids = refresh(0, "coverage", ["all"], b.city.city_id, None, "en")
         assert len(grids[0]["values"]) == b.city.grids.height and grids[1] == "/geo/grids.json"
         assert set(grids[0]["values"]) <= {0.0, 1.0} and "updated" in grids[10]
-        street = b.city.ids("street")[0]
-        st = refresh(0, "online", [], street, None, "zh-CN")
-        kinds = {f["properties"]["k"] for f in st[8]["features"]}
-        assert "w" in kinds  # workers of the street on the map
         district = b.city.children(b.city.city_id)[0]
         assert drill_down({"properties": {"id": district}}, b.city.city_id) == f"/area/{district}"
         assert drill_down({"properties": {"id": "x"}}, b.city.city_id) is no_update
+    # a street's workers on the map: whoever of its roster has sent a position (on or off
+    # shift at this moment), coloured while seen within live.online_minutes, grey after
+    pinged = set(pings(filled.events)["worker_id"].to_list())
+    roster = b.roster().filter(pl.col("worker_id").is_in(list(pinged)))
+    assert roster.height, "the simulated city always has someone on shift"
+    street = roster.group_by("street_id").len().sort(["len", "street_id"]).row(-1)[0]
+    mine = set(roster.filter(pl.col("street_id") == street)["worker_id"].to_list())
+    online = online_workers(filled.events, filled.clock.now_ms, filled.settings)
+    district = b.city.ancestors(street)[1]
+    with signed_in(app, role="district_commander", scope=district, username="cmd"):
+        st = refresh(0, "online", [], street, None, "zh-CN")
+    workers = {f["properties"]["id"]: f for f in st[8]["features"] if f["properties"]["k"] == "w"}
+    assert set(workers) == mine
+    for w, f in workers.items():
+        assert (f["properties"]["c"] != L.OFFLINE) == (w in online), w
 
 
-def test_panel_is_computed_once_per_tick_for_all_viewers(app_data: tuple[Dash, Settings]) -> None:
-    app, _ = app_data
+def test_panel_is_computed_once_per_tick_for_all_viewers(
+    filled: Filled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = filled.app
     b = backend(app)
-    frozen = time.time()
-    b.clock = lambda: frozen
+    clock = Clock(filled.clock.now_ms + 7 * 86_400_000)  # a tick no other test has computed
+    monkeypatch.setattr(b, "clock", clock)
     with signed_in(app):
         before = b.cache.computed
         for _ in range(25):
             L.panel_or_stale(b, b.city.city_id, "open", False, "zh-CN", None)
         assert b.cache.computed - before == 1  # one snapshot for 25 viewers
-        b.clock = lambda: frozen + b.refresh_s
+        clock.advance(int(b.refresh_s * 1000))
         L.panel_or_stale(b, b.city.city_id, "open", False, "zh-CN", None)
         assert b.cache.computed - before == 2  # next tick: recomputed once
 
 
-def test_unknown_area_is_a_friendly_panel(app_data: tuple[Dash, Settings]) -> None:
-    app, _ = app_data
+def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
     layout = page_module("panorama", "layout").layout
-    with signed_in(app):
+    with signed_in(bare_app):
         page = layout(area_id="<script>nope")
     assert page.id == "notfound"
     text = str(page)
     assert "未找到该区域" in text and "<script>nope" in text  # rendered as text by React
 
 
-def test_routes(app_data: tuple[Dash, Settings]) -> None:
-    app, _ = app_data
-    c = sign_in_client(app.server.test_client())
+def test_routes(bare_app: Dash) -> None:
+    c = sign_in_client(bare_app.server.test_client())
     assert c.get("/geo/area/nope.json").status_code in (403, 404)
     r1 = c.get("/geo/area/320100.json", headers={"Accept-Encoding": "gzip"})
     assert r1.status_code == 200 and r1.headers["Content-Encoding"] == "gzip"
@@ -194,8 +273,9 @@ def test_stale_mark_then_recovery(
 ) -> None:
     settings = settings_for(flaky_redis.url, "wgflaky", db_url, tmp_path)
     r = redis.Redis.from_url(flaky_redis.url, socket_timeout=1, socket_connect_timeout=1)
-    fill(settings, city, r, engine, minutes=5)
-    app = create_app(settings, city=city, r=r)
+    clock = Clock(MOMENTS[0].ms)
+    fill(settings, city, r, engine, clock.now_ms, minutes=5)
+    app = create_app(settings, city=city, r=r, clock=clock)
     refresh = page_module("panorama").refresh
     b = backend(app)
     with signed_in(app):
@@ -204,7 +284,7 @@ def test_stale_mark_then_recovery(
         last_ok = ok[11]
         flaky_redis.stop()
         b.cache.local.clear()
-        b.clock = lambda: time.time() + 60  # a later tick: nothing cached
+        clock.advance(60_000)  # a later tick: nothing cached
         stale = refresh(1, "open", [], city.city_id, last_ok, "en")
         assert stale[0] is no_update and "stale since" in str(stale[9])
         flaky_redis.start()  # same port: the client reconnects by itself

@@ -8,8 +8,8 @@ import dataclasses
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,25 @@ from sqlalchemy import Engine, select
 
 from dashboard.app import create_app, page_module
 from dashboard.backend import Backend
-from dashboard.pages.work import queries as WQ
 from pipelines.access import accounts, audit
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.cli import main
 from pipelines.gridwork import tracks as work
 from pipelines.settings import Settings
 from pipelines.spine import store
-from pipelines.spine.runner import ClockJob, live_state
-from tests.conftest import open_engine, settings_for, sign_in_client, signed_in
-from tests.integration.test_dashboard import fill
+from pipelines.spine.events import encode
+from pipelines.spine.runner import ClockJob, live_state, make_worker
+from pipelines.spine.streams import publish
+from tests.clock import Clock, Moment, local
+from tests.conftest import (
+    open_engine,
+    private_database,
+    private_prefix,
+    settings_for,
+    sign_in_client,
+    signed_in,
+)
+from tests.integration.test_dashboard import fill, pings
 
 pytestmark = pytest.mark.integration
 PHONE = re.compile(r"(?<![\d.])1[3-9]\d{9}(?!\d)")  # a full mobile number: never shown
@@ -41,28 +50,85 @@ def city() -> City:
     return demo_city(2026, n_grids=300)
 
 
+def walk_along(
+    settings: Settings,
+    city: City,
+    r: redis.Redis,
+    engine: Engine,
+    clock: Clock,
+    events: list[tuple[str, bytes]],
+) -> None:
+    """A second worker walks with the busiest one (20 s behind, ~30 m aside), sent through
+    the real pipeline: the simulated workers mostly keep to their own grid, and at night
+    few are out, so a grid walked by two workers is made, not left to chance. The mate
+    is a worker of the same street who sent nothing in the window."""
+    walked = pings(events)
+    lead = busiest(engine)
+    roster = store.read_frame(engine, select(store.workers.c.worker_id, store.workers.c.grid_id))
+    chain = roster.join(city.grids.select("grid_id", "street_id"), "grid_id")
+    street = chain.filter(pl.col("worker_id") == lead)["street_id"][0]
+    idle = chain.filter(
+        pl.col("street_id") == street, ~pl.col("worker_id").is_in(walked["worker_id"].to_list())
+    )
+    mate = str(idle.sort("worker_id")["worker_id"][0])
+    steps = walked.filter(pl.col("worker_id") == lead, pl.col("ts") + 20_000 < clock.now_ms)
+    along = [
+        encode(
+            {
+                "worker_id": mate,
+                "ts": ts + 20_000,
+                "lon": round(lon + 0.0003, 6),
+                "lat": round(lat - 0.0002, 6),
+            }
+        )
+        for ts, lon, lat in steps.select("ts", "lon", "lat").iter_rows()
+    ]
+    w = make_worker("locations", settings, city, GridIndex(city), r, engine, "mate", clock=clock)
+    publish(r, w.consumer.stream, along)
+    while w.step().acked:
+        pass
+    ClockJob(settings, city, live_state(r, settings), r, clock=clock).tick()
+
+
+def busiest(engine: Engine) -> str:
+    """The worker with the most track points (the last id of a tie)."""
+    pts = store.read_frame(engine, select(store.track_points.c.worker_id))
+    top = pts.group_by("worker_id").len().sort(["len", "worker_id"], descending=True)
+    return str(top["worker_id"][0])
+
+
+@dataclass
+class Shared:
+    app: Dash
+    engine: Engine
+    clock: Clock
+
+
 @pytest.fixture(scope="module")
-def shared(
-    redis_url: str, module_prefix: str, module_db: Any, city: City, tmp_path_factory: Any
-) -> Iterator[tuple[Dash, Engine]]:
-    """One simulated half hour for the module's read-only tests (its own prefix and db)."""
-    settings = settings_for(redis_url, module_prefix, module_db, tmp_path_factory.mktemp("w"))
-    r = redis.Redis.from_url(redis_url)
-    eng = open_engine(module_db)
-    fill(settings, city, r, eng, minutes=30)
-    yield create_app(settings, city=city, r=r), eng
-    eng.dispose()
-    r.close()
+def shared(redis_url: str, city: City, moment: Moment, tmp_path_factory: Any) -> Iterator[Shared]:
+    """The half hour before the moment for the module's read-only tests (its own prefix and
+    database per moment), an app whose clock stands at the moment."""
+    tmp = tmp_path_factory.mktemp("w")
+    with private_prefix(redis_url) as prefix, private_database(tmp) as db:
+        settings = settings_for(redis_url, prefix, db, tmp)
+        r = redis.Redis.from_url(redis_url)
+        eng = open_engine(db)
+        clock = Clock(moment.ms)
+        events = fill(settings, city, r, eng, clock.now_ms, minutes=30)
+        walk_along(settings, city, r, eng, clock, events)
+        yield Shared(create_app(settings, city=city, r=r, clock=clock), eng, clock)
+        eng.dispose()
+        r.close()
 
 
 @pytest.fixture
-def app(shared: tuple[Dash, Engine]) -> Dash:
-    return shared[0]
+def app(shared: Shared) -> Dash:
+    return shared.app
 
 
 @pytest.fixture
-def app_engine(shared: tuple[Dash, Engine]) -> Engine:
-    return shared[1]
+def app_engine(shared: Shared) -> Engine:
+    return shared.engine
 
 
 def backend(app: Dash) -> Backend:
@@ -72,10 +138,7 @@ def backend(app: Dash) -> Backend:
 
 def busy_worker(b: Backend) -> tuple[str, str, str]:
     """(worker_id, its street, its district) of a worker with the most track points."""
-    tp = store.track_points
-    pts = store.read_frame(b.engine, select(tp.c.worker_id))
-    top = pts.group_by("worker_id").len().sort(["len", "worker_id"], descending=True)
-    wid = str(top["worker_id"][0])
+    wid = busiest(b.engine)
     roster = b.roster().filter(pl.col("worker_id") == wid)
     return wid, str(roster["street_id"][0]), str(roster["district_id"][0])
 
@@ -138,9 +201,15 @@ def test_commander_sees_workers_activity_and_replays_a_track(app: Dash, app_engi
         # a chosen window: refused with the catalogue's words, or replayed
         bad = load(wid, None, "day", "2026-01-01", 12, 8, "zh-CN")
         assert bad[0] is None and "结束时间须晚于开始时间" in str(bad[6])
-        today = WQ.local_date(b.now_ms(), b.settings.live.timezone).isoformat()
-        got = load(wid, None, "day", today, 0, 24, "zh-CN")
-        assert got[0]["workers"] and got[7] == f"/export/track/{wid}.csv?day={today}&from=0&to=24"
+        # the local hour that began before ten minutes ago (yesterday's last hour just
+        # after midnight): the worker walked in it
+        ref = local(b.now_ms() - 10 * 60_000)
+        day, h = ref.date().isoformat(), ref.hour
+        got = load(wid, None, "day", day, h, h + 1, "zh-CN")
+        (w,) = got[0]["workers"]
+        since = int(ref.replace(minute=0, second=0, microsecond=0).timestamp() * 1000)
+        assert all(since <= t < since + 3_600_000 for t in w["t"]) and len(w["t"]) >= 2
+        assert got[7] == f"/export/track/{wid}.csv?day={day}&from={h}&to={h + 1}"
         # filter by grid: the grid's own workers are offered
         grid = b.roster().filter(pl.col("worker_id") == wid)["grid_id"][0]
         at_grid = mod.refresh(0, grid, None, None, "zh-CN")  # the grid level itself
@@ -207,8 +276,8 @@ def test_refresh_is_computed_once_per_tick_for_all_viewers(
 ) -> None:
     mod = page_module("work")
     b = backend(app)
-    frozen = time.time() + 3600  # a tick no earlier test has computed
-    monkeypatch.setattr(b, "clock", lambda: frozen)
+    later = Clock(b.now_ms() + 3_600_000)  # a tick no earlier test has computed
+    monkeypatch.setattr(b, "clock", later)
     with signed_in(app, role="city_leader", scope=b.city.city_id):
         before = b.cache.computed
         for _ in range(20):
@@ -220,7 +289,7 @@ def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: 
     engine = app_engine
     b = backend(app)
     wid, _street, district = busy_worker(b)
-    now = int(time.time() * 1000)
+    now = b.now_ms()
     for name, role, scope in (
         ("cmd", "district_commander", district),
         ("boss", "city_leader", b.city.city_id),
@@ -257,9 +326,9 @@ def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: 
 
 
 def test_track_purge_in_the_clock_job(
-    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis, moment: Moment
 ) -> None:
-    now = int(time.time() * 1000)
+    now = moment.ms
     day = 86_400_000
     rows = [
         {"worker_id": "W1", "slot": i, "ts_ms": now - age * day, "lon": 118.8, "lat": 32.0}
@@ -272,12 +341,12 @@ def test_track_purge_in_the_clock_job(
         live_settings,
         privacy=dataclasses.replace(live_settings.privacy, track_retention_days=180),
     )
-    clock_at = [now / 1000]
-    job = ClockJob(settings, city, live_state(rclient, settings), rclient, lambda: clock_at[0])
+    clock = Clock(now)
+    job = ClockJob(settings, city, live_state(rclient, settings), rclient, clock)
     job.engine = engine
     assert job.purge(now) == {"track_points": 2, "positions": 0}
     assert work.oldest_track_ms(engine) == now - 179 * day
-    clock_at[0] += 60  # within the purge period: not run again
+    clock.advance(60_000)  # within the purge period: not run again
     job.tick()
     assert store.table_count(engine, store.track_points) == 2
     assert work.purge_tracks(engine, 180, now) == {"track_points": 0, "positions": 0}  # idempotent

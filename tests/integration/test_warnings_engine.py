@@ -20,7 +20,7 @@ from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, live_state, make_worker
 from pipelines.spine.streams import publish
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.clock]  # runs on a clock passed in
 
 MIN = 60_000
 START = int(datetime(2026, 3, 2, 0, 0, tzinfo=UTC).timestamp() * 1000)  # 08:00 local

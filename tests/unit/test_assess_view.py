@@ -15,6 +15,8 @@ from pipelines.assessment import exports as E
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import load_settings
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 NOW = S.parse_period("2026-11-15").start_ms + 3_600_000
 TZ = "Asia/Shanghai"
 

@@ -11,6 +11,8 @@ from dashboard.live import drill_target
 from dashboard.pages.panorama import queries as q
 from pipelines.city.geography import City, demo_city
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 
 @pytest.fixture(scope="module")
 def city() -> City:

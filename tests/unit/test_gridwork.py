@@ -15,6 +15,8 @@ from dashboard import live as L
 from dashboard.pages.work import queries as WQ
 from pipelines.gridwork import tracks as work
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 MIN = 60_000
 # 1 m north ≈ 1 / 111,195 degrees of latitude on the haversine sphere
 DEG_PER_M = 1 / (math.pi * work.EARTH_R_M / 180)

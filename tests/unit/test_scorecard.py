@@ -9,6 +9,8 @@ import pytest
 
 from pipelines import assessment as S
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 H = S.HOUR_MS
 T0 = 1_790_000_000_000  # some instant; every time below is T0 + hours
 DEADLINES = {"fire": 2.0, "dispute": 72.0, "other": 72.0}

@@ -11,6 +11,8 @@ import pytest
 
 from pipelines import warnings as W
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 MIN = 60_000
 HOUR = 3_600_000
 # 2026-03-02 10:00 Asia/Shanghai (02:00 UTC): working time

@@ -7,6 +7,8 @@ import pytest
 from dashboard.pages.warnings import queries as WL
 from pipelines.city.geography import City, demo_city
 
+pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
+
 NOW = 1_772_416_800_000
 
 
