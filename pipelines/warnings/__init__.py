@@ -33,7 +33,7 @@ from pipelines.warnings.model import (
     RuleInputs,
 )
 from pipelines.warnings.rules import POST, RULES, evaluate
-from pipelines.warnings.rules.patrol import rule_patrol_gap
+from pipelines.warnings.rules.patrol import rule_idle, rule_left_grid, rule_patrol_gap
 from pipelines.warnings.rules.reports import binom_sf, poisson_sf, rule_surge, rule_threshold
 from pipelines.warnings.store import (
     ACTIONS,
@@ -81,6 +81,8 @@ __all__ = [
     "persist",
     "poisson_sf",
     "republish",
+    "rule_idle",
+    "rule_left_grid",
     "rule_patrol_gap",
     "rule_surge",
     "rule_threshold",

@@ -14,10 +14,10 @@ import pytest
 
 from dashboard.pages.panorama import queries as PQ
 from dashboard.pages.work import queries as WQ
-from pipelines.assessment import scorecard as S
+from pipelines import assessment as S
+from pipelines import warnings as W
 from pipelines.settings import load_settings
 from pipelines.spine import aggregate as agg
-from pipelines.warnings import engine as W
 from tests.clock import MOMENTS, TZ, Moment, local, on_shift
 
 pytestmark = pytest.mark.clock
