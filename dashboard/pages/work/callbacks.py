@@ -315,8 +315,11 @@ def load_track(
     roster = b.roster()
     if worker_id:  # the worker's own grid decides
         wid = auth.clean_id(worker_id)
-        grid = WQ.worker_grid(roster, wid) if wid else None
-        if wid is None or not auth.authorize(grid, "tracks", target=worker_id).granted:
+        if wid is None:
+            auth.refused("tracks", worker_id, "malformed id")
+            return _no_replay(t("work.replay.hint", lang))
+        grid = WQ.worker_grid(roster, wid)
+        if not auth.authorize(grid, "tracks", target=wid).granted:
             return _no_replay(t("work.replay.hint", lang))
         shown, total, outline = [wid], 1, None
         href = f"/export/track/{wid}.csv?{win.query}"
