@@ -378,3 +378,157 @@ def _denied_page(status: int) -> bytes:
         f"text-align:center;padding-top:15vh'><h2>{title}</h2>{hint}"
         "<p><a style='color:#41c7ff' href='/login'>登录 · Sign in</a></p></body>"
     ).encode()
+
+
+# ====================================================================== callback access
+# What a callback may read, decided from the session before any shared or cached value is
+# read, on every request. Kept apart from the sessions and login code above.
+#
+#   d = authorize(area_id, kind)          # the decision (a refusal is audited)
+#   if not d.granted: return <refusal>    # never cached
+#   b.cached(d, name, compute, *parts)    # data keyed by what it is (Backend.cached)
+#
+# Caches key data by area, the other inputs and ``Decision.data_class`` (which
+# individual-level kinds the data carries), never by a viewer and never a refusal, so
+# any number of viewers of one class share one computation per tick.
+
+# Kinds of data (the same names as the access policy's table).
+KINDS = (
+    "aggregates",
+    "positions",
+    "names",
+    "tracks",
+    "incidents",
+    "warnings",
+    "warning_actions",
+    "scorecards",
+    "exports",
+    "audit",
+    "users",
+)
+# The detailed kinds a shared panel may or may not carry; what a viewer may see of these
+# is its data class (part of every cache key).
+DETAIL_KINDS = ("positions", "names", "tracks", "incidents")
+_INDIVIDUAL = frozenset({"positions", "names", "tracks"})
+MAX_ID = 128  # longer ids are refused before any lookup
+
+
+def may_see(kind: str, role: str | None = None) -> bool:
+    """May ``role`` (default: the session's) see this kind of data at all, inside its
+    scope? The one place the role × kind rule is read by callbacks."""
+    if kind not in KINDS:
+        raise KeyError(f"unknown kind of data {kind!r}")
+    if role is None:
+        from flask import has_request_context
+
+        p = principal() if has_request_context() else None
+        role = p.role if p else None
+    if role is None or role not in ALL:
+        return False
+    return role in INDIVIDUALS if kind in _INDIVIDUAL else True
+
+
+def clean_id(value: object) -> str | None:
+    """An id as a lookup may use it: a non-empty string of at most ``MAX_ID`` characters
+    that encodes as UTF-8 (no lone surrogates); else None."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
+def safe_text(value: object, limit: int = 200) -> str:
+    """Any value as text that can always be stored and logged (lone surrogates escaped)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one request may read of one area: granted or not, and which detailed kinds.
+
+    ``area_id`` is the checked area (the id as text when refused); ``sees`` the detailed
+    kinds (:data:`DETAIL_KINDS`) the viewer may see. Only :func:`authorize` makes one."""
+
+    granted: bool
+    area_id: str
+    kind: str
+    sees: frozenset[str] = frozenset()
+    why: str = ""
+
+    def may(self, kind: str) -> bool:
+        """Granted, and the viewer may see this detailed kind in the area?"""
+        return self.granted and kind in self.sees
+
+    @property
+    def data_class(self) -> str:
+        """The class of data this viewer may be served (part of every cache key)."""
+        return "+".join(sorted(self.sees)) or "aggregates"
+
+
+def authorize(
+    area_id: object,
+    kind: str,
+    *,
+    city: City | None = None,
+    target: object = None,
+    audited: bool = True,
+) -> Decision:
+    """The session's decision for ``kind`` of data of ``area_id``, made before any shared or
+    cached value is read. A refusal is audited (``denied``; rate-limited per user like the
+    routes' denials) with ``target`` (default: the area id) as safe text — unless the
+    caller audits it itself (``audited=False``, e.g. a route answering with
+    ``Guard.deny``)."""
+    p = principal()
+    if city is None:
+        from flask import current_app
+
+        city = current_app.extensions["wangge"].city
+    area = clean_id(area_id)
+    why = ""
+    if p is None:
+        why = "login required"
+    elif not may_see(kind, p.role):
+        why = f"role {p.role} may not see {kind}"
+    elif area is None or city.area(area) is None:
+        why = "unknown area"
+    elif not accounts.scope_allows(p.scope, area, city):
+        why = "area outside scope"
+    if why:
+        shown = safe_text(area_id if target is None else target)
+        if audited:
+            audit_refusal(kind, shown, why)
+        return Decision(False, shown, kind, why=why)
+    assert p is not None and area is not None
+    sees = frozenset(k for k in DETAIL_KINDS if may_see(k, p.role))
+    return Decision(True, area, kind, sees)
+
+
+def refused(kind: str, target: object, why: str) -> Decision:
+    """A refusal decided without an area (e.g. an unknown warning, a foreign job): audited
+    like any other."""
+    shown = safe_text(target)
+    audit_refusal(kind, shown, why)
+    return Decision(False, shown, kind, why=why)
+
+
+def audit_refusal(kind: str, target: str, why: str) -> None:
+    """``denied`` in the audit log, at most ``auth.denied_audit_per_minute`` per user."""
+    from flask import current_app, has_request_context
+
+    if not has_request_context():
+        return
+    guard: Guard | None = current_app.extensions.get("wangge.guard")
+    if guard is None:
+        return
+    p = principal()
+    who = p.username if p else f"ip:{request.remote_addr}"
+    if guard.rate_limited(f"denied:{who}", guard.settings.auth.denied_audit_per_minute):
+        return
+    body = request.get_json(silent=True) if request.is_json else None
+    callback = safe_text(body.get("output", ""), 120) if isinstance(body, dict) else ""
+    detail = {"why": safe_text(why), "kind": kind, "callback": callback}
+    guard.audit("denied", target=safe_text(target), detail=detail)

@@ -4,6 +4,11 @@ It holds the city, the live-state reader (``pipelines.spine.state``), the SQL en
 (``pipelines.spine.store``) and a tick-aligned cache shared by every viewer and every gunicorn
 worker (in Redis), so a panel is computed once per refresh tick, not once per viewer.
 Callbacks reach it with ``current()`` (stored on the Flask app, not in a module global).
+
+The cache is reached only through :meth:`Backend.cached`, which takes the viewer's granted
+:class:`dashboard.auth.Decision`: the permission is decided first, on every request, and
+the cache holds data keyed by what it is (name, area, the decision's data class, the other
+inputs, the tick), never a viewer, a permission decision or a refusal.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import polars as pl
@@ -21,6 +26,7 @@ import redis
 from flask import current_app
 from sqlalchemy import Engine, select
 
+from dashboard.auth import Decision
 from pipelines.city.geography import City
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -28,6 +34,7 @@ from pipelines.spine.runner import live_state
 from pipelines.spine.state import LiveState
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 EXTENSION = "wangge"
 log = logging.getLogger("wangge.dashboard")
 
@@ -71,7 +78,11 @@ class SharedCache:
         if raw is not None:
             value = orjson.loads(raw)  # type: ignore[arg-type,unused-ignore]
         else:
-            value = compute()
+            try:
+                value = compute()
+            except BaseException:  # nothing cached; the next viewer computes at once
+                self.r.delete(rkey + ":lock")
+                raise
             self.computed += 1
             self.r.set(rkey, orjson.dumps(value), px=max(1, int(ttl_s * 1000)))
             self.r.delete(rkey + ":lock")
@@ -107,6 +118,13 @@ class Backend:
         self.grid_street = dict(
             zip(grids["grid_id"].to_list(), grids["street_id"].to_list(), strict=True)
         )
+        areas = self.city.areas
+        self.area_names: dict[str, str] = dict(
+            zip(areas["area_id"].to_list(), areas["name"].to_list(), strict=True)
+        )
+        self.area_centres: dict[str, tuple[float, float]] = {
+            a: (float(x), float(y)) for a, x, y in areas.select("area_id", "lon", "lat").iter_rows()
+        }
 
     @property
     def refresh_s(self) -> float:
@@ -119,14 +137,51 @@ class Backend:
         """The current refresh tick: viewers within one tick share computed values."""
         return int(self.clock() // self.refresh_s)
 
-    def shared(self, name: str, compute: Callable[[], Any]) -> Any:
-        return self.cache.get(f"{name}:{self.tick()}", self.refresh_s, compute)
+    def cached(
+        self,
+        grant: Decision,
+        name: str,
+        compute: Callable[[], T],
+        *parts: object,
+        shared: bool = False,
+        warm: bool = False,
+        period_s: float | None = None,
+    ) -> T:
+        """``compute()`` for this period, computed once and reused by every viewer whose
+        decision grants the same area and data class.
 
-    def per_tick(self, name: str, compute: Callable[[], Any]) -> Any:
-        """Built per process once per tick: identical outputs for every viewer."""
-        return self.cache.local_only(f"out:{name}:{self.tick()}", self.refresh_s, compute)
+        ``grant`` must be granted (:func:`dashboard.auth.authorize`, made for this request):
+        a refusal is never looked up nor stored. The key is what the data is: ``name``, the
+        granted area, the data class, ``parts`` (the other inputs ``compute`` depends on)
+        and the period (the refresh tick, or ``period_s``). ``compute`` must depend on
+        nothing else (never on the session). ``shared``: through Redis for every gunicorn
+        worker (JSON values), else in this process. ``warm``: the prewarmer recomputes it
+        at each tick boundary while viewers keep asking. An exception from ``compute``
+        (a backend error) propagates and nothing is cached."""
+        if not grant.granted:
+            raise PermissionError(f"{name}: no cached read without a granted decision")
+        key = ":".join([name, grant.area_id, grant.data_class, *map(str, parts)])
+        period = period_s or self.refresh_s
 
-    def keep_warm(self, key: str, compute: Callable[[], Any]) -> None:
+        def lookup() -> T:
+            slot = f"{key}:{int(self.clock() // period)}"
+            if shared:
+                value: T = self.cache.get(slot, period, compute)
+            else:
+                value = self.cache.local_only(slot, period, compute)
+            return value
+
+        if warm:
+            self._keep_warm(key, lookup)
+        return lookup()
+
+    def tick_input(self, name: str, compute: Callable[[], T]) -> T:
+        """A city-wide input of this tick (e.g. every worker's parsed position), memoised
+        per process for the computations of :meth:`cached`; never itself sent to a viewer."""
+        value: T = self.cache.local_only(f"in:{name}:{self.tick()}", self.refresh_s, compute)
+        return value
+
+    def _keep_warm(self, key: str, compute: Callable[[], Any]) -> None:
         """Ask the prewarmer to recompute ``compute`` at the start of every tick while
         viewers keep asking for it (so no viewer request pays for a computation)."""
         with self._warm_lock:

@@ -1,11 +1,14 @@
 """Glue between thin callbacks and the pure queries: shared per-tick reads, stale handling.
 
-Everything expensive is computed once per refresh tick per area (``Backend.shared``) and
-reused by every viewer; per-viewer work is only picking the metric and formatting.
+Everything expensive is computed once per refresh tick per area and data class
+(``Backend.cached``) and reused by every viewer; per-viewer work is only picking the
+metric and formatting. Every read takes the viewer's granted ``auth.Decision`` for the
+area: the permission is decided before any shared value is read.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +16,9 @@ from zoneinfo import ZoneInfo
 import redis
 from sqlalchemy.exc import SQLAlchemyError
 
+from dashboard.auth import Decision
 from dashboard.backend import Backend
-from dashboard.i18n import current_lang, t
+from dashboard.i18n import current_lang, normalize, t
 from dashboard.pages.panorama import queries as q
 from pipelines.city.geography import City
 from pipelines.spine.aggregate import unpack_position
@@ -60,9 +64,9 @@ def lang() -> str:
     return current_lang(current_app.config["WANGGE_SETTINGS"].dashboard.language)
 
 
-def snapshot(b: Backend, area_id: str) -> dict[str, Any] | None:
-    """The area's panel data for this tick (shared by all viewers)."""
-    view = q.view_of(b.city, area_id)
+def snapshot(b: Backend, grant: Decision) -> dict[str, Any] | None:
+    """The granted area's panel data for this tick (shared by all viewers of its class)."""
+    view = q.view_of(b.city, grant.area_id)
     if view is None:
         return None
 
@@ -80,12 +84,13 @@ def snapshot(b: Backend, area_id: str) -> dict[str, Any] | None:
             view, raw, now_ms=now, hours=hours, grid_counts=b.grid_counts, on_duty=b.on_duty()
         )
 
-    snap: dict[str, Any] = b.shared(f"snap:{area_id}", compute)
+    snap: dict[str, Any] = b.cached(grant, "snap", compute, shared=True)
     return snap
 
 
-def all_grid_values(b: Backend, metric: str) -> list[float]:
-    """One metric for all 12,545 grids, aligned with ``/geo/grids.json``."""
+def all_grid_values(b: Backend, grant: Decision, metric: str) -> list[float]:
+    """One metric for all 12,545 grids, aligned with ``/geo/grids.json`` (a city grant)."""
+    assert b.city.level_of(grant.area_id) == "city"
 
     def compute() -> list[float]:
         grid_ids = b.city.grids["grid_id"].to_list()
@@ -97,16 +102,21 @@ def all_grid_values(b: Backend, metric: str) -> list[float]:
         source = "warn_level" if metric == "warning" else metric
         return [float(v) for v in b.live.metric_for(source, grid_ids, day)]
 
-    values: list[float] = b.shared(f"grids:{metric}", compute)
+    values: list[float] = b.cached(grant, "grids", compute, metric, shared=True)
     return values
 
 
-def markers(b: Backend, area_id: str) -> dict[str, Any]:
-    """Worker positions and open incidents of a street (or one grid) as GeoJSON points."""
+def markers(b: Backend, grant: Decision) -> dict[str, Any]:
+    """The map's points in a street (or one grid): open incidents, and the workers — each
+    worker with its id and live position for viewers who may see positions, else the
+    workers counted per grid at the grid's centre (no id, no position of anyone)."""
+    area_id = grant.area_id
     level = b.city.level_of(area_id)
     empty: dict[str, Any] = {"type": "FeatureCollection", "features": []}
     if level not in ("street", "grid"):
         return empty
+    people = grant.may("positions")
+    incidents = grant.may("incidents")
 
     def compute() -> dict[str, Any]:
         street = area_id if level == "street" else b.grid_street[area_id]
@@ -114,24 +124,27 @@ def markers(b: Backend, area_id: str) -> dict[str, Any]:
         col = "street_id" if level == "street" else "grid_id"
         mine = roster.filter(roster[col] == area_id)
         types = dict(zip(mine["worker_id"].to_list(), mine["type"].to_list(), strict=True))
+        grids = dict(zip(mine["worker_id"].to_list(), mine["grid_id"].to_list(), strict=True))
         online_since = b.now_ms() - b.settings.live.online_minutes * 60_000
         feats = []
+        counts: dict[str, list[int]] = {}
         for w, packed in b.live.positions_of(list(types)).items():
             p = unpack_position(packed)
             on = p["ts"] >= online_since
-            feats.append(
-                _point(
-                    p["lon"],
-                    p["lat"],
-                    {
-                        "k": "w",
-                        "id": w,
-                        "r": 4,
-                        "c": TYPE_COLORS.get(types[w], "#41c7ff") if on else OFFLINE,
-                    },
-                )
-            )
-        for inc in b.live.open_incidents(street):
+            if not people:
+                counts.setdefault(grids[w], [0, 0])[0 if on else 1] += 1
+                continue
+            color = TYPE_COLORS.get(types[w], "#41c7ff") if on else OFFLINE
+            feats.append(_point(p["lon"], p["lat"], {"k": "w", "id": w, "r": 4, "c": color}))
+        for grid, (n_on, n_off) in sorted(counts.items()):
+            row = b.city.area(grid)
+            if row is None:
+                continue
+            size = min(12, 4 + round(math.sqrt(n_on + n_off)))
+            color = TYPE_COLORS["full_time"] if n_on else OFFLINE
+            props = {"k": "c", "on": n_on, "off": n_off, "r": size, "c": color}
+            feats.append(_point(float(row["lon"]), float(row["lat"]), props))
+        for inc in b.live.open_incidents(street) if incidents else []:
             if level == "grid" and inc["grid"] != area_id:
                 continue
             color = "#eb5757" if inc["overdue"] == "1" else "#f2994a"
@@ -144,7 +157,7 @@ def markers(b: Backend, area_id: str) -> dict[str, Any]:
             )
         return {"type": "FeatureCollection", "features": feats}
 
-    data: dict[str, Any] = b.shared(f"markers:{area_id}", compute)
+    data: dict[str, Any] = b.cached(grant, "markers", compute, shared=True)
     return data
 
 
@@ -170,43 +183,64 @@ def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
     return html.Span(t("fresh.stale", lang, t=when), className="wg-stale", id="stale-mark")
 
 
+def panel(
+    b: Backend, grant: Decision, metric: str, allgrids: bool, lang: str, with_markers: bool = True
+) -> dict[str, Any] | None:
+    """What a refresh of the granted area shows, shared data shaped for ``metric``; None
+    for an unknown area. Backend errors propagate (see :func:`panel_or_stale`)."""
+    metric = metric if metric in q.METRICS else "open"
+    snap = snapshot(b, grant)
+    if snap is None:
+        return None
+    grids_mode = allgrids and b.city.level_of(grant.area_id) == "city"
+    values = all_grid_values(b, grant, metric) if grids_mode else snap["children"][metric]
+    if not snap["children"][metric] and not grids_mode:  # a grid: colour itself
+        values = [snap["self"][metric]]
+    hide = q.hideout(metric, values, selected=None)
+    hide["thin"] = grids_mode
+    empty: dict[str, Any] = {"type": "FeatureCollection", "features": []}
+    return {
+        "stale": False,
+        "hideout": hide,
+        "url": "/geo/grids.json" if grids_mode else f"/geo/area/{grant.area_id}.json",
+        "kpi": snap["kpi"],
+        "trend": snap["trend"],
+        "categories": snap["categories"],
+        "labels": snap["labels"],
+        "hotspots": snap["hotspots"].get(metric, []),
+        "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
+        "markers": markers(b, grant) if with_markers else empty,
+        "fresh": fresh_text(b.now_ms(), snap["data_ms"], lang),
+        "now_ms": snap["now_ms"],
+    }
+
+
 def panel_or_stale(
-    b: Backend, area_id: str, metric: str, allgrids: bool, lang: str, last_ok: int | None
+    b: Backend,
+    grant: Decision,
+    metric: str,
+    allgrids: bool,
+    lang: str,
+    last_ok: int | None,
+    with_markers: bool = True,
 ) -> dict[str, Any] | None:
     """What one viewer's refresh returns, or a stale mark when the backend is down."""
     try:
-        snap = snapshot(b, area_id)
-        if snap is None:
-            return None
-        grids_mode = allgrids and b.city.level_of(area_id) == "city"
-        values = all_grid_values(b, metric) if grids_mode else snap["children"][metric]
-        if not snap["children"][metric] and not grids_mode:  # a grid: colour itself
-            values = [snap["self"][metric]]
-        hide = q.hideout(metric, values, selected=None)
-        hide["thin"] = grids_mode
-        return {
-            "stale": False,
-            "hideout": hide,
-            "url": "/geo/grids.json" if grids_mode else f"/geo/area/{area_id}.json",
-            "kpi": snap["kpi"],
-            "trend": snap["trend"],
-            "categories": snap["categories"],
-            "labels": snap["labels"],
-            "hotspots": snap["hotspots"].get(metric, []),
-            "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
-            "markers": markers(b, area_id),
-            "fresh": fresh_text(b.now_ms(), snap["data_ms"], lang),
-            "now_ms": snap["now_ms"],
-        }
+        return panel(b, grant, metric, allgrids, lang, with_markers)
     except BACKEND_ERRORS:
         return {"stale": True, "stale_mark": stale_mark(last_ok, b.settings.live.timezone, lang)}
 
 
-def drill_target(city: City, area_id: str, click: dict[str, Any] | None) -> str | None:
-    """The area a map click leads to: a known area other than the current one."""
-    if not click:
+def drill_target(city: City, area_id: object, click: object) -> str | None:
+    """The area a map click leads to: a known area other than the current one (whether the
+    viewer may open it is the caller's decision)."""
+    props = click.get("properties") if isinstance(click, dict) else None
+    target = props.get("id") if isinstance(props, dict) else None
+    if not isinstance(target, str) or not target or target == area_id:
         return None
-    target = (click.get("properties") or {}).get("id")
-    if not target or target == area_id or city.area(str(target)) is None:
-        return None
-    return str(target)
+    return target if city.area(target) is not None else None
+
+
+def lang_of(value: object) -> str:
+    """The language a component value asks for (anything odd: the default)."""
+    return normalize(value if isinstance(value, str) else None)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from dashboard import live as L
 from dashboard.app import create_app, page_module
+from dashboard.auth import authorize
 from dashboard.backend import Backend
 from pipelines.access import accounts
 from pipelines.city import simulator as simulate
@@ -161,15 +162,15 @@ def test_every_area_equals_the_sum_of_its_children(filled: Filled) -> None:
     checked = 0
     with signed_in(filled.app):
         for area in [b.city.city_id, *b.city.ids("district"), *b.city.ids("street")]:
-            snap = L.snapshot(b, area)
+            snap = L.snapshot(b, authorize(area, "aggregates"))
             assert snap is not None
             kids = b.city.children(area)
-            kid_snaps = [L.snapshot(b, k) for k in kids]
+            kid_snaps = [L.snapshot(b, authorize(k, "aggregates")) for k in kids]
             for m in ADDITIVE:
                 total = sum(s["kpi"][m] for s in kid_snaps if s)
                 assert snap["kpi"][m] == total, (area, m)
             checked += 1
-    top = L.snapshot(b, b.city.city_id)
+        top = L.snapshot(b, authorize(b.city.city_id, "aggregates"))
     assert top is not None and checked == 1 + 11 + len(b.city.ids("street"))
     # today is the moment's local day; online is seen within live.online_minutes
     now = filled.clock.now_ms
@@ -192,6 +193,10 @@ def test_refresh_callback_as_a_plain_function(filled: Filled) -> None:
         grids = refresh(0, "coverage", ["all"], b.city.city_id, None, "en")
         assert len(grids[0]["values"]) == b.city.grids.height and grids[1] == "/geo/grids.json"
         assert set(grids[0]["values"]) <= {0.0, 1.0} and "updated" in grids[10]
+        street = b.city.ids("street")[0]
+        st = refresh(0, "online", [], street, None, "zh-CN")
+        kinds = {f["properties"]["k"] for f in st[8]["features"]}
+        assert "w" not in kinds  # a city leader sees no individual worker (README "Privacy")
         district = b.city.children(b.city.city_id)[0]
         assert drill_down({"properties": {"id": district}}, b.city.city_id) == f"/area/{district}"
         assert drill_down({"properties": {"id": "x"}}, b.city.city_id) is no_update
@@ -222,10 +227,11 @@ def test_panel_is_computed_once_per_tick_for_all_viewers(
     with signed_in(app):
         before = b.cache.computed
         for _ in range(25):
-            L.panel_or_stale(b, b.city.city_id, "open", False, "zh-CN", None)
+            grant = authorize(b.city.city_id, "aggregates")  # each viewer decided anew
+            L.panel_or_stale(b, grant, "open", False, "zh-CN", None)
         assert b.cache.computed - before == 1  # one snapshot for 25 viewers
         clock.advance(int(b.refresh_s * 1000))
-        L.panel_or_stale(b, b.city.city_id, "open", False, "zh-CN", None)
+        L.panel_or_stale(b, grant, "open", False, "zh-CN", None)
         assert b.cache.computed - before == 2  # next tick: recomputed once
 
 

@@ -20,6 +20,7 @@ from dash import Dash, no_update
 from sqlalchemy import Engine, select
 
 from dashboard.app import create_app, page_module
+from dashboard.auth import authorize
 from dashboard.backend import Backend
 from pipelines.access import accounts, audit
 from pipelines.city.geography import City, GridIndex, demo_city
@@ -281,7 +282,7 @@ def test_refresh_is_computed_once_per_tick_for_all_viewers(
     with signed_in(app, role="city_leader", scope=b.city.city_id):
         before = b.cache.computed
         for _ in range(20):
-            mod.panel(b, b.city.city_id, False)
+            mod.panel(b, authorize(b.city.city_id, "aggregates"))
         assert b.cache.computed - before == 1
 
 

@@ -33,18 +33,18 @@ from pipelines.assessment import exports as E
 TOKEN_TTL_MS = 30 * 60_000
 
 
-def shown_for(b: Backend, view: A.View) -> S.Shown:
-    """The view's scorecard as displayed (computed at most once a minute per view)."""
-    now = b.now_ms()
+def shown_for(b: Backend, grant: auth.Decision, view: A.View) -> S.Shown:
+    """The view's scorecard as displayed (computed at most once a minute per view and data
+    class, for viewers whose decision granted the view's area)."""
+    assert grant.area_id == view.area
 
     def compute() -> S.Shown:
         card = S.scorecard(
-            b.engine, b.city, b.settings, view.level, view.period, now, scope=view.area
+            b.engine, b.city, b.settings, view.level, view.period, b.now_ms(), scope=view.area
         )
         return S.Shown.of(card)
 
-    key = f"asm:{view.level}:{view.period.key}:{view.area}:{now // 60_000}"
-    shown: S.Shown = b.cache.local_only(key, 60.0, compute)
+    shown: S.Shown = b.cached(grant, "asm", compute, view.level, view.period.key, period_s=60)
     return shown
 
 
@@ -59,19 +59,22 @@ def shown_for(b: Backend, view: A.View) -> S.Shown:
 )
 def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
     b = current()
+    lang = L.lang_of(lang)
     view = session_view(b, query if isinstance(query, dict) else {})
-    if view is None:
+    grant = auth.authorize(view.area, "scorecards") if view is not None else None
+    if view is None or grant is None or not grant.granted:
         return [], no_update, t("auth.denied", lang), [], None
     p = auth.principal()
     assert p is not None
     try:
-        shown = shown_for(b, view)
+        shown = shown_for(b, grant, view)
     except L.BACKEND_ERRORS:
         return [], no_update, html.Span(t("asm.unavailable", lang), className="wg-muted"), [], None
     token = secrets.token_urlsafe(18)
     payload = {"user": p.username, "shown": shown.to_json()}
     with contextlib.suppress(*L.BACKEND_ERRORS):
-        b.r.set(_token_key(b, token), json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
+        key = _token_key(b, p.username, token)
+        b.r.set(key, json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
     return (
         A.table_data(shown.rows),
         A.columns(view.level, lang, A.bands(shown.rows)),
@@ -81,8 +84,10 @@ def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
     )
 
 
-def _token_key(b: Backend, token: str) -> str:
-    return f"{b.settings.redis.prefix}:asm:shown:{token}"
+def _token_key(b: Backend, owner: str, token: str) -> str:
+    """Where a shown table waits for its export: under its owner, so a lookup can only
+    ever find the asking user's own tables."""
+    return f"{b.settings.redis.prefix}:asm:shown:{owner}:{token}"
 
 
 @dash.callback(
@@ -152,6 +157,7 @@ def navigate(
 )
 def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str) -> Any:
     b = current()
+    lang = L.lang_of(lang)
     view = session_view(b, query if isinstance(query, dict) else {})
     if view is None or not isinstance(cell, dict):
         return no_update, no_update
@@ -161,6 +167,7 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
         return no_update, no_update
     if not _row_in_scope(b, view, row_id):  # scope from the session, never the cell
         return [html.P(t("warn.gone", lang), className="wg-muted")], False
+    row_id = str(auth.clean_id(row_id))
     m = S.METRICS[metric]
     if m.flag is None:
         return [html.P(t("asm.behind.not_incidents", lang), className="wg-muted")], False
@@ -205,18 +212,20 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
 
 
 def _row_in_scope(b: Backend, view: A.View, row_id: str) -> bool:
+    """May the session see the incidents behind this row (its area decides; audited)?"""
+    rid = auth.clean_id(row_id)
     if view.level == "worker":
         roster = b.roster()
-        hit = roster.filter(roster["worker_id"] == row_id)
-        if hit.is_empty():
+        hit = roster.filter(roster["worker_id"] == rid) if rid else roster.clear()
+        grid = str(hit["grid_id"][0]) if not hit.is_empty() else None
+        if grid is None or view.area not in b.city.ancestors(grid):
+            auth.refused("scorecards", row_id, "not a row of the view")
             return False
-        grid = str(hit["grid_id"][0])
-        return view.area in b.city.ancestors(grid) and auth.allowed(b.city, grid)
-    return (
-        b.city.level_of(row_id) == view.level
-        and view.area in b.city.ancestors(row_id)
-        and auth.allowed(b.city, row_id)
-    )
+        return auth.authorize(grid, "scorecards", target=row_id).granted
+    if rid is None or b.city.level_of(rid) != view.level or view.area not in b.city.ancestors(rid):
+        auth.refused("scorecards", row_id, "not a row of the view")
+        return False
+    return auth.authorize(rid, "scorecards").granted
 
 
 def _row_name(b: Backend, view: A.View, row_id: str) -> str:
@@ -247,9 +256,11 @@ def export(*args: Any) -> tuple[Any, ...]:
     """A click starts an export job (or shows the one running); a tick shows its progress."""
     *_clicks, _tick, job_id, token, lang = args
     b = current()
+    lang = L.lang_of(lang)
     p = auth.principal()
     if ctx.triggered_id == ids.ASM_POLL:
-        if not isinstance(job_id, str) or p is None:
+        job_id = J.clean_job_id(job_id)
+        if job_id is None or p is None:
             return UNCHANGED
         try:
             job = J.status(b, p.username, job_id)
@@ -301,7 +312,9 @@ def _buttons(disabled: bool) -> list[bool]:
 def deliver(job_id: Any, lang: str) -> tuple[Any, Any]:
     """A finished job's file, to the user who started it."""
     p = auth.principal()
-    if not isinstance(job_id, str) or p is None:
+    lang = L.lang_of(lang)
+    job_id = J.clean_job_id(job_id)
+    if job_id is None or p is None:
         return no_update, no_update
     got = J.fetch(current(), p.username, job_id)
     if got is None:
@@ -317,19 +330,22 @@ def begin_export(
     done) — or the user's export already running. (result, job)"""
     guard = current_app.extensions["wangge.guard"]
     if p is None or p.wall or p.role not in A.EXPORT_ROLES or fmt not in E.EXPORTS:
-        guard.audit("denied", target="/assessment/export", detail={"why": "export role"})
+        auth.refused("exports", "/assessment/export", "export role")
         return "export_denied", None
     job = J.running(b, p.username)
     if job is not None:  # a second click while one runs: the same job
         return "ok", job
     if guard.rate_limited(f"export:{p.username}", b.settings.auth.export_rate_per_minute):
         return "rate_limited", None
-    raw = b.r.get(_token_key(b, str(token))) if isinstance(token, str) and token else None
+    tok = J.clean_job_id(token)  # the same alphabet as job ids
+    raw = b.r.get(_token_key(b, p.username, tok)) if tok else None  # only the user's own
     if raw is None:
         return "stale", None
     payload = json.loads(raw)
     shown = S.Shown.from_json(payload["shown"])
-    if payload.get("user") != p.username or not auth.allowed(b.city, shown.area):
-        guard.audit("denied", target="/assessment/export", detail={"why": "foreign table"})
+    if payload.get("user") != p.username:
+        auth.refused("exports", "/assessment/export", "foreign table")
+        return "export_denied", None
+    if not auth.authorize(shown.area, "exports", target="/assessment/export").granted:
         return "export_denied", None
     return "ok", J.start(b, p, shown, fmt, lang)

@@ -7,8 +7,10 @@ a progress callback, then the audit entry (once, with the file's hash). The job'
 app's prefix with a TTL, so whichever gunicorn worker answers the page's polls reads
 the same progress. The finished file waits in Redis for :data:`DATA_TTL_MS`.
 
-A job belongs to the user who started it: :func:`status` and :func:`fetch` answer only
-its owner. One running job per user: a second click returns the job already running.
+A job belongs to the user who started it: its record and file are keyed under the
+owner (``…:asm:job:<owner>:<id>``), so :func:`status` and :func:`fetch` look up only the
+asking user's own jobs — another user's job id finds nothing. One running job per user:
+a second click returns the job already running.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -33,6 +36,12 @@ DATA_TTL_MS = 3 * 60_000  # the finished file's bytes
 STALL_MS = 60_000  # a running job silent this long died with its process
 
 log = logging.getLogger("wangge.dashboard")
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")  # secrets.token_urlsafe's alphabet
+
+
+def clean_job_id(value: object) -> str | None:
+    """A job id (or shown-table token) as made here, else None (checked before any lookup)."""
+    return value if isinstance(value, str) and _JOB_ID.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,8 @@ def stage_text(job: Job, lang: str) -> str:
     return t(f"asm.stage.{job.stage}", lang, done=job.done, total=job.total)
 
 
-def _key(b: Backend, job_id: str) -> str:
-    return f"{b.settings.redis.prefix}:asm:job:{job_id}"
+def _key(b: Backend, owner: str, job_id: str) -> str:
+    return f"{b.settings.redis.prefix}:asm:job:{owner}:{job_id}"
 
 
 def _claim_key(b: Backend, owner: str) -> str:
@@ -77,7 +86,7 @@ def _claim_key(b: Backend, owner: str) -> str:
 
 def _save(b: Backend, job: Job) -> None:
     pipe = b.r.pipeline(transaction=False)
-    pipe.set(_key(b, job.id), job.to_json(), px=RECORD_TTL_MS)
+    pipe.set(_key(b, job.owner, job.id), job.to_json(), px=RECORD_TTL_MS)
     if job.state == "running":  # the claim lives while the job shows signs of life
         pipe.set(_claim_key(b, job.owner), job.id, px=STALL_MS, xx=True)
     pipe.execute()
@@ -85,7 +94,8 @@ def _save(b: Backend, job: Job) -> None:
 
 def status(b: Backend, owner: str, job_id: str) -> Job | None:
     """The job if ``owner`` started it (a silent running job is reported as lost)."""
-    raw = b.r.get(_key(b, job_id)) if job_id else None
+    jid = clean_job_id(job_id)  # an odd id finds nothing (and never reaches Redis)
+    raw = b.r.get(_key(b, owner, jid)) if jid else None
     if raw is None:
         return None
     job = Job.from_json(raw)
@@ -108,7 +118,7 @@ def fetch(b: Backend, owner: str, job_id: str) -> tuple[Job, bytes] | None:
     job = status(b, owner, job_id)
     if job is None or job.state != "done":
         return None
-    data = b.r.get(_key(b, job_id) + ":data")
+    data = b.r.get(_key(b, owner, job.id) + ":data")
     return (job, data) if isinstance(data, bytes) else None
 
 
@@ -134,11 +144,11 @@ def start(
         percent=0,
         updated_ms=b.now_ms(),
     )
-    b.r.set(_key(b, job.id), job.to_json(), px=RECORD_TTL_MS)
+    b.r.set(_key(b, job.owner, job.id), job.to_json(), px=RECORD_TTL_MS)
     if not b.r.set(_claim_key(b, p.username), job.id, nx=True, px=STALL_MS):
         other = running(b, p.username)
         if other is not None:
-            b.r.delete(_key(b, job.id))
+            b.r.delete(_key(b, job.owner, job.id))
             return other
         b.r.set(_claim_key(b, p.username), job.id, px=STALL_MS)  # a dead job's claim
     spawn(lambda: run(b, job, p, shown, lang))
@@ -170,7 +180,7 @@ def run(b: Backend, job: Job, p: Principal, shown: S.Shown, lang: str) -> None:
             detail=E.audit_detail(shown, f, job.fmt, "web"),
             now_ms=b.now_ms(),
         )
-        b.r.set(_key(b, job.id) + ":data", f.data, px=DATA_TTL_MS)
+        b.r.set(_key(b, job.owner, job.id) + ":data", f.data, px=DATA_TTL_MS)
         current = dataclasses.replace(
             current,
             state="done",

@@ -1,4 +1,5 @@
-"""Panorama callbacks: the live refresh (computed once per tick) and the map's drill-down."""
+"""Panorama callbacks: the live refresh (decided per request, computed once per tick and
+data class) and the map's drill-down."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dash import Input, Output, State, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
-from dashboard.backend import current
+from dashboard.backend import Backend, current
 from dashboard.components.panels import (
     category_figure,
     denied_panel,
@@ -19,6 +20,7 @@ from dashboard.components.panels import (
     ticker_list,
     trend_figure,
 )
+from dashboard.pages.panorama.queries import METRICS
 
 
 @dash.callback(
@@ -44,40 +46,37 @@ from dashboard.components.panels import (
 def refresh(
     _n: int, metric: str, allgrids: list[str], area_id: str, last_ok: int | None, lang: str
 ) -> tuple[Any, ...]:
-    """Thin: the shared panel of this tick, shaped for this viewer's choices."""
+    """Thin: the viewer's permission first, then this tick's shared panel for what the data
+    is (area, data class, metric, grids mode, language), computed once per process."""
     b = current()
-    grids = "all" in (allgrids or [])
-    b.keep_warm(
-        f"pan:{area_id}:{metric}:{grids}:{lang}",
-        lambda: cached_outputs(b, area_id, metric, grids, lang, None),
-    )
-    return cached_outputs(b, area_id, metric, grids, lang, last_ok)
-
-
-def cached_outputs(
-    b: Any, area_id: str, metric: str, grids: bool, lang: str, last_ok: int | None
-) -> tuple[Any, ...]:
-    """The outputs for this tick, built once per process (stale answers never cached)."""
-    key = f"pan:{area_id}:{metric}:{grids}:{lang}"
-    out: tuple[Any, ...] = b.per_tick(
-        key, lambda: outputs(b, area_id, metric, grids, lang, last_ok)
-    )
-    if out and out[-1] == "stale":
-        b.cache.local.pop(f"out:{key}:{b.tick()}", None)
-        return out[:-1]
-    return out
+    lang = L.lang_of(lang)
+    metric = metric if metric in METRICS else "open"
+    grids = isinstance(allgrids, list) and "all" in allgrids
+    grant = auth.authorize(area_id, "aggregates")
+    if not grant.granted:  # the scope comes from the session, not the store; never cached
+        return (no_update,) * 3 + ([denied_panel(lang)],) + (no_update,) * 8
+    try:
+        return b.cached(
+            grant,
+            "pan",
+            lambda: outputs(b, grant, metric, grids, lang),
+            metric,
+            grids,
+            lang,
+            warm=True,
+        )
+    except L.BACKEND_ERRORS:  # nothing cached: the next refresh tries again
+        mark = L.stale_mark(last_ok, b.settings.live.timezone, lang)
+        return (*(no_update,) * 9, mark, no_update, no_update)
 
 
 def outputs(
-    b: Any, area_id: str, metric: str, allgrids: bool, lang: str, last_ok: int | None
+    b: Backend, grant: auth.Decision, metric: str, allgrids: bool, lang: str
 ) -> tuple[Any, ...]:
-    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
-        return (no_update,) * 3 + ([denied_panel(lang)],) + (no_update,) * 8
-    panel = L.panel_or_stale(b, area_id, metric, allgrids, lang, last_ok)
+    """The outputs for a granted area (pure of the session: shared by its data class)."""
+    panel = L.panel(b, grant, metric, allgrids, lang)
     if panel is None:
         return (no_update,) * 12
-    if panel["stale"]:
-        return (*(no_update,) * 9, panel["stale_mark"], no_update, no_update, "stale")
     tz = b.settings.live.timezone
     return (
         panel["hideout"],
@@ -104,4 +103,6 @@ def outputs(
 def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
     city = current().city
     target = L.drill_target(city, area_id, click)
-    return f"/area/{target}" if target and auth.allowed(city, target) else no_update
+    if target is None or not auth.authorize(target, "aggregates").granted:
+        return no_update
+    return f"/area/{target}"

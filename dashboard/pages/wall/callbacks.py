@@ -21,7 +21,7 @@ from dashboard.components.panels import (
     trend_figure,
 )
 from dashboard.i18n import t
-from dashboard.pages.panorama.queries import font_px, next_in_tour, view_of
+from dashboard.pages.panorama.queries import METRICS, font_px, next_in_tour, view_of
 from dashboard.pages.warnings import queries as WL
 
 dash.clientside_callback(
@@ -50,11 +50,19 @@ dash.clientside_callback(
 )
 def tour_step(_n: int, areas: list[str], state: dict[str, Any]) -> Any:
     city = current().city
-    areas = [a for a in areas or [] if auth.allowed(city, a)]
+    known = [a for a in areas if auth.clean_id(a)] if isinstance(areas, list) else []
+    areas = [a for a in known if auth.allowed(city, a)]  # the tour's own stops; no data read
     if not areas:
         return no_update
-    nxt = next_in_tour(areas, state["area"])
-    return {**state, "area": nxt}
+    area, metric = _wall_state(state)
+    return {"area": next_in_tour(areas, area or ""), "metric": metric}
+
+
+def _wall_state(state: object) -> tuple[str | None, str]:
+    """(area, metric) of the wall's store, as values a lookup may use."""
+    got = state if isinstance(state, dict) else {}
+    metric = got.get("metric")
+    return auth.clean_id(got.get("area")), metric if metric in METRICS else "open"
 
 
 def red_banner(b: Any, area_id: str, red: int, lang: str) -> html.Div | None:
@@ -94,18 +102,38 @@ def red_banner(b: Any, area_id: str, red: int, lang: str) -> html.Div | None:
 def wall_refresh(
     _n: int, state: dict[str, Any], vh: int | None, last_ok: int | None, lang: str
 ) -> tuple[Any, ...]:
+    """Thin: the wall's permission first, then this tick's shared outputs for what the data
+    is (area, data class, metric, language, font size), computed once per process."""
     b = current()
-    area_id, metric = state["area"], state["metric"]
-    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
+    lang = L.lang_of(lang)
+    area_id, metric = _wall_state(state)
+    grant = auth.authorize(area_id, "aggregates", target=area_id or state)
+    if not grant.granted:  # the scope comes from the session, not the store; never cached
         return (no_update,) * 11 + (t("auth.denied", lang), no_update)
-    panel = L.panel_or_stale(b, area_id, metric, False, lang, last_ok)
+    size = font_px(vh if isinstance(vh, int | float) else None)
+    try:
+        return b.cached(
+            grant,
+            "wall",
+            lambda: outputs(b, grant, metric, lang, size),
+            metric,
+            lang,
+            size,
+            warm=True,
+        )
+    except L.BACKEND_ERRORS:  # nothing cached: the next refresh tries again
+        mark = L.stale_mark(last_ok, b.settings.live.timezone, lang)
+        return (*(no_update,) * 10, mark, no_update, no_update)
+
+
+def outputs(b: Any, grant: auth.Decision, metric: str, lang: str, size: int) -> tuple[Any, ...]:
+    """The wall's outputs for a granted area (pure of the session: shared by its class)."""
+    panel = L.panel(b, grant, metric, False, lang, with_markers=False)
     if panel is None:
         return (no_update,) * 13
-    if panel["stale"]:
-        return (*(no_update,) * 10, panel["stale_mark"], no_update, no_update)
     tz = b.settings.live.timezone
-    banner = red_banner(b, area_id, panel["kpi"]["warnings"].get("red", 0), lang)
-    view = view_of(b.city, area_id)
+    banner = red_banner(b, grant.area_id, panel["kpi"]["warnings"].get("red", 0), lang)
+    view = view_of(b.city, grant.area_id)
     title = f"{view.name if view else ''} · {t('app.title', lang)}"
     ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}") for r in panel["ticker"][:20]]
     return (
@@ -113,9 +141,9 @@ def wall_refresh(
         panel["url"],
         legend(panel["hideout"], lang),
         kpi_tiles(panel["kpi"], lang),
-        trend_figure(panel["trend"], lang, tz, size=font_px(vh)),
-        category_figure(panel["categories"], lang, size=font_px(vh)),
-        label_figure(panel["labels"], lang, size=font_px(vh)),
+        trend_figure(panel["trend"], lang, tz, size=size),
+        category_figure(panel["categories"], lang, size=size),
+        label_figure(panel["labels"], lang, size=size),
         hotspot_list(panel["hotspots"], metric, base="/wall/"),
         ticker,
         banner,

@@ -25,12 +25,15 @@ from pipelines.access import accounts
 
 
 def scoped_items(b: Backend) -> list[dict[str, Any]]:
-    """The open warnings in the session's scope, read fresh (one HVALS of the open list):
-    an action's result shows in the actor's own list at once, not a tick later."""
+    """The open warnings in the session's scope, read fresh (one HVALS of the open list,
+    never cached): an action's result shows in the actor's own list at once."""
     p = auth.principal()
     if p is None or p.wall:
         return []
-    return WL.in_scope(b.live.warnings(), b.city, p.scope)
+    grant = auth.authorize(p.scope, "warnings")
+    if not grant.granted:
+        return []
+    return WL.in_scope(b.live.warnings(), b.city, grant.area_id)
 
 
 @dash.callback(
@@ -64,6 +67,7 @@ def refresh(
     lang: str,
 ) -> tuple[Any, ...]:
     b = current()
+    lang = L.lang_of(lang)
     try:
         items = scoped_items(b)
     except L.BACKEND_ERRORS:
@@ -99,9 +103,10 @@ dash.clientside_callback(
 def select(_clicks: list[int], marker: dict[str, Any] | None) -> Any:
     trig = ctx.triggered_id
     if isinstance(trig, dict) and any(_clicks or ()):
-        return str(trig.get("id"))
-    if trig == ids.WARN_MARKERS and marker:
-        return str((marker.get("properties") or {}).get("id") or "") or no_update
+        return auth.clean_id(trig.get("id")) or no_update
+    props = marker.get("properties") if isinstance(marker, dict) else None
+    if trig == ids.WARN_MARKERS and isinstance(props, dict):
+        return auth.clean_id(props.get("id")) or no_update
     return no_update
 
 
@@ -116,20 +121,37 @@ def select(_clicks: list[int], marker: dict[str, Any] | None) -> Any:
 )
 def detail(warning_id: str | None, _done: int, _n: int, lang: str) -> tuple[Any, ...]:
     b = current()
+    lang = L.lang_of(lang)
     hidden = {"display": "none"}
     none = (hidden,) * (1 + len(ACTION_BUTTONS))
     if not isinstance(warning_id, str) or not warning_id:
         return html.P(t("warn.pick", lang), className="wg-muted"), *none
     try:
-        row = W.warning_detail(b.engine, warning_id)
+        row = warning_of(b, warning_id)
     except L.BACKEND_ERRORS:
         return html.P(t("warn.unavailable", lang), className="wg-muted"), *none
-    if row is None or not auth.allowed(b.city, row["area_id"]):  # scope from the session
+    if row is None:  # unknown, or outside the session's scope (audited)
         return html.P(t("warn.gone", lang), className="wg-muted"), *none
     p = auth.principal()
     can = WL.allowed_actions(p.role, _can_act(p), row["status"]) if p else []
     buttons = [{} if a in can else hidden for a in ACTION_BUTTONS]
     return detail_panel(row, b, lang), ({} if can else hidden), *buttons
+
+
+def warning_of(b: Backend, warning_id: object, kind: str = "warnings") -> dict[str, Any] | None:
+    """The warning if the session may see ``kind`` of it (its area decides; a refusal or
+    an unknown id is audited), else None. An odd id is refused before any lookup."""
+    wid = auth.clean_id(warning_id)
+    if wid is None:
+        auth.refused(kind, warning_id, "malformed id")
+        return None
+    row = W.warning_detail(b.engine, wid)
+    if row is None:
+        auth.refused(kind, wid, "unknown warning")
+        return None
+    if not auth.authorize(row["area_id"], kind, target=wid).granted:
+        return None
+    return row
 
 
 def _can_act(p: auth.Principal) -> bool:
@@ -154,8 +176,10 @@ def take_action(*args: Any) -> tuple[Any, Any]:
     if action is None or not isinstance(warning_id, str):
         return no_update, no_update
     b = current()
+    lang = L.lang_of(lang)
     p = auth.principal()
-    result = act(b, p, warning_id, action, str(note or ""), str(assignee or ""))
+    note, assignee = auth.safe_text(note or "", 2000), auth.safe_text(assignee or "", 200)
+    result = act(b, p, warning_id, action, note, assignee)
     return t(f"wresult.{result}", lang), (done or 0) + (result == "ok")
 
 
@@ -170,8 +194,7 @@ def act(
     """Check role and scope on the server, act, republish the live list: a result code."""
     if p is None or not _can_act(p):
         return "denied"
-    row = W.warning_detail(b.engine, warning_id)
-    if row is None or not accounts.scope_allows(p.scope, row["area_id"], b.city):
+    if warning_of(b, warning_id, "warning_actions") is None:  # its area decides
         return "denied"
     try:
         ok = W.act(

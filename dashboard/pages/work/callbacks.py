@@ -61,15 +61,15 @@ from dashboard.pages.work.components import (
     State(ids.LANG, "data"),
 )
 def refresh(_n: int, area_id: str, last_ok: int | None, sent: Any, lang: str) -> tuple[Any, ...]:
-    """Thin: this tick's shared panel for the area, shaped for the viewer's role; parts
-    the viewer already has (same digest) are not sent again."""
+    """Thin: the viewer's permission first, then this tick's shared panel for what the
+    data is (area, data class: people or counts only, language); parts the viewer already
+    has (same digest) are not sent again."""
     b = current()
-    if not auth.allowed(b.city, area_id):  # the scope comes from the session, not the store
+    lang = L.lang_of(lang)
+    grant = auth.authorize(area_id, "aggregates")
+    if not grant.granted:  # the scope comes from the session, not the store; never cached
         return (no_update,) * 2 + ([denied_panel(lang)],) + (no_update,) * 7
-    people = auth.sees_people()
-    key = f"work:{area_id}:{int(people)}:{lang}"
-    b.keep_warm(key, lambda: cached_outputs(b, area_id, people, lang, None))
-    out, digests = cached_outputs(b, area_id, people, lang, last_ok)
+    out, digests = cached_outputs(b, grant, lang, last_ok)
     return (*only_changed(out, digests, sent), digests or no_update)
 
 
@@ -87,12 +87,11 @@ def only_changed(out: tuple[Any, ...], digests: dict[str, str], sent: Any) -> tu
 
 
 def cached_outputs(
-    b: Backend, area_id: str, people: bool, lang: str, last_ok: int | None
+    b: Backend, grant: auth.Decision, lang: str, last_ok: int | None
 ) -> tuple[tuple[Any, ...], dict[str, str]]:
-    key = f"work:{area_id}:{int(people)}:{lang}"
     try:
-        got: tuple[tuple[Any, ...], dict[str, str]] = b.per_tick(
-            key, lambda: outputs(b, area_id, people, lang)
+        got: tuple[tuple[Any, ...], dict[str, str]] = b.cached(
+            grant, "work", lambda: outputs(b, grant, lang), lang, warm=True
         )
     except L.BACKEND_ERRORS:
         stale = L.stale_mark(last_ok, b.settings.live.timezone, lang)
@@ -100,10 +99,13 @@ def cached_outputs(
     return got
 
 
-def panel(b: Backend, area_id: str, people: bool) -> dict[str, Any]:
-    """The area's numbers for this tick (shared by all viewers through Redis)."""
+def panel(b: Backend, grant: auth.Decision) -> dict[str, Any]:
+    """The granted area's numbers for this tick (shared by all viewers of its data class
+    through Redis): individual markers only for a class that may see positions."""
+    area_id = grant.area_id
     level = b.city.level_of(area_id)
     assert level is not None
+    people = grant.may("positions")
 
     def compute() -> dict[str, Any]:
         now = b.now_ms()
@@ -119,19 +121,21 @@ def panel(b: Backend, area_id: str, people: bool) -> dict[str, Any]:
             now_ms=now,
             online_ms=b.settings.live.online_minutes * 60_000,
             people=people,
+            centres=b.area_centres,
         )
         logs = WQ.work_logs(b.engine, level, area_id, WQ.day_start_ms(now, tz))
         snap["logs"] = logs.to_dicts()
         return snap
 
-    data: dict[str, Any] = b.shared(f"work:{area_id}:{int(people)}", compute)
+    data: dict[str, Any] = b.cached(grant, "work:panel", compute, shared=True)
     return data
 
 
-def activity_rows(b: Backend, area_id: str) -> list[dict[str, Any]]:
-    """Per-worker activity of a street or grid (people roles only), cached for a minute."""
+def activity_rows(b: Backend, grant: auth.Decision) -> list[dict[str, Any]]:
+    """Per-worker activity of a street or grid (viewers who may see names), for a minute."""
+    area_id = grant.area_id
     level = b.city.level_of(area_id)
-    assert level in ("street", "grid")
+    assert level in ("street", "grid") and grant.may("names")
 
     def compute() -> list[dict[str, Any]]:
         now = b.now_ms()
@@ -142,8 +146,7 @@ def activity_rows(b: Backend, area_id: str) -> list[dict[str, Any]]:
         )
         return rows
 
-    minute = int(b.clock() // 60)
-    rows: list[dict[str, Any]] = b.cache.get(f"work:act:{area_id}:{minute}", 60, compute)
+    rows: list[dict[str, Any]] = b.cached(grant, "work:act", compute, shared=True, period_s=60)
     return rows
 
 
@@ -151,16 +154,17 @@ def _digest(value: Any) -> str:
     return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
 
 
-def outputs(
-    b: Backend, area_id: str, people: bool, lang: str
-) -> tuple[tuple[Any, ...], dict[str, str]]:
-    snap = panel(b, area_id, people)
+def outputs(b: Backend, grant: auth.Decision, lang: str) -> tuple[tuple[Any, ...], dict[str, str]]:
+    """The outputs for a granted area (pure of the session: shared by its data class)."""
+    area_id = grant.area_id
+    snap = panel(b, grant)
+    people = grant.may("names")
     level = b.city.level_of(area_id) or "city"
     hide = hideout("coverage", snap["values"])
     tz = b.settings.live.timezone
     names = _names(b)
     if people and level in ("street", "grid"):
-        rows = activity_rows(b, area_id)
+        rows = activity_rows(b, grant)
         bottom = activity_table(rows, names, lang, tz)
     else:
         rows = snap["children"]
@@ -188,12 +192,7 @@ def outputs(
 
 
 def _names(b: Backend) -> dict[str, str]:
-    def compute() -> dict[str, str]:
-        a = b.city.areas
-        return dict(zip(a["area_id"].to_list(), a["name"].to_list(), strict=True))
-
-    names: dict[str, str] = b.cache.local_only("work:names", 3600, compute)
-    return names
+    return b.area_names
 
 
 @dash.callback(
@@ -206,7 +205,9 @@ def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
     """A click on a child area opens its grid work (when in scope)."""
     city = current().city
     target = L.drill_target(city, area_id, click)
-    return f"/work/{target}" if target and auth.allowed(city, target) else no_update
+    if target is None or not auth.authorize(target, "aggregates").granted:
+        return no_update
+    return f"/work/{target}"
 
 
 @dash.callback(
@@ -225,11 +226,14 @@ def filter_workers(
     """Workers of a grid: assigned to it, or whose track passed through it in the window
     (today when the window is not valid)."""
     b = current()
-    if not auth.sees_people() or not auth.allowed(b.city, area_id):
+    area = auth.authorize(area_id, "names")
+    if not area.granted:
         return []
-    level = b.city.level_of(area_id) or "city"
-    roster = b.roster().filter(WQ.area_filter(level, area_id))
-    if grid_id and auth.allowed(b.city, grid_id):
+    level = b.city.level_of(area.area_id) or "city"
+    roster = b.roster().filter(WQ.area_filter(level, area.area_id))
+    grid = auth.authorize(grid_id, "names") if grid_id else None
+    if grid is not None and grid.granted:
+        grid_id = grid.area_id
         now = b.now_ms()
         try:
             win = _window(b, choice, day, from_h, to_h)
@@ -301,21 +305,26 @@ def load_track(
     no worker, every in-scope worker whose track passed through the grid (at most
     ``MAX_REPLAY_WORKERS``, longest there first), for a validated window. Audited."""
     b = current()
-    if not auth.sees_people():
+    lang = L.lang_of(lang)
+    if not auth.may_see("tracks"):
         return _no_replay(t("work.replay.hint", lang))
     try:
         win = _window(b, choice, day, from_h, to_h)
     except WQ.WindowError as exc:
         return _no_replay(t(exc.key, lang, **exc.kw), error=True)
     roster = b.roster()
-    if worker_id:
-        grid = WQ.worker_grid(roster, worker_id)
-        if grid is None or not auth.allowed(b.city, grid):
+    if worker_id:  # the worker's own grid decides
+        wid = auth.clean_id(worker_id)
+        if wid is None:
+            auth.refused("tracks", worker_id, "malformed id")
             return _no_replay(t("work.replay.hint", lang))
-        shown, total, outline = [str(worker_id)], 1, None
-        href = f"/export/track/{worker_id}.csv?{win.query}"
-        _audit_view(str(worker_id), win.detail())
-    elif grid_id and auth.allowed(b.city, grid_id):
+        grid = WQ.worker_grid(roster, wid)
+        if not auth.authorize(grid, "tracks", target=wid).granted:
+            return _no_replay(t("work.replay.hint", lang))
+        shown, total, outline = [wid], 1, None
+        href = f"/export/track/{wid}.csv?{win.query}"
+        _audit_view(wid, win.detail())
+    elif grid_id and auth.authorize(grid_id, "tracks").granted:
         shown, total = WQ.grid_workers(
             b.engine, roster, grid_id, win, lambda g: auth.allowed(b.city, g)
         )

@@ -1,7 +1,8 @@
 """Track export (CSV of a replayed track): one worker's (the worker's grid in the caller's
 scope) or a grid's (the grid in scope; the same in-scope workers, capped, as the page
 replays); a window as on the page; people roles only, rate-limited per user (shared in
-Redis) and audited."""
+Redis) and audited. The permission is decided before anything is read (nothing here is
+cached: each export reads SQL for its own request)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, make_response, request
 
-from dashboard.auth import Guard, allowed, principal
+from dashboard.auth import Guard, allowed, authorize, principal
 from dashboard.backend import EXTENSION, Backend
 from dashboard.pages.work import queries as WQ
 
@@ -80,17 +81,18 @@ def install(server: Flask, guard: Guard) -> None:
     @server.route("/export/track/<worker_id>.csv")
     def work_track_csv(worker_id: str) -> Response:
         b: Backend = server.extensions[EXTENSION]
-        grid = WQ.worker_grid(b.roster(), worker_id)
-        if grid is None or not allowed(b.city, grid):
-            return guard.deny("worker outside scope")
+        grid = WQ.worker_grid(b.roster(), worker_id)  # the worker's own grid decides
+        if not authorize(grid, "tracks", city=b.city, audited=False).granted:
+            return guard.deny("worker outside scope")  # audited, rate-limited
         return send(b, worker_id, lambda _win: [worker_id])
 
     @server.route("/export/track/grid/<grid_id>.csv")
     def work_grid_track_csv(grid_id: str) -> Response:
         """The workers the page replays for the grid (same choice, same cap)."""
         b: Backend = server.extensions[EXTENSION]
-        if b.city.level_of(grid_id) != "grid" or not allowed(b.city, grid_id):
-            return guard.deny("grid outside scope")
+        grant = authorize(grid_id, "tracks", city=b.city, audited=False)
+        if b.city.level_of(grid_id) != "grid" or not grant.granted:
+            return guard.deny("grid outside scope")  # audited, rate-limited
 
         def pick(win: WQ.Window) -> list[str]:
             shown, _total = WQ.grid_workers(

@@ -4,7 +4,8 @@ Privacy: only roles in ``auth.INDIVIDUALS`` get names, ids and tracks of workers
 everyone else gets counts and coverage (clusters, never individual markers). Every
 function that returns people takes ``people: bool`` and strips them when it is False.
 Expensive work is done once per refresh tick and shared by every viewer
-(``Backend.per_tick`` for the parsed positions, ``Backend.shared`` per area).
+(``Backend.tick_input`` for the parsed positions, ``Backend.cached`` per area and data
+class, after the viewer's permission was decided).
 """
 
 from __future__ import annotations
@@ -112,11 +113,14 @@ def snapshot(
     now_ms: int,
     online_ms: int,
     people: bool,
+    centres: dict[str, tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     """Everything a refresh shows except the SQL-backed tables (pure).
 
     ``grids``: the city's grids (grid_id, street_id, district_id); ``roster``: workers
-    with their own grid's chain; ``live``: :func:`pipelines.gridwork.tracks.live_workers`.
+    with their own grid's chain; ``live``: :func:`pipelines.gridwork.tracks.live_workers`;
+    ``centres``: area → (lon, lat) where a cluster is drawn (its members' mean position
+    when missing — which, for a cluster of one, is that worker's position).
     """
     here = grids.filter(area_filter(level, area_id))
     roster_here = roster.filter(area_filter(level, area_id))
@@ -152,7 +156,14 @@ def snapshot(
     n_patrolled = here.height - len(gaps)
     where = live.filter(area_filter(level, area_id))
     group = cluster_level(level, people)
-    feats = cluster_features(work.clusters(where, group)) if group else worker_features(where)
+    if group:
+        groups = work.clusters(where, group)
+        at = centres or {}
+        for c in groups:  # at the area's centre, never a member's spot
+            c["lon"], c["lat"] = at.get(c["area"], (c["lon"], c["lat"]))
+        feats = cluster_features(groups)
+    else:
+        feats = worker_features(where)
     return {
         "kpi": {
             **counts,
@@ -459,7 +470,7 @@ def live_frame(b: Backend) -> pl.DataFrame:
             b.settings.live.online_minutes * 60_000,
         )
 
-    frame: pl.DataFrame = b.per_tick("work:live", compute)
+    frame: pl.DataFrame = b.tick_input("work:live", compute)
     return frame
 
 
