@@ -38,6 +38,7 @@ from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.access import audit
+from pipelines.access.text import clean_name, clean_text
 from pipelines.city.geography import City
 from pipelines.gridwork import tracks as work
 from pipelines.settings import Settings, WarningSettings
@@ -1265,7 +1266,7 @@ def act(
     """
     if action not in ACTIONS:
         raise ActionError(f"unknown action {action!r}")
-    note, assignee = note.strip()[:500], assignee.strip()[:128]
+    note, assignee = clean_text(note).strip()[:500], clean_name(assignee)[:128]
     if action == "dispatch" and not assignee:
         raise ActionError("dispatch needs a unit or person")
     if action == "dismiss" and not note:
