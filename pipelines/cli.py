@@ -823,7 +823,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     settings = load_settings(args.config)
-    return COMMANDS[args.cmd](settings, args)
+    try:
+        return COMMANDS[args.cmd](settings, args)
+    except audit.AuditKeyMissing as exc:  # a command that writes the audit log, no key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
