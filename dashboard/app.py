@@ -1,7 +1,8 @@
 """The Dash app: ``create_app(settings)``; ``server`` for gunicorn (``dashboard.app:server``).
 
 Everything is served locally (Dash, dash-leaflet, Plotly, CSS, JS; no CDN). Geometry is
-a cacheable, pre-gzipped response per area; refreshes carry values only.
+a cacheable, pre-gzipped response per area; refreshes carry values only. In front of
+Flask: request size limits and trusted proxies (``dashboard/wsgi.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,12 +24,13 @@ from flask import Response, make_response, redirect, request
 from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import ids, login
-from dashboard.auth import Guard, principal
+from dashboard import ids, login, wsgi
+from dashboard.auth import Guard, csrf_token, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
 from dashboard.pages.work import export as work_export
+from pipelines.access import audit, policy
 from pipelines.city import binding
 from pipelines.city.geography import City, load_city
 from pipelines.settings import ROOT, Settings, load_settings
@@ -47,11 +50,14 @@ def _shell(settings: Settings) -> Any:
         lang = current_lang(settings.dashboard.language)
         path = request.path if request else "/"
         wall = path.startswith("/wall")
+        p = principal()
+        role = p.role if p else None
+        nav = [(key, href) for key, href in NAV if _opens(role, href)]
         header = html.Div(
             [
                 html.Div(t("app.title", lang), className="wg-brand"),
                 html.Nav(
-                    [dcc.Link(t(key, lang), href=href) for key, href in NAV], className="wg-nav"
+                    [dcc.Link(t(key, lang), href=href) for key, href in nav], className="wg-nav"
                 ),
                 html.Span(id=ids.FRESH, className="wg-fresh"),
                 _user_box(lang),
@@ -77,19 +83,22 @@ def _shell(settings: Settings) -> Any:
     return layout
 
 
+def _opens(role: str | None, href: str) -> bool:
+    page = policy.page_of(href)
+    return page is None or policy.may_open(role, page)
+
+
 def _user_box(lang: str) -> Any:
     p = principal()
     if p is None:
         return html.Span()
-    from flask import session
-
     role = t(f"role.{p.role}", lang)
     return html.Form(
         [
             html.Span(
                 f"{p.display_name or p.username} · {role}", className="wg-user", id="shell-user"
             ),
-            dcc.Input(type="hidden", name="csrf", value=str(session.get("csrf", ""))),
+            dcc.Input(type="hidden", name="csrf", value=csrf_token()),
             html.Button(
                 t("auth.logout", lang), type="submit", className="wg-logout", id="shell-logout"
             ),
@@ -155,7 +164,15 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         local = same_site and parsed.path.startswith("/")
         safe = parsed.path if local and not parsed.path.startswith("//") else "/"
         resp = make_response(redirect(safe))
-        resp.set_cookie(COOKIE, normalize(code), max_age=365 * 86400, httponly=True, samesite="Lax")
+        secure = settings.auth.https or request.is_secure
+        resp.set_cookie(
+            COOKIE,
+            normalize(code),
+            max_age=365 * 86400,
+            httponly=True,
+            samesite="Lax",
+            secure=secure,
+        )
         return resp
 
     @server.route("/healthz")
@@ -184,9 +201,14 @@ def create_app(
         socket_connect_timeout=2,
         health_check_interval=30,
     )
-    engine = store.make_engine(settings.database_url, settings.database.schema or None)
+    # The audit key is checked now: a server database without one is a startup error.
+    engine = audit.keyed(
+        store.make_engine(settings.database_url, settings.database.schema or None),
+        audit.key_for(settings),
+    )
     with contextlib.suppress(SQLAlchemyError):  # idempotent; a down database is handled per request
         store.create_schema(engine)
+        audit.seal(engine, int(clock() * 1000))  # a chain from before the key: sealed
     # A database or Redis prefix of another city refuses to serve (binding.CityMismatch);
     # one that is down is checked by the pipelines when it is back.
     with contextlib.suppress(SQLAlchemyError):
@@ -208,15 +230,38 @@ def create_app(
     app.server.config["WANGGE_SETTINGS"] = settings
     Compress(app.server)
     _routes(app, settings, GeometryCache(city, settings.geo.simplify_m))
-    guard = Guard(settings, city, r, engine, csp_hashes=lambda: list(app.csp_hashes()), clock=clock)
+    guard = Guard(
+        settings,
+        city,
+        r,
+        engine,
+        csp_hashes=lambda: list(app.csp_hashes()),
+        clock=clock,
+        callbacks=lambda: dict(app.callback_map),
+    )
     guard.install(app.server)
     app.server.register_error_handler(SQLAlchemyError, _backend_down)
     app.server.register_error_handler(redis.RedisError, _backend_down)
     login.install(app.server, guard)
-    app.server.extensions["wangge.guard"] = guard
     work_export.install(app.server, guard)  # grid work: audited, rate-limited track CSV
     app.layout = _shell(settings)
+    _middleware(app.server, settings)
     return app
+
+
+def body_limit(settings: Settings) -> Callable[[str], int]:
+    """Bytes a request body to ``path`` may have: callbacks have their own, larger limit."""
+    a = settings.auth
+    callback, other = a.max_callback_kb * 1024, a.max_body_kb * 1024
+    return lambda path: callback if path == "/_dash-update-component" else other
+
+
+def _middleware(server: Any, settings: Settings) -> None:
+    """Size limits first (nothing reads an oversized body), then trusted proxies."""
+    app = server.wsgi_app
+    if settings.auth.proxy_count > 0:
+        app = wsgi.TrustedProxies(app, settings.auth.proxy_count, settings.auth.trusted_proxies)
+    server.wsgi_app = wsgi.BodyLimit(app, body_limit(settings))
 
 
 def page_module(name: str, part: str = "callbacks") -> ModuleType:

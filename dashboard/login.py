@@ -1,20 +1,24 @@
-"""Login and logout: a small server-rendered form (no Dash), zh-CN / English."""
+"""Login and logout: a small server-rendered form (no Dash), zh-CN / English.
+
+Signing in starts a server-side session (``Guard.start_session``); signing out ends every
+session of the user, on every browser (``Guard.end_sessions``). After signing in, a
+``next`` page the role may not open is replaced by the role's home page (the admin's is
+the audit log)."""
 
 from __future__ import annotations
 
 import hmac
-import secrets
 import time
 from html import escape
 from urllib.parse import urlparse
 
-from flask import Flask, Response, redirect, request, session
+from flask import Flask, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from dashboard import sso
-from dashboard.auth import Guard
+from dashboard.auth import Guard, csrf_token, principal
 from dashboard.i18n import current_lang
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, policy, text
 
 TEXT = {
     "title": ("登录 · 网格化社会治理态势感知平台", "Sign in · Grid Governance Platform"),
@@ -53,10 +57,16 @@ def _safe_next(target: str | None) -> str:
 
 
 def _csrf() -> str:
-    token = session.get("csrf")
-    if not token:
-        token = session["csrf"] = secrets.token_urlsafe(24)
-    return str(token)
+    return csrf_token()
+
+
+def landing(role: str, next_url: str) -> str:
+    """Where to go after signing in: ``next_url`` when the role may open its page, else
+    the role's home page."""
+    page = policy.page_of(urlparse(next_url).path)
+    if page is not None and not policy.may_open(role, page):
+        return policy.home(role)
+    return next_url
 
 
 def page(lang: str, error: str = "", next_url: str = "/", sso_link: bool = False) -> Response:
@@ -96,7 +106,7 @@ def install(server: Flask, guard: Guard) -> None:
             return render(lang, next_url=_safe_next(request.args.get("next")))
         next_url = _safe_next(request.form.get("next"))
         sent = request.form.get("csrf", "")
-        if not sent or not hmac.compare_digest(sent, str(session.get("csrf", ""))):
+        if not sent or not hmac.compare_digest(sent, csrf_token()):
             return _status(render(lang, _t("expired", lang), next_url), 400)
         ip = request.remote_addr or "?"
         if guard.rate_limited(f"login:{ip}", guard.settings.auth.login_rate_per_minute):
@@ -114,9 +124,9 @@ def install(server: Flask, guard: Guard) -> None:
             why = "locked" if result.status == "locked" else "bad"
             return _status(render(lang, _t(why, lang), next_url), 401)
         guard.start_session(result.user)
-        return redirect(next_url)
+        return redirect(landing(result.user.role, next_url))
 
-    sso.install(server, guard, render, _safe_next)
+    sso.install(server, guard, render, _safe_next, landing)
 
     @server.route("/admin/audit")
     def admin_audit() -> BaseResponse:
@@ -137,7 +147,7 @@ def install(server: Flask, guard: Guard) -> None:
         body = "".join(
             "<tr>"
             + "".join(
-                f"<td>{escape(str(v))}</td>"
+                f"<td>{escape(text.visible(str(v)))}</td>"
                 for v in (
                     r["seq"],
                     time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at_ms"] / 1000)),
@@ -164,10 +174,12 @@ def install(server: Flask, guard: Guard) -> None:
 
     @server.route("/logout", methods=["POST"])
     def logout() -> BaseResponse:
+        """Sign out: every session of the user ends, on every browser."""
         sent = request.form.get("csrf", "")
-        if sent and hmac.compare_digest(sent, str(session.get("csrf", ""))):
+        p = principal()
+        if p is not None and sent and hmac.compare_digest(sent, csrf_token()):
             guard.audit("logout")
-            session.clear()
+            guard.end_sessions(p.username)
         return redirect("/login")
 
 

@@ -132,7 +132,11 @@ def _client(server: Flask, settings: Settings) -> Any:
 
 
 def install(
-    server: Flask, guard: Guard, render: Render, safe_next: Callable[[str | None], str]
+    server: Flask,
+    guard: Guard,
+    render: Render,
+    safe_next: Callable[[str | None], str],
+    landing: Callable[[str, str], str] = lambda _role, url: url,
 ) -> None:
     """Add ``/sso/login`` and ``/sso/callback`` (404 while SSO is off)."""
     settings = guard.settings
@@ -209,7 +213,7 @@ def install(
             target=user.username,
             detail={"iss": str(claims.get("iss", "")), "sub": str(claims.get("sub", ""))},
         )
-        return redirect(next_url)
+        return redirect(landing(user.role, next_url))
 
 
 __all__ = ["enabled", "install", "link_html", "metadata_url"]

@@ -25,7 +25,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, sessions, text
 from pipelines.city import binding, boundaries
 from pipelines.city import geography as geo
 from pipelines.embedded import EmbeddedRedis
@@ -65,8 +65,11 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
             settings, redis=dataclasses.replace(settings.redis, url=embedded.url)
         )
     settings.path(settings.run.var_dir).mkdir(parents=True, exist_ok=True)
-    engine = store.make_engine(
-        settings.database_url, settings.database.schema or None, settings.database.echo
+    engine = _keyed(
+        settings,
+        store.make_engine(
+            settings.database_url, settings.database.schema or None, settings.database.echo
+        ),
     )
     store.create_schema(engine)
     rt = Runtime(settings, redis.Redis.from_url(settings.redis.url), engine, embedded)
@@ -74,6 +77,12 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+def _keyed(settings: Settings, engine: Engine) -> Engine:
+    """The engine with the audit key, resolved when a command first writes or verifies the
+    audit log (commands that never do need none)."""
+    return audit.keyed(engine, lambda: audit.key_for(settings))
 
 
 def load_city(settings: Settings) -> geo.City:
@@ -536,8 +545,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def sql_engine(settings: Settings) -> Iterator[Engine]:
     """Just the database (schema created): for commands that need no Redis."""
     settings.path(settings.run.var_dir).mkdir(parents=True, exist_ok=True)
-    engine = store.make_engine(
-        settings.database_url, settings.database.schema or None, settings.database.echo
+    engine = _keyed(
+        settings,
+        store.make_engine(
+            settings.database_url, settings.database.schema or None, settings.database.echo
+        ),
     )
     try:
         store.create_schema(engine)
@@ -559,13 +571,43 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
+@contextmanager
+def session_store(settings: Settings) -> Iterator[sessions.Sessions | None]:
+    """The dashboard's session store (to end a user's sessions at once), or None when no
+    Redis is configured (the embedded one of `wangge run` is private): the sessions then
+    end at their next re-check of the account, within ``sessions.RECHECK_MS``."""
+    if not settings.redis.url:
+        yield None
+        return
+    r = redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
+    a = settings.auth
+    try:
+        yield sessions.Sessions(
+            r,
+            settings.redis.prefix,
+            idle_ms=int(a.idle_minutes * 60_000),
+            max_ms=int(a.session_max_hours * 3_600_000),
+        )
+    finally:
+        r.close()
+
+
+def _sessions_note(store_: sessions.Sessions | None, username: str) -> str:
+    if store_ is None:
+        left = sessions.RECHECK_MS // 1000
+        return f"; open sessions of {username} end at their next check (within {left} s)"
+    return f"; every session of {username} ended"
+
+
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     actor = f"cli:{getpass.getuser()}"
     now_ms = int(time.time() * 1000)
     sub = args.users_cmd
     try:
+        for what in ("username", "scope"):  # no control or bidi characters in ids
+            text.check_id(str(getattr(args, what, "") or ""), what)
         city = load_city(settings) if sub in ("add", "set-role") else None
-        with sql_engine(settings) as engine:
+        with sql_engine(settings) as engine, session_store(settings) as ends:
             if city is not None:
                 check_city_sql(engine, city)
             if sub == "list":
@@ -603,12 +645,34 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
             elif sub == "set-role":
                 assert city is not None
                 u = accounts.set_role(
-                    engine, city, args.username, args.role, args.scope, now_ms=now_ms, actor=actor
+                    engine,
+                    city,
+                    args.username,
+                    args.role,
+                    args.scope,
+                    now_ms=now_ms,
+                    actor=actor,
+                    sessions=ends,
                 )
-                print(f"{u.username} is now {u.role} with scope {u.scope_area_id}")
+                note = _sessions_note(ends, u.username)
+                print(f"{u.username} is now {u.role} with scope {u.scope_area_id}{note}")
             elif sub == "disable":
-                u = accounts.disable_user(engine, args.username, now_ms=now_ms, actor=actor)
-                print(f"disabled {u.username}")
+                u = accounts.disable_user(
+                    engine, args.username, now_ms=now_ms, actor=actor, sessions=ends
+                )
+                print(f"disabled {u.username}{_sessions_note(ends, u.username)}")
+            elif sub == "set-password":
+                password = _read_password(args)
+                u = accounts.set_password(
+                    engine, args.username, password, now_ms=now_ms, actor=actor, sessions=ends
+                )
+                print(f"new password for {u.username}{_sessions_note(ends, u.username)}")
+            elif sub == "revoke-wall-tokens":
+                n = accounts.revoke_wall_tokens(
+                    engine, args.username, now_ms, actor=actor, sessions=ends
+                )
+                note = _sessions_note(ends, args.username)
+                print(f"revoked {n} wall tokens of {args.username}{note}")
             elif sub == "issue-wall-token":
                 days = args.days if args.days is not None else settings.auth.wall_token_days
                 token = accounts.issue_wall_token(engine, args.username, days, now_ms, actor=actor)
@@ -616,24 +680,32 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"wall token for {args.username} (valid {days} days; shown only once):")
                 print(token)
                 print(f"open: http://{d.host}:{d.port}/wall?token={token}")
-    except accounts.AccountError as exc:
+    except (accounts.AccountError, text.BadText, audit.AuditKeyMissing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    with sql_engine(settings) as engine:
-        if args.audit_cmd == "verify":
-            result = audit.verify(engine)
-            print(result.describe())
-            if not result.ok and result.bad_seq is not None:
-                row = audit.row(engine, result.bad_seq)
-                print(f"  row: {row}" if row else f"  (no row with seq {result.bad_seq})")
-            return 0 if result.ok else 1
-        days = args.days if args.days is not None else settings.auth.audit_retention_days
-        n = audit.purge(engine, days, int(time.time() * 1000), actor=f"cli:{getpass.getuser()}")
-        print(f"purged {n} audit rows older than {days} days")
+    try:
+        with sql_engine(settings) as engine:
+            if args.audit_cmd in ("verify", "anchor"):
+                result = audit.verify(engine, anchor=getattr(args, "anchor", None))
+                if args.audit_cmd == "anchor" and result.ok:
+                    print(result.anchor)  # SEQ:HASH — keep it outside the database
+                    return 0
+                print(result.describe())
+                if not result.ok and result.bad_seq is not None:
+                    row = audit.row(engine, result.bad_seq)
+                    print(f"  row: {row}" if row else f"  (no row with seq {result.bad_seq})")
+                return 0 if result.ok else 1
+            days = args.days if args.days is not None else settings.auth.audit_retention_days
+            actor = f"cli:{getpass.getuser()}"
+            n = audit.purge(engine, days, int(time.time() * 1000), actor=actor)
+            print(f"purged {n} audit rows older than {days} days")
+    except audit.AuditKeyMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -809,6 +881,11 @@ def parser() -> argparse.ArgumentParser:
     us.add_parser("list", help="all accounts with role, scope and state")
     ud = us.add_parser("disable", help="disable an account (and revoke its wall tokens)")
     ud.add_argument("username")
+    up = us.add_parser("set-password", help="set a new password (every session ends)")
+    up.add_argument("username")
+    up.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    uv = us.add_parser("revoke-wall-tokens", help="revoke a wall's tokens (its screens sign out)")
+    uv.add_argument("username")
     ur = us.add_parser("set-role", help="change an account's role and scope")
     ur.add_argument("username")
     ur.add_argument("--role", required=True, help=roles)
@@ -818,7 +895,9 @@ def parser() -> argparse.ArgumentParser:
     uw.add_argument("--days", type=int, help="validity (default auth.wall_token_days)")
     a = sub.add_parser("audit", help="audit log: verify the hash chain, purge old rows")
     aus = a.add_subparsers(dest="audit_cmd", required=True)
-    aus.add_parser("verify", help="check the chain (exit 1 and the first bad row if tampered)")
+    av = aus.add_parser("verify", help="check the chain (exit 1 and the first bad row if tampered)")
+    av.add_argument("--anchor", help="SEQ:HASH printed by `audit anchor` earlier: must still hold")
+    aus.add_parser("anchor", help="verify, then print the head (SEQ:HASH) to keep elsewhere")
     ap = aus.add_parser("purge", help="delete rows older than the retention")
     ap.add_argument("--days", type=int, help="retention (default auth.audit_retention_days)")
     ex = sub.add_parser("export", help="exports: scorecards (监督考核) as XLSX, CSV or PDF")
@@ -862,7 +941,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     settings = load_settings(args.config)
-    return COMMANDS[args.cmd](settings, args)
+    try:
+        return COMMANDS[args.cmd](settings, args)
+    except audit.AuditKeyMissing as exc:  # a command that writes the audit log, no key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -232,6 +232,14 @@ class AuthSettings:
     oidc_issuer: str = ""
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
+    session_max_hours: float = 12.0  # absolute lifetime of a person's session
+    audit_key: str = ""  # HMAC key of the audit chain; empty → var/audit_key (SQLite only)
+    max_body_kb: int = 64  # request bodies (forms) beyond this are refused (413)
+    max_callback_kb: int = 1024  # Dash callback bodies beyond this are refused (413)
+    https: bool = False  # served over HTTPS: Secure cookies and HSTS always
+    hsts_max_age_s: int = 31536000
+    proxy_count: int = 0  # reverse proxies in front whose X-Forwarded-* headers count
+    trusted_proxies: str = ""  # comma-separated addresses/networks those proxies connect from
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,15 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
+from pipelines.access import audit
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
 from tests.clock import MOMENTS, Moment
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+# The audit chain's key in tests: every engine and app of a test's database shares it.
+TEST_AUDIT_KEY = "wangge-test-audit-key"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -137,7 +140,7 @@ def module_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, s
 
 def open_engine(db: tuple[str, str | None]) -> Engine:
     url, schema = db
-    eng = store.make_engine(url, schema=schema)
+    eng = audit.keyed(store.make_engine(url, schema=schema), TEST_AUDIT_KEY)
     store.create_schema(eng)
     return eng
 
@@ -159,6 +162,7 @@ def settings_for(
         "redis": dataclasses.replace(base.redis, url=redis_url, prefix=prefix),
         "database": dataclasses.replace(base.database, url=url, schema=schema or ""),
         "run": dataclasses.replace(base.run, var_dir=str(tmp)),
+        "auth": dataclasses.replace(base.auth, audit_key=TEST_AUDIT_KEY),
     }
     for name, values in sections.items():
         changes[name] = dataclasses.replace(getattr(base, name), **values)
@@ -181,6 +185,25 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
     return d
 
 
+def start_session(server: Any, role: str, scope: str, username: str) -> str:
+    """A real server-side session (in the app's Redis) for a principal; its id."""
+    from pipelines.access import accounts
+
+    guard = server.extensions["wangge.guard"]
+    known = accounts.get_user(guard.engine, username)
+    stamp = known.stamp if known is not None else ""
+    s = guard.sessions.start(
+        username=username,
+        role=role,
+        scope=scope,
+        display_name=username,
+        now_ms=guard.now_ms(),
+        stamp=stamp,
+        csrf="test-csrf",
+    )
+    return str(s.sid)
+
+
 @contextmanager
 def signed_in(
     app: Any, role: str = "city_leader", scope: str = "320100", username: str = "tester"
@@ -188,30 +211,19 @@ def signed_in(
     """A request context whose session holds a principal (for calling callbacks directly)."""
     from flask import session
 
+    sid = start_session(app.server, role, scope, username)
     with app.server.test_request_context("/"):
-        session["p"] = {
-            "username": username,
-            "role": role,
-            "scope": scope,
-            "display_name": username,
-            "wall": False,
-        }
+        session["sid"] = sid
         yield
 
 
 def sign_in_client(
     client: Any, role: str = "city_leader", scope: str = "320100", username: str = "tester"
 ) -> Any:
-    """A Flask test client with a signed-in session."""
+    """A Flask test client with a signed-in session (its CSRF token is "test-csrf")."""
+    sid = start_session(client.application, role, scope, username)
     with client.session_transaction() as sess:
-        sess["p"] = {
-            "username": username,
-            "role": role,
-            "scope": scope,
-            "display_name": username,
-            "wall": False,
-        }
-        sess["csrf"] = "test-csrf"
+        sess["sid"] = sid
     return client
 
 

@@ -16,6 +16,12 @@ as the change (see :mod:`pipelines.access.audit`).
   attempt runs the KDF once, so responses do not reveal whether a user exists.
 * Wall users have no password; they get long-lived tokens (``secrets.token_urlsafe``)
   of which only the sha256 is stored.
+* Sessions: a change that must end a user's sessions (role or scope, password, disabling,
+  revoking wall tokens) takes ``sessions`` (:class:`pipelines.access.sessions.Sessions`)
+  and ends every session of the user in Redis right after the change commits. Without it
+  (or with Redis down) the sessions end at their next re-check of the account in SQL
+  (``sessions.RECHECK_MS``): the account's ``stamp`` no longer matches theirs.
+* What each role may see is :mod:`pipelines.access.policy`; ``can_act`` is read from it.
 """
 
 from __future__ import annotations
@@ -24,18 +30,21 @@ import base64
 import functools
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy import Connection, Engine, func, select
 
-from pipelines.access import audit
+from pipelines.access import audit, policy, text
 from pipelines.city.geography import LEVELS, City
 from pipelines.settings import AuthSettings
 from pipelines.spine import store
+
+log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 MIN_PASSWORD = 10
@@ -53,14 +62,26 @@ class RoleSpec(NamedTuple):
     description: str
 
 
+def _acts(role: str) -> bool:
+    return policy.may(role, "warning_actions")
+
+
 ROLES: dict[str, RoleSpec] = {
-    "city_leader": RoleSpec(("city",), False, "whole city, read only"),
-    "district_commander": RoleSpec(("district",), True, "one district: read and act"),
-    "street_operator": RoleSpec(("street",), True, "one street: read and act"),
-    "supervisor": RoleSpec(LEVELS, False, "scorecards and exports for its scope"),
-    "admin": RoleSpec(("city",), False, "users and audit log"),
-    "wall": RoleSpec(LEVELS, False, "read-only wall-screen credential (token, no login)"),
+    "city_leader": RoleSpec(("city",), _acts("city_leader"), "whole city, read only"),
+    "district_commander": RoleSpec(
+        ("district",), _acts("district_commander"), "one district: read and act"
+    ),
+    "street_operator": RoleSpec(("street",), _acts("street_operator"), "one street: read and act"),
+    "supervisor": RoleSpec(LEVELS, _acts("supervisor"), "scorecards and exports for its scope"),
+    "admin": RoleSpec(("city",), _acts("admin"), "users and audit log"),
+    "wall": RoleSpec(LEVELS, _acts("wall"), "read-only wall-screen credential (token, no login)"),
 }
+
+
+class EndsSessions(Protocol):
+    """What ends a user's sessions (:class:`pipelines.access.sessions.Sessions`)."""
+
+    def end_user(self, username: str) -> int: ...
 
 
 # ------------------------------------------------------------------ errors
@@ -105,6 +126,7 @@ class User:
     role: str
     scope_area_id: str
     disabled: bool
+    stamp: str = ""  # the account's version: changes with every change of it
 
     @property
     def can_act(self) -> bool:
@@ -251,7 +273,15 @@ def _user_of(row: Any) -> User:
         role=str(m["role"]),
         scope_area_id=str(m["scope_area_id"]),
         disabled=bool(m["disabled"]),
+        stamp=account_stamp(m["updated_ms"], m["password_hash"]),
     )
+
+
+def account_stamp(updated_ms: Any, password_hash: Any) -> str:
+    """A short fingerprint of an account's version (when it last changed, its password):
+    a session started under another one is stale."""
+    raw = f"{int(updated_ms or 0)}:{password_hash or ''}".encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _row(conn: Connection, username: str) -> Any:
@@ -310,9 +340,9 @@ def create_user(
             raise WeakPassword(f"role {role} needs a password")
         check_password_policy(password, name)
         pw_hash = hash_password(password)
-    user = User(
-        uuid.uuid4().hex, name, (display_name or name).strip() or name, role, scope_area_id, False
-    )
+    shown = text.clean_name(display_name or name) or name
+    stamp = account_stamp(now_ms, pw_hash)
+    user = User(uuid.uuid4().hex, name, shown, role, scope_area_id, False, stamp)
     with audit.transaction(engine) as conn:
         if _row(conn, name) is not None:
             raise DuplicateUser(f"user {name} already exists")
@@ -351,8 +381,10 @@ def _update(
     detail: Any,
     now_ms: int,
     actor: Actor,
+    sessions: EndsSessions | None = None,
 ) -> User:
-    """Update one user and audit it; ``detail(old_row)`` builds the audit detail."""
+    """Update one user and audit it; ``detail(old_row)`` builds the audit detail. With
+    ``sessions``, every session of the user ends once the change is committed."""
     t = store.users
     with audit.transaction(engine) as conn:
         old = _require(conn, username)
@@ -370,7 +402,21 @@ def _update(
         if values.get("role", "wall") != "wall" or values.get("disabled") is True:
             _revoke(conn, old.user_id)
         new = conn.execute(select(t).where(t.c.user_id == old.user_id)).one()
+    if sessions is not None:
+        end_sessions(sessions, str(old.username))
     return _user_of(new)
+
+
+def end_sessions(sessions: EndsSessions, username: str) -> int | None:
+    """End every session of the user; None when the session store is unreachable (they
+    then end at their next re-check of the account in SQL)."""
+    try:
+        return sessions.end_user(username)
+    except Exception as exc:  # Redis down: the SQL stamp still ends them, a little later
+        log.warning(
+            "could not end the sessions of %s now (%s); they end at their next check", username, exc
+        )
+        return None
 
 
 def set_role(
@@ -382,9 +428,11 @@ def set_role(
     *,
     now_ms: int,
     actor: Actor = "system",
+    sessions: EndsSessions | None = None,
 ) -> User:
     """Change role and scope. Becoming a wall user drops the password; leaving the wall
-    role revokes its tokens (the user then needs :func:`set_password` to log in)."""
+    role revokes its tokens (the user then needs :func:`set_password` to log in). Every
+    session of the user ends (the next one has the new role)."""
     validate_role_scope(city, role, scope_area_id)
     values: dict[str, Any] = {"role": role, "scope_area_id": scope_area_id}
     if role == "wall":
@@ -402,12 +450,20 @@ def set_role(
         },
         now_ms,
         actor,
+        sessions,
     )
 
 
 def set_password(
-    engine: Engine, username: str, password: str, *, now_ms: int, actor: Actor = "system"
+    engine: Engine,
+    username: str,
+    password: str,
+    *,
+    now_ms: int,
+    actor: Actor = "system",
+    sessions: EndsSessions | None = None,
 ) -> User:
+    """Set a new password; every session of the user ends."""
     with engine.connect() as conn:
         old = _require(conn, username)
     if old.role == "wall":
@@ -422,13 +478,29 @@ def set_password(
         lambda _old: {},
         now_ms,
         actor,
+        sessions,
     )
 
 
-def disable_user(engine: Engine, username: str, *, now_ms: int, actor: Actor = "system") -> User:
-    """Disable an account (no login, wall tokens revoked). History and audit stay."""
+def disable_user(
+    engine: Engine,
+    username: str,
+    *,
+    now_ms: int,
+    actor: Actor = "system",
+    sessions: EndsSessions | None = None,
+) -> User:
+    """Disable an account (no login, wall tokens revoked, every session ended). History
+    and audit stay."""
     return _update(
-        engine, username, {"disabled": True}, "user_disabled", lambda _old: {}, now_ms, actor
+        engine,
+        username,
+        {"disabled": True},
+        "user_disabled",
+        lambda _old: {},
+        now_ms,
+        actor,
+        sessions,
     )
 
 
@@ -571,15 +643,21 @@ def issue_wall_token(
     return token
 
 
-def verify_wall_token(engine: Engine, token: str, now_ms: int) -> User | None:
-    """The wall user of a valid token; None if unknown, expired, revoked or disabled."""
-    if not token or len(token) > 256:
-        return None
+@dataclass(frozen=True)
+class WallLogin:
+    """A valid kiosk token: its wall user, the token's id and its expiry."""
+
+    user: User
+    token_id: str
+    expires_ms: int
+
+
+def _wall_token(engine: Engine, where: Any, now_ms: int) -> WallLogin | None:
     wt, u = store.wall_tokens, store.users
     q = (
-        select(u, wt.c.expires_ms, wt.c.revoked)
+        select(u, wt.c.token_id, wt.c.expires_ms, wt.c.revoked)
         .join(wt, wt.c.user_id == u.c.user_id)
-        .where(wt.c.token_hash == token_hash(token))
+        .where(where)
     )
     with engine.connect() as conn:
         row = conn.execute(q).first()
@@ -591,7 +669,25 @@ def verify_wall_token(engine: Engine, token: str, now_ms: int) -> User | None:
     user = _user_of(row)
     if user.disabled or user.role != "wall":
         return None
-    return user
+    return WallLogin(user, str(m["token_id"]), int(m["expires_ms"]))
+
+
+def check_wall_token(engine: Engine, token: str, now_ms: int) -> WallLogin | None:
+    """The sign-in a valid token gives; None if unknown, expired, revoked or disabled."""
+    if not token or len(token) > 256:
+        return None
+    return _wall_token(engine, store.wall_tokens.c.token_hash == token_hash(token), now_ms)
+
+
+def verify_wall_token(engine: Engine, token: str, now_ms: int) -> User | None:
+    """The wall user of a valid token; None if unknown, expired, revoked or disabled."""
+    found = check_wall_token(engine, token, now_ms)
+    return None if found is None else found.user
+
+
+def wall_token_active(engine: Engine, token_id: str, now_ms: int) -> WallLogin | None:
+    """The token (by id) if it is still valid: a wall session's re-check."""
+    return _wall_token(engine, store.wall_tokens.c.token_id == token_id, now_ms)
 
 
 def _revoke(conn: Connection, user_id: str) -> int:
@@ -603,9 +699,15 @@ def _revoke(conn: Connection, user_id: str) -> int:
 
 
 def revoke_wall_tokens(
-    engine: Engine, username: str, now_ms: int, *, actor: Actor = "system"
+    engine: Engine,
+    username: str,
+    now_ms: int,
+    *,
+    actor: Actor = "system",
+    sessions: EndsSessions | None = None,
 ) -> int:
-    """Revoke every token of the user; returns how many were still active."""
+    """Revoke every token of the user; returns how many were still active. With
+    ``sessions``, the screens signed in with them are signed out at once."""
     with audit.transaction(engine) as conn:
         row = _require(conn, username)
         n = _revoke(conn, str(row._mapping["user_id"]))
@@ -617,6 +719,8 @@ def revoke_wall_tokens(
             detail={"revoked": n},
             now_ms=now_ms,
         )
+    if sessions is not None:
+        end_sessions(sessions, str(row._mapping["username"]))
     return n
 
 

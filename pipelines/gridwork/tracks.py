@@ -28,6 +28,7 @@ import polars as pl
 from sqlalchemy import Engine, delete, func, select
 
 from pipelines.access import audit
+from pipelines.access.text import clean_name
 from pipelines.spine import store
 
 WORKER_TYPES = ("full_time", "part_time", "political_legal", "emergency", "safety_supervision")
@@ -443,6 +444,7 @@ def parse_roster_csv(
         get = {c: values[i].strip() for c, i in col.items()}
         bad = len(errors)
         wid, name, wtype, grid = get["worker_id"], get["name"], get["type"], get["grid_id"]
+        name = clean_name(name)  # no bidi or control characters on screen
         if not WORKER_ID.match(wid):
             errors.append(RowError(line, "worker_id", "letters, digits, _ . - (1–64)"))
         elif wid in first_line:

@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 import polars as pl
 
+from pipelines.access import text
+
 # ---------------------------------------------------------------- vocabulary
 
 CATEGORIES = (
@@ -307,6 +309,7 @@ def _validate(
             checks.append(((c < f.lo) | (c > f.hi) | c.is_nan(), "out_of_range", f.name))
         if f.vocab is not None:
             checks.append((c.is_not_null() & ~c.is_in(list(f.vocab)), f.vocab_reason, f.name))
+    checks.extend(text.id_checks(f.name for f in fields if f.max_len == _ID))
     if feed == "video":
         checks.append(
             (pl.col("lon").is_null() != pl.col("lat").is_null(), "missing_field", "lon/lat")

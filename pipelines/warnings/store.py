@@ -12,6 +12,7 @@ import polars as pl
 from sqlalchemy import Engine, func, or_, select, update
 
 from pipelines.access import audit
+from pipelines.access.text import clean_name, clean_text
 from pipelines.city.geography import City
 from pipelines.spine import store
 from pipelines.spine.state import LiveState
@@ -150,7 +151,7 @@ def act(
     """
     if action not in ACTIONS:
         raise ActionError(f"unknown action {action!r}")
-    note, assignee = note.strip()[:500], assignee.strip()[:128]
+    note, assignee = clean_text(note).strip()[:500], clean_name(assignee)[:128]
     if action == "dispatch" and not assignee:
         raise ActionError("dispatch needs a unit or person")
     if action == "dismiss" and not note:

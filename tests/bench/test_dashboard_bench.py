@@ -44,14 +44,14 @@ from dash._utils import split_callback_id
 from dashboard import auth, ids
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION, Backend
-from pipelines.access import accounts
+from pipelines.access import accounts, audit
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path, load_city
 from pipelines.settings import GeoSettings, Settings, child_environ
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, live_state, make_worker, stream_name
 from pipelines.spine.streams import publish
-from tests.conftest import settings_for
+from tests.conftest import TEST_AUDIT_KEY, settings_for, sign_in_client
 
 pytestmark = pytest.mark.bench
 
@@ -193,7 +193,7 @@ def dash_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("dashbench")
     db_url = f"sqlite:///{tmp / 'wangge.db'}"
     settings = settings_for(redis_url, prefix, (db_url, None), tmp)
-    engine = store.make_engine(db_url)
+    engine = audit.keyed(store.make_engine(db_url), TEST_AUDIT_KEY)
     store.create_schema(engine)
     r = redis.Redis.from_url(redis_url)
     try:
@@ -280,16 +280,7 @@ WALL: dict[str, str] = {}
 
 def signed(app: Any) -> Any:
     """A test client signed in as the bench's city leader (a real account)."""
-    c = app.server.test_client()
-    with c.session_transaction() as sess:
-        sess["p"] = {
-            "username": BENCH_USER,
-            "role": "city_leader",
-            "scope": CITY_ID,
-            "display_name": BENCH_USER,
-            "wall": False,
-        }
-    return c
+    return sign_in_client(app.server.test_client(), "city_leader", CITY_ID, BENCH_USER)
 
 
 def http_login(base: str) -> Any:
@@ -744,6 +735,7 @@ def gunicorn_url(dash_env: DashEnv) -> Iterator[tuple[str, subprocess.Popen[byte
         WANGGE_REDIS_PREFIX=dash_env.prefix,
         WANGGE_GEO_CACHE_DIR=str(demo_cache_path(GeoSettings()).parent),
         WANGGE_RUN_VAR_DIR=str(dash_env.tmp),
+        WANGGE_AUTH_AUDIT_KEY=TEST_AUDIT_KEY,
     )
     log = open(dash_env.tmp / "gunicorn.log", "wb")  # noqa: SIM115
     exe = Path(sys.executable).with_name("gunicorn")

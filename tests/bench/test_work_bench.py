@@ -37,7 +37,7 @@ from dashboard import auth, ids
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION, Backend
 from dashboard.pages.panorama.queries import local_day
-from pipelines.access import accounts
+from pipelines.access import accounts, audit
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, demo_cache_path
 from pipelines.settings import GeoSettings, child_environ
@@ -45,7 +45,7 @@ from pipelines.spine import store
 from pipelines.spine.streams import ensure_group
 from tests.bench._producer import spawn_producer
 from tests.bench.test_dashboard_bench import Clock, _key_for, callback_body, pct
-from tests.conftest import settings_for
+from tests.conftest import TEST_AUDIT_KEY, settings_for, sign_in_client
 
 pytestmark = pytest.mark.bench
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_sustained_3000_pings_per_second(
     prefix = f"wgbench-work-{uuid.uuid4().hex[:8]}"
     db = f"sqlite:///{tmp_path / 'wangge.db'}"
     settings = settings_for(redis_url, prefix, (db, None), tmp_path)
-    engine = store.make_engine(db)
+    engine = audit.keyed(store.make_engine(db), TEST_AUDIT_KEY)
     store.create_schema(engine)
     store.replace_table(engine, store.workers, roster(city, N_WORKERS).to_dicts())
     r = redis.Redis.from_url(redis_url)
@@ -237,7 +237,7 @@ def work_env(
     prefix = f"wgbench-workdash-{uuid.uuid4().hex[:8]}"
     db = f"sqlite:///{tmp / 'wangge.db'}"
     settings = settings_for(redis_url, prefix, (db, None), tmp)
-    engine = store.make_engine(db)
+    engine = audit.keyed(store.make_engine(db), TEST_AUDIT_KEY)
     store.create_schema(engine)
     team = roster(city, N_WORKERS)
     store.replace_table(engine, store.workers, team.to_dicts())
@@ -287,11 +287,7 @@ def work_env(
 
 
 def _client(app: Any, username: str, role: str, scope: str) -> Any:
-    c = app.server.test_client()
-    with c.session_transaction() as sess:
-        sess["p"] = {"username": username, "role": role, "scope": scope}
-        sess["p"] |= {"display_name": username, "wall": False}
-    return c
+    return sign_in_client(app.server.test_client(), role, scope, username)
 
 
 def _timed(env: WorkEnv, client: Any, make_body: Any, n: int, step_s: float) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def test_every_route_and_callback_has_a_policy(app: Dash) -> None:
     assert missing == [], f"routes without a policy: {missing}"
     cbs = callbacks(app)
     assert len(cbs) >= 7
-    missing = [k for k in cbs if callback_policy(k) is None]
+    missing = [k for k, spec in cbs.items() if callback_policy(k, spec) is None]
     assert missing == [], f"callbacks without a policy: {missing}"
 
 
@@ -459,10 +459,9 @@ def test_login_lockout_logout_and_audit(app: Dash, engine: Engine) -> None:
 def test_disabling_a_user_ends_their_session(app: Dash, engine: Engine) -> None:
     c = app.server.test_client()
     assert _login(c, "op", "pass-word-123").status_code == 302
-    accounts.disable_user(engine, "op", now_ms=int(time.time() * 1000))
-    with c.session_transaction() as sess:
-        sess["checked"] = 0  # the next request re-checks the account
-    assert c.get("/area/320102").status_code == 302  # back to the login page
+    guard = app.server.extensions["wangge.guard"]
+    accounts.disable_user(engine, "op", now_ms=int(time.time() * 1000), sessions=guard.sessions)
+    assert c.get("/area/320102").status_code == 302  # back to the login page, at once
 
 
 def test_wall_token_signs_in_a_kiosk_once(app: Dash, engine: Engine) -> None:
@@ -502,14 +501,11 @@ def test_idle_timeout_logout_secure_cookie_and_admin_view(app: Dash, engine: Eng
     text = view.get_data(as_text=True)
     assert "<td>login</td>" in text and "&quot;ip&quot;" in text  # rows shown, escaped
     # idle: a session unused for longer than auth.idle_minutes is gone
-    with c.session_transaction() as sess:
-        sess["seen"] = int(time.time() * 1000) - 31 * 60_000
+    age_session(app, c, seen_ms=int(time.time() * 1000) - 31 * 60_000)
     assert c.get("/area/320102").status_code == 302
     # logout (a form POST with the session's CSRF token) ends the session
     assert _login(c, "adm", "pass-word-123").status_code == 302
-    with c.session_transaction() as sess:
-        token = sess["csrf"]
-    assert c.post("/logout", data={"csrf": token}).status_code == 302
+    assert c.post("/logout", data={"csrf": session_of(app, c).csrf}).status_code == 302
     assert c.get("/area/320102").status_code == 302
     assert "logout" in set(audit.query(engine, limit=100)["action"].to_list())
     # behind TLS the session cookie is Secure
@@ -523,6 +519,30 @@ def test_idle_timeout_logout_secure_cookie_and_admin_view(app: Dash, engine: Eng
         data={"username": "cmd", "password": "pass-word-123", "csrf": csrf.group(1)},
     )
     assert ok.status_code == 302 and "Secure" in ok.headers["Set-Cookie"]
+
+
+def age_session(app: Dash, c: Any, **fields: int) -> None:
+    """Move the client's server-side session back in time (seen_ms, created_ms, …)."""
+    guard = app.server.extensions["wangge.guard"]
+    with c.session_transaction() as sess:
+        sid = sess["sid"]
+    s = guard.sessions.load(sid, guard.now_ms())
+    assert s is not None
+    guard.r.set(guard.sessions.key(sid), sessions_dump(dataclasses.replace(s, **fields)))
+
+
+def session_of(app: Dash, c: Any) -> Any:
+    """The client's server-side session record."""
+    guard = app.server.extensions["wangge.guard"]
+    with c.session_transaction() as sess:
+        sid = sess["sid"]
+    return guard.sessions.load(sid, guard.now_ms())
+
+
+def sessions_dump(s: Any) -> str:
+    from pipelines.access import sessions
+
+    return sessions._dump(s)
 
 
 def test_bad_token_and_database_down_get_clear_pages(

@@ -3,8 +3,11 @@ plus the `wangge users` / `wangge audit` commands."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -19,7 +22,7 @@ from pipelines.access import accounts, audit
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import AuthSettings, child_environ
 from pipelines.spine import store
-from tests.conftest import open_engine
+from tests.conftest import TEST_AUDIT_KEY, open_engine
 
 pytestmark = pytest.mark.integration
 
@@ -80,9 +83,11 @@ def test_create_list_disable_set_role(engine: Engine, city: City) -> None:
     with pytest.raises(accounts.UnknownUser):
         accounts.disable_user(engine, "nobody", now_ms=T0 + 2)
     assert accounts.disable_user(engine, "alice", now_ms=T0 + 3).disabled
-    assert accounts.get_user(engine, "ALICE") == accounts.User(
-        u.user_id, "alice", "张三", "street_operator", street, True
+    found = accounts.get_user(engine, "ALICE")
+    assert found == accounts.User(
+        u.user_id, "alice", "张三", "street_operator", street, True, found.stamp if found else ""
     )
+    assert found is not None and found.stamp != u.stamp  # every change makes a new version
     log = audit.query(engine).sort("seq")
     assert log["action"].to_list() == [
         "user_created",
@@ -286,7 +291,7 @@ def test_recomputed_hash_breaks_the_next_link(engine: Engine) -> None:
     with engine.begin() as conn:
         row = dict(conn.execute(text("SELECT * FROM audit_log WHERE seq = 3")).one()._mapping)
         row["target"] = "forged"
-        forged = audit.row_hash(row["prev_hash"], row)
+        forged = audit.row_hash(row["prev_hash"], row, audit.key_of(engine))  # holds the key
         conn.execute(
             text("UPDATE audit_log SET target = 'forged', hash = :h WHERE seq = 3"), {"h": forged}
         )
@@ -460,6 +465,7 @@ def cli_env(tmp: Path, db: tuple[str, str | None]) -> dict[str, str]:
         WANGGE_RUN_VAR_DIR=str(tmp / "var"),
         WANGGE_GEO_GRIDS="300",
         WANGGE_GEO_CACHE_DIR=str(tmp / "geo"),
+        WANGGE_AUTH_AUDIT_KEY=TEST_AUDIT_KEY,
     )
 
 
@@ -573,3 +579,252 @@ def test_cli_users_and_audit(db_url: tuple[str, str | None], tmp_path: Path) -> 
     assert "'target': 'x'" in res.stdout
     res = wangge("audit", "purge", "--days", "30", env=env)
     assert res.returncode == 0 and "purged 0 audit rows" in res.stdout, res.stderr
+
+
+# ------------------------------------------------------------------ keyed chain
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _content(row: dict[str, Any]) -> str:
+    fields = ("seq", "at_ms", "actor", "role", "scope", "action", "target", "detail")
+    return _canonical({k: row[k] for k in fields})
+
+
+def _forge(prev_hash: str, row: dict[str, Any], key: bytes | None) -> str:
+    """The hash an attacker computes for a row: plain SHA-256 of the documented text (or
+    HMAC with a key they guessed) — written from the chain's definition, not the code."""
+    body = (prev_hash + _content(row)).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _insert_raw(engine: Engine, row: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(store.audit_log.insert(), [row])
+
+
+def _rows(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        t = store.audit_log
+        return [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.seq))]
+
+
+@pytest.mark.parametrize("forger_key", [None, b"a-guessed-key"], ids=["unkeyed", "wrong-key"])
+def test_deleting_rows_and_forging_a_purge_row_is_detected(
+    engine: Engine, forger_key: bytes | None
+) -> None:
+    """The reported attack: delete rows 1–20, append one forged ``purge`` row whose
+    detail anchors the new start and whose hash is recomputed — without the key."""
+    fill(engine, 30)
+    rows = _rows(engine)
+    assert audit.verify(engine).ok
+    _exec(engine, "DELETE FROM audit_log WHERE seq <= 20")
+    last = rows[-1]
+    forged = {
+        "seq": last["seq"] + 1,
+        "at_ms": last["at_ms"] + MIN,
+        "actor": "system",
+        "role": "",
+        "scope": "",
+        "action": "purge",
+        "target": "audit_log",
+        "detail": _canonical(
+            {
+                "rows": 20,
+                "purged_through_seq": 20,
+                "last_purged_hash": rows[19]["hash"],
+                "cutoff_ms": last["at_ms"],
+                "retention_days": 1,
+            }
+        ),
+        "prev_hash": last["hash"],
+    }
+    forged["hash"] = _forge(forged["prev_hash"], forged, forger_key)
+    _insert_raw(engine, forged)
+    res = audit.verify(engine)
+    assert not res.ok and res.bad_seq == 31, res.describe()
+    assert "content does not match its hash" in res.reason
+
+
+def test_the_key_holder_can_forge_which_is_what_the_readme_says(engine: Engine) -> None:
+    """The limit, stated: with the key, the same forgery verifies (so guard the key, and
+    keep anchors elsewhere)."""
+    fill(engine, 30)
+    head = audit.verify(engine).anchor
+    rows = _rows(engine)
+    _exec(engine, "DELETE FROM audit_log WHERE seq <= 20")
+    forged = {
+        **{k: rows[-1][k] for k in ("at_ms",)},
+        "seq": 31,
+        "actor": "system",
+        "role": "",
+        "scope": "",
+        "action": "purge",
+        "target": "audit_log",
+        "detail": _canonical({"purged_through_seq": 20, "last_purged_hash": rows[19]["hash"]}),
+        "prev_hash": rows[-1]["hash"],
+    }
+    forged["hash"] = _forge(forged["prev_hash"], forged, audit.key_of(engine))
+    _insert_raw(engine, forged)
+    assert audit.verify(engine).ok
+    assert audit.verify(engine, anchor=head).ok  # and the old head is still there
+
+
+def test_deleting_the_tail_needs_an_anchor_kept_elsewhere(engine: Engine) -> None:
+    fill(engine, 30)
+    head = audit.verify(engine).anchor
+    _exec(engine, "DELETE FROM audit_log WHERE seq >= 25")
+    assert audit.verify(engine).ok  # a shorter chain verifies on its own …
+    res = audit.verify(engine, anchor=head)
+    assert not res.ok and res.bad_seq == 30 and "gone" in res.reason  # … not against it
+    fill(engine, 6, start=T0 + 100 * MIN)  # the tail re-grown with other rows
+    res = audit.verify(engine, anchor=head)
+    assert not res.ok and res.bad_seq == 30 and "rewritten" in res.reason
+
+
+def test_a_different_key_fails_verification(engine: Engine) -> None:
+    fill(engine, 3)
+    other = audit.keyed(engine, b"another-deployment-key")
+    res = audit.verify(other)
+    assert not res.ok and res.bad_seq == 1 and "different audit key" in res.reason
+
+
+def test_an_engine_without_a_key_cannot_write_or_verify(db_url: tuple[str, str | None]) -> None:
+    url, schema = db_url
+    bare = store.make_engine(url, schema=schema)
+    store.create_schema(bare)
+    try:
+        with pytest.raises(audit.AuditKeyMissing):
+            audit.record(bare, actor="x", action="export", now_ms=T0)
+        with pytest.raises(audit.AuditKeyMissing):
+            audit.verify(bare)
+    finally:
+        bare.dispose()
+
+
+def test_the_key_comes_from_settings_or_var_never_the_database(tmp_path: Path) -> None:
+    from pipelines.settings import load_settings
+
+    base = {"WANGGE_RUN_VAR_DIR": str(tmp_path / "var")}
+    sqlite = load_settings(environ={**base, "DATABASE_URL": f"sqlite:///{tmp_path}/a.db"})
+    key = audit.key_for(sqlite)
+    assert len(key) >= 32 and (tmp_path / "var" / "audit_key").exists()
+    assert oct((tmp_path / "var" / "audit_key").stat().st_mode & 0o777) == "0o600"
+    assert audit.key_for(sqlite) == key  # generated once, then kept
+    given = load_settings(environ={**base, "WANGGE_AUTH_AUDIT_KEY": "k" * 40})
+    assert audit.key_for(given) == b"k" * 40
+    pg = load_settings(environ={**base, "DATABASE_URL": "postgresql://u@db.example/wangge"})
+    with pytest.raises(audit.AuditKeyMissing, match="WANGGE_AUTH_AUDIT_KEY"):
+        audit.key_for(pg)
+
+
+def test_the_dashboard_refuses_to_start_on_postgresql_without_a_key(tmp_path: Path) -> None:
+    import dataclasses
+
+    import redis
+
+    from dashboard.app import create_app
+    from pipelines.settings import load_settings
+
+    s = load_settings(environ={"WANGGE_RUN_VAR_DIR": str(tmp_path)})
+    s = dataclasses.replace(
+        s, database=dataclasses.replace(s.database, url="postgresql://u@127.0.0.1:1/x")
+    )
+    with pytest.raises(audit.AuditKeyMissing):
+        create_app(s, city=demo_city(2026, n_grids=150), r=redis.Redis(port=1))
+
+
+def _legacy_chain(engine: Engine, n: int) -> list[dict[str, Any]]:
+    """Rows as a version before the key wrote them: plain SHA-256 chain."""
+    prev, out = audit.GENESIS, []
+    for i in range(1, n + 1):
+        row = {
+            "seq": i,
+            "at_ms": T0 + i,
+            "actor": "old",
+            "role": "",
+            "scope": "",
+            "action": "login",
+            "target": f"u{i}",
+            "detail": "{}",
+            "prev_hash": prev,
+        }
+        row["hash"] = _forge(prev, row, None)
+        _insert_raw(engine, row)
+        out.append(row)
+        prev = row["hash"]
+    return out
+
+
+def test_a_chain_from_before_the_key_is_sealed_and_stays_verifiable(engine: Engine) -> None:
+    old = _legacy_chain(engine, 5)
+    res = audit.verify(engine)
+    assert not res.ok and "no keyed row" in res.reason  # unsealed: could be anyone's
+    assert audit.seal(engine, T0 + 10)
+    assert not audit.seal(engine, T0 + 11)  # once
+    fill(engine, 2, start=T0 + 20)
+    res = audit.verify(engine)
+    assert res.ok and res.rows == 8 and res.unkeyed == 5, res.describe()
+    marker = audit.query(engine, action="audit_keyed").row(0, named=True)
+    assert marker["seq"] == 6
+    assert json.loads(marker["detail"]) == {
+        "unkeyed_through_seq": 5,
+        "unkeyed_head": old[-1]["hash"],
+    }
+
+
+def test_the_sealed_old_segment_cannot_be_rewritten(engine: Engine) -> None:
+    _legacy_chain(engine, 5)
+    fill(engine, 2, start=T0 + 20)  # the first keyed append seals it
+    assert audit.verify(engine).ok
+    # rewrite the old rows consistently (they are unkeyed: anyone can recompute them)
+    rows = _rows(engine)[:5]
+    prev = audit.GENESIS
+    with engine.begin() as conn:
+        for row in rows:
+            row = {**row, "target": "rewritten", "prev_hash": prev}
+            row["hash"] = _forge(prev, row, None)
+            conn.execute(
+                text("UPDATE audit_log SET target = :t, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"t": "rewritten", "p": row["prev_hash"], "h": row["hash"], "s": row["seq"]},
+            )
+            prev = row["hash"]
+    res = audit.verify(engine)
+    assert not res.ok and res.bad_seq == 6 and "prev_hash" in res.reason
+
+
+def test_an_unkeyed_row_after_the_keyed_ones_fails(engine: Engine) -> None:
+    fill(engine, 3)
+    last = _rows(engine)[-1]
+    row = {**last, "seq": 4, "target": "forged", "prev_hash": last["hash"]}
+    row["hash"] = _forge(row["prev_hash"], row, None)
+    _insert_raw(engine, row)
+    audit.record(engine, actor="x", action="export", now_ms=T0 + 99)  # no seal after it
+    res = audit.verify(engine)
+    assert not res.ok and res.bad_seq == 4
+    assert audit.query(engine, action="audit_keyed").height == 0
+
+
+def test_cli_anchor_and_verify_against_it(db_url: tuple[str, str | None], tmp_path: Path) -> None:
+    env = cli_env(tmp_path, db_url)
+    engine = open_engine(db_url)
+    try:
+        fill(engine, 6)
+        res = wangge("audit", "anchor", env=env)
+        assert res.returncode == 0, res.stderr
+        anchor = res.stdout.strip()
+        assert re.fullmatch(r"6:[0-9a-f]{64}", anchor), anchor
+        assert wangge("audit", "verify", "--anchor", anchor, env=env).returncode == 0
+        _exec(engine, "DELETE FROM audit_log WHERE seq >= 5")  # the tail goes
+        assert wangge("audit", "verify", env=env).returncode == 0  # undetectable alone
+        res = wangge("audit", "verify", "--anchor", anchor, env=env)
+        assert res.returncode == 1 and "TAMPERED at seq 6" in res.stdout, res.stdout
+        wrong = {**env, "WANGGE_AUTH_AUDIT_KEY": "not-the-key"}
+        res = wangge("audit", "verify", env=wrong)
+        assert res.returncode == 1 and "different audit key" in res.stdout
+    finally:
+        engine.dispose()

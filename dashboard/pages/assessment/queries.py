@@ -10,13 +10,14 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from pipelines import assessment as S
+from pipelines.access import policy
 from pipelines.assessment.exports import cell_text, column_kind
 from pipelines.city.geography import City
 
 LEVEL_ORDER = {"city": 0, "district": 1, "street": 2, "grid": 3, "worker": 4}
 KINDS = ("month", "week", "day", "range")
-# who may export (the page itself is for every person with a scope)
-EXPORT_ROLES = frozenset({"supervisor", "city_leader", "district_commander"})
+# who may export: the policy table's "exports" (the page is its "scorecards")
+EXPORT_ROLES = policy.roles_for("exports")
 BAND_SHARE = 0.2  # best / worst fifth of the rows get a colour band (≥ 5 rows)
 
 
