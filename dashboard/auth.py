@@ -353,6 +353,25 @@ def _bad_in(value: Any) -> bool:
     return False
 
 
+def first_bad(value: Any) -> str | None:
+    """The first string (or key) in a JSON value that carries a control or bidi character."""
+    if isinstance(value, str):
+        return None if text.is_clean_id(value) else value
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for k, v in items:
+        found = first_bad(k) if isinstance(k, str) else None
+        found = found or first_bad(v)
+        if found:
+            return found
+    return None
+
+
 def bad_callback_ids(body: dict[str, Any]) -> bool:
     """A callback body whose ids or values (other than free text) carry control or
     bidirectional characters."""
@@ -561,7 +580,9 @@ class Guard:
         if not pol.admits(p.role, path):
             return self.deny(f"role {p.role} may not run {text.visible(output[:80])}")
         if bad_callback_ids(body):
-            return self.deny("control or bidi character in a callback id", status=400)
+            odd = first_bad({k: v for k, v in body.items() if k != "output"}) or ""
+            why = "control or bidi character in a callback id"
+            return self.deny(why, status=400, target=text.visible(odd[:160]))
         return None
 
     def same_origin(self) -> bool:
@@ -592,14 +613,14 @@ class Guard:
         except redis.RedisError:
             return None
 
-    def deny(self, why: str, status: int = 403) -> Response:
+    def deny(self, why: str, status: int = 403, target: str | None = None) -> Response:
         p = self.safe_principal()
         who = p.username if p else f"ip:{request.remote_addr}"
         if not self.rate_limited(f"denied:{who}", self.settings.auth.denied_audit_per_minute):
             self.audit(
                 "denied",
-                target=text.visible(request.path),
-                detail={"why": why, "status": status},
+                target=target or text.visible(request.path),
+                detail={"why": why, "status": status, "path": text.visible(request.path)},
             )
         if request.accept_mimetypes.best == "text/html":  # a person: a page, not JSON
             return Response(_denied_page(status), status=status, mimetype="text/html")

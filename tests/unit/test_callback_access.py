@@ -8,11 +8,12 @@ import ast
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask, session
+from flask import Flask, g
 
 from dashboard import auth
 from dashboard.backend import Backend
@@ -22,7 +23,8 @@ from pipelines.settings import load_settings
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "dashboard"
 # README "Accounts, scope and audit" and "Privacy": only the command centres see individual
-# workers (positions, names, tracks); every role reads the aggregates of its scope.
+# workers (positions, names, tracks); every role but admin reads the aggregates of its
+# scope.
 COMMAND_CENTRES = {"district_commander", "street_operator"}
 
 
@@ -39,7 +41,10 @@ def as_user(city: City) -> Iterator[Any]:
     def sign(role: str, scope: str, username: str = "u") -> Any:
         ctx = app.test_request_context("/")
         ctx.push()
-        session["p"] = {"username": username, "role": role, "scope": scope, "wall": False}
+        # the request's loaded session, as the guard resolves it from the cookie's id
+        g.wg_session = SimpleNamespace(
+            username=username, role=role, scope=scope, display_name=username, wall=False
+        )
         pushed.append(ctx)
         return ctx
 
@@ -53,7 +58,9 @@ def as_user(city: City) -> Iterator[Any]:
 def test_may_see_follows_the_written_rule(role: str) -> None:
     for kind in ("positions", "names", "tracks"):
         assert auth.may_see(kind, role) == (role in COMMAND_CENTRES), (role, kind)
-    assert auth.may_see("aggregates", role)
+    # every role reads the aggregates of its scope, except the administrator, who manages
+    # accounts and reads the audit log only (README "Accounts, scope and audit")
+    assert auth.may_see("aggregates", role) == (role != "admin")
     assert not auth.may_see("positions", "nobody") and not auth.may_see("aggregates", "")
     with pytest.raises(KeyError):
         auth.may_see("position", role)  # a typo must not silently deny (or allow)
