@@ -173,7 +173,6 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("%s: %s; retrying the batch", args.name, str(exc).splitlines()[0])
                 w.consumer.retry_pending()
                 stop.wait(1.0)
-        w.flush_positions()  # a clean stop leaves SQL's position snapshot current
     return 0
 
 

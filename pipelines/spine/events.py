@@ -52,6 +52,30 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "returned": ("accepted", "dispatched", "handling"),
     "closed": (),
 }
+
+
+def reachable_pairs() -> set[tuple[str, str]]:
+    """(a, b) such that some sequence of lifecycle steps leads from a to b.
+
+    Events can arrive out of order (redelivery after a crash), so a gap in an
+    incident's history is tolerated; an event is impossible only when *no* path leads
+    to it from an earlier one: any step after "closed", or "reported" after anything
+    (``aggregate.decide_reports`` applies exactly these two; a unit test keeps them equal).
+    """
+    out: set[tuple[str, str]] = set()
+    for start in STEPS:
+        seen: set[str] = set()
+        todo = list(TRANSITIONS[start])
+        while todo:
+            s = todo.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            todo.extend(TRANSITIONS[s])
+        out.update((start, s) for s in seen)
+    return out
+
+
 SOURCES = ("worker", "hotline", "camera", "resident")
 LEVELS = ("grid", "community", "street", "district")
 SEVERITIES = (1, 2, 3, 4)  # 1 minor … 4 critical
@@ -367,3 +391,22 @@ def dead_letters(
         },
         schema=DEADLETTER_SCHEMA,
     )
+
+
+# ---------------------------------------------------------------- stream order
+
+
+def stream_order(column: str = "entry_id") -> list[pl.Expr]:
+    """Sort keys putting stream entry ids (``<ms>-<seq>``) in stream order (as text,
+    ``"10-0"`` would sort before ``"9-0"``)."""
+    parts = pl.col(column).str.split_exact("-", 1)
+    return [
+        parts.struct.field("field_0").cast(pl.UInt64, strict=False).alias("_ems"),
+        parts.struct.field("field_1").cast(pl.UInt64, strict=False).fill_null(0).alias("_eseq"),
+    ]
+
+
+def stream_key(entry_id: str) -> tuple[int, int]:
+    """One stream entry id as a tuple that sorts in stream order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.spine.events import REASONS, decode_batch, encode
-from pipelines.spine.state import reachable_pairs
+from pipelines.spine.events import REASONS, STEPS, decode_batch, encode, reachable_pairs
 
 NOW = 1_795_000_000_000
 OPTS = dict(now_ms=NOW, future_skew_ms=300_000, max_age_ms=30 * 86_400_000, max_payload_bytes=4096)
@@ -156,6 +155,9 @@ def test_lifecycle_reachability() -> None:
     assert ("handling", "verified") in pairs
     assert not any(a == "closed" for a, _ in pairs)  # nothing after closure
     assert not any(b == "reported" for _, b in pairs)  # reported only starts
+    # exactly the two rules the lifecycle decision applies, nothing else is impossible
+    impossible = {(a, b) for a in STEPS for b in STEPS} - pairs
+    assert impossible == {(a, b) for a in STEPS for b in STEPS if a == "closed" or b == "reported"}
 
 
 @pytest.mark.parametrize("feed", ["reports", "locations", "video"])
