@@ -537,14 +537,17 @@ def test_strict_types_change_nothing(settings, city, index, rclient, engine) -> 
 def test_latest_positions_are_in_sql_once_their_batch_is_acknowledged(
     settings, city, index, rclient, engine
 ) -> None:
-    pings = []
-    for k in range(12):
-        _, lon, lat = grid_point(city, k)
-        pings.append(dict(worker_id=f"W{k % 4}", ts=NOW - 60_000 + k * 1000, lon=lon, lat=lat))
-    publish_events(rclient, settings, "locations", pings)
     w = workers(settings, city, index, rclient, engine)["locations"]
-    assert w.step().acked == len(pings)
+    latest: dict[str, int] = {}
+    for batch in range(3):  # a worker that has run a while, not only its first batch
+        pings = []
+        for k in range(12):
+            _, lon, lat = grid_point(city, k + batch)
+            ts = NOW - 60_000 + batch * 12_000 + k * 1000
+            pings.append(dict(worker_id=f"W{k % 4}", ts=ts, lon=lon, lat=lat))
+            latest[f"W{k % 4}"] = ts
+        publish_events(rclient, settings, "locations", pings)
+        assert w.step().acked == len(pings)
     del w  # kill -9 right after XACK: nothing else runs
     got = store.read_frame(engine, select(store.worker_positions))
-    latest = {p["worker_id"]: p["ts"] for p in pings}  # the last ping of each worker
     assert dict(zip(got["worker_id"], got["ts_ms"], strict=True)) == latest
