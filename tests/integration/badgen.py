@@ -127,6 +127,22 @@ class Gen:
                 kinds += [self.duplicate]
         return self.rnd.choice(kinds)()
 
+    def garbage(self) -> Entry:
+        """An entry that is no event at all (not JSON, not an object, cut off, empty,
+        no data field, far too large, or an object missing required fields)."""
+        kinds = [
+            self.random_bytes,
+            self.empty,
+            self.no_data_field,
+            self.not_an_object,
+            self.truncated,
+            self.bad_utf8,
+            self.nested_too_deep,
+            self.missing_field,
+            self.too_large,
+        ]
+        return self.rnd.choice(kinds)()
+
     def data(self, payload: bytes, reason: str) -> Entry:
         return {b"data": payload}, reason
 

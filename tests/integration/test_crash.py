@@ -8,6 +8,7 @@ nothing pending, whatever the crash schedule."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import signal
 import subprocess
@@ -154,9 +155,12 @@ def adversarial(
             put(feed, rnd.randrange(len(base[feed])), *_flip(gen.wrong_type()))
         for _ in range(150):  # bad entries of every kind, scattered
             put(feed, rnd.randrange(len(base[feed])), *_flip(gen.bad(self_contained=True)))
-        at = int(len(base[feed]) * 0.4)  # a run of nothing but bad entries
-        for _ in range(garbage_run):
-            adds[feed].append((at, gen.bad(self_contained=True)))
+        # runs of only bad entries: of every kind, and of entries that are no event at all
+        runs = {0.4: functools.partial(gen.bad, self_contained=True), 0.7: gen.garbage}
+        for share, draw in runs.items():
+            at = int(len(base[feed]) * share)
+            for _ in range(garbage_run):
+                adds[feed].append((at, draw()))
     out: dict[str, list[Entry]] = {}
     for feed, entries in base.items():
         keyed = [((i, 0, 0), e) for i, e in enumerate(entries)]
