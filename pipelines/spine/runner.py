@@ -249,7 +249,7 @@ class FeedWorker:
             mode = "1" if inc in d.changed else "0"
             old = before.get(inc, EMPTY_STATE) if mode == "1" else EMPTY_STATE
             tk = "\n".join(lines.get(inc, []))
-            rows.append([inc, mode, *after.get(inc, EMPTY_STATE), *old, tk])
+            rows.append([inc, mode, after.get(inc, EMPTY_STATE), old, tk])
         return rows
 
     def _incident_resync(self, conn: Any, resync: pl.DataFrame, done: set[str]) -> list[list[Any]]:
@@ -262,7 +262,7 @@ class FeedWorker:
         states = agg.incident_states(
             store._events_of(conn, ids), self.city.city_id, s.live.timezone, s.deadlines
         )
-        return [[i, "0", *states.get(i, EMPTY_STATE), *EMPTY_STATE, ""] for i in ids]
+        return [[i, "0", states.get(i, EMPTY_STATE), EMPTY_STATE, ""] for i in ids]
 
     def _turned_down(self, rows: pl.DataFrame, payloads: dict[str, bytes]) -> pl.DataFrame:
         """Dead letters for entries of earlier batches that this batch turned down, with
@@ -658,7 +658,7 @@ def _build(
         states = agg.incident_states(events, cid, tz, settings.deadlines)
         rows = [
             # closed before the live window: its effects count, it keeps no hash
-            [i, "2" if st[10] == "0" and int(st[1]) < window else "1", *st, *EMPTY_STATE, ""]
+            [i, "2" if st[10] == "0" and int(st[1]) < window else "1", st, EMPTY_STATE, ""]
             for i, st in states.items()
         ]
         state.push_incidents(rows)

@@ -76,8 +76,9 @@ INCIDENT_FIELDS = (
 # applying to every counter the difference between the state Redis holds and the new
 # one, so the counters are a function of each incident's set of accepted events.
 # ARGV: prefix, ticker length, day ttl (s), bucket ttl (s), closed-incident ttl (s), then
-# per incident: id, mode, the 13 INCIDENT_FIELDS of the new state, the 13 of the state
-# before (SQL's, for when Redis holds none), tickers ("entry\tjson" lines). Mode "0":
+# per incident: id, mode, the new state and the state before (SQL's, for when Redis holds
+# none), each its 13 INCIDENT_FIELDS joined by "\x1f" (none of them can hold one), and
+# tickers ("entry\tjson" lines; JSON never holds a raw tab or newline). Mode "0":
 # unchanged in SQL (only a state Redis holds is corrected); "1": changed; "2": changed,
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
 # "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
@@ -85,18 +86,23 @@ INCIDENT_FIELDS = (
 _INCIDENTS_LUA = """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local NF = 13
-local W = 3 + 2 * NF
+local W = 5
 local NAMES = {'status', 'ts', 'cat', 'sev', 'grid', 'street', 'district', 'city', 'lon',
   'lat', 'open', 'dl', 'acc'}
+local HELD = {unpack(NAMES)}
+HELD[NF + 1] = 'overdue'
 local touched, tickers, delta = {}, {}, {}
 local function add(key, field, n)
   local t = delta[key]
   if not t then t = {}; delta[key] = t end
   t[field] = (t[field] or 0) + n
 end
-local function state(first)
-  local s = {}
-  for j = 1, NF do s[NAMES[j]] = ARGV[first + j - 1] end
+local function state(joined)
+  local s, j = {}, 0
+  for v in string.gmatch(joined..'\\31', '([^\\31]*)\\31') do
+    j = j + 1
+    s[NAMES[j]] = v
+  end
   return s
 end
 local function open_effects(s, sign)
@@ -163,15 +169,15 @@ local n = (#ARGV - 5) / W
 for i = 0, n - 1 do
   local b = 5 + i * W
   local inc, mode = ARGV[b + 1], ARGV[b + 2]
-  local new, before, tk = state(b + 3), state(b + 3 + NF), ARGV[b + 3 + 2 * NF]
+  local new, before, tk = state(ARGV[b + 3]), state(ARGV[b + 4]), ARGV[b + 5]
   local k = P..':inc:'..inc
-  local cur = redis.call('HMGET', k, unpack(NAMES))
+  local cur = redis.call('HMGET', k, unpack(HELD))
   local held = cur[NF] ~= false
   local base = nil
   if held then
     base = {}
     for j = 1, NF do base[NAMES[j]] = cur[j] end
-    base.overdue = redis.call('HGET', k, 'overdue')
+    base.overdue = cur[NF + 1]
   elseif mode ~= '0' then
     base = before
     base.overdue = '0'
@@ -462,9 +468,11 @@ class LiveState:
 
     def push_incidents(self, rows: Sequence[Sequence[Any]]) -> int:
         """Set incidents' live state (rows: id, mode, new state, state before, tickers;
-        see ``_INCIDENTS_LUA``); returns how many changed."""
+        states as INCIDENT_FIELDS tuples; see ``_INCIDENTS_LUA``); returns how many
+        changed."""
         if not rows:
             return 0
+        rows = [(i, mode, "\x1f".join(new), "\x1f".join(old), tk) for i, mode, new, old, tk in rows]
         head: list[Any] = [
             self.prefix,
             self.ticker_length,
