@@ -55,6 +55,8 @@ def _env(redis_url: str, prefix: str, db: tuple[str, str | None], geo_dir: Path)
         WANGGE_STREAMS_CLAIM_IDLE_MS="1500",
         WANGGE_STREAMS_BLOCK_MS="200",
         WANGGE_STREAMS_MAX_AGE_DAYS="60",
+        # kills must never turn a valid entry into poison (max_deliveries has its own tests)
+        WANGGE_STREAMS_MAX_DELIVERIES="1000",
     )
 
 
