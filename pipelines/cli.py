@@ -199,7 +199,6 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 log.warning("%s: %s; retrying the batch", args.name, str(exc).splitlines()[0])
                 w.consumer.retry_pending()
                 stop.wait(1.0)
-        w.flush_positions()  # a clean stop leaves SQL's position snapshot current
     return 0
 
 
@@ -505,15 +504,50 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild the live state aside in bounded steps, then switch to it atomically."""
     from pipelines.spine.runner import rebuild_live
 
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
         check_city(rt, city)
+        busy = _active_consumers(rt.r, rt.settings)
+        if busy:
+            print(
+                f"rebuild-live: warning: pipeline workers are running ({', '.join(busy)});"
+                " what they apply while the state is rebuilt may be missing from it until"
+                " the incident changes again — stop them for an exact rebuild",
+                file=sys.stderr,
+            )
+        last: dict[str, float] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            if done >= total or now - last.get(stage, 0.0) >= 0.5:
+                last[stage] = now
+                pct = f" ({100 * done // total}%)" if total else ""
+                print(f"rebuild-live: {stage} {done}/{total}{pct}", file=sys.stderr, flush=True)
+
         t = time.perf_counter()
-        counts = rebuild_live(rt.settings, city, rt.r, rt.engine)
+        counts = rebuild_live(rt.settings, city, rt.r, rt.engine, progress=progress)
     print(f"rebuilt live state in {time.perf_counter() - t:.1f}s: {counts}")
     return 0
+
+
+def _active_consumers(r: redis.Redis, s: Settings, within_ms: int = 10_000) -> list[str]:
+    """Consumers of the feed streams that read within the last ``within_ms``."""
+    out = []
+    for feed in FEEDS:
+        key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
+        try:
+            consumers: Any = r.xinfo_consumers(key, s.streams.group)
+        except redis.ResponseError:  # no stream or no group yet
+            continue
+        for c in consumers:
+            name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+            idle = int(c.get("inactive", c["idle"]))  # Redis ≥ 7.2: -1 = never read
+            if 0 <= idle < within_ms:
+                out.append(name)
+    return out
 
 
 def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:

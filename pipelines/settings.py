@@ -74,7 +74,6 @@ class PipelineSettings:
     video_workers: int = 1
     tick_s: float = 5.0
     persist_tracks_every_s: int = 60
-    positions_flush_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ import orjson
 import polars as pl
 
 from pipelines.settings import DeadlineSettings
-from pipelines.spine.events import CATEGORIES
-from pipelines.spine.state import REPORT_FIELDS, VIDEO_FIELDS
+from pipelines.spine.events import CATEGORIES, stream_order
 
 CHAIN = ("grid_id", "street_id", "district_id", "city_id")
 
@@ -58,44 +57,151 @@ def deadline_ms(deadlines: DeadlineSettings) -> pl.Expr:
     return pl.col("category").replace_strict(mapping, default=int(deadlines.other * 3_600_000))
 
 
-def _ticker(df: pl.DataFrame, kind: str, label_col: str) -> list[bytes]:
-    cols = df.select("ts", label_col, "grid_id", "district_id", "street_id", "lon", "lat")
-    return [
-        orjson.dumps({"k": kind, "ts": ts, "what": what, "grid": g, "lon": lon, "lat": lat})
-        for ts, what, g, _d, _s, lon, lat in cols.iter_rows()
-    ]
+def report_tickers(df: pl.DataFrame) -> dict[str, bytes]:
+    """Ticker lines (JSON) of report events (``incident_events`` rows), by entry id."""
+    cols = df.select("entry_id", "ts_ms", "category", "step", "incident_id", "grid_id", "severity")
+    return {
+        e: orjson.dumps({"k": "report", "ts": ts, "what": f"{c}:{s}", "id": i, "grid": g, "sev": v})
+        for e, ts, c, s, i, g, v in cols.iter_rows()
+    }
 
 
-def report_rows(df: pl.DataFrame, deadlines: DeadlineSettings) -> list[tuple[Any, ...]]:
-    """Rows for ``LiveState.apply_reports``, ordered by (incident, ts)."""
-    if df.is_empty():
-        return []
-    df = df.sort(["incident_id", "ts"], maintain_order=True).with_columns(
-        deadline_ms=deadline_ms(deadlines),
-        level=pl.col("level").fill_null("grid"),
-        what=pl.concat_str([pl.col("category"), pl.col("step")], separator=":"),
+# ---------------------------------------------------------------- the reports rule
+
+DECISION_COLUMNS = ("entry_id", "event_id", "incident_id", "step", "ts_ms")
+
+
+def decide_reports(cands: pl.DataFrame) -> pl.DataFrame:
+    """The fate of report entries, from stream order and time alone (pure).
+
+    ``cands`` holds every valid entry naming the incidents concerned and every entry
+    carrying one of the event ids concerned: columns ``DECISION_COLUMNS``, ``stored``
+    ("A" accepted earlier, "X" rejected earlier, null for new) and ``reason`` (of an
+    earlier rejection). Returns them in walk order with ``verdict``: "accepted",
+    "duplicate" or "bad_transition".
+
+    * An event id belongs to the first entry in stream order that carries it; any later
+      entry with it is a ``duplicate``, under whatever incident.
+    * An incident's entries in time order (``ts``, then stream order): a ``reported``
+      after an entry with another event id, and anything after a ``closed`` with another
+      event id, is a ``bad_transition`` (no lifecycle path leads there). An entry is
+      never an impossible transition relative to its own event id (a replay).
+    * A rejection is final: an entry rejected earlier keeps its reason. New entries can
+      only turn accepted ones into rejected ones, never the reverse, so the set of
+      accepted entries depends on which entries exist, not on the order of arrival.
+    """
+    if cands.is_empty():
+        return cands.with_columns(verdict=pl.lit(None, dtype=pl.String))
+    c = cands.with_columns(stream_order()).sort(["_ems", "_eseq"])
+    c = c.with_columns(_dup=pl.col("entry_id") != pl.col("entry_id").first().over("event_id"))
+    c = c.sort(["incident_id", "ts_ms", "_ems", "_eseq"])
+    closed = (pl.col("step") == "closed").cast(pl.Int64)
+    inc, same = "incident_id", ["incident_id", "event_id"]
+    earlier_other = pl.int_range(pl.len()).over(inc) > pl.int_range(pl.len()).over(same)
+    closed_other = (closed.cum_sum() - closed).over(inc) > (closed.cum_sum() - closed).over(same)
+    bad = ((pl.col("step") == "reported") & earlier_other) | closed_other
+    verdict = (
+        pl.when(pl.col("stored") == "X")
+        .then(pl.col("reason"))
+        .when(pl.col("_dup"))
+        .then(pl.lit("duplicate"))
+        .when(bad)
+        .then(pl.lit("bad_transition"))
+        .otherwise(pl.lit("accepted"))
     )
-    tick = [
-        orjson.dumps({"k": "report", "ts": ts, "what": w, "id": i, "grid": g, "sev": s})
-        for ts, w, i, g, s in df.select(
-            "ts", "what", "incident_id", "grid_id", "severity"
-        ).iter_rows()
-    ]
-    df = df.with_columns(ticker=pl.Series(tick, dtype=pl.Binary))
-    return list(df.select(REPORT_FIELDS).iter_rows())
+    return c.with_columns(verdict=verdict).drop("_dup", "_ems", "_eseq")
 
 
-def video_rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
-    if df.is_empty():
-        return []
-    tick = [
-        orjson.dumps({"k": "video", "ts": ts, "what": lab, "id": a, "grid": g, "cam": c})
-        for ts, lab, a, g, c in df.select(
-            "ts", "label", "alert_id", "grid_id", "camera_id"
-        ).iter_rows()
-    ]
-    df = df.with_columns(ticker=pl.Series(tick, dtype=pl.Binary))
-    return list(df.select(VIDEO_FIELDS).iter_rows())
+def incident_states(
+    events: pl.DataFrame, city_id: str, tz: str, deadlines: DeadlineSettings
+) -> dict[str, tuple[str, ...]]:
+    """Each incident's live state (``state.INCIDENT_FIELDS``) from its accepted events
+    (``incident_events`` rows), the same function of that set in every store.
+
+    Category, severity, area and location are those of the first event in time
+    (then stream) order; status is the last event's step, ``closed`` once there is
+    one; ``ts`` the latest event; the deadline is the first event's time plus the
+    category's; ``acc`` lists every event's effects (entry, step, ts, local day,
+    epoch minute and hour, level) in that order.
+    """
+    if events.is_empty():
+        return {}
+    df = events.with_columns(stream_order()).sort(["incident_id", "ts_ms", "_ems", "_eseq"])
+    df = with_time_keys(df.rename({"ts_ms": "ts"}), tz)
+    effects = pl.concat_str(
+        [
+            pl.col("entry_id"),
+            pl.col("step"),
+            pl.col("ts").cast(pl.String),
+            pl.col("day"),
+            pl.col("minute").cast(pl.String),
+            pl.col("hour").cast(pl.String),
+            pl.col("level").fill_null("grid"),
+        ],
+        separator=",",
+    )
+    item = pl.concat_str([effects, pl.lit(";")])
+    g = df.group_by("incident_id", maintain_order=True).agg(
+        first_ts=pl.col("ts").first(),
+        last_ts=pl.col("ts").max(),
+        last_step=pl.col("step").last(),
+        closed=(pl.col("step") == "closed").any(),
+        category=pl.col("category").first(),
+        severity=pl.col("severity").first(),
+        grid=pl.col("grid_id").first(),
+        street=pl.col("street_id").first(),
+        district=pl.col("district_id").first(),
+        lon=pl.col("lon").first(),
+        lat=pl.col("lat").first(),
+        acc=item.str.join(""),
+    )
+    g = g.with_columns(dl=pl.col("first_ts") + deadline_ms(deadlines))
+    out: dict[str, tuple[str, ...]] = {}
+    for row in g.iter_rows(named=True):
+        out[row["incident_id"]] = (
+            "closed" if row["closed"] else row["last_step"],
+            str(row["last_ts"]),
+            row["category"],
+            str(row["severity"]),
+            row["grid"],
+            row["street"],
+            row["district"],
+            city_id,
+            repr(float(row["lon"])),
+            repr(float(row["lat"])),
+            "0" if row["closed"] else "1",
+            str(row["dl"]),
+            row["acc"],
+        )
+    return out
+
+
+# ---------------------------------------------------------------- the video rule
+
+
+def alert_winners(cands: pl.DataFrame) -> pl.DataFrame:
+    """Per alert id, the first entry in stream order wins; adds ``winner`` (pure)."""
+    if cands.is_empty():
+        return cands.with_columns(winner=pl.lit(None, dtype=pl.Boolean))
+    c = cands.with_columns(stream_order()).sort(["_ems", "_eseq"])
+    won = pl.col("entry_id") == pl.col("entry_id").first().over("alert_id")
+    return c.with_columns(winner=won).drop("_ems", "_eseq")
+
+
+def alert_rows(alerts: pl.DataFrame, city_id: str, tz: str) -> dict[str, tuple[Any, ...]]:
+    """Live effects of winning alerts (``video_alerts`` rows) by entry id: day, area chain,
+    label, epoch minute and hour, ticker (``state.ALERT_FIELDS`` after alert and entry)."""
+    if alerts.is_empty():
+        return {}
+    df = with_time_keys(alerts.rename({"ts_ms": "ts"}), tz)
+    out: dict[str, tuple[Any, ...]] = {}
+    cols = ("entry_id", "ts", "day", "grid_id", "street_id", "district_id", "label")
+    for e, ts, d, g, s, dist, lab, m, h, a, cam in df.select(
+        *cols, "minute", "hour", "alert_id", "camera_id"
+    ).iter_rows():
+        tick = orjson.dumps({"k": "video", "ts": ts, "what": lab, "id": a, "grid": g, "cam": cam})
+        out[e] = (d, g, s, dist, city_id, lab, m, h, tick)
+    return out
 
 
 def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
@@ -181,6 +287,7 @@ def report_history(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def video_history(df: pl.DataFrame) -> pl.DataFrame:
+    """Decoded video rows → ``video_alerts`` rows."""
     return df.rename({"ts": "ts_ms"})
 
 

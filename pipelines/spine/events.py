@@ -4,13 +4,13 @@ Wire format: every stream entry has one field ``data`` holding a JSON object. Ti
 integer epoch milliseconds (UTC) in field ``ts``; the gateway normalises other forms.
 
 ``decode_batch`` turns raw entries into a Polars frame of valid rows plus a frame of
-dead letters (original payload + reason code). Validation is columnar: one pass per
-rule over the whole batch, never a Python branch per row.
+dead letters (original payload + reason code). Each payload is parsed once (orjson);
+typing is decided per column by the set of value types, and validation is columnar:
+one pass per rule over the whole batch, never a Python branch per row.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,30 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "returned": ("accepted", "dispatched", "handling"),
     "closed": (),
 }
+
+
+def reachable_pairs() -> set[tuple[str, str]]:
+    """(a, b) such that some sequence of lifecycle steps leads from a to b.
+
+    Events can arrive out of order (redelivery after a crash), so a gap in an
+    incident's history is tolerated; an event is impossible only when *no* path leads
+    to it from an earlier one: any step after "closed", or "reported" after anything
+    (``aggregate.decide_reports`` applies exactly these two; a unit test keeps them equal).
+    """
+    out: set[tuple[str, str]] = set()
+    for start in STEPS:
+        seen: set[str] = set()
+        todo = list(TRANSITIONS[start])
+        while todo:
+            s = todo.pop()
+            if s in seen:
+                continue
+            seen.add(s)
+            todo.extend(TRANSITIONS[s])
+        out.update((start, s) for s in seen)
+    return out
+
+
 SOURCES = ("worker", "hotline", "camera", "resident")
 LEVELS = ("grid", "community", "street", "district")
 SEVERITIES = (1, 2, 3, 4)  # 1 minor … 4 critical
@@ -184,13 +208,18 @@ def decode_batch(
     Valid rows carry the schema's columns plus ``entry_id``. Dead letters carry
     ``entry_id``, ``payload``, ``reason`` and ``detail``. Geographic checks (outside the
     city) and lifecycle checks happen later, where the index and the state are.
+
+    Types are strict (the wire format is exact; a gateway converts other forms): a
+    string field takes a JSON string, an integer field (``ts``, ``severity``) a JSON
+    integer (``1.0``, ``1e3``, ``"1"`` and ``true`` are ``bad_type``), a number field a
+    JSON number (never a string or a boolean); a number beyond what its field can hold
+    is ``out_of_range``. A payload that is not one JSON object (orjson: RFC 8259, UTF-8,
+    finite numbers) is ``malformed``; fields outside the schema are ignored.
     """
     fields = SCHEMAS[feed]
     ids = [e for e, _ in entries]
     payloads = [p for _, p in entries]
-    df = _fast_frame(fields, ids, payloads, max_payload_bytes)
-    if df is None:
-        df = _slow_frame(fields, ids, payloads, max_payload_bytes)
+    df = _frame(fields, ids, payloads, max_payload_bytes)
     return _validate(
         feed,
         fields,
@@ -204,77 +233,84 @@ def decode_batch(
     )
 
 
-def _fast_frame(
-    fields: tuple[Field, ...], ids: list[str], payloads: list[bytes], max_bytes: int
-) -> pl.DataFrame | None:
-    """All payloads parsed at once by Polars, or None to take the per-payload path.
+_INT64 = 2**63
+# Python types a field's JSON value may have (bool is its own type, never a number).
+_ALLOWED: dict[Any, frozenset[type]] = {
+    pl.String: frozenset({str, type(None)}),
+    pl.Int64: frozenset({int, type(None)}),
+    pl.Float64: frozenset({int, float, type(None)}),
+}
 
-    Only for batches where every payload is one JSON object on one line within the size
-    limit; any parse or type error falls back, so the outcome equals the slow path's.
-    """
-    lines = _ndjson(payloads, max_bytes)
-    if lines is None:
-        return None
+
+def _parse(payload: bytes, max_bytes: int) -> tuple[dict[str, Any] | None, str | None]:
+    if len(payload) > max_bytes:
+        return None, "too_large"
     try:
-        parsed = pl.read_ndjson(io.BytesIO(lines), schema={f.name: f.dtype for f in fields})
-    except Exception:  # any failure: the exact per-payload path decides
-        return None
-    if parsed.height != len(payloads):
-        return None
-    return parsed.with_columns(
-        pl.Series("entry_id", ids, dtype=pl.String),
-        pl.lit(None, dtype=pl.String).alias("_pre"),
-        *[pl.col(f.name).is_not_null().alias(f"_has_{f.name}") for f in fields],
-    )
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None, "malformed"
+    return (obj, None) if type(obj) is dict else (None, "malformed")
 
 
-def _ndjson(payloads: list[bytes], max_bytes: int) -> bytes | None:
-    """The payloads joined by newlines, if each is one line, starts with ``{`` and is
-    within the size limit; else None. Whole-batch byte scans, no loop per payload."""
-    if not payloads:
-        return None
-    n = len(payloads)
-    lines = b"\n".join(payloads)
-    one_line_each = lines.count(b"\n") == n - 1 and b"\r" not in lines
-    # with no newline inside a payload, every "\n{" starts one of payloads 2..n
-    objects = lines.startswith(b"{") and lines.count(b"\n{") == n - 1
-    if not (one_line_each and objects) or max(map(len, payloads)) > max_bytes:
-        return None
-    return lines
+def _strict(dtype: Any, v: Any) -> tuple[Any, str | None]:
+    """One JSON value for a field of ``dtype``: (value or None, problem or None)."""
+    t = type(v)
+    if v is None:
+        return None, None
+    if dtype == pl.String:
+        return (v, None) if t is str else (None, "bad_type")
+    if t is not int and t is not float:
+        return None, "bad_type"  # strings, booleans, arrays, objects
+    if dtype == pl.Int64:
+        if not -_INT64 <= v < _INT64:
+            return None, "out_of_range"
+        return (v, None) if t is int else (None, "bad_type")  # 1.5, 1.0, 1e3
+    try:
+        return float(v), None
+    except OverflowError:  # an integer beyond any double
+        return None, "out_of_range"
 
 
-def _slow_frame(
+def _column(f: Field, raw: list[Any]) -> tuple[pl.Series, pl.Series | None]:
+    """A field's values as a typed column, plus a column of per-row type problems (None
+    when there are none: the common case is decided by the set of value types alone)."""
+    if set(map(type, raw)) <= _ALLOWED[f.dtype]:
+        try:
+            return pl.Series(f.name, raw, dtype=f.dtype, strict=True), None
+        except (TypeError, OverflowError, pl.exceptions.PolarsError):
+            pass  # an integer beyond the dtype: decided per value below
+    checked = [_strict(f.dtype, v) for v in raw]
+    values = pl.Series(f.name, [v for v, _ in checked], dtype=f.dtype, strict=True)
+    return values, pl.Series(f"_bad_{f.name}", [p for _, p in checked], dtype=pl.String)
+
+
+def _frame(
     fields: tuple[Field, ...], ids: list[str], payloads: list[bytes], max_payload_bytes: int
 ) -> pl.DataFrame:
-    parsed: list[dict[str, Any] | None] = []
-    pre_reason: list[str | None] = []
-    for p in payloads:
-        if len(p) > max_payload_bytes:
-            parsed.append(None)
-            pre_reason.append("too_large")
-            continue
-        try:
-            obj = orjson.loads(p)
+    """Typed columns of every field, ``_pre`` (too_large / malformed) and, only for fields
+    where some value had the wrong type or size, ``_bad_<field>`` (the problem per row)."""
+    objs: list[Any] = []
+    pre: list[str | None] | None = None
+    if payloads and max(map(len, payloads)) <= max_payload_bytes:
+        try:  # the common case: every payload parses, checked for objects below
+            objs = list(map(orjson.loads, payloads))
         except orjson.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict):
-            parsed.append(obj)
-            pre_reason.append(None)
-        else:
-            parsed.append(None)
-            pre_reason.append("malformed")
-    empty: dict[str, Any] = {}
-    cols: dict[str, pl.Series] = {
-        "entry_id": pl.Series("entry_id", ids, dtype=pl.String),
-        "_pre": pl.Series("_pre", pre_reason, dtype=pl.String),
-    }
+            objs = []
+    if objs and all(type(o) is dict for o in objs):
+        pass
+    else:
+        parsed = [_parse(p, max_payload_bytes) for p in payloads]
+        objs = [o if o is not None else {} for o, _ in parsed]
+        pre = [why for _, why in parsed]
+    cols: list[pl.Series] = [
+        pl.Series("entry_id", ids, dtype=pl.String),
+        pl.Series("_pre", pre if pre is not None else [None] * len(ids), dtype=pl.String),
+    ]
     for f in fields:
-        raw = [(o or empty).get(f.name) for o in parsed]
-        present = pl.Series([v is not None for v in raw], dtype=pl.Boolean)
-        # Booleans are JSON's own type, never a number here.
-        values = [None if isinstance(v, bool | list | dict) else v for v in raw]
-        cols[f.name] = pl.Series(f.name, values, dtype=f.dtype, strict=False)
-        cols[f"_has_{f.name}"] = present
+        values, problems = _column(f, [o.get(f.name) for o in objs])
+        cols.append(values)
+        if problems is not None:
+            cols.append(problems)
     return pl.DataFrame(cols)
 
 
@@ -294,11 +330,17 @@ def _validate(
         (pl.col("_pre") == "too_large", "too_large", f"payload over {max_payload_bytes} bytes"),
         (pl.col("_pre") == "malformed", "malformed", "not a JSON object"),
     ]
+    problem = {f.name: f"_bad_{f.name}" in df.columns for f in fields}
     for f in fields:
         if f.required:
-            checks.append((~pl.col(f"_has_{f.name}"), "missing_field", f.name))
-    for f in fields:
-        checks.append((pl.col(f"_has_{f.name}") & pl.col(f.name).is_null(), "bad_type", f.name))
+            has = pl.col(f.name).is_not_null()  # JSON null counts as absent
+            if problem[f.name]:
+                has = has | pl.col(f"_bad_{f.name}").is_not_null()
+            checks.append((~has, "missing_field", f.name))
+    for why in ("bad_type", "out_of_range"):
+        for f in fields:
+            if problem[f.name]:
+                checks.append((pl.col(f"_bad_{f.name}") == why, why, f.name))
     for f in fields:
         c = pl.col(f.name)
         if f.max_len is not None:
@@ -352,3 +394,22 @@ def dead_letters(
         },
         schema=DEADLETTER_SCHEMA,
     )
+
+
+# ---------------------------------------------------------------- stream order
+
+
+def stream_order(column: str = "entry_id") -> list[pl.Expr]:
+    """Sort keys putting stream entry ids (``<ms>-<seq>``) in stream order (as text,
+    ``"10-0"`` would sort before ``"9-0"``)."""
+    parts = pl.col(column).str.split_exact("-", 1)
+    return [
+        parts.struct.field("field_0").cast(pl.UInt64, strict=False).alias("_ems"),
+        parts.struct.field("field_1").cast(pl.UInt64, strict=False).fill_null(0).alias("_eseq"),
+    ]
+
+
+def stream_key(entry_id: str) -> tuple[int, int]:
+    """One stream entry id as a tuple that sorts in stream order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -6,8 +6,10 @@ Everything live sits under one prefix ``P`` (``wg`` by default; tests use their 
 key                             type    meaning
 =============================== ======= =================================================
 P:<stream>                      stream  the feeds (reports, locations, video, deadletter)
-P:inc:<incident_id>             hash    live incident: status, ts, category, severity, area
-                                        chain, lon/lat, open, overdue, steps, e:<event_id>
+P:inc:<incident_id>             hash    live incident, a function of its accepted events (SQL):
+                                        status, ts, cat, sev, grid/street/district/city,
+                                        lon, lat, open, overdue, dl (deadline), acc (the
+                                        events' effects: entry,step,ts,day,min,hour,level;)
 P:live:open                     hash    area_id → open incidents
 P:live:open_cat / open_sev      hash    "area_id|category" / "area_id|severity" → open
 P:live:overdue                  hash    area_id → open incidents past their deadline
@@ -17,7 +19,8 @@ P:d:<YYYYMMDD>:<metric>         hash    per local day: reports, resolved, closed
                                         coverage (area_id → n); reports_cat, video_label,
                                         closed_level ("area_id|x" → n)
 P:d:<YYYYMMDD>:patrolled        set     grids visited by a worker that day
-P:d:<YYYYMMDD>:vseen            hash    alert_id → stream entry id (video dedupe)
+P:d:<YYYYMMDD>:vseen            hash    alert_id → the owning entry and what it counted
+                                        ("entry|grid|street|district|city|label|min|hour")
 P:m:<epoch_minute>              hash    "r|area_id" reports, "v|area_id" video alerts
 P:h:<epoch_hour>                hash    the same per hour (24-hour trend)
 P:live:ticker:<area_id>         list    latest events (JSON), city / district / street
@@ -35,9 +38,11 @@ P:dl:seen:<YYYYMMDD>            set     "<stream>|<entry_id>" already dead-lette
 =============================== ======= =================================================
 
 Area ids are unique across levels, so one hash per metric serves every level; the
-dashboard reads any area with one HGET/HMGET. Every write that counts goes through a
-Lua script that checks and records the event id in the same atomic step, so a
-redelivered event changes nothing (effects are idempotent, keyed by event id).
+dashboard reads any area with one HGET/HMGET. SQL decides which events are accepted
+(``aggregate.decide_reports``, ``aggregate.alert_winners``); every write that counts is
+a Lua script that sets an incident's state or an alert id's owner and applies the
+difference to the counters in the same atomic step, so redelivery changes nothing and
+the counters are a function of the accepted events. Counters that reach 0 are removed.
 """
 
 from __future__ import annotations
@@ -49,230 +54,277 @@ from typing import Any
 import orjson
 import redis
 
-from pipelines.spine.events import STEPS, TRANSITIONS
-
 DAY_METRICS = ("reports", "resolved", "closed", "video", "coverage")
 
+INCIDENT_FIELDS = (
+    "status",
+    "ts",
+    "cat",
+    "sev",
+    "grid",
+    "street",
+    "district",
+    "city",
+    "lon",
+    "lat",
+    "open",
+    "dl",
+    "acc",
+)
 
-def reachable_pairs() -> set[tuple[str, str]]:
-    """(a, b) such that some sequence of lifecycle steps leads from a to b.
-
-    Events can arrive out of order (redelivery after a crash), so a gap in an
-    incident's history is tolerated; an event is impossible only when *no* path leads
-    to it from its predecessor: any step after "closed", or "reported" after anything.
-    """
-    out: set[tuple[str, str]] = set()
-    for start in STEPS:
-        seen: set[str] = set()
-        todo = list(TRANSITIONS[start])
-        while todo:
-            s = todo.pop()
-            if s in seen:
-                continue
-            seen.add(s)
-            todo.extend(TRANSITIONS[s])
-        out.update((start, s) for s in seen)
-    return out
-
-
-def _lua_set(pairs: Iterable[tuple[str, str]]) -> str:
-    return "{" + ",".join(f'["{a}>{b}"]=true' for a, b in sorted(pairs)) + "}"
-
-
-# Arguments: ARGV[1] prefix, ARGV[2] ticker length, ARGV[3] day ttl (s), ARGV[4] bucket
-# ttl (s), ARGV[5] closed-incident ttl (s), then 19 fields per event (see REPORT_FIELDS).
-# Returns one status letter per event: A applied, R redelivered (already applied from
-# this very entry), D duplicate event id from another entry, T impossible transition.
-_REPORTS_LUA = (
-    """
+# Sets the live state of incidents to states computed from SQL (the system of record),
+# applying to every counter the difference between the state Redis holds and the new
+# one, so the counters are a function of each incident's set of accepted events.
+# ARGV: prefix, ticker length, day ttl (s), bucket ttl (s), closed-incident ttl (s), then
+# per incident: id, mode, the new state and the state before (SQL's, for when Redis holds
+# none), each its 13 INCIDENT_FIELDS joined by "\x1f" (none of them can hold one), and
+# tickers ("entry\tjson" lines; JSON never holds a raw tab or newline). Mode "0":
+# unchanged in SQL (only a state Redis holds is corrected); "1": changed; "2": changed,
+# and a closed incident keeps no hash (history beyond the live window; rebuild-live).
+# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
+# Returns the number of incidents whose live state changed.
+_INCIDENTS_LUA = """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
-local OK = __PAIRS__
-local touched, tickers = {}, {}
-local function day(d, m) local k = P..':d:'..d..':'..m; touched[k] = DTTL; return k end
-local out = {}
-local n = (#ARGV - 5) / 19
+local NF = 13
+local W = 5
+local NAMES = {'status', 'ts', 'cat', 'sev', 'grid', 'street', 'district', 'city', 'lon',
+  'lat', 'open', 'dl', 'acc'}
+local HELD = {unpack(NAMES)}
+HELD[NF + 1] = 'overdue'
+local touched, tickers, delta = {}, {}, {}
+local function add(key, field, n)
+  local t = delta[key]
+  if not t then t = {}; delta[key] = t end
+  t[field] = (t[field] or 0) + n
+end
+local function state(joined)
+  local s, j = {}, 0
+  for v in string.gmatch(joined..'\\31', '([^\\31]*)\\31') do
+    j = j + 1
+    s[NAMES[j]] = v
+  end
+  return s
+end
+local function open_effects(s, sign)
+  if s.open ~= '1' then return end
+  for _, a in ipairs({s.grid, s.street, s.district, s.city}) do
+    add(P..':live:open', a, sign)
+    add(P..':live:open_cat', a..'|'..s.cat, sign)
+    add(P..':live:open_sev', a..'|'..s.sev, sign)
+  end
+end
+local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
+local function item_effects(s, it, sign)
+  local _, step, _, d, mi, ho, lv = string.match(it, ITEM)
+  local chain = {s.grid, s.street, s.district, s.city}
+  local dk = P..':d:'..d..':'
+  if step == 'reported' then
+    local mk, hk = P..':m:'..mi, P..':h:'..ho
+    touched[dk..'reports'] = DTTL; touched[dk..'reports_cat'] = DTTL
+    touched[mk] = BTTL; touched[hk] = BTTL
+    for _, a in ipairs(chain) do
+      add(dk..'reports', a, sign)
+      add(dk..'reports_cat', a..'|'..s.cat, sign)
+      add(mk, 'r|'..a, sign)
+      add(hk, 'r|'..a, sign)
+    end
+  elseif step == 'resolved' then
+    touched[dk..'resolved'] = DTTL
+    for _, a in ipairs(chain) do add(dk..'resolved', a, sign) end
+  elseif step == 'closed' then
+    touched[dk..'closed'] = DTTL; touched[dk..'closed_level'] = DTTL
+    for _, a in ipairs(chain) do
+      add(dk..'closed', a, sign)
+      add(dk..'closed_level', a..'|'..lv, sign)
+    end
+  end
+end
+local function items(acc)
+  local t = {}
+  for it in string.gmatch(acc or '', '([^;]+);') do t[it] = true end
+  return t
+end
+local ATTRS = {'cat', 'sev', 'grid', 'street', 'district', 'city'}
+-- Counters: take the base state's effects back and add the new state's; when the
+-- incident's attributes are the same, only the events that differ (the common case).
+local function effects(base, new)
+  local same = true
+  for _, f in ipairs(ATTRS) do
+    if base[f] ~= new[f] then same = false end
+  end
+  local bi, ni = items(base.acc), items(new.acc)
+  for it in pairs(bi) do
+    if not (same and ni[it]) then item_effects(base, it, -1) end
+  end
+  for it in pairs(ni) do
+    if not (same and bi[it]) then item_effects(new, it, 1) end
+  end
+  if not (same and base.open == new.open) then
+    open_effects(base, -1)
+    open_effects(new, 1)
+  end
+end
+local changed = 0
+local n = (#ARGV - 5) / W
 for i = 0, n - 1 do
-  local b = 5 + i * 19
-  local eid, entry, inc, step = ARGV[b+1], ARGV[b+2], ARGV[b+3], ARGV[b+4]
-  local ts, cat, sev = tonumber(ARGV[b+5]), ARGV[b+6], ARGV[b+7]
-  local chain = {ARGV[b+8], ARGV[b+9], ARGV[b+10], ARGV[b+11]}
-  local lon, lat, d, minute, hour = ARGV[b+12], ARGV[b+13], ARGV[b+14], ARGV[b+15], ARGV[b+16]
-  local dlms, level, tick = tonumber(ARGV[b+17]), ARGV[b+18], ARGV[b+19]
+  local b = 5 + i * W
+  local inc, mode = ARGV[b + 1], ARGV[b + 2]
+  local new, before, tk = state(ARGV[b + 3]), state(ARGV[b + 4]), ARGV[b + 5]
   local k = P..':inc:'..inc
-  local got = redis.call('HMGET', k, 'e:'..eid, 'steps', 'rts', 'ts')
-  local prev = got[1]
-  if prev then
-    if prev == entry then out[#out+1] = 'R' else out[#out+1] = 'D' end
-  else
-    local steps = got[2] or ''
-    local pts, pstep = -1, nil
-    for t, s in string.gmatch(steps, '(%d+):(%a+);') do
-      t = tonumber(t)
-      if t <= ts and t >= pts then pts, pstep = t, s end
+  local cur = redis.call('HMGET', k, unpack(HELD))
+  local held = cur[NF] ~= false
+  local base = nil
+  if held then
+    base = {}
+    for j = 1, NF do base[NAMES[j]] = cur[j] end
+    base.overdue = cur[NF + 1]
+  elseif mode ~= '0' then
+    base = before
+    base.overdue = '0'
+  end
+  local same = base ~= nil
+  if base ~= nil then
+    for j = 1, NF do
+      if base[NAMES[j]] ~= new[NAMES[j]] then same = false end
     end
-    local fresh = (steps == '')
-    local bad = false
-    if step == 'reported' then
-      bad = (pstep ~= nil) or (got[3] ~= false)
-    elseif pstep ~= nil then
-      bad = not OK[pstep..'>'..step]
+  end
+  if base ~= nil and not same then
+    changed = changed + 1
+    effects(base, new)
+    local wasover = base.overdue == '1' and base.open == '1'
+    local over = wasover and new.open == '1'
+    if wasover then
+      for _, a in ipairs({base.grid, base.street, base.district, base.city}) do
+        add(P..':live:overdue', a, -1)
+      end
     end
-    if bad then
-      out[#out+1] = 'T'
+    if over then
+      for _, a in ipairs({new.grid, new.street, new.district, new.city}) do
+        add(P..':live:overdue', a, 1)
+      end
+    end
+    if base.open == '1' then redis.call('SREM', P..':live:open_inc:'..base.street, inc) end
+    if new.open == '1' then redis.call('SADD', P..':live:open_inc:'..new.street, inc) end
+    if new.open == '1' and not over then
+      redis.call('ZADD', P..':live:deadlines', new.dl, inc)
     else
-      out[#out+1] = 'A'
-      redis.call('HSET', k, 'e:'..eid, entry, 'steps', steps..ts..':'..step..';')
-      local st = chain[1]
-      if fresh then
-        redis.call('HSET', k, 'cat', cat, 'sev', sev, 'grid', chain[1], 'street', chain[2],
-          'district', chain[3], 'city', chain[4], 'lon', lon, 'lat', lat,
-          'status', step, 'ts', ts, 'open', 0, 'overdue', 0)
-        if step ~= 'closed' then
-          redis.call('HSET', k, 'open', 1)
-          for _, a in ipairs(chain) do
-            redis.call('HINCRBY', P..':live:open', a, 1)
-            redis.call('HINCRBY', P..':live:open_cat', a..'|'..cat, 1)
-            redis.call('HINCRBY', P..':live:open_sev', a..'|'..sev, 1)
-          end
-          redis.call('SADD', P..':live:open_inc:'..chain[2], inc)
+      redis.call('ZREM', P..':live:deadlines', inc)
+    end
+    if not held then redis.call('DEL', k) end
+    if new.acc == '' or (mode == '2' and new.open ~= '1') then
+      redis.call('DEL', k)
+    else
+      local args = {}
+      for j = 1, NF do args[#args + 1] = NAMES[j]; args[#args + 1] = new[NAMES[j]] end
+      args[#args + 1] = 'overdue'; args[#args + 1] = over and '1' or '0'
+      redis.call('HSET', k, unpack(args))
+      if new.open == '1' then redis.call('PERSIST', k) else redis.call('EXPIRE', k, CTTL) end
+    end
+    local had = ';'..(base.acc or '')
+    for entry, line in string.gmatch(tk, '([^\\t\\n]+)\\t([^\\n]+)') do
+      if not string.find(had, ';'..entry..',', 1, true) then
+        for _, a in ipairs({new.street, new.district, new.city}) do
+          local key = P..':live:ticker:'..a
+          redis.call('LPUSH', key, line)
+          tickers[key] = true
         end
-      elseif ts >= tonumber(got[4]) then
-        redis.call('HSET', k, 'status', step, 'ts', ts)
-      end
-      local f = redis.call('HMGET', k, 'cat', 'sev', 'grid', 'street', 'district', 'city',
-        'open', 'overdue')
-      cat, sev = f[1], f[2]
-      chain = {f[3], f[4], f[5], f[6]}
-      local open = f[7] == '1'
-      local overdue = f[8] == '1'
-      if step == 'reported' then
-        redis.call('HSET', k, 'rts', ts)
-        for _, a in ipairs(chain) do
-          redis.call('HINCRBY', day(d, 'reports'), a, 1)
-          redis.call('HINCRBY', day(d, 'reports_cat'), a..'|'..cat, 1)
-          redis.call('HINCRBY', P..':m:'..minute, 'r|'..a, 1)
-          redis.call('HINCRBY', P..':h:'..hour, 'r|'..a, 1)
-        end
-        touched[P..':m:'..minute] = BTTL; touched[P..':h:'..hour] = BTTL
-      elseif step == 'resolved' then
-        for _, a in ipairs(chain) do redis.call('HINCRBY', day(d, 'resolved'), a, 1) end
-      elseif step == 'closed' then
-        for _, a in ipairs(chain) do
-          redis.call('HINCRBY', day(d, 'closed'), a, 1)
-          redis.call('HINCRBY', day(d, 'closed_level'), a..'|'..level, 1)
-        end
-        if open then
-          open = false
-          redis.call('HSET', k, 'open', 0)
-          for _, a in ipairs(chain) do
-            redis.call('HINCRBY', P..':live:open', a, -1)
-            redis.call('HINCRBY', P..':live:open_cat', a..'|'..cat, -1)
-            redis.call('HINCRBY', P..':live:open_sev', a..'|'..sev, -1)
-          end
-          redis.call('SREM', P..':live:open_inc:'..chain[2], inc)
-          if overdue then
-            redis.call('HSET', k, 'overdue', 0)
-            for _, a in ipairs(chain) do redis.call('HINCRBY', P..':live:overdue', a, -1) end
-          end
-        end
-        redis.call('ZREM', P..':live:deadlines', inc)
-        redis.call('EXPIRE', k, CTTL)
-      end
-      if open and not overdue then
-        local due = ts + dlms
-        local cur = redis.call('ZSCORE', P..':live:deadlines', inc)
-        if (not cur) or due < tonumber(cur) then
-          redis.call('ZADD', P..':live:deadlines', due, inc)
-        end
-      end
-      for j = 2, 4 do
-        local tk = P..':live:ticker:'..chain[j]
-        redis.call('LPUSH', tk, tick)
-        tickers[tk] = true
       end
     end
   end
 end
-for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key, t in pairs(delta) do
+  for field, d in pairs(t) do
+    if d ~= 0 then
+      if redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
+    end
+  end
+end
+for key, ttl in pairs(touched) do
+  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+end
 for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
-return out
+return changed
 """
-).replace("__PAIRS__", _lua_set(reachable_pairs()))
 
-REPORT_FIELDS = (
-    "event_id",
-    "entry_id",
-    "incident_id",
-    "step",
-    "ts",
-    "category",
-    "severity",
+ALERT_FIELDS = (
+    "day",
     "grid_id",
     "street_id",
     "district_id",
     "city_id",
-    "lon",
-    "lat",
-    "day",
+    "label",
     "minute",
     "hour",
-    "deadline_ms",
-    "level",
     "ticker",
 )
 
-# ARGV: prefix, ticker length, day ttl, bucket ttl, then 11 fields per alert.
-# Returns A applied, R redelivered, D duplicate alert id.
-_VIDEO_LUA = """
+# Sets which entry owns each alert id (decided in SQL: the first in stream order) and
+# keeps the counters equal to the owners' effects. The owner is registered in
+# P:d:<day>:vseen as "entry|grid|street|district|city|label|minute|hour", so whatever an
+# entry counted can be taken back when another one turns out to own the id.
+# ARGV: prefix, ticker length, day ttl, bucket ttl, then per alert: alert id, the owner's
+# entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
+# entry and day (an empty owner entry: only losers are taken back). Returns one letter
+# per alert: A applied now, R already applied (or nothing to apply).
+_ALERTS_LUA = """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local touched, tickers = {}, {}
-local out = {}
-local n = (#ARGV - 4) / 11
-for i = 0, n - 1 do
-  local b = 4 + i * 11
-  local aid, entry, label = ARGV[b+1], ARGV[b+2], ARGV[b+3]
-  local chain = {ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+7]}
-  local d, minute, hour, tick = ARGV[b+8], ARGV[b+9], ARGV[b+10], ARGV[b+11]
-  local seen = P..':d:'..d..':vseen'
-  local prev = redis.call('HGET', seen, aid)
-  if prev then
-    if prev == entry then out[#out+1] = 'R' else out[#out+1] = 'D' end
-  else
-    out[#out+1] = 'A'
-    redis.call('HSET', seen, aid, entry)
-    local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
-    touched[seen] = DTTL; touched[dv] = DTTL; touched[dl] = DTTL
-    touched[P..':m:'..minute] = BTTL; touched[P..':h:'..hour] = BTTL
-    for _, a in ipairs(chain) do
-      redis.call('HINCRBY', dv, a, 1)
-      redis.call('HINCRBY', dl, a..'|'..label, 1)
-      redis.call('HINCRBY', P..':m:'..minute, 'v|'..a, 1)
-      redis.call('HINCRBY', P..':h:'..hour, 'v|'..a, 1)
+local function count(d, v, sign)
+  local e, g, s, dist, c, lab, mi, ho = string.match(v,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  if not e then return end
+  local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
+  local mk, hk = P..':m:'..mi, P..':h:'..ho
+  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
+  for _, a in ipairs({g, s, dist, c}) do
+    for _, kf in ipairs({{dv, a}, {dl, a..'|'..lab}, {mk, 'v|'..a}, {hk, 'v|'..a}}) do
+      if redis.call('HINCRBY', kf[1], kf[2], sign) == 0 then redis.call('HDEL', kf[1], kf[2]) end
     end
-    for j = 2, 4 do
-      local tk = P..':live:ticker:'..chain[j]
+  end
+end
+local function owner(v) return v and string.match(v, '^([^|]*)') end
+local out = {}
+local i = 4
+while i < #ARGV do
+  local aid, entry = ARGV[i + 1], ARGV[i + 2]
+  local d, g, s, dist, c, lab, mi, ho, tick = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
+    ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
+  local nl = tonumber(ARGV[i + 12])
+  i = i + 12
+  for _ = 1, nl do
+    local le, ld = ARGV[i + 1], ARGV[i + 2]
+    i = i + 2
+    local lk = P..':d:'..ld..':vseen'
+    local v = redis.call('HGET', lk, aid)
+    if v and owner(v) == le then
+      count(ld, v, -1)
+      redis.call('HDEL', lk, aid)
+    end
+  end
+  local seen = P..':d:'..d..':vseen'
+  local v = entry ~= '' and redis.call('HGET', seen, aid)
+  if entry == '' or (v and owner(v) == entry) then
+    out[#out + 1] = 'R'
+  else
+    if v then count(d, v, -1) end
+    local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
+    redis.call('HSET', seen, aid, reg)
+    touched[seen] = DTTL
+    count(d, reg, 1)
+    for _, a in ipairs({s, dist, c}) do
+      local tk = P..':live:ticker:'..a
       redis.call('LPUSH', tk, tick)
       tickers[tk] = true
     end
+    out[#out + 1] = 'A'
   end
 end
-for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+for key, ttl in pairs(touched) do
+  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+end
 for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
 return out
 """
-VIDEO_FIELDS = (
-    "alert_id",
-    "entry_id",
-    "label",
-    "grid_id",
-    "street_id",
-    "district_id",
-    "city_id",
-    "day",
-    "minute",
-    "hour",
-    "ticker",
-)
 
 # ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
 # then 5 per patrolled grid (day, grid, street, district, city).
@@ -406,18 +458,21 @@ class LiveState:
         self.bucket_ttl_s = bucket_ttl_s
         self.closed_ttl_s = closed_ttl_s
         self.deadletter_key = self.keys.stream(deadletter)
-        self._reports = client.register_script(_REPORTS_LUA)
-        self._video = client.register_script(_VIDEO_LUA)
+        self._incidents = client.register_script(_INCIDENTS_LUA)
+        self._alerts = client.register_script(_ALERTS_LUA)
         self._locations = client.register_script(_LOCATIONS_LUA)
         self._deadletter = client.register_script(_DEADLETTER_LUA)
         self._overdue = client.register_script(_OVERDUE_LUA)
 
     # ------------------------------------------------------------ writes
 
-    def apply_reports(self, rows: Sequence[Sequence[Any]]) -> list[str]:
-        """Apply report events (tuples in REPORT_FIELDS order); one status per row."""
+    def push_incidents(self, rows: Sequence[Sequence[Any]]) -> int:
+        """Set incidents' live state (rows: id, mode, new state, state before, tickers;
+        states as INCIDENT_FIELDS tuples; see ``_INCIDENTS_LUA``); returns how many
+        changed."""
         if not rows:
-            return []
+            return 0
+        rows = [(i, mode, "\x1f".join(new), "\x1f".join(old), tk) for i, mode, new, old, tk in rows]
         head: list[Any] = [
             self.prefix,
             self.ticker_length,
@@ -425,15 +480,17 @@ class LiveState:
             self.bucket_ttl_s,
             self.closed_ttl_s,
         ]
-        res = self._reports(args=head + _flat(rows))
-        return [_s(x) for x in res]
+        return int(self._incidents(args=head + _flat(rows)))
 
-    def apply_video(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+    def set_alerts(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """Set the owner of alert ids (rows: alert id, entry, ALERT_FIELDS, losers as
+        [(entry, day)]); one letter per alert, A applied now or R already applied."""
         if not rows:
             return []
-        head: list[Any] = [self.prefix, self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
-        res = self._video(args=head + _flat(rows))
-        return [_s(x) for x in res]
+        args: list[Any] = [self.prefix, self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
+        for alert_id, entry, fields, losers in rows:
+            args += [alert_id, entry, *fields, len(losers), *_flat(losers)]
+        return [_s(x) for x in self._alerts(args=args)]
 
     def apply_locations(
         self,
@@ -658,18 +715,55 @@ class LiveState:
 
     # ------------------------------------------------------------ housekeeping
 
-    def clear(self, keep_streams: bool = True) -> int:
-        """Delete this prefix's live state (for rebuild-live); streams are kept."""
-        streams = {self.keys.stream(n) for n in ("reports", "locations", "video", "deadletter")}
+    # The key families of the live state (everything ``rebuild-live`` rebuilds). Streams,
+    # the dashboard's caches, sessions, rate limits and leases live beside them.
+    FAMILIES = ("inc:", "d:", "m:", "h:", "dl:seen:", "live:")
+    NOT_REBUILT = ("live:meta", "live:warn_lease")
+
+    def live_keys(self, *, with_meta: bool = False) -> list[bytes]:
+        """Every key of this prefix's live state (``FAMILIES``), meta only if asked."""
+        skip = {f"{self.prefix}:{k}".encode() for k in self.NOT_REBUILT}
+        if with_meta:
+            skip.discard(self.keys.live("meta").encode())
+        out: list[bytes] = []
+        for family in self.FAMILIES:
+            for key in self.r.scan_iter(match=f"{self.prefix}:{family}*", count=2000):
+                if key not in skip:
+                    out.append(key)
+        return out
+
+    def delete_live(self) -> int:
+        """Delete this prefix's live state, meta included (a staging area, or a test)."""
+        keys = self.live_keys(with_meta=True)
         n = 0
-        batch: list[bytes] = []
-        for key in self.r.scan_iter(match=self.keys.pattern(), count=2000):
-            if keep_streams and key.decode() in streams:
-                continue
-            batch.append(key)
-            if len(batch) >= 1000:
-                n += self.r.unlink(*batch)
-                batch = []
-        if batch:
-            n += self.r.unlink(*batch)
+        for i in range(0, len(keys), 1000):
+            n += int(self.r.unlink(*keys[i : i + 1000]))
         return n
+
+    def switch_from(self, staged: LiveState) -> int:
+        """Make the live state of ``staged`` (another prefix) this prefix's, atomically.
+
+        One MULTI/EXEC: every staged key is RENAMEd onto its name here (keeping its
+        TTL), every live-state key here that the staged state lacks is deleted, and the
+        staged meta fields are merged into this meta (its consumer marks are kept).
+        Redis runs a transaction as one step, so a reader sees either state, never a
+        part of one. Returns the number of keys switched."""
+        staged_meta = staged.keys.live("meta").encode()
+        keys = staged.live_keys(with_meta=True)
+        meta: Any = staged.r.hgetall(staged_meta) if staged_meta in keys else {}
+        stale = set(self.live_keys())
+        cut = len(staged.prefix)
+        pipe = self.r.pipeline(transaction=True)
+        for key in keys:
+            if key == staged_meta:
+                continue
+            target = self.prefix.encode() + key[cut:]
+            pipe.rename(key, target)
+            stale.discard(target)
+        for key in stale:
+            pipe.unlink(key)
+        if meta:
+            pipe.hset(self.keys.live("meta"), mapping=meta)
+            pipe.unlink(staged_meta)
+        pipe.execute()
+        return len(keys) - (1 if meta else 0)

@@ -8,7 +8,8 @@ that row carries the incident's lifecycle summary (what the scorecards read).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -32,8 +33,11 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+
+from pipelines.spine.events import stream_order
 
 metadata = MetaData()
 
@@ -106,6 +110,20 @@ incident_events = Table(
     Column("description", Text),
     Column("level", String(16)),
     Column("entry_id", String(32), nullable=False),
+)
+
+# Valid report entries that were turned down (``duplicate``, ``bad_transition``): the
+# event-id rule and the lifecycle rule are decided over every valid entry, accepted or
+# not (``aggregate.decide_reports``), and a rejection is final.
+report_rejects = Table(
+    "report_rejects",
+    metadata,
+    Column("entry_id", String(32), primary_key=True),
+    Column("event_id", String(64), nullable=False, index=True),
+    Column("incident_id", String(64), nullable=False, index=True),
+    Column("step", String(16), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
 )
 
 video_alerts = Table(
@@ -503,31 +521,224 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
         upsert(conn, incidents, incident_rows(hist), ["incident_id"])
 
 
-def lock_incidents(conn: Connection, incident_ids: list[str]) -> None:
+def lock_incidents(conn: Connection, incident_ids: Iterable[str]) -> None:
     """Serialise the transactions that recompute the same incidents, so each reads a
     history that includes every event an earlier one committed (else two workers each
-    write a row missing the other's event). PostgreSQL: transaction-scoped advisory locks
-    on the ids' hashes, taken in one sorted order (no deadlock between lockers). SQLite
-    has one writer at a time, and a transaction that read a stale snapshot cannot write."""
-    if conn.dialect.name != "postgresql" or not incident_ids:
+    write a row missing the other's event). See ``lock_keys``."""
+    lock_keys(conn, incident_ids)
+
+
+def lock_keys(conn: Connection, keys: Iterable[str]) -> None:
+    """Transaction-scoped locks on names (incident ids, ``event:<id>``, ``alert:<id>``).
+
+    PostgreSQL: advisory locks on the names' hashes, taken in one sorted order (no
+    deadlock between lockers that take theirs in one call). SQLite has one writer at a
+    time: the first write of the transaction takes it (``write_lock``)."""
+    keys = sorted(set(keys))
+    if conn.dialect.name != "postgresql" or not keys:
         return
     conn.execute(
         text(
             "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT"
             " hashtextextended(x, 0) AS k FROM unnest(CAST(:ids AS text[])) AS x ORDER BY k) s"
         ),
-        {"ids": list(incident_ids)},
+        {"ids": keys},
     )
 
 
+def write_lock(conn: Connection) -> None:
+    """SQLite: take the database's write lock now, so what this transaction reads next
+    is not changed by another writer before it writes (a no-op write begins the
+    transaction). PostgreSQL: nothing (``lock_keys`` serialises the writers concerned)."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(report_rejects.delete().where(text("1 = 0")))
+
+
+_DTYPES: tuple[tuple[type, Any], ...] = (
+    (BigInteger, pl.Int64),
+    (Integer, pl.Int64),
+    (Float, pl.Float64),
+    (Boolean, pl.Boolean),
+    (LargeBinary, pl.Binary),
+    (String, pl.String),
+)
+
+
+def frame_schema(table: Table, columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Polars dtypes of a table's columns (so an empty result keeps its types)."""
+    out: dict[str, Any] = {}
+    for c in table.columns:
+        if columns is None or c.name in columns:
+            out[c.name] = next(d for t, d in _DTYPES if isinstance(c.type, t))
+    return out if columns is None else {c: out[c] for c in columns}
+
+
+def _rows_in(
+    conn: Connection, table: Table, column: str, values: Iterable[str], columns: Sequence[str]
+) -> pl.DataFrame:
+    """Rows of ``table`` whose ``column`` is one of ``values`` (chunked IN lists)."""
+    vals = sorted(set(values))
+    schema = frame_schema(table, columns)
+    frames = [pl.DataFrame(schema=schema)]
+    for i in range(0, len(vals), 5000):
+        q = select(*[table.c[c] for c in columns]).where(table.c[column].in_(vals[i : i + 5000]))
+        frames.append(pl.DataFrame(conn.execute(q).fetchall(), schema=schema, orient="row"))
+    return pl.concat(frames)
+
+
 def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
-    frames = []
-    for i in range(0, len(incident_ids), 5000):
-        chunk = incident_ids[i : i + 5000]
-        q = select(incident_events).where(incident_events.c.incident_id.in_(chunk))
-        res = conn.execute(q)
-        frames.append(pl.DataFrame(res.fetchall(), schema=list(res.keys()), orient="row"))
-    return pl.concat(frames) if frames else pl.DataFrame()
+    return _rows_in(conn, incident_events, "incident_id", incident_ids, EVENT_COLUMNS)
+
+
+REJECT_COLUMNS = [c.name for c in report_rejects.columns]
+
+
+@dataclass
+class ReportDecision:
+    """What ``decide_reports`` decided and wrote for one batch."""
+
+    verdicts: dict[str, str]  # batch entry → "accepted" or a dead-letter reason
+    known: dict[str, str]  # batch entries decided earlier (redelivered) → "A" or "X"
+    turned_down: pl.DataFrame  # accepted entries of earlier batches now rejected (+ verdict)
+    before: pl.DataFrame  # accepted events of the incidents concerned, before
+    after: pl.DataFrame  # … and after this batch
+    changed: set[str]  # incidents whose set of accepted events changed
+    concerned: set[str] = field(default_factory=set)  # every incident read
+
+
+def decide_reports(conn: Connection, batch: pl.DataFrame) -> ReportDecision:
+    """Decide a batch of valid report events (``incident_events`` columns) against the
+    stored history and write the outcome: accepted events into ``incident_events``,
+    rejected ones into ``report_rejects``, the touched ``incidents`` rows recomputed.
+
+    Locks the incidents and event ids concerned first (``lock_keys``), so concurrent
+    batches are decided one after the other; the rule itself is the pure
+    ``aggregate.decide_reports``. Earlier entries that a batch turns down (an event id
+    claimed by an entry earlier in the stream, a ``closed`` that arrived late) move
+    from ``incident_events`` to ``report_rejects``.
+    """
+    from pipelines.spine import aggregate as agg
+
+    write_lock(conn)
+    eids = batch["event_id"].unique().to_list()
+    concerned = set(batch["incident_id"].unique().to_list())
+    lock_keys(conn, [f"event:{e}" for e in eids])
+    locked: set[str] = set()
+    for _ in range(10):  # the incidents holding these event ids, until none is new
+        for t in (incident_events, report_rejects):
+            concerned.update(_rows_in(conn, t, "event_id", eids, ["incident_id"])["incident_id"])
+        if concerned <= locked or conn.dialect.name != "postgresql":
+            break  # (SQLite: the write lock is held already, nothing changes meanwhile)
+        lock_keys(conn, concerned - locked)
+        locked |= concerned
+    acc = _rows_in(conn, incident_events, "incident_id", concerned, EVENT_COLUMNS)
+    rej = _rows_in(conn, report_rejects, "incident_id", concerned, REJECT_COLUMNS)
+    known = {e: "A" for e in acc["entry_id"]} | {e: "X" for e in rej["entry_id"]}
+    fresh = batch.filter(~pl.col("entry_id").is_in(list(known)))
+    cols = list(agg.DECISION_COLUMNS)
+    cands = pl.concat(
+        [
+            acc.select(cols).with_columns(stored=pl.lit("A"), reason=pl.lit(None, pl.String)),
+            rej.select(*cols, stored=pl.lit("X"), reason="reason"),
+            fresh.select(cols).with_columns(
+                stored=pl.lit(None, pl.String), reason=pl.lit(None, pl.String)
+            ),
+        ]
+    )
+    decided = agg.decide_reports(cands)
+    verdict = dict(zip(decided["entry_id"], decided["verdict"], strict=True))
+    down_ids = [e for e in acc["entry_id"] if verdict[e] != "accepted"]
+    turned_down = acc.filter(pl.col("entry_id").is_in(down_ids)).with_columns(
+        verdict=pl.col("entry_id").replace_strict(verdict, return_dtype=pl.String)
+    )
+    new_acc = fresh.filter(
+        pl.col("entry_id").replace_strict(verdict, return_dtype=pl.String) == "accepted"
+    )
+    new_rej = decided.filter(pl.col("stored").is_null() & (pl.col("verdict") != "accepted")).select(
+        *cols, reason="verdict"
+    )
+    if turned_down.height:
+        conn.execute(
+            incident_events.delete().where(
+                incident_events.c.event_id.in_(turned_down["event_id"].to_list()),
+                incident_events.c.entry_id.in_(down_ids),
+            )
+        )
+    rejects = pl.concat([turned_down.select(*cols, reason="verdict"), new_rej])
+    insert_ignore(conn, report_rejects, rejects.select(REJECT_COLUMNS).to_dicts())
+    insert_ignore(conn, incident_events, new_acc.select(EVENT_COLUMNS).to_dicts())
+    kept = acc.filter(~pl.col("entry_id").is_in(down_ids))
+    after = pl.concat([kept, new_acc.select(acc.columns)])
+    changed = set(turned_down["incident_id"]) | set(new_acc["incident_id"])
+    _recompute(conn, after.filter(pl.col("incident_id").is_in(list(changed))), changed)
+    return ReportDecision(
+        verdicts={e: verdict[e] for e in batch["entry_id"]},
+        known={e: known[e] for e in batch["entry_id"] if e in known},
+        turned_down=turned_down,
+        before=acc,
+        after=after,
+        changed=changed,
+        concerned=concerned,
+    )
+
+
+def _recompute(conn: Connection, hist: pl.DataFrame, incident_ids: set[str]) -> None:
+    """Rewrite the ``incidents`` rows of these incidents from their accepted events;
+    an incident left with none has no row."""
+    upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+    empty = sorted(incident_ids - set(hist["incident_id"]))
+    for i in range(0, len(empty), 5000):
+        conn.execute(incidents.delete().where(incidents.c.incident_id.in_(empty[i : i + 5000])))
+
+
+VIDEO_COLUMNS = [c.name for c in video_alerts.columns]
+
+
+@dataclass
+class AlertDecision:
+    statuses: dict[str, str]  # batch entry → A (owns its alert id now), R (owned it), D
+    owners: pl.DataFrame  # the owning ``video_alerts`` row of every alert id of the batch
+    losers: pl.DataFrame  # entries that do not own their alert id: alert_id, entry_id, ts_ms
+    displaced: pl.DataFrame  # ``video_alerts`` rows of earlier batches that lost their id
+
+
+def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
+    """Decide a batch of valid, located video alerts (``video_alerts`` columns): an alert
+    id belongs to the first entry in stream order carrying it, on any day. Writes the
+    owners; a row of an earlier batch that loses its id to an earlier entry is replaced."""
+    from pipelines.spine import aggregate as agg
+
+    write_lock(conn)
+    ids = batch["alert_id"].unique().to_list()
+    lock_keys(conn, [f"alert:{a}" for a in ids])
+    old = _rows_in(conn, video_alerts, "alert_id", ids, VIDEO_COLUMNS)
+    fresh = batch.select(VIDEO_COLUMNS).filter(~pl.col("entry_id").is_in(old["entry_id"].to_list()))
+    cands = pl.concat(
+        [old.with_columns(stored=pl.lit(True)), fresh.with_columns(stored=pl.lit(False))]
+    )
+    won = agg.alert_winners(cands)
+    owners = won.filter("winner")
+    new_owners = owners.filter(~pl.col("stored"))
+    displaced = old.filter(pl.col("alert_id").is_in(new_owners["alert_id"].implode()))
+    if displaced.height:
+        conn.execute(
+            video_alerts.delete().where(
+                video_alerts.c.alert_id.in_(displaced["alert_id"].to_list())
+            )
+        )
+    insert_ignore(conn, video_alerts, new_owners.select(VIDEO_COLUMNS).to_dicts())
+    owner_of = dict(zip(owners["alert_id"], owners["entry_id"], strict=True))
+    stored = set(old["entry_id"])
+    statuses = {
+        e: ("D" if owner_of[a] != e else "R" if e in stored else "A")
+        for a, e in batch.select("alert_id", "entry_id").iter_rows()
+    }
+    return AlertDecision(
+        statuses=statuses,
+        owners=owners.select(VIDEO_COLUMNS),
+        losers=won.filter(~pl.col("winner")).select("alert_id", "entry_id", "ts_ms"),
+        displaced=displaced,
+    )
 
 
 def lifecycle_summary(hist: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -582,7 +793,8 @@ def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
     history (pure)."""
     if hist.is_empty():
         return []
-    h = hist.sort(["incident_id", "ts_ms"])
+    walk = ["incident_id", "ts_ms", "_ems", "_eseq"]  # time, then stream order
+    h = hist.with_columns(stream_order()).sort(walk).drop("_ems", "_eseq")
     summary = lifecycle_summary(h.select("incident_id", "step", "ts_ms", "level", "handler_id"))
     cur = h.group_by("incident_id").agg(
         status=pl.col("step").last(),
@@ -707,17 +919,49 @@ def cameras_frame(engine: Engine) -> pl.DataFrame:
     return read_frame(engine, select(cameras))
 
 
-def events_in_order(engine: Engine, table: Table, chunk: int = 50000) -> Iterable[pl.DataFrame]:
-    """Stream a history table ordered by time (for rebuild-live)."""
-    order = table.c.ts_ms if "ts_ms" in table.c else table.c.received_ms
+def distinct_count(engine: Engine, column: Any) -> int:
     with engine.connect() as conn:
-        res = conn.execution_options(stream_results=True).execute(select(table).order_by(order))
-        keys = list(res.keys())
-        while True:
-            rows = res.fetchmany(chunk)
-            if not rows:
+        return int(conn.execute(select(func.count(func.distinct(column)))).scalar_one())
+
+
+def rows_by_key(engine: Engine, table: Table, chunk: int) -> Iterator[pl.DataFrame]:
+    """A table in primary-key order, ``chunk`` rows at a time (keyset pagination: each
+    read is one short indexed query, whatever the table's size)."""
+    keys = [c for c in table.primary_key.columns]
+    schema = frame_schema(table)
+    after: tuple[Any, ...] | None = None
+    while True:
+        q = select(table).order_by(*keys).limit(chunk)
+        if after is not None:
+            q = q.where(tuple_(*keys) > tuple_(*after))
+        with engine.connect() as conn:
+            rows = conn.execute(q).fetchall()
+        if not rows:
+            return
+        df = pl.DataFrame(rows, schema=schema, orient="row")
+        yield df
+        after = tuple(df.row(-1, named=True)[k.name] for k in keys)
+
+
+def events_by_incident(engine: Engine, chunk: int) -> Iterator[tuple[list[str], pl.DataFrame]]:
+    """Every incident's accepted events, ``chunk`` incidents at a time (in id order)."""
+    ie = incident_events
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            q = (
+                select(ie.c.incident_id)
+                .where(ie.c.incident_id > after)
+                .group_by(ie.c.incident_id)
+                .order_by(ie.c.incident_id)
+                .limit(chunk)
+            )
+            ids = list(conn.execute(q).scalars())
+            if not ids:
                 return
-            yield pl.DataFrame(rows, schema=keys, orient="row", infer_schema_length=None)
+            events = _rows_in(conn, ie, "incident_id", ids, EVENT_COLUMNS)
+        yield ids, events
+        after = ids[-1]
 
 
 def ping(engine: Engine) -> None:

@@ -23,6 +23,7 @@ class Batch:
     entries: list[tuple[str, bytes]] = field(default_factory=list)
     poison: list[tuple[str, bytes]] = field(default_factory=list)
     claimed: int = 0
+    retried: bool = False  # delivered before (own pending or claimed): a retry
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.poison)
@@ -146,7 +147,7 @@ class Consumer:
             ): p["times_delivered"]
             for p in info
         }
-        batch = Batch()
+        batch = Batch(retried=True)
         for e in entries:
             if times.get(e[0], 1) > self.max_deliveries:
                 batch.poison.append(e)

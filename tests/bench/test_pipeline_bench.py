@@ -93,15 +93,15 @@ class StageTimer:
         "patrolled_grids",
         "first_visits",
         "track_slots",
-        "report_rows",
+        "incident_states",
+        "report_tickers",
         "report_history",
     )
     SQL = (
         "persist_patrols",
         "persist_positions",
         "persist_tracks",
-        "persist_report_events",
-        "persist_dead_letters",
+        "decide_reports",
     )
 
     def __init__(self) -> None:
@@ -130,7 +130,7 @@ class StageTimer:
             w.consumer.ack = self.wrap("ack", w.consumer.ack)  # type: ignore[method-assign]
             st = w.state
             st.apply_locations = self.wrap("lua", st.apply_locations)  # type: ignore[method-assign]
-            st.apply_reports = self.wrap("lua", st.apply_reports)  # type: ignore[method-assign]
+            st.push_incidents = self.wrap("lua", st.push_incidents)  # type: ignore[method-assign]
             st.set_meta = self.wrap("meta", st.set_meta)  # type: ignore[method-assign]
             st.dead_letter = self.wrap("lua", st.dead_letter)  # type: ignore[method-assign]
             w.index = _TimedIndex(w.index, self.wrap)  # type: ignore[assignment]
@@ -154,7 +154,6 @@ def _drain_worker(w: FeedWorker, n: int, timer: StageTimer) -> tuple[float, floa
             acked += res.acked
             applied += res.applied
             dead += res.dead
-        w.flush_positions()  # the position snapshot's last write counts too
         elapsed = time.perf_counter() - t
     assert acked == n
     return n / elapsed, elapsed, applied, dead

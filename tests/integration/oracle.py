@@ -1,100 +1,213 @@
-"""Expected live state and SQL contents computed from the input events alone.
+"""Expected live state and SQL contents computed from the published input alone.
 
-Deliberately independent of the pipeline code path (no Lua, no runner): plain Polars
-over the list of (feed, payload, expected_reason) the simulator produced.
+Deliberately independent of the pipeline code (no Lua, no runner, no ``aggregate``):
+plain Python over each stream's entries in stream order, applying the README's rules —
+
+* payload-level reasons come with the input (the generator knows the defect it made);
+  a valid payload whose point is in no grid is ``outside_city``, an alert of a camera
+  not in the registry ``unknown_camera``;
+* an event id (alert id) belongs to the first entry in stream order carrying it; any
+  later entry with it is a ``duplicate`` (another incident, another day: still);
+* an incident's valid entries in time order (ts, then stream order): a ``reported``
+  after an entry with another event id, and anything after a ``closed`` with another
+  event id, is a ``bad_transition``;
+* an entry breaking both is dead-lettered with either reason (whichever the pipelines
+  met first: a rejection is final); every other entry is accepted;
+* an incident's state is a function of its accepted events: category, severity and
+  place of the first (time, then stream order), status the last step (``closed`` once
+  there is one), last time the latest, open while it has no ``closed``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import numpy as np
 import orjson
-import polars as pl
 
 from pipelines.city.geography import City, GridIndex
 
 CHAIN = ("grid_id", "street_id", "district_id", "city_id")
+# Reasons a valid payload can still earn: decided here, not taken from the input.
+DECIDED_HERE = (None, "duplicate", "bad_transition", "outside_city")
+
+Entry = tuple[dict[bytes, bytes], str | None]  # stream entry fields, payload-level reason
+
+
+@dataclass
+class Incident:
+    status: str
+    last_ms: int
+    category: str
+    severity: int
+    grid_id: str
+    open: bool
 
 
 @dataclass
 class Expected:
-    reports_by_day: dict[tuple[str, str], int]  # (day, area) → reported events
+    dead: dict[tuple[str, str], set[str]]  # (stream, entry id) → acceptable reasons
+    incidents: dict[str, Incident]
+    reports_by_day: dict[tuple[str, str], int]  # (day, area) → accepted ``reported``
     closed_by_day: dict[tuple[str, str], int]
     open_by_area: dict[str, int]
     video_by_day: dict[tuple[str, str], int]
     patrolled: dict[str, set[str]]  # day → grids
     positions: dict[str, tuple[int, str]]  # worker → (ts, grid)
-    dead_by_reason: dict[str, int]
-    n_incident_events: int
-    n_incidents: int
-    n_video: int
+    accepted_reports: set[str]  # entry ids in incident_events
+    alert_owner: dict[str, str]  # alert id → entry id
     n_track_slots: int
+    dead_by_reason: dict[str, int] = field(default_factory=dict)  # the unambiguous ones
 
 
-def _frame(rows: list[dict[str, Any]], city: City, index: GridIndex, tz: str) -> pl.DataFrame:
-    df = pl.DataFrame(rows, infer_schema_length=None)
-    gi = index.assign(df["lon"].to_numpy(), df["lat"].to_numpy())
-    grids = (
-        city.grids.select(CHAIN).with_row_index("_gi").with_columns(pl.col("_gi").cast(pl.Int64))
-    )
-    df = df.with_columns(_gi=pl.Series(gi, dtype=pl.Int64)).join(grids, on="_gi", how="left")
-    local = pl.from_epoch("ts", time_unit="ms").dt.replace_time_zone("UTC").dt.convert_time_zone(tz)
-    return df.with_columns(day=local.dt.strftime("%Y%m%d"))
+def _day(ts_ms: int, tz: ZoneInfo) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(tz).strftime("%Y%m%d")
 
 
-def _per_area(df: pl.DataFrame, by: tuple[str, ...] = ("day",)) -> dict[Any, int]:
-    out: dict[Any, int] = {}
-    for level in CHAIN:
-        for row in df.group_by(*by, level).len().iter_rows():
-            key = (*row[: len(by)], row[len(by)])
-            out[key if len(key) > 1 else key[0]] = out.get(key, 0) + row[-1]
-    return out
+def _chains(city: City, index: GridIndex, pts: list[tuple[float, float]]) -> list[Any]:
+    if not pts:
+        return []
+    arr = np.asarray(pts, dtype=np.float64)
+    gi = index.assign(arr[:, 0], arr[:, 1])
+    rows = city.grids.select(CHAIN).rows()
+    return [rows[i] if i >= 0 else None for i in gi.tolist()]
+
+
+def _per_area(counts: dict[tuple[str, str], int], day: str, chain: tuple[str, ...]) -> None:
+    for a in chain:
+        counts[(day, a)] = counts.get((day, a), 0) + 1
 
 
 def expected(
-    events: list[tuple[str, bytes, str | None]],
+    streams: dict[str, list[Entry]],
+    ids: dict[str, list[str]],
     city: City,
     index: GridIndex,
     cameras: dict[str, tuple[float, float]],
-    tz: str,
+    tz_name: str,
     track_every_s: int = 60,
 ) -> Expected:
-    good: dict[str, list[dict[str, Any]]] = {"reports": [], "locations": [], "video": []}
-    dead: dict[str, int] = {}
-    for feed, payload, reason in events:
-        if reason:
-            dead[reason] = dead.get(reason, 0) + 1
+    tz = ZoneInfo(tz_name)
+    dead: dict[tuple[str, str], set[str]] = {}
+    valid: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}  # feed → (pos, entry, event)
+    for feed, entries in streams.items():
+        valid[feed] = []
+        for pos, ((fields, reason), entry) in enumerate(zip(entries, ids[feed], strict=True)):
+            if reason not in DECIDED_HERE:
+                dead[(feed, entry)] = {reason}  # type: ignore[arg-type]
+                continue
+            ev = orjson.loads(fields[b"data"])
+            if feed == "video" and ev["camera_id"] not in cameras:
+                dead[(feed, entry)] = {"unknown_camera"}
+                continue
+            if feed == "video" and ev.get("lon") is None:
+                ev["lon"], ev["lat"] = cameras[ev["camera_id"]]
+            valid[feed].append((pos, entry, ev))
+        chains = _chains(city, index, [(ev["lon"], ev["lat"]) for _, _, ev in valid[feed]])
+        kept = []
+        for (pos, entry, ev), chain in zip(valid[feed], chains, strict=True):
+            if chain is None:
+                dead[(feed, entry)] = {"outside_city"}
+            else:
+                ev["_chain"] = chain
+                kept.append((pos, entry, ev))
+        valid[feed] = kept
+
+    # ---- reports: the event-id rule and the lifecycle rule
+    owner: dict[str, int] = {}
+    for pos, _, ev in valid["reports"]:
+        owner.setdefault(ev["event_id"], pos)  # stream order: the first carrier
+    by_inc: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
+    for item in valid["reports"]:
+        by_inc[item[2]["incident_id"]].append(item)
+    accepted: dict[str, list[dict[str, Any]]] = {}
+    accepted_entries: set[str] = set()
+    for inc, items in by_inc.items():
+        items.sort(key=lambda x: (x[2]["ts"], x[0]))
+        for k, (pos, entry, ev) in enumerate(items):
+            earlier = [x[2] for x in items[:k]]
+            eid = ev["event_id"]
+            bad = (ev["step"] == "reported" and any(x["event_id"] != eid for x in earlier)) or any(
+                x["step"] == "closed" and x["event_id"] != eid for x in earlier
+            )
+            dup = owner[eid] != pos
+            if dup and bad:
+                dead[("reports", entry)] = {"duplicate", "bad_transition"}
+            elif dup:
+                dead[("reports", entry)] = {"duplicate"}
+            elif bad:
+                dead[("reports", entry)] = {"bad_transition"}
+            else:
+                accepted.setdefault(inc, []).append(ev)
+                accepted_entries.add(entry)
+
+    incidents: dict[str, Incident] = {}
+    reports_by_day: dict[tuple[str, str], int] = {}
+    closed_by_day: dict[tuple[str, str], int] = {}
+    open_by_area: dict[str, int] = {}
+    for inc, evs in accepted.items():  # already in time, then stream, order
+        first = evs[0]
+        closed = any(e["step"] == "closed" for e in evs)
+        incidents[inc] = Incident(
+            status="closed" if closed else evs[-1]["step"],
+            last_ms=max(e["ts"] for e in evs),
+            category=first["category"],
+            severity=first["severity"],
+            grid_id=first["_chain"][0],
+            open=not closed,
+        )
+        chain = first["_chain"]  # an incident counts where its first event was
+        for e in evs:
+            if e["step"] == "reported":
+                _per_area(reports_by_day, _day(e["ts"], tz), chain)
+            elif e["step"] == "closed":
+                _per_area(closed_by_day, _day(e["ts"], tz), chain)
+        if not closed:
+            for a in chain:
+                open_by_area[a] = open_by_area.get(a, 0) + 1
+
+    # ---- video: the alert-id rule
+    alert_owner: dict[str, str] = {}
+    video_by_day: dict[tuple[str, str], int] = {}
+    for _, entry, ev in valid["video"]:  # in stream order
+        if ev["alert_id"] in alert_owner:
+            dead[("video", entry)] = {"duplicate"}
             continue
-        ev = orjson.loads(payload)
-        if feed == "video" and ev.get("lon") is None:
-            ev["lon"], ev["lat"] = cameras[ev["camera_id"]]
-        good[feed].append(ev)
-    rep = _frame(good["reports"], city, index, tz)
-    loc = _frame(good["locations"], city, index, tz)
-    vid = _frame(good["video"], city, index, tz)
-    for df in (rep, loc, vid):
-        assert df["grid_id"].null_count() == 0, "a good event fell outside the city"
-    closed_ids = rep.filter(pl.col("step") == "closed")["incident_id"].unique()
-    first = rep.sort("ts").group_by("incident_id").first()
-    still_open = first.filter(~pl.col("incident_id").is_in(closed_ids.implode()))
-    latest = loc.sort("ts").group_by("worker_id").last()
+        alert_owner[ev["alert_id"]] = entry
+        _per_area(video_by_day, _day(ev["ts"], tz), ev["_chain"])
+
+    # ---- locations
     patrolled: dict[str, set[str]] = {}
-    for day, grid in loc.select("day", "grid_id").unique().iter_rows():
-        patrolled.setdefault(day, set()).add(grid)
-    slots = loc.select("worker_id", (pl.col("ts") // (track_every_s * 1000)).alias("s")).unique()
+    positions: dict[str, tuple[int, str]] = {}
+    slots = set()
+    for _, _, ev in valid["locations"]:
+        grid = ev["_chain"][0]
+        patrolled.setdefault(_day(ev["ts"], tz), set()).add(grid)
+        w = ev["worker_id"]
+        if w not in positions or ev["ts"] > positions[w][0]:
+            positions[w] = (ev["ts"], grid)
+        slots.add((w, ev["ts"] // (track_every_s * 1000)))
+
+    by_reason: dict[str, int] = {}
+    for reasons in dead.values():
+        if len(reasons) == 1:
+            (r,) = reasons
+            by_reason[r] = by_reason.get(r, 0) + 1
     return Expected(
-        reports_by_day=_per_area(rep.filter(pl.col("step") == "reported")),
-        closed_by_day=_per_area(rep.filter(pl.col("step") == "closed")),
-        open_by_area=_per_area(still_open, by=()),
-        video_by_day=_per_area(vid),
+        dead=dead,
+        incidents=incidents,
+        reports_by_day=reports_by_day,
+        closed_by_day=closed_by_day,
+        open_by_area=open_by_area,
+        video_by_day=video_by_day,
         patrolled=patrolled,
-        positions={
-            w: (t, g) for w, t, g in latest.select("worker_id", "ts", "grid_id").iter_rows()
-        },
-        dead_by_reason=dead,
-        n_incident_events=rep.height,
-        n_incidents=rep["incident_id"].n_unique(),
-        n_video=vid.height,
-        n_track_slots=slots.height,
+        positions=positions,
+        accepted_reports=accepted_entries,
+        alert_owner=alert_owner,
+        n_track_slots=len(slots),
+        dead_by_reason=by_reason,
     )

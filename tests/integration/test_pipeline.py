@@ -17,9 +17,9 @@ from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
 from pipelines.spine.events import encode
-from pipelines.spine.runner import ClockJob, FeedWorker, make_worker, rebuild_live
+from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
 from pipelines.spine.streams import Batch, publish
-from tests.conftest import settings_for
+from tests.conftest import open_engine, private_database, private_prefix, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -166,23 +166,36 @@ def test_redelivery_changes_nothing(settings, city, index, rclient, engine) -> N
     assert store.table_count(engine, store.dead_letters) == 1
 
 
-def test_out_of_order_arrival_gives_the_same_state(settings, city, index, rclient, engine) -> None:
+def test_out_of_order_arrival_gives_the_same_state(
+    settings, city, index, rclient, engine, redis_url, tmp_path
+) -> None:
     _, lon, lat = grid_point(city, 7)
     evs = []
     for k in range(20):
         steps = FULL if k % 3 else FULL[:5]
         evs += lifecycle(f"J{k}", lon, lat, NOW - 5_000_000 + k * 1000, steps)
     w = workers(settings, city, index, rclient, engine)["reports"]
-    for e in evs:
-        w.process(Batch(entries=[(f"{NOW}-{evs.index(e)}", encode(e))]))
+    for i, e in enumerate(evs):
+        w.process(Batch(entries=[(f"{NOW}-{i}", encode(e))]))
     in_order = live_counts(rclient, settings.redis.prefix)
-    w.state.clear()
+    sql_in_order = incidents_table(engine)
     shuffled = list(enumerate(evs))
     random.Random(4).shuffle(shuffled)
-    for i, e in shuffled:
-        w.process(Batch(entries=[(f"{NOW}-{i}", encode(e))]))
-    assert live_counts(rclient, settings.redis.prefix) == in_order
-    assert rclient.xlen(f"{settings.redis.prefix}:deadletter") == 0
+    second = tmp_path / "second"
+    second.mkdir()
+    with private_prefix(redis_url) as p2, private_database(second) as db2:
+        s2 = settings_for(redis_url, p2, db2, tmp_path)
+        e2 = open_engine(db2)
+        w2 = workers(s2, city, index, rclient, e2)["reports"]
+        for i, e in shuffled:
+            w2.process(Batch(entries=[(f"{NOW}-{i}", encode(e))]))
+        assert live_counts(rclient, p2, prefix_free=True) == live_counts(
+            rclient, settings.redis.prefix, prefix_free=True
+        )
+        assert incidents_table(e2) == sql_in_order
+        assert rclient.xlen(f"{p2}:deadletter") == 0
+        e2.dispose()
+    assert in_order
 
 
 def test_locations_positions_coverage_online(settings, city, index, rclient, engine) -> None:
@@ -242,20 +255,21 @@ def test_video_uses_camera_registry(settings, city, index, rclient, engine) -> N
     drain(ws)
     st = ws["video"].state
     day = agg.local_day(NOW, settings.live.timezone)
-    assert st.counts("video", [city.city_id], day=day) == [2]
+    assert st.counts("video", [city.city_id], day=day) == [1]
     assert st.breakdown("video_label", city.city_id, ["smoke_fire", "fall"], day=day) == {
         "smoke_fire": 1,
-        "fall": 1,
+        "fall": 0,
     }
+    # a camera not in the registry is unknown, whether or not its alert carries lon/lat
     assert sorted(st.deadletter_counts().items()) == sorted(
         {
-            "unknown_camera": 1,
-            "video|unknown_camera": 1,
+            "unknown_camera": 2,
+            "video|unknown_camera": 2,
             "duplicate": 1,
             "video|duplicate": 1,
         }.items()
     )
-    assert store.table_count(engine, store.video_alerts) == 2
+    assert store.table_count(engine, store.video_alerts) == 1
 
 
 def test_rebuild_live_equals_what_pipelines_built(settings, city, index, rclient, engine) -> None:
@@ -319,9 +333,17 @@ def snapshot(r: redis.Redis, prefix: str) -> dict[str, Any]:
     return out
 
 
-def live_counts(r: redis.Redis, prefix: str) -> dict[str, Any]:
-    """The counting state (hashes, sets, zsets) without tickers, meta and incident internals."""
+def incidents_table(engine: Engine) -> list[tuple[Any, ...]]:
+    cols = [c for c in store.incidents.c if c.name != "description"]
+    return sorted(store.read_frame(engine, select(*cols)).rows())
+
+
+def live_counts(r: redis.Redis, prefix: str, prefix_free: bool = False) -> dict[str, Any]:
+    """The counting state (hashes, sets, zsets) without tickers, meta and incident internals
+    (``prefix_free``: keys without the prefix, to compare two prefixes)."""
     snap = snapshot(r, prefix)
+    if prefix_free:
+        snap = {k[len(prefix) :]: v for k, v in snap.items()}
     drop = (
         ":live:ticker:",
         ":live:meta",
@@ -342,3 +364,190 @@ def live_counts(r: redis.Redis, prefix: str) -> dict[str, Any]:
                 continue
         keep[k] = v
     return keep
+
+
+# ------------------------------------------------------------------ stream order decides
+
+ORDERS = ["stream order", "reversed"]
+
+
+def racing(
+    settings: Settings, city: City, index: GridIndex, r: redis.Redis, engine: Engine, feed: str,
+    events: list[Any], order: str,
+) -> tuple[list[str], dict[str, FeedWorker]]:  # fmt: skip
+    """Publish ``events`` and hand one entry each to as many workers, which then process
+    them in stream order or in reverse (the later entry's worker ran first)."""
+    one = settings_for(
+        settings.redis.url, settings.redis.prefix, (settings.database.url,
+        settings.database.schema or None), Path(settings.run.var_dir), streams={"batch_size": 1},
+    )  # fmt: skip
+    key = f"{settings.redis.prefix}:{getattr(settings.streams, feed)}"
+    ws = [make_worker(feed, one, city, index, r, engine, f"{feed}-{i}") for i in range(len(events))]
+    publish_events(r, settings, feed, events)
+    batches = [w.consumer.read() for w in ws]
+    assert all(len(b.entries) == 1 for b in batches)
+    pairs = list(zip(ws, batches, strict=True))
+    for w, b in pairs if order == "stream order" else reversed(pairs):
+        w.process(b)
+    ids = [e.decode() for e, _ in r.xrange(key)]
+    return ids, {f: make_worker(f, one, city, index, r, engine, f"{f}-x") for f in FEEDS3}
+
+
+FEEDS3 = ("reports", "locations", "video")
+
+
+def dead_letters(r: redis.Redis, s: Settings) -> dict[str, str]:
+    dl = r.xrange(f"{s.redis.prefix}:{s.streams.deadletter}")
+    return {f[b"entry_id"].decode(): f[b"reason"].decode() for _, f in dl}
+
+
+def assert_redis_agrees_with_sql(r: redis.Redis, prefix: str, engine: Engine) -> dict[str, Any]:
+    """Every incident's live hash says what its SQL row says (and no hash lacks a row)."""
+    rows = store.read_frame(engine, select(store.incidents))
+    sql = {row["incident_id"]: row for row in rows.iter_rows(named=True)}
+    live = {
+        k.decode().split(":inc:")[1]: {a.decode(): b.decode() for a, b in r.hgetall(k).items()}
+        for k in r.scan_iter(match=f"{prefix}:inc:*")
+    }
+    assert set(live) == set(sql)
+    for inc, row in sql.items():
+        h = live[inc]
+        got = (h["status"], int(h["ts"]), h["cat"], int(h["sev"]), h["grid"], h["open"] == "1")
+        want = (row["status"], row["last_ms"], row["category"], row["severity"], row["grid_id"],
+                row["closed_ms"] is None)  # fmt: skip
+        assert got == want, inc
+    return sql
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_event_id_reused_in_another_incident_is_a_duplicate(
+    order, settings, city, index, rclient, engine
+) -> None:
+    g1, lon1, lat1 = grid_point(city, 30)
+    g2, lon2, lat2 = grid_point(city, 31)
+    first = lifecycle("I1", lon1, lat1, NOW - 600_000, ["reported"])[0]
+    reuse = {**lifecycle("I2", lon2, lat2, NOW - 500_000, ["reported"])[0], "event_id": "I1-0"}
+    ids, _ = racing(settings, city, index, rclient, engine, "reports", [first, reuse], order)
+    sql = assert_redis_agrees_with_sql(rclient, settings.redis.prefix, engine)
+    assert set(sql) == {"I1"}  # never under the other incident
+    ev = store.read_frame(engine, select(store.incident_events))
+    assert ev.select("event_id", "incident_id", "entry_id").rows() == [("I1-0", "I1", ids[0])]
+    assert dead_letters(rclient, settings) == {ids[1]: "duplicate"}
+    day = agg.local_day(NOW, settings.live.timezone)
+    st = live_state(rclient, settings)
+    assert st.counts("reports", [g1, g2], day=day) == [1, 0] or g1 == g2
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_alert_id_reused_on_another_day_counts_once(
+    order, settings, city, index, rclient, engine
+) -> None:
+    _, lon, lat = grid_point(city, 40)
+    tz = settings.live.timezone
+    a = dict(alert_id="A7", camera_id="C1", label="fall", score=0.9, lon=lon, lat=lat)
+    days = [NOW - 3 * 86_400_000, NOW - 1000]
+    with engine.begin() as c:
+        store.insert_ignore(c, store.cameras, [dict(camera_id="C1", lon=lon, lat=lat, grid_id="")])
+    evs = [{**a, "ts": days[0]}, {**a, "ts": days[1], "label": "smoke_fire"}]
+    ids, _ = racing(settings, city, index, rclient, engine, "video", evs, order)
+    st = live_state(rclient, settings)
+    d0, d1 = (agg.local_day(t, tz) for t in days)
+    assert st.counts("video", [city.city_id], day=d0) == [1]
+    assert st.counts("video", [city.city_id], day=d1) == [0]
+    assert st.breakdown("video_label", city.city_id, ["fall", "smoke_fire"], day=d0) == {
+        "fall": 1,
+        "smoke_fire": 0,
+    }
+    rows = store.read_frame(engine, select(store.video_alerts))
+    assert rows.select("alert_id", "entry_id", "ts_ms").rows() == [("A7", ids[0], days[0])]
+    assert dead_letters(rclient, settings) == {ids[1]: "duplicate"}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_step_after_closed_that_arrives_first_is_a_bad_transition(
+    order, settings, city, index, rclient, engine
+) -> None:
+    _, lon, lat = grid_point(city, 50)
+    evs = lifecycle("I5", lon, lat, NOW - 900_000, ["reported", "resolved", "closed", "returned"])
+    publish_events(rclient, settings, "reports", evs[:2])
+    drain(workers(settings, city, index, rclient, engine))
+    ids, _ = racing(settings, city, index, rclient, engine, "reports", evs[2:], order)
+    sql = assert_redis_agrees_with_sql(rclient, settings.redis.prefix, engine)
+    assert sql["I5"]["status"] == "closed" and sql["I5"]["n_events"] == 3
+    assert dead_letters(rclient, settings) == {ids[-1]: "bad_transition"}
+    assert live_state(rclient, settings).counts("open", [city.city_id]) == [0]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_replay_racing_its_original_loses_to_stream_order(
+    order, settings, city, index, rclient, engine
+) -> None:
+    _, lon, lat = grid_point(city, 60)
+    ev = lifecycle("I6", lon, lat, NOW - 900_000, ["reported"])[0]
+    ids, _ = racing(settings, city, index, rclient, engine, "reports", [ev, ev], order)
+    assert_redis_agrees_with_sql(rclient, settings.redis.prefix, engine)
+    rows = store.read_frame(engine, select(store.incident_events))
+    assert rows.select("event_id", "entry_id").rows() == [("I6-0", ids[0])]  # the original
+    assert live_state(rclient, settings).incident("I6")["acc"].startswith(f"{ids[0]},")
+    assert dead_letters(rclient, settings) == {ids[1]: "duplicate"}
+
+
+@pytest.mark.parametrize("order", ORDERS)
+@pytest.mark.parametrize("later_ts", [0, -60_000])
+def test_two_reported_racing_are_decided_by_time_then_stream_order(
+    order, later_ts, settings, city, index, rclient, engine
+) -> None:
+    _, lon, lat = grid_point(city, 70)
+    t = NOW - 900_000
+    a = lifecycle("I7", lon, lat, t, ["reported"])[0]
+    b = {**a, "event_id": "I7-b", "ts": t + later_ts, "severity": 4}
+    ids, _ = racing(settings, city, index, rclient, engine, "reports", [a, b], order)
+    sql = assert_redis_agrees_with_sql(rclient, settings.redis.prefix, engine)
+    # the earlier in time wins; at the same time, the earlier in the stream
+    winner, loser = (0, 1) if later_ts == 0 else (1, 0)
+    rows = store.read_frame(engine, select(store.incident_events))
+    assert rows["entry_id"].to_list() == [ids[winner]]
+    assert sql["I7"]["severity"] == (2, 4)[winner]
+    assert dead_letters(rclient, settings) == {ids[loser]: "bad_transition"}
+
+
+def test_strict_types_change_nothing(settings, city, index, rclient, engine) -> None:
+    _, lon, lat = grid_point(city, 80)
+    ev = lifecycle("I8", lon, lat, NOW - 900_000, ["reported"])[0]
+    reports = [{**ev, "lon": str(lon)}, {**ev, "ts": str(ev["ts"])}, {**ev, "ts": ev["ts"] + 0.5},
+               {**ev, "severity": True}, {**ev, "ts": float(ev["ts"])}]  # fmt: skip
+    ping = dict(worker_id="W9", ts=NOW - 5000, lon=lon, lat=lat)
+    pings = [{**ping, "lon": str(lon)}, {**ping, "ts": str(ping["ts"])}, {**ping, "lat": True}]
+    alert = dict(alert_id="A9", camera_id="C1", label="fall", ts=NOW - 5000, lon=lon, lat=lat)
+    alerts = [{**alert, "score": "0.9"}, {**alert, "score": True}]
+    publish_events(rclient, settings, "reports", reports)
+    publish_events(rclient, settings, "locations", pings)
+    publish_events(rclient, settings, "video", alerts)
+    drain(workers(settings, city, index, rclient, engine))
+    st = live_state(rclient, settings)
+    assert set(dead_letters(rclient, settings).values()) == {"bad_type"}
+    n_dead = rclient.xlen(f"{settings.redis.prefix}:{settings.streams.deadletter}")
+    assert n_dead == len(reports) + len(pings) + len(alerts)
+    assert st.positions() == {} and st.incident("I8") == {}
+    assert st.patrolled(agg.local_day(NOW, settings.live.timezone)) == set()
+    for t in (store.incident_events, store.track_points, store.video_alerts, store.patrols):
+        assert store.table_count(engine, t) == 0
+
+
+def test_latest_positions_are_in_sql_once_their_batch_is_acknowledged(
+    settings, city, index, rclient, engine
+) -> None:
+    w = workers(settings, city, index, rclient, engine)["locations"]
+    latest: dict[str, int] = {}
+    for batch in range(3):  # a worker that has run a while, not only its first batch
+        pings = []
+        for k in range(12):
+            _, lon, lat = grid_point(city, k + batch)
+            ts = NOW - 60_000 + batch * 12_000 + k * 1000
+            pings.append(dict(worker_id=f"W{k % 4}", ts=ts, lon=lon, lat=lat))
+            latest[f"W{k % 4}"] = ts
+        publish_events(rclient, settings, "locations", pings)
+        assert w.step().acked == len(pings)
+    del w  # kill -9 right after XACK: nothing else runs
+    got = store.read_frame(engine, select(store.worker_positions))
+    assert dict(zip(got["worker_id"], got["ts_ms"], strict=True)) == latest

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.spine.events import _ndjson, decode_batch, encode
-from pipelines.spine.state import reachable_pairs
+from pipelines.spine.events import REASONS, STEPS, decode_batch, encode, reachable_pairs
 
 NOW = 1_795_000_000_000
 OPTS = dict(now_ms=NOW, future_skew_ms=300_000, max_age_ms=30 * 86_400_000, max_payload_bytes=4096)
@@ -71,6 +70,38 @@ CASES = [
     ("video", video(lon=118.8), "missing_field"),
     ("video", video(label="ufo"), "unknown_category"),
     ("video", video(score=1.5), "out_of_range"),
+    # Strict types: the wire format is exact, nothing is coerced.
+    ("reports", report(lon="118.8"), "bad_type"),
+    ("reports", report(lat="32.05"), "bad_type"),
+    ("reports", report(ts=str(NOW - 1000)), "bad_type"),
+    ("reports", report(ts=NOW - 1000.5), "bad_type"),
+    ("reports", report(ts=float(NOW - 1000)), "bad_type"),
+    ("reports", report(severity=2.0), "bad_type"),
+    ("reports", report(severity=True), "bad_type"),
+    ("reports", report(event_id=5), "bad_type"),
+    ("reports", report(incident_id=["I1"]), "bad_type"),
+    ("reports", report(category={"x": 1}), "bad_type"),
+    ("reports", report(lat=False), "bad_type"),
+    ("reports", report(description=7), "bad_type"),
+    ("reports", report(lon=None), "missing_field"),
+    ("reports", report(ts=2**63), "out_of_range"),
+    ("reports", report(ts=-(2**63)), "out_of_range"),
+    ("reports", report(ts=1e25), "out_of_range"),
+    ("reports", report(lon=1e300), "out_of_range"),
+    ("reports", report(extra_field="ignored", nested={"a": [1, 2]}), None),
+    ("reports", report(lon=118), None),  # an integer is a number
+    ("locations", location(lon="118.8"), "bad_type"),
+    ("locations", location(ts=str(NOW - 1000)), "bad_type"),
+    ("locations", location(ts=NOW - 999.9), "bad_type"),
+    ("locations", location(battery="80"), "bad_type"),
+    ("locations", location(speed=True), "bad_type"),
+    ("locations", location(worker_id=17), "bad_type"),
+    ("locations", location(ts=2**64 - 1), "out_of_range"),
+    ("video", video(score="0.9"), "bad_type"),
+    ("video", video(score=True), "bad_type"),
+    ("video", video(ts=float(NOW - 1000)), "bad_type"),
+    ("video", video(lon="118.8", lat=32.0), "bad_type"),
+    ("video", video(camera_id=12), "bad_type"),
 ]
 
 
@@ -85,7 +116,23 @@ def test_each_rule(feed: str, event: dict[str, Any], reason: str | None) -> None
         assert dead["payload"][0] == encode(event)
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"[1,2]", b"null", b"42", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"[1,2]",
+        b"null",
+        b"42",
+        b"\xff\xfe",
+        b'{"event_id": "E1", "lon": NaN}',
+        b'{"event_id": "E1", "lon": Infinity}',
+        b'{"event_id": "E1", "lon": 1e400}',
+        b'{"event_id": "E\xff1"}',
+        b'{"event_id": "\\ud800"}',
+        b'{"a":' + b"[" * 1500 + b"]" * 1500 + b"}",
+    ],
+)
 def test_malformed_payloads(raw: bytes) -> None:
     good, dead = decode_batch("reports", [("1-0", raw)], **OPTS)
     assert good.height == 0 and dead["reason"].to_list() == ["malformed"]
@@ -108,30 +155,29 @@ def test_lifecycle_reachability() -> None:
     assert ("handling", "verified") in pairs
     assert not any(a == "closed" for a, _ in pairs)  # nothing after closure
     assert not any(b == "reported" for _, b in pairs)  # reported only starts
+    # exactly the two rules the lifecycle decision applies, nothing else is impossible
+    impossible = {(a, b) for a in STEPS for b in STEPS} - pairs
+    assert impossible == {(a, b) for a in STEPS for b in STEPS if a == "closed" or b == "reported"}
 
 
 @pytest.mark.parametrize("feed", ["reports", "locations", "video"])
-def test_fast_path_equals_per_payload_path(feed: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The vectorised parse must decide exactly like the per-payload parse."""
-    import pipelines.spine.events as ev
-
-    good = [e for f, e, r in CASES if f == feed and r is None]
-    valid = [(f"{i}-0", encode(good[i % len(good)])) for i in range(300)]
-    mixed = valid + [(f"{1000 + i}-0", encode(e)) for i, (f, e, _) in enumerate(CASES) if f == feed]
-    for batch in (valid, mixed):
-        fast = decode_batch(feed, batch, **OPTS)
-        monkeypatch.setattr(ev, "_fast_frame", lambda *a: None)
-        slow = decode_batch(feed, batch, **OPTS)
-        monkeypatch.undo()
-        assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
-    assert ev._fast_frame(ev.SCHEMAS[feed], ["1-0"], [valid[0][1]], 4096) is not None
-
-
-def test_ndjson_only_for_one_object_per_line_within_the_limit() -> None:
-    ok = [b'{"a":1}', b'{"b":2}']
-    assert _ndjson(ok, 100) == b'{"a":1}\n{"b":2}'
-    assert _ndjson([], 100) is None
-    assert _ndjson(ok, 6) is None  # one payload over the limit
-    for bad in (b'{"a":\n1}', b'{"a":1}\r', b"[1]", b" {}", b"", b"null"):
-        assert _ndjson([*ok, bad], 100) is None, bad
-        assert _ndjson([bad, *ok], 100) is None, bad
+def test_each_entry_is_decided_as_if_alone(feed: str) -> None:
+    """A batch decides every entry exactly as that entry alone (the all-good batch takes
+    a shortcut; one bad neighbour of any kind must not change anyone's outcome)."""
+    cases = [(e, r) for f, e, r in CASES if f == feed]
+    good = [e for e, r in cases if r is None]
+    neighbours = [b"not json", b"[1]", encode(cases[-1][0]), b"x" * 5000]
+    for extra in [None, *neighbours]:
+        batch = [(f"{i}-0", encode(e)) for i, (e, _) in enumerate(cases)]
+        batch += [(f"{1000 + i}-0", encode(good[i % len(good)])) for i in range(50)]
+        if extra is not None:
+            batch.insert(7, ("999-0", extra))
+        ok, dead = decode_batch(feed, batch, **OPTS)
+        got = dict(zip(dead["entry_id"], dead["reason"], strict=True))
+        for entry_id, payload in batch:
+            alone_ok, alone_dead = decode_batch(feed, [(entry_id, payload)], **OPTS)
+            assert got.get(entry_id) == (alone_dead["reason"][0] if alone_dead.height else None)
+            if alone_ok.height:
+                row = ok.filter(ok["entry_id"] == entry_id)
+                assert row.equals(alone_ok), entry_id
+        assert set(got.values()) <= set(REASONS)
