@@ -24,7 +24,7 @@ from pipelines import warnings
 from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
-from pipelines.spine import store
+from pipelines.spine import health, store
 from pipelines.spine.events import decode_batch
 from pipelines.spine.state import LiveState
 from pipelines.spine.streams import Batch, Consumer, ensure_group, trim_acknowledged
@@ -172,6 +172,8 @@ class FeedWorker:
         if batch.entries:
             marks[f"applied:{self.consumer.name}"] = batch.entries[-1][0]
         self.state.set_meta(**marks)
+        newest = int(keep["ts"].max() or 0) if keep.height else 0
+        health.mark_applied(self.state.r, self.state.prefix, self.feed, newest, now_ms)
         dead_parts = [d for d in dead_parts if d.height]
         dead_all = _in_stream_order(pl.concat(dead_parts)) if dead_parts else dead
         self._dead_letter(dead_all, now_ms)
