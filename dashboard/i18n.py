@@ -356,6 +356,29 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Tracks are kept for {days} days; pick a more recent day",
     ),
     "work.export.limited": ("导出过于频繁，请稍后再试。", "Too many exports; try again shortly."),
+    # feed freshness and pipeline health (system warnings)
+    "feed.reports": ("上报", "Reports"),
+    "feed.locations": ("定位", "Positions"),
+    "feed.video": ("视频", "Video"),
+    "fresh.ago_s": ("{s} 秒前", "{s} s ago"),
+    "fresh.ago_m": ("{m} 分钟前", "{m} min ago"),
+    "fresh.ago_h": ("{h} 小时前", "{h} h ago"),
+    "fresh.feed": ("{feed} {ago}更新", "{feed} updated {ago}"),
+    "fresh.feed_none": ("{feed} 暂无数据", "{feed} no data yet"),
+    "fresh.feed_stale": (
+        "⚠ {feed} 数据滞后（{why}）· 最新 {ago}",
+        "⚠ {feed} STALE ({why}) · newest {ago}",
+    ),
+    "fresh.system": ("⚠ 系统预警 {n} 条", "⚠ {n} system warning(s)"),
+    "stale.lag": ("积压未处理", "backlog"),
+    "stale.pending": ("批次卡住", "batch stuck"),
+    "stale.restarts": ("反复重启", "crash loop"),
+    "rule.system": ("系统故障：数据管道停滞", "System: pipeline stalled"),
+    "wfield.feed": ("数据源", "Feed"),
+    "wfield.reasons": ("原因", "Why"),
+    "wfield.lag": ("积压条数", "Backlog (entries)"),
+    "wfield.pending_age_s": ("最早未确认（秒）", "Oldest pending (s)"),
+    "wfield.restarts_1h": ("近 1 小时重启次数", "Restarts in the last hour"),
 }
 
 

@@ -169,9 +169,56 @@ def _point(lon: float, lat: float, props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fresh_text(now_ms: int, data_ms: int, lang: str) -> str:
-    age = q.freshness(now_ms, data_ms)
-    return t("fresh.nodata", lang) if age is None else t("fresh.updated", lang, s=age)
+def ago_text(age_s: int, lang: str) -> str:
+    if age_s < 120:
+        return t("fresh.ago_s", lang, s=age_s)
+    if age_s < 7200:
+        return t("fresh.ago_m", lang, m=age_s // 60)
+    return t("fresh.ago_h", lang, h=age_s // 3600)
+
+
+def fresh_text(rows: list[dict[str, Any]], system_open: int, lang: str) -> str:
+    """One line per page: each feed's newest applied event age, stale feeds marked (pure).
+
+    Never one global "updated N s ago": a feed that stopped shows its own age and, past the
+    ``[live]`` thresholds, says it is stale and why."""
+    if not rows or all(r["age_s"] is None and not r["why"] for r in rows):
+        parts = [t("fresh.nodata", lang)]
+    else:
+        parts = []
+        for r in rows:
+            feed = t(f"feed.{r['feed']}", lang)
+            ago = "—" if r["age_s"] is None else ago_text(int(r["age_s"]), lang)
+            if r["why"]:
+                why = "、".join(t(f"stale.{w}", lang) for w in r["why"])
+                parts.append(t("fresh.feed_stale", lang, feed=feed, why=why, ago=ago))
+            elif r["age_s"] is None:
+                parts.append(t("fresh.feed_none", lang, feed=feed))
+            else:
+                parts.append(t("fresh.feed", lang, feed=feed, ago=ago))
+    if system_open:
+        parts.append(t("fresh.system", lang, n=system_open))
+    return " · ".join(parts)
+
+
+def feed_freshness(b: Backend) -> dict[str, Any]:
+    """This tick's per-feed freshness and open system warnings (shared by all viewers)."""
+    from pipelines.spine import health
+
+    def compute() -> dict[str, Any]:
+        now = b.now_ms()
+        feeds = health.read_health(b.live.r, b.settings, now)
+        rows = health.freshness_rows(feeds, health.thresholds_of(b.settings), now)
+        system = sum(1 for w in b.live.warnings() if w.get("rule") == "system")
+        return {"rows": rows, "system": system}
+
+    got: dict[str, Any] = b.tick_input("feed_fresh", compute)
+    return got
+
+
+def feed_fresh_text(b: Backend, lang: str) -> str:
+    f = feed_freshness(b)
+    return fresh_text(f["rows"], int(f["system"]), lang)
 
 
 def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
@@ -210,7 +257,7 @@ def panel(
         "hotspots": snap["hotspots"].get(metric, []),
         "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
         "markers": markers(b, grant) if with_markers else empty,
-        "fresh": fresh_text(b.now_ms(), snap["data_ms"], lang),
+        "fresh": feed_fresh_text(b, lang),
         "now_ms": snap["now_ms"],
     }
 

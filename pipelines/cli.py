@@ -124,6 +124,8 @@ class Supervisor:
     settings: Settings
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # called as (feed, worker name) for every restart (recorded for status and warnings)
+    on_restart: Callable[[str, str], None] | None = None
 
     def counts(self) -> dict[str, int]:
         p = self.settings.pipelines
@@ -146,7 +148,11 @@ class Supervisor:
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 log.warning("worker %s exited with %s; restarting", name, proc.returncode)
-                self._spawn(name.rsplit("-", 1)[0], name)
+                feed = name.rsplit("-", 1)[0]
+                if self.on_restart is not None:
+                    with suppress(redis.RedisError, OSError):
+                        self.on_restart(feed, name)
+                self._spawn(feed, name)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         for proc in self.procs.values():
@@ -244,6 +250,7 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
     for feed in FEEDS:
         ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
     sup = Supervisor(s, child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url))
+    sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
     sup.start()
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
@@ -251,6 +258,18 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _thread(lambda: evaluator.run(stop, owner), "warnings")
     return sup
+
+
+def restart_recorder(
+    r: redis.Redis, prefix: str, clock: Callable[[], float] = time.time
+) -> Callable[[str, str], None]:
+    """The supervisor's restart hook: one entry per restart in the feed's restart log."""
+    from pipelines.spine.health import record_restart
+
+    def record(feed: str, name: str) -> None:
+        record_restart(r, prefix, feed, int(clock() * 1000), name)
+
+    return record
 
 
 def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
@@ -559,17 +578,35 @@ def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
+    """Per stream: length, group lag, oldest pending age, dead letters by reason, restarts
+    in the last hour, newest applied event's age, and STALE with why when it is."""
+    from pipelines.spine import health
+
+    th = health.thresholds_of(s)
+    out = []
+    for feed, h in health.read_health(r, s, now_ms).items():
+        age = h.event_age_s(now_ms)
+        dead = ",".join(f"{k}={v}" for k, v in sorted(h.dead.items())) or "0"
+        why = health.stale_reasons(h, th, now_ms)
+        out.append(
+            f"{feed:10s} length={h.length} lag={h.lag} pending={h.pending} "
+            f"oldest_pending_s={h.pending_age_s(now_ms)} dead={dead} "
+            f"restarts_1h={h.restarts_within(now_ms)} "
+            f"newest_event_s={'-' if age is None else age} "
+            + (f"STALE({','.join(why)})" if why else "ok")
+        )
+    return out
+
+
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.spine.runner import live_state
-    from pipelines.spine.streams import lag
 
     with runtime(settings, embedded_ok=False) as rt:
         s = rt.settings
         st = live_state(rt.r, s)
-        for feed in FEEDS:
-            key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
-            info = lag(rt.r, key, s.streams.group) if rt.r.exists(key) else {}
-            print(f"{feed:10s} length={rt.r.xlen(key)} {info}")
+        for line in health_lines(rt.r, s, int(time.time() * 1000)):
+            print(line)
         print(f"deadletter length={rt.r.xlen(st.deadletter_key)} {st.deadletter_counts()}")
         print(f"meta {st.meta()}")
     return 0

@@ -25,7 +25,7 @@ from pipelines import warnings
 from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
-from pipelines.spine import store
+from pipelines.spine import health, store
 from pipelines.spine.events import SCHEMAS, decode_batch, stream_order
 from pipelines.spine.state import LiveState
 from pipelines.spine.streams import FIELD, Batch, Consumer, ensure_group, trim_acknowledged
@@ -162,6 +162,8 @@ class FeedWorker:
         if batch.entries:
             marks[f"applied:{self.consumer.name}"] = batch.entries[-1][0]
         self.state.set_meta(**marks)
+        newest = int(good["ts"].cast(pl.Int64).max() or 0) if not good.is_empty() else 0  # type: ignore[arg-type]
+        health.mark_applied(self.state.r, self.state.prefix, self.feed, newest, now_ms)
         ids = [e for e, _ in batch.entries] + [e for e, _ in batch.poison]
         self.consumer.ack(ids)
         result.dead = dead_all.height

@@ -35,6 +35,7 @@ from pipelines.warnings.model import (
     OPEN_STATUSES,
     REPORTS_SCHEMA,
     SPREAD_SCHEMA,
+    STREAMS_SCHEMA,
     VIDEO_BASELINE_SCHEMA,
     VIDEO_SCHEMA,
     VISITS_SCHEMA,
@@ -141,7 +142,25 @@ class WarningEngine:
             video_baseline=vbase,
             video_baseline_h=vhours,
             **self.read_work(now_ms),
+            streams=self.read_streams(now_ms),
         )
+
+    def read_streams(self, now_ms: int) -> pl.DataFrame:
+        """Each feed's pipeline health (lag, oldest pending age, restarts) for ``system``."""
+        from pipelines.spine.health import read_health
+
+        rows = [
+            {
+                "feed": h.feed,
+                "lag": h.lag,
+                "pending": h.pending,
+                "pending_age_s": h.pending_age_s(now_ms),
+                "restarts_1h": h.restarts_within(now_ms),
+                "event_ms": h.event_ms,
+            }
+            for h in read_health(self.r, self.settings, now_ms).values()
+        ]
+        return pl.DataFrame(rows, schema=STREAMS_SCHEMA)
 
     def _incremental(self, now_ms: int, hi: int, full_ms: int, cached: object) -> bool:
         """Whether this read may extend the cache (else: rebuild it from SQL)."""

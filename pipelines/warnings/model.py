@@ -53,6 +53,9 @@ class RuleConfig(WarningSettings):
 
     timezone: str = "Asia/Shanghai"
     online_minutes: int = 10  # a worker is online when seen within this many minutes
+    stale_lag: int = 1000  # [live]: a feed's group lag beyond this is a stalled pipeline
+    stale_pending_s: int = 60  # [live]: its oldest pending entry older than this, too
+    stale_restarts_hour: int = 3  # [live]: this many worker restarts in an hour: crash loop
 
     @classmethod
     def of(cls, settings: Settings) -> RuleConfig:
@@ -60,6 +63,9 @@ class RuleConfig(WarningSettings):
             **dataclasses.asdict(settings.warnings),
             timezone=settings.live.timezone,
             online_minutes=settings.live.online_minutes,
+            stale_lag=settings.live.stale_lag,
+            stale_pending_s=settings.live.stale_pending_s,
+            stale_restarts_hour=settings.live.stale_restarts_hour,
         )
 
     @property
@@ -207,6 +213,17 @@ SPREAD_SCHEMA = {
 }
 
 
+# the pipelines' health per feed (read from Redis by the engine; see pipelines/spine/health.py)
+STREAMS_SCHEMA = {
+    "feed": pl.String,
+    "lag": pl.Int64,
+    "pending": pl.Int64,
+    "pending_age_s": pl.Int64,  # age of the oldest pending entry (0: none pending)
+    "restarts_1h": pl.Int64,  # worker restarts within the last hour
+    "event_ms": pl.Int64,  # newest applied event (0: never)
+}
+
+
 def empty(schema: Mapping[str, Any]) -> pl.DataFrame:
     return pl.DataFrame(schema=dict(schema))
 
@@ -254,6 +271,7 @@ class RuleInputs:
     video_baseline_h: float = 0.0  # how many of those hours hold history at all
     away: pl.DataFrame = field(default_factory=lambda: empty(AWAY_SCHEMA))  # left_grid
     spread: pl.DataFrame = field(default_factory=lambda: empty(SPREAD_SCHEMA))  # idle
+    streams: pl.DataFrame = field(default_factory=lambda: empty(STREAMS_SCHEMA))  # system
 
 
 @dataclass(frozen=True)

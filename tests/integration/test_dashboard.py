@@ -187,7 +187,8 @@ def test_refresh_callback_as_a_plain_function(filled: Filled) -> None:
         out = refresh(0, "open", [], b.city.city_id, None, "zh-CN")
         hideout, url, _legend, kpis, trend, cats, _hot, ticker, markers, stale, fresh, last = out
         assert len(hideout["values"]) == 11 and url == f"/geo/area/{b.city.city_id}.json"
-        assert len(kpis) == 9 and stale == "" and "秒前更新" in fresh and last
+        assert len(kpis) == 9 and stale == "" and "上报" in fresh and last
+        assert "前更新" in fresh and "暂无数据" not in fresh  # each feed's own age
         assert trend["data"][0]["y"] is not None and len(cats["data"][0]["x"]) == 8
         assert ticker and markers["features"] == []
         grids = refresh(0, "coverage", ["all"], b.city.city_id, None, "en")

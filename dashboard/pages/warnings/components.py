@@ -166,7 +166,7 @@ def _fmt(v: Any, lang: str) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{_fmt(k, lang)} {_fmt(x, lang)}" for k, x in v.items())
     text = str(v)
-    for prefix in ("cat.", "label.", "step."):
+    for prefix in ("cat.", "label.", "step.", "feed.", "stale."):
         got = t(prefix + text, lang)
         if got != prefix + text:
             return got

@@ -18,6 +18,7 @@ from pipelines.warnings.rules.fusion import fuse
 from pipelines.warnings.rules.patrol import rule_idle, rule_left_grid, rule_patrol_gap
 from pipelines.warnings.rules.reports import rule_recurrence, rule_surge, rule_threshold
 from pipelines.warnings.rules.sla import rule_sla
+from pipelines.warnings.rules.system import rule_system
 from pipelines.warnings.rules.video import rule_video_cluster
 
 RULES: dict[str, Rule] = {
@@ -29,6 +30,7 @@ RULES: dict[str, Rule] = {
     "recurrence": rule_recurrence,
     "left_grid": rule_left_grid,
     "idle": rule_idle,
+    "system": rule_system,
 }
 
 

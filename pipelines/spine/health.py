@@ -1,0 +1,205 @@
+"""Feed health: how fresh each feed's applied data is and whether its pipeline keeps up.
+
+Written by the pipelines (per-feed "last applied" record, worker restart times), read
+by the dashboard (freshness per feed), the warnings engine (the ``system`` rule) and
+``wangge status``. The decisions are pure functions of a :class:`FeedHealth` and the
+clock value; the Redis reads and writes are thin.
+
+Redis keys (P = prefix):
+
+    P:live:feeds              hash   <feed>:event_ms (newest applied event time),
+                                     <feed>:applied_ms (when a batch was last applied)
+    P:live:restarts:<feed>    zset   one member per worker restart, scored by its time
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+FEEDS = ("reports", "locations", "video")
+HOUR_MS = 3_600_000
+LAG_SCAN_CAP = 10_000  # when Redis cannot tell a group's lag, count at most this many
+
+
+def feeds_key(prefix: str) -> str:
+    return f"{prefix}:live:feeds"
+
+
+def restarts_key(prefix: str, feed: str) -> str:
+    return f"{prefix}:live:restarts:{feed}"
+
+
+# Keep the newest event time (a redelivered or late batch never moves it back).
+_MARK = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+def mark_applied(r: redis.Redis, prefix: str, feed: str, event_ms: int, applied_ms: int) -> None:
+    """Record that a batch of ``feed`` was applied at ``applied_ms``; ``event_ms`` is the
+    newest event time in it (0 when the batch applied nothing new)."""
+    r.eval(
+        _MARK, 1, feeds_key(prefix), f"{feed}:event_ms", event_ms, f"{feed}:applied_ms", applied_ms
+    )
+
+
+def record_restart(r: redis.Redis, prefix: str, feed: str, now_ms: int, name: str = "") -> None:
+    """One worker restart of ``feed`` at ``now_ms``; entries older than a day are dropped."""
+    key = restarts_key(prefix, feed)
+    pipe = r.pipeline()
+    pipe.zadd(key, {f"{now_ms}:{name}": now_ms})
+    pipe.zremrangebyscore(key, "-inf", now_ms - 24 * HOUR_MS)
+    pipe.expire(key, 2 * 24 * 3600)
+    pipe.execute()
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    """What is known about one feed at one moment (all times epoch ms; 0 = never)."""
+
+    feed: str
+    length: int = 0  # entries in the stream
+    lag: int = 0  # entries the group has not yet read
+    pending: int = 0  # read but not acknowledged
+    oldest_pending_ms: int = 0  # entry time of the oldest pending entry (0 = none)
+    event_ms: int = 0  # newest applied event
+    applied_ms: int = 0  # last batch applied
+    restarts: tuple[int, ...] = ()  # worker restart times
+    dead: dict[str, int] = field(default_factory=dict)  # dead letters by reason
+
+    def pending_age_s(self, now_ms: int) -> int:
+        return max(0, (now_ms - self.oldest_pending_ms) // 1000) if self.oldest_pending_ms else 0
+
+    def event_age_s(self, now_ms: int) -> int | None:
+        return max(0, (now_ms - self.event_ms) // 1000) if self.event_ms else None
+
+    def restarts_within(self, now_ms: int, window_ms: int = HOUR_MS) -> int:
+        return sum(1 for t in self.restarts if now_ms - window_ms < t <= now_ms)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a feed counts as stale (``[live]``) and when restarts mean a crash loop."""
+
+    max_lag: int = 1000
+    max_pending_s: int = 60
+    max_restarts_hour: int = 3
+
+
+def stale_reasons(h: FeedHealth, th: Thresholds, now_ms: int) -> list[str]:
+    """Why ``h`` is stale (empty: it keeps up): ``lag``, ``pending``, ``restarts``."""
+    out = []
+    if h.lag > th.max_lag:
+        out.append("lag")
+    if h.pending and h.pending_age_s(now_ms) > th.max_pending_s:
+        out.append("pending")
+    if h.restarts_within(now_ms) >= th.max_restarts_hour:
+        out.append("restarts")
+    return out
+
+
+def is_stale(h: FeedHealth, th: Thresholds, now_ms: int) -> bool:
+    return bool(stale_reasons(h, th, now_ms))
+
+
+def thresholds_of(settings: Any) -> Thresholds:
+    live = settings.live
+    return Thresholds(
+        max_lag=live.stale_lag,
+        max_pending_s=live.stale_pending_s,
+        max_restarts_hour=live.stale_restarts_hour,
+    )
+
+
+# -------------------------------------------------------------------- reads
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _id_ms(entry_id: str) -> int:
+    return int(entry_id.split("-")[0])
+
+
+def _group_state(r: redis.Redis, key: str, group: str) -> tuple[int, int, int]:
+    """(lag, pending, oldest pending entry ms) of ``group`` on stream ``key``."""
+    try:
+        groups = r.xinfo_groups(key)
+    except redis.ResponseError:  # no stream yet
+        return 0, 0, 0
+    for g in groups:
+        if _s(g["name"]) != group:
+            continue
+        lag_v = g.get("lag")
+        if lag_v is None:  # Redis cannot tell after trims: count what follows last-delivered
+            last = _s(g["last-delivered-id"])
+            after: Any = r.xrange(key, min=f"({last}", max="+", count=LAG_SCAN_CAP)
+            lag_v = len(after)
+        pending = int(g["pending"])
+        oldest = 0
+        if pending:
+            summary = r.xpending(key, group)
+            low = summary.get("min") if summary else None
+            oldest = _id_ms(_s(low)) if low else 0
+        return int(lag_v), pending, oldest
+    # no group yet: nothing has been read
+    return int(r.xlen(key)), 0, 0
+
+
+def read_health(r: redis.Redis, settings: Any, now_ms: int) -> dict[str, FeedHealth]:
+    """Every feed's health (a handful of Redis calls)."""
+    prefix = settings.redis.prefix
+    group = settings.streams.group
+    marks = {_s(k): int(_s(v)) for k, v in r.hgetall(feeds_key(prefix)).items()}
+    dead = _dead_by_reason(r, prefix)
+    out = {}
+    for feed in FEEDS:
+        key = f"{prefix}:{getattr(settings.streams, feed)}"
+        lag, pending, oldest = _group_state(r, key, group)
+        restarts = r.zrangebyscore(restarts_key(prefix, feed), now_ms - 24 * HOUR_MS, now_ms)
+        out[feed] = FeedHealth(
+            feed=feed,
+            length=int(r.xlen(key)),
+            lag=lag,
+            pending=pending,
+            oldest_pending_ms=oldest,
+            event_ms=marks.get(f"{feed}:event_ms", 0),
+            applied_ms=marks.get(f"{feed}:applied_ms", 0),
+            restarts=tuple(int(_s(m).split(":")[0]) for m in restarts),
+            dead=dead.get(feed, {}),
+        )
+    return out
+
+
+def _dead_by_reason(r: redis.Redis, prefix: str) -> dict[str, dict[str, int]]:
+    """feed → reason → dead letters (from the live ``dl_count`` counters)."""
+    raw = r.hgetall(f"{prefix}:live:dl_count")
+    out: dict[str, dict[str, int]] = {}
+    for k, v in raw.items():
+        stream, sep, reason = _s(k).partition("|")
+        if sep:  # the other fields are totals per reason over every stream
+            out.setdefault(stream, {})[reason] = int(_s(v))
+    return out
+
+
+def freshness_rows(
+    feeds: dict[str, FeedHealth], th: Thresholds, now_ms: int
+) -> list[dict[str, Any]]:
+    """Per feed, in ``FEEDS`` order: the newest applied event's age (None: never) and why
+    the feed is stale (empty: it keeps up). JSON-ready (shared between viewers)."""
+    return [
+        {
+            "feed": f,
+            "age_s": feeds[f].event_age_s(now_ms),
+            "why": stale_reasons(feeds[f], th, now_ms),
+        }
+        for f in FEEDS
+        if f in feeds
+    ]
