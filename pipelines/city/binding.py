@@ -58,6 +58,7 @@ CITY_TABLES = (
     "warnings",
     "warning_actions",
     "scorecard_snapshots",
+    "report_rejects",
 )
 KEPT_TABLES = ("users", "login_failures", "wall_tokens", "audit_log", "city_binding")
 

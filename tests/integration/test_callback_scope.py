@@ -196,7 +196,6 @@ def seed(settings: Settings, city: City, r: redis.Redis, engine: Engine, now: fl
         publish(r, w.consumer.stream, [orjson.dumps(p) for p in payloads])
         while w.step().acked:
             pass
-        w.flush_positions()
     live = live_state(r, settings)
     assert live.deadletter_counts() == {}, "a canary event was refused by the pipeline"
     ClockJob(settings, city, live, r, clock).tick()
