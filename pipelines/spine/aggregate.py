@@ -95,6 +95,8 @@ def video_rows(df: pl.DataFrame) -> list[tuple[Any, ...]]:
         ).iter_rows()
     ]
     df = df.with_columns(ticker=pl.Series(tick, dtype=pl.Binary))
+    rev = pl.col("revision").cast(pl.String) if "revision" in df.columns else pl.lit(None)
+    df = df.with_columns(revision=rev.fill_null(""))
     return list(df.select(VIDEO_FIELDS).iter_rows())
 
 
@@ -181,7 +183,7 @@ def report_history(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def video_history(df: pl.DataFrame) -> pl.DataFrame:
-    return df.rename({"ts": "ts_ms"})
+    return df.rename({"ts": "ts_ms", "end_ts": "end_ms"}, strict=False)
 
 
 def online_counts(grid_ids: list[str], grids: pl.DataFrame) -> dict[str, int]:

@@ -49,6 +49,7 @@ def live_state(r: redis.Redis, s: Settings) -> LiveState:
 @dataclass
 class BatchResult:
     applied: int = 0
+    updated: int = 0  # video: later revisions of known alerts, applied in place
     redelivered: int = 0
     dead: int = 0
     acked: int = 0
@@ -257,8 +258,10 @@ class FeedWorker:
         for code, reason in rejects.items():
             dead.append(_dead_of(good.filter(pl.col("_st") == code), payloads, reason, ""))
         result.applied = int((good["_st"] == "A").sum())
+        result.updated = int((good["_st"] == "U").sum())
         result.redelivered = int((good["_st"] == "R").sum())
-        return good.filter(pl.col("_st").is_in(["A", "R"])).drop("_st")
+        # S (a stale revision of a known alert) has no effect: acknowledged, not stored.
+        return good.filter(pl.col("_st").is_in(["A", "R", "U"])).drop("_st")
 
     # ---------------------------------------------------------------- sinks
 

@@ -18,6 +18,7 @@ P:d:<YYYYMMDD>:<metric>         hash    per local day: reports, resolved, closed
                                         closed_level ("area_id|x" → n)
 P:d:<YYYYMMDD>:patrolled        set     grids visited by a worker that day
 P:d:<YYYYMMDD>:vseen            hash    alert_id → stream entry id (video dedupe)
+P:d:<YYYYMMDD>:vrev             hash    alert_id → latest applied revision (updates)
 P:m:<epoch_minute>              hash    "r|area_id" reports, "v|area_id" video alerts
 P:h:<epoch_hour>                hash    the same per hour (24-hour trend)
 P:live:ticker:<area_id>         list    latest events (JSON), city / district / street
@@ -221,25 +222,41 @@ REPORT_FIELDS = (
     "ticker",
 )
 
-# ARGV: prefix, ticker length, day ttl, bucket ttl, then 11 fields per alert.
-# Returns A applied, R redelivered, D duplicate alert id.
+# ARGV: prefix, ticker length, day ttl, bucket ttl, then 12 fields per alert.
+# Returns A applied, R redelivered, D duplicate alert id, U update of a known alert (a
+# higher revision: counted once already, nothing counted again), S stale update (a
+# revision at or below one already applied arriving late: no effect).
 _VIDEO_LUA = """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local touched, tickers = {}, {}
 local out = {}
-local n = (#ARGV - 4) / 11
+local n = (#ARGV - 4) / 12
 for i = 0, n - 1 do
-  local b = 4 + i * 11
+  local b = 4 + i * 12
   local aid, entry, label = ARGV[b+1], ARGV[b+2], ARGV[b+3]
   local chain = {ARGV[b+4], ARGV[b+5], ARGV[b+6], ARGV[b+7]}
   local d, minute, hour, tick = ARGV[b+8], ARGV[b+9], ARGV[b+10], ARGV[b+11]
-  local seen = P..':d:'..d..':vseen'
+  local rev = ARGV[b+12]
+  local seen, vrev = P..':d:'..d..':vseen', P..':d:'..d..':vrev'
   local prev = redis.call('HGET', seen, aid)
   if prev then
-    if prev == entry then out[#out+1] = 'R' else out[#out+1] = 'D' end
+    if prev == entry then out[#out+1] = 'R'
+    elseif rev == '' then out[#out+1] = 'D'
+    else
+      local last = tonumber(redis.call('HGET', vrev, aid) or '-1')
+      local r = tonumber(rev)
+      if r > last then
+        out[#out+1] = 'U'
+        redis.call('HSET', seen, aid, entry)
+        redis.call('HSET', vrev, aid, rev)
+        touched[vrev] = DTTL
+      elseif r == last then out[#out+1] = 'D'
+      else out[#out+1] = 'S' end
+    end
   else
     out[#out+1] = 'A'
     redis.call('HSET', seen, aid, entry)
+    if rev ~= '' then redis.call('HSET', vrev, aid, rev); touched[vrev] = DTTL end
     local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
     touched[seen] = DTTL; touched[dv] = DTTL; touched[dl] = DTTL
     touched[P..':m:'..minute] = BTTL; touched[P..':h:'..hour] = BTTL
@@ -272,6 +289,7 @@ VIDEO_FIELDS = (
     "minute",
     "hour",
     "ticker",
+    "revision",  # "" when the producer sends none (then a reused alert id is a duplicate)
 )
 
 # ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),

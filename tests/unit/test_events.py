@@ -71,6 +71,8 @@ CASES = [
     ("video", video(lon=118.8), "missing_field"),
     ("video", video(label="ufo"), "unknown_category"),
     ("video", video(score=1.5), "out_of_range"),
+    ("video", video(revision=7, end_ts=NOW - 10), None),  # an update of an alert
+    ("video", video(revision=-1), "out_of_range"),
 ]
 
 
