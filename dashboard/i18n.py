@@ -349,6 +349,7 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Tracks are kept for {days} days; pick a more recent day",
     ),
     "work.export.limited": ("导出过于频繁，请稍后再试。", "Too many exports; try again shortly."),
+    "work.mock_gps": ("模拟定位", "mock GPS"),
 }
 
 

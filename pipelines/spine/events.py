@@ -126,6 +126,7 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         Field("accuracy", pl.Float64, required=False, lo=0.0, hi=10000.0),
         Field("speed", pl.Float64, required=False, lo=0.0, hi=100.0),
         Field("battery", pl.Float64, required=False, lo=0.0, hi=100.0),
+        Field("mock", pl.Boolean, required=False),  # the phone reports a simulated (mock) fix
     ),
     "video": (
         Field("alert_id", pl.String, max_len=_ID),
@@ -273,8 +274,10 @@ def _slow_frame(
     for f in fields:
         raw = [(o or empty).get(f.name) for o in parsed]
         present = pl.Series([v is not None for v in raw], dtype=pl.Boolean)
-        # Booleans are JSON's own type, never a number here.
-        values = [None if isinstance(v, bool | list | dict) else v for v in raw]
+        if f.dtype == pl.Boolean:  # only JSON's own true / false
+            values = [v if isinstance(v, bool) else None for v in raw]
+        else:  # booleans are JSON's own type, never a number here
+            values = [None if isinstance(v, bool | list | dict) else v for v in raw]
         cols[f.name] = pl.Series(f.name, values, dtype=f.dtype, strict=False)
         cols[f"_has_{f.name}"] = present
     return pl.DataFrame(cols)

@@ -139,6 +139,7 @@ track_points = Table(
     Column("accuracy", Float),
     Column("speed", Float),
     Column("battery", Float),
+    Column("mock", Boolean),  # the phone reported a simulated (mock) location
     Index("ix_track_points_ts", "ts_ms"),
 )
 

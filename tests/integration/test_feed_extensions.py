@@ -1,6 +1,9 @@
-"""One video alert updated in place: later revisions of an alert id change the stored
-alert (score, end) without counting it again; an equal revision from another entry is a
-duplicate, a lower one arriving late has no effect; rebuild-live restores the same."""
+"""What the ingest gateway needs of the feeds, end to end on a real Redis and SQL.
+
+* One video alert updated in place: later revisions of an alert id change the stored
+  alert (score, end) without counting it again; an equal revision from another entry is
+  a duplicate, a lower one arriving late has no effect; rebuild-live restores the same.
+* A phone's mock (simulated) location is recorded as such, live and in SQL."""
 
 from __future__ import annotations
 
@@ -112,3 +115,24 @@ def test_out_of_order_revisions_end_at_the_highest(settings, city, index, rclien
     res = w.step()
     assert (res.applied, res.updated, res.dead) == (1, 1, 0)  # 7 after 9 is stale
     assert store.read_frame(engine, select(store.video_alerts))["score"].to_list() == [0.9]
+
+
+def test_mock_location_is_recorded_live_and_in_sql(settings, city, index, rclient, engine) -> None:
+    """A phone's mock (simulated) fix: kept as the worker's position, marked mock."""
+    from pipelines.gridwork.tracks import positions_frame
+
+    g = (city.grids["lon"][3], city.grids["lat"][3])
+    w = make_worker("locations", settings, city, index, rclient, engine, "loc-t")
+    key = f"{settings.redis.prefix}:{settings.streams.locations}"
+    pings = [
+        dict(worker_id="W1", ts=NOW - 5000, lon=g[0], lat=g[1], mock=True),
+        dict(worker_id="W2", ts=NOW - 5000, lon=g[0], lat=g[1]),
+    ]
+    publish(rclient, key, [encode(p) for p in pings])
+    w.step()
+    pos = {k: agg.unpack_position(v) for k, v in w.state.positions().items()}
+    assert (pos["W1"]["mock"], pos["W2"]["mock"]) == (True, False)
+    frame = positions_frame(w.state.positions_raw()).sort("worker_id")
+    assert frame["mock"].to_list() == [True, False]
+    points = store.read_frame(engine, select(store.track_points)).sort("worker_id")
+    assert points["mock"].to_list() == [True, None]
