@@ -48,7 +48,10 @@ def test_get_query_fix_is_written_once(env, city) -> None:
     """[TQ] a GET with query parameters; the same fix re-sent is a duplicate."""
     c, s = env["c"], env["s"]
     _, lon, lat = grid(city, 0)
-    url = f"/?key={env['phone']}&id=48241179&lat={lat}&lon={lon}&timestamp={NOW // 1000}&speed=10&batt=87"
+    url = (
+        f"/?key={env['phone']}&id=48241179&lat={lat}&lon={lon}&timestamp={NOW // 1000}"
+        "&speed=10&batt=87"
+    )
     for _ in range(3):
         r = c.get(url)
         assert r.status_code == 200 and r.content == b""
@@ -116,7 +119,10 @@ def test_sdk_form_post_and_push_token(env, city) -> None:
 
 def test_fix_without_coordinates_is_acknowledged_not_written(env) -> None:
     """[TQ] cell towers / Wi-Fi only: Traccar decodes it (verifyNotNull); not a position."""
-    url = f"/?key={env['phone']}&id=48241179&timestamp=1377177267&cell=257,02,16,2224&wifi=00-14-22-01-23-45,-80"
+    url = (
+        f"/?key={env['phone']}&id=48241179&timestamp=1377177267&cell=257,02,16,2224"
+        "&wifi=00-14-22-01-23-45,-80"
+    )
     assert env["c"].get(url).status_code == 200
     assert stream(env["r"], env["s"], "locations") == []
 
