@@ -74,3 +74,30 @@ def credential(engine: Engine, city: City, kind: str, **kw: Any) -> str:
 def stream(r: redis.Redis, settings: Settings, feed: str) -> list[dict[str, Any]]:
     key = f"{settings.redis.prefix}:{getattr(settings.streams, feed)}"
     return [orjson.loads(f[b"data"]) for _, f in r.xrange(key)]
+
+
+def mqtt_broker_url(tmp_factory: Any) -> Iterator[str]:
+    """The broker at MQTT_URL when set, else an embedded one (mosquitto, or amqtt)."""
+    import os
+
+    from pipelines.gateway.broker import EmbeddedBroker
+
+    url = os.environ.get("MQTT_URL")
+    if url:
+        yield url
+        return
+    broker = EmbeddedBroker(tmp_factory.mktemp("mqtt")).start()
+    try:
+        yield broker.url
+    finally:
+        broker.stop()
+
+
+def wait_for(predicate: Any, timeout_s: float = 10.0) -> Any:
+    """Poll a condition (never a fixed sleep); returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = predicate()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)

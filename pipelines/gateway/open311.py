@@ -155,7 +155,7 @@ STATUS_NOTES: dict[str, str] = {
     "reported": "已上报，待受理 (reported)",
     "accepted": "已受理 (accepted)",
     "dispatched": "已派遣 (dispatched)",
-    "handling": "处置中 (being handled)",
+    "handling": "处置中 (handling)",
     "escalated": "已上报升级 (escalated)",
     "returned": "退回重办 (returned for rework)",
     "resolved": "已办结，待核查 (resolved, awaiting verification)",
@@ -211,7 +211,8 @@ def document(root: str, body: Any, fmt: str, status: int = 200) -> Response:
 
 
 def format_of(request: Request) -> str:
-    fmt = request.path_params.get("format") or ""
+    """The answer's format: the path's suffix (XML, the spec's required one, otherwise)."""
+    fmt = request.path_params.get("format") or request.url.path.rsplit(".", 1)[-1]
     return "json" if fmt == "json" else "xml"
 
 
