@@ -140,7 +140,7 @@ def test_scope_and_errors(env, city) -> None:
 
 
 def test_address_id_is_a_grid(env, city) -> None:
-    g, lon, lat = grid(city, 0)
+    g = grid(city, 0)[0]
     f = form(env, city)
     del f["lat"], f["long"]
     r = env["c"].post(f"{BASE}/requests.json", data={**f, "address_id": g})
