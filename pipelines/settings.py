@@ -289,7 +289,7 @@ class GatewaySettings:
     workers: int = 1  # uvicorn worker processes
     max_body_bytes: int = 1_048_576  # larger bodies: 413 before parsing
     max_batch: int = 1000  # events in one request
-    credential_cache_s: float = 5.0
+    credential_cache_s: float = 30.0
     phone_rate_per_minute: int = 600
     fleet_rate_per_minute: int = 600_000
     camera_rate_per_minute: int = 6000

@@ -9,11 +9,13 @@ city, caches) is built in the lifespan, once per worker process.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -22,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from pipelines.city.geography import City, GridIndex, load_city
-from pipelines.gateway import credentials as _credentials  # noqa: F401 (registers its table)
+from pipelines.gateway import credentials as cr
 from pipelines.gateway.core import Gateway
 from pipelines.gateway.errors import GatewayError
 from pipelines.gateway.registry import METHODS, builtins
@@ -98,7 +100,13 @@ def create_app(
         c = city or load_city(s.geo)
         r = aioredis.Redis.from_url(s.redis.url, health_check_interval=30)
         gw = Gateway(s, r, eng, c, GridIndex(c), clock=clock)
+        # the revocation counter before the snapshot, so a later revocation is noticed (with
+        # Redis down, requests get 503 until it is back, and the counter is read then)
+        with contextlib.suppress(redis.RedisError, OSError):
+            gw.creds.generation = int(await r.get(cr.generation_key(s.redis.prefix)) or 0)
+        gw.creds.replace_snapshot(cr.load_active(eng), gw.creds.clock())
         app.state.gateway = gw
+        gc.freeze()  # the city and caches built so far: never traversed by the collector again
         try:
             yield
         finally:

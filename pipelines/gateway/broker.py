@@ -54,6 +54,9 @@ class EmbeddedBroker:
             conf = self.workdir / "mosquitto.conf"
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                # a burst of camera events is queued for the subscriber, not dropped (the
+                # default keeps 1,000 QoS 1 messages per client)
+                "max_queued_messages 1000000\nmax_inflight_messages 100\n"
                 f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             )
             return [binary, "-c", str(conf)]

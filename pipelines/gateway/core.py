@@ -69,6 +69,7 @@ class Gateway:
     limiter: AsyncLimiter = field(init=False)
     publisher: AsyncPublisher = field(init=False)
     _reloading: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _snapshot_task: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         gs = self.settings.gateway
@@ -100,13 +101,16 @@ class Gateway:
         when this client address failed too often."""
         gs = self.settings.gateway
         fail_bucket = f"gwfail:{client}"
-        try:
-            failed = await self.r.get(f"{self.prefix}:rl:{fail_bucket}:n")
-        except redis.RedisError as exc:
-            raise unavailable(exc) from exc
-        if failed is not None and int(failed) >= gs.auth_failures_per_minute:
-            raise GatewayError(429, "too_many_failures", "too many failed authentications")
-        cred = await self.credential(secret) if secret else None
+        self.refresh_credentials()
+        hit, cred = self.creds.get(secret) if secret else (False, None)
+        if not hit:  # a look-up in SQL: not for an address that failed too often
+            try:
+                failed = await self.r.get(f"{self.prefix}:rl:{fail_bucket}:n")
+            except redis.RedisError as exc:
+                raise unavailable(exc) from exc
+            if failed is not None and int(failed) >= gs.auth_failures_per_minute:
+                raise GatewayError(429, "too_many_failures", "too many failed authentications")
+            cred = await self.credential(secret) if secret else None
         if cred is None or cred.revoked:
             try:
                 v = await self.limiter.hit(
@@ -121,12 +125,30 @@ class Gateway:
         return cred
 
     async def credential(self, secret: str) -> cr.Credential | None:
+        self.refresh_credentials()
         hit, cred = self.creds.get(secret)
         if hit:
             return cred
         cred = await run_in_threadpool(cr.lookup, self.engine, secret)
         self.creds.put(secret, cred)
         return cred
+
+    def refresh_credentials(self) -> None:
+        """Re-read the snapshot of live credentials in the background when it is due
+        (requests go on with the previous one, or single look-ups, meanwhile)."""
+        if self.creds.snapshot_due() and self._snapshot_task is None:
+            self._snapshot_task = asyncio.get_running_loop().create_task(self._load_snapshot())
+
+    async def _load_snapshot(self) -> None:
+        taken = self.creds.clock()
+        try:
+            snap = await run_in_threadpool(cr.load_active, self.engine)
+            self.creds.replace_snapshot(snap, taken)
+        except Exception as exc:  # SQL down: single look-ups go on; retried when due
+            log.warning("credential snapshot: %s", exc)
+            self.creds.snapshot_at = taken
+        finally:
+            self._snapshot_task = None
 
     async def admit(self, cred: cr.Credential, secret: str, cost: int) -> None:
         """The credential's rate limit (cost = events); re-checks a cached credential when
@@ -138,8 +160,7 @@ class Gateway:
             )
         except redis.RedisError as exc:
             raise unavailable(exc) from exc
-        self.creds.seen_generation(v.generation)
-        if v.generation != gen_before:
+        if self.creds.seen_generation(v.generation) or v.generation != gen_before:
             fresh = await self.credential(secret)
             if fresh is None or fresh.revoked:
                 raise GatewayError(401, "unauthorized", "unknown or revoked key")

@@ -277,6 +277,14 @@ def revoke(engine: Engine, credential_id: str, *, now_ms: int, actor: str) -> Cr
     return cred
 
 
+def load_active(engine: Engine) -> dict[str, Credential]:
+    """Every live credential by its secret's hash (one query; a gateway's snapshot)."""
+    t = gateway_credentials
+    with engine.connect() as conn:
+        rows = conn.execute(select(t).where(t.c.revoked_ms.is_(None))).all()
+    return {r._mapping["secret_hash"]: _of(r) for r in rows}
+
+
 def lookup(engine: Engine, secret: str) -> Credential | None:
     """The credential of a secret, revoked ones included (None if unknown)."""
     if not secret or len(secret) > MAX_SECRET:
@@ -292,19 +300,31 @@ def lookup(engine: Engine, secret: str) -> Credential | None:
 
 @dataclass
 class CredentialCache:
-    """Secrets → credentials, each trusted ``ttl_s`` after its SQL look-up (misses too,
-    so a flood of bogus keys costs one query per key per period). ``generation`` is the
-    Redis revocation counter last seen; a different one empties the cache."""
+    """What a gateway process knows of the credentials.
+
+    * a snapshot of every live credential (one SQL query, re-read every ``ttl_s``), so a
+      request's key is a dictionary look-up, not a query;
+    * single look-ups for keys not in the snapshot (a key created since), remembered
+      ``ttl_s`` — misses too, so a flood of bogus keys costs one query per key per period;
+    * ``generation``: the Redis revocation counter last seen. A different one drops both
+      at once (a revoked key is refused from the next request on) and the snapshot is
+      re-read."""
 
     ttl_s: float
     clock: Callable[[], float] = time.monotonic
     max_entries: int = 100_000
     generation: int = -1
+    snapshot: dict[str, Credential] = field(default_factory=dict)
+    snapshot_at: float = -1e18
     _entries: OrderedDict[str, tuple[float, Credential | None]] = field(default_factory=OrderedDict)
 
     def get(self, secret: str) -> tuple[bool, Credential | None]:
-        """(hit, credential) — a hit may be a remembered miss (None)."""
-        got = self._entries.get(secret_hash(secret))
+        """(known, credential) — known may be a remembered miss (None)."""
+        key = secret_hash(secret)
+        found = self.snapshot.get(key)
+        if found is not None:
+            return True, found
+        got = self._entries.get(key)
         if got is None or self.clock() - got[0] > self.ttl_s:
             return False, None
         return True, got[1]
@@ -316,10 +336,25 @@ class CredentialCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def seen_generation(self, generation: int) -> None:
-        if generation != self.generation:
-            self._entries.clear()
-            self.generation = generation
+    def snapshot_due(self) -> bool:
+        return self.clock() - self.snapshot_at > self.ttl_s
+
+    def replace_snapshot(self, creds: dict[str, Credential], taken_at: float) -> None:
+        self.snapshot = creds
+        self.snapshot_at = taken_at
+
+    def seen_generation(self, generation: int) -> bool:
+        """Record the revocation counter; True (and everything dropped) if it moved."""
+        if generation == self.generation:
+            return False
+        first = self.generation == -1  # never read (Redis was down at start): drop all too
+        self.generation = generation
+        if first and not self.snapshot and not self._entries:
+            return False
+        self._entries.clear()
+        self.snapshot = {}
+        self.snapshot_at = -1e18
+        return True
 
 
 def generation_key(prefix: str) -> str:

@@ -61,6 +61,7 @@ def serve(settings: Settings, port: int | None = None) -> int:
         "host": gs.host,
         "port": gs.port if port is None else port,
         "log_level": "warning",
+        "access_log": False,
         "http": "httptools",
         "loop": "uvloop" if os.name == "posix" else "auto",
         "proxy_headers": True,
