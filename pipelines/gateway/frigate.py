@@ -173,9 +173,9 @@ def translate(
         tag = "fe"
         extra: dict[str, Any] = {"label": frigate_label}
         if isinstance(after.get("sub_label"), str):
-            extra["sub_label"] = after["sub_label"]
+            extra["sub_label"] = after["sub_label"][:128]
         elif isinstance(after.get("sub_label"), list) and after["sub_label"]:
-            extra["sub_label"] = str(after["sub_label"][0])
+            extra["sub_label"] = str(after["sub_label"][0])[:128]
         zones = after.get("current_zones")
     else:
         severity = after.get("severity")
@@ -219,7 +219,8 @@ def translate(
     if end is not None:
         event["end_ts"] = int(end * 1000)
     event["source"] = "frigate"
-    event["frigate"] = {"type": kind, "id": fid, "camera": camera_name, **extra}
+    extra["label"] = str(extra.get("label", ""))[:64]
+    event["frigate"] = {"type": kind, "id": fid[:128], "camera": camera_name[:128], **extra}
     return Alert(aid, revision, camera, event)
 
 

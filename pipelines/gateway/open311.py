@@ -39,6 +39,7 @@ from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 import orjson
+import redis
 from sqlalchemy import BigInteger, Column, Engine, String, Table, Text, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -728,20 +729,26 @@ async def create_request(request: Request) -> Response:
     await gw.admit(cred, flat.get("api_key") or request.headers.get("x-api-key") or "", 1)
     now = gw.now_ms()
     idem = idempotency_key(cred.credential_id, request.headers.get("idempotency-key"), params)
+    try:
+        first = await gw.r.get(gw.key("o311", idem))
+    except redis.RedisError as exc:
+        raise core.unavailable(exc) from exc
+    if first is not None:  # a retry: the first request's id, nothing written
+        return _created(first.decode() if isinstance(first, bytes) else str(first), req, fmt)
     srid = new_request_id()
     await run_in_threadpool(write_request_row, gw.engine, srid, cred, req, now)
     ev = report_event(req, srid, cred, lon, lat, now)
     ident = Once(gw.key("o311", idem), s.gateway.open311_idempotency_s, srid)
     done = await gw.publish("reports", [Outgoing.of(ev, ident)])
-    srid = done.first(0) if done.duplicates else srid
-    notice = (
-        "已受理接收，将按流程处置 (received; it will be handled through the incident lifecycle)"
-    )
-    return document(
-        "service_requests",
-        [{"service_request_id": srid, "service_notice": notice, "account_id": req.account_id}],
-        fmt,
-    )
+    return _created(done.first(0) if done.duplicates else srid, req, fmt)  # a racing retry
+
+
+NOTICE = "已受理接收，将按流程处置 (received; it will be handled through the incident lifecycle)"
+
+
+def _created(srid: str, req: NewRequest, fmt: str) -> Response:
+    body = [{"service_request_id": srid, "service_notice": NOTICE, "account_id": req.account_id}]
+    return document("service_requests", body, fmt)
 
 
 async def list_requests(request: Request) -> Response:

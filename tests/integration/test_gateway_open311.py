@@ -55,6 +55,7 @@ def env(redis_url: str, prefix: str, db_url: Any, tmp_path: Path, engine, city, 
             "phone": phone,
             "r": rclient,
             "street": street,
+            "engine": engine,
         }
 
 
@@ -100,6 +101,11 @@ def test_post_xml_like_fixmystreet_then_retry(env, city) -> None:
     # a different report is a new request
     other = c.post(f"{BASE}/requests.json", data=form(env, city, description="路灯不亮"))
     assert orjson.loads(other.content)[0]["service_request_id"] != srid
+    # the retry left nothing behind in SQL either (one extras row per request)
+    from pipelines.gateway.open311 import open311_requests
+    from pipelines.spine import store
+
+    assert store.table_count(env["engine"], open311_requests) == 2
 
 
 def test_idempotency_key_header(env, city) -> None:
