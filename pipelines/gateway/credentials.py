@@ -18,10 +18,10 @@ app        Open311 requests (source ``resident``) in its area; reads requests of
 
 Only the sha256 of a secret is stored (the secrets are 192 random bits, so a fast hash
 is enough, as for wall tokens). Creation and revocation are audited in the same
-transaction. A revoked credential is refused at once: every gateway checks SQL at most
-``credential_cache_s`` after its last look-up, and a revocation also bumps a generation
-counter in Redis that every gateway reads with each request's rate-limit call, clearing
-its cache immediately.
+transaction. A revoked credential is refused at once: a revocation bumps a generation
+counter in Redis that every gateway reads with each request's rate-limit call, dropping
+what it knew of the credentials immediately; without Redis (the CLI could not reach it)
+a gateway re-reads SQL at most ``credential_cache_s`` later.
 """
 
 from __future__ import annotations
