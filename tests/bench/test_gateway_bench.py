@@ -313,20 +313,25 @@ def test_frigate_messages_per_second(setup: dict[str, Any], city: City, tmp_path
         ],
     )
     t0 = NOW / 1000 - 600
-    msgs = []
-    for i in range(N_FRIGATE):
-        kind = ("new", "update", "end")[i % 3]
-        after = {
-            "id": f"{t0:.6f}-o{i // 3}",
-            "camera": f"C{(i // 3) % 50:05d}",
-            "label": "fall",
-            "top_score": 0.8,
-            "false_positive": False,
-            "start_time": t0,
-            "frame_time": t0 + i % 3,
-            "end_time": t0 + 9 if kind == "end" else None,
-        }
-        msgs.append(orjson.dumps({"type": kind, "before": None, "after": after}))
+
+    def messages(run: int) -> list[bytes]:
+        """Objects of their own per run (a run's revisions are not the next run's)."""
+        out = []
+        for i in range(N_FRIGATE):
+            kind = ("new", "update", "end")[i % 3]
+            after = {
+                "id": f"{t0:.6f}-r{run}o{i // 3}",
+                "camera": f"C{(i // 3) % 50:05d}",
+                "label": "fall",
+                "top_score": 0.8,
+                "false_positive": False,
+                "start_time": t0,
+                "frame_time": t0 + i % 3,
+                "end_time": t0 + 9 if kind == "end" else None,
+            }
+            out.append(orjson.dumps({"type": kind, "before": None, "after": after}))
+        return out
+
     runs, base = [], []
     with EmbeddedBroker(tmp_path / "mqtt") as broker:
         for run in range(RUNS):
@@ -341,6 +346,7 @@ def test_frigate_messages_per_second(setup: dict[str, Any], city: City, tmp_path
             )
             stream = f"{s.redis.prefix}:{s.streams.video}"
             r.delete(stream)
+            msgs = messages(run)
             sub = FrigateSubscriber(s, r, engine)
             sub.start()
             assert sub.connected.wait(10)
