@@ -379,6 +379,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wfield.lag": ("积压条数", "Backlog (entries)"),
     "wfield.pending_age_s": ("最早未确认（秒）", "Oldest pending (s)"),
     "wfield.restarts_1h": ("近 1 小时重启次数", "Restarts in the last hour"),
+    "work.mock_gps": ("模拟定位", "mock GPS"),
 }
 
 

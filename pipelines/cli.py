@@ -209,8 +209,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _start_simulator(
-    rt: Runtime, city: geo.City, stop: threading.Event, speed: float | None = None
+    rt: Runtime,
+    city: geo.City,
+    stop: threading.Event,
+    speed: float | None = None,
+    gateway_url: str | None = None,
 ) -> threading.Thread:
+    """The simulator, writing the streams, or (``gateway_url``) driving the gateway."""
     from pipelines.city import simulator as simulate
     from pipelines.spine.streams import publish
 
@@ -220,18 +225,32 @@ def _start_simulator(
     prefix = s.redis.prefix
     streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}
 
-    def sink(feed: str, payloads: list[bytes]) -> None:
+    def direct(feed: str, payloads: list[bytes]) -> None:
         publish(rt.r, streams[feed], payloads)
+
+    sink = _gateway_sink(s, rt.engine, city, gateway_url) if gateway_url else direct
 
     def loop() -> None:
         while not stop.is_set():
             try:
                 simulate.run_live(sim, sink, speed or s.simulate.speed, stop)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("simulator: %s", exc)
                 stop.wait(1.0)
 
     return _thread(loop, "simulator")
+
+
+def _gateway_sink(
+    s: Settings, engine: Engine, city: geo.City, url: str
+) -> Callable[[str, list[bytes]], None]:
+    """Phones over OsmAnd, cameras over Frigate (MQTT when a broker is set), the hotline's
+    events over the batch API — with fresh city-wide simulator keys."""
+    from pipelines.gateway.feeder import GatewayFeeder, simulator_keys
+
+    keys = simulator_keys(engine, city, int(time.time() * 1000))
+    g = s.gateway
+    return GatewayFeeder(url, keys, g.mqtt_url, g.frigate_topic_prefix, g.max_batch)
 
 
 def _store_registries(engine: Engine, sim: Any) -> None:
@@ -306,26 +325,114 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         check_city(rt, city)
         sync_areas(rt.engine, city)
         sup = _pipelines(rt, city, stop)
+        gateway = _GatewayProcess.start(rt, args.gateway_port)
+        s = gateway.settings
+        gw_url = gateway.url
+        print(f"  gateway   {gw_url} (OsmAnd · Open311 · Frigate · batch; docs {gw_url}docs)")
+        if s.gateway.mqtt_url:
+            kind = f"embedded {gateway.broker.kind}" if gateway.broker else "broker"
+            print(f"  mqtt      {kind} at {s.gateway.mqtt_url} (Frigate subscriber)", flush=True)
         if s.run.simulate and not args.no_simulate:
-            _start_simulator(rt, city, stop)
+            through = s.gateway.simulate_through and gateway.wait_ready()
+            rt.settings = s
+            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None)
             print(
                 f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
-                f"speed ×{s.simulate.speed}",
+                f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
                 flush=True,
             )
         server = _serve_dashboard(s, args.port)
         url = f"http://{s.dashboard.host}:{server.server_port}/"
         _print_demo_accounts(rt.engine, city, url)
-        print(f"\n  ➜ Dashboard: {url}\n", flush=True)
+        print(f"\n  ➜ Dashboard: {url}\n  ➜ Gateway:   {gw_url}\n", flush=True)
         try:
             while not stop.wait(1.0):
                 sup.poll()
+                gateway.poll()
         finally:
             print("stopping…", flush=True)
             server.shutdown()
+            gateway.stop()
             sup.stop()
     print("stopped.", flush=True)
     return 0
+
+
+@dataclass
+class _GatewayProcess:
+    """``wangge gateway`` as a child process of ``wangge run`` (restarted if it dies),
+    with an embedded MQTT broker when none is configured."""
+
+    settings: Settings
+    env: dict[str, str]
+    port: int
+    broker: Any = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, rt: Runtime, port: int | None) -> _GatewayProcess:
+        from pipelines.gateway.broker import EmbeddedBroker
+        from pipelines.gateway.server import free_port, port_free
+
+        s = rt.settings
+        g = s.gateway
+        broker = None
+        if not g.mqtt_url and g.mqtt_embedded:
+            broker = EmbeddedBroker(s.path(s.run.var_dir) / "mqtt").start()
+            g = dataclasses.replace(g, mqtt_url=broker.url)
+        want = g.port if port is None else port
+        if want == 0 or not port_free(g.host, want):
+            want = free_port(g.host)
+        s = dataclasses.replace(s, gateway=dataclasses.replace(g, port=want))
+        env = child_environ(
+            REDIS_URL=s.redis.url, DATABASE_URL=s.database_url, WANGGE_GATEWAY_MQTT_URL=g.mqtt_url
+        )
+        gp = cls(s, env, want, broker)
+        gp._spawn()
+        return gp
+
+    @property
+    def url(self) -> str:
+        host = self.settings.gateway.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
+
+    def _spawn(self) -> None:
+        cmd = [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=self.env)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return True
+            except OSError:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            time.sleep(0.2)
+        return False
+
+    def poll(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            log.warning("gateway exited with %s; restarting", self.proc.returncode)
+            self._spawn()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.broker is not None:
+            self.broker.stop()
 
 
 def _print_demo_accounts(engine: Engine, city: geo.City, url: str) -> None:
@@ -392,9 +499,13 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         print(f"wrote {len(events)} events to {args.out}")
         return 0
     stop = _stop_event()
+    gateway_url = None
+    if args.via == "gateway":
+        g = settings.gateway
+        gateway_url = args.gateway_url or f"http://{g.host}:{g.port}/"
     with runtime(settings, embedded_ok=False) as rt:
         check_city(rt, city)
-        t = _start_simulator(rt, city, stop, cfg.speed)
+        t = _start_simulator(rt, city, stop, cfg.speed, gateway_url=gateway_url)
         if args.duration:
             stop.wait(args.duration)
             stop.set()
@@ -873,6 +984,91 @@ def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    """``gateway``: serve; ``gateway credentials add|list|revoke``: who may send."""
+    if args.gateway_cmd is None:
+        from pipelines.gateway.server import serve
+
+        return serve(settings, args.port)
+    from pipelines.gateway import credentials as cr
+
+    actor = f"cli:{getpass.getuser()}"
+    now_ms = int(time.time() * 1000)
+    sub = args.credentials_cmd
+    try:
+        with sql_engine(settings) as engine:
+            if sub == "list":
+                rows = cr.list_all(engine, include_revoked=not args.active)
+                print(f"{'credential':16s} {'kind':8s} {'state':8s} {'name':24s} may send")
+                for c in rows:
+                    state = "revoked" if c.revoked else "active"
+                    print(
+                        f"{c.credential_id:16s} {c.kind:8s} {state:8s} {c.name[:24]:24s} "
+                        f"{c.describe()}"
+                    )
+                print(f"{len(rows)} credentials")
+            elif sub == "revoke":
+                c = cr.revoke(engine, args.credential_id, now_ms=now_ms, actor=actor)
+                _bump_revocations(settings)
+                print(f"revoked {c.credential_id} ({c.kind}, {c.name})")
+            else:
+                city = load_city(settings)
+                cams = [x for x in (args.cameras or "").split(",") if x.strip()]
+                c, secret = cr.create(
+                    engine,
+                    city,
+                    args.kind,
+                    args.name,
+                    now_ms=now_ms,
+                    actor=actor,
+                    area_id=args.area,
+                    worker_id=args.worker,
+                    device_id=args.device_id,
+                    cameras=cams,
+                    rate_per_minute=args.rate,
+                )
+                print(f"created {c.credential_id} ({c.kind}: {c.describe()})")
+                print(f"key (shown only once): {secret}")
+                _print_usage(settings, c, secret)
+    except cr.CredentialError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _bump_revocations(settings: Settings) -> None:
+    """Tell running gateways at once (they re-check within gateway.credential_cache_s
+    anyway when Redis cannot be reached from here)."""
+    from pipelines.gateway.credentials import generation_key
+
+    if not settings.redis.url:
+        return
+    try:
+        r = redis.Redis.from_url(settings.redis.url, socket_timeout=3)
+        r.incr(generation_key(settings.redis.prefix))
+        r.close()
+    except redis.RedisError as exc:
+        print(
+            f"note: Redis not reachable ({exc}); gateways stop the key within "
+            f"{settings.gateway.credential_cache_s:g} s",
+            file=sys.stderr,
+        )
+
+
+def _print_usage(settings: Settings, c: Any, secret: str) -> None:
+    g = settings.gateway
+    base = f"http://{g.host}:{g.port}"
+    if c.kind in ("phone", "fleet"):
+        dev = c.device_id if c.kind == "phone" else "<the worker's id>"
+        print(f"Traccar Client: Server URL {base}/?key={secret}  Device identifier {dev}")
+    elif c.kind == "camera":
+        print(f"Frigate push: POST {base}/frigate/events  Authorization: Bearer {secret}")
+    else:
+        print(f"Open311: endpoint {base}/open311/v2/  api_key={secret}")
+        if c.kind == "hotline":
+            print(f"batch: POST {base}/batch/reports  Authorization: Bearer {secret}")
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -886,6 +1082,9 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--port", type=int, help="dashboard port (0 = any free port)")
     run.add_argument("--no-simulate", action="store_true", help="do not start the simulator")
+    run.add_argument(
+        "--gateway-port", type=int, help="ingest gateway port (0 or taken = any free port)"
+    )
     sub.add_parser("pipelines", help="run the pipeline workers and the clock job")
     w = sub.add_parser("worker", help="one pipeline worker process (used by `pipelines`)")
     w.add_argument("--feed", choices=FEEDS, required=True)
@@ -900,6 +1099,13 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--events", type=int, default=100_000, help="events to write with --out")
     sim.add_argument("--start", type=float, help="simulation start (epoch seconds) for --out")
     sim.add_argument("--replay", help="publish the events of a JSONL file")
+    sim.add_argument(
+        "--via",
+        choices=("redis", "gateway"),
+        default="redis",
+        help="write the streams directly, or drive the ingest gateway as real senders do",
+    )
+    sim.add_argument("--gateway-url", help="the gateway (default http://gateway.host:port/)")
     g = sub.add_parser("geo", help="geography: info, import, export")
     gs = g.add_subparsers(dest="geo_cmd", required=True)
     gs.add_parser("info", help="summary of the configured city (builds the demo city cache)")
@@ -981,6 +1187,25 @@ def parser() -> argparse.ArgumentParser:
     es.add_argument("--scope", help="area id whose rows to export (default: the whole city)")
     es.add_argument("--lang", choices=("zh-CN", "en"), default="zh-CN")
     es.add_argument("--progress", action="store_true", help="print progress to stderr")
+    gw = sub.add_parser(
+        "gateway", help="the ingest gateway (OsmAnd, Open311, Frigate, batch API); credentials"
+    )
+    gw.add_argument("--port", type=int, help="port (default gateway.port)")
+    gws = gw.add_subparsers(dest="gateway_cmd")
+    gc = gws.add_parser("credentials", help="who may send: add, list, revoke")
+    gcs = gc.add_subparsers(dest="credentials_cmd", required=True)
+    ga = gcs.add_parser("add", help="a new credential; its key is printed once")
+    ga.add_argument("kind", choices=("phone", "fleet", "camera", "hotline", "app"))
+    ga.add_argument("--name", required=True, help="who it is for (shown in lists and audit)")
+    ga.add_argument("--area", help="fleet / camera / hotline / app: area id (default: city)")
+    ga.add_argument("--worker", help="phone: the roster worker id it sends as")
+    ga.add_argument("--device-id", dest="device_id", help="phone: its device identifier")
+    ga.add_argument("--cameras", help="camera: registered camera ids, comma-separated")
+    ga.add_argument("--rate", type=int, help="events per minute (default: the kind's)")
+    gl = gcs.add_parser("list", help="every credential (revoked ones marked)")
+    gl.add_argument("--active", action="store_true", help="only those not revoked")
+    gr = gcs.add_parser("revoke", help="revoke a credential at once")
+    gr.add_argument("credential_id")
     wk = sub.add_parser("workers", help="the worker roster: import a CSV")
     wks = wk.add_subparsers(dest="workers_cmd", required=True)
     wi = wks.add_parser("import", help="CSV: worker_id,name,type,grid_id[,phone]; all or nothing")
@@ -1002,6 +1227,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "audit": cmd_audit,
     "export": cmd_export,
     "workers": cmd_workers,
+    "gateway": cmd_gateway,
 }
 
 

@@ -291,6 +291,42 @@ class AssessmentSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    """The ingest gateway (pipelines/gateway/): phones (OsmAnd), hotlines (Open311 and a
+    JSON batch API) and cameras (Frigate over MQTT or HTTP) → the feeds' streams.
+    Table-valued settings are ``a:b,…`` strings so one environment variable carries them."""
+
+    host: str = "127.0.0.1"
+    port: int = 5055  # Traccar's OsmAnd port: a phone set up for Traccar changes the host only
+    workers: int = 1  # uvicorn worker processes
+    max_body_bytes: int = 1_048_576  # larger bodies: 413 before parsing
+    max_batch: int = 1000  # events in one request
+    credential_cache_s: float = 30.0
+    phone_rate_per_minute: int = 600
+    fleet_rate_per_minute: int = 600_000
+    camera_rate_per_minute: int = 6000
+    hotline_rate_per_minute: int = 6000
+    app_rate_per_minute: int = 600
+    auth_failures_per_minute: int = 30
+    osmand_dedupe_fixes: int = 256
+    osmand_dedupe_hours: int = 24
+    open311_jurisdiction_id: str = ""
+    open311_idempotency_s: int = 86400
+    open311_max_days: int = 90
+    open311_default_severity: int = 2
+    mqtt_url: str = ""
+    mqtt_client_id: str = "wangge-gateway"
+    mqtt_embedded: bool = True
+    frigate_topic_prefix: str = "frigate"
+    frigate_feeds: str = "events,reviews"
+    frigate_review_min_severity: str = "alert"
+    frigate_labels: str = "person:intrusion,fire:smoke_fire,smoke:smoke_fire,car:illegal_parking"
+    frigate_cameras: str = ""
+    registry_reload_s: float = 60.0
+    simulate_through: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -306,6 +342,7 @@ class Settings:
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     run: RunSettings = field(default_factory=RunSettings)
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     def path(self, relative: str) -> Path:
         """Resolve a configured path against the project root (absolute paths pass)."""

@@ -152,6 +152,7 @@ POSITIONS_SCHEMA = {
     "lat": pl.Float64,
     "ts_ms": pl.Int64,
     "grid_id": pl.String,
+    "mock": pl.Boolean,
 }
 
 
@@ -170,6 +171,7 @@ def positions_frame(packed: Mapping[str, str] | Mapping[bytes, bytes]) -> pl.Dat
         lat=parts.list.get(1).cast(pl.Float64),
         ts_ms=parts.list.get(2).cast(pl.Int64),
         grid_id=parts.list.get(3),
+        mock=(parts.list.get(7, null_on_oob=True) == "1").fill_null(False),
     )
 
 

@@ -204,6 +204,11 @@ def alert_rows(alerts: pl.DataFrame, city_id: str, tz: str) -> dict[str, tuple[A
     return out
 
 
+def _mock(df: pl.DataFrame) -> pl.Expr:
+    """The ``mock`` flag of location rows (null when the frame has none)."""
+    return pl.col("mock") if "mock" in df.columns else pl.lit(None, dtype=pl.Boolean)
+
+
 def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
     """Latest ping per worker in the batch: (worker_id, ts, packed position)."""
     if df.is_empty():
@@ -217,6 +222,7 @@ def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
             pl.col("accuracy").round(1).cast(pl.String).fill_null(""),
             pl.col("speed").round(2).cast(pl.String).fill_null(""),
             pl.col("battery").round(0).cast(pl.String).fill_null(""),
+            pl.when(_mock(df)).then(pl.lit("1")).otherwise(pl.lit("")),
         ],
         separator=",",
     )
@@ -231,7 +237,8 @@ def latest_positions(df: pl.DataFrame) -> list[tuple[str, int, str]]:
 
 
 def unpack_position(packed: str) -> dict[str, Any]:
-    lon, lat, ts, grid, acc, speed, battery = packed.split(",")
+    """A packed position; ``mock`` (8th field, "1") is absent in positions packed before it."""
+    lon, lat, ts, grid, acc, speed, battery, *rest = packed.split(",")
     num = lambda v: float(v) if v else None  # noqa: E731
     return {
         "lon": float(lon),
@@ -241,6 +248,7 @@ def unpack_position(packed: str) -> dict[str, Any]:
         "accuracy": num(acc),
         "speed": num(speed),
         "battery": num(battery),
+        "mock": bool(rest) and rest[0] == "1",
     }
 
 
@@ -274,6 +282,7 @@ def track_slots(df: pl.DataFrame, every_s: int) -> pl.DataFrame:
             accuracy="accuracy",
             speed="speed",
             battery="battery",
+            mock=_mock(df),
         )
         .sort("ts_ms", maintain_order=True)
         .unique(["worker_id", "slot"], keep="first", maintain_order=True)

@@ -152,6 +152,7 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         Field("accuracy", pl.Float64, required=False, lo=0.0, hi=10000.0),
         Field("speed", pl.Float64, required=False, lo=0.0, hi=100.0),
         Field("battery", pl.Float64, required=False, lo=0.0, hi=100.0),
+        Field("mock", pl.Boolean, required=False),  # the phone reports a simulated (mock) fix
     ),
     "video": (
         Field("alert_id", pl.String, max_len=_ID),
@@ -161,6 +162,10 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         _TS,
         Field("lon", pl.Float64, required=False, lo=-180.0, hi=180.0),
         Field("lat", pl.Float64, required=False, lo=-90.0, hi=90.0),
+        # An alert that changes while it lasts (a tracked object, a review item) is sent
+        # again under its alert_id with a higher revision: one alert, updated in place.
+        Field("revision", pl.Int64, required=False, lo=0.0, hi=float(2**62)),
+        Field("end_ts", pl.Int64, required=False),  # when the alert ended (epoch ms)
     ),
 }
 

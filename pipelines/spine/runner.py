@@ -50,6 +50,7 @@ def live_state(r: redis.Redis, s: Settings) -> LiveState:
 @dataclass
 class BatchResult:
     applied: int = 0
+    updated: int = 0  # video: later revisions of known alerts, applied in place
     redelivered: int = 0
     dead: int = 0
     acked: int = 0

@@ -24,7 +24,7 @@ P:d:<YYYYMMDD>:vseen            hash    alert_id → the owning entry and what i
 P:m:<epoch_minute>              hash    "r|area_id" reports, "v|area_id" video alerts
 P:h:<epoch_hour>                hash    the same per hour (24-hour trend)
 P:live:ticker:<area_id>         list    latest events (JSON), city / district / street
-P:live:pos                      hash    worker_id → "lon,lat,ts,grid_id,acc,speed,battery"
+P:live:pos                      hash    worker_id → "lon,lat,ts,grid_id,acc,speed,battery,mock"
 P:live:seen                     zset    worker_id → last ping ts (ms)
 P:live:online                   hash    area_id → workers online (written by the clock job)
 P:live:meta                     hash    freshness: tick_ms, last_<feed>_ms, …

@@ -91,6 +91,26 @@ def test_track_slots_earliest_ping_per_worker_and_slot() -> None:
         "accuracy",
         "speed",
         "battery",
+        "mock",
     ]
     got = sorted(slots.select("worker_id", "ts_ms", "lon").rows())
     assert got == [("w1", T0 + 1_000, 118.4), ("w1", T0 + 65_000, 118.3), ("w2", T0, 118.2)]
+
+
+def test_mock_flag_travels_in_the_packed_position_and_track_points() -> None:
+    """A phone's mock (simulated) fix stays marked: packed position, track point, frame."""
+    from pipelines.gridwork.tracks import positions_frame
+
+    df = pings().with_columns(mock=pl.Series([None, True, False, True, False]))
+    got = {w: p for w, _, p in agg.latest_positions(df)}
+    assert agg.unpack_position(got["w1"])["mock"] is False  # w1's newest fix (row 3): False
+    assert agg.unpack_position(got["w2"])["mock"] is False  # w2's last of equal ts: row 5
+    got = {w: p for w, _, p in agg.latest_positions(df.filter(pl.col("entry_id") != "5-0"))}
+    assert agg.unpack_position(got["w2"])["mock"] is True
+    assert positions_frame(got).sort("worker_id")["mock"].to_list() == [False, True]
+    # positions packed before the flag existed (7 fields) read as not mock
+    old = "118.1,32.0,1,g1,5.0,1.0,80"
+    assert agg.unpack_position(old)["mock"] is False
+    assert positions_frame({"w9": old})["mock"].to_list() == [False]
+    slots = agg.track_slots(df, 60).sort("worker_id", "ts_ms")
+    assert slots["mock"].to_list() == [True, False, True]

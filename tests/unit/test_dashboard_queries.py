@@ -176,3 +176,26 @@ def test_breadcrumbs_above_the_scope_are_not_links(city: City) -> None:
     mine = breadcrumbs(view, "zh-CN", linkable=lambda a: a != city.city_id)
     links = [c for c in mine if isinstance(c, dcc.Link)]
     assert [c.href for c in links] == ["/area/320102"]
+
+
+def test_worker_marker_of_a_mock_location_is_marked() -> None:
+    """A phone reporting a mock (simulated) fix shows as such to the commander."""
+    import polars as pl
+
+    from dashboard.pages.work.queries import MOCK_GPS, worker_features
+
+    live = pl.DataFrame(
+        {
+            "worker_id": ["W1", "W2"],
+            "lon": [118.0, 118.1],
+            "lat": [32.0, 32.1],
+            "type": ["full_time", "full_time"],
+            "name": ["王伟", "李娜"],
+            "online": [True, True],
+            "mock": [True, None],
+        }
+    )
+    names = [f["properties"]["n"] for f in worker_features(live)]
+    assert names == [f"王伟 ⚠ {MOCK_GPS}", "李娜"]
+    assert "模拟定位" in MOCK_GPS and "mock GPS" in MOCK_GPS
+    assert [f["properties"]["n"] for f in worker_features(live.drop("mock"))] == ["王伟", "李娜"]

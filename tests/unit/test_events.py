@@ -65,6 +65,10 @@ CASES = [
     ("locations", location(worker_id=...), "missing_field"),
     ("locations", location(battery=140.0), "out_of_range"),
     ("locations", location(speed=[1]), "bad_type"),
+    ("locations", location(mock=True), None),  # a phone's simulated (mock) fix, kept marked
+    ("locations", location(mock=False), None),
+    ("locations", location(mock="yes"), "bad_type"),
+    ("locations", location(mock=1), "bad_type"),
     ("video", video(), None),
     ("video", video(lon=118.8, lat=32.0), None),
     ("video", video(lon=118.8), "missing_field"),

@@ -21,6 +21,7 @@ import polars as pl
 from sqlalchemy import Engine, and_, func, or_, select
 
 from dashboard.backend import Backend
+from dashboard.i18n import t
 from dashboard.live import OFFLINE, REPLAY_COLORS, TYPE_COLORS  # one palette per use
 from dashboard.pages.panorama import queries as q
 from pipelines.gridwork import tracks as work
@@ -72,12 +73,18 @@ def cluster_features(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+MOCK_GPS = f"{t('work.mock_gps', 'zh-CN')} {t('work.mock_gps', 'en')}"  # both: no lang here
+
+
 def worker_features(live: pl.DataFrame) -> list[dict[str, Any]]:
     """Individual markers (only ever built for roles that may see people)."""
     out = []
-    for w, lon, lat, typ, name, on in live.select(
-        "worker_id", "lon", "lat", "type", "name", "online"
-    ).iter_rows():
+    mock = live["mock"] if "mock" in live.columns else pl.repeat(False, live.height, eager=True)
+    for (w, lon, lat, typ, name, on), fake in zip(
+        live.select("worker_id", "lon", "lat", "type", "name", "online").iter_rows(),
+        mock.fill_null(False),
+        strict=True,
+    ):
         out.append(
             {
                 "type": "Feature",
@@ -85,7 +92,8 @@ def worker_features(live: pl.DataFrame) -> list[dict[str, Any]]:
                 "properties": {
                     "k": "w",
                     "id": w,
-                    "n": f"{name or w}",
+                    # a phone reporting a mock (simulated) location is marked, not trusted
+                    "n": f"{name or w} ⚠ {MOCK_GPS}" if fake else f"{name or w}",
                     "c": TYPE_COLORS.get(typ or "", "#41c7ff") if on else OFFLINE,
                     "r": 5,
                 },

@@ -1,0 +1,22 @@
+"""The one error the gateway raises; each protocol renders it in its own format."""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """A refused request: HTTP status, a short machine code and a human description."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        description: str,
+        headers: dict[str, str] | None = None,
+        items: list[dict[str, object]] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {description}")
+        self.status = status
+        self.code = code
+        self.description = description
+        self.headers = headers or {}
+        self.items = items or []  # per-item problems of a batch (index, reason, field)
