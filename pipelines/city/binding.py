@@ -59,8 +59,16 @@ CITY_TABLES = (
     "warning_actions",
     "scorecard_snapshots",
     "report_rejects",
+    "open311_requests",
 )
-KEPT_TABLES = ("users", "login_failures", "wall_tokens", "audit_log", "city_binding")
+KEPT_TABLES = (
+    "users",
+    "login_failures",
+    "wall_tokens",
+    "audit_log",
+    "city_binding",
+    "gateway_credentials",
+)
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,10 @@ def rebind(
             "Use --discard-data, or another database."
         )
     deleted: dict[str, int] = {}
+    # The gateway defines its tables in its own modules: load them so every city table is
+    # known here, whatever this process imported before.
+    from pipelines.gateway import credentials, open311  # noqa: F401
+
     tables = {t.name: t for t in store.metadata.sorted_tables}
     with engine.begin() as conn:
         if mode == "discard":

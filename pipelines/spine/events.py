@@ -162,10 +162,6 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         _TS,
         Field("lon", pl.Float64, required=False, lo=-180.0, hi=180.0),
         Field("lat", pl.Float64, required=False, lo=-90.0, hi=90.0),
-        # An alert that changes while it lasts (a tracked object, a review item) is sent
-        # again under its alert_id with a higher revision: one alert, updated in place.
-        Field("revision", pl.Int64, required=False, lo=0.0, hi=float(2**62)),
-        Field("end_ts", pl.Int64, required=False),  # when the alert ended (epoch ms)
     ),
 }
 
@@ -244,6 +240,7 @@ _ALLOWED: dict[Any, frozenset[type]] = {
     pl.String: frozenset({str, type(None)}),
     pl.Int64: frozenset({int, type(None)}),
     pl.Float64: frozenset({int, float, type(None)}),
+    pl.Boolean: frozenset({bool, type(None)}),
 }
 
 
@@ -264,6 +261,8 @@ def _strict(dtype: Any, v: Any) -> tuple[Any, str | None]:
         return None, None
     if dtype == pl.String:
         return (v, None) if t is str else (None, "bad_type")
+    if dtype == pl.Boolean:  # only JSON's own true / false
+        return (v, None) if t is bool else (None, "bad_type")
     if t is not int and t is not float:
         return None, "bad_type"  # strings, booleans, arrays, objects
     if dtype == pl.Int64:

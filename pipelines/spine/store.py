@@ -140,9 +140,6 @@ video_alerts = Table(
     Column("street_id", String(32), nullable=False, index=True),
     Column("district_id", String(32), nullable=False),
     Column("entry_id", String(32), nullable=False),
-    # Updated in place by a higher revision of the same alert (score, end, entry).
-    Column("revision", BigInteger),
-    Column("end_ms", BigInteger),
 )
 
 track_points = Table(
@@ -849,35 +846,6 @@ def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
             lock_incidents(conn, ids)
             upsert(conn, incidents, incident_rows(_events_of(conn, ids)), ["incident_id"])
         done, after = done + len(ids), ids[-1]
-
-
-VIDEO_UPDATE_COLUMNS = ("score", "end_ms", "revision", "entry_id")
-
-
-def persist_video(engine: Engine, alerts: pl.DataFrame) -> None:
-    """Insert new alerts (idempotent); then apply revisions: a row with a revision above
-    the stored one updates the alert in place (score, end, revision, entry). Whatever the
-    order of arrival, the stored alert ends as its highest revision."""
-    if alerts.is_empty():
-        return
-    cols = [c.name for c in video_alerts.columns]
-    frame = alerts.with_columns(
-        [pl.lit(None, dtype=pl.Int64).alias(c) for c in ("revision", "end_ms") if c not in alerts]
-    ).select(cols)
-    revised = frame.filter(pl.col("revision").is_not_null()).sort("revision")
-    with engine.begin() as conn:
-        insert_ignore(conn, video_alerts, frame.to_dicts())
-        if revised.height:
-            ph = "?" if conn.dialect.name == "sqlite" else "%s"
-            sets = ", ".join(f"{c} = {ph}" for c in VIDEO_UPDATE_COLUMNS)
-            sql = (
-                f"UPDATE video_alerts SET {sets} WHERE alert_id = {ph}"
-                f" AND COALESCE(revision, -1) < {ph}"
-            )
-            rows = revised.select(
-                *VIDEO_UPDATE_COLUMNS, "alert_id", pl.col("revision").alias("_r")
-            ).rows()
-            conn.exec_driver_sql(sql, rows)
 
 
 def persist_tracks(engine: Engine, points: pl.DataFrame) -> None:

@@ -19,7 +19,7 @@ from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
 from pipelines.spine.events import encode
-from pipelines.spine.runner import make_worker, rebuild_live
+from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import publish
 from tests.conftest import settings_for
 
@@ -58,63 +58,6 @@ def alert(rev: int | None, score: float, **kw: Any) -> bytes:
         ev["revision"] = rev
     ev.update(kw)
     return encode(ev)
-
-
-def test_revisions_update_one_alert(settings, city, index, rclient, engine) -> None:
-    g = (city.grids["lon"][5], city.grids["lat"][5])
-    w = make_worker("video", settings, city, index, rclient, engine, "video-t")
-    key = f"{settings.redis.prefix}:{settings.streams.video}"
-    publish(rclient, key, [alert(10, 0.6, grid=g)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead) == (1, 0, 0)
-    publish(rclient, key, [alert(20, 0.8, grid=g), alert(30, 0.9, grid=g, end_ts=NOW - 1000)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead) == (0, 2, 0)
-    # equal revision from another entry: a duplicate; a lower one arriving late: no effect
-    publish(rclient, key, [alert(30, 0.95, grid=g), alert(15, 0.1, grid=g)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead, res.acked) == (0, 0, 1, 2)
-    st = w.state
-    day = agg.local_day(NOW - 60_000, settings.live.timezone)
-    assert st.counts("video", [city.city_id], day=day) == [1]  # one alert, counted once
-    assert st.breakdown("video_label", city.city_id, ["intrusion"], day=day) == {"intrusion": 1}
-    assert st.deadletter_counts() == {"duplicate": 1, "video|duplicate": 1}
-    rows = store.read_frame(engine, select(store.video_alerts))
-    assert rows.height == 1
-    row = rows.row(0, named=True)
-    assert (row["score"], row["revision"], row["end_ms"]) == (0.9, 30, NOW - 1000)
-    # rebuild-live: the same counts, and the revision is known (an old one is stale)
-    rebuild_live(settings, city, rclient, engine)
-    assert st.counts("video", [city.city_id], day=day) == [1]
-    publish(rclient, key, [alert(25, 0.2, grid=g)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead) == (0, 0, 0)
-    assert store.read_frame(engine, select(store.video_alerts))["score"].to_list() == [0.9]
-
-
-def test_alert_without_revision_stays_strict(settings, city, index, rclient, engine) -> None:
-    g = (city.grids["lon"][7], city.grids["lat"][7])
-    w = make_worker("video", settings, city, index, rclient, engine, "video-t")
-    key = f"{settings.redis.prefix}:{settings.streams.video}"
-    publish(rclient, key, [alert(None, 0.6, grid=g), alert(None, 0.7, grid=g)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead) == (1, 0, 1)
-    # a revision for an alert first sent without one updates it
-    publish(rclient, key, [alert(1, 0.9, grid=g)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead) == (0, 1, 0)
-    assert store.read_frame(engine, select(store.video_alerts))["score"].to_list() == [0.9]
-
-
-def test_out_of_order_revisions_end_at_the_highest(settings, city, index, rclient, engine) -> None:
-    """Revisions within one batch in any order: the stored alert is the highest one."""
-    g = (city.grids["lon"][9], city.grids["lat"][9])
-    w = make_worker("video", settings, city, index, rclient, engine, "video-t")
-    key = f"{settings.redis.prefix}:{settings.streams.video}"
-    publish(rclient, key, [alert(5, 0.5, grid=g), alert(9, 0.9, grid=g), alert(7, 0.7, grid=g)])
-    res = w.step()
-    assert (res.applied, res.updated, res.dead) == (1, 1, 0)  # 7 after 9 is stale
-    assert store.read_frame(engine, select(store.video_alerts))["score"].to_list() == [0.9]
 
 
 def test_mock_location_is_recorded_live_and_in_sql(settings, city, index, rclient, engine) -> None:
