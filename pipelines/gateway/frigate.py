@@ -8,14 +8,14 @@ update / end, with ``before`` and ``after`` states (``id``, ``camera``, ``label`
 of a review item (``severity`` detection / alert, which can escalate within one item;
 ``data.objects``, ``data.detections``, ``data.zones``).
 
-One tracked object, or one review item, is ONE video alert, updated in place: its alert
-id is the Frigate id (``fe-<id>`` for objects, ``fr-<id>`` for review items), its
-``ts`` the object's / item's start, and every message that changes it is sent again
-under the same alert id with a higher ``revision`` — the video feed counts the alert
-once and updates its score and end (``end_ts``) in place. The revision is derived from
-the message itself (objects: the frame time, then new < update < end; review items:
-detections, objects, severity, then new < update < end), so the same message twice is
-the same revision (a duplicate, dropped here) and a late older one changes nothing.
+One tracked object, or one review item, is ONE video alert: its alert id is the Frigate
+id (``fe-<id>`` for objects, ``fr-<id>`` for review items), its ``ts`` the object's /
+item's start. The video feed takes an alert id once (the first entry in stream order owns
+it), so the first message of an object is written and the later ones (updates, the end)
+are acknowledged as duplicates here, never written twice. Each message still carries a
+``revision`` derived from the message itself (objects: the frame time, then new < update
+< end; review items: detections, objects, severity, then new < update < end) for a feed
+that updates alerts in place.
 
 Mapping: Frigate labels and camera names map to our labels and camera ids through
 ``gateway.frigate_labels`` / ``gateway.frigate_cameras`` (a label that is already one
