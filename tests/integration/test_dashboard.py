@@ -4,6 +4,7 @@ children, shared per-tick computation, stale marks and recovery, routes."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,7 +265,8 @@ def test_routes(bare_app: Dash) -> None:
     page = c.get("/")
     assert page.status_code == 200
     html = page.data.decode()
-    assert "cdn" not in html.lower() and "unpkg" not in html.lower()
+    assert "://" not in "".join(re.findall(r'(?:src|href)="([^"]*)"', html))  # all local
+    assert "unpkg" not in html.lower() and "cdn." not in html.lower()
     assert c.get("/healthz").status_code == 200
 
 

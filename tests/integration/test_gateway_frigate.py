@@ -108,7 +108,12 @@ def test_mqtt_object_lifecycle_is_one_alert(env, city, engine, mqtt_url) -> None
         ]
         publish(mqtt_url, f"{env['topic']}/events", [orjson.dumps(m) for m in msgs])
         publish(mqtt_url, f"{env['topic']}/events", [b"{not json", orjson.dumps({"type": "new"})])
-        assert wait_for(lambda: sub.counts.get("dead:malformed", 0) == 2)
+        assert wait_for(
+            lambda: (
+                sub.counts.get("dead:malformed", 0) == 2
+                and sub.counts.get("written", 0) + sub.counts.get("duplicate", 0) == 4
+            )
+        )
         # one write per Frigate object: its first message; the updates, the re-send and the
         # end are acknowledged and not written again
         assert sub.counts.get("written") == 1 and sub.counts.get("duplicate") == 3
