@@ -44,7 +44,7 @@ from starlette.responses import JSONResponse, Response
 
 from pipelines.gateway import core
 from pipelines.gateway.credentials import Credential
-from pipelines.gateway.errors import GatewayError
+from pipelines.gateway.errors import GatewayError, json_error
 from pipelines.gateway.publish import Once, Outgoing
 from pipelines.gateway.registry import Protocol, client_address, read_body, register, route
 from pipelines.settings import GatewaySettings
@@ -234,11 +234,7 @@ def identity(gw_key: Callable[..., str], alert: Alert) -> Once:
 # ------------------------------------------------------------------ HTTP push
 
 
-def render(request: Request, err: GatewayError) -> Response:
-    body: dict[str, Any] = {"error": {"code": err.code, "message": err.description}}
-    if err.items:
-        body["error"]["items"] = err.items
-    return JSONResponse(body, status_code=err.status, headers=err.headers)
+render = json_error
 
 
 def bearer(request: Request) -> str | None:

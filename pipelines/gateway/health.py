@@ -18,13 +18,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from pipelines.gateway import core
-from pipelines.gateway.errors import GatewayError
+from pipelines.gateway.errors import json_error
 from pipelines.gateway.registry import Protocol, register, route
 
-
-def render(request: Request, err: GatewayError) -> Response:
-    body = {"error": {"code": err.code, "message": err.description}}
-    return JSONResponse(body, status_code=err.status, headers=err.headers)
+render = json_error
 
 
 async def healthz(request: Request) -> Response:
