@@ -133,7 +133,7 @@ class GatewayFeeder:
                 )
             if status != 200:
                 self.refused[feed] = self.refused.get(feed, 0) + len(chunk)
-                log.warning("gateway %s: %s %s", path, status, body[:200])
+                log.warning("gateway %s: %s %s", path.split("?")[0], status, body[:200])  # no key
                 continue
             self.sent[feed] = self.sent.get(feed, 0) + len(chunk)
 
