@@ -1,11 +1,153 @@
-"""SQL history, the system of record: a package whose modules follow (``schema`` first)."""
+"""SQL history, the system of record (SQLAlchemy 2 Core; one schema for SQLite and PostgreSQL).
 
-from pipelines.spine.store.schema import *  # noqa: F403
-from pipelines.spine.store.schema import (  # noqa: F401
-    _DTYPES,
+Every insert is a batch and idempotent on its natural key, so a redelivered batch
+changes nothing. ``incidents`` (current state) is recomputed from the append-only
+``incident_events`` of the touched incidents, so the order of arrival never matters;
+that row carries the incident's lifecycle summary (what the scorecards read).
+
+One module per table family: ``schema`` (every table, the engine, in-place upgrades),
+``sql`` (idempotent inserts/upserts, locks, frames, chunked reads), ``incidents``
+(report events and incident rows), ``video`` (video alerts, cameras), ``locations``
+(tracks, patrols, positions). Callers use this package (``store.<name>``), which
+re-exports every one of their names.
+"""
+
+from __future__ import annotations
+
+from pipelines.spine.store.incidents import (
+    EVENT_COLUMNS,
+    REJECT_COLUMNS,
+    SUMMARY_COLUMNS,
+    ReportDecision,
     _events_of,
+    _recompute,
+    backfill_summaries,
+    decide_reports,
+    events_by_incident,
+    incident_rows,
+    lifecycle_summary,
+    persist_report_events,
+)
+from pipelines.spine.store.locations import (
+    persist_patrols,
+    persist_positions,
+    persist_tracks,
+)
+from pipelines.spine.store.schema import (
+    add_missing_columns,
+    add_missing_indexes,
+    areas,
+    audit_log,
+    cameras,
+    city_binding,
+    create_schema,
+    dead_letters,
+    incident_events,
+    incidents,
+    login_failures,
+    make_engine,
+    metadata,
+    patrols,
+    report_rejects,
+    scorecard_snapshots,
+    track_points,
+    users,
+    video_alerts,
+    wall_tokens,
+    warning_actions,
+    warnings,
+    worker_positions,
+    workers,
+)
+from pipelines.spine.store.sql import (
+    _DTYPES,
     _insert,
     _key_order,
-    _recompute,
     _rows_in,
+    distinct_count,
+    frame_schema,
+    insert_ignore,
+    lock_incidents,
+    lock_keys,
+    persist_dead_letters,
+    ping,
+    read_frame,
+    replace_table,
+    rows_by_key,
+    table_count,
+    upsert,
+    upsert_frame,
+    upsert_sql,
+    write_lock,
 )
+from pipelines.spine.store.video import (
+    VIDEO_COLUMNS,
+    AlertDecision,
+    cameras_frame,
+    decide_alerts,
+)
+
+__all__ = [
+    "EVENT_COLUMNS",
+    "REJECT_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "VIDEO_COLUMNS",
+    "_DTYPES",
+    "AlertDecision",
+    "ReportDecision",
+    "_events_of",
+    "_insert",
+    "_key_order",
+    "_recompute",
+    "_rows_in",
+    "add_missing_columns",
+    "add_missing_indexes",
+    "areas",
+    "audit_log",
+    "backfill_summaries",
+    "cameras",
+    "cameras_frame",
+    "city_binding",
+    "create_schema",
+    "dead_letters",
+    "decide_alerts",
+    "decide_reports",
+    "distinct_count",
+    "events_by_incident",
+    "frame_schema",
+    "incident_events",
+    "incident_rows",
+    "incidents",
+    "insert_ignore",
+    "lifecycle_summary",
+    "lock_incidents",
+    "lock_keys",
+    "login_failures",
+    "make_engine",
+    "metadata",
+    "patrols",
+    "persist_dead_letters",
+    "persist_patrols",
+    "persist_positions",
+    "persist_report_events",
+    "persist_tracks",
+    "ping",
+    "read_frame",
+    "replace_table",
+    "report_rejects",
+    "rows_by_key",
+    "scorecard_snapshots",
+    "table_count",
+    "track_points",
+    "upsert",
+    "upsert_frame",
+    "upsert_sql",
+    "users",
+    "video_alerts",
+    "wall_tokens",
+    "warning_actions",
+    "warnings",
+    "worker_positions",
+    "workers",
+    "write_lock",
+]

@@ -1,0 +1,272 @@
+"""Incidents in SQL: the append-only ``incident_events``, the decision of a batch of
+report events (``decide_reports``) and the recomputed ``incidents`` rows with their
+lifecycle summary (what the scorecards read)."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+from sqlalchemy import (
+    Connection,
+    Engine,
+    select,
+)
+
+from pipelines.spine.events import stream_order
+from pipelines.spine.store.schema import incident_events, incidents, report_rejects
+from pipelines.spine.store.sql import (
+    _rows_in,
+    insert_ignore,
+    lock_incidents,
+    lock_keys,
+    upsert,
+    write_lock,
+)
+
+EVENT_COLUMNS = [c.name for c in incident_events.columns]
+
+
+def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
+    """Append events (idempotent) and recompute the current state of touched incidents."""
+    if events.is_empty():
+        return
+    rows = events.select(EVENT_COLUMNS).to_dicts()
+    ids = events["incident_id"].unique().to_list()
+    with engine.begin() as conn:
+        lock_incidents(conn, ids)
+        insert_ignore(conn, incident_events, rows)
+        hist = _events_of(conn, ids)
+        upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+
+
+def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
+    return _rows_in(conn, incident_events, "incident_id", incident_ids, EVENT_COLUMNS)
+
+
+REJECT_COLUMNS = [c.name for c in report_rejects.columns]
+
+
+@dataclass
+class ReportDecision:
+    """What ``decide_reports`` decided and wrote for one batch."""
+
+    verdicts: dict[str, str]  # batch entry → "accepted" or a dead-letter reason
+    known: dict[str, str]  # batch entries decided earlier (redelivered) → "A" or "X"
+    turned_down: pl.DataFrame  # accepted entries of earlier batches now rejected (+ verdict)
+    before: pl.DataFrame  # accepted events of the incidents concerned, before
+    after: pl.DataFrame  # … and after this batch
+    changed: set[str]  # incidents whose set of accepted events changed
+    concerned: set[str] = field(default_factory=set)  # every incident read
+
+
+def decide_reports(conn: Connection, batch: pl.DataFrame) -> ReportDecision:
+    """Decide a batch of valid report events (``incident_events`` columns) against the
+    stored history and write the outcome: accepted events into ``incident_events``,
+    rejected ones into ``report_rejects``, the touched ``incidents`` rows recomputed.
+
+    Locks the incidents and event ids concerned first (``lock_keys``), so concurrent
+    batches are decided one after the other; the rule itself is the pure
+    ``aggregate.decide_reports``. Earlier entries that a batch turns down (an event id
+    claimed by an entry earlier in the stream, a ``closed`` that arrived late) move
+    from ``incident_events`` to ``report_rejects``.
+    """
+    from pipelines.spine import aggregate as agg
+
+    write_lock(conn)
+    eids = batch["event_id"].unique().to_list()
+    concerned = set(batch["incident_id"].unique().to_list())
+    lock_keys(conn, [f"event:{e}" for e in eids])
+    locked: set[str] = set()
+    for _ in range(10):  # the incidents holding these event ids, until none is new
+        for t in (incident_events, report_rejects):
+            concerned.update(_rows_in(conn, t, "event_id", eids, ["incident_id"])["incident_id"])
+        if concerned <= locked or conn.dialect.name != "postgresql":
+            break  # (SQLite: the write lock is held already, nothing changes meanwhile)
+        lock_keys(conn, concerned - locked)
+        locked |= concerned
+    acc = _rows_in(conn, incident_events, "incident_id", concerned, EVENT_COLUMNS)
+    rej = _rows_in(conn, report_rejects, "incident_id", concerned, REJECT_COLUMNS)
+    known = {e: "A" for e in acc["entry_id"]} | {e: "X" for e in rej["entry_id"]}
+    fresh = batch.filter(~pl.col("entry_id").is_in(list(known)))
+    cols = list(agg.DECISION_COLUMNS)
+    cands = pl.concat(
+        [
+            acc.select(cols).with_columns(stored=pl.lit("A"), reason=pl.lit(None, pl.String)),
+            rej.select(*cols, stored=pl.lit("X"), reason="reason"),
+            fresh.select(cols).with_columns(
+                stored=pl.lit(None, pl.String), reason=pl.lit(None, pl.String)
+            ),
+        ]
+    )
+    decided = agg.decide_reports(cands)
+    verdict = dict(zip(decided["entry_id"], decided["verdict"], strict=True))
+    down_ids = [e for e in acc["entry_id"] if verdict[e] != "accepted"]
+    turned_down = acc.filter(pl.col("entry_id").is_in(down_ids)).with_columns(
+        verdict=pl.col("entry_id").replace_strict(verdict, return_dtype=pl.String)
+    )
+    new_acc = fresh.filter(
+        pl.col("entry_id").replace_strict(verdict, return_dtype=pl.String) == "accepted"
+    )
+    new_rej = decided.filter(pl.col("stored").is_null() & (pl.col("verdict") != "accepted")).select(
+        *cols, reason="verdict"
+    )
+    if turned_down.height:
+        conn.execute(
+            incident_events.delete().where(
+                incident_events.c.event_id.in_(turned_down["event_id"].to_list()),
+                incident_events.c.entry_id.in_(down_ids),
+            )
+        )
+    rejects = pl.concat([turned_down.select(*cols, reason="verdict"), new_rej])
+    insert_ignore(conn, report_rejects, rejects.select(REJECT_COLUMNS).to_dicts())
+    insert_ignore(conn, incident_events, new_acc.select(EVENT_COLUMNS).to_dicts())
+    kept = acc.filter(~pl.col("entry_id").is_in(down_ids))
+    after = pl.concat([kept, new_acc.select(acc.columns)])
+    changed = set(turned_down["incident_id"]) | set(new_acc["incident_id"])
+    _recompute(conn, after.filter(pl.col("incident_id").is_in(list(changed))), changed)
+    return ReportDecision(
+        verdicts={e: verdict[e] for e in batch["entry_id"]},
+        known={e: known[e] for e in batch["entry_id"] if e in known},
+        turned_down=turned_down,
+        before=acc,
+        after=after,
+        changed=changed,
+        concerned=concerned,
+    )
+
+
+def _recompute(conn: Connection, hist: pl.DataFrame, incident_ids: set[str]) -> None:
+    """Rewrite the ``incidents`` rows of these incidents from their accepted events;
+    an incident left with none has no row."""
+    upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+    empty = sorted(incident_ids - set(hist["incident_id"]))
+    for i in range(0, len(empty), 5000):
+        conn.execute(incidents.delete().where(incidents.c.incident_id.in_(empty[i : i + 5000])))
+
+
+def lifecycle_summary(hist: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Per incident, the lifecycle facts the scorecard needs, from its events (pure).
+
+    Input columns: incident_id, step, ts_ms, level, handler_id. The same aggregates as the
+    scorecard's SQL ``GROUP BY`` over the same events (``scorecard.read_incidents``), so
+    either gives the same facts: first / last event, first action (any step but
+    ``reported``), first accepted / dispatched / resolved, last returned, number of
+    returns and verifications, the (greatest) level of a ``closed`` event and the
+    (least) ``handler_id`` of a ``reported`` event. Independent of the order of arrival.
+    """
+    step, ts = pl.col("step"), pl.col("ts_ms")
+
+    def first(name: str) -> pl.Expr:
+        return ts.filter(step == name).min()
+
+    return (
+        hist.lazy()
+        .group_by("incident_id")
+        .agg(
+            first_ms=ts.min(),
+            first_action_ms=ts.filter(step != "reported").min(),
+            accepted_ms=first("accepted"),
+            dispatched_ms=first("dispatched"),
+            first_resolved_ms=first("resolved"),
+            last_returned_ms=ts.filter(step == "returned").max(),
+            n_returned=(step == "returned").sum().cast(pl.Int64),
+            n_verified=(step == "verified").sum().cast(pl.Int64),
+            closed_level=pl.col("level").filter(step == "closed").max(),
+            report_handler_id=pl.col("handler_id").filter(step == "reported").min(),
+        )
+    )
+
+
+SUMMARY_COLUMNS = [
+    "first_ms",
+    "first_action_ms",
+    "accepted_ms",
+    "dispatched_ms",
+    "first_resolved_ms",
+    "last_returned_ms",
+    "n_returned",
+    "n_verified",
+    "closed_level",
+    "report_handler_id",
+]
+
+
+def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
+    """Current state of each incident, with its lifecycle summary, from its full event
+    history (pure)."""
+    if hist.is_empty():
+        return []
+    walk = ["incident_id", "ts_ms", "_ems", "_eseq"]  # time, then stream order
+    h = hist.with_columns(stream_order()).sort(walk).drop("_ems", "_eseq")
+    summary = lifecycle_summary(h.select("incident_id", "step", "ts_ms", "level", "handler_id"))
+    cur = h.group_by("incident_id").agg(
+        status=pl.col("step").last(),
+        category=pl.col("category").first(),
+        severity=pl.col("severity").first(),
+        source=pl.col("source").first(),
+        grid_id=pl.col("grid_id").first(),
+        street_id=pl.col("street_id").first(),
+        district_id=pl.col("district_id").first(),
+        lon=pl.col("lon").first(),
+        lat=pl.col("lat").first(),
+        reported_ms=pl.col("ts_ms").filter(pl.col("step") == "reported").min(),
+        last_ms=pl.col("ts_ms").max(),
+        closed_ms=pl.col("ts_ms").filter(pl.col("step") == "closed").min(),
+        resolution_level=pl.col("level").filter(pl.col("step") == "closed").first(),
+        reporter_id=pl.col("reporter_id").drop_nulls().first(),
+        handler_id=pl.col("handler_id").drop_nulls().last(),
+        description=pl.col("description").drop_nulls().first(),
+        n_events=pl.len().cast(pl.Int64),
+    )
+    # A closed incident stays closed whatever arrives later (late events are history).
+    cur = cur.with_columns(
+        status=pl.when(pl.col("closed_ms").is_not_null())
+        .then(pl.lit("closed"))
+        .otherwise(pl.col("status"))
+    )
+    return cur.join(summary.collect(), on="incident_id", how="left").to_dicts()
+
+
+def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
+    """Compute the lifecycle summary of incidents that have none (rows written before the
+    summary columns existed), ``chunk`` incidents per transaction. Idempotent and
+    resumable (the same rows ``persist_report_events`` would write). Returns the count."""
+    i = incidents
+    done, after = 0, ""
+    while True:
+        with engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    select(i.c.incident_id)
+                    .where(i.c.incident_id > after, i.c.first_ms.is_(None))
+                    .order_by(i.c.incident_id)
+                    .limit(chunk)
+                ).scalars()
+            )
+            if not ids:
+                return done
+            lock_incidents(conn, ids)
+            upsert(conn, incidents, incident_rows(_events_of(conn, ids)), ["incident_id"])
+        done, after = done + len(ids), ids[-1]
+
+
+def events_by_incident(engine: Engine, chunk: int) -> Iterator[tuple[list[str], pl.DataFrame]]:
+    """Every incident's accepted events, ``chunk`` incidents at a time (in id order)."""
+    ie = incident_events
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            q = (
+                select(ie.c.incident_id)
+                .where(ie.c.incident_id > after)
+                .group_by(ie.c.incident_id)
+                .order_by(ie.c.incident_id)
+                .limit(chunk)
+            )
+            ids = list(conn.execute(q).scalars())
+            if not ids:
+                return
+            events = _rows_in(conn, ie, "incident_id", ids, EVENT_COLUMNS)
+        yield ids, events
+        after = ids[-1]
