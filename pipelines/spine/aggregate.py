@@ -308,3 +308,7 @@ def online_counts(grid_ids: list[str], grids: pl.DataFrame) -> dict[str, int]:
     parts = [g.group_by(c).len().rename({c: "area_id"}) for c in CHAIN]
     out = pl.concat(parts)
     return dict(zip(out["area_id"].to_list(), out["len"].to_list(), strict=True))
+
+
+# The live state of no incident (``LiveState.push_incidents``' "before" of a new one).
+EMPTY_STATE = ("",) * 10 + ("0", "", "")

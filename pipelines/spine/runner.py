@@ -4,6 +4,8 @@ One batch: read (claimed, own pending, new) → decode + validate → assign gri
 write live state (Lua, idempotent by event id) → dead-letter rejects → persist to SQL
 (idempotent) → XACK. A crash anywhere before XACK means redelivery; every effect
 above is keyed by event id (or entry id), so redelivery changes nothing.
+
+The clock job lives in ``clockjob``, rebuild-live in ``rebuild``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,30 +22,18 @@ import polars as pl
 import redis
 from sqlalchemy import Engine
 
-from pipelines import warnings
 from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import health, store
+from pipelines.spine.aggregate import EMPTY_STATE
+from pipelines.spine.clockjob import Clock, ClockJob, live_state, stream_name
 from pipelines.spine.events import SCHEMAS, decode_batch, stream_order
+from pipelines.spine.rebuild import rebuild_live
 from pipelines.spine.state import LiveState
-from pipelines.spine.streams import FIELD, Batch, Consumer, ensure_group, trim_acknowledged
+from pipelines.spine.streams import FIELD, Batch, Consumer, ensure_group
 
 log = logging.getLogger("wangge.runner")
-
-Clock = Callable[[], float]
-
-
-def live_state(r: redis.Redis, s: Settings) -> LiveState:
-    return LiveState(
-        r,
-        s.redis.prefix,
-        ticker_length=s.live.ticker_length,
-        day_ttl_s=s.live.day_ttl_days * 86400,
-        bucket_ttl_s=s.live.bucket_ttl_hours * 3600,
-        closed_ttl_s=s.live.closed_incident_ttl_hours * 3600,
-        deadletter=s.streams.deadletter,
-    )
 
 
 @dataclass
@@ -454,7 +443,6 @@ class FeedWorker:
         self._cameras_loaded_at = self.clock()
 
 
-EMPTY_STATE = ("",) * 10 + ("0", "", "")
 _DETAIL = {
     "duplicate": "an earlier stream entry has this id",
     "bad_transition": "no lifecycle step leads here",
@@ -494,72 +482,6 @@ def _dead_of(
     return _dead([(e, payloads[e]) for e in ids], reason, detail)
 
 
-# -------------------------------------------------------------------- the clock job
-
-
-@dataclass
-class ClockJob:
-    """Periodic, idempotent housekeeping with the clock passed in."""
-
-    settings: Settings
-    city: City
-    state: LiveState
-    r: redis.Redis
-    clock: Clock = time.time
-    engine: Engine | None = None  # given: the track-retention purge runs here too
-    purged_ms: int = 0
-
-    def purge(self, now_ms: int) -> dict[str, int]:
-        """Track points past ``privacy.track_retention_days``, every ``purge_every_minutes``."""
-        p = self.settings.privacy
-        if self.engine is None or now_ms - self.purged_ms < p.purge_every_minutes * 60_000:
-            return {}
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from pipelines.gridwork.tracks import purge_tracks
-
-        self.purged_ms = now_ms
-        try:
-            return purge_tracks(self.engine, p.track_retention_days, now_ms)
-        except SQLAlchemyError as exc:  # retried at the next period; never stops the clock
-            log.warning("track purge: %s", str(exc).splitlines()[0])
-            return {}
-
-    def tick(self) -> dict[str, Any]:
-        now_ms = int(self.clock() * 1000)
-        self.purge(now_ms)
-        overdue = self.state.sweep_overdue(now_ms)
-        since = now_ms - self.settings.live.online_minutes * 60_000
-        online_ids = self.state.workers_seen_since(since)
-        grids: list[str] = []
-        if online_ids:
-            raw: Any = self.r.hmget(self.state.keys.live("pos"), online_ids)
-            grids = [v.decode().split(",")[3] for v in raw if v]
-        counts = agg.online_counts(grids, self.city.grids)
-        self.state.set_online(counts)
-        trimmed = 0
-        for name in self.feed_streams():
-            trimmed += trim_acknowledged(self.r, self.state.keys.stream(name))
-        self.state.set_meta(tick_ms=now_ms)
-        return {"overdue": overdue, "online": len(grids), "trimmed": trimmed}
-
-    def feed_streams(self) -> tuple[str, ...]:
-        st = self.settings.streams
-        return (st.reports, st.locations, st.video)
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.tick()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("clock job: %s", exc)
-            stop.wait(self.settings.pipelines.tick_s)
-
-
-def stream_name(settings: Settings, feed: str) -> str:
-    return str(getattr(settings.streams, feed))
-
-
 def make_worker(
     feed: str,
     settings: Settings,
@@ -589,172 +511,14 @@ def make_worker(
     return w
 
 
-# -------------------------------------------------------------------- rebuild-live
-
-Progress = Callable[[str, int, int], None]
-
-
-def rebuild_live(
-    settings: Settings,
-    city: City,
-    r: redis.Redis,
-    engine: Engine,
-    clock: Clock = time.time,
-    *,
-    chunk: int = 250,
-    progress: Progress | None = None,
-) -> dict[str, int]:
-    """Rebuild the Redis live state of this prefix from SQL, aside, then switch at once.
-
-    The state is built under the staging prefix ``P:rebuild`` in bounded steps (``chunk``
-    incidents or alerts, 5 × ``chunk`` positions, patrols or dead letters per call, so no
-    call holds Redis for long: 24,000 incidents take 96 calls of < 0.15 s each) by
-    the same functions the pipelines use (``aggregate.incident_states`` and the same Lua
-    scripts), so it equals what they built. Then one MULTI/EXEC renames every staged key
-    onto its live name and deletes the live-state keys the new state lacks: readers see
-    the old state or the new one, never a part, and a failure before the switch leaves
-    the old state untouched. Streams, dashboard caches, sessions and leases are kept.
-    ``progress(stage, done, total)`` is called after every step.
-    """
-    live = live_state(r, settings)
-    staging = _staging(live)
-    staging.delete_live()
-    say = progress or (lambda _stage, _done, _total: None)
-    try:
-        counts = _build(settings, city, staging, engine, clock, chunk, say)
-        say("switch", 0, 1)
-        counts["keys"] = live.switch_from(staging)
-        say("switch", 1, 1)
-    finally:
-        staging.delete_live()
-    return counts
-
-
-def _staging(live: LiveState) -> LiveState:
-    return LiveState(
-        live.r,
-        f"{live.prefix}:rebuild",
-        ticker_length=live.ticker_length,
-        day_ttl_s=live.day_ttl_s,
-        bucket_ttl_s=live.bucket_ttl_s,
-        closed_ttl_s=live.closed_ttl_s,
-    )
-
-
-def _build(
-    settings: Settings,
-    city: City,
-    state: LiveState,
-    engine: Engine,
-    clock: Clock,
-    chunk: int,
-    say: Progress,
-) -> dict[str, int]:
-    tz, cid = settings.live.timezone, city.city_id
-    now_ms = int(clock() * 1000)
-    window = now_ms - state.closed_ttl_s * 1000
-    counts: dict[str, int] = {}
-    tickers = _Tickers(state.ticker_length)
-
-    total = store.distinct_count(engine, store.incident_events.c.incident_id)
-    done = 0
-    for ids, events in store.events_by_incident(engine, chunk):
-        states = agg.incident_states(events, cid, tz, settings.deadlines)
-        rows = [
-            # closed before the live window: its effects count, it keeps no hash
-            [i, "2" if st[10] == "0" and int(st[1]) < window else "1", st, EMPTY_STATE, ""]
-            for i, st in states.items()
-        ]
-        state.push_incidents(rows)
-        ticks = agg.report_tickers(events)
-        tickers.add(events.select("entry_id", "ts_ms", "street_id", "district_id"), ticks, cid)
-        done += len(ids)
-        say("incidents", done, total)
-    counts["incidents"] = done
-
-    total = store.table_count(engine, store.video_alerts)
-    done = 0
-    for alerts in store.rows_by_key(engine, store.video_alerts, chunk):
-        fields = agg.alert_rows(alerts, cid, tz)
-        pairs = alerts.select("alert_id", "entry_id").iter_rows()
-        state.set_alerts([(a, e, fields[e], []) for a, e in pairs])
-        ticks = {e: f[-1] for e, f in fields.items()}
-        tickers.add(alerts.select("entry_id", "ts_ms", "street_id", "district_id"), ticks, cid)
-        done += alerts.height
-        say("video", done, total)
-    counts["video"] = done
-    tickers.push(state)
-
-    total = store.table_count(engine, store.worker_positions)
-    done = 0
-    for pos in store.rows_by_key(engine, store.worker_positions, 5 * chunk):
-        state.apply_locations(list(pos.select("worker_id", "ts_ms", "packed").iter_rows()), [])
-        done += pos.height
-        say("positions", done, total)
-    counts["positions"] = done
-
-    total = store.table_count(engine, store.patrols)
-    done = 0
-    grids = city.grids.select(agg.CHAIN)
-    for visits in store.rows_by_key(engine, store.patrols, 5 * chunk):
-        chain = visits.join(grids, on="grid_id", how="inner")
-        state.apply_locations([], list(chain.select("day", *agg.CHAIN).iter_rows()))
-        done += visits.height
-        say("patrols", done, total)
-    counts["patrols"] = done
-
-    total = store.table_count(engine, store.dead_letters)
-    done = 0
-    for dl in store.rows_by_key(engine, store.dead_letters, 5 * chunk):
-        state.restore_dead_letter_counts(
-            [
-                (s, e, reason, "", b"", str(int(e.split("-")[0]) // 86_400_000))
-                for s, e, reason in dl.select("stream", "entry_id", "reason").iter_rows()
-            ]
-        )
-        done += dl.height
-        say("dead_letters", done, total)
-    counts["dead_letters"] = done
-
-    counts["warnings"] = warnings.republish(engine, state, city)
-    say("warnings", counts["warnings"], counts["warnings"])
-    ClockJob(settings, city, state, state.r, clock=clock).tick()
-    return counts
-
-
-_TICKER_SCHEMA = {
-    "area": pl.String,
-    "ts": pl.Int64,
-    "_ems": pl.UInt64,
-    "_eseq": pl.UInt64,
-    "line": pl.Binary,
-}
-
-
-@dataclass
-class _Tickers:
-    """The newest ``length`` events per street, district and city, for the tickers."""
-
-    length: int
-    rows: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=_TICKER_SCHEMA))
-
-    def add(self, events: pl.DataFrame, lines: dict[str, bytes], city_id: str) -> None:
-        if events.is_empty():
-            return
-        df = events.with_columns(
-            stream_order(),
-            line=pl.col("entry_id").replace_strict(lines, return_dtype=pl.Binary),
-            city=pl.lit(city_id),
-        )
-        parts = [
-            df.select(area=a, ts="ts_ms", _ems="_ems", _eseq="_eseq", line="line")
-            for a in ("street_id", "district_id", "city")
-        ]
-        newest = pl.concat([self.rows, *parts]).sort(["area", "ts", "_ems", "_eseq"])
-        self.rows = newest.group_by("area", maintain_order=True).tail(self.length)
-
-    def push(self, state: LiveState) -> None:
-        pipe = state.r.pipeline(transaction=False)
-        for area, ts_lines in self.rows.group_by("area", maintain_order=True):
-            pipe.lpush(state.keys.ticker(str(area[0])), *ts_lines["line"].to_list())
-        pipe.execute()
+__all__ = [
+    "BatchResult",
+    "Clock",
+    "ClockJob",
+    "FeedWorker",
+    "WrittenCache",
+    "live_state",
+    "make_worker",
+    "rebuild_live",
+    "stream_name",
+]
