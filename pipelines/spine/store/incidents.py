@@ -2,6 +2,8 @@
 report events (``decide_reports``) and the recomputed ``incidents`` rows with their
 lifecycle summary (what the scorecards read)."""
 
+from __future__ import annotations
+
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any

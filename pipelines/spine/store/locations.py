@@ -1,6 +1,8 @@
 """Worker locations in SQL: downsampled track points, patrolled grids per day and each
 worker's latest position (each idempotent, whatever the order of arrival)."""
 
+from __future__ import annotations
+
 import polars as pl
 from sqlalchemy import (
     Engine,

@@ -1,6 +1,8 @@
 """Generic SQL helpers: idempotent batch inserts and upserts (SQLite and PostgreSQL),
 transaction locks, Polars frames of tables, and chunked reads."""
 
+from __future__ import annotations
+
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
