@@ -8,14 +8,15 @@ update / end, with ``before`` and ``after`` states (``id``, ``camera``, ``label`
 of a review item (``severity`` detection / alert, which can escalate within one item;
 ``data.objects``, ``data.detections``, ``data.zones``).
 
-One tracked object, or one review item, is ONE video alert: its alert id is the Frigate
-id (``fe-<id>`` for objects, ``fr-<id>`` for review items), its ``ts`` the object's /
-item's start. The video feed takes an alert id once (the first entry in stream order owns
-it), so the first message of an object is written and the later ones (updates, the end)
-are acknowledged as duplicates here, never written twice. Each message still carries a
-``revision`` derived from the message itself (objects: the frame time, then new < update
-< end; review items: detections, objects, severity, then new < update < end) for a feed
-that updates alerts in place.
+One tracked object, or one review item, is ONE video alert, updated in place as it
+changes: its alert id is the Frigate id (``fe-<id>`` for objects, ``fr-<id>`` for review
+items), its ``ts`` the object's / item's start, and every message becomes a stream entry
+carrying a ``revision`` derived from Frigate's own progress (objects: the frame time, then
+new < update < end; review items: detections, objects, zones, severity, then new < update
+< end). The video pipeline creates the alert from the first entry and updates its label,
+score, sub-label, zones, severity and end from newer revisions (an older or replayed one
+is a no-op), so the alert is counted once. A message retried with the same Frigate id and
+the same revision is a duplicate here, never written twice.
 
 Mapping: Frigate labels and camera names map to our labels and camera ids through
 ``gateway.frigate_labels`` / ``gateway.frigate_cameras`` (a label that is already one
@@ -195,7 +196,9 @@ def translate(
         label = first[1] if first else None
         frigate_label = str(first[0]) if first else ""
         score = REVIEW_SCORE[severity]
-        rank = (len(detections) * 64 + min(len(objects), 63)) * 2 + SEVERITIES[severity]
+        zones_n = len(data.get("zones") or []) if isinstance(data.get("zones"), list) else 0
+        rank = (len(detections) * 64 + min(len(objects), 63)) * 64 + min(zones_n, 63)
+        rank = rank * 2 + SEVERITIES[severity]
         revision = rank * 4 + TYPES[kind]
         tag = "fr"
         extra = {"severity": severity, "label": frigate_label}
@@ -218,6 +221,12 @@ def translate(
     }
     if end is not None:
         event["end_ts"] = int(end * 1000)
+    if extra.get("sub_label"):
+        event["sub_label"] = extra["sub_label"]
+    if isinstance(zones, list) and zones:
+        event["zones"] = extra["zones"]
+    if topic == "reviews":
+        event["severity"] = extra["severity"]
     event["source"] = "frigate"
     extra["label"] = str(extra.get("label", ""))[:64]
     event["frigate"] = {"type": kind, "id": fid[:128], "camera": camera_name[:128], **extra}
@@ -225,10 +234,10 @@ def translate(
 
 
 def identity(gw_key: Callable[..., str], alert: Alert) -> Once:
-    """One video alert per Frigate object or review item: its first message is written, the
-    later ones (updates, the end) are acknowledged and not written again (the video feed
-    takes an alert id once, decided in stream order)."""
-    return Once(gw_key("fv", alert.alert_id), DEDUPE_S)
+    """A message is written once: the same Frigate object or review item at the same
+    revision (a retried publish, a re-sent HTTP push) is a duplicate; every newer revision
+    is a new stream entry, which the video pipeline applies to the one alert in place."""
+    return Once(gw_key("fv", alert.alert_id, str(alert.revision)), DEDUPE_S)
 
 
 # ------------------------------------------------------------------ HTTP push

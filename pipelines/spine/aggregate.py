@@ -13,7 +13,7 @@ import orjson
 import polars as pl
 
 from pipelines.settings import DeadlineSettings
-from pipelines.spine.events import CATEGORIES, stream_order
+from pipelines.spine.events import CATEGORIES, stream_key, stream_order
 
 CHAIN = ("grid_id", "street_id", "district_id", "city_id")
 
@@ -188,19 +188,102 @@ def alert_winners(cands: pl.DataFrame) -> pl.DataFrame:
     return c.with_columns(winner=won).drop("_ems", "_eseq")
 
 
+# What an update of an alert replaces (the newest revision's values); the rest of the row
+# (camera, start, place, creating entry) is the creating entry's.
+CONTENT = ("label", "score", "end_ms", "sub_label", "zones", "severity", "revision", "rev_entry")
+
+
+def alert_token(entry_id: str, rev_entry: str | None) -> str:
+    """What the live state registers for an alert: its creating entry, and the entry of
+    the revision it shows when that is another one (``creator/revision entry``)."""
+    return entry_id if not rev_entry or rev_entry == entry_id else f"{entry_id}/{rev_entry}"
+
+
+def decide_alert_versions(
+    stored: list[dict[str, Any]], batch: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
+    """The video rule (pure): one alert per alert id, updated in place.
+
+    * The first entry in stream order carrying an alert id creates the alert (its camera,
+      start and place stay the alert's), on any day.
+    * An entry carrying a ``revision`` updates the alert's label, score, end, sub-label,
+      zones and severity when it is the newest: the highest revision wins, ties going to
+      the earlier entry (an exact replay is a no-op); a revision never regresses the
+      alert. Such an entry naming another camera than the alert's is refused
+      (``moved_alert``): an alert never moves between areas.
+    * An entry without a revision that does not create its alert is a ``duplicate``.
+
+    ``stored``: the ``video_alerts`` rows of the batch's alert ids; ``batch``: the batch's
+    rows (same columns, ``rev_entry`` = own entry). Returns the rows to write (changed
+    ones only), a status per batch entry — A created, U updated, R already applied,
+    S superseded (older or equal revision: a no-op), D duplicate, M moved — and the
+    stored rows whose creating entry lost its place to an earlier one without revisions
+    (their creating entry becomes a duplicate).
+    """
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for row in batch:
+        by_id.setdefault(row["alert_id"], []).append(row)
+    old = {r["alert_id"]: r for r in stored}
+    write: list[dict[str, Any]] = []
+    statuses: dict[str, str] = {}
+    displaced: list[dict[str, Any]] = []
+
+    def rank(row: dict[str, Any]) -> tuple[int, tuple[int, int]]:
+        rev = row["revision"]
+        ms, seq = stream_key(row["rev_entry"] or row["entry_id"])
+        return (-1 if rev is None else int(rev), (-ms, -seq))
+
+    for aid, rows in by_id.items():
+        s = old.get(aid)
+        rows = sorted(rows, key=lambda r: stream_key(r["entry_id"]))
+        creator = s
+        for r in rows:
+            if creator is None or stream_key(r["entry_id"]) < stream_key(creator["entry_id"]):
+                creator = r
+        assert creator is not None
+        shown = s if s is not None else creator
+        if s is not None and creator is not s and rank(creator) > rank(s):
+            shown = creator  # a new creator without revisions shows itself
+        for r in rows:
+            if r is creator or r["revision"] is None or r["camera_id"] != creator["camera_id"]:
+                continue
+            if rank(r) > rank(shown):
+                shown = r
+        row = {k: creator[k] for k in creator if k not in CONTENT}
+        row.update({k: shown[k] for k in CONTENT})
+        if s is None or any(row.get(k) != s.get(k) for k in row):
+            write.append(row)
+        if s is not None and creator is not s and s["revision"] is None:
+            displaced.append(s)
+        for r in rows:
+            e = r["entry_id"]
+            if e == row["entry_id"]:
+                statuses[e] = "R" if s is not None and e == s["entry_id"] else "A"
+            elif r["revision"] is None:
+                statuses[e] = "D"
+            elif r["camera_id"] != row["camera_id"]:
+                statuses[e] = "M"
+            elif e == row["rev_entry"]:
+                statuses[e] = "R" if s is not None and e == s["rev_entry"] else "U"
+            else:
+                statuses[e] = "S"
+    return write, statuses, displaced
+
+
 def alert_rows(alerts: pl.DataFrame, city_id: str, tz: str) -> dict[str, tuple[Any, ...]]:
-    """Live effects of winning alerts (``video_alerts`` rows) by entry id: day, area chain,
-    label, epoch minute and hour, ticker (``state.ALERT_FIELDS`` after alert and entry)."""
+    """Live effects of alerts (``video_alerts`` rows) by alert id: the live-state token
+    (``alert_token``), then day, area chain, label, epoch minute and hour, ticker
+    (``state.ALERT_FIELDS``)."""
     if alerts.is_empty():
         return {}
     df = with_time_keys(alerts.rename({"ts_ms": "ts"}), tz)
     out: dict[str, tuple[Any, ...]] = {}
-    cols = ("entry_id", "ts", "day", "grid_id", "street_id", "district_id", "label")
-    for e, ts, d, g, s, dist, lab, m, h, a, cam in df.select(
+    cols = ("entry_id", "rev_entry", "ts", "day", "grid_id", "street_id", "district_id", "label")
+    for e, rev, ts, d, g, s, dist, lab, m, h, a, cam in df.select(
         *cols, "minute", "hour", "alert_id", "camera_id"
     ).iter_rows():
         tick = orjson.dumps({"k": "video", "ts": ts, "what": lab, "id": a, "grid": g, "cam": cam})
-        out[e] = (d, g, s, dist, city_id, lab, m, h, tick)
+        out[a] = (alert_token(e, rev), d, g, s, dist, city_id, lab, m, h, tick)
     return out
 
 
@@ -296,8 +379,8 @@ def report_history(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def video_history(df: pl.DataFrame) -> pl.DataFrame:
-    """Decoded video rows → ``video_alerts`` rows."""
-    return df.rename({"ts": "ts_ms"})
+    """Decoded video rows → ``video_alerts`` rows (each entry shows its own revision)."""
+    return df.rename({"ts": "ts_ms", "end_ts": "end_ms"}).with_columns(rev_entry=pl.col("entry_id"))
 
 
 def online_counts(grid_ids: list[str], grids: pl.DataFrame) -> dict[str, int]:

@@ -106,6 +106,7 @@ REASONS = (
     "duplicate",
     "too_large",
     "max_deliveries",
+    "moved_alert",  # a later revision of an alert names another camera
 )
 
 # ---------------------------------------------------------------- schemas
@@ -162,6 +163,13 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         _TS,
         Field("lon", pl.Float64, required=False, lo=-180.0, hi=180.0),
         Field("lat", pl.Float64, required=False, lo=-90.0, hi=90.0),
+        # An alert that changes while it lasts (a tracked object, a review item) is sent
+        # again under its alert_id with a higher revision: one alert, updated in place.
+        Field("revision", pl.Int64, required=False, lo=0.0, hi=float(2**62)),
+        Field("end_ts", pl.Int64, required=False),  # when the alert ended (epoch ms)
+        Field("sub_label", pl.String, required=False, max_len=128),
+        Field("zones", pl.String, required=False, max_len=256),
+        Field("severity", pl.String, required=False, max_len=16),
     ),
 }
 

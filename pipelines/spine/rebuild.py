@@ -107,9 +107,8 @@ def _build(
     done = 0
     for alerts in store.rows_by_key(engine, store.video_alerts, chunk):
         fields = agg.alert_rows(alerts, cid, tz)
-        pairs = alerts.select("alert_id", "entry_id").iter_rows()
-        state.set_alerts([(a, e, fields[e], []) for a, e in pairs])
-        ticks = {e: f[-1] for e, f in fields.items()}
+        state.set_alerts([(a, f[0], f[1:], []) for a, f in fields.items()])
+        ticks = {e: fields[a][-1] for a, e in alerts.select("alert_id", "entry_id").iter_rows()}
         tickers.add(alerts.select("entry_id", "ts_ms", "street_id", "district_id"), ticks, cid)
         done += alerts.height
         say("video", done, total)

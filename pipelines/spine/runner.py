@@ -39,7 +39,8 @@ log = logging.getLogger("wangge.runner")
 @dataclass
 class BatchResult:
     applied: int = 0
-    updated: int = 0  # video: later revisions of known alerts, applied in place
+    updated: int = 0  # video: newer revisions of known alerts, applied in place
+    superseded: int = 0  # video: older (or replayed) revisions, no-ops
     redelivered: int = 0
     dead: int = 0
     acked: int = 0
@@ -293,8 +294,9 @@ class FeedWorker:
         resync: pl.DataFrame | None,
         retried: bool = False,
     ) -> pl.DataFrame:
-        """As for reports: SQL decides which entry owns each alert id (the first in
-        stream order, on any day), Redis follows inside the transaction."""
+        """As for reports: SQL decides (one alert per alert id, created by the first entry
+        in stream order, updated in place by newer revisions), Redis is set to the
+        decided alerts inside the same transaction (a state, not an increment)."""
         tz, cid = self.settings.live.timezone, self.city.city_id
         alerts = (
             agg.video_history(good).select(store.VIDEO_COLUMNS)
@@ -303,28 +305,24 @@ class FeedWorker:
         )
         with self.engine.begin() as conn:
             d = store.decide_alerts(conn, alerts)
-            lost = [e for e, st in d.statuses.items() if st == "D"]
-            dead_parts.append(
-                _dead([(e, payloads[e]) for e in lost], "duplicate", _DETAIL["duplicate"])
-            )
-            shown = d.displaced.with_columns(verdict=pl.lit("duplicate"))
-            found = self._stream_payloads(shown["entry_id"].to_list())
-            for r in shown.iter_rows(named=True):
+            for code, reason in (("D", "duplicate"), ("M", "moved_alert")):
+                lost = [e for e, st in d.statuses.items() if st == code]
+                dead_parts.append(_dead([(e, payloads[e]) for e in lost], reason, _DETAIL[reason]))
+            found = self._stream_payloads(d.displaced["entry_id"].to_list())
+            for r in d.displaced.iter_rows(named=True):
                 p = found.get(r["entry_id"]) or _wire_payload(r, "video")
                 dead_parts.append(_dead([(r["entry_id"], p)], "duplicate", _DETAIL["duplicate"]))
-            result.applied = sum(1 for v in d.statuses.values() if v == "A")
-            result.redelivered = sum(1 for v in d.statuses.values() if v == "R")
-            owners = agg.alert_rows(d.owners, cid, tz)
+            n = {k: sum(1 for v in d.statuses.values() if v == k) for k in "AURS"}
+            result.applied, result.updated = n["A"], n["U"]
+            result.redelivered, result.superseded = n["R"], n["S"]
+            fields = agg.alert_rows(d.current, cid, tz)
             losers: dict[str, list[tuple[str, str]]] = {}
-            lost_rows = agg.with_time_keys(d.losers.rename({"ts_ms": "ts"}), tz)
-            for a, e, day in lost_rows.select("alert_id", "entry_id", "day").iter_rows():
-                losers.setdefault(a, []).append((e, day))
-            rows = [
-                (a, e, owners[e], losers.get(a, []))
-                for a, e in d.owners.select("alert_id", "entry_id").iter_rows()
-            ]
+            for r in d.displaced.iter_rows(named=True):
+                day = agg.local_day(int(r["ts_ms"]), tz)
+                losers.setdefault(r["alert_id"], []).append((r["entry_id"], day))
+            rows = [(a, f[0], f[1:], losers.get(a, [])) for a, f in fields.items()]
             if resync is not None and resync.height:
-                rows += self._alert_resync(conn, resync, set(d.owners["alert_id"]))
+                rows += self._alert_resync(conn, resync, set(fields))
             dead_all = _in_stream_order(dead_parts)
             self._dead_letter_sql(conn, dead_all, now_ms)
             self.state.set_alerts(rows)
@@ -334,23 +332,23 @@ class FeedWorker:
     def _alert_resync(
         self, conn: Any, resync: pl.DataFrame, done: set[str]
     ) -> list[tuple[str, str, Any, list[tuple[str, str]]]]:
-        """Alert ids of poison entries: Redis drops those entries, keeps SQL's owner."""
+        """Alert ids of poison entries: Redis drops those entries, keeps SQL's alert."""
         tz, cid = self.settings.live.timezone, self.city.city_id
         todo = resync.filter(~pl.col("alert_id").is_in(list(done)))
         if todo.is_empty():
             return []
         store.lock_keys(conn, [f"alert:{a}" for a in todo["alert_id"]])
-        owners = store._rows_in(
+        current = store._rows_in(
             conn, store.video_alerts, "alert_id", todo["alert_id"], store.VIDEO_COLUMNS
         )
-        fields = agg.alert_rows(owners, cid, tz)
-        owner_of = dict(zip(owners["alert_id"], owners["entry_id"], strict=True))
+        fields = agg.alert_rows(current, cid, tz)
         poison = agg.with_time_keys(todo.select("alert_id", "entry_id", "ts"), tz)
         out = []
         for a, e, day in poison.select("alert_id", "entry_id", "day").iter_rows():
-            if a in owner_of and owner_of[a] != e:
-                out.append((a, owner_of[a], fields[owner_of[a]], [(e, day)]))
-            elif a not in owner_of:  # no owner: only take the entry back
+            if a in fields:
+                if fields[a][0].split("/")[0] != e:
+                    out.append((a, fields[a][0], fields[a][1:], [(e, day)]))
+            else:  # no alert: only take the entry back
                 out.append((a, "", ("",) * 8 + (b"",), [(e, day)]))
         return out
 
@@ -446,13 +444,15 @@ class FeedWorker:
 _DETAIL = {
     "duplicate": "an earlier stream entry has this id",
     "bad_transition": "no lifecycle step leads here",
+    "moved_alert": "a later revision of this alert names another camera",
 }
 
 
 def _wire_payload(row: dict[str, Any], feed: str) -> bytes:
     """An event as its stored row says it was (when its stream entry is gone)."""
     names = [f.name for f in SCHEMAS[feed]]
-    ev = {n: row.get("ts_ms") if n == "ts" else row.get(n) for n in names}
+    stored = {"ts": "ts_ms", "end_ts": "end_ms"}
+    ev = {n: row.get(stored.get(n, n)) for n in names}
     return orjson.dumps({k: v for k, v in ev.items() if v is not None})
 
 

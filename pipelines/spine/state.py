@@ -19,7 +19,7 @@ P:d:<YYYYMMDD>:<metric>         hash    per local day: reports, resolved, closed
                                         coverage (area_id → n); reports_cat, video_label,
                                         closed_level ("area_id|x" → n)
 P:d:<YYYYMMDD>:patrolled        set     grids visited by a worker that day
-P:d:<YYYYMMDD>:vseen            hash    alert_id → the owning entry and what it counted
+P:d:<YYYYMMDD>:vseen            hash    alert_id → its creating (and shown) entry, what it counted
                                         ("entry|grid|street|district|city|label|min|hour")
 P:m:<epoch_minute>              hash    "r|area_id" reports, "v|area_id" video alerts
 P:h:<epoch_hour>                hash    the same per hour (24-hour trend)
@@ -39,7 +39,7 @@ P:dl:seen:<YYYYMMDD>            set     "<stream>|<entry_id>" already dead-lette
 
 Area ids are unique across levels, so one hash per metric serves every level; the
 dashboard reads any area with one HGET/HMGET. SQL decides which events are accepted
-(``aggregate.decide_reports``, ``aggregate.alert_winners``); every write that counts is
+(``aggregate.decide_reports``, ``aggregate.decide_alert_versions``); every write that counts is
 a Lua script that sets an incident's state or an alert id's owner and applies the
 difference to the counters in the same atomic step, so redelivery changes nothing and
 the counters are a function of the accepted events. Counters that reach 0 are removed.
@@ -258,10 +258,13 @@ ALERT_FIELDS = (
     "ticker",
 )
 
-# Sets which entry owns each alert id (decided in SQL: the first in stream order) and
-# keeps the counters equal to the owners' effects. The owner is registered in
-# P:d:<day>:vseen as "entry|grid|street|district|city|label|minute|hour", so whatever an
-# entry counted can be taken back when another one turns out to own the id.
+# Sets each alert id to the alert SQL decided (created by the first entry in stream
+# order, updated in place by newer revisions) and keeps the counters equal to the alerts'
+# effects. It is registered in P:d:<day>:vseen as
+# "token|grid|street|district|city|label|minute|hour" (token: the creating entry, plus
+# "/<entry>" of the revision shown when that is another), so whatever it counted can be
+# taken back when it changes (a new label moves its count) or another entry turns out to
+# have created it; an alert is counted once whatever its updates.
 # ARGV: prefix, ticker length, day ttl, bucket ttl, then per alert: alert id, the owner's
 # entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
 # entry and day (an empty owner entry: only losers are taken back). Returns one letter
@@ -283,6 +286,7 @@ local function count(d, v, sign)
   end
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
+local function creator(v) return v and string.match(v, '^([^|/]*)') end
 local out = {}
 local i = 4
 while i < #ARGV do
@@ -296,7 +300,7 @@ while i < #ARGV do
     i = i + 2
     local lk = P..':d:'..ld..':vseen'
     local v = redis.call('HGET', lk, aid)
-    if v and owner(v) == le then
+    if v and creator(v) == le then
       count(ld, v, -1)
       redis.call('HDEL', lk, aid)
     end
@@ -306,15 +310,18 @@ while i < #ARGV do
   if entry == '' or (v and owner(v) == entry) then
     out[#out + 1] = 'R'
   else
+    local fresh = not v or creator(v) ~= creator(entry)
     if v then count(d, v, -1) end
     local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
     redis.call('HSET', seen, aid, reg)
     touched[seen] = DTTL
     count(d, reg, 1)
-    for _, a in ipairs({s, dist, c}) do
-      local tk = P..':live:ticker:'..a
-      redis.call('LPUSH', tk, tick)
-      tickers[tk] = true
+    if fresh then  -- an update in place moves its counts; only a new alert is news
+      for _, a in ipairs({s, dist, c}) do
+        local tk = P..':live:ticker:'..a
+        redis.call('LPUSH', tk, tick)
+        tickers[tk] = true
+      end
     end
     out[#out + 1] = 'A'
   end

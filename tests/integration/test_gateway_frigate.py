@@ -114,27 +114,30 @@ def test_mqtt_object_lifecycle_is_one_alert(env, city, engine, mqtt_url) -> None
                 and sub.counts.get("written", 0) + sub.counts.get("duplicate", 0) == 4
             )
         )
-        # one write per Frigate object: its first message; the updates, the re-send and the
-        # end are acknowledged and not written again
-        assert sub.counts.get("written") == 1 and sub.counts.get("duplicate") == 3
+        # every revision is written once; the exact re-send (same id, same revision) is a
+        # duplicate
+        assert sub.counts.get("written") == 3 and sub.counts.get("duplicate") == 1
     finally:
         sub.stop()
     got = stream(r, s, "video")
-    assert [g["alert_id"] for g in got] == ["fe-" + event("new", 0)["after"]["id"]]
+    assert [g["alert_id"] for g in got] == ["fe-" + event("new", 0)["after"]["id"]] * 3
+    assert [g["revision"] for g in got] == sorted({g["revision"] for g in got})
     # the malformed ones are dead letters (stream "frigate"), with payload and reason
     dl = r.xrange(f"{s.redis.prefix}:{s.streams.deadletter}")
     assert [(f[b"stream"], f[b"reason"]) for _, f in dl] == [(b"frigate", b"malformed")] * 2
     assert dl[0][1][b"payload"] == b"{not json"
-    # through the video pipeline: ONE alert, counted once, as first seen
+    # through the video pipeline: ONE alert, counted once, updated in place to its end
     w = make_worker("video", s, city, GridIndex(city), r, engine, "v-t", clock=lambda: NOW / 1000)
     res = w.step()
-    assert (res.applied, res.dead) == (1, 0)
+    # (in one batch, the end is the update shown; the update it overtook is superseded)
+    assert (res.applied, res.updated + res.superseded, res.dead) == (1, 2, 0)
     day = agg.local_day(int(T0 * 1000), s.live.timezone)
     assert w.state.counts("video", [city.city_id], day=day) == [1]
     rows = store.read_frame(engine, select(store.video_alerts))
     assert rows.height == 1
     row = rows.row(0, named=True)
-    assert (row["camera_id"], row["label"], row["score"]) == ("C1", "intrusion", 0.7)
+    assert (row["camera_id"], row["label"], row["score"]) == ("C1", "intrusion", 0.9)
+    assert row["end_ms"] == int((T0 + 60) * 1000)
     sql_dl = store.read_frame(engine, select(store.dead_letters))
     assert sql_dl["stream"].to_list() == ["frigate", "frigate"]
 
@@ -172,8 +175,8 @@ def test_http_push_of_the_same_payloads(env, city, engine) -> None:
             "/frigate/events", json=[event("new", T0 + 1), event("update", T0 + 2)], headers=h
         )
         assert res.status_code == 200 and res.json() == {
-            "accepted": 1,
-            "duplicates": 1,  # the object's update: the alert is written once
+            "accepted": 2,  # the object's new and update: two revisions of one alert
+            "duplicates": 0,
             "ignored": {},
         }
         res = c.post("/frigate/events", json=event("update", T0 + 2), headers=h)
@@ -208,4 +211,4 @@ def test_http_push_of_the_same_payloads(env, city, engine) -> None:
         assert c.post("/frigate/events", content=b"{", headers=h).status_code == 400
         assert c.post("/frigate/nothing", json={}, headers=h).status_code == 404
         assert c.post("/frigate/events", json={}).status_code == 401
-    assert len(stream(r, s, "video")) == 2  # the object (once) and the review item
+    assert len(stream(r, s, "video")) == 3  # the object's two revisions and the review item

@@ -129,7 +129,17 @@ video_alerts = Table(
     Column("grid_id", String(32), nullable=False),
     Column("street_id", String(32), nullable=False, index=True),
     Column("district_id", String(32), nullable=False),
-    Column("entry_id", String(32), nullable=False),
+    Column("entry_id", String(32), nullable=False),  # the first entry: it created the alert
+    # An alert that changes while it lasts (a tracked object, a review item) is sent again
+    # under its alert_id with a higher revision and updated in place: these columns hold
+    # the newest revision's values (label and score above too); the place, camera and start
+    # stay the creating entry's.
+    Column("revision", BigInteger),
+    Column("rev_entry", String(32)),  # the entry whose revision is shown
+    Column("end_ms", BigInteger),
+    Column("sub_label", String(128)),
+    Column("zones", String(256)),
+    Column("severity", String(16)),
 )
 
 track_points = Table(

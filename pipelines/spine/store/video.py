@@ -1,6 +1,8 @@
 """Video alerts in SQL: the decision of a batch of alerts (``decide_alerts``) and the
 camera registry."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import polars as pl
@@ -11,55 +13,48 @@ from sqlalchemy import (
 )
 
 from pipelines.spine.store.schema import cameras, video_alerts
-from pipelines.spine.store.sql import _rows_in, insert_ignore, lock_keys, read_frame, write_lock
+from pipelines.spine.store.sql import (
+    _rows_in,
+    frame_schema,
+    lock_keys,
+    read_frame,
+    upsert,
+    write_lock,
+)
 
 VIDEO_COLUMNS = [c.name for c in video_alerts.columns]
 
 
 @dataclass
 class AlertDecision:
-    statuses: dict[str, str]  # batch entry → A (owns its alert id now), R (owned it), D
-    owners: pl.DataFrame  # the owning ``video_alerts`` row of every alert id of the batch
-    losers: pl.DataFrame  # entries that do not own their alert id: alert_id, entry_id, ts_ms
-    displaced: pl.DataFrame  # ``video_alerts`` rows of earlier batches that lost their id
+    statuses: dict[str, str]  # batch entry → A created, U updated, R applied, S superseded,
+    # D duplicate, M moved (``aggregate.decide_alert_versions``)
+    current: pl.DataFrame  # the ``video_alerts`` row of every alert id of the batch, now
+    displaced: pl.DataFrame  # stored rows whose creating entry lost to an earlier entry
 
 
 def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
-    """Decide a batch of valid, located video alerts (``video_alerts`` columns): an alert
-    id belongs to the first entry in stream order carrying it, on any day. Writes the
-    owners; a row of an earlier batch that loses its id to an earlier entry is replaced."""
+    """Decide a batch of valid, located video alerts (``video_alerts`` columns) against the
+    stored ones and write the outcome: one row per alert id, created by the first entry in
+    stream order and updated in place by newer revisions (``aggregate.decide_alert_versions``).
+    Locks the alert ids first, so concurrent batches are decided one after the other."""
     from pipelines.spine import aggregate as agg
 
     write_lock(conn)
     ids = batch["alert_id"].unique().to_list()
     lock_keys(conn, [f"alert:{a}" for a in ids])
     old = _rows_in(conn, video_alerts, "alert_id", ids, VIDEO_COLUMNS)
-    fresh = batch.select(VIDEO_COLUMNS).filter(~pl.col("entry_id").is_in(old["entry_id"].to_list()))
-    cands = pl.concat(
-        [old.with_columns(stored=pl.lit(True)), fresh.with_columns(stored=pl.lit(False))]
+    write, statuses, displaced = agg.decide_alert_versions(
+        old.to_dicts(), batch.select(VIDEO_COLUMNS).to_dicts()
     )
-    won = agg.alert_winners(cands)
-    owners = won.filter("winner")
-    new_owners = owners.filter(~pl.col("stored"))
-    displaced = old.filter(pl.col("alert_id").is_in(new_owners["alert_id"].implode()))
-    if displaced.height:
-        conn.execute(
-            video_alerts.delete().where(
-                video_alerts.c.alert_id.in_(displaced["alert_id"].to_list())
-            )
-        )
-    insert_ignore(conn, video_alerts, new_owners.select(VIDEO_COLUMNS).to_dicts())
-    owner_of = dict(zip(owners["alert_id"], owners["entry_id"], strict=True))
-    stored = set(old["entry_id"])
-    statuses = {
-        e: ("D" if owner_of[a] != e else "R" if e in stored else "A")
-        for a, e in batch.select("alert_id", "entry_id").iter_rows()
-    }
+    upsert(conn, video_alerts, write, ["alert_id"])
+    schema = frame_schema(video_alerts)
+    written = pl.DataFrame(write, schema=schema) if write else pl.DataFrame(schema=schema)
+    kept = old.filter(~pl.col("alert_id").is_in(written["alert_id"].implode()))
     return AlertDecision(
         statuses=statuses,
-        owners=owners.select(VIDEO_COLUMNS),
-        losers=won.filter(~pl.col("winner")).select("alert_id", "entry_id", "ts_ms"),
-        displaced=displaced,
+        current=pl.concat([kept, written.select(old.columns)]),
+        displaced=pl.DataFrame(displaced, schema=schema) if displaced else old.clear(),
     )
 
 
