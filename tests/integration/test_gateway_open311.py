@@ -224,3 +224,44 @@ def test_status_follows_the_lifecycle(env, city, engine) -> None:
         x["service_request_id"]
         for x in c.get(f"{BASE}/requests.json", params={"api_key": env["app"]}).json()
     ] == [srid]
+
+
+def test_service_request_id_from_a_token(env, city) -> None:
+    """[SPEC] "GET service_request_id from a token": ``tokens/[token id].[format]``
+    answers ``service_requests`` → ``request`` with ``service_request_id`` and ``token``
+    (the example: ``[{"service_request_id": 638344, "token": 12345}]`` and the same as
+    XML); "404 - jurisdiction_id or token not found (specified in error response)".
+    Our token is the POST's Idempotency-Key."""
+    c = env["c"]
+    h = {"Idempotency-Key": "12345"}
+    created = c.post(f"{BASE}/requests.json", data=form(env, city), headers=h).json()
+    srid = created[0]["service_request_id"]
+    key = {"api_key": env["hotline"]}
+    got = c.get(f"{BASE}/tokens/12345.json", params=key)
+    assert got.status_code == 200
+    assert got.json() == [{"service_request_id": srid, "token": "12345"}]
+    xml = c.get(f"{BASE}/tokens/12345.xml", params=key)
+    assert xml.status_code == 200 and xml.headers["content-type"].startswith("text/xml")
+    root = ET.fromstring(xml.content)
+    assert root.tag == "service_requests"
+    (req,) = root.findall("request")
+    assert (req.findtext("service_request_id"), req.findtext("token")) == (srid, "12345")
+    # still found once the Redis retry window is gone (SQL keeps the token)
+    env["r"].delete(*env["r"].keys(f"{env['s'].redis.prefix}:gw:o311:*"))
+    again = c.get(f"{BASE}/tokens/12345.json", params=key).json()
+    assert again == [{"service_request_id": srid, "token": "12345"}]
+    # unknown, or another key's token: 404 in the spec's error format, JSON and XML
+    for path, params in (
+        ("tokens/99999", key),
+        ("tokens/12345", {"api_key": env["app"]}),
+    ):
+        r = c.get(f"{BASE}/{path}.json", params=params)
+        assert r.status_code == 404
+        (e,) = r.json()
+        assert e["code"] == 404 and "token" in e["description"]
+        x = c.get(f"{BASE}/{path}.xml", params=params)
+        root = ET.fromstring(x.content)
+        assert x.status_code == 404 and root.tag == "errors"
+        assert root.find("error").findtext("code") == "404"  # type: ignore[union-attr]
+    # no api_key: 403, as for every read
+    assert c.get(f"{BASE}/tokens/12345.json").status_code == 403

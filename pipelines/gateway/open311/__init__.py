@@ -22,6 +22,10 @@ description}``; ``<errors><error>…``), HTTP 400 / 403 / 404 as the spec assign
   once the incident is closed (结案), else ``open``, and ``status_notes`` names the
   step (e.g. "已派遣 (dispatched)"). Lists cover at most ``gateway.open311_max_days``
   (90) days — the last 90 by default — and 1,000 requests, newest first.
+* ``GET tokens/{token_id}`` with ``api_key`` — the spec's "service_request_id from a
+  token": our POST answers with the id at once, and its ``Idempotency-Key`` is the
+  request's token, so a client that lost the answer finds ``[{service_request_id,
+  token}]`` by its key (its own requests only; 404 in the spec's format otherwise).
 """
 
 from __future__ import annotations

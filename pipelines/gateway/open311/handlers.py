@@ -21,7 +21,14 @@ from pipelines.gateway.open311.intake import (
     parse_new_request,
     report_event,
 )
-from pipelines.gateway.open311.records import Query, parse_query, read_requests, write_request_row
+from pipelines.gateway.open311.records import (
+    Query,
+    parse_query,
+    read_requests,
+    token_of,
+    token_requests,
+    write_request_row,
+)
 from pipelines.gateway.open311.services import SERVICES, _definition, _services_body
 from pipelines.gateway.publish import Once, Outgoing
 from pipelines.gateway.registry import client_address, read_body, route
@@ -118,7 +125,8 @@ async def create_request(request: Request) -> Response:
     if first is not None:  # a retry: the first request's id, nothing written
         return _created(first.decode() if isinstance(first, bytes) else str(first), req, fmt)
     srid = new_request_id()
-    await run_in_threadpool(write_request_row, gw.engine, srid, cred, req, now)
+    token = token_of(request.headers.get("idempotency-key"))
+    await run_in_threadpool(write_request_row, gw.engine, srid, cred, req, now, token)
     ev = report_event(req, srid, cred, lon, lat, now)
     ident = Once(gw.key("o311", idem), s.gateway.open311_idempotency_s, srid)
     done = await gw.publish("reports", [Outgoing.of(ev, ident)])
@@ -163,6 +171,34 @@ async def one_request(request: Request) -> Response:
     return document("service_requests", rows[:1], fmt)
 
 
+async def one_token(request: Request) -> Response:
+    """GET service_request_id from a token: the token is the POST's Idempotency-Key (our
+    POST answers with the id at once; a client that lost that answer asks by its key).
+    Only the credential that sent the POST finds it; unknown → 404 in the spec's format."""
+    fmt = _fmt(request)
+    params = dict(request.query_params)
+    gw, cred = await _reader(request, params)
+    _scope(gw, cred, params.get("jurisdiction_id"))
+    await gw.admit(cred, params.get("api_key") or request.headers.get("x-api-key") or "", 1)
+    token = token_of(request.path_params["token_id"])
+    srid: str | None = None
+    if token is not None:
+        idem = idempotency_key(cred.credential_id, token, ())
+        try:
+            first = await gw.r.get(gw.key("o311", idem))  # the published one, while kept
+        except redis.RedisError as exc:
+            raise core.unavailable(exc) from exc
+        if first is not None:
+            srid = first.decode() if isinstance(first, bytes) else str(first)
+        else:
+            found = await run_in_threadpool(token_requests, gw.engine, cred.credential_id, token)
+            srid = found[0] if found else None
+    if srid is None:
+        shown = request.path_params["token_id"][:40]
+        raise GatewayError(404, "not_found", f"token {shown} was not found")
+    return document("service_requests", [{"service_request_id": srid, "token": token}], fmt)
+
+
 async def requests_(request: Request) -> Response:
     if request.method == "POST":
         return await create_request(request)
@@ -174,4 +210,5 @@ ROUTES = [
     route(f"{BASE}/services/{{service_code}}.{{format}}", render, ("GET",))(service_definition),
     route(f"{BASE}/requests.{{format}}", render, ("GET", "POST"))(requests_),
     route(f"{BASE}/requests/{{service_request_id}}.{{format}}", render, ("GET",))(one_request),
+    route(f"{BASE}/tokens/{{token_id}}.{{format}}", render, ("GET",))(one_token),
 ]

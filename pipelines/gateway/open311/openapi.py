@@ -184,6 +184,21 @@ PATHS: dict[str, Any] = {
     },
 }
 
+PATHS[f"{BASE}/tokens/{{token_id}}.{{format}}"] = {
+    "get": {
+        "operationId": "open311_token",
+        "tags": ["Open311 (hotline, residents)"],
+        "summary": "GET service_request_id from a token (the POST's Idempotency-Key)",
+        "parameters": [
+            {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            FORMAT_PARAM,
+            API_KEY,
+            JURISDICTION,
+        ],
+        "responses": {"200": _ok("Open311Token"), **ERRORS},
+    }
+}
+
 _NULLABLE_STR = {"type": ["string", "null"]}
 SCHEMAS: dict[str, Any] = {
     "Open311Errors": {
@@ -228,6 +243,14 @@ SCHEMAS: dict[str, Any] = {
                 "service_notice": _NULLABLE_STR,
                 "account_id": _NULLABLE_STR,
             },
+        },
+    },
+    "Open311Token": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["service_request_id", "token"],
+            "properties": {"service_request_id": {"type": "string"}, "token": {"type": "string"}},
         },
     },
     "Open311Requests": {

@@ -29,6 +29,8 @@ open311_requests = Table(
     Column("media_url", Text),
     Column("jurisdiction_id", String(64)),
     Column("created_ms", BigInteger, nullable=False, index=True),
+    # the POST's Idempotency-Key: GET tokens/{token} finds the request by it
+    Column("token", String(128), index=True),
 )
 
 # ------------------------------------------------------------------ reading requests (SQL)
@@ -211,8 +213,31 @@ def read_requests(
     return out
 
 
+def token_of(header: str | None) -> str | None:
+    """The token a POST's Idempotency-Key gives its request (None without one)."""
+    return (header or "").strip()[:128] or None
+
+
+def token_requests(engine: Engine, credential_id: str, token: str) -> list[str]:
+    """The requests this credential created with this token, earliest first (two only
+    when retries raced: the first published is the request, see ``one_token``)."""
+    o = open311_requests
+    q = (
+        select(o.c.service_request_id)
+        .where(o.c.credential_id == credential_id, o.c.token == token)
+        .order_by(o.c.created_ms, o.c.service_request_id)
+    )
+    with engine.connect() as conn:
+        return [str(x) for x in conn.execute(q).scalars()]
+
+
 def write_request_row(
-    engine: Engine, srid: str, cred: Credential, req: NewRequest, now_ms: int
+    engine: Engine,
+    srid: str,
+    cred: Credential,
+    req: NewRequest,
+    now_ms: int,
+    token: str | None = None,
 ) -> None:
     with engine.begin() as conn:
         store.insert_ignore(
@@ -226,6 +251,7 @@ def write_request_row(
                     "media_url": req.media_url,
                     "jurisdiction_id": req.jurisdiction_id,
                     "created_ms": now_ms,
+                    "token": token,
                 }
             ],
         )
