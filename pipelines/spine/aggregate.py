@@ -179,15 +179,6 @@ def incident_states(
 # ---------------------------------------------------------------- the video rule
 
 
-def alert_winners(cands: pl.DataFrame) -> pl.DataFrame:
-    """Per alert id, the first entry in stream order wins; adds ``winner`` (pure)."""
-    if cands.is_empty():
-        return cands.with_columns(winner=pl.lit(None, dtype=pl.Boolean))
-    c = cands.with_columns(stream_order()).sort(["_ems", "_eseq"])
-    won = pl.col("entry_id") == pl.col("entry_id").first().over("alert_id")
-    return c.with_columns(winner=won).drop("_ems", "_eseq")
-
-
 # What an update of an alert replaces (the newest revision's values); the rest of the row
 # (camera, start, place, creating entry) is the creating entry's.
 CONTENT = ("label", "score", "end_ms", "sub_label", "zones", "severity", "revision", "rev_entry")

@@ -1,5 +1,6 @@
 """The rules that decide which report entries count (``aggregate.decide_reports``) and
-which entry owns an alert id (``aggregate.alert_winners``): hand-made cases, and the
+which entry creates an alert (``aggregate.decide_alert_versions``; its updates in place
+are in ``test_alert_versions.py``): hand-made cases, and the
 property that matters under crashes: deciding batch by batch, in any order, accepts
 exactly what deciding everything at once accepts."""
 
@@ -10,7 +11,7 @@ import random
 import polars as pl
 import pytest
 
-from pipelines.spine.aggregate import alert_winners, decide_reports
+from pipelines.spine.aggregate import decide_alert_versions, decide_reports
 
 SCHEMA = {
     "entry_id": pl.String,
@@ -82,13 +83,16 @@ def test_a_rejection_is_final_and_keeps_its_reason() -> None:
 
 
 def test_alert_ids_belong_to_the_first_entry_in_stream_order() -> None:
-    df = pl.DataFrame({"alert_id": ["A", "A", "B"], "entry_id": ["10-0", "9-5", "11-0"]})
-    won = alert_winners(df)
-    assert dict(zip(won["entry_id"], won["winner"], strict=True)) == {
-        "9-5": True,
-        "10-0": False,
-        "11-0": True,
-    }
+    def row(alert_id: str, entry_id: str) -> dict[str, object]:
+        place = {"lon": 0.0, "lat": 0.0, "grid_id": "g", "street_id": "s", "district_id": "d"}
+        content = {"end_ms": None, "sub_label": None, "zones": None, "severity": None}
+        return {"alert_id": alert_id, "camera_id": "C1", "label": "intrusion", "score": 0.5,
+                "ts_ms": 1, "entry_id": entry_id, "revision": None, "rev_entry": entry_id,
+                **place, **content}  # fmt: skip
+
+    batch = [row("A", "10-0"), row("A", "9-5"), row("B", "11-0")]
+    _, statuses, _ = decide_alert_versions([], batch)
+    assert statuses == {"9-5": "A", "10-0": "D", "11-0": "A"}
 
 
 def _random_entries(rnd: random.Random, n: int) -> list[tuple[str, str, str, str, int]]:
