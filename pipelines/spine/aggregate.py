@@ -208,8 +208,8 @@ def decide_alert_versions(
     rows (same columns, ``rev_entry`` = own entry). Returns the rows to write (changed
     ones only), a status per batch entry — A created, U updated, R already applied,
     S superseded (older or equal revision: a no-op), D duplicate, M moved — and the
-    stored rows whose creating entry lost its place to an earlier one without revisions
-    (their creating entry becomes a duplicate).
+    stored rows whose creating entry lost its place to an earlier entry (the live state
+    takes back what they counted; one that never had a revision is a duplicate now).
     """
     by_id: dict[str, list[dict[str, Any]]] = {}
     for row in batch:
@@ -244,7 +244,7 @@ def decide_alert_versions(
         row.update({k: shown[k] for k in CONTENT})
         if s is None or any(row.get(k) != s.get(k) for k in row):
             write.append(row)
-        if s is not None and creator is not s and s["revision"] is None:
+        if s is not None and creator is not s:
             displaced.append(s)
         for r in rows:
             e = r["entry_id"]

@@ -308,8 +308,10 @@ class FeedWorker:
             for code, reason in (("D", "duplicate"), ("M", "moved_alert")):
                 lost = [e for e, st in d.statuses.items() if st == code]
                 dead_parts.append(_dead([(e, payloads[e]) for e in lost], reason, _DETAIL[reason]))
-            found = self._stream_payloads(d.displaced["entry_id"].to_list())
-            for r in d.displaced.iter_rows(named=True):
+            # a creating entry that lost its place: a duplicate when it had no revision
+            lost_place = d.displaced.filter(pl.col("revision").is_null())
+            found = self._stream_payloads(lost_place["entry_id"].to_list())
+            for r in lost_place.iter_rows(named=True):
                 p = found.get(r["entry_id"]) or _wire_payload(r, "video")
                 dead_parts.append(_dead([(r["entry_id"], p)], "duplicate", _DETAIL["duplicate"]))
             n = {k: sum(1 for v in d.statuses.values() if v == k) for k in "AURS"}

@@ -198,3 +198,17 @@ def test_many_alerts_in_random_batches_converge() -> None:
         for row in stored.values():
             assert {k: row[k] for k in OBJECT_FINAL} == OBJECT_FINAL
             assert set(CONTENT) <= set(row)
+
+
+def test_an_earlier_creator_decided_later_takes_the_alert_over() -> None:
+    """After a crash an earlier entry can be decided after a later one: it becomes the
+    creator (the live state takes back what the former creator counted), the newest
+    revision still shows, and the former creator is no dead letter (it had a revision)."""
+    rows = rows_of("events", OBJECT)
+    stored, statuses = run([[rows[2], rows[3]], [rows[0], rows[1]]])
+    assert statuses == ["A", "U", "A", "S"]
+    row = next(iter(stored.values()))
+    assert (row["entry_id"], row["rev_entry"]) == ("1000-0", "1003-0")
+    check(stored, OBJECT_FINAL, int(T * 1000))
+    _, _, displaced = decide_alert_versions([dict(row, entry_id="1002-0")], rows[:1])
+    assert [d["entry_id"] for d in displaced] == ["1002-0"]

@@ -31,6 +31,7 @@ class AlertDecision:
     # D duplicate, M moved (``aggregate.decide_alert_versions``)
     current: pl.DataFrame  # the ``video_alerts`` row of every alert id of the batch, now
     displaced: pl.DataFrame  # stored rows whose creating entry lost to an earlier entry
+    # (dead-lettered as duplicates when they never had a revision)
 
 
 def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
