@@ -1,0 +1,350 @@
+"""The live state's Lua scripts and the field layouts they take (``state.LiveState``
+registers them; ``state`` documents the key layout they write). Each script is one
+atomic step that sets a state and applies the difference to the counters."""
+
+from __future__ import annotations
+
+DAY_METRICS = ("reports", "resolved", "closed", "video", "coverage")
+
+INCIDENT_FIELDS = (
+    "status",
+    "ts",
+    "cat",
+    "sev",
+    "grid",
+    "street",
+    "district",
+    "city",
+    "lon",
+    "lat",
+    "open",
+    "dl",
+    "acc",
+)
+
+# Sets the live state of incidents to states computed from SQL (the system of record),
+# applying to every counter the difference between the state Redis holds and the new
+# one, so the counters are a function of each incident's set of accepted events.
+# ARGV: prefix, ticker length, day ttl (s), bucket ttl (s), closed-incident ttl (s), then
+# per incident: id, mode, the new state and the state before (SQL's, for when Redis holds
+# none), each its 13 INCIDENT_FIELDS joined by "\x1f" (none of them can hold one), and
+# tickers ("entry\tjson" lines; JSON never holds a raw tab or newline). Mode "0":
+# unchanged in SQL (only a state Redis holds is corrected); "1": changed; "2": changed,
+# and a closed incident keeps no hash (history beyond the live window; rebuild-live).
+# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
+# Returns the number of incidents whose live state changed.
+_INCIDENTS_LUA = """
+local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local NF = 13
+local W = 5
+local NAMES = {'status', 'ts', 'cat', 'sev', 'grid', 'street', 'district', 'city', 'lon',
+  'lat', 'open', 'dl', 'acc'}
+local HELD = {unpack(NAMES)}
+HELD[NF + 1] = 'overdue'
+local touched, tickers, delta = {}, {}, {}
+local function add(key, field, n)
+  local t = delta[key]
+  if not t then t = {}; delta[key] = t end
+  t[field] = (t[field] or 0) + n
+end
+local function state(joined)
+  local s, j = {}, 0
+  for v in string.gmatch(joined..'\\31', '([^\\31]*)\\31') do
+    j = j + 1
+    s[NAMES[j]] = v
+  end
+  return s
+end
+local function open_effects(s, sign)
+  if s.open ~= '1' then return end
+  for _, a in ipairs({s.grid, s.street, s.district, s.city}) do
+    add(P..':live:open', a, sign)
+    add(P..':live:open_cat', a..'|'..s.cat, sign)
+    add(P..':live:open_sev', a..'|'..s.sev, sign)
+  end
+end
+local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
+local function item_effects(s, it, sign)
+  local _, step, _, d, mi, ho, lv = string.match(it, ITEM)
+  local chain = {s.grid, s.street, s.district, s.city}
+  local dk = P..':d:'..d..':'
+  if step == 'reported' then
+    local mk, hk = P..':m:'..mi, P..':h:'..ho
+    touched[dk..'reports'] = DTTL; touched[dk..'reports_cat'] = DTTL
+    touched[mk] = BTTL; touched[hk] = BTTL
+    for _, a in ipairs(chain) do
+      add(dk..'reports', a, sign)
+      add(dk..'reports_cat', a..'|'..s.cat, sign)
+      add(mk, 'r|'..a, sign)
+      add(hk, 'r|'..a, sign)
+    end
+  elseif step == 'resolved' then
+    touched[dk..'resolved'] = DTTL
+    for _, a in ipairs(chain) do add(dk..'resolved', a, sign) end
+  elseif step == 'closed' then
+    touched[dk..'closed'] = DTTL; touched[dk..'closed_level'] = DTTL
+    for _, a in ipairs(chain) do
+      add(dk..'closed', a, sign)
+      add(dk..'closed_level', a..'|'..lv, sign)
+    end
+  end
+end
+local function items(acc)
+  local t = {}
+  for it in string.gmatch(acc or '', '([^;]+);') do t[it] = true end
+  return t
+end
+local ATTRS = {'cat', 'sev', 'grid', 'street', 'district', 'city'}
+-- Counters: take the base state's effects back and add the new state's; when the
+-- incident's attributes are the same, only the events that differ (the common case).
+local function effects(base, new)
+  local same = true
+  for _, f in ipairs(ATTRS) do
+    if base[f] ~= new[f] then same = false end
+  end
+  local bi, ni = items(base.acc), items(new.acc)
+  for it in pairs(bi) do
+    if not (same and ni[it]) then item_effects(base, it, -1) end
+  end
+  for it in pairs(ni) do
+    if not (same and bi[it]) then item_effects(new, it, 1) end
+  end
+  if not (same and base.open == new.open) then
+    open_effects(base, -1)
+    open_effects(new, 1)
+  end
+end
+local changed = 0
+local n = (#ARGV - 5) / W
+for i = 0, n - 1 do
+  local b = 5 + i * W
+  local inc, mode = ARGV[b + 1], ARGV[b + 2]
+  local new, before, tk = state(ARGV[b + 3]), state(ARGV[b + 4]), ARGV[b + 5]
+  local k = P..':inc:'..inc
+  local cur = redis.call('HMGET', k, unpack(HELD))
+  local held = cur[NF] ~= false
+  local base = nil
+  if held then
+    base = {}
+    for j = 1, NF do base[NAMES[j]] = cur[j] end
+    base.overdue = cur[NF + 1]
+  elseif mode ~= '0' then
+    base = before
+    base.overdue = '0'
+  end
+  local same = base ~= nil
+  if base ~= nil then
+    for j = 1, NF do
+      if base[NAMES[j]] ~= new[NAMES[j]] then same = false end
+    end
+  end
+  if base ~= nil and not same then
+    changed = changed + 1
+    effects(base, new)
+    local wasover = base.overdue == '1' and base.open == '1'
+    local over = wasover and new.open == '1'
+    if wasover then
+      for _, a in ipairs({base.grid, base.street, base.district, base.city}) do
+        add(P..':live:overdue', a, -1)
+      end
+    end
+    if over then
+      for _, a in ipairs({new.grid, new.street, new.district, new.city}) do
+        add(P..':live:overdue', a, 1)
+      end
+    end
+    if base.open == '1' then redis.call('SREM', P..':live:open_inc:'..base.street, inc) end
+    if new.open == '1' then redis.call('SADD', P..':live:open_inc:'..new.street, inc) end
+    if new.open == '1' and not over then
+      redis.call('ZADD', P..':live:deadlines', new.dl, inc)
+    else
+      redis.call('ZREM', P..':live:deadlines', inc)
+    end
+    if not held then redis.call('DEL', k) end
+    if new.acc == '' or (mode == '2' and new.open ~= '1') then
+      redis.call('DEL', k)
+    else
+      local args = {}
+      for j = 1, NF do args[#args + 1] = NAMES[j]; args[#args + 1] = new[NAMES[j]] end
+      args[#args + 1] = 'overdue'; args[#args + 1] = over and '1' or '0'
+      redis.call('HSET', k, unpack(args))
+      if new.open == '1' then redis.call('PERSIST', k) else redis.call('EXPIRE', k, CTTL) end
+    end
+    local had = ';'..(base.acc or '')
+    for entry, line in string.gmatch(tk, '([^\\t\\n]+)\\t([^\\n]+)') do
+      if not string.find(had, ';'..entry..',', 1, true) then
+        for _, a in ipairs({new.street, new.district, new.city}) do
+          local key = P..':live:ticker:'..a
+          redis.call('LPUSH', key, line)
+          tickers[key] = true
+        end
+      end
+    end
+  end
+end
+for key, t in pairs(delta) do
+  for field, d in pairs(t) do
+    if d ~= 0 then
+      if redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
+    end
+  end
+end
+for key, ttl in pairs(touched) do
+  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+end
+for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
+return changed
+"""
+
+ALERT_FIELDS = (
+    "day",
+    "grid_id",
+    "street_id",
+    "district_id",
+    "city_id",
+    "label",
+    "minute",
+    "hour",
+    "ticker",
+)
+
+# Sets each alert id to the alert SQL decided (created by the first entry in stream
+# order, updated in place by newer revisions) and keeps the counters equal to the alerts'
+# effects. It is registered in P:d:<day>:vseen as
+# "token|grid|street|district|city|label|minute|hour" (token: the creating entry, plus
+# "/<entry>" of the revision shown when that is another), so whatever it counted can be
+# taken back when it changes (a new label moves its count) or another entry turns out to
+# have created it; an alert is counted once whatever its updates.
+# ARGV: prefix, ticker length, day ttl, bucket ttl, then per alert: alert id, the owner's
+# entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
+# entry and day (an empty owner entry: only losers are taken back). Returns one letter
+# per alert: A applied now, R already applied (or nothing to apply).
+_ALERTS_LUA = """
+local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local touched, tickers = {}, {}
+local function count(d, v, sign)
+  local e, g, s, dist, c, lab, mi, ho = string.match(v,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  if not e then return end
+  local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
+  local mk, hk = P..':m:'..mi, P..':h:'..ho
+  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
+  for _, a in ipairs({g, s, dist, c}) do
+    for _, kf in ipairs({{dv, a}, {dl, a..'|'..lab}, {mk, 'v|'..a}, {hk, 'v|'..a}}) do
+      if redis.call('HINCRBY', kf[1], kf[2], sign) == 0 then redis.call('HDEL', kf[1], kf[2]) end
+    end
+  end
+end
+local function owner(v) return v and string.match(v, '^([^|]*)') end
+local function creator(v) return v and string.match(v, '^([^|/]*)') end
+local out = {}
+local i = 4
+while i < #ARGV do
+  local aid, entry = ARGV[i + 1], ARGV[i + 2]
+  local d, g, s, dist, c, lab, mi, ho, tick = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
+    ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
+  local nl = tonumber(ARGV[i + 12])
+  i = i + 12
+  for _ = 1, nl do
+    local le, ld = ARGV[i + 1], ARGV[i + 2]
+    i = i + 2
+    local lk = P..':d:'..ld..':vseen'
+    local v = redis.call('HGET', lk, aid)
+    if v and creator(v) == le then
+      count(ld, v, -1)
+      redis.call('HDEL', lk, aid)
+    end
+  end
+  local seen = P..':d:'..d..':vseen'
+  local v = entry ~= '' and redis.call('HGET', seen, aid)
+  if entry == '' or (v and owner(v) == entry) then
+    out[#out + 1] = 'R'
+  else
+    local fresh = not v or creator(v) ~= creator(entry)
+    if v then count(d, v, -1) end
+    local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
+    redis.call('HSET', seen, aid, reg)
+    touched[seen] = DTTL
+    count(d, reg, 1)
+    if fresh then  -- an update in place moves its counts; only a new alert is news
+      for _, a in ipairs({s, dist, c}) do
+        local tk = P..':live:ticker:'..a
+        redis.call('LPUSH', tk, tick)
+        tickers[tk] = true
+      end
+    end
+    out[#out + 1] = 'A'
+  end
+end
+for key, ttl in pairs(touched) do
+  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+end
+for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
+return out
+"""
+
+# ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
+# then 5 per patrolled grid (day, grid, street, district, city).
+_LOCATIONS_LUA = """
+local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local seen, pos = P..':live:seen', P..':live:pos'
+for i = 0, nw - 1 do
+  local b = 3 + i * 3
+  -- GT: only a newer ping moves the worker (out-of-order pings never go back in time)
+  if redis.call('ZADD', seen, 'GT', 'CH', ARGV[b+2], ARGV[b+1]) == 1 then
+    redis.call('HSET', pos, ARGV[b+1], ARGV[b+3])
+  end
+end
+local touched = {}
+local base = 3 + nw * 3
+local ng = (#ARGV - base) / 5
+for i = 0, ng - 1 do
+  local b = base + i * 5
+  local d = ARGV[b+1]
+  local pk, ck = P..':d:'..d..':patrolled', P..':d:'..d..':coverage'
+  if redis.call('SADD', pk, ARGV[b+2]) == 1 then
+    for j = 2, 5 do redis.call('HINCRBY', ck, ARGV[b+j], 1) end
+  end
+  touched[pk] = DTTL; touched[ck] = DTTL
+end
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+return nw
+"""
+
+# ARGV: prefix, deadletter stream key, ttl, maxlen, then 6 per dead letter
+# (stream, entry, reason, detail, payload, day). Returns the number newly written.
+_DEADLETTER_LUA = """
+local P, DLK, TTL, MAXLEN = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n, written = (#ARGV - 4) / 6, 0
+for i = 0, n - 1 do
+  local b = 4 + i * 6
+  local s, e, r = ARGV[b+1], ARGV[b+2], ARGV[b+3]
+  local sk = P..':dl:seen:'..ARGV[b+6]
+  if redis.call('SADD', sk, s..'|'..e) == 1 then
+    redis.call('EXPIRE', sk, TTL)
+    redis.call('XADD', DLK, 'MAXLEN', '~', MAXLEN, '*', 'stream', s, 'entry_id', e,
+      'reason', r, 'detail', ARGV[b+4], 'payload', ARGV[b+5])
+    redis.call('HINCRBY', P..':live:dl_count', r, 1)
+    redis.call('HINCRBY', P..':live:dl_count', s..'|'..r, 1)
+    written = written + 1
+  end
+end
+return written
+"""
+
+# ARGV: prefix, now (ms), max incidents per call. Marks due incidents overdue.
+_OVERDUE_LUA = """
+local P, now, lim = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', P..':live:deadlines', '-inf', now, 'LIMIT', 0, lim)
+for _, inc in ipairs(due) do
+  local k = P..':inc:'..inc
+  if redis.call('HGET', k, 'open') == '1' and redis.call('HGET', k, 'overdue') == '0' then
+    redis.call('HSET', k, 'overdue', 1)
+    for _, f in ipairs({'grid', 'street', 'district', 'city'}) do
+      redis.call('HINCRBY', P..':live:overdue', redis.call('HGET', k, f), 1)
+    end
+  end
+  redis.call('ZREM', P..':live:deadlines', inc)
+end
+return #due
+"""
