@@ -10,19 +10,16 @@ reported by line number, and nothing written unless the whole file is valid.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Column, Engine, String, Table, select
 
-from pipelines.access import audit
 from pipelines.access.text import clean_name
 from pipelines.city.geography import City
 from pipelines.spine import store
+from pipelines.spine.csvimport import RowError, read_rows, write_register
 
 
 class UnitType(NamedTuple):
@@ -71,16 +68,6 @@ units = Table(
 )
 
 
-@dataclass(frozen=True)
-class RowError:
-    line: int
-    column: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.column}: {self.message}"
-
-
 def parse_units_csv(text: str, city: City) -> tuple[list[dict[str, Any]], list[RowError]]:
     """Rows ready for :data:`units` and every problem found, by line number.
 
@@ -88,26 +75,10 @@ def parse_units_csv(text: str, city: City) -> tuple[list[dict[str, Any]], list[R
     :data:`UNIT_TYPES` or its Chinese name), level (city / district / street) and
     area_id (an area of that level in the city, served by a unit of that type).
     """
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))  # Excel's UTF-8 BOM
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        return [], [RowError(1, "-", "empty file")]
-    missing = [c for c in UNIT_COLUMNS if c not in header]
-    if missing:
-        return [], [RowError(1, ",".join(missing), "missing column")]
-    col = {c: header.index(c) for c in UNIT_COLUMNS}
+    lines, errors = read_rows(text, UNIT_COLUMNS, UNIT_COLUMNS)
     rows: list[dict[str, Any]] = []
-    errors: list[RowError] = []
     first_line: dict[str, int] = {}
-    for values in reader:
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            errors.append(RowError(line, "-", f"{len(values)} fields, expected {len(header)}"))
-            continue
-        get = {c: values[i].strip() for c, i in col.items()}
+    for line, get in lines:
         row, problems = _unit_row(get, city)
         uid = get["unit_id"]
         if uid in first_line:
@@ -117,9 +88,7 @@ def parse_units_csv(text: str, city: City) -> tuple[list[dict[str, Any]], list[R
         errors.extend(RowError(line, c, m) for c, m in problems)
         if not problems:
             rows.append(row)
-    if not rows and not errors:
-        errors.append(RowError(1, "-", "no rows"))
-    return rows, errors
+    return rows, sorted(errors, key=lambda e: e.line)  # file order (stable per line)
 
 
 def _unit_row(get: dict[str, str], city: City) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -152,26 +121,18 @@ def import_units(
     actor: str,
     now_ms: int,
 ) -> int:
-    """Write the rows in one transaction (all or nothing) and audit the import.
-
-    ``replace``: the file is the whole list (units not in it are removed); otherwise rows
-    are added or updated by unit_id.
-    """
-    with engine.begin() as conn:
-        if replace:
-            conn.execute(units.delete())
-            store.insert_ignore(conn, units, rows)
-        else:
-            store.upsert(conn, units, rows, ["unit_id"])
-    audit.record(
+    """Write the rows in one transaction (all or nothing) and audit the import
+    (``replace``: the file is the whole list; otherwise add or update by unit_id)."""
+    return write_register(
         engine,
+        units,
+        rows,
+        key="unit_id",
+        replace=replace,
         actor=actor,
         action="units_import",
-        target="units",
-        detail={"rows": len(rows), "replace": replace},
         now_ms=now_ms,
     )
-    return len(rows)
 
 
 def list_units(engine: Engine, area_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
