@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/wangge run
 
+# Test workers (pytest-xdist). Each test file runs whole on one worker (its module fixtures
+# are built once); every browser test shares one worker, so at most one Chromium runs.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit tests/integration tests/browser
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests/unit tests/integration tests/browser
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -327,6 +327,13 @@ class GatewaySettings:
 
 
 @dataclass(frozen=True)
+class DispatchSettings:
+    """Command and dispatch (pipelines/dispatch/): the standard processing flows."""
+
+    flows: str = ""  # a flow file (TOML); empty = the shipped pipelines/dispatch/default_flows.toml
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -343,6 +350,7 @@ class Settings:
     run: RunSettings = field(default_factory=RunSettings)
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
 
     def path(self, relative: str) -> Path:
         """Resolve a configured path against the project root (absolute paths pass)."""

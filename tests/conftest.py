@@ -53,10 +53,17 @@ def moment(request: pytest.FixtureRequest) -> Moment:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Whatever runs at a calendar moment is time-sensitive: mark it ``clock``."""
+    """Whatever runs at a calendar moment is time-sensitive: mark it ``clock``.
+
+    For ``-n N --dist loadgroup`` (``make test``): a test file is one group, so its module
+    fixtures are built once; all browser tests are one group, so one Chromium runs at a time.
+    """
     for item in items:
         if "moment" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.clock)
+        path = item.nodeid.split("::", 1)[0]
+        group = "browser" if path.startswith("tests/browser/") else path
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

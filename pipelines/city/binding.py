@@ -60,6 +60,7 @@ CITY_TABLES = (
     "scorecard_snapshots",
     "report_rejects",
     "open311_requests",
+    "units",
 )
 KEPT_TABLES = (
     "users",
@@ -312,10 +313,7 @@ def rebind(
             "Use --discard-data, or another database."
         )
     deleted: dict[str, int] = {}
-    # The gateway defines its tables in its own modules: load them so every city table is
-    # known here, whatever this process imported before.
-    from pipelines.gateway import credentials, open311  # noqa: F401
-
+    store.load_table_modules()  # every city table is known here, whatever was imported
     tables = {t.name: t for t in store.metadata.sorted_tables}
     with engine.begin() as conn:
         if mode == "discard":

@@ -17,19 +17,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import polars as pl
 from sqlalchemy import Engine, delete, func, select
 
-from pipelines.access import audit
 from pipelines.access.text import clean_name
 from pipelines.spine import store
+from pipelines.spine.csvimport import RowError, read_rows, write_register
 
 WORKER_TYPES = ("full_time", "part_time", "political_legal", "emergency", "safety_supervision")
 # Chinese labels accepted in an imported roster (what a district office's sheet says).
@@ -403,16 +400,6 @@ def mask_phone(phone: str) -> str:
     return f"{digits[:3]}****{digits[-4:]}"
 
 
-@dataclass(frozen=True)
-class RowError:
-    line: int
-    column: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.column}: {self.message}"
-
-
 def parse_roster_csv(
     text: str, grid_ids: Collection[str]
 ) -> tuple[list[dict[str, Any]], list[RowError]]:
@@ -422,28 +409,11 @@ def parse_roster_csv(
     raw numbers are masked on the way in). Types are the codes in ``WORKER_TYPES`` or
     their Chinese names (专职, 兼职, 政法网格员, 应急格, 安监格).
     """
-    text = text.lstrip("\ufeff")  # Excel's UTF-8 BOM
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = [h.strip().lower() for h in next(reader)]
-    except StopIteration:
-        return [], [RowError(1, "-", "empty file")]
-    missing = [c for c in ROSTER_COLUMNS[:4] if c not in header]
-    if missing:
-        return [], [RowError(1, ",".join(missing), "missing column")]
-    col = {c: header.index(c) for c in ROSTER_COLUMNS if c in header}
+    lines, errors = read_rows(text, ROSTER_COLUMNS, ROSTER_COLUMNS[:4])
     grids = grid_ids if isinstance(grid_ids, set | frozenset) else set(grid_ids)
     rows: list[dict[str, Any]] = []
-    errors: list[RowError] = []
     first_line: dict[str, int] = {}
-    for values in reader:
-        line = reader.line_num
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            errors.append(RowError(line, "-", f"{len(values)} fields, expected {len(header)}"))
-            continue
-        get = {c: values[i].strip() for c, i in col.items()}
+    for line, get in lines:
         bad = len(errors)
         wid, name, wtype, grid = get["worker_id"], get["name"], get["type"], get["grid_id"]
         name = clean_name(name)  # no bidi or control characters on screen
@@ -476,9 +446,7 @@ def parse_roster_csv(
                     "phone_masked": phone,
                 }
             )
-    if not rows and not errors:
-        errors.append(RowError(1, "-", "no rows"))
-    return rows, errors
+    return rows, sorted(errors, key=lambda e: e.line)  # file order (stable per line)
 
 
 def import_roster(
@@ -494,21 +462,16 @@ def import_roster(
     ``replace``: the file is the whole roster (workers not in it are removed);
     otherwise rows are added or updated by worker_id.
     """
-    with engine.begin() as conn:
-        if replace:
-            conn.execute(store.workers.delete())
-            store.insert_ignore(conn, store.workers, rows)
-        else:
-            store.upsert(conn, store.workers, rows, ["worker_id"])
-    audit.record(
+    return write_register(
         engine,
+        store.workers,
+        rows,
+        key="worker_id",
+        replace=replace,
         actor=actor,
         action="workers_import",
-        target="workers",
-        detail={"rows": len(rows), "replace": replace},
         now_ms=now_ms,
     )
-    return len(rows)
 
 
 # ------------------------------------------------------------------ retention

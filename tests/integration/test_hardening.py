@@ -131,7 +131,7 @@ def test_gunicorn_access_log_never_shows_a_wall_token(
             try:
                 if requests.get(f"{url}/healthz", timeout=5, proxies=NO_PROXY).ok:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.3)

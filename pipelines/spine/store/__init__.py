@@ -34,6 +34,7 @@ from pipelines.spine.store.locations import (
     persist_tracks,
 )
 from pipelines.spine.store.schema import (
+    TABLE_MODULES,
     add_missing_columns,
     add_missing_indexes,
     areas,
@@ -44,6 +45,7 @@ from pipelines.spine.store.schema import (
     dead_letters,
     incident_events,
     incidents,
+    load_table_modules,
     login_failures,
     make_engine,
     metadata,
@@ -91,6 +93,7 @@ __all__ = [
     "EVENT_COLUMNS",
     "REJECT_COLUMNS",
     "SUMMARY_COLUMNS",
+    "TABLE_MODULES",
     "VIDEO_COLUMNS",
     "_DTYPES",
     "AlertDecision",
@@ -120,6 +123,7 @@ __all__ = [
     "incidents",
     "insert_ignore",
     "lifecycle_summary",
+    "load_table_modules",
     "lock_incidents",
     "lock_keys",
     "login_failures",

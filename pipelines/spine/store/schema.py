@@ -9,6 +9,7 @@ that row carries the incident's lifecycle summary (what the scorecards read).
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from sqlalchemy import (
@@ -364,8 +365,23 @@ def make_engine(url: str, schema: str | None = None, echo: bool = False) -> Engi
     return create_engine(url, echo=echo, connect_args=args, pool_pre_ping=True)
 
 
+# Modules outside the spine that register their own tables on :data:`metadata`; they are
+# loaded before the schema is created or a city rebound, whatever a process imported before.
+TABLE_MODULES = (
+    "pipelines.gateway.credentials",
+    "pipelines.gateway.open311",
+    "pipelines.dispatch.units",
+)
+
+
+def load_table_modules() -> None:
+    for name in TABLE_MODULES:
+        importlib.import_module(name)
+
+
 def create_schema(engine: Engine) -> None:
     """Create missing tables, then add missing (nullable) columns to existing ones."""
+    load_table_modules()
     metadata.create_all(engine)
     add_missing_columns(engine)
     add_missing_indexes(engine)
