@@ -25,9 +25,10 @@ from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import ids, login, wsgi
-from dashboard.auth import Guard, csrf_token, principal
+from dashboard.auth import csrf_token, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
+from dashboard.guard import Guard
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
 from dashboard.pages.work import export as work_export
 from pipelines.access import audit, policy
