@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlparse
@@ -43,7 +44,8 @@ from dashboard.auth import (
     callback_policy,
     principal,
 )
-from pipelines.access import accounts, audit, text
+from dashboard.i18n import current_lang, t
+from pipelines.access import accounts, audit, policy, text
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
 from pipelines.settings import Settings
@@ -107,9 +109,9 @@ def install_log_redaction(extra: Iterable[logging.Logger] = ()) -> None:
     loggers = [logging.getLogger(), *(logging.getLogger(n) for n in LOGGERS), *extra]
     for lg in loggers:
         targets: list[logging.Filterer] = [lg, *lg.handlers]
-        for t in targets:
-            if not any(isinstance(f, RedactTokens) for f in t.filters):
-                t.addFilter(RedactTokens())
+        for target in targets:
+            if not any(isinstance(f, RedactTokens) for f in target.filters):
+                target.addFilter(RedactTokens())
 
 
 # ------------------------------------------------------------------ enforcement
@@ -309,6 +311,8 @@ class Guard:
         if policy_.public:
             return None
         p = principal()
+        if p is not None and endpoint in PAGE_ENDPOINTS and kiosk_elsewhere(p, request.path):
+            return redirect("/wall")  # a wall screen stays on wall pages
         if p is None:
             if endpoint in ("/", "/<path:path>"):
                 return redirect(f"/login?next={quote(request.full_path.rstrip('?'))}")
@@ -365,7 +369,11 @@ class Guard:
         return urlparse(origin).netloc == request.host
 
     def wall_login(self) -> BaseResponse | None:
-        """``/wall…?token=…`` signs a kiosk in once, then drops the token from the URL."""
+        """``/wall…?token=…`` signs a kiosk in once, then drops the token from the URL.
+
+        A person already signed in in this browser keeps their session: the wall opens in
+        it when their role may open the wall, else a page asks before switching
+        (``&switch=1`` switches, as does signing out first)."""
         token = request.args.get("token")
         if not token or not request.path.startswith("/wall"):
             return None
@@ -373,11 +381,38 @@ class Guard:
         if found is None:
             self.audit("wall_token_rejected", target=request.path, actor="anonymous")
             return self.deny("invalid or expired wall token", status=401)
+        args = [(k, v) for k, v in request.args.items(multi=True) if k not in ("token", "switch")]
+        query = urlencode(args)
+        target = quote(request.path) + (f"?{query}" if query else "")
+        person = self.safe_principal()
+        if person is not None and not person.wall and request.args.get("switch") != "1":
+            if policy.may_open(person.role, "wall"):
+                return redirect(target)  # the wall, in the person's own session
+            return self.confirm_switch(person)
         self.start_session(found.user, wall=found)
         self.audit("wall_login", target=request.path, detail={"token_id": found.token_id})
-        args = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-        query = urlencode(args)
-        return redirect(quote(request.path) + (f"?{query}" if query else ""))
+        return redirect(target)
+
+    def confirm_switch(self, person: Principal) -> Response:
+        """Ask before a wall token ends the signed-in person's session in this browser."""
+        lang = current_lang(self.settings.dashboard.language)
+        who = person.display_name or person.username
+        args = [(k, v) for k, v in request.args.items(multi=True) if k != "switch"]
+        switch = html_escape(quote(request.path) + "?" + urlencode([*args, ("switch", "1")]))
+        body = (
+            f"<!doctype html><meta charset=utf-8><title>{t('wall.switch.title', lang)}</title>"
+            "<body style='background:#06101f;color:#d8e9ff;font-family:sans-serif;"
+            f"text-align:center;padding-top:15vh'><h2>{t('wall.switch.title', lang)}</h2>"
+            f"<p>{html_escape(t('wall.switch.body', lang, user=who))}</p>"
+            f"<p><a id='wall-switch' style='color:#41c7ff' href='{switch}'>"
+            f"{t('wall.switch.yes', lang)}</a> · <a id='wall-stay' style='color:#41c7ff' "
+            f"href='{html_escape(policy.home(person.role))}'>{t('wall.switch.no', lang)}</a>"
+            "</p></body>"
+        )
+        resp = Response(body, 200, mimetype="text/html")
+        resp.headers["Cache-Control"] = "no-store"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        return resp
 
     def safe_principal(self) -> Principal | None:
         """The principal, or None when the session store cannot be read (for records)."""
@@ -459,6 +494,18 @@ class Guard:
                 f"max-age={a.hsts_max_age_s}; includeSubDomains"
             )
         return resp
+
+
+# The routes that render a page (a kiosk session asking for another page goes to /wall).
+PAGE_ENDPOINTS = frozenset({"/", "/<path:path>", "admin_audit"})
+
+
+def kiosk_elsewhere(p: Principal, path: str) -> bool:
+    """A wall (kiosk) session asking for a page that is not a wall page."""
+    if not (p.wall or p.role in policy.KIOSK_ROLES):
+        return False
+    page = policy.page_of(path)
+    return page is None or not page.kiosk
 
 
 def _denied_page(status: int) -> bytes:
