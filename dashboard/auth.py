@@ -257,6 +257,15 @@ def home_area(city: City) -> str:
     return p.scope if p else city.city_id
 
 
+def home_href(city: City, base: str = "/area/") -> str | None:
+    """The viewer's own area under ``base`` (where "back" goes after a refusal), or None
+    when their scope is the whole city (or nobody is signed in)."""
+    p = principal()
+    if p is None or city.level_of(p.scope) == "city":
+        return None
+    return f"{base}{p.scope}"
+
+
 def csrf_token() -> str:
     """The CSRF token for forms: the session's once signed in, else a pre-login one kept
     in the (signed) cookie."""

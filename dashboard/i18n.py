@@ -383,6 +383,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     # ---- ux-ops: what tells two warning rows apart, the session pages
     "warn.win_min": ("{n} 分钟内", "within {n} min"),
     "warn.win_days": ("{n} 天内", "within {n} days"),
+    "auth.denied.back_home": ("返回本辖区", "Back to my area"),
     "wall.switch.title": ("切换到大屏会话？", "Switch to the wall session?"),
     "wall.switch.body": (
         "当前已以 {user} 登录。打开大屏令牌会结束本浏览器上的该登录。",
