@@ -219,6 +219,13 @@ class SimulateSettings:
     speed: float = 1.0
     malformed_share: float = 0.002
     anomalies: bool = True
+    # The scripted day, in simulated minutes after the start: the dispute surge at
+    # anomaly_start_min (for an hour), the fire 30 minutes later, the patrol gap 60
+    # minutes later (for three hours). Lower it to see them sooner.
+    anomaly_start_min: float = 60.0
+    # The street of the dispute surge ("" = the simulator's pick among the busiest
+    # streets; `wangge run` sets the demo operator's street).
+    focus_street: str = ""
 
 
 @dataclass(frozen=True)

@@ -768,6 +768,14 @@ def set_display_name(
     )
 
 
+def demo_areas(city: City) -> tuple[str, str]:
+    """The demo commander's district and the demo operator's street (`wangge run` points
+    the simulator's dispute surge there, so the operator has something to handle)."""
+    district = "320102" if city.level_of("320102") == "district" else city.ids("district")[0]
+    streets = [s for s in city.children(district) if city.level_of(s) == "street"]
+    return district, streets[0] if streets else city.ids("street")[0]
+
+
 def demo_accounts(
     engine: Engine,
     city: City,
@@ -784,9 +792,7 @@ def demo_accounts(
     only for the laptop demo, never against a production database. The wall account
     gets a new token each call (older ones stay valid until they expire).
     """
-    district = "320102" if city.level_of("320102") == "district" else city.ids("district")[0]
-    streets = [s for s in city.children(district) if city.level_of(s) == "street"]
-    street = streets[0] if streets else city.ids("street")[0]
+    district, street = demo_areas(city)
     plan = [
         ("leader", "city_leader", city.city_id, DEMO_NAMES["city_leader"]),
         (

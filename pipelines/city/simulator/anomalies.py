@@ -6,7 +6,7 @@ import heapq
 
 import numpy as np
 
-from pipelines.city.simulator.mixes import DAY_MS, HOUR_MS, MINUTE_MS
+from pipelines.city.simulator.mixes import DAY_MS, MINUTE_MS
 from pipelines.city.simulator.state import _Incident, _SimState
 
 
@@ -18,6 +18,9 @@ class _Anomalies(_SimState):
         self.fire_street = int(np.argmax(cams))
         cand = [s for s in np.argsort(-wrk, kind="stable")[:6].tolist() if s != self.fire_street]
         self.surge_street = int(cand[int(self.rng.integers(0, min(5, len(cand))))]) if cand else 0
+        focus = np.flatnonzero(self.street_ids == self.cfg.focus_street)
+        if len(focus) and int(focus[0]) != self.fire_street:
+            self.surge_street = int(focus[0])  # the demo operator's street
         rest = [
             s
             for s in np.argsort(-wrk, kind="stable").tolist()
@@ -38,23 +41,25 @@ class _Anomalies(_SimState):
         while self.start_ms + self._anomaly_days * DAY_MS < until_ms:
             day0 = self.start_ms + self._anomaly_days * DAY_MS
             self._anomaly_days += 1
+            w = {k: day0 + int(lo * MINUTE_MS) for k, (lo, _) in self._windows_min().items()}
+            ends = {k: day0 + int(hi * MINUTE_MS) for k, (_, hi) in self._windows_min().items()}
             self.anomalies.append(
                 {
                     "kind": "dispute_surge",
                     "area_id": str(self.street_ids[self.surge_street]),
-                    "start_ms": day0 + HOUR_MS,
-                    "end_ms": day0 + 2 * HOUR_MS,
+                    "start_ms": w["dispute_surge"],
+                    "end_ms": ends["dispute_surge"],
                     "factor": 8,
                 }
             )
-            self._schedule_fire(day0 + 90 * MINUTE_MS)
+            self._schedule_fire(w["fire_cluster"])
             if self.gap_street >= 0:
                 self.anomalies.append(
                     {
                         "kind": "patrol_gap",
                         "area_id": str(self.street_ids[self.gap_street]),
-                        "start_ms": day0 + 2 * HOUR_MS,
-                        "end_ms": day0 + 5 * HOUR_MS,
+                        "start_ms": w["patrol_gap"],
+                        "end_ms": ends["patrol_gap"],
                         "workers": int(np.sum(self._w.street == self.gap_street)),
                     }
                 )
@@ -100,8 +105,18 @@ class _Anomalies(_SimState):
         """Whether times fall in the daily window of a scripted anomaly."""
         if not self.cfg.anomalies:
             return np.zeros(np.shape(t), dtype=bool)
-        lo, hi = {"dispute_surge": (1, 2), "patrol_gap": (2, 5)}[kind]
+        lo, hi = self._windows_min()[kind]
         rel = (np.asarray(t, np.int64) - self.start_ms) % DAY_MS
-        return (rel >= lo * HOUR_MS) & (rel < hi * HOUR_MS)
+        return (rel >= lo * MINUTE_MS) & (rel < hi * MINUTE_MS)
+
+    def _windows_min(self) -> dict[str, tuple[float, float]]:
+        """Each scripted anomaly's window in minutes after the start of a simulated day
+        (``anomaly_start_min`` = 60: the surge 60–120, the fire 90–100, the gap 120–300)."""
+        a = float(self.cfg.anomaly_start_min)
+        return {
+            "dispute_surge": (a, a + 60),
+            "fire_cluster": (a + 30, a + 40),
+            "patrol_gap": (a + 60, a + 240),
+        }
 
     # ------------------------------------------------------------ incidents
