@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from pipelines.access import accounts
 from pipelines.city import geography as geo
+from pipelines.cli import console
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import store
@@ -62,7 +63,9 @@ class Supervisor:
 
     def _spawn(self, feed: str, name: str) -> None:
         cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed, "--name", name]
-        self.procs[name] = subprocess.Popen(cmd, env=self.env)
+        # its own session: a terminal's Ctrl-C reaches `wangge run` only, which stops the
+        # workers in order (no KeyboardInterrupt in a child)
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True)
 
     def poll(self) -> None:
         for name, proc in list(self.procs.items()):
@@ -254,6 +257,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             print(f"  mqtt      {kind} at {s.gateway.mqtt_url} (Frigate subscriber)", flush=True)
         if s.run.simulate and not args.no_simulate:
             through = s.gateway.simulate_through and gateway.wait_ready()
+            if not s.simulate.focus_street:  # the dispute surge in the demo operator's street
+                focus = accounts.demo_areas(city)[1]
+                s = dataclasses.replace(
+                    s, simulate=dataclasses.replace(s.simulate, focus_street=focus)
+                )
             rt.settings = s
             _start_simulator(rt, city, stop, gateway_url=gw_url if through else None)
             print(
@@ -261,16 +269,35 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
                 flush=True,
             )
+            if s.simulate.anomalies:
+                a, sp = s.simulate.anomaly_start_min, max(s.simulate.speed, 1e-9)
+                print(
+                    f"  anomalies dispute surge in {s.simulate.focus_street} after {a / sp:g} min,"
+                    f" fire after {(a + 30) / sp:g} min, patrol gap after {(a + 60) / sp:g} min"
+                    " (WANGGE_SIMULATE_ANOMALY_START_MIN brings them forward)",
+                    flush=True,
+                )
+        log_path = console.request_log(s, bool(getattr(args, "verbose", False)))
         server = _serve_dashboard(s, args.port)
         url = f"http://{s.dashboard.host}:{server.server_port}/"
-        _print_demo_accounts(rt.engine, city, url)
-        print(f"\n  ➜ Dashboard: {url}\n  ➜ Gateway:   {gw_url}\n", flush=True)
+        rows = accounts.demo_accounts(rt.engine, city, int(time.time() * 1000))
+        text = console.accounts_text(rows, url, gw_url)
+        print(text, flush=True)
+        print(
+            f"  requests are logged to {log_path} (-v: here too)\n"
+            "  press Enter to show the accounts and URLs again; `wangge status` prints them too\n",
+            flush=True,
+        )
+        info = {"dashboard": url, "gateway": gw_url, "redis": s.redis.url, "accounts": rows}
+        console.write_run_file(s, info)
+        console.on_enter(lambda: print(text, flush=True), stop)
         try:
             while not stop.wait(1.0):
                 sup.poll()
                 gateway.poll()
         finally:
             print("stopping…", flush=True)
+            console.remove_run_file(s)
             server.shutdown()
             gateway.stop()
             sup.stop()
@@ -318,7 +345,7 @@ class _GatewayProcess:
 
     def _spawn(self) -> None:
         cmd = [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=self.env)
+        self.proc = subprocess.Popen(cmd, env=self.env, start_new_session=True)  # as workers
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
         import urllib.request
@@ -353,17 +380,6 @@ class _GatewayProcess:
                 proc.wait()
         if self.broker is not None:
             self.broker.stop()
-
-
-def _print_demo_accounts(engine: Engine, city: geo.City, url: str) -> None:
-    """One account per role on the laptop demo (passwords are fresh each start)."""
-    rows = accounts.demo_accounts(engine, city, int(time.time() * 1000))
-    print("\n  demo accounts (role · scope · sign in):", flush=True)
-    for username, role, scope, secret in rows:
-        if role == "wall":
-            print(f"    {role:18s} {scope:12s} {url}wall?token={secret}", flush=True)
-        else:
-            print(f"    {role:18s} {scope:12s} {username} / {secret}", flush=True)
 
 
 def _safe_url(url: str) -> str:

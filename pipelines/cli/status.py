@@ -1,12 +1,15 @@
-"""`wangge status`: stream health, dead letters and live-state meta."""
+"""`wangge status`: the running instance's URLs and demo accounts, stream health, dead
+letters and live-state meta."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import redis
 
+from pipelines.cli import console
 from pipelines.cli.runtime import runtime
 from pipelines.settings import Settings
 
@@ -33,8 +36,17 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    """The running `wangge run` (its URLs and demo accounts), then the streams' health (of
+    its embedded Redis when no Redis is configured)."""
     from pipelines.spine.runner import live_state
 
+    info = console.read_run_file(settings)
+    if info is not None:
+        print(f"wangge run (pid {info['pid']}):", end="")
+        print(console.accounts_text(info["accounts"], info["dashboard"], info["gateway"]))
+        if not settings.redis.url and info.get("redis"):
+            redis_ = dataclasses.replace(settings.redis, url=str(info["redis"]))
+            settings = dataclasses.replace(settings, redis=redis_)
     with runtime(settings, embedded_ok=False) as rt:
         s = rt.settings
         st = live_state(rt.r, s)
