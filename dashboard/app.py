@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -25,12 +26,13 @@ from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import ids, login, wsgi
-from dashboard.auth import Guard, csrf_token, principal
+from dashboard.auth import csrf_token, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.geometry import Blob, GeometryCache
+from dashboard.guard import Guard
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
 from dashboard.pages.work import export as work_export
-from pipelines.access import audit, policy
+from pipelines.access import accounts, audit, policy
 from pipelines.city import binding
 from pipelines.city.geography import City, load_city
 from pipelines.settings import ROOT, Settings, load_settings
@@ -92,11 +94,12 @@ def _user_box(lang: str) -> Any:
     p = principal()
     if p is None:
         return html.Span()
-    role = t(f"role.{p.role}", lang)
     return html.Form(
         [
             html.Span(
-                f"{p.display_name or p.username} · {role}", className="wg-user", id="shell-user"
+                user_label(p.display_name, p.username, p.role, lang),
+                className="wg-user",
+                id="shell-user",
             ),
             dcc.Input(type="hidden", name="csrf", value=csrf_token()),
             html.Button(
@@ -107,6 +110,17 @@ def _user_box(lang: str) -> Any:
         method="post",
         className="wg-userbox",
     )
+
+
+def user_label(display_name: str, username: str, role: str, lang: str) -> str:
+    """The header's "name · role" (pure). A display name that only restates a role (an
+    account named "市领导 (demo)") shows the username instead, so the role reads once."""
+    name = (display_name or "").strip() or username
+    bare = re.sub(r"\s*(\(demo\)|（演示）)$", "", name).strip()
+    roles = {t(f"role.{r}", lg) for r in accounts.ROLES for lg in ("zh-CN", "en")}
+    if bare in roles:
+        name = username
+    return f"{name} · {t(f'role.{role}', lang)}"
 
 
 def _backend_down(_exc: Exception) -> Response:

@@ -380,6 +380,17 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wfield.pending_age_s": ("最早未确认（秒）", "Oldest pending (s)"),
     "wfield.restarts_1h": ("近 1 小时重启次数", "Restarts in the last hour"),
     "work.mock_gps": ("模拟定位", "mock GPS"),
+    # ---- ux-ops: what tells two warning rows apart, the session pages
+    "warn.win_min": ("{n} 分钟内", "within {n} min"),
+    "warn.win_days": ("{n} 天内", "within {n} days"),
+    "auth.denied.back_home": ("返回本辖区", "Back to my area"),
+    "wall.switch.title": ("切换到大屏会话？", "Switch to the wall session?"),
+    "wall.switch.body": (
+        "当前已以 {user} 登录。打开大屏令牌会结束本浏览器上的该登录。",
+        "You are signed in as {user}. Opening the wall token ends that sign-in in this browser.",
+    ),
+    "wall.switch.yes": ("切换为大屏", "Switch to the wall"),
+    "wall.switch.no": ("保持当前登录", "Stay signed in"),
 }
 
 

@@ -221,6 +221,21 @@ def feed_fresh_text(b: Backend, lang: str) -> str:
     return fresh_text(f["rows"], int(f["system"]), lang)
 
 
+def scoped_fresh_text(b: Backend, lang: str) -> str | None:
+    """The per-feed freshness line of a page without a live map panel (grid work,
+    warnings): permission for the session's own area first, then the tick's shared value;
+    None when nobody is signed in or the backend is unreachable (the line keeps its text)."""
+    from dashboard import auth
+
+    p = auth.principal()
+    if p is None or not auth.authorize(p.scope, "aggregates").granted:
+        return None
+    try:
+        return feed_fresh_text(b, lang)
+    except BACKEND_ERRORS:
+        return None
+
+
 def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
     from dash import html
 

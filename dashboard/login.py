@@ -16,7 +16,8 @@ from flask import Flask, Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from dashboard import sso
-from dashboard.auth import Guard, csrf_token, principal
+from dashboard.auth import csrf_token, principal
+from dashboard.guard import Guard
 from dashboard.i18n import current_lang
 from pipelines.access import accounts, audit, policy, text
 

@@ -32,7 +32,7 @@ from authlib.integrations.flask_client import OAuth
 from flask import Flask, Response, abort, redirect, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
-from dashboard.auth import Guard
+from dashboard.guard import Guard
 from dashboard.i18n import current_lang
 from pipelines.access import accounts
 from pipelines.settings import Settings

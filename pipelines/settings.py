@@ -165,6 +165,19 @@ class WarningSettings:
     # daily rhythm moves alert rates by ~1.5× within a few hours: keep it short)
     video_prior_expected: float = 0.05  # prior alerts per window (no history), weight 1 h
     video_p: float = 1e-4  # Poisson tail probability below which it is a cluster
+    # A cluster's level by what the cameras saw ("label:level,…"; a label not listed gets
+    # video_default_level): danger to people above nuisance, so eight parked-car clusters
+    # never look like a fire.
+    video_levels: str = (
+        "smoke_fire:red,fall:orange,intrusion:orange,crowd_gathering:orange,"
+        "illegal_parking:yellow,street_vending:yellow,garbage_overflow:blue"
+    )
+    video_default_level: str = "orange"
+    # Night, local hours [start, end) wrapping midnight: the nuisance labels below are one
+    # level lower (never below blue); nobody is dispatched for a parked car at 3 AM.
+    night_start_h: int = 22
+    night_end_h: int = 6
+    night_lower_labels: str = "illegal_parking,street_vending,garbage_overflow"
     # recurrence
     recurrence_radius_m: float = 100.0
     recurrence_days: int = 7
@@ -206,6 +219,13 @@ class SimulateSettings:
     speed: float = 1.0
     malformed_share: float = 0.002
     anomalies: bool = True
+    # The scripted day, in simulated minutes after the start: the dispute surge at
+    # anomaly_start_min (for an hour), the fire 30 minutes later, the patrol gap 60
+    # minutes later (for three hours). Lower it to see them sooner.
+    anomaly_start_min: float = 60.0
+    # The street of the dispute surge ("" = the simulator's pick among the busiest
+    # streets; `wangge run` sets the demo operator's street).
+    focus_street: str = ""
 
 
 @dataclass(frozen=True)

@@ -63,14 +63,13 @@ def message_panel(
     )
 
 
-def denied_panel(lang: str, href: str = "/") -> html.Div:
-    """The viewer may not see this area or page (the area is never named)."""
+def denied_panel(lang: str, home: str | None = None) -> html.Div:
+    """The viewer may not see this area or page (the area is never named). The link goes
+    back to the viewer's own area (``home``, from ``auth.home_href``), or to the city
+    when their scope is the whole city."""
+    back = t("auth.denied.back_home", lang) if home else t("notfound.back", lang)
     return message_panel(
-        t("auth.denied", lang),
-        t("auth.denied.body", lang),
-        t("notfound.back", lang),
-        "denied",
-        href,
+        t("auth.denied", lang), t("auth.denied.body", lang), back, "denied", home or "/"
     )
 
 

@@ -739,6 +739,43 @@ def wall_token_count(engine: Engine, username: str, now_ms: int) -> int:
 # ------------------------------------------------------------------ demo
 
 
+# Demo accounts are named like people (the header shows "name · role": a name that is the
+# role would read twice); the wall is a screen of the command hall.
+DEMO_NAMES = {
+    "city_leader": "王建国（演示）",
+    "district_commander": "李明（演示）",
+    "street_operator": "张丽（演示）",
+    "supervisor": "陈静（演示）",
+    "admin": "刘洋（演示）",
+    "wall": "指挥大厅 1 号屏（演示）",
+}
+LEGACY_DEMO_SUFFIX = " (demo)"  # earlier demo names were the role's ("市领导 (demo)")
+
+
+def set_display_name(
+    engine: Engine, username: str, display_name: str, *, now_ms: int, actor: Actor = "system"
+) -> User:
+    """Rename an account (what the header shows); role, scope and sessions unchanged."""
+    shown = text.clean_name(display_name) or normalize_username(username)
+    return _update(
+        engine,
+        username,
+        {"display_name": shown},
+        "user_renamed",
+        lambda old: {"from": old.display_name, "to": shown},
+        now_ms,
+        actor,
+    )
+
+
+def demo_areas(city: City) -> tuple[str, str]:
+    """The demo commander's district and the demo operator's street (`wangge run` points
+    the simulator's dispute surge there, so the operator has something to handle)."""
+    district = "320102" if city.level_of("320102") == "district" else city.ids("district")[0]
+    streets = [s for s in city.children(district) if city.level_of(s) == "street"]
+    return district, streets[0] if streets else city.ids("street")[0]
+
+
 def demo_accounts(
     engine: Engine,
     city: City,
@@ -755,26 +792,26 @@ def demo_accounts(
     only for the laptop demo, never against a production database. The wall account
     gets a new token each call (older ones stay valid until they expire).
     """
-    district = "320102" if city.level_of("320102") == "district" else city.ids("district")[0]
-    streets = [s for s in city.children(district) if city.level_of(s) == "street"]
-    street = streets[0] if streets else city.ids("street")[0]
+    district, street = demo_areas(city)
     plan = [
-        ("leader", "city_leader", city.city_id, "市领导 (demo)"),
+        ("leader", "city_leader", city.city_id, DEMO_NAMES["city_leader"]),
         (
             "xuanwu" if district == "320102" else "commander",
             "district_commander",
             district,
-            "区指挥中心 (demo)",
+            DEMO_NAMES["district_commander"],
         ),
-        ("operator", "street_operator", street, "街道网格员 (demo)"),
-        ("supervisor", "supervisor", city.city_id, "监督考核 (demo)"),
-        ("admin", "admin", city.city_id, "系统管理员 (demo)"),
-        ("wall", "wall", city.city_id, "大屏 (demo)"),
+        ("operator", "street_operator", street, DEMO_NAMES["street_operator"]),
+        ("supervisor", "supervisor", city.city_id, DEMO_NAMES["supervisor"]),
+        ("admin", "admin", city.city_id, DEMO_NAMES["admin"]),
+        ("wall", "wall", city.city_id, DEMO_NAMES["wall"]),
     ]
     out: list[tuple[str, str, str, str]] = []
     actor = "system:demo"
     for username, role, scope, name in plan:
         existing = get_user(engine, username)
+        if existing and existing.display_name.endswith(LEGACY_DEMO_SUFFIX):
+            existing = set_display_name(engine, username, name, now_ms=now_ms, actor=actor)
         if existing and existing.role == role and city.level_of(existing.scope_area_id) is None:
             # scoped to an area of another city (the database was rebound): follow this one
             existing = set_role(engine, city, username, role, scope, now_ms=now_ms, actor=actor)

@@ -76,6 +76,7 @@ ACTIONS = {
     "denied": "an action or page outside the user's role or scope",
     "user_created": "an account was created",
     "role_changed": "role and/or scope changed",
+    "user_renamed": "an account's display name changed",
     "user_disabled": "an account was disabled",
     "user_enabled": "an account was enabled again",
     "password_changed": "a password was set",

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -118,6 +120,28 @@ class RuleConfig(WarningSettings):
             for label in labels.split("|")
         ]
         return pl.DataFrame(pairs, schema={"category": pl.String, "label": pl.String}, orient="row")
+
+    @property
+    def video_level_table(self) -> dict[str, str]:
+        """``video_levels`` as label → level (levels checked against :data:`LEVELS`)."""
+        table = {k: v for k, v in (i.split(":") for i in _items(self.video_levels))}
+        bad = sorted({*table.values(), self.video_default_level} - set(LEVELS))
+        if bad:
+            raise ValueError(f"warnings.video_levels: unknown level(s) {bad}")
+        return table
+
+    def is_night(self, now_ms: int) -> bool:
+        """Whether ``now_ms`` falls in the local night hours [night_start_h, night_end_h)."""
+        hour = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(self.timezone)).hour
+        a, b = self.night_start_h % 24, self.night_end_h % 24
+        return (a <= hour < b) if a <= b else (hour >= a or hour < b)
+
+    def video_level(self, label: str, now_ms: int) -> str:
+        """A video cluster's level: its label's, one lower at night for nuisance labels."""
+        level = self.video_level_table.get(label, self.video_default_level)
+        if label in _items(self.night_lower_labels) and self.is_night(now_ms):
+            level = LEVELS[max(0, RANK[level] - 2)]
+        return level
 
     def every_ms(self, rule: str) -> int:
         """How often a rule is evaluated (0 = every tick); slow conditions run less often."""

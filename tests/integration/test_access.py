@@ -570,7 +570,7 @@ def test_rate_limit_is_a_sliding_minute(
 ) -> None:
     """Attempts straddling a minute boundary count together (a fixed window let 2 × limit
     through); after a quiet minute the bucket is open again."""
-    from dashboard.auth import Guard
+    from dashboard.guard import Guard
 
     now = [1_000_000 * 60 + 50.0]  # 10 s before a minute boundary
     guard = Guard(live_settings, city, rclient, None, list, lambda: now[0])

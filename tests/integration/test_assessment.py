@@ -237,7 +237,7 @@ def test_cli_export_writes_the_file_and_audits_it(
         ["export", "scorecard", "--period", "2026-10", "--level", "street", "--format", "xlsx",
          "--out", str(out), "--scope", "320102", "--progress"]
     )  # fmt: skip
-    assert cli.cmd_export(settings, args) == 0
+    assert cli.admin.cmd_export(settings, args) == 0
     progress = capsys.readouterr().err.splitlines()
     assert progress[0] == "  0% table 0/1" and progress[-1] == "100% hash 1/1"
     assert "  5% rows 0/7" in progress
@@ -257,7 +257,7 @@ def test_cli_export_writes_the_file_and_audits_it(
     bad = cli.parser().parse_args(
         ["export", "scorecard", "--period", "2026-13", "--level", "street", "--out", str(out)]
     )
-    assert cli.cmd_export(settings, bad) == 2
+    assert cli.admin.cmd_export(settings, bad) == 2
 
 
 def _finished(b: Any, owner: str, job: J.Job) -> J.Job:

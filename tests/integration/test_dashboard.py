@@ -17,6 +17,7 @@ import redis
 from dash import Dash, no_update
 from sqlalchemy import Engine
 
+from dashboard import ids
 from dashboard import live as L
 from dashboard.app import create_app, page_module
 from dashboard.auth import authorize
@@ -217,6 +218,33 @@ def test_refresh_callback_as_a_plain_function(filled: Filled) -> None:
     assert set(workers) == mine
     for w, f in workers.items():
         assert (f["properties"]["c"] != L.OFFLINE) == (w in online), w
+
+
+def test_grid_work_and_warnings_show_each_feeds_freshness(filled: Filled) -> None:
+    """Every page with a live tick writes the header's per-feed freshness line on that
+    tick (panorama, grid work, warnings; the wall has its own), the same line for every
+    viewer: each feed's own age, never one global "updated" (stale marks: the unit tests
+    of ``fresh_text`` and tests/integration/test_feed_health.py)."""
+    app = filled.app
+    b = backend(app)
+    app.server.test_client().get("/_dash-dependencies")  # fills callback_map on first use
+    ticks = {"panorama": ids.P_TICK, "work": ids.WK_TICK, "warnings": ids.WARN_TICK}
+    for page, tick in ticks.items():
+        writers = [
+            key
+            for key, spec in app.callback_map.items()
+            if f"{ids.FRESH}.children" in [o.split("@")[0] for o in key.strip(".").split("...")]
+            and any(i["id"] == tick for i in spec["inputs"])
+        ]
+        assert len(writers) == 1, page
+    district = b.city.children(b.city.city_id)[0]
+    for role, scope in (("city_leader", b.city.city_id), ("district_commander", district)):
+        with signed_in(app, role=role, scope=scope, username=f"fresh-{role}"):
+            for page in ("work", "warnings"):
+                for lang, feed in (("zh-CN", "上报"), ("en", "Reports")):
+                    text = page_module(page).fresh(0, lang)
+                    assert text == L.feed_fresh_text(b, lang), (page, lang)
+                    assert text.startswith(feed) and ("前更新" in text or "updated" in text)
 
 
 def test_panel_is_computed_once_per_tick_for_all_viewers(

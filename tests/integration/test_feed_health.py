@@ -18,7 +18,8 @@ from dashboard import live as L
 from dashboard.backend import Backend
 from dashboard.pages.warnings import queries as WL
 from pipelines.city.geography import City, GridIndex, demo_city
-from pipelines.cli import health_lines, restart_recorder
+from pipelines.cli.run import restart_recorder
+from pipelines.cli.status import health_lines
 from pipelines.settings import Settings
 from pipelines.spine.events import encode
 from pipelines.spine.runner import make_worker

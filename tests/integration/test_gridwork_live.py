@@ -362,7 +362,7 @@ def test_workers_import_cli_all_or_nothing(
 ) -> None:
     settings = live_settings
     monkeypatch.setattr("pipelines.cli.load_settings", lambda _path=None: settings)
-    monkeypatch.setattr("pipelines.cli.load_city", lambda _s: city)
+    monkeypatch.setattr("pipelines.cli.admin.load_city", lambda _s: city)
     grid = city.grids["grid_id"][0]
     bad = tmp_path / "bad.csv"
     bad.write_text(

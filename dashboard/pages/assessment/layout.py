@@ -38,7 +38,7 @@ def layout(**query: Any) -> Any:
     lang = L.lang()
     view = session_view(b, query)
     if view is None:
-        return denied_panel(lang)
+        return denied_panel(lang, auth.home_href(b.city))
     p = auth.principal()
     assert p is not None
     tz = b.settings.live.timezone

@@ -54,7 +54,7 @@ def refresh(
     grids = isinstance(allgrids, list) and "all" in allgrids
     grant = auth.authorize(area_id, "aggregates")
     if not grant.granted:  # the scope comes from the session, not the store; never cached
-        return (no_update,) * 3 + ([denied_panel(lang)],) + (no_update,) * 8
+        return (no_update,) * 3 + ([denied_panel(lang, auth.home_href(b.city))],) + (no_update,) * 8
     try:
         return b.cached(
             grant,

@@ -34,7 +34,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
     if view is None:
         return not_found_panel(str(area_id), lang)
     if not auth.allowed(b.city, view.area_id):
-        return denied_panel(lang)
+        return denied_panel(lang, auth.home_href(b.city))
     s = b.settings.dashboard
     metric_options = [{"label": t(f"metric.{m}", lang), "value": m} for m in METRICS]
     toolbar = html.Div(

@@ -214,3 +214,16 @@ def act(
         return "stale"
     W.republish(b.engine, b.live, b.city)  # every viewer's list shows it at their next tick
     return "ok"
+
+
+@dash.callback(
+    Output(ids.FRESH, "children", allow_duplicate=True),
+    Input(ids.WARN_TICK, "n_intervals"),
+    State(ids.LANG, "data"),
+    prevent_initial_call="initial_duplicate",
+)
+def fresh(_n: int, lang: str) -> Any:
+    """The header's per-feed freshness line (reports, positions, video; stale feeds
+    marked), as on the panorama and the wall."""
+    text = L.scoped_fresh_text(current(), L.lang_of(lang))
+    return no_update if text is None else text

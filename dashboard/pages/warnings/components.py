@@ -41,22 +41,63 @@ def when(ms: int | None, b: Backend) -> str:
     return datetime.fromtimestamp(ms / 1000, tz).strftime("%m-%d %H:%M:%S")
 
 
+def row_subject(summary: dict[str, Any], lang: str) -> str:
+    """What tells two warnings of one rule and one street apart (pure): the categories and
+    labels they watch (both sides of a fused one), the feed of a system warning, the
+    rule's window."""
+    parts = [summary, *(summary.get("parts") or {}).values()]
+    what: list[str] = []
+    for s in parts:
+        for key, prefix in (("category", "cat."), ("label", "label."), ("feed", "feed.")):
+            if isinstance(s.get(key), str) and t(prefix + s[key], lang) not in what:
+                what.append(t(prefix + s[key], lang))
+    wins = [s["window_min"] for s in parts if isinstance(s.get("window_min"), int | float)]
+    if wins:
+        what.append(t("warn.win_min", lang, n=int(max(wins))))
+    elif isinstance(summary.get("days"), int | float):
+        what.append(t("warn.win_days", lang, n=int(summary["days"])))
+    return " · ".join(what)
+
+
+def time_span(first_ms: int | None, last_ms: int | None, tz: str) -> str:
+    """When a warning was first and last seen, local time (pure): ``12-05 02:51–03:04``."""
+    if not last_ms:
+        return "—"
+    zone = ZoneInfo(tz)
+    last = datetime.fromtimestamp(last_ms / 1000, zone)
+    first = datetime.fromtimestamp((first_ms or last_ms) / 1000, zone)
+    if first.strftime("%H:%M") == last.strftime("%H:%M") and first.date() == last.date():
+        return last.strftime("%m-%d %H:%M")
+    if first.date() == last.date():
+        return f"{first:%m-%d %H:%M}–{last:%H:%M}"
+    return f"{first:%m-%d %H:%M}–{last:%m-%d %H:%M}"
+
+
 def warning_rows(
     items: list[dict[str, Any]], b: Backend, lang: str, selected: str | None
 ) -> list[Any]:
     if not items:
         return [html.P(t("warn.none", lang), className="wg-muted")]
     out = []
+    tz = b.settings.live.timezone
     for w in items[:200]:
         cls = "warn-row" + (" sel" if w["id"] == selected else "")
+        subject = row_subject(w.get("summary") or {}, lang)
         out.append(
             html.Div(
                 [
                     html.Span(t(f"warn.{w['level']}", lang), className=f"chip {w['level']}"),
-                    html.Span(t(f"rule.{w['rule']}", lang), className="warn-rule"),
+                    html.Span(
+                        [t(f"rule.{w['rule']}", lang)]
+                        + ([html.Span(subject, className="warn-subject")] if subject else []),
+                        className="warn-rule",
+                    ),
                     html.Span(area_name(b, w["area_id"]), className="warn-area"),
                     html.Span(t(f"wstatus.{w['status']}", lang), className="warn-status"),
-                    html.Span(when(w["last_ms"], b), className="wg-muted"),
+                    html.Span(
+                        time_span(w.get("first_ms"), w["last_ms"], tz),
+                        className="wg-muted warn-when",
+                    ),
                 ],
                 id={"type": ids.WARN_ROW, "id": w["id"]},
                 n_clicks=0,

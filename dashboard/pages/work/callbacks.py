@@ -68,7 +68,8 @@ def refresh(_n: int, area_id: str, last_ok: int | None, sent: Any, lang: str) ->
     lang = L.lang_of(lang)
     grant = auth.authorize(area_id, "aggregates")
     if not grant.granted:  # the scope comes from the session, not the store; never cached
-        return (no_update,) * 2 + ([denied_panel(lang)],) + (no_update,) * 7
+        back = denied_panel(lang, auth.home_href(b.city, "/work/"))
+        return (no_update,) * 2 + ([back],) + (no_update,) * 7
     out, digests = cached_outputs(b, grant, lang, last_ok)
     return (*only_changed(out, digests, sent), digests or no_update)
 
@@ -410,3 +411,16 @@ clientside_callback(
     Output(ids.TR_CUSTOM, "style"),
     Input(ids.TR_WINDOW, "value"),
 )
+
+
+@dash.callback(
+    Output(ids.FRESH, "children", allow_duplicate=True),
+    Input(ids.WK_TICK, "n_intervals"),
+    State(ids.LANG, "data"),
+    prevent_initial_call="initial_duplicate",
+)
+def fresh(_n: int, lang: str) -> Any:
+    """The header's per-feed freshness line (reports, positions, video; stale feeds
+    marked), as on the panorama and the wall."""
+    text = L.scoped_fresh_text(current(), L.lang_of(lang))
+    return no_update if text is None else text

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, make_response, request
 
-from dashboard.auth import Guard, allowed, authorize, principal
+from dashboard.auth import allowed, authorize, principal
 from dashboard.backend import EXTENSION, Backend
+from dashboard.guard import Guard
 from dashboard.pages.work import queries as WQ
 
 

@@ -47,7 +47,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
             href="/work",
         )
     if not auth.allowed(b.city, view.area_id):
-        return denied_panel(lang)
+        return denied_panel(lang, auth.home_href(b.city, "/work/"))
     people = auth.sees_people()
     s = b.settings.dashboard
     row = b.city.area(view.area_id)

@@ -23,6 +23,9 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
     Expected alerts per window = (alerts over the trailing hours + prior × 1 h) / (hours +
     1 h) × window; the camera count's Poisson tail must fall below ``video_p`` (alerts ≥
     distinct cameras, so the test is conservative).
+
+    The level is the label's (``video_levels``: a fire is red, parked cars yellow), one
+    lower at local night (``night_start_h``–``night_end_h``) for ``night_lower_labels``.
     """
     win = cfg.video_window_min * MINUTE_MS
     df = (
@@ -50,9 +53,10 @@ def rule_video_cluster(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list
         df.with_columns(p=pl.Series(p, dtype=pl.Float64))
         .filter(pl.col("p") < cfg.video_p)
         .with_columns(
-            level=pl.when(pl.col("label") == "smoke_fire")
-            .then(pl.lit("red"))
-            .otherwise(pl.lit("orange")),
+            level=pl.col("label").replace_strict(
+                {lab: cfg.video_level(lab, now_ms) for lab in df["label"].unique().to_list()},
+                return_dtype=pl.String,
+            ),
             area_id=pl.col("street_id"),
             key=pl.concat_str([pl.lit("video_cluster:"), "street_id", pl.lit(":"), "label"]),
             window_min=pl.lit(cfg.video_window_min),

@@ -1,0 +1,241 @@
+"""Data commands: `simulate`, `geo` (import, rebind), `rebuild-live`, `backfill-summaries`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import redis
+
+from pipelines.city import binding, boundaries
+from pipelines.city import geography as geo
+from pipelines.cli.run import _start_simulator, _stop_event
+from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sql_engine
+from pipelines.settings import Settings
+from pipelines.spine import store
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.city import simulator as simulate
+
+    cfg = settings.simulate
+    changes = {
+        k: v
+        for k, v in (
+            ("seed", args.seed),
+            ("speed", args.speed),
+            ("rate", args.rate),
+            ("malformed_share", args.malformed_share),
+        )
+        if v is not None
+    }
+    cfg = dataclasses.replace(cfg, **changes)
+    settings = dataclasses.replace(settings, simulate=cfg)
+    if args.replay:
+        with runtime(settings, embedded_ok=False) as rt:
+            n = _replay(rt, Path(args.replay))
+        print(f"replayed {n} events from {args.replay}")
+        return 0
+    city = load_city(settings)
+    if args.out:
+        start = int(args.start * 1000) if args.start else int(time.time() * 1000) - 86_400_000
+        events = simulate.generate(city, cfg, settings.deadlines, start, args.events)
+        simulate.write_jsonl(Path(args.out), ((f, p) for f, p, _ in events))
+        print(f"wrote {len(events)} events to {args.out}")
+        return 0
+    stop = _stop_event()
+    gateway_url = None
+    if args.via == "gateway":
+        g = settings.gateway
+        gateway_url = args.gateway_url or f"http://{g.host}:{g.port}/"
+    with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
+        t = _start_simulator(rt, city, stop, cfg.speed, gateway_url=gateway_url)
+        if args.duration:
+            stop.wait(args.duration)
+            stop.set()
+        t.join()
+    return 0
+
+
+def _replay(rt: Runtime, path: Path) -> int:
+    from pipelines.city import simulator as simulate
+    from pipelines.spine.streams import publish
+
+    s = rt.settings
+    buf: dict[str, list[bytes]] = {f: [] for f in FEEDS}
+    n = 0
+    for feed, payload in simulate.read_jsonl(path):
+        buf[feed].append(payload)
+        n += 1
+        if len(buf[feed]) >= 5000:
+            publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", buf[feed])
+            buf[feed] = []
+    for feed, rest in buf.items():
+        publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", rest)
+    return n
+
+
+def cmd_geo(settings: Settings, args: argparse.Namespace) -> int:
+    if args.geo_cmd == "import":
+        return _geo_import(settings, args)
+    if args.geo_cmd == "rebind":
+        return _geo_rebind(settings, args)
+    city = load_city(settings)
+    if args.geo_cmd == "export":
+        fc = geo.level_geojson(city, args.level, args.parent, settings.geo.simplify_m)
+        Path(args.out).write_bytes(json.dumps(fc, ensure_ascii=False).encode())
+        print(f"wrote {len(fc['features'])} {args.level} features to {args.out}")
+        return 0
+    summary = city.areas.group_by("level").agg(pl.len(), pl.col("area_km2").sum().round(1))
+    print(f"{city.name} ({city.city_id})")
+    for level in geo.LEVELS:
+        row = summary.filter(pl.col("level") == level)
+        if row.height:
+            print(f"  {level:9s} {row['len'][0]:6d} areas  {row['area_km2'][0]:9.1f} km²")
+    return 0
+
+
+def _geo_import(settings: Settings, args: argparse.Namespace) -> int:
+    out = (
+        Path(args.out) if args.out else settings.path(settings.geo.cache_dir) / Path(args.file).stem
+    )
+    try:
+        res = boundaries.import_geojson(
+            Path(args.file), settings.geo, out, n_grids=args.grids, name=args.name
+        )
+    except boundaries.GeoImportError as exc:
+        shown = exc.problems[:200]
+        print(f"import failed: {len(exc.problems)} problem(s) in {args.file}", file=sys.stderr)
+        for problem in shown:
+            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) > len(shown):
+            print(f"  … (first {len(shown)} shown)", file=sys.stderr)
+        print("nothing was written", file=sys.stderr)
+        return 2
+    for note in res.notes:
+        print(f"note: {note}")
+    for repair in res.repairs:
+        print(f"repaired: {repair.describe()}")
+    city = res.city
+    print(
+        f"imported {city.name} ({city.city_id}): {len(city.ids('district'))} districts, "
+        f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids → {out}"
+        + (f" ({len(res.repairs)} polygons repaired)" if res.repairs else "")
+    )
+    print(f"use it with: WANGGE_GEO_SOURCE={out}")
+    return 0
+
+
+def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
+    """Show whose data the database holds; with a flag, bind it to the configured city.
+
+    Redis is checked and cleared only when ``redis.url`` is set: the embedded Redis of
+    ``wangge run`` keeps nothing between starts."""
+    city = load_city(settings)
+    configured = binding.stamp_of(city)
+    mode: Literal["discard", "keep"] | None = (
+        "discard" if args.discard_data else "keep" if args.keep_data else None
+    )
+    prefix = settings.redis.prefix
+    now_ms = int(time.time() * 1000)
+    r = redis.Redis.from_url(settings.redis.url) if settings.redis.url else None
+    try:
+        with sql_engine(settings) as engine:
+            if mode is None:
+                bound = binding.bound_stamp(engine)
+                print(f"configured city: {configured.describe()}")
+                print(f"database holds:  {bound.describe() if bound else 'no city yet'}")
+                try:
+                    binding.check(engine, r, prefix, city, now_ms)
+                except binding.CityMismatch as exc:
+                    print(f"\n{exc}", file=sys.stderr)
+                    return 1
+                print("they match: nothing to do")
+                return 0
+            actor = f"cli:{getpass.getuser()}"
+            report = binding.rebind(engine, r, prefix, city, mode, now_ms=now_ms, actor=actor)
+    except binding.RebindError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if r is not None:
+            r.close()
+    for line in report.lines():
+        print(line)
+    if mode == "keep":
+        print("next: `wangge rebuild-live` (live state in Redis from the kept history)")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of grids, got {value}")
+    return value
+
+
+def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild the live state aside in bounded steps, then switch to it atomically."""
+    from pipelines.spine.runner import rebuild_live
+
+    city = load_city(settings)
+    with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
+        busy = _active_consumers(rt.r, rt.settings)
+        if busy:
+            print(
+                f"rebuild-live: warning: pipeline workers are running ({', '.join(busy)});"
+                " what they apply while the state is rebuilt may be missing from it until"
+                " the incident changes again — stop them for an exact rebuild",
+                file=sys.stderr,
+            )
+        last: dict[str, float] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            now = time.perf_counter()
+            if done >= total or now - last.get(stage, 0.0) >= 0.5:
+                last[stage] = now
+                pct = f" ({100 * done // total}%)" if total else ""
+                print(f"rebuild-live: {stage} {done}/{total}{pct}", file=sys.stderr, flush=True)
+
+        t = time.perf_counter()
+        counts = rebuild_live(rt.settings, city, rt.r, rt.engine, progress=progress)
+    print(f"rebuilt live state in {time.perf_counter() - t:.1f}s: {counts}")
+    return 0
+
+
+def _active_consumers(r: redis.Redis, s: Settings, within_ms: int = 10_000) -> list[str]:
+    """Consumers of the feed streams that read within the last ``within_ms``."""
+    out = []
+    for feed in FEEDS:
+        key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
+        try:
+            consumers: Any = r.xinfo_consumers(key, s.streams.group)
+        except redis.ResponseError:  # no stream or no group yet
+            continue
+        for c in consumers:
+            name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
+            idle = int(c.get("inactive", c["idle"]))  # Redis ≥ 7.2: -1 = never read
+            if 0 <= idle < within_ms:
+                out.append(name)
+    return out
+
+
+def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:
+    """Fill the lifecycle summary of incidents stored before it existed (resumable)."""
+    with sql_engine(settings) as engine:
+        t = time.perf_counter()
+        n = store.backfill_summaries(engine)
+    print(f"summarised {n} incidents in {time.perf_counter() - t:.1f}s")
+    return 0

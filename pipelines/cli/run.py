@@ -1,0 +1,406 @@
+"""`wangge run`, `wangge pipelines` and `wangge worker`: the supervisor, the feed workers,
+the embedded gateway and dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from pipelines.access import accounts
+from pipelines.city import geography as geo
+from pipelines.cli import console
+from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
+from pipelines.settings import Settings, child_environ
+from pipelines.spine import store
+
+log = logging.getLogger("wangge")
+
+
+log = logging.getLogger("wangge")
+
+
+# ------------------------------------------------------------------ supervisor
+
+
+@dataclass
+class Supervisor:
+    """Keeps N worker processes per feed alive; stops them all cleanly."""
+
+    settings: Settings
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # called as (feed, worker name) for every restart (recorded for status and warnings)
+    on_restart: Callable[[str, str], None] | None = None
+
+    def counts(self) -> dict[str, int]:
+        p = self.settings.pipelines
+        return {
+            "reports": p.reports_workers,
+            "locations": p.locations_workers,
+            "video": p.video_workers,
+        }
+
+    def start(self) -> None:
+        for feed, n in self.counts().items():
+            for i in range(1, n + 1):
+                self._spawn(feed, f"{feed}-{i}")
+
+    def _spawn(self, feed: str, name: str) -> None:
+        cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed, "--name", name]
+        # its own session: a terminal's Ctrl-C reaches `wangge run` only, which stops the
+        # workers in order (no KeyboardInterrupt in a child)
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True)
+
+    def poll(self) -> None:
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                log.warning("worker %s exited with %s; restarting", name, proc.returncode)
+                feed = name.rsplit("-", 1)[0]
+                if self.on_restart is not None:
+                    with suppress(redis.RedisError, OSError):
+                        self.on_restart(feed, name)
+                self._spawn(feed, name)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        for proc in self.procs.values():
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def _stop_event() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.spine.runner import make_worker
+
+    stop = _stop_event()
+    city = load_city(settings)
+    index = geo.GridIndex(city)
+    with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
+        w = make_worker(args.feed, rt.settings, city, index, rt.r, rt.engine, args.name)
+        while not stop.is_set():
+            try:
+                w.step()
+            except (redis.ConnectionError, redis.TimeoutError, DBAPIError) as exc:
+                # Nothing was acknowledged: the batch is retried from our pending list.
+                log.warning("%s: %s; retrying the batch", args.name, str(exc).splitlines()[0])
+                w.consumer.retry_pending()
+                stop.wait(1.0)
+    return 0
+
+
+def _start_simulator(
+    rt: Runtime,
+    city: geo.City,
+    stop: threading.Event,
+    speed: float | None = None,
+    gateway_url: str | None = None,
+) -> threading.Thread:
+    """The simulator, writing the streams, or (``gateway_url``) driving the gateway."""
+    from pipelines.city import simulator as simulate
+    from pipelines.spine.streams import publish
+
+    s = rt.settings
+    sim = simulate.Simulator(city, s.simulate, s.deadlines, start_ms=int(time.time() * 1000))
+    _store_registries(rt.engine, sim)
+    prefix = s.redis.prefix
+    streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}
+
+    def direct(feed: str, payloads: list[bytes]) -> None:
+        publish(rt.r, streams[feed], payloads)
+
+    sink = _gateway_sink(s, rt.engine, city, gateway_url) if gateway_url else direct
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                simulate.run_live(sim, sink, speed or s.simulate.speed, stop)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("simulator: %s", exc)
+                stop.wait(1.0)
+
+    return _thread(loop, "simulator")
+
+
+def _gateway_sink(
+    s: Settings, engine: Engine, city: geo.City, url: str
+) -> Callable[[str, list[bytes]], None]:
+    """Phones over OsmAnd, cameras over Frigate (MQTT when a broker is set), the hotline's
+    events over the batch API — with fresh city-wide simulator keys."""
+    from pipelines.gateway.feeder import GatewayFeeder, simulator_keys
+
+    keys = simulator_keys(engine, city, int(time.time() * 1000))
+    g = s.gateway
+    return GatewayFeeder(url, keys, g.mqtt_url, g.frigate_topic_prefix, g.max_batch)
+
+
+def _store_registries(engine: Engine, sim: Any) -> None:
+    cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
+    store.replace_table(engine, store.cameras, cams.to_dicts())
+    cols = [c.name for c in store.workers.columns]
+    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+
+
+def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
+    from pipelines.spine.runner import ClockJob, live_state, stream_name
+    from pipelines.spine.streams import ensure_group
+    from pipelines.warnings import WarningEngine
+
+    s = rt.settings
+    for feed in FEEDS:
+        ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
+    sup = Supervisor(s, child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url))
+    sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
+    sup.start()
+    clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
+    _thread(lambda: clock.run(stop), "clock")
+    evaluator = WarningEngine(s, city, rt.r, rt.engine)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    _thread(lambda: evaluator.run(stop, owner), "warnings")
+    return sup
+
+
+def restart_recorder(
+    r: redis.Redis, prefix: str, clock: Callable[[], float] = time.time
+) -> Callable[[str, str], None]:
+    """The supervisor's restart hook: one entry per restart in the feed's restart log."""
+    from pipelines.spine.health import record_restart
+
+    def record(feed: str, name: str) -> None:
+        record_restart(r, prefix, feed, int(clock() * 1000), name)
+
+    return record
+
+
+def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
+    stop = _stop_event()
+    city = load_city(settings)
+    with runtime(settings, embedded_ok=False) as rt:
+        check_city(rt, city)
+        sync_areas(rt.engine, city)
+        sup = _pipelines(rt, city, stop)
+        try:
+            while not stop.wait(1.0):
+                sup.poll()
+        finally:
+            sup.stop()
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    stop = _stop_event()
+    print("Wangge 网格 — starting (Ctrl-C stops everything)", flush=True)
+    city = load_city(settings)
+    with runtime(settings) as rt:
+        s = rt.settings
+        if rt.embedded:
+            print(f"  redis     embedded redis-server at {s.redis.url}", flush=True)
+        else:
+            print(f"  redis     {s.redis.url}", flush=True)
+        print(f"  database  {_safe_url(s.database_url)}", flush=True)
+        print(
+            f"  city      {city.name}: {len(city.ids('district'))} districts, "
+            f"{len(city.ids('street'))} streets, {len(city.ids('grid'))} grids",
+            flush=True,
+        )
+        check_city(rt, city)
+        sync_areas(rt.engine, city)
+        sup = _pipelines(rt, city, stop)
+        gateway = _GatewayProcess.start(rt, args.gateway_port)
+        s = gateway.settings
+        gw_url = gateway.url
+        print(f"  gateway   {gw_url} (OsmAnd · Open311 · Frigate · batch; docs {gw_url}docs)")
+        if s.gateway.mqtt_url:
+            kind = f"embedded {gateway.broker.kind}" if gateway.broker else "broker"
+            print(f"  mqtt      {kind} at {s.gateway.mqtt_url} (Frigate subscriber)", flush=True)
+        if s.run.simulate and not args.no_simulate:
+            through = s.gateway.simulate_through and gateway.wait_ready()
+            if not s.simulate.focus_street:  # the dispute surge in the demo operator's street
+                focus = accounts.demo_areas(city)[1]
+                s = dataclasses.replace(
+                    s, simulate=dataclasses.replace(s.simulate, focus_street=focus)
+                )
+            rt.settings = s
+            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None)
+            print(
+                f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
+                f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
+                flush=True,
+            )
+            if s.simulate.anomalies:
+                a, sp = s.simulate.anomaly_start_min, max(s.simulate.speed, 1e-9)
+                print(
+                    f"  anomalies dispute surge in {s.simulate.focus_street} after {a / sp:g} min,"
+                    f" fire after {(a + 30) / sp:g} min, patrol gap after {(a + 60) / sp:g} min"
+                    " (WANGGE_SIMULATE_ANOMALY_START_MIN brings them forward)",
+                    flush=True,
+                )
+        log_path = console.request_log(s, bool(getattr(args, "verbose", False)))
+        server = _serve_dashboard(s, args.port)
+        url = f"http://{s.dashboard.host}:{server.server_port}/"
+        rows = accounts.demo_accounts(rt.engine, city, int(time.time() * 1000))
+        text = console.accounts_text(rows, url, gw_url)
+        print(text, flush=True)
+        print(
+            f"  requests are logged to {log_path} (-v: here too)\n"
+            "  press Enter to show the accounts and URLs again; `wangge status` prints them too\n",
+            flush=True,
+        )
+        info = {"dashboard": url, "gateway": gw_url, "redis": s.redis.url, "accounts": rows}
+        console.write_run_file(s, info)
+        console.on_enter(lambda: print(text, flush=True), stop)
+        try:
+            while not stop.wait(1.0):
+                sup.poll()
+                gateway.poll()
+        finally:
+            print("stopping…", flush=True)
+            console.remove_run_file(s)
+            server.shutdown()
+            gateway.stop()
+            sup.stop()
+    print("stopped.", flush=True)
+    return 0
+
+
+@dataclass
+class _GatewayProcess:
+    """``wangge gateway`` as a child process of ``wangge run`` (restarted if it dies),
+    with an embedded MQTT broker when none is configured."""
+
+    settings: Settings
+    env: dict[str, str]
+    port: int
+    broker: Any = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, rt: Runtime, port: int | None) -> _GatewayProcess:
+        from pipelines.gateway.broker import EmbeddedBroker
+        from pipelines.gateway.server import free_port, port_free
+
+        s = rt.settings
+        g = s.gateway
+        broker = None
+        if not g.mqtt_url and g.mqtt_embedded:
+            broker = EmbeddedBroker(s.path(s.run.var_dir) / "mqtt").start()
+            g = dataclasses.replace(g, mqtt_url=broker.url)
+        want = g.port if port is None else port
+        if want == 0 or not port_free(g.host, want):
+            want = free_port(g.host)
+        s = dataclasses.replace(s, gateway=dataclasses.replace(g, port=want))
+        env = child_environ(
+            REDIS_URL=s.redis.url, DATABASE_URL=s.database_url, WANGGE_GATEWAY_MQTT_URL=g.mqtt_url
+        )
+        gp = cls(s, env, want, broker)
+        gp._spawn()
+        return gp
+
+    @property
+    def url(self) -> str:
+        host = self.settings.gateway.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
+
+    def _spawn(self) -> None:
+        cmd = [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, env=self.env, start_new_session=True)  # as workers
+
+    def wait_ready(self, timeout_s: float = 60.0) -> bool:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "readyz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return True
+            except OSError:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            time.sleep(0.2)
+        return False
+
+    def poll(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            log.warning("gateway exited with %s; restarting", self.proc.returncode)
+            self._spawn()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _serve_dashboard(settings: Settings, port: int | None) -> Any:
+    from werkzeug.serving import make_server
+
+    from dashboard.app import create_app
+
+    app = create_app(settings)
+    server = make_server(
+        settings.dashboard.host,
+        port if port is not None else settings.dashboard.port,
+        app.server,
+        threaded=True,
+    )
+    _thread(server.serve_forever, "dashboard")
+    return server

@@ -1,0 +1,112 @@
+"""`wangge run` in a terminal, as a user meets it: the console shows the demo accounts and
+URLs and not a line per request (those go to var/log/requests.log); Enter prints the
+accounts again, `wangge status` prints them too; Ctrl-C (SIGINT to the whole foreground
+process group, as a terminal sends it) stops everything cleanly, without a traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.test_cli import cli_env, wangge
+
+pytestmark = pytest.mark.integration
+
+
+class Console:
+    """The process's output, read continuously (the pipe never fills)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self.proc = proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, ok: Callable[[str], bool], timeout_s: float = 150) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ok(self.text):
+                return self.text
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(self.text)
+
+
+def accounts_in(text: str) -> list[str]:
+    """The account lines (role · scope · sign in) of every block printed."""
+    return re.findall(r"^    (?:city_leader|street_operator|wall)\s.*$", text, re.M)
+
+
+def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) -> None:
+    env = cli_env(
+        tmp_path,
+        WANGGE_PIPELINES_TICK_S="1",
+        WANGGE_SIMULATE_WORKERS="300",
+        WANGGE_SIMULATE_CAMERAS="30",
+        WANGGE_SIMULATE_ANOMALY_START_MIN="5",
+    )
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", "--port", "0"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the "terminal" below
+    )
+    con = Console(proc)
+    try:
+        text = con.wait_for(lambda s: "press Enter" in s)
+        url = re.search(r"Dashboard: (http://\S+)", text)
+        assert url, text
+        first = accounts_in(text)
+        assert len(first) == 3 and "after 5 min" in text  # the anomalies, brought forward
+        for _ in range(5):
+            assert requests.get(url.group(1) + "login", timeout=10).status_code == 200
+        log = tmp_path / "var" / "log" / "requests.log"
+        assert "GET /login" in log.read_text()
+        assert "GET /login" not in con.text  # not on the console
+
+        status = wangge("status", env=env)
+        assert status.returncode == 0, status.stderr
+        assert accounts_in(status.stdout) == first and url.group(1) in status.stdout
+        assert re.search(r"^reports\s+length=", status.stdout, re.M), status.stdout
+
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        again = con.wait_for(lambda s: len(accounts_in(s)) == 6)
+        assert accounts_in(again)[3:] == first  # the same passwords and token
+
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = con.wait_for(lambda s: "stopped." in s, timeout_s=10)
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert not (tmp_path / "var" / "run.json").exists()
+    assert wangge("status", env=env).returncode != 0  # nothing running, no Redis set
