@@ -161,7 +161,7 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
     generated = datetime.fromtimestamp(card.generated_ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
     w = S.weights(settings)
     defs = [
-        (m.name(lang), m.unit_label(lang) or "—", f"{w[m.id]:g}", m.definition(lang))
+        (m.name(lang), m.unit_label(lang) or "—", f"{w[m.id]:g}", m.definition(lang, settings))
         for m in S.METRICS.values()
     ]
     final = ("（已定稿）" if lang != "en" else " (final)") if card.final else ""
@@ -174,7 +174,7 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
         columns=columns,
         rows=[[r[c] for c in cols] for r in rows],
         definitions=defs,
-        score_definition=S.SCORE_DEFINITION[1 if lang == "en" else 0],
+        score_definition=S.score_definition(lang, settings),
         chart=[(str(r["name"]), float(r["score"])) for r in rows if r["score"] is not None],
         generated_ms=card.generated_ms,
     )

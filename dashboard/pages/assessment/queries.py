@@ -13,6 +13,7 @@ from pipelines import assessment as S
 from pipelines.access import policy
 from pipelines.assessment.exports import cell_text, column_kind
 from pipelines.city.geography import City
+from pipelines.settings import Settings
 
 LEVEL_ORDER = {"city": 0, "district": 1, "street": 2, "grid": 3, "worker": 4}
 KINDS = ("month", "week", "day", "range")
@@ -95,12 +96,15 @@ TEXT_WIDTH = {"name": 140, "parent": 120, "trend": 110}
 
 
 def columns(
-    level: str, lang: str, banded: dict[str, list[dict[str, Any]]] | None = None
+    level: str,
+    lang: str,
+    settings: Settings,
+    banded: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """AG Grid column definitions: numbers stay numbers (sortable), formatted like the
     exports; a metric's header carries its definition; ``banded`` (from :func:`bands`)
     colours the best and worst fifth of each column."""
-    tips = header_tooltips(lang)
+    tips = header_tooltips(lang, settings)
     out: list[dict[str, Any]] = []
     for c in [*S.shown_columns(level), "trend"]:
         col: dict[str, Any] = {"field": c, "headerName": S.column_title(c, lang, level)}
@@ -124,9 +128,9 @@ def columns(
     return out
 
 
-def header_tooltips(lang: str) -> dict[str, str]:
-    tips = {m.id: m.definition(lang) for m in S.METRICS.values()}
-    tips["score"] = S.SCORE_DEFINITION[1 if lang == "en" else 0]
+def header_tooltips(lang: str, settings: Settings) -> dict[str, str]:
+    tips = {m.id: m.definition(lang, settings) for m in S.METRICS.values()}
+    tips["score"] = S.score_definition(lang, settings)
     tips["trend"] = (
         "Score in each of the last periods (oldest first; · = no score)"
         if lang == "en"
