@@ -131,7 +131,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wfield.min_count": ("阈值", "Threshold"),
     "wfield.window_min": ("时间窗（分钟）", "Window (min)"),
     "wfield.grids": ("涉及网格", "Grids"),
-    "wfield.expected": ("同期基线", "Baseline"),
+    "wfield.expected": ("往常水平", "Usually"),
     "wfield.p": ("偶发概率", "Chance"),
     "wfield.breached": ("已超时", "Breached"),
     "wfield.due_soon": ("即将超时", "Due soon"),
@@ -156,6 +156,18 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wfield.escalated": ("已升级至", "Escalated to"),
     "wfield.assigned": ("派遣给", "Dispatched to"),
     "wfield.reason": ("说明", "Note"),
+    # --- ux-words: names and words instead of ids and numbers (warnings, audit) ---
+    "wbase.surge": (
+        "过去 {d} 天同一时段平均每 {w} 分钟{x} 件",
+        "usually {x} per {w} min at this time of day (past {d} days)",
+    ),
+    "wbase.video": (
+        "近 {h} 小时平均每 {w} 分钟{x} 次",
+        "{x} per {w} min over the last {h} hours",
+    ),
+    "wbase.about": ("约 {x}", "about {x}"),
+    "wbase.under": ("不到 0.01", "under 0.01"),
+    # --- end ux-words ---
     "wact.acknowledge": ("签收", "Acknowledge"),
     "wact.dispatch": ("派遣", "Dispatch"),
     "wact.resolve": ("办结", "Resolve"),

@@ -1,0 +1,86 @@
+"""A warning's summary shows names (ids on hover) and says what a baseline is in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dashboard.pages.warnings import wording as WW
+from pipelines.settings import Settings
+
+NAMES = {
+    "320106-001-049": "宁海路街道第49网格",
+    "320106-001-050": "宁海路街道第50网格",
+    "w-0001": "张伟",
+}
+S = Settings()
+
+
+def fmt(v: Any, lang: str) -> str:
+    return str(v)
+
+
+def test_ids_become_names_with_the_id_kept() -> None:
+    items = WW.summary_items(
+        {"grids": ["320106-001-049", "320106-001-050", "999-unknown"], "n": 5},
+        "threshold",
+        NAMES,
+        S,
+        "zh-CN",
+        fmt,
+    )
+    label, grids = items[0]
+    assert label == "涉及网格"
+    assert grids == [
+        ("宁海路街道第49网格", "320106-001-049"),
+        ("宁海路街道第50网格", "320106-001-050"),
+        ("999-unknown", "999-unknown"),  # an id without a name stays itself
+    ]
+    assert items[1] == ("数量", "5")
+
+
+@pytest.mark.parametrize(
+    ("lang", "expected", "text"),
+    [
+        ("zh-CN", 0.043, "过去 {d} 天同一时段平均每 30 分钟约 0.04 件"),
+        ("en", 0.043, "usually about 0.04 per 30 min at this time of day (past {d} days)"),
+        ("zh-CN", 2.345, "过去 {d} 天同一时段平均每 30 分钟约 2.3 件"),
+        ("en", 0.001, "usually under 0.01 per 30 min at this time of day (past {d} days)"),
+    ],
+)
+def test_surge_baseline_in_words(lang: str, expected: float, text: str) -> None:
+    items = WW.summary_items(
+        {"category": "fire", "n": 6, "expected": expected, "window_min": 30},
+        "surge",
+        NAMES,
+        S,
+        lang,
+        fmt,
+    )
+    got = dict(items)
+    label = "往常水平" if lang == "zh-CN" else "Usually"
+    assert got[label] == text.format(d=S.warnings.surge_baseline_days)
+    assert "0.043" not in str(got)
+
+
+def test_video_baseline_in_words_inside_a_fused_warning() -> None:
+    summary = {
+        "linked": [["r1", "a1"]],
+        "parts": {
+            "video_cluster:320106-001:smoke_fire": {
+                "label": "smoke_fire",
+                "expected": 0.25,
+                "window_min": 15,
+                "grids": ["320106-001-049"],
+            },
+            "surge:320106-001:fire": {"category": "fire", "expected": 1.5, "window_min": 30},
+        },
+        "rules": ["surge", "video_cluster"],
+    }
+    items = WW.summary_items(summary, "fusion", NAMES, S, "zh-CN", fmt)
+    texts = [v for _, v in items if isinstance(v, str)]
+    h = S.warnings.video_baseline_h
+    assert f"近 {h} 小时平均每 15 分钟约 0.25 次" in texts
+    assert f"过去 {S.warnings.surge_baseline_days} 天同一时段平均每 30 分钟约 1.5 件" in texts
+    assert [("宁海路街道第49网格", "320106-001-049")] in [v for _, v in items]
