@@ -84,3 +84,32 @@ def test_video_baseline_in_words_inside_a_fused_warning() -> None:
     assert f"近 {h} 小时平均每 15 分钟约 0.25 次" in texts
     assert f"过去 {S.warnings.surge_baseline_days} 天同一时段平均每 30 分钟约 1.5 件" in texts
     assert [("宁海路街道第49网格", "320106-001-049")] in [v for _, v in items]
+
+
+def test_assessment_incidents_behind_show_grid_names_and_iso_local_times() -> None:
+    """The drill-down's grid column is the grid's name (its id kept for the hover) and its
+    times are local (Asia/Shanghai), dated ISO."""
+    import polars as pl
+
+    from dashboard.pages.assessment import queries as A
+
+    frame = pl.DataFrame(
+        {
+            "incident_id": ["I1"],
+            "category": ["fire"],
+            "source": ["worker"],
+            "grid_id": ["320106-001-049"],
+            "reported_ms": [1_796_400_000_000],  # 2026-12-04 16:00 UTC = 12-05 00:00 local
+            "closed_ms": [None],
+            "closed_level": [None],
+            "handling_h": [None],
+            "counts": [True],
+        }
+    )
+    (row,) = A.behind_rows(frame, "Asia/Shanghai", "zh-CN", NAMES)
+    assert row["grid"] == "宁海路街道第49网格" and row["grid_id"] == "320106-001-049"
+    assert row["reported"] == "2026-12-05 00:00"
+    cols = {c["field"]: c for c in A.behind_columns([("grid", "网格"), ("hours", "时长")])}
+    assert cols["grid"]["tooltipField"] == "grid_id"
+    names = {c["field"]: c for c in A.columns("grid", "zh-CN", S)}
+    assert names["name"]["tooltipField"] == "row_id"
