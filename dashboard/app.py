@@ -42,6 +42,7 @@ NAV = (
     ("nav.warnings", "/warnings"),
     ("nav.assessment", "/assessment"),
     ("nav.wall", "/wall"),
+    ("nav.audit", "/admin/audit"),
 )
 
 

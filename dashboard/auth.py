@@ -118,7 +118,6 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "/<path:path>": Policy(scoped=False, by_path=True),
     "geo_area": Policy(kinds=("aggregates",)),
     "geo_grids": Policy(kinds=("aggregates",), roles=CITY_WIDE),
-    "admin_audit": Policy(page="audit", scoped=False),
     "work_track_csv": Policy(kinds=("tracks",)),  # + the worker's grid must be in scope
     "work_grid_track_csv": Policy(kinds=("tracks",)),  # + the grid must be in scope
 }
@@ -135,6 +134,7 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     "asm-": Policy(page="assessment"),
     "work-": Policy(page="work"),
     "wtrk-": Policy(page="work", kinds=("tracks",)),  # track replay
+    "aud-": Policy(page="audit", scoped=False),  # the audit log (the administrator)
 }
 SHELL = ("url", "shell-", "_pages_")
 ROUTER = Policy(scoped=False, by_path=True)  # the page router: by the path it renders
@@ -622,7 +622,8 @@ class Guard:
                 target=target or text.visible(request.path),
                 detail={"why": why, "status": status, "path": text.visible(request.path)},
             )
-        if request.accept_mimetypes.best == "text/html":  # a person: a page, not JSON
+        accept = request.accept_mimetypes  # a browser (text/html over */*): a page, not JSON
+        if accept["text/html"] > accept["application/json"]:
             return Response(_denied_page(status), status=status, mimetype="text/html")
         error = {400: "bad request", 401: "unauthorized"}.get(status, "forbidden")
         resp = jsonify({"error": error, "why": why if p or status == 400 else "login required"})
