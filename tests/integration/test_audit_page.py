@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import dash
 import orjson
 import pytest
 import redis
@@ -14,6 +15,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION
+from dashboard.components import localise
 from pipelines.access import accounts, audit
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
@@ -54,13 +56,9 @@ def app(live_settings: Settings, engine: Engine, city: City, rclient: redis.Redi
     return made
 
 
-def table_callback(app: Dash) -> tuple[str, dict[str, Any]]:
+def drive(c: Any, app: Dash, lang: str = "zh-CN", needle: str = "aud-table", **values: Any) -> Any:
     app.server.test_client().get("/_dash-dependencies")
-    return next((k, v) for k, v in app.callback_map.items() if "aud-table" in k)
-
-
-def drive(c: Any, app: Dash, lang: str = "zh-CN", **values: Any) -> Any:
-    key, spec = table_callback(app)
+    key, spec = next((k, v) for k, v in app.callback_map.items() if needle in k)
     inputs = [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in spec["inputs"]]
     state = [{**s, "value": lang} for s in spec.get("state", [])]
     outs = [
@@ -104,6 +102,16 @@ def test_admin_reads_the_log_in_words_and_local_time(app: Dash, live_settings: S
     assert "没有符合条件的记录" in long_ago
     english = drive(c, app, lang="en").get_data(as_text=True)
     assert "Access denied" in english and "Signed in" in english
+    # the page as the router renders it: Dash's own control words are the catalog's
+    routed = drive(
+        c, app, needle="_pages_content", **{"_pages_location.pathname": "/admin/audit"}
+    ).get_data(as_text=True)
+    assert '"search": "\\u641c\\u7d22"' in routed or '"search":"搜索"' in routed, routed[:500]
+    assert all(
+        getattr(p["layout"], localise.MARK, False)
+        for p in dash.page_registry.values()
+        if callable(p["layout"])
+    )
 
 
 @pytest.mark.parametrize(

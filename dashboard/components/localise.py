@@ -1,0 +1,69 @@
+"""Words inside Dash's own controls, in the page's language.
+
+Dash's dropdowns say "Search", "No options found" and its date pickers "Start Date /
+End Date / Select Date" unless told otherwise. :func:`controls` gives every Dropdown
+and date picker of a layout the catalog's words where the page set none;
+:func:`wrap_pages` applies it to every registered page's layout (once per app)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from dash import dcc
+
+from dashboard.i18n import t
+
+MARK = "_wg_localised"
+
+
+def dropdown_labels(lang: str) -> dict[str, str]:
+    keys = (
+        "select_all",
+        "deselect_all",
+        "selected_count",
+        "search",
+        "clear_search",
+        "clear_selection",
+        "no_options_found",
+    )
+    return {k: t(f"ctl.{k}", lang) for k in keys}
+
+
+def controls(tree: Any, lang: str) -> Any:
+    """``tree`` with the words set on its dropdowns and date pickers (in place)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list | tuple):
+            stack.extend(node)
+            continue
+        if not hasattr(node, "_prop_names"):
+            continue
+        if isinstance(node, dcc.Dropdown) and getattr(node, "labels", None) is None:
+            node.labels = dropdown_labels(lang)
+        elif isinstance(node, dcc.DatePickerRange):
+            if getattr(node, "start_date_placeholder_text", None) is None:
+                node.start_date_placeholder_text = t("ctl.start_date", lang)
+            if getattr(node, "end_date_placeholder_text", None) is None:
+                node.end_date_placeholder_text = t("ctl.end_date", lang)
+        elif isinstance(node, dcc.DatePickerSingle) and getattr(node, "placeholder", None) is None:
+            node.placeholder = t("ctl.date", lang)
+        children = getattr(node, "children", None)
+        if children is not None:
+            stack.append(children)
+    return tree
+
+
+def wrap_pages(registry: MutableMapping[str, Any], lang: Callable[[], str]) -> None:
+    """Every page's layout function passes its result through :func:`controls`."""
+    for page in registry.values():
+        layout = page.get("layout")
+        if not callable(layout) or getattr(layout, MARK, False):
+            continue
+
+        def localised(*a: Any, _layout: Callable[..., Any] = layout, **kw: Any) -> Any:
+            return controls(_layout(*a, **kw), lang())
+
+        setattr(localised, MARK, True)
+        page["layout"] = localised
