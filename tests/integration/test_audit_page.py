@@ -138,3 +138,7 @@ def test_nobody_else_reads_the_audit_log(
     resp = drive(c, app)
     assert resp.status_code in (401, 403), resp.status_code
     assert "10.0.0.7" not in resp.get_data(as_text=True)
+    for path in ("/admin/audit", "/admin/audit/", "/ADMIN/audit"):  # the router, too
+        routed = drive(c, app, needle="_pages_content", **{"_pages_location.pathname": path})
+        assert routed.status_code in (200, 401, 403)
+        assert "aud-table" not in routed.get_data(as_text=True), path
