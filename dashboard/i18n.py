@@ -256,6 +256,12 @@ CATALOG: dict[str, tuple[str, str]] = {
     "ctl.start_date": ("开始日期", "Start date"),
     "ctl.end_date": ("结束日期", "End date"),
     "ctl.date": ("选择日期", "Select date"),
+    "ctl.grid.no_rows": ("暂无数据", "No rows to show"),
+    "ctl.grid.loading": ("加载中…", "Loading…"),
+    "ctl.grid.page": ("第", "Page"),
+    "ctl.grid.of": ("/", "of"),
+    "ctl.grid.to": ("至", "to"),
+    "ctl.grid.more": ("更多", "more"),
     # --- end ux-words ---
     "wact.acknowledge": ("签收", "Acknowledge"),
     "wact.dispatch": ("派遣", "Dispatch"),

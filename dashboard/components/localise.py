@@ -1,8 +1,9 @@
 """Words inside Dash's own controls, in the page's language.
 
-Dash's dropdowns say "Search", "No options found" and its date pickers "Start Date /
-End Date / Select Date" unless told otherwise. :func:`controls` gives every Dropdown
-and date picker of a layout the catalog's words where the page set none;
+Dash's dropdowns say "Search", "No options found", its date pickers "Start Date /
+End Date / Select Date" and AG Grid "No Rows To Show" unless told otherwise.
+:func:`controls` gives every dropdown, date picker and grid of a layout the catalog's
+words where the page set none;
 :func:`wrap_pages` applies it to every registered page's layout (once per app)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+import dash_ag_grid as dag
 from dash import dcc
 
 from dashboard.i18n import t
@@ -30,8 +32,23 @@ def dropdown_labels(lang: str) -> dict[str, str]:
     return {k: t(f"ctl.{k}", lang) for k in keys}
 
 
+# AG Grid's own words (its overlays and pager) → catalog keys
+GRID_WORDS = {
+    "noRowsToShow": "ctl.grid.no_rows",
+    "loadingOoo": "ctl.grid.loading",
+    "page": "ctl.grid.page",
+    "of": "ctl.grid.of",
+    "to": "ctl.grid.to",
+    "more": "ctl.grid.more",
+}
+
+
+def grid_words(lang: str) -> dict[str, str]:
+    return {k: t(key, lang) for k, key in GRID_WORDS.items()}
+
+
 def controls(tree: Any, lang: str) -> Any:
-    """``tree`` with the words set on its dropdowns and date pickers (in place)."""
+    """``tree`` with the words set on its dropdowns, date pickers and grids (in place)."""
     stack = [tree]
     while stack:
         node = stack.pop()
@@ -49,6 +66,10 @@ def controls(tree: Any, lang: str) -> Any:
                 node.end_date_placeholder_text = t("ctl.end_date", lang)
         elif isinstance(node, dcc.DatePickerSingle) and getattr(node, "placeholder", None) is None:
             node.placeholder = t("ctl.date", lang)
+        elif isinstance(node, dag.AgGrid):
+            options = dict(getattr(node, "dashGridOptions", None) or {})
+            options.setdefault("localeText", grid_words(lang))
+            node.dashGridOptions = options
         children = getattr(node, "children", None)
         if children is not None:
             stack.append(children)

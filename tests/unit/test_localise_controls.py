@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dash_ag_grid as dag
 import pytest
 from dash import dcc, html
 
@@ -18,6 +19,7 @@ def tree() -> html.Div:
             html.Div([html.Span("x"), dcc.DatePickerSingle(id="c")]),
             dcc.Dropdown(id="d", options=[], labels={"search": "own"}),
             dcc.DatePickerSingle(id="e", placeholder="own"),
+            html.Div(dag.AgGrid(id="g", dashGridOptions={"animateRows": False})),
         ]
     )
 
@@ -33,11 +35,15 @@ def test_every_control_gets_the_catalog_words(lang: str) -> None:
     assert found["b"].end_date_placeholder_text == t("ctl.end_date", lang)
     assert found["c"].placeholder == t("ctl.date", lang)
     assert found["d"].labels == {"search": "own"} and found["e"].placeholder == "own"
+    grid = found["g"].dashGridOptions
+    assert grid["animateRows"] is False  # the page's own options kept
+    assert grid["localeText"]["noRowsToShow"] == t("ctl.grid.no_rows", lang)
 
 
 def test_chinese_words_have_no_english() -> None:
     words = [*localise.dropdown_labels("zh-CN").values()]
     words += [t(k, "zh-CN") for k in ("ctl.start_date", "ctl.end_date", "ctl.date")]
+    words += list(localise.grid_words("zh-CN").values())
     for w in words:
         assert not any("a" <= ch.lower() <= "z" for ch in w.replace("{num_selected}", "")), w
 
