@@ -57,15 +57,13 @@ def controls(tree: Any, lang: str) -> Any:
             continue
         if not hasattr(node, "_prop_names"):
             continue
-        if isinstance(node, dcc.Dropdown) and getattr(node, "labels", None) is None:
-            node.labels = dropdown_labels(lang)
+        if isinstance(node, dcc.Dropdown):
+            _default(node, "labels", dropdown_labels(lang))
         elif isinstance(node, dcc.DatePickerRange):
-            if getattr(node, "start_date_placeholder_text", None) is None:
-                node.start_date_placeholder_text = t("ctl.start_date", lang)
-            if getattr(node, "end_date_placeholder_text", None) is None:
-                node.end_date_placeholder_text = t("ctl.end_date", lang)
-        elif isinstance(node, dcc.DatePickerSingle) and getattr(node, "placeholder", None) is None:
-            node.placeholder = t("ctl.date", lang)
+            _default(node, "start_date_placeholder_text", t("ctl.start_date", lang))
+            _default(node, "end_date_placeholder_text", t("ctl.end_date", lang))
+        elif isinstance(node, dcc.DatePickerSingle):
+            _default(node, "placeholder", t("ctl.date", lang))
         elif isinstance(node, dag.AgGrid):
             options = dict(getattr(node, "dashGridOptions", None) or {})
             options.setdefault("localeText", grid_words(lang))
@@ -74,6 +72,12 @@ def controls(tree: Any, lang: str) -> Any:
         if children is not None:
             stack.append(children)
     return tree
+
+
+def _default(node: Any, prop: str, value: Any) -> None:
+    """Set a component's prop unless the page set it."""
+    if getattr(node, prop, None) is None:
+        setattr(node, prop, value)
 
 
 def wrap_pages(registry: MutableMapping[str, Any], lang: Callable[[], str]) -> None:

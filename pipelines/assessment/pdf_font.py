@@ -46,9 +46,9 @@ def locate(configured: str) -> tuple[Path, int]:
         if not path.is_file():
             raise PdfFontError(f"assessment.pdf_font: no such file: {path}")
         return path, index
-    for path, index in SYSTEM_FONTS:
-        if Path(path).is_file():
-            return Path(path), index
+    for name, member in SYSTEM_FONTS:
+        if Path(name).is_file():
+            return Path(name), member
     raise PdfFontError(
         "no CJK TrueType font for the PDF export: install one (Debian/Ubuntu: "
         "apt-get install fonts-wqy-microhei) or set assessment.pdf_font to a .ttf/.ttc "

@@ -123,7 +123,7 @@ def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
         )
         for a in row["timeline"]
     ]
-    facts = [
+    facts: list[tuple[str, Any]] = [
         (t("wfield.rule", lang), t(f"rule.{row['rule']}", lang)),
         (t("wfield.area", lang), area_span(b, row["area_id"])),
         (t("wfield.status", lang), t(f"wstatus.{row['status']}", lang)),
