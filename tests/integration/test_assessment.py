@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -161,6 +162,11 @@ def test_exports_round_trip_to_exactly_the_shown_rows(
     names = [defs.cell(i, 1).value for i in range(2, len(S.METRICS) + 2)]
     assert names == [m.zh for m in S.METRICS.values()]
     assert all(defs.cell(i, 4).value for i in range(2, len(S.METRICS) + 3))
+    # definitions say the configured values, never a settings key
+    texts = [str(defs.cell(i, 4).value) for i in range(2, len(S.METRICS) + 3)]
+    a = live_settings.assessment
+    assert f"受理时限 {a.accept_hours:g} 小时" in " ".join(texts)
+    assert not any(re.search(r"[a-z]+_[a-z_]+|\[[a-z_]+\]|\{[a-z_]*\}", x) for x in texts)
     # CSV: UTF-8 with BOM, the same cells as text
     c = E.export_shown(shown, city, live_settings, "csv")
     assert c.data.startswith(b"\xef\xbb\xbf")
