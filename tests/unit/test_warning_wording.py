@@ -113,3 +113,18 @@ def test_assessment_incidents_behind_show_grid_names_and_iso_local_times() -> No
     assert cols["grid"]["tooltipField"] == "grid_id"
     names = {c["field"]: c for c in A.columns("grid", "zh-CN", S)}
     assert names["name"]["tooltipField"] == "row_id"
+
+
+def test_worker_names_only_for_viewers_who_see_people() -> None:
+    """A role that sees counts only (e.g. a city leader) gets worker ids, never names."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    from dashboard.pages.warnings.components import names_of
+
+    roster = pl.DataFrame({"worker_id": ["w-0001"], "name": ["张伟"]})
+    b = SimpleNamespace(area_names={"320106-001-049": "宁海路街道第49网格"}, roster=lambda: roster)
+    assert names_of(b, people=True)["w-0001"] == "张伟"  # type: ignore[arg-type]
+    hidden = names_of(b, people=False)  # type: ignore[arg-type]
+    assert "w-0001" not in hidden and hidden["320106-001-049"] == "宁海路街道第49网格"

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from dash import dcc, html
 
-from dashboard import ids
+from dashboard import auth, ids
 from dashboard.backend import Backend
 from dashboard.i18n import t
 from dashboard.pages.warnings import wording as WW
@@ -40,11 +40,12 @@ def area_span(b: Backend, area_id: str | None, className: str = "") -> html.Span
     return html.Span(area_name(b, area_id), title=area_id or "", className=className)
 
 
-def names_of(b: Backend) -> dict[str, str]:
-    """id → name for everything a warning may list: areas and rostered workers."""
+def names_of(b: Backend, people: bool) -> dict[str, str]:
+    """id → name for everything a warning may list: areas, and rostered workers when the
+    viewer may see individuals (``people``: auth.sees_people(); else workers stay ids)."""
     names = dict(b.area_names)
-    roster = b.roster()
-    if roster.height:
+    roster = b.roster() if people else None
+    if roster is not None and roster.height:
         ids_, nm = roster["worker_id"].to_list(), roster["name"].to_list()
         names.update({i: n for i, n in zip(ids_, nm, strict=True) if i and n})
     return names
@@ -108,7 +109,7 @@ def alarm_banner(
 
 
 def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
-    names = names_of(b)
+    names = names_of(b, auth.sees_people())
     summary = [
         html.Li([f"{k}: ", *(named_list(v, lang) if isinstance(v, list) else [v])])
         for k, v in WW.summary_items(row["summary"], row["rule"], names, b.settings, lang, _fmt)
