@@ -262,6 +262,11 @@ CATALOG: dict[str, tuple[str, str]] = {
     "ctl.grid.of": ("/", "of"),
     "ctl.grid.to": ("至", "to"),
     "ctl.grid.more": ("更多", "more"),
+    "asm.font_missing": (
+        "服务器缺少可嵌入的中文字体，无法生成 PDF（请管理员安装 fonts-wqy-microhei）",
+        "No embeddable Chinese font on the server, so no PDF (an administrator should "
+        "install fonts-wqy-microhei)",
+    ),
     # --- end ux-words ---
     "wact.acknowledge": ("签收", "Acknowledge"),
     "wact.dispatch": ("派遣", "Dispatch"),

@@ -392,3 +392,23 @@ def test_export_job_lifecycle_on_real_redis(
     assert lost is not None and (lost.state, lost.error) == ("error", "lost")
     fresh = J.start(b, sup, shown, "csv", "zh-CN", spawn=lambda body: body())
     assert fresh.id != dead.id and J.status(b, "sup", fresh.id).state == "done"  # type: ignore[union-attr]
+
+
+def test_pdf_without_a_cjk_font_says_so(
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis, hist: History
+) -> None:
+    """A configured font that is not there ends the job with a message naming the fix."""
+    settings = dataclasses.replace(
+        live_settings,
+        assessment=dataclasses.replace(live_settings.assessment, pdf_font="/nonexistent.ttf"),
+    )
+    app = create_app(settings, city=city, r=rclient, clock=lambda: AFTER / 1000)
+    b = app.server.extensions["wangge"]
+    sup = Principal("sup", "supervisor", "320102")
+    shown = _shown(engine, city, settings, "street")
+    held: list[Callable[[], None]] = []
+    job = J.start(b, sup, shown, "pdf", "zh-CN", spawn=held.append)
+    held[0]()
+    done = J.status(b, "sup", job.id)
+    assert done is not None and (done.state, done.error) == ("error", "font_missing")
+    assert "fonts-wqy-microhei" in J.stage_text(done, "zh-CN")
