@@ -159,7 +159,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     # --- ux-words: names and words instead of ids and numbers (warnings, audit) ---
     "wbase.surge": (
         "过去 {d} 天同一时段平均每 {w} 分钟{x} 件",
-        "usually {x} per {w} min at this time of day (past {d} days)",
+        "{x} per {w} min at this time of day (average of the past {d} days)",
     ),
     "wbase.video": (
         "近 {h} 小时平均每 {w} 分钟{x} 次",

@@ -44,9 +44,9 @@ def test_ids_become_names_with_the_id_kept() -> None:
     ("lang", "expected", "text"),
     [
         ("zh-CN", 0.043, "过去 {d} 天同一时段平均每 30 分钟约 0.04 件"),
-        ("en", 0.043, "usually about 0.04 per 30 min at this time of day (past {d} days)"),
+        ("en", 0.043, "about 0.04 per 30 min at this time of day (average of the past {d} days)"),
         ("zh-CN", 2.345, "过去 {d} 天同一时段平均每 30 分钟约 2.3 件"),
-        ("en", 0.001, "usually under 0.01 per 30 min at this time of day (past {d} days)"),
+        ("en", 0.001, "under 0.01 per 30 min at this time of day (average of the past {d} days)"),
     ],
 )
 def test_surge_baseline_in_words(lang: str, expected: float, text: str) -> None:
