@@ -2,6 +2,9 @@
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# The CJK TrueType font the PDF export embeds (pipelines/assessment/pdf_font.py).
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-wqy-microhei \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md config.toml ./
 COPY pipelines ./pipelines
 COPY dashboard ./dashboard

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dashboard import ids, login, wsgi
 from dashboard.auth import csrf_token, principal
 from dashboard.backend import EXTENSION, Backend, Clock
+from dashboard.components import localise
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.guard import Guard
 from dashboard.i18n import COOKIE, current_lang, normalize, other, t
@@ -44,6 +45,7 @@ NAV = (
     ("nav.warnings", "/warnings"),
     ("nav.assessment", "/assessment"),
     ("nav.wall", "/wall"),
+    ("nav.audit", "/admin/audit"),
 )
 
 
@@ -240,6 +242,8 @@ def create_app(
         suppress_callback_exceptions=True,
         compress=False,
     )
+    # Dash's own words in its dropdowns and date pickers: the catalog's, in the page's language
+    localise.wrap_pages(dash.page_registry, lambda: current_lang(settings.dashboard.language))
     app.server.extensions[EXTENSION] = Backend(settings, city, r, engine, clock=clock)
     app.server.config["WANGGE_SETTINGS"] = settings
     Compress(app.server)

@@ -109,7 +109,6 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "/<path:path>": Policy(scoped=False, by_path=True),
     "geo_area": Policy(kinds=("aggregates",)),
     "geo_grids": Policy(kinds=("aggregates",), roles=CITY_WIDE),
-    "admin_audit": Policy(page="audit", scoped=False),
     "work_track_csv": Policy(kinds=("tracks",)),  # + the worker's grid must be in scope
     "work_grid_track_csv": Policy(kinds=("tracks",)),  # + the grid must be in scope
 }
@@ -126,6 +125,7 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     "asm-": Policy(page="assessment"),
     "work-": Policy(page="work"),
     "wtrk-": Policy(page="work", kinds=("tracks",)),  # track replay
+    "aud-": Policy(page="audit", scoped=False),  # the audit log (the administrator)
 }
 SHELL = ("url", "shell-", "_pages_")
 ROUTER = Policy(scoped=False, by_path=True)  # the page router: by the path it renders

@@ -430,7 +430,8 @@ class Guard:
                 target=target or text.visible(request.path),
                 detail={"why": why, "status": status, "path": text.visible(request.path)},
             )
-        if request.accept_mimetypes.best == "text/html":  # a person: a page, not JSON
+        accept = request.accept_mimetypes  # a browser (text/html over */*): a page, not JSON
+        if accept["text/html"] > accept["application/json"]:
             return Response(_denied_page(status), status=status, mimetype="text/html")
         error = {400: "bad request", 401: "unauthorized"}.get(status, "forbidden")
         resp = jsonify({"error": error, "why": why if p or status == 400 else "login required"})

@@ -134,3 +134,10 @@ TR_CLOCK = "wtrk-clock"
 TR_SUMMARY = "wtrk-summary"
 TR_EXPORT = "wtrk-export"
 TR_LABELS = "wtrk-labels"
+
+# audit log (admin)
+AUD_ACTOR = "aud-actor"
+AUD_ACTION = "aud-action"
+AUD_RANGE = "aud-range"
+AUD_TABLE = "aud-table"
+AUD_COUNT = "aud-count"

@@ -8,7 +8,6 @@ the audit log)."""
 from __future__ import annotations
 
 import hmac
-import time
 from html import escape
 from urllib.parse import urlparse
 
@@ -19,7 +18,7 @@ from dashboard import sso
 from dashboard.auth import csrf_token, principal
 from dashboard.guard import Guard
 from dashboard.i18n import current_lang
-from pipelines.access import accounts, audit, policy, text
+from pipelines.access import accounts, policy
 
 TEXT = {
     "title": ("登录 · 网格化社会治理态势感知平台", "Sign in · Grid Governance Platform"),
@@ -128,50 +127,6 @@ def install(server: Flask, guard: Guard) -> None:
         return redirect(landing(result.user.role, next_url))
 
     sso.install(server, guard, render, _safe_next, landing)
-
-    @server.route("/admin/audit")
-    def admin_audit() -> BaseResponse:
-        """The audit log for admins: filter by actor / action / days; everything escaped."""
-        actor = request.args.get("actor") or None
-        action = request.args.get("action") or None
-        try:
-            days = max(1, min(int(request.args.get("days", "7")), 366))
-        except ValueError:
-            days = 7
-        since = guard.now_ms() - days * 86_400_000
-        rows = audit.query(guard.engine, actor=actor, action=action, since_ms=since, limit=500)
-        check = audit.verify(guard.engine)
-        head = "".join(
-            f"<th>{escape(c)}</th>"
-            for c in ("seq", "at (UTC)", "actor", "role", "scope", "action", "target", "detail")
-        )
-        body = "".join(
-            "<tr>"
-            + "".join(
-                f"<td>{escape(text.visible(str(v)))}</td>"
-                for v in (
-                    r["seq"],
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["at_ms"] / 1000)),
-                    r["actor"],
-                    r["role"],
-                    r["scope"],
-                    r["action"],
-                    r["target"],
-                    r["detail"],
-                )
-            )
-            + "</tr>"
-            for r in rows.iter_rows(named=True)
-        )
-        html = (
-            "<!doctype html><meta charset=utf-8><title>审计日志 · Audit log</title>"
-            "<link rel=stylesheet href=/assets/theme.css><div class='wg-main'>"
-            f"<h2>审计日志 · Audit log</h2><p class=wg-muted>{escape(check.describe())}</p>"
-            "<form method=get><input name=actor placeholder=actor> <input name=action "
-            "placeholder=action> <input name=days value=7 size=3> <button>筛选 · Filter</button>"
-            f"</form><table class=audit><tr>{head}</tr>{body}</table></div>"
-        )
-        return Response(html, mimetype="text/html")
 
     @server.route("/logout", methods=["POST"])
     def logout() -> BaseResponse:

@@ -291,6 +291,7 @@ class AssessmentSettings:
     online_slot_minutes: int = 60  # a worker is online in a shift slot with ≥ 1 track point
     snapshot_grace_hours: float = 24.0  # a period is final (snapshotted) this long after it ends
     sparkline_periods: int = 6  # periods shown in a row's trend
+    pdf_font: str = ""  # CJK TrueType font the PDF embeds ("" = a system font; path#index)
     w_self_found: float = 5.0
     w_accept_ontime: float = 10.0
     w_dispatch_ontime: float = 5.0

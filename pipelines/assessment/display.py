@@ -51,6 +51,7 @@ def display_rows(card: Scorecard) -> list[dict[str, Any]]:
             "rank": r["rank"],
             "name": r["name"],
             "parent": r["parent"] or "",
+            "parent_id": r.get("parent_id") or "",  # the page shows it on hover
             "score": None if r["score"] is None else round(float(r["score"]), 1),
             "change": None if r["change"] is None else round(float(r["change"]), 1),
         }

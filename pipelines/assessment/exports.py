@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pipelines import assessment as S
+from pipelines.assessment import pdf_font
 from pipelines.city.geography import City
 from pipelines.settings import Settings
 
@@ -101,6 +102,7 @@ class ExportTable:
     score_definition: str
     chart: list[tuple[str, float]] = field(default_factory=list)  # name, score
     generated_ms: int = 0  # the XLSX's creation time (so one table is always one file)
+    pdf_font: str = ""  # assessment.pdf_font: the CJK TrueType font the PDF embeds
 
     def labels(self) -> dict[str, str]:
         zh = self.lang != "en"
@@ -161,7 +163,7 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
     generated = datetime.fromtimestamp(card.generated_ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
     w = S.weights(settings)
     defs = [
-        (m.name(lang), m.unit_label(lang) or "—", f"{w[m.id]:g}", m.definition(lang))
+        (m.name(lang), m.unit_label(lang) or "—", f"{w[m.id]:g}", m.definition(lang, settings))
         for m in S.METRICS.values()
     ]
     final = ("（已定稿）" if lang != "en" else " (final)") if card.final else ""
@@ -174,9 +176,10 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
         columns=columns,
         rows=[[r[c] for c in cols] for r in rows],
         definitions=defs,
-        score_definition=S.SCORE_DEFINITION[1 if lang == "en" else 0],
+        score_definition=S.score_definition(lang, settings),
         chart=[(str(r["name"]), float(r["score"])) for r in rows if r["score"] is not None],
         generated_ms=card.generated_ms,
+        pdf_font=settings.assessment.pdf_font,
     )
 
 
@@ -272,23 +275,18 @@ def to_csv(t: ExportTable, progress: Progress = no_progress) -> bytes:
 
 # ------------------------------------------------------------------ PDF
 
-CID_FONT = "STSong-Light"
-
-
 ROWS_PER_PAGE = 34  # ranking rows on one PDF page (for the layout's progress estimate)
 
 
 def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
-    """A4 landscape; CID font STSong-Light (no embedding needed); title, period, page
-    numbers, a bar chart of the scores and the ranking table."""
+    """A4 landscape; a CJK TrueType font embedded (a subset: :mod:`pdf_font`); title,
+    period, page numbers, a bar chart of the scores and the ranking table."""
     from reportlab.graphics.charts.barcharts import HorizontalBarChart
     from reportlab.graphics.shapes import Drawing, String
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4, landscape
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
     from reportlab.pdfgen.canvas import Canvas
     from reportlab.platypus import (
         LongTable,
@@ -299,12 +297,13 @@ def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
         TableStyle,
     )
 
-    pdfmetrics.registerFont(UnicodeCIDFont(CID_FONT))
+    font = pdf_font.register(t.pdf_font)
     lab = t.labels()
     page_label = lab["page"]
 
     class NumberedCanvas(Canvas):  # "page n of m" needs the page count: draw at save
         def __init__(self, *a: Any, **kw: Any) -> None:
+            kw["initialFontName"] = font  # no un-embedded Helvetica on any page
             super().__init__(*a, **kw)
             self._pages: list[dict[str, Any]] = []
 
@@ -316,7 +315,7 @@ def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
             total = len(self._pages)
             for state in self._pages:
                 self.__dict__.update(state)
-                self.setFont(CID_FONT, 8)
+                self.setFont(font, 8)
                 self.setFillColor(colors.grey)
                 w, _h = landscape(A4)
                 self.drawCentredString(
@@ -326,10 +325,10 @@ def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
                 super().showPage()
             super().save()
 
-    base = ParagraphStyle("b", fontName=CID_FONT, fontSize=6.5, leading=8)
+    base = ParagraphStyle("b", fontName=font, fontSize=6.5, leading=8)
     head = ParagraphStyle("h", parent=base, textColor=colors.white, alignment=1)
-    h1 = ParagraphStyle("t", fontName=CID_FONT, fontSize=16, leading=20)
-    meta = ParagraphStyle("m", fontName=CID_FONT, fontSize=9, leading=12, textColor=colors.grey)
+    h1 = ParagraphStyle("t", fontName=font, fontSize=16, leading=20)
+    meta = ParagraphStyle("m", fontName=font, fontSize=9, leading=12, textColor=colors.grey)
     story: list[Any] = [
         Paragraph(_esc(t.title), h1),
         Paragraph(_esc(f"{lab['period']}：{t.period}"), meta),
@@ -341,17 +340,20 @@ def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
     if bars:
         height = 30 + 11 * len(bars)
         dr = Drawing(760, height + 20)
-        dr.add(String(0, height + 8, lab["chart"], fontName=CID_FONT, fontSize=9))
+        dr.initialFontName = font  # the drawing starts in it (not Helvetica)
+        dr.add(String(0, height + 8, lab["chart"], fontName=font, fontSize=9))
         ch = HorizontalBarChart()
         ch.x, ch.y, ch.width, ch.height = 120, 10, 600, height - 10
         ch.data = [[s for _, s in reversed(bars)]]
         ch.categoryAxis.categoryNames = [n[:14] for n, _ in reversed(bars)]
-        ch.categoryAxis.labels.fontName = CID_FONT
+        ch.categoryAxis.labels.fontName = font
         ch.categoryAxis.labels.fontSize = 7
         ch.valueAxis.valueMin, ch.valueAxis.valueMax, ch.valueAxis.valueStep = 0, 100, 10
+        ch.valueAxis.labels.fontName = font
         ch.valueAxis.labels.fontSize = 7
         ch.bars[0].fillColor = colors.HexColor("#2F7FC1")
         ch.barLabelFormat = "%.1f"
+        ch.barLabels.fontName = font
         ch.barLabels.fontSize = 6
         ch.barLabels.nudge = 8
         dr.add(ch)
@@ -375,7 +377,7 @@ def to_pdf(t: ExportTable, progress: Progress = no_progress) -> bytes:
     table.setStyle(
         TableStyle(
             [
-                ("FONT", (0, 0), (-1, -1), CID_FONT, 6.5),
+                ("FONT", (0, 0), (-1, -1), font, 6.5),
                 ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#1F3B5C")),
                 ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9AA7B5")),
                 ("ALIGN", (0, 1), (-1, -1), "RIGHT"),

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.assessment.periods import HOUR_MS
+from pipelines.assessment.wording import fill
 from pipelines.settings import Settings
 
 LEVELS = ("district", "street", "grid", "worker")
@@ -44,8 +45,9 @@ class Metric:
     def name(self, lang: str) -> str:
         return self.en if lang == "en" else self.zh
 
-    def definition(self, lang: str) -> str:
-        return self.definition_en if lang == "en" else self.definition_zh
+    def definition(self, lang: str, settings: Settings) -> str:
+        """The definition in words, with the configured deadlines and hours filled in."""
+        return fill(self.definition_en if lang == "en" else self.definition_zh, settings, lang)
 
     def unit_label(self, lang: str) -> str:
         return {"pct": "%", "hours": "h" if lang == "en" else "小时", "count": ""}[self.unit]
@@ -76,23 +78,24 @@ METRICS: dict[str, Metric] = {
         ),
         _M(
             "accept_ontime", "按时受理率", "Accepted on time", "pct", True,
-            "上报后在受理时限（assessment.accept_hours）内首次处理（受理或当场处置）的事件占比；"
+            "上报后在受理时限 {accept}内首次处理（受理或当场处置）的事件占比；"
             "分母为已处理或时限已过的事件。",
             "Share of incidents first acted on (accepted or handled on the spot) within "
-            "assessment.accept_hours of the report; of those acted on or past that deadline.",
+            "{accept} of the report (the acceptance deadline); of those acted on or past "
+            "that deadline.",
             "accept_counted", "accept_ok",
         ),
         _M(
             "dispatch_ontime", "按时派遣率", "Dispatched on time", "pct", True,
-            "派遣事件中，自受理起在派遣时限（assessment.dispatch_hours）内派遣的比例。",
-            "Of dispatched incidents, the share dispatched within assessment.dispatch_hours "
-            "of acceptance (of the report, if never accepted).",
+            "派遣事件中，自受理起在派遣时限 {dispatch}内派遣的比例。",
+            "Of dispatched incidents, the share dispatched within {dispatch} of acceptance "
+            "(of the report, if never accepted; the dispatch deadline).",
             "dispatch_counted", "dispatch_ok",
         ),
         _M(
             "resolve_ontime", "按时办结率", "Closed on time", "pct", True,
-            "在类别办理时限（[deadlines]）内结案的事件占比；分母为已结案或时限已过的事件。",
-            "Share of incidents closed within their category deadline ([deadlines]); of "
+            "在类别办理时限（{deadlines}）内结案的事件占比；分母为已结案或时限已过的事件。",
+            "Share of incidents closed within their category deadline ({deadlines}); of "
             "those closed or past that deadline.",
             "resolve_counted", "resolve_ok",
         ),
@@ -154,21 +157,21 @@ METRICS: dict[str, Metric] = {
         ),
         _M(
             "online_rate", "在岗在线率", "Online during shifts", "pct", True,
-            "工作时段（warnings.work_start_h–work_end_h）按 assessment.online_slot_minutes "
+            "工作时段（{work}）按 {slot}"
             "分段，网格员有定位点的时段占 在册网格员×时段 的比例；"
             "时段自平台收到第一个定位点起计。",
-            "Share of shift slots (warnings.work_start_h–work_end_h, cut into "
-            "assessment.online_slot_minutes) in which a rostered worker sent a position; "
+            "Share of shift slots (working hours {work}, cut into slots of "
+            "{slot}) in which a rostered worker sent a position; "
             "slots count from the platform's first position.",
             source="tracks",
         ),
         _M(
             "warning_ack", "预警按时签收率", "Warnings acknowledged on time", "pct", True,
-            "统计期内发现的预警中，在签收时限（warnings.escalate_after_s）内签收的比例；"
+            "统计期内发现的预警中，在签收时限 {ack}内签收的比例；"
             "分母为已签收或时限已过且未在时限前自动解除的预警。",
             "Of warnings raised in the period, the share acknowledged within "
-            "warnings.escalate_after_s; of those acknowledged, or past that deadline and "
-            "not cleared before it.",
+            "{ack} (the acknowledgement deadline); of those acknowledged, or past that "
+            "deadline and not cleared before it.",
             source="warnings",
         ),
     )
@@ -177,14 +180,19 @@ METRICS: dict[str, Metric] = {
 
 SCORE_DEFINITION = (
     "综合得分 = 100 × Σ(权重 × 指标得分率) / Σ(有数据指标的权重)。比率类指标得分率为比率本身"
-    "（退回返工率取 1 − 比率）；时长类为 max(0, 1 − 时长 / assessment.handling_ref_hours)；"
+    "（退回返工率取 1 − 比率）；时长类为 max(0, 1 − 时长 / {ref})；"
     "超期事件数为 1 − 超期数/上报数。排名为本表内按得分从高到低（并列同名次）；"
     "环比为与上一同类统计期的得分之差。",
     "Score = 100 × Σ(weight × goodness) / Σ(weights of metrics with data). Goodness is the "
     "rate itself (1 − rate for returned/rework); for times max(0, 1 − hours / "
-    "assessment.handling_ref_hours); for overdue 1 − overdue / reports. Rank is by score "
+    "{ref}); for overdue 1 − overdue / reports. Rank is by score "
     "within this table (ties share a rank); change is the score minus the previous period's.",
 )
+
+
+def score_definition(lang: str, settings: Settings) -> str:
+    """How the score is made, in words (the reference handling time filled in)."""
+    return fill(SCORE_DEFINITION[1 if lang == "en" else 0], settings, lang)
 
 
 def weights(settings: Settings) -> dict[str, float]:

@@ -47,7 +47,7 @@ class Period:
             span = f"{f:%m-%d}–{la:%m-%d}"
             return f"{y}年第{w}周（{span}）" if lang != "en" else f"Week {w}, {y} ({span})"
         if self.kind == "day":
-            return f"{f.year}年{f.month}月{f.day}日" if lang != "en" else f.isoformat()
+            return f"{f.year}年{f.month:02d}月{f.day:02d}日" if lang != "en" else f.isoformat()
         return f"{f.isoformat()} 至 {la.isoformat()}" if lang != "en" else f"{f} to {la}"
 
     def shift(self, n: int) -> Period:

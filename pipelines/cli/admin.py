@@ -151,6 +151,7 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     """``wangge export scorecard``: the same file the assessment page exports."""
     from pipelines import assessment as scorecard
     from pipelines.assessment import exports
+    from pipelines.assessment.pdf_font import PdfFontError
 
     try:
         period = scorecard.parse_period(args.period, settings.live.timezone)
@@ -173,7 +174,11 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         card = scorecard.scorecard(engine, city, settings, args.level, period, now_ms, scope)
         report = _progress_lines() if args.progress else exports.no_progress
         shown = scorecard.Shown.of(card)
-        f = exports.export_shown(shown, city, settings, args.format, args.lang, report)
+        try:
+            f = exports.export_shown(shown, city, settings, args.format, args.lang, report)
+        except PdfFontError as exc:  # no CJK font to embed: what to install, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")

@@ -58,6 +58,7 @@ USERS = (
     ("leader", "city_leader", "320100"),
     ("xuanwu", "district_commander", "320102"),
     ("sup", "supervisor", "320102"),  # assessment: scorecards and exports for its district
+    ("admin", "admin", "320100"),  # the audit log only
 )
 
 

@@ -55,6 +55,7 @@ def test_commander_sees_acts_and_is_alerted(
     live = live_state(r, browser_settings)
     mine = city_small.children("320102")[:2]
     other = city_small.children("320104")[0]
+    grid = city_small.children(mine[0])[0]
     seeded = _open(
         engine,
         live,
@@ -66,7 +67,7 @@ def test_commander_sees_acts_and_is_alerted(
                 "orange",
                 f"threshold:{mine[0]}:fire",
                 ("I1", "I2"),
-                {"category": "fire", "n": 2, "min_count": 1, "window_min": 30},
+                {"category": "fire", "n": 2, "min_count": 1, "window_min": 30, "grids": [grid]},
             ),
             W.Finding("sla", mine[1], "yellow", f"sla:{mine[1]}", ("I3",), {"breached": 3}),
             W.Finding(
@@ -92,6 +93,14 @@ def test_commander_sees_acts_and_is_alerted(
         wait(chrome).until(lambda d: count(d, "#warn-map path"))
         click(chrome, "#warn-list .warn-row")  # most urgent first: the orange fire threshold
         assert "I1" in wait_text(chrome, "#warn-detail", "消防")
+        # names, not ids: the street and the grid by name, each id on hover
+        detail = text(chrome, "#warn-detail")
+        grid_name = str(city_small.area(grid)["name"])  # type: ignore[index]
+        assert grid_name in detail and grid not in detail
+        assert attr(chrome, f'#warn-detail span[title="{grid}"]', "title") == grid
+        street_name = str(city_small.area(mine[0])["name"])  # type: ignore[index]
+        assert street_name in listed and mine[0] not in listed
+        assert count(chrome, f'#warn-list .warn-area[title="{mine[0]}"]') == 1
         type_into(chrome, "#warn-assignee", "玄武消防中队")
         click(chrome, "#warn-dispatch")
         wait_text(chrome, "#warn-msg", "已完成")

@@ -496,10 +496,8 @@ def test_a_flood_of_denied_requests_is_audited_up_to_the_limit(app: Dash, engine
 def test_idle_timeout_logout_secure_cookie_and_admin_view(app: Dash, engine: Engine) -> None:
     c = app.server.test_client()
     assert _login(c, "adm", "pass-word-123").status_code == 302
-    view = c.get("/admin/audit?action=login")
-    assert view.status_code == 200 and "审计日志" in view.get_data(as_text=True)
-    text = view.get_data(as_text=True)
-    assert "<td>login</td>" in text and "&quot;ip&quot;" in text  # rows shown, escaped
+    view = c.get("/admin/audit?action=login")  # the rows: tests/integration/test_audit_page.py
+    assert view.status_code == 200
     # idle: a session unused for longer than auth.idle_minutes is gone
     age_session(app, c, seen_ms=int(time.time() * 1000) - 31 * 60_000)
     assert c.get("/area/320102").status_code == 302

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -161,6 +162,11 @@ def test_exports_round_trip_to_exactly_the_shown_rows(
     names = [defs.cell(i, 1).value for i in range(2, len(S.METRICS) + 2)]
     assert names == [m.zh for m in S.METRICS.values()]
     assert all(defs.cell(i, 4).value for i in range(2, len(S.METRICS) + 3))
+    # definitions say the configured values, never a settings key
+    texts = [str(defs.cell(i, 4).value) for i in range(2, len(S.METRICS) + 3)]
+    a = live_settings.assessment
+    assert f"受理时限 {a.accept_hours:g} 小时" in " ".join(texts)
+    assert not any(re.search(r"[a-z]+_[a-z_]+|\[[a-z_]+\]|\{[a-z_]*\}", x) for x in texts)
     # CSV: UTF-8 with BOM, the same cells as text
     c = E.export_shown(shown, city, live_settings, "csv")
     assert c.data.startswith(b"\xef\xbb\xbf")
@@ -181,7 +187,11 @@ def test_exports_round_trip_to_exactly_the_shown_rows(
     assert "街道考核排名" in text and "2026年10月" in text and f"第 1 页 / 共 {n} 页" in text
     assert "综合得分排名" in text  # the chart's title
     fonts = reader.pages[-1]["/Resources"]["/Font"]
-    assert "/STSong-Light" in {str(fonts[k].get_object()["/BaseFont"]) for k in fonts}
+    for k in fonts:  # the CJK font is embedded (TrueType), nothing else is used
+        font = fonts[k].get_object()
+        font = font["/DescendantFonts"][0].get_object() if "/DescendantFonts" in font else font
+        assert "/FontFile2" in font["/FontDescriptor"].get_object()
+    assert "\ufffd" not in text
     table_text = text[text.index("排名") :]
     pos = 0
     for r in expect:  # each row's cells appear in order, as shown
@@ -382,3 +392,23 @@ def test_export_job_lifecycle_on_real_redis(
     assert lost is not None and (lost.state, lost.error) == ("error", "lost")
     fresh = J.start(b, sup, shown, "csv", "zh-CN", spawn=lambda body: body())
     assert fresh.id != dead.id and J.status(b, "sup", fresh.id).state == "done"  # type: ignore[union-attr]
+
+
+def test_pdf_without_a_cjk_font_says_so(
+    live_settings: Settings, engine: Engine, city: City, rclient: redis.Redis, hist: History
+) -> None:
+    """A configured font that is not there ends the job with a message naming the fix."""
+    settings = dataclasses.replace(
+        live_settings,
+        assessment=dataclasses.replace(live_settings.assessment, pdf_font="/nonexistent.ttf"),
+    )
+    app = create_app(settings, city=city, r=rclient, clock=lambda: AFTER / 1000)
+    b = app.server.extensions["wangge"]
+    sup = Principal("sup", "supervisor", "320102")
+    shown = _shown(engine, city, settings, "street")
+    held: list[Callable[[], None]] = []
+    job = J.start(b, sup, shown, "pdf", "zh-CN", spawn=held.append)
+    held[0]()
+    done = J.status(b, "sup", job.id)
+    assert done is not None and (done.state, done.error) == ("error", "font_missing")
+    assert "fonts-wqy-microhei" in J.stage_text(done, "zh-CN")

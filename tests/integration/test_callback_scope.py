@@ -404,6 +404,10 @@ OTHERS: dict[tuple[str, str], Any] = {
     ("asm-csv", "n_clicks"): 1,
     ("asm-pdf", "n_clicks"): 1,
     ("asm-poll", "n_intervals"): 1,
+    ("aud-actor", "value"): None,  # the audit log: the administrator's, no area
+    ("aud-action", "value"): None,
+    ("aud-range", "start_date"): None,
+    ("aud-range", "end_date"): None,
 }
 
 # Data callbacks (by their first output): a session that may see the canaries must get

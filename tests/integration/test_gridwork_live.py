@@ -302,7 +302,10 @@ def test_track_export_is_scoped_rate_limited_and_audited(app: Dash, app_engine: 
     resp = c.get(f"/export/track/{wid}.csv?hours=2")
     assert resp.status_code == 200 and resp.headers["Cache-Control"] == "no-store"
     lines = resp.get_data(as_text=True).splitlines()
-    assert lines[0] == "worker_id,time_utc,time_local,lon,lat,grid_id" and len(lines) > 10
+    head = "worker_id,time_utc,time_local,lon,lat,grid_id,worker_name,grid_name"
+    assert lines[0] == head and len(lines) > 10
+    first = next(csv.DictReader(io.StringIO("\n".join(lines))))
+    assert first["grid_name"] == b.city.area(first["grid_id"])["name"]  # type: ignore[index]
     # a grid's export: every worker the grid replay shows, one column says whose point
     grid, _passed = busy_grid(b, district)
     resp = c.get(f"/export/track/grid/{grid}.csv?hours=2")

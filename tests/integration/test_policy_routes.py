@@ -104,7 +104,6 @@ ROUTES: dict[str, Served] = {
     "/<path:path>": Served(lambda s, c: ""),  # by page, below
     "geo_area": Served(lambda s, c: f"/geo/area/{s}.json", kind="aggregates"),
     "geo_grids": Served(lambda s, c: "/geo/grids.json", kind="aggregates", city_wide=True),
-    "admin_audit": Served(lambda s, c: "/admin/audit", page="audit"),
     "work_track_csv": Served(lambda s, c: f"/export/track/{WORKER}.csv", kind="tracks"),
     "work_grid_track_csv": Served(
         lambda s, c: f"/export/track/grid/{_grid(s, c)}.csv", kind="tracks"
@@ -129,6 +128,7 @@ PREFIXES: dict[str, tuple[str, str | None]] = {
     "asm-": ("assessment", None),
     "work-": ("work", None),
     "wtrk-": ("work", "tracks"),
+    "aud-": ("audit", None),
 }
 SHELL = ("url", "shell-", "_pages_")
 

@@ -77,7 +77,7 @@ def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
         b.r.set(key, json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
     return (
         A.table_data(shown.rows),
-        A.columns(view.level, lang, A.bands(shown.rows)),
+        A.columns(view.level, lang, b.settings, A.bands(shown.rows)),
         title(shown, b, lang),
         crumbs(b, p.scope, view),
         token,
@@ -177,7 +177,8 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
         )
     except L.BACKEND_ERRORS:
         return [html.P(t("asm.unavailable", lang), className="wg-muted")], False
-    rows = A.behind_rows(frame, b.settings.live.timezone, lang) if frame.height else []
+    tz = b.settings.live.timezone
+    rows = A.behind_rows(frame, tz, lang, b.area_names) if frame.height else []
     for r in rows:
         r["category"] = t(f"cat.{r['category']}", lang)
         r["source"] = t(f"asm.src.{r['source']}", lang)
@@ -190,7 +191,7 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
         ("incident_id", "asm.col.incident"),
         ("category", "asm.col.category"),
         ("source", "asm.col.source"),
-        ("grid_id", "asm.col.grid"),
+        ("grid", "asm.col.grid"),
         ("reported", "asm.col.reported"),
         ("closed", "asm.col.closed"),
         ("level", "asm.col.level"),

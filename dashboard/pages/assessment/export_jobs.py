@@ -30,6 +30,7 @@ from dashboard.i18n import t
 from pipelines import assessment as S
 from pipelines.access import audit
 from pipelines.assessment import exports as E
+from pipelines.assessment.pdf_font import PdfFontError
 
 RECORD_TTL_MS = 10 * 60_000  # the job's record (progress, then the result's name and hash)
 DATA_TTL_MS = 3 * 60_000  # the finished file's bytes
@@ -194,6 +195,9 @@ def run(b: Backend, job: Job, p: Principal, shown: S.Shown, lang: str) -> None:
             rows=f.rows,
             sha256=f.sha256,
         )
+    except PdfFontError as exc:  # the machine has no CJK font: say so (README "PDF's font")
+        log.error("export job %s: %s", job.id, exc)
+        current = dataclasses.replace(current, state="error", error="font_missing")
     except Exception:  # any failure ends the job with a message, never a hung bar
         log.exception("export job %s failed", job.id)
         current = dataclasses.replace(current, state="error", error="failed")

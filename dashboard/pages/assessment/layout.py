@@ -111,7 +111,7 @@ def layout(**query: Any) -> Any:
         ],
         className="pan-toolbar asm-toolbar",
     )
-    table = grid(ids.ASM_TABLE, A.columns(view.level, lang), "calc(100vh - 330px)")
+    table = grid(ids.ASM_TABLE, A.columns(view.level, lang, b.settings), "calc(100vh - 330px)")
     return html.Div(
         [
             dcc.Store(id=ids.ASM_VIEW, data=view_data(view)),

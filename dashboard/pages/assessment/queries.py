@@ -3,6 +3,7 @@ tooltips, colour bands, crumbs, period options. No Flask, no SQL: unit-tested di
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from pipelines import assessment as S
 from pipelines.access import policy
 from pipelines.assessment.exports import cell_text, column_kind
 from pipelines.city.geography import City
+from pipelines.settings import Settings
 
 LEVEL_ORDER = {"city": 0, "district": 1, "street": 2, "grid": 3, "worker": 4}
 KINDS = ("month", "week", "day", "range")
@@ -94,18 +96,26 @@ WORST_STYLE = {"backgroundColor": "rgba(235, 87, 87, 0.30)", "color": "#ffd6d6"}
 TEXT_WIDTH = {"name": 140, "parent": 120, "trend": 110}
 
 
+ID_OF = {"name": "row_id", "parent": "parent_id"}  # a name column → the id behind it
+
+
 def columns(
-    level: str, lang: str, banded: dict[str, list[dict[str, Any]]] | None = None
+    level: str,
+    lang: str,
+    settings: Settings,
+    banded: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """AG Grid column definitions: numbers stay numbers (sortable), formatted like the
     exports; a metric's header carries its definition; ``banded`` (from :func:`bands`)
     colours the best and worst fifth of each column."""
-    tips = header_tooltips(lang)
+    tips = header_tooltips(lang, settings)
     out: list[dict[str, Any]] = []
     for c in [*S.shown_columns(level), "trend"]:
         col: dict[str, Any] = {"field": c, "headerName": S.column_title(c, lang, level)}
         if c in tips:
             col["headerTooltip"] = tips[c]
+        if c in ID_OF:  # a name shows its id on hover
+            col["tooltipField"] = ID_OF[c]
         kind = column_kind(c)
         if kind in FORMATS:
             col |= {
@@ -124,9 +134,9 @@ def columns(
     return out
 
 
-def header_tooltips(lang: str) -> dict[str, str]:
-    tips = {m.id: m.definition(lang) for m in S.METRICS.values()}
-    tips["score"] = S.SCORE_DEFINITION[1 if lang == "en" else 0]
+def header_tooltips(lang: str, settings: Settings) -> dict[str, str]:
+    tips = {m.id: m.definition(lang, settings) for m in S.METRICS.values()}
+    tips["score"] = S.score_definition(lang, settings)
     tips["trend"] = (
         "Score in each of the last periods (oldest first; · = no score)"
         if lang == "en"
@@ -176,22 +186,28 @@ def table_data(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def behind_columns(titles: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Columns of the incidents-behind table: text left, the hours right."""
+    """Columns of the incidents-behind table: text left, the hours right; the grid by
+    name, its id on hover."""
     return [
         {"field": c, "headerName": name, "minWidth": 70, "flex": 1}
         | ({"type": "numericColumn"} if c == "hours" else {})
+        | ({"tooltipField": "grid_id", "minWidth": 140} if c == "grid" else {})
         for c, name in titles
     ]
 
 
-def behind_rows(frame: Any, tz: str, lang: str) -> list[dict[str, Any]]:
-    """The incidents behind a number, for a small table."""
+def behind_rows(
+    frame: Any, tz: str, lang: str, names: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The incidents behind a number, for a small table (``grid``: the grid's name from
+    ``names``, ``grid_id`` kept for the hover); times local, dates ISO."""
     z = ZoneInfo(tz)
+    names = names or {}
 
     def when(ms: Any) -> str:
         if ms is None:
             return "—"
-        return datetime.fromtimestamp(int(ms) / 1000, z).strftime("%m-%d %H:%M")
+        return datetime.fromtimestamp(int(ms) / 1000, z).strftime("%Y-%m-%d %H:%M")
 
     yes, no = ("✓", "✗")
     out = []
@@ -202,6 +218,7 @@ def behind_rows(frame: Any, tz: str, lang: str) -> list[dict[str, Any]]:
                 "category": r["category"],
                 "source": r["source"],
                 "grid_id": r["grid_id"],
+                "grid": names.get(r["grid_id"] or "", r["grid_id"] or "—"),
                 "reported": when(r["reported_ms"]),
                 "closed": when(r["closed_ms"]),
                 "level": r["closed_level"] or "—",

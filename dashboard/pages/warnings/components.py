@@ -9,9 +9,10 @@ from zoneinfo import ZoneInfo
 
 from dash import dcc, html
 
-from dashboard import ids
+from dashboard import auth, ids
 from dashboard.backend import Backend
 from dashboard.i18n import t
+from dashboard.pages.warnings import wording as WW
 from pipelines import warnings as W
 
 ACTION_BUTTONS = {
@@ -32,6 +33,31 @@ def level_chips(counts: dict[str, int], lang: str) -> list[Any]:
 def area_name(b: Backend, area_id: str | None) -> str:
     row = b.city.area(area_id) if area_id else None
     return str(row["name"]) if row else (area_id or "")
+
+
+def area_span(b: Backend, area_id: str | None, className: str = "") -> html.Span:
+    """An area's name, its id on hover."""
+    return html.Span(area_name(b, area_id), title=area_id or "", className=className)
+
+
+def names_of(b: Backend, people: bool) -> dict[str, str]:
+    """id → name for everything a warning may list: areas, and rostered workers when the
+    viewer may see individuals (``people``: auth.sees_people(); else workers stay ids)."""
+    names = dict(b.area_names)
+    roster = b.roster() if people else None
+    if roster is not None and roster.height:
+        ids_, nm = roster["worker_id"].to_list(), roster["name"].to_list()
+        names.update({i: n for i, n in zip(ids_, nm, strict=True) if i and n})
+    return names
+
+
+def named_list(pairs: list[tuple[str, str]], lang: str) -> list[Any]:
+    """Names separated by commas, each with its id on hover (at most 10, then "…")."""
+    out: list[Any] = []
+    for i, (name, ident) in enumerate(pairs[:10]):
+        out += [", "] if i else []
+        out.append(html.Span(name, title=ident, className="wg-named"))
+    return out + ([" …"] if len(pairs) > 10 else [])
 
 
 def when(ms: int | None, b: Backend) -> str:
@@ -92,7 +118,7 @@ def warning_rows(
                         + ([html.Span(subject, className="warn-subject")] if subject else []),
                         className="warn-rule",
                     ),
-                    html.Span(area_name(b, w["area_id"]), className="warn-area"),
+                    area_span(b, w["area_id"], "warn-area"),
                     html.Span(t(f"wstatus.{w['status']}", lang), className="warn-status"),
                     html.Span(
                         time_span(w.get("first_ms"), w["last_ms"], tz),
@@ -124,7 +150,11 @@ def alarm_banner(
 
 
 def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
-    summary = [html.Li(f"{_field(k, lang)}: {_fmt(v, lang)}") for k, v in _flat(row["summary"])]
+    names = names_of(b, auth.sees_people())
+    summary = [
+        html.Li([f"{k}: ", *(named_list(v, lang) if isinstance(v, list) else [v])])
+        for k, v in WW.summary_items(row["summary"], row["rule"], names, b.settings, lang, _fmt)
+    ]
     timeline = [
         html.Li(
             [
@@ -135,15 +165,15 @@ def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
         )
         for a in row["timeline"]
     ]
-    facts = [
+    facts: list[tuple[str, Any]] = [
         (t("wfield.rule", lang), t(f"rule.{row['rule']}", lang)),
-        (t("wfield.area", lang), area_name(b, row["area_id"])),
+        (t("wfield.area", lang), area_span(b, row["area_id"])),
         (t("wfield.status", lang), t(f"wstatus.{row['status']}", lang)),
         (t("wfield.first", lang), when(row["first_seen_ms"], b)),
         (t("wfield.last", lang), when(row["last_seen_ms"], b)),
     ]
     if row.get("escalated_to"):
-        facts.append((t("wfield.escalated", lang), area_name(b, row["escalated_to"])))
+        facts.append((t("wfield.escalated", lang), area_span(b, row["escalated_to"])))
     if row.get("assigned_to"):
         facts.append((t("wfield.assigned", lang), row["assigned_to"]))
     if row.get("close_note"):
@@ -163,7 +193,12 @@ def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
             html.H4(t("warn.evidence", lang, n=len(row["evidence"]))),
             html.Div(
                 [
-                    dcc.Link(e, href=f"/area/{row['area_id']}", className="warn-ev")
+                    dcc.Link(
+                        names.get(e, e),
+                        href=f"/area/{row['area_id']}",
+                        title=e,
+                        className="warn-ev",
+                    )
                     for e in row["evidence"]
                 ],
                 className="warn-evs",
@@ -184,19 +219,6 @@ def _note(action: str, note: str, b: Backend, lang: str) -> str:
     if action == "escalate":
         return area_name(b, note)
     return note
-
-
-def _flat(summary: dict[str, Any]) -> list[tuple[str, Any]]:
-    """A fused situation's parts are listed after its own fields."""
-    out = [(k, v) for k, v in summary.items() if k != "parts"]
-    for part in (summary.get("parts") or {}).values():
-        out += [(k, v) for k, v in part.items() if isinstance(part, dict)]
-    return out
-
-
-def _field(key: str, lang: str) -> str:
-    got = t("wfield." + key, lang)
-    return key if got == "wfield." + key else got
 
 
 def _fmt(v: Any, lang: str) -> str:

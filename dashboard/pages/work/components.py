@@ -128,7 +128,11 @@ def children_table(rows: list[dict[str, Any]], names: dict[str, str], lang: str,
         share = r["patrolled"] / r["grids"] if r["grids"] else None
         body.append(
             [
-                dcc.Link(names.get(r["area_id"], r["area_id"]), href=f"/work/{r['area_id']}"),
+                dcc.Link(
+                    names.get(r["area_id"], r["area_id"]),
+                    href=f"/work/{r['area_id']}",
+                    title=r["area_id"],  # the id on hover
+                ),
                 fmt_int(r["on_duty"]),
                 fmt_int(r["online"]),
                 f"{fmt_pct(share)} ({r['patrolled']}/{r['grids']})",
@@ -159,9 +163,9 @@ def activity_table(rows: list[dict[str, Any]], names: dict[str, str], lang: str,
         dot = html.Span(className="dot " + ("on" if r["online"] else "off"))
         body.append(
             [
-                html.Span([dot, r["name"]]),
+                html.Span([dot, r["name"]], title=r.get("worker_id") or ""),
                 t(f"type.{r['type']}", lang),
-                names.get(r["grid_id"], r["grid_id"]),
+                html.Span(names.get(r["grid_id"], r["grid_id"]), title=r["grid_id"] or ""),
                 r["phone_masked"] or "—",  # stored masked; never the full number
                 fmt_int(r["reports"]),
                 fmt_int(r["handled"]),
@@ -203,7 +207,11 @@ def log_list(
                 [
                     html.Span(WQ.local_time(r["ts_ms"], tz, "%H:%M:%S"), className="t"),
                     html.Span(f"{person} {verb} {cat}"),
-                    html.Span(names.get(r["grid_id"], r["grid_id"]), className="wg-muted"),
+                    html.Span(
+                        names.get(r["grid_id"], r["grid_id"]),
+                        title=r["grid_id"] or "",
+                        className="wg-muted",
+                    ),
                 ],
                 className="tick-row",
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -18,13 +18,22 @@ from dashboard.auth import allowed, authorize, principal
 from dashboard.backend import EXTENSION, Backend
 from dashboard.guard import Guard
 from dashboard.pages.work import queries as WQ
+from pipelines.assessment.exports import neutralise
 
 
-def track_csv(rows: list[tuple[str, int, float, float, str]], tz: str) -> str:
-    """worker_id, UTC time, local time, lon, lat, grid_id — one line per track point."""
+def track_csv(
+    rows: list[tuple[str, int, float, float, str]],
+    tz: str,
+    names: Mapping[str, str] | None = None,
+) -> str:
+    """worker_id, UTC time, local time, lon, lat, grid_id, then the worker's and the grid's
+    names (from ``names``; empty when unknown) — one line per track point."""
+    names = names or {}
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["worker_id", "time_utc", "time_local", "lon", "lat", "grid_id"])
+    w.writerow(
+        ["worker_id", "time_utc", "time_local", "lon", "lat", "grid_id", "worker_name", "grid_name"]
+    )
     zone = ZoneInfo(tz)
     for worker_id, ts, lon, lat, grid in rows:
         utc = datetime.fromtimestamp(ts / 1000, UTC)
@@ -36,6 +45,8 @@ def track_csv(rows: list[tuple[str, int, float, float, str]], tz: str) -> str:
                 f"{lon:.6f}",
                 f"{lat:.6f}",
                 grid,
+                neutralise(names.get(worker_id, "")),
+                neutralise(names.get(grid or "", "")),
             ]
         )
     return out.getvalue()
@@ -73,7 +84,10 @@ def install(server: Flask, guard: Guard) -> None:
         rows = list(pts.select("worker_id", "ts_ms", "lon", "lat", "grid_id").iter_rows())
         detail = {**win.detail(), "workers": workers, "points": len(rows)}
         guard.audit("track_export", target=target, detail=detail)
-        resp = make_response(track_csv(rows, b.settings.live.timezone))
+        names = dict(b.area_names)
+        roster = b.roster()  # the route admits people roles only (tracks)
+        names.update(zip(roster["worker_id"].to_list(), roster["name"].to_list(), strict=True))
+        resp = make_response(track_csv(rows, b.settings.live.timezone, names))
         resp.headers["Content-Type"] = "text/csv; charset=utf-8"
         resp.headers["Content-Disposition"] = f'attachment; filename="track-{target}.csv"'
         resp.headers["Cache-Control"] = "no-store"
