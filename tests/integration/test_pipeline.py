@@ -232,7 +232,7 @@ def test_locations_positions_coverage_online(settings, city, index, rclient, eng
     assert st.counts("coverage", [street], day=day) == [expected]
     slots = {(p["worker_id"], p["ts"] // 60_000) for p in pings}  # one point per worker-minute
     assert store.table_count(engine, store.track_points) == len(slots)
-    ClockJob(settings, city, st, rclient).tick()
+    ClockJob(settings, city, st, rclient, clock=lambda: NOW / 1000).tick()
     assert st.counts("online", [city.city_id]) == [2]
 
 
