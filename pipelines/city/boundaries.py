@@ -42,17 +42,13 @@ import orjson
 import shapely
 from shapely.geometry import Polygon, shape
 
+from pipelines.city.generator import NANJING_ID, NANJING_NAME, _build_city, _District, _Plane
 from pipelines.city.geography import (
     CACHE_VERSION,
     CITY_FILE,
-    NANJING_ID,
-    NANJING_NAME,
     City,
     Geom,
-    _build_city,
     _city_from_rows,
-    _District,
-    _Plane,
     _polygon_parts,
     _polygonal,
     _write_city,

@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely.geometry import box, mapping
 
-from pipelines.city import boundaries
+from pipelines.city import boundaries, generator
 from pipelines.city import geography as geo
 from pipelines.settings import GeoSettings
 
@@ -263,11 +263,11 @@ def test_too_few_grids_is_rejected() -> None:
 
 
 def test_allocate_is_exact_largest_remainder() -> None:
-    out = geo._allocate([1.0, 1.0, 1.0], 10, 2)
+    out = generator._allocate([1.0, 1.0, 1.0], 10, 2)
     assert out.sum() == 10 and sorted(out.tolist()) == [3, 3, 4]
-    out = geo._allocate([5.0, 1.0], 7, 3)
+    out = generator._allocate([5.0, 1.0], 7, 3)
     assert out.tolist() == [4, 3]
-    out = geo._allocate(np.random.default_rng(0).random(97), N_GRIDS, 3)
+    out = generator._allocate(np.random.default_rng(0).random(97), N_GRIDS, 3)
     assert out.sum() == N_GRIDS and out.min() >= 3
 
 
