@@ -45,7 +45,7 @@ from dashboard.auth import (
     principal,
 )
 from dashboard.i18n import current_lang, t
-from pipelines.access import accounts, audit, policy, text
+from pipelines.access import accounts, audit, policy, text, wall_tokens
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
 from pipelines.settings import Settings
@@ -251,7 +251,7 @@ class Guard:
     def still_valid(self, s: S.Session, now_ms: int) -> bool:
         """Does the account (a wall: the token) still grant this session?"""
         if s.wall:
-            return accounts.wall_token_active(self.engine, s.token_id, now_ms) is not None
+            return wall_tokens.wall_token_active(self.engine, s.token_id, now_ms) is not None
         user = accounts.get_user(self.engine, s.username)
         return (
             user is not None
@@ -261,7 +261,10 @@ class Guard:
         )
 
     def start_session(
-        self, user: accounts.User, wall: accounts.WallLogin | None = None, csrf: str | None = None
+        self,
+        user: accounts.User,
+        wall: wall_tokens.WallLogin | None = None,
+        csrf: str | None = None,
     ) -> S.Session:
         """A new session for the user (the old one of this browser is dropped first: no
         fixation); the cookie gets only its id."""
@@ -377,7 +380,7 @@ class Guard:
         token = request.args.get("token")
         if not token or not request.path.startswith("/wall"):
             return None
-        found = accounts.check_wall_token(self.engine, token, self.now_ms())
+        found = wall_tokens.check_wall_token(self.engine, token, self.now_ms())
         if found is None:
             self.audit("wall_token_rejected", target=request.path, actor="anonymous")
             return self.deny("invalid or expired wall token", status=401)

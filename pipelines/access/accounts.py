@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from pipelines.access import audit, policy, text
 from pipelines.city.geography import LEVELS, City
@@ -596,160 +596,12 @@ def authenticate(
         return AuthResult("ok", user=user)
 
 
-# ------------------------------------------------------------------ wall tokens
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def issue_wall_token(
-    engine: Engine, username: str, days: int, now_ms: int, *, actor: Actor = "system"
-) -> str:
-    """A new token for a wall user, valid ``days`` days; only its sha256 is stored."""
-    if days <= 0:
-        raise AccountError("token lifetime must be at least one day")
-    token = secrets.token_urlsafe(32)
-    token_id = uuid.uuid4().hex
-    expires = now_ms + int(days) * DAY_MS
-    with audit.transaction(engine) as conn:
-        row = _require(conn, username)
-        user = _user_of(row)
-        if user.role != "wall":
-            raise AccountError(f"user {user.username} is a {user.role}, not a wall user")
-        if user.disabled:
-            raise AccountError(f"user {user.username} is disabled")
-        conn.execute(
-            store.wall_tokens.insert(),
-            [
-                {
-                    "token_id": token_id,
-                    "user_id": user.user_id,
-                    "token_hash": token_hash(token),
-                    "created_ms": now_ms,
-                    "expires_ms": expires,
-                    "revoked": False,
-                }
-            ],
-        )
-        audit.append(
-            conn,
-            **_actor_fields(actor),
-            action="wall_token_issued",
-            target=user.username,
-            detail={"token_id": token_id, "expires_ms": expires, "scope": user.scope_area_id},
-            now_ms=now_ms,
-        )
-    return token
-
-
-@dataclass(frozen=True)
-class WallLogin:
-    """A valid kiosk token: its wall user, the token's id and its expiry."""
-
-    user: User
-    token_id: str
-    expires_ms: int
-
-
-def _wall_token(engine: Engine, where: Any, now_ms: int) -> WallLogin | None:
-    wt, u = store.wall_tokens, store.users
-    q = (
-        select(u, wt.c.token_id, wt.c.expires_ms, wt.c.revoked)
-        .join(wt, wt.c.user_id == u.c.user_id)
-        .where(where)
-    )
-    with engine.connect() as conn:
-        row = conn.execute(q).first()
-    if row is None:
-        return None
-    m = row._mapping
-    if m["revoked"] or int(m["expires_ms"]) <= now_ms:
-        return None
-    user = _user_of(row)
-    if user.disabled or user.role != "wall":
-        return None
-    return WallLogin(user, str(m["token_id"]), int(m["expires_ms"]))
-
-
-def check_wall_token(engine: Engine, token: str, now_ms: int) -> WallLogin | None:
-    """The sign-in a valid token gives; None if unknown, expired, revoked or disabled."""
-    if not token or len(token) > 256:
-        return None
-    return _wall_token(engine, store.wall_tokens.c.token_hash == token_hash(token), now_ms)
-
-
-def verify_wall_token(engine: Engine, token: str, now_ms: int) -> User | None:
-    """The wall user of a valid token; None if unknown, expired, revoked or disabled."""
-    found = check_wall_token(engine, token, now_ms)
-    return None if found is None else found.user
-
-
-def wall_token_active(engine: Engine, token_id: str, now_ms: int) -> WallLogin | None:
-    """The token (by id) if it is still valid: a wall session's re-check."""
-    return _wall_token(engine, store.wall_tokens.c.token_id == token_id, now_ms)
-
-
 def _revoke(conn: Connection, user_id: str) -> int:
     wt = store.wall_tokens
     res = conn.execute(
         wt.update().where(wt.c.user_id == user_id, wt.c.revoked.is_(False)).values(revoked=True)
     )
     return int(res.rowcount or 0)
-
-
-def revoke_wall_tokens(
-    engine: Engine,
-    username: str,
-    now_ms: int,
-    *,
-    actor: Actor = "system",
-    sessions: EndsSessions | None = None,
-) -> int:
-    """Revoke every token of the user; returns how many were still active. With
-    ``sessions``, the screens signed in with them are signed out at once."""
-    with audit.transaction(engine) as conn:
-        row = _require(conn, username)
-        n = _revoke(conn, str(row._mapping["user_id"]))
-        audit.append(
-            conn,
-            **_actor_fields(actor),
-            action="wall_tokens_revoked",
-            target=str(row._mapping["username"]),
-            detail={"revoked": n},
-            now_ms=now_ms,
-        )
-    if sessions is not None:
-        end_sessions(sessions, str(row._mapping["username"]))
-    return n
-
-
-def wall_token_count(engine: Engine, username: str, now_ms: int) -> int:
-    """Active (unexpired, unrevoked) tokens of a user."""
-    wt, u = store.wall_tokens, store.users
-    q = (
-        select(func.count())
-        .select_from(wt.join(u, wt.c.user_id == u.c.user_id))
-        .where(u.c.username == username, wt.c.revoked.is_(False), wt.c.expires_ms > now_ms)
-    )
-    with engine.connect() as conn:
-        return int(conn.execute(q).scalar_one())
-
-
-# ------------------------------------------------------------------ demo
-
-
-# Demo accounts are named like people (the header shows "name · role": a name that is the
-# role would read twice); the wall is a screen of the command hall.
-DEMO_NAMES = {
-    "city_leader": "王建国（演示）",
-    "district_commander": "李明（演示）",
-    "street_operator": "张丽（演示）",
-    "supervisor": "陈静（演示）",
-    "admin": "刘洋（演示）",
-    "wall": "指挥大厅 1 号屏（演示）",
-}
-LEGACY_DEMO_SUFFIX = " (demo)"  # earlier demo names were the role's ("市领导 (demo)")
 
 
 def set_display_name(
@@ -766,75 +618,3 @@ def set_display_name(
         now_ms,
         actor,
     )
-
-
-def demo_areas(city: City) -> tuple[str, str]:
-    """The demo commander's district and the demo operator's street (`wangge run` points
-    the simulator's dispute surge there, so the operator has something to handle)."""
-    district = "320102" if city.level_of("320102") == "district" else city.ids("district")[0]
-    streets = [s for s in city.children(district) if city.level_of(s) == "street"]
-    return district, streets[0] if streets else city.ids("street")[0]
-
-
-def demo_accounts(
-    engine: Engine,
-    city: City,
-    now_ms: int,
-    *,
-    reset_passwords: bool = True,
-    wall_days: int = 365,
-) -> list[tuple[str, str, str, str]]:
-    """One account per role for ``make run``: ``(username, role, scope, password_or_token)``.
-
-    Idempotent: missing accounts are created; existing ones keep their role (and their
-    scope, unless it is no area of ``city``: then the plan's scope in ``city``). With
-    ``reset_passwords`` they get a fresh random password (so what is printed works) —
-    only for the laptop demo, never against a production database. The wall account
-    gets a new token each call (older ones stay valid until they expire).
-    """
-    district, street = demo_areas(city)
-    plan = [
-        ("leader", "city_leader", city.city_id, DEMO_NAMES["city_leader"]),
-        (
-            "xuanwu" if district == "320102" else "commander",
-            "district_commander",
-            district,
-            DEMO_NAMES["district_commander"],
-        ),
-        ("operator", "street_operator", street, DEMO_NAMES["street_operator"]),
-        ("supervisor", "supervisor", city.city_id, DEMO_NAMES["supervisor"]),
-        ("admin", "admin", city.city_id, DEMO_NAMES["admin"]),
-        ("wall", "wall", city.city_id, DEMO_NAMES["wall"]),
-    ]
-    out: list[tuple[str, str, str, str]] = []
-    actor = "system:demo"
-    for username, role, scope, name in plan:
-        existing = get_user(engine, username)
-        if existing and existing.display_name.endswith(LEGACY_DEMO_SUFFIX):
-            existing = set_display_name(engine, username, name, now_ms=now_ms, actor=actor)
-        if existing and existing.role == role and city.level_of(existing.scope_area_id) is None:
-            # scoped to an area of another city (the database was rebound): follow this one
-            existing = set_role(engine, city, username, role, scope, now_ms=now_ms, actor=actor)
-        secret = ""
-        if role == "wall":
-            if existing is None:
-                create_user(
-                    engine, city, username, role, scope, None, name, now_ms=now_ms, actor=actor
-                )
-            elif existing.role != "wall" or existing.disabled:
-                out.append((username, existing.role, existing.scope_area_id, ""))
-                continue
-            secret = issue_wall_token(engine, username, wall_days, now_ms, actor=actor)
-        else:
-            password = secrets.token_urlsafe(9)  # 12 characters
-            if existing is None:
-                create_user(
-                    engine, city, username, role, scope, password, name, now_ms=now_ms, actor=actor
-                )
-                secret = password
-            elif reset_passwords and existing.role != "wall":
-                set_password(engine, username, password, now_ms=now_ms, actor=actor)
-                secret = password
-            role, scope = (existing.role, existing.scope_area_id) if existing else (role, scope)
-        out.append((username, role, scope, secret))
-    return out

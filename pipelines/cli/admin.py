@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from pipelines.access import accounts, audit, sessions, text
+from pipelines.access import accounts, audit, sessions, text, wall_tokens
 from pipelines.cli.runtime import check_city_sql, load_city, session_store, sql_engine
 from pipelines.settings import Settings
 
@@ -106,14 +106,16 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 print(f"new password for {u.username}{_sessions_note(ends, u.username)}")
             elif sub == "revoke-wall-tokens":
-                n = accounts.revoke_wall_tokens(
+                n = wall_tokens.revoke_wall_tokens(
                     engine, args.username, now_ms, actor=actor, sessions=ends
                 )
                 note = _sessions_note(ends, args.username)
                 print(f"revoked {n} wall tokens of {args.username}{note}")
             elif sub == "issue-wall-token":
                 days = args.days if args.days is not None else settings.auth.wall_token_days
-                token = accounts.issue_wall_token(engine, args.username, days, now_ms, actor=actor)
+                token = wall_tokens.issue_wall_token(
+                    engine, args.username, days, now_ms, actor=actor
+                )
                 d = settings.dashboard
                 print(f"wall token for {args.username} (valid {days} days; shown only once):")
                 print(token)

@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from pipelines.access import accounts
+from pipelines.access import demo
 from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
@@ -258,7 +258,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if s.run.simulate and not args.no_simulate:
             through = s.gateway.simulate_through and gateway.wait_ready()
             if not s.simulate.focus_street:  # the dispute surge in the demo operator's street
-                focus = accounts.demo_areas(city)[1]
+                focus = demo.demo_areas(city)[1]
                 s = dataclasses.replace(
                     s, simulate=dataclasses.replace(s.simulate, focus_street=focus)
                 )
@@ -280,7 +280,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         log_path = console.request_log(s, bool(getattr(args, "verbose", False)))
         server = _serve_dashboard(s, args.port)
         url = f"http://{s.dashboard.host}:{server.server_port}/"
-        rows = accounts.demo_accounts(rt.engine, city, int(time.time() * 1000))
+        rows = demo.demo_accounts(rt.engine, city, int(time.time() * 1000))
         text = console.accounts_text(rows, url, gw_url)
         print(text, flush=True)
         print(

@@ -44,7 +44,7 @@ from dash._utils import split_callback_id
 from dashboard import auth, ids
 from dashboard.app import create_app
 from dashboard.backend import EXTENSION, Backend
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, wall_tokens
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path, load_city
 from pipelines.settings import GeoSettings, Settings, child_environ
@@ -216,7 +216,7 @@ def dash_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             now_ms=now_ms,
         )
         accounts.create_user(engine, city, "benchwall", "wall", city.city_id, now_ms=now_ms)
-        WALL["token"] = accounts.issue_wall_token(engine, "benchwall", 30, now_ms=now_ms)
+        WALL["token"] = wall_tokens.issue_wall_token(engine, "benchwall", 30, now_ms=now_ms)
         client = signed(app)
         assert client.get("/_dash-dependencies").status_code == 200  # Dash's first-request setup
         street = city.children(DISTRICT_ID)[0]

@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
-from pipelines.access import accounts
+from pipelines.access import accounts, wall_tokens
 from pipelines.city.geography import City, demo_city
 from tests.clock import Clock, named
 from tests.conftest import ARTIFACTS, open_engine, settings_for
@@ -207,7 +207,7 @@ def wall_token(server_url: str, module_db: Any, city_small: City, server_clock: 
     now = server_clock.now_ms
     if accounts.get_user(engine, "wall1") is None:
         accounts.create_user(engine, city_small, "wall1", "wall", "320100", now_ms=now)
-    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=now)
+    token = wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=now)
     engine.dispose()
     return token
 

@@ -10,7 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pipelines.access import accounts
+from pipelines.access import accounts, wall_tokens
 from pipelines.city.geography import City
 from tests.browser.conftest import shot, viewport, wall_url
 from tests.conftest import open_engine
@@ -44,7 +44,7 @@ def test_an_area_outside_the_screens_scope_is_a_message(
     now = int(time.time() * 1000)
     if accounts.get_user(engine, "wall-xuanwu") is None:
         accounts.create_user(engine, city_small, "wall-xuanwu", "wall", "320102", now_ms=now)
-    token = accounts.issue_wall_token(engine, "wall-xuanwu", 1, now_ms=now)
+    token = wall_tokens.issue_wall_token(engine, "wall-xuanwu", 1, now_ms=now)
     engine.dispose()
     chrome.delete_all_cookies()
     chrome.get(wall_url(server_url, token, "/wall/320104"))

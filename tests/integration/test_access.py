@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from dashboard.app import create_app, page_module
 from dashboard.auth import ROUTE_POLICIES, callback_policy
 from pipelines import warnings as W
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, wall_tokens
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -465,14 +465,14 @@ def test_disabling_a_user_ends_their_session(app: Dash, engine: Engine) -> None:
 
 
 def test_wall_token_signs_in_a_kiosk_once(app: Dash, engine: Engine) -> None:
-    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=int(time.time() * 1000))
+    token = wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=int(time.time() * 1000))
     c = app.server.test_client()
     assert c.get("/wall?token=not-a-token").status_code == 401
     first = c.get(f"/wall?token={token}&tour=10")
     assert first.status_code == 302 and first.headers["Location"] == "/wall?tour=10"
     assert c.get("/wall").status_code == 200
     assert c.get(f"/geo/area/{OTHER}.json").status_code == 403  # bound to its area
-    accounts.revoke_wall_tokens(engine, "wall1", now_ms=int(time.time() * 1000))
+    wall_tokens.revoke_wall_tokens(engine, "wall1", now_ms=int(time.time() * 1000))
     assert app.server.test_client().get(f"/wall?token={token}").status_code == 401
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, demo, wall_tokens
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import AuthSettings, child_environ
 from pipelines.spine import store
@@ -183,28 +183,28 @@ def test_wall_tokens(engine: Engine, city: City) -> None:
     accounts.create_user(engine, city, "wall", "wall", street, now_ms=T0)
     accounts.create_user(engine, city, "ops", "supervisor", street, PW, now_ms=T0)
     with pytest.raises(accounts.AccountError, match="not a wall user"):
-        accounts.issue_wall_token(engine, "ops", 30, T0)
-    token = accounts.issue_wall_token(engine, "wall", 30, T0, actor="cli:t")
-    other = accounts.issue_wall_token(engine, "wall", 1, T0)
+        wall_tokens.issue_wall_token(engine, "ops", 30, T0)
+    token = wall_tokens.issue_wall_token(engine, "wall", 30, T0, actor="cli:t")
+    other = wall_tokens.issue_wall_token(engine, "wall", 1, T0)
     assert len(token) >= 40 and token != other
-    user = accounts.verify_wall_token(engine, token, T0 + 1)
+    user = wall_tokens.verify_wall_token(engine, token, T0 + 1)
     assert user is not None and (user.username, user.scope_area_id) == ("wall", street)
-    assert accounts.verify_wall_token(engine, token + "x", T0) is None
-    assert accounts.verify_wall_token(engine, "", T0) is None
-    assert accounts.verify_wall_token(engine, other, T0 + 86_400_000 - 1) is not None
-    assert accounts.verify_wall_token(engine, other, T0 + 86_400_000) is None  # expired
+    assert wall_tokens.verify_wall_token(engine, token + "x", T0) is None
+    assert wall_tokens.verify_wall_token(engine, "", T0) is None
+    assert wall_tokens.verify_wall_token(engine, other, T0 + 86_400_000 - 1) is not None
+    assert wall_tokens.verify_wall_token(engine, other, T0 + 86_400_000) is None  # expired
     # The token is never stored in clear: scan every column of every access table.
     with engine.connect() as conn:
         for table in (store.wall_tokens, store.users, store.audit_log):
             for row in conn.execute(select(table)):
                 assert not any(token in str(v) or other in str(v) for v in row), table.name
-    assert accounts.wall_token_count(engine, "wall", T0) == 2
-    assert accounts.revoke_wall_tokens(engine, "wall", T0 + 2, actor="cli:t") == 2
-    assert accounts.verify_wall_token(engine, token, T0 + 3) is None
-    fresh = accounts.issue_wall_token(engine, "wall", 30, T0 + 4)
-    assert accounts.verify_wall_token(engine, fresh, T0 + 5) is not None
+    assert wall_tokens.wall_token_count(engine, "wall", T0) == 2
+    assert wall_tokens.revoke_wall_tokens(engine, "wall", T0 + 2, actor="cli:t") == 2
+    assert wall_tokens.verify_wall_token(engine, token, T0 + 3) is None
+    fresh = wall_tokens.issue_wall_token(engine, "wall", 30, T0 + 4)
+    assert wall_tokens.verify_wall_token(engine, fresh, T0 + 5) is not None
     accounts.disable_user(engine, "wall", now_ms=T0 + 6)
-    assert accounts.verify_wall_token(engine, fresh, T0 + 7) is None
+    assert wall_tokens.verify_wall_token(engine, fresh, T0 + 7) is None
     assert actions(engine)[-5:] == [
         "wall_token_issued",
         "wall_token_issued",
@@ -215,15 +215,15 @@ def test_wall_tokens(engine: Engine, city: City) -> None:
 
 
 def test_demo_accounts_are_idempotent(engine: Engine, city: City) -> None:
-    first = accounts.demo_accounts(engine, city, T0)
+    first = demo.demo_accounts(engine, city, T0)
     roles = {role for _u, role, _s, _p in first}
     assert roles == set(accounts.ROLES)
-    again = accounts.demo_accounts(engine, city, T0 + 1)
+    again = demo.demo_accounts(engine, city, T0 + 1)
     assert [r[:3] for r in again] == [r[:3] for r in first]
     assert len(accounts.list_users(engine)) == len(accounts.ROLES)
     for username, role, _scope, secret in again:
         if role == "wall":
-            assert accounts.verify_wall_token(engine, secret, T0 + 2) is not None
+            assert wall_tokens.verify_wall_token(engine, secret, T0 + 2) is not None
         else:
             assert accounts.authenticate(engine, AUTH, username, secret, T0 + 2).ok
     assert audit.verify(engine).ok
@@ -543,7 +543,7 @@ def test_cli_users_and_audit(db_url: tuple[str, str | None], tmp_path: Path) -> 
     assert f"/wall?token={token}" in lines[2]
     engine = open_engine(db_url)
     try:
-        user = accounts.verify_wall_token(engine, token, int(time.time() * 1000))
+        user = wall_tokens.verify_wall_token(engine, token, int(time.time() * 1000))
         assert user is not None and user.username == "screen"
     finally:
         engine.dispose()

@@ -40,7 +40,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app
 from pipelines import warnings as W
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, wall_tokens
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
@@ -260,8 +260,8 @@ def world(
         now_ms = guard.now_ms()
         wall = None
         if s.wall:  # a kiosk signs in with a real token (its session lives as long)
-            token = accounts.issue_wall_token(engine, s.username, 30, now_ms)
-            wall = accounts.check_wall_token(engine, token, now_ms)
+            token = wall_tokens.issue_wall_token(engine, s.username, 30, now_ms)
+            wall = wall_tokens.check_wall_token(engine, token, now_ms)
             assert wall is not None
         session = guard.sessions.start(
             username=s.username,

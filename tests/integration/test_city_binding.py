@@ -23,7 +23,7 @@ import redis
 from sqlalchemy import Engine, select
 
 from dashboard.app import create_app, page_module
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, demo
 from pipelines.city import binding, boundaries
 from pipelines.city.geography import City
 from pipelines.settings import GeoSettings, Settings
@@ -259,9 +259,9 @@ def test_rebind_keep_data_is_only_for_the_same_city(
 
 def test_demo_accounts_follow_the_configured_city(engine: Engine, cities: dict[str, City]) -> None:
     hz, wx = cities["hz"], cities["wx"]
-    accounts.demo_accounts(engine, hz, NOW)
+    demo.demo_accounts(engine, hz, NOW)
     binding.rebind(engine, None, "unused", wx, "discard", now_ms=NOW, actor="t")
-    rows = accounts.demo_accounts(engine, wx, NOW + 1)
+    rows = demo.demo_accounts(engine, wx, NOW + 1)
     for username, _role, scope, _secret in rows:
         assert wx.level_of(scope) is not None, (username, scope)
         assert wx.level_of(accounts.get_user(engine, username).scope_area_id) is not None

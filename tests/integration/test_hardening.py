@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from werkzeug.serving import make_server
 
 from dashboard.app import create_app
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, wall_tokens
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings, child_environ
 from tests.conftest import TEST_AUDIT_KEY, stop_processes
@@ -58,7 +58,7 @@ def app(live_settings: Settings, engine: Engine, city: City, rclient: redis.Redi
 
 @pytest.fixture
 def token(app: Dash, engine: Engine) -> str:
-    return accounts.issue_wall_token(engine, "wall1", 30, now_ms=int(time.time() * 1000))
+    return wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=int(time.time() * 1000))
 
 
 # ------------------------------------------------------------------ tokens in logs

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app
 from dashboard.auth import Principal
-from pipelines.access import accounts, policy
+from pipelines.access import accounts, policy, wall_tokens
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 from tests.clock import Clock, named
@@ -65,7 +65,7 @@ def who(app: Dash, c: Any) -> str:
 
 
 def test_a_kiosk_session_stays_on_wall_pages(app: Dash, engine: Engine) -> None:
-    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=CLOCK.now_ms)
+    token = wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=CLOCK.now_ms)
     c = app.server.test_client()
     assert c.get(f"/wall?token={token}").status_code == 302
     assert who(app, c) == "wall1"
@@ -81,7 +81,7 @@ def test_a_kiosk_session_stays_on_wall_pages(app: Dash, engine: Engine) -> None:
 
 
 def test_a_wall_token_keeps_the_signed_in_leaders_session(app: Dash, engine: Engine) -> None:
-    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=CLOCK.now_ms)
+    token = wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=CLOCK.now_ms)
     c = app.server.test_client()
     assert _login(c, "leader", "pass-word-123").status_code == 302
     assert who(app, c) == "leader"
@@ -97,7 +97,7 @@ def test_a_wall_token_keeps_the_signed_in_leaders_session(app: Dash, engine: Eng
 
 
 def test_the_switch_page_asks_and_offers_both_ways(app: Dash, engine: Engine) -> None:
-    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=CLOCK.now_ms)
+    token = wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=CLOCK.now_ms)
     guard = app.server.extensions["wangge.guard"]
     person = Principal("op<b>", "street_operator", MINE, display_name="<i>x</i>")
     with app.server.test_request_context(f"/wall?token={token}&tour=10&lang=en"):

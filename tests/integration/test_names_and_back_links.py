@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app, page_module, user_label
 from dashboard.i18n import t
-from pipelines.access import accounts, audit
+from pipelines.access import accounts, audit, demo
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings
 from tests.clock import Clock, named
@@ -46,7 +46,7 @@ def role_words() -> set[str]:
 def test_demo_accounts_are_named_like_people_and_the_role_reads_once(
     engine: Engine, city: City
 ) -> None:
-    rows = accounts.demo_accounts(engine, city, CLOCK.now_ms)
+    rows = demo.demo_accounts(engine, city, CLOCK.now_ms)
     assert {role for _, role, _, _ in rows} == set(accounts.ROLES)
     for username, role, _, _ in rows:
         user = accounts.get_user(engine, username)
@@ -68,9 +68,9 @@ def test_role_named_demo_accounts_of_an_older_database_are_renamed(
         now_ms=now,
     )  # fmt: skip
     assert user_label("市领导 (demo)", "leader", "city_leader", "zh-CN") == "leader · 市领导"
-    accounts.demo_accounts(engine, city, now + 1)
+    demo.demo_accounts(engine, city, now + 1)
     user = accounts.get_user(engine, "leader")
-    assert user is not None and user.display_name == accounts.DEMO_NAMES["city_leader"]
+    assert user is not None and user.display_name == demo.DEMO_NAMES["city_leader"]
     renamed = audit.query(engine, action="user_renamed")
     assert renamed.height == 1 and renamed["target"].to_list() == ["leader"]
     assert audit.verify(engine).ok

@@ -18,7 +18,7 @@ from dash import Dash
 from sqlalchemy import Engine
 
 from dashboard.app import create_app
-from pipelines.access import accounts, audit, sessions
+from pipelines.access import accounts, audit, sessions, wall_tokens
 from pipelines.city.geography import City, demo_city
 from pipelines.settings import Settings, child_environ
 from tests.conftest import TEST_AUDIT_KEY
@@ -232,7 +232,7 @@ def test_a_wall_screen_never_idles_and_ends_when_its_token_is_revoked(
 ) -> None:
     guard = app.server.extensions["wangge.guard"]
     now = int(clock() * 1000)
-    token = accounts.issue_wall_token(engine, "wall1", 30, now_ms=now)
+    token = wall_tokens.issue_wall_token(engine, "wall1", 30, now_ms=now)
     wall = app.server.test_client()
     assert wall.get(f"/wall?token={token}").status_code == 302
     other = app.server.test_client()
@@ -240,20 +240,20 @@ def test_a_wall_screen_never_idles_and_ends_when_its_token_is_revoked(
     clock.t += 3 * 24 * 3600  # three days unattended
     assert wall.get("/wall").status_code == 200
     assert guard.sessions.of_user("wall1") == 2
-    accounts.revoke_wall_tokens(engine, "wall1", int(clock() * 1000), sessions=guard.sessions)
+    wall_tokens.revoke_wall_tokens(engine, "wall1", int(clock() * 1000), sessions=guard.sessions)
     assert wall.get("/wall").status_code == 302 and other.get("/wall").status_code == 302
 
 
 def test_a_wall_session_ends_with_its_token(app: Dash, engine: Engine, clock: Clock) -> None:
     """Revoked where Redis was not reachable, or expired: gone at the next check."""
     now = int(clock() * 1000)
-    token = accounts.issue_wall_token(engine, "wall1", 1, now_ms=now)
+    token = wall_tokens.issue_wall_token(engine, "wall1", 1, now_ms=now)
     wall = app.server.test_client()
     assert wall.get(f"/wall?token={token}").status_code == 302
-    accounts.revoke_wall_tokens(engine, "wall1", now)  # no sessions=
+    wall_tokens.revoke_wall_tokens(engine, "wall1", now)  # no sessions=
     clock.t += sessions.RECHECK_MS / 1000
     assert wall.get("/wall").status_code == 302
-    fresh = accounts.issue_wall_token(engine, "wall1", 1, now_ms=int(clock() * 1000))
+    fresh = wall_tokens.issue_wall_token(engine, "wall1", 1, now_ms=int(clock() * 1000))
     assert wall.get(f"/wall?token={fresh}").status_code == 302
     assert wall.get("/wall").status_code == 200
     clock.t += 24 * 3600  # the token expires: so does the screen's session

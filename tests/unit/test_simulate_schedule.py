@@ -13,7 +13,7 @@ import dataclasses
 import orjson
 import pytest
 
-from pipelines.access import accounts
+from pipelines.access import demo
 from pipelines.city import geography as geo
 from pipelines.city import simulator as simulate
 from pipelines.settings import DeadlineSettings, SimulateSettings, load_settings
@@ -68,7 +68,7 @@ def test_the_default_is_60_90_120_minutes(city: geo.City) -> None:
 
 
 def test_the_demo_operators_street_gets_the_surge_and_reports(city: geo.City) -> None:
-    _, street = accounts.demo_areas(city)
+    _, street = demo.demo_areas(city)
     cfg = small(anomaly_start_min=2.0, focus_street=street)
     sim = simulate.Simulator(city, cfg, DeadlineSettings(), START)
     events = sim.advance(START + 62 * MIN)
