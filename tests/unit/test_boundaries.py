@@ -24,7 +24,7 @@ import pytest
 import shapely
 from shapely.geometry import Point, Polygon, box, mapping
 
-from pipelines.city import boundaries
+from pipelines.city import boundaries, features
 from pipelines.city import geography as geo
 from pipelines.settings import GeoSettings
 
@@ -298,11 +298,11 @@ def test_a_mercator_crs_on_degrees_is_refused(tmp_path: Path) -> None:
 
 
 def test_crs_names_are_normalised() -> None:
-    assert boundaries.crs_name(None) is None
-    assert boundaries.crs_name({"type": "name", "properties": {"name": "CRS84"}}) == "OGC:CRS84"
-    assert boundaries.crs_name({"type": "EPSG", "properties": {"code": 4326}}) == "EPSG:4326"
+    assert features.crs_name(None) is None
+    assert features.crs_name({"type": "name", "properties": {"name": "CRS84"}}) == "OGC:CRS84"
+    assert features.crs_name({"type": "EPSG", "properties": {"code": 4326}}) == "EPSG:4326"
     assert (
-        boundaries.crs_name({"type": "name", "properties": {"name": "ESRI:102100"}})
+        features.crs_name({"type": "name", "properties": {"name": "ESRI:102100"}})
         == "ESRI:102100"
     )
 
