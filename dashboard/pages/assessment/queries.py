@@ -91,16 +91,41 @@ FORMATS = {  # d3-format specifiers, the same text as ``exports.cell_text``
 }
 BEST_STYLE = {"backgroundColor": "rgba(39, 174, 96, 0.30)", "color": "#c9f7d9"}
 WORST_STYLE = {"backgroundColor": "rgba(235, 87, 87, 0.30)", "color": "#ffd6d6"}
+GAP_STYLE = {"color": "#7d8fa6", "fontStyle": "italic"}  # 样本不足 / 无数据: grey, never banded
 TEXT_WIDTH = {"name": 140, "parent": 120, "trend": 110}
+# rows without a score (too little data) are listed after the ranked ones, greyed
+ROW_CLASS_RULES = {"asm-unranked": "params.data != null && params.data.rank == null"}
+
+
+def _formatter(kind: str, col: str, lang: str) -> str:
+    """A number as the exports write it; an empty metric says why (the exports' words)."""
+    num = f"d3.format('{FORMATS[kind]}')(params.value)"
+    if col in ("rank", "score"):
+        gap = f"'{S.gap_text(col, lang)}'"
+    elif col in S.METRICS and S.METRICS[col].sampled:
+        thin, none = S.gap_text("thin", lang), S.gap_text("none", lang)
+        gap = (
+            f"((params.data && params.data.thin && params.data.thin.includes('{col}'))"
+            f" ? '{thin}' : '{none}')"
+        )
+    elif col in S.METRICS:
+        gap = f"'{S.gap_text('none', lang)}'"
+    else:
+        gap = "''"
+    return f"params.value == null ? {gap} : {num}"
 
 
 def columns(
-    level: str, lang: str, banded: dict[str, list[dict[str, Any]]] | None = None
+    level: str,
+    lang: str,
+    banded: dict[str, list[dict[str, Any]]] | None = None,
+    rule: tuple[int, float] = (5, 0.5),
 ) -> list[dict[str, Any]]:
     """AG Grid column definitions: numbers stay numbers (sortable), formatted like the
-    exports; a metric's header carries its definition; ``banded`` (from :func:`bands`)
-    colours the best and worst fifth of each column."""
-    tips = header_tooltips(lang)
+    exports; an empty cell says why (样本不足 / 无数据 / 未排名) in grey; a metric's header
+    carries its definition and the ``rule`` (min sample, min score weight); ``banded``
+    (from :func:`bands`) colours the best and worst fifth of each column."""
+    tips = header_tooltips(lang, *rule)
     out: list[dict[str, Any]] = []
     for c in [*S.shown_columns(level), "trend"]:
         col: dict[str, Any] = {"field": c, "headerName": S.column_title(c, lang, level)}
@@ -110,23 +135,30 @@ def columns(
         if kind in FORMATS:
             col |= {
                 "type": "numericColumn",
-                "valueFormatter": {
-                    "function": f"params.value == null ? '' : d3.format('{FORMATS[kind]}')"
-                    "(params.value)"
-                },
+                "valueFormatter": {"function": _formatter(kind, c, lang)},
                 "minWidth": 76,
             }
         else:
             col |= {"minWidth": TEXT_WIDTH.get(c, 90), "cellClass": f"asm-col-{c}"}
-        if banded and c in banded:
-            col["cellStyle"] = {"styleConditions": banded[c]}
+        if kind in FORMATS and c != "change":
+            gaps = [{"condition": "params.value == null", "style": GAP_STYLE}]
+            col["cellStyle"] = {"styleConditions": gaps + (banded or {}).get(c, [])}
         out.append(col)
     return out
 
 
-def header_tooltips(lang: str) -> dict[str, str]:
-    tips = {m.id: m.definition(lang) for m in S.METRICS.values()}
-    tips["score"] = S.SCORE_DEFINITION[1 if lang == "en" else 0]
+def rule_of(settings: Any) -> tuple[int, float]:
+    a = settings.assessment
+    return (a.min_sample, a.min_score_weight)
+
+
+def header_tooltips(lang: str, min_sample: int = 5, min_weight: float = 0.5) -> dict[str, str]:
+    """Each metric's definition with the fair-ranking rule (the exports' definitions)."""
+    tips = {
+        m.id: " ".join(x for x in (m.definition(lang), S.sample_rule(m.id, lang, min_sample)) if x)
+        for m in S.METRICS.values()
+    }
+    tips["score"] = S.SCORE_DEFINITION[1 if lang == "en" else 0] + S.score_rule(lang, min_weight)
     tips["trend"] = (
         "Score in each of the last periods (oldest first; · = no score)"
         if lang == "en"
