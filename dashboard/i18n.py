@@ -380,6 +380,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wfield.pending_age_s": ("最早未确认（秒）", "Oldest pending (s)"),
     "wfield.restarts_1h": ("近 1 小时重启次数", "Restarts in the last hour"),
     "work.mock_gps": ("模拟定位", "mock GPS"),
+    # empty states and tones (ux-fair): what an empty chart, list or table says
+    "empty.nodata": ("暂无数据", "No data"),
 }
 
 

@@ -118,6 +118,7 @@ def layout(**query: Any) -> Any:
         A.columns(view.level, lang, rule=A.rule_of(b.settings)),
         "100%",
         rowClassRules=A.ROW_CLASS_RULES,
+        overlayNoRowsTemplate=t("empty.nodata", lang),
     )
     return html.Div(
         [
