@@ -325,6 +325,37 @@ def ticker_list(rows: list[dict[str, Any]], lang: str, n: int = 6) -> list[Any]:
     ]
 
 
+WATER_STYLE = {
+    "color": "#2b7bb9",
+    "weight": 1,
+    "fillColor": "#0f4f80",
+    "fillOpacity": 0.6,
+    "dashArray": "4 3",
+}
+
+
+def water_layers(water: dict[str, Any], geo_kw: dict[str, Any]) -> list[Any]:
+    """Named water (pipelines/city/water.py): a blue shape that takes no clicks, and its
+    name on it, so a gap between districts never reads as missing data."""
+    out: list[Any] = [dl.GeoJSON(data=water, style=WATER_STYLE, interactive=False, **geo_kw)]
+    for f in water["features"]:
+        lon, lat = f["properties"]["label"]
+        name = str(f["properties"]["n"])
+        out.append(
+            dl.DivMarker(
+                position=[lat, lon],
+                interactive=False,
+                iconOptions={
+                    "className": "wg-water-label",
+                    "html": name,
+                    "iconSize": [120, 20],
+                    "iconAnchor": [60, 10],
+                },
+            )
+        )
+    return out
+
+
 def leaflet_map(
     map_id: str,
     geo_id: str,
@@ -335,6 +366,7 @@ def leaflet_map(
     gcj02: bool,
     markers_id: str | None = None,
     zoom_control: bool = True,
+    water: dict[str, Any] | None = None,
 ) -> dl.Map:
     layers: list[Any] = []
     if tile_url:
@@ -342,6 +374,8 @@ def leaflet_map(
     geo_kw: dict[str, Any] = {}
     if gcj02:
         geo_kw["coordsToLatLng"] = {"variable": "wangge.map.gcj02"}
+    if water and water.get("features"):
+        layers.extend(water_layers(water, geo_kw))
     layers.append(
         dl.GeoJSON(
             id=geo_id,
