@@ -334,20 +334,30 @@ WATER_STYLE = {
 }
 
 
-def water_layers(water: dict[str, Any], geo_kw: dict[str, Any]) -> list[Any]:
+def _rings(geometry: dict[str, Any]) -> list[list[list[list[float]]]]:
+    """GeoJSON (Multi)Polygon → Leaflet polygons: rings of [lat, lon]."""
+    polys = (
+        geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+    )
+    return [[[[lat, lon] for lon, lat in ring] for ring in poly] for poly in polys]
+
+
+def water_layers(water: dict[str, Any]) -> list[Any]:
     """Named water (pipelines/city/water.py): a blue shape that takes no clicks, and its
-    name on it, so a gap between districts never reads as missing data."""
-    out: list[Any] = [dl.GeoJSON(data=water, style=WATER_STYLE, interactive=False, **geo_kw)]
+    name on it, so a gap between districts never reads as missing data. Drawn only without
+    a tile layer (tiles show the real water)."""
+    out: list[Any] = []
     for f in water["features"]:
+        for rings in _rings(f["geometry"]):
+            out.append(dl.Polygon(positions=rings, interactive=False, **WATER_STYLE))
         lon, lat = f["properties"]["label"]
-        name = str(f["properties"]["n"])
         out.append(
             dl.DivMarker(
                 position=[lat, lon],
                 interactive=False,
                 iconOptions={
                     "className": "wg-water-label",
-                    "html": name,
+                    "html": str(f["properties"]["n"]),
                     "iconSize": [120, 20],
                     "iconAnchor": [60, 10],
                 },
@@ -374,8 +384,8 @@ def leaflet_map(
     geo_kw: dict[str, Any] = {}
     if gcj02:
         geo_kw["coordsToLatLng"] = {"variable": "wangge.map.gcj02"}
-    if water and water.get("features"):
-        layers.extend(water_layers(water, geo_kw))
+    if water and water.get("features") and not tile_url:
+        layers.extend(water_layers(water))
     layers.append(
         dl.GeoJSON(
             id=geo_id,

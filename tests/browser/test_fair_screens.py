@@ -92,7 +92,7 @@ def test_assessment_screens(
 
 
 def test_thin_cells_are_words_never_banded_and_unranked_last(
-    chrome: Any, server_url: str, history: S.Period, city_small: City
+    chrome: Any, server_url: str, history: S.Period, city_small: City, artifacts: Path
 ) -> None:
     if TAG == "before":
         pytest.skip("shooting the old code")
@@ -119,11 +119,24 @@ def test_thin_cells_are_words_never_banded_and_unranked_last(
                 assert cell["bg"] in ("rgba(0, 0, 0, 0)", "transparent"), (col, cell)
             assert cell is None or cell["text"] != "", (col, r)  # never a blank cell
     assert seen_gap  # this sparse street has thin cells
+    # a single day in English: most grids have too few reports to be ranked
+    day = history.last.isoformat()
+    d.get(f"{server_url}/lang/en")  # the language cookie (reset below)
+    d.get(f"{server_url}/assessment?level=grid&period={day}&area=320102")
+    wait(d).until(lambda d: len(cells(d)) >= 5 and "Too few" in str(cells(d)))
+    rows = cells(d)
+    unranked = [r for r in rows if r["rank"]["text"] == "Unranked"]
+    assert unranked and all(r["_grey"] for r in unranked)
+    assert rows[-len(unranked) :] == unranked  # listed after the ranked ones
+    assert all(r["score"]["text"] == "Not enough data" for r in unranked)
+    shot(d, artifacts, "fair-asm-day-en")
+    assert "level=grid" in d.current_url and day in d.current_url
     # the table fills the screen below the toolbar (no half-empty page)
     bottom = d.execute_script(
         "return document.querySelector('#asm-table').getBoundingClientRect().bottom;"
     )
     assert bottom > 1080 * 0.85, bottom
+    d.get(f"{server_url}/lang/zh-CN")
 
 
 def test_panorama_screens(chrome: Any, server_url: str, city_small: City, artifacts: Path) -> None:

@@ -36,7 +36,14 @@ def test_the_map_draws_and_names_it(city: City, lang: str, name: str) -> None:
     fc = water_geojson(demo_water(city), lang)
     m = leaflet_map("m", "g", "/geo/area/x.json", (118.8, 32.0), 9, "", False, water=fc)
     layers = m.children
-    shapes = [x for x in layers if getattr(x, "data", None) is fc]
+    shapes = [x for x in layers if type(x).__name__ == "Polygon"]
     labels = [x for x in layers if type(x).__name__ == "DivMarker"]
     assert len(shapes) == 1 and shapes[0].interactive is False
     assert [x.iconOptions["html"] for x in labels] == [name]
+    ring = shapes[0].positions[0]
+    assert all(31 < lat < 33 and 118 < lon < 120 for lat, lon in ring)  # [lat, lon]
+    # with map tiles the real water shows: nothing drawn on top
+    tiled = leaflet_map(
+        "m", "g", "/x.json", (118.8, 32.0), 9, "/tiles/{z}/{x}/{y}.png", False, water=fc
+    )
+    assert not [x for x in tiled.children if type(x).__name__ in ("Polygon", "DivMarker")]

@@ -159,6 +159,13 @@ def test_banding_never_touches_a_cell_without_data() -> None:
         assert ("样本不足" in fmt) == (m in S.METRICS and S.METRICS[m].sampled)
 
 
+def test_only_scored_metrics_are_banded() -> None:
+    rows = [{"row_id": str(i), "score": float(i), "reports": i, "resolve_ontime": i * 10.0}
+            for i in range(10)]  # fmt: skip
+    banded = A.bands(rows, {"reports": 0.0, "resolve_ontime": 10.0})
+    assert set(banded) == {"score", "resolve_ontime"}  # reports count for nothing
+
+
 @pytest.mark.parametrize("lang", ["zh-CN", "en"])
 def test_the_rule_is_written_into_the_definitions(lang: str) -> None:
     tips = A.header_tooltips(lang, 7, 0.6)

@@ -77,7 +77,9 @@ def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
         b.r.set(key, json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
     return (
         A.table_data(shown.rows),
-        A.columns(view.level, lang, A.bands(shown.rows), A.rule_of(b.settings)),
+        A.columns(
+            view.level, lang, A.bands(shown.rows, S.weights(b.settings)), A.rule_of(b.settings)
+        ),
         title(shown, b, lang),
         crumbs(b, p.scope, view),
         token,

@@ -117,8 +117,8 @@ def layout(**query: Any) -> Any:
         ids.ASM_TABLE,
         A.columns(view.level, lang, rule=A.rule_of(b.settings)),
         "100%",
-        rowClassRules=A.ROW_CLASS_RULES,
-        overlayNoRowsTemplate=t("empty.nodata", lang),
+        row_class_rules=A.ROW_CLASS_RULES,
+        localeText={"noRowsToShow": t("empty.nodata", lang)},
     )
     return html.Div(
         [

@@ -168,11 +168,16 @@ def header_tooltips(lang: str, min_sample: int = 5, min_weight: float = 0.5) -> 
     return tips
 
 
-def bands(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def bands(
+    rows: list[dict[str, Any]], weights: dict[str, float] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Per column, the conditions that colour the best fifth green and the worst fifth red
-    (by each metric's direction), when there are at least 5 rows with values."""
+    (by each metric's direction), when there are at least 5 rows with values. With
+    ``weights``, only the score and the metrics that count in it are banded (a count such as
+    reports is not good or bad in itself)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for c in ["score", *S.METRIC_IDS]:
+    cols = [m for m in S.METRIC_IDS if weights is None or weights.get(m, 0.0) > 0]
+    for c in ["score", *cols]:
         vals = sorted(float(r[c]) for r in rows if r.get(c) is not None)
         if len(vals) < 5 or vals[0] == vals[-1]:
             continue
