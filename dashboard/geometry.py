@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from pipelines.city.geography import City, level_geojson
+from pipelines.city.water import demo_water, water_geojson
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,14 @@ class GeometryCache:
         with self._lock:
             self._blobs[key] = blob
         return blob
+
+
+def city_water(b: Any, lang: str) -> dict[str, Any] | None:
+    """The demo city's named water (长江) for the maps, built once per process and
+    language; None for an imported city (its own data says where water is)."""
+    if b.settings.geo.source != "demo":
+        return None
+    built: dict[str, Any] = b.cache.local_only(
+        f"water:{lang}", 86_400.0, lambda: water_geojson(demo_water(b.city), lang)
+    )
+    return built

@@ -503,6 +503,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     ),
     "wall.switch.yes": ("切换为大屏", "Switch to the wall"),
     "wall.switch.no": ("保持当前登录", "Stay signed in"),
+    # empty states and tones (ux-fair): what an empty chart, list or table says
+    "empty.nodata": ("暂无数据", "No data"),
 }
 
 

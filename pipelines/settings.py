@@ -292,6 +292,8 @@ class AssessmentSettings:
     snapshot_grace_hours: float = 24.0  # a period is final (snapshotted) this long after it ends
     sparkline_periods: int = 6  # periods shown in a row's trend
     pdf_font: str = ""  # CJK TrueType font the PDF embeds ("" = a system font; path#index)
+    min_sample: int = 5  # a rate / time metric counts from this many incidents (or warnings)
+    min_score_weight: float = 0.5  # a score needs metrics with data worth this share of weight
     w_self_found: float = 5.0
     w_accept_ontime: float = 10.0
     w_dispatch_ontime: float = 5.0

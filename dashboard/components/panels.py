@@ -9,6 +9,7 @@ import dash_leaflet as dl
 import plotly.io as pio
 from dash import dcc, html
 
+from dashboard.components.charts import count_axis, empty_figure, empty_note, is_empty, tone
 from dashboard.i18n import t
 from dashboard.pages.panorama.queries import WARN_LEVELS, AreaView, hour_labels
 from pipelines.spine.events import CATEGORIES, VIDEO_LABELS
@@ -117,7 +118,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
         _tile(
             t("kpi.grid_share", lang),
             fmt_pct(k.get("grid_share")),
-            cls="good",
+            cls=tone("grid_share", k.get("grid_share"), k.get("closed")),
             sub=f"{fmt_int(k.get('closed'))} 结案"
             if lang != "en"
             else f"of {fmt_int(k.get('closed'))} closed",
@@ -134,6 +135,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
         _tile(
             t("kpi.coverage", lang),
             fmt_pct(k.get("coverage")),
+            cls=tone("coverage", k.get("coverage"), k.get("grids")),
             sub=f"{fmt_int(k.get('patrolled'))} / {fmt_int(k.get('grids'))}",
         ),
         _tile(t("kpi.video", lang), fmt_int(k.get("video"))),
@@ -196,6 +198,9 @@ def _layout(size: int, **over: Any) -> dict[str, Any]:
 
 
 def trend_figure(trend: dict[str, Any], lang: str, tz: str, size: int = 12) -> dict[str, Any]:
+    reports, video = trend.get("reports", []), trend.get("video", [])
+    if is_empty(reports) and is_empty(video):
+        return empty_figure(lang, size)
     x = hour_labels(trend.get("hours", []), tz)
     w = 3 if size > 14 else 2
     return {
@@ -219,13 +224,15 @@ def trend_figure(trend: dict[str, Any], lang: str, tz: str, size: int = 12) -> d
                 "line": {"color": "#bb86fc", "width": w},
             },
         ],
-        "layout": _layout(size),
+        "layout": _layout(size, yaxis=count_axis([*reports, *video])),
     }
 
 
 def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[str, Any]:
     cats = list(CATEGORIES)
     v = [counts.get(c, 0) for c in cats]
+    if is_empty(v):
+        return empty_figure(lang, size)
     bar = {
         "type": "bar",
         "x": v,
@@ -242,12 +249,16 @@ def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[s
         showlegend=False,
         margin={"l": size * 6, "r": 8, "t": 4, "b": size + 8},
         yaxis={"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)"},
+        xaxis=count_axis(v),
     )
+    lay["xaxis"].pop("nticks", None)  # the count axis sets its own whole ticks
     return {"data": [bar], "layout": lay}
 
 
 def label_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[str, Any]:
     labels = list(VIDEO_LABELS)
+    if is_empty([counts.get(v, 0) for v in labels]):
+        return empty_figure(lang, size)
     pie = {
         "type": "pie",
         "labels": [t(f"label.{v}", lang) for v in labels],
@@ -264,7 +275,12 @@ def label_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[str,
     return {"data": [pie], "layout": lay}
 
 
-def hotspot_list(items: list[dict[str, Any]], metric: str, base: str = "/area/") -> html.Ul:
+def hotspot_list(
+    items: list[dict[str, Any]], metric: str, base: str = "/area/", lang: str = "zh-CN"
+) -> Any:
+    if not items:
+        return empty_note(lang)
+
     def value(v: float) -> str:
         return f"{v * 100:.0f}%" if metric == "coverage" else fmt_int(v)
 
@@ -294,6 +310,8 @@ def ticker_text(row: dict[str, Any], lang: str) -> str:
 
 
 def ticker_list(rows: list[dict[str, Any]], lang: str, n: int = 6) -> list[Any]:
+    if not rows:
+        return [empty_note(lang)]
     return [
         html.Div(
             [
@@ -306,6 +324,47 @@ def ticker_list(rows: list[dict[str, Any]], lang: str, n: int = 6) -> list[Any]:
     ]
 
 
+WATER_STYLE = {
+    "color": "#2b7bb9",
+    "weight": 1,
+    "fillColor": "#0f4f80",
+    "fillOpacity": 0.6,
+    "dashArray": "4 3",
+}
+
+
+def _rings(geometry: dict[str, Any]) -> list[list[list[list[float]]]]:
+    """GeoJSON (Multi)Polygon → Leaflet polygons: rings of [lat, lon]."""
+    polys = (
+        geometry["coordinates"] if geometry["type"] == "MultiPolygon" else [geometry["coordinates"]]
+    )
+    return [[[[lat, lon] for lon, lat in ring] for ring in poly] for poly in polys]
+
+
+def water_layers(water: dict[str, Any]) -> list[Any]:
+    """Named water (pipelines/city/water.py): a blue shape that takes no clicks, and its
+    name on it, so a gap between districts never reads as missing data. Drawn only without
+    a tile layer (tiles show the real water)."""
+    out: list[Any] = []
+    for f in water["features"]:
+        for rings in _rings(f["geometry"]):
+            out.append(dl.Polygon(positions=rings, interactive=False, **WATER_STYLE))
+        lon, lat = f["properties"]["label"]
+        out.append(
+            dl.DivMarker(
+                position=[lat, lon],
+                interactive=False,
+                iconOptions={
+                    "className": "wg-water-label",
+                    "html": str(f["properties"]["n"]),
+                    "iconSize": [120, 20],
+                    "iconAnchor": [60, 10],
+                },
+            )
+        )
+    return out
+
+
 def leaflet_map(
     map_id: str,
     geo_id: str,
@@ -316,6 +375,7 @@ def leaflet_map(
     gcj02: bool,
     markers_id: str | None = None,
     zoom_control: bool = True,
+    water: dict[str, Any] | None = None,
 ) -> dl.Map:
     layers: list[Any] = []
     if tile_url:
@@ -323,6 +383,8 @@ def leaflet_map(
     geo_kw: dict[str, Any] = {}
     if gcj02:
         geo_kw["coordsToLatLng"] = {"variable": "wangge.map.gcj02"}
+    if water and water.get("features") and not tile_url:
+        layers.extend(water_layers(water))
     layers.append(
         dl.GeoJSON(
             id=geo_id,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.assessment.metrics import METRIC_IDS, METRICS
+from pipelines.assessment.metrics import METRIC_IDS, METRICS, SAMPLED, n_col
 from pipelines.assessment.periods import Period, parse_period
 from pipelines.assessment.scorecards import Scorecard
 
@@ -57,6 +57,8 @@ def display_rows(card: Scorecard) -> list[dict[str, Any]]:
         }
         for m in METRIC_IDS:
             row[m] = display_value(m, r[m])
+        # a sampled metric without a value but with a sample: too few to count (the rule)
+        row["thin"] = [m for m in SAMPLED if r[m] is None and (r.get(n_col(m)) or 0) > 0]
         row["trend"] = sparkline(r["trend"] or [])
         out.append(row)
     return out
@@ -84,6 +86,30 @@ FIXED_TITLES = {
     "change": ("环比变化", "Change"),
     "trend": ("近期趋势", "Trend"),
 }
+
+
+GAPS = {  # what an empty cell says (page and exports alike)
+    "thin": ("样本不足", "Too few"),
+    "none": ("无数据", "No data"),
+    "rank": ("未排名", "Unranked"),
+    "score": ("数据不足", "Not enough data"),
+}
+
+
+def gap_text(kind: str, lang: str) -> str:
+    return GAPS[kind][1 if lang == "en" else 0]
+
+
+def gap_of(row: dict[str, Any], col: str) -> str | None:
+    """Why a shown row's cell is empty (a key of GAPS), or None when it has a value or is
+    a column where empty needs no words (change, trend, parent)."""
+    if row.get(col) is not None:
+        return None
+    if col in ("rank", "score"):
+        return col
+    if col in METRICS:
+        return "thin" if col in (row.get("thin") or []) else "none"
+    return None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo
 
 from pipelines import assessment as S
 from pipelines.assessment import pdf_font
+from pipelines.assessment.display import gap_of, gap_text
+from pipelines.assessment.metrics import sample_rule, score_rule
 from pipelines.city.geography import City
 from pipelines.settings import Settings
 
@@ -137,6 +139,8 @@ def cell_text(kind: str, v: Any) -> str:
     """How a value is written where only text exists (PDF; the page uses the same)."""
     if v is None:
         return "—"
+    if isinstance(v, str):
+        return v
     if kind == "int":
         return str(int(v))
     if kind == "num1":
@@ -144,6 +148,12 @@ def cell_text(kind: str, v: Any) -> str:
     if kind == "signed1":
         return f"{float(v) + 0.0:+.1f}"  # + 0.0: never "-0.0"
     return str(v)
+
+
+def shown_cell(row: dict[str, Any], col: str, lang: str) -> Any:
+    """A shown value, or the words for why it is empty (样本不足, 无数据, 未排名 …)."""
+    gap = gap_of(row, col)
+    return row[col] if gap is None else gap_text(gap, lang)
 
 
 def level_title(level: str, lang: str) -> str:
@@ -162,8 +172,18 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
     tz = ZoneInfo(settings.live.timezone)
     generated = datetime.fromtimestamp(card.generated_ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
     w = S.weights(settings)
+    a = settings.assessment
     defs = [
-        (m.name(lang), m.unit_label(lang) or "—", f"{w[m.id]:g}", m.definition(lang, settings))
+        (
+            m.name(lang),
+            m.unit_label(lang) or "—",
+            f"{w[m.id]:g}",
+            " ".join(
+                x
+                for x in (m.definition(lang, settings), sample_rule(m.id, lang, a.min_sample))
+                if x
+            ),
+        )
         for m in S.METRICS.values()
     ]
     final = ("（已定稿）" if lang != "en" else " (final)") if card.final else ""
@@ -174,9 +194,11 @@ def build_table(shown: S.Shown, city: City, settings: Settings, lang: str) -> Ex
         generated=generated,
         lang=lang,
         columns=columns,
-        rows=[[r[c] for c in cols] for r in rows],
+        rows=[[shown_cell(r, c, lang) for c in cols] for r in rows],
         definitions=defs,
-        score_definition=S.score_definition(lang, settings),
+        score_definition=S.score_definition(lang, settings)
+        + (" " if lang == "en" else "")
+        + score_rule(lang, a.min_score_weight),
         chart=[(str(r["name"]), float(r["score"])) for r in rows if r["score"] is not None],
         generated_ms=card.generated_ms,
         pdf_font=settings.assessment.pdf_font,
@@ -224,8 +246,8 @@ def to_xlsx(t: ExportTable, progress: Progress = no_progress) -> bytes:
         for j, (c, v) in enumerate(zip(t.columns, row, strict=True)):
             if v is None:
                 ws.write_blank(i, j, None, fmts[c.kind])
-            elif c.kind == "text":
-                ws.write_string(i, j, str(neutralise(v)), fmts["text"])
+            elif c.kind == "text" or isinstance(v, str):  # a name, or why a number is missing
+                ws.write_string(i, j, str(neutralise(v)), fmts[c.kind])
             else:
                 ws.write_number(i, j, float(v), fmts[c.kind])
     ws.freeze_panes(header_row + 1, 2)

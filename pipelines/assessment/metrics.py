@@ -56,6 +56,11 @@ class Metric:
         u = self.unit_label(lang)
         return f"{self.name(lang)}({u})" if u else self.name(lang)
 
+    @property
+    def sampled(self) -> bool:
+        """A share or time over incidents (or warnings): it needs a minimum sample."""
+        return self.source in ("incidents", "warnings") and self.id != "reports"
+
 
 _M = Metric
 
@@ -195,6 +200,32 @@ def score_definition(lang: str, settings: Settings) -> str:
     return fill(SCORE_DEFINITION[1 if lang == "en" else 0], settings, lang)
 
 
+SAMPLE_RULE = (
+    "分母少于 {n} 件时显示“样本不足”，不计入综合得分，也不标最好/最差着色；"
+    "分母为 0 时显示“无数据”。",
+    "With fewer than {n} incidents (warnings) in the denominator the cell shows “Too few”, "
+    "is left out of the score and never coloured best or worst; with none, “No data”.",
+)
+SCORE_RULE = (
+    "只有数据充足的指标权重合计达到总权重的 {share:.0%} 时才计算综合得分并排名；"
+    "其余区域列在已排名区域之后，不排名（灰色）。",
+    "An area is scored and ranked only when its metrics with enough data carry at least "
+    "{share:.0%} of the total weight; the others are listed after the ranked ones, unranked "
+    "(grey).",
+)
+
+
+def sample_rule(metric_id: str, lang: str, min_sample: int) -> str:
+    """The fair-ranking rule of a metric ('' for metrics measured over time, not samples)."""
+    if not METRICS[metric_id].sampled:
+        return ""
+    return SAMPLE_RULE[1 if lang == "en" else 0].format(n=min_sample)
+
+
+def score_rule(lang: str, min_weight: float) -> str:
+    return SCORE_RULE[1 if lang == "en" else 0].format(share=min_weight)
+
+
 def weights(settings: Settings) -> dict[str, float]:
     return {m: settings.assessment.weight(m) for m in METRICS}
 
@@ -290,9 +321,44 @@ INCIDENT_AGGS: dict[str, Callable[[], pl.Expr]] = {
 }
 
 
+def n_col(metric_id: str) -> str:
+    """The column holding a sampled metric's sample size (its denominator)."""
+    return f"n_{metric_id}"
+
+
+SAMPLED = [m.id for m in METRICS.values() if m.sampled]
+N_COLS = [n_col(m) for m in SAMPLED]
+
+
+def _sample(metric_id: str) -> pl.Expr:
+    basis = METRICS[metric_id].basis
+    n = pl.len() if basis is None else pl.col(basis).cast(pl.Int64).sum()
+    return n.cast(pl.Int64)
+
+
 def incident_metrics(flags: pl.LazyFrame, key: str) -> pl.LazyFrame:
-    """Per ``key`` (district_id / street_id / grid_id / worker_id): the incident metrics."""
-    return flags.group_by(key).agg(**{m: agg().alias(m) for m, agg in INCIDENT_AGGS.items()})
+    """Per ``key`` (district_id / street_id / grid_id / worker_id): the incident metrics and,
+    per sampled metric, its sample size (``n_<metric>``)."""
+    samples = {n_col(m): _sample(m) for m in INCIDENT_AGGS if m in SAMPLED}
+    return flags.group_by(key).agg(
+        **{m: agg().alias(m) for m, agg in INCIDENT_AGGS.items()}, **samples
+    )
+
+
+def thin_out(frame: pl.LazyFrame, min_sample: int) -> pl.LazyFrame:
+    """The fair-ranking rule: a sampled metric whose sample is below ``min_sample`` has no
+    value (shown as too few, never scored or banded). Missing sample sizes count as 0."""
+    cols = frame.collect_schema().names()
+    present = [m for m in SAMPLED if m in cols]
+    return frame.with_columns(
+        [pl.col(n_col(m)).fill_null(0).cast(pl.Int64) for m in present if n_col(m) in cols]
+    ).with_columns(
+        [
+            pl.when(pl.col(n_col(m)) >= min_sample).then(pl.col(m)).alias(m)
+            for m in present
+            if n_col(m) in cols
+        ]
+    )
 
 
 def patrol_coverage(
@@ -337,7 +403,10 @@ def warning_ack(warns: pl.LazyFrame, key: str, as_of_ms: int, ack_s: float) -> p
         warns.drop_nulls(key)
         .with_columns(counted=counted, ok=ok)
         .group_by(key)
-        .agg(warning_ack=pl.col("ok").cast(pl.Float64).filter(pl.col("counted")).mean())
+        .agg(
+            warning_ack=pl.col("ok").cast(pl.Float64).filter(pl.col("counted")).mean(),
+            n_warning_ack=pl.col("counted").cast(pl.Int64).sum(),
+        )
     )
 
 
@@ -351,14 +420,19 @@ def goodness(metric_id: str, ref_hours: float) -> pl.Expr:
     return col if m.higher_better else 1.0 - col
 
 
-def with_score(frame: pl.LazyFrame, w: dict[str, float], ref_hours: float) -> pl.LazyFrame:
-    """Adds ``score`` (0–100): the weighted mean goodness of the metrics that have data."""
+def with_score(
+    frame: pl.LazyFrame, w: dict[str, float], ref_hours: float, min_weight: float = 0.0
+) -> pl.LazyFrame:
+    """Adds ``score`` (0–100): the weighted mean goodness of the metrics that have data —
+    only when their weights reach ``min_weight`` (a share) of the total weight."""
     parts = [(goodness(m, ref_hours), wt) for m, wt in w.items() if wt > 0]
     if not parts:
         return frame.with_columns(score=pl.lit(None, pl.Float64))
+    total = sum(wt for _, wt in parts)
     num = pl.sum_horizontal([g.fill_null(0.0) * wt for g, wt in parts])
     den = pl.sum_horizontal([pl.when(g.is_not_null()).then(wt).otherwise(0.0) for g, wt in parts])
-    return frame.with_columns(score=pl.when(den > 0).then(100.0 * num / den))
+    enough = (den > 0) & (den >= min_weight * total - 1e-9)
+    return frame.with_columns(score=pl.when(enough).then(100.0 * num / den))
 
 
 def rank_rows(frame: pl.DataFrame) -> pl.DataFrame:

@@ -26,12 +26,14 @@ from pipelines.assessment.metrics import (
     LEVELS,
     METRIC_IDS,
     METRICS,
+    N_COLS,
     incident_flags,
     incident_metrics,
     online_rate,
     patrol_coverage,
     rank_rows,
     rules_of,
+    thin_out,
     warning_ack,
     weights,
     with_score,
@@ -161,7 +163,9 @@ def compute(
         online = online_rate(
             inputs.online, roster.select("worker_id", key=pl.col("worker_id")), "key", slots
         ).rename({"key": "row_id"})
-        warn = pl.LazyFrame(schema={"row_id": pl.String, "warning_ack": pl.Float64})
+        warn = pl.LazyFrame(
+            schema={"row_id": pl.String, "warning_ack": pl.Float64, "n_warning_ack": pl.Int64}
+        )
     else:
         grids = city.grids.lazy().select("grid_id", pl.col(key).alias("row_id"))
         cover = patrol_coverage(inputs.visits, grids, "row_id", n_days)
@@ -180,8 +184,9 @@ def compute(
     )
     if level == "worker" and n_days:  # no day begun (on the record): no coverage, null
         out = out.with_columns(pl.col("patrol_coverage").fill_null(0.0).cast(pl.Float64))
-    out = with_score(out, weights(settings), a.handling_ref_hours)
-    cols = ["row_id", "name", "parent_id", "parent", *METRIC_IDS, "score"]
+    out = thin_out(out, a.min_sample)
+    out = with_score(out, weights(settings), a.handling_ref_hours, a.min_score_weight)
+    cols = ["row_id", "name", "parent_id", "parent", *METRIC_IDS, *N_COLS, "score"]
     return out.select(cols).collect()
 
 
@@ -199,8 +204,11 @@ def read_snapshot(engine: Engine, period: Period, level: str) -> pl.DataFrame | 
         return None
     values = [json.loads(m) for m in f["metrics"].to_list()]
     mf = pl.DataFrame(
-        {m: [v.get(m) for v in values] for m in METRIC_IDS},
-        schema={m: pl.Int64 if METRICS[m].unit == "count" else pl.Float64 for m in METRIC_IDS},
+        {m: [v.get(m) for v in values] for m in [*METRIC_IDS, *N_COLS]},
+        schema={
+            **{m: pl.Int64 if METRICS[m].unit == "count" else pl.Float64 for m in METRIC_IDS},
+            **dict.fromkeys(N_COLS, pl.Int64),
+        },
     )
     return pl.concat(
         [f.select("row_id", "name", "parent_id", "parent"), mf, f.select("score")],
@@ -222,7 +230,7 @@ def write_snapshot(
             "name": r["name"],
             "parent_id": r["parent_id"],
             "parent": r["parent"],
-            "metrics": json.dumps({m: r[m] for m in METRIC_IDS}, allow_nan=False),
+            "metrics": json.dumps({m: r[m] for m in [*METRIC_IDS, *N_COLS]}, allow_nan=False),
             "score": r["score"],
             "rules": rules_json,
             "computed_ms": now_ms,

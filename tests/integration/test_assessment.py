@@ -145,7 +145,7 @@ def test_exports_round_trip_to_exactly_the_shown_rows(
     shown = _shown(engine, city, live_settings)
     cols = S.shown_columns("street")
     kinds = [E.column_kind(c) for c in cols]
-    expect = [[r[c] for c in cols] for r in shown.rows]
+    expect = [[E.shown_cell(r, c, "zh-CN") for c in cols] for r in shown.rows]
     # XLSX: title, period, generated-at, frozen header, number formats, definitions sheet
     x = E.export_shown(shown, city, live_settings, "xlsx")
     wb = openpyxl.load_workbook(io.BytesIO(x.data))
@@ -311,7 +311,9 @@ def test_page_export_is_the_shown_table_role_checked_rate_limited_and_audited(
             )
         )
         cols = S.shown_columns("street")
-        assert [list(r) for r in rows] == [[row[c] for c in cols] for row in data]
+        assert [list(r) for r in rows] == [
+            [E.shown_cell(row, c, "zh-CN") for c in cols] for row in data
+        ]
         # the page: the bar at 100 %, the message, then the file downloads
         outs = page.watch(job, "zh-CN")
         assert outs[:3] == (None, job.id, True) and "已导出" in outs[5]

@@ -302,8 +302,7 @@ def test_crs_names_are_normalised() -> None:
     assert features.crs_name({"type": "name", "properties": {"name": "CRS84"}}) == "OGC:CRS84"
     assert features.crs_name({"type": "EPSG", "properties": {"code": 4326}}) == "EPSG:4326"
     assert (
-        features.crs_name({"type": "name", "properties": {"name": "ESRI:102100"}})
-        == "ESRI:102100"
+        features.crs_name({"type": "name", "properties": {"name": "ESRI:102100"}}) == "ESRI:102100"
     )
 
 

@@ -77,7 +77,7 @@ def render(query: dict[str, Any] | None, lang: str) -> tuple[Any, ...]:
         b.r.set(key, json.dumps(payload, ensure_ascii=False), px=TOKEN_TTL_MS)
     return (
         A.table_data(shown.rows),
-        A.columns(view.level, lang, b.settings, A.bands(shown.rows)),
+        A.columns(view.level, lang, b.settings, A.bands(shown.rows, S.weights(b.settings))),
         title(shown, b, lang),
         crumbs(b, p.scope, view),
         token,

@@ -38,6 +38,7 @@ def grid(
     columns: list[dict[str, Any]],
     height: str,
     rows: list[dict[str, Any]] | None = None,
+    row_class_rules: dict[str, str] | None = None,
     **options: Any,
 ) -> Any:
     """A sortable, dark AG Grid whose rows keep their ``id`` (clicks name the row)."""
@@ -62,6 +63,7 @@ def grid(
         },
         style={"height": height, "width": "100%"},
         className="asm-grid",
+        rowClassRules=row_class_rules or {},
     )
 
 

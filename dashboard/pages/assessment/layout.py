@@ -79,8 +79,10 @@ def layout(**query: Any) -> Any:
                 max_date_allowed=datetime.fromtimestamp(now / 1000, ZoneInfo(tz))
                 .date()
                 .isoformat(),
-                style={"display": "block" if kind == "range" else "none"},
+                style={"display": "inline-block" if kind == "range" else "none"},
                 className="asm-range",
+                first_day_of_week=1,
+                month_format="YYYY年M月" if lang != "en" else "MMMM YYYY",
             ),
             dcc.RadioItems(
                 id=ids.ASM_LEVEL,
@@ -111,7 +113,13 @@ def layout(**query: Any) -> Any:
         ],
         className="pan-toolbar asm-toolbar",
     )
-    table = grid(ids.ASM_TABLE, A.columns(view.level, lang, b.settings), "calc(100vh - 330px)")
+    table = grid(
+        ids.ASM_TABLE,
+        A.columns(view.level, lang, b.settings),
+        "100%",
+        row_class_rules=A.ROW_CLASS_RULES,
+        localeText={"noRowsToShow": t("empty.nodata", lang)},
+    )
     return html.Div(
         [
             dcc.Store(id=ids.ASM_VIEW, data=view_data(view)),
@@ -131,7 +139,9 @@ def layout(**query: Any) -> Any:
             html.Div(
                 [
                     html.P(t("asm.hint", lang), className="wg-muted asm-hint"),
-                    dcc.Loading(table, type="dot", color="#41c7ff"),
+                    dcc.Loading(
+                        table, type="dot", color="#41c7ff", parent_className="asm-table-wrap"
+                    ),
                 ],
                 className="wg-panel asm-main",
             ),

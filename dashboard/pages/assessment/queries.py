@@ -93,7 +93,28 @@ FORMATS = {  # d3-format specifiers, the same text as ``exports.cell_text``
 }
 BEST_STYLE = {"backgroundColor": "rgba(39, 174, 96, 0.30)", "color": "#c9f7d9"}
 WORST_STYLE = {"backgroundColor": "rgba(235, 87, 87, 0.30)", "color": "#ffd6d6"}
+GAP_STYLE = {"color": "#7d8fa6", "fontStyle": "italic"}  # 样本不足 / 无数据: grey, never banded
 TEXT_WIDTH = {"name": 140, "parent": 120, "trend": 110}
+# rows without a score (too little data) are listed after the ranked ones, greyed
+ROW_CLASS_RULES = {"asm-unranked": "params.data != null && params.data.rank == null"}
+
+
+def _formatter(kind: str, col: str, lang: str) -> str:
+    """A number as the exports write it; an empty metric says why (the exports' words)."""
+    num = f"d3.format('{FORMATS[kind]}')(params.value)"
+    if col in ("rank", "score"):
+        gap = f"'{S.gap_text(col, lang)}'"
+    elif col in S.METRICS and S.METRICS[col].sampled:
+        thin, none = S.gap_text("thin", lang), S.gap_text("none", lang)
+        gap = (
+            f"((params.data && params.data.thin && params.data.thin.includes('{col}'))"
+            f" ? '{thin}' : '{none}')"
+        )
+    elif col in S.METRICS:
+        gap = f"'{S.gap_text('none', lang)}'"
+    else:
+        gap = "''"
+    return f"params.value == null ? {gap} : {num}"
 
 
 ID_OF = {"name": "row_id", "parent": "parent_id"}  # a name column → the id behind it
@@ -106,8 +127,9 @@ def columns(
     banded: dict[str, list[dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """AG Grid column definitions: numbers stay numbers (sortable), formatted like the
-    exports; a metric's header carries its definition; ``banded`` (from :func:`bands`)
-    colours the best and worst fifth of each column."""
+    exports; an empty cell says why (样本不足 / 无数据 / 未排名) in grey; a metric's header
+    carries its definition and the fair-ranking rule (min sample, min score weight);
+    ``banded`` (from :func:`bands`) colours the best and worst fifth of each column."""
     tips = header_tooltips(lang, settings)
     out: list[dict[str, Any]] = []
     for c in [*S.shown_columns(level), "trend"]:
@@ -120,23 +142,32 @@ def columns(
         if kind in FORMATS:
             col |= {
                 "type": "numericColumn",
-                "valueFormatter": {
-                    "function": f"params.value == null ? '' : d3.format('{FORMATS[kind]}')"
-                    "(params.value)"
-                },
+                "valueFormatter": {"function": _formatter(kind, c, lang)},
                 "minWidth": 76,
             }
         else:
             col |= {"minWidth": TEXT_WIDTH.get(c, 90), "cellClass": f"asm-col-{c}"}
-        if banded and c in banded:
-            col["cellStyle"] = {"styleConditions": banded[c]}
+        if kind in FORMATS and c != "change":
+            gaps = [{"condition": "params.value == null", "style": GAP_STYLE}]
+            col["cellStyle"] = {"styleConditions": gaps + (banded or {}).get(c, [])}
         out.append(col)
     return out
 
 
 def header_tooltips(lang: str, settings: Settings) -> dict[str, str]:
-    tips = {m.id: m.definition(lang, settings) for m in S.METRICS.values()}
-    tips["score"] = S.score_definition(lang, settings)
+    """Each metric's definition with the fair-ranking rule (the exports' definitions)."""
+    a = settings.assessment
+    tips = {
+        m.id: " ".join(
+            x for x in (m.definition(lang, settings), S.sample_rule(m.id, lang, a.min_sample)) if x
+        )
+        for m in S.METRICS.values()
+    }
+    tips["score"] = (
+        S.score_definition(lang, settings)
+        + (" " if lang == "en" else "")
+        + S.score_rule(lang, a.min_score_weight)
+    )
     tips["trend"] = (
         "Score in each of the last periods (oldest first; · = no score)"
         if lang == "en"
@@ -146,11 +177,16 @@ def header_tooltips(lang: str, settings: Settings) -> dict[str, str]:
     return tips
 
 
-def bands(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def bands(
+    rows: list[dict[str, Any]], weights: dict[str, float] | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Per column, the conditions that colour the best fifth green and the worst fifth red
-    (by each metric's direction), when there are at least 5 rows with values."""
+    (by each metric's direction), when there are at least 5 rows with values. With
+    ``weights``, only the score and the metrics that count in it are banded (a count such as
+    reports is not good or bad in itself)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for c in ["score", *S.METRIC_IDS]:
+    cols = [m for m in S.METRIC_IDS if weights is None or weights.get(m, 0.0) > 0]
+    for c in ["score", *cols]:
         vals = sorted(float(r[c]) for r in rows if r.get(c) is not None)
         if len(vals) < 5 or vals[0] == vals[-1]:
             continue

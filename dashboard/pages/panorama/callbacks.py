@@ -85,7 +85,7 @@ def outputs(
         kpi_tiles(panel["kpi"], lang),
         trend_figure(panel["trend"], lang, tz),
         category_figure(panel["categories"], lang),
-        hotspot_list(panel["hotspots"], metric),
+        hotspot_list(panel["hotspots"], metric, lang=lang),
         ticker_list(panel["ticker"], lang, n=4),
         panel["markers"],
         "",

@@ -17,6 +17,7 @@ from dashboard.components.panels import (
     leaflet_map,
     not_found_panel,
 )
+from dashboard.geometry import city_water
 from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import METRICS, view_of
@@ -77,6 +78,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
         s.tile_url,
         s.tile_crs == "gcj02",
         markers_id=ids.P_MARKERS,
+        water=city_water(b, lang),
     )
     return html.Div(
         [

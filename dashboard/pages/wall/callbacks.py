@@ -144,7 +144,7 @@ def outputs(b: Any, grant: auth.Decision, metric: str, lang: str, size: int) -> 
         trend_figure(panel["trend"], lang, tz, size=size),
         category_figure(panel["categories"], lang, size=size),
         label_figure(panel["labels"], lang, size=size),
-        hotspot_list(panel["hotspots"], metric, base="/wall/"),
+        hotspot_list(panel["hotspots"], metric, base="/wall/", lang=lang),
         ticker,
         banner,
         panel["fresh"],

@@ -18,6 +18,7 @@ from dashboard.components.panels import (
     leaflet_map,
     message_panel,
 )
+from dashboard.geometry import city_water
 from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import METRICS, tour_areas, view_of
@@ -86,6 +87,7 @@ def layout(
         s.tile_url,
         s.tile_crs == "gcj02",
         zoom_control=False,
+        water=city_water(b, lang),
     )
     return html.Div(
         [

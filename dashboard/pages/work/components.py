@@ -11,6 +11,7 @@ from dash import (
 )
 
 from dashboard.backend import Backend
+from dashboard.components.charts import empty_note, tone
 from dashboard.components.panels import (
     fmt_int,
     fmt_pct,
@@ -35,7 +36,13 @@ def _tile(label: str, value: str, sub: str = "", cls: str = "") -> html.Div:
 def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
     return [
         _tile(t("work.kpi.on_duty", lang), fmt_int(k["on_duty"])),
-        _tile(t("work.kpi.online", lang), fmt_int(k["online"]), cls="good"),
+        _tile(
+            t("work.kpi.online", lang),
+            fmt_int(k["online"]),
+            cls=tone(
+                "online_share", k["online"] / k["on_duty"] if k["on_duty"] else None, k["on_duty"]
+            ),
+        ),
         _tile(
             t("work.kpi.offline", lang), fmt_int(k["offline"]), cls="bad" if k["offline"] else ""
         ),
@@ -48,7 +55,7 @@ def kpi_tiles(k: dict[str, Any], lang: str) -> list[Any]:
         _tile(
             t("work.kpi.unpatrolled", lang),
             fmt_int(k["unpatrolled"]),
-            cls="bad" if k["unpatrolled"] else "good",
+            cls="nodata" if not k["grids"] else ("bad" if k["unpatrolled"] else "good"),
         ),
     ]
 
@@ -158,6 +165,8 @@ def activity_table(rows: list[dict[str, Any]], names: dict[str, str], lang: str,
         t("work.col.own_time", lang),
         t("work.col.last_seen", lang),
     ]
+    if not rows:
+        return empty_note(lang)
     body = []
     for r in rows:
         dot = html.Span(className="dot " + ("on" if r["online"] else "off"))
