@@ -56,6 +56,13 @@ def _shell(settings: Settings) -> Any:
         header = html.Div(
             [
                 html.Div(t("app.title", lang), className="wg-brand"),
+                html.Button(  # small screens: opens the menu (assets/wangge_menu.js)
+                    "☰",
+                    id="shell-menu-toggle",
+                    className="wg-menu-toggle",
+                    title=t("nav.menu", lang),
+                    **{"aria-label": t("nav.menu", lang), "aria-expanded": "false"},
+                ),
                 html.Nav(
                     [dcc.Link(t(key, lang), href=href) for key, href in nav], className="wg-nav"
                 ),

@@ -12,7 +12,7 @@ from dash import dcc, html
 
 from dashboard import auth, ids
 from dashboard.backend import Backend
-from dashboard.i18n import t
+from dashboard.i18n import prefixed, t
 from dashboard.pages.assessment import queries as A
 from pipelines import assessment as S
 
@@ -38,6 +38,7 @@ def grid(
     columns: list[dict[str, Any]],
     height: str,
     rows: list[dict[str, Any]] | None = None,
+    lang: str = "zh-CN",
     **options: Any,
 ) -> Any:
     """A sortable, dark AG Grid whose rows keep their ``id`` (clicks name the row)."""
@@ -58,6 +59,7 @@ def grid(
             "ensureDomOrder": True,
             "suppressColumnVirtualisation": True,
             "animateRows": False,
+            "localeText": prefixed("aggrid.", lang),  # AG Grid's own texts, localised
             **options,
         },
         style={"height": height, "width": "100%"},

@@ -17,7 +17,7 @@ from dashboard.components.panels import (
     leaflet_map,
     not_found_panel,
 )
-from dashboard.i18n import t
+from dashboard.i18n import prefixed, t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import METRICS, view_of
 
@@ -46,6 +46,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             ),
             html.Span(t("map.metric", lang), className="wg-muted"),
             dcc.Dropdown(
+                labels=prefixed("dropdown.", lang),
                 id=ids.P_METRIC,
                 options=metric_options,
                 value="open",
