@@ -37,6 +37,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "picker.end": ("结束日期", "End date"),
     "picker.date": ("选择日期", "Select date"),
     "picker.select": ("请选择…", "Select…"),
+    # grid work: the replay picker marks who is online
+    "work.replay.online": ("在线", "online"),
+    "work.replay.offline": ("离线", "offline"),
     # dcc.Dropdown's own texts (its `labels`; key = "dropdown." + Dash's key)
     "dropdown.select_all": ("全选", "Select all"),
     "dropdown.deselect_all": ("全不选", "Deselect all"),
@@ -304,8 +307,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "work.gaps.none": ("今日所有网格均已巡查", "Every grid has been patrolled today"),
     "work.gaps.more": ("另有 {n} 个未列出", "{n} more not listed"),
     "work.col.area": ("区域", "Area"),
-    "work.col.on_duty": ("在岗", "On duty"),
-    "work.col.online": ("在线", "Online"),
+    "work.col.on_duty": ("在岗（名册）", "On duty (roster)"),
+    "work.col.online": ("其中在线", "Of whom online"),
     "work.col.coverage": ("覆盖率", "Coverage"),
     "work.col.worker": ("网格员", "Worker"),
     "work.col.type": ("类型", "Type"),
@@ -336,7 +339,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "type.safety_supervision": ("安监格", "Safety supervision"),
     "work.legend.online": ("在线", "Online"),
     "work.legend.offline": ("离线", "Offline"),
-    "work.legend.cluster": ("聚合（在线/合计）", "Cluster (online/total)"),
+    "work.legend.cluster": (
+        "此刻位于该区的网格员：在线 / 有定位",
+        "Workers located here now: online / with a position",
+    ),
     "work.replay.worker": ("网格员", "Worker"),
     "work.replay.pick": ("选择网格员", "Pick a worker"),
     "work.replay.grid": ("按网格筛选", "Filter by grid"),

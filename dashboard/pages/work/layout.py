@@ -52,7 +52,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
     s = b.settings.dashboard
     row = b.city.area(view.area_id)
     assert row is not None
-    zoom = {"city": 9, "district": 11, "street": 13, "grid": 15}[view.level]
+    zoom = WQ.ZOOM[view.level]
     the_map = leaflet_map(
         ids.WK_MAP,
         ids.WK_GEO,
@@ -204,12 +204,8 @@ def _replay_layers(gcj: dict[str, Any]) -> list[Any]:
 
 def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
     roster = b.roster().filter(WQ.area_filter(level, area_id))
-    roster = roster.sort("grid_id", "worker_id").head(3000)
     names = {g: n for g, n in zip(b.city.grids["grid_id"], b.city.grids["name"], strict=True)}
-    workers = [
-        {"label": f"{n} · {names.get(g, g)}", "value": w}
-        for w, n, g in roster.select("worker_id", "name", "grid_id").iter_rows()
-    ]
+    workers = WQ.worker_options(roster, WQ.live_frame(b), names, lang)  # online first
     grid_ids = sorted(set(roster["grid_id"].to_list()))
     grid_opts = [{"label": names.get(g, g), "value": g} for g in grid_ids[:2000]]
     windows = [{"label": t("work.replay.hours", lang, h=h), "value": h} for h in WQ.WINDOWS_H]
