@@ -252,6 +252,7 @@ def test_screen(
                     " && document.querySelector('.wg-nav a').getBoundingClientRect().width > 0;"
                 )
             )
+            shot(chrome, artifacts, f"screens-{page}-{lang}-{size}-menu")
             chrome.execute_script("document.querySelector('#shell-menu-toggle').click();")
         else:
             assert nav_shown
