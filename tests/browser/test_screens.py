@@ -100,7 +100,8 @@ return out;
 # wider than its box while the overflow is hidden or ellipsised; and text that its nearest
 # clipping ancestor (overflow hidden, or the screen) cuts part of. Scroll boxes may scroll,
 # the map and the wall's moving ticker are left out. Plotly tick labels, legend and title
-# texts must lie wholly inside their chart.
+# texts must lie wholly inside their chart, and a bar chart's axis shows each category's
+# full name.
 TRUNCATED = r"""
 const out = [];
 const clipping = s => ['hidden', 'clip'].includes(s.overflowX) || s.textOverflow === 'ellipsis';
@@ -153,6 +154,14 @@ for (const el of document.body.querySelectorAll('*')) {
 for (const g of document.querySelectorAll('.js-plotly-plot')) {
   const box = g.getBoundingClientRect();
   if (box.width < 1) continue;
+  // every category of a bar chart is written out in full on its axis
+  for (const tr of g.data || []) {
+    if (tr.type !== 'bar') continue;
+    const cats = (tr.orientation === 'h' ? tr.y : tr.x) || [];
+    const axis = tr.orientation === 'h' ? '.ytick text' : '.xtick text';
+    const shown = new Set([...g.querySelectorAll(axis)].map(t => t.textContent));
+    for (const c of cats) if (!shown.has(String(c))) out.push(['category', String(c)]);
+  }
   for (const tx of g.querySelectorAll('.xtick text, .ytick text, .gtitle, .legendtext')) {
     const r = tx.getBoundingClientRect();
     if (r.width < 1) continue;
