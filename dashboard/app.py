@@ -11,6 +11,7 @@ import contextlib
 import functools
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,13 @@ def _shell(settings: Settings) -> Any:
         header = html.Div(
             [
                 html.Div(t("app.title", lang), className="wg-brand"),
+                html.Button(  # small screens: opens the menu (assets/wangge_menu.js)
+                    "☰",
+                    id="shell-menu-toggle",
+                    className="wg-menu-toggle",
+                    title=t("nav.menu", lang),
+                    **{"aria-label": t("nav.menu", lang), "aria-expanded": "false"},
+                ),
                 html.Nav(
                     [dcc.Link(t(key, lang), href=href) for key, href in nav], className="wg-nav"
                 ),
@@ -247,7 +255,11 @@ def create_app(
     app.server.extensions[EXTENSION] = Backend(settings, city, r, engine, clock=clock)
     app.server.config["WANGGE_SETTINGS"] = settings
     Compress(app.server)
-    _routes(app, settings, GeometryCache(city, settings.geo.simplify_m))
+    geometry = GeometryCache(city, settings.geo.simplify_m)
+    _routes(app, settings, geometry)
+    # the city's every grid (12,545 shapes, ~1 s to build and compress) is built before the
+    # first "show all grids" asks for it (a request before it is done builds its own copy)
+    threading.Thread(target=geometry.grids, name="geo-warm", daemon=True).start()
     guard = Guard(
         settings,
         city,

@@ -22,6 +22,32 @@ CATALOG: dict[str, tuple[str, str]] = {
     "nav.assessment": ("监督考核", "Assessment"),
     "nav.wall": ("大屏", "Wall screen"),
     "lang.switch": ("English", "中文"),
+    # screens (small screens, clipping, built-in widget texts)
+    "nav.menu": ("菜单", "Menu"),
+    # AG Grid's own texts (localeText; key = "aggrid." + AG Grid's key)
+    "aggrid.noRowsToShow": ("暂无数据", "No rows to show"),
+    "aggrid.loadingOoo": ("加载中…", "Loading…"),
+    "aggrid.loadingError": ("加载出错", "Loading error"),
+    "aggrid.ariaSortAscending": ("升序", "Ascending"),
+    "aggrid.ariaSortDescending": ("降序", "Descending"),
+    "aggrid.ariaSortNone": ("未排序", "None"),
+    "aggrid.ariaRowSelect": ("按空格键选中此行", "Press SPACE to select this row"),
+    # date pickers and dropdowns (their built-in English)
+    "picker.start": ("开始日期", "Start date"),
+    "picker.end": ("结束日期", "End date"),
+    "picker.date": ("选择日期", "Select date"),
+    "picker.select": ("请选择…", "Select…"),
+    # grid work: the replay picker marks who is online
+    "work.replay.online": ("在线", "online"),
+    "work.replay.offline": ("离线", "offline"),
+    # dcc.Dropdown's own texts (its `labels`; key = "dropdown." + Dash's key)
+    "dropdown.select_all": ("全选", "Select all"),
+    "dropdown.deselect_all": ("全不选", "Deselect all"),
+    "dropdown.selected_count": ("已选 {num_selected} 项", "{num_selected} selected"),
+    "dropdown.search": ("搜索", "Search"),
+    "dropdown.clear_search": ("清除搜索", "Clear search"),
+    "dropdown.clear_selection": ("清除选择", "Clear selection"),
+    "dropdown.no_options_found": ("无匹配项", "No options found"),
     "fresh.updated": ("{s} 秒前更新", "updated {s} s ago"),
     "fresh.nodata": ("暂无数据", "no data yet"),
     "fresh.stale": ("数据中断 · 最后更新 {t}", "stale since {t}"),
@@ -393,8 +419,8 @@ CATALOG: dict[str, tuple[str, str]] = {
     "work.gaps.none": ("今日所有网格均已巡查", "Every grid has been patrolled today"),
     "work.gaps.more": ("另有 {n} 个未列出", "{n} more not listed"),
     "work.col.area": ("区域", "Area"),
-    "work.col.on_duty": ("在岗", "On duty"),
-    "work.col.online": ("在线", "Online"),
+    "work.col.on_duty": ("在岗（名册）", "On duty (roster)"),
+    "work.col.online": ("其中在线", "Of whom online"),
     "work.col.coverage": ("覆盖率", "Coverage"),
     "work.col.worker": ("网格员", "Worker"),
     "work.col.type": ("类型", "Type"),
@@ -425,7 +451,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "type.safety_supervision": ("安监格", "Safety supervision"),
     "work.legend.online": ("在线", "Online"),
     "work.legend.offline": ("离线", "Offline"),
-    "work.legend.cluster": ("聚合（在线/合计）", "Cluster (online/total)"),
+    "work.legend.cluster": (
+        "此刻位于该区的网格员：在线 / 有定位",
+        "Workers located here now: online / with a position",
+    ),
     "work.replay.worker": ("网格员", "Worker"),
     "work.replay.pick": ("选择网格员", "Pick a worker"),
     "work.replay.grid": ("按网格筛选", "Filter by grid"),
@@ -535,6 +564,13 @@ def current_lang(default: str) -> str:
         return normalize(request.args.get("lang") or request.cookies.get(COOKIE), default)
     except RuntimeError:  # outside a request
         return normalize(None, default)
+
+
+def prefixed(prefix: str, lang: str) -> dict[str, str]:
+    """Every message whose key starts with ``prefix``, keyed by the rest of the key (the
+    texts a widget takes as a map, e.g. AG Grid's ``localeText``)."""
+    i = 0 if normalize(lang) == "zh-CN" else 1
+    return {k[len(prefix) :]: v[i] for k, v in CATALOG.items() if k.startswith(prefix)}
 
 
 def other(lang: str) -> str:

@@ -260,6 +260,8 @@ def panel(
         values = [snap["self"][metric]]
     hide = q.hideout(metric, values, selected=None)
     hide["thin"] = grids_mode
+    if grids_mode and metric not in ("coverage", "warning"):  # many small counts
+        hide["breaks"] = q.quantile_breaks(values)
     empty: dict[str, Any] = {"type": "FeatureCollection", "features": []}
     return {
         "stale": False,

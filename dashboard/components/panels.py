@@ -189,8 +189,20 @@ def _layout(size: int, **over: Any) -> dict[str, Any]:
         "font": {"family": FONT, "color": "#d8e9ff", "size": size},
         "showlegend": True,
         "legend": {"orientation": "h", "y": 1.12, "x": 0, "font": {"size": size}},
-        "xaxis": {"gridcolor": "#1d4f7f55", "linecolor": "#1d4f7f", "tickangle": 0, "nticks": 7},
-        "yaxis": {"gridcolor": "#1d4f7f55", "linecolor": "#1d4f7f", "rangemode": "tozero"},
+        # automargin: the margins grow to fit the tick labels, in any language and size
+        "xaxis": {
+            "gridcolor": "#1d4f7f55",
+            "linecolor": "#1d4f7f",
+            "tickangle": 0,
+            "nticks": 7,
+            "automargin": True,
+        },
+        "yaxis": {
+            "gridcolor": "#1d4f7f55",
+            "linecolor": "#1d4f7f",
+            "rangemode": "tozero",
+            "automargin": True,
+        },
     }
     for k, v in over.items():
         lay[k] = {**lay[k], **v} if isinstance(v, dict) and isinstance(lay.get(k), dict) else v
@@ -247,7 +259,7 @@ def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[s
     lay = _layout(
         size,
         showlegend=False,
-        margin={"l": size * 6, "r": 8, "t": 4, "b": size + 8},
+        margin={"l": 4, "r": 8, "t": 4, "b": 4},  # automargin fits the category names
         yaxis={"autorange": "reversed", "gridcolor": "rgba(0,0,0,0)"},
         xaxis=count_axis(v),
     )

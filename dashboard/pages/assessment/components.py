@@ -12,7 +12,7 @@ from dash import dcc, html
 
 from dashboard import auth, ids
 from dashboard.backend import Backend
-from dashboard.i18n import t
+from dashboard.i18n import prefixed, t
 from dashboard.pages.assessment import queries as A
 from pipelines import assessment as S
 
@@ -39,6 +39,7 @@ def grid(
     height: str,
     rows: list[dict[str, Any]] | None = None,
     row_class_rules: dict[str, str] | None = None,
+    lang: str = "zh-CN",
     **options: Any,
 ) -> Any:
     """A sortable, dark AG Grid whose rows keep their ``id`` (clicks name the row)."""
@@ -59,6 +60,7 @@ def grid(
             "ensureDomOrder": True,
             "suppressColumnVirtualisation": True,
             "animateRows": False,
+            "localeText": prefixed("aggrid.", lang),  # AG Grid's own texts, localised
             **options,
         },
         style={"height": height, "width": "100%"},

@@ -117,6 +117,24 @@ def breaks_for(metric: str, values: list[float]) -> list[float]:
     return [0] + [step * i for i in range(1, 6)]
 
 
+def quantile_breaks(values: list[float], classes: int = 6) -> list[float]:
+    """Upper bounds for many small counts (every grid of the city): 0 alone, then the
+    non-zero values split into equal-sized groups, so the map shows where the most are
+    rather than one colour for all (a linear scale puts almost every grid in its first
+    class). Whole numbers, strictly rising; fewer classes when the values are few."""
+    positive = sorted(v for v in values if v > 0)
+    if not positive:
+        return [0, 1, 2, 3, 4, 5]
+    out: list[float] = [0]
+    rest = classes - 1
+    for k in range(1, rest + 1):
+        at = positive[min(len(positive) - 1, math.ceil(k * len(positive) / rest) - 1)]
+        b = float(math.ceil(at))
+        if b > out[-1]:
+            out.append(b)
+    return out
+
+
 def _nice(x: float) -> float:
     """1, 2, 5 × 10^k at or above x."""
     if x <= 1:

@@ -112,7 +112,7 @@ def layout(
                     html.Div(
                         f"{view.name} · {t('app.title', lang)}",
                         id=ids.W_TITLE,
-                        className="wall-title",
+                        className=f"wall-title wall-title-{lang}",  # per language: its size
                     ),
                     html.Div(id=ids.W_STALE, className="wall-status"),
                 ],

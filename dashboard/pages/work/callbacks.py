@@ -243,14 +243,7 @@ def filter_workers(
             since, until = WQ.day_start_ms(now, b.settings.live.timezone), now
         passed = WQ.workers_in_grid(b.engine, grid_id, since, until)
         roster = roster.filter((roster["grid_id"] == grid_id) | roster["worker_id"].is_in(passed))
-    names = _names(b)
-    return [
-        {"label": f"{n} · {names.get(g, g)}", "value": w}
-        for w, n, g in roster.sort("grid_id", "worker_id")
-        .head(3000)
-        .select("worker_id", "name", "grid_id")
-        .iter_rows()
-    ]
+    return WQ.worker_options(roster, WQ.live_frame(b), _names(b), L.lang())  # online first
 
 
 # A new grid clears the worker: the grid's workers replay together (pick one to focus).

@@ -25,7 +25,7 @@ from dashboard.components.panels import (
     leaflet_map,
     message_panel,
 )
-from dashboard.i18n import t
+from dashboard.i18n import prefixed, t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import view_of
 from dashboard.pages.work import queries as WQ
@@ -52,7 +52,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
     s = b.settings.dashboard
     row = b.city.area(view.area_id)
     assert row is not None
-    zoom = {"city": 9, "district": 11, "street": 13, "grid": 15}[view.level]
+    zoom = WQ.ZOOM[view.level]
     the_map = leaflet_map(
         ids.WK_MAP,
         ids.WK_GEO,
@@ -204,12 +204,8 @@ def _replay_layers(gcj: dict[str, Any]) -> list[Any]:
 
 def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
     roster = b.roster().filter(WQ.area_filter(level, area_id))
-    roster = roster.sort("grid_id", "worker_id").head(3000)
     names = {g: n for g, n in zip(b.city.grids["grid_id"], b.city.grids["name"], strict=True)}
-    workers = [
-        {"label": f"{n} · {names.get(g, g)}", "value": w}
-        for w, n, g in roster.select("worker_id", "name", "grid_id").iter_rows()
-    ]
+    workers = WQ.worker_options(roster, WQ.live_frame(b), names, lang)  # online first
     grid_ids = sorted(set(roster["grid_id"].to_list()))
     grid_opts = [{"label": names.get(g, g), "value": g} for g in grid_ids[:2000]]
     windows = [{"label": t("work.replay.hours", lang, h=h), "value": h} for h in WQ.WINDOWS_H]
@@ -227,10 +223,12 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
                 min_date_allowed=first.isoformat(),
                 max_date_allowed=today.isoformat(),
                 display_format="YYYY-MM-DD",
+                placeholder=t("picker.date", lang),
             ),
             html.Div(
                 [
                     dcc.Dropdown(
+                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_FROM,
                         options=hours[:-1],
                         value=8,
@@ -240,6 +238,7 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
                     ),
                     html.Span("—", className="wg-muted"),
                     dcc.Dropdown(
+                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_TO,
                         options=hours[1:],
                         value=12,
@@ -261,18 +260,21 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
             html.Div(
                 [
                     dcc.Dropdown(
+                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_GRID,
                         options=grid_opts,
                         placeholder=t("work.replay.grid", lang),
                         style={"color": "#111"},
                     ),
                     dcc.Dropdown(
+                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_WORKER,
                         options=workers,
                         placeholder=t("work.replay.pick", lang),
                         style={"color": "#111"},
                     ),
                     dcc.Dropdown(
+                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_WINDOW,
                         options=windows,
                         value=WQ.WINDOWS_H[1],

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from sqlalchemy import Engine, and_, func, or_, select
 
+from dashboard import declutter
 from dashboard.backend import Backend
 from dashboard.i18n import t
 from dashboard.live import OFFLINE, REPLAY_COLORS, TYPE_COLORS  # one palette per use
@@ -47,6 +48,9 @@ def day_start_ms(now_ms: int, tz: str) -> int:
     zone = ZoneInfo(tz)
     d = datetime.fromtimestamp(now_ms / 1000, zone)
     return int(d.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() * 1000)
+
+
+ZOOM = {"city": 9, "district": 11, "street": 13, "grid": 15}  # the map's opening zoom
 
 
 def cluster_level(level: str, people: bool) -> str | None:
@@ -169,6 +173,11 @@ def snapshot(
         at = centres or {}
         for c in groups:  # at the area's centre, never a member's spot
             c["lon"], c["lat"] = at.get(c["area"], (c["lon"], c["lat"]))
+        # small central areas: their circles are moved apart so none covers another
+        sizes = [declutter.cluster_size(c["on"] + c["off"]) for c in groups]
+        placed = declutter.spread([(c["lon"], c["lat"]) for c in groups], sizes, ZOOM[level])
+        for c, (lon, lat) in zip(groups, placed, strict=True):
+            c["lon"], c["lat"] = round(lon, 5), round(lat, 5)
         feats = cluster_features(groups)
     else:
         feats = worker_features(where)
@@ -480,6 +489,31 @@ def live_frame(b: Backend) -> pl.DataFrame:
 
     frame: pl.DataFrame = b.tick_input("work:live", compute)
     return frame
+
+
+def worker_options(
+    roster: pl.DataFrame,
+    live: pl.DataFrame,
+    names: dict[str, str],
+    lang: str,
+    limit: int = 3000,
+) -> list[dict[str, Any]]:
+    """The track-replay picker's workers: those online first (● marked), then the offline
+    ones (○, said in words), each group by own grid and id (pure)."""
+    online = set(live.filter(pl.col("online"))["worker_id"].to_list()) if live.height else set()
+    rows = sorted(
+        roster.select("worker_id", "name", "grid_id").iter_rows(),
+        key=lambda r: (r[0] not in online, str(r[2]), str(r[0])),
+    )[:limit]
+    out = []
+    for w, n, g in rows:
+        where = names.get(g, g)
+        if w in online:
+            label = f"● {n} · {where} · {t('work.replay.online', lang)}"
+        else:
+            label = f"○ {n} · {where} · {t('work.replay.offline', lang)}"
+        out.append({"label": label, "value": w})
+    return out
 
 
 def local_date(ms: int, tz: str) -> date:
