@@ -203,7 +203,7 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
         A.behind_columns([(c, t(k, lang)) for c, k in cols]),
         f"{min(15, len(rows)) * 28 + 60}px",
         [{**r, "id": r["incident_id"]} for r in rows],
-        lang,
+        lang=lang,
         getRowStyle={
             "styleConditions": [
                 {"condition": "params.data.counts == '✗'", "style": {"color": "#ffb4b4"}}

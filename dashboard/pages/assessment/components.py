@@ -38,6 +38,7 @@ def grid(
     columns: list[dict[str, Any]],
     height: str,
     rows: list[dict[str, Any]] | None = None,
+    *,
     row_class_rules: dict[str, str] | None = None,
     lang: str = "zh-CN",
     **options: Any,
