@@ -50,6 +50,11 @@ NAV = (
 )
 
 
+def _aria(**attrs: str) -> Any:
+    """``aria-*`` attributes for a component (Dash takes them as keyword arguments)."""
+    return {f"aria-{k}": v for k, v in attrs.items()}
+
+
 def _shell(settings: Settings) -> Any:
     def layout() -> Any:
         lang = current_lang(settings.dashboard.language)
@@ -66,7 +71,7 @@ def _shell(settings: Settings) -> Any:
                     id="shell-menu-toggle",
                     className="wg-menu-toggle",
                     title=t("nav.menu", lang),
-                    **{"aria-label": t("nav.menu", lang), "aria-expanded": "false"},
+                    **_aria(label=t("nav.menu", lang), expanded="false"),
                 ),
                 html.Nav(
                     [dcc.Link(t(key, lang), href=href) for key, href in nav], className="wg-nav"

@@ -14,37 +14,19 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import dcc
 
-from dashboard.i18n import t
+from dashboard.i18n import prefixed, t
 
 MARK = "_wg_localised"
 
 
-def dropdown_labels(lang: str) -> dict[str, str]:
-    keys = (
-        "select_all",
-        "deselect_all",
-        "selected_count",
-        "search",
-        "clear_search",
-        "clear_selection",
-        "no_options_found",
-    )
-    return {k: t(f"ctl.{k}", lang) for k in keys}
-
-
-# AG Grid's own words (its overlays and pager) → catalog keys
-GRID_WORDS = {
-    "noRowsToShow": "ctl.grid.no_rows",
-    "loadingOoo": "ctl.grid.loading",
-    "page": "ctl.grid.page",
-    "of": "ctl.grid.of",
-    "to": "ctl.grid.to",
-    "more": "ctl.grid.more",
-}
+def dropdown_labels(lang: str) -> Any:
+    """dcc.Dropdown's own texts (its ``labels``), from the catalog's ``dropdown.*`` keys."""
+    return prefixed("dropdown.", lang)
 
 
 def grid_words(lang: str) -> dict[str, str]:
-    return {k: t(key, lang) for k, key in GRID_WORDS.items()}
+    """AG Grid's own texts (its ``localeText``), from the catalog's ``aggrid.*`` keys."""
+    return prefixed("aggrid.", lang)
 
 
 def controls(tree: Any, lang: str) -> Any:
@@ -60,10 +42,10 @@ def controls(tree: Any, lang: str) -> Any:
         if isinstance(node, dcc.Dropdown):
             _default(node, "labels", dropdown_labels(lang))
         elif isinstance(node, dcc.DatePickerRange):
-            _default(node, "start_date_placeholder_text", t("ctl.start_date", lang))
-            _default(node, "end_date_placeholder_text", t("ctl.end_date", lang))
+            _default(node, "start_date_placeholder_text", t("picker.start", lang))
+            _default(node, "end_date_placeholder_text", t("picker.end", lang))
         elif isinstance(node, dcc.DatePickerSingle):
-            _default(node, "placeholder", t("ctl.date", lang))
+            _default(node, "placeholder", t("picker.date", lang))
         elif isinstance(node, dag.AgGrid):
             options = dict(getattr(node, "dashGridOptions", None) or {})
             options.setdefault("localeText", grid_words(lang))

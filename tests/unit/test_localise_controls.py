@@ -28,21 +28,21 @@ def tree() -> html.Div:
 def test_every_control_gets_the_catalog_words(lang: str) -> None:
     root = localise.controls(tree(), lang)
     found = {c.id: c for c in _walk(root) if getattr(c, "id", None)}
-    assert found["a"].labels["search"] == t("ctl.search", lang)
-    assert found["a"].labels["no_options_found"] == t("ctl.no_options_found", lang)
+    assert found["a"].labels["search"] == t("dropdown.search", lang)
+    assert found["a"].labels["no_options_found"] == t("dropdown.no_options_found", lang)
     assert "{num_selected}" in found["a"].labels["selected_count"]  # Dash fills it in
-    assert found["b"].start_date_placeholder_text == t("ctl.start_date", lang)
-    assert found["b"].end_date_placeholder_text == t("ctl.end_date", lang)
-    assert found["c"].placeholder == t("ctl.date", lang)
+    assert found["b"].start_date_placeholder_text == t("picker.start", lang)
+    assert found["b"].end_date_placeholder_text == t("picker.end", lang)
+    assert found["c"].placeholder == t("picker.date", lang)
     assert found["d"].labels == {"search": "own"} and found["e"].placeholder == "own"
     grid = found["g"].dashGridOptions
     assert grid["animateRows"] is False  # the page's own options kept
-    assert grid["localeText"]["noRowsToShow"] == t("ctl.grid.no_rows", lang)
+    assert grid["localeText"]["noRowsToShow"] == t("aggrid.noRowsToShow", lang)
 
 
 def test_chinese_words_have_no_english() -> None:
     words = [*localise.dropdown_labels("zh-CN").values()]
-    words += [t(k, "zh-CN") for k in ("ctl.start_date", "ctl.end_date", "ctl.date")]
+    words += [t(k, "zh-CN") for k in ("picker.start", "picker.end", "picker.date")]
     words += list(localise.grid_words("zh-CN").values())
     for w in words:
         assert not any("a" <= ch.lower() <= "z" for ch in w.replace("{num_selected}", "")), w

@@ -12,7 +12,8 @@ from dash import dcc, html
 
 from dashboard import auth, ids
 from dashboard.backend import Backend
-from dashboard.i18n import prefixed, t
+from dashboard.components import localise
+from dashboard.i18n import t
 from dashboard.pages.assessment import queries as A
 from pipelines import assessment as S
 
@@ -61,7 +62,7 @@ def grid(
             "ensureDomOrder": True,
             "suppressColumnVirtualisation": True,
             "animateRows": False,
-            "localeText": prefixed("aggrid.", lang),  # AG Grid's own texts, localised
+            "localeText": localise.grid_words(lang),  # AG Grid's own texts (callback grids too)
             **options,
         },
         style={"height": height, "width": "100%"},

@@ -19,7 +19,7 @@ from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import denied_panel
-from dashboard.i18n import prefixed, t
+from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.assessment import queries as A
 from dashboard.pages.assessment.components import (
@@ -60,7 +60,6 @@ def layout(**query: Any) -> Any:
                 className="asm-kind",
             ),
             dcc.Dropdown(
-                labels=prefixed("dropdown.", lang),
                 id=ids.ASM_PERIOD,
                 options=opts,
                 value=view.period.key if kind != "range" else None,
@@ -77,8 +76,6 @@ def layout(**query: Any) -> Any:
                 start_date=view.period.first.isoformat(),
                 end_date=view.period.last.isoformat(),
                 display_format="YYYY-MM-DD",
-                start_date_placeholder_text=t("picker.start", lang),
-                end_date_placeholder_text=t("picker.end", lang),
                 max_date_allowed=datetime.fromtimestamp(now / 1000, ZoneInfo(tz))
                 .date()
                 .isoformat(),

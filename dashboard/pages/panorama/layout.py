@@ -18,7 +18,7 @@ from dashboard.components.panels import (
     not_found_panel,
 )
 from dashboard.geometry import city_water
-from dashboard.i18n import prefixed, t
+from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import METRICS, view_of
 
@@ -47,7 +47,6 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             ),
             html.Span(t("map.metric", lang), className="wg-muted"),
             dcc.Dropdown(
-                labels=prefixed("dropdown.", lang),
                 id=ids.P_METRIC,
                 options=metric_options,
                 value="open",

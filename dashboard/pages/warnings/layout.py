@@ -16,7 +16,7 @@ from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import denied_panel, leaflet_map
-from dashboard.i18n import prefixed, t
+from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.warnings import queries as WL
 from dashboard.pages.warnings.components import ACTION_BUTTONS
@@ -58,7 +58,6 @@ def layout(**_query: Any) -> Any:
             dcc.Checklist(id=ids.WARN_LEVELS, options=level_opts, value=[], inline=True),
             dcc.Checklist(id=ids.WARN_STATUS, options=status_opts, value=[], inline=True),
             dcc.Dropdown(
-                labels=prefixed("dropdown.", lang),
                 id=ids.WARN_RULES,
                 options=rule_opts,
                 multi=True,
@@ -66,14 +65,12 @@ def layout(**_query: Any) -> Any:
                 style={"minWidth": 200, "color": "#111"},
             ),
             dcc.Dropdown(
-                labels=prefixed("dropdown.", lang),
                 id=ids.WARN_AREA,
                 options=area_opts,
                 placeholder=t("wfilter.area", lang),
                 style={"minWidth": 180, "color": "#111"},
             ),
             dcc.Dropdown(
-                labels=prefixed("dropdown.", lang),
                 id=ids.WARN_HOURS,
                 options=hour_opts,
                 placeholder=t("wfilter.time", lang),

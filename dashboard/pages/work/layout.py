@@ -25,7 +25,7 @@ from dashboard.components.panels import (
     leaflet_map,
     message_panel,
 )
-from dashboard.i18n import prefixed, t
+from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import view_of
 from dashboard.pages.work import queries as WQ
@@ -223,12 +223,10 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
                 min_date_allowed=first.isoformat(),
                 max_date_allowed=today.isoformat(),
                 display_format="YYYY-MM-DD",
-                placeholder=t("picker.date", lang),
             ),
             html.Div(
                 [
                     dcc.Dropdown(
-                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_FROM,
                         options=hours[:-1],
                         value=8,
@@ -238,7 +236,6 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
                     ),
                     html.Span("—", className="wg-muted"),
                     dcc.Dropdown(
-                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_TO,
                         options=hours[1:],
                         value=12,
@@ -260,21 +257,18 @@ def _replay_panel(b: Backend, area_id: str, level: str, lang: str) -> html.Div:
             html.Div(
                 [
                     dcc.Dropdown(
-                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_GRID,
                         options=grid_opts,
                         placeholder=t("work.replay.grid", lang),
                         style={"color": "#111"},
                     ),
                     dcc.Dropdown(
-                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_WORKER,
                         options=workers,
                         placeholder=t("work.replay.pick", lang),
                         style={"color": "#111"},
                     ),
                     dcc.Dropdown(
-                        labels=prefixed("dropdown.", lang),
                         id=ids.TR_WINDOW,
                         options=windows,
                         value=WQ.WINDOWS_H[1],
