@@ -230,6 +230,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "audit.action.login_locked": ("账号锁定", "Account locked"),
     "audit.action.login_rate_limited": ("登录过于频繁", "Sign-in rate limited"),
     "audit.action.logout": ("退出", "Signed out"),
+    "audit.action.units_import": ("导入处置单位", "Units imported"),
     "audit.action.sso_login": ("单点登录", "Signed in (SSO)"),
     "audit.action.sso_login_failed": ("单点登录失败", "SSO sign-in failed"),
     "audit.action.denied": ("越权访问被拒绝", "Access denied"),

@@ -160,7 +160,8 @@ def _all_table_names() -> list[str]:
     import pipelines
 
     for mod in pkgutil.walk_packages(pipelines.__path__, "pipelines."):
-        importlib.import_module(mod.name)
+        if not mod.name.endswith(".__main__"):  # a command's entry point runs on import
+            importlib.import_module(mod.name)
     return sorted(t.name for t in store.metadata.sorted_tables)
 
 
