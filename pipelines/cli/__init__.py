@@ -17,6 +17,8 @@ from pipelines.cli.data import (
     cmd_rebuild_live,
     cmd_simulate,
 )
+from pipelines.cli.dispatch import add_parsers as add_dispatch_parsers
+from pipelines.cli.dispatch import cmd_flows, cmd_units
 from pipelines.cli.run import cmd_pipelines, cmd_run, cmd_worker
 from pipelines.cli.runtime import FEEDS
 from pipelines.cli.status import cmd_status
@@ -164,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     wi = wks.add_parser("import", help="CSV: worker_id,name,type,grid_id[,phone]; all or nothing")
     wi.add_argument("file")
     wi.add_argument("--replace", action="store_true", help="the file is the whole roster")
+    add_dispatch_parsers(sub)
     return p
 
 
@@ -181,6 +184,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "export": cmd_export,
     "workers": cmd_workers,
     "gateway": cmd_gateway,
+    "units": cmd_units,
+    "flows": cmd_flows,
 }
 
 

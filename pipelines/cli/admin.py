@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from pipelines.access import accounts, audit, sessions, text, wall_tokens
+from pipelines.cli.dispatch import read_register
 from pipelines.cli.runtime import check_city_sql, load_city, session_store, sql_engine
 from pipelines.settings import Settings
 
@@ -222,17 +223,9 @@ def cmd_workers(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.gridwork import tracks as work
 
     city = load_city(settings)
-    try:
-        text = Path(args.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
-        return 2
-    rows, errors = work.parse_roster_csv(text, set(city.grids["grid_id"].to_list()))
-    if errors:
-        for e in errors[:200]:
-            print(f"{args.file}: {e}", file=sys.stderr)
-        more = " (first 200 shown)" if len(errors) > 200 else ""
-        print(f"{len(errors)} bad rows{more}; nothing imported", file=sys.stderr)
+    grid_ids = set(city.grids["grid_id"].to_list())
+    rows = read_register(args.file, lambda text: work.parse_roster_csv(text, grid_ids))
+    if rows is None:
         return 1
     with sql_engine(settings) as engine:
         check_city_sql(engine, city)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from pipelines.access import demo
 from pipelines.city import geography as geo
 from pipelines.cli import console
+from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import store
@@ -215,6 +216,8 @@ def restart_recorder(
 
 
 def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
+    if checked_flows(settings) is None:
+        return 2
     stop = _stop_event()
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
@@ -230,6 +233,9 @@ def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    flows = checked_flows(settings)
+    if flows is None:
+        return 2
     stop = _stop_event()
     print("Wangge 网格 — starting (Ctrl-C stops everything)", flush=True)
     city = load_city(settings)
@@ -247,6 +253,12 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
         check_city(rt, city)
         sync_areas(rt.engine, city)
+        seeded = seed_demo_units(rt.engine, city, int(time.time() * 1000))
+        print(
+            f"  dispatch  {len(flows.flows)} standard flows ({flows.source})"
+            + (f"; {seeded} demo units registered" if seeded else ""),
+            flush=True,
+        )
         sup = _pipelines(rt, city, stop)
         gateway = _GatewayProcess.start(rt, args.gateway_port)
         s = gateway.settings
