@@ -18,11 +18,12 @@ run: $(STAMP)
 	$(BIN)/wangge run
 
 # Test workers (pytest-xdist). Each test file runs whole on one worker (its module fixtures
-# are built once); every browser test shares one worker, so at most one Chromium runs.
+# are built once); every browser test shares one worker, so at most one Chromium runs (listed
+# first, so the longest group starts first).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests/unit tests/integration tests/browser
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests/browser tests/unit tests/integration
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
