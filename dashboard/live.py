@@ -9,15 +9,19 @@ area: the permission is decided before any shared value is read.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import dash
 import redis
+from dash import Input, Output, State, no_update
 from sqlalchemy.exc import SQLAlchemyError
 
+from dashboard import ids
 from dashboard.auth import Decision
-from dashboard.backend import Backend
+from dashboard.backend import Backend, current
 from dashboard.i18n import current_lang, normalize, t
 from dashboard.pages.panorama import queries as q
 from pipelines.city.geography import City
@@ -303,6 +307,24 @@ def drill_target(city: City, area_id: object, click: object) -> str | None:
     if not isinstance(target, str) or not target or target == area_id:
         return None
     return target if city.area(target) is not None else None
+
+
+def freshness_on(tick_id: str) -> Callable[[int, str], Any]:
+    """Register the header's per-feed freshness line (reports, positions, video; stale
+    feeds marked) on a page's own tick, as the panorama and the wall show it; returns the
+    callback. Pages call this from their callbacks module (``fresh = freshness_on(...)``)."""
+
+    @dash.callback(
+        Output(ids.FRESH, "children", allow_duplicate=True),
+        Input(tick_id, "n_intervals"),
+        State(ids.LANG, "data"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def fresh(_n: int, lang: str) -> Any:
+        text = scoped_fresh_text(current(), lang_of(lang))
+        return no_update if text is None else text
+
+    return fresh
 
 
 def lang_of(value: object) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,24 @@ def seed_registries(engine: Engine, city: City) -> dict[str, Any]:
 def gateway_settings(redis_url: str, prefix: str, db: Any, tmp: Path, **gateway: Any) -> Settings:
     s = settings_for(redis_url, prefix, db, tmp)
     return dataclasses.replace(s, gateway=dataclasses.replace(s.gateway, **gateway))
+
+
+def mqtt_gateway_settings(
+    redis_url: str, prefix: str, db: Any, tmp: Path, mqtt_url: str, **gateway: Any
+) -> Settings:
+    """Gateway settings subscribed to ``mqtt_url`` under a topic prefix and client id of the
+    test's own (``settings.gateway.frigate_topic_prefix`` is where to publish)."""
+    tag = uuid.uuid4().hex[:8]
+    return gateway_settings(
+        redis_url,
+        prefix,
+        db,
+        tmp,
+        mqtt_url=mqtt_url,
+        mqtt_client_id=f"wgtest-{tag}",
+        frigate_topic_prefix=f"wgtest-{tag}/frigate",
+        **gateway,
+    )
 
 
 @contextmanager

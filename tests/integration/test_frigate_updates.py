@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,8 @@ from tests.gateway_support import (
     NOW,
     client_for,
     credential,
-    gateway_settings,
     mqtt_broker_url,
+    mqtt_gateway_settings,
     seed_registries,
     stream,
     wait_for,
@@ -64,19 +63,17 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def env(redis_url: str, prefix: str, db_url: Any, tmp_path: Path, engine, city, rclient, mqtt_url):
-    topic = f"wgtest-{uuid.uuid4().hex[:8]}/frigate"
-    s = gateway_settings(
+    s = mqtt_gateway_settings(
         redis_url,
         prefix,
         db_url,
         tmp_path,
-        mqtt_url=mqtt_url,
-        mqtt_client_id=f"wgtest-{uuid.uuid4().hex[:8]}",
-        frigate_topic_prefix=topic,
+        mqtt_url,
         frigate_cameras="front_door:C1,front_cam:C2",
         frigate_review_min_severity="detection",
     )
     s = dataclasses.replace(s, streams=dataclasses.replace(s.streams, batch_size=7))
+    topic = s.gateway.frigate_topic_prefix
     seed_registries(engine, city)
     return {"s": s, "r": rclient, "topic": topic}
 

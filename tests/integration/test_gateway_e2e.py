@@ -4,7 +4,6 @@ Redis, a real MQTT broker and real SQL."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +25,9 @@ from tests.gateway_support import (
     NOW,
     client_for,
     credential,
-    gateway_settings,
     grid,
     mqtt_broker_url,
+    mqtt_gateway_settings,
     seed_registries,
     stream,
     wait_for,
@@ -51,17 +50,15 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_phone_hotline_and_camera_reach_the_panorama(
     redis_url: str, prefix: str, db_url: Any, tmp_path: Path, engine, city, rclient, mqtt_url
 ) -> None:
-    topic = f"wgtest-{uuid.uuid4().hex[:8]}/frigate"
-    s = gateway_settings(
+    s = mqtt_gateway_settings(
         redis_url,
         prefix,
         db_url,
         tmp_path,
-        mqtt_url=mqtt_url,
-        mqtt_client_id=f"wgtest-{uuid.uuid4().hex[:8]}",
-        frigate_topic_prefix=topic,
+        mqtt_url,
         frigate_cameras="front_door:C1",
     )
+    topic = s.gateway.frigate_topic_prefix
     seed_registries(engine, city)
     phone = credential(engine, city, "phone", worker_id="W1", device_id="48241179")
     hotline = credential(engine, city, "hotline")

@@ -7,7 +7,6 @@ frigate/events; [FR] frigate/reviews). Each test uses its own topic prefix."""
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from tests.gateway_support import (
     NOW,
     client_for,
     credential,
-    gateway_settings,
     mqtt_broker_url,
+    mqtt_gateway_settings,
     seed_registries,
     stream,
     wait_for,
@@ -66,17 +65,15 @@ def event(kind: str, frame: float, end: float | None = None, score: float = 0.8)
 
 @pytest.fixture
 def env(redis_url: str, prefix: str, db_url: Any, tmp_path: Path, engine, city, rclient, mqtt_url):
-    topic = f"wgtest-{uuid.uuid4().hex[:8]}/frigate"
-    s = gateway_settings(
+    s = mqtt_gateway_settings(
         redis_url,
         prefix,
         db_url,
         tmp_path,
-        mqtt_url=mqtt_url,
-        mqtt_client_id=f"wgtest-{uuid.uuid4().hex[:8]}",
-        frigate_topic_prefix=topic,
+        mqtt_url,
         frigate_cameras="front_door:C1,garage:C2",
     )
+    topic = s.gateway.frigate_topic_prefix
     seed_registries(engine, city)
     return {"s": s, "r": rclient, "topic": topic}
 

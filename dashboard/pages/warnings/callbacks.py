@@ -216,14 +216,4 @@ def act(
     return "ok"
 
 
-@dash.callback(
-    Output(ids.FRESH, "children", allow_duplicate=True),
-    Input(ids.WARN_TICK, "n_intervals"),
-    State(ids.LANG, "data"),
-    prevent_initial_call="initial_duplicate",
-)
-def fresh(_n: int, lang: str) -> Any:
-    """The header's per-feed freshness line (reports, positions, video; stale feeds
-    marked), as on the panorama and the wall."""
-    text = L.scoped_fresh_text(current(), L.lang_of(lang))
-    return no_update if text is None else text
+fresh = L.freshness_on(ids.WARN_TICK)  # the header's per-feed freshness line

@@ -16,6 +16,7 @@ from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components.panels import denied_panel, leaflet_map
+from dashboard.geometry import city_water
 from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.warnings import queries as WL
@@ -47,6 +48,7 @@ def layout(**_query: Any) -> Any:
         s.tile_url,
         s.tile_crs == "gcj02",
         markers_id=ids.WARN_MARKERS,
+        water=city_water(b, lang),
     )
     level_opts = [{"label": " " + t(f"warn.{lv}", lang), "value": lv} for lv in W.LEVELS]
     status_opts = [{"label": " " + t(f"wstatus.{x}", lang), "value": x} for x in WL.STATUSES]

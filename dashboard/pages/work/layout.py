@@ -25,6 +25,7 @@ from dashboard.components.panels import (
     leaflet_map,
     message_panel,
 )
+from dashboard.geometry import city_water
 from dashboard.i18n import t
 from dashboard.pages import load_callbacks
 from dashboard.pages.panorama.queries import view_of
@@ -61,6 +62,7 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
         zoom,
         s.tile_url,
         s.tile_crs == "gcj02",
+        water=city_water(b, lang),
     )
     gcj = {"coordsToLatLng": {"variable": "wangge.map.gcj02"}} if s.tile_crs == "gcj02" else {}
     # Own panes above the area polygons (which load later and would cover the markers).
