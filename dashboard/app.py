@@ -94,7 +94,9 @@ def _shell(settings: Settings) -> Any:
                 dcc.Store(id=ids.LANG, data=lang),
                 header,
                 html.Div(dash.page_container, className="" if wall else "wg-main"),
-            ]
+            ],
+            id="wg-shell",
+            lang=lang,  # the page's language: CJK fonts, screen readers, date pickers' words
         )
 
     return layout

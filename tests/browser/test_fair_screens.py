@@ -6,6 +6,7 @@ lists show 暂无数据 when there is nothing, and the city map names its water.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,12 @@ def test_assessment_screens(
     )
     assert outer < 400, outer
     assert box[0] < 400 and box[1] == "rgb(12, 36, 64)" and box[2] == "rgb(216, 233, 255)", box
+    # the open calendar speaks Chinese: weekday and month names, no English left
+    calendar = d.execute_script(
+        "return document.querySelector('.dash-datepicker-content').innerText;"
+    )
+    assert "一" in calendar and "日" in calendar, calendar
+    assert not re.search(r"[A-Za-z]", calendar), calendar
 
 
 def test_thin_cells_are_words_never_banded_and_unranked_last(
