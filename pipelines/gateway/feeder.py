@@ -6,8 +6,9 @@ sends the simulated city's feeds the way real systems do:
 * phones: OsmAnd — each tick's fixes as Traccar Client's JSON upload (an array of flat
   fixes: ``id`` = worker id, ``lat``, ``lon``, ``timestamp`` in s, ``speed`` in knots,
   ``batt``, ``accuracy``) with a fleet key;
-* cameras: Frigate ``events`` messages (``type: new``) — published to the MQTT broker
-  when one is configured, else POSTed to ``/frigate/events`` with a camera key;
+* cameras: Frigate ``events`` messages (``new``, ``update``, ``end`` per object) — published
+  to the MQTT broker when one is configured, else POSTed to ``/frigate/events`` with a
+  camera key;
 * the hotline's and handlers' lifecycle events: the batch API with a hotline key.
 
 Keys: fresh ones for the whole city each start (the previous simulator keys revoked).
@@ -67,23 +68,31 @@ def osmand_fix(ev: dict[str, Any]) -> dict[str, Any] | None:
     return fix
 
 
-def frigate_message(ev: dict[str, Any]) -> dict[str, Any] | None:
-    """A video event → Frigate's ``events`` message of a new tracked object."""
+def frigate_messages(ev: dict[str, Any]) -> list[dict[str, Any]]:
+    """A video event → the ``events`` messages Frigate sends for one tracked object: ``new``
+    (a first, lower score), ``update`` (the top score, two seconds on) and ``end`` (four
+    seconds on) — one alert, updated in place. Empty for a malformed event."""
     if not isinstance(ev.get("alert_id"), str) or not isinstance(ev.get("ts"), int):
-        return None
+        return []
     t = ev["ts"] / 1000
-    after = {
+    score = ev.get("score")
+    first = round(score * 0.9, 3) if isinstance(score, int | float) else score
+    base = {
         "id": ev["alert_id"],
         "camera": ev.get("camera_id"),
         "label": ev.get("label"),
-        "top_score": ev.get("score"),
         "false_positive": False,
         "start_time": t,
-        "frame_time": t,
-        "end_time": None,
         "current_zones": [],
     }
-    return {"type": "new", "before": None, "after": after}
+    new = {**base, "top_score": first, "frame_time": t, "end_time": None}
+    update = {**base, "top_score": score, "frame_time": t + 2, "end_time": None}
+    end = {**base, "top_score": score, "frame_time": t + 4, "end_time": t + 4}
+    return [
+        {"type": "new", "before": None, "after": new},
+        {"type": "update", "before": new, "after": update},
+        {"type": "end", "before": update, "after": end},
+    ]
 
 
 @dataclass
@@ -151,7 +160,7 @@ class GatewayFeeder:
             auth = {"Authorization": f"Bearer {self.keys['hotline']}"}
             self._send(feed, "/batch/reports", [e for e in events if isinstance(e, dict)], auth)
         elif feed == "video":
-            msgs = [m for m in (frigate_message(e) for e in events if isinstance(e, dict)) if m]
+            msgs = [m for e in events if isinstance(e, dict) for m in frigate_messages(e)]
             if self.mqtt_url:
                 self._publish_mqtt(msgs)
             else:

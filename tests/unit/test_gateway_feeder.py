@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipelines.gateway.feeder import frigate_message, osmand_fix
+from pipelines.gateway.feeder import frigate_messages, osmand_fix
 from pipelines.gateway.frigate import Alert, FrigateMap, translate
 from pipelines.gateway.osmand import location_event, parse
 from pipelines.settings import GatewaySettings
@@ -34,6 +34,8 @@ def test_location_round_trip_through_osmand() -> None:
 
 
 def test_video_round_trip_through_frigate() -> None:
+    """One simulated alert is one Frigate object: new → update → end, one id, each a newer
+    revision; the last carries the event's own camera, label, score and start."""
     ev = {
         "alert_id": "V123",
         "camera_id": "C00012",
@@ -41,16 +43,17 @@ def test_video_round_trip_through_frigate() -> None:
         "score": 0.91,
         "ts": NOW - 5000,
     }
-    out = translate(
-        "events", frigate_message(ev), FrigateMap.of(GatewaySettings()), lambda c: c == "C00012"
-    )
-    assert isinstance(out, Alert)
-    got = out.event
-    assert (got["camera_id"], got["label"], got["score"], got["ts"]) == (
-        "C00012",
-        "smoke_fire",
-        0.91,
-        NOW - 5000,
-    )
-    assert got["alert_id"] == "fe-V123"
-    assert frigate_message({"alert_id": 5}) is None
+    fmap = FrigateMap.of(GatewaySettings())
+    msgs = frigate_messages(ev)
+    assert [m["type"] for m in msgs] == ["new", "update", "end"]
+    alerts = [translate("events", m, fmap, lambda c: c == "C00012") for m in msgs]
+    assert all(isinstance(a, Alert) for a in alerts)
+    events = [a.event for a in alerts if isinstance(a, Alert)]
+    assert {e["alert_id"] for e in events} == {"fe-V123"}
+    assert [e["ts"] for e in events] == [NOW - 5000] * 3  # the object's start, every time
+    revisions = [e["revision"] for e in events]
+    assert revisions == sorted(revisions) and len(set(revisions)) == 3
+    got = events[-1]
+    assert (got["camera_id"], got["label"], got["score"]) == ("C00012", "smoke_fire", 0.91)
+    assert events[0]["score"] < got["score"]
+    assert frigate_messages({"alert_id": 5}) == []
