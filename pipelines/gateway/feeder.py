@@ -54,7 +54,8 @@ def osmand_fix(ev: dict[str, Any]) -> dict[str, Any] | None:
     """A location event → Traccar Client's flat JSON fix (None if it has no worker)."""
     if not isinstance(ev.get("worker_id"), str) or "ts" not in ev:
         return None
-    fix: dict[str, Any] = {"id": ev["worker_id"], "timestamp": ev["ts"] / 1000}
+    ts = ev["ts"]
+    fix: dict[str, Any] = {"id": ev["worker_id"], "timestamp": ts / 1000 if _number(ts) else ts}
     for ours, theirs in (
         ("lat", "lat"),
         ("lon", "lon"),
@@ -66,6 +67,16 @@ def osmand_fix(ev: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(ev.get("speed"), int | float):
         fix["speed"] = round(ev["speed"] / KNOT_MS, 3)
     return fix
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def well_formed(fix: dict[str, Any]) -> bool:
+    """Would the gateway take this fix? (Every value present is a number.) A phone sends
+    only its own fixes, so one phone's bad fix must not take a batch of others down."""
+    return all(_number(v) for k, v in fix.items() if k != "id")
 
 
 def frigate_messages(ev: dict[str, Any]) -> list[dict[str, Any]]:
@@ -129,7 +140,9 @@ class GatewayFeeder:
                     raise
         raise AssertionError("unreachable")
 
-    def _send(self, feed: str, path: str, items: list[Any], headers: dict[str, str]) -> None:
+    def _send(
+        self, feed: str, path: str, items: list[Any], headers: dict[str, str], quiet: bool = False
+    ) -> None:
         for i in range(0, len(items), self.max_batch):
             chunk = items[i : i + self.max_batch]
             status, body = self._post(path, orjson.dumps(chunk), headers)
@@ -142,7 +155,9 @@ class GatewayFeeder:
                 )
             if status != 200:
                 self.refused[feed] = self.refused.get(feed, 0) + len(chunk)
-                log.warning("gateway %s: %s %s", path.split("?")[0], status, body[:200])  # no key
+                level = logging.DEBUG if quiet else logging.WARNING  # quiet: a bad fix, expected
+                where = path.split("?")[0]  # never the key in the query
+                log.log(level, "gateway %s: %s %s", where, status, body[:200])
                 continue
             self.sent[feed] = self.sent.get(feed, 0) + len(chunk)
 
@@ -155,7 +170,10 @@ class GatewayFeeder:
                 self.refused[feed] = self.refused.get(feed, 0) + 1  # a sender could not send it
         if feed == "locations":
             fixes = [f for f in (osmand_fix(e) for e in events if isinstance(e, dict)) if f]
-            self._send(feed, f"/osmand?key={self.keys['fleet']}", fixes, {})
+            path = f"/osmand?key={self.keys['fleet']}"
+            self._send(feed, path, [f for f in fixes if well_formed(f)], {})
+            for bad in (f for f in fixes if not well_formed(f)):  # each refused on its own
+                self._send(feed, path, [bad], {}, quiet=True)
         elif feed == "reports":
             auth = {"Authorization": f"Bearer {self.keys['hotline']}"}
             self._send(feed, "/batch/reports", [e for e in events if isinstance(e, dict)], auth)

@@ -57,3 +57,40 @@ def test_video_round_trip_through_frigate() -> None:
     assert (got["camera_id"], got["label"], got["score"]) == ("C00012", "smoke_fire", 0.91)
     assert events[0]["score"] < got["score"]
     assert frigate_messages({"alert_id": 5}) == []
+
+
+def test_one_phones_bad_fix_does_not_take_the_others_down() -> None:
+    """Phones send their own fixes: the simulated fleet sends well-formed fixes together and
+    each malformed one alone (the gateway refuses a JSON array with any bad fix whole)."""
+    import http.server
+    import threading
+
+    import orjson
+
+    from pipelines.gateway.feeder import GatewayFeeder
+
+    bodies: list[list[dict]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            fixes = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(fixes)
+            ok = all(isinstance(f.get("lat"), float) for f in fixes)
+            self.send_response(200 if ok else 400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        feeder = GatewayFeeder(f"http://127.0.0.1:{server.server_port}", {"fleet": "k"})
+        good = [{"worker_id": f"W{i}", "ts": NOW, "lon": 118.8, "lat": 32.0} for i in range(3)]
+        bad = {"worker_id": "W9", "ts": NOW, "lon": 118.8, "lat": "north"}
+        feeder("locations", [orjson.dumps(e) for e in (good[0], bad, *good[1:])])
+    finally:
+        server.shutdown()
+    assert [len(b) for b in bodies] == [3, 1]
+    assert feeder.sent == {"locations": 3} and feeder.refused == {"locations": 1}
