@@ -128,3 +128,19 @@ def test_worker_names_only_for_viewers_who_see_people() -> None:
     assert names_of(b, people=True)["w-0001"] == "张伟"  # type: ignore[arg-type]
     hidden = names_of(b, people=False)  # type: ignore[arg-type]
     assert "w-0001" not in hidden and hidden["320106-001-049"] == "宁海路街道第49网格"
+
+
+@pytest.mark.parametrize(
+    ("p", "zh", "en"),
+    [
+        (1e-3, "偶然出现约为 1,000 次中 1 次", "by chance about 1 in 1,000"),
+        (2.5e-7, "偶然出现约为 4,000,000 次中 1 次", "by chance about 1 in 4,000,000"),
+        (1e-14, "偶然出现不到 10,000,000,000 次中 1 次", "by chance less than 1 in 10,000,000,000"),
+        (0.6, "常见（约每两次一次或更多）", "common (about every other time or more)"),
+    ],
+)
+def test_a_chance_is_said_in_words(p: float, zh: str, en: str) -> None:
+    """The surge rule's tail probability (summary field p) as odds a person reads."""
+    assert WW.chance_text(p, "zh-CN") == zh and WW.chance_text(p, "en") == en
+    items = dict(WW.summary_items({"p": p}, "surge", {}, S, "en", str))
+    assert items["Chance"] == en

@@ -70,12 +70,27 @@ def summary_items(
         label = field_label(key, lang)
         if key in ID_FIELDS and isinstance(value, list):
             out.append((label, [named(str(v), names) for v in value]))
+        elif key == "p" and isinstance(value, int | float) and value > 0:
+            out.append((label, chance_text(float(value), lang)))
         elif key == "expected" and isinstance(value, int | float):
             window = next((v for k, v, r in fields if k == "window_min" and r == of), None)
             out.append((label, baseline_text(of, float(value), window, settings, lang)))
         else:
             out.append((label, fmt(value, lang)))
     return out
+
+
+RAREST = 1e10  # beyond "1 in ten billion" the number says nothing more to a reader
+
+
+def chance_text(p: float, lang: str) -> str:
+    """A tail probability in words: how rarely a count like this happens by chance."""
+    if p >= 0.5:
+        return t("warn.chance.common", lang)
+    odds = 1.0 / p
+    if odds > RAREST:
+        return t("warn.chance.rarest", lang, n=f"{RAREST:,.0f}")
+    return t("warn.chance.one_in", lang, n=f"{odds:,.0f}")
 
 
 def field_label(key: str, lang: str) -> str:
