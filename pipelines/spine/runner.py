@@ -318,10 +318,22 @@ class FeedWorker:
             result.applied, result.updated = n["A"], n["U"]
             result.redelivered, result.superseded = n["R"], n["S"]
             fields = agg.alert_rows(d.current, cid, tz)
+            # Every entry that does not create its alert now is a loser: a displaced creator,
+            # and any entry of this batch (a duplicate, an older revision, a moved alert) that
+            # an earlier, failed attempt may have counted in Redis as a creator on its own day
+            # (Redis is written before the SQL commit). Redis takes back only what such an
+            # entry still holds, so naming one that holds nothing changes nothing.
+            creators = dict(zip(d.current["alert_id"], d.current["entry_id"], strict=True))
             losers: dict[str, list[tuple[str, str]]] = {}
-            for r in d.displaced.iter_rows(named=True):
+            others = alerts.filter(
+                pl.col("entry_id")
+                != pl.col("alert_id").replace_strict(creators, default=None, return_dtype=pl.String)
+            )
+            for r in pl.concat([d.displaced.select(others.columns), others]).iter_rows(named=True):
                 day = agg.local_day(int(r["ts_ms"]), tz)
-                losers.setdefault(r["alert_id"], []).append((r["entry_id"], day))
+                pair = (r["entry_id"], day)
+                if pair not in losers.setdefault(r["alert_id"], []):
+                    losers[r["alert_id"]].append(pair)
             rows = [(a, f[0], f[1:], losers.get(a, [])) for a, f in fields.items()]
             if resync is not None and resync.height:
                 rows += self._alert_resync(conn, resync, set(fields))

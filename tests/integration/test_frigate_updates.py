@@ -290,3 +290,43 @@ def test_a_crash_between_commit_and_xack_does_not_count_twice(env, city, engine)
     assert len(rows) == 1 and {k: rows[0][k] for k in FINAL} == FINAL
     assert video_counts(again, city, city.city_id) == (1, 1)
     assert r.xpending(f"{s.redis.prefix}:{s.streams.video}", s.streams.group)["pending"] == 0
+
+
+def test_a_failed_attempt_that_counted_a_duplicate_on_another_day_is_taken_back(
+    env, city, engine
+) -> None:
+    """kill -9 after the Redis write, before the SQL commit (Redis is written inside the
+    transaction): an alert id reused two days later reaches Redis first as a creator; the
+    original, earlier in the stream, is then decided; the reuse comes back as a duplicate.
+    Redis must end with one count, on the original's day (the crash test's scenario)."""
+    from pipelines.spine.streams import Batch
+
+    s, r = env["s"], env["r"]
+    key = f"{s.redis.prefix}:{s.streams.video}"
+    late_ts = int(T0 * 1000)
+    early_ts = late_ts - 2 * 86_400_000
+    ev = {"alert_id": "reused-1", "camera_id": "C1", "label": "intrusion", "score": 0.9}
+    early = orjson.dumps({**ev, "ts": early_ts})
+    late = orjson.dumps({**ev, "ts": late_ts})
+    early_id = r.xadd(key, {b"data": early}).decode()
+    late_id = r.xadd(key, {b"data": late}).decode()
+    w = make_worker("video", s, city, GridIndex(city), r, engine, "v-fail", clock=CLOCK)
+
+    def killed(_dead: Any) -> None:
+        raise SystemExit("kill -9 after the Redis write, before the commit")
+
+    w._dead_letter_redis = killed  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        w.process(Batch(entries=[(late_id, late)]))
+    assert alerts(engine) == []  # rolled back; Redis has counted the reuse as a creator
+    w = make_worker("video", s, city, GridIndex(city), r, engine, "v-next", clock=CLOCK)
+    w.process(Batch(entries=[(early_id, early)]))
+    w.process(Batch(entries=[(late_id, late)], retried=True))
+    drain(w)  # the stream's own delivery of both: a no-op
+    tz = s.live.timezone
+    days = {agg.local_day(t, tz): 0 for t in (early_ts, late_ts)}
+    for day in days:
+        days[day] = w.state.counts("video", [city.city_id], day=day)[0]
+    assert days == {agg.local_day(early_ts, tz): 1, agg.local_day(late_ts, tz): 0}
+    ((row,),) = [alerts(engine)]
+    assert row["entry_id"] == early_id
