@@ -49,6 +49,33 @@ def wangge(
     )
 
 
+def run_until(
+    env: dict[str, str], args: list[str], pattern: str, timeout_s: float
+) -> tuple[subprocess.Popen[str], list[str], str]:
+    """Start ``wangge run`` and read its console until ``pattern`` matches a line: the
+    process, the lines so far and the pattern's first group (asserted found)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    found = None
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    while time.monotonic() < deadline and found is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(pattern, line):
+            found = m.group(1)
+    assert found, "".join(lines)
+    return proc, lines, found
+
+
 def test_run_prints_the_url_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     env = cli_env(
         tmp_path,
@@ -60,25 +87,7 @@ def test_run_prints_the_url_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> 
     )
     env.pop("REDIS_URL")
     env.pop("DATABASE_URL")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    url = None
-    deadline = time.monotonic() + 120
-    assert proc.stdout is not None
-    while time.monotonic() < deadline and url is None:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := re.search(r"Dashboard: (http://\S+)", line):
-            url = m.group(1)
-    assert url, "".join(lines)
+    proc, _lines, url = run_until(env, ["--port", "0"], r"Dashboard: (http://\S+)", 120)
     me = psutil.Process(proc.pid)
     time.sleep(4)  # workers, simulator and the clock job are running
     family = me.children(recursive=True)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import requests
 from pipelines.city.geography import load_city
 from pipelines.settings import GeoSettings
 from pipelines.spine import store
-from tests.integration.test_cli import cli_env, wangge
+from tests.integration.test_cli import cli_env, run_until, wangge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,25 +87,8 @@ def test_run_starts_the_gateway_and_stops_it(tmp_path: Path) -> None:
     )
     env.pop("REDIS_URL")
     env.pop("DATABASE_URL")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--port", "0", "--gateway-port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    gw = None
-    deadline = time.monotonic() + 180
-    assert proc.stdout is not None
-    while time.monotonic() < deadline and gw is None:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := re.search(r"Gateway:\s+(http://\S+)", line):
-            gw = m.group(1)
-    assert gw, "".join(lines)
+    args = ["--port", "0", "--gateway-port", "0"]
+    proc, lines, gw = run_until(env, args, r"Gateway:\s+(http://\S+)", 180)
     assert "through the gateway" in "".join(lines)
     try:
         assert requests.get(gw + "readyz", timeout=10).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,23 +112,11 @@ class _SimState:
     camera_x: np.ndarray
     camera_y: np.ndarray
 
-    def _alert(self, cam: int, label: str, score: float, ts: int, located: bool) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _grid_handler(self, g: int) -> str:
-        raise NotImplementedError
-
-    def _in_window(self, kind: str, t: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _next_alert_id(self) -> str:
-        raise NotImplementedError
-
-    def _next_event_id(self) -> str:
-        raise NotImplementedError
-
-    def _next_incident_id(self) -> str:
-        raise NotImplementedError
-
-    def _plan(self, inc: _Incident, t_report: int) -> None:
-        raise NotImplementedError
+    # Methods other parts define (declared as attributes: the Simulator supplies them).
+    _alert: Callable[[int, str, float, int, bool], dict[str, Any]]
+    _grid_handler: Callable[[int], str]
+    _in_window: Callable[[str, np.ndarray], np.ndarray]
+    _next_alert_id: Callable[[], str]
+    _next_event_id: Callable[[], str]
+    _next_incident_id: Callable[[], str]
+    _plan: Callable[[_Incident, int], None]
