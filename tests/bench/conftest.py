@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from pipelines.access import audit
 from pipelines.city.geography import City, GridIndex, load_city
 from pipelines.settings import GeoSettings
 from pipelines.spine import store
+from tests.conftest import TEST_AUDIT_KEY
 
 RUNS = int(os.environ.get("WANGGE_BENCH_RUNS", "3"))
 
@@ -110,7 +112,7 @@ def fresh_db(tmp_path: Path) -> Iterator[Callable[[str], tuple[str, str | None, 
             url, schema = pg, f"wgbench_{tag}"
             with admin.connect() as c:
                 c.execute(text(f'CREATE SCHEMA "{schema}"'))
-        eng = store.make_engine(url, schema=schema)
+        eng = audit.keyed(store.make_engine(url, schema=schema), TEST_AUDIT_KEY)  # audited writes
         store.create_schema(eng)
         made.append((eng, schema))
         return url, schema, eng
