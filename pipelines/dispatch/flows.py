@@ -28,6 +28,7 @@ the start with one readable list instead of a half-applied flow.
 
 from __future__ import annotations
 
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
@@ -35,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.dispatch.units import UNIT_TYPES
+from pipelines.settings import Settings
 from pipelines.spine.events import CATEGORIES, LEVELS, SEVERITIES
 
+HOUR_MS = 3_600_000
 DEFAULT_FILE = Path(__file__).with_name("default_flows.toml")
 
 # Stage → the lifecycle step that ends it, in order.
@@ -53,6 +56,20 @@ REQUIREMENTS: dict[str, tuple[str, str]] = {
     "photo": ("现场照片链接", "a link to a photo"),
     "onsite_check": ("网格员现场核查", "a grid worker's on-site check"),
     "level": ("办结层级", "the level at which it was resolved"),
+}
+# The stage an incident is in, by its current lifecycle step (a closed one is in none). An
+# escalated incident waits to be accepted at its new level; a returned one to be dispatched
+# again (or accepted again, where it was returned before being accepted).
+STAGE_OF_STEP: dict[str, str | None] = {
+    "reported": "accept",
+    "escalated": "accept",
+    "accepted": "dispatch",
+    "returned": "dispatch",
+    "dispatched": "handle",
+    "handling": "handle",
+    "resolved": "verify",
+    "verified": "close",
+    "closed": None,
 }
 MAX_HOURS = 24.0 * 90  # a stage deadline beyond 90 days is a typo, not a flow
 
@@ -114,6 +131,28 @@ class Flow:
                 return total
         raise KeyError(step)
 
+    def stage_of(self, status: str) -> Stage | None:
+        """The stage an incident with this lifecycle status is in (None once closed)."""
+        name = STAGE_OF_STEP.get(status)
+        return None if name is None else self.stage(name)
+
+    def stage_due_ms(
+        self, status: str, entered_ms: int, override_ms: int | None = None
+    ) -> int | None:
+        """When the current stage is due: ``entered_ms`` (when the incident entered the
+        stage) plus the stage's hours, or a deadline set by the dispatching action
+        (``override_ms``, for the handle stage only). None once closed."""
+        stage = self.stage_of(status)
+        if stage is None:
+            return None
+        if stage.name == "handle" and override_ms is not None:
+            return int(override_ms)
+        return int(entered_ms + stage.hours * HOUR_MS)
+
+    def closure_due_ms(self, reported_ms: int) -> int:
+        """When the incident is due to be closed: its report plus every stage's hours."""
+        return int(reported_ms + self.total_hours * HOUR_MS)
+
     def next_level(self, level: str) -> str | None:
         """The level an incident escalates to from ``level`` (None at the top)."""
         if level not in self.escalation:
@@ -143,6 +182,23 @@ class Flows:
             if f.id == flow_id:
                 return f
         raise KeyError(flow_id)
+
+
+def flows_for(settings: Settings) -> Flows:
+    """The flows a deployment runs on (``[dispatch] flows``, or the shipped defaults),
+    read once per file version (the file is checked at start, so this does not fail on a
+    running system unless the file is broken while it runs)."""
+    path = settings.path(settings.dispatch.flows) if settings.dispatch.flows else DEFAULT_FILE
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0
+    return _flows_cached(str(path), mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _flows_cached(path: str, _mtime: int) -> Flows:
+    return load_flows(path)
 
 
 def load_flows(path: str | Path | None = None) -> Flows:
