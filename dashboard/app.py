@@ -44,6 +44,7 @@ NAV = (
     ("nav.panorama", "/"),
     ("nav.work", "/work"),
     ("nav.warnings", "/warnings"),
+    ("nav.incidents", "/incidents"),
     ("nav.assessment", "/assessment"),
     ("nav.wall", "/wall"),
     ("nav.audit", "/admin/audit"),

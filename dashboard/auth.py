@@ -123,6 +123,8 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     "wall-": Policy(page="wall"),
     "warn-": Policy(page="warnings"),
     "asm-": Policy(page="assessment"),
+    "inc-": Policy(page="incidents"),
+    "inca-": Policy(page="incidents", kinds=("incident_actions",)),  # acting on incidents
     "work-": Policy(page="work"),
     "wtrk-": Policy(page="work", kinds=("tracks",)),  # track replay
     "aud-": Policy(page="audit", scoped=False),  # the audit log (the administrator)
@@ -131,7 +133,9 @@ SHELL = ("url", "shell-", "_pages_")
 ROUTER = Policy(scoped=False, by_path=True)  # the page router: by the path it renders
 # Callback inputs that are free text typed by a person (neutralised by the page, not
 # refused); every other input value is checked like an id.
-FREE_TEXT_INPUTS = frozenset({"warn-note", "warn-assignee"})
+FREE_TEXT_INPUTS = frozenset(
+    {"warn-note", "warn-assignee", "inca-reason", "inca-note", "inca-photo"}
+)
 
 
 def _component_ids(spec_key: str) -> list[str]:
