@@ -89,6 +89,7 @@ ASM_CRUMBS = "asm-crumbs"
 ASM_TITLE = "asm-title"
 ASM_TABLE = "asm-table"
 ASM_BEHIND = "asm-behind"
+ASM_BEHIND_TABLE = "asm-behind-table"  # its incident ids open the incident workbench
 ASM_XLSX = "asm-xlsx"
 ASM_CSV = "asm-csv"
 ASM_PDF = "asm-pdf"

@@ -105,7 +105,7 @@ def _ms_of(day: object, tz: str, plus_days: int = 0) -> int | None:
     Output(ids.INC_AREA, "options"),
     Input(ids.INC_VIEW, "data"),
 )
-def filter_options(_view: Any) -> tuple[Any, Any]:
+def filter_options(view: Any) -> tuple[Any, Any]:
     b = current()
     grant = scope_grant()
     if grant is None:
@@ -115,6 +115,10 @@ def filter_options(_view: Any) -> tuple[Any, Any]:
         {"label": C.unit_label(u, lang), "value": u["unit_id"]} for u in units_in(b, grant.area_id)
     ]
     areas = [{"label": n, "value": a} for a, n, _ in Q.area_options(b.city, grant.area_id)]
+    wanted = view.get("area") if isinstance(view, dict) else None
+    if isinstance(wanted, str) and wanted not in {a["value"] for a in areas}:
+        if auth.authorize(wanted, "incidents").granted:  # a grid from a link
+            areas.append({"label": b.area_names.get(wanted, wanted), "value": wanted})
     return units, areas
 
 

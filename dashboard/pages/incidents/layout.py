@@ -56,6 +56,14 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
     assert row is not None
     dd = {"color": "#111"}
     area_opts = [{"label": n, "value": a} for a, n, _ in Q.area_options(b.city, p.scope)]
+    wanted = view.get("area")
+    if (
+        isinstance(wanted, str)
+        and b.city.area(wanted) is not None
+        and auth.allowed(b.city, wanted)
+        and wanted not in {o["value"] for o in area_opts}
+    ):  # a grid (from a link): offered as well
+        area_opts.append({"label": b.area_names.get(wanted, wanted), "value": wanted})
     status0 = [view["status"]] if view.get("status") in Q.OPEN_STATUSES else []
     filters = html.Div(
         [
