@@ -116,9 +116,14 @@ def filter_options(view: Any) -> tuple[Any, Any]:
     ]
     areas = [{"label": n, "value": a} for a, n, _ in Q.area_options(b.city, grant.area_id)]
     wanted = view.get("area") if isinstance(view, dict) else None
-    if isinstance(wanted, str) and wanted not in {a["value"] for a in areas}:
-        if auth.authorize(wanted, "incidents").granted:  # a grid from a link
-            areas.append({"label": b.area_names.get(wanted, wanted), "value": wanted})
+    known = {a["value"] for a in areas}
+    # a grid from a link is offered as well (checked like any area; a refusal is audited)
+    if (
+        isinstance(wanted, str)
+        and wanted not in known
+        and auth.authorize(wanted, "incidents").granted
+    ):
+        areas.append({"label": b.area_names.get(wanted, wanted), "value": wanted})
     return units, areas
 
 
