@@ -488,13 +488,11 @@ def bulk_form(selected: Any, lang: str) -> tuple[Any, ...]:
         for w, n in workers_in(b, grant).items()
     ]
     rows = [r for r in (selected or []) if isinstance(r, dict) and auth.clean_id(r.get("id"))]
-    plan = {
-        str(r["id"]): [
-            A.new_request_id(),
-            r.get("n_events") if isinstance(r.get("n_events"), int) else None,
-        ]
-        for r in rows[:200]
-    }
+    plan: dict[str, list[Any]] = {}
+    for r in rows[:200]:  # each incident's own area decides (refusals audited)
+        found = incident_of(b, r.get("id"), "incident_actions")
+        if found is not None:
+            plan[str(found["incident_id"])] = [A.new_request_id(), int(found["n_events"])]
     msg = t("inca.bulk", lang, n=len(plan)) if plan else t("inca.bulk.pick", lang)
     return (plan or None), msg, units, people
 

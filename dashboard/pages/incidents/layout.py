@@ -44,6 +44,19 @@ def view_of(query: dict[str, Any], incident_id: str | None) -> dict[str, Any]:
     return out
 
 
+def _incident_area(b: Any, incident_id: str) -> str | None:
+    """The incident's grid when the session may see it (refusals audited), else None."""
+    from dashboard.pages.incidents.detail import incident_row
+
+    iid = auth.clean_id(incident_id)
+    row = incident_row(b.engine, iid) if iid else None
+    if row is None:
+        auth.refused("incidents", incident_id, "unknown incident")
+        return None
+    grant = auth.authorize(row["grid_id"], "incidents", target=iid)
+    return grant.area_id if grant.granted else None
+
+
 def layout(incident_id: str | None = None, **query: Any) -> Any:
     b = current()
     lang = L.lang()
@@ -51,6 +64,8 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
     if p is None or p.wall or not auth.may("incidents"):
         return denied_panel(lang, auth.home_href(b.city))
     view = view_of(query, incident_id)
+    if "id" in view and _incident_area(b, view["id"]) is None:
+        view.pop("id")  # unknown or outside the scope (audited): the queue alone
     s = b.settings.dashboard
     row = b.city.area(p.scope)
     assert row is not None
