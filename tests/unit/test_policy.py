@@ -100,7 +100,9 @@ def test_acting_on_incidents_is_the_dispatch_matrix() -> None:
     with any action in the dispatch matrix, less the grid worker (who acts from a phone,
     through the gateway, on its own tasks only)."""
     assert policy.roles_for("incident_actions") == {"district_commander", "street_operator"}
-    assert policy.may_open("city_leader", "incidents") and policy.may_open("supervisor", "incidents")
+    assert policy.may_open("city_leader", "incidents") and policy.may_open(
+        "supervisor", "incidents"
+    )
     assert not policy.may_open("wall", "incidents") and not policy.may_open("admin", "incidents")
     matrix = pytest.importorskip("pipelines.dispatch.matrix")
     acting = {r for r, acts in matrix.ROLE_ACTIONS.items() if acts} - {"grid_worker"}

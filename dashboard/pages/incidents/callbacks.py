@@ -52,13 +52,16 @@ def unit_names(b: Backend) -> dict[str, str]:
     return got
 
 
-def workers_in(b: Backend, grant: auth.Decision) -> dict[str, str]:
-    """id → name of the rostered workers inside the granted area (names only for roles
-    that may see them; else each worker's id stands for itself)."""
+def workers_in(b: Backend, grant: auth.Decision, district: str | None = None) -> dict[str, str]:
+    """id → name of the rostered workers inside the granted area (and ``district``: the
+    core dispatches only to workers of the incident's district; names only for roles that
+    may see them, else each worker's id stands for itself)."""
     roster = b.roster()
     level = b.city.level_of(grant.area_id)
     if level != "city":
         roster = roster.filter(roster[f"{level}_id"] == grant.area_id)
+    if district is not None:
+        roster = roster.filter(roster["district_id"] == district)
     pairs = zip(roster["worker_id"].to_list(), roster["name"].to_list(), strict=True)
     return {w: (n if grant.may("names") and n else w) for w, n in pairs if w}
 
@@ -385,22 +388,23 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
         return (*closed[:-1], t("inca.err.denied" if DA else "inca.err.unavailable", lang))
     if action not in DA.offered(row, _actor(p), flows_for(b.settings), b.city):
         return (*closed[:-1], t("inca.err.wrong_stage", lang))
-    grant = auth.authorize(row["grid_id"], "incident_actions", audited=False)
-    fields = C.ACTION_FIELDS[action]
-    need = C.required_fields(action, row, flows_for(b.settings))
+    flows = flows_for(b.settings)
+    fields = C.shown_fields(action, row, flows)
+    need = C.required_fields(action, row, flows)
     styles = [({"display": "flex"} if name in fields else hidden) for name in C.FIELDS]
-    for i, name in enumerate(C.FIELDS):
+    for i, name in enumerate(C.FIELDS):  # required ones are marked
         if name in need or (name in ("unit", "handler") and "unit_or_handler" in need):
             styles[i] = {"display": "flex", "borderLeft": "3px solid #f2994a"}
     district = b.city.ancestors(str(row["grid_id"]))
     units = [
         {"label": C.unit_label(u, lang), "value": u["unit_id"]}
         for u in units_in(b, p.scope)
-        if u["area_id"] in district or p.scope in b.city.ancestors(u["area_id"])
+        if u["area_id"] in district  # a unit serving the incident's area (the core's rule)
     ]
+    grant = auth.authorize(p.scope, "incident_actions", audited=False)
     people = [
         {"label": n if n == w else f"{n} · {w}", "value": w}
-        for w, n in workers_in(b, grant).items()
+        for w, n in workers_in(b, grant, row.get("district_id")).items()
     ]
     levels = [{"label": t(f"level.{lv}", lang), "value": lv} for lv in LEVELS]
     form = A.form_state(action, row["incident_id"], shown.get("n_events"))

@@ -16,54 +16,50 @@ from dashboard.pages.incidents import queries as Q
 from pipelines.dispatch.flows import Flows
 from pipelines.dispatch.units import UNIT_TYPES
 
-# Which form fields each action may carry (the dispatch matrix's RECORDS, and what a flow
-# stage may require of the action that leaves it; the core checks the request itself).
+# Which form fields each action may carry: the matrix's RECORDS, what any flow stage it
+# ends may require, and the dispatch's optional deadline (the core checks the request).
 ACTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "accept": (),
-    "dispatch": ("unit", "handler", "due", "reason"),
-    "handle": (),
-    "return": ("reason",),
-    "escalate": ("reason", "level"),
-    "resolve": ("note", "photo"),
-    "verify_pass": ("onsite",),
-    "verify_fail": ("reason", "onsite"),
-    "close": ("level",),
-    "merge": ("dup", "reason"),
-}
-# A flow stage's requirement → the form field that records it.
-REQUIREMENT_FIELD = {"note": "note", "photo": "photo", "onsite_check": "onsite", "level": "level"}
-# Actions that always need a field (the matrix's RECORDS); the rest come from the flow.
-ALWAYS: dict[str, tuple[str, ...]] = {
+    "accept": ("note",),
+    "dispatch": ("unit", "handler", "due", "reason", "note"),
+    "handle": ("note",),
     "return": ("reason",),
     "escalate": ("reason",),
-    "verify_fail": ("reason",),
-    "merge": ("dup",),
-    "dispatch": ("unit_or_handler",),
+    "resolve": ("note", "photo"),
+    "verify_pass": ("onsite", "note"),
+    "verify_fail": ("reason", "onsite"),
+    "close": ("level", "note"),
+    "merge": ("dup", "reason"),
+}
+# The core's request field → the form field that records it ("target": a unit or worker).
+REQUEST_FIELD = {
+    "target": "unit_or_handler",
+    "reason": "reason",
+    "note": "note",
+    "photo_url": "photo",
+    "onsite_by": "onsite",
+    "level": "level",
+    "duplicate_of": "dup",
 }
 FIELDS = ("unit", "handler", "reason", "note", "photo", "onsite", "level", "dup", "due")
-STEP_OF = {
-    "accept": "accepted",
-    "dispatch": "dispatched",
-    "handle": "handling",
-    "return": "returned",
-    "escalate": "escalated",
-    "resolve": "resolved",
-    "verify_pass": "verified",
-    "verify_fail": "returned",
-    "close": "closed",
-    "merge": "closed",
-}
 
 
 def required_fields(action: str, incident: dict[str, Any], flows: Flows) -> set[str]:
-    """The fields this action must carry on this incident: the matrix's, plus what the flow
-    stage being left requires (pure)."""
-    need = set(ALWAYS.get(action, ()))
-    flow = flows.select(str(incident["category"]), int(incident["severity"]))
-    stage = flow.stage_of(str(incident["status"]))
-    if stage is not None and stage.ends_at == STEP_OF.get(action):
-        need |= {REQUIREMENT_FIELD[r] for r in stage.requires if r in REQUIREMENT_FIELD}
-    return need
+    """The form fields this action must carry on this incident (the core's
+    :func:`pipelines.dispatch.actions.required`: the matrix's records plus the
+    ``requires`` of the flow stage it ends)."""
+    from pipelines.dispatch.actions import required
+
+    return {REQUEST_FIELD[f] for f in required(action, incident, flows) if f in REQUEST_FIELD}
+
+
+def shown_fields(action: str, incident: dict[str, Any], flows: Flows) -> set[str]:
+    """What the form shows: the action's own fields and whatever the flow requires."""
+    need = required_fields(action, incident, flows)
+    return (
+        set(ACTION_FIELDS.get(action, ()))
+        | need
+        | ({"unit", "handler"} if "unit_or_handler" in need else set())
+    )
 
 
 def when(ms: int | None, tz: str, fmt: str = "%m-%d %H:%M") -> str:
