@@ -72,7 +72,15 @@ def columns(lang: str) -> list[dict[str, Any]]:
     """The queue's columns (sorting is the server's: the grid's own is off)."""
 
     def col(field: str, key: str, **kw: Any) -> dict[str, Any]:
-        return {"field": field, "headerName": t(key, lang), "sortable": False, **kw}
+        wrap = {"wrapText": True, "autoHeight": True}  # a long name wraps, never "…"
+        return {
+            "field": field,
+            "headerName": t(key, lang),
+            "sortable": False,
+            "flex": 1,
+            **wrap,
+            **kw,
+        }
 
     return [
         col(

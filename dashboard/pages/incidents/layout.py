@@ -145,6 +145,7 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
             ),
             dcc.DatePickerRange(
                 id=ids.INC_RANGE,
+                className="asm-range inc-range",
                 display_format="YYYY-MM-DD",
                 first_day_of_week=1,
                 month_format="YYYY年M月" if lang != "en" else "MMMM YYYY",
