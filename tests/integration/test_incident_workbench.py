@@ -197,7 +197,8 @@ def queue(client: Any, app: Dash, **filters: Any) -> list[dict[str, Any]]:
 def detail(client: Any, app: Dash, inc: str) -> tuple[str, dict[str, Any]]:
     code, out = call(client, app, "inc-detail.children", "inc-sel.data", {("inc-sel", "data"): inc})
     assert code == 200
-    return json.dumps(out["inc-detail"]["children"], ensure_ascii=False), out["inc-shown"]["data"]
+    shown = [out["inc-detail"]["children"], out["inc-more"]["children"]]
+    return json.dumps(shown, ensure_ascii=False), out["inc-shown"]["data"]
 
 
 def offered(client: Any, app: Dash, shown: dict[str, Any]) -> list[str]:

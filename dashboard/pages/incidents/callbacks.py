@@ -30,6 +30,7 @@ from pipelines.spine.events import LEVELS
 DA = A.DA  # the dispatch core (pipelines/dispatch/actions.py); None before it lands
 
 FIELD_BOXES = [f"inca-f-{name}" for name in C.FIELDS]
+FIELD_INPUTS = [f"inca-{name}" for name in C.FIELDS]  # each form opens empty
 
 
 # ------------------------------------------------------------------ shared reads
@@ -252,6 +253,7 @@ def select(cell: Any) -> Any:
 
 @dash.callback(
     Output(ids.INC_DETAIL, "children"),
+    Output(ids.INC_MORE, "children"),
     Output(ids.INC_MARKER, "data"),
     Output(ids.INC_MAP, "viewport"),
     Output(ids.INC_SHOWN, "data"),
@@ -265,11 +267,11 @@ def show(incident_id: Any, _done: Any, _n: Any, lang: str) -> tuple[Any, ...]:
     lang = L.lang_of(lang)
     empty = {"type": "FeatureCollection", "features": []}
     if not isinstance(incident_id, str) or not incident_id:
-        return html.P(t("inc.pick", lang), className="wg-muted"), empty, no_update, None
+        return html.P(t("inc.pick", lang), className="wg-muted"), [], empty, no_update, None
     try:
         row = incident_of(b, incident_id, "incidents")
         if row is None:  # unknown, or outside the session's scope (audited)
-            return html.P(t("inc.gone", lang), className="wg-muted"), empty, no_update, None
+            return html.P(t("inc.gone", lang), className="wg-muted"), [], empty, no_update, None
         grant = auth.authorize(row["grid_id"], "incidents", audited=False)
         now = b.now_ms()
         flows = flows_for(b.settings)
@@ -279,7 +281,7 @@ def show(incident_id: Any, _done: Any, _n: Any, lang: str) -> tuple[Any, ...]:
         events = D.timeline(b.engine, row["incident_id"])
         alerts = D.video_alerts(b.engine, row)
         warns = D.linked_warnings(b.engine, b.city, row, now)
-        panel = C.detail_panel(
+        head, more = C.detail_panel(
             row,
             events,
             alerts,
@@ -294,10 +296,11 @@ def show(incident_id: Any, _done: Any, _n: Any, lang: str) -> tuple[Any, ...]:
             units=unit_names(b),
         )
     except L.BACKEND_ERRORS:
-        return html.P(t("inc.unavailable", lang), className="wg-muted"), no_update, no_update, None
+        unavailable = html.P(t("inc.unavailable", lang), className="wg-muted")
+        return unavailable, [], no_update, no_update, None
     view = {"center": [float(row["lat"]), float(row["lon"])], "zoom": 16}
     shown = {"id": row["incident_id"], "n_events": int(row["n_events"])}
-    return panel, C.marker(row), view, shown
+    return head, more, C.marker(row), view, shown
 
 
 def _roster_names(b: Backend) -> dict[str, str]:
@@ -362,6 +365,7 @@ def offer(shown: Any, lang: str) -> Any:
     Output(ids.INCA_ONSITE, "options"),
     Output(ids.INCA_LEVEL, "options"),
     Output(ids.INCA_MSG, "children"),
+    *(Output(fid, "value") for fid in FIELD_INPUTS),
     Input({"type": ids.INCA_BTN, "action": ALL}, "n_clicks"),
     Input(ids.INCA_CANCEL, "n_clicks"),
     State(ids.INC_SHOWN, "data"),
@@ -375,19 +379,25 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
     b = current()
     lang = L.lang_of(lang)
     hidden = {"display": "none"}
-    closed = (None, hidden, *([hidden] * len(FIELD_BOXES)), [], [], [], [], "")
+    blank = (None,) * len(FIELD_INPUTS)
+    closed = (None, hidden, *([hidden] * len(FIELD_BOXES)), [], [], [], [], "", *blank)
     trig = ctx.triggered_id
-    if not isinstance(trig, dict) or not any(c for c in (clicks or []) if c):
+    if trig == ids.INCA_CANCEL:
         return closed
+    # new buttons (another incident, or the next stage) are no click: the form and the
+    # last outcome stay as they are
+    if not isinstance(trig, dict) or not any(c for c in (clicks or []) if c):
+        return (no_update,) * len(closed)
     action = trig.get("action")
     p = auth.principal()
     if p is None or not isinstance(shown, dict) or action not in C.ACTION_FIELDS:
         return closed
     row = incident_of(b, shown.get("id"), "incident_actions")  # its area decides; audited
     if row is None or DA is None:
-        return (*closed[:-1], t("inca.err.denied" if DA else "inca.err.unavailable", lang))
+        why = t("inca.err.denied" if DA else "inca.err.unavailable", lang)
+        return (*closed[: -1 - len(blank)], why, *blank)
     if action not in DA.offered(row, _actor(p), flows_for(b.settings), b.city):
-        return (*closed[:-1], t("inca.err.wrong_stage", lang))
+        return (*closed[: -1 - len(blank)], t("inca.err.wrong_stage", lang), *blank)
     flows = flows_for(b.settings)
     fields = C.shown_fields(action, row, flows)
     need = C.required_fields(action, row, flows)
@@ -408,7 +418,7 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
     ]
     levels = [{"label": t(f"level.{lv}", lang), "value": lv} for lv in LEVELS]
     form = A.form_state(action, row["incident_id"], shown.get("n_events"))
-    return form, {"display": "flex"}, *styles, units, people, people, levels, ""
+    return form, {"display": "flex"}, *styles, units, people, people, levels, "", *blank
 
 
 @dash.callback(

@@ -183,8 +183,9 @@ def detail_panel(
     workers: dict[str, str],
     sees_names: bool,
     units: dict[str, str],
-) -> list[Any]:
-    """The incident's facts, timeline, linked alerts and warnings, and photos."""
+) -> tuple[list[Any], list[Any]]:
+    """The incident's facts (above the actions); its timeline, photos, linked alerts and
+    warnings (below them)."""
 
     def who(pid: str | None) -> str:
         return person(pid, workers, sees_names, lang)
@@ -227,7 +228,7 @@ def detail_panel(
         facts.append((t("inc.field.description", lang), str(incident["description"])[:500]))
     timeline = [_event(e, lang, tz, who, units) for e in events]
     photos = [e["photo_url"] for e in events if e.get("photo_url")]
-    return [
+    head = [
         html.H3(
             [
                 html.Span(incident["incident_id"], className="wg-ident"),
@@ -236,6 +237,8 @@ def detail_panel(
             ]
         ),
         _dl(facts),
+    ]
+    return head, [
         html.H4(t("inc.timeline", lang)),
         html.Ol(timeline, className="warn-timeline inc-timeline"),
         html.H4(t("inc.media", lang)),

@@ -294,6 +294,7 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
                                 id=ids.INC_DETAIL,
                             ),
                             actions,
+                            html.Div(id=ids.INC_MORE),
                         ],
                         className="wg-panel inc-detail",
                     ),
