@@ -95,7 +95,13 @@ def put(engine: Engine, rows: list[dict[str, Any]]) -> None:
         )
 
 
-def test_the_stage_deadline_is_the_flow_files(engine: Engine, city: City, flows: Flows) -> None:
+MODES = pytest.mark.parametrize("mode", ["polars", "sql"])
+
+
+@MODES
+def test_the_stage_deadline_is_the_flow_files(
+    engine: Engine, city: City, flows: Flows, mode: str
+) -> None:
     """due = entered + the hours of the stage the status is in (the flow file above),
     the same in SQL and in Polars; a serious fire takes the faster flow."""
     e = NOW - 30 * 60_000
@@ -115,7 +121,8 @@ def test_the_stage_deadline_is_the_flow_files(engine: Engine, city: City, flows:
     ]
     rows = [incident(city, i, s, e, category=c, severity=v) for i, s, c, v, _ in cases]
     put(engine, rows)
-    page = Q.queue_page(engine, flows, city, city.city_id, Q.Filters(page_size=100), NOW)
+    f = Q.Filters(page_size=100)
+    page = Q.queue_page(engine, flows, city, city.city_id, f, NOW, deadline=mode)
     got = dict(zip(page.rows["incident_id"], page.rows["due_ms"], strict=True))
     assert got == {i: due for i, *_, due in cases}
     polars_due = Q.with_due(pl.DataFrame(rows), flows)
@@ -140,8 +147,9 @@ def test_a_dispatch_deadline_overrides_the_handle_stage(
     assert got == {"x": NOW + 5 * H, "y": e + 2 * H}
 
 
+@MODES
 def test_overdue_and_due_soon_are_right_across_pages(
-    engine: Engine, city: City, flows: Flows
+    engine: Engine, city: City, flows: Flows, mode: str
 ) -> None:
     """60 accepted disputes (dispatch stage: 2 h) entered 0..59 × 5 minutes ago: those that
     entered more than 2 h ago are overdue; due within 1 h are those entered 1–2 h ago."""
@@ -155,17 +163,18 @@ def test_overdue_and_due_soon_are_right_across_pages(
     seen: list[str] = []
     for page in range(3):
         f = Q.Filters(due="overdue", page=page, page_size=25)
-        got = Q.queue_page(engine, flows, city, city.city_id, f, NOW)
+        got = Q.queue_page(engine, flows, city, city.city_id, f, NOW, deadline=mode)
         assert got.total == 36 and got.pages == 2
         seen += got.rows["incident_id"].to_list() if page < 2 else []
         assert got.rows["overdue"].all()
     assert seen == overdue  # most overdue first, every one once
     soon_page = Q.queue_page(
-        engine, flows, city, city.city_id, Q.Filters(due="soon", soon_hours=1), NOW
+        engine, flows, city, city.city_id, Q.Filters(due="soon", soon_hours=1), NOW, deadline=mode
     )
     assert soon_page.rows["incident_id"].to_list() == soon
     # the last page asked past the end shows the last page
-    last = Q.queue_page(engine, flows, city, city.city_id, Q.Filters(page=9, page_size=25), NOW)
+    f = Q.Filters(page=9, page_size=25)
+    last = Q.queue_page(engine, flows, city, city.city_id, f, NOW, deadline=mode)
     assert last.page == 2 and last.rows.height == 60 - 50
 
 

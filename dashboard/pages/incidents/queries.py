@@ -66,6 +66,9 @@ QUEUE_COLUMNS = (
 )
 NEW_COLUMNS = ("level", "unit_id", "due_ms", "stage_ms", "actor_id", "duplicate_of")
 MAX_HOURS_SOON = 24 * 7
+# Above this many candidate rows the deadline is filtered and sorted in SQL, below it in
+# Polars (see :func:`queue_page`).
+AUTO_SQL_ABOVE = 30_000
 
 
 def has(column: str) -> bool:
@@ -199,7 +202,7 @@ def with_due(frame: pl.DataFrame, flows: Flows) -> pl.DataFrame:
     if "stage_ms" in frame.columns:
         entered = pl.coalesce(pl.col("stage_ms"), pl.col("last_ms"))
     joined = frame.with_columns(pl.col("severity").cast(pl.Int64)).join(
-        table, on=["category", "severity", "status"], how="left"
+        table, on=["category", "severity", "status"], how="left", maintain_order="left"
     )
     due = (entered + (pl.col("stage_hours") * HOUR_MS).round(0).cast(pl.Int64)).cast(pl.Int64)
     if "due_ms" in frame.columns:
@@ -297,13 +300,103 @@ class QueuePage:
 
 
 def queue_page(
-    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
+    engine: Engine,
+    flows: Flows,
+    city: City,
+    scope: str,
+    f: Filters,
+    now_ms: int,
+    *,
+    deadline: str = "auto",
 ) -> QueuePage:
     """One page of the open incidents in ``scope`` matching ``f``, sorted, with each row's
     SLA clock. ``scope`` must be the viewer's granted area (and ``f.area_id``, if any, one
-    the caller authorised)."""
+    the caller authorised).
+
+    Without a deadline filter or sort: one COUNT and one page query in SQL, the page's
+    deadlines in Polars. With one, the deadline decides which rows and in what order, so
+    it must be known for every matching row: ``deadline="polars"`` (the default) reads the
+    matching rows' few deciding columns, computes the deadline, filters, sorts and slices
+    in Polars, then reads the page's rows by id; ``deadline="sql"`` does it all in SQL with
+    :func:`due_sql` (slower on SQLite: ``tests/bench/test_incident_workbench_bench.py``)."""
     if f.area_id is not None and not accounts.scope_allows(scope, f.area_id, city):
         f = Filters(**{**f.__dict__, "area_id": None})
+    if f.due is None and f.sort != "due_ms":
+        return _plain_page(engine, flows, city, scope, f, now_ms)
+    if deadline == "auto":
+        where = where_clauses(Filters(**{**f.__dict__, "due": None}), city, scope, flows, now_ms)
+        with engine.connect() as conn:
+            n = int(conn.execute(select(func.count()).select_from(T).where(*where)).scalar_one())
+        deadline = "sql" if n > AUTO_SQL_ABOVE else "polars"
+    if deadline == "sql":
+        return _sql_page(engine, flows, city, scope, f, now_ms)
+    return _polars_page(engine, flows, city, scope, f, now_ms)
+
+
+def _fetch(conn: Any, query: Any) -> pl.DataFrame:
+    res = conn.execute(query)
+    rows = res.fetchall()
+    return pl.DataFrame(rows, schema=_schema(list(res.keys())), orient="row")
+
+
+def _plain_page(
+    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
+) -> QueuePage:
+    where = where_clauses(f, city, scope, flows, now_ms)
+    key = T.c[f.sort]
+    order = [key.desc() if f.desc else key.asc(), T.c.incident_id.asc()]
+    cols = [T.c[c] for c in shown_columns()]
+    with engine.connect() as conn:
+        total = int(conn.execute(select(func.count()).select_from(T).where(*where)).scalar_one())
+        page = min(f.page, max(1, math.ceil(total / f.page_size)) - 1)
+        frame = _fetch(
+            conn,
+            select(*cols)
+            .where(*where)
+            .order_by(*order)
+            .limit(f.page_size)
+            .offset(page * f.page_size),
+        )
+    return QueuePage(
+        sla_clock(with_due(frame, flows).drop("stage"), now_ms), total, page, f.page_size
+    )
+
+
+def _polars_page(
+    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
+) -> QueuePage:
+    where = where_clauses(Filters(**{**f.__dict__, "due": None}), city, scope, flows, now_ms)
+    deciding = ["incident_id", "category", "severity", "status", "last_ms"]
+    deciding += [c for c in ("stage_ms", "due_ms") if has(c)]
+    with engine.connect() as conn:
+        frame = _fetch(conn, select(*[T.c[c] for c in deciding]).where(*where))
+        frame = sla_clock(with_due(frame, flows), now_ms)
+        if f.due == "overdue":
+            frame = frame.filter(pl.col("due_ms") < now_ms)
+        elif f.due == "soon":
+            soon = now_ms + int(f.soon_hours * HOUR_MS)
+            frame = frame.filter((pl.col("due_ms") >= now_ms) & (pl.col("due_ms") < soon))
+        total = frame.height
+        page = min(f.page, max(1, math.ceil(total / f.page_size)) - 1)
+        key = f.sort if f.sort in frame.columns else "due_ms"
+        picked = (
+            frame.with_columns(pl.col("due_ms").is_null().alias("_late"))
+            .sort(["_late", key, "incident_id"], descending=[False, f.desc, False])
+            .slice(page * f.page_size, f.page_size)
+            .select("incident_id", "due_ms", "left_ms", "overdue")
+        )
+        ids = picked["incident_id"].to_list()
+        cols = [T.c[c] for c in shown_columns() if c != "due_ms"]
+        rows = _fetch(conn, select(*cols).where(T.c.incident_id.in_(ids))) if ids else None
+    if rows is None:
+        rows = pl.DataFrame(schema=_schema([c.name for c in cols]))
+    out = picked.join(rows, on="incident_id", how="left", maintain_order="left")
+    return QueuePage(out, total, page, f.page_size)
+
+
+def _sql_page(
+    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
+) -> QueuePage:
     where = where_clauses(f, city, scope, flows, now_ms)
     due = due_sql(flows).label("due_ms")
     cols = [T.c[c] for c in shown_columns() if c != "due_ms"]
@@ -313,18 +406,15 @@ def queue_page(
         order.insert(0, case((due.is_(None), 1), else_=0))
     with engine.connect() as conn:
         total = int(conn.execute(select(func.count()).select_from(T).where(*where)).scalar_one())
-        pages = max(1, math.ceil(total / f.page_size))
-        page = min(f.page, pages - 1)
-        res = conn.execute(
+        page = min(f.page, max(1, math.ceil(total / f.page_size)) - 1)
+        frame = _fetch(
+            conn,
             select(*cols, due)
             .where(*where)
             .order_by(*order)
             .limit(f.page_size)
-            .offset(page * f.page_size)
+            .offset(page * f.page_size),
         )
-        rows = res.fetchall()
-        names = list(res.keys())
-    frame = pl.DataFrame(rows, schema=_schema(names), orient="row")
     return QueuePage(sla_clock(frame, now_ms), total, page, f.page_size)
 
 
