@@ -380,7 +380,9 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
     lang = L.lang_of(lang)
     hidden = {"display": "none"}
     blank = (None,) * len(FIELD_INPUTS)
-    closed = (None, hidden, *([hidden] * len(FIELD_BOXES)), [], [], [], [], "", *blank)
+    closed: tuple[Any, ...] = (
+        None, hidden, *([hidden] * len(FIELD_BOXES)), [], [], [], [], "", *blank
+    )  # fmt: skip
     trig = ctx.triggered_id
     if trig == ids.INCA_CANCEL:
         return closed

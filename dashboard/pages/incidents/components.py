@@ -336,7 +336,7 @@ def form_fields(lang: str) -> list[Any]:
             style=hidden,
         )
 
-    dropdown = {"style": {"minWidth": 220, "color": "#111"}, "clearable": True}
+    dropdown: dict[str, Any] = {"style": {"minWidth": 220, "color": "#111"}, "clearable": True}
     return [
         box("unit", dcc.Dropdown(id=ids.INCA_UNIT, options=[], **dropdown)),
         box("handler", dcc.Dropdown(id=ids.INCA_HANDLER, options=[], **dropdown)),

@@ -132,7 +132,7 @@ class Filters:
             soon_hours=min(MAX_HOURS_SOON, soon) if soon and soon > 0 else 2.0,
             since_ms=int(since) if since is not None else None,
             until_ms=int(until) if until is not None else None,
-            sort=raw.get("sort") if raw.get("sort") in SORTS else "due_ms",
+            sort=str(raw["sort"]) if raw.get("sort") in SORTS else "due_ms",
             desc=raw.get("desc") is True,
             page=max(0, int(page)) if page is not None else 0,
             page_size=size if size in PAGE_SIZES else 50,
@@ -428,7 +428,7 @@ def _schema(names: list[str]) -> dict[str, Any]:
 
 def plain_rows(engine: Engine, city: City, scope: str, f: Filters) -> int:
     """The benchmark's baseline: the same page of rows by a plain select (no deadline)."""
-    where = [T.c.status.in_(OPEN_STATUSES)]
+    where: list[ColumnElement[bool]] = [T.c.status.in_(OPEN_STATUSES)]
     clause = scope_clause(city, scope)
     if clause is not None:
         where.append(clause)
