@@ -209,7 +209,6 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
             dcc.Store(id=ids.INCA_BULK_FORM, data=None),
         ],
         className="inc-bulk",
-        style={} if can_act else {"display": "none"},
     )
     table = grid(
         ids.INC_GRID,
@@ -217,7 +216,9 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
         "100%",
         row_class_rules=ROW_CLASS_RULES,
         lang=lang,
-        rowSelection={"mode": "multiRow", "enableClickSelection": False},
+        **(
+            {"rowSelection": {"mode": "multiRow", "enableClickSelection": False}} if can_act else {}
+        ),
     )
     the_map = leaflet_map(
         ids.INC_MAP,
@@ -263,8 +264,9 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
         ],
         id=ids.INCA_BOX,
         className="inca-box",
-        style={} if can_act else {"display": "none"},
     )
+    if not can_act:  # a role that may not act gets no action components at all
+        bulk = actions = html.Div()
     return html.Div(
         [
             dcc.Interval(id=ids.INC_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
