@@ -341,3 +341,44 @@ def test_a_city_leader_reads_the_queue_but_may_not_act(world: World) -> None:
     _t, nothing = detail(other, app, inc)
     assert nothing is None  # outside its street: refused (and audited)
     assert "denied" in set(audit.query(w.engine, actor="op3")["action"].to_list())
+
+
+def test_bulk_dispatch_of_the_picked_rows(world: World) -> None:
+    """Rows picked in the queue are dispatched to one unit together; picking makes one
+    request id per incident, so pressing the button twice dispatches each once."""
+    w, app = world, world.app
+    op = sign_in_client(app.server.test_client(), "street_operator", w.grid["street_id"], "op4")
+    incs = ["I-WB-BULK-1", "I-WB-BULK-2"]
+    for inc in incs:
+        report(w, inc)
+        _t, shown = detail(op, app, inc)
+        form = open_form(op, app, shown, "accept")["inca-form"]["data"]
+        assert submit(op, app, form) == "已生效"
+    picked = [{"id": inc, "n_events": 2} for inc in incs]
+    code, out = call(
+        op,
+        app,
+        "inca-bulk-form.data",
+        "inc-grid.selectedRows",
+        {("inc-grid", "selectedRows"): picked},
+    )
+    assert code == 200
+    plan = out["inca-bulk-form"]["data"]
+    assert sorted(plan) == incs and "2" in out["inca-bulk-msg"]["children"]
+    unit = f"{w.grid['street_id']}-enforcement"
+    values = {
+        ("inca-bulk-form", "data"): plan,
+        ("inca-bulk-unit", "value"): unit,
+        ("inca-bulk-go", "n_clicks"): 1,
+    }
+    for _ in range(2):  # a double click
+        code, out = call(
+            op, app, "inca-bulk-msg.children+inc-done.data", "inca-bulk-go.n_clicks", values
+        )
+        assert code == 200
+        assert out["inca-bulk-msg"]["children"] == "2 件成功，0 件未成功"
+    for inc in incs:
+        _t, after = detail(op, app, inc)
+        assert after["n_events"] == 3  # accepted, then dispatched once
+    rows = {r["id"]: r for r in queue(op, app, status=["dispatched"])}
+    assert set(incs) <= set(rows) and all(rows[i]["unit"].endswith("综合执法队") for i in incs)

@@ -508,7 +508,9 @@ def bulk_form(selected: Any, lang: str) -> tuple[Any, ...]:
     for r in rows[:200]:  # each incident's own area decides (refusals audited)
         found = incident_of(b, r.get("id"), "incident_actions")
         if found is not None:
-            plan[str(found["incident_id"])] = [A.new_request_id(), int(found["n_events"])]
+            seen = r.get("n_events")  # the version the viewer saw in the queue
+            seen = seen if isinstance(seen, int) and not isinstance(seen, bool) else None
+            plan[str(found["incident_id"])] = [A.new_request_id(), seen]
     msg = t("inca.bulk", lang, n=len(plan)) if plan else t("inca.bulk.pick", lang)
     return (plan or None), msg, units, people
 
