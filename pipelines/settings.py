@@ -281,6 +281,12 @@ class AssessmentSettings:
     w_patrol_coverage: float = 5.0
     w_online_rate: float = 5.0
     w_warning_ack: float = 5.0
+    # on time per flow stage: shown in every scorecard, out of the score unless weighted
+    w_stage_accept: float = 0.0
+    w_stage_dispatch: float = 0.0
+    w_stage_handle: float = 0.0
+    w_stage_verify: float = 0.0
+    w_stage_close: float = 0.0
 
     def weight(self, metric_id: str) -> float:
         return float(getattr(self, f"w_{metric_id}", 0.0))
@@ -367,7 +373,10 @@ class SettingsError(ValueError):
 # still setting one is told where it went instead of "unknown setting".
 _FLOW_FILE = "the standard flow file ([dispatch] flows; see pipelines/dispatch/default_flows.toml)"
 MOVED: dict[tuple[str, str | None], str] = {
-    ("deadlines", None): f"closure deadlines moved to {_FLOW_FILE}: each flow's stage hours add up to it",
+    (
+        "deadlines",
+        None,
+    ): f"closure deadlines moved to {_FLOW_FILE}: each flow's stage hours add up to it",
     ("assessment", "accept_hours"): f"moved to {_FLOW_FILE}: the accept stage's hours",
     ("assessment", "dispatch_hours"): f"moved to {_FLOW_FILE}: the dispatch stage's hours",
     ("warnings", "sla_stage_hours"): f"moved to {_FLOW_FILE}: each stage's hours",

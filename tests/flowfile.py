@@ -28,12 +28,14 @@ def flow(
     return {
         "id": fid,
         "category": category,
-        "name_zh": name_zh or f"{fid}流程",
-        "name_en": name_en or f"{fid} flow",
+        "name_zh": name_zh or fid.replace("_", "") + "流程",
+        "name_en": name_en or fid.replace("_", " ") + " flow",
         "min_severity": min_severity,
         "escalation": ["grid", "community", "street", "district"],
         "escalate_after_hours": 4.0,
-        "stages": {s: {"hours": float(h), "unit": "street"} for s, h in zip(STAGES, hours)},
+        "stages": {
+            s: {"hours": float(h), "unit": "street"} for s, h in zip(STAGES, hours, strict=True)
+        },
     }
 
 

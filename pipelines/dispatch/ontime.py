@@ -1,4 +1,4 @@
-""""On time", vectorised: the standard flows as tables and Polars expressions.
+""" "On time", vectorised: the standard flows as tables and Polars expressions.
 
 The flows (:mod:`pipelines.dispatch.flows`) are the one definition of every deadline: the
 live overdue mark, the SLA warning rule, the scorecards, Open311's ``expected_datetime``
@@ -111,8 +111,12 @@ def with_stage_due(frame: pl.DataFrame, flows: Flows) -> pl.DataFrame:
             .then(pl.col("due_ms").cast(pl.Int64))
             .otherwise(due)
         )
+    other = _fallback(flows)
     return (
-        out.with_columns(stage_h=hours)
+        out.with_columns(
+            **{f"{s}_h": pl.col(f"{s}_h").fill_null(other.stage(s).hours) for s in STAGES}
+        )
+        .with_columns(stage_h=hours)
         .with_columns(due_ms_stage=pl.when(pl.col("stage").is_not_null()).then(due))
         .drop(_hour_cols())
     )

@@ -74,6 +74,16 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ("[streams]\nbatchsize = 1\n", "unknown setting streams.batchsize"),
         ("[streams]\nbatch_size = 'many'\n", "streams.batch_size: expected int"),
         ("[run]\nsimulate = 'maybe'\n", "expected a boolean"),
+        # deadlines live in the standard flow file now: say where they went
+        (
+            "[deadlines]\nfire = 2.0\n",
+            r"\[deadlines\] closure deadlines moved to .*\[dispatch\] flows",
+        ),
+        ("[assessment]\naccept_hours = 1.0\n", r"assessment.accept_hours moved to .*flow"),
+        ("[assessment]\ndispatch_hours = 2.0\n", r"assessment.dispatch_hours moved to .*flow"),
+        ("[warnings]\nsla_stage_hours = 'reported:2'\n", r"sla_stage_hours moved to .*flow"),
+        ("[warnings]\nsla_severity_scale = '1:1'\n", r"sla_severity_scale moved to .*flow"),
+        ("[warnings]\nsla_category_scale = 'fire:1'\n", r"sla_category_scale moved to .*flow"),
     ],
 )
 def test_bad_config_gets_a_clear_error(tmp_path: Path, content: str, message: str) -> None:

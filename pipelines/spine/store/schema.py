@@ -79,6 +79,12 @@ incidents = Table(
     Column("n_verified", Integer),
     Column("closed_level", String(16)),
     Column("report_handler_id", String(64)),  # the grid worker responsible when reported
+    # when it first left each flow stage (reached a step of a later stage; the close stage
+    # ends at closed_ms): the scorecard's on-time rate per stage
+    Column("left_accept_ms", BigInteger),
+    Column("left_dispatch_ms", BigInteger),
+    Column("left_handle_ms", BigInteger),
+    Column("left_verify_ms", BigInteger),
 )
 
 incident_events = Table(
