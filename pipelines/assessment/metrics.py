@@ -8,6 +8,7 @@ coverage, online rate, warning acknowledgement, goodness in [0, 1] and the weigh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -378,10 +379,7 @@ INCIDENT_AGGS: dict[str, Callable[[], pl.Expr]] = {
     "verify_pass": lambda: _rate("verify_ok", "verify_checked"),
     "grid_level": lambda: _rate("grid_level", "closed"),
     "local_level": lambda: _rate("local_level", "closed"),
-    **{
-        m: (lambda m=m: _rate(f"{m}_ok", f"{m}_counted"))  # type: ignore[misc]
-        for m in STAGE_METRICS
-    },
+    **{m: functools.partial(_rate, f"{m}_ok", f"{m}_counted") for m in STAGE_METRICS},
 }
 
 

@@ -8,6 +8,7 @@ name. Deadlines are grouped by hours, shortest first, each group naming its flow
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from pipelines.dispatch.flows import STAGES, Flow, Flows, flows_for
@@ -70,6 +71,10 @@ def by_flow(flows: Flows, hours_of: Callable[[Flow], float], lang: str) -> str:
     return "；".join(f"{'、'.join(n)} {hours(h, lang)}" for h, n in sorted(by_h.items()))
 
 
+def _stage_hours(stage: str, flow: Flow) -> float:
+    return flow.stage(stage).hours
+
+
 def deadlines(settings: Settings, lang: str) -> str:
     """The closure deadline (all stages' hours) of every flow, grouped by hours."""
     return by_flow(flows_for(settings), lambda f: f.total_hours, lang)
@@ -80,7 +85,7 @@ def values(settings: Settings, lang: str) -> dict[str, str]:
     a, w = settings.assessment, settings.warnings
     flows = flows_for(settings)
     return {
-        **{s: by_flow(flows, lambda f, s=s: f.stage(s).hours, lang) for s in STAGES},
+        **{s: by_flow(flows, functools.partial(_stage_hours, s), lang) for s in STAGES},
         "ref": hours(a.handling_ref_hours, lang),
         "slot": minutes(a.online_slot_minutes, lang),
         "work": clock_range(w.work_start_h, w.work_end_h),

@@ -7,6 +7,7 @@ its hours (a fire of severity 3 takes ``fire_serious``'s), never by the code und
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import polars as pl
 import pytest
@@ -157,7 +158,7 @@ def test_sla_summary_quotes_the_flow() -> None:
 # ---------------------------------------------------------------- scorecards
 
 
-def incidents(rows: list[dict], extra: dict[str, pl.DataType] | None = None) -> pl.LazyFrame:
+def incidents(rows: list[dict], extra: dict[str, Any] | None = None) -> pl.LazyFrame:
     schema = {**S.INCIDENT_SCHEMA, **(extra or {})}
     base = dict.fromkeys(schema) | {"severity": 1, "street_id": "s1", "source": "hotline"}
     return pl.LazyFrame([base | r for r in rows], schema=schema)

@@ -110,9 +110,9 @@ def test_plan_lifecycle_follows_transitions() -> None:
 def test_plan_lifecycle_keeps_the_flow() -> None:
     """~7 % of incidents close after their flow's deadline (its stages' hours, 20 h here);
     the time is shared out by stage hours, so each stage mostly keeps its own deadline."""
-    hours = dict(zip(flowfile.STAGES, (1.0, 2.0, 10.0, 4.0, 3.0), strict=True))
-    flow = parse_flows(flowfile.doc(flowfile.flow("o", "other", tuple(hours.values()))))
-    flow_o = flow.select("other", 1)
+    stage_h = (1.0, 2.0, 10.0, 4.0, 3.0)
+    hours = dict(zip(flowfile.STAGES, stage_h, strict=True))
+    flow_o = parse_flows(flowfile.doc(flowfile.flow("o", "other", stage_h))).select("other", 1)
     rng = np.random.default_rng(7)
     n, late = 4000, 0
     spent: dict[str, list[float]] = {s: [] for s in hours}
