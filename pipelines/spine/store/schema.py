@@ -346,7 +346,7 @@ scorecard_snapshots = Table(
     Column("parent", String(128)),
     Column("metrics", Text, nullable=False),  # JSON: metric id → unrounded value
     Column("score", Float),
-    Column("rules", Text, nullable=False),  # JSON: weights and deadlines used
+    Column("rules", Text, nullable=False),  # JSON: weights and the flows (deadlines) used
     Column("computed_ms", BigInteger, nullable=False),
 )
 
