@@ -65,21 +65,6 @@ def closure_ms(flows: Flows, category: str = "category", severity: str = "severi
     )
 
 
-def stage_ms(
-    flows: Flows, stage: str, category: str = "category", severity: str = "severity"
-) -> pl.Expr:
-    """Milliseconds a stage (accept … close) may take, by category and severity."""
-    mapping = {
-        _key(c, s): int(flows.select(c, s).stage(stage).hours * HOUR_MS)
-        for c in CATEGORIES
-        for s in SEVERITIES
-    }
-    default = int(_fallback(flows).stage(stage).hours * HOUR_MS)
-    return _key_expr(category, severity).replace_strict(
-        mapping, default=default, return_dtype=pl.Int64
-    )
-
-
 def with_stage_due(frame: pl.DataFrame, flows: Flows) -> pl.DataFrame:
     """Open incidents → their current stage and when it is due (``Flow.stage_due_ms``).
 
@@ -129,12 +114,3 @@ def _hour_cols() -> list[str]:
 def stage_hours_of(flows: Flows) -> dict[str, dict[str, float]]:
     """Per flow id: each stage's hours (what a scorecard snapshot records)."""
     return {f.id: {s.name: s.hours for s in f.stages} for f in flows.flows}
-
-
-def closure_groups(flows: Flows) -> dict[float, list[tuple[str, str]]]:
-    """Closure hours → the flows (zh, en names) with that total, for the words of a
-    definition; severity-1 flows and the serious ones alike."""
-    out: dict[float, list[tuple[str, str]]] = {}
-    for f in flows.flows:
-        out.setdefault(round(f.total_hours, 4), []).append((f.name_zh, f.name_en))
-    return dict(sorted(out.items()))

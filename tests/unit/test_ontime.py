@@ -19,6 +19,7 @@ from pipelines.assessment.metrics import rules_of
 from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import parse_flows
 from pipelines.spine import aggregate as agg
+from pipelines.spine.events import CATEGORIES, SEVERITIES, STEPS
 from tests import flowfile
 from tests.unit.test_warning_rules import AREAS
 
@@ -274,3 +275,27 @@ def test_snapshot_rules_record_the_flows(tmp_path) -> None:
     stage_hours = rules["flows"]["stage_hours"]
     assert stage_hours["fire_serious"] == dict(zip(flowfile.STAGES, FIRE_SERIOUS, strict=True))
     assert stage_hours["dispute"]["handle"] == hours(DISPUTE, "handle")
+
+
+def test_vectorised_deadlines_agree_with_the_flow_methods() -> None:
+    """Every status × category × severity, with and without a dispatch deadline: the
+    frame's stage deadline is ``Flow.stage_due_ms`` and its closure ``closure_due_ms``."""
+    rows = [
+        (st, c, sv, T0 + k, due)
+        for k, (st, c, sv, due) in enumerate(
+            (st, c, sv, due)
+            for st in STEPS
+            for c in CATEGORIES
+            for sv in SEVERITIES
+            for due in (None, T0 + 77 * H)
+        )
+    ]
+    df = pl.DataFrame(
+        rows, schema=["status", "category", "severity", "stage_ms", "due_ms"], orient="row"
+    ).with_columns(last_ms=pl.lit(0, pl.Int64), reported_ms=pl.col("stage_ms") - H)
+    got = ontime.with_stage_due(df, FLOWS).with_columns(closure=ontime.closure_ms(FLOWS))
+    for r in got.iter_rows(named=True):
+        flow = FLOWS.select(r["category"], r["severity"])
+        assert r["flow_id"] == flow.id
+        assert r["due_ms_stage"] == flow.stage_due_ms(r["status"], r["stage_ms"], r["due_ms"])
+        assert r["reported_ms"] + r["closure"] == flow.closure_due_ms(r["reported_ms"])
