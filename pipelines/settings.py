@@ -439,6 +439,11 @@ def load_settings(
             data = tomllib.load(fh)
     elif path is not None:
         raise SettingsError(f"config file not found: {cfg_path}")
+    for (section, key), where in MOVED.items():
+        prefix = env_name(section, key or "")
+        stale = sorted(k for k in environ if (k.startswith(prefix) if key is None else k == prefix))
+        if stale:
+            raise SettingsError(f"environment {stale[0]}: {where}")
     known = {s for s, _ in setting_names()}
     for section in data:
         if (section, None) in MOVED:

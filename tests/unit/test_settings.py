@@ -107,3 +107,12 @@ def test_no_other_module_reads_the_environment() -> None:
         if re.search(r"os\.environ|os\.getenv", path.read_text(encoding="utf-8")):
             offenders.append(path.name)
     assert not offenders
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["WANGGE_DEADLINES_FIRE", "WANGGE_ASSESSMENT_ACCEPT_HOURS", "WANGGE_WARNINGS_SLA_STAGE_HOURS"],
+)
+def test_a_moved_setting_in_the_environment_says_where_it_went(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"environment {name}: .*moved to .*flow"):
+        load_settings(environ={name: "1"})
