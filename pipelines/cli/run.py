@@ -27,6 +27,7 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import store
 
@@ -144,7 +145,7 @@ def _start_simulator(
     from pipelines.spine.streams import publish
 
     s = rt.settings
-    sim = simulate.Simulator(city, s.simulate, s.deadlines, start_ms=int(time.time() * 1000))
+    sim = simulate.Simulator(city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000))
     _store_registries(rt.engine, sim)
     prefix = s.redis.prefix
     streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}

@@ -23,6 +23,7 @@ import redis
 from sqlalchemy import Engine
 
 from pipelines.city.geography import City, GridIndex
+from pipelines.dispatch.flows import Flows, flows_for
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import health, store
@@ -103,6 +104,11 @@ class FeedWorker:
     _background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="wangge-live")
     )
+
+    @property
+    def flows(self) -> Flows:
+        """The standard flows: every incident's closure deadline (read once per file version)."""
+        return flows_for(self.settings)
 
     # ---------------------------------------------------------------- loop
 
@@ -227,10 +233,10 @@ class FeedWorker:
         tz, cid = s.live.timezone, self.city.city_id
         ids = list(push)
         after = agg.incident_states(
-            d.after.filter(pl.col("incident_id").is_in(ids)), cid, tz, s.deadlines
+            d.after.filter(pl.col("incident_id").is_in(ids)), cid, tz, self.flows
         )
         before = agg.incident_states(
-            d.before.filter(pl.col("incident_id").is_in(list(d.changed))), cid, tz, s.deadlines
+            d.before.filter(pl.col("incident_id").is_in(list(d.changed))), cid, tz, self.flows
         )
         fresh = d.after.filter(pl.col("entry_id").is_in(list(new_acc)))
         ticks = agg.report_tickers(fresh)
@@ -253,7 +259,7 @@ class FeedWorker:
         store.lock_incidents(conn, ids)
         s = self.settings
         states = agg.incident_states(
-            store._events_of(conn, ids), self.city.city_id, s.live.timezone, s.deadlines
+            store._events_of(conn, ids), self.city.city_id, s.live.timezone, self.flows
         )
         return [[i, "0", states.get(i, EMPTY_STATE), EMPTY_STATE, ""] for i in ids]
 

@@ -30,6 +30,7 @@ from pipelines.warnings.model import (
     BASELINE_SCHEMA,
     DAY_MS,
     HOUR_MS,
+    INCIDENT_OPTIONAL,
     INCIDENTS_SCHEMA,
     MINUTE_MS,
     OPEN_STATUSES,
@@ -187,7 +188,9 @@ class WarningEngine:
             inc.c.street_id,
             inc.c.reported_ms,
             inc.c.last_ms,
+            *[inc.c[k] for k in INCIDENT_OPTIONAL if k in inc.c],
         )
+        schema = {**INCIDENTS_SCHEMA, **{k: v for k, v in INCIDENT_OPTIONAL.items() if k in inc.c}}
         cached = self._incidents
         if self._incremental(now_ms, self._incidents_hi, self._incidents_full, cached):
             assert cached is not None
@@ -196,7 +199,7 @@ class WarningEngine:
             fresh = _frame(
                 self.engine,
                 select(*cols).where(inc.c.incident_id.in_(touched), inc.c.reported_ms > since),
-                INCIDENTS_SCHEMA,
+                schema,
             )
             kept = cached.filter(
                 pl.col("reported_ms") > since,
@@ -211,7 +214,7 @@ class WarningEngine:
                 select(*cols).where(
                     inc.c.reported_ms > since, inc.c.status.in_([x for x in STEPS if x != "closed"])
                 ),
-                INCIDENTS_SCHEMA,
+                schema,
             )
             self._incidents_full = now_ms
         self._incidents, self._incidents_hi = got, now_ms

@@ -56,7 +56,8 @@ from pipelines.city.simulator.mixes import (
 )
 from pipelines.city.simulator.movement import _Movement
 from pipelines.city.simulator.state import _Batch, _Incident, _Workers
-from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.dispatch.flows import Flows
+from pipelines.settings import SimulateSettings
 
 
 class Simulator(_Anomalies, _Movement, _Faults):
@@ -70,14 +71,14 @@ class Simulator(_Anomalies, _Movement, _Faults):
         self,
         city: geo.City,
         cfg: SimulateSettings,
-        deadlines: DeadlineSettings,
+        flows: Flows,
         start_ms: int,
         *,
         location_keep: float | None = None,
     ) -> None:
         self.city = city
         self.cfg = cfg
-        self.deadlines = deadlines
+        self.flows = flows
         self.start_ms = int(start_ms)
         self.rng = np.random.default_rng([int(cfg.seed), self.start_ms])
         self._id_prefix = f"{int(cfg.seed) & 0xFFFF:x}{self.start_ms // 1000:x}"
@@ -406,7 +407,7 @@ class Simulator(_Anomalies, _Movement, _Faults):
         return f"R{int(rng.integers(0, 10**8)):08d}", source
 
     def _plan(self, inc: _Incident, t_report: int) -> None:
-        plan = plan_lifecycle(self.rng, self.deadlines.hours(inc.category), inc.source)
+        plan = plan_lifecycle(self.rng, self.flows.select(inc.category, inc.severity), inc.source)
         for off, step, level in plan:
             self._push(t_report + off, step, level, inc)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pipelines.spine.store.incidents import (
     EVENT_COLUMNS,
+    LEFT_STEPS,
     REJECT_COLUMNS,
     SUMMARY_COLUMNS,
     ReportDecision,
@@ -91,6 +92,7 @@ from pipelines.spine.store.video import (
 
 __all__ = [
     "EVENT_COLUMNS",
+    "LEFT_STEPS",
     "REJECT_COLUMNS",
     "SUMMARY_COLUMNS",
     "TABLE_MODULES",

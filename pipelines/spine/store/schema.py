@@ -88,6 +88,12 @@ incidents = Table(
     Column("duplicate_of", String(64)),
     Column("stage_ms", BigInteger),
     Column("actor_id", String(64)),
+    # when it first left each flow stage (reached a step of a later stage; the close stage
+    # ends at closed_ms): the scorecard's on-time rate per stage
+    Column("left_accept_ms", BigInteger),
+    Column("left_dispatch_ms", BigInteger),
+    Column("left_handle_ms", BigInteger),
+    Column("left_verify_ms", BigInteger),
 )
 
 incident_events = Table(
@@ -340,7 +346,7 @@ scorecard_snapshots = Table(
     Column("parent", String(128)),
     Column("metrics", Text, nullable=False),  # JSON: metric id → unrounded value
     Column("score", Float),
-    Column("rules", Text, nullable=False),  # JSON: weights and deadlines used
+    Column("rules", Text, nullable=False),  # JSON: weights and the flows (deadlines) used
     Column("computed_ms", BigInteger, nullable=False),
 )
 
