@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from pipelines.access import accounts
 from pipelines.city.geography import City
+from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import HOUR_MS, STAGE_OF_STEP, Flows
 from pipelines.spine import store
 from pipelines.spine.events import CATEGORIES, SEVERITIES, SOURCES
@@ -142,27 +143,6 @@ class Filters:
 # ------------------------------------------------------------------ the stage deadline
 
 
-def stage_hours_table(flows: Flows) -> pl.DataFrame:
-    """(category, severity, status) → the hours of the stage that status is in, for every
-    open status and severity (the flow chosen as :meth:`Flows.select` chooses it)."""
-    rows = []
-    for category in CATEGORIES:
-        for severity in SEVERITIES:
-            flow = flows.select(category, severity)
-            for status in OPEN_STATUSES:
-                stage = flow.stage_of(status)
-                assert stage is not None
-                rows.append((category, severity, status, stage.hours, stage.name))
-    schema = {
-        "category": pl.String,
-        "severity": pl.Int64,
-        "status": pl.String,
-        "stage_hours": pl.Float64,
-        "stage": pl.String,
-    }
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
 def _entered() -> ColumnElement[Any]:
     """When the incident entered its current status (``stage_ms``, else its latest event)."""
     return func.coalesce(T.c.stage_ms, T.c.last_ms) if has("stage_ms") else T.c.last_ms
@@ -195,23 +175,15 @@ def due_sql(flows: Flows) -> ColumnElement[Any]:
 
 
 def with_due(frame: pl.DataFrame, flows: Flows) -> pl.DataFrame:
-    """The same deadline in Polars (vectorised): ``due_ms`` from ``stage_ms`` (else
-    ``last_ms``) + the stage's hours, or a dispatch override in the handle stage."""
-    table = stage_hours_table(flows)
-    entered = pl.col("last_ms")
-    if "stage_ms" in frame.columns:
-        entered = pl.coalesce(pl.col("stage_ms"), pl.col("last_ms"))
-    joined = frame.with_columns(pl.col("severity").cast(pl.Int64)).join(
-        table, on=["category", "severity", "status"], how="left", maintain_order="left"
+    """The same deadline in Polars, vectorised: ``due_ms`` (and ``stage``) from the one
+    definition of on time (:func:`pipelines.dispatch.ontime.with_stage_due`: ``stage_ms``,
+    else ``last_ms``, + the stage's hours, or a dispatch's own deadline in the handle
+    stage), the frame's row order kept."""
+    out = ontime.with_stage_due(frame.with_row_index("_row"), flows).sort("_row")
+    extra = ("_row", "entered_ms", "stage_h", "due_ms_stage", "flow_id", "flow_zh", "flow_en")
+    return out.with_columns(pl.col("due_ms_stage").alias("due_ms")).drop(
+        [c for c in extra if c in out.columns]
     )
-    due = (entered + (pl.col("stage_hours") * HOUR_MS).round(0).cast(pl.Int64)).cast(pl.Int64)
-    if "due_ms" in frame.columns:
-        due = (
-            pl.when((pl.col("stage") == "handle") & pl.col("due_ms").is_not_null())
-            .then(pl.col("due_ms"))
-            .otherwise(due)
-        )
-    return joined.with_columns(due.cast(pl.Int64).alias("due_ms")).drop("stage_hours")
 
 
 def sla_clock(frame: pl.DataFrame, now_ms: int) -> pl.DataFrame:
