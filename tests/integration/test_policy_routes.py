@@ -115,6 +115,7 @@ PAGE_URLS: dict[str, Callable[[str], str]] = {
     "panorama": lambda s: f"/area/{s}",
     "work": lambda s: f"/work/{s}",
     "warnings": lambda s: "/warnings",
+    "incidents": lambda s: "/incidents",
     "assessment": lambda s: "/assessment",
     "wall": lambda s: f"/wall/{s}",
     "audit": lambda s: "/admin/audit",
@@ -129,6 +130,8 @@ PREFIXES: dict[str, tuple[str, str | None]] = {
     "work-": ("work", None),
     "wtrk-": ("work", "tracks"),
     "aud-": ("audit", None),
+    "inc-": ("incidents", None),
+    "inca-": ("incidents", "incident_actions"),  # acting on incidents
 }
 SHELL = ("url", "shell-", "_pages_")
 
