@@ -382,3 +382,21 @@ def test_bulk_dispatch_of_the_picked_rows(world: World) -> None:
         assert after["n_events"] == 3  # accepted, then dispatched once
     rows = {r["id"]: r for r in queue(op, app, status=["dispatched"])}
     assert set(incs) <= set(rows) and all(rows[i]["unit"].endswith("综合执法队") for i in incs)
+
+
+def test_an_incident_id_behind_a_number_opens_it_in_the_workbench(world: World) -> None:
+    w, app = world, world.app
+    inc = "I-WB-BEHIND-1"
+    report(w, inc)
+    cell = {"colId": "incident_id", "rowId": inc, "value": inc, "rowIndex": 0}
+    values = {("asm-behind-table", "cellClicked"): cell}
+    trig = "asm-behind-table.cellClicked"
+    sup = sign_in_client(app.server.test_client(), "supervisor", w.grid["district_id"], "sup1")
+    code, out = call(sup, app, "url.href", trig, values)
+    assert code == 200 and out["url"]["href"] == f"/incidents/{inc}"
+    other = next(d for d in w.city.ids("district") if d != w.grid["district_id"])
+    far = sign_in_client(app.server.test_client(), "supervisor", other, "sup2")
+    code, out = call(far, app, "url.href", trig, values)
+    assert code in (200, 204) and inc not in str(out)  # outside its scope: no link
+
+    assert "denied" in set(audit.query(w.engine, actor="sup2")["action"].to_list())
