@@ -298,7 +298,9 @@ def show(incident_id: Any, _done: Any, _n: Any, lang: str) -> tuple[Any, ...]:
     except L.BACKEND_ERRORS:
         unavailable = html.P(t("inc.unavailable", lang), className="wg-muted")
         return unavailable, [], no_update, no_update, None
-    view = {"center": [float(row["lat"]), float(row["lon"])], "zoom": 16}
+    view: Any = {"center": [float(row["lat"]), float(row["lon"])], "zoom": 16}
+    if ctx.triggered_id in (ids.INC_TICK, ids.INC_DONE):  # a refresh: the map stays put
+        view = no_update
     shown = {"id": row["incident_id"], "n_events": int(row["n_events"])}
     return head, more, C.marker(row), view, shown
 

@@ -416,9 +416,13 @@ def plain_rows(engine: Engine, city: City, scope: str, f: Filters) -> int:
 
 
 def area_options(city: City, scope: str) -> list[tuple[str, str, str]]:
-    """(area_id, name, level) of the scope and the districts and streets inside it."""
+    """(area_id, name, level) of the scope and the districts and streets inside it (and
+    its grids, for a street or grid scope)."""
     out = []
-    for level in ("city", "district", "street"):
+    levels = ["city", "district", "street"]
+    if city.level_of(scope) in ("street", "grid"):
+        levels.append("grid")
+    for level in levels:
         for area_id in city.ids(level):
             if accounts.scope_allows(scope, area_id, city):
                 row = city.area(area_id)
