@@ -419,12 +419,13 @@ def area_options(city: City, scope: str) -> list[tuple[str, str, str]]:
     """(area_id, name, level) of the scope and the districts and streets inside it (and
     its grids, for a street or grid scope)."""
     out = []
-    levels = ["city", "district", "street"]
-    if city.level_of(scope) in ("street", "grid"):
-        levels.append("grid")
-    for level in levels:
+    for level in ("city", "district", "street"):
         for area_id in city.ids(level):
             if accounts.scope_allows(scope, area_id, city):
                 row = city.area(area_id)
                 out.append((area_id, str(row["name"]) if row else area_id, level))
+    grids = {"street": city.children(scope), "grid": [scope]}.get(str(city.level_of(scope)), [])
+    for grid in grids:
+        row = city.area(grid)
+        out.append((grid, str(row["name"]) if row else grid, "grid"))
     return out
