@@ -210,15 +210,11 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
         ],
         className="inc-bulk",
     )
+    selection: dict[str, Any] = (
+        {"rowSelection": {"mode": "multiRow", "enableClickSelection": False}} if can_act else {}
+    )  # rows are picked for a bulk dispatch only by those who may dispatch
     table = grid(
-        ids.INC_GRID,
-        columns(lang),
-        "100%",
-        row_class_rules=ROW_CLASS_RULES,
-        lang=lang,
-        **(
-            {"rowSelection": {"mode": "multiRow", "enableClickSelection": False}} if can_act else {}
-        ),
+        ids.INC_GRID, columns(lang), "100%", row_class_rules=ROW_CLASS_RULES, lang=lang, **selection
     )
     the_map = leaflet_map(
         ids.INC_MAP,
