@@ -62,6 +62,12 @@ def shown_fields(action: str, incident: dict[str, Any], flows: Flows) -> set[str
     )
 
 
+def stage_word(status: str, lang: str) -> str:
+    """A lifecycle step as a stage's name (capitalised in English: it heads a cell)."""
+    word = t(f"step.{status}", lang)
+    return word[:1].upper() + word[1:] if lang == "en" else word
+
+
 def when(ms: int | None, tz: str, fmt: str = "%m-%d %H:%M") -> str:
     if not ms:
         return "—"
@@ -115,7 +121,7 @@ def row_data(
             {
                 "id": r["incident_id"],
                 "incident_id": r["incident_id"],
-                "status": t(f"step.{r['status']}", lang),
+                "status": stage_word(str(r["status"]), lang),
                 "clock": Q.clock_words(left, lang),
                 "overdue": bool(left is not None and left < 0),
                 "category": t(f"cat.{r['category']}", lang),
@@ -192,7 +198,7 @@ def detail_panel(
 
     grid = str(incident.get("grid_id") or "")
     facts: list[tuple[str, Any]] = [
-        (t("inc.field.status", lang), t(f"step.{incident['status']}", lang)),
+        (t("inc.field.status", lang), stage_word(str(incident["status"]), lang)),
         (
             t("inc.field.clock", lang),
             html.Span(
