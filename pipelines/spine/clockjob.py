@@ -60,7 +60,6 @@ class ClockJob:
         from sqlalchemy.exc import SQLAlchemyError
 
         from pipelines.gridwork.tracks import purge_tracks
-
         from pipelines.spine.store.partitions import ensure_partitions
 
         self.purged_ms = now_ms

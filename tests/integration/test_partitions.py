@@ -46,9 +46,9 @@ SH = ZoneInfo("Asia/Shanghai")
 DAY = 86_400_000
 
 
-def ms(*a: int) -> int:
+def ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> int:
     """Milliseconds of a local (Asia/Shanghai) date-time."""
-    return int(datetime(*a, tzinfo=SH).timestamp() * 1000)  # type: ignore[misc]
+    return int(datetime(y, mo, d, h, mi, tzinfo=SH).timestamp() * 1000)
 
 
 NOW = ms(2026, 12, 5, 10)
@@ -316,7 +316,7 @@ def test_a_months_scorecard_read_scans_that_months_partition(engine: Engine) -> 
     cohort = and_(i.c.reported_ms >= nov.start_ms, i.c.reported_ms < nov.end_ms)
     q = aggregated_query(cohort, nov.start_ms, nov.end_ms)  # the read of a closed month
     sql = str(q.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    stmts = [(sql, {})]
+    stmts: list[tuple[str, Any]] = [(sql, {})]
     assert (
         len(S.read_incidents(engine, nov, nov.end_ms, S.Filter(None, None), False).collect()) == 20
     )
@@ -350,14 +350,19 @@ def test_the_warnings_report_read_scans_its_windows_partitions(
 
 
 @pytest.fixture
-def plain_db(tmp_path: Path) -> Iterator[Engine]:
-    """A database created before partitioning: every table plain."""
+def plain(tmp_path: Path) -> Iterator[tuple[Engine, str, str | None]]:
+    """A database created before partitioning (every table plain): engine, url, schema."""
     with private_database(tmp_path) as (url, schema):
         eng = store.make_engine(url, schema=schema)
         store.load_table_modules()
         store.metadata.create_all(eng)
-        yield eng
+        yield eng, url, schema
         eng.dispose()
+
+
+@pytest.fixture
+def plain_db(plain: tuple[Engine, str, str | None]) -> Engine:
+    return plain[0]
 
 
 def test_migrate_converts_plain_tables_and_keeps_every_row(plain_db: Engine) -> None:
@@ -406,3 +411,46 @@ def test_migrate_refuses_when_the_table_changes_meanwhile(plain_db: Engine) -> N
     assert store.table_count(eng, store.incident_events) > 10
     with eng.connect() as c:
         assert P.relkind(c, "incident_events__part") is None  # the copy is dropped
+
+
+def test_the_clock_job_creates_the_partitions_ahead_at_its_first_tick(
+    engine: Engine, city: City, live_settings: Settings, rclient: redis.Redis
+) -> None:
+    from pipelines.spine.clockjob import ClockJob, live_state
+
+    now = ms(2027, 1, 31, 23)
+    job = ClockJob(
+        live_settings, city, live_state(rclient, live_settings), rclient, lambda: now / 1000, engine
+    )
+    job.tick()
+    assert P.AHEAD == 3
+    assert names(engine, "incident_events") == [
+        "incident_events_p202701",
+        "incident_events_p202702",
+        "incident_events_p202703",
+        "incident_events_p202704",
+        "incident_events_default",
+    ]
+    assert names(engine, "track_points")[:2] == ["track_points_p20270131", "track_points_p20270201"]
+
+
+def test_the_cli_reports_plain_tables_and_converts_them(
+    plain: tuple[Engine, str, str | None], tmp_path: Path
+) -> None:
+    from tests.integration.test_cli import cli_env, wangge
+
+    eng, url, schema = plain
+    with eng.begin() as c:
+        store.insert_ignore(c, store.incident_events, [ev("e1", "I1", "reported", NOW, "1-1")])
+    env = cli_env(tmp_path, DATABASE_URL=url, WANGGE_DATABASE_SCHEMA=schema or "")
+    got = wangge("db", "partitions", env=env)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.count("PLAIN (not partitioned)") == 3
+    assert "wangge db migrate-partitions" in got.stdout
+    got = wangge("db", "migrate-partitions", env=env)
+    assert got.returncode == 0, got.stderr
+    assert "incident_events: partitioned (1 rows)" in got.stdout
+    assert "incident_events  partitioned by month" in got.stdout
+    assert "track_points     partitioned by day" in got.stdout
+    assert P.layout(eng)["incident_events"]["layout"] == "partitioned"
+    assert store.table_count(eng, store.incident_events) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, text
 
@@ -99,7 +100,9 @@ def migrate_table(
     while True:
         with engine.begin() as conn:
             where = "" if after is None else f" WHERE ({key_list}) > ({_ph(len(keys))})"
-            args = {} if after is None else {f"k{i}": v for i, v in enumerate(after)}
+            args: dict[str, Any] = (
+                {} if after is None else {f"k{i}": v for i, v in enumerate(after)}
+            )
             last = conn.execute(
                 text(
                     f"SELECT {key_list} FROM {name}{where} ORDER BY {key_list}"

@@ -123,7 +123,9 @@ def period_of(ts_ms: int, unit: str, tz: str = DEFAULT_TZ) -> Period:
     return Period(label, _ms(lo_aware), _ms(hi_aware))
 
 
-def periods(now_ms: int, unit: str, tz: str = DEFAULT_TZ, ahead: int = AHEAD, back: int = 0):
+def periods(
+    now_ms: int, unit: str, tz: str = DEFAULT_TZ, ahead: int = AHEAD, back: int = 0
+) -> list[Period]:
     """The current period, ``ahead`` after it and ``back`` before it (in order)."""
     cur = period_of(now_ms, unit, tz)
     out = [cur]
