@@ -3,6 +3,8 @@ worker's latest position (each idempotent, whatever the order of arrival)."""
 
 from __future__ import annotations
 
+import zlib
+
 import polars as pl
 from sqlalchemy import (
     Connection,
@@ -32,13 +34,19 @@ def persist_tracks(engine: Engine, points: pl.DataFrame, slot_ms: int | None = N
         )
 
 
+TRACK_LOCKS = 256
+
+
 def _earliest_per_slot(conn: Connection, points: pl.DataFrame, slot_ms: int | None) -> None:
     """PostgreSQL: the earliest point per (worker, slot), decided here rather than by an
     upsert on (worker_id, slot): a partitioned ``track_points`` has the key (worker_id,
     slot, ts_ms) (the partition key belongs to every unique key). Locks the workers, reads
     the stored points of the batch's slots, deletes those a batch point precedes and
     inserts the batch's winners (any table layout)."""
-    lock_keys(conn, [f"track:{w}" for w in points["worker_id"].unique().to_list()])
+    # one lock per bucket of workers (at most TRACK_LOCKS), not per worker: advisory
+    # locks share the server's lock table with every other transaction's
+    buckets = {zlib.crc32(w.encode()) % TRACK_LOCKS for w in points["worker_id"].unique()}
+    lock_keys(conn, [f"track:{b}" for b in buckets])
     best = points.sort("ts_ms").unique(["worker_id", "slot"], keep="first", maintain_order=True)
     when = ""
     if slot_ms is not None:  # a stored point of a batch point's slot is within one slot
