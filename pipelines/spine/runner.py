@@ -387,7 +387,7 @@ class FeedWorker:
             every = self.settings.pipelines.persist_tracks_every_s
             points = cache.new_slots(agg.track_slots(good, every))
             store.persist_patrols(self.engine, visits)
-            store.persist_tracks(self.engine, points)
+            store.persist_tracks(self.engine, points, slot_ms=every * 1000)
             # the latest positions too: after XACK, a crash must not lose them
             store.persist_positions(self.engine, latest)
         finally:
