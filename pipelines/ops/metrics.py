@@ -262,8 +262,21 @@ class _Many:
                 if have is None:
                     merged[fam.name] = fam
                 else:
-                    have.samples.extend(fam.samples)
+                    have.samples[:] = _summed([*have.samples, *fam.samples], fam.type)
         yield from merged.values()
+
+
+def _summed(samples: list[Any], kind: str) -> list[Any]:
+    """Samples of one family from several sources: counts of the same series add up (a
+    parent's and its children's); other kinds keep every sample."""
+    if kind not in ("counter", "histogram", "summary"):
+        return samples
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+    for s in samples:
+        key = (s.name, tuple(sorted(s.labels.items())))
+        have = out.get(key)
+        out[key] = s if have is None else have._replace(value=have.value + s.value)
+    return list(out.values())
 
 
 def exposition(extra: Iterable[Any] = (), children_dir: str | Path | None = None) -> bytes:
