@@ -242,7 +242,13 @@ def test_pipelines_server_sums_its_worker_processes(
         while not _drained(r, prefix, s.streams.group):
             assert time.monotonic() < deadline and proc.poll() is None, "worker did not drain"
             time.sleep(0.2)
-        code, text = _get(base + "/metrics")
+        # the batch is recorded just after its XACK: wait for it (still bounded)
+        while True:
+            code, text = _get(base + "/metrics")
+            got = sample(text, "wangge_events_applied_total", feed="reports") - own_applied
+            if got >= 7 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
     finally:
         stop_processes([proc])
     try:
