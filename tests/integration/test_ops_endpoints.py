@@ -327,3 +327,64 @@ def test_grafana_dashboard_charts_every_metric_and_only_those(
     charted = {f for f in families if any(q == f or q.startswith(f + "_") for q in queried)}
     assert charted == families, families - charted
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+
+
+def test_gateway_workers_share_their_counts(
+    redis_url: str, prefix: str, db_url: Any, tmp_path: Path
+) -> None:
+    """`wangge gateway` with two uvicorn workers: whichever answers /metrics counts the
+    requests both served (multiprocess files under <var_dir>/metrics/gateway)."""
+    import socket
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.integration.test_cli import cli_env
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, schema = db_url
+    env = cli_env(
+        tmp_path,
+        REDIS_URL=redis_url,
+        WANGGE_REDIS_PREFIX=prefix,
+        DATABASE_URL=url,
+        WANGGE_DATABASE_SCHEMA=schema or "",
+        WANGGE_AUTH_AUDIT_KEY=TEST_AUDIT_KEY,
+        WANGGE_GATEWAY_WORKERS="2",
+        WANGGE_GATEWAY_PORT=str(port),
+        WANGGE_GATEWAY_MQTT_URL="",
+        WANGGE_GATEWAY_AUTH_FAILURES_PER_MINUTE="1000",
+    )
+    env.pop(MULTIPROC_ENV, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "gateway"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 50
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            try:
+                if requests.get(base + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.2)
+        n = 40
+        for _ in range(n):  # a new connection each: both workers get some
+            assert requests.post(base + "/batch/reports", data=b"[]", timeout=5).status_code == 401
+        files = list((tmp_path / "var" / "metrics" / "gateway").glob("counter_*.db"))
+        assert len(files) >= 1
+        for _ in range(4):
+            text = requests.get(base + "/metrics", timeout=5).text
+            got = sample(text, "wangge_gateway_requests_total", protocol="batch", status="401")
+            assert got == n
+    finally:
+        stop_processes([proc])
