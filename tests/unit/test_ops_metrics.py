@@ -81,3 +81,43 @@ def test_city_readiness() -> None:
         "status": "not ready",
         "checks": {"redis": "unreachable: ConnectionError"},
     }
+
+
+class _Source:
+    def __init__(self, *families: object) -> None:
+        self.families = families
+
+    def collect(self) -> object:
+        return iter(self.families)
+
+
+def test_a_parents_and_its_childrens_counts_of_one_series_add_up() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipelines.ops.metrics import _Many
+
+    def counter(reports: float, video: float) -> CounterMetricFamily:
+        c = CounterMetricFamily("wangge_x", "x", labels=["feed"])
+        c.add_metric(["reports"], reports)
+        c.add_metric(["video"], video)
+        return c
+
+    g1 = GaugeMetricFamily("wangge_g", "g", labels=["feed"])
+    g1.add_metric(["reports"], 5)
+    g2 = GaugeMetricFamily("wangge_g", "g", labels=["feed"])
+    g2.add_metric(["video"], 7)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Many([_Source(counter(2, 0), g1), _Source(counter(3, 4), g2)]))
+    got = {
+        (s.name, tuple(s.labels.values())): s.value
+        for f in text_string_to_metric_families(generate_latest(reg).decode())
+        for s in f.samples
+    }
+    assert got == {
+        ("wangge_x_total", ("reports",)): 5,
+        ("wangge_x_total", ("video",)): 4,
+        ("wangge_g", ("reports",)): 5,
+        ("wangge_g", ("video",)): 7,
+    }
