@@ -32,6 +32,7 @@ from dashboard.app import create_app, page_module
 from pipelines.access import accounts
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import GridIndex, load_city
+from pipelines.dispatch.flows import flows_for
 from pipelines.embedded import redis_server_binary
 from pipelines.ops.health import OpsServer
 from pipelines.settings import GeoSettings, Settings, load_settings
@@ -196,12 +197,12 @@ class Feeds:
 def make_input(settings: Settings, tmp: Path, seed: int = 7) -> Feeds:
     city = load_city(dataclasses.replace(GeoSettings(), grids=400, cache_dir=str(tmp / "geo")))
     cfg = dataclasses.replace(settings.simulate, workers=300, cameras=60, seed=seed)
-    probe = simulate.Simulator(city, cfg, settings.deadlines, start_ms=0)
+    probe = simulate.Simulator(city, cfg, flows_for(settings), start_ms=0)
     now_ms = int(time.time() * 1000)
     events = simulate.generate(
         # 20 days back: the adversarial input moves alert ids up to 3 days later, never
         # into the future
-        city, cfg, settings.deadlines, now_ms - 20 * 86_400_000, N_EVENTS,
+        city, cfg, flows_for(settings), now_ms - 20 * 86_400_000, N_EVENTS,
         mix={"locations": 0.5, "reports": 0.4, "video": 0.1},
     )  # fmt: skip
     streams = adversarial(events, city, now_ms, seed, garbage_run=60)
