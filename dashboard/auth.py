@@ -97,6 +97,8 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "/_favicon.ico": PUBLIC,
     "/_reload-hash": PUBLIC,
     "healthz": PUBLIC,
+    "readyz": PUBLIC,
+    "metrics_page": PUBLIC,  # network or bearer token checked by dashboard/ops.py
     "set_lang": PUBLIC,
     "login": PUBLIC,
     "sso_login": PUBLIC,  # 404 unless auth.oidc_issuer is set (dashboard/sso.py)

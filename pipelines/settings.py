@@ -336,6 +336,18 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus ``/metrics`` and the health endpoints (pipelines/ops/)."""
+
+    enabled: bool = True
+    pipelines_host: str = "127.0.0.1"
+    pipelines_port: int = 9108  # 0 = no metrics server in the pipelines process
+    allow: str = "127.0.0.0/8,::1"  # networks that may read /metrics without the token
+    token: str = ""  # bearer token that may read /metrics from anywhere; empty = none
+    viewer_window_s: int = 60
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -352,6 +364,7 @@ class Settings:
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def path(self, relative: str) -> Path:
         """Resolve a configured path against the project root (absolute paths pass)."""

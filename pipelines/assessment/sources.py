@@ -86,6 +86,12 @@ ID_CHUNK = 5000  # ids bound in one IN (…) (SQLite allows 32,766 parameters)
 def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl.LazyFrame:
     """The cohort's lifecycle facts from its events in [since, as_of): one GROUP BY in SQL
     (the same aggregates as ``store.lifecycle_summary``)."""
+    return _typed(engine, aggregated_query(cohort, since_ms, as_of_ms), INCIDENT_SCHEMA)
+
+
+def aggregated_query(cohort: Any, since_ms: int, as_of_ms: int) -> Any:
+    """The query of ``_aggregated`` (its events' time window prunes a partitioned
+    ``incident_events`` to the window's partitions: tests/integration/test_partitions.py)."""
     e, i = store.incident_events, store.incidents
 
     def first(step: str, col: Any = None) -> Any:
@@ -122,7 +128,7 @@ def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl
         *[i.c[c] for c in OPTIONAL_COLUMNS if c in i.c],
         *[life.c[c] for c in LIFECYCLE_COLUMNS],
     ).join_from(i, life, and_(i.c.incident_id == life.c.incident_id))
-    return _typed(engine, q, INCIDENT_SCHEMA)
+    return q
 
 
 COHORT_COLUMNS = [

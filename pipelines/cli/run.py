@@ -193,15 +193,45 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
     s = rt.settings
     for feed in FEEDS:
         ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
-    sup = Supervisor(s, child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url))
+    env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
+    ops_dir = _ops_dir(s, env)
+    sup = Supervisor(s, env)
     sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
     sup.start()
+    _ops_server(rt, city, ops_dir)
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
     evaluator = WarningEngine(s, city, rt.r, rt.engine)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _thread(lambda: evaluator.run(stop, owner), "warnings")
     return sup
+
+
+def _ops_dir(s: Settings, env: dict[str, str]) -> str | None:
+    """The workers' metrics files (prometheus multiprocess mode), emptied at each start."""
+    from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
+
+    if not s.metrics.enabled:
+        return None
+    d = str(fresh_dir(s.path(s.run.var_dir) / "metrics" / "pipelines"))
+    env[MULTIPROC_ENV] = d
+    return d
+
+
+def _ops_server(rt: Runtime, city: geo.City, ops_dir: str | None) -> None:
+    """/metrics, /healthz and /readyz of the pipelines (``[metrics]``); a taken port is
+    reported, never fatal."""
+    from pipelines.ops.health import OpsServer
+
+    m = rt.settings.metrics
+    if ops_dir is None or not m.pipelines_port:
+        return
+    try:
+        srv = OpsServer(rt.settings, rt.r, rt.engine, city, children_dir=ops_dir).start()
+    except OSError as exc:
+        log.warning("metrics server on %s:%s: %s", m.pipelines_host, m.pipelines_port, exc)
+        return
+    log.info("metrics at http://%s:%s/metrics", m.pipelines_host, srv.port)
 
 
 def restart_recorder(

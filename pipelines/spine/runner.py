@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 
 from pipelines.city.geography import City, GridIndex
 from pipelines.dispatch.flows import Flows, flows_for
+from pipelines.ops import metrics
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import health, store
@@ -120,7 +121,12 @@ class FeedWorker:
         batch = self.consumer.read()
         if not len(batch):
             return BatchResult()
-        return self.process(batch)
+        t0 = time.perf_counter()
+        res = self.process(batch)
+        metrics.observe_batch(
+            self.feed, time.perf_counter() - t0, res.applied + res.updated, res.reasons
+        )
+        return res
 
     # ---------------------------------------------------------------- one batch
 
@@ -387,7 +393,7 @@ class FeedWorker:
             every = self.settings.pipelines.persist_tracks_every_s
             points = cache.new_slots(agg.track_slots(good, every))
             store.persist_patrols(self.engine, visits)
-            store.persist_tracks(self.engine, points)
+            store.persist_tracks(self.engine, points, slot_ms=every * 1000)
             # the latest positions too: after XACK, a crash must not lose them
             store.persist_positions(self.engine, latest)
         finally:

@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.city.geography import City
 from pipelines.gridwork import tracks as work
+from pipelines.ops import metrics
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.events import STEPS
@@ -420,7 +421,9 @@ class WarningEngine:
             t0 = time.monotonic()
             try:
                 if self.lead(owner):
+                    t_tick = time.perf_counter()
                     res = self.tick()
+                    metrics.observe_tick(time.perf_counter() - t_tick)
                     if res["new"] or res["cleared"]:
                         log.info("warnings: %s", {k: v for k, v in res.items() if k != "timings"})
             except (redis.RedisError, OSError, SQLAlchemyError) as exc:

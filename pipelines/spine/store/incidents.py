@@ -39,6 +39,13 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
     ids = events["incident_id"].unique().to_list()
     with engine.begin() as conn:
         lock_incidents(conn, ids)
+        if conn.dialect.name == "postgresql":
+            # the key may be (event_id, ts_ms) (partitioned): an event id stored already
+            # is skipped here, whatever its time
+            eids = [r["event_id"] for r in rows]
+            lock_keys(conn, [f"event:{e}" for e in eids])
+            seen = set(_rows_in(conn, incident_events, "event_id", eids, ["event_id"])["event_id"])
+            rows = [r for r in rows if r["event_id"] not in seen]
         insert_ignore(conn, incident_events, rows)
         hist = _events_of(conn, ids)
         upsert(conn, incidents, incident_rows(hist), ["incident_id"])

@@ -403,8 +403,14 @@ def load_table_modules() -> None:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables, then add missing (nullable) columns to existing ones."""
+    """Create missing tables, then add missing (nullable) columns to existing ones.
+
+    PostgreSQL: the history tables are created range-partitioned on their time column
+    (``partitions.create_partitioned``) before the plain tables."""
+    from pipelines.spine.store.partitions import create_partitioned
+
     load_table_modules()
+    create_partitioned(engine)
     metadata.create_all(engine)
     add_missing_columns(engine)
     add_missing_indexes(engine)
