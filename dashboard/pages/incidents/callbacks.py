@@ -45,11 +45,13 @@ def units_in(b: Backend, scope: str) -> list[dict[str, Any]]:
     return U.list_units(b.engine, sorted(areas))
 
 
-def unit_names(b: Backend) -> dict[str, str]:
+def unit_names(b: Backend, grant: auth.Decision) -> dict[str, str]:
+    """unit id → name (the unit register; read once a minute per granted area)."""
+
     def compute() -> dict[str, str]:
         return {u["unit_id"]: str(u["name"]) for u in U.list_units(b.engine)}
 
-    got: dict[str, str] = b.cache.local_only("inc:unit-names", 60, compute)
+    got: dict[str, str] = b.cached(grant, "inc-units", compute, period_s=60)
     return got
 
 
@@ -230,7 +232,7 @@ def refresh(
     )
     try:
         got = Q.queue_page(b.engine, flows_for(b.settings), b.city, grant.area_id, f, b.now_ms())
-        rows = C.row_data(got.rows, lang, tz, b.area_names, unit_names(b))
+        rows = C.row_data(got.rows, lang, tz, b.area_names, unit_names(b, grant))
     except L.BACKEND_ERRORS:
         return no_update, t("inc.unavailable", lang), no_update
     info = t("inc.info", lang, p=got.page + 1, n=got.pages, total=got.total)
@@ -293,7 +295,7 @@ def show(incident_id: Any, _done: Any, _n: Any, lang: str) -> tuple[Any, ...]:
             area_names=b.area_names,
             workers=_roster_names(b),
             sees_names=grant.may("names"),
-            units=unit_names(b),
+            units=unit_names(b, grant),
         )
     except L.BACKEND_ERRORS:
         unavailable = html.P(t("inc.unavailable", lang), className="wg-muted")
