@@ -237,6 +237,6 @@ def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:
     """Fill the lifecycle summary of incidents stored before it existed (resumable)."""
     with sql_engine(settings) as engine:
         t = time.perf_counter()
-        n = store.backfill_summaries(engine)
+        n = store.backfill_summaries(engine, flows=flows_for(settings))
     print(f"summarised {n} incidents in {time.perf_counter() - t:.1f}s")
     return 0

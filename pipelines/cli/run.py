@@ -27,6 +27,7 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
+from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import store
@@ -247,13 +248,15 @@ def restart_recorder(
 
 
 def cmd_pipelines(settings: Settings, args: argparse.Namespace) -> int:
-    if checked_flows(settings) is None:
+    flows = checked_flows(settings)
+    if flows is None:
         return 2
     stop = _stop_event()
     city = load_city(settings)
     with runtime(settings, embedded_ok=False) as rt:
         check_city(rt, city)
         sync_areas(rt.engine, city)
+        ontime.refresh_stage_due(rt.engine, flows)  # the flow file may have changed
         sup = _pipelines(rt, city, stop)
         try:
             while not stop.wait(1.0):
@@ -285,6 +288,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         check_city(rt, city)
         sync_areas(rt.engine, city)
         seeded = seed_demo_units(rt.engine, city, int(time.time() * 1000))
+        ontime.refresh_stage_due(rt.engine, flows)  # the flow file may have changed
         print(
             f"  dispatch  {len(flows.flows)} standard flows ({flows.source})"
             + (f"; {seeded} demo units registered" if seeded else ""),

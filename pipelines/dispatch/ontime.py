@@ -10,6 +10,8 @@ deadlines by one join (or one ``replace`` on a combined key), never a Python loo
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from pipelines.dispatch.flows import HOUR_MS, STAGE_OF_STEP, STAGES, Flow, Flows
@@ -114,3 +116,51 @@ def _hour_cols() -> list[str]:
 def stage_hours_of(flows: Flows) -> dict[str, dict[str, float]]:
     """Per flow id: each stage's hours (what a scorecard snapshot records)."""
     return {f.id: {s.name: s.hours for s in f.stages} for f in flows.flows}
+
+
+def stage_due_sql(table: Any, flows: Flows) -> Any:
+    """The current stage's deadline (epoch ms) as a SQL expression over an ``incidents``
+    table: the same as :func:`with_stage_due`, a CASE over the flows (most specific flow
+    first); a dispatch's own deadline overrides the handle stage; NULL once closed."""
+    from sqlalchemy import and_, case, func, literal
+
+    t = table.c
+    whens: list[tuple[Any, Any]] = []
+    for flow in sorted(flows.flows, key=lambda f: (f.category, -f.min_severity)):
+        for stage in flow.stages:
+            statuses = [s for s, name in STAGE_OF_STEP.items() if name == stage.name]
+            cond = and_(
+                t.category == flow.category,
+                t.severity >= flow.min_severity,
+                t.status.in_(statuses),
+            )
+            whens.append((cond, literal(int(stage.hours * HOUR_MS))))
+    other = _fallback(flows)
+    for stage in other.stages:  # a category no flow names: the fallback flow
+        statuses = [s for s, name in STAGE_OF_STEP.items() if name == stage.name]
+        whens.append((t.status.in_(statuses), literal(int(stage.hours * HOUR_MS))))
+    due = func.coalesce(t.stage_ms, t.last_ms) + case(*whens, else_=None)
+    handle = [s for s, name in STAGE_OF_STEP.items() if name == "handle"]
+    return case((and_(t.status.in_(handle), t.due_ms.is_not(None)), t.due_ms), else_=due)
+
+
+def refresh_stage_due(engine: Any, flows: Flows) -> int:
+    """Rewrite every open incident's ``stage_due_ms`` from these flows (at the pipelines'
+    start: the flow file may have changed since the rows were written). One statement;
+    returns the rows updated."""
+    from sqlalchemy import update
+
+    from pipelines.spine.store.schema import incidents
+
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(incidents)
+            .where(incidents.c.status != "closed")
+            .values(stage_due_ms=stage_due_sql(incidents, flows))
+        )
+        conn.execute(
+            update(incidents)
+            .where(incidents.c.status == "closed", incidents.c.stage_due_ms.is_not(None))
+            .values(stage_due_ms=None)
+        )
+    return int(res.rowcount or 0)

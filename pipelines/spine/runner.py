@@ -208,7 +208,7 @@ class FeedWorker:
             else pl.DataFrame(schema=store.frame_schema(store.incident_events))
         )
         with self.engine.begin() as conn:
-            d = store.decide_reports(conn, events)
+            d = store.decide_reports(conn, events, self.flows)
             verdicts = pl.DataFrame(
                 {"entry_id": list(d.verdicts), "reason": list(d.verdicts.values())},
                 schema={"entry_id": pl.String, "reason": pl.String},

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from dashboard.pages.incidents import queries as Q
 from pipelines.city.geography import City, demo_city
+from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import Flows, load_flows
 from pipelines.spine import store
 from pipelines.spine.events import CATEGORIES
@@ -87,21 +88,19 @@ def incident(city: City, iid: str, status: str, entered_ms: int, **kw: Any) -> d
     return row
 
 
-def put(engine: Engine, rows: list[dict[str, Any]]) -> None:
+def put(engine: Engine, rows: list[dict[str, Any]], flows: Flows) -> None:
+    """Insert incident rows, then let the flows set their stage deadline, as the
+    pipelines do at start (``ontime.refresh_stage_due``)."""
     cols = {c.name for c in store.incidents.columns}
     with engine.begin() as conn:
         conn.execute(
             store.incidents.insert(), [{k: v for k, v in r.items() if k in cols} for r in rows]
         )
 
+    ontime.refresh_stage_due(engine, flows)
 
-MODES = pytest.mark.parametrize("mode", ["polars", "sql"])
 
-
-@MODES
-def test_the_stage_deadline_is_the_flow_files(
-    engine: Engine, city: City, flows: Flows, mode: str
-) -> None:
+def test_the_stage_deadline_is_the_flow_files(engine: Engine, city: City, flows: Flows) -> None:
     """due = entered + the hours of the stage the status is in (the flow file above),
     the same in SQL and in Polars; a serious fire takes the faster flow."""
     e = NOW - 30 * 60_000
@@ -120,9 +119,9 @@ def test_the_stage_deadline_is_the_flow_files(
         ("k", "handling", "fire", 4, e + 1 * H),
     ]
     rows = [incident(city, i, s, e, category=c, severity=v) for i, s, c, v, _ in cases]
-    put(engine, rows)
+    put(engine, rows, flows)
     f = Q.Filters(page_size=100)
-    page = Q.queue_page(engine, flows, city, city.city_id, f, NOW, deadline=mode)
+    page = Q.queue_page(engine, flows, city, city.city_id, f, NOW)
     got = dict(zip(page.rows["incident_id"], page.rows["due_ms"], strict=True))
     assert got == {i: due for i, *_, due in cases}
     polars_due = Q.with_due(pl.DataFrame(rows), flows)
@@ -141,21 +140,20 @@ def test_a_dispatch_deadline_overrides_the_handle_stage(
         incident(city, "x", "dispatched", e, due_ms=NOW + 5 * H),
         incident(city, "y", "accepted", e, due_ms=NOW + 5 * H),  # not in handle: the flow's
     ]
-    put(engine, rows)
+    put(engine, rows, flows)
     page = Q.queue_page(engine, flows, city, city.city_id, Q.Filters(), NOW)
     got = dict(zip(page.rows["incident_id"], page.rows["due_ms"], strict=True))
     assert got == {"x": NOW + 5 * H, "y": e + 2 * H}
 
 
-@MODES
 def test_overdue_and_due_soon_are_right_across_pages(
-    engine: Engine, city: City, flows: Flows, mode: str
+    engine: Engine, city: City, flows: Flows
 ) -> None:
     """60 accepted disputes (dispatch stage: 2 h) entered 0..59 × 5 minutes ago: those that
     entered more than 2 h ago are overdue; due within 1 h are those entered 1–2 h ago."""
     rows = [incident(city, f"q{i:02d}", "accepted", NOW - i * 5 * 60_000 - 1000) for i in range(60)]
     rows.append(incident(city, "closed1", "closed", NOW - 10 * H))  # never in the queue
-    put(engine, rows)
+    put(engine, rows, flows)
     entered = {r["incident_id"]: r["last_ms"] for r in rows[:60]}
     overdue = sorted((i for i, t in entered.items() if t + 2 * H < NOW), key=entered.get)
     soon = sorted((i for i, t in entered.items() if NOW <= t + 2 * H < NOW + H), key=entered.get)
@@ -163,18 +161,18 @@ def test_overdue_and_due_soon_are_right_across_pages(
     seen: list[str] = []
     for page in range(3):
         f = Q.Filters(due="overdue", page=page, page_size=25)
-        got = Q.queue_page(engine, flows, city, city.city_id, f, NOW, deadline=mode)
+        got = Q.queue_page(engine, flows, city, city.city_id, f, NOW)
         assert got.total == 36 and got.pages == 2
         seen += got.rows["incident_id"].to_list() if page < 2 else []
         assert got.rows["overdue"].all()
     assert seen == overdue  # most overdue first, every one once
     soon_page = Q.queue_page(
-        engine, flows, city, city.city_id, Q.Filters(due="soon", soon_hours=1), NOW, deadline=mode
+        engine, flows, city, city.city_id, Q.Filters(due="soon", soon_hours=1), NOW
     )
     assert soon_page.rows["incident_id"].to_list() == soon
     # the last page asked past the end shows the last page
     f = Q.Filters(page=9, page_size=25)
-    last = Q.queue_page(engine, flows, city, city.city_id, f, NOW, deadline=mode)
+    last = Q.queue_page(engine, flows, city, city.city_id, f, NOW)
     assert last.page == 2 and last.rows.height == 60 - 50
 
 
@@ -201,7 +199,7 @@ def test_scope_and_filters(engine: Engine, city: City, flows: Flows) -> None:
         incident(city, "m2", "accepted", NOW - H, grid=k_mine, severity=3, reported_ms=NOW - 2 * H),
         incident(city, "o1", "reported", NOW, grid=k_other, reported_ms=NOW - 600_000),
     ]
-    put(engine, rows)
+    put(engine, rows, flows)
 
     def ids_of(scope: str, **kw: Any) -> list[str]:
         page = Q.queue_page(engine, flows, city, scope, Q.Filters(sort="incident_id", **kw), NOW)

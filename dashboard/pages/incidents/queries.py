@@ -3,12 +3,11 @@
 Pure functions over an engine, the flows and the city; nothing here reads a request or a
 session (the callbacks pass the viewer's granted scope). The queue is read with one SQL
 ``WHERE … ORDER BY … LIMIT/OFFSET`` on ``incidents`` and a ``COUNT(*)`` with the same
-``WHERE``. The current stage's deadline is a SQL expression too (a ``CASE`` over the
-flows: category, minimum severity, the stage of the status), so "overdue" and "due within
-N hours" filter and sort correctly across pages; the page's SLA clock (time left or
-overdue by) is then computed in Polars from that deadline, and :func:`with_due` computes
-the same deadline in Polars alone (the two are checked against each other and against
-the flow file by the tests).
+``WHERE``. The current stage's deadline is the ``stage_due_ms`` column the pipeline keeps
+from the flows (indexed), so "overdue" and "due within N hours" filter and sort correctly
+across pages; the page's SLA clock (time left or overdue by) is computed from it, and
+:func:`with_due` computes the same deadline in Polars from the flows (the tests check the
+two against each other and against the flow file).
 
 Columns the dispatch core adds (``stage_ms``, ``unit_id``, ``due_ms``, ``level``,
 ``actor_id``, ``duplicate_of``) are used when the schema has them; before that the stage
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine, and_, case, func, literal, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from pipelines.access import accounts
@@ -67,9 +66,6 @@ QUEUE_COLUMNS = (
 )
 NEW_COLUMNS = ("level", "unit_id", "due_ms", "stage_ms", "actor_id", "duplicate_of")
 MAX_HOURS_SOON = 24 * 7
-# Above this many candidate rows the deadline is filtered and sorted in SQL, below it in
-# Polars (see :func:`queue_page`).
-AUTO_SQL_ABOVE = 30_000
 
 
 def has(column: str) -> bool:
@@ -141,37 +137,6 @@ class Filters:
 
 
 # ------------------------------------------------------------------ the stage deadline
-
-
-def _entered() -> ColumnElement[Any]:
-    """When the incident entered its current status (``stage_ms``, else its latest event)."""
-    return func.coalesce(T.c.stage_ms, T.c.last_ms) if has("stage_ms") else T.c.last_ms
-
-
-def due_sql(flows: Flows) -> ColumnElement[Any]:
-    """The current stage's deadline (epoch ms) as SQL: a CASE over the flows, most
-    specific flow (highest min_severity) first; a dispatch's own deadline overrides the
-    handle stage. NULL for a closed incident."""
-    whens: list[tuple[ColumnElement[bool], Any]] = []
-    ordered = sorted(flows.flows, key=lambda f: (f.category, -f.min_severity))
-    for flow in ordered:
-        for stage in flow.stages:
-            statuses = [s for s in OPEN_STATUSES if STAGE_OF_STEP[s] == stage.name]
-            cond = and_(
-                T.c.category == flow.category,
-                T.c.severity >= flow.min_severity,
-                T.c.status.in_(statuses),
-            )
-            whens.append((cond, literal(round(stage.hours * HOUR_MS))))
-    span = case(*whens, else_=None)
-    due = _entered() + span
-    if has("due_ms"):
-        handle = [s for s in OPEN_STATUSES if STAGE_OF_STEP[s] == "handle"]
-        return case(
-            (and_(T.c.status.in_(handle), T.c.due_ms.is_not(None)), T.c.due_ms),
-            else_=due,
-        )
-    return due
 
 
 def with_due(frame: pl.DataFrame, flows: Flows) -> pl.DataFrame:
@@ -251,7 +216,7 @@ def where_clauses(
     if f.until_ms is not None:
         out.append(T.c.reported_ms < f.until_ms)
     if f.due:
-        due = due_sql(flows)
+        due = T.c.stage_due_ms
         if f.due == "overdue":
             out.append(due < now_ms)
         else:
@@ -278,116 +243,41 @@ def queue_page(
     scope: str,
     f: Filters,
     now_ms: int,
-    *,
-    deadline: str = "auto",
 ) -> QueuePage:
     """One page of the open incidents in ``scope`` matching ``f``, sorted, with each row's
     SLA clock. ``scope`` must be the viewer's granted area (and ``f.area_id``, if any, one
     the caller authorised).
 
-    Without a deadline filter or sort: one COUNT and one page query in SQL, the page's
-    deadlines in Polars. With one, the deadline decides which rows and in what order, so
-    it must be known for every matching row: ``deadline="polars"`` (the default) reads the
-    matching rows' few deciding columns, computes the deadline, filters, sorts and slices
-    in Polars, then reads the page's rows by id; ``deadline="sql"`` does it all in SQL with
-    :func:`due_sql` (slower on SQLite: ``tests/bench/test_incident_workbench_bench.py``)."""
+    One COUNT and one page query in SQL. The current stage's deadline is the indexed
+    ``stage_due_ms`` column the pipeline keeps (from the flows, with every change, and
+    rewritten at the pipelines' start; an open incident always has one), so "overdue",
+    "due within N hours" and the sort by deadline are plain indexed SQL, correct across
+    pages."""
     if f.area_id is not None and not accounts.scope_allows(scope, f.area_id, city):
         f = Filters(**{**f.__dict__, "area_id": None})
-    if f.due is None and f.sort != "due_ms":
-        return _plain_page(engine, flows, city, scope, f, now_ms)
-    if deadline == "auto":
-        where = where_clauses(Filters(**{**f.__dict__, "due": None}), city, scope, flows, now_ms)
-        with engine.connect() as conn:
-            n = int(conn.execute(select(func.count()).select_from(T).where(*where)).scalar_one())
-        deadline = "sql" if n > AUTO_SQL_ABOVE else "polars"
-    if deadline == "sql":
-        return _sql_page(engine, flows, city, scope, f, now_ms)
-    return _polars_page(engine, flows, city, scope, f, now_ms)
-
-
-def _fetch(conn: Any, query: Any) -> pl.DataFrame:
-    res = conn.execute(query)
-    rows = res.fetchall()
-    return pl.DataFrame(rows, schema=_schema(list(res.keys())), orient="row")
-
-
-def _plain_page(
-    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
-) -> QueuePage:
     where = where_clauses(f, city, scope, flows, now_ms)
-    key = T.c[f.sort]
-    order = [key.desc() if f.desc else key.asc(), T.c.incident_id.asc()]
-    cols = [T.c[c] for c in shown_columns()]
-    with engine.connect() as conn:
-        total = int(conn.execute(select(func.count()).select_from(T).where(*where)).scalar_one())
-        page = min(f.page, max(1, math.ceil(total / f.page_size)) - 1)
-        frame = _fetch(
-            conn,
-            select(*cols)
-            .where(*where)
-            .order_by(*order)
-            .limit(f.page_size)
-            .offset(page * f.page_size),
-        )
-    return QueuePage(
-        sla_clock(with_due(frame, flows).drop("stage"), now_ms), total, page, f.page_size
-    )
-
-
-def _polars_page(
-    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
-) -> QueuePage:
-    where = where_clauses(Filters(**{**f.__dict__, "due": None}), city, scope, flows, now_ms)
-    deciding = ["incident_id", "category", "severity", "status", "last_ms"]
-    deciding += [c for c in ("stage_ms", "due_ms") if has(c)]
-    with engine.connect() as conn:
-        frame = _fetch(conn, select(*[T.c[c] for c in deciding]).where(*where))
-        frame = sla_clock(with_due(frame, flows), now_ms)
-        if f.due == "overdue":
-            frame = frame.filter(pl.col("due_ms") < now_ms)
-        elif f.due == "soon":
-            soon = now_ms + int(f.soon_hours * HOUR_MS)
-            frame = frame.filter((pl.col("due_ms") >= now_ms) & (pl.col("due_ms") < soon))
-        total = frame.height
-        page = min(f.page, max(1, math.ceil(total / f.page_size)) - 1)
-        key = f.sort if f.sort in frame.columns else "due_ms"
-        picked = (
-            frame.with_columns(pl.col("due_ms").is_null().alias("_late"))
-            .sort(["_late", key, "incident_id"], descending=[False, f.desc, False])
-            .slice(page * f.page_size, f.page_size)
-            .select("incident_id", "due_ms", "left_ms", "overdue")
-        )
-        ids = picked["incident_id"].to_list()
-        cols = [T.c[c] for c in shown_columns() if c != "due_ms"]
-        rows = _fetch(conn, select(*cols).where(T.c.incident_id.in_(ids))) if ids else None
-    if rows is None:
-        rows = pl.DataFrame(schema=_schema([c.name for c in cols]))
-    out = picked.join(rows, on="incident_id", how="left", maintain_order="left")
-    return QueuePage(out, total, page, f.page_size)
-
-
-def _sql_page(
-    engine: Engine, flows: Flows, city: City, scope: str, f: Filters, now_ms: int
-) -> QueuePage:
-    where = where_clauses(f, city, scope, flows, now_ms)
-    due = due_sql(flows).label("due_ms")
-    cols = [T.c[c] for c in shown_columns() if c != "due_ms"]
+    due = T.c.stage_due_ms
     key: Any = due if f.sort == "due_ms" else T.c[f.sort]
     order = [key.desc() if f.desc else key.asc(), T.c.incident_id.asc()]
-    if f.sort == "due_ms":  # a NULL deadline (unknown flow) sorts last either way
-        order.insert(0, case((due.is_(None), 1), else_=0))
+    cols = [T.c[c] for c in shown_columns() if c != "due_ms"]
     with engine.connect() as conn:
         total = int(conn.execute(select(func.count()).select_from(T).where(*where)).scalar_one())
         page = min(f.page, max(1, math.ceil(total / f.page_size)) - 1)
         frame = _fetch(
             conn,
-            select(*cols, due)
+            select(*cols, due.label("due_ms"))
             .where(*where)
             .order_by(*order)
             .limit(f.page_size)
             .offset(page * f.page_size),
         )
     return QueuePage(sla_clock(frame, now_ms), total, page, f.page_size)
+
+
+def _fetch(conn: Any, query: Any) -> pl.DataFrame:
+    res = conn.execute(query)
+    rows = res.fetchall()
+    return pl.DataFrame(rows, schema=_schema(list(res.keys())), orient="row")
 
 
 _INT = {"severity", "reported_ms", "last_ms", "n_events", "due_ms", "stage_ms"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from sqlalchemy import (
@@ -18,6 +18,9 @@ from sqlalchemy import (
 )
 
 from pipelines.spine.events import stream_order
+
+if TYPE_CHECKING:
+    from pipelines.dispatch.flows import Flows
 from pipelines.spine.store.schema import incident_events, incidents, report_rejects
 from pipelines.spine.store.sql import (
     _rows_in,
@@ -31,7 +34,7 @@ from pipelines.spine.store.sql import (
 EVENT_COLUMNS = [c.name for c in incident_events.columns]
 
 
-def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
+def persist_report_events(engine: Engine, events: pl.DataFrame, flows: Flows | None = None) -> None:
     """Append events (idempotent) and recompute the current state of touched incidents."""
     if events.is_empty():
         return
@@ -48,7 +51,7 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
             rows = [r for r in rows if r["event_id"] not in seen]
         insert_ignore(conn, incident_events, rows)
         hist = _events_of(conn, ids)
-        upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+        upsert(conn, incidents, incident_rows(hist, flows), ["incident_id"])
 
 
 def _events_of(conn: Connection, incident_ids: list[str]) -> pl.DataFrame:
@@ -71,7 +74,9 @@ class ReportDecision:
     concerned: set[str] = field(default_factory=set)  # every incident read
 
 
-def decide_reports(conn: Connection, batch: pl.DataFrame) -> ReportDecision:
+def decide_reports(
+    conn: Connection, batch: pl.DataFrame, flows: Flows | None = None
+) -> ReportDecision:
     """Decide a batch of valid report events (``incident_events`` columns) against the
     stored history and write the outcome: accepted events into ``incident_events``,
     rejected ones into ``report_rejects``, the touched ``incidents`` rows recomputed.
@@ -135,7 +140,7 @@ def decide_reports(conn: Connection, batch: pl.DataFrame) -> ReportDecision:
     kept = acc.filter(~pl.col("entry_id").is_in(down_ids))
     after = pl.concat([kept, new_acc.select(acc.columns)])
     changed = set(turned_down["incident_id"]) | set(new_acc["incident_id"])
-    _recompute(conn, after.filter(pl.col("incident_id").is_in(list(changed))), changed)
+    _recompute(conn, after.filter(pl.col("incident_id").is_in(list(changed))), changed, flows)
     return ReportDecision(
         verdicts={e: verdict[e] for e in batch["entry_id"]},
         known={e: known[e] for e in batch["entry_id"] if e in known},
@@ -147,10 +152,12 @@ def decide_reports(conn: Connection, batch: pl.DataFrame) -> ReportDecision:
     )
 
 
-def _recompute(conn: Connection, hist: pl.DataFrame, incident_ids: set[str]) -> None:
+def _recompute(
+    conn: Connection, hist: pl.DataFrame, incident_ids: set[str], flows: Flows | None
+) -> None:
     """Rewrite the ``incidents`` rows of these incidents from their accepted events;
     an incident left with none has no row."""
-    upsert(conn, incidents, incident_rows(hist), ["incident_id"])
+    upsert(conn, incidents, incident_rows(hist, flows), ["incident_id"])
     empty = sorted(incident_ids - set(hist["incident_id"]))
     for i in range(0, len(empty), 5000):
         conn.execute(incidents.delete().where(incidents.c.incident_id.in_(empty[i : i + 5000])))
@@ -239,7 +246,7 @@ def with_action_columns(events: pl.DataFrame) -> pl.DataFrame:
     return events.with_columns(missing) if missing else events
 
 
-def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
+def incident_rows(hist: pl.DataFrame, flows: Flows | None = None) -> list[dict[str, Any]]:
     """Current state of each incident, with its lifecycle summary, from its full event
     history (pure)."""
     if hist.is_empty():
@@ -283,7 +290,18 @@ def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
         .then(pl.col("closed_ms"))
         .otherwise(pl.col("stage_ms")),
     )
-    return cur.join(summary.collect(), on="incident_id", how="left").to_dicts()
+    out = cur.join(summary.collect(), on="incident_id", how="left")
+    return _with_stage_due(out, flows).to_dicts()
+
+
+def _with_stage_due(rows: pl.DataFrame, flows: Flows | None) -> pl.DataFrame:
+    """``stage_due_ms``: when the current stage is due, by the flows (the shipped ones when
+    none are given: tests and tools; the pipelines pass the deployment's)."""
+    from pipelines.dispatch import ontime
+    from pipelines.dispatch.flows import load_flows
+
+    due = ontime.with_stage_due(rows, flows or load_flows())["due_ms_stage"]
+    return rows.with_columns(stage_due_ms=due)
 
 
 def stale_summary(i: Any) -> Any:
@@ -294,7 +312,7 @@ def stale_summary(i: Any) -> Any:
     )
 
 
-def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
+def backfill_summaries(engine: Engine, chunk: int = 5000, flows: Flows | None = None) -> int:
     """Compute the lifecycle summary of incidents that have none (rows written before the
     summary columns existed), ``chunk`` incidents per transaction. Idempotent and
     resumable (the same rows ``persist_report_events`` would write). Returns the count."""
@@ -313,7 +331,7 @@ def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
             if not ids:
                 return done
             lock_incidents(conn, ids)
-            upsert(conn, incidents, incident_rows(_events_of(conn, ids)), ["incident_id"])
+            upsert(conn, incidents, incident_rows(_events_of(conn, ids), flows), ["incident_id"])
         done, after = done + len(ids), ids[-1]
 
 

@@ -88,12 +88,19 @@ incidents = Table(
     Column("duplicate_of", String(64)),
     Column("stage_ms", BigInteger),
     Column("actor_id", String(64)),
+    # when its current stage is due (the flow's deadline; NULL once closed): the workbench
+    # filters and sorts by it with an index, the pipeline keeps it with every change and
+    # ``ontime.refresh_stage_due`` rewrites it when the flows change
+    Column("stage_due_ms", BigInteger, index=True),
     # when it first left each flow stage (reached a step of a later stage; the close stage
     # ends at closed_ms): the scorecard's on-time rate per stage
     Column("left_accept_ms", BigInteger),
     Column("left_dispatch_ms", BigInteger),
     Column("left_handle_ms", BigInteger),
     Column("left_verify_ms", BigInteger),
+    # the workbench's queue of a district or a street, by deadline
+    Index("ix_incidents_district_due", "district_id", "stage_due_ms"),
+    Index("ix_incidents_street_due", "street_id", "stage_due_ms"),
 )
 
 incident_events = Table(
