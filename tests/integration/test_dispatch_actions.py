@@ -187,11 +187,15 @@ def test_happy_path(world: World, flow: dict[str, Any]) -> None:
     op = world.street
     t = T0
     inc = world.report(flow, t)
+    assert world.row(inc)["stage_due_ms"] == t + int(stage(flow, "accept")["hours"] * HOUR)
     t += half(flow, "accept")
     world.act(op, "accept", inc, t)
+    # the pipeline keeps the current stage's deadline: now the dispatch stage's
+    assert world.row(inc)["stage_due_ms"] == t + int(stage(flow, "dispatch")["hours"] * HOUR)
     t += half(flow, "dispatch")
     unit = world.unit_for(stage(flow, "handle")["unit"])
     world.act(op, "dispatch", inc, t, unit_id=unit)
+    assert world.row(inc)["stage_due_ms"] == t + int(stage(flow, "handle")["hours"] * HOUR)
     world.act(op, "handle", inc, t + 60_000)
     t += half(flow, "handle")
     _missing_each(world, op, "resolve", inc, t, records(flow, "handle"))
@@ -202,7 +206,7 @@ def test_happy_path(world: World, flow: dict[str, Any]) -> None:
     t += half(flow, "close")
     world.act(op, "close", inc, t, **records(flow, "close"))
     row = world.row(inc)
-    assert row["status"] == "closed"
+    assert row["status"] == "closed" and row["stage_due_ms"] is None
     assert row["unit_id"] == unit
     evs = world.events(inc)
     assert [e["step"] for e in evs] == [
@@ -271,14 +275,19 @@ def test_returned_twice(world: World, flow: dict[str, Any]) -> None:
         t += 10 * 60_000
     row = world.row(inc)
     assert (row["status"], row["n_returned"]) == ("returned", 2)
+    # a dispatch may set its own deadline, with a reason: the handle stage is due then
+    due = t + 5 * HOUR
+    world.act(op, "dispatch", inc, t, unit_id=unit, due_ms=due, reason="需协调多部门")
+    assert world.row(inc)["stage_due_ms"] == due
+    t += 60_000
     assert [e["reason"] for e in world.events(inc) if e["step"] == "returned"] == [
         "退回 1",
         "退回 2",
     ]
     # a return needs its reason
     with pytest.raises(A.ActionError) as err:
-        A.perform(world.ctx, A.Request("dispatch", inc, uuid.uuid4().hex), op, t, wait_s=0)
-    assert err.value.code == "missing_record"
+        A.perform(world.ctx, A.Request("return", inc, uuid.uuid4().hex), op, t, wait_s=0)
+    assert (err.value.code, err.value.detail) == ("missing_record", "reason")
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=IDS)
