@@ -9,8 +9,12 @@ COPY pyproject.toml README.md config.toml ./
 COPY pipelines ./pipelines
 COPY dashboard ./dashboard
 COPY assets ./assets
-RUN pip install . && useradd -r wangge && mkdir -p var && chown wangge var
+RUN pip install . && python -m dashboard.vendor \
+    && useradd -r wangge && mkdir -p var && chown wangge var
 USER wangge
 EXPOSE 8050
+# The dashboard listens on every interface in the container (dashboard/gunicorn_conf.py reads it).
+ENV WANGGE_DASHBOARD_HOST=0.0.0.0 WANGGE_DASHBOARD_PORT=8050
 # Dashboard:  docker run IMAGE            Pipelines: docker run IMAGE wangge pipelines
-CMD ["gunicorn", "-w", "4", "-b", "0.0.0.0:8050", "--timeout", "60", "dashboard.app:server"]
+# The one serving command (`wangge run` starts the same): gunicorn, threaded workers.
+CMD ["gunicorn", "-c", "python:dashboard.gunicorn_conf"]

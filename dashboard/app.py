@@ -1,7 +1,9 @@
 """The Dash app: ``create_app(settings)``; ``server`` for gunicorn (``dashboard.app:server``).
 
-Everything is served locally (Dash, dash-leaflet, Plotly, CSS, JS; no CDN). Geometry is
-a cacheable, pre-gzipped response per area; refreshes carry values only. In front of
+Everything is served locally (Dash, dash-leaflet, Plotly's basic bundle, CSS, JS; no CDN),
+scripts and CSS compressed once (``dashboard/static.py``). Geometry is a cacheable,
+pre-gzipped response per area; refreshes carry values only, and a shared panel's answer is
+serialised once per tick (``dashboard/responses.py``). In front of
 Flask: request size limits and trusted proxies (``dashboard/wsgi.py``).
 """
 
@@ -26,7 +28,7 @@ from flask import Response, make_response, redirect, request
 from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import ids, login, ops, wsgi
+from dashboard import ids, login, ops, responses, static, wsgi
 from dashboard.auth import csrf_token, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.components import localise
@@ -253,6 +255,13 @@ def create_app(
     app.server.extensions[EXTENSION] = Backend(settings, city, r, engine, clock=clock)
     app.server.config["WANGGE_SETTINGS"] = settings
     Compress(app.server)
+    # shared panels' responses serialised once per tick (dashboard/responses.py)
+    responses.install(app.server, settings.dashboard.refresh_s, r, settings.redis.prefix)
+    # the basic Plotly bundle; scripts and CSS compressed once, before Flask-Compress sees them
+    static.use_basic_plotly(ROOT / "assets")
+    static.defer_ag_grid()
+    cache_dir = settings.path(settings.run.var_dir) / "cache" / "static"
+    static.StaticCompressor(cache_dir).install(app.server)
     geometry = GeometryCache(city, settings.geo.simplify_m)
     _routes(app, settings, geometry)
     # the city's every grid (12,545 shapes, ~1 s to build and compress) is built before the

@@ -158,9 +158,7 @@ class Backend:
         worker (JSON values), else in this process. ``warm``: the prewarmer recomputes it
         at each tick boundary while viewers keep asking. An exception from ``compute``
         (a backend error) propagates and nothing is cached."""
-        if not grant.granted:
-            raise PermissionError(f"{name}: no cached read without a granted decision")
-        key = ":".join([name, grant.area_id, grant.data_class, *map(str, parts)])
+        key = self.cache_key(grant, name, *parts)
         period = period_s or self.refresh_s
 
         def lookup() -> T:
@@ -174,6 +172,13 @@ class Backend:
         if warm:
             self._keep_warm(key, lookup)
         return lookup()
+
+    def cache_key(self, grant: Decision, name: str, *parts: object) -> str:
+        """What a shared value is (never who asked): name, the granted area, the data class
+        and the other inputs. Only for a granted decision."""
+        if not grant.granted:
+            raise PermissionError(f"{name}: no cached read without a granted decision")
+        return ":".join([name, grant.area_id, grant.data_class, *map(str, parts)])
 
     def tick_input(self, name: str, compute: Callable[[], T]) -> T:
         """A city-wide input of this tick (e.g. every worker's parsed position), memoised

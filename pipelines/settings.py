@@ -212,6 +212,9 @@ class DashboardSettings:
     tile_url: str = ""
     tile_crs: str = "wgs84"
     wall_tour_s: float = 0.0
+    workers: int = 0  # gunicorn worker processes; 0 → the CPU count (at least 2)
+    threads: int = 8  # threads per gunicorn worker (gthread)
+    access_log: str = ""  # gunicorn's access log: "" off, "-" the console, else a file
 
 
 @dataclass(frozen=True)

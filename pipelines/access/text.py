@@ -20,6 +20,7 @@ Pure functions, no I/O: the same rule everywhere.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable
 from typing import Any
@@ -31,6 +32,8 @@ ID_REGEX = r"[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]"
 # Embeddings, overrides (U+202A–202E) and isolates (U+2066–2069): removed from free text.
 BIDI_CONTROLS = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 _KEPT_CONTROLS = frozenset("\t\n")
+# The Cc characters of ASCII (C0 and DEL): an ASCII string has no Cf, Cs, Zl or Zp.
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadText(ValueError):
@@ -44,7 +47,11 @@ def bad_id_chars(value: str) -> list[str]:
 
 def is_clean_id(value: Any) -> bool:
     """True for a string without control, format, separator or surrogate characters."""
-    return isinstance(value, str) and not bad_id_chars(value)
+    if not isinstance(value, str):
+        return False
+    if value.isascii():  # the usual case, checked fast: ASCII's only such category is Cc
+        return _ASCII_CONTROL.search(value) is None
+    return not bad_id_chars(value)
 
 
 def describe(chars: Iterable[str]) -> str:

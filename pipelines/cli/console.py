@@ -6,8 +6,6 @@ the console (on the console too with ``-v``)."""
 from __future__ import annotations
 
 import json
-import logging
-import logging.handlers
 import os
 import sys
 import threading
@@ -21,19 +19,11 @@ RUN_FILE = "run.json"  # in var_dir, while `wangge run` runs (mode 0600: it hold
 REQUEST_LOG = Path("log") / "requests.log"
 
 
-def request_log(settings: Settings, verbose: bool) -> Path:
-    """Send the dashboard's per-request lines (werkzeug) to a rotating file; on the console
-    as well only with ``verbose``. Returns the file's path."""
+def request_log(settings: Settings) -> Path:
+    """Where the dashboard's per-request lines go (gunicorn's access log, a rotating file:
+    ``dashboard/gunicorn_conf.py``; ``wangge -v run`` echoes them on the console)."""
     path = settings.path(settings.run.var_dir) / REQUEST_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=10_000_000, backupCount=3, encoding="utf-8"
-    )
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    wz = logging.getLogger("werkzeug")
-    wz.addHandler(handler)
-    wz.setLevel(logging.INFO)
-    wz.propagate = verbose
     return path
 
 

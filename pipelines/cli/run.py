@@ -1,5 +1,5 @@
 """`wangge run`, `wangge pipelines` and `wangge worker`: the supervisor, the feed workers,
-the embedded gateway and dashboard."""
+the gateway and the dashboard's web server (child processes, ``pipelines/cli/web.py``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
+from pipelines.cli.web import DashboardProcess, shape
 from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
@@ -324,9 +325,18 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                     " (WANGGE_SIMULATE_ANOMALY_START_MIN brings them forward)",
                     flush=True,
                 )
-        log_path = console.request_log(s, bool(getattr(args, "verbose", False)))
-        server = _serve_dashboard(s, args.port)
-        url = f"http://{s.dashboard.host}:{server.server_port}/"
+        log_path = console.request_log(s)
+        verbose = bool(getattr(args, "verbose", False))
+        server = DashboardProcess.start(s, args.port, log_path, verbose)
+        workers, threads = shape(s.dashboard)
+        print(
+            f"  web       gunicorn, {workers} workers × {threads} threads"
+            " (dashboard/gunicorn_conf.py)",
+            flush=True,
+        )
+        if not server.wait_ready():
+            log.warning("the dashboard server is not answering yet (see the lines above)")
+        url = server.url
         rows = demo.demo_accounts(rt.engine, city, int(time.time() * 1000))
         text = console.accounts_text(rows, url, gw_url)
         print(text, flush=True)
@@ -342,10 +352,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             while not stop.wait(1.0):
                 sup.poll()
                 gateway.poll()
+                server.poll()
         finally:
             print("stopping…", flush=True)
             console.remove_run_file(s)
-            server.shutdown()
+            server.stop()
             gateway.stop()
             sup.stop()
     print("stopped.", flush=True)
@@ -435,19 +446,3 @@ def _safe_url(url: str) -> str:
         creds, host = rest.rsplit("@", 1)
         return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
     return url
-
-
-def _serve_dashboard(settings: Settings, port: int | None) -> Any:
-    from werkzeug.serving import make_server
-
-    from dashboard.app import create_app
-
-    app = create_app(settings)
-    server = make_server(
-        settings.dashboard.host,
-        port if port is not None else settings.dashboard.port,
-        app.server,
-        threaded=True,
-    )
-    _thread(server.serve_forever, "dashboard")
-    return server

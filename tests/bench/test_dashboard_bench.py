@@ -10,7 +10,8 @@ streams under a private prefix and processed in-process by the real feed workers
 SQL persistence to a SQLite file in tmp), one clock-job tick; then ONE Dash app (Dash
 pages register their callbacks once per process, so a second ``create_app`` in the same
 process would have no page callbacks) with a controllable clock, served to Chromium by a
-threaded werkzeug server. The 200-viewer figure runs ``gunicorn -w 2`` as a subprocess.
+threaded werkzeug server. The 200-viewer figure runs the production gunicorn command (2
+workers) as a subprocess.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from dashboard.backend import EXTENSION, Backend
 from pipelines.access import accounts, audit, wall_tokens
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path, load_city
+from pipelines.cli.web import gunicorn_command
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import GeoSettings, Settings, child_environ
 from pipelines.spine import store
@@ -727,7 +729,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def gunicorn_url(dash_env: DashEnv) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``gunicorn -w 2 dashboard.app:server`` on the bench's Redis prefix and database."""
+    """The production server (``gunicorn -c python:dashboard.gunicorn_conf``, 2 workers)
+    on the bench's Redis prefix and database."""
     port = _free_port()
     env = child_environ(
         REDIS_URL=dash_env.redis_url,
@@ -738,10 +741,10 @@ def gunicorn_url(dash_env: DashEnv) -> Iterator[tuple[str, subprocess.Popen[byte
         WANGGE_RUN_VAR_DIR=str(dash_env.tmp),
         WANGGE_AUTH_AUDIT_KEY=TEST_AUDIT_KEY,
     )
+    env["WANGGE_DASHBOARD_WORKERS"] = "2"
     log = open(dash_env.tmp / "gunicorn.log", "wb")  # noqa: SIM115
-    exe = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen(
-        [str(exe), "-w", "2", "-b", f"127.0.0.1:{port}", "dashboard.app:server"],
+        gunicorn_command("127.0.0.1", port),  # the production command and configuration
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -104,3 +104,16 @@ def test_roster_names_are_neutralised_and_bad_ids_refused() -> None:
     rows, errors = tracks.parse_roster_csv(csv, {"G1"})
     assert [r["name"] for r in rows] == ["张三", "王 五"]
     assert [(e.line, e.column) for e in errors] == [(3, "worker_id")]
+
+
+def test_every_ascii_character_follows_the_id_rule() -> None:
+    """ASCII ids take a fast path: each of the 128 characters is refused exactly when its
+    Unicode category is one no id contains (Cc, Cf, Cs, Zl, Zp)."""
+    import unicodedata
+
+    from pipelines.access.text import is_clean_id
+
+    for code in range(128):
+        ch = chr(code)
+        refused = unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"}
+        assert is_clean_id(f"INC-{ch}-1") is not refused, hex(code)

@@ -21,6 +21,7 @@ from dashboard.components.panels import (
     trend_figure,
 )
 from dashboard.pages.panorama.queries import METRICS
+from dashboard.responses import shared_response
 
 
 @dash.callback(
@@ -56,7 +57,8 @@ def refresh(
     if not grant.granted:  # the scope comes from the session, not the store; never cached
         return (no_update,) * 3 + ([denied_panel(lang, auth.home_href(b.city))],) + (no_update,) * 8
     try:
-        return b.cached(
+        return shared_response(  # this tick's finished answer, once permitted
+            b,
             grant,
             "pan",
             lambda: outputs(b, grant, metric, grids, lang),

@@ -23,6 +23,7 @@ from dashboard.components.panels import (
 from dashboard.i18n import t
 from dashboard.pages.panorama.queries import METRICS, font_px, next_in_tour, view_of
 from dashboard.pages.warnings import queries as WL
+from dashboard.responses import shared_response
 
 dash.clientside_callback(
     ClientsideFunction(namespace="wangge_wall", function_name="height"),
@@ -112,7 +113,8 @@ def wall_refresh(
         return (no_update,) * 11 + (t("auth.denied", lang), no_update)
     size = font_px(vh if isinstance(vh, int | float) else None)
     try:
-        return b.cached(
+        return shared_response(  # this tick's finished answer, once permitted
+            b,
             grant,
             "wall",
             lambda: outputs(b, grant, metric, lang, size),

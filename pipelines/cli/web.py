@@ -1,0 +1,118 @@
+"""The dashboard's web server as a child of ``wangge run``: gunicorn with the production
+configuration (``dashboard/gunicorn_conf.py``), in its own processes, beside (not inside)
+the simulator and the warnings thread; restarted if it dies, stopped with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.settings import DashboardSettings, Settings, child_environ
+
+log = logging.getLogger("wangge")
+
+CONFIG = "python:dashboard.gunicorn_conf"
+
+
+def shape(d: DashboardSettings) -> tuple[int, int]:
+    """(worker processes, threads per worker) of ``[dashboard]``: 0 workers → the CPUs."""
+    return (d.workers if d.workers > 0 else max(2, os.cpu_count() or 1)), max(1, d.threads)
+
+
+def gunicorn_command(host: str, port: int) -> list[str]:
+    """The one serving command (the Dockerfile's, with the address ``wangge run`` chose)."""
+    return [sys.executable, "-m", "gunicorn", "-c", CONFIG, "-b", f"{host}:{port}"]
+
+
+@dataclass
+class DashboardProcess:
+    """``gunicorn -c python:dashboard.gunicorn_conf`` on the run's Redis and database."""
+
+    settings: Settings
+    env: dict[str, str]
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @classmethod
+    def start(
+        cls, settings: Settings, port: int | None, access_log: Path, verbose: bool
+    ) -> DashboardProcess:
+        from pipelines.gateway.server import free_port, port_free
+
+        d = settings.dashboard
+        want = d.port if port is None else port
+        if want == 0 or not port_free(d.host, want):
+            want = free_port(d.host)
+        s = dataclasses.replace(settings, dashboard=dataclasses.replace(d, port=want))
+        # the workers read the same settings (as environment): the embedded Redis and the
+        # SQLite file of this run, the run's var dir (secret and audit keys), the log
+        env = child_environ(
+            REDIS_URL=s.redis.url,
+            DATABASE_URL=s.database_url,
+            WANGGE_DASHBOARD_HOST=d.host,
+            WANGGE_DASHBOARD_PORT=str(want),
+            WANGGE_DASHBOARD_ACCESS_LOG=f"{access_log},-" if verbose else str(access_log),
+        )
+        if s.metrics.enabled:  # the workers' /metrics sum them all (multiprocess files)
+            from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
+
+            env[MULTIPROC_ENV] = str(fresh_dir(s.path(s.run.var_dir) / "metrics" / "dashboard"))
+        dp = cls(s, env, want)
+        dp._spawn()
+        return dp
+
+    @property
+    def url(self) -> str:
+        host = self.settings.dashboard.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
+
+    def _spawn(self) -> None:
+        cmd = gunicorn_command(self.settings.dashboard.host, self.port)
+        # its own session, as the feed workers: Ctrl-C reaches `wangge run` only
+        self.proc = subprocess.Popen(cmd, env=self.env, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """True once a worker answers ``/healthz`` (any HTTP status: a down Redis is 503)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "healthz", timeout=5):
+                    return True
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            time.sleep(0.2)
+        return False
+
+    def poll(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            log.warning("dashboard server exited with %s; restarting", self.proc.returncode)
+            self.restarts += 1
+            self._spawn()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)  # gunicorn: graceful stop of every worker
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # the master and its workers (one group)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
