@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@$(BIN)/python -m dashboard.vendor
+	@$(BIN)/python -m dashboard.vendor $(if $(NPM_REGISTRY),--registry $(NPM_REGISTRY))
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -5,18 +5,18 @@ bar or pie trace; ``dashboard/static.py``) instead of Dash's full ``plotly.min.j
 bundle is npm's ``plotly.js-basic-dist-min`` at the plotly.js version the installed
 ``plotly`` package ships, pinned here with its npm integrity hash (sha512). ``make venv``
 and the Dockerfile run ``python -m dashboard.vendor``: it downloads the tarball from the
-npm registry (``NPM_REGISTRY`` for a mirror), checks the hash and writes the bundle and its
-licence to ``assets/vendor/`` (ignored by git). At run time nothing is fetched: a machine
+npm registry (``--registry URL`` for a mirror; ``make venv NPM_REGISTRY=URL``), checks
+the hash and writes the bundle and its licence to ``assets/vendor/`` (ignored by git). At run time nothing is fetched: a machine
 installed without network serves the full bundle Dash ships (``static.use_basic_plotly``
 logs it), which works the same, only heavier.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import io
-import os
 import sys
 import tarfile
 import urllib.request
@@ -83,20 +83,26 @@ def present(pkg: Package, dest: Path = VENDOR_DIR) -> bool:
     return all((dest / name).is_file() for name in pkg.files.values())
 
 
-def fetch(pkg: Package, dest: Path = VENDOR_DIR, registry: str | None = None) -> list[Path]:
-    url = pkg.tarball_url(registry or os.environ.get("NPM_REGISTRY", "https://registry.npmjs.org"))
+NPM = "https://registry.npmjs.org"
+
+
+def fetch(pkg: Package, dest: Path = VENDOR_DIR, registry: str = NPM) -> list[Path]:
+    url = pkg.tarball_url(registry)
     with urllib.request.urlopen(url, timeout=60) as resp:
         data = resp.read()
     return extract(pkg, data, dest)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Fetch what is missing; never fail the install (the full bundle is the fallback)."""
+    parser = argparse.ArgumentParser(prog="python -m dashboard.vendor", description=__doc__)
+    parser.add_argument("--registry", default=NPM, help="an npm registry (a mirror)")
+    args = parser.parse_args(argv)
     for pkg in PACKAGES:
         if present(pkg):
             continue
         try:
-            for path in fetch(pkg):
+            for path in fetch(pkg, registry=args.registry or NPM):
                 print(f"vendor: {pkg.name}@{pkg.version} → {path.relative_to(ROOT)}")
         except (OSError, IntegrityError) as exc:
             print(
