@@ -111,6 +111,8 @@ def create_app(
             yield
         finally:
             await r.aclose()
+            if gw.actions is not None:  # the dispatch core's blocking client (tasks.py)
+                gw.actions.redis.close()
             if own_engine:
                 eng.dispose()
 
