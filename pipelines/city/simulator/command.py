@@ -341,8 +341,31 @@ class CommandCentre:
             case.tries += 1
             self._at(now_ms + MINUTE_MS, case)
             return
+        if got == "wrong_stage" and case.tries < self.max_tries:  # someone else acted
+            case.tries += 1
+            self._resync(case, actions.load_incident(self.ctx.engine, case.incident_id), now_ms)
+            return
         log.info("simulated centre: %s of %s stopped (%s)", case.step, case.incident_id, got)
         self._done(case)
+
+    def _resync(self, case: _Case, row: dict[str, Any] | None, now_ms: int) -> None:
+        """Carry on from where the incident is (an operator on the dashboard may have
+        acted on it meanwhile)."""
+        status = None if row is None else row.get("status")
+        step = {"reported": "accept", "escalated": "accept", "accepted": "dispatch"}
+        step |= {"returned": "dispatch", "closed": "done"}
+        nxt = step.get(str(status), "watch")
+        if nxt == "done":
+            self._done(case)
+            return
+        if nxt == "watch" and case.step != "watch":
+            handler = (row or {}).get("handler_id")
+            case.worker_id = str(handler) if handler else case.worker_id
+            self.phones.watch(case.worker_id, now_ms)
+        elif nxt != "watch" and case.step == "watch":
+            self.phones.release(case.worker_id)
+        case.step = nxt
+        self._at(now_ms + MINUTE_MS, case)
 
     def _onsite(self, case: _Case) -> bool:
         verify = self.flows.select(case.category, case.severity).stage("verify")
