@@ -117,7 +117,7 @@ class Phones:
     flows: Flows
     poll_ms: int = 2 * MINUTE_MS
     verify_fail_share: float = 0.08
-    workers: dict[str, int] = field(default_factory=dict)  # worker → open cases
+    workers: dict[str, set[str]] = field(default_factory=dict)  # worker → its cases
     next_poll: dict[str, int] = field(default_factory=dict)
     planned: dict[tuple[str, str, int], int] = field(default_factory=dict)  # → due ms
     answers: list[tuple[int, str, str, str, int]] = field(default_factory=list)  # heap
@@ -129,17 +129,18 @@ class Phones:
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def watch(self, worker: str, now_ms: int) -> None:
-        self.workers[worker] = self.workers.get(worker, 0) + 1
+    def watch(self, worker: str, incident_id: str, now_ms: int) -> None:
+        self.workers.setdefault(worker, set()).add(incident_id)
         self.next_poll.setdefault(worker, now_ms + int(self.rng.integers(0, self.poll_ms)))
 
-    def release(self, worker: str) -> None:
-        left = self.workers.get(worker, 0) - 1
-        if left > 0:
-            self.workers[worker] = left
-        else:
+    def release(self, worker: str, incident_id: str) -> None:
+        cases = self.workers.get(worker, set())
+        cases.discard(incident_id)
+        if not cases:
             self.workers.pop(worker, None)
             self.next_poll.pop(worker, None)
+        for key in [k for k in self.planned if k[0] == incident_id]:
+            del self.planned[key]
 
     def _delay_ms(self, task: dict[str, Any], action: str) -> int:
         h = stage_hours(self.flows, task["category"], int(task["severity"]), "handle")
@@ -159,7 +160,10 @@ class Phones:
         if status != 200:
             log.warning("tasks of %s: %s %s", worker, status, body[:200])
             return
+        mine = self.workers.get(worker, set())
         for task in orjson.loads(body)["tasks"]:
+            if task["incident_id"] not in mine:  # a planned lifecycle: the simulator's own
+                continue
             action = task["actions"][0]
             if action == "verify_pass" and self.rng.random() < self.verify_fail_share:
                 action = "verify_fail"
@@ -309,7 +313,7 @@ class CommandCentre:
             )
             if got in ("applied", "pending", "duplicate"):
                 case.step, case.tries = "watch", 0
-                self.phones.watch(case.worker_id, now_ms)
+                self.phones.watch(case.worker_id, case.incident_id, now_ms)
                 self._at(now_ms + self.watch_ms, case)
                 return
         else:  # watch: close what was verified; send back what came back
@@ -327,7 +331,7 @@ class CommandCentre:
                 return
             elif status == "returned":  # a failed on-site check: dispatch again
                 case.step, case.tries = "dispatch", 0
-                self.phones.release(case.worker_id)
+                self.phones.release(case.worker_id, case.incident_id)
                 self._at(now_ms + self._within(case, "dispatch", 0.05, 0.5), case)
                 return
             elif status == "closed" or (status is None and case.tries > self.max_tries):
@@ -361,9 +365,9 @@ class CommandCentre:
         if nxt == "watch" and case.step != "watch":
             handler = (row or {}).get("handler_id")
             case.worker_id = str(handler) if handler else case.worker_id
-            self.phones.watch(case.worker_id, now_ms)
+            self.phones.watch(case.worker_id, case.incident_id, now_ms)
         elif nxt != "watch" and case.step == "watch":
-            self.phones.release(case.worker_id)
+            self.phones.release(case.worker_id, case.incident_id)
         case.step = nxt
         self._at(now_ms + MINUTE_MS, case)
 
@@ -373,7 +377,7 @@ class CommandCentre:
 
     def _done(self, case: _Case) -> None:
         if case.step in ("watch", "close"):
-            self.phones.release(case.worker_id)
+            self.phones.release(case.worker_id, case.incident_id)
         case.step = "done"
         self.cases.pop(case.incident_id, None)
         self._count("done")
