@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from pipelines.city.geography import City
 from pipelines.spine import store
+from pipelines.spine.store.incidents import with_action_columns
 
 H = 3_600_000
 CATS = ("dispute", "safety_hazard", "public_order", "sanitation", "city_management", "fire")
@@ -208,6 +209,7 @@ def make_history(
             entry_id=pl.lit("0-0"),
         )
         .unique("event_id")
+        .pipe(with_action_columns)
         .select(store.EVENT_COLUMNS)
     )
     # the lifecycle summary the pipeline keeps on each incident (store.incident_rows)

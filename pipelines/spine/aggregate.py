@@ -126,6 +126,8 @@ def incident_states(
     """
     if events.is_empty():
         return {}
+    if "duplicate_of" not in events.columns:
+        events = events.with_columns(duplicate_of=pl.lit(None, dtype=pl.String))
     df = events.with_columns(stream_order()).sort(["incident_id", "ts_ms", "_ems", "_eseq"])
     df = with_time_keys(df.rename({"ts_ms": "ts"}), tz)
     effects = pl.concat_str(
@@ -136,7 +138,10 @@ def incident_states(
             pl.col("day"),
             pl.col("minute").cast(pl.String),
             pl.col("hour").cast(pl.String),
-            pl.col("level").fill_null("grid"),
+            # A merged duplicate is closed at no level (it is not counted as resolved).
+            pl.when((pl.col("step") == "closed") & pl.col("duplicate_of").is_not_null())
+            .then(pl.lit("duplicate"))
+            .otherwise(pl.col("level").fill_null("grid")),
         ],
         separator=",",
     )

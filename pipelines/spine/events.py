@@ -144,6 +144,16 @@ SCHEMAS: dict[str, tuple[Field, ...]] = {
         _LAT,
         Field("description", pl.String, required=False, max_len=2000),
         Field("level", pl.String, required=False, vocab=LEVELS, vocab_reason="bad_type"),
+        # Command and dispatch (pipelines/dispatch/actions.py): who acted and what the
+        # action recorded. All optional; field reports carry none of them.
+        Field("actor_id", pl.String, required=False, max_len=_ID),
+        Field("reason", pl.String, required=False, max_len=500),
+        Field("unit_id", pl.String, required=False, max_len=_ID),
+        Field("due_ms", pl.Int64, required=False),  # a deadline the dispatch set (epoch ms)
+        Field("note", pl.String, required=False, max_len=2000),
+        Field("photo_url", pl.String, required=False, max_len=512),
+        Field("onsite_by", pl.String, required=False, max_len=_ID),  # who checked on site
+        Field("duplicate_of", pl.String, required=False, max_len=_ID),  # a merge (on closed)
     ),
     "locations": (
         Field("worker_id", pl.String, max_len=_ID),

@@ -171,13 +171,15 @@ def kpis(
     levels = raw["breakdowns"]["closed_level"]
     warn = raw["breakdowns"]["warn_count"]
     grids = grid_counts.get(area, 0)
+    # Of the incidents closed at a level: a merged duplicate closes at none.
+    settled = sum(levels.get(lv, 0) for lv in LEVELS)
     return {
         "reports": raw["reports"][i],
         "open": raw["open"][i],
         "overdue": raw["overdue"][i],
         "resolved": raw["resolved"][i],
         "closed": closed,
-        "grid_share": round(levels.get("grid", 0) / closed, 4) if closed else None,
+        "grid_share": round(levels.get("grid", 0) / settled, 4) if closed and settled else None,
         "online": raw["online"][i],
         "on_duty": on_duty,
         "coverage": round(raw["coverage"][i] / grids, 4) if grids else None,

@@ -33,7 +33,7 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
     """Append events (idempotent) and recompute the current state of touched incidents."""
     if events.is_empty():
         return
-    rows = events.select(EVENT_COLUMNS).to_dicts()
+    rows = with_action_columns(events).select(EVENT_COLUMNS).to_dicts()
     ids = events["incident_id"].unique().to_list()
     with engine.begin() as conn:
         lock_incidents(conn, ids)
@@ -194,11 +194,33 @@ SUMMARY_COLUMNS = [
 ]
 
 
+# The columns an action adds to an event (absent from frames of field reports alone).
+ACTION_COLUMNS: dict[str, Any] = {
+    "actor_id": pl.String,
+    "reason": pl.String,
+    "unit_id": pl.String,
+    "due_ms": pl.Int64,
+    "note": pl.String,
+    "photo_url": pl.String,
+    "onsite_by": pl.String,
+    "duplicate_of": pl.String,
+}
+
+
+def with_action_columns(events: pl.DataFrame) -> pl.DataFrame:
+    """The events with every action column (null where a frame lacks it)."""
+    missing = [
+        pl.lit(None, dtype=t).alias(c) for c, t in ACTION_COLUMNS.items() if c not in events.columns
+    ]
+    return events.with_columns(missing) if missing else events
+
+
 def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
     """Current state of each incident, with its lifecycle summary, from its full event
     history (pure)."""
     if hist.is_empty():
         return []
+    hist = with_action_columns(hist)
     walk = ["incident_id", "ts_ms", "_ems", "_eseq"]  # time, then stream order
     h = hist.with_columns(stream_order()).sort(walk).drop("_ems", "_eseq")
     summary = lifecycle_summary(h.select("incident_id", "step", "ts_ms", "level", "handler_id"))
@@ -220,12 +242,22 @@ def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
         handler_id=pl.col("handler_id").drop_nulls().last(),
         description=pl.col("description").drop_nulls().first(),
         n_events=pl.len().cast(pl.Int64),
+        level=pl.col("level").filter(pl.col("step") == "escalated").last(),
+        unit_id=pl.col("unit_id").drop_nulls().last(),
+        due_ms=pl.col("due_ms").filter(pl.col("step") == "dispatched").last(),
+        duplicate_of=pl.col("duplicate_of").filter(pl.col("step") == "closed").first(),
+        stage_ms=pl.col("ts_ms").last(),
+        actor_id=pl.col("actor_id").drop_nulls().last(),
     )
     # A closed incident stays closed whatever arrives later (late events are history).
     cur = cur.with_columns(
         status=pl.when(pl.col("closed_ms").is_not_null())
         .then(pl.lit("closed"))
-        .otherwise(pl.col("status"))
+        .otherwise(pl.col("status")),
+        level=pl.col("level").fill_null("grid"),
+        stage_ms=pl.when(pl.col("closed_ms").is_not_null())
+        .then(pl.col("closed_ms"))
+        .otherwise(pl.col("stage_ms")),
     )
     return cur.join(summary.collect(), on="incident_id", how="left").to_dicts()
 

@@ -79,6 +79,15 @@ incidents = Table(
     Column("n_verified", Integer),
     Column("closed_level", String(16)),
     Column("report_handler_id", String(64)),  # the grid worker responsible when reported
+    # Command and dispatch: the incident's current level (last escalation, else grid), the
+    # unit it was last dispatched to, a deadline set by that dispatch, the incident it was
+    # merged into, when it entered its current status and who acted last.
+    Column("level", String(16)),
+    Column("unit_id", String(64)),
+    Column("due_ms", BigInteger),
+    Column("duplicate_of", String(64)),
+    Column("stage_ms", BigInteger),
+    Column("actor_id", String(64)),
 )
 
 incident_events = Table(
@@ -101,6 +110,14 @@ incident_events = Table(
     Column("description", Text),
     Column("level", String(16)),
     Column("entry_id", String(32), nullable=False),
+    Column("actor_id", String(64)),
+    Column("reason", String(500)),
+    Column("unit_id", String(64)),
+    Column("due_ms", BigInteger),
+    Column("note", Text),
+    Column("photo_url", String(512)),
+    Column("onsite_by", String(64)),
+    Column("duplicate_of", String(64), index=True),
 )
 
 # Valid report entries that were turned down (``duplicate``, ``bad_transition``): the
