@@ -29,8 +29,9 @@ new tasks by polling ``GET /tasks``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from pipelines.city.geography import City
+from pipelines.dispatch import actions
 from pipelines.dispatch.flows import Flows, flows_for
 from pipelines.gateway import core
 from pipelines.gateway.credentials import Credential
@@ -168,14 +171,17 @@ def task_of(incident: Mapping[str, Any], kind: str, flows: Flows) -> Task:
 
 def tasks_of(
     worker_id: str,
-    handled: Iterable[Mapping[str, Any]],
-    resolved_here: Iterable[Mapping[str, Any]],
+    handled: Sequence[Mapping[str, Any]],
+    resolved_here: Sequence[Mapping[str, Any]],
     roster: Mapping[str, str],
     flows: Flows,
+    city: City | None = None,
 ) -> list[Task]:
     """The worker's tasks: ``handled`` are incidents whose handler is the worker (any
     status: only dispatched / handling count), ``resolved_here`` resolved incidents of
-    the worker's grid; ``roster`` maps worker id → own grid. Most urgent first."""
+    the worker's grid; ``roster`` maps worker id → own grid. Most urgent first. With the
+    ``city``, each task's actions are those the dispatch core offers the worker now (a
+    task outside the worker's own grid is listed with none: the core refuses it)."""
     out: list[Task] = []
     for inc in handled:
         if inc.get("handler_id") == worker_id and inc.get("status") in HANDLE_STATUSES:
@@ -188,13 +194,26 @@ def tasks_of(
             continue
         if verify_assignee(inc, roster) == worker_id:
             out.append(task_of(inc, "verify", flows))
+    if city is not None and worker_id in roster:
+        actor = actions.Actor(worker_id, ROLE, roster[worker_id])
+        rows = {str(r["incident_id"]): r for r in [*handled, *resolved_here]}
+        kept = []
+        for t in out:
+            offered = set(actions.offered(rows[t.incident_id], actor, flows, city))
+            kept.append(dataclasses.replace(t, actions=tuple(x for x in t.actions if x in offered)))
+        out = kept
     big = 2**62
     out.sort(key=lambda t: (t.due_ms if t.due_ms is not None else big, t.incident_id))
     return out[:MAX_TASKS]
 
 
 def read_tasks(
-    engine: Engine, worker_id: str, grid_id: str, roster: Mapping[str, str], flows: Flows
+    engine: Engine,
+    worker_id: str,
+    grid_id: str,
+    roster: Mapping[str, str],
+    flows: Flows,
+    city: City | None = None,
 ) -> list[Task]:
     """The worker's tasks from the ``incidents`` table (two indexed reads)."""
     t = store.incidents
@@ -209,7 +228,7 @@ def read_tasks(
             dict(r._mapping)
             for r in conn.execute(select(t).where(t.c.status == "resolved", t.c.grid_id == grid_id))
         ]
-    return tasks_of(worker_id, handled, resolved, roster, flows)
+    return tasks_of(worker_id, handled, resolved, roster, flows, city)
 
 
 # ------------------------------------------------------------------ the answer (pure)
@@ -320,7 +339,9 @@ async def list_tasks(request: Request) -> Response:
     cred, secret, worker, grid = await _worker(request, gw)
     await gw.admit(cred, secret, 1)
     reg = await gw.registry_fresh()
-    tasks = await run_in_threadpool(read_tasks, gw.engine, worker, grid, reg.workers, _flows(gw))
+    tasks = await run_in_threadpool(
+        read_tasks, gw.engine, worker, grid, reg.workers, _flows(gw), gw.city
+    )
     body = {
         "worker_id": worker,
         "grid_id": grid,
@@ -331,8 +352,6 @@ async def list_tasks(request: Request) -> Response:
 
 
 def _perform(gw: core.Gateway, incident_id: str, ans: Answer, worker: str, grid: str) -> Any:
-    from pipelines.dispatch import actions
-
     ctx = action_context(gw)
     req = actions.Request(
         action=ans.action,
@@ -356,8 +375,6 @@ def action_context(gw: core.Gateway) -> Any:
     its own: actions run in the thread pool), built on first use."""
     if gw.actions is None:
         import redis
-
-        from pipelines.dispatch import actions
 
         r = redis.Redis.from_url(gw.settings.redis.url, health_check_interval=30)
         gw.actions = actions.ActionContext.of(gw.engine, r, gw.settings, gw.city)

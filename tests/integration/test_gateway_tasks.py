@@ -61,7 +61,9 @@ def loop(
 ) -> Iterator[dict[str, Any]]:
     """Settings, the clock, the reports pipeline in a thread, the action context."""
     s = gateway_settings(redis_url, prefix, db_url, tmp_path, phone_rate_per_minute=10_000)
-    seed_registries(engine, city)
+    reg = seed_registries(engine, city)  # W1..W4 in grids 0..3; W5 joins W1 in grid 0
+    w5 = {**reg["workers"][0], "worker_id": "W5", "name": "网格员5"}
+    store.replace_table(engine, store.workers, [*reg["workers"], w5])
     clock = Clock(NOW - 2 * H)
     w = make_worker("reports", s, city, GridIndex(city), rclient, engine, "tasks-t", clock=clock)
     stop = threading.Event()
@@ -128,6 +130,7 @@ def test_a_dispatched_incident_is_the_workers_task_and_its_answers_are_events(
     street = city.ancestors(gid)[1]
     phone1 = credential(engine, city, "phone", worker_id="W1", device_id="dev-w1")
     phone2 = credential(engine, city, "phone", worker_id="W2", device_id="dev-w2")
+    phone5 = credential(engine, city, "phone", worker_id="W5", device_id="dev-w5")
     old = credential(engine, city, "phone", worker_id="W1", device_id="dev-w1-old")
     old_id = next(c.credential_id for c in cr.list_all(engine) if c.device_id == "dev-w1-old")
     cr.revoke(engine, old_id, now_ms=clock.ms, actor="test")
@@ -168,14 +171,18 @@ def test_a_dispatched_incident_is_the_workers_task_and_its_answers_are_events(
         assert task["due_ms"] == dispatched + FLOW["stages"]["handle"]["hours"] * H
         assert task["actions"] == ["handle"]
         assert tasks(phone2).json()["tasks"] == []  # another worker's phone
+        assert tasks(phone5).json()["tasks"] == []  # the same grid's other worker
         assert tasks(old).status_code == 401  # a revoked phone
         assert r.json()["worker_id"] == "W1"
 
-        # another worker may not answer W1's task; nothing is written
+        # other workers may not answer W1's task; nothing is written
         n0 = len(events_of(engine, "INC-T1"))
         clock.tick()
-        r = answer(phone2, action="handle", request_id="w2-handle-1")
+        r = answer(phone5, action="handle", request_id="w5-handle-1")
         assert r.status_code == 403 and r.json()["error"]["code"] == "not_assigned", r.text
+        r = answer(phone2, action="handle", request_id="w2-handle-1")
+        assert r.status_code == 403 and r.json()["error"]["code"] == "out_of_scope", r.text
+        assert len(events_of(engine, "INC-T1")) == n0
 
         r = answer(phone1, action="handle", request_id="w1-handle-1")
         assert r.status_code == 200 and r.json()["outcome"] == "applied", r.text
@@ -212,6 +219,7 @@ def test_a_dispatched_incident_is_the_workers_task_and_its_answers_are_events(
         assert task["task"] == "verify" and task["actions"] == ["verify_pass", "verify_fail"]
         assert task["due_ms"] == resolved["stage_ms"] + FLOW["stages"]["verify"]["hours"] * H
         assert tasks(phone2).json()["tasks"] == []
+        assert tasks(phone5).json()["tasks"] == []  # W1 handled it: W1 checks
         clock.tick(20 * MIN)
         r = answer(phone1, action="verify_pass", request_id="w1-verify-1", note="现场已解决")
         assert r.status_code == 200 and r.json()["outcome"] == "applied", r.text
