@@ -109,8 +109,8 @@ def test_incidents_go_through_the_command_centre_and_the_workers_phone(
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.ts_ms))]
     by_incident: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        by_incident.setdefault(r["incident_id"], {})[r["step"]] = r
+    for r in rows:  # each step's first event (a failed check sends one round again)
+        by_incident.setdefault(r["incident_id"], {}).setdefault(r["step"], r)
     street_of = dict(zip(city.grids["grid_id"], city.grids["street_id"], strict=True))
     roster = dict(zip(sim.roster["worker_id"], sim.roster["grid_id"], strict=True))
     dispatched = {i: ev for i, ev in by_incident.items() if "dispatched" in ev}
@@ -129,5 +129,15 @@ def test_incidents_go_through_the_command_centre_and_the_workers_phone(
         assert ev["handling"]["actor_id"] == ev["dispatched"]["handler_id"]
         assert ev["handling"]["ts_ms"] > ev["dispatched"]["ts_ms"]
     assert centre.phones.counts.get("polls", 0) > 0
+    # the whole loop, where it came round: the worker resolved with a note and a photo and
+    # checked on site, the centre closed it with its level
+    for ev in handled.values():
+        if "closed" not in ev:
+            continue
+        worker, street = ev["dispatched"]["handler_id"], street_of[ev["reported"]["grid_id"]]
+        assert ev["resolved"]["actor_id"] == worker and ev["resolved"]["photo_url"]
+        assert ev["resolved"]["note"]
+        assert ev["verified"]["onsite_by"] == worker
+        assert ev["closed"]["actor_id"] == centre_id(street) and ev["closed"]["level"] == "grid"
     # every event is within the simulated time that passed
     assert all(START < r["ts_ms"] <= START + MINUTES * MIN for r in rows)
