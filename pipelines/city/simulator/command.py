@@ -261,7 +261,7 @@ class CommandCentre:
             t_report, inc = q.popleft()
             case = self._case(inc, t_report)
             self.cases[case.incident_id] = case
-            self._at(t_report + self._within(case, "accept", 0.05, 0.7), case)
+            self._at(t_report + self._within(case, "accept", 0.02, 0.4), case)
             self._count("taken")
 
     def _case(self, inc: _Incident, t_report: int) -> _Case:
@@ -305,7 +305,7 @@ class CommandCentre:
             got = self._perform(case, "accept", now_ms, note="受理(模拟指挥中心)")
             if got in ("applied", "pending", "duplicate"):
                 case.step, case.tries = "dispatch", 0
-                self._at(now_ms + self._within(case, "dispatch", 0.05, 0.6), case)
+                self._at(now_ms + self._within(case, "dispatch", 0.02, 0.35), case)
                 return
         elif case.step == "dispatch":
             got = self._perform(
