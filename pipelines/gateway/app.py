@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pipelines.access import audit
 from pipelines.city.geography import City, GridIndex, load_city
 from pipelines.gateway import credentials as cr
 from pipelines.gateway.core import Gateway
@@ -95,7 +96,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_engine = engine is None
-        eng = engine or store.make_engine(s.database_url, s.database.schema or None)
+        # own engine: it carries the audit key (workers' task answers are audited)
+        eng = engine or audit.keyed(
+            store.make_engine(s.database_url, s.database.schema or None),
+            lambda: audit.key_for(s),
+        )
         store.create_schema(eng)
         c = city or load_city(s.geo)
         r = aioredis.Redis.from_url(s.redis.url, health_check_interval=30)
