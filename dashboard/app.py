@@ -26,7 +26,7 @@ from flask import Response, make_response, redirect, request
 from flask_compress import Compress
 from sqlalchemy.exc import SQLAlchemyError
 
-from dashboard import ids, login, wsgi
+from dashboard import ids, login, ops, wsgi
 from dashboard.auth import csrf_token, principal
 from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.components import localise
@@ -44,6 +44,7 @@ NAV = (
     ("nav.panorama", "/"),
     ("nav.work", "/work"),
     ("nav.warnings", "/warnings"),
+    ("nav.incidents", "/incidents"),
     ("nav.assessment", "/assessment"),
     ("nav.wall", "/wall"),
     ("nav.audit", "/admin/audit"),
@@ -206,16 +207,6 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         )
         return resp
 
-    @server.route("/healthz")
-    def healthz() -> Response:
-        backend: Backend = server.extensions[EXTENSION]
-        try:
-            backend.r.ping()
-            ok = True
-        except redis.RedisError:
-            ok = False
-        return make_response({"redis": ok}, 200 if ok else 503)
-
 
 def create_app(
     settings: Settings,
@@ -277,6 +268,7 @@ def create_app(
         callbacks=lambda: dict(app.callback_map),
     )
     guard.install(app.server)
+    ops.install(app.server, app.server.extensions[EXTENSION], lambda: dict(app.callback_map))
     app.server.register_error_handler(SQLAlchemyError, _backend_down)
     app.server.register_error_handler(redis.RedisError, _backend_down)
     login.install(app.server, guard)

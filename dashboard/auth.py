@@ -97,6 +97,8 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "/_favicon.ico": PUBLIC,
     "/_reload-hash": PUBLIC,
     "healthz": PUBLIC,
+    "readyz": PUBLIC,
+    "metrics_page": PUBLIC,  # network or bearer token checked by dashboard/ops.py
     "set_lang": PUBLIC,
     "login": PUBLIC,
     "sso_login": PUBLIC,  # 404 unless auth.oidc_issuer is set (dashboard/sso.py)
@@ -123,6 +125,8 @@ CALLBACK_POLICIES: dict[str, Policy] = {
     "wall-": Policy(page="wall"),
     "warn-": Policy(page="warnings"),
     "asm-": Policy(page="assessment"),
+    "inc-": Policy(page="incidents"),
+    "inca-": Policy(page="incidents", kinds=("incident_actions",)),  # acting on incidents
     "work-": Policy(page="work"),
     "wtrk-": Policy(page="work", kinds=("tracks",)),  # track replay
     "aud-": Policy(page="audit", scoped=False),  # the audit log (the administrator)
@@ -131,7 +135,9 @@ SHELL = ("url", "shell-", "_pages_")
 ROUTER = Policy(scoped=False, by_path=True)  # the page router: by the path it renders
 # Callback inputs that are free text typed by a person (neutralised by the page, not
 # refused); every other input value is checked like an id.
-FREE_TEXT_INPUTS = frozenset({"warn-note", "warn-assignee"})
+FREE_TEXT_INPUTS = frozenset(
+    {"warn-note", "warn-assignee", "inca-reason", "inca-note", "inca-photo"}
+)
 
 
 def _component_ids(spec_key: str) -> list[str]:

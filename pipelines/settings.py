@@ -90,23 +90,6 @@ class LiveSettings:
 
 
 @dataclass(frozen=True)
-class DeadlineSettings:
-    """Hours from report to closure before an open incident counts as overdue."""
-
-    dispute: float = 72.0
-    safety_hazard: float = 24.0
-    public_order: float = 12.0
-    sanitation: float = 24.0
-    city_management: float = 48.0
-    livelihood: float = 72.0
-    fire: float = 2.0
-    other: float = 72.0
-
-    def hours(self, category: str) -> float:
-        return float(getattr(self, category, self.other))
-
-
-@dataclass(frozen=True)
 class WarningSettings:
     """The early-warning engine (pipelines/warnings/engine.py). Table-valued settings are
     ``a:b:c,…`` strings so that one environment variable can carry them."""
@@ -131,15 +114,7 @@ class WarningSettings:
     surge_p_orange: float = 1e-6
     surge_p_red: float = 1e-10
     surge_min_count: int = 5  # never a surge below this many reports in the window
-    # sla: stage → hours allowed in that stage, scaled by severity and category. Sized to the
-    # closure deadlines of [deadlines] (12-72 h for most categories): accept within 2 h,
-    # start handling within 8 h of dispatch, handle within 48 h, verify within a day.
-    sla_stage_hours: str = (
-        "reported:2,accepted:4,dispatched:8,handling:48,escalated:8,returned:8,"
-        "resolved:24,verified:24"
-    )
-    sla_severity_scale: str = "1:1.5,2:1.0,3:0.5,4:0.25"
-    sla_category_scale: str = "fire:0.25,public_order:0.5,safety_hazard:0.75"
+    # sla: an open incident's current stage is due per its standard flow ([dispatch] flows)
     sla_warn_share: float = 0.8  # share of the deadline after which it is "about to breach"
     sla_lookback_days: int = 30  # open incidents reported within this many days are watched
     # One SLA warning per street, against its own caseload: a single late case is the
@@ -284,13 +259,11 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class AssessmentSettings:
-    """Supervision and assessment (监督考核, pipelines/assessment/): stage deadlines and the
-    weights of the 100-point score. Resolution deadlines are ``[deadlines]``, working
-    hours are ``warnings.work_start_h``/``work_end_h``, the warning acknowledgement deadline
-    is ``warnings.escalate_after_s``."""
+    """Supervision and assessment (监督考核, pipelines/assessment/): the weights of the
+    100-point score. Every deadline is the incident's standard flow's (``[dispatch] flows``),
+    working hours are ``warnings.work_start_h``/``work_end_h``, the warning acknowledgement
+    deadline is ``warnings.escalate_after_s``."""
 
-    accept_hours: float = 1.0  # report → first action (accepted / handling)
-    dispatch_hours: float = 2.0  # acceptance → dispatch
     handling_ref_hours: float = 48.0  # mean / p90 handling time scoring 0 points
     online_slot_minutes: int = 60  # a worker is online in a shift slot with ≥ 1 track point
     snapshot_grace_hours: float = 24.0  # a period is final (snapshotted) this long after it ends
@@ -312,6 +285,12 @@ class AssessmentSettings:
     w_patrol_coverage: float = 5.0
     w_online_rate: float = 5.0
     w_warning_ack: float = 5.0
+    # on time per flow stage: shown in every scorecard, out of the score unless weighted
+    w_stage_accept: float = 0.0
+    w_stage_dispatch: float = 0.0
+    w_stage_handle: float = 0.0
+    w_stage_verify: float = 0.0
+    w_stage_close: float = 0.0
 
     def weight(self, metric_id: str) -> float:
         return float(getattr(self, f"w_{metric_id}", 0.0))
@@ -361,6 +340,18 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus ``/metrics`` and the health endpoints (pipelines/ops/)."""
+
+    enabled: bool = True
+    pipelines_host: str = "127.0.0.1"
+    pipelines_port: int = 9108  # 0 = no metrics server in the pipelines process
+    allow: str = "127.0.0.0/8,::1"  # networks that may read /metrics without the token
+    token: str = ""  # bearer token that may read /metrics from anywhere; empty = none
+    viewer_window_s: int = 60
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -368,7 +359,6 @@ class Settings:
     streams: StreamSettings = field(default_factory=StreamSettings)
     pipelines: PipelineSettings = field(default_factory=PipelineSettings)
     live: LiveSettings = field(default_factory=LiveSettings)
-    deadlines: DeadlineSettings = field(default_factory=DeadlineSettings)
     warnings: WarningSettings = field(default_factory=WarningSettings)
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
@@ -378,6 +368,7 @@ class Settings:
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def path(self, relative: str) -> Path:
         """Resolve a configured path against the project root (absolute paths pass)."""
@@ -394,6 +385,21 @@ class Settings:
 class SettingsError(ValueError):
     pass
 
+
+# Settings that no longer exist because the standard flows define them now: a config file
+# still setting one is told where it went instead of "unknown setting".
+_FLOW_FILE = "the standard flow file ([dispatch] flows; see pipelines/dispatch/default_flows.toml)"
+MOVED: dict[tuple[str, str | None], str] = {
+    (
+        "deadlines",
+        None,
+    ): f"closure deadlines moved to {_FLOW_FILE}: each flow's stage hours add up to it",
+    ("assessment", "accept_hours"): f"moved to {_FLOW_FILE}: the accept stage's hours",
+    ("assessment", "dispatch_hours"): f"moved to {_FLOW_FILE}: the dispatch stage's hours",
+    ("warnings", "sla_stage_hours"): f"moved to {_FLOW_FILE}: each stage's hours",
+    ("warnings", "sla_severity_scale"): f"moved to {_FLOW_FILE}: a flow per minimum severity",
+    ("warnings", "sla_category_scale"): f"moved to {_FLOW_FILE}: a flow per category",
+}
 
 _ALIASES = {"REDIS_URL": ("redis", "url"), "DATABASE_URL": ("database", "url")}
 
@@ -450,8 +456,15 @@ def load_settings(
             data = tomllib.load(fh)
     elif path is not None:
         raise SettingsError(f"config file not found: {cfg_path}")
+    for (section, key), where in MOVED.items():
+        prefix = env_name(section, key or "")
+        stale = sorted(k for k in environ if (k.startswith(prefix) if key is None else k == prefix))
+        if stale:
+            raise SettingsError(f"environment {stale[0]}: {where}")
     known = {s for s, _ in setting_names()}
     for section in data:
+        if (section, None) in MOVED:
+            raise SettingsError(f"{cfg_path}: [{section}] {MOVED[(section, None)]}")
         if section not in known:
             raise SettingsError(f"{cfg_path}: unknown section [{section}]")
     sections: dict[str, Any] = {}
@@ -461,6 +474,8 @@ def load_settings(
         raw = dict(data.get(sec.name, {}))
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key in raw:
+            if (sec.name, key) in MOVED:
+                raise SettingsError(f"{cfg_path}: {sec.name}.{key} {MOVED[(sec.name, key)]}")
             if key not in fields:
                 raise SettingsError(f"{cfg_path}: unknown setting {sec.name}.{key}")
         for key in fields:

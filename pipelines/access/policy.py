@@ -40,6 +40,9 @@ KINDS: dict[str, str] = {
     "incidents": "individual incidents: ids, locations, details, timelines",
     "warnings": "the early-warning list, its details and evidence",
     "warning_actions": "acknowledge, dispatch, resolve or dismiss a warning",
+    "incident_actions": (
+        "accept, dispatch, return, escalate, resolve, verify, close or merge an incident"
+    ),
     "scorecards": "scorecards per area and per worker, and the incidents behind a number",
     "exports": "scorecard exports (XLSX, CSV, PDF)",
     "audit": "the audit log",
@@ -60,6 +63,7 @@ TABLE: dict[str, frozenset[str]] = {
             "incidents",
             "warnings",
             "warning_actions",
+            "incident_actions",
             "scorecards",
             "exports",
         }
@@ -73,6 +77,7 @@ TABLE: dict[str, frozenset[str]] = {
             "incidents",
             "warnings",
             "warning_actions",
+            "incident_actions",
             "scorecards",
         }
     ),
@@ -121,6 +126,7 @@ PAGES: tuple[Page, ...] = (
     Page("panorama", ("/", "/area/"), "aggregates"),
     Page("work", ("/work", "/work/"), "aggregates"),
     Page("warnings", ("/warnings", "/warnings/"), "warnings"),
+    Page("incidents", ("/incidents", "/incidents/"), "incidents"),
     Page("assessment", ("/assessment", "/assessment/"), "scorecards"),
     Page("wall", ("/wall", "/wall/"), "aggregates", kiosk=True),
     Page("audit", ("/admin/audit",), "audit"),

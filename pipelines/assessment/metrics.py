@@ -8,6 +8,7 @@ coverage, online rate, warning acknowledgement, goodness in [0, 1] and the weigh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,6 +17,8 @@ import polars as pl
 
 from pipelines.assessment.periods import HOUR_MS
 from pipelines.assessment.wording import fill
+from pipelines.dispatch.flows import STAGES, Flows, flows_for
+from pipelines.dispatch.ontime import flow_table, stage_hours_of
 from pipelines.settings import Settings
 
 LEVELS = ("district", "street", "grid", "worker")
@@ -64,6 +67,16 @@ class Metric:
 
 _M = Metric
 
+# Flow stage → its words: name (zh, en), the step that ends it (zh, en).
+STAGE_WORDS = (
+    ("accept", "受理", "Accept", "受理", "accepted"),
+    ("dispatch", "派遣", "Dispatch", "派遣", "dispatched"),
+    ("handle", "处置", "Handle", "办结", "resolved"),
+    ("verify", "核查", "Verify", "核查通过", "verified"),
+    ("close", "结案", "Close", "结案", "closed"),
+)
+STAGE_METRICS = tuple(f"stage_{w[0]}" for w in STAGE_WORDS)
+
 
 METRICS: dict[str, Metric] = {
     m.id: m
@@ -83,25 +96,26 @@ METRICS: dict[str, Metric] = {
         ),
         _M(
             "accept_ontime", "按时受理率", "Accepted on time", "pct", True,
-            "上报后在受理时限 {accept}内首次处理（受理或当场处置）的事件占比；"
+            "上报后在标准流程的受理时限（{accept}）内首次处理（受理或当场处置）的事件占比；"
             "分母为已处理或时限已过的事件。",
             "Share of incidents first acted on (accepted or handled on the spot) within "
-            "{accept} of the report (the acceptance deadline); of those acted on or past "
-            "that deadline.",
+            "their standard flow's acceptance deadline ({accept}) of the report; of those "
+            "acted on or past that deadline.",
             "accept_counted", "accept_ok",
         ),
         _M(
             "dispatch_ontime", "按时派遣率", "Dispatched on time", "pct", True,
-            "派遣事件中，自受理起在派遣时限 {dispatch}内派遣的比例。",
-            "Of dispatched incidents, the share dispatched within {dispatch} of acceptance "
-            "(of the report, if never accepted; the dispatch deadline).",
+            "派遣事件中，自受理（未受理的自上报）起在标准流程的派遣时限（{dispatch}）内派遣的比例。",
+            "Of dispatched incidents, the share dispatched within their standard flow's "
+            "dispatch deadline ({dispatch}) of acceptance (of the report, if never accepted).",
             "dispatch_counted", "dispatch_ok",
         ),
         _M(
             "resolve_ontime", "按时办结率", "Closed on time", "pct", True,
-            "在类别办理时限（{deadlines}）内结案的事件占比；分母为已结案或时限已过的事件。",
-            "Share of incidents closed within their category deadline ({deadlines}); of "
-            "those closed or past that deadline.",
+            "在标准流程的办理时限（各环节时限之和：{deadlines}）内结案的事件占比；"
+            "分母为已结案或时限已过的事件。",
+            "Share of incidents closed within their standard flow's deadline (the sum of its "
+            "stage deadlines: {deadlines}); of those closed or past that deadline.",
             "resolve_counted", "resolve_ok",
         ),
         _M(
@@ -119,9 +133,9 @@ METRICS: dict[str, Metric] = {
         ),
         _M(
             "overdue", "超期事件数", "Overdue", "count", False,
-            "超过类别办理时限才结案、或时限已过仍未结案的事件数；计分按 1 − 超期数/上报数。",
-            "Incidents closed after their category deadline or still open past it; scored "
-            "as 1 − overdue / reports.",
+            "超过标准流程办理时限才结案、或时限已过仍未结案的事件数；计分按 1 − 超期数/上报数。",
+            "Incidents closed after their standard flow's deadline or still open past it; "
+            "scored as 1 − overdue / reports.",
             None, "overdue",
         ),
         _M(
@@ -140,15 +154,16 @@ METRICS: dict[str, Metric] = {
         ),
         _M(
             "grid_level", "网格内解决率", "Closed within grid", "pct", True,
-            "已结案事件中在网格层级解决的比例（小事不出网格）。",
-            "Of closed incidents, the share closed at grid level (小事不出网格).",
+            "已结案事件中结案记录的解决层级为网格的比例（小事不出网格；不含作为重复件合并的事件）。",
+            "Of closed incidents, the share whose closure records grid level as the level "
+            "it was resolved at (小事不出网格; incidents merged as duplicates left out).",
             "closed", "grid_level",
         ),
         _M(
             "local_level", "社区街道内解决率", "Closed within street", "pct", True,
-            "已结案事件中在网格、社区或街道层级解决（未上交区级）的比例。",
+            "已结案事件中在网格、社区或街道层级解决（未上交区级）的比例（不含重复件）。",
             "Of closed incidents, the share closed at grid, community or street level (not "
-            "escalated to the district).",
+            "escalated to the district; duplicates left out).",
             "closed", "local_level",
         ),
         _M(
@@ -178,6 +193,19 @@ METRICS: dict[str, Metric] = {
             "{ack} (the acknowledgement deadline); of those acknowledged, or past that "
             "deadline and not cleared before it.",
             source="warnings",
+        ),
+        *(
+            _M(
+                f"stage_{st}", f"{zh}环节按时率", f"{en} stage on time", "pct", True,
+                f"进入{zh}环节（{ends}前）的事件中，在标准流程该环节时限（{{{st}}}）内离开的比例；"
+                "分母为已离开该环节或时限已过仍未离开的事件（一步越过该环节、作为重复件合并的不计）。",
+                f"Of incidents that entered the {en.lower()} stage (until {ends_en}), the "
+                f"share that left it within their standard flow's stage deadline ({{{st}}}); "
+                "of those that left it or are still in it past that deadline (an incident "
+                "passing the stage in one step, or merged as a duplicate, is left out).",
+                f"stage_{st}_counted", f"stage_{st}_ok",
+            )
+            for st, zh, en, ends, ends_en in STAGE_WORDS
         ),
     )
 }  # fmt: skip
@@ -232,34 +260,38 @@ def weights(settings: Settings) -> dict[str, float]:
 
 def rules_of(settings: Settings) -> dict[str, Any]:
     """What a scorecard depends on besides the data (stored with every snapshot)."""
+    flows = flows_for(settings)
     return {
         "assessment": asdict(settings.assessment),
-        "deadlines": asdict(settings.deadlines),
+        # every deadline is a flow's: the file and each flow's stage hours (snapshots from
+        # before the flows recorded "deadlines", per category, instead)
+        "flows": {"source": flows.source, "stage_hours": stage_hours_of(flows)},
         "work_hours": [settings.warnings.work_start_h, settings.warnings.work_end_h],
         "ack_s": settings.warnings.escalate_after_s,
     }
 
 
-def incident_flags(
-    inc: pl.LazyFrame,
-    as_of_ms: int,
-    deadline_hours: dict[str, float],
-    accept_hours: float,
-    dispatch_hours: float,
-) -> pl.LazyFrame:
+def incident_flags(inc: pl.LazyFrame, as_of_ms: int, flows: Flows) -> pl.LazyFrame:
     """Per-incident facts → the boolean flags and times every incident metric aggregates.
 
-    Input columns: incident_id, category, source, reported_ms, first_action_ms,
+    Every deadline is the incident's standard flow's (by category and severity): accept
+    due at report + the accept stage's hours; dispatch due at acceptance (the report, if
+    never accepted) + the dispatch stage's; closure due at report + all stages' hours;
+    each stage due when it was entered (the previous stage left) + its hours, or the
+    deadline the dispatch set (``due_ms``) for the handle stage. An incident merged as a
+    duplicate (``duplicate_of``) counts in no on-time rate and no resolution level.
+
+    Input columns: incident_id, category, severity, source, reported_ms, first_action_ms,
     accepted_ms, dispatched_ms, first_resolved_ms, last_returned_ms, n_returned,
-    n_verified, closed_ms, closed_level (lifecycle columns null when not reached).
+    n_verified, closed_ms, closed_level, left_accept_ms … left_verify_ms (lifecycle
+    columns null when not reached); optional duplicate_of, due_ms.
     """
-    default = deadline_hours.get("other", 72.0)
-    cats = pl.DataFrame(
-        {"category": list(deadline_hours), "deadline_h": list(deadline_hours.values())},
-        schema={"category": pl.String, "deadline_h": pl.Float64},
-    ).lazy()
-    accept_due = pl.col("reported_ms") + int(accept_hours * HOUR_MS)
-    resolve_due = pl.col("reported_ms") + (pl.col("deadline_h") * HOUR_MS).cast(pl.Int64)
+    cols = inc.collect_schema().names()
+    hours = flow_table(flows).select("category", "severity", *[f"{s}_h" for s in STAGES], "total_h")
+    h = {s: (pl.col(f"{s}_h") * HOUR_MS).cast(pl.Int64) for s in STAGES}
+    dup = pl.col("duplicate_of").is_not_null() if "duplicate_of" in cols else pl.lit(False)
+    accept_due = pl.col("reported_ms") + h["accept"]
+    resolve_due = pl.col("reported_ms") + (pl.col("total_h") * HOUR_MS).cast(pl.Int64)
     acted = pl.col("first_action_ms").is_not_null()
     closed = pl.col("closed_ms").is_not_null()
     dispatched = pl.col("dispatched_ms").is_not_null()
@@ -268,36 +300,65 @@ def incident_flags(
         pl.col("last_returned_ms") > pl.col("first_resolved_ms")
     )
     failed = failed.fill_null(False)
+    own = ~pl.col("duplicate")
+    other = flows.select("other", 1)
     return (
-        inc.join(cats, on="category", how="left")
-        .with_columns(pl.col("deadline_h").fill_null(default))
+        inc.with_columns(pl.col("severity").cast(pl.Int64))
+        .join(hours.lazy(), on=["category", "severity"], how="left")
+        .with_columns(  # a category the flows do not know (not in validated data): other's
+            **{f"{s}_h": pl.col(f"{s}_h").fill_null(other.stage(s).hours) for s in STAGES},
+            total_h=pl.col("total_h").fill_null(other.total_hours),
+        )
+        .with_columns(duplicate=dup.fill_null(False))
         .with_columns(
             all=pl.lit(True),
             self_found=pl.col("source") == "worker",
-            accept_counted=acted | (accept_due <= as_of_ms),
-            accept_ok=acted & (pl.col("first_action_ms") <= accept_due),
-            dispatch_counted=dispatched,
-            dispatch_ok=dispatched
-            & (pl.col("dispatched_ms") - since <= int(dispatch_hours * HOUR_MS)),
-            resolve_counted=closed | (resolve_due <= as_of_ms),
-            resolve_ok=closed & (pl.col("closed_ms") <= resolve_due),
-            closed=closed,
-            handling_h=(pl.col("closed_ms") - pl.col("reported_ms")) / HOUR_MS,
+            accept_counted=own & (acted | (accept_due <= as_of_ms)),
+            accept_ok=own & acted & (pl.col("first_action_ms") <= accept_due),
+            dispatch_counted=own & dispatched,
+            dispatch_ok=own & dispatched & (pl.col("dispatched_ms") - since <= h["dispatch"]),
+            resolve_counted=own & (closed | (resolve_due <= as_of_ms)),
+            resolve_ok=own & closed & (pl.col("closed_ms") <= resolve_due),
+            closed=own & closed,
+            handling_h=pl.when(own).then((pl.col("closed_ms") - pl.col("reported_ms")) / HOUR_MS),
             returned=pl.col("n_returned").fill_null(0) > 0,
             verify_checked=(pl.col("n_verified").fill_null(0) > 0) | failed,
             verify_ok=(pl.col("n_verified").fill_null(0) > 0) & ~failed,
-            grid_level=closed & (pl.col("closed_level") == "grid"),
-            local_level=closed & pl.col("closed_level").is_in(LOCAL_LEVELS),
+            grid_level=own & closed & (pl.col("closed_level") == "grid"),
+            local_level=own & closed & pl.col("closed_level").is_in(LOCAL_LEVELS),
+            **_stage_flags(as_of_ms, h, own, "due_ms" in cols),
         )
         .with_columns(
             overdue=pl.col("resolve_counted") & ~pl.col("resolve_ok"),
-            accept_ok=pl.col("accept_ok").fill_null(False),
-            dispatch_ok=pl.col("dispatch_ok").fill_null(False),
-            resolve_ok=pl.col("resolve_ok").fill_null(False),
-            grid_level=pl.col("grid_level").fill_null(False),
-            local_level=pl.col("local_level").fill_null(False),
+            **{
+                c: pl.col(c).fill_null(False)
+                for c in ("accept_ok", "dispatch_ok", "resolve_ok", "grid_level", "local_level")
+            },
         )
+        .drop(*[f"{s}_h" for s in STAGES], "total_h")
     )
+
+
+def _stage_flags(
+    as_of_ms: int, h: dict[str, pl.Expr], own: pl.Expr, has_due: bool
+) -> dict[str, pl.Expr]:
+    """Per flow stage: ``stage_<s>_counted`` (it stopped in the stage and left it, or is
+    still in it past the deadline at ``as_of``) and ``stage_<s>_ok`` (left by the deadline)."""
+    left = {s: pl.col(f"left_{s}_ms") for s in STAGES if s != "close"} | {
+        "close": pl.col("closed_ms")
+    }
+    out: dict[str, pl.Expr] = {}
+    entered: pl.Expr = pl.col("reported_ms")
+    for s in STAGES:
+        due = entered + h[s]
+        if s == "handle" and has_due:
+            due = pl.coalesce(pl.col("due_ms"), due)
+        stopped = entered.is_not_null() & (left[s].is_null() | (left[s] > entered))
+        gone = left[s].is_not_null()
+        out[f"stage_{s}_counted"] = (own & stopped & (gone | (due <= as_of_ms))).fill_null(False)
+        out[f"stage_{s}_ok"] = (own & stopped & gone & (left[s] <= due)).fill_null(False)
+        entered = left[s]
+    return out
 
 
 def _rate(flag: str, basis: str | None = None) -> pl.Expr:
@@ -318,6 +379,7 @@ INCIDENT_AGGS: dict[str, Callable[[], pl.Expr]] = {
     "verify_pass": lambda: _rate("verify_ok", "verify_checked"),
     "grid_level": lambda: _rate("grid_level", "closed"),
     "local_level": lambda: _rate("local_level", "closed"),
+    **{m: functools.partial(_rate, f"{m}_ok", f"{m}_counted") for m in STAGE_METRICS},
 }
 
 

@@ -8,14 +8,14 @@ over the period's inputs, the score and the rank, the change against the previou
   a deadline counts against an open incident only once it has passed at ``as_of``.
 * **Snapshots**: once a period is final (``assessment.snapshot_grace_hours`` after its
   end) its city-wide scorecard per level is written to ``scorecard_snapshots`` with the
-  weights and deadlines used; later reads use the snapshot, so boundary or rule changes
-  never rewrite history.
+  weights used and the standard flows' file and stage hours (every deadline); later
+  reads use the snapshot, so boundary or rule changes never rewrite history.
 * **Drill-down**: the incidents behind any number, with whether each counts."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -50,6 +50,7 @@ from pipelines.assessment.sources import (
     read_worker_visits,
 )
 from pipelines.city.geography import City
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
 
@@ -146,8 +147,7 @@ def compute(
     a, w = settings.assessment, settings.warnings
     key = KEY[level]
     rows = universe(city, inputs.roster, level, flt).lazy()
-    deadlines = asdict(settings.deadlines)
-    flags = incident_flags(inputs.incidents, as_of_ms, deadlines, a.accept_hours, a.dispatch_hours)
+    flags = incident_flags(inputs.incidents, as_of_ms, flows_for(settings))
     inc = incident_metrics(flags.drop_nulls(key), key).rename({key: "row_id"})
     since = inputs.tracked_since_ms
     n_days = elapsed_days(period, as_of_ms, since)
@@ -333,11 +333,10 @@ def incidents_behind(
         return pl.DataFrame()
     as_of = min(now_ms, period.end_ms + int(settings.assessment.snapshot_grace_hours * HOUR_MS))
     flt = Filter(KEY[level], row_id) if level != "worker" else Filter(None, None)
-    a = settings.assessment
     inc = read_incidents(engine, period, as_of, flt)
     if level == "worker":
         inc = inc.filter(pl.col("worker_id") == row_id)
-    flags = incident_flags(inc, as_of, asdict(settings.deadlines), a.accept_hours, a.dispatch_hours)
+    flags = incident_flags(inc, as_of, flows_for(settings))
     if m.basis:
         flags = flags.filter(pl.col(m.basis))
     return (

@@ -56,13 +56,18 @@ def read_incidents(
         return _aggregated(engine, and_(*where), s, as_of_ms)
     q = select(
         *[i.c[c] for c in COHORT_COLUMNS],
-        *[i.c[c] for c in LIFECYCLE_COLUMNS if c != "worker_id"],
-        i.c.report_handler_id.label("worker_id"),
+        *[i.c[c] for c in OPTIONAL_COLUMNS if c in i.c],
+        *[
+            i.c.report_handler_id.label(c) if c == "worker_id" else i.c[c]
+            for c in LIFECYCLE_COLUMNS
+        ],
         i.c.first_ms,
         i.c.last_ms,
     ).where(*where)
     read = _typed(engine, q, SUMMARY_READ_SCHEMA).collect()
-    whole = ((pl.col("first_ms") >= s) & (pl.col("last_ms") < as_of_ms)).fill_null(False)
+    # summarised before the stage columns existed: accepted, yet no time it left accepting
+    stale = pl.col("accepted_ms").is_not_null() & pl.col("left_accept_ms").is_null()
+    whole = ((pl.col("first_ms") >= s) & (pl.col("last_ms") < as_of_ms) & ~stale).fill_null(False)
     summarised = read.filter(whole).drop("first_ms", "last_ms")  # null: no summary yet
     if summarised.height == read.height:
         return summarised.lazy()
@@ -81,6 +86,12 @@ ID_CHUNK = 5000  # ids bound in one IN (…) (SQLite allows 32,766 parameters)
 def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl.LazyFrame:
     """The cohort's lifecycle facts from its events in [since, as_of): one GROUP BY in SQL
     (the same aggregates as ``store.lifecycle_summary``)."""
+    return _typed(engine, aggregated_query(cohort, since_ms, as_of_ms), INCIDENT_SCHEMA)
+
+
+def aggregated_query(cohort: Any, since_ms: int, as_of_ms: int) -> Any:
+    """The query of ``_aggregated`` (its events' time window prunes a partitioned
+    ``incident_events`` to the window's partitions: tests/integration/test_partitions.py)."""
     e, i = store.incident_events, store.incidents
 
     def first(step: str, col: Any = None) -> Any:
@@ -103,6 +114,10 @@ def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl
             first("closed").label("closed_ms"),
             func.max(case((e.c.step == "closed", e.c.level))).label("closed_level"),
             first("reported", e.c.handler_id).label("worker_id"),
+            *[
+                func.min(case((e.c.step.in_(steps), e.c.ts_ms))).label(col)
+                for col, steps in store.LEFT_STEPS.items()
+            ],
         )
         .where(e.c.incident_id.in_(ids), e.c.ts_ms >= since_ms, e.c.ts_ms < as_of_ms)
         .group_by(e.c.incident_id)
@@ -110,9 +125,10 @@ def _aggregated(engine: Engine, cohort: Any, since_ms: int, as_of_ms: int) -> pl
     )
     q = select(
         *[i.c[c] for c in COHORT_COLUMNS],
+        *[i.c[c] for c in OPTIONAL_COLUMNS if c in i.c],
         *[life.c[c] for c in LIFECYCLE_COLUMNS],
     ).join_from(i, life, and_(i.c.incident_id == life.c.incident_id))
-    return _typed(engine, q, INCIDENT_SCHEMA)
+    return q
 
 
 COHORT_COLUMNS = [
@@ -123,7 +139,13 @@ COHORT_COLUMNS = [
     "street_id",
     "district_id",
     "reported_ms",
+    "severity",
 ]
+
+
+# Read too when the incidents table has them (the dispatch core's columns): the incident
+# it duplicates (merged ones count in no on-time rate), a deadline its dispatch set.
+OPTIONAL_COLUMNS = {"duplicate_of": pl.String, "due_ms": pl.Int64}
 
 
 LIFECYCLE_COLUMNS = [
@@ -137,6 +159,7 @@ LIFECYCLE_COLUMNS = [
     "closed_ms",
     "closed_level",
     "worker_id",
+    *store.LEFT_STEPS,
 ]
 
 
@@ -149,6 +172,8 @@ INCIDENT_SCHEMA = pl.Schema(
         "street_id": pl.String,
         "district_id": pl.String,
         "reported_ms": pl.Int64,
+        "severity": pl.Int64,
+        **{c: t for c, t in OPTIONAL_COLUMNS.items() if c in store.incidents.c},
         "first_action_ms": pl.Int64,
         "accepted_ms": pl.Int64,
         "dispatched_ms": pl.Int64,
@@ -159,6 +184,7 @@ INCIDENT_SCHEMA = pl.Schema(
         "closed_ms": pl.Int64,
         "closed_level": pl.String,
         "worker_id": pl.String,
+        **dict.fromkeys(store.LEFT_STEPS, pl.Int64),
     }
 )
 

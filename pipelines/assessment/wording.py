@@ -2,13 +2,16 @@
 
 A definition in :data:`~pipelines.assessment.metrics.METRICS` is a template with
 placeholders (``{accept}``, ``{deadlines}``, …); :func:`definition` fills them from the
-settings in force, so the page's tooltip and every export say "受理时限 1 小时" /
-"within 1 hour", not ``assessment.accept_hours``."""
+settings and the standard flows in force, so the page's tooltip and every export say
+"矛盾纠纷、治安 1 小时；消防 15 分钟" / "disputes, public order 1 hour; …", not a setting's
+name. Deadlines are grouped by hours, shortest first, each group naming its flows."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+import functools
+from collections.abc import Callable
 
+from pipelines.dispatch.flows import STAGES, Flow, Flows, flows_for
 from pipelines.settings import Settings
 
 # incident categories in words (the dashboard's catalog says the same: a unit test checks)
@@ -57,23 +60,32 @@ def clock_range(start_h: int, end_h: int) -> str:
     return f"{start_h:02d}:00–{end_h:02d}:00"
 
 
-def deadlines(settings: Settings, lang: str) -> str:
-    """The closure deadline of every category, grouped by hours, shortest first."""
+def by_flow(flows: Flows, hours_of: Callable[[Flow], float], lang: str) -> str:
+    """A deadline of every flow, grouped by hours, shortest first: "消防 15 分钟；矛盾纠纷、
+    治安 1 小时" (flows named as in the flow file)."""
     by_h: dict[float, list[str]] = {}
-    for f in fields(settings.deadlines):
-        zh, en = CATEGORY_WORDS.get(f.name, (f.name, f.name.replace("_", " ")))
-        by_h.setdefault(settings.deadlines.hours(f.name), []).append(en if lang == "en" else zh)
+    for f in flows.flows:
+        by_h.setdefault(round(hours_of(f), 6), []).append(f.name_en if lang == "en" else f.name_zh)
     if lang == "en":
         return "; ".join(f"{', '.join(n)} {hours(h, lang)}" for h, n in sorted(by_h.items()))
     return "；".join(f"{'、'.join(n)} {hours(h, lang)}" for h, n in sorted(by_h.items()))
 
 
+def _stage_hours(stage: str, flow: Flow) -> float:
+    return flow.stage(stage).hours
+
+
+def deadlines(settings: Settings, lang: str) -> str:
+    """The closure deadline (all stages' hours) of every flow, grouped by hours."""
+    return by_flow(flows_for(settings), lambda f: f.total_hours, lang)
+
+
 def values(settings: Settings, lang: str) -> dict[str, str]:
     """What each placeholder of a definition says, from the settings in force."""
     a, w = settings.assessment, settings.warnings
+    flows = flows_for(settings)
     return {
-        "accept": hours(a.accept_hours, lang),
-        "dispatch": hours(a.dispatch_hours, lang),
+        **{s: by_flow(flows, functools.partial(_stage_hours, s), lang) for s in STAGES},
         "ref": hours(a.handling_ref_hours, lang),
         "slot": minutes(a.online_slot_minutes, lang),
         "work": clock_range(w.work_start_h, w.work_end_h),

@@ -17,6 +17,8 @@ from pipelines.cli.data import (
     cmd_rebuild_live,
     cmd_simulate,
 )
+from pipelines.cli.db import add_parsers as add_db_parsers
+from pipelines.cli.db import cmd_db
 from pipelines.cli.dispatch import add_parsers as add_dispatch_parsers
 from pipelines.cli.dispatch import cmd_flows, cmd_units
 from pipelines.cli.run import cmd_pipelines, cmd_run, cmd_worker
@@ -167,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
     wi.add_argument("file")
     wi.add_argument("--replace", action="store_true", help="the file is the whole roster")
     add_dispatch_parsers(sub)
+    add_db_parsers(sub)
     return p
 
 
@@ -186,6 +189,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "gateway": cmd_gateway,
     "units": cmd_units,
     "flows": cmd_flows,
+    "db": cmd_db,
 }
 
 

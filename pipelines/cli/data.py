@@ -18,6 +18,7 @@ from pipelines.city import binding, boundaries
 from pipelines.city import geography as geo
 from pipelines.cli.run import _start_simulator, _stop_event
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sql_engine
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
 
@@ -46,7 +47,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     city = load_city(settings)
     if args.out:
         start = int(args.start * 1000) if args.start else int(time.time() * 1000) - 86_400_000
-        events = simulate.generate(city, cfg, settings.deadlines, start, args.events)
+        events = simulate.generate(city, cfg, flows_for(settings), start, args.events)
         simulate.write_jsonl(Path(args.out), ((f, p) for f, p, _ in events))
         print(f"wrote {len(events)} events to {args.out}")
         return 0

@@ -27,6 +27,7 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import store
 
@@ -146,7 +147,7 @@ def _start_simulator(
     s = rt.settings
     commanded = bool(gateway_url) and s.simulate.command_share > 0
     sim = simulate.Simulator(
-        city, s.simulate, s.deadlines, start_ms=int(time.time() * 1000), command=commanded
+        city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
     )
     _store_registries(rt.engine, sim)
     prefix = s.redis.prefix
@@ -208,15 +209,45 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
     s = rt.settings
     for feed in FEEDS:
         ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
-    sup = Supervisor(s, child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url))
+    env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
+    ops_dir = _ops_dir(s, env)
+    sup = Supervisor(s, env)
     sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
     sup.start()
+    _ops_server(rt, city, ops_dir)
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
     evaluator = WarningEngine(s, city, rt.r, rt.engine)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _thread(lambda: evaluator.run(stop, owner), "warnings")
     return sup
+
+
+def _ops_dir(s: Settings, env: dict[str, str]) -> str | None:
+    """The workers' metrics files (prometheus multiprocess mode), emptied at each start."""
+    from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
+
+    if not s.metrics.enabled:
+        return None
+    d = str(fresh_dir(s.path(s.run.var_dir) / "metrics" / "pipelines"))
+    env[MULTIPROC_ENV] = d
+    return d
+
+
+def _ops_server(rt: Runtime, city: geo.City, ops_dir: str | None) -> None:
+    """/metrics, /healthz and /readyz of the pipelines (``[metrics]``); a taken port is
+    reported, never fatal."""
+    from pipelines.ops.health import OpsServer
+
+    m = rt.settings.metrics
+    if ops_dir is None or not m.pipelines_port:
+        return
+    try:
+        srv = OpsServer(rt.settings, rt.r, rt.engine, city, children_dir=ops_dir).start()
+    except OSError as exc:
+        log.warning("metrics server on %s:%s: %s", m.pipelines_host, m.pipelines_port, exc)
+        return
+    log.info("metrics at http://%s:%s/metrics", m.pipelines_host, srv.port)
 
 
 def restart_recorder(

@@ -54,4 +54,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(line)
         print(f"deadletter length={rt.r.xlen(st.deadletter_key)} {st.deadletter_counts()}")
         print(f"meta {st.meta()}")
+        from pipelines.cli.db import layout_lines
+
+        for line in layout_lines(rt.engine):
+            print(f"db {line}")
     return 0

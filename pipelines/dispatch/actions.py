@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-import redis
+from redis import Redis
 from sqlalchemy import Engine, select
 
 from pipelines.access import audit, text
@@ -98,8 +98,8 @@ class Request:
 
 
 # Request fields an event carries as they are (after checking).
-_CARRIED = ("unit_id", "handler_id", "due_ms", "reason", "note", "photo_url", "onsite_by")
-_CARRIED += ("level", "duplicate_of")
+_CARRIED: tuple[str, ...] = ("unit_id", "handler_id", "due_ms", "reason", "note", "photo_url")
+_CARRIED += ("onsite_by", "level", "duplicate_of")
 
 
 @dataclass(frozen=True)
@@ -112,14 +112,14 @@ class Outcome:
 @dataclass
 class ActionContext:
     engine: Engine
-    redis: redis.Redis
+    redis: Redis
     settings: Settings
     city: City
     flows: Flows
     clock: Callable[[], float] = time.monotonic  # for waiting only (never for event times)
 
     @classmethod
-    def of(cls, engine: Engine, r: redis.Redis, settings: Settings, city: City) -> ActionContext:
+    def of(cls, engine: Engine, r: Redis, settings: Settings, city: City) -> ActionContext:
         return cls(engine, r, settings, city, flows_for(settings))
 
     @property

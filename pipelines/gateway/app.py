@@ -19,9 +19,10 @@ import redis
 import redis.asyncio as aioredis
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from pipelines.access import audit
 from pipelines.city.geography import City, GridIndex, load_city
@@ -29,6 +30,7 @@ from pipelines.gateway import credentials as cr
 from pipelines.gateway.core import Gateway
 from pipelines.gateway.errors import GatewayError
 from pipelines.gateway.registry import METHODS, builtins
+from pipelines.ops import metrics
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
 
@@ -81,6 +83,40 @@ async def _fallback(request: Request) -> Response:
     return _not_found(request)
 
 
+def protocol_of(scope: Any) -> str:
+    """The protocol whose route serves this request (a bounded metrics label)."""
+    for proto in builtins().values():
+        for r in proto.routes:
+            if r.matches(scope)[0] != Match.NONE:
+                return proto.name
+    return "other"
+
+
+class RequestMetrics:
+    """ASGI middleware: every HTTP request counted by protocol and status, and timed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics.observe_request(protocol_of(scope), status, time.perf_counter() - t0)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -121,7 +157,8 @@ def create_app(
             if own_engine:
                 eng.dispose()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(RequestMetrics)] if s.metrics.enabled else []
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.openapi = openapi_document()
     return app
 

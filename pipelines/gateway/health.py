@@ -2,7 +2,10 @@
 
 * ``GET /healthz`` — the process answers (200).
 * ``GET /readyz`` — Redis answers and a stream can be written (an XADD to the gateway's
-  own capped probe stream); 503 with what failed otherwise.
+  own capped probe stream), the database answers and the city is loaded; 503 with what
+  failed otherwise.
+* ``GET /metrics`` — Prometheus text (pipelines/ops/metrics.py), for ``metrics.allow``
+  networks or the bearer ``metrics.token`` only.
 * ``GET /openapi.json`` — every registered protocol's operations (OpenAPI 3.1).
 * ``GET /docs`` — the same, as one self-contained HTML page (no CDN, works offline).
 """
@@ -14,12 +17,15 @@ import json
 from typing import Any
 
 import redis
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from pipelines.gateway import core
 from pipelines.gateway.errors import json_error
 from pipelines.gateway.registry import Protocol, register, route
+from pipelines.ops import health as ops_health
+from pipelines.ops import metrics as ops_metrics
 
 render = json_error
 
@@ -38,9 +44,25 @@ async def readyz(request: Request) -> Response:
         checks["stream"] = "ok"
     except (redis.RedisError, OSError) as exc:
         checks["redis" if checks["redis"] != "ok" else "stream"] = f"failed: {type(exc).__name__}"
+    _, more = await run_in_threadpool(ops_health.readiness, None, gw.engine, gw.city)
+    checks |= more
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+    )
+
+
+async def metrics_page(request: Request) -> Response:
+    """Prometheus text (``[metrics]``: the allowed networks or the bearer token)."""
+    m = request.app.state.gateway.settings.metrics
+    if not m.enabled:
+        return JSONResponse({"error": {"code": "not_found", "message": "no metrics"}}, 404)
+    peer = request.client.host if request.client else None
+    if not ops_metrics.allowed(peer, request.headers.get("authorization"), m.allow, m.token):
+        return JSONResponse({"error": {"code": "forbidden", "message": "not allowed"}}, 403)
+    body = await run_in_threadpool(ops_metrics.exposition)
+    return Response(
+        body, media_type=ops_metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"}
     )
 
 
@@ -113,6 +135,7 @@ def docs_page(spec: dict[str, Any]) -> str:
 ROUTES = [
     route("/healthz", render, ("GET",))(healthz),
     route("/readyz", render, ("GET",))(readyz),
+    route("/metrics", render, ("GET",))(metrics_page),
     route("/openapi.json", render, ("GET",))(openapi),
     route("/docs", render, ("GET",))(docs),
 ]
@@ -140,7 +163,7 @@ register(
             "/healthz": _get("healthz", "Liveness", "The process answers."),
             "/readyz": _get(
                 "readyz",
-                "Readiness: Redis reachable, a stream writable",
+                "Readiness: Redis, a stream writable, the database, the city",
                 "Ready.",
                 {"503": {"description": "Not ready (which check failed)."}},
             ),

@@ -51,6 +51,16 @@ def start_subscriber(settings: Settings) -> FrigateSubscriber | None:
     return sub
 
 
+def _shared_metrics(settings: Settings) -> None:
+    """Several uvicorn workers: their /metrics sum them all (prometheus multiprocess files
+    in ``<var_dir>/metrics/gateway``, emptied now; the workers inherit the variable)."""
+    from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
+
+    if settings.metrics.enabled and not os.environ.get(MULTIPROC_ENV):
+        d = fresh_dir(settings.path(settings.run.var_dir) / "metrics" / "gateway")
+        os.environ[MULTIPROC_ENV] = str(d)
+
+
 def serve(settings: Settings, port: int | None = None) -> int:
     """Serve until SIGINT / SIGTERM (uvicorn's own handling); returns an exit code."""
     gs = settings.gateway
@@ -70,6 +80,7 @@ def serve(settings: Settings, port: int | None = None) -> int:
     }
     try:
         if gs.workers > 1:
+            _shared_metrics(settings)
             uvicorn.run(
                 "pipelines.gateway.app:app_from_env", factory=True, workers=gs.workers, **opts
             )

@@ -478,7 +478,12 @@ def import_roster(
 
 
 def purge_tracks(engine: Engine, retention_days: int, now_ms: int) -> dict[str, int]:
-    """Delete track points and position snapshots older than the retention (idempotent)."""
+    """Delete track points and position snapshots older than the retention (idempotent).
+
+    A partitioned ``track_points`` (PostgreSQL) loses whole partitions older than the
+    retention; only the boundary partition's rows are deleted one by one."""
+    from pipelines.spine.store.partitions import drop_before, is_partitioned
+
     cutoff = int(now_ms) - int(retention_days) * DAY_MS
     out = {}
     with engine.begin() as conn:
@@ -486,6 +491,9 @@ def purge_tracks(engine: Engine, retention_days: int, now_ms: int) -> dict[str, 
             ("track_points", store.track_points),
             ("positions", store.worker_positions),
         ):
+            if is_partitioned(conn, table.name):
+                out[name] = drop_before(conn, table.name, cutoff)
+                continue
             res = conn.execute(delete(table).where(table.c.ts_ms < cutoff))
             out[name] = int(res.rowcount or 0)
     return out

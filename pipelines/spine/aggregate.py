@@ -12,8 +12,9 @@ import numpy as np
 import orjson
 import polars as pl
 
-from pipelines.settings import DeadlineSettings
-from pipelines.spine.events import CATEGORIES, stream_key, stream_order
+from pipelines.dispatch.flows import Flows
+from pipelines.dispatch.ontime import closure_ms
+from pipelines.spine.events import stream_key, stream_order
 
 CHAIN = ("grid_id", "street_id", "district_id", "city_id")
 
@@ -49,12 +50,6 @@ def with_grid(df: pl.DataFrame, grid_index: np.ndarray, grids: pl.DataFrame) -> 
 def split_outside(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     inside = pl.col("grid_id").is_not_null()
     return df.filter(inside), df.filter(~inside)
-
-
-def deadline_ms(deadlines: DeadlineSettings) -> pl.Expr:
-    """Milliseconds from an incident's report to its closure deadline, by category."""
-    mapping = {c: int(deadlines.hours(c) * 3_600_000) for c in CATEGORIES}
-    return pl.col("category").replace_strict(mapping, default=int(deadlines.other * 3_600_000))
 
 
 def report_tickers(df: pl.DataFrame) -> dict[str, bytes]:
@@ -113,7 +108,7 @@ def decide_reports(cands: pl.DataFrame) -> pl.DataFrame:
 
 
 def incident_states(
-    events: pl.DataFrame, city_id: str, tz: str, deadlines: DeadlineSettings
+    events: pl.DataFrame, city_id: str, tz: str, flows: Flows
 ) -> dict[str, tuple[str, ...]]:
     """Each incident's live state (``state.INCIDENT_FIELDS``) from its accepted events
     (``incident_events`` rows), the same function of that set in every store.
@@ -160,7 +155,7 @@ def incident_states(
         lat=pl.col("lat").first(),
         acc=item.str.join(""),
     )
-    g = g.with_columns(dl=pl.col("first_ts") + deadline_ms(deadlines))
+    g = g.with_columns(dl=pl.col("first_ts") + closure_ms(flows))
     out: dict[str, tuple[str, ...]] = {}
     for row in g.iter_rows(named=True):
         out[row["incident_id"]] = (

@@ -52,15 +52,21 @@ class ClockJob:
     purged_ms: int = 0
 
     def purge(self, now_ms: int) -> dict[str, int]:
-        """Track points past ``privacy.track_retention_days``, every ``purge_every_minutes``."""
+        """Track points past ``privacy.track_retention_days``, every ``purge_every_minutes``
+        (and at the first tick); the history tables' partitions ahead are created first."""
         p = self.settings.privacy
         if self.engine is None or now_ms - self.purged_ms < p.purge_every_minutes * 60_000:
             return {}
         from sqlalchemy.exc import SQLAlchemyError
 
         from pipelines.gridwork.tracks import purge_tracks
+        from pipelines.spine.store.partitions import ensure_partitions
 
         self.purged_ms = now_ms
+        try:  # partitions of the current and next periods first (PostgreSQL; at start too)
+            ensure_partitions(self.engine, now_ms, self.settings.live.timezone)
+        except SQLAlchemyError as exc:  # the default partition takes the rows meanwhile
+            log.warning("partitions: %s", str(exc).splitlines()[0])
         try:
             return purge_tracks(self.engine, p.track_retention_days, now_ms)
         except SQLAlchemyError as exc:  # retried at the next period; never stops the clock

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from pipelines import warnings
 from pipelines.city.geography import City
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
@@ -90,7 +91,7 @@ def _build(
     total = store.distinct_count(engine, store.incident_events.c.incident_id)
     done = 0
     for ids, events in store.events_by_incident(engine, chunk):
-        states = agg.incident_states(events, cid, tz, settings.deadlines)
+        states = agg.incident_states(events, cid, tz, flows_for(settings))
         rows = [
             # closed before the live window: its effects count, it keeps no hash
             [i, "2" if st[10] == "0" and int(st[1]) < window else "1", st, EMPTY_STATE, ""]

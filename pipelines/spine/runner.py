@@ -23,6 +23,8 @@ import redis
 from sqlalchemy import Engine
 
 from pipelines.city.geography import City, GridIndex
+from pipelines.dispatch.flows import Flows, flows_for
+from pipelines.ops import metrics
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import health, store
@@ -104,6 +106,11 @@ class FeedWorker:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="wangge-live")
     )
 
+    @property
+    def flows(self) -> Flows:
+        """The standard flows: every incident's closure deadline (read once per file version)."""
+        return flows_for(self.settings)
+
     # ---------------------------------------------------------------- loop
 
     def run(self, stop: threading.Event) -> None:
@@ -114,7 +121,12 @@ class FeedWorker:
         batch = self.consumer.read()
         if not len(batch):
             return BatchResult()
-        return self.process(batch)
+        t0 = time.perf_counter()
+        res = self.process(batch)
+        metrics.observe_batch(
+            self.feed, time.perf_counter() - t0, res.applied + res.updated, res.reasons
+        )
+        return res
 
     # ---------------------------------------------------------------- one batch
 
@@ -227,10 +239,10 @@ class FeedWorker:
         tz, cid = s.live.timezone, self.city.city_id
         ids = list(push)
         after = agg.incident_states(
-            d.after.filter(pl.col("incident_id").is_in(ids)), cid, tz, s.deadlines
+            d.after.filter(pl.col("incident_id").is_in(ids)), cid, tz, self.flows
         )
         before = agg.incident_states(
-            d.before.filter(pl.col("incident_id").is_in(list(d.changed))), cid, tz, s.deadlines
+            d.before.filter(pl.col("incident_id").is_in(list(d.changed))), cid, tz, self.flows
         )
         fresh = d.after.filter(pl.col("entry_id").is_in(list(new_acc)))
         ticks = agg.report_tickers(fresh)
@@ -253,7 +265,7 @@ class FeedWorker:
         store.lock_incidents(conn, ids)
         s = self.settings
         states = agg.incident_states(
-            store._events_of(conn, ids), self.city.city_id, s.live.timezone, s.deadlines
+            store._events_of(conn, ids), self.city.city_id, s.live.timezone, self.flows
         )
         return [[i, "0", states.get(i, EMPTY_STATE), EMPTY_STATE, ""] for i in ids]
 
@@ -381,7 +393,7 @@ class FeedWorker:
             every = self.settings.pipelines.persist_tracks_every_s
             points = cache.new_slots(agg.track_slots(good, every))
             store.persist_patrols(self.engine, visits)
-            store.persist_tracks(self.engine, points)
+            store.persist_tracks(self.engine, points, slot_ms=every * 1000)
             # the latest positions too: after XACK, a crash must not lose them
             store.persist_positions(self.engine, latest)
         finally:

@@ -16,6 +16,7 @@ from pipelines.warnings.lifecycle import Warning, live_counts, update_open
 from pipelines.warnings.model import (
     AWAY_SCHEMA,
     BASELINE_SCHEMA,
+    INCIDENT_OPTIONAL,
     INCIDENTS_SCHEMA,
     LEVELS,
     M_PER_DEG_LAT,
@@ -53,6 +54,7 @@ __all__ = [
     "BASELINE_SCHEMA",
     "FULL_READ_EVERY_MS",
     "INCIDENTS_SCHEMA",
+    "INCIDENT_OPTIONAL",
     "LEVELS",
     "MAX_EVIDENCE",
     "M_PER_DEG_LAT",

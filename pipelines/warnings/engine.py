@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.city.geography import City
 from pipelines.gridwork import tracks as work
+from pipelines.ops import metrics
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.events import STEPS
@@ -30,6 +31,7 @@ from pipelines.warnings.model import (
     BASELINE_SCHEMA,
     DAY_MS,
     HOUR_MS,
+    INCIDENT_OPTIONAL,
     INCIDENTS_SCHEMA,
     MINUTE_MS,
     OPEN_STATUSES,
@@ -187,7 +189,9 @@ class WarningEngine:
             inc.c.street_id,
             inc.c.reported_ms,
             inc.c.last_ms,
+            *[inc.c[k] for k in INCIDENT_OPTIONAL if k in inc.c],
         )
+        schema = {**INCIDENTS_SCHEMA, **{k: v for k, v in INCIDENT_OPTIONAL.items() if k in inc.c}}
         cached = self._incidents
         if self._incremental(now_ms, self._incidents_hi, self._incidents_full, cached):
             assert cached is not None
@@ -196,7 +200,7 @@ class WarningEngine:
             fresh = _frame(
                 self.engine,
                 select(*cols).where(inc.c.incident_id.in_(touched), inc.c.reported_ms > since),
-                INCIDENTS_SCHEMA,
+                schema,
             )
             kept = cached.filter(
                 pl.col("reported_ms") > since,
@@ -211,7 +215,7 @@ class WarningEngine:
                 select(*cols).where(
                     inc.c.reported_ms > since, inc.c.status.in_([x for x in STEPS if x != "closed"])
                 ),
-                INCIDENTS_SCHEMA,
+                schema,
             )
             self._incidents_full = now_ms
         self._incidents, self._incidents_hi = got, now_ms
@@ -417,7 +421,9 @@ class WarningEngine:
             t0 = time.monotonic()
             try:
                 if self.lead(owner):
+                    t_tick = time.perf_counter()
                     res = self.tick()
+                    metrics.observe_tick(time.perf_counter() - t_tick)
                     if res["new"] or res["cleared"]:
                         log.info("warnings: %s", {k: v for k, v in res.items() if k != "timings"})
             except (redis.RedisError, OSError, SQLAlchemyError) as exc:

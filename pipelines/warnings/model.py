@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from pipelines.city.geography import City
+from pipelines.dispatch.flows import Flows, flows_for
 from pipelines.settings import Settings, WarningSettings
 
 LEVELS = ("blue", "yellow", "orange", "red")
@@ -58,6 +59,8 @@ class RuleConfig(WarningSettings):
     stale_lag: int = 1000  # [live]: a feed's group lag beyond this is a stalled pipeline
     stale_pending_s: int = 60  # [live]: its oldest pending entry older than this, too
     stale_restarts_hour: int = 3  # [live]: this many worker restarts in an hour: crash loop
+    # [dispatch] flows: the standard flows, whose stage deadlines the sla rule watches
+    flows: Flows = field(default_factory=lambda: flows_for(Settings()), compare=False)
 
     @classmethod
     def of(cls, settings: Settings) -> RuleConfig:
@@ -68,6 +71,7 @@ class RuleConfig(WarningSettings):
             stale_lag=settings.live.stale_lag,
             stale_pending_s=settings.live.stale_pending_s,
             stale_restarts_hour=settings.live.stale_restarts_hour,
+            flows=flows_for(settings),
         )
 
     @property
@@ -97,20 +101,6 @@ class RuleConfig(WarningSettings):
         """(share of a street's open cases breached, level), highest share first."""
         pairs = [(float(k), v) for k, v in (i.split(":") for i in _items(self.sla_levels))]
         return sorted(pairs, reverse=True)
-
-    @property
-    def stage_hours(self) -> dict[str, float]:
-        return {k: float(v) for k, v in (i.split(":") for i in _items(self.sla_stage_hours))}
-
-    @property
-    def severity_scale(self) -> dict[int, float]:
-        return {
-            int(k): float(v) for k, v in (i.split(":") for i in _items(self.sla_severity_scale))
-        }
-
-    @property
-    def category_scale(self) -> dict[str, float]:
-        return {k: float(v) for k, v in (i.split(":") for i in _items(self.sla_category_scale))}
 
     @property
     def compat_pairs(self) -> pl.DataFrame:
@@ -186,6 +176,9 @@ INCIDENTS_SCHEMA = {
     "reported_ms": pl.Int64,
     "last_ms": pl.Int64,
 }
+# Read too when the incidents table has them (the dispatch core's columns): when the
+# incident entered its current status, and a deadline set by its dispatch.
+INCIDENT_OPTIONAL = {"stage_ms": pl.Int64, "due_ms": pl.Int64}
 
 
 VIDEO_SCHEMA = {

@@ -47,6 +47,7 @@ from dashboard.backend import EXTENSION, Backend
 from pipelines.access import accounts, audit, wall_tokens
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path, load_city
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import GeoSettings, Settings, child_environ
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, live_state, make_worker, stream_name
@@ -138,13 +139,13 @@ def _fill_live_state(
     # future_timestamp (only the simulator's deliberate bad events are dead-lettered).
     start_ms = now - int(22.5 * HOUR_MS)
     t0 = time.perf_counter()
-    events = simulate.generate(city, cfg, settings.deadlines, start_ms, n_events)
+    events = simulate.generate(city, cfg, flows_for(settings), start_ms, n_events)
     t_gen = time.perf_counter() - t0
     last = max(orjson.loads(p)["ts"] for _, p, reason in events if reason is None)
     skew_s = max(0.0, (last - int(time.time() * 1000)) / 1000 + 1.0)
     clock = Clock(skew_s)
     # Same seed + start → the same roster and cameras the generated events refer to.
-    sim = simulate.Simulator(city, cfg, settings.deadlines, start_ms)
+    sim = simulate.Simulator(city, cfg, flows_for(settings), start_ms)
     store.replace_table(
         engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
     )

@@ -28,6 +28,7 @@ import sqlalchemy
 
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import GeoSettings, Settings, child_environ, load_settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import runner, store
@@ -283,7 +284,7 @@ def report_payloads(city: City) -> list[bytes]:
     events = simulate.generate(
         city,
         s.simulate,
-        s.deadlines,
+        flows_for(s),
         start,
         2 * N_REPORTS + 2000,
         mix={"reports": 0.5, "locations": 0.5},
@@ -493,7 +494,7 @@ def test_event_to_live_latency_and_worker_rss(
     events = simulate.generate(
         city,
         s.simulate,
-        s.deadlines,
+        flows_for(s),
         int(time.time() * 1000) - 2 * DAY_MS,
         per_run * RUNS + 1000,
         mix={"locations": 0.85, "reports": 0.12, "video": 0.03},
@@ -504,7 +505,7 @@ def test_event_to_live_latency_and_worker_rss(
         f: sum(1 for e in events if e[0] == f) / len(events)
         for f in ("locations", "reports", "video")
     }
-    cams = simulate.Simulator(city, s.simulate, s.deadlines, start_ms=0).cameras
+    cams = simulate.Simulator(city, s.simulate, flows_for(s), start_ms=0).cameras
     store.replace_table(
         engine, store.cameras, cams.select("camera_id", "lon", "lat", "grid_id").to_dicts()
     )

@@ -28,6 +28,7 @@ from sqlalchemy import Engine, select
 from pipelines import warnings as W
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_cache_path
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import GeoSettings, Settings, child_environ, load_settings
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker
@@ -70,7 +71,7 @@ class SimCity:
         # Workers ping every 8-12 min (not 10-30 s): a grid visit every few minutes is
         # all the patrol-gap rule needs, and a day of pings stays ~1 M events.
         cfg = dataclasses.replace(s.simulate, anomalies=False, ping_min_s=480, ping_max_s=720)
-        self.sim = simulate.Simulator(city, cfg, s.deadlines, start_ms=START)
+        self.sim = simulate.Simulator(city, cfg, flows_for(s), start_ms=START)
         store.replace_table(
             engine,
             store.cameras,
@@ -386,14 +387,14 @@ def test_event_to_visible_warning_latency(
     events = simulate.generate(
         city,
         base.simulate,
-        base.deadlines,
+        flows_for(base),
         int(time.time() * 1000) - 2 * DAY,
         per_run * RUNS + 1000,
         mix={"locations": 0.85, "reports": 0.12, "video": 0.03},
     )
     events_file = tmp_path / "events.jsonl"
     simulate.write_jsonl(events_file, _without_fires(events))
-    sim = simulate.Simulator(city, base.simulate, base.deadlines, start_ms=0)
+    sim = simulate.Simulator(city, base.simulate, flows_for(base), start_ms=0)
     store.replace_table(
         engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
     )

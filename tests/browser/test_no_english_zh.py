@@ -17,7 +17,7 @@ ALLOWED = {"km", "h", "p90", "P90", "Leaflet", "OpenStreetMap", "CARTO", "OSM", 
 ALLOWED |= {"English"}  # the language switch names the other language in that language
 ALLOWED |= {"XLSX", "CSV", "PDF"}  # file formats on the export buttons
 WORD = re.compile(r"[A-Za-z]{2,}")
-PAGES = ("/", "/work", "/warnings", "/assessment")
+PAGES = ("/", "/work", "/warnings", "/incidents", "/assessment")
 
 
 def visible_words(driver: Any) -> set[str]:

@@ -53,6 +53,13 @@ PAGES: dict[str, tuple[str, str, str]] = {
         " && document.querySelectorAll('#asm-table .ag-row').length > 0",
         "",
     ),
+    "incidents": (
+        "/incidents",
+        "document.querySelectorAll('#inc-grid .ag-header-cell').length > 0"
+        " && document.querySelectorAll('#inc-grid .ag-row').length > 0"
+        " && document.querySelectorAll('#inc-map path').length > 0",
+        "inc-map",
+    ),
     "wall": (
         "/wall",
         "document.querySelectorAll('#wall-kpis .kpi').length > 0"

@@ -12,6 +12,7 @@ import json
 import re
 import threading
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from pipelines import cli
 from pipelines.access import audit
 from pipelines.assessment import exports as E
 from pipelines.city.geography import City, demo_city
+from pipelines.dispatch.flows import DEFAULT_FILE
 from pipelines.settings import Settings
 from pipelines.spine import store
 from tests.conftest import signed_in
@@ -164,8 +166,12 @@ def test_exports_round_trip_to_exactly_the_shown_rows(
     assert all(defs.cell(i, 4).value for i in range(2, len(S.METRICS) + 3))
     # definitions say the configured values, never a settings key
     texts = [str(defs.cell(i, 4).value) for i in range(2, len(S.METRICS) + 3)]
-    a = live_settings.assessment
-    assert f"受理时限 {a.accept_hours:g} 小时" in " ".join(texts)
+    # … and quote the shipped flows' hours (the flow file read here)
+    raw = tomllib.loads(DEFAULT_FILE.read_text(encoding="utf-8"))
+    dispute = next(f for f in raw["flow"] if f["id"] == "dispute")
+    accept = texts[list(S.METRICS).index("accept_ontime")]
+    assert dispute["name_zh"] in accept
+    assert f"{dispute['stages']['accept']['hours']:g} 小时" in accept
     assert not any(re.search(r"[a-z]+_[a-z_]+|\[[a-z_]+\]|\{[a-z_]*\}", x) for x in texts)
     # CSV: UTF-8 with BOM, the same cells as text
     c = E.export_shown(shown, city, live_settings, "csv")

@@ -330,10 +330,20 @@ IDS: dict[tuple[str, str], Callable[[World, Session], Any]] = {
             "/wall/" + w.canaries.street,
             "/warnings",
             "/assessment",
+            f"/incidents/{INCIDENT}",
+            "/incidents",
         )
     ),
     ("_pages_location", "search"): lambda w, s: Variants(
-        ("", "", "", "", f"?level=worker&period={MONTH}&area={w.canaries.grid}")
+        (
+            "",
+            "",
+            "",
+            "",
+            f"?level=worker&period={MONTH}&area={w.canaries.grid}",
+            "",
+            f"?area={w.canaries.grid}&id={INCIDENT}",
+        )
     ),
     ("pan-area", "data"): lambda w, s: w.canaries.street,
     ("wall-area", "data"): lambda w, s: {"area": w.canaries.street, "metric": "open"},
@@ -358,12 +368,39 @@ IDS: dict[tuple[str, str], Callable[[World, Session], Any]] = {
         "value": 1,
         "timestamp": 1,
     },
+    ("asm-behind-table", "cellClicked"): lambda w, s: {
+        "rowIndex": 0,
+        "colId": "incident_id",
+        "rowId": INCIDENT,
+        "value": INCIDENT,
+        "timestamp": 1,
+    },
+    ("inc-view", "data"): lambda w, s: {"area": w.canaries.grid, "id": INCIDENT},
+    ("inc-sel", "data"): lambda w, s: INCIDENT,
+    ("inc-shown", "data"): lambda w, s: {"id": INCIDENT, "n_events": 3},
+    ("inc-area", "value"): lambda w, s: w.canaries.street,
+    ("inc-grid", "cellClicked"): lambda w, s: {
+        "rowIndex": 0,
+        "colId": "incident_id",
+        "rowId": INCIDENT,
+        "value": INCIDENT,
+        "timestamp": 1,
+    },
+    ("inc-grid", "selectedRows"): lambda w, s: [{"id": INCIDENT, "n_events": 3}],
+    ("inca-form", "data"): lambda w, s: {
+        "action": "accept",
+        "incident_id": INCIDENT,
+        "request_id": f"scope-{s.username}",
+        "expected_events": 3,
+    },
+    ("inca-bulk-form", "data"): lambda w, s: {INCIDENT: [f"bulk-{s.username}", 3]},
     ("asm-token", "data"): lambda w, s: owners_token(w),
     ("asm-job", "data"): lambda w, s: owners_job(w),
     ("asm-ready", "data"): lambda w, s: owners_job(w),
 }
 PATTERN_IDS: dict[tuple[str, str], Callable[[World], Any]] = {
     ("warn-row", "n_clicks"): lambda w: w.canaries.warning,  # {"type": "warn-row", "id": …}
+    ("inca-btn", "n_clicks"): lambda w: "accept",  # {"type": "inca-btn", "action": …}
 }
 OTHERS: dict[tuple[str, str], Any] = {
     ("shell-lang", "data"): "zh-CN",
@@ -404,6 +441,38 @@ OTHERS: dict[tuple[str, str], Any] = {
     ("asm-csv", "n_clicks"): 1,
     ("asm-pdf", "n_clicks"): 1,
     ("asm-poll", "n_intervals"): 1,
+    ("inc-tick", "n_intervals"): 1,
+    ("inc-page", "data"): 0,
+    ("inc-npages", "data"): 1,
+    ("inc-done", "data"): 0,
+    ("inc-status", "value"): [],
+    ("inc-due", "value"): "all",
+    ("inc-soon", "value"): 2,
+    ("inc-cats", "value"): [],
+    ("inc-sev", "value"): [],
+    ("inc-sources", "value"): [],
+    ("inc-unit", "value"): None,
+    ("inc-range", "start_date"): None,
+    ("inc-range", "end_date"): None,
+    ("inc-sort", "value"): "due_ms",
+    ("inc-desc", "value"): [],
+    ("inc-size", "value"): 50,
+    ("inc-prev", "n_clicks"): 1,
+    ("inc-next", "n_clicks"): 1,
+    ("inca-cancel", "n_clicks"): 1,
+    ("inca-submit", "n_clicks"): 1,
+    ("inca-unit", "value"): None,
+    ("inca-handler", "value"): None,
+    ("inca-reason", "value"): "checked on site",
+    ("inca-note", "value"): None,
+    ("inca-photo", "value"): None,
+    ("inca-onsite", "value"): None,
+    ("inca-level", "value"): None,
+    ("inca-dup", "value"): None,
+    ("inca-due", "value"): None,
+    ("inca-bulk-unit", "value"): None,
+    ("inca-bulk-handler", "value"): None,
+    ("inca-bulk-go", "n_clicks"): 1,
     ("aud-actor", "value"): None,  # the audit log: the administrator's, no area
     ("aud-action", "value"): None,
     ("aud-range", "start_date"): None,
@@ -423,6 +492,8 @@ MUST_SHOW = (
     "wtrk-worker.options",
     "wtrk-data.data",
     "asm-download.data",
+    "inc-grid.rowData",
+    "inc-detail.children",
 )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, select
 
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import GridIndex, load_city
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import GeoSettings, child_environ, load_settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
@@ -200,13 +201,13 @@ def run_crash(
     cfg = dataclasses.replace(
         settings.simulate, workers=800, cameras=120, seed=11, malformed_share=0.01
     )
-    probe = simulate.Simulator(city, cfg, settings.deadlines, start_ms=0)
+    probe = simulate.Simulator(city, cfg, flows_for(settings), start_ms=0)
     now_ms = int(time.time() * 1000)
     start = now_ms - 20 * 86_400_000
     events = simulate.generate(
         city,
         cfg,
-        settings.deadlines,
+        flows_for(settings),
         start,
         n_events,
         mix={"locations": 0.6, "reports": 0.3, "video": 0.1},

@@ -25,6 +25,7 @@ from dashboard.backend import Backend
 from pipelines.access import accounts
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.dispatch.flows import flows_for
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -71,7 +72,7 @@ def fill(
         video_alerts_per_day=30_000,
     )
     clock = Clock(now_ms)
-    sim = simulate.Simulator(city, cfg, settings.deadlines, start_ms=now_ms - minutes * 60_000)
+    sim = simulate.Simulator(city, cfg, flows_for(settings), start_ms=now_ms - minutes * 60_000)
     store.replace_table(
         engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
     )

@@ -133,7 +133,8 @@ def test_health_readiness_openapi_and_docs(env) -> None:
     c = env["c"]
     assert c.get("/healthz").json() == {"status": "ok"}
     r = c.get("/readyz")
-    assert r.status_code == 200 and r.json()["checks"] == {"redis": "ok", "stream": "ok"}
+    want = {"redis": "ok", "stream": "ok", "database": "ok", "city": "ok"}
+    assert r.status_code == 200 and r.json()["checks"] == want
     spec = c.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
     for path in (

@@ -8,6 +8,7 @@ description, first_name, last_name, media_url; reads service_request_id from the
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.spine.events import encode
 from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import publish
+from tests import flowfile
 from tests.gateway_support import (
     NOW,
     client_for,
@@ -265,3 +267,24 @@ def test_service_request_id_from_a_token(env, city) -> None:
         assert root.find("error").findtext("code") == "404"  # type: ignore[union-attr]
     # no api_key: 403, as for every read
     assert c.get(f"{BASE}/tokens/12345.json").status_code == 403
+
+
+def test_expected_datetime_is_the_flows_closure_deadline(env, city, engine, tmp_path) -> None:
+    """expected_datetime = the report + the hours of the request's standard flow (by
+    category and severity): a hotline request has the default severity 2, so the
+    sanitation flow from severity 2 of this file applies (0.5 + 1 + 2 + 1 + 0.5 = 5 h)."""
+    flows = flowfile.doc(
+        flowfile.flow("sanitation", "sanitation", (1, 2, 20, 4, 3)),  # 30 h: severity 1
+        flowfile.flow("sanitation_2", "sanitation", (0.5, 1, 2, 1, 0.5), min_severity=2),
+    )
+    assert env["s"].gateway.open311_default_severity == 2
+    s = flowfile.settings_for(flowfile.write(tmp_path / "flows.toml", flows), base=env["s"])
+    with client_for(s, city, engine) as c:
+        srid = c.post(f"{BASE}/requests.json", data=form(env, city)).json()[0]["service_request_id"]
+        worker = make_worker(
+            "reports", s, city, GridIndex(city), env["r"], engine, "r-t", clock=lambda: NOW / 1000
+        )
+        worker.step()
+        (one,) = c.get(f"{BASE}/requests/{srid}.json", params={"api_key": env["hotline"]}).json()
+    requested = datetime.fromisoformat(one["requested_datetime"])
+    assert datetime.fromisoformat(one["expected_datetime"]) - requested == timedelta(hours=5)

@@ -92,6 +92,8 @@ ROUTES: dict[str, Served] = {
     "/_favicon.ico": Served(lambda s, c: "/_favicon.ico", public=True),
     "/_reload-hash": Served(lambda s, c: "/_reload-hash", public=True),
     "healthz": Served(lambda s, c: "/healthz", public=True),
+    "readyz": Served(lambda s, c: "/readyz", public=True),
+    "metrics_page": Served(lambda s, c: "/metrics", public=True),
     "set_lang": Served(lambda s, c: "/lang/en", public=True),
     "login": Served(lambda s, c: "/login", public=True),
     "sso_login": Served(lambda s, c: "/sso/login", public=True),
@@ -115,6 +117,7 @@ PAGE_URLS: dict[str, Callable[[str], str]] = {
     "panorama": lambda s: f"/area/{s}",
     "work": lambda s: f"/work/{s}",
     "warnings": lambda s: "/warnings",
+    "incidents": lambda s: "/incidents",
     "assessment": lambda s: "/assessment",
     "wall": lambda s: f"/wall/{s}",
     "audit": lambda s: "/admin/audit",
@@ -129,6 +132,8 @@ PREFIXES: dict[str, tuple[str, str | None]] = {
     "work-": ("work", None),
     "wtrk-": ("work", "tracks"),
     "aud-": ("audit", None),
+    "inc-": ("incidents", None),
+    "inca-": ("incidents", "incident_actions"),  # acting on incidents
 }
 SHELL = ("url", "shell-", "_pages_")
 

@@ -21,9 +21,10 @@ from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.city.simulator.command import CommandCentre, centre_id
 from pipelines.dispatch import actions
+from pipelines.dispatch.flows import load_flows
 from pipelines.gateway.app import create_app
 from pipelines.gateway.feeder import simulator_keys
-from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.settings import SimulateSettings
 from pipelines.spine import store
 from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import publish
@@ -56,7 +57,7 @@ def run(
         anomalies=False,
         command_share=1.0,
     )
-    sim = simulate.Simulator(city, cfg, DeadlineSettings(), START, command=True)
+    sim = simulate.Simulator(city, cfg, load_flows(), START, command=True)
     cols = [c.name for c in store.workers.columns]
     store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
     now = {"ms": START}

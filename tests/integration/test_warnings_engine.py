@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select
 from pipelines import warnings as W
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, live_state, make_worker
@@ -52,7 +53,7 @@ def test_scripted_anomalies_are_flagged(
         incidents_per_day=3000,
         video_alerts_per_day=2000,
     )
-    sim = simulate.Simulator(city, cfg, settings.deadlines, start_ms=START)
+    sim = simulate.Simulator(city, cfg, flows_for(settings), start_ms=START)
     store.replace_table(
         engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
     )

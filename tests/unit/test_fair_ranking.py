@@ -16,7 +16,9 @@ from dashboard.pages.assessment import queries as A
 from pipelines import assessment as S
 from pipelines.assessment import exports as E
 from pipelines.assessment.scorecards import Scorecard
+from pipelines.dispatch.flows import parse_flows
 from pipelines.settings import load_settings
+from tests import flowfile
 
 SETTINGS = load_settings(environ={})
 
@@ -24,8 +26,8 @@ pytestmark = pytest.mark.clock
 
 H = S.HOUR_MS
 T0 = 1_790_000_000_000
-AS_OF = T0 + 100 * H  # the "other" deadline is 72 h: an open incident from T0 is overdue
-DEADLINES = {"other": 72.0}
+AS_OF = T0 + 100 * H  # the "other" flow takes 20 h: an open incident from T0 is overdue
+FLOWS = parse_flows(flowfile.doc())  # every flow: 1 + 2 + 10 + 4 + 3 = 20 h
 W = {"resolve_ontime": 10.0, "grid_level": 5.0, "patrol_coverage": 5.0}  # of 20
 MIN_SAMPLE, MIN_WEIGHT = 5, 0.5
 
@@ -88,14 +90,14 @@ def incidents() -> pl.LazyFrame:
             for i in range(n):
                 rows.append(
                     {c: None for c in S.INCIDENT_SCHEMA}
-                    | {"incident_id": f"{area}-{kind}-{i}", "category": "other"}
+                    | {"incident_id": f"{area}-{kind}-{i}", "category": "other", "severity": 1}
                     | {"source": "worker", "street_id": area, **KINDS[kind]}
                 )
     return pl.LazyFrame(rows, schema=S.INCIDENT_SCHEMA)
 
 
 def scored() -> pl.DataFrame:
-    flags = S.incident_flags(incidents(), AS_OF, DEADLINES, 1.0, 2.0)
+    flags = S.incident_flags(incidents(), AS_OF, FLOWS)
     inc = S.incident_metrics(flags, "street_id").rename({"street_id": "row_id"})
     base = pl.LazyFrame(
         {

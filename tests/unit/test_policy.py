@@ -70,6 +70,8 @@ def test_unknown_kinds_raise_and_unknown_roles_see_nothing() -> None:
         ("/work", "work"),
         ("/work/320102-001", "work"),
         ("/warnings", "warnings"),
+        ("/incidents", "incidents"),
+        ("/incidents/INC-1", "incidents"),
         ("/assessment", "assessment"),
         ("/wall", "wall"),
         ("/wall/320102", "wall"),
@@ -91,3 +93,17 @@ def test_kiosks_open_kiosk_pages_only_and_homes() -> None:
     homes = {r: policy.home(r) for r in policy.ROLES}
     assert homes["admin"] == "/admin/audit" and homes["wall"] == "/wall"
     assert homes["city_leader"] == homes["district_commander"] == "/"
+
+
+def test_acting_on_incidents_is_the_dispatch_matrix() -> None:
+    """The roles that may act on incidents on the dashboard are the command centres: those
+    with any action in the dispatch matrix, less the grid worker (who acts from a phone,
+    through the gateway, on its own tasks only)."""
+    assert policy.roles_for("incident_actions") == {"district_commander", "street_operator"}
+    assert policy.may_open("city_leader", "incidents") and policy.may_open(
+        "supervisor", "incidents"
+    )
+    assert not policy.may_open("wall", "incidents") and not policy.may_open("admin", "incidents")
+    matrix = pytest.importorskip("pipelines.dispatch.matrix")
+    acting = {r for r, acts in matrix.ROLE_ACTIONS.items() if acts} - {"grid_worker"}
+    assert acting == policy.roles_for("incident_actions")

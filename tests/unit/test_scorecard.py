@@ -8,16 +8,25 @@ import polars as pl
 import pytest
 
 from pipelines import assessment as S
+from pipelines.dispatch.flows import parse_flows
+from tests import flowfile
 
 pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
 
 H = S.HOUR_MS
 T0 = 1_790_000_000_000  # some instant; every time below is T0 + hours
-DEADLINES = {"fire": 2.0, "dispute": 72.0, "other": 72.0}
+# Stage hours (accept, dispatch, handle, verify, close): accept 1 h and dispatch 2 h in
+# every flow; closure fire 4 h, dispute 72 h, other (flowfile's default) 20 h.
+FLOWS = parse_flows(
+    flowfile.doc(
+        flowfile.flow("fire", "fire", (1, 2, 0.5, 0.25, 0.25)),
+        flowfile.flow("dispute", "dispute", (1, 2, 60, 5, 4)),
+    )
+)
 
 
 def incidents(rows: list[dict]) -> pl.LazyFrame:
-    base = {c: None for c in S.INCIDENT_SCHEMA}
+    base = {c: None for c in S.INCIDENT_SCHEMA} | {"severity": 1}
     full = [{**base, **r} for r in rows]
     return pl.LazyFrame(full, schema=S.INCIDENT_SCHEMA)
 
@@ -60,7 +69,7 @@ def hand_built() -> pl.LazyFrame:
 
 
 def metrics_of(key: str = "street_id") -> dict[str, dict]:
-    flags = S.incident_flags(hand_built(), T0 + 100 * H, DEADLINES, 1.0, 2.0)
+    flags = S.incident_flags(hand_built(), T0 + 100 * H, FLOWS)
     out = S.incident_metrics(flags, key).collect()
     return {r[key]: r for r in out.iter_rows(named=True)}
 
@@ -75,10 +84,10 @@ def test_every_incident_metric_on_a_hand_built_table() -> None:
     # dispatch: b 1 h after acceptance → on time; e 3 h after → late
     assert s1["dispatch_ontime"] == pytest.approx(1.0)
     assert s2["dispatch_ontime"] == pytest.approx(0.0)
-    # resolve: a 1.5 h ≤ 2 h ok; b 80 h > 72 h late; c fire open 90 h > 2 h late; d not due
+    # resolve: a 1.5 h ≤ 4 h ok; b 80 h > 72 h late; c fire open 90 h > 4 h late; d not due
     assert s1["resolve_ontime"] == pytest.approx(1 / 3)
     assert s1["overdue"] == 2
-    # s2: e 10 h ≤ 72 ok; f open 100 h > 72 (other) → overdue
+    # s2: e 10 h ≤ 20 ok; f open 100 h > 20 (other) → overdue
     assert s2["resolve_ontime"] == pytest.approx(1 / 2) and s2["overdue"] == 1
     assert s1["mean_hours"] == pytest.approx((1.5 + 80) / 2)
     # p90 of [1.5, 80] with linear interpolation: 1.5 + 0.9 × 78.5

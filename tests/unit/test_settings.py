@@ -74,6 +74,16 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ("[streams]\nbatchsize = 1\n", "unknown setting streams.batchsize"),
         ("[streams]\nbatch_size = 'many'\n", "streams.batch_size: expected int"),
         ("[run]\nsimulate = 'maybe'\n", "expected a boolean"),
+        # deadlines live in the standard flow file now: say where they went
+        (
+            "[deadlines]\nfire = 2.0\n",
+            r"\[deadlines\] closure deadlines moved to .*\[dispatch\] flows",
+        ),
+        ("[assessment]\naccept_hours = 1.0\n", r"assessment.accept_hours moved to .*flow"),
+        ("[assessment]\ndispatch_hours = 2.0\n", r"assessment.dispatch_hours moved to .*flow"),
+        ("[warnings]\nsla_stage_hours = 'reported:2'\n", r"sla_stage_hours moved to .*flow"),
+        ("[warnings]\nsla_severity_scale = '1:1'\n", r"sla_severity_scale moved to .*flow"),
+        ("[warnings]\nsla_category_scale = 'fire:1'\n", r"sla_category_scale moved to .*flow"),
     ],
 )
 def test_bad_config_gets_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
@@ -97,3 +107,12 @@ def test_no_other_module_reads_the_environment() -> None:
         if re.search(r"os\.environ|os\.getenv", path.read_text(encoding="utf-8")):
             offenders.append(path.name)
     assert not offenders
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["WANGGE_DEADLINES_FIRE", "WANGGE_ASSESSMENT_ACCEPT_HOURS", "WANGGE_WARNINGS_SLA_STAGE_HOURS"],
+)
+def test_a_moved_setting_in_the_environment_says_where_it_went(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"environment {name}: .*moved to .*flow"):
+        load_settings(environ={name: "1"})

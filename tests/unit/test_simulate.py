@@ -17,8 +17,10 @@ import shapely
 
 from pipelines.city import geography as geo
 from pipelines.city import simulator as simulate
-from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.dispatch.flows import STAGE_OF_STEP, load_flows, parse_flows
+from pipelines.settings import SimulateSettings
 from pipelines.spine import events
+from tests import flowfile
 
 START = 1_772_406_000_000  # 2026-03-01 23:00 UTC = 2026-03-02 07:00 Asia/Shanghai
 H = simulate.HOUR_MS
@@ -60,14 +62,14 @@ def cfg() -> SimulateSettings:
 @pytest.fixture(scope="module")
 def live(city: geo.City, cfg: SimulateSettings) -> tuple[simulate.Simulator, list[Any]]:
     """Six natural hours from 07:00 local (covers every scripted anomaly)."""
-    sim = simulate.Simulator(city, cfg, DeadlineSettings(), START)
+    sim = simulate.Simulator(city, cfg, load_flows(), START)
     return sim, sim.advance_labelled(START + 6 * H)
 
 
 @pytest.fixture(scope="module")
 def two_days(city: geo.City, cfg: SimulateSettings) -> list[Any]:
     """Two simulated days with location pings thinned by the rate cap."""
-    sim = simulate.Simulator(city, dataclasses.replace(cfg, rate=2.0), DeadlineSettings(), START)
+    sim = simulate.Simulator(city, dataclasses.replace(cfg, rate=2.0), load_flows(), START)
     return sim.advance_labelled(START + 48 * H)
 
 
@@ -91,8 +93,9 @@ def _latest_good_ts(labelled: list[Any]) -> int:
 def test_plan_lifecycle_follows_transitions() -> None:
     rng = np.random.default_rng(1)
     levels = Counter()
+    flow = parse_flows(flowfile.doc()).select("other", 1)
     for i in range(3000):
-        plan = simulate.plan_lifecycle(rng, 24.0, ("worker", "hotline")[i % 2])
+        plan = simulate.plan_lifecycle(rng, flow, ("worker", "hotline")[i % 2])
         steps = [s for _, s, _ in plan]
         offsets = [o for o, _, _ in plan]
         assert steps[0] == "reported" and steps[-1] == "closed"
@@ -102,6 +105,31 @@ def test_plan_lifecycle_follows_transitions() -> None:
         levels[plan[-1][2]] += 1
     assert levels["grid"] / 3000 > 0.65
     assert set(levels) == set(events.LEVELS)
+
+
+def test_plan_lifecycle_keeps_the_flow() -> None:
+    """~7 % of incidents close after their flow's deadline (its stages' hours, 20 h here);
+    the time is shared out by stage hours, so each stage mostly keeps its own deadline."""
+    stage_h = (1.0, 2.0, 10.0, 4.0, 3.0)
+    hours = dict(zip(flowfile.STAGES, stage_h, strict=True))
+    flow_o = parse_flows(flowfile.doc(flowfile.flow("o", "other", stage_h))).select("other", 1)
+    rng = np.random.default_rng(7)
+    n, late = 4000, 0
+    spent: dict[str, list[float]] = {s: [] for s in hours}
+    for i in range(n):
+        plan = simulate.plan_lifecycle(rng, flow_o, ("worker", "hotline")[i % 2])
+        late += plan[-1][0] / H > sum(hours.values())
+        per: dict[str, float] = {}
+        for (t0, step, _), (t1, _, _) in itertools.pairwise(plan):
+            stage = STAGE_OF_STEP[step] or "close"
+            per[stage] = per.get(stage, 0.0) + (t1 - t0) / H
+        for stage, h in per.items():
+            spent[stage].append(h)
+    assert 0.04 < late / n < 0.10
+    for stage, times in spent.items():
+        over = sum(t > hours[stage] for t in times) / len(times)
+        assert over < 0.15, (stage, over)
+        assert np.median(times) < hours[stage] / 2, stage
 
 
 def test_hourly_profile_peaks_by_day() -> None:
@@ -139,15 +167,15 @@ def test_roster_and_cameras(
 
 
 def test_same_seed_same_bytes_regardless_of_steps(city: geo.City, cfg: SimulateSettings) -> None:
-    a = simulate.Simulator(city, cfg, DeadlineSettings(), START)
-    b = simulate.Simulator(city, cfg, DeadlineSettings(), START)
+    a = simulate.Simulator(city, cfg, load_flows(), START)
+    b = simulate.Simulator(city, cfg, load_flows(), START)
     one = a.advance(START + 40 * 60_000)
     many: list[tuple[str, bytes]] = []
     for k in range(1, 41):
         many += b.advance(START + k * 60_000 - 17_000)
     many += b.advance(START + 40 * 60_000)
     assert one == many and len(one) > 10_000
-    other = simulate.Simulator(city, dataclasses.replace(cfg, seed=12), DeadlineSettings(), START)
+    other = simulate.Simulator(city, dataclasses.replace(cfg, seed=12), load_flows(), START)
     assert other.advance(START + 40 * 60_000) != one
 
 
@@ -216,7 +244,7 @@ def test_incident_lifecycles_and_mix(two_days: list[Any]) -> None:
     by_inc: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rep.iter_rows(named=True):
         by_inc[row["incident_id"]].append(row)
-    deadlines = DeadlineSettings()
+    flows = load_flows()
     closed_levels: Counter[str] = Counter()
     overdue, short = 0, 0  # among short-deadline incidents that all closed in the window
     for rows in by_inc.values():
@@ -226,7 +254,7 @@ def test_incident_lifecycles_and_mix(two_days: list[Any]) -> None:
             assert b in events.TRANSITIONS[a], (a, b)
         if steps[-1] == "closed":
             closed_levels[rows[-1]["level"]] += 1
-        deadline_h = deadlines.hours(rows[0]["category"])
+        deadline_h = flows.select(rows[0]["category"], rows[0]["severity"]).total_hours
         if deadline_h <= 12 and rows[0]["ts"] < START + 24 * H:
             assert steps[-1] == "closed"
             short += 1
@@ -325,9 +353,7 @@ def test_scripted_anomalies_show_in_data(
 
 def test_generate_batch(city: geo.City, cfg: SimulateSettings) -> None:
     mix = {"locations": 0.7, "reports": 0.22, "video": 0.08}
-    batch = simulate.generate(
-        city, cfg, DeadlineSettings(), START, 60_000, mix=mix, malformed_share=0.01
-    )
+    batch = simulate.generate(city, cfg, load_flows(), START, 60_000, mix=mix, malformed_share=0.01)
     assert len(batch) == 60_000
     good = [(f, p) for f, p, r in batch if r is None]
     share = Counter(f for f, _ in good)
@@ -346,9 +372,7 @@ def test_generate_batch(city: geo.City, cfg: SimulateSettings) -> None:
             first_seen.setdefault(payload, i)
             if feed == "reports" and b'"step":"closed"' in payload:
                 closed_at[orjson.loads(payload)["incident_id"]] = i
-    again = simulate.generate(
-        city, cfg, DeadlineSettings(), START, 60_000, mix=mix, malformed_share=0.01
-    )
+    again = simulate.generate(city, cfg, load_flows(), START, 60_000, mix=mix, malformed_share=0.01)
     assert again == batch
 
 
@@ -376,7 +400,7 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
 
 def test_run_live_with_fake_clock(city: geo.City, cfg: SimulateSettings) -> None:
     quiet = dataclasses.replace(cfg, malformed_share=0.0)
-    sim = simulate.Simulator(city, quiet, DeadlineSettings(), START)
+    sim = simulate.Simulator(city, quiet, load_flows(), START)
     stop = threading.Event()
     now = [1000.0]
 
@@ -396,7 +420,7 @@ def test_run_live_with_fake_clock(city: geo.City, cfg: SimulateSettings) -> None
 
     simulate.run_live(sim, sink, speed=2.0, stop=stop, clock=clock, tick_s=0.0)
     assert stop.is_set() and set(calls) == set(events.FEEDS)
-    ref = simulate.Simulator(city, quiet, DeadlineSettings(), START).advance(sim.clock_ms)
+    ref = simulate.Simulator(city, quiet, load_flows(), START).advance(sim.clock_ms)
     assert Counter(got) == Counter(ref) and sim.clock_ms > START
 
 
@@ -413,7 +437,7 @@ def test_quiet_minutes_never_block_later_events() -> None:
         malformed_share=0.0,
     )
     midnight = 1_795_708_800_000 - 8 * 3_600_000  # 00:00 Asia/Shanghai: quiet hours first
-    sim = simulate.Simulator(city, cfg, DeadlineSettings(), start_ms=midnight)
+    sim = simulate.Simulator(city, cfg, load_flows(), start_ms=midnight)
     events = sim.advance(midnight + 12 * 3_600_000)
     assert len(events) > 20  # the day's reports arrive although night minutes are empty
 
@@ -434,7 +458,7 @@ def test_a_walk_never_leaves_the_city(
     city: geo.City, cfg: SimulateSettings, index: geo.GridIndex
 ) -> None:
     """Whatever the waypoint (here: Beijing), a published position stays inside the city."""
-    sim = simulate.Simulator(city, cfg, DeadlineSettings(), START)
+    sim = simulate.Simulator(city, cfg, load_flows(), START)
     w = sim._w
     e = np.arange(50)
     w.tx[e], w.ty[e] = simulate.OUTSIDE_LON, simulate.OUTSIDE_LAT

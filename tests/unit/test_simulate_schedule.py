@@ -16,7 +16,8 @@ import pytest
 from pipelines.access import demo
 from pipelines.city import geography as geo
 from pipelines.city import simulator as simulate
-from pipelines.settings import DeadlineSettings, SimulateSettings, load_settings
+from pipelines.dispatch.flows import load_flows
+from pipelines.settings import SimulateSettings, load_settings
 from tests.clock import named
 
 MIN = 60_000
@@ -50,7 +51,7 @@ def windows(sim: simulate.Simulator) -> dict[str, tuple[float, float]]:
 
 @pytest.mark.parametrize("start_min", [60.0, 5.0])
 def test_the_scripted_day_follows_anomaly_start_min(city: geo.City, start_min: float) -> None:
-    sim = simulate.Simulator(city, small(anomaly_start_min=start_min), DeadlineSettings(), START)
+    sim = simulate.Simulator(city, small(anomaly_start_min=start_min), load_flows(), START)
     sim.advance(START + MIN)  # the day's script is written when the day begins
     a = start_min
     got = windows(sim)
@@ -61,7 +62,7 @@ def test_the_scripted_day_follows_anomaly_start_min(city: geo.City, start_min: f
 
 def test_the_default_is_60_90_120_minutes(city: geo.City) -> None:
     assert load_settings().simulate.anomaly_start_min == 60.0
-    sim = simulate.Simulator(city, small(), DeadlineSettings(), START)
+    sim = simulate.Simulator(city, small(), load_flows(), START)
     sim.advance(START + MIN)
     got = windows(sim)
     assert [got[k][0] for k in ("dispute_surge", "fire_cluster", "patrol_gap")] == [60, 90, 120]
@@ -70,7 +71,7 @@ def test_the_default_is_60_90_120_minutes(city: geo.City) -> None:
 def test_the_demo_operators_street_gets_the_surge_and_reports(city: geo.City) -> None:
     _, street = demo.demo_areas(city)
     cfg = small(anomaly_start_min=2.0, focus_street=street)
-    sim = simulate.Simulator(city, cfg, DeadlineSettings(), START)
+    sim = simulate.Simulator(city, cfg, load_flows(), START)
     events = sim.advance(START + 62 * MIN)
     surge = next(a for a in sim.anomalies if a["kind"] == "dispute_surge")
     assert surge["area_id"] == street

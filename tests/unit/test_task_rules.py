@@ -17,7 +17,7 @@ from pipelines.city import simulator as simulate
 from pipelines.dispatch.flows import DEFAULT_FILE, load_flows
 from pipelines.gateway.errors import GatewayError
 from pipelines.gateway.tasks import action_error, parse_answer, tasks_of, verify_assignee
-from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.settings import SimulateSettings
 from tests.clock import named
 
 H = 3_600_000
@@ -181,8 +181,8 @@ def small(**kw: Any) -> SimulateSettings:
 def test_handed_over_incidents_are_only_reported_and_the_rest_is_unchanged() -> None:
     city = geo.demo_city(2026, n_grids=300)
     end = T0 + 3 * H
-    plain = simulate.Simulator(city, small(command_share=1.0), DeadlineSettings(), T0)
-    cmd = simulate.Simulator(city, small(command_share=1.0), DeadlineSettings(), T0, command=True)
+    plain = simulate.Simulator(city, small(command_share=1.0), FLOWS, T0)
+    cmd = simulate.Simulator(city, small(command_share=1.0), FLOWS, T0, command=True)
     a, b = plain.advance(end), cmd.advance(end)
     assert not plain.commanded  # without a command centre nothing is handed over
     handed = {inc.incident_id for _, inc in cmd.commanded}

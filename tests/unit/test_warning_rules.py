@@ -10,6 +10,8 @@ import polars as pl
 import pytest
 
 from pipelines import warnings as W
+from pipelines.dispatch.flows import parse_flows
+from tests import flowfile
 
 pytestmark = pytest.mark.clock  # its rules read the clock passed in (now_ms)
 
@@ -17,7 +19,14 @@ MIN = 60_000
 HOUR = 3_600_000
 # 2026-03-02 10:00 Asia/Shanghai (02:00 UTC): working time
 NOW = int(datetime(2026, 3, 2, 2, 0, tzinfo=UTC).timestamp() * 1000)
-CFG = W.RuleConfig()
+# The SLA cases' deadlines come from this flow file: a dispute (severity 1-3) has 48 h to be
+# handled, a severity-4 dispute 12 h; a fire 0.5 h to be accepted.
+FLOWS = flowfile.doc(
+    flowfile.flow("dispute", "dispute", (2, 4, 48, 24, 24), name_zh="矛盾纠纷"),
+    flowfile.flow("dispute_grave", "dispute", (1, 1, 12, 4, 4), min_severity=4),
+    flowfile.flow("fire", "fire", (0.5, 0.5, 1, 1, 1)),
+)
+CFG = dataclasses.replace(W.RuleConfig(), flows=parse_flows(FLOWS))
 
 AREAS = W.Areas(
     grids=pl.DataFrame(
@@ -223,7 +232,7 @@ CASES = [
     ("surge", _surge(4, total=0), 0, {}),  # below the minimum count
     ("surge", _surge(12, total=28 * 10), 0, {}),  # usual for this street
     ("surge", _surge(25, total=0, days=0), 0, {"surge:s1:dispute": "red"}),  # prior only
-    # a street's share of open cases past their stage deadline (handling: 48 h at sev 2)
+    # a street's share of open cases past their stage deadline (FLOWS: handling 48 h at sev 2)
     ("sla", _incident("handling", 50, n=5, ok=20), 0, {"sla:s1": "yellow"}),  # 20 %
     ("sla", _incident("handling", 50, n=4), 0, {}),  # 100 %, but fewer than 5 cases
     ("sla", _incident("handling", 50, n=5, ok=40), 0, {}),  # 11 %: a busy street's normal
@@ -411,9 +420,7 @@ def test_settings_tables_parse() -> None:
     fire = t.filter(pl.col("category") == "fire").drop("spec")
     assert fire.rows() == [("fire", 1, 30 * MIN, "orange", 3), ("fire", 6, 30 * MIN, "orange", 1)]
     assert t.filter(pl.col("category") == "dispute")["min_severity"].to_list() == [1]
-    assert CFG.stage_hours["handling"] == 48.0
     assert CFG.sla_level_table == [(0.4, "red"), (0.25, "orange"), (0.15, "yellow")]
-    assert CFG.severity_scale[4] == 0.25
     assert CFG.compat_pairs.height >= 5
     assert CFG.horizon_ms() == CFG.recurrence_days * 86_400_000
 

@@ -199,7 +199,7 @@ def behind(cell: dict[str, Any] | None, query: dict[str, Any] | None, lang: str)
         ("counts", "asm.behind.counts"),
     ]
     table = grid(
-        "asm-behind-table",
+        ids.ASM_BEHIND_TABLE,
         A.behind_columns([(c, t(k, lang)) for c, k in cols]),
         f"{min(15, len(rows)) * 28 + 60}px",
         [{**r, "id": r["incident_id"]} for r in rows],
@@ -351,3 +351,31 @@ def begin_export(
     if not auth.authorize(shown.area, "exports", target="/assessment/export").granted:
         return "export_denied", None
     return "ok", J.start(b, p, shown, fmt, lang)
+
+
+@dash.callback(
+    Output(ids.URL, "href", allow_duplicate=True),
+    Input(ids.ASM_BEHIND_TABLE, "cellClicked"),
+    prevent_initial_call=True,
+)
+def open_incident(cell: dict[str, Any] | None) -> Any:
+    """A click on an incident id behind a number opens it in the incident workbench (when
+    the session may see it: its grid decides, a refusal is audited)."""
+    if not isinstance(cell, dict) or cell.get("colId") != "incident_id":
+        return no_update
+    from dashboard.pages.incidents.detail import incident_row
+
+    iid = auth.clean_id(cell.get("rowId"))
+    if iid is None:
+        auth.refused("incidents", cell.get("rowId"), "malformed id")
+        return no_update
+    try:
+        row = incident_row(current().engine, iid)
+    except L.BACKEND_ERRORS:
+        return no_update
+    if row is None:
+        auth.refused("incidents", iid, "unknown incident")
+        return no_update
+    if not auth.authorize(row["grid_id"], "incidents", target=iid).granted:
+        return no_update
+    return f"/incidents/{iid}"

@@ -228,6 +228,7 @@ def behind_columns(titles: list[tuple[str, str]]) -> list[dict[str, Any]]:
         {"field": c, "headerName": name, "minWidth": 70, "flex": 1}
         | ({"type": "numericColumn"} if c == "hours" else {})
         | ({"tooltipField": "grid_id", "minWidth": 140} if c == "grid" else {})
+        | ({"cellClass": "wg-ident inc-link"} if c == "incident_id" else {})
         for c, name in titles
     ]
 

@@ -62,6 +62,14 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
                 inline=True,
             ),
             html.Span(id=ids.P_STALE),
+            # the area's open incidents, in the incident workbench (for roles that see them)
+            dcc.Link(
+                t("inc.open_area", lang),
+                href=f"/incidents?area={view.area_id}",
+                className="pan-inc-link",
+            )
+            if auth.may("incidents")
+            else html.Span(),
         ],
         className="pan-toolbar",
     )

@@ -149,8 +149,24 @@ def alarm_banner(
     return html.Div(f"⚠ {text}", className=f"warn-alarm {worst['level']}")
 
 
+def evidence_incidents(b: Backend, evidence: list[str]) -> set[str]:
+    """The evidence ids that are incidents (they open in the incident workbench)."""
+    from sqlalchemy import select
+
+    from pipelines.spine import store
+
+    ids_ = [e for e in evidence if isinstance(e, str)][:500]
+    if not ids_ or not auth.may("incidents"):
+        return set()
+    t_ = store.incidents
+    with b.engine.connect() as conn:
+        rows = conn.execute(select(t_.c.incident_id).where(t_.c.incident_id.in_(ids_)))
+        return {r[0] for r in rows}
+
+
 def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
     names = names_of(b, auth.sees_people())
+    incidents = evidence_incidents(b, row["evidence"])
     summary = [
         html.Li([f"{k}: ", *(named_list(v, lang) if isinstance(v, list) else [v])])
         for k, v in WW.summary_items(row["summary"], row["rule"], names, b.settings, lang, _fmt)
@@ -195,7 +211,7 @@ def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
                 [
                     dcc.Link(
                         names.get(e, e),
-                        href=f"/area/{row['area_id']}",
+                        href=f"/incidents/{e}" if e in incidents else f"/area/{row['area_id']}",
                         title=e,
                         className="warn-ev",
                     )
@@ -203,6 +219,13 @@ def detail_panel(row: dict[str, Any], b: Backend, lang: str) -> html.Div:
                 ],
                 className="warn-evs",
             ),
+            dcc.Link(
+                t("inc.open_warning", lang),
+                href=f"/incidents?area={row['area_id']}",
+                className="warn-inc-link",
+            )
+            if auth.may("incidents")
+            else html.Span(),
             html.H4(t("warn.timeline", lang)),
             html.Ul(timeline, className="warn-timeline"),
         ]

@@ -29,7 +29,7 @@ dash.register_page(__name__, path="/warnings", name="warnings")
 HOURS = (1, 6, 24, 168)
 
 
-def layout(**_query: Any) -> Any:
+def layout(**query: Any) -> Any:
     b = current()
     lang = L.lang()
     p = auth.principal()
@@ -119,7 +119,8 @@ def layout(**_query: Any) -> Any:
     return html.Div(
         [
             dcc.Interval(id=ids.WARN_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
-            dcc.Store(id=ids.WARN_SEL, data=None),
+            # ?id= opens one warning (its detail callback checks the session's right to it)
+            dcc.Store(id=ids.WARN_SEL, data=auth.clean_id(query.get("id"))),
             dcc.Store(id=ids.WARN_SEEN, data=None),
             dcc.Store(id=ids.WARN_ALARM, data=[]),
             dcc.Store(id=ids.WARN_DONE, data=0),

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dashboard.i18n import t
+from pipelines.assessment.wording import hours
 from pipelines.settings import Settings
 
 Named = list[tuple[str, str]]  # (what a person reads, the id behind it)
@@ -72,12 +73,23 @@ def summary_items(
             out.append((label, [named(str(v), names) for v in value]))
         elif key == "p" and isinstance(value, int | float) and value > 0:
             out.append((label, chance_text(float(value), lang)))
+        elif key == "deadline" and isinstance(value, Mapping):
+            out.append((label, deadline_text(value, lang)))
         elif key == "expected" and isinstance(value, int | float):
             window = next((v for k, v, r in fields if k == "window_min" and r == of), None)
             out.append((label, baseline_text(of, float(value), window, settings, lang)))
         else:
             out.append((label, fmt(value, lang)))
     return out
+
+
+def deadline_text(d: Mapping[str, Any], lang: str) -> str:
+    """The sla rule's deadline quoted from the flow: "受理时限 1 小时（标准流程：矛盾纠纷）"."""
+    stage = t(f"fstage.{d.get('stage')}", lang)
+    flow = d.get("flow_en" if lang == "en" else "flow_zh") or ""
+    h = d.get("hours")
+    when = hours(float(h), lang) if isinstance(h, int | float) else "?"
+    return t("wsla.deadline", lang, stage=stage, hours=when, flow=flow)
 
 
 RAREST = 1e10  # beyond "1 in ten billion" the number says nothing more to a reader

@@ -25,7 +25,8 @@ from pipelines.city.simulator.mixes import (
     _ndjson_lines,
     sample_in_grids,
 )
-from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.dispatch.flows import Flows
+from pipelines.settings import SimulateSettings
 from pipelines.spine.events import FEEDS
 
 # ---------------------------------------------------------------- batch generation
@@ -36,7 +37,7 @@ DEFAULT_MIX = {"locations": 0.8, "reports": 0.15, "video": 0.05}
 def generate(
     city: geo.City,
     cfg: SimulateSettings,
-    deadlines: DeadlineSettings,
+    flows: Flows,
     start_ms: int,
     n_events: int,
     mix: dict[str, float] | None = None,
@@ -71,7 +72,7 @@ def generate(
         command_share=0.0,
     )
     keep = float(np.clip(1.4 * target["locations"] / max(natural_pings, 1.0), 1e-5, 1.0))
-    sim = Simulator(city, sim_cfg, deadlines, start_ms, location_keep=keep)
+    sim = Simulator(city, sim_cfg, flows, start_ms, location_keep=keep)
     got: dict[str, list[tuple[int, bytes]]] = {f: [] for f in FEEDS}
     t = start_ms
     while any(len(got[f]) < target[f] for f in FEEDS) and t < start_ms + 30 * DAY_MS:

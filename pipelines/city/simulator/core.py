@@ -56,7 +56,8 @@ from pipelines.city.simulator.mixes import (
 )
 from pipelines.city.simulator.movement import _Movement
 from pipelines.city.simulator.state import _Batch, _Incident, _Workers
-from pipelines.settings import DeadlineSettings, SimulateSettings
+from pipelines.dispatch.flows import Flows
+from pipelines.settings import SimulateSettings
 
 
 class Simulator(_Anomalies, _Movement, _Faults):
@@ -76,7 +77,7 @@ class Simulator(_Anomalies, _Movement, _Faults):
         self,
         city: geo.City,
         cfg: SimulateSettings,
-        deadlines: DeadlineSettings,
+        flows: Flows,
         start_ms: int,
         *,
         location_keep: float | None = None,
@@ -84,7 +85,7 @@ class Simulator(_Anomalies, _Movement, _Faults):
     ) -> None:
         self.city = city
         self.cfg = cfg
-        self.deadlines = deadlines
+        self.flows = flows
         self.start_ms = int(start_ms)
         self.rng = np.random.default_rng([int(cfg.seed), self.start_ms])
         self._id_prefix = f"{int(cfg.seed) & 0xFFFF:x}{self.start_ms // 1000:x}"
@@ -416,7 +417,7 @@ class Simulator(_Anomalies, _Movement, _Faults):
         return f"R{int(rng.integers(0, 10**8)):08d}", source
 
     def _plan(self, inc: _Incident, t_report: int) -> None:
-        plan = plan_lifecycle(self.rng, self.deadlines.hours(inc.category), inc.source)
+        plan = plan_lifecycle(self.rng, self.flows.select(inc.category, inc.severity), inc.source)
         draw = self._command_rng.random() if self._command_share > 0 else 1.0
         has_worker = self._wrk_off[inc.grid + 1] > self._wrk_off[inc.grid]  # one to send
         if draw < self._command_share and has_worker:

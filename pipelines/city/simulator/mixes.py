@@ -11,6 +11,7 @@ import orjson
 import polars as pl
 import shapely
 
+from pipelines.dispatch.flows import STAGE_OF_STEP, Flow
 from pipelines.spine.events import LEVELS
 
 MINUTE_MS = 60_000
@@ -171,21 +172,23 @@ def sample_in_grids(
     return x, y
 
 
-def plan_lifecycle(
-    rng: np.random.Generator, deadline_h: float, source: str
-) -> list[tuple[int, str, str]]:
-    """Plan one incident: ``[(offset_ms, step, level), ...]`` starting with "reported".
+def plan_lifecycle(rng: np.random.Generator, flow: Flow, source: str) -> list[tuple[int, str, str]]:
+    """Plan one incident by its standard flow: ``[(offset_ms, step, level), ...]``
+    starting with "reported".
 
     Uses only allowed transitions; ~74% close at grid level; ~7% take longer than the
-    category deadline; a few are returned after a failed verification.
+    flow's closure deadline (its stages' hours); a few are returned after a failed
+    verification. The time is shared out over the stages in proportion to their hours,
+    so each stage mostly keeps its own deadline too.
     """
     level = LEVELS[int(rng.choice(len(LEVELS), p=LEVEL_P))]
     overdue = rng.random() < OVERDUE_SHARE
+    deadline_h = flow.total_hours
     if overdue:
         total_h = deadline_h * rng.uniform(1.05, 2.0)
     else:
         total_h = deadline_h * (0.02 + 0.93 * rng.beta(1.6, 4.0))
-    seq: list[tuple[str, str, float]]  # (step, level, relative duration weight)
+    seq: list[tuple[str, str, float]]  # (step, level, relative weight within its stage)
     if source == "worker" and level == "grid" and rng.random() < 0.35:
         # Found and fixed on the spot (随手办).
         seq = [("handling", "grid", 0.5), ("resolved", "grid", 3.0), ("closed", "grid", 1.0)]
@@ -201,7 +204,14 @@ def plan_lifecycle(
         if rng.random() < 0.9:
             seq.append(("verified", level, 1.5))
         seq.append(("closed", level, 0.6))
-    w = np.array([s[2] for s in seq]) * rng.gamma(2.0, 1.0, len(seq))
+    # the stage each gap is spent in: the one of the status before the step
+    before = ["reported", *(s[0] for s in seq[:-1])]
+    stages = [STAGE_OF_STEP[b] or "close" for b in before]
+    in_stage = {st: sum(s[2] for s, g in zip(seq, stages, strict=True) if g == st) for st in stages}
+    share = np.array(
+        [flow.stage(g).hours * s[2] / in_stage[g] for s, g in zip(seq, stages, strict=True)]
+    )
+    w = share * rng.gamma(2.0, 1.0, len(seq))
     gaps = np.maximum(w / w.sum() * total_h * HOUR_MS, 1000.0).astype(np.int64)
     offsets = np.cumsum(gaps)
     return [(0, "reported", "grid")] + [

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import BigInteger, Column, Engine, String, Table, Text, select
 
+from pipelines.dispatch.flows import Flows, flows_for
 from pipelines.gateway.credentials import Credential
 from pipelines.gateway.errors import GatewayError
 from pipelines.gateway.open311.intake import NewRequest
@@ -110,6 +111,7 @@ def read_requests(
         i.c.incident_id,
         i.c.status,
         i.c.category,
+        i.c.severity,
         i.c.description,
         i.c.reported_ms,
         i.c.last_ms,
@@ -155,14 +157,14 @@ def read_requests(
                     conn.execute(select(i.c.incident_id).where(i.c.incident_id.in_(ids))).scalars()
                 )
             pending = [c for c in cand if c["service_request_id"] in set(ids) - known]
-    deadlines = settings.deadlines
+    flows = flows_for(settings)
     tz = settings.live.timezone
     out = []
     for r in rows:
         status, notes = open311_status(r["status"])
         name = SERVICES.get(r["category"], SERVICES["other"])
         expected = (
-            r["reported_ms"] + int(deadlines.hours(r["category"]) * 3_600_000)
+            closure_due(flows, r["category"], r["severity"], r["reported_ms"])
             if r["reported_ms"] is not None
             else None
         )
@@ -211,6 +213,14 @@ def read_requests(
             }
         )
     return out
+
+
+def closure_due(flows: Flows, category: str, severity: int | None, reported_ms: int) -> int:
+    """When a request is due to be closed: its report plus its standard flow's hours (by
+    category and severity; a category the flows do not know takes other's)."""
+    known = category in {f.category for f in flows.flows}
+    flow = flows.select(category if known else "other", int(severity or 1))
+    return flow.closure_due_ms(reported_ms)
 
 
 def token_of(header: str | None) -> str | None:

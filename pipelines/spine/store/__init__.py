@@ -8,14 +8,16 @@ that row carries the incident's lifecycle summary (what the scorecards read).
 One module per table family: ``schema`` (every table, the engine, in-place upgrades),
 ``sql`` (idempotent inserts/upserts, locks, frames, chunked reads), ``incidents``
 (report events and incident rows), ``video`` (video alerts, cameras), ``locations``
-(tracks, patrols, positions). Callers use this package (``store.<name>``), which
-re-exports every one of their names.
+(tracks, patrols, positions); on PostgreSQL ``partitions`` (the history tables
+range-partitioned on time) and ``migrate`` (plain tables to partitioned). Callers use
+this package (``store.<name>``), which re-exports every one of their names.
 """
 
 from __future__ import annotations
 
 from pipelines.spine.store.incidents import (
     EVENT_COLUMNS,
+    LEFT_STEPS,
     REJECT_COLUMNS,
     SUMMARY_COLUMNS,
     ReportDecision,
@@ -91,6 +93,7 @@ from pipelines.spine.store.video import (
 
 __all__ = [
     "EVENT_COLUMNS",
+    "LEFT_STEPS",
     "REJECT_COLUMNS",
     "SUMMARY_COLUMNS",
     "TABLE_MODULES",

@@ -12,6 +12,8 @@ import polars as pl
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
+    or_,
     select,
 )
 
@@ -37,6 +39,13 @@ def persist_report_events(engine: Engine, events: pl.DataFrame) -> None:
     ids = events["incident_id"].unique().to_list()
     with engine.begin() as conn:
         lock_incidents(conn, ids)
+        if conn.dialect.name == "postgresql":
+            # the key may be (event_id, ts_ms) (partitioned): an event id stored already
+            # is skipped here, whatever its time
+            eids = [r["event_id"] for r in rows]
+            lock_keys(conn, [f"event:{e}" for e in eids])
+            seen = set(_rows_in(conn, incident_events, "event_id", eids, ["event_id"])["event_id"])
+            rows = [r for r in rows if r["event_id"] not in seen]
         insert_ignore(conn, incident_events, rows)
         hist = _events_of(conn, ids)
         upsert(conn, incidents, incident_rows(hist), ["incident_id"])
@@ -154,8 +163,9 @@ def lifecycle_summary(hist: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     scorecard's SQL ``GROUP BY`` over the same events (``scorecard.read_incidents``), so
     either gives the same facts: first / last event, first action (any step but
     ``reported``), first accepted / dispatched / resolved, last returned, number of
-    returns and verifications, the (greatest) level of a ``closed`` event and the
-    (least) ``handler_id`` of a ``reported`` event. Independent of the order of arrival.
+    returns and verifications, the (greatest) level of a ``closed`` event, the
+    (least) ``handler_id`` of a ``reported`` event and when it first left each flow stage
+    (``LEFT_STEPS``). Independent of the order of arrival.
     """
     step, ts = pl.col("step"), pl.col("ts_ms")
 
@@ -176,8 +186,21 @@ def lifecycle_summary(hist: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
             n_verified=(step == "verified").sum().cast(pl.Int64),
             closed_level=pl.col("level").filter(step == "closed").max(),
             report_handler_id=pl.col("handler_id").filter(step == "reported").min(),
+            **{col: ts.filter(step.is_in(steps)).min() for col, steps in LEFT_STEPS.items()},
         )
     )
+
+
+# A flow stage is left when the incident first reaches a step of a later stage (a stage it
+# passes without stopping is left when it is entered); see flows.STAGE_OF_STEP.
+LEFT_STEPS: dict[str, tuple[str, ...]] = {
+    "left_accept_ms": (
+        "accepted", "returned", "dispatched", "handling", "resolved", "verified", "closed",
+    ),
+    "left_dispatch_ms": ("dispatched", "handling", "resolved", "verified", "closed"),
+    "left_handle_ms": ("resolved", "verified", "closed"),
+    "left_verify_ms": ("verified", "closed"),
+}  # fmt: skip
 
 
 SUMMARY_COLUMNS = [
@@ -191,6 +214,7 @@ SUMMARY_COLUMNS = [
     "n_verified",
     "closed_level",
     "report_handler_id",
+    *LEFT_STEPS,
 ]
 
 
@@ -262,6 +286,14 @@ def incident_rows(hist: pl.DataFrame) -> list[dict[str, Any]]:
     return cur.join(summary.collect(), on="incident_id", how="left").to_dicts()
 
 
+def stale_summary(i: Any) -> Any:
+    """SQL: an incident row without its lifecycle summary, or summarised before the stage
+    columns existed (accepted, yet no time it left the accept stage)."""
+    return or_(
+        i.c.first_ms.is_(None), and_(i.c.accepted_ms.is_not(None), i.c.left_accept_ms.is_(None))
+    )
+
+
 def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
     """Compute the lifecycle summary of incidents that have none (rows written before the
     summary columns existed), ``chunk`` incidents per transaction. Idempotent and
@@ -273,7 +305,7 @@ def backfill_summaries(engine: Engine, chunk: int = 5000) -> int:
             ids = list(
                 conn.execute(
                     select(i.c.incident_id)
-                    .where(i.c.incident_id > after, i.c.first_ms.is_(None))
+                    .where(i.c.incident_id > after, stale_summary(i))
                     .order_by(i.c.incident_id)
                     .limit(chunk)
                 ).scalars()

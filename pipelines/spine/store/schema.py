@@ -88,6 +88,12 @@ incidents = Table(
     Column("duplicate_of", String(64)),
     Column("stage_ms", BigInteger),
     Column("actor_id", String(64)),
+    # when it first left each flow stage (reached a step of a later stage; the close stage
+    # ends at closed_ms): the scorecard's on-time rate per stage
+    Column("left_accept_ms", BigInteger),
+    Column("left_dispatch_ms", BigInteger),
+    Column("left_handle_ms", BigInteger),
+    Column("left_verify_ms", BigInteger),
 )
 
 incident_events = Table(
@@ -340,7 +346,7 @@ scorecard_snapshots = Table(
     Column("parent", String(128)),
     Column("metrics", Text, nullable=False),  # JSON: metric id → unrounded value
     Column("score", Float),
-    Column("rules", Text, nullable=False),  # JSON: weights and deadlines used
+    Column("rules", Text, nullable=False),  # JSON: weights and the flows (deadlines) used
     Column("computed_ms", BigInteger, nullable=False),
 )
 
@@ -397,8 +403,14 @@ def load_table_modules() -> None:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create missing tables, then add missing (nullable) columns to existing ones."""
+    """Create missing tables, then add missing (nullable) columns to existing ones.
+
+    PostgreSQL: the history tables are created range-partitioned on their time column
+    (``partitions.create_partitioned``) before the plain tables."""
+    from pipelines.spine.store.partitions import create_partitioned
+
     load_table_modules()
+    create_partitioned(engine)
     metadata.create_all(engine)
     add_missing_columns(engine)
     add_missing_indexes(engine)

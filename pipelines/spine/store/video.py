@@ -16,9 +16,9 @@ from pipelines.spine.store.schema import cameras, video_alerts
 from pipelines.spine.store.sql import (
     _rows_in,
     frame_schema,
+    insert_ignore,
     lock_keys,
     read_frame,
-    upsert,
     write_lock,
 )
 
@@ -48,7 +48,7 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
     write, statuses, displaced = agg.decide_alert_versions(
         old.to_dicts(), batch.select(VIDEO_COLUMNS).to_dicts()
     )
-    upsert(conn, video_alerts, write, ["alert_id"])
+    _replace(conn, old, write)
     schema = frame_schema(video_alerts)
     written = pl.DataFrame(write, schema=schema) if write else pl.DataFrame(schema=schema)
     kept = old.filter(~pl.col("alert_id").is_in(written["alert_id"].implode()))
@@ -57,6 +57,28 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
         current=pl.concat([kept, written.select(old.columns)]),
         displaced=pl.DataFrame(displaced, schema=schema) if displaced else old.clear(),
     )
+
+
+def _replace(conn: Connection, old: pl.DataFrame, write: list[dict[str, object]]) -> None:
+    """Write the decided rows, one per alert id: a stored row of the same id is replaced.
+
+    The key is ``alert_id`` on SQLite and (alert_id, ts_ms) on a partitioned PostgreSQL
+    table (the partition key belongs to every unique key there); an alert's start
+    changes only when an earlier creating entry displaces its creator, so the stored rows
+    of the written ids are deleted first (by id and their own start: pruned to their
+    partitions) and the rows inserted. The ids are locked (``decide_alerts``)."""
+    if not write:
+        return
+    ids = {str(r["alert_id"]) for r in write}
+    stale = old.filter(pl.col("alert_id").is_in(list(ids)))
+    va = video_alerts
+    for i in range(0, stale.height, 5000):
+        part = stale.slice(i, 5000)
+        ts = sorted(set(part["ts_ms"].to_list()))
+        conn.execute(
+            va.delete().where(va.c.alert_id.in_(part["alert_id"].to_list()), va.c.ts_ms.in_(ts))
+        )
+    insert_ignore(conn, va, write)
 
 
 def cameras_frame(engine: Engine) -> pl.DataFrame:

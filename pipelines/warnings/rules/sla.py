@@ -1,12 +1,14 @@
-"""The SLA rule: incidents about to breach or past their stage deadline, per street, scaled by
-category and severity and relative to the street's caseload."""
+"""The SLA rule: incidents about to breach or past the deadline of their current stage, per
+street, relative to the street's caseload. The deadline is the incident's standard flow's
+(``Flow.stage_due_ms``: when it entered its status plus the stage's hours, or the deadline
+its dispatch set), so it follows the category and severity as the flow file says."""
 
 from __future__ import annotations
 
 import polars as pl
 
+from pipelines.dispatch.ontime import with_stage_due
 from pipelines.warnings.model import (
-    HOUR_MS,
     MAX_EVIDENCE,
     RANK,
     Finding,
@@ -18,15 +20,13 @@ from pipelines.warnings.model import (
 
 
 def sla_deadlines(incidents: pl.DataFrame, cfg: RuleConfig) -> pl.DataFrame:
-    """Add ``deadline_ms`` (allowed time in the current stage) to open incidents."""
-    hours = pl.col("status").replace_strict(cfg.stage_hours, default=None, return_dtype=pl.Float64)
-    sev = pl.col("severity").replace_strict(
-        cfg.severity_scale, default=1.0, return_dtype=pl.Float64
+    """Open incidents with their current stage's deadline from their flow: ``stage``,
+    ``stage_h``, ``entered_ms``, ``due_ms_stage`` (``ontime.with_stage_due``) and
+    ``deadline_ms``, the time allowed in the stage (at least 1 ms: a dispatch deadline set
+    before the stage began is breached at once)."""
+    return with_stage_due(incidents, cfg.flows).with_columns(
+        deadline_ms=pl.max_horizontal(pl.col("due_ms_stage") - pl.col("entered_ms"), pl.lit(1))
     )
-    cat = pl.col("category").replace_strict(
-        cfg.category_scale, default=1.0, return_dtype=pl.Float64
-    )
-    return incidents.with_columns(deadline_ms=(hours * sev * cat * HOUR_MS).cast(pl.Int64))
 
 
 def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
@@ -37,12 +37,13 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
     ``sla_levels`` (with at least ``sla_min_count`` breached); blue when breached plus
     about-to-breach cases reach the first share (and the count) but breached alone do
     not. A case over its allowed time by ``sla_late_factor`` times that time lifts a
-    yellow-or-above street one level.
+    yellow-or-above street one level. The summary's ``deadline`` quotes the flow of the
+    latest case (its stage, the stage's hours and the flow's names).
     """
     df = (
         sla_deadlines(inputs.incidents, cfg)
-        .filter(pl.col("deadline_ms").is_not_null() & (pl.col("deadline_ms") > 0))
-        .with_columns(elapsed=now_ms - pl.col("last_ms"))
+        .filter(pl.col("due_ms_stage").is_not_null())
+        .with_columns(elapsed=now_ms - pl.col("entered_ms"))
         .with_columns(
             breached=pl.col("elapsed") >= pl.col("deadline_ms"),
             soon=pl.col("elapsed") >= pl.col("deadline_ms") * cfg.sla_warn_share,
@@ -99,6 +100,19 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
             on="street_id",
         )
         .join(by_stage, on="street_id")
+        .join(
+            df.sort(["late", "incident_id"], descending=[True, False])
+            .group_by("street_id")
+            .agg(
+                deadline=pl.struct(
+                    pl.col("stage"),
+                    hours=pl.col("stage_h"),
+                    flow_zh=pl.col("flow_zh"),
+                    flow_en=pl.col("flow_en"),
+                ).first()
+            ),
+            on="street_id",
+        )
         .with_columns(
             level=pl.col("rank").replace_strict({v: k for k, v in RANK.items()}),
             area_id=pl.col("street_id"),
@@ -117,5 +131,5 @@ def rule_sla(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
         )
         .sort("key")
     )
-    cols = ["open", "breached", "due_soon", "share", "worst_late", "by_stage"]
+    cols = ["open", "breached", "due_soon", "share", "worst_late", "by_stage", "deadline"]
     return _findings(summaries(out, cols), "sla")
