@@ -201,6 +201,10 @@ class SimulateSettings:
     # The street of the dispute surge ("" = the simulator's pick among the busiest
     # streets; `wangge run` sets the demo operator's street).
     focus_street: str = ""
+    # Share of new incidents handed to the simulated command centres (when the simulator
+    # runs through the gateway): accepted and dispatched through the dispatch core, handled
+    # and verified by the grid worker's phone through the gateway's task API.
+    command_share: float = 0.3
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,10 @@ def _start_simulator(
     from pipelines.spine.streams import publish
 
     s = rt.settings
-    sim = simulate.Simulator(city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000))
+    commanded = bool(gateway_url) and s.simulate.command_share > 0
+    sim = simulate.Simulator(
+        city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
+    )
     _store_registries(rt.engine, sim)
     prefix = s.redis.prefix
     streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}
@@ -156,11 +159,12 @@ def _start_simulator(
         publish(rt.r, streams[feed], payloads)
 
     sink = _gateway_sink(s, rt.engine, city, gateway_url) if gateway_url else direct
+    after = _command_centre(rt, city, sim, gateway_url, sink) if commanded else None
 
     def loop() -> None:
         while not stop.is_set():
             try:
-                simulate.run_live(sim, sink, speed or s.simulate.speed, stop)
+                simulate.run_live(sim, sink, speed or s.simulate.speed, stop, after=after)
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("simulator: %s", exc)
                 stop.wait(1.0)
@@ -178,6 +182,18 @@ def _gateway_sink(
     keys = simulator_keys(engine, city, int(time.time() * 1000))
     g = s.gateway
     return GatewayFeeder(url, keys, g.mqtt_url, g.frigate_topic_prefix, g.max_batch)
+
+
+def _command_centre(
+    rt: Runtime, city: geo.City, sim: Any, url: str | None, sink: Any
+) -> Callable[[int], None]:
+    """The simulated street command centres (dispatch core) and the workers' phones
+    (the gateway's /tasks with the simulator's fleet key)."""
+    from pipelines.city.simulator.command import CommandCentre, HttpTransport
+    from pipelines.dispatch.actions import ActionContext
+
+    ctx = ActionContext.of(rt.engine, rt.r, rt.settings, city)
+    return CommandCentre(sim, ctx, HttpTransport(str(url)), sink.keys["fleet"]).step
 
 
 def _store_registries(engine: Engine, sim: Any) -> None:

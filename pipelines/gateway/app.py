@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
+from pipelines.access import audit
 from pipelines.city.geography import City, GridIndex, load_city
 from pipelines.gateway import credentials as cr
 from pipelines.gateway.core import Gateway
@@ -131,7 +132,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own_engine = engine is None
-        eng = engine or store.make_engine(s.database_url, s.database.schema or None)
+        # own engine: it carries the audit key (workers' task answers are audited)
+        eng = engine or audit.keyed(
+            store.make_engine(s.database_url, s.database.schema or None),
+            lambda: audit.key_for(s),
+        )
         store.create_schema(eng)
         c = city or load_city(s.geo)
         r = aioredis.Redis.from_url(s.redis.url, health_check_interval=30)
@@ -147,6 +152,8 @@ def create_app(
             yield
         finally:
             await r.aclose()
+            if gw.actions is not None:  # the dispatch core's blocking client (tasks.py)
+                gw.actions.redis.close()
             if own_engine:
                 eng.dispose()
 

@@ -70,6 +70,7 @@ class Gateway:
     publisher: AsyncPublisher = field(init=False)
     _reloading: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _snapshot_task: asyncio.Task[None] | None = field(init=False, default=None)
+    actions: Any = field(init=False, default=None)  # the dispatch core's context (tasks.py)
 
     def __post_init__(self) -> None:
         gs = self.settings.gateway

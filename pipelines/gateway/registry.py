@@ -46,6 +46,7 @@ BUILTINS = (
     "pipelines.gateway.open311",
     "pipelines.gateway.frigate",
     "pipelines.gateway.batch",
+    "pipelines.gateway.tasks",
 )
 
 

@@ -91,6 +91,8 @@ def with_key(case: Any) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {KEYS['camera']}"}
     elif path.startswith("/batch"):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {KEYS['hotline']}"}
+    elif path.startswith("/tasks"):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {KEYS['phone']}"}
 
 
 def protocol_error_format(path: str, fmt: str | None, response: Any) -> None:

@@ -69,6 +69,7 @@ def generate(
         video_alerts_per_day=int(np.ceil(target["video"] * 1.4 / span_days)),
         malformed_share=0.0,
         rate=0.0,
+        command_share=0.0,
     )
     keep = float(np.clip(1.4 * target["locations"] / max(natural_pings, 1.0), 1e-5, 1.0))
     sim = Simulator(city, sim_cfg, flows, start_ms, location_keep=keep)
@@ -236,12 +237,14 @@ def run_live(
     stop: threading.Event,
     clock: Callable[[], float] = time.time,
     tick_s: float = 1.0,
+    after: Callable[[int], None] | None = None,
 ) -> None:
     """Feed ``sink(feed, payloads)`` every tick until ``stop`` is set.
 
     Simulated time runs at ``speed`` × the given clock from the simulator's current
     time. With ``speed`` > 1, start the simulator in the past so events never carry
-    future timestamps.
+    future timestamps. ``after(sim_ms)`` runs after each tick's events were sent (the
+    simulated command centre).
     """
     t0 = clock()
     base = sim.clock_ms
@@ -253,4 +256,6 @@ def run_live(
         for feed in FEEDS:
             if batch.get(feed):
                 sink(feed, batch[feed])
+        if after is not None:
+            after(until)
         stop.wait(tick_s)

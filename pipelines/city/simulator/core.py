@@ -65,6 +65,12 @@ class Simulator(_Anomalies, _Movement, _Faults):
 
     ``location_keep`` (keyword, optional) overrides the share of location pings kept
     (the ``rate`` cap computes it otherwise); ``generate`` uses it.
+
+    ``command`` (keyword): a simulated command centre takes part (``command.CommandCentre``).
+    Then ``cfg.command_share`` of the new incidents whose grid has a roster worker are only
+    reported here: they are queued in ``commanded`` as (report ms, incident) and the centre
+    and the worker's phone write their later steps. Which incidents is drawn from a random
+    stream of its own, so everything else the simulator emits stays the same.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class Simulator(_Anomalies, _Movement, _Faults):
         start_ms: int,
         *,
         location_keep: float | None = None,
+        command: bool = False,
     ) -> None:
         self.city = city
         self.cfg = cfg
@@ -97,6 +104,9 @@ class Simulator(_Anomalies, _Movement, _Faults):
         self.injected: deque[tuple[str, bytes, str]] = deque(maxlen=10_000)
         self.anomalies: list[dict[str, Any]] = []
         self._anomaly_days = 0
+        self._command_share = float(np.clip(cfg.command_share, 0.0, 1.0)) if command else 0.0
+        self._command_rng = np.random.default_rng([int(cfg.seed), self.start_ms, 31])
+        self.commanded: deque[tuple[int, _Incident]] = deque()
 
         self._setup_geography()
         self.roster = self._build_roster()
@@ -408,6 +418,12 @@ class Simulator(_Anomalies, _Movement, _Faults):
 
     def _plan(self, inc: _Incident, t_report: int) -> None:
         plan = plan_lifecycle(self.rng, self.flows.select(inc.category, inc.severity), inc.source)
+        draw = self._command_rng.random() if self._command_share > 0 else 1.0
+        has_worker = self._wrk_off[inc.grid + 1] > self._wrk_off[inc.grid]  # one to send
+        if draw < self._command_share and has_worker:
+            self._push(t_report, "reported", "grid", inc)
+            self.commanded.append((t_report, inc))
+            return
         for off, step, level in plan:
             self._push(t_report + off, step, level, inc)
 
