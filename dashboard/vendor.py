@@ -6,9 +6,9 @@ bundle is npm's ``plotly.js-basic-dist-min`` at the plotly.js version the instal
 ``plotly`` package ships, pinned here with its npm integrity hash (sha512). ``make venv``
 and the Dockerfile run ``python -m dashboard.vendor``: it downloads the tarball from the
 npm registry (``--registry URL`` for a mirror; ``make venv NPM_REGISTRY=URL``), checks
-the hash and writes the bundle and its licence to ``assets/vendor/`` (ignored by git). At run time nothing is fetched: a machine
-installed without network serves the full bundle Dash ships (``static.use_basic_plotly``
-logs it), which works the same, only heavier.
+the hash and writes the bundle and its licence to ``assets/vendor/`` (ignored by git). At
+run time nothing is fetched: a machine installed without network serves the full bundle
+Dash ships (``static.use_basic_plotly`` logs it), which works the same, only heavier.
 """
 
 from __future__ import annotations
