@@ -155,7 +155,10 @@ def refusal(
     matrix alone: role, scope, level, task, status, and a level to escalate to."""
     if action not in M.ACTIONS or not M.may_act(actor.role, action):
         return ActionError("not_allowed", action)
-    if not _in_scope(incident, actor, city):
+    # A grid worker is bound to its tasks, wherever they were dispatched (a task in a
+    # neighbouring grid is still its task); everyone else to their area scope.
+    task_bound = actor.role == M.GRID_WORKER and incident.get("handler_id") == actor.id
+    if not task_bound and not _in_scope(incident, actor, city):
         return ActionError("out_of_scope", str(incident.get("grid_id")))
     level = incident.get("level") or "grid"
     if level not in M.ROLE_LEVELS.get(actor.role, ()):

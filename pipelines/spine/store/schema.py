@@ -64,7 +64,7 @@ incidents = Table(
     Column("closed_ms", BigInteger),
     Column("resolution_level", String(16)),
     Column("reporter_id", String(64)),
-    Column("handler_id", String(64)),
+    Column("handler_id", String(64), index=True),  # a worker's task list
     Column("description", Text),
     Column("n_events", Integer, nullable=False),
     # Lifecycle summary over the incident's full event history (see ``lifecycle_summary``);
