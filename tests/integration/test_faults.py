@@ -378,7 +378,7 @@ def test_redis_paused_and_restarted_while_events_flow(
             pub = Publisher(server.url, prefix, feeds)
             pub.start()
             wait_for(lambda: pub.share() > 0.3, 30, "publishing stalled")
-            assert not _drained(r, prefix, settings.streams.group)  # mid-stream
+            assert pub.share() < 1.0  # mid-stream: events still being published
             # 1. paused: every client blocks; the dashboard shows stale, /readyz says why
             server.signal(signal.SIGSTOP)
             t_end = time.monotonic() + FAULT_S
@@ -393,7 +393,9 @@ def test_redis_paused_and_restarted_while_events_flow(
             assert web.get("/readyz").status_code == 200 and took < RECOVER_S
             # 2. killed (kill -9) and started again on the same port and data directory
             wait_for(lambda: pub.share() > 0.6, 30, "publishing stalled after the pause")
-            assert not _drained(r, prefix, settings.streams.group)  # mid-stream again
+            # mid-stream again: events still being published (the workers may well be
+            # keeping up with them, so the streams can be momentarily drained)
+            assert pub.share() < 1.0
             server.kill()
             assert web.get("/readyz").status_code == 503
             time.sleep(FAULT_S / 2)
@@ -482,7 +484,7 @@ def test_postgres_cut_off_while_events_flow(
                     pub = Publisher(redis_url, prefix, feeds)
                     pub.start()
                     wait_for(lambda: pub.share() > 0.4, 30, "publishing stalled")
-                    assert not _drained(r, prefix, settings.streams.group)  # mid-stream
+                    assert pub.share() < 1.0  # mid-stream: events still being published
                     proxy.cut()
                     assert ready() == 503
                     # the pipelines cannot commit: the feeds turn stale on the dashboard

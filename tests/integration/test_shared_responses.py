@@ -255,6 +255,9 @@ def test_another_worker_serves_the_same_serialisation(world: World) -> None:
     its refusals stay refusals."""
     w = world
     w.clock.advance(7_200_000)  # a tick of its own
+    # each worker sets its app up before the next is made (a worker is its own process;
+    # in one test process, Dash hands page callbacks to the app that sets up first)
+    w.app.server.test_client().get("/_dash-dependencies")
     other = w.make_app()
     other.server.test_client().get("/_dash-dependencies")
     built, served = counts(w.app)
