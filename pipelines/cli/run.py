@@ -27,7 +27,7 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
-from pipelines.cli.web import DashboardProcess, shape
+from pipelines.cli.web import ChildServer, DashboardProcess, shape
 from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
@@ -380,15 +380,20 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @dataclass
-class _GatewayProcess:
+class _GatewayProcess(ChildServer):
     """``wangge gateway`` as a child process of ``wangge run`` (restarted if it dies),
     with an embedded MQTT broker when none is configured."""
 
-    settings: Settings
-    env: dict[str, str]
-    port: int
     broker: Any = None
-    proc: subprocess.Popen[bytes] | None = None
+
+    name = "gateway"
+    ready_path = "readyz"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(self.port)]
+
+    def host(self) -> str:
+        return self.settings.gateway.host
 
     @classmethod
     def start(cls, rt: Runtime, port: int | None) -> _GatewayProcess:
@@ -408,50 +413,12 @@ class _GatewayProcess:
         env = child_environ(
             REDIS_URL=s.redis.url, DATABASE_URL=s.database_url, WANGGE_GATEWAY_MQTT_URL=g.mqtt_url
         )
-        gp = cls(s, env, want, broker)
+        gp = cls(s, env, want, broker=broker)
         gp._spawn()
         return gp
 
-    @property
-    def url(self) -> str:
-        host = self.settings.gateway.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
-
-    def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=self.env, start_new_session=True)  # as workers
-
-    def wait_ready(self, timeout_s: float = 60.0) -> bool:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return True
-            except OSError:
-                pass
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            time.sleep(0.2)
-        return False
-
-    def poll(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            log.warning("gateway exited with %s; restarting", self.proc.returncode)
-            self._spawn()
-
     def stop(self, timeout_s: float = 15.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            with suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        super().stop(timeout_s)
         if self.broker is not None:
             self.broker.stop()
 

@@ -35,14 +35,87 @@ def gunicorn_command(host: str, port: int) -> list[str]:
 
 
 @dataclass
-class DashboardProcess:
-    """``gunicorn -c python:dashboard.gunicorn_conf`` on the run's Redis and database."""
+class ChildServer:
+    """An HTTP server ``wangge run`` starts as a child process in its own session (Ctrl-C
+    reaches ``wangge run`` only), restarts if it dies and stops with the run. Subclasses
+    give the command, the host, the readiness path and its name."""
 
     settings: Settings
     env: dict[str, str]
     port: int
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+
+    name = "server"
+    ready_path = "readyz"
+    any_status_ready = False  # True: any HTTP answer means it is up (e.g. 503 for a down Redis)
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def host(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        host = self.host()
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(self.command(), env=self.env, start_new_session=True)
+
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """True once it answers its readiness path; False if it exits or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=5) as resp:
+                    if resp.status == 200:
+                        return True
+            except urllib.error.HTTPError:
+                if self.any_status_ready:
+                    return True
+            except OSError:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            time.sleep(0.2)
+        return False
+
+    def poll(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            log.warning("%s exited with %s; restarting", self.name, self.proc.returncode)
+            self.restarts += 1
+            self._spawn()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL to its whole process group."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@dataclass
+class DashboardProcess(ChildServer):
+    """``gunicorn -c python:dashboard.gunicorn_conf`` on the run's Redis and database."""
+
+    name = "dashboard server"
+    ready_path = "healthz"
+    any_status_ready = True
+
+    def command(self) -> list[str]:
+        return gunicorn_command(self.settings.dashboard.host, self.port)
+
+    def host(self) -> str:
+        return self.settings.dashboard.host
 
     @classmethod
     def start(
@@ -71,48 +144,3 @@ class DashboardProcess:
         dp = cls(s, env, want)
         dp._spawn()
         return dp
-
-    @property
-    def url(self) -> str:
-        host = self.settings.dashboard.host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
-
-    def _spawn(self) -> None:
-        cmd = gunicorn_command(self.settings.dashboard.host, self.port)
-        # its own session, as the feed workers: Ctrl-C reaches `wangge run` only
-        self.proc = subprocess.Popen(cmd, env=self.env, start_new_session=True)
-
-    def wait_ready(self, timeout_s: float = 120.0) -> bool:
-        """True once a worker answers ``/healthz`` (any HTTP status: a down Redis is 503)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.url + "healthz", timeout=5):
-                    return True
-            except urllib.error.HTTPError:
-                return True
-            except OSError:
-                pass
-            if self.proc is None or self.proc.poll() is not None:
-                return False
-            time.sleep(0.2)
-        return False
-
-    def poll(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            log.warning("dashboard server exited with %s; restarting", self.proc.returncode)
-            self.restarts += 1
-            self._spawn()
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)  # gunicorn: graceful stop of every worker
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:  # the master and its workers (one group)
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
