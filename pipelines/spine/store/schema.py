@@ -10,6 +10,8 @@ that row carries the incident's lifecycle summary (what the scorecards read).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    text,
 )
 
 metadata = MetaData()
@@ -417,10 +420,33 @@ def create_schema(engine: Engine) -> None:
     from pipelines.spine.store.partitions import create_partitioned
 
     load_table_modules()
-    create_partitioned(engine)
-    metadata.create_all(engine)
-    add_missing_columns(engine)
-    add_missing_indexes(engine)
+    with _schema_lock(engine):
+        create_partitioned(engine)
+        metadata.create_all(engine)
+        add_missing_columns(engine)
+        add_missing_indexes(engine)
+
+
+# Any fixed number: the session-level advisory lock every process takes while it creates or
+# upgrades the schema (several workers of one service start at once on a fresh database).
+_SCHEMA_LOCK = 0x57414E47  # "WANG"
+
+
+@contextmanager
+def _schema_lock(engine: Engine) -> Iterator[None]:
+    """PostgreSQL: one process at a time creates or upgrades the schema (the others wait,
+    then find it done). SQLite: its own write lock serialises the DDL already."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK})
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK})
+            conn.commit()
 
 
 def add_missing_indexes(engine: Engine) -> None:
