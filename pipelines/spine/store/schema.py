@@ -434,8 +434,28 @@ _SCHEMA_LOCK = 0x57414E47  # "WANG"
 
 @contextmanager
 def _schema_lock(engine: Engine) -> Iterator[None]:
-    """PostgreSQL: one process at a time creates or upgrades the schema (the others wait,
-    then find it done). SQLite: its own write lock serialises the DDL already."""
+    """One process at a time creates or upgrades the schema (the others wait, then find it
+    done): a PostgreSQL advisory lock; for a SQLite file, an exclusive lock on a file
+    beside it (its own write lock does not make "check, then create" atomic)."""
+    if engine.dialect.name == "sqlite":
+        db = engine.url.database
+        if not db or db == ":memory:":
+            yield
+            return
+        import fcntl
+
+        try:
+            lock = open(f"{db}.schema-lock", "a+b")  # noqa: SIM115 (held across the yield)
+        except OSError:  # no such directory: the database fails to open with its own error
+            yield
+            return
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
     if engine.dialect.name != "postgresql":
         yield
         return
