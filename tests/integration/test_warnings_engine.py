@@ -143,10 +143,12 @@ def test_scripted_anomalies_are_flagged(
         W.act(engine, fw.warning_id, "dismiss", "tester", now[0])  # why?
     assert W.act(engine, fw.warning_id, "dismiss", "tester", now[0], note="drill")
     assert not W.act(engine, fw.warning_id, "resolve", "tester", now[0])  # already closed
-    acts = store.read_frame(engine, select(store.warning_actions))
+    acts = store.read_frame(
+        engine, select(store.warning_actions).order_by(store.warning_actions.c.id)
+    )
     mine = acts.filter(pl.col("warning_id") == fw.warning_id)["action"].to_list()
     assert mine[:1] == ["open"] and mine[-3:] == ["acknowledge", "dispatch", "dismiss"]
-    audit = store.read_frame(engine, select(store.audit_log))
+    audit = store.read_frame(engine, select(store.audit_log).order_by(store.audit_log.c.seq))
     assert audit.filter(pl.col("target") == fw.warning_id)["action"].to_list() == [
         "warning_acknowledge",
         "warning_dispatch",

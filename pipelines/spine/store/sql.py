@@ -202,7 +202,9 @@ def replace_table(engine: Engine, table: Table, rows: Sequence[dict[str, Any]]) 
 def read_frame(engine: Engine, query: Any) -> pl.DataFrame:
     with engine.connect() as conn:
         res = conn.execute(query)
-        return pl.DataFrame(res.fetchall(), schema=list(res.keys()), orient="row")
+        # every row decides a column's type (a column null in the first rows is not Null)
+        rows = res.fetchall()
+        return pl.DataFrame(rows, schema=list(res.keys()), orient="row", infer_schema_length=None)
 
 
 def table_count(engine: Engine, table: Table) -> int:
