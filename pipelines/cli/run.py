@@ -389,12 +389,6 @@ class _GatewayProcess(ChildServer):
     name = "gateway"
     ready_path = "readyz"
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(self.port)]
-
-    def host(self) -> str:
-        return self.settings.gateway.host
-
     @classmethod
     def start(cls, rt: Runtime, port: int | None) -> _GatewayProcess:
         from pipelines.gateway.broker import EmbeddedBroker
@@ -413,7 +407,8 @@ class _GatewayProcess(ChildServer):
         env = child_environ(
             REDIS_URL=s.redis.url, DATABASE_URL=s.database_url, WANGGE_GATEWAY_MQTT_URL=g.mqtt_url
         )
-        gp = cls(s, env, want, broker=broker)
+        cmd = [sys.executable, "-m", "pipelines.cli", "gateway", "--port", str(want)]
+        gp = cls(s, env, want, g.host, cmd, broker=broker)
         gp._spawn()
         return gp
 

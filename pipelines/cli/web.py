@@ -43,6 +43,8 @@ class ChildServer:
     settings: Settings
     env: dict[str, str]
     port: int
+    host: str  # the address it listens on
+    command: list[str]  # how it is started
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
 
@@ -50,19 +52,13 @@ class ChildServer:
     ready_path = "readyz"
     any_status_ready = False  # True: any HTTP answer means it is up (e.g. 503 for a down Redis)
 
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def host(self) -> str:
-        raise NotImplementedError
-
     @property
     def url(self) -> str:
-        host = self.host()
+        host = self.host
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{self.port}/"
 
     def _spawn(self) -> None:
-        self.proc = subprocess.Popen(self.command(), env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
         """True once it answers its readiness path; False if it exits or times out."""
@@ -111,12 +107,6 @@ class DashboardProcess(ChildServer):
     ready_path = "healthz"
     any_status_ready = True
 
-    def command(self) -> list[str]:
-        return gunicorn_command(self.settings.dashboard.host, self.port)
-
-    def host(self) -> str:
-        return self.settings.dashboard.host
-
     @classmethod
     def start(
         cls, settings: Settings, port: int | None, access_log: Path, verbose: bool
@@ -141,6 +131,6 @@ class DashboardProcess(ChildServer):
             from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
 
             env[MULTIPROC_ENV] = str(fresh_dir(s.path(s.run.var_dir) / "metrics" / "dashboard"))
-        dp = cls(s, env, want)
+        dp = cls(s, env, want, d.host, gunicorn_command(d.host, want))
         dp._spawn()
         return dp
