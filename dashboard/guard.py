@@ -62,6 +62,20 @@ class SessionInterface(SecureCookieSessionInterface):
         return bool(request.is_secure) if request else False
 
 
+def account_grants(engine: Any, s: S.Session, now_ms: int) -> bool:
+    """Does the account (a wall: the token) in SQL still grant this session? (The guard's
+    periodic re-check, and the push server's for streams that make no request.)"""
+    if s.wall:
+        return wall_tokens.wall_token_active(engine, s.token_id, now_ms) is not None
+    user = accounts.get_user(engine, s.username)
+    return (
+        user is not None
+        and not user.disabled
+        and (user.role, user.scope_area_id) == (s.role, s.scope)
+        and user.stamp == s.stamp
+    )
+
+
 def secret_key(settings: Settings) -> str:
     if settings.auth.secret_key:
         return settings.auth.secret_key
@@ -250,15 +264,7 @@ class Guard:
 
     def still_valid(self, s: S.Session, now_ms: int) -> bool:
         """Does the account (a wall: the token) still grant this session?"""
-        if s.wall:
-            return wall_tokens.wall_token_active(self.engine, s.token_id, now_ms) is not None
-        user = accounts.get_user(self.engine, s.username)
-        return (
-            user is not None
-            and not user.disabled
-            and (user.role, user.scope_area_id) == (s.role, s.scope)
-            and user.stamp == s.stamp
-        )
+        return account_grants(self.engine, s, now_ms)
 
     def start_session(
         self,

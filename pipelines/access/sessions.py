@@ -161,6 +161,28 @@ class Sessions:
             return None
         return s
 
+    def load_many(self, sids: list[str], now_ms: int) -> dict[str, Session | None]:
+        """:meth:`load` for many ids in one round trip (the push server's per-tick re-check
+        of every stream it holds); an ended session's record is left to expire."""
+        ok = [
+            sid for sid in dict.fromkeys(sids) if sid and isinstance(sid, str) and len(sid) <= 128
+        ]
+        out: dict[str, Session | None] = {sid: None for sid in sids}
+        if not ok:
+            return out
+        pipe = self.r.pipeline(transaction=False)
+        for sid in ok:
+            pipe.get(self.key(sid))
+        for sid, raw in zip(ok, pipe.execute(), strict=True):
+            if raw is None:
+                continue
+            try:
+                found = Session(sid=sid, **json.loads(raw))
+            except (ValueError, TypeError):
+                continue
+            out[sid] = None if self.expired(found, now_ms) else found
+        return out
+
     def save(self, s: Session, now_ms: int) -> bool:
         """Store a changed record (last seen, last checked); only while it still exists.
         False when it had ended meanwhile (revoked, expired)."""
