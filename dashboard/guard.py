@@ -76,6 +76,19 @@ def account_grants(engine: Any, s: S.Session, now_ms: int) -> bool:
     )
 
 
+def push_sources(url: str, host: str) -> list[str]:
+    """CSP ``connect-src`` entries for the push server (``push.url``): none for the page's
+    own origin, the page's host on that port for ":PORT", else the URL's origin."""
+    url = url.strip().rstrip("/")
+    if not url:
+        return []
+    if url.startswith(":") and url[1:].isdigit():
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return [f"http://{name}{url}", f"https://{name}{url}"]
+    parts = urlparse(url)
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
+
+
 def secret_key(settings: Settings) -> str:
     if settings.auth.secret_key:
         return settings.auth.secret_key
@@ -489,9 +502,11 @@ class Guard:
         tiles = urlparse(self.settings.dashboard.tile_url)
         tile_src = f" {tiles.scheme}://{tiles.netloc.split('{')[0]}*" if tiles.netloc else ""
         scripts = " ".join(["'self'", *self.csp_hashes()])
+        connect = " ".join(["'self'", *push_sources(self.settings.push.url, request.host)])
         resp.headers["Content-Security-Policy"] = (
             f"default-src 'self'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
-            f"img-src 'self' data: blob:{tile_src}; connect-src 'self'; font-src 'self' data:; "
+            f"img-src 'self' data: blob:{tile_src}; connect-src {connect}; "
+            "font-src 'self' data:; "
             f"object-src 'none'; base-uri 'self'; form-action 'self'; "
             f"frame-ancestors {a.frame_ancestors}"
         )

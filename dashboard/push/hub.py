@@ -190,11 +190,13 @@ class Hub:
         return sid if isinstance(sid, str) and sid else None
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """No Origin (not a browser's cross-origin request), the same origin, or listed."""
+        """No Origin (not a browser's cross-origin request), a page of the same host (any
+        port: the session cookie is the host's, whatever the port), or a listed origin."""
         if not origin:
             return True
         o = origin.rstrip("/")
-        return o in self.origins or urlparse(o).netloc == (host or "")
+        theirs = urlparse(o).hostname
+        return o in self.origins or (bool(theirs) and theirs == urlparse(f"//{host}").hostname)
 
     def decide(self, s: S.Session | None, query: Query) -> Decision:
         """The right to a stream: the session's role may open the page and see its area

@@ -30,7 +30,7 @@ RETRY_MS = 2000  # the browser reconnects after this long when a stream drops
 
 def _cors(hub: Hub, request: Request) -> dict[str, str]:
     origin = request.headers.get("origin", "").rstrip("/")
-    if origin and origin in hub.origins:
+    if origin and hub.origin_allowed(origin, request.headers.get("host")):
         return {
             "Access-Control-Allow-Origin": origin,
             "Access-Control-Allow-Credentials": "true",
