@@ -114,7 +114,9 @@
       }
     }
     if (!this.es && t >= this.retryAt) { this.open(); }
-    if (!this.stale && t - this.updated > SILENT_TICKS * period) {
+    // stale: the stream has worked on this page, and neither it nor polling updates it now
+    // (a page without a push server keeps the polling callback's own stale handling)
+    if (!this.stale && this.pushes > 0 && t - this.updated > SILENT_TICKS * period) {
       this.stale = true;
       var text = ((this.cfg && this.cfg.stale) || "%T%").replace("%T%", hhmmss(this.lastMs, this.cfg && this.cfg.tz));
       try {
