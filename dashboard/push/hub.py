@@ -238,9 +238,10 @@ class Hub:
         if page not in self.deps:
             try:
                 raw = await asyncio.to_thread(self._get, "/_dash-dependencies", cookie)
-            except OSError:
+                deps = json.loads(raw)
+            except (OSError, ValueError):  # down, or not answering as Dash (a login page)
                 return None
-            found = refresh_callback(page, json.loads(raw))
+            found = refresh_callback(page, deps) if isinstance(deps, list) else None
             if found is None:
                 return None
             self.deps[page] = found
