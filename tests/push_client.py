@@ -22,7 +22,7 @@ class SseStream:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     chunked: bool = False
-    buf: bytes = b""
+    buf: bytearray = field(default_factory=bytearray)
     ended: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -47,11 +47,14 @@ class SseStream:
     async def next(self) -> Event | None:
         """The next event (comments and the retry line skipped); None when it closed."""
         while True:
-            while b"\n\n" not in self.buf:
+            seen = 0
+            while (end := self.buf.find(b"\n\n", seen)) < 0:
+                seen = max(0, len(self.buf) - 1)  # search only what is new
                 if self.ended or not await self._more():
                     self.ended = True
                     return None
-            block, self.buf = self.buf.split(b"\n\n", 1)
+            block = bytes(self.buf[:end])
+            del self.buf[: end + 2]
             ev = Event("message", "", b"")
             datas = []
             for line in block.split(b"\n"):

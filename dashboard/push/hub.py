@@ -295,9 +295,9 @@ class Hub:
             if tick == last:
                 continue
             last = tick
-            try:
-                await self.recheck(tick)
-                await asyncio.gather(*(self._build(s, tick) for s in list(self.streams.values())))
+            try:  # the sessions are re-checked while the tick is built; nothing is sent before
+                builds = (self._build(s, tick) for s in list(self.streams.values()))
+                await asyncio.gather(self.recheck(tick), *builds)
             except Exception:  # a Redis or web server blip: the next tick tries again
                 log.warning("push tick %s failed", tick, exc_info=True)
 
@@ -320,6 +320,7 @@ class Hub:
         now_ms = int(self.clock() * 1000)
         found = self.sessions.load_many([v.sid for v in viewers], now_ms)
         fresh: dict[str, S.Session | None] = {}
+        used: list[S.Session] = []
         for sid, s in found.items():
             if s is None:
                 fresh[sid] = None
@@ -330,7 +331,8 @@ class Hub:
                     self.sessions.end_user(s.username)
                     fresh[sid] = None
             else:
-                fresh[sid] = self.sessions.seen(s, now_ms)  # an open stream is a used session
+                used.append(s)
+        fresh.update(self.sessions.seen_many(used, now_ms))  # an open stream is a used session
         closed = []
         for v in viewers:
             grant = self.decide(fresh.get(v.sid), v.query)

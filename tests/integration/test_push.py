@@ -67,7 +67,7 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         r = redis.Redis.from_url(redis_url)
         engine = open_engine(db)
         clock = Clock(MOMENTS[0].ms)
-        fill(settings, city, r, engine, clock.now_ms)
+        fill(settings, city, r, engine, clock.now_ms, minutes=5)
         app = create_app(settings, city=city, r=r, clock=clock)
         web = make_server("127.0.0.1", 0, app.server, threaded=True)
         threading.Thread(target=web.serve_forever, daemon=True).start()
