@@ -150,6 +150,11 @@
   function follow(page, ids, cfg, params, last) {
     var nu = dc().no_update;
     if (!cfg || typeof window.EventSource === "undefined") { return nu; }
+    // a page viewing a past moment (?at=…) shows no live ticks: it keeps its own callbacks
+    if (/[?&]at=/.test(window.location.search)) {
+      if (streams[page]) { streams[page].close(); delete streams[page]; }
+      return nu;
+    }
     var q = query(params);
     var s = streams[page];
     if (!s || s.url !== base(cfg) + "/push/" + page + "?" + q) {
