@@ -256,6 +256,8 @@ async def _push_run(e: PushEnv) -> dict[str, Any]:
         "cpu": cpu,
         "dur": dur,
         "open": len(good),
+        "bytes": max(sizes, default=0),
+        "first": sorted(firsts.values()),
     }
 
 
