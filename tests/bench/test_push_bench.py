@@ -339,6 +339,7 @@ def test_thousand_viewers_push_then_polling(push_env: PushEnv) -> None:
         payload_bytes=pushed["bytes"],
         first_viewer_ms_median=median(pushed["first"]) if pushed["first"] else None,
         cpu_count=os.cpu_count(),
+        loadavg_1m=os.getloadavg()[0],  # other work on the machine shows here
         note="the 1,000 clients run in the bench process, on the same 2 CPUs",
     )
     bench(
