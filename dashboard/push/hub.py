@@ -334,8 +334,16 @@ class Hub:
                 used.append(s)
         fresh.update(self.sessions.seen_many(used, now_ms))  # an open stream is a used session
         closed = []
+        decided: dict[tuple[str, str, str, str], Decision] = {}  # viewers share a few
         for v in viewers:
-            grant = self.decide(fresh.get(v.sid), v.query)
+            s = fresh.get(v.sid)
+            if s is None:
+                closed.append(v)
+                continue
+            what = (s.role, s.scope, v.query.page, v.query.area)
+            grant = decided.get(what)
+            if grant is None:
+                grant = decided[what] = self.decide(s, v.query)
             if not grant.granted or grant.data_class != v.grant.data_class:
                 closed.append(v)
         return closed
