@@ -3,9 +3,10 @@
 
 From the rules (README "Live push", "Privacy"):
 
-* viewers of the same data get each tick over their stream; a tick is serialised once for
-  all of them (the web server's instrumented ``ResponseCache.built``), and a poller of the
-  same tick is served those bytes;
+* viewers of the same data get each tick over their stream, on one push process or
+  another (two push servers here, sharing ticks through Redis pub/sub); a tick is
+  serialised once for all of them (the web server's instrumented ``ResponseCache.built``),
+  and a poller of the same tick is served those bytes;
 * the right to the area is decided on connect: a viewer outside the scope, or without a
   session, is refused and never receives a panel;
 * the right is re-checked before every tick sent: a revoked session's stream is closed at
@@ -53,6 +54,7 @@ class World:
     app: Any
     clock: Clock
     push_port: int
+    other_port: int  # a second push server on the same Redis
     district: str
     elsewhere: str
     refresh_ms: int
@@ -80,9 +82,14 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         )
         push = PushServer(create_push(push_settings, city=city, engine=engine, clock=clock), port)
         push.start()
+        other_port = free_port("127.0.0.1")
+        other = create_push(push_settings, city=city, engine=engine, clock=clock)
+        second = PushServer(other, other_port).start()
         district = city.children(city.city_id)[0]
         elsewhere = city.children(city.city_id)[1]
-        yield World(app, clock, port, district, elsewhere, int(settings.dashboard.refresh_s * 1000))
+        refresh_ms = int(settings.dashboard.refresh_s * 1000)
+        yield World(app, clock, port, other_port, district, elsewhere, refresh_ms)
+        second.stop()
         push.stop()
         web.shutdown()
         engine.dispose()
@@ -99,9 +106,9 @@ def built(w: World) -> int:
     return rc.built
 
 
-async def connect(w: World, cookie: str, area: str) -> SseStream:
+async def connect(w: World, cookie: str, area: str, port: int = 0) -> SseStream:
     return await open_stream(
-        "127.0.0.1", w.push_port, f"/push/pan?area={area}&metric=online&lang=zh-CN", cookie
+        "127.0.0.1", port or w.push_port, f"/push/pan?area={area}&metric=online&lang=zh-CN", cookie
     )
 
 
@@ -121,7 +128,7 @@ def test_two_viewers_get_each_tick_from_one_serialisation(world: World) -> None:
     async def run() -> None:
         before = built(w)
         s1 = await connect(w, a, w.district)
-        s2 = await connect(w, b, w.district)
+        s2 = await connect(w, b, w.district, w.other_port)  # on the other push process
         assert (s1.status, s2.status) == (200, 200)
         assert s1.headers["content-type"].startswith("text/event-stream")
         id1, p1 = await next_tick(s1)
