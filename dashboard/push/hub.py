@@ -24,8 +24,8 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadSignature
 
-from dashboard.auth import Decision, decision_for
-from dashboard.guard import account_grants, secret_key
+from dashboard.auth import Decision, decision_for, safe_text
+from dashboard.guard import Guard, account_grants, secret_key
 from dashboard.push.spec import KIND, PAGES, Query, refresh_callback, request_body, tick_of
 from dashboard.responses import (
     SLOT_HEADER,
@@ -35,7 +35,7 @@ from dashboard.responses import (
     slot_of,
     stream_of,
 )
-from pipelines.access import policy
+from pipelines.access import audit, policy
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
 from pipelines.settings import Settings
@@ -127,6 +127,8 @@ class Hub:
         signer = SecureCookieSessionInterface().get_signing_serializer(flask)
         assert signer is not None  # a secret key is set
         self.cookies = signer
+        # the dashboard's rate limit of denial audits (one window per user, shared)
+        self.guard = Guard(settings, city, self.rs, engine, csp_hashes=list, clock=clock)
         self.cookie_age = int(flask.permanent_session_lifetime.total_seconds())
         d = settings.dashboard
         host = "127.0.0.1" if d.host in ("0.0.0.0", "::", "") else d.host
@@ -208,7 +210,12 @@ class Hub:
         return decision_for(s.role, s.scope, query.area, KIND, self.city)
 
     async def connect(
-        self, page: str, params: dict[str, str], cookie: str, sid_cookie: str | None
+        self,
+        page: str,
+        params: dict[str, str],
+        cookie: str,
+        sid_cookie: str | None,
+        client: str = "",
     ) -> Viewer | Refusal:
         """A new viewer once its session grants the area; else the refusal (nothing read)."""
         query = Query.parse(page, params)
@@ -224,7 +231,11 @@ class Hub:
             return Refusal(503, "session store unreachable")
         grant = self.decide(found[sid], query)
         if not grant.granted:
-            return Refusal(401 if found[sid] is None else 403, grant.why)
+            s = found[sid]
+            if s is None:
+                return Refusal(401, grant.why)
+            await asyncio.to_thread(self._audit_denied, s, query, grant.why, client)
+            return Refusal(403, grant.why)
         callback = await self._callback(page, cookie)
         if callback is None:
             return Refusal(503, "the web server is not answering")
@@ -232,6 +243,30 @@ class Hub:
         stream = await self._join(viewer, str(callback["output"]))
         await self._first(viewer, stream)
         return viewer
+
+    def _audit_denied(self, s: S.Session, query: Query, why: str, client: str) -> None:
+        """``denied`` in the audit log, as the dashboard records a refused callback (at
+        most ``auth.denied_audit_per_minute`` per user, the same window)."""
+        per_minute = self.settings.auth.denied_audit_per_minute
+        if self.guard.rate_limited(f"denied:{s.username}", per_minute):
+            return
+        detail = {
+            "ip": client,
+            "why": safe_text(why),
+            "kind": KIND,
+            "callback": f"push:{query.page}",
+        }
+        with contextlib.suppress(Exception):  # a down audit store must not stop the server
+            audit.record(
+                self.engine,
+                actor=s.username,
+                role=s.role,
+                scope=s.scope,
+                action="denied",
+                target=safe_text(query.area),
+                detail=detail,
+                now_ms=int(self.clock() * 1000),
+            )
 
     async def _callback(self, page: str, cookie: str) -> dict[str, Any] | None:
         """The page's refresh callback from the web server's dependencies (once)."""

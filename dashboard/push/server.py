@@ -17,6 +17,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from dashboard.push.hub import CLOSE, COOKIE, Hub, Refusal, Viewer
+from pipelines.access import audit
 from pipelines.city.geography import City
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
@@ -69,8 +70,11 @@ def create_app(
         from pipelines.cli.runtime import load_city
 
         city = load_city(settings)
-    if engine is None:
-        engine = store.make_engine(settings.database_url, settings.database.schema or None)
+    if engine is None:  # keyed like the dashboard's: refusals go into the audit chain
+        engine = audit.keyed(
+            store.make_engine(settings.database_url, settings.database.schema or None),
+            audit.key_for(settings),
+        )
     hub = Hub(settings, city, engine, clock=clock)
 
     async def stream(request: Request) -> Response:
@@ -83,6 +87,7 @@ def create_app(
             dict(request.query_params),
             request.headers.get("cookie", ""),
             request.cookies.get(COOKIE),
+            request.client.host if request.client else "",
         )
         if isinstance(got, Refusal):
             return PlainTextResponse(got.why, status_code=got.status, headers=cors)

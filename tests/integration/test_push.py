@@ -31,6 +31,7 @@ from dashboard import ids
 from dashboard.app import create_app
 from dashboard.push.server import create_app as create_push
 from dashboard.responses import EXTENSION, ResponseCache
+from pipelines.access import audit
 from pipelines.city.geography import City, demo_city
 from pipelines.gateway.server import free_port
 from tests.clock import MOMENTS, Clock
@@ -57,6 +58,7 @@ class World:
     other_port: int  # a second push server on the same Redis
     district: str
     elsewhere: str
+    engine: Any
     refresh_ms: int
 
 
@@ -88,7 +90,7 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         district = city.children(city.city_id)[0]
         elsewhere = city.children(city.city_id)[1]
         refresh_ms = int(settings.dashboard.refresh_s * 1000)
-        yield World(app, clock, port, other_port, district, elsewhere, refresh_ms)
+        yield World(app, clock, port, other_port, district, elsewhere, engine, refresh_ms)
         second.stop()
         push.stop()
         web.shutdown()
@@ -168,6 +170,10 @@ def test_a_viewer_without_the_right_is_refused_and_gets_nothing(world: World) ->
         forged = await connect(w, "wg_session=eyJzaWQiOiJ4In0.forged.sig", w.district)
         assert forged.status == 401
         assert built(w) == before  # nothing built for a refusal
+        # the refusal is audited as the dashboard audits a refused callback
+        denied = audit.query(w.engine, actor="push-x", action="denied")
+        assert denied.height == 1 and denied["target"][0] == w.district
+        assert json.loads(denied["detail"][0])["callback"] == "push:pan"
         # the same viewer on its own district is served
         own = await connect(w, outsider, w.elsewhere)
         assert own.status == 200
