@@ -95,6 +95,7 @@ def _shell(settings: Settings) -> Any:
             [
                 dcc.Location(id=ids.URL, refresh="callback-nav"),
                 dcc.Store(id=ids.LANG, data=lang),
+                dcc.Store(id=ids.PUSH, data=push_config(settings, lang)),
                 header,
                 html.Div(dash.page_container, className="" if wall else "wg-main"),
             ],
@@ -103,6 +104,21 @@ def _shell(settings: Settings) -> Any:
         )
 
     return layout
+
+
+def push_config(settings: Settings, lang: str) -> dict[str, Any] | None:
+    """What ``assets/wangge_push.js`` needs: the push server's base URL ("" the page's
+    origin, ":PORT" the page's host on that port), the tick and the stale mark's words;
+    None when push is off (the pages poll)."""
+    p = settings.push
+    if not p.enabled:
+        return None
+    return {
+        "url": p.url.rstrip("/"),
+        "refresh_ms": int(settings.dashboard.refresh_s * 1000),
+        "stale": t("fresh.stale", lang, t="%T%"),
+        "tz": settings.live.timezone,
+    }
 
 
 def _opens(role: str | None, href: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 URL = "url"
 LANG = "shell-lang"
 FRESH = "shell-fresh"
+PUSH = "shell-push"  # live push: where the streams are (assets/wangge_push.js)
 
 # panorama
 P_AREA = "pan-area"

@@ -300,6 +300,20 @@ class AssessmentSettings:
 
 
 @dataclass(frozen=True)
+class PushSettings:
+    """Live push (dashboard/push/): one event stream per browser tab."""
+
+    enabled: bool = True  # pages open a push stream; off: polling only
+    host: str = "127.0.0.1"
+    port: int = 8052
+    url: str = ""  # where browsers reach it: "" → the page's own origin (a proxy's /push)
+    allow_origins: str = ""  # comma-separated page origins allowed cross-origin ("" → none)
+    dashboard_url: str = ""  # where it asks the web server for a tick ("" → dashboard.host:port)
+    workers: int = 1  # uvicorn worker processes
+    heartbeat_s: float = 15.0  # an SSE comment this often keeps proxies from closing streams
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """The ingest gateway (pipelines/gateway/): phones (OsmAnd), hotlines (Open311 and a
     JSON batch API) and cameras (Frigate over MQTT or HTTP) → the feeds' streams.
@@ -370,6 +384,7 @@ class Settings:
     run: RunSettings = field(default_factory=RunSettings)
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    push: PushSettings = field(default_factory=PushSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 

@@ -27,7 +27,7 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
-from pipelines.cli.web import ChildServer, DashboardProcess, shape
+from pipelines.cli.web import ChildServer, DashboardProcess, PushProcess, shape
 from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
@@ -343,13 +343,19 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 )
         log_path = console.request_log(s)
         verbose = bool(getattr(args, "verbose", False))
-        server = DashboardProcess.start(s, args.port, log_path, verbose)
+        push_port = PushProcess.choose_port(s) if s.push.enabled else 0
+        # the pages reach the push server on their own host (":PORT") unless push.url says
+        push_url = (s.push.url or f":{push_port}") if push_port else ""
+        server = DashboardProcess.start(s, args.port, log_path, verbose, push_url=push_url)
         workers, threads = shape(s.dashboard)
         print(
             f"  web       gunicorn, {workers} workers × {threads} threads"
             " (dashboard/gunicorn_conf.py)",
             flush=True,
         )
+        push = PushProcess.start(s, push_port, server.url) if push_port else None
+        if push is not None:
+            print(f"  push      {push.url}push/ (live ticks over SSE; pages poll if it is down)")
         if not server.wait_ready():
             log.warning("the dashboard server is not answering yet (see the lines above)")
         url = server.url
@@ -369,9 +375,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 sup.poll()
                 gateway.poll()
                 server.poll()
+                if push is not None:
+                    push.poll()
         finally:
             print("stopping…", flush=True)
             console.remove_run_file(s)
+            if push is not None:
+                push.stop()
             server.stop()
             gateway.stop()
             sup.stop()

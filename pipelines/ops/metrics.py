@@ -29,6 +29,7 @@ import hashlib
 import ipaddress
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -77,8 +78,19 @@ class Metrics:
     gateway_seconds: Any
 
 
-@functools.cache
+_METRICS_LOCK = threading.Lock()
+
+
 def _metrics() -> Metrics:
+    """The process's metrics, registered once: the first requests of a fresh gunicorn
+    worker arrive on several threads at once, and a second registration of the same
+    names raises (a killed worker's replacement answered 500s until this lock)."""
+    with _METRICS_LOCK:
+        return _registered()
+
+
+@functools.cache
+def _registered() -> Metrics:
     from prometheus_client import Counter, Histogram
 
     b = LATENCY_BUCKETS

@@ -153,3 +153,16 @@ def outputs(b: Any, grant: auth.Decision, metric: str, lang: str, size: int) -> 
         title,
         panel["now_ms"],
     )
+
+
+# Live push (assets/wangge_push.js, dashboard/push/): the wall's stream, reopened when its
+# area or size changes; reconnects by itself, polls while it is down, marks stale data.
+dash.clientside_callback(
+    ClientsideFunction(namespace="wangge_push", function_name="wall"),
+    Output(ids.W_TICK, "disabled"),
+    Input(ids.W_AREA, "data"),
+    Input(ids.W_VH, "data"),
+    Input(ids.W_LAST, "data"),
+    State(ids.LANG, "data"),
+    State(ids.PUSH, "data"),
+)
