@@ -123,10 +123,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wall.view.best": ("综合得分前十", "Top ten by score"),
     "wall.view.worst": ("综合得分后十", "Bottom ten by score"),
     "wall.view.period": ("考核周期 {period}", "Period {period}"),
-    "wall.view.today_note": (
-        "今日处置概览（实时汇总，月度考核得分请登录查看）",
-        "Today's handling (live totals; sign in for the monthly scores)",
-    ),
+    "wall.view.today_note": ("今日处置概览（实时汇总）", "Today's handling (live totals)"),
+    "wall.view.no_overdue": ("当前无超期事件", "No overdue incidents"),
+    "wall.of_closed": ("{n} 件结案", "of {n} closed"),
     "wall.view.overdue_rank": ("超期事件最多", "Most overdue incidents"),
     "wall.view.open_rank": ("在办事件最多", "Most open incidents"),
     "wall.rdesc.threshold": ("事件数超过设定阈值", "incidents above the set threshold"),
@@ -134,10 +133,16 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wall.rdesc.sla": ("事件处置超过规定时限", "incidents past their handling deadline"),
     "wall.rdesc.patrol_gap": ("网格长时间无人巡查", "grids left unpatrolled too long"),
     "wall.rdesc.video_cluster": ("同一区域视频告警聚集", "video alerts clustering in one place"),
-    "wall.rdesc.recurrence": ("同类事件在同一地点反复发生", "the same problem recurring in one place"),
+    "wall.rdesc.recurrence": (
+        "同类事件在同一地点反复发生",
+        "the same problem recurring in one place",
+    ),
     "wall.rdesc.left_grid": ("网格员离开责任网格", "a worker left their own grid"),
     "wall.rdesc.idle": ("网格员长时间静止", "a worker has not moved for too long"),
-    "wall.rdesc.system": ("数据管道停滞，大屏数据可能滞后", "a data pipeline stalled: figures may lag"),
+    "wall.rdesc.system": (
+        "数据管道停滞，大屏数据可能滞后",
+        "a data pipeline stalled: figures may lag",
+    ),
     "wall.rdesc.fusion": ("多个来源同时指向同一情况", "several sources point at one situation"),
     "wall.noscope.title": ("大屏区域不在当前城市", "This screen's area is not in this city"),
     "wall.noscope.body": (

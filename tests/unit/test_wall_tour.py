@@ -90,6 +90,7 @@ def test_views_and_url_override(city: City) -> None:
     assert Q.plan_of(home, "panorama,work", 10, 20, "30").area_dwell_s == 30
     assert Q.plan_of(home, "", 10, 20, "15").views == ("panorama",)  # ?tour=N turns it on
     assert Q.plan_of(home, "work", 10, 20, "x") == Q.Plan(home, ("work",), 10, 20)
+    assert Q.Plan.of_json({"metric": "evil", "views": "work"}, home).metric == "open"
     assert Q.plan_of(home, "work", 10, 20, "0.1").area_dwell_s == Q.MIN_DWELL_S
     no_tour = Q.plan_of(home, "", 10, 20, None)
     assert Q.stops_of(city, no_tour) == [Q.Stop("panorama", home)]
@@ -137,8 +138,12 @@ def test_takeover_picks_the_newest_unacknowledged_red_inside(city: City) -> None
     ]
     got = Q.takeover(items, city, d1)
     assert got is not None and got["id"] == "new" and got["area_id"] == d1
+    assert got["focus"] == d1  # its parent (the city) is outside a district wall
     assert got["waiting"] == 1 and got["key"] == Q.take_key("new") != "new"
     assert Q.takeover(items, city, d2)["id"] == "outside"  # type: ignore[index]
+    older = Q.takeover(items[:1], city, d1)
+    assert older is not None and older["focus"] == d1  # a street's warning: its district
+    assert Q.takeover(items, city, city.city_id)["focus"] == city.city_id  # type: ignore[index]
     assert Q.takeover([warning("x", s1, status="dispatched")], city, d1) is None
     assert Q.takeover([], city, d1) is None
 
@@ -149,10 +154,12 @@ def test_takeover_holds_the_tour_and_resumes_where_it_was(city: City) -> None:
     stop, state = Q.step(stops, state, None, advance=True)
     assert stop == stops[2]
     grid = city.ids("grid")[3]
-    take = {"key": "k1", "area_id": grid}
+    street = city.ancestors(grid)[1]
+    take = Q.takeover([warning("w", grid)], city, city.city_id)
+    assert take is not None and take["focus"] == street  # the grid among its street's grids
     for advance in (False, True, True):  # dwell ticks during the takeover do not move it
         shown, state = Q.step(stops, state, take, advance)
-        assert shown == Q.Stop("panorama", grid) and state["take"] == "k1"
+        assert shown == Q.Stop("panorama", street) and state["take"] == take["key"]
     shown, state = Q.step(stops, state, None, advance=True)  # acknowledged
     assert shown == stops[2] and state["take"] is None  # the stop it held, shown again
     shown, state = Q.step(stops, state, None, advance=True)

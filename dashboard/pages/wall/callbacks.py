@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 import dash
-from dash import ClientsideFunction, Input, Output, State, ctx, html, no_update
+from dash import ClientsideFunction, Input, Output, State, html, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
@@ -202,7 +202,7 @@ def may_acknowledge(city: Any, area_id: str) -> bool:
     prevent_initial_call=True,
 )
 def tour(
-    _tour_n: int,
+    _tour_n: int | None,
     _tick_n: int,
     plan_data: dict[str, Any],
     stop_state: dict[str, Any],
@@ -224,11 +224,17 @@ def tour(
         return (no_update,) * 7
     take = alerts["take"] if b.settings.wall.takeover else None
     stops = Q.stops_of(b.city, plan, alerts["reds"]) if plan.views else Q.stops_of(b.city, plan)
-    advance = ctx.triggered_id == ids.W_TOUR_TICK and bool(plan.views)
+    # the dwell ran out when the tour's own tick moved since the last step (both ticks may
+    # arrive in one request: the count says it, whichever Dash names as the trigger)
+    ticks = _tour_n if isinstance(_tour_n, int) else 0
+    last = stop_state.get("n") if isinstance(stop_state, dict) else None
+    advance = bool(plan.views) and ticks != (last if isinstance(last, int) else 0)
     stop, state = Q.step(stops, stop_state, take, advance)
-    state |= {"view": stop.view, "area": stop.area}
+    state |= {"view": stop.view, "area": stop.area, "n": ticks}
     area, metric = _wall_state(area_state)
-    new_area = {"area": stop.area, "metric": metric} if stop.area != area else no_update
+    shown = "warning" if take is not None else plan.metric  # a takeover: warning levels
+    moved = (stop.area, shown) != (area, metric)
+    new_area = {"area": stop.area, "metric": shown} if moved else no_update
     ms = int(Q.dwell_s(stop, plan) * 1000)
     if take is None:
         card: Any = []
@@ -236,7 +242,8 @@ def tour(
         ack: dict[str, str] = {"display": "none"}
     else:
         now, tz = b.now_ms(), b.settings.live.timezone
-        card = V.takeover_card(take, b.area_names, now, tz, lang)
+        path = [b.area_names.get(a, a) for a in b.city.ancestors(str(take["area_id"]))[1:-1]]
+        card = V.takeover_card(take, b.area_names, path[::-1], now, tz, lang)
         side = V.takeover_side(take, lang)
         ack = {} if may_acknowledge(b.city, str(take["area_id"])) else {"display": "none"}
     return (
@@ -252,22 +259,27 @@ def tour(
 
 @dash.callback(
     Output(ids.W_VIEW, "children"),
+    Output(ids.W_VIEW, "className"),
     Input(ids.W_STOP, "data"),
     Input(ids.W_TICK, "n_intervals"),
     State(ids.W_TOUR, "data"),
     State(ids.LANG, "data"),
     prevent_initial_call=True,
 )
-def view_panel(stop_state: dict[str, Any], _n: int, plan_data: dict[str, Any], lang: str) -> Any:
-    """The carousel's view other than the panorama, for the wall's (checked) area."""
+def view_panel(
+    stop_state: dict[str, Any], _n: int, plan_data: dict[str, Any], lang: str
+) -> tuple[Any, Any]:
+    """The carousel's view other than the panorama, for the wall's (checked) area. Its
+    class names the view it holds: the wall shows it only under that view (never the
+    previous view's content while the next one is on its way)."""
     view = stop_state.get("view") if isinstance(stop_state, dict) else None
     if view not in ("warnings", "work", "assessment") or stop_state.get("take"):
-        return no_update
+        return no_update, no_update
     b = current()
     lang = L.lang_of(lang)
     grant = _home_grant(plan_data)
     if grant is None:
-        return no_update
+        return no_update, no_update
     area = view_of(b.city, grant.area_id)
     head = html.Div(
         [
@@ -279,8 +291,8 @@ def view_panel(stop_state: dict[str, Any], _n: int, plan_data: dict[str, Any], l
     try:
         body = _view_body(b, grant, str(view), lang)
     except L.BACKEND_ERRORS:
-        return no_update
-    return [head, *body]
+        return no_update, no_update
+    return [head, *body], f"wall-view wall-view-{view}"
 
 
 def _view_body(b: Backend, grant: auth.Decision, view: str, lang: str) -> list[Any]:
@@ -304,12 +316,13 @@ def _view_body(b: Backend, grant: auth.Decision, view: str, lang: str) -> list[A
         (names.get(a, a), float(o), float(op), float(r))
         for a, o, op, r in zip(kids, per["overdue"], per["open"], per["reports"], strict=True)
     ]
-    return V.assessment_view(score_rows, label, today, lang)
+    return V.assessment_view(score_rows, label, today, snap["kpi"], lang)
 
 
 def _scores(b: Backend, grant: auth.Decision, lang: str) -> tuple[Any, str]:
     """This month's scorecard of the areas below the wall's, where the viewer may see
-    scorecards (a person signed in); (None, "") for a kiosk (aggregates only)."""
+    scorecards (a person signed in); (None, "") for a kiosk (aggregates only) or while
+    nothing is scored yet."""
     if not auth.may_see("scorecards"):
         return None, ""
     from dashboard.pages.assessment import queries as A
@@ -323,6 +336,8 @@ def _scores(b: Backend, grant: auth.Decision, lang: str) -> tuple[Any, str]:
     rows = sorted(
         (r for r in shown.rows if r.get("score") is not None), key=lambda r: -float(r["score"])
     )
+    if not rows:  # nothing scored yet this period: today's handling instead
+        return None, ""
     label = t("wall.view.period", lang, period=view.period.key)
     return rows, label
 

@@ -160,11 +160,13 @@ def assessment_view(
     score_rows: Sequence[Mapping[str, Any]] | None,
     period_label: str,
     today: Sequence[tuple[str, float, float, float]],
+    kpi: Mapping[str, Any],
     lang: str,
 ) -> list[Any]:
     """监督考核 on the wall: the period's scorecard ranking where the viewer may see
-    scorecards, else (a kiosk sees aggregates only) today's handling per child area:
-    (name, overdue, open, reports)."""
+    scorecards, else (a kiosk sees aggregates only) today's handling: the area's totals
+    and, per child area (name, overdue, open, reports), where incidents are overdue or
+    still open."""
     if score_rows is not None:
         rows = [
             (str(r["name"]), float(r["score"]), f"{float(r['score']):.1f}")
@@ -182,25 +184,33 @@ def assessment_view(
                 className="wall-two wall-grow",
             ),
         ]
-    worst = sorted(today, key=lambda r: (-r[1], -r[2], r[0]))
+    overdue = sorted((r for r in today if r[1] > 0), key=lambda r: (-r[1], -r[2], r[0]))
+    still = sorted((r for r in today if r[2] > 0), key=lambda r: (-r[2], r[0]))
+    tiles = [
+        _big(t("kpi.reports", lang), fmt_int(kpi.get("reports"))),
+        _big(t("kpi.resolved", lang), fmt_int(kpi.get("resolved"))),
+        _big(t("kpi.overdue", lang), fmt_int(kpi.get("overdue")), cls="lv-red"),
+        _big(
+            t("kpi.grid_share", lang),
+            fmt_pct(kpi.get("grid_share")),
+            t("wall.of_closed", lang, n=fmt_int(kpi.get("closed"))),
+        ),
+    ]
+    late = [(n, o, fmt_int(o)) for n, o, _, _ in overdue[:10]]
     return [
         html.Div(t("wall.view.today_note", lang), className="wall-sub"),
+        html.Div(tiles, className="wall-bigs"),
         html.Div(
             [
                 _card(
                     t("wall.view.overdue_rank", lang),
-                    ranked_bars([(n, o, fmt_int(o)) for n, o, _, _ in worst[:10]], lang, "bad"),
+                    ranked_bars(late, lang, "bad")
+                    if late
+                    else html.Div(t("wall.view.no_overdue", lang), className="wall-none"),
                 ),
                 _card(
                     t("wall.view.open_rank", lang),
-                    ranked_bars(
-                        [
-                            (n, op, fmt_int(op))
-                            for n, _, op, _ in sorted(today, key=lambda r: (-r[2], r[0]))[:10]
-                        ],
-                        lang,
-                        "warm",
-                    ),
+                    ranked_bars([(n, op, fmt_int(op)) for n, _, op, _ in still[:10]], lang, "warm"),
                 ),
             ],
             className="wall-two wall-grow",
@@ -209,14 +219,21 @@ def assessment_view(
 
 
 def takeover_card(
-    take: Mapping[str, Any], names: Mapping[str, str], now_ms: int, tz: str, lang: str
+    take: Mapping[str, Any],
+    names: Mapping[str, str],
+    path: Sequence[str],
+    now_ms: int,
+    tz: str,
+    lang: str,
 ) -> list[Any]:
-    """The takeover's main card: 红色预警, the place, the rule in words, since when."""
+    """The takeover's main card: 红色预警, the place (under its district and street,
+    ``path``), the rule in words, since when."""
     name, words = rule_words(str(take["rule"]), lang)
     area = names.get(str(take["area_id"]), str(take["area_id"]))
     first = int(take["first_ms"])
     out: list[Any] = [
         html.Div(f"⚠ {t('wall.red', lang)}", className="wall-take-head"),
+        html.Div(" › ".join(path), className="wall-take-path"),
         html.Div(area, className="wall-take-place"),
         html.Div(name, className="wall-take-rule"),
         html.Div(words, className="wall-take-words"),

@@ -76,7 +76,7 @@ def layout(
         return _message(t("notfound.title", lang), t("notfound.body", lang, id=area_id), lang)
     metric = metric if metric in METRICS else "open"
     w = b.settings.wall
-    plan = Q.plan_of(view.area_id, w.tour, w.area_dwell_s, w.dwell_s, tour)
+    plan = Q.plan_of(view.area_id, w.tour, w.area_dwell_s, w.dwell_s, tour, metric)
     first = Q.Stop("panorama", view.area_id)
     s = b.settings.dashboard
     row = b.city.area(view.area_id) or {"lon": 0.0, "lat": 0.0}

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dashboard.pages.panorama.queries import tour_areas
+from dashboard.pages.panorama.queries import METRICS, tour_areas
 from pipelines.access import accounts
 from pipelines.city.geography import City
 
@@ -36,6 +36,7 @@ class Plan:
     views: tuple[str, ...]  # empty: no tour (the panorama of ``home`` stays)
     area_dwell_s: float
     page_dwell_s: float
+    metric: str = "open"  # the map's colouring on the tour (a takeover shows warning levels)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class Plan:
             "views": list(self.views),
             "area_s": self.area_dwell_s,
             "page_s": self.page_dwell_s,
+            "metric": self.metric,
         }
 
     @classmethod
@@ -51,7 +53,14 @@ class Plan:
         area is the one the caller checked, never the store's."""
         got = data if isinstance(data, Mapping) else {}
         views = parse_views(got.get("views") or ())
-        return cls(home, views, _dwell(got.get("area_s"), 12.0), _dwell(got.get("page_s"), 20.0))
+        metric = got.get("metric")
+        return cls(
+            home,
+            views,
+            _dwell(got.get("area_s"), 12.0),
+            _dwell(got.get("page_s"), 20.0),
+            metric if metric in METRICS else "open",
+        )
 
 
 def _dwell(value: object, default: float) -> float:
@@ -76,7 +85,12 @@ def parse_views(value: object) -> tuple[str, ...]:
 
 
 def plan_of(
-    home: str, tour_setting: str, area_dwell_s: float, page_dwell_s: float, url_tour: str | None
+    home: str,
+    tour_setting: str,
+    area_dwell_s: float,
+    page_dwell_s: float,
+    url_tour: str | None,
+    metric: str = "open",
 ) -> Plan:
     """The wall's plan from ``[wall]`` and the URL: ``?tour=0`` stops the tour,
     ``?tour=SECONDS`` sets the area dwell (anything else: the settings)."""
@@ -93,7 +107,7 @@ def plan_of(
             else:
                 area_s = max(MIN_DWELL_S, asked)
                 views = views or ("panorama",)
-    return Plan(home, views, area_s, _dwell(page_dwell_s, 20.0))
+    return Plan(home, views, area_s, _dwell(page_dwell_s, 20.0), metric)
 
 
 @dataclass(frozen=True)
@@ -162,11 +176,21 @@ def takeover(items: Iterable[Mapping[str, Any]], city: City, home: str) -> dict[
         "id": str(top["id"]),
         "key": take_key(str(top["id"])),
         "area_id": str(top["area_id"]),
+        "focus": focus_of(city, home, str(top["area_id"])),
         "rule": str(top.get("rule") or ""),
         "first_ms": int(top.get("first_ms") or 0),
         "escalated_to": top.get("escalated_to"),
         "waiting": len(pending) - 1,
     }
+
+
+def focus_of(city: City, home: str, area_id: str) -> str:
+    """Where the map looks for a warning: the warning's parent area, so the warning's own
+    area is one of the coloured shapes in its surroundings, when the parent is inside the
+    wall; else the area itself."""
+    chain = city.ancestors(area_id)  # the area, its parent, …, the city
+    parent = chain[1] if len(chain) > 1 else area_id
+    return parent if _inside(city, home, parent) else area_id
 
 
 def step(
@@ -193,7 +217,7 @@ def step(
         i = keys.index(got["key"])
     i %= len(stops)  # its stop is gone (a red warning closed): the one now in its place
     if take is not None:
-        return Stop("panorama", str(take["area_id"])), {
+        return Stop("panorama", str(take.get("focus") or take["area_id"])), {
             "i": i,
             "key": keys[i],
             "take": take["key"],
