@@ -171,3 +171,23 @@ def test_root_class_and_duration() -> None:
     assert Q.root_class("evil x", True) == "wall wall-v-panorama wall-takeover"
     assert Q.since_text(0, 125 * 60_000 + 59_000) == (2, 5)
     assert Q.since_text(10_000, 0) == (0, 0)
+
+
+# README "Accounts, scope and audit": acknowledge, dispatch, resolve, dismiss belong to the
+# command centres (district_commander, street_operator), inside their scope; a wall is a
+# read-only kiosk.
+ACTORS = {"district_commander", "street_operator"}
+
+
+@pytest.mark.parametrize(
+    "role", ["city_leader", "district_commander", "street_operator", "supervisor", "admin", "wall"]
+)
+def test_who_may_acknowledge_on_the_wall(city: City, role: str) -> None:
+    d1, d2 = city.children(city.city_id)[:2]
+    street = city.children(d1)[0]
+    grid = city.children(street)[0]
+    scope = {"district_commander": d1, "street_operator": street}.get(role, city.city_id)
+    mine = role in ACTORS
+    assert Q.may_acknowledge(role, False, scope, grid, city) == mine
+    assert Q.may_acknowledge(role, False, scope, city.children(d2)[0], city) is False
+    assert Q.may_acknowledge(role, True, scope, grid, city) is False  # a kiosk: never

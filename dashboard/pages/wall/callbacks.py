@@ -27,7 +27,6 @@ from dashboard.pages.wall import components as V
 from dashboard.pages.wall import queries as Q
 from dashboard.pages.warnings import queries as WL
 from dashboard.responses import shared_response
-from pipelines.access import accounts
 
 dash.clientside_callback(
     ClientsideFunction(namespace="wangge_wall", function_name="height"),
@@ -173,17 +172,6 @@ def _home_grant(plan_data: object) -> auth.Decision | None:
     return grant if grant.granted else None
 
 
-def may_acknowledge(city: Any, area_id: str) -> bool:
-    """A signed-in person whose role may act on warnings in that area; never a kiosk."""
-    p = auth.principal()
-    return (
-        p is not None
-        and not p.wall
-        and auth.may_see("warning_actions", p.role)
-        and accounts.scope_allows(p.scope, area_id, city)
-    )
-
-
 @dash.callback(
     Output(ids.W_AREA, "data"),
     Output(ids.W_STOP, "data"),
@@ -245,7 +233,11 @@ def tour(
         path = [b.area_names.get(a, a) for a in b.city.ancestors(str(take["area_id"]))[1:-1]]
         card = V.takeover_card(take, b.area_names, path[::-1], now, tz, lang)
         side = V.takeover_side(take, lang)
-        ack = {} if may_acknowledge(b.city, str(take["area_id"])) else {"display": "none"}
+        p = auth.principal()
+        ok = p is not None and Q.may_acknowledge(
+            p.role, p.wall, p.scope, str(take["area_id"]), b.city
+        )
+        ack = {} if ok else {"display": "none"}
     return (
         new_area,
         state,

@@ -189,7 +189,11 @@ def assessment_view(
     tiles = [
         _big(t("kpi.reports", lang), fmt_int(kpi.get("reports"))),
         _big(t("kpi.resolved", lang), fmt_int(kpi.get("resolved"))),
-        _big(t("kpi.overdue", lang), fmt_int(kpi.get("overdue")), cls="lv-red"),
+        _big(
+            t("kpi.overdue", lang),
+            fmt_int(kpi.get("overdue")),
+            cls="lv-red" if kpi.get("overdue") else "",
+        ),
         _big(
             t("kpi.grid_share", lang),
             fmt_pct(kpi.get("grid_share")),

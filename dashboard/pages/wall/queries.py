@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dashboard.pages.panorama.queries import METRICS, tour_areas
-from pipelines.access import accounts
+from pipelines.access import accounts, policy
 from pipelines.city.geography import City
 
 VIEWS = ("panorama", "warnings", "work", "assessment")
@@ -225,6 +225,17 @@ def step(
     if advance and found and not got.get("take"):
         i = (i + 1) % len(stops)
     return stops[i], {"i": i, "key": keys[i], "take": None}
+
+
+def may_acknowledge(role: str, kiosk: bool, scope: str, area_id: str, city: City) -> bool:
+    """May this principal acknowledge a warning of ``area_id`` on the wall? A person whose
+    role may act on warnings, inside their scope; a kiosk (wall token) never."""
+    return (
+        not kiosk
+        and role != "wall"
+        and policy.may(role, "warning_actions")
+        and _inside(city, scope, area_id)
+    )
 
 
 def root_class(view: str, taken: bool) -> str:
