@@ -113,7 +113,35 @@ def hold(driver: Any, view: str) -> None:
     raise AssertionError(f"the tour never held {view}")
 
 
-def tour_pages(driver: Any, artifacts: Path, size: str) -> None:
+SIZES = {"1080p": (1920, 1080), "4k": (3840, 2160)}
+
+
+def fits(driver: Any) -> list[str]:
+    """What is cut off in the shown view: the view itself overflowing, or a place name
+    that does not fit its column (rule texts may end in "…", names never)."""
+    got = driver.execute_script(
+        "const v = document.getElementById('wall-view'), out = [];"
+        "if (v.scrollHeight > v.clientHeight + 2) out.push('view ' + v.scrollHeight);"
+        "for (const e of v.querySelectorAll('.name, .place'))"
+        "  if (e.scrollWidth > e.clientWidth + 1) out.push(e.innerText);"
+        "return out;"
+    )
+    return [str(x) for x in got]
+
+
+def at_both_sizes(driver: Any, artifacts: Path, name: str) -> None:
+    """Photograph what is held on screen at 1920×1080 and at 3840×2160 (the wall is sized
+    in viewport units: the same layout, scaled), checking it fits at each."""
+    for size, (w, h) in SIZES.items():
+        viewport(driver, w, h)
+        wait(driver, 10).until(lambda d, w=w: d.execute_script("return innerWidth") == w)
+        if "wall-v-panorama" not in root(driver):
+            assert not fits(driver), (size, fits(driver))
+        keep(driver, artifacts, f"{name}-{size}")
+    viewport(driver, *SIZES["1080p"])
+
+
+def tour_pages(driver: Any, artifacts: Path) -> None:
     """The carousel shows each view in turn, in wall style, in Chinese."""
     for view, title in VIEWS.items():
         hold(driver, view)
@@ -121,7 +149,7 @@ def tour_pages(driver: Any, artifacts: Path, size: str) -> None:
         wait(driver, 20).until(lambda d: count(d, "#wall-view .wall-big, #wall-view .wall-bar"))
         assert displayed(driver, "#wall-view") and not displayed(driver, "#wall-kpis")
         assert not english(driver), sorted(english(driver))
-        keep(driver, artifacts, f"wall-{view}-{size}")
+        at_both_sizes(driver, artifacts, f"wall-{view}")
         pause(driver, False)
 
 
@@ -147,8 +175,9 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         viewport(chrome, 1920, 1080)
         chrome.get(wall_url(server_url, wall_token, f"/wall/{street}"))
         wait(chrome).until(lambda d: count(d, "#wall-kpis .kpi") == 9)
+        wait(chrome).until(lambda d: count(d, ".wall .main-svg") >= 3)
         keep(chrome, artifacts, "wall-panorama-1080p")
-        tour_pages(chrome, artifacts, "1080p")
+        tour_pages(chrome, artifacts)
         wait_view(chrome, "panorama")
 
         # a new red warning in the wall's area takes the screen over: place, rule, since
@@ -163,7 +192,7 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         assert not displayed(chrome, "#wall-ack")  # a kiosk never acknowledges
         assert "签收" in text(chrome, "#wall-take-side")
         assert not english(chrome), sorted(english(chrome))
-        keep(chrome, artifacts, "wall-takeover-1080p")
+        at_both_sizes(chrome, artifacts, "wall-takeover")
         # acknowledged by the command centre in the warnings workflow: the tour resumes
         assert W.act(engine, first.warning_id, "acknowledge", "xuanwu", server_clock.now_ms)
         W.republish(engine, live, city_small)
@@ -171,18 +200,18 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         # the tour goes on, and the area of the (still open) red warning is one of its stops
         wait(chrome, 30).until(lambda d: grid_name in text(d, "#wall-title"))
 
-        # 4K, a signed-in commander: the tour, then a takeover acknowledged on the wall
+        # loaded at 4K, a signed-in commander: a takeover acknowledged on the wall itself
         chrome.delete_all_cookies()
         login(chrome, server_url, "xuanwu")
-        viewport(chrome, 3840, 2160)
+        viewport(chrome, *SIZES["4k"])
         chrome.get(f"{server_url}/wall/{street}")
         wait(chrome).until(lambda d: count(d, "#wall-kpis .kpi") == 9)
+        wait(chrome).until(lambda d: count(d, ".wall .main-svg") >= 3)
         keep(chrome, artifacts, "wall-panorama-4k")
-        tour_pages(chrome, artifacts, "4k")
         second = red(engine, live, city_small, street, server_clock.now_ms + 1)
         wait(chrome, 20).until(lambda d: "wall-takeover" in root(d))
         wait(chrome, 20).until(lambda d: displayed(d, "#wall-ack"))
-        keep(chrome, artifacts, "wall-takeover-4k")
+        keep(chrome, artifacts, "wall-takeover-ack-4k")
         click(chrome, "#wall-ack")
         wait(chrome, 20).until(lambda d: "wall-takeover" not in root(d))
         row = W.warning_detail(engine, second.warning_id)
