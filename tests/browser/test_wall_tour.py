@@ -199,6 +199,13 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         wait(chrome, 20).until(lambda d: "wall-takeover" not in root(d))
         # the tour goes on, and the area of the (still open) red warning is one of its stops
         wait(chrome, 30).until(lambda d: grid_name in text(d, "#wall-title"))
+        # its long name still fits the head (a smaller title), clear of the clock and status
+        wait(chrome, 10).until(
+            lambda d: d.execute_script(
+                "const e = document.getElementById('wall-title');"
+                " return e.scrollWidth <= e.clientWidth + 1;"
+            )
+        )
 
         # loaded at 4K, a signed-in commander: a takeover acknowledged on the wall itself
         chrome.delete_all_cookies()

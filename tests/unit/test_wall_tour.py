@@ -191,3 +191,12 @@ def test_who_may_acknowledge_on_the_wall(city: City, role: str) -> None:
     assert Q.may_acknowledge(role, False, scope, grid, city) == mine
     assert Q.may_acknowledge(role, False, scope, city.children(d2)[0], city) is False
     assert Q.may_acknowledge(role, True, scope, grid, city) is False  # a kiosk: never
+
+
+def test_title_size_follows_the_name_length() -> None:
+    app = "网格化社会治理态势感知平台"  # 13 characters; the head fits 21 at the full size
+    assert Q.title_class("zh-CN", "玄武门街道", app) == "wall-title wall-title-zh-CN"
+    long = "玄武门街道第1网格"  # 9 + 3 + 13 = 25
+    assert Q.title_class("zh-CN", long, app).endswith(" wall-title-long")
+    assert Q.title_class("zh-CN", long + "东侧片区", app).endswith(" wall-title-longer")
+    assert Q.title_class("en", long, "Grid Governance") == "wall-title wall-title-en"

@@ -180,6 +180,7 @@ def _home_grant(plan_data: object) -> auth.Decision | None:
     Output(ids.W_TAKE, "children"),
     Output(f"{ids.W_TAKE_SIDE}-info", "children"),
     Output(ids.W_ACK, "style"),
+    Output(ids.W_TITLE, "className"),
     Input(ids.W_TOUR_TICK, "n_intervals"),
     Input(ids.W_TICK, "n_intervals"),
     State(ids.W_TOUR, "data"),
@@ -204,12 +205,12 @@ def tour(
     lang = L.lang_of(lang)
     grant = _home_grant(plan_data)
     if grant is None:
-        return (no_update,) * 7
+        return (no_update,) * 8
     plan = Q.Plan.of_json(plan_data, grant.area_id)
     try:
         alerts = wall_alerts(b, grant)
     except L.BACKEND_ERRORS:  # keep showing what is on screen; the next tick retries
-        return (no_update,) * 7
+        return (no_update,) * 8
     take = alerts["take"] if b.settings.wall.takeover else None
     stops = Q.stops_of(b.city, plan, alerts["reds"]) if plan.views else Q.stops_of(b.city, plan)
     # the dwell ran out when the tour's own tick moved since the last step (both ticks may
@@ -246,6 +247,7 @@ def tour(
         card,
         side,
         ack,
+        Q.title_class(lang, b.area_names.get(stop.area, stop.area), t("app.title", lang)),
     )
 
 

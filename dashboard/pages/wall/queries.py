@@ -238,6 +238,17 @@ def may_acknowledge(role: str, kiosk: bool, scope: str, area_id: str, city: City
     )
 
 
+TITLE_FITS = 21  # characters of "<area> · <app title>" that fit the head at the full size
+
+
+def title_class(lang: str, area_name: str, app_title: str) -> str:
+    """The wall title's classes: its language, and a smaller size when the area's name
+    (a grid's, on a red-warning stop) would push the title into the clock or the status."""
+    n = len(area_name) + 3 + len(app_title)
+    size = "" if n <= TITLE_FITS else " wall-title-long" if n <= 27 else " wall-title-longer"
+    return f"wall-title wall-title-{lang}{size}" if lang != "en" else "wall-title wall-title-en"
+
+
 def root_class(view: str, taken: bool) -> str:
     """The wall root's classes: which view shows, and the takeover frame."""
     view = view if view in VIEWS else "panorama"
