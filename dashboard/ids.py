@@ -53,7 +53,7 @@ W_TAKE = "wall-take"  # the red-warning takeover: the card beside the focused ma
 W_TAKE_SIDE = "wall-take-side"
 W_ACK = "wall-ack"  # acknowledge on the wall (a signed-in person who may act; never a kiosk)
 W_ACK_MSG = "wall-ack-msg"
-W_PROGRESS = "wall-progress"  # the tour's stops as dots, the current one lit
+W_KPI_TITLE = "wall-kpi-title"  # the KPI panel's title: the area the tour shows
 
 # early warning
 WARN_TICK = "warn-tick"

@@ -9,6 +9,7 @@ The module's server runs with short dwells (``[wall] dwell_s``/``area_dwell_s`` 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,23 +95,42 @@ def pause(driver: Any, paused: bool) -> None:
     )
 
 
-def hold(driver: Any, view: str) -> None:
-    """Wait until the tour shows ``view`` with its own content, and hold it there (a step
-    already on its way when the hold starts may still move on: then wait for the next
-    round)."""
-    shown = f"#wall-view.wall-view-{view}"  # the view's own content, not the last one's
-
-    def state(d: Any) -> str | None:
-        on = f"wall-v-{view} " in root(d) + " "
-        return "on" if on and displayed(d, shown) else None if on else "off"
-
-    for _ in range(3):
-        wait_view(driver, view, 60)
+def hold_when(driver: Any, what: str, shown: Callable[[Any], bool | None]) -> None:
+    """Wait until the tour shows what ``shown`` looks for (True), and hold it there.
+    ``shown`` says False when the tour is elsewhere, None while it is on its way; a step
+    already under way when the hold starts may still move on: then the next round."""
+    for _ in range(4):
+        wait(driver, 60).until(lambda d: shown(d) is True)
         pause(driver, True)
-        if wait(driver, 20).until(state) == "on":
+        if wait(driver, 20).until(lambda d: "off" if shown(d) is False else shown(d)) is True:
             return
         pause(driver, False)
-    raise AssertionError(f"the tour never held {view}")
+    raise AssertionError(f"the tour never held {what}")
+
+
+def hold(driver: Any, view: str) -> None:
+    """Hold a carousel view with its own content (not the last view's)."""
+    own = f"#wall-view.wall-view-{view}"
+
+    def shown(d: Any) -> bool | None:
+        if f"wall-v-{view} " not in root(d) + " ":
+            return False
+        return True if displayed(d, own) else None
+
+    hold_when(driver, view, shown)
+
+
+def settled_panorama(driver: Any, name: str) -> None:
+    """Hold the panorama of the area ``name``, its panels and title showing it."""
+    wait(driver).until(lambda d: count(d, "#wall-kpis .kpi") == 9)
+    wait(driver).until(lambda d: count(d, ".wall .main-svg") >= 3)
+
+    def shown(d: Any) -> bool | None:
+        if "wall-v-panorama" not in root(d) or text(d, ".wall-kpi h3") != name:
+            return False
+        return True if text(d, "#wall-title").startswith(name + " ") else None
+
+    hold_when(driver, name, shown)
 
 
 SIZES = {"1080p": (1920, 1080), "4k": (3840, 2160)}
@@ -174,9 +194,9 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         # a street wall on a kiosk token: the street, then the views, then round again
         viewport(chrome, 1920, 1080)
         chrome.get(wall_url(server_url, wall_token, f"/wall/{street}"))
-        wait(chrome).until(lambda d: count(d, "#wall-kpis .kpi") == 9)
-        wait(chrome).until(lambda d: count(d, ".wall .main-svg") >= 3)
+        settled_panorama(chrome, street_name)
         keep(chrome, artifacts, "wall-panorama-1080p")
+        pause(chrome, False)
         tour_pages(chrome, artifacts)
         wait_view(chrome, "panorama")
 
@@ -212,9 +232,9 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         login(chrome, server_url, "xuanwu")
         viewport(chrome, *SIZES["4k"])
         chrome.get(f"{server_url}/wall/{street}")
-        wait(chrome).until(lambda d: count(d, "#wall-kpis .kpi") == 9)
-        wait(chrome).until(lambda d: count(d, ".wall .main-svg") >= 3)
+        settled_panorama(chrome, street_name)
         keep(chrome, artifacts, "wall-panorama-4k")
+        pause(chrome, False)
         second = red(engine, live, city_small, street, server_clock.now_ms + 1)
         wait(chrome, 20).until(lambda d: "wall-takeover" in root(d))
         wait(chrome, 20).until(lambda d: displayed(d, "#wall-ack"))

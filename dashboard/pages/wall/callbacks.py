@@ -181,6 +181,7 @@ def _home_grant(plan_data: object) -> auth.Decision | None:
     Output(f"{ids.W_TAKE_SIDE}-info", "children"),
     Output(ids.W_ACK, "style"),
     Output(ids.W_TITLE, "className"),
+    Output(ids.W_KPI_TITLE, "children"),
     Input(ids.W_TOUR_TICK, "n_intervals"),
     Input(ids.W_TICK, "n_intervals"),
     State(ids.W_TOUR, "data"),
@@ -205,12 +206,12 @@ def tour(
     lang = L.lang_of(lang)
     grant = _home_grant(plan_data)
     if grant is None:
-        return (no_update,) * 8
+        return (no_update,) * 9
     plan = Q.Plan.of_json(plan_data, grant.area_id)
     try:
         alerts = wall_alerts(b, grant)
     except L.BACKEND_ERRORS:  # keep showing what is on screen; the next tick retries
-        return (no_update,) * 8
+        return (no_update,) * 9
     take = alerts["take"] if b.settings.wall.takeover else None
     stops = Q.stops_of(b.city, plan, alerts["reds"]) if plan.views else Q.stops_of(b.city, plan)
     # the dwell ran out when the tour's own tick moved since the last step (both ticks may
@@ -225,6 +226,7 @@ def tour(
     moved = (stop.area, shown) != (area, metric)
     new_area = {"area": stop.area, "metric": shown} if moved else no_update
     ms = int(Q.dwell_s(stop, plan) * 1000)
+    name = b.area_names.get(stop.area, stop.area)
     if take is None:
         card: Any = []
         side: Any = []
@@ -247,7 +249,8 @@ def tour(
         card,
         side,
         ack,
-        Q.title_class(lang, b.area_names.get(stop.area, stop.area), t("app.title", lang)),
+        Q.title_class(lang, name, t("app.title", lang)),
+        name if moved else no_update,
     )
 
 

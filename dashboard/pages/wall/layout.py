@@ -126,7 +126,13 @@ def layout(
             ),
             html.Div(
                 [
-                    _panel(view.name, html.Div(id=ids.W_KPIS, className="kpis"), "wall-kpi"),
+                    html.Div(  # its title follows the tour (the callbacks' tour step)
+                        [
+                            html.H3(view.name, id=ids.W_KPI_TITLE),
+                            html.Div(id=ids.W_KPIS, className="kpis"),
+                        ],
+                        className="wg-panel wall-kpi",
+                    ),
                     _panel(t("panel.categories", lang), _graph(ids.W_CATS)),
                 ],
                 className="wall-col",
