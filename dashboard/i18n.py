@@ -107,6 +107,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wall.back": ("返回大屏", "Back to the wall screen"),
     # the wall's tour: carousel views and the red-warning takeover
     "wall.ack": ("签收预警", "Acknowledge"),
+    "wall.waiting": ("待签收", "Not acknowledged"),
     "wall.ack_hint": (
         "请指挥中心在研判预警中签收；签收后恢复轮播",
         "The command centre acknowledges it under Early warning; the tour then resumes",

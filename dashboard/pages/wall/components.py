@@ -260,7 +260,7 @@ def takeover_card(
 def takeover_side(take: Mapping[str, Any], lang: str) -> list[Any]:
     """The side card: waiting for acknowledgement, and how many more red warnings wait."""
     out: list[Any] = [
-        html.Div(t("wstatus.new", lang), className="wall-take-status"),
+        html.Div(t("wall.waiting", lang), className="wall-take-status"),
         html.Div(t("wall.ack_hint", lang), className="wall-take-hint"),
     ]
     if take.get("waiting"):
