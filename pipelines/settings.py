@@ -215,10 +215,21 @@ class DashboardSettings:
     language: str = "zh-CN"
     tile_url: str = ""
     tile_crs: str = "wgs84"
-    wall_tour_s: float = 0.0
     workers: int = 0  # gunicorn worker processes; 0 → the CPU count (at least 2)
     threads: int = 8  # threads per gunicorn worker (gthread)
     access_log: str = ""  # gunicorn's access log: "" off, "-" the console, else a file
+
+
+@dataclass(frozen=True)
+class WallSettings:
+    """The wall screen's tour (dashboard/pages/wall/): a carousel of wall views, the
+    panorama touring the wall's districts (or streets) and the areas of open red warnings;
+    an unacknowledged red warning in the wall's area takes the screen over."""
+
+    tour: str = "panorama,warnings,work,assessment"  # views in turn; "" = no tour
+    dwell_s: float = 20.0  # seconds on each view (warnings, work, assessment)
+    area_dwell_s: float = 12.0  # seconds on each area stop of the panorama view
+    takeover: bool = True  # a new red warning takes the screen over until acknowledged
 
 
 @dataclass(frozen=True)
@@ -379,6 +390,7 @@ class Settings:
     warnings: WarningSettings = field(default_factory=WarningSettings)
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    wall: WallSettings = field(default_factory=WallSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     run: RunSettings = field(default_factory=RunSettings)
@@ -417,6 +429,7 @@ MOVED: dict[tuple[str, str | None], str] = {
     ("warnings", "sla_stage_hours"): f"moved to {_FLOW_FILE}: each stage's hours",
     ("warnings", "sla_severity_scale"): f"moved to {_FLOW_FILE}: a flow per minimum severity",
     ("warnings", "sla_category_scale"): f"moved to {_FLOW_FILE}: a flow per category",
+    ("dashboard", "wall_tour_s"): "moved to [wall]: area_dwell_s (seconds per area), tour",
 }
 
 _ALIASES = {"REDIS_URL": ("redis", "url"), "DATABASE_URL": ("database", "url")}
