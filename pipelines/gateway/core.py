@@ -27,6 +27,7 @@ from pipelines.gateway.publish import AsyncPublisher, Outgoing, Published
 from pipelines.gateway.ratelimit import AsyncLimiter
 from pipelines.settings import Settings
 from pipelines.spine import store
+from pipelines.spine.partitions import keys_of
 
 log = logging.getLogger("wangge.gateway")
 Clock = Callable[[], float]
@@ -86,8 +87,13 @@ class Gateway:
     def prefix(self) -> str:
         return self.settings.redis.prefix
 
-    def stream(self, feed: str) -> str:
-        return f"{self.prefix}:{getattr(self.settings.streams, feed)}"
+    @property
+    def keys(self) -> Any:
+        """The key layout (``state.Keys``: partitions, hash tags)."""
+        return keys_of(self.settings)
+
+    def stream(self, feed: str, partition: int = 0) -> str:
+        return str(self.keys.stream(getattr(self.settings.streams, feed), partition))
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, "gw", *parts))
@@ -213,7 +219,8 @@ class Gateway:
 
     async def publish(self, feed: str, events: Sequence[Outgoing]) -> Published:
         try:
-            return await self.publisher.publish(self.stream(feed), events)
+            name = getattr(self.settings.streams, feed)
+            return await self.publisher.publish_feed(self.keys, feed, name, events)
         except redis.RedisError as exc:
             raise unavailable(exc) from exc
 

@@ -517,9 +517,14 @@ def make_worker(
     engine: Engine,
     name: str,
     clock: Clock = time.time,
+    *,
+    partition: int = 0,
 ) -> FeedWorker:
+    """A worker of one feed partition: its own stream and consumer group."""
     state = live_state(r, settings)
-    key = state.keys.stream(stream_name(settings, feed))
+    if not 0 <= partition < state.partitions:
+        raise ValueError(f"partition {partition} of {state.partitions}")
+    key = state.keys.stream(stream_name(settings, feed), partition)
     ensure_group(r, key, settings.streams.group)
     consumer = Consumer(
         r,

@@ -52,7 +52,9 @@ def _unparsed(r: redis.Redis) -> redis.Redis:
 
     redis-py turns every entry's field list into a dict; a batch only needs ``data``.
     """
-    raw = redis.Redis(connection_pool=r.connection_pool)
+    from pipelines.redis_client import raw_twin
+
+    raw = raw_twin(r)
     for command in ("XREADGROUP", "XAUTOCLAIM"):
         raw.set_response_callback(command, lambda response, **_: response)
     return raw

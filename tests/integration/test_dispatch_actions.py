@@ -70,7 +70,7 @@ class World:
             "lat": self.grid["lat"],
             "reporter_id": "W-T1",
         }
-        publish(self.r, self.ctx.stream, [encode(event)])
+        publish(self.r, self.ctx.stream(event["incident_id"]), [encode(event)])
         self.wait(lambda: A.load_incident(self.engine, inc) is not None)
         return inc
 
