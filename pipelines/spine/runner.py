@@ -285,11 +285,13 @@ class FeedWorker:
         return pl.concat(out)
 
     def _stream_payloads(self, entry_ids: list[str]) -> dict[str, bytes]:
+        c = self.consumer
+        entry_ids = [e for e in entry_ids if c.owns(e)]  # (ids of this partition only)
         if not entry_ids:
             return {}
         pipe = self.state.r.pipeline(transaction=False)
         for e in entry_ids:
-            pipe.xrange(self.consumer.stream, min=e, max=e)
+            pipe.xrange(c.stream, min=c.real(e), max=c.real(e))
         out: dict[str, bytes] = {}
         for e, got in zip(entry_ids, pipe.execute(), strict=True):
             if got and FIELD in got[0][1]:
@@ -535,6 +537,8 @@ def make_worker(
         block_ms=settings.streams.block_ms,
         claim_idle_ms=settings.streams.claim_idle_ms,
         max_deliveries=settings.streams.max_deliveries,
+        partitions=state.partitions,
+        partition=partition,
     )
     w = FeedWorker(feed, settings, city, index, state, engine, consumer, clock=clock)
     if feed == "video":
