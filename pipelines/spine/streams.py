@@ -83,7 +83,9 @@ def _entries(raw: Any) -> list[tuple[str, bytes]]:
         if fields is None:  # deleted while pending (trimmed): nothing to process
             continue
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        if fields and fields[0] == FIELD:
+        if isinstance(fields, dict):  # parsed after all (a cluster client's node callbacks)
+            out.append((eid, fields.get(FIELD, b"")))
+        elif fields and fields[0] == FIELD:
             out.append((eid, fields[1]))
         else:
             out.append((eid, dict(zip(fields[::2], fields[1::2], strict=True)).get(FIELD, b"")))

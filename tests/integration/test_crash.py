@@ -191,6 +191,39 @@ def _flip(entry: Entry) -> tuple[bytes, str | None]:
 # ------------------------------------------------------------------ the run
 
 
+def crash_input(
+    settings: Any, engine: Engine, tmp_path: Path, n_events: int, seed: int, garbage_run: int = 0
+) -> tuple[Any, GridIndex, dict[str, list[Entry]], dict[str, tuple[float, float]]]:
+    """The city (400 grids), the simulator's events made adversarial per feed, and the
+    camera registry (stored in SQL)."""
+    city = load_city(dataclasses.replace(GeoSettings(), grids=400, cache_dir=str(tmp_path / "geo")))
+    index = GridIndex(city)
+    cfg = dataclasses.replace(
+        settings.simulate, workers=800, cameras=120, seed=11, malformed_share=0.01
+    )
+    probe = simulate.Simulator(city, cfg, flows_for(settings), start_ms=0)
+    now_ms = int(time.time() * 1000)
+    start = now_ms - 20 * 86_400_000
+    events = simulate.generate(
+        city,
+        cfg,
+        flows_for(settings),
+        start,
+        n_events,
+        mix={"locations": 0.6, "reports": 0.3, "video": 0.1},
+    )
+    assert len(events) >= n_events
+    assert max(orjson_ts(p) for _, p, r in events if r is None) < now_ms
+    streams = adversarial(events, city, now_ms, seed, garbage_run=garbage_run or 2 * BATCH + 100)
+    cams = {
+        c: (lon, lat) for c, lon, lat in probe.cameras.select("camera_id", "lon", "lat").iter_rows()
+    }
+    with engine.begin() as c:
+        rows = [{"camera_id": k, "lon": v[0], "lat": v[1], "grid_id": ""} for k, v in cams.items()]
+        store.insert_ignore(c, store.cameras, rows)
+    return city, index, streams, cams
+
+
 def run_crash(
     redis_url: str,
     prefix: str,
@@ -210,31 +243,7 @@ def run_crash(
     (``spine.partitions``) and ``per_partition`` workers read each (feed, partition)."""
     env = _env(redis_url, prefix, db_url, tmp_path / "geo", partitions)
     settings = load_settings(environ=env)
-    city = load_city(dataclasses.replace(GeoSettings(), grids=400, cache_dir=str(tmp_path / "geo")))
-    index = GridIndex(city)
-    cfg = dataclasses.replace(
-        settings.simulate, workers=800, cameras=120, seed=11, malformed_share=0.01
-    )
-    probe = simulate.Simulator(city, cfg, flows_for(settings), start_ms=0)
-    now_ms = int(time.time() * 1000)
-    start = now_ms - 20 * 86_400_000
-    events = simulate.generate(
-        city,
-        cfg,
-        flows_for(settings),
-        start,
-        n_events,
-        mix={"locations": 0.6, "reports": 0.3, "video": 0.1},
-    )
-    assert len(events) >= n_events
-    assert max(orjson_ts(p) for _, p, r in events if r is None) < now_ms
-    streams = adversarial(events, city, now_ms, seed, garbage_run=2 * BATCH + 100)
-    cams = {
-        c: (lon, lat) for c, lon, lat in probe.cameras.select("camera_id", "lon", "lat").iter_rows()
-    }
-    with engine.begin() as c:
-        rows = [{"camera_id": k, "lon": v[0], "lat": v[1], "grid_id": ""} for k, v in cams.items()]
-        store.insert_ignore(c, store.cameras, rows)
+    city, index, streams, cams = crash_input(settings, engine, tmp_path, n_events, seed)
     r = connect(redis_url)
     group = settings.streams.group
     streams, ids = publish_entries(r, settings, streams)
