@@ -198,13 +198,10 @@ class EmbeddedCluster:
     def _ok(self, c: redis.Redis) -> bool:
         info = c.execute_command("CLUSTER", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
-        fields = dict(
-            line.split(":", 1) for line in text.splitlines() if ":" in line
-        )
-        return (
-            fields.get("cluster_state") == "ok"
-            and int(fields.get("cluster_known_nodes", 0)) == len(self.nodes)
-        )
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        return fields.get("cluster_state") == "ok" and int(
+            fields.get("cluster_known_nodes", 0)
+        ) == len(self.nodes)
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -17,6 +17,7 @@ from pipelines.cli.dispatch import read_register
 from pipelines.cli.runtime import check_city_sql, load_city, session_store, sql_engine
 from pipelines.redis_client import connect
 from pipelines.settings import Settings
+from pipelines.spine.partitions import global_prefix
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -302,7 +303,7 @@ def _bump_revocations(settings: Settings) -> None:
         return
     try:
         r = connect(settings.redis.url, socket_timeout=3)
-        r.incr(generation_key(settings.redis.prefix))
+        r.incr(generation_key(global_prefix(settings)))
         r.close()
     except redis.RedisError as exc:
         print(

@@ -21,6 +21,7 @@ from pipelines.embedded import EmbeddedRedis
 from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
+from pipelines.spine.partitions import global_prefix
 
 log = logging.getLogger("wangge")
 
@@ -137,7 +138,7 @@ def session_store(settings: Settings) -> Iterator[sessions.Sessions | None]:
     try:
         yield sessions.Sessions(
             r,
-            settings.redis.prefix,
+            global_prefix(settings),
             idle_ms=int(a.idle_minutes * 60_000),
             max_ms=int(a.session_max_hours * 3_600_000),
         )

@@ -33,6 +33,7 @@ from pipelines.ops import metrics
 from pipelines.redis_client import connect_async
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
+from pipelines.spine.partitions import global_prefix
 
 log = logging.getLogger("wangge.gateway")
 VERSION = "1"
@@ -144,7 +145,7 @@ def create_app(
         # the revocation counter before the snapshot, so a later revocation is noticed (with
         # Redis down, requests get 503 until it is back, and the counter is read then)
         with contextlib.suppress(redis.RedisError, OSError):
-            gw.creds.generation = int(await r.get(cr.generation_key(s.redis.prefix)) or 0)
+            gw.creds.generation = int(await r.get(cr.generation_key(global_prefix(s))) or 0)
         gw.creds.replace_snapshot(cr.load_active(eng), gw.creds.clock())
         app.state.gateway = gw
         gc.freeze()  # the city and caches built so far: never traversed by the collector again

@@ -27,7 +27,7 @@ from pipelines.gateway.publish import AsyncPublisher, Outgoing, Published
 from pipelines.gateway.ratelimit import AsyncLimiter
 from pipelines.settings import Settings
 from pipelines.spine import store
-from pipelines.spine.partitions import keys_of
+from pipelines.spine.partitions import global_prefix, keys_of
 
 log = logging.getLogger("wangge.gateway")
 Clock = Callable[[], float]
@@ -77,8 +77,8 @@ class Gateway:
         gs = self.settings.gateway
         self.creds = cr.CredentialCache(gs.credential_cache_s)
         self.registry = Registry(self.engine, gs.registry_reload_s)
-        gen = cr.generation_key(self.prefix)
-        self.limiter = AsyncLimiter(self.r, self.prefix, gen)
+        gen = cr.generation_key(self.gprefix)
+        self.limiter = AsyncLimiter(self.r, self.gprefix, gen)
         self.publisher = AsyncPublisher(self.r)
 
     # ------------------------------------------------------------ names
@@ -86,6 +86,11 @@ class Gateway:
     @property
     def prefix(self) -> str:
         return self.settings.redis.prefix
+
+    @property
+    def gprefix(self) -> str:
+        """The prefix of the rate limits and the credential generation (one slot)."""
+        return global_prefix(self.settings)
 
     @property
     def keys(self) -> Any:
@@ -112,7 +117,7 @@ class Gateway:
         hit, cred = self.creds.get(secret) if secret else (False, None)
         if not hit:  # a look-up in SQL: not for an address that failed too often
             try:
-                failed = await self.r.get(f"{self.prefix}:rl:{fail_bucket}:n")
+                failed = await self.r.get(f"{self.gprefix}:rl:{fail_bucket}:n")
             except redis.RedisError as exc:
                 raise unavailable(exc) from exc
             if failed is not None and int(failed) >= gs.auth_failures_per_minute:

@@ -73,3 +73,10 @@ def keys_of(settings: Any) -> Any:
     from pipelines.spine.state import Keys
 
     return Keys(settings.redis.prefix, max(1, settings.streams.partitions), settings.redis.cluster)
+
+
+def global_prefix(settings: Any) -> str:
+    """The prefix of keys that other modules use together in one MULTI/EXEC or script
+    (sessions and their index, rate-limit buckets and the credential generation): the
+    global keys' base, one hash tag (slot) when tagged; the plain prefix otherwise."""
+    return str(keys_of(settings).base)
