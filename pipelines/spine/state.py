@@ -1,6 +1,12 @@
 """The Redis live-state contract: the key layout, the writes and the reads.
 
-Everything live sits under one prefix ``P`` (``wg`` by default; tests use their own):
+Everything live sits under one prefix ``P`` (``wg`` by default; tests use their own).
+With one partition on one Redis ``P`` below is the plain prefix. With ``[streams]
+partitions`` > 1 or on a Redis Cluster, ``P`` is a tagged base (``Keys``): the feed
+streams and the per-entity keys (inc, open*, overdue, deadlines, open_inc, d:, m:, h:,
+ticker, pos, seen) exist once per partition under ``P:{P.p<k>}`` (one cluster slot each),
+the rest (meta, online, warn_*, warnings, dl_count, dl:seen, the dead-letter stream) once
+under ``P:{P}``; readers sum, unite or merge the partitions.
 
 =============================== ======= =================================================
 key                             type    meaning
