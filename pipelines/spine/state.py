@@ -614,9 +614,10 @@ class LiveState:
 
     def delete_live(self) -> int:
         """Delete this prefix's live state, meta included (a staging area, or a test)."""
+        keys = self.live_keys(with_meta=True)
         n = 0
-        for key in self.live_keys(with_meta=True):  # one by one: keys of many slots
-            n += int(self.r.unlink(key))
+        for i in range(0, len(keys), 1000):  # (a cluster client splits it by slot)
+            n += int(self.r.unlink(*keys[i : i + 1000]))
         return n
 
     def switch_from(self, staged: LiveState) -> int:

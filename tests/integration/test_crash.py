@@ -74,10 +74,14 @@ def _spawn(
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _drained(r: redis.Redis, settings: Any, group: str) -> bool:
-    keys = [
-        k for feed in ("reports", "locations", "video") for k in feed_stream_keys(settings, feed)
-    ]
+def _drained(r: redis.Redis, where: Any, group: str) -> bool:
+    """Every feed stream (of a prefix's one-partition layout, or of settings) read and
+    acknowledged to its end."""
+    feeds = ("reports", "locations", "video")
+    if isinstance(where, str):
+        keys = [f"{where}:{feed}" for feed in feeds]
+    else:
+        keys = [k for feed in feeds for k in feed_stream_keys(where, feed)]
     for key in keys:
         info = {g["name"].decode(): g for g in r.xinfo_groups(key)}
         g = info.get(group)
