@@ -120,14 +120,23 @@ class EmbeddedRedis:
         return self
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
+        self.shutdown()
+        self.wait()
+
+    def shutdown(self) -> None:
+        """Ask the server to exit (``wait`` reaps it)."""
+        if self.proc is None:
             return
         try:
             client = redis.Redis.from_url(self.url, socket_timeout=2)
             client.shutdown(nosave=True)
         except (redis.RedisError, OSError):
             pass
+
+    def wait(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -204,8 +213,10 @@ class EmbeddedCluster:
         ) == len(self.nodes)
 
     def stop(self) -> None:
+        for node in self.nodes:  # all at once, then reap
+            node.shutdown()
         for node in self.nodes:
-            node.stop()
+            node.wait()
 
     def __enter__(self) -> EmbeddedCluster:
         return self.start()

@@ -35,7 +35,8 @@ def city() -> City:
 
 @pytest.fixture
 def settings(redis_url: str, prefix: str, db_url: Any, tmp_path: Path) -> Settings:
-    return settings_for(redis_url, prefix, db_url, tmp_path, streams={"partitions": N, "block_ms": 20})
+    streams = {"partitions": N, "block_ms": 20}
+    return settings_for(redis_url, prefix, db_url, tmp_path, streams=streams)
 
 
 def _workers(
