@@ -63,8 +63,15 @@ def _drained(r: Any, keys: list[str], group: str) -> bool:
     return True
 
 
+def _logs(tmp: Path, n_parts: int) -> str:
+    return "a worker died: " + "\n".join(
+        f.read_text()[-2000:] for f in sorted(tmp.glob(f"worker-{n_parts}-*.log"))
+    )
+
+
 def _run(url: str, n_parts: int, payloads: list[bytes], tmp: Path, geo: Path) -> float:
     prefix = f"wgb-{n_parts}-{os.getpid()}"
+    (tmp / f"db{n_parts}").mkdir()
     with private_database(tmp / f"db{n_parts}") as (db, schema):
         env = child_environ(
             REDIS_URL=url,
@@ -87,20 +94,21 @@ def _run(url: str, n_parts: int, payloads: list[bytes], tmp: Path, geo: Path) ->
         for k in range(n_parts):
             cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", "locations"]
             cmd += ["--name", f"loc-p{k}", "--partition", str(k)]
-            procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL))
+            log = (tmp / f"worker-{n_parts}-{k}.log").open("wb")
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
         try:
             t0 = time.perf_counter()
             while not all(
                 any(c["name"] == f"loc-p{k}".encode() for c in r.xinfo_consumers(key, "pipelines"))
                 for k, key in enumerate(keys)
             ):
-                assert all(p.poll() is None for p in procs), "a worker died"
+                assert all(p.poll() is None for p in procs), _logs(tmp, n_parts)
                 assert time.perf_counter() - t0 < 120, "workers did not start"
                 time.sleep(0.1)
             t = time.perf_counter()
             publish_feed(r, s, "locations", payloads)
             while not _drained(r, keys, s.streams.group):
-                assert all(p.poll() is None for p in procs), "a worker died"
+                assert all(p.poll() is None for p in procs), _logs(tmp, n_parts)
                 time.sleep(0.05)
             rate = len(payloads) / (time.perf_counter() - t)
             assert len(st.positions()) == WORKERS
