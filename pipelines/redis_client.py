@@ -54,3 +54,11 @@ def raw_twin(r: Any) -> Any:
         }
         return RedisCluster(host=node.host, port=node.port, **kw)
     return redis.Redis(connection_pool=r.connection_pool)
+
+
+def connect_pubsub_async(url: str, **kwargs: Any) -> Any:
+    """An asyncio client for PUBLISH / SUBSCRIBE. On a cluster, a plain client of the URL's
+    node: classic pub/sub messages reach every node of a cluster, so one node serves."""
+    if is_cluster(url):
+        return aioredis.Redis.from_url(_plain(url), **kwargs)
+    return aioredis.Redis.from_url(url, **kwargs)
