@@ -39,6 +39,7 @@ from dashboard.pages.work import export as work_export
 from pipelines.access import accounts, audit, policy
 from pipelines.city import binding
 from pipelines.city.geography import City, load_city
+from pipelines.redis_client import connect
 from pipelines.settings import ROOT, Settings, load_settings
 from pipelines.spine import store
 
@@ -235,7 +236,7 @@ def create_app(
 ) -> Dash:
     """Build the app; the backend connects lazily, so a down Redis never stops it."""
     city = city or load_city(settings.geo)
-    r = r or redis.Redis.from_url(
+    r = r or connect(
         settings.redis.url or "redis://127.0.0.1:6379/0",
         socket_timeout=3,
         socket_connect_timeout=2,

@@ -49,6 +49,7 @@ from pipelines.access import accounts, audit, policy, text, wall_tokens
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
 from pipelines.settings import Settings
+from pipelines.spine.partitions import global_prefix
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -209,7 +210,7 @@ class Guard:
         a = self.settings.auth
         self.sessions = S.Sessions(
             self.r,
-            self.settings.redis.prefix,
+            global_prefix(self.settings),
             idle_ms=int(a.idle_minutes * 60_000),
             max_ms=int(a.session_max_hours * 3_600_000),
         )

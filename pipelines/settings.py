@@ -26,6 +26,11 @@ class RedisSettings:
     prefix: str = "wg"
     embedded_dir: str = "var/redis"
 
+    @property
+    def cluster(self) -> bool:
+        """A Redis Cluster: the URL's scheme is ``redis+cluster://`` (or ``rediss+cluster://``)."""
+        return self.url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
+
 
 @dataclass(frozen=True)
 class DatabaseSettings:
@@ -65,6 +70,7 @@ class StreamSettings:
     max_payload_bytes: int = 16384
     future_skew_s: int = 300
     max_age_days: int = 30
+    partitions: int = 1
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import redis
-import redis.asyncio as aioredis
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadSignature
@@ -38,7 +37,9 @@ from dashboard.responses import (
 from pipelines.access import audit, policy
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
+from pipelines.redis_client import connect, connect_async, connect_pubsub_async
 from pipelines.settings import Settings
+from pipelines.spine.partitions import global_prefix
 
 log = logging.getLogger("wangge.push")
 COOKIE = "wg_session"
@@ -113,12 +114,14 @@ class Hub:
         self.refresh_s = settings.dashboard.refresh_s
         self.prefix = settings.redis.prefix
         url = settings.redis.url or "redis://127.0.0.1:6379/0"
-        self.r = aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
-        self.rs = r_sync or redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
+        self.r = connect_async(url, socket_connect_timeout=2, health_check_interval=30)
+        # pub/sub: on a cluster one node's plain connection (messages reach every node)
+        self.rp = connect_pubsub_async(url, socket_connect_timeout=2, health_check_interval=30)
+        self.rs = r_sync or connect(url, socket_timeout=3, socket_connect_timeout=2)
         a = settings.auth
         self.sessions = S.Sessions(
             self.rs,
-            self.prefix,
+            global_prefix(settings),
             idle_ms=int(a.idle_minutes * 60_000),
             max_ms=int(a.session_max_hours * 3_600_000),
         )
@@ -149,7 +152,7 @@ class Hub:
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> None:
-        self.pubsub = self.r.pubsub()
+        self.pubsub = self.rp.pubsub()
         await self.pubsub.subscribe(push_channel(self.prefix, "hello"))
         self.tasks = [
             asyncio.create_task(self._ticks(), name="push-ticks"),
@@ -169,6 +172,8 @@ class Hub:
             await self.pubsub.aclose()
         with contextlib.suppress(Exception):
             await self.r.aclose()
+        with contextlib.suppress(Exception):
+            await self.rp.aclose()
 
     def _spawn(self, coro: Any) -> None:
         """A background task, kept until it is done (the loop holds tasks weakly)."""
@@ -415,7 +420,7 @@ class Hub:
                 return
             got_tick, raw = got
             self.asked += 1
-        await self.r.publish(stream.channel, b"%d\n" % got_tick + raw)
+        await self.rp.publish(stream.channel, b"%d\n" % got_tick + raw)
         self.published += 1
 
     def _get(self, path: str, cookie: str) -> bytes:

@@ -46,6 +46,12 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="one pipeline worker process (used by `pipelines`)")
     w.add_argument("--feed", choices=FEEDS, required=True)
     w.add_argument("--name", required=True, help="consumer name (stable across restarts)")
+    w.add_argument(
+        "--partition",
+        type=int,
+        default=0,
+        help="the feed partition it reads ([streams] partitions)",
+    )
     sim = sub.add_parser("simulate", help="live simulated feeds into Redis, or a JSONL file")
     sim.add_argument("--seed", type=int)
     sim.add_argument("--speed", type=float, help="simulated seconds per real second")

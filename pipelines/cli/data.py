@@ -19,6 +19,7 @@ from pipelines.city import geography as geo
 from pipelines.cli.run import _start_simulator, _stop_event
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sql_engine
 from pipelines.dispatch.flows import flows_for
+from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
 
@@ -68,7 +69,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _replay(rt: Runtime, path: Path) -> int:
     from pipelines.city import simulator as simulate
-    from pipelines.spine.streams import publish
+    from pipelines.spine.partitions import publish_feed
 
     s = rt.settings
     buf: dict[str, list[bytes]] = {f: [] for f in FEEDS}
@@ -77,10 +78,10 @@ def _replay(rt: Runtime, path: Path) -> int:
         buf[feed].append(payload)
         n += 1
         if len(buf[feed]) >= 5000:
-            publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", buf[feed])
+            publish_feed(rt.r, s, feed, buf[feed])
             buf[feed] = []
     for feed, rest in buf.items():
-        publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", rest)
+        publish_feed(rt.r, s, feed, rest)
     return n
 
 
@@ -147,7 +148,7 @@ def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
     )
     prefix = settings.redis.prefix
     now_ms = int(time.time() * 1000)
-    r = redis.Redis.from_url(settings.redis.url) if settings.redis.url else None
+    r = connect(settings.redis.url) if settings.redis.url else None
     try:
         with sql_engine(settings) as engine:
             if mode is None:
@@ -218,9 +219,10 @@ def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
 
 def _active_consumers(r: redis.Redis, s: Settings, within_ms: int = 10_000) -> list[str]:
     """Consumers of the feed streams that read within the last ``within_ms``."""
+    from pipelines.spine.partitions import feed_stream_keys
+
     out = []
-    for feed in FEEDS:
-        key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
+    for key in (k for feed in FEEDS for k in feed_stream_keys(s, feed)):
         try:
             consumers: Any = r.xinfo_consumers(key, s.streams.group)
         except redis.ResponseError:  # no stream or no group yet

@@ -44,7 +44,7 @@ log = logging.getLogger("wangge")
 
 @dataclass
 class Supervisor:
-    """Keeps N worker processes per feed alive; stops them all cleanly."""
+    """Keeps N worker processes per feed and partition alive; stops them all cleanly."""
 
     settings: Settings
     env: dict[str, str]
@@ -60,13 +60,24 @@ class Supervisor:
             "video": p.video_workers,
         }
 
-    def start(self) -> None:
+    def names(self) -> list[tuple[str, int, str]]:
+        """(feed, partition, consumer name) of every worker: ``<feed>-<i>`` with one
+        partition, ``<feed>-p<k>-<i>`` with several."""
+        parts = max(1, self.settings.streams.partitions)
+        out = []
         for feed, n in self.counts().items():
-            for i in range(1, n + 1):
-                self._spawn(feed, f"{feed}-{i}")
+            for k in range(parts):
+                for i in range(1, n + 1):
+                    out.append((feed, k, f"{feed}-{i}" if parts == 1 else f"{feed}-p{k}-{i}"))
+        return out
 
-    def _spawn(self, feed: str, name: str) -> None:
+    def start(self) -> None:
+        for feed, k, name in self.names():
+            self._spawn(feed, name, k)
+
+    def _spawn(self, feed: str, name: str, partition: int = 0) -> None:
         cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed, "--name", name]
+        cmd += ["--partition", str(partition)]
         # its own session: a terminal's Ctrl-C reaches `wangge run` only, which stops the
         # workers in order (no KeyboardInterrupt in a child)
         self.procs[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True)
@@ -75,11 +86,11 @@ class Supervisor:
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 log.warning("worker %s exited with %s; restarting", name, proc.returncode)
-                feed = name.rsplit("-", 1)[0]
+                feed, k = next((f, k) for f, k, n in self.names() if n == name)
                 if self.on_restart is not None:
                     with suppress(redis.RedisError, OSError):
                         self.on_restart(feed, name)
-                self._spawn(feed, name)
+                self._spawn(feed, name, k)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         for proc in self.procs.values():
@@ -123,7 +134,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     index = geo.GridIndex(city)
     with runtime(settings, embedded_ok=False) as rt:
         check_city(rt, city)
-        w = make_worker(args.feed, rt.settings, city, index, rt.r, rt.engine, args.name)
+        w = make_worker(
+            args.feed,
+            rt.settings,
+            city,
+            index,
+            rt.r,
+            rt.engine,
+            args.name,
+            partition=args.partition,
+        )
         while not stop.is_set():
             try:
                 w.step()
@@ -144,7 +164,7 @@ def _start_simulator(
 ) -> threading.Thread:
     """The simulator, writing the streams, or (``gateway_url``) driving the gateway."""
     from pipelines.city import simulator as simulate
-    from pipelines.spine.streams import publish
+    from pipelines.spine.partitions import publish_feed
 
     s = rt.settings
     commanded = bool(gateway_url) and s.simulate.command_share > 0
@@ -152,11 +172,9 @@ def _start_simulator(
         city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
     )
     _store_registries(rt.engine, sim)
-    prefix = s.redis.prefix
-    streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}
 
     def direct(feed: str, payloads: list[bytes]) -> None:
-        publish(rt.r, streams[feed], payloads)
+        publish_feed(rt.r, s, feed, payloads)
 
     sink = _gateway_sink(s, rt.engine, city, gateway_url) if gateway_url else direct
     after = _command_centre(rt, city, sim, gateway_url, sink) if commanded else None
@@ -204,13 +222,15 @@ def _store_registries(engine: Engine, sim: Any) -> None:
 
 
 def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
-    from pipelines.spine.runner import ClockJob, live_state, stream_name
+    from pipelines.spine.partitions import feed_stream_keys
+    from pipelines.spine.runner import ClockJob, live_state
     from pipelines.spine.streams import ensure_group
     from pipelines.warnings import WarningEngine
 
     s = rt.settings
     for feed in FEEDS:
-        ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
+        for key in feed_stream_keys(s, feed):
+            ensure_group(rt.r, key, s.streams.group)
     env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
     ops_dir = _ops_dir(s, env)
     sup = Supervisor(s, env)

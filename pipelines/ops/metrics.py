@@ -215,7 +215,7 @@ class StreamCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from pipelines.spine.health import _group_state
+        from pipelines.spine.health import feed_state
 
         lag = GaugeMetricFamily(
             "wangge_stream_lag", "Entries the group has not read", labels=["feed"]
@@ -227,8 +227,7 @@ class StreamCollector:
         s = self.settings
         try:
             for feed in FEEDS:
-                key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
-                lg, pending, _ = _group_state(self.r, key, s.streams.group)
+                lg, pending, _, _ = feed_state(self.r, s, feed)
                 lag.add_metric([feed], lg)
                 pend.add_metric([feed], pending)
         except (redis.RedisError, OSError):
