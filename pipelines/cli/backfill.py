@@ -1,0 +1,212 @@
+"""The backfill from the command line: when `wangge run` does it (an empty database of the
+demo city), `wangge simulate --backfill SPAN` on demand, the console's progress bar, and
+the wiring of ``simulator.backfill`` to the real streams and worker processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import redis
+from sqlalchemy import Engine, select
+
+from pipelines.city import geography as geo
+from pipelines.city.simulator.backfill import (
+    BackfillProgress,
+    BackfillResult,
+    backfill_simulator,
+    describe_span,
+    run_backfill,
+)
+from pipelines.city.simulator.core import Simulator
+from pipelines.cli.runtime import FEEDS
+from pipelines.dispatch.flows import flows_for
+from pipelines.settings import Settings
+from pipelines.spine import store
+from pipelines.spine.streams import ensure_group, lag, publish
+
+HISTORY = ("incident_events", "video_alerts", "track_points")
+
+
+def history_tables(engine: Engine) -> list[str]:
+    """The history tables that already hold rows (one indexed probe each)."""
+    tables = {
+        "incident_events": store.incident_events,
+        "video_alerts": store.video_alerts,
+        "track_points": store.track_points,
+    }
+    held = []
+    with engine.connect() as conn:
+        for name in HISTORY:
+            if conn.execute(select(1).select_from(tables[name]).limit(1)).first() is not None:
+                held.append(name)
+    return held
+
+
+def refusal(
+    settings: Settings, engine: Engine, days: float, *, explicit: bool, force: bool = False
+) -> str | None:
+    """Why a backfill of ``days`` must not run here, or None.
+
+    Never into a database that holds events (unless ``force``: the simulated past is then
+    added to the history already there; its ids never collide with earlier ones); an
+    imported city only on demand (``explicit``), never by `wangge run`; never further back
+    than the pipelines accept (``streams.max_age_days``: older events are dead-lettered)."""
+    if days <= 0:
+        return "backfill_days is 0 (off)"
+    limit = settings.streams.max_age_days
+    if days >= limit:
+        return (
+            f"a backfill of {days:g} days reaches past streams.max_age_days ({limit}): "
+            "the pipelines would dead-letter the oldest events as out_of_range"
+        )
+    if settings.geo.source != "demo" and not explicit:
+        return (
+            "the city is an imported one: backfill it on demand with "
+            "`wangge simulate --backfill 7d` (a simulated past of a real city is for demos)"
+        )
+    held = history_tables(engine)
+    if held and not force:
+        return (
+            f"the database already holds events ({', '.join(held)}): a backfill would "
+            "mix a simulated past into it (`wangge simulate --backfill SPAN --force` adds it "
+            "anyway)"
+        )
+    return None
+
+
+def stream_keys(settings: Settings) -> dict[str, str]:
+    prefix = settings.redis.prefix
+    return {f: f"{prefix}:{getattr(settings.streams, f)}" for f in FEEDS}
+
+
+def stream_backlog(r: redis.Redis, settings: Settings) -> Callable[[], int]:
+    """Entries of the feed streams not yet acknowledged by the consumer group (not yet
+    read + read and pending); a Redis that cannot tell the lag counts the stream's length
+    beyond what the group acknowledged as pending."""
+    keys = stream_keys(settings)
+    group = settings.streams.group
+
+    def backlog() -> int:
+        total = 0
+        for key in keys.values():
+            got = lag(r, key, group)
+            behind = got["lag"] if got["lag"] >= 0 else 0
+            total += behind + got["pending"]
+        return total
+
+    return backlog
+
+
+@dataclass
+class ProgressBar:
+    """One line redrawn in place on a terminal (a line per 10 % otherwise)."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    width: int = 30
+    _last_decile: int = -1
+    _drawn: bool = False
+
+    def __call__(self, p: BackfillProgress) -> None:
+        frac = p.fraction
+        rate = p.published / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        done = int(frac * self.width)
+        bar = "█" * done + "░" * (self.width - done)
+        behind = describe_span(p.end_ms - p.sim_ms)
+        text = (
+            f"  backfill  {bar} {frac * 100:5.1f}%  {behind:>7s} to go · "
+            f"{p.published:,} events · {rate:,.0f}/s · {p.backlog:,} in the pipelines"
+        )
+        if self.out.isatty():
+            self.out.write("\r" + text + "\x1b[K")
+            self.out.flush()
+            self._drawn = True
+        elif int(frac * 10) > self._last_decile:
+            self._last_decile = int(frac * 10)
+            print(text, file=self.out, flush=True)
+
+    def done(self, res: BackfillResult) -> None:
+        if self._drawn:
+            self.out.write("\n")
+        span = describe_span(res.end_ms - res.start_ms)
+        print(
+            f"  backfill  {span} of history: {res.total:,} events "
+            f"({', '.join(f'{f} {n:,}' for f, n in res.events.items())}) "
+            f"in {res.elapsed_s:.1f} s = {res.rate:,.0f} events/s",
+            file=self.out,
+            flush=True,
+        )
+
+
+def store_registries(engine: Engine, sim: Simulator) -> None:
+    """The simulated cameras and roster in SQL (the video pipeline looks cameras up)."""
+    cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
+    store.replace_table(engine, store.cameras, cams.to_dicts())
+    cols = [c.name for c in store.workers.columns]
+    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+
+
+def backfill_streams(
+    settings: Settings,
+    city: geo.City,
+    r: redis.Redis,
+    engine: Engine,
+    days: float,
+    *,
+    stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[BackfillProgress], None] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> tuple[Simulator, BackfillResult]:
+    """Simulate the last ``days`` into the feed streams while worker processes (already
+    running in the consumer group) apply them; returns the simulator (to carry on live)
+    and what was sent."""
+    s = settings
+    sim = backfill_simulator(city, s.simulate, flows_for(s), int(clock() * 1000), days)
+    store_registries(engine, sim)
+    keys = stream_keys(s)
+    for key in keys.values():
+        ensure_group(r, key, s.streams.group)
+
+    def send(feed: str, payloads: list[bytes]) -> None:
+        publish(r, keys[feed], payloads)
+
+    res = run_backfill(
+        sim,
+        send,
+        stream_backlog(r, s),
+        lambda: time.sleep(0.05),
+        lambda: int(clock() * 1000),
+        progress=progress,
+        stop=stop,
+    )
+    return sim, res
+
+
+def spawn_workers(
+    settings: Settings, env: dict[str, str], counts: dict[str, int], tag: str
+) -> list[subprocess.Popen[bytes]]:
+    """Worker processes (`wangge worker`) named ``<feed>-<tag><i>`` in the consumer group."""
+    procs = []
+    for feed, n in counts.items():
+        for i in range(1, n + 1):
+            cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed]
+            cmd += ["--name", f"{feed}-{tag}{i}"]
+            procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
