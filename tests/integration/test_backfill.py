@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
 import redis
@@ -291,3 +292,27 @@ def test_parse_span_refuses(text: str) -> None:
 def test_the_cli_accepts_backfill() -> None:
     args = parser().parse_args(["simulate", "--backfill", "7d", "--force"])
     assert isinstance(args, argparse.Namespace) and args.backfill == "7d" and args.force
+
+
+def test_resume_carries_the_backfilled_city_on_live(city: City) -> None:
+    """The backfill's simulator goes live: the phones ping at their live interval at once,
+    the incidents open at the end go on through their lifecycles, and the scripted
+    anomalies come ``anomaly_start_min`` after the live start (none in the past)."""
+    s = settings_for("redis://unused", "p", ("sqlite://", None), Path("."), simulate=SMALL)
+    now = named("thu-10:00").ms  # the day shift: nearly every worker on duty
+    sim = backfill_simulator(city, s.simulate, flows_for(s), now, 2 / 24)
+    past = sim.advance(now)
+    assert not sim.anomalies  # a normal past
+    reported = {
+        orjson.loads(p)["incident_id"] for f, p in past if f == "reports" and b'"reported"' in p
+    }
+    live = dataclasses.replace(s.simulate, anomaly_start_min=2.0)
+    sim.resume(live)
+    ahead = sim.advance(now + 3 * 60_000)
+    pings = [p for f, p in ahead if f == "locations"]
+    # thinned (one per 30 min) 300 workers would send ~30 in 3 minutes; live every 10–30 s
+    assert len(pings) > 300 * 0.5 * 180 / 30
+    later = [orjson.loads(p) for f, p in ahead if f == "reports"]
+    assert any(e["incident_id"] in reported and e["step"] != "reported" for e in later)
+    surge = [a for a in sim.anomalies if a["kind"] == "dispute_surge"]
+    assert surge and surge[0]["start_ms"] == now + 2 * 60_000
