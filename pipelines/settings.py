@@ -209,9 +209,9 @@ class SimulateSettings:
     # of the demo city first simulates this many past days through the pipelines (0 = off).
     backfill_days: float = 7.0
     # Backfilled track points: one per on-shift worker about every this many seconds.
-    backfill_track_every_s: float = 1800.0
+    backfill_track_every_s: float = 3600.0
     # Report workers during the backfill (extra ones stop afterwards).
-    backfill_report_workers: int = 1
+    backfill_report_workers: int = 2
 
 
 @dataclass(frozen=True)
