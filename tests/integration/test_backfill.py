@@ -246,13 +246,23 @@ def test_the_backfill_chases_a_moving_clock_and_keeps_the_backlog_bounded(city: 
     now = [named("sat-03:00").ms]
     sim = backfill_simulator(city, s.simulate, flows_for(s), now[0], 2 / 24)
     sent: list[tuple[str, int]] = []
+    order: list[tuple[str, int]] = []  # (incident, ts) of the reports as published
     acked = [0]
+    peak = [0]
 
     def publish(feed: str, payloads: list[bytes]) -> None:
+        peak[0] = max(peak[0], backlog())  # never published onto a full backlog
+        incs = []
         for p in payloads:
-            ts = int(p.split(b'"ts":')[1].split(b",")[0].split(b"}")[0])
-            assert ts <= now[0], "an event from the future"
-            sent.append((feed, ts))
+            ev = orjson.loads(p)
+            assert ev["ts"] <= now[0], "an event from the future"
+            sent.append((feed, ev["ts"]))
+            if feed == "reports":
+                order.append((ev["incident_id"], ev["ts"]))
+                incs.append(ev["incident_id"])
+        # one release of reports: each incident's steps together
+        runs = sum(1 for k, i in enumerate(incs) if k == 0 or incs[k - 1] != i)
+        assert runs == len(set(incs))
         now[0] += 20_000  # the wall clock moves on while we publish
 
     def backlog() -> int:
@@ -261,16 +271,17 @@ def test_the_backfill_chases_a_moving_clock_and_keeps_the_backlog_bounded(city: 
     def wait() -> None:
         acked[0] = min(len(sent), acked[0] + 100)
 
-    peak = [0]
-
-    def progress(p: BackfillProgress) -> None:
-        peak[0] = max(peak[0], p.backlog)
-
     res = run_backfill(
-        sim, publish, backlog, wait, lambda: now[0], progress=progress, max_backlog=500
+        sim, publish, backlog, wait, lambda: now[0], max_backlog=500, group_ms=2 * HOUR_MS
     )
     assert res.total == len(sent) and acked[0] == len(sent)
     assert peak[0] <= 500
+    # each incident's steps in time order, across releases too
+    last: dict[str, int] = {}
+    for inc, ts in order:
+        assert ts >= last.get(inc, 0)
+        last[inc] = ts
+    assert len(last) < len(order)  # incidents with several steps
     assert now[0] - sim.clock_ms <= 1_000 + 20_000
     reports = [ts for f, ts in sent if f == "reports"]
     assert reports and max(reports) > now[0] - 2 * HOUR_MS  # it went on past the first "now"

@@ -171,7 +171,7 @@ def run_backfill(
         if group_ms > 0:
             for p in batch.pop("reports", []):
                 held.append((_incident_of(p), p))
-            if sim.clock_ms - held_from >= group_ms or sim.clock_ms >= end - group_ms:
+            if sim.clock_ms - held_from >= group_ms:
                 release()
         for feed in FEEDS:
             if batch.get(feed):
