@@ -237,6 +237,20 @@ def spawn_workers(
     return procs
 
 
+def watching(procs: list[subprocess.Popen[bytes]]) -> Callable[[], None]:
+    """A ``wait`` for the backfill: a short sleep, and an error when one of ``procs`` died
+    (its entries would wait for a consumer that never comes)."""
+
+    def wait() -> None:
+        time.sleep(0.05)
+        for p in procs:
+            if p.poll() is not None:
+                name = str(p.args[-1]) if isinstance(p.args, list) else str(p.pid)
+                raise RuntimeError(f"backfill worker {name} exited with {p.returncode}")
+
+    return wait
+
+
 def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
     for p in procs:
         if p.poll() is None:

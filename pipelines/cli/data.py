@@ -111,8 +111,18 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         print(f"backfill: the last {days:g} days of {city.name} through the pipelines")
         try:
             _sim, res = bf.backfill_streams(
-                s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar
+                s,
+                city,
+                rt.r,
+                rt.engine,
+                days,
+                stop=stop.is_set,
+                progress=bar,
+                wait=bf.watching(procs),
             )
+        except RuntimeError as exc:
+            print(f"\nbackfill failed: {exc}", file=sys.stderr)
+            return 1
         finally:
             bf.stop_workers(procs)
         bar.done(res)

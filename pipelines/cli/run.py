@@ -435,8 +435,13 @@ def _backfill_at_start(rt: Runtime, city: geo.City, stop: threading.Event, sup: 
     procs = bf.spawn_workers(s, sup.env, {"reports": extra}, "bf") if extra > 0 else []
     bar = bf.ProgressBar()
     try:
+
+        def wait() -> None:  # a dead worker is restarted, as in the main loop (an extra
+            sup.poll()  # one's entries are claimed by the others after claim_idle_ms)
+            time.sleep(0.05)
+
         sim, res = bf.backfill_streams(
-            s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar
+            s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
         )
     finally:
         bf.stop_workers(procs)

@@ -327,3 +327,14 @@ def test_resume_carries_the_backfilled_city_on_live(city: City) -> None:
     assert any(e["incident_id"] in reported and e["step"] != "reported" for e in later)
     surge = [a for a in sim.anomalies if a["kind"] == "dispute_surge"]
     assert surge and surge[0]["start_ms"] == now + 2 * 60_000
+
+
+def test_a_dead_backfill_worker_stops_the_wait() -> None:
+    """Its entries would wait for a consumer that never comes: the backfill fails instead."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)", "reports-bf1"])
+    proc.wait()
+    with pytest.raises(RuntimeError, match=r"reports-bf1 exited with 3"):
+        bf.watching([proc])()
