@@ -421,10 +421,11 @@ def _backfill_at_start(rt: Runtime, city: geo.City, stop: threading.Event, sup: 
 
     s = rt.settings
     days = s.simulate.backfill_days
+    if days <= 0 or bf.history_tables(rt.engine):  # off, or not a first start: quietly
+        return None
     why = bf.refusal(s, rt.engine, days, explicit=False)
     if why is not None:
-        if days > 0:
-            print(f"  backfill  none: {why}", flush=True)
+        print(f"  backfill  none: {why}", flush=True)
         return None
     print(
         f"  backfill  simulating the last {days:g} days through the pipelines "
