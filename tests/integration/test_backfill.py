@@ -202,8 +202,15 @@ def test_kpis_of_the_past_are_filled(backfilled: Any, city: City) -> None:
     assert b.r.hlen(f"{s.redis.prefix}:live:pos") > 0  # workers seen on their last shift
 
 
-def test_a_database_with_events_is_refused(backfilled: Any, tmp_path: Path) -> None:
+def test_a_database_with_events_is_refused(
+    backfilled: Any, city: City, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     b = backfilled
+    # `wangge run`'s later starts: no backfill, not a word about it
+    before = b.r.xlen(f"{b.settings.redis.prefix}:{b.settings.streams.reports}")
+    rt = Runtime(b.settings, b.r, b.engine)
+    assert _backfill_at_start(rt, city, threading.Event(), None) is None  # type: ignore[arg-type]
+    assert capsys.readouterr().out == ""
     why = bf.refusal(b.settings, b.engine, 7, explicit=True)
     assert why is not None and "already holds events" in why and "incident_events" in why
     assert bf.refusal(b.settings, b.engine, 7, explicit=True, force=True) is None
@@ -211,7 +218,6 @@ def test_a_database_with_events_is_refused(backfilled: Any, tmp_path: Path) -> N
     s = dataclasses.replace(
         b.settings, geo=dataclasses.replace(b.settings.geo, grids=300, cache_dir=str(tmp_path))
     )
-    before = b.r.xlen(f"{s.redis.prefix}:{s.streams.reports}")
     args = parser().parse_args(["simulate", "--backfill", "6h"])
     assert cmd_simulate(s, args) == 2
     assert b.r.xlen(f"{s.redis.prefix}:{s.streams.reports}") == before
