@@ -211,6 +211,13 @@ class SimulateSettings:
     # runs through the gateway): accepted and dispatched through the dispatch core, handled
     # and verified by the grid worker's phone through the gateway's task API.
     command_share: float = 0.3
+    # A lived-in first start (``simulate/backfill.py``): `wangge run` on an empty database
+    # of the demo city first simulates this many past days through the pipelines (0 = off).
+    backfill_days: float = 7.0
+    # Backfilled track points: one per on-shift worker about every this many seconds.
+    backfill_track_every_s: float = 3600.0
+    # Report workers during the backfill (extra ones stop afterwards).
+    backfill_report_workers: int = 2
 
 
 @dataclass(frozen=True)

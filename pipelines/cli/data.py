@@ -17,7 +17,15 @@ import redis
 from pipelines.city import binding, boundaries
 from pipelines.city import geography as geo
 from pipelines.cli.run import _start_simulator, _stop_event
-from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sql_engine
+from pipelines.cli.runtime import (
+    FEEDS,
+    Runtime,
+    check_city,
+    load_city,
+    runtime,
+    sql_engine,
+    sync_areas,
+)
 from pipelines.dispatch.flows import flows_for
 from pipelines.redis_client import connect
 from pipelines.settings import Settings
@@ -40,6 +48,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     }
     cfg = dataclasses.replace(cfg, **changes)
     settings = dataclasses.replace(settings, simulate=cfg)
+    if getattr(args, "backfill", None):
+        return _backfill(settings, args)
     if args.replay:
         with runtime(settings, embedded_ok=False) as rt:
             n = _replay(rt, Path(args.replay))
@@ -65,6 +75,59 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             stop.set()
         t.join()
     return 0
+
+
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """`wangge simulate --backfill SPAN`: the simulated past through the streams, applied by
+    worker processes of this command (they join the consumer group, so running
+    `wangge pipelines` share the work), then stopped."""
+    from pipelines.city.simulator.backfill import parse_span
+    from pipelines.cli import backfill as bf
+    from pipelines.settings import child_environ
+
+    try:
+        days = parse_span(args.backfill)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    city = load_city(settings)
+    with runtime(settings) as rt:
+        s = rt.settings
+        check_city(rt, city)
+        sync_areas(rt.engine, city)
+        why = bf.refusal(s, rt.engine, days, explicit=True, force=bool(args.force))
+        if why is not None:
+            print(f"backfill refused: {why}", file=sys.stderr)
+            return 2
+        if rt.embedded:
+            print(
+                "note: embedded Redis (no REDIS_URL): the history stays in SQL, the live state"
+                " ends with this command (`wangge rebuild-live` restores it into a Redis)"
+            )
+        env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
+        counts = {"reports": max(s.simulate.backfill_report_workers, 1), "locations": 1, "video": 1}
+        procs = bf.spawn_workers(s, env, counts, "backfill")
+        stop = _stop_event()
+        bar = bf.ProgressBar()
+        print(f"backfill: the last {days:g} days of {city.name} through the pipelines")
+        try:
+            _sim, res = bf.backfill_streams(
+                s,
+                city,
+                rt.r,
+                rt.engine,
+                days,
+                stop=stop.is_set,
+                progress=bar,
+                wait=bf.watching(procs),
+            )
+        except RuntimeError as exc:
+            print(f"\nbackfill failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            bf.stop_workers(procs)
+        bar.done(res)
+    return 130 if stop.is_set() else 0
 
 
 def _replay(rt: Runtime, path: Path) -> int:

@@ -31,7 +31,6 @@ from pipelines.cli.web import ChildServer, DashboardProcess, PushProcess, shape
 from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
-from pipelines.spine import store
 
 log = logging.getLogger("wangge")
 
@@ -161,16 +160,21 @@ def _start_simulator(
     stop: threading.Event,
     speed: float | None = None,
     gateway_url: str | None = None,
+    sim: Any = None,
 ) -> threading.Thread:
-    """The simulator, writing the streams, or (``gateway_url``) driving the gateway."""
+    """The simulator, writing the streams, or (``gateway_url``) driving the gateway; ``sim``
+    (a backfill's simulator) carries on live from where it stopped."""
     from pipelines.city import simulator as simulate
     from pipelines.spine.partitions import publish_feed
 
     s = rt.settings
     commanded = bool(gateway_url) and s.simulate.command_share > 0
-    sim = simulate.Simulator(
-        city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
-    )
+    if sim is None:
+        sim = simulate.Simulator(
+            city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
+        )
+    else:
+        sim.resume(s.simulate, command=commanded)
     _store_registries(rt.engine, sim)
 
     def direct(feed: str, payloads: list[bytes]) -> None:
@@ -215,13 +219,19 @@ def _command_centre(
 
 
 def _store_registries(engine: Engine, sim: Any) -> None:
-    cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
-    store.replace_table(engine, store.cameras, cams.to_dicts())
-    cols = [c.name for c in store.workers.columns]
-    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+    from pipelines.cli.backfill import store_registries
+
+    store_registries(engine, sim)
 
 
-def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
+def _pipelines(
+    rt: Runtime,
+    city: geo.City,
+    stop: threading.Event,
+    before: Callable[[Supervisor], None] | None = None,
+) -> Supervisor:
+    """The feed workers, then (``before(supervisor)`` first: the backfill) the clock job,
+    the warnings evaluator and the ops server."""
     from pipelines.spine.partitions import feed_stream_keys
     from pipelines.spine.runner import ClockJob, live_state
     from pipelines.spine.streams import ensure_group
@@ -236,6 +246,8 @@ def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor
     sup = Supervisor(s, env)
     sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
     sup.start()
+    if before is not None:
+        before(sup)
     _ops_server(rt, city, ops_dir)
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
@@ -331,7 +343,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             + (f"; {seeded} demo units registered" if seeded else ""),
             flush=True,
         )
-        sup = _pipelines(rt, city, stop)
+        simulating = s.run.simulate and not args.no_simulate
+        if simulating and not s.simulate.focus_street:
+            # the dispute surge in the demo operator's street
+            focus = demo.demo_areas(city)[1]
+            s = dataclasses.replace(s, simulate=dataclasses.replace(s.simulate, focus_street=focus))
+            rt.settings = s
+        history: list[Any] = []  # the backfill's simulator, carried on live
+
+        def backfill(sup: Supervisor) -> None:
+            history.append(_backfill_at_start(rt, city, stop, sup))
+
+        sup = _pipelines(rt, city, stop, backfill if simulating else None)
+        if stop.is_set():  # Ctrl-C during the backfill
+            sup.stop()
+            print("stopped.", flush=True)
+            return 0
         gateway = _GatewayProcess.start(rt, args.gateway_port)
         s = gateway.settings
         gw_url = gateway.url
@@ -339,15 +366,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if s.gateway.mqtt_url:
             kind = f"embedded {gateway.broker.kind}" if gateway.broker else "broker"
             print(f"  mqtt      {kind} at {s.gateway.mqtt_url} (Frigate subscriber)", flush=True)
-        if s.run.simulate and not args.no_simulate:
+        if simulating:
             through = s.gateway.simulate_through and gateway.wait_ready()
-            if not s.simulate.focus_street:  # the dispute surge in the demo operator's street
-                focus = demo.demo_areas(city)[1]
-                s = dataclasses.replace(
-                    s, simulate=dataclasses.replace(s.simulate, focus_street=focus)
-                )
             rt.settings = s
-            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None)
+            sim = history[0] if history else None
+            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None, sim=sim)
             print(
                 f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
                 f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
@@ -407,6 +430,44 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             sup.stop()
     print("stopped.", flush=True)
     return 0
+
+
+def _backfill_at_start(rt: Runtime, city: geo.City, stop: threading.Event, sup: Supervisor) -> Any:
+    """A lived-in first start: on an empty database of the demo city, the last
+    ``simulate.backfill_days`` simulated through the streams and the running workers
+    (plus ``backfill_report_workers`` − ``reports_workers`` extra report workers for the
+    while); the simulator to carry on live, or None."""
+    from pipelines.cli import backfill as bf
+
+    s = rt.settings
+    days = s.simulate.backfill_days
+    if days <= 0 or bf.history_tables(rt.engine):  # off, or not a first start: quietly
+        return None
+    why = bf.refusal(s, rt.engine, days, explicit=False)
+    if why is not None:
+        print(f"  backfill  none: {why}", flush=True)
+        return None
+    print(
+        f"  backfill  simulating the last {days:g} days through the pipelines "
+        "(a first start; the dashboard follows)",
+        flush=True,
+    )
+    extra = s.simulate.backfill_report_workers - s.pipelines.reports_workers
+    procs = bf.spawn_workers(s, sup.env, {"reports": extra}, "bf") if extra > 0 else []
+    bar = bf.ProgressBar()
+    try:
+
+        def wait() -> None:  # a dead worker is restarted, as in the main loop (an extra
+            sup.poll()  # one's entries are claimed by the others after claim_idle_ms)
+            time.sleep(0.05)
+
+        sim, res = bf.backfill_streams(
+            s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
+        )
+    finally:
+        bf.stop_workers(procs)
+    bar.done(res)
+    return sim
 
 
 @dataclass

@@ -27,12 +27,16 @@ pytestmark = pytest.mark.integration
 
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A small city under ``tmp``; no first-start backfill unless ``extra`` asks for one."""
     return child_environ(
-        WANGGE_RUN_VAR_DIR=str(tmp / "var"),
-        WANGGE_REDIS_EMBEDDED_DIR=str(tmp / "redis"),
-        WANGGE_GEO_GRIDS="300",
-        WANGGE_GEO_CACHE_DIR=str(tmp / "geo"),
-        **extra,
+        **{
+            "WANGGE_RUN_VAR_DIR": str(tmp / "var"),
+            "WANGGE_REDIS_EMBEDDED_DIR": str(tmp / "redis"),
+            "WANGGE_GEO_GRIDS": "300",
+            "WANGGE_GEO_CACHE_DIR": str(tmp / "geo"),
+            "WANGGE_SIMULATE_BACKFILL_DAYS": "0",
+            **extra,
+        }
     )
 
 
