@@ -225,17 +225,12 @@ def _store_registries(engine: Engine, sim: Any) -> None:
 
 
 def _pipelines(
-    rt: Runtime,
-    city: geo.City,
-    stop: threading.Event,
-    before: Callable[[Supervisor], None] | None = None,
+    rt: Runtime, city: geo.City, stop: threading.Event, *, services: bool = True
 ) -> Supervisor:
-    """The feed workers, then (``before(supervisor)`` first: the backfill) the clock job,
-    the warnings evaluator and the ops server."""
+    """The feed workers and the ops server; then (``services``) the clock job and the
+    warnings evaluator (``wangge run`` starts those after a first start's backfill)."""
     from pipelines.spine.partitions import feed_stream_keys
-    from pipelines.spine.runner import ClockJob, live_state
     from pipelines.spine.streams import ensure_group
-    from pipelines.warnings import WarningEngine
 
     s = rt.settings
     for feed in FEEDS:
@@ -246,15 +241,23 @@ def _pipelines(
     sup = Supervisor(s, env)
     sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
     sup.start()
-    if before is not None:
-        before(sup)
     _ops_server(rt, city, ops_dir)
+    if services:
+        _city_services(rt, city, stop)
+    return sup
+
+
+def _city_services(rt: Runtime, city: geo.City, stop: threading.Event) -> None:
+    """The clock job (overdue sweep, online counts, freshness) and the warnings evaluator."""
+    from pipelines.spine.runner import ClockJob, live_state
+    from pipelines.warnings import WarningEngine
+
+    s = rt.settings
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
     evaluator = WarningEngine(s, city, rt.r, rt.engine)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _thread(lambda: evaluator.run(stop, owner), "warnings")
-    return sup
 
 
 def _ops_dir(s: Settings, env: dict[str, str]) -> str | None:
@@ -349,16 +352,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             focus = demo.demo_areas(city)[1]
             s = dataclasses.replace(s, simulate=dataclasses.replace(s.simulate, focus_street=focus))
             rt.settings = s
-        history: list[Any] = []  # the backfill's simulator, carried on live
-
-        def backfill(sup: Supervisor) -> None:
-            history.append(_backfill_at_start(rt, city, stop, sup))
-
-        sup = _pipelines(rt, city, stop, backfill if simulating else None)
-        if stop.is_set():  # Ctrl-C during the backfill
-            sup.stop()
-            print("stopped.", flush=True)
-            return 0
+        sup = _pipelines(rt, city, stop, services=not simulating)
         gateway = _GatewayProcess.start(rt, args.gateway_port)
         s = gateway.settings
         gw_url = gateway.url
@@ -366,24 +360,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if s.gateway.mqtt_url:
             kind = f"embedded {gateway.broker.kind}" if gateway.broker else "broker"
             print(f"  mqtt      {kind} at {s.gateway.mqtt_url} (Frigate subscriber)", flush=True)
-        if simulating:
-            through = s.gateway.simulate_through and gateway.wait_ready()
-            rt.settings = s
-            sim = history[0] if history else None
-            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None, sim=sim)
-            print(
-                f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
-                f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
-                flush=True,
-            )
-            if s.simulate.anomalies:
-                a, sp = s.simulate.anomaly_start_min, max(s.simulate.speed, 1e-9)
-                print(
-                    f"  anomalies dispute surge in {s.simulate.focus_street} after {a / sp:g} min,"
-                    f" fire after {(a + 30) / sp:g} min, patrol gap after {(a + 60) / sp:g} min"
-                    " (WANGGE_SIMULATE_ANOMALY_START_MIN brings them forward)",
-                    flush=True,
-                )
         log_path = console.request_log(s)
         verbose = bool(getattr(args, "verbose", False))
         push_port = PushProcess.choose_port(s) if s.push.enabled else 0
@@ -412,6 +388,25 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         )
         info = {"dashboard": url, "gateway": gw_url, "redis": s.redis.url, "accounts": rows}
         console.write_run_file(s, info)
+        if simulating:
+            rt.settings = s
+
+            def history_then_live() -> None:
+                """A first start's backfill (the dashboard already serves what it has
+                written), then the clock job, the warnings and the live simulator."""
+                try:
+                    sim = _backfill_at_start(rt, city, stop, sup.env)
+                except Exception:  # the live city still starts; the history stays partial
+                    log.exception("backfill failed; starting the live feed")
+                    sim = None
+                if stop.is_set():
+                    return
+                _city_services(rt, city, stop)
+                through = s.gateway.simulate_through and gateway.wait_ready()
+                _start_simulator(rt, city, stop, gateway_url=gw_url if through else None, sim=sim)
+                _print_simulator(s, through)
+
+            _thread(history_then_live, "history")
         console.on_enter(lambda: print(text, flush=True), stop)
         try:
             while not stop.wait(1.0):
@@ -432,7 +427,25 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _backfill_at_start(rt: Runtime, city: geo.City, stop: threading.Event, sup: Supervisor) -> Any:
+def _print_simulator(s: Settings, through: bool) -> None:
+    print(
+        f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
+        f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
+        flush=True,
+    )
+    if s.simulate.anomalies:
+        a, sp = s.simulate.anomaly_start_min, max(s.simulate.speed, 1e-9)
+        print(
+            f"  anomalies dispute surge in {s.simulate.focus_street} after {a / sp:g} min,"
+            f" fire after {(a + 30) / sp:g} min, patrol gap after {(a + 60) / sp:g} min"
+            " (WANGGE_SIMULATE_ANOMALY_START_MIN brings them forward)",
+            flush=True,
+        )
+
+
+def _backfill_at_start(
+    rt: Runtime, city: geo.City, stop: threading.Event, env: dict[str, str]
+) -> Any:
     """A lived-in first start: on an empty database of the demo city, the last
     ``simulate.backfill_days`` simulated through the streams and the running workers
     (plus ``backfill_report_workers`` − ``reports_workers`` extra report workers for the
@@ -449,17 +462,16 @@ def _backfill_at_start(rt: Runtime, city: geo.City, stop: threading.Event, sup: 
         return None
     print(
         f"  backfill  simulating the last {days:g} days through the pipelines "
-        "(a first start; the dashboard follows)",
+        "(a first start; the dashboard shows it as it lands)",
         flush=True,
     )
     extra = s.simulate.backfill_report_workers - s.pipelines.reports_workers
-    procs = bf.spawn_workers(s, sup.env, {"reports": extra}, "bf") if extra > 0 else []
+    procs = bf.spawn_workers(s, env, {"reports": extra}, "bf") if extra > 0 else []
     bar = bf.ProgressBar()
     try:
 
-        def wait() -> None:  # a dead worker is restarted, as in the main loop (an extra
-            sup.poll()  # one's entries are claimed by the others after claim_idle_ms)
-            time.sleep(0.05)
+        def wait() -> None:  # a dead worker is restarted by the main loop (an extra
+            time.sleep(0.05)  # one's entries are claimed by the others after claim_idle_ms)
 
         sim, res = bf.backfill_streams(
             s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
