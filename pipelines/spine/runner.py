@@ -200,15 +200,17 @@ class FeedWorker:
     ) -> pl.DataFrame:
         """SQL decides (under locks) which events are accepted; inside the same
         transaction Redis is set to the touched incidents' new states and the rejects
-        are dead-lettered; then it commits. A crash before the commit leaves SQL as it
-        was and Redis is corrected by the redelivery (states, not increments)."""
+        are dead-lettered, then it commits. The Redis script runs on the background
+        thread while this thread writes the decision to SQL; the commit waits for it (a
+        failed script rolls SQL back). A crash before the commit leaves SQL as it was
+        and Redis is corrected by the redelivery (states, not increments)."""
         events = (
             agg.report_history(good).select(store.EVENT_COLUMNS)
             if good.height
             else pl.DataFrame(schema=store.frame_schema(store.incident_events))
         )
         with self.engine.begin() as conn:
-            d = store.decide_reports(conn, events, self.flows)
+            d = store.decide_reports(conn, events, self.flows, write=False)
             verdicts = pl.DataFrame(
                 {"entry_id": list(d.verdicts), "reason": list(d.verdicts.values())},
                 schema={"entry_id": pl.String, "reason": pl.String},
@@ -227,10 +229,17 @@ class FeedWorker:
             if resync is not None and resync.height:
                 rows += self._incident_resync(conn, resync, push)
             dead_all = _in_stream_order(dead_parts)
-            self._dead_letter_sql(conn, dead_all, now_ms)
-            self.state.push_incidents(rows)
-            self._dead_letter_redis(dead_all)
+            live = self._background.submit(self._push_reports, rows, dead_all)
+            try:
+                store.write_decision(conn, d, self.flows)
+                self._dead_letter_sql(conn, dead_all, now_ms)
+            finally:
+                live.result()  # before the commit; raises (rolls back) when the script failed
         return dead_all
+
+    def _push_reports(self, rows: list[list[Any]], dead_all: pl.DataFrame) -> None:
+        self.state.push_incidents(rows)
+        self._dead_letter_redis(dead_all)
 
     def _incident_pushes(
         self, d: store.ReportDecision, push: set[str], new_acc: set[str]

@@ -29,6 +29,7 @@ from pipelines.spine.store.incidents import (
     incident_rows,
     lifecycle_summary,
     persist_report_events,
+    write_decision,
 )
 from pipelines.spine.store.locations import (
     persist_patrols,
@@ -71,6 +72,7 @@ from pipelines.spine.store.sql import (
     distinct_count,
     frame_schema,
     insert_ignore,
+    insert_ignore_frame,
     lock_incidents,
     lock_keys,
     persist_dead_letters,
@@ -125,6 +127,7 @@ __all__ = [
     "incident_rows",
     "incidents",
     "insert_ignore",
+    "insert_ignore_frame",
     "lifecycle_summary",
     "load_table_modules",
     "lock_incidents",
@@ -156,5 +159,6 @@ __all__ = [
     "warnings",
     "worker_positions",
     "workers",
+    "write_decision",
     "write_lock",
 ]

@@ -121,6 +121,22 @@ def upsert_frame(
     conn.exec_driver_sql(sql, frame.sort(keys).rows())
 
 
+def insert_ignore_frame(conn: Connection, table: Table, frame: pl.DataFrame) -> None:
+    """``insert_ignore`` of a frame's rows through the driver's executemany (no per-row
+    Core work); rows whose primary key exists are skipped. Rows go in primary-key order,
+    like ``insert_ignore``, so concurrent writers lock alike."""
+    if frame.is_empty():
+        return
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    cols = ", ".join(frame.columns)
+    sql = (
+        f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([ph] * frame.width)})"
+        " ON CONFLICT DO NOTHING"
+    )
+    keys = [c.name for c in table.primary_key.columns]
+    conn.exec_driver_sql(sql, frame.sort(keys).rows())
+
+
 def lock_incidents(conn: Connection, incident_ids: Iterable[str]) -> None:
     """Serialise the transactions that recompute the same incidents, so each reads a
     history that includes every event an earlier one committed (else two workers each
