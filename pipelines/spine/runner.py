@@ -350,11 +350,15 @@ class FeedWorker:
                 pl.col("entry_id")
                 != pl.col("alert_id").replace_strict(creators, default=None, return_dtype=pl.String)
             )
-            for r in pl.concat([d.displaced.select(others.columns), others]).iter_rows(named=True):
-                day = agg.local_day(int(r["ts_ms"]), tz)
-                pair = (r["entry_id"], day)
-                if pair not in losers.setdefault(r["alert_id"], []):
-                    losers[r["alert_id"]].append(pair)
+            lost = pl.concat([d.displaced.select(others.columns), others]).select(
+                "alert_id", "entry_id", ts="ts_ms"
+            )
+            for a, e, day in (
+                agg.with_time_keys(lost, tz).select("alert_id", "entry_id", "day").iter_rows()
+            ):  # the local day of every row at once (not one frame per row)
+                pair = (e, day)
+                if pair not in losers.setdefault(a, []):
+                    losers[a].append(pair)
             rows = [(a, f[0], f[1:], losers.get(a, [])) for a, f in fields.items()]
             if resync is not None and resync.height:
                 rows += self._alert_resync(conn, resync, set(fields))

@@ -33,7 +33,25 @@ INCIDENT_FIELDS = (
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
 # "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
 # Returns the number of incidents whose live state changed.
-_INCIDENTS_LUA = """
+# Ticker lines collected per list during a script, pushed at its end: one LPUSH of only
+# the newest ``TL`` lines (in the order they came), then LTRIM to ``TL``. The list ends
+# exactly as it would after one LPUSH per line and the LTRIM (the older lines are trimmed
+# anyway), in far fewer calls.
+_PUSH_TICKERS = """
+local function push_tickers(tickers, TL)
+  for key, lines in pairs(tickers) do
+    local n = #lines
+    local from = 1
+    if TL >= 1 and n > TL then from = n - TL + 1 end
+    for i = from, n, 1000 do
+      redis.call('LPUSH', key, unpack(lines, i, math.min(n, i + 999)))
+    end
+    redis.call('LTRIM', key, 0, TL - 1)
+  end
+end
+"""
+
+_INCIDENTS_LUA = _PUSH_TICKERS + """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local NF = 13
 local W = 5
@@ -175,8 +193,9 @@ for i = 0, n - 1 do
       if not string.find(had, ';'..entry..',', 1, true) then
         for _, a in ipairs({new.street, new.district, new.city}) do
           local key = P..':live:ticker:'..a
-          redis.call('LPUSH', key, line)
-          tickers[key] = true
+          local t = tickers[key]
+          if not t then t = {}; tickers[key] = t end
+          t[#t + 1] = line
         end
       end
     end
@@ -189,10 +208,8 @@ for key, t in pairs(delta) do
     end
   end
 end
-for key, ttl in pairs(touched) do
-  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
-end
-for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+push_tickers(tickers, TL)
 return changed
 """
 
@@ -219,9 +236,14 @@ ALERT_FIELDS = (
 # entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
 # entry and day (an empty owner entry: only losers are taken back). Returns one letter
 # per alert: A applied now, R already applied (or nothing to apply).
-_ALERTS_LUA = """
+_ALERTS_LUA = _PUSH_TICKERS + """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local touched, tickers = {}, {}
+local touched, tickers, delta = {}, {}, {}
+local function add(key, field, n)
+  local t = delta[key]
+  if not t then t = {}; delta[key] = t end
+  t[field] = (t[field] or 0) + n
+end
 local function count(d, v, sign)
   local e, g, s, dist, c, lab, mi, ho = string.match(v,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
@@ -231,7 +253,7 @@ local function count(d, v, sign)
   touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
   for _, a in ipairs({g, s, dist, c}) do
     for _, kf in ipairs({{dv, a}, {dl, a..'|'..lab}, {mk, 'v|'..a}, {hk, 'v|'..a}}) do
-      if redis.call('HINCRBY', kf[1], kf[2], sign) == 0 then redis.call('HDEL', kf[1], kf[2]) end
+      add(kf[1], kf[2], sign)
     end
   end
 end
@@ -269,17 +291,25 @@ while i < #ARGV do
     if fresh then  -- an update in place moves its counts; only a new alert is news
       for _, a in ipairs({s, dist, c}) do
         local tk = P..':live:ticker:'..a
-        redis.call('LPUSH', tk, tick)
-        tickers[tk] = true
+        local t = tickers[tk]
+        if not t then t = {}; tickers[tk] = t end
+        t[#t + 1] = tick
       end
     end
     out[#out + 1] = 'A'
   end
 end
-for key, ttl in pairs(touched) do
-  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
+-- Counter differences summed per field over the batch, then applied (a field that ends
+-- at 0 is removed, as with one HINCRBY per change).
+for key, t in pairs(delta) do
+  for field, d in pairs(t) do
+    if d ~= 0 then
+      if redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
+    end
+  end
 end
-for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+push_tickers(tickers, TL)
 return out
 """
 
@@ -288,11 +318,31 @@ return out
 _LOCATIONS_LUA = """
 local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen, pos = P..':live:seen', P..':live:pos'
-for i = 0, nw - 1 do
-  local b = 3 + i * 3
-  -- GT: only a newer ping moves the worker (out-of-order pings never go back in time)
-  if redis.call('ZADD', seen, 'GT', 'CH', ARGV[b+2], ARGV[b+1]) == 1 then
-    redis.call('HSET', pos, ARGV[b+1], ARGV[b+3])
+-- Only a newer ping moves the worker (out-of-order pings never go back in time): per
+-- chunk of workers, their last ping times are read at once (ZMSCORE) and the pings newer
+-- than them (and than any earlier one of this call) written with one ZADD and one HSET,
+-- as one ZADD GT CH, then HSET when changed, per ping would.
+local best = {}
+for c = 0, nw - 1, 500 do
+  local last = math.min(nw, c + 500) - 1
+  local ids = {}
+  for i = c, last do ids[#ids + 1] = ARGV[3 + i * 3 + 1] end
+  local cur = redis.call('ZMSCORE', seen, unpack(ids))
+  local zargs, hargs = {}, {}
+  for i = c, last do
+    local b = 3 + i * 3
+    local w, ts = ARGV[b+1], tonumber(ARGV[b+2])
+    local prev = best[w]
+    if prev == nil and cur[i - c + 1] then prev = tonumber(cur[i - c + 1]) end
+    if prev == nil or ts > prev then
+      best[w] = ts
+      zargs[#zargs + 1] = ARGV[b+2]; zargs[#zargs + 1] = w
+      hargs[#hargs + 1] = w; hargs[#hargs + 1] = ARGV[b+3]
+    end
+  end
+  if #zargs > 0 then
+    redis.call('ZADD', seen, 'GT', unpack(zargs))
+    redis.call('HSET', pos, unpack(hargs))
   end
 end
 local touched = {}

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 N_LOCATIONS = int(os.environ.get("WANGGE_BENCH_LOCATIONS", "300000"))
 N_WORKERS = 15_000
 N_REPORTS = int(os.environ.get("WANGGE_BENCH_REPORTS", "50000"))
+N_VIDEO = int(os.environ.get("WANGGE_BENCH_VIDEO", "30000"))
 LATENCY_RATE = 5000.0
 LATENCY_WINDOW_S = float(os.environ.get("WANGGE_BENCH_LATENCY_S", "33"))
 LATENCY_WARMUP_S = 3.0
@@ -97,12 +98,16 @@ class StageTimer:
         "incident_states",
         "report_tickers",
         "report_history",
+        "video_history",
+        "alert_rows",
     )
     SQL = (
         "persist_patrols",
         "persist_positions",
         "persist_tracks",
         "decide_reports",
+        "write_decision",
+        "decide_alerts",
     )
 
     def __init__(self) -> None:
@@ -132,6 +137,7 @@ class StageTimer:
             st = w.state
             st.apply_locations = self.wrap("lua", st.apply_locations)  # type: ignore[method-assign]
             st.push_incidents = self.wrap("lua", st.push_incidents)  # type: ignore[method-assign]
+            st.set_alerts = self.wrap("lua", st.set_alerts)  # type: ignore[method-assign]
             st.set_meta = self.wrap("meta", st.set_meta)  # type: ignore[method-assign]
             st.dead_letter = self.wrap("lua", st.dead_letter)  # type: ignore[method-assign]
             w.index = _TimedIndex(w.index, self.wrap)  # type: ignore[assignment]
@@ -340,6 +346,86 @@ def test_reports_throughput(
     k = sorted(range(len(worker_runs)), key=lambda j: worker_runs[j])[len(worker_runs) // 2]
     timer, elapsed = timers[k]
     _print_stages(f"reports{suffix}", timer, elapsed, n)
+
+
+# ---------------------------------------------------------------------------- 2b. video
+
+
+@pytest.fixture(scope="module")
+def video_payloads(city: City) -> tuple[list[bytes], pl.DataFrame]:
+    """≥30,000 valid video alerts of the simulator's cameras (and the camera registry),
+    generated in a half-locations mix like the reports."""
+    s = load_settings(environ={})
+    start = int(time.time() * 1000) - 2 * DAY_MS
+    events = simulate.generate(
+        city,
+        s.simulate,
+        flows_for(s),
+        start,
+        2 * N_VIDEO + 2000,
+        mix={"video": 0.5, "locations": 0.5},
+        malformed_share=0.0,
+    )
+    payloads = [p for f, p, reason in events if f == "video" and reason is None]
+    assert len(payloads) >= N_VIDEO
+    cams = simulate.Simulator(city, s.simulate, flows_for(s), start_ms=0).cameras
+    return payloads, cams.select("camera_id", "lon", "lat", "grid_id")
+
+
+@pytest.mark.parametrize("dialect", dialects())
+def test_video_throughput(
+    dialect: str,
+    redis_url: str,
+    prefix: str,
+    rclient: redis.Redis,
+    fresh_db: Any,
+    city: City,
+    index: GridIndex,
+    video_payloads: tuple[list[bytes], pl.DataFrame],
+    tmp_path: Path,
+) -> None:
+    payloads, cams = video_payloads
+    n = len(payloads)
+    alert_ids = {orjson.loads(p)["alert_id"] for p in payloads}
+    suffix = "" if dialect == "sqlite" else f"_{dialect}"
+    worker_runs: list[float] = []
+    bare_runs: list[float] = []
+    timers: list[tuple[StageTimer, float]] = []
+    deads: list[int] = []
+    for i in range(RUNS):
+        url, schema, engine = fresh_db(dialect)
+        store.replace_table(engine, store.cameras, cams.to_dicts())
+        sub = f"{prefix}:vid{i}"
+        s = _sub_settings(redis_url, sub, url, schema, tmp_path)
+        bare_key = f"{sub}:bare"
+        publish(rclient, bare_key, payloads)
+        w = make_worker("video", s, city, index, rclient, engine, "bench-vid")
+        publish(rclient, w.consumer.stream, payloads)
+        bare_runs.append(_bare_drain(rclient, bare_key, s.streams.group, s.streams.batch_size, n))
+        timer = StageTimer()
+        rate, elapsed, applied, dead = _drain_worker(w, n, timer)
+        worker_runs.append(rate)
+        timers.append((timer, elapsed))
+        # correctness: one alert per alert id; every entry created, updated or superseded
+        # one, or was a duplicate of one (dead-lettered)
+        assert store.table_count(engine, store.video_alerts) == len(alert_ids)
+        assert applied == len(alert_ids), f"applied={applied} of {len(alert_ids)} alert ids"
+        assert applied + dead <= n
+        deads.append(dead)
+        _unlink_prefix(rclient, sub)
+    with_baseline(
+        f"video_throughput{suffix}",
+        "events/s",
+        worker_runs,
+        bare_runs,
+        events=n,
+        alerts=len(alert_ids),
+        dead_lettered=deads,
+        baseline_is="bare XREADGROUP+XACK, same Redis, same run",
+    )
+    k = sorted(range(len(worker_runs)), key=lambda j: worker_runs[j])[len(worker_runs) // 2]
+    timer, elapsed = timers[k]
+    _print_stages(f"video{suffix}", timer, elapsed, n)
 
 
 # ---------------------------------------------------------------------------- 3+4. latency, RSS

@@ -16,7 +16,7 @@ from pipelines.spine.store.schema import cameras, video_alerts
 from pipelines.spine.store.sql import (
     _rows_in,
     frame_schema,
-    insert_ignore,
+    insert_ignore_frame,
     lock_keys,
     read_frame,
     write_lock,
@@ -48,9 +48,9 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
     write, statuses, displaced = agg.decide_alert_versions(
         old.to_dicts(), batch.select(VIDEO_COLUMNS).to_dicts()
     )
-    _replace(conn, old, write)
     schema = frame_schema(video_alerts)
     written = pl.DataFrame(write, schema=schema) if write else pl.DataFrame(schema=schema)
+    _replace(conn, old, written)
     kept = old.filter(~pl.col("alert_id").is_in(written["alert_id"].implode()))
     return AlertDecision(
         statuses=statuses,
@@ -59,7 +59,7 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
     )
 
 
-def _replace(conn: Connection, old: pl.DataFrame, write: list[dict[str, object]]) -> None:
+def _replace(conn: Connection, old: pl.DataFrame, write: pl.DataFrame) -> None:
     """Write the decided rows, one per alert id: a stored row of the same id is replaced.
 
     The key is ``alert_id`` on SQLite and (alert_id, ts_ms) on a partitioned PostgreSQL
@@ -67,10 +67,9 @@ def _replace(conn: Connection, old: pl.DataFrame, write: list[dict[str, object]]
     changes only when an earlier creating entry displaces its creator, so the stored rows
     of the written ids are deleted first (by id and their own start: pruned to their
     partitions) and the rows inserted. The ids are locked (``decide_alerts``)."""
-    if not write:
+    if write.is_empty():
         return
-    ids = {str(r["alert_id"]) for r in write}
-    stale = old.filter(pl.col("alert_id").is_in(list(ids)))
+    stale = old.filter(pl.col("alert_id").is_in(write["alert_id"].implode()))
     va = video_alerts
     for i in range(0, stale.height, 5000):
         part = stale.slice(i, 5000)
@@ -78,7 +77,7 @@ def _replace(conn: Connection, old: pl.DataFrame, write: list[dict[str, object]]
         conn.execute(
             va.delete().where(va.c.alert_id.in_(part["alert_id"].to_list()), va.c.ts_ms.in_(ts))
         )
-    insert_ignore(conn, va, write)
+    insert_ignore_frame(conn, va, write)
 
 
 def cameras_frame(engine: Engine) -> pl.DataFrame:
