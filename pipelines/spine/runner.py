@@ -317,7 +317,8 @@ class FeedWorker:
     ) -> pl.DataFrame:
         """As for reports: SQL decides (one alert per alert id, created by the first entry
         in stream order, updated in place by newer revisions), Redis is set to the
-        decided alerts inside the same transaction (a state, not an increment)."""
+        decided alerts inside the same transaction (a state, not an increment), on the
+        background thread while this one writes SQL; the commit waits for it."""
         tz, cid = self.settings.live.timezone, self.city.city_id
         alerts = (
             agg.video_history(good).select(store.VIDEO_COLUMNS)
@@ -325,7 +326,7 @@ class FeedWorker:
             else pl.DataFrame(schema=store.frame_schema(store.video_alerts))
         )
         with self.engine.begin() as conn:
-            d = store.decide_alerts(conn, alerts)
+            d = store.decide_alerts(conn, alerts, write=False)
             for code, reason in (("D", "duplicate"), ("M", "moved_alert")):
                 lost = [e for e, st in d.statuses.items() if st == code]
                 dead_parts.append(_dead([(e, payloads[e]) for e in lost], reason, _DETAIL[reason]))
@@ -363,10 +364,17 @@ class FeedWorker:
             if resync is not None and resync.height:
                 rows += self._alert_resync(conn, resync, set(fields))
             dead_all = _in_stream_order(dead_parts)
-            self._dead_letter_sql(conn, dead_all, now_ms)
-            self.state.set_alerts(rows)
-            self._dead_letter_redis(dead_all)
+            live = self._background.submit(self._push_alerts, rows, dead_all)
+            try:
+                store.write_alerts(conn, d)
+                self._dead_letter_sql(conn, dead_all, now_ms)
+            finally:
+                live.result()  # before the commit; raises (rolls back) when the script failed
         return dead_all
+
+    def _push_alerts(self, rows: list[Any], dead_all: pl.DataFrame) -> None:
+        self.state.set_alerts(rows)
+        self._dead_letter_redis(dead_all)
 
     def _alert_resync(
         self, conn: Any, resync: pl.DataFrame, done: set[str]

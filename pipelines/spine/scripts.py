@@ -51,7 +51,9 @@ local function push_tickers(tickers, TL)
 end
 """
 
-_INCIDENTS_LUA = _PUSH_TICKERS + """
+_INCIDENTS_LUA = (
+    _PUSH_TICKERS
+    + """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local NF = 13
 local W = 5
@@ -212,6 +214,7 @@ for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 push_tickers(tickers, TL)
 return changed
 """
+)
 
 ALERT_FIELDS = (
     "day",
@@ -236,7 +239,9 @@ ALERT_FIELDS = (
 # entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
 # entry and day (an empty owner entry: only losers are taken back). Returns one letter
 # per alert: A applied now, R already applied (or nothing to apply).
-_ALERTS_LUA = _PUSH_TICKERS + """
+_ALERTS_LUA = (
+    _PUSH_TICKERS
+    + """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local touched, tickers, delta = {}, {}, {}
 local function add(key, field, n)
@@ -312,6 +317,7 @@ for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 push_tickers(tickers, TL)
 return out
 """
+)
 
 # ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
 # then 5 per patrolled grid (day, grid, street, district, city).

@@ -91,6 +91,7 @@ from pipelines.spine.store.video import (
     AlertDecision,
     cameras_frame,
     decide_alerts,
+    write_alerts,
 )
 
 __all__ = [
@@ -159,6 +160,7 @@ __all__ = [
     "warnings",
     "worker_positions",
     "workers",
+    "write_alerts",
     "write_decision",
     "write_lock",
 ]

@@ -32,13 +32,17 @@ class AlertDecision:
     current: pl.DataFrame  # the ``video_alerts`` row of every alert id of the batch, now
     displaced: pl.DataFrame  # stored rows whose creating entry lost to an earlier entry
     # (dead-lettered as duplicates when they never had a revision)
+    stored: pl.DataFrame | None = None  # the rows read (``write_alerts`` replaces …)
+    written: pl.DataFrame | None = None  # … with these, the rows that changed
 
 
-def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
+def decide_alerts(conn: Connection, batch: pl.DataFrame, *, write: bool = True) -> AlertDecision:
     """Decide a batch of valid, located video alerts (``video_alerts`` columns) against the
-    stored ones and write the outcome: one row per alert id, created by the first entry in
-    stream order and updated in place by newer revisions (``aggregate.decide_alert_versions``).
-    Locks the alert ids first, so concurrent batches are decided one after the other."""
+    stored ones and write the outcome (``write_alerts``; unless ``write`` is false, when the
+    caller writes it later in the same transaction): one row per alert id, created by the
+    first entry in stream order and updated in place by newer revisions
+    (``aggregate.decide_alert_versions``). Locks the alert ids first, so concurrent batches
+    are decided one after the other."""
     from pipelines.spine import aggregate as agg
 
     write_lock(conn)
@@ -50,13 +54,24 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame) -> AlertDecision:
     )
     schema = frame_schema(video_alerts)
     written = pl.DataFrame(write, schema=schema) if write else pl.DataFrame(schema=schema)
-    _replace(conn, old, written)
     kept = old.filter(~pl.col("alert_id").is_in(written["alert_id"].implode()))
-    return AlertDecision(
+    d = AlertDecision(
         statuses=statuses,
         current=pl.concat([kept, written.select(old.columns)]),
         displaced=pl.DataFrame(displaced, schema=schema) if displaced else old.clear(),
+        stored=old,
+        written=written,
     )
+    if write:
+        write_alerts(conn, d)
+    return d
+
+
+def write_alerts(conn: Connection, d: AlertDecision) -> None:
+    """Write what ``decide_alerts`` decided, in the transaction (and under the locks) it
+    decided in."""
+    if d.stored is not None and d.written is not None:
+        _replace(conn, d.stored, d.written)
 
 
 def _replace(conn: Connection, old: pl.DataFrame, write: pl.DataFrame) -> None:
