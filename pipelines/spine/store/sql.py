@@ -192,13 +192,25 @@ def frame_schema(table: Table, columns: Sequence[str] | None = None) -> dict[str
 def _rows_in(
     conn: Connection, table: Table, column: str, values: Iterable[str], columns: Sequence[str]
 ) -> pl.DataFrame:
-    """Rows of ``table`` whose ``column`` is one of ``values`` (chunked IN lists)."""
+    """Rows of ``table`` whose ``column`` is one of ``values`` (chunked IN lists; in no
+    particular order). The statement goes straight to the driver: SQLAlchemy would
+    render the expanded IN list and process every row on each call."""
     vals = sorted(set(values))
     schema = frame_schema(table, columns)
     frames = [pl.DataFrame(schema=schema)]
+    names = ", ".join(table.c[c].name for c in columns)
+    where = table.c[column].name
+    pg = conn.dialect.name == "postgresql"
     for i in range(0, len(vals), 5000):
-        q = select(*[table.c[c] for c in columns]).where(table.c[column].in_(vals[i : i + 5000]))
-        frames.append(pl.DataFrame(conn.execute(q).fetchall(), schema=schema, orient="row"))
+        part = vals[i : i + 5000]
+        if pg:
+            sql = f"SELECT {names} FROM {table.name} WHERE {where} = ANY(%s)"
+            rows = conn.exec_driver_sql(sql, (part,)).fetchall()
+        else:
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT {names} FROM {table.name} WHERE {where} IN ({marks})"
+            rows = conn.exec_driver_sql(sql, tuple(part)).fetchall()
+        frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
     return pl.concat(frames)
 
 
