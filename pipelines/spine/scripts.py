@@ -33,11 +33,12 @@ INCIDENT_FIELDS = (
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
 # "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
 # Returns the number of incidents whose live state changed.
-# Ticker lines collected per list during a script, pushed at its end: one LPUSH of only
-# the newest ``TL`` lines (in the order they came), then LTRIM to ``TL``. The list ends
-# exactly as it would after one LPUSH per line and the LTRIM (the older lines are trimmed
-# anyway), in far fewer calls.
-_PUSH_TICKERS = """
+# Shared by the incident and alert scripts, which write in far fewer calls what one call
+# per item would. Ticker lines collected per list during a script are pushed at its end:
+# one LPUSH of only the newest ``TL`` lines (in the order they came), then LTRIM to
+# ``TL``; the list ends exactly as after one LPUSH per line and the LTRIM (the older lines
+# are trimmed anyway). Counter differences are applied per key (``apply_deltas``).
+_HELPERS = """
 local function push_tickers(tickers, TL)
   for key, lines in pairs(tickers) do
     local n = #lines
@@ -49,10 +50,33 @@ local function push_tickers(tickers, TL)
     redis.call('LTRIM', key, 0, TL - 1)
   end
 end
+-- Counter differences (key → field → n) applied per key: one HMGET of the fields, then
+-- one HSET of the new values and one HDEL of those that end at 0 (counters at 0 are
+-- removed), as one HINCRBY per field (and HDEL when it gives 0) would.
+local function apply_deltas(delta)
+  for key, t in pairs(delta) do
+    local fields, ds = {}, {}
+    for field, d in pairs(t) do
+      if d ~= 0 then fields[#fields + 1] = field; ds[#ds + 1] = d end
+    end
+    for c = 1, #fields, 1000 do
+      local last = math.min(#fields, c + 999)
+      local cur = redis.call('HMGET', key, unpack(fields, c, last))
+      local set, del = {}, {}
+      for j = c, last do
+        local v = (tonumber(cur[j - c + 1]) or 0) + ds[j]
+        if v == 0 then del[#del + 1] = fields[j]
+        else set[#set + 1] = fields[j]; set[#set + 1] = string.format('%d', v) end
+      end
+      if #set > 0 then redis.call('HSET', key, unpack(set)) end
+      if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+    end
+  end
+end
 """
 
 _INCIDENTS_LUA = (
-    _PUSH_TICKERS
+    _HELPERS
     + """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local NF = 13
@@ -203,13 +227,7 @@ for i = 0, n - 1 do
     end
   end
 end
-for key, t in pairs(delta) do
-  for field, d in pairs(t) do
-    if d ~= 0 then
-      if redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
-    end
-  end
-end
+apply_deltas(delta)
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 push_tickers(tickers, TL)
 return changed
@@ -240,7 +258,7 @@ ALERT_FIELDS = (
 # entry and day (an empty owner entry: only losers are taken back). Returns one letter
 # per alert: A applied now, R already applied (or nothing to apply).
 _ALERTS_LUA = (
-    _PUSH_TICKERS
+    _HELPERS
     + """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local touched, tickers, delta = {}, {}, {}
@@ -257,9 +275,8 @@ local function count(d, v, sign)
   local mk, hk = P..':m:'..mi, P..':h:'..ho
   touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
   for _, a in ipairs({g, s, dist, c}) do
-    for _, kf in ipairs({{dv, a}, {dl, a..'|'..lab}, {mk, 'v|'..a}, {hk, 'v|'..a}}) do
-      add(kf[1], kf[2], sign)
-    end
+    local va = 'v|'..a
+    add(dv, a, sign); add(dl, a..'|'..lab, sign); add(mk, va, sign); add(hk, va, sign)
   end
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
@@ -306,13 +323,7 @@ while i < #ARGV do
 end
 -- Counter differences summed per field over the batch, then applied (a field that ends
 -- at 0 is removed, as with one HINCRBY per change).
-for key, t in pairs(delta) do
-  for field, d in pairs(t) do
-    if d ~= 0 then
-      if redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
-    end
-  end
-end
+apply_deltas(delta)
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 push_tickers(tickers, TL)
 return out
