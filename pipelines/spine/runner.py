@@ -351,11 +351,11 @@ class FeedWorker:
                 pl.col("entry_id")
                 != pl.col("alert_id").replace_strict(creators, default=None, return_dtype=pl.String)
             )
-            lost = pl.concat([d.displaced.select(others.columns), others]).select(
+            losing = pl.concat([d.displaced.select(others.columns), others]).select(
                 "alert_id", "entry_id", ts="ts_ms"
             )
             for a, e, day in (
-                agg.with_time_keys(lost, tz).select("alert_id", "entry_id", "day").iter_rows()
+                agg.with_time_keys(losing, tz).select("alert_id", "entry_id", "day").iter_rows()
             ):  # the local day of every row at once (not one frame per row)
                 pair = (e, day)
                 if pair not in losers.setdefault(a, []):

@@ -49,11 +49,11 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame, *, write: bool = True) 
     ids = batch["alert_id"].unique().to_list()
     lock_keys(conn, [f"alert:{a}" for a in ids])
     old = _rows_in(conn, video_alerts, "alert_id", ids, VIDEO_COLUMNS)
-    write, statuses, displaced = agg.decide_alert_versions(
+    changed, statuses, displaced = agg.decide_alert_versions(
         old.to_dicts(), batch.select(VIDEO_COLUMNS).to_dicts()
     )
     schema = frame_schema(video_alerts)
-    written = pl.DataFrame(write, schema=schema) if write else pl.DataFrame(schema=schema)
+    written = pl.DataFrame(changed, schema=schema) if changed else pl.DataFrame(schema=schema)
     kept = old.filter(~pl.col("alert_id").is_in(written["alert_id"].implode()))
     d = AlertDecision(
         statuses=statuses,
