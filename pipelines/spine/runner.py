@@ -200,15 +200,17 @@ class FeedWorker:
     ) -> pl.DataFrame:
         """SQL decides (under locks) which events are accepted; inside the same
         transaction Redis is set to the touched incidents' new states and the rejects
-        are dead-lettered; then it commits. A crash before the commit leaves SQL as it
-        was and Redis is corrected by the redelivery (states, not increments)."""
+        are dead-lettered, then it commits. The Redis script runs on the background
+        thread while this thread writes the decision to SQL; the commit waits for it (a
+        failed script rolls SQL back). A crash before the commit leaves SQL as it was
+        and Redis is corrected by the redelivery (states, not increments)."""
         events = (
             agg.report_history(good).select(store.EVENT_COLUMNS)
             if good.height
             else pl.DataFrame(schema=store.frame_schema(store.incident_events))
         )
         with self.engine.begin() as conn:
-            d = store.decide_reports(conn, events, self.flows)
+            d = store.decide_reports(conn, events, self.flows, write=False)
             verdicts = pl.DataFrame(
                 {"entry_id": list(d.verdicts), "reason": list(d.verdicts.values())},
                 schema={"entry_id": pl.String, "reason": pl.String},
@@ -227,10 +229,17 @@ class FeedWorker:
             if resync is not None and resync.height:
                 rows += self._incident_resync(conn, resync, push)
             dead_all = _in_stream_order(dead_parts)
-            self._dead_letter_sql(conn, dead_all, now_ms)
-            self.state.push_incidents(rows)
-            self._dead_letter_redis(dead_all)
+            live = self._background.submit(self._push_reports, rows, dead_all)
+            try:
+                store.write_decision(conn, d, self.flows)
+                self._dead_letter_sql(conn, dead_all, now_ms)
+            finally:
+                live.result()  # before the commit; raises (rolls back) when the script failed
         return dead_all
+
+    def _push_reports(self, rows: list[list[Any]], dead_all: pl.DataFrame) -> None:
+        self.state.push_incidents(rows)
+        self._dead_letter_redis(dead_all)
 
     def _incident_pushes(
         self, d: store.ReportDecision, push: set[str], new_acc: set[str]
@@ -310,7 +319,8 @@ class FeedWorker:
     ) -> pl.DataFrame:
         """As for reports: SQL decides (one alert per alert id, created by the first entry
         in stream order, updated in place by newer revisions), Redis is set to the
-        decided alerts inside the same transaction (a state, not an increment)."""
+        decided alerts inside the same transaction (a state, not an increment), on the
+        background thread while this one writes SQL; the commit waits for it."""
         tz, cid = self.settings.live.timezone, self.city.city_id
         alerts = (
             agg.video_history(good).select(store.VIDEO_COLUMNS)
@@ -318,7 +328,7 @@ class FeedWorker:
             else pl.DataFrame(schema=store.frame_schema(store.video_alerts))
         )
         with self.engine.begin() as conn:
-            d = store.decide_alerts(conn, alerts)
+            d = store.decide_alerts(conn, alerts, write=False)
             for code, reason in (("D", "duplicate"), ("M", "moved_alert")):
                 lost = [e for e, st in d.statuses.items() if st == code]
                 dead_parts.append(_dead([(e, payloads[e]) for e in lost], reason, _DETAIL[reason]))
@@ -343,19 +353,30 @@ class FeedWorker:
                 pl.col("entry_id")
                 != pl.col("alert_id").replace_strict(creators, default=None, return_dtype=pl.String)
             )
-            for r in pl.concat([d.displaced.select(others.columns), others]).iter_rows(named=True):
-                day = agg.local_day(int(r["ts_ms"]), tz)
-                pair = (r["entry_id"], day)
-                if pair not in losers.setdefault(r["alert_id"], []):
-                    losers[r["alert_id"]].append(pair)
+            losing = pl.concat([d.displaced.select(others.columns), others]).select(
+                "alert_id", "entry_id", ts="ts_ms"
+            )
+            for a, e, day in (
+                agg.with_time_keys(losing, tz).select("alert_id", "entry_id", "day").iter_rows()
+            ):  # the local day of every row at once (not one frame per row)
+                pair = (e, day)
+                if pair not in losers.setdefault(a, []):
+                    losers[a].append(pair)
             rows = [(a, f[0], f[1:], losers.get(a, [])) for a, f in fields.items()]
             if resync is not None and resync.height:
                 rows += self._alert_resync(conn, resync, set(fields))
             dead_all = _in_stream_order(dead_parts)
-            self._dead_letter_sql(conn, dead_all, now_ms)
-            self.state.set_alerts(rows)
-            self._dead_letter_redis(dead_all)
+            live = self._background.submit(self._push_alerts, rows, dead_all)
+            try:
+                store.write_alerts(conn, d)
+                self._dead_letter_sql(conn, dead_all, now_ms)
+            finally:
+                live.result()  # before the commit; raises (rolls back) when the script failed
         return dead_all
+
+    def _push_alerts(self, rows: list[Any], dead_all: pl.DataFrame) -> None:
+        self.state.set_alerts(rows)
+        self._dead_letter_redis(dead_all)
 
     def _alert_resync(
         self, conn: Any, resync: pl.DataFrame, done: set[str]

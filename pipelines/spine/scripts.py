@@ -38,7 +38,51 @@ INCIDENT_FIELDS = (
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
 # "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
 # Returns the number of incidents whose live state changed.
-_INCIDENTS_LUA = """
+# Shared by the incident and alert scripts, which write in far fewer calls what one call
+# per item would. Ticker lines collected per list during a script are pushed at its end:
+# one LPUSH of only the newest ``TL`` lines (in the order they came), then LTRIM to
+# ``TL``; the list ends exactly as after one LPUSH per line and the LTRIM (the older lines
+# are trimmed anyway). Counter differences are applied per key (``apply_deltas``).
+_HELPERS = """
+local function push_tickers(tickers, TL)
+  for key, lines in pairs(tickers) do
+    local n = #lines
+    local from = 1
+    if TL >= 1 and n > TL then from = n - TL + 1 end
+    for i = from, n, 1000 do
+      redis.call('LPUSH', key, unpack(lines, i, math.min(n, i + 999)))
+    end
+    redis.call('LTRIM', key, 0, TL - 1)
+  end
+end
+-- Counter differences (key → field → n) applied per key: one HMGET of the fields, then
+-- one HSET of the new values and one HDEL of those that end at 0 (counters at 0 are
+-- removed), as one HINCRBY per field (and HDEL when it gives 0) would.
+local function apply_deltas(delta)
+  for key, t in pairs(delta) do
+    local fields, ds = {}, {}
+    for field, d in pairs(t) do
+      if d ~= 0 then fields[#fields + 1] = field; ds[#ds + 1] = d end
+    end
+    for c = 1, #fields, 1000 do
+      local last = math.min(#fields, c + 999)
+      local cur = redis.call('HMGET', key, unpack(fields, c, last))
+      local set, del = {}, {}
+      for j = c, last do
+        local v = (tonumber(cur[j - c + 1]) or 0) + ds[j]
+        if v == 0 then del[#del + 1] = fields[j]
+        else set[#set + 1] = fields[j]; set[#set + 1] = string.format('%d', v) end
+      end
+      if #set > 0 then redis.call('HSET', key, unpack(set)) end
+      if #del > 0 then redis.call('HDEL', key, unpack(del)) end
+    end
+  end
+end
+"""
+
+_INCIDENTS_LUA = (
+    _HELPERS
+    + """
 local P, TL, DTTL, BTTL, CTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local NF = 13
 local W = 5
@@ -180,26 +224,20 @@ for i = 0, n - 1 do
       if not string.find(had, ';'..entry..',', 1, true) then
         for _, a in ipairs({new.street, new.district, new.city}) do
           local key = P..':live:ticker:'..a
-          redis.call('LPUSH', key, line)
-          tickers[key] = true
+          local t = tickers[key]
+          if not t then t = {}; tickers[key] = t end
+          t[#t + 1] = line
         end
       end
     end
   end
 end
-for key, t in pairs(delta) do
-  for field, d in pairs(t) do
-    if d ~= 0 then
-      if redis.call('HINCRBY', key, field, d) == 0 then redis.call('HDEL', key, field) end
-    end
-  end
-end
-for key, ttl in pairs(touched) do
-  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
-end
-for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
+apply_deltas(delta)
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+push_tickers(tickers, TL)
 return changed
 """
+)
 
 ALERT_FIELDS = (
     "day",
@@ -224,9 +262,16 @@ ALERT_FIELDS = (
 # entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
 # entry and day (an empty owner entry: only losers are taken back). Returns one letter
 # per alert: A applied now, R already applied (or nothing to apply).
-_ALERTS_LUA = """
+_ALERTS_LUA = (
+    _HELPERS
+    + """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local touched, tickers = {}, {}
+local touched, tickers, delta = {}, {}, {}
+local function add(key, field, n)
+  local t = delta[key]
+  if not t then t = {}; delta[key] = t end
+  t[field] = (t[field] or 0) + n
+end
 local function count(d, v, sign)
   local e, g, s, dist, c, lab, mi, ho = string.match(v,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
@@ -235,9 +280,8 @@ local function count(d, v, sign)
   local mk, hk = P..':m:'..mi, P..':h:'..ho
   touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
   for _, a in ipairs({g, s, dist, c}) do
-    for _, kf in ipairs({{dv, a}, {dl, a..'|'..lab}, {mk, 'v|'..a}, {hk, 'v|'..a}}) do
-      if redis.call('HINCRBY', kf[1], kf[2], sign) == 0 then redis.call('HDEL', kf[1], kf[2]) end
-    end
+    local va = 'v|'..a
+    add(dv, a, sign); add(dl, a..'|'..lab, sign); add(mk, va, sign); add(hk, va, sign)
   end
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
@@ -274,30 +318,53 @@ while i < #ARGV do
     if fresh then  -- an update in place moves its counts; only a new alert is news
       for _, a in ipairs({s, dist, c}) do
         local tk = P..':live:ticker:'..a
-        redis.call('LPUSH', tk, tick)
-        tickers[tk] = true
+        local t = tickers[tk]
+        if not t then t = {}; tickers[tk] = t end
+        t[#t + 1] = tick
       end
     end
     out[#out + 1] = 'A'
   end
 end
-for key, ttl in pairs(touched) do
-  if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ttl) end
-end
-for key, _ in pairs(tickers) do redis.call('LTRIM', key, 0, TL - 1) end
+-- Counter differences summed per field over the batch, then applied (a field that ends
+-- at 0 is removed, as with one HINCRBY per change).
+apply_deltas(delta)
+for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
+push_tickers(tickers, TL)
 return out
 """
+)
 
 # ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
 # then 5 per patrolled grid (day, grid, street, district, city).
 _LOCATIONS_LUA = """
 local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen, pos = P..':live:seen', P..':live:pos'
-for i = 0, nw - 1 do
-  local b = 3 + i * 3
-  -- GT: only a newer ping moves the worker (out-of-order pings never go back in time)
-  if redis.call('ZADD', seen, 'GT', 'CH', ARGV[b+2], ARGV[b+1]) == 1 then
-    redis.call('HSET', pos, ARGV[b+1], ARGV[b+3])
+-- Only a newer ping moves the worker (out-of-order pings never go back in time): per
+-- chunk of workers, their last ping times are read at once (ZMSCORE) and the pings newer
+-- than them (and than any earlier one of this call) written with one ZADD and one HSET,
+-- as one ZADD GT CH, then HSET when changed, per ping would.
+local best = {}
+for c = 0, nw - 1, 500 do
+  local last = math.min(nw, c + 500) - 1
+  local ids = {}
+  for i = c, last do ids[#ids + 1] = ARGV[3 + i * 3 + 1] end
+  local cur = redis.call('ZMSCORE', seen, unpack(ids))
+  local zargs, hargs = {}, {}
+  for i = c, last do
+    local b = 3 + i * 3
+    local w, ts = ARGV[b+1], tonumber(ARGV[b+2])
+    local prev = best[w]
+    if prev == nil and cur[i - c + 1] then prev = tonumber(cur[i - c + 1]) end
+    if prev == nil or ts > prev then
+      best[w] = ts
+      zargs[#zargs + 1] = ARGV[b+2]; zargs[#zargs + 1] = w
+      hargs[#hargs + 1] = w; hargs[#hargs + 1] = ARGV[b+3]
+    end
+  end
+  if #zargs > 0 then
+    redis.call('ZADD', seen, 'GT', unpack(zargs))
+    redis.call('HSET', pos, unpack(hargs))
   end
 end
 local touched = {}

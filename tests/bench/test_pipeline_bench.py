@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 N_LOCATIONS = int(os.environ.get("WANGGE_BENCH_LOCATIONS", "300000"))
 N_WORKERS = 15_000
 N_REPORTS = int(os.environ.get("WANGGE_BENCH_REPORTS", "50000"))
+N_VIDEO = int(os.environ.get("WANGGE_BENCH_VIDEO", "30000"))
 LATENCY_RATE = 5000.0
 LATENCY_WINDOW_S = float(os.environ.get("WANGGE_BENCH_LATENCY_S", "33"))
 LATENCY_WARMUP_S = 3.0
@@ -97,12 +98,16 @@ class StageTimer:
         "incident_states",
         "report_tickers",
         "report_history",
+        "video_history",
+        "alert_rows",
     )
     SQL = (
         "persist_patrols",
         "persist_positions",
         "persist_tracks",
         "decide_reports",
+        "write_decision",
+        "decide_alerts",
     )
 
     def __init__(self) -> None:
@@ -132,6 +137,7 @@ class StageTimer:
             st = w.state
             st.apply_locations = self.wrap("lua", st.apply_locations)  # type: ignore[method-assign]
             st.push_incidents = self.wrap("lua", st.push_incidents)  # type: ignore[method-assign]
+            st.set_alerts = self.wrap("lua", st.set_alerts)  # type: ignore[method-assign]
             st.set_meta = self.wrap("meta", st.set_meta)  # type: ignore[method-assign]
             st.dead_letter = self.wrap("lua", st.dead_letter)  # type: ignore[method-assign]
             w.index = _TimedIndex(w.index, self.wrap)  # type: ignore[assignment]
@@ -204,16 +210,20 @@ def test_context(redis_url: str, rclient: redis.Redis) -> None:
 
 
 @pytest.fixture(scope="module")
-def location_payloads(city: City) -> tuple[list[bytes], int]:
-    """≥300,000 valid pings of 15,000 workers, ending a few minutes ago."""
+def location_payloads(city: City, index: GridIndex) -> tuple[list[bytes], int, int, int]:
+    """≥300,000 valid pings of 15,000 workers, ending a few minutes ago; with what the
+    pipeline must make of them: track slots, pings outside every grid (the simulator
+    lets a few stray out at some start times: dead-lettered ``outside_city``) and
+    workers with a position."""
     span_ms = (N_LOCATIONS // N_WORKERS + 1) * 15_000
     start = int(time.time() * 1000) - span_ms - 600_000
     payloads = simulate.location_events(city, N_WORKERS, N_LOCATIONS, start, seed=2026)
     every = load_settings(environ={}).pipelines.persist_tracks_every_s * 1000
     df = pl.read_ndjson(b"\n".join(payloads))
     assert df["worker_id"].n_unique() == N_WORKERS
-    full = df.select("worker_id", slot=pl.col("ts") // every)
-    return payloads, full.unique().height
+    inside = df.filter(pl.Series(index.assign(df["lon"].to_numpy(), df["lat"].to_numpy()) >= 0))
+    full = inside.select("worker_id", slot=pl.col("ts") // every)
+    return payloads, full.unique().height, df.height - inside.height, inside["worker_id"].n_unique()
 
 
 @pytest.mark.parametrize("dialect", dialects())
@@ -225,10 +235,10 @@ def test_locations_throughput(
     fresh_db: Any,
     city: City,
     index: GridIndex,
-    location_payloads: tuple[list[bytes], int],
+    location_payloads: tuple[list[bytes], int, int, int],
     tmp_path: Path,
 ) -> None:
-    payloads, n_slots = location_payloads
+    payloads, n_slots, n_outside, n_workers = location_payloads
     n = len(payloads)
     suffix = "" if dialect == "sqlite" else f"_{dialect}"
     worker_runs: list[float] = []
@@ -249,10 +259,10 @@ def test_locations_throughput(
         worker_runs.append(rate)
         timers.append((timer, elapsed))
         # correctness: every ping applied, every worker's position live, every slot in SQL
-        assert dead == 0 and applied == n
-        assert rclient.hlen(f"{sub}:live:pos") == N_WORKERS
+        assert dead == n_outside and applied == n - n_outside
+        assert rclient.hlen(f"{sub}:live:pos") == n_workers
         assert store.table_count(engine, store.track_points) == n_slots
-        assert store.table_count(engine, store.worker_positions) == N_WORKERS
+        assert store.table_count(engine, store.worker_positions) == n_workers
         _unlink_prefix(rclient, sub)
     with_baseline(
         f"locations_throughput{suffix}",
@@ -260,6 +270,7 @@ def test_locations_throughput(
         worker_runs,
         bare_runs,
         events=n,
+        outside_city=n_outside,
         batch=load_settings(environ={}).streams.batch_size,
         baseline_is="bare XREADGROUP+XACK, same Redis, same run",
     )
@@ -340,6 +351,86 @@ def test_reports_throughput(
     k = sorted(range(len(worker_runs)), key=lambda j: worker_runs[j])[len(worker_runs) // 2]
     timer, elapsed = timers[k]
     _print_stages(f"reports{suffix}", timer, elapsed, n)
+
+
+# ---------------------------------------------------------------------------- 2b. video
+
+
+@pytest.fixture(scope="module")
+def video_payloads(city: City) -> tuple[list[bytes], pl.DataFrame]:
+    """≥30,000 valid video alerts of the simulator's cameras (and the camera registry),
+    generated in a half-locations mix like the reports."""
+    s = load_settings(environ={})
+    start = int(time.time() * 1000) - 2 * DAY_MS
+    events = simulate.generate(
+        city,
+        s.simulate,
+        flows_for(s),
+        start,
+        2 * N_VIDEO + 2000,
+        mix={"video": 0.5, "locations": 0.5},
+        malformed_share=0.0,
+    )
+    payloads = [p for f, p, reason in events if f == "video" and reason is None]
+    assert len(payloads) >= N_VIDEO
+    cams = simulate.Simulator(city, s.simulate, flows_for(s), start_ms=0).cameras
+    return payloads, cams.select("camera_id", "lon", "lat", "grid_id")
+
+
+@pytest.mark.parametrize("dialect", dialects())
+def test_video_throughput(
+    dialect: str,
+    redis_url: str,
+    prefix: str,
+    rclient: redis.Redis,
+    fresh_db: Any,
+    city: City,
+    index: GridIndex,
+    video_payloads: tuple[list[bytes], pl.DataFrame],
+    tmp_path: Path,
+) -> None:
+    payloads, cams = video_payloads
+    n = len(payloads)
+    alert_ids = {orjson.loads(p)["alert_id"] for p in payloads}
+    suffix = "" if dialect == "sqlite" else f"_{dialect}"
+    worker_runs: list[float] = []
+    bare_runs: list[float] = []
+    timers: list[tuple[StageTimer, float]] = []
+    deads: list[int] = []
+    for i in range(RUNS):
+        url, schema, engine = fresh_db(dialect)
+        store.replace_table(engine, store.cameras, cams.to_dicts())
+        sub = f"{prefix}:vid{i}"
+        s = _sub_settings(redis_url, sub, url, schema, tmp_path)
+        bare_key = f"{sub}:bare"
+        publish(rclient, bare_key, payloads)
+        w = make_worker("video", s, city, index, rclient, engine, "bench-vid")
+        publish(rclient, w.consumer.stream, payloads)
+        bare_runs.append(_bare_drain(rclient, bare_key, s.streams.group, s.streams.batch_size, n))
+        timer = StageTimer()
+        rate, elapsed, applied, dead = _drain_worker(w, n, timer)
+        worker_runs.append(rate)
+        timers.append((timer, elapsed))
+        # correctness: one alert per alert id; every entry created, updated or superseded
+        # one, or was a duplicate of one (dead-lettered)
+        assert store.table_count(engine, store.video_alerts) == len(alert_ids)
+        assert applied == len(alert_ids), f"applied={applied} of {len(alert_ids)} alert ids"
+        assert applied + dead <= n
+        deads.append(dead)
+        _unlink_prefix(rclient, sub)
+    with_baseline(
+        f"video_throughput{suffix}",
+        "events/s",
+        worker_runs,
+        bare_runs,
+        events=n,
+        alerts=len(alert_ids),
+        dead_lettered=deads,
+        baseline_is="bare XREADGROUP+XACK, same Redis, same run",
+    )
+    k = sorted(range(len(worker_runs)), key=lambda j: worker_runs[j])[len(worker_runs) // 2]
+    timer, elapsed = timers[k]
+    _print_stages(f"video{suffix}", timer, elapsed, n)
 
 
 # ---------------------------------------------------------------------------- 3+4. latency, RSS

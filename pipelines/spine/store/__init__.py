@@ -29,6 +29,7 @@ from pipelines.spine.store.incidents import (
     incident_rows,
     lifecycle_summary,
     persist_report_events,
+    write_decision,
 )
 from pipelines.spine.store.locations import (
     persist_patrols,
@@ -71,6 +72,7 @@ from pipelines.spine.store.sql import (
     distinct_count,
     frame_schema,
     insert_ignore,
+    insert_ignore_frame,
     lock_incidents,
     lock_keys,
     persist_dead_letters,
@@ -89,6 +91,7 @@ from pipelines.spine.store.video import (
     AlertDecision,
     cameras_frame,
     decide_alerts,
+    write_alerts,
 )
 
 __all__ = [
@@ -125,6 +128,7 @@ __all__ = [
     "incident_rows",
     "incidents",
     "insert_ignore",
+    "insert_ignore_frame",
     "lifecycle_summary",
     "load_table_modules",
     "lock_incidents",
@@ -156,5 +160,7 @@ __all__ = [
     "warnings",
     "worker_positions",
     "workers",
+    "write_alerts",
+    "write_decision",
     "write_lock",
 ]

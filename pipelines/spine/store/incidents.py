@@ -25,9 +25,11 @@ from pipelines.spine.store.schema import incident_events, incidents, report_reje
 from pipelines.spine.store.sql import (
     _rows_in,
     insert_ignore,
+    insert_ignore_frame,
     lock_incidents,
     lock_keys,
     upsert,
+    upsert_frame,
     write_lock,
 )
 
@@ -63,7 +65,7 @@ REJECT_COLUMNS = [c.name for c in report_rejects.columns]
 
 @dataclass
 class ReportDecision:
-    """What ``decide_reports`` decided and wrote for one batch."""
+    """What ``decide_reports`` decided (and ``write_decision`` writes) for one batch."""
 
     verdicts: dict[str, str]  # batch entry → "accepted" or a dead-letter reason
     known: dict[str, str]  # batch entries decided earlier (redelivered) → "A" or "X"
@@ -72,14 +74,18 @@ class ReportDecision:
     after: pl.DataFrame  # … and after this batch
     changed: set[str]  # incidents whose set of accepted events changed
     concerned: set[str] = field(default_factory=set)  # every incident read
+    new_accepted: pl.DataFrame | None = None  # to insert into ``incident_events``
+    rejects: pl.DataFrame | None = None  # to insert into ``report_rejects``
 
 
 def decide_reports(
-    conn: Connection, batch: pl.DataFrame, flows: Flows | None = None
+    conn: Connection, batch: pl.DataFrame, flows: Flows | None = None, *, write: bool = True
 ) -> ReportDecision:
     """Decide a batch of valid report events (``incident_events`` columns) against the
-    stored history and write the outcome: accepted events into ``incident_events``,
-    rejected ones into ``report_rejects``, the touched ``incidents`` rows recomputed.
+    stored history and write the outcome (``write_decision``; unless ``write`` is false,
+    when the caller writes it later in the same transaction): accepted events into
+    ``incident_events``, rejected ones into ``report_rejects``, the touched ``incidents``
+    rows recomputed.
 
     Locks the incidents and event ids concerned first (``lock_keys``), so concurrent
     batches are decided one after the other; the rule itself is the pure
@@ -127,21 +133,11 @@ def decide_reports(
     new_rej = decided.filter(pl.col("stored").is_null() & (pl.col("verdict") != "accepted")).select(
         *cols, reason="verdict"
     )
-    if turned_down.height:
-        conn.execute(
-            incident_events.delete().where(
-                incident_events.c.event_id.in_(turned_down["event_id"].to_list()),
-                incident_events.c.entry_id.in_(down_ids),
-            )
-        )
     rejects = pl.concat([turned_down.select(*cols, reason="verdict"), new_rej])
-    insert_ignore(conn, report_rejects, rejects.select(REJECT_COLUMNS).to_dicts())
-    insert_ignore(conn, incident_events, new_acc.select(EVENT_COLUMNS).to_dicts())
     kept = acc.filter(~pl.col("entry_id").is_in(down_ids))
     after = pl.concat([kept, new_acc.select(acc.columns)])
     changed = set(turned_down["incident_id"]) | set(new_acc["incident_id"])
-    _recompute(conn, after.filter(pl.col("incident_id").is_in(list(changed))), changed, flows)
-    return ReportDecision(
+    d = ReportDecision(
         verdicts={e: verdict[e] for e in batch["entry_id"]},
         known={e: known[e] for e in batch["entry_id"] if e in known},
         turned_down=turned_down,
@@ -149,7 +145,31 @@ def decide_reports(
         after=after,
         changed=changed,
         concerned=concerned,
+        new_accepted=new_acc.select(EVENT_COLUMNS),
+        rejects=rejects.select(REJECT_COLUMNS),
     )
+    if write:
+        write_decision(conn, d, flows)
+    return d
+
+
+def write_decision(conn: Connection, d: ReportDecision, flows: Flows | None = None) -> None:
+    """Write what ``decide_reports`` decided, in the transaction (and under the locks)
+    it decided in: turned-down entries move to ``report_rejects``, new rejects are
+    recorded, accepted events inserted, the changed incidents' rows recomputed."""
+    if d.turned_down.height:
+        conn.execute(
+            incident_events.delete().where(
+                incident_events.c.event_id.in_(d.turned_down["event_id"].to_list()),
+                incident_events.c.entry_id.in_(d.turned_down["entry_id"].to_list()),
+            )
+        )
+    if d.rejects is not None:
+        insert_ignore_frame(conn, report_rejects, d.rejects)
+    if d.new_accepted is not None:
+        insert_ignore_frame(conn, incident_events, d.new_accepted)
+    hist = d.after.filter(pl.col("incident_id").is_in(list(d.changed)))
+    _recompute(conn, hist, d.changed, flows)
 
 
 def _recompute(
@@ -157,7 +177,7 @@ def _recompute(
 ) -> None:
     """Rewrite the ``incidents`` rows of these incidents from their accepted events;
     an incident left with none has no row."""
-    upsert(conn, incidents, incident_rows(hist, flows), ["incident_id"])
+    upsert_frame(conn, incidents, incident_frame(hist, flows), ["incident_id"])
     empty = sorted(incident_ids - set(hist["incident_id"]))
     for i in range(0, len(empty), 5000):
         conn.execute(incidents.delete().where(incidents.c.incident_id.in_(empty[i : i + 5000])))
@@ -251,6 +271,13 @@ def incident_rows(hist: pl.DataFrame, flows: Flows | None = None) -> list[dict[s
     history (pure)."""
     if hist.is_empty():
         return []
+    return incident_frame(hist, flows).to_dicts()
+
+
+def incident_frame(hist: pl.DataFrame, flows: Flows | None = None) -> pl.DataFrame:
+    """``incident_rows`` as a frame (an empty history gives no rows, no columns)."""
+    if hist.is_empty():
+        return pl.DataFrame()
     hist = with_action_columns(hist)
     walk = ["incident_id", "ts_ms", "_ems", "_eseq"]  # time, then stream order
     h = hist.with_columns(stream_order()).sort(walk).drop("_ems", "_eseq")
@@ -291,7 +318,7 @@ def incident_rows(hist: pl.DataFrame, flows: Flows | None = None) -> list[dict[s
         .otherwise(pl.col("stage_ms")),
     )
     out = cur.join(summary.collect(), on="incident_id", how="left")
-    return _with_stage_due(out, flows).to_dicts()
+    return _with_stage_due(out, flows)
 
 
 def _with_stage_due(rows: pl.DataFrame, flows: Flows | None) -> pl.DataFrame:

@@ -121,6 +121,22 @@ def upsert_frame(
     conn.exec_driver_sql(sql, frame.sort(keys).rows())
 
 
+def insert_ignore_frame(conn: Connection, table: Table, frame: pl.DataFrame) -> None:
+    """``insert_ignore`` of a frame's rows through the driver's executemany (no per-row
+    Core work); rows whose primary key exists are skipped. Rows go in primary-key order,
+    like ``insert_ignore``, so concurrent writers lock alike."""
+    if frame.is_empty():
+        return
+    ph = "?" if conn.dialect.name == "sqlite" else "%s"
+    cols = ", ".join(frame.columns)
+    sql = (
+        f"INSERT INTO {table.name} ({cols}) VALUES ({', '.join([ph] * frame.width)})"
+        " ON CONFLICT DO NOTHING"
+    )
+    keys = [c.name for c in table.primary_key.columns]
+    conn.exec_driver_sql(sql, frame.sort(keys).rows())
+
+
 def lock_incidents(conn: Connection, incident_ids: Iterable[str]) -> None:
     """Serialise the transactions that recompute the same incidents, so each reads a
     history that includes every event an earlier one committed (else two workers each
@@ -176,13 +192,25 @@ def frame_schema(table: Table, columns: Sequence[str] | None = None) -> dict[str
 def _rows_in(
     conn: Connection, table: Table, column: str, values: Iterable[str], columns: Sequence[str]
 ) -> pl.DataFrame:
-    """Rows of ``table`` whose ``column`` is one of ``values`` (chunked IN lists)."""
+    """Rows of ``table`` whose ``column`` is one of ``values`` (chunked IN lists; in no
+    particular order). The statement goes straight to the driver: SQLAlchemy would
+    render the expanded IN list and process every row on each call."""
     vals = sorted(set(values))
     schema = frame_schema(table, columns)
     frames = [pl.DataFrame(schema=schema)]
+    names = ", ".join(table.c[c].name for c in columns)
+    where = table.c[column].name
+    pg = conn.dialect.name == "postgresql"
     for i in range(0, len(vals), 5000):
-        q = select(*[table.c[c] for c in columns]).where(table.c[column].in_(vals[i : i + 5000]))
-        frames.append(pl.DataFrame(conn.execute(q).fetchall(), schema=schema, orient="row"))
+        part = vals[i : i + 5000]
+        if pg:
+            sql = f"SELECT {names} FROM {table.name} WHERE {where} = ANY(%s)"
+            rows = conn.exec_driver_sql(sql, (part,)).fetchall()
+        else:
+            marks = ", ".join("?" * len(part))
+            sql = f"SELECT {names} FROM {table.name} WHERE {where} IN ({marks})"
+            rows = conn.exec_driver_sql(sql, tuple(part)).fetchall()
+        frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
     return pl.concat(frames)
 
 

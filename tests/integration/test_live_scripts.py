@@ -1,0 +1,127 @@
+"""The live-state scripts' batched writes end exactly where one write per item would:
+worker positions (newest ping wins, across chunks and within one call), ticker lists
+(newest first, trimmed to their length) and video counters (summed per field, a field
+that ends at 0 removed). Expected values come from the rules, computed here in Python."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import redis
+
+from pipelines.spine.aggregate import EMPTY_STATE
+from pipelines.spine.state import LiveState
+
+pytestmark = pytest.mark.integration
+
+
+def _live(rclient: redis.Redis, prefix: str, ticker_length: int = 50) -> LiveState:
+    return LiveState(rclient, prefix, ticker_length=ticker_length)
+
+
+def test_newest_ping_wins_within_a_call_and_across_calls(rclient: redis.Redis, prefix: str) -> None:
+    st = _live(rclient, prefix)
+    rnd = random.Random(7)
+    workers = [f"W{i}" for i in range(1300)]  # more than one chunk of the script
+    expected: dict[str, tuple[int, str]] = {}
+    for call in range(3):
+        pings = []
+        for k in range(1800):  # repeats of a worker, in and out of time order
+            w = rnd.choice(workers)
+            ts = 1_000 + rnd.randrange(50)
+            pings.append((w, ts, f"{w}@{ts}#{call}.{k}"))
+        st.apply_locations(pings, [])
+        for w, ts, packed in pings:  # the rule: a strictly newer ping replaces the position
+            if w not in expected or ts > expected[w][0]:
+                expected[w] = (ts, packed)
+        assert st.positions() == {w: p for w, (_, p) in expected.items()}
+        seen = {
+            k.decode(): int(v)
+            for k, v in rclient.zrange(f"{prefix}:live:seen", 0, -1, withscores=True)
+        }
+        assert seen == {w: ts for w, (ts, _) in expected.items()}
+
+
+def _incident(i: int, street: str) -> tuple[str, ...]:
+    acc = f"1-{i},reported,{1000 + i},20261205,0,0,grid;"
+    state = (
+        "reported",
+        str(1000 + i),
+        "road",
+        "2",
+        "G1",
+        street,
+        "D1",
+        "C",
+        "118.0",
+        "32.0",
+        "1",
+        "9999999999999",
+        acc,
+    )
+    assert len(state) == len(EMPTY_STATE)
+    return state
+
+
+def test_ticker_keeps_the_newest_lines_in_order(rclient: redis.Redis, prefix: str) -> None:
+    st = _live(rclient, prefix, ticker_length=5)
+    pushed: list[str] = []
+
+    def push(ids: range) -> None:
+        rows = []
+        for i in ids:
+            line = f'{{"id":"I{i}"}}'
+            rows.append([f"I{i}", "1", _incident(i, "S1"), EMPTY_STATE, f"1-{i}\t{line}"])
+            pushed.append(line)
+        st.push_incidents(rows)
+
+    push(range(3))  # fewer than the length: all kept
+    assert [x["id"] for x in st.ticker("S1", 50)] == ["I2", "I1", "I0"]
+    push(range(3, 15))  # more than the length in one call
+    want = [f"I{i}" for i in range(14, 9, -1)]  # newest first, 5 of them
+    for area in ("S1", "D1", "C"):
+        assert [x["id"] for x in st.ticker(area, 50)] == want
+    push(range(15, 17))  # two new ones on top of the trimmed list
+    assert [x["id"] for x in st.ticker("S1", 50)] == ["I16", "I15", "I14", "I13", "I12"]
+
+
+def _alert_fields(grid: str, label: str, minute: int) -> tuple[object, ...]:
+    return ("20261205", grid, "S1", "D1", "C", label, minute, minute // 60, b'{"k":"video"}')
+
+
+def test_alert_counters_are_the_alerts_effects(rclient: redis.Redis, prefix: str) -> None:
+    st = _live(rclient, prefix)
+    alerts = {
+        f"A{i}": (f"9-{i}", "GX" if i < 5 else f"G{i % 3}", "person" if i % 2 else "car")
+        for i in range(40)
+    }
+    rows = [(a, e, _alert_fields(g, lab, 100), []) for a, (e, g, lab) in alerts.items()]
+    assert st.set_alerts(rows) == ["A"] * 40
+    # an earlier entry turns out to create A0..A9 (another label, grid G9): the old
+    # creators are losers, their counts move
+    moved = {f"A{i}": (f"8-{i}", "G9", "bike") for i in range(10)}
+    rows = [
+        (a, e, _alert_fields(g, lab, 100), [(alerts[a][0], "20261205")])
+        for a, (e, g, lab) in moved.items()
+    ]
+    assert st.set_alerts(rows) == ["A"] * 10
+    final = {**alerts, **moved}
+
+    def want(level: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, g, lab in final.values():
+            for a in (g, "S1", "D1", "C"):
+                key = a if level == "video" else f"{a}|{lab}"
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    for metric in ("video", "video_label"):
+        got = {
+            k.decode(): int(v) for k, v in rclient.hgetall(f"{prefix}:d:20261205:{metric}").items()
+        }
+        assert got == want(metric)
+        # every alert of grid GX moved: its fields ended at 0 and are gone
+        assert not [k for k in got if k.startswith("GX")]
+    assert rclient.hget(f"{prefix}:m:100", "v|G9") == b"10"
+    assert rclient.hget(f"{prefix}:m:100", "v|GX") is None
