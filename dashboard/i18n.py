@@ -304,6 +304,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "wact.note": ("备注 / 排除原因", "Note / reason for dismissal"),
     "waction.open": ("发现", "opened"),
     "waction.escalate": ("升级", "escalated"),
+    "waction.level": ("级别变更", "level changed"),
     "waction.clear": ("自动解除", "cleared"),
     "waction.acknowledge": ("签收", "acknowledged"),
     "waction.dispatch": ("派遣", "dispatched"),
