@@ -209,6 +209,18 @@ class Backend:
                 except Exception:  # a backend blip: the viewer's own call reports it
                     log.debug("prewarm failed", exc_info=True)
 
+    def past(self, at_ms: int) -> Any:
+        """The city at a past moment (``pipelines.history.HistoricState``: the live
+        state's reads, rebuilt from SQL), built once per moment and process for a few
+        minutes. The whole city's picture: whoever asks was granted an area first, and
+        every read through it is of that area."""
+        from pipelines.history.state import HistoricState
+
+        def build() -> HistoricState:
+            return HistoricState(self.engine, self.city, self.settings, at_ms, now_ms=self.now_ms())
+
+        return self.cache.local_only(f"past:{int(at_ms)}", 300, build)
+
     def roster(self) -> pl.DataFrame:
         """Workers (id, name, type, grid, street, district); reloaded every 5 minutes."""
         if self._roster is None or self.clock() - self._roster_at > 300:

@@ -10,6 +10,7 @@ from dash import dcc, html
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     breadcrumbs,
     denied_panel,
@@ -37,6 +38,8 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
     if not auth.allowed(b.city, view.area_id):
         return denied_panel(lang, auth.home_href(b.city))
     s = b.settings.dashboard
+    at = tm.at_of(b, query.get("at"))
+    here = "/" if area_id is None else f"/area/{view.area_id}"
     metric_options = [{"label": t(f"metric.{m}", lang), "value": m} for m in METRICS]
     toolbar = html.Div(
         [
@@ -73,6 +76,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
         ],
         className="pan-toolbar",
     )
+    machine = tm.bar("pan", b, at, lang, here, query.get("at"))
     row = b.city.area(view.area_id)
     assert row is not None
     zoom = {"city": 9, "district": 11, "street": 13, "grid": 15}[view.level]
@@ -94,6 +98,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             dcc.Store(id=ids.P_LAST, data=None),
             dcc.Interval(id=ids.P_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
             toolbar,
+            machine,
             html.Div(
                 [
                     html.Div(
