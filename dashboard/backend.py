@@ -209,17 +209,24 @@ class Backend:
                 except Exception:  # a backend blip: the viewer's own call reports it
                     log.debug("prewarm failed", exc_info=True)
 
-    def past(self, at_ms: int) -> Any:
+    def past(self, at_ms: int, area_id: str | None = None) -> Any:
         """The city at a past moment (``pipelines.history.HistoricState``: the live
-        state's reads, rebuilt from SQL), built once per moment and process for a few
-        minutes. The whole city's picture: whoever asks was granted an area first, and
-        every read through it is of that area."""
+        state's reads, rebuilt from SQL), of one area and what is inside it (the whole
+        city when None), built once per moment, area and process for a few minutes. Only
+        for an area the viewer was granted (the caller decides first)."""
         from pipelines.history.state import HistoricState
 
         def build() -> HistoricState:
-            return HistoricState(self.engine, self.city, self.settings, at_ms, now_ms=self.now_ms())
+            return HistoricState(
+                self.engine,
+                self.city,
+                self.settings,
+                at_ms,
+                now_ms=self.now_ms(),
+                area_id=area_id,
+            )
 
-        return self.cache.local_only(f"past:{int(at_ms)}", 300, build)
+        return self.cache.local_only(f"past:{int(at_ms)}:{area_id or ''}", 300, build)
 
     def roster(self) -> pl.DataFrame:
         """Workers (id, name, type, grid, street, district); reloaded every 5 minutes."""

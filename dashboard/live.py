@@ -68,10 +68,10 @@ def lang() -> str:
     return current_lang(current_app.config["WANGGE_SETTINGS"].dashboard.language)
 
 
-def reader(b: Backend, at_ms: int | None) -> Any:
+def reader(b: Backend, at_ms: int | None, area_id: str | None = None) -> Any:
     """What the panels read: the live state, or the city at a past moment (the same reads,
-    ``pipelines.history.HistoricState``)."""
-    return b.live if at_ms is None else b.past(at_ms)
+    ``pipelines.history.HistoricState``), of ``area_id`` and what is inside it."""
+    return b.live if at_ms is None else b.past(at_ms, area_id)
 
 
 def _moment(b: Backend, at_ms: int | None) -> int:
@@ -93,7 +93,7 @@ def snapshot(b: Backend, grant: Decision, at_ms: int | None = None) -> dict[str,
     def compute() -> dict[str, Any]:
         now = _moment(b, at_ms)
         hours = q.hours_back(now)
-        raw = reader(b, at_ms).read_areas(
+        raw = reader(b, at_ms, view.area_id).read_areas(
             [view.area_id, *view.children],
             q.local_day(now, b.settings.live.timezone),
             view.area_id,
@@ -118,7 +118,7 @@ def all_grid_values(
         grid_ids = b.city.grids["grid_id"].to_list()
         now = _moment(b, at_ms)
         day = q.local_day(now, b.settings.live.timezone)
-        st = reader(b, at_ms)
+        st = reader(b, at_ms, grant.area_id)
         if metric == "coverage":
             patrolled = st.patrolled(day)
             return [1.0 if g in patrolled else 0.0 for g in grid_ids]
@@ -149,7 +149,7 @@ def markers(b: Backend, grant: Decision, at_ms: int | None = None) -> dict[str, 
         types = dict(zip(mine["worker_id"].to_list(), mine["type"].to_list(), strict=True))
         grids = dict(zip(mine["worker_id"].to_list(), mine["grid_id"].to_list(), strict=True))
         online_since = _moment(b, at_ms) - b.settings.live.online_minutes * 60_000
-        st = reader(b, at_ms)
+        st = reader(b, at_ms, street)
         feats = []
         counts: dict[str, list[int]] = {}
         for w, packed in st.positions_of(list(types)).items():
@@ -269,11 +269,11 @@ def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
     return html.Span(t("fresh.stale", lang, t=when), className="wg-stale", id="stale-mark")
 
 
-def past_text(b: Backend, at_ms: int, lang: str) -> str:
+def past_text(b: Backend, at_ms: int, area_id: str, lang: str) -> str:
     """The freshness line of a past view: the moment shown, and what history lacks."""
     when = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(b.settings.live.timezone))
     text = t("tm.showing", lang, when=when.strftime("%Y-%m-%d %H:%M"))
-    if not b.past(at_ms).tracks_kept:
+    if not b.past(at_ms, area_id).tracks_kept:
         text += " · " + t("tm.no_tracks", lang, days=b.settings.privacy.track_retention_days)
     return text
 
@@ -314,7 +314,9 @@ def panel(
         "hotspots": snap["hotspots"].get(metric, []),
         "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
         "markers": markers(b, grant, at_ms) if with_markers else empty,
-        "fresh": feed_fresh_text(b, lang) if at_ms is None else past_text(b, at_ms, lang),
+        "fresh": feed_fresh_text(b, lang)
+        if at_ms is None
+        else past_text(b, at_ms, grant.area_id, lang),
         "now_ms": snap["now_ms"],
     }
 

@@ -139,43 +139,40 @@ def tickers_at(
 ) -> dict[str, list[dict[str, Any]]]:
     """The newest ``length`` report events and video alerts by ``at`` per street,
     district and city, newest first (the order ``rebuild-live`` pushes: time, then
-    stream order), as the ticker items the live list holds."""
-    frames = []
-    ev = events.filter(pl.col("ts_ms") <= at_ms)
-    if not ev.is_empty():
-        lines = agg.report_tickers(ev)
-        frames.append(
-            ev.select("entry_id", "ts_ms", "street_id", "district_id").with_columns(
-                line=pl.col("entry_id").replace_strict(lines, return_dtype=pl.Binary)
-            )
-        )
-    al = alerts.filter(pl.col("ts_ms") <= at_ms)
-    if not al.is_empty():
-        ticks = agg.alert_rows(al, city_id, "UTC")
-        frames.append(
-            al.select("entry_id", "ts_ms", "street_id", "district_id").with_columns(
-                line=pl.col("entry_id").replace_strict(
-                    {e: ticks[a][-1] for a, e in al.select("alert_id", "entry_id").iter_rows()},
-                    return_dtype=pl.Binary,
-                )
-            )
-        )
-    if not frames:
+    stream order), as the ticker items the live list holds. Lines are only written for
+    the items kept."""
+    cols = ("entry_id", "ts_ms", "street_id", "district_id")
+    ev = events.filter(pl.col("ts_ms") <= at_ms).with_row_index("_row")
+    al = alerts.filter(pl.col("ts_ms") <= at_ms).with_row_index("_row")
+    df = pl.concat(
+        [
+            ev.select("_row", *cols, _kind=pl.lit("r")),
+            al.select("_row", *cols, _kind=pl.lit("v")),
+        ]
+    )
+    if df.is_empty():
         return {}
-    df = pl.concat(frames).with_columns(stream_order(), city=pl.lit(city_id))
-    parts = [
-        df.select(area=a, ts="ts_ms", _ems="_ems", _eseq="_eseq", line="line")
-        for a in ("street_id", "district_id", "city")
-    ]
+    df = df.with_columns(stream_order(), city=pl.lit(city_id))
+    keep = ("_row", "_kind", "ts_ms", "_ems", "_eseq")
+    parts = [df.select(*keep, area=a) for a in ("street_id", "district_id", "city")]
     newest = (
         pl.concat(parts)
-        .sort(["area", "ts", "_ems", "_eseq"], descending=[False, True, True, True])
+        .sort(["area", "ts_ms", "_ems", "_eseq"], descending=[False, True, True, True])
         .group_by("area", maintain_order=True)
         .head(length)
     )
+    said = newest.filter(pl.col("_kind") == "r")["_row"].unique()
+    told = ev.filter(pl.col("_row").is_in(said))
+    by_entry = agg.report_tickers(told)  # entry ids are unique: one stream entry, one event
+    lines = {("r", i): by_entry[e] for i, e in told.select("_row", "entry_id").iter_rows()}
+    shown = newest.filter(pl.col("_kind") == "v")["_row"].unique()
+    picked = al.filter(pl.col("_row").is_in(shown))
+    ticks = agg.alert_rows(picked, city_id, "UTC")
+    for i, a in picked.select("_row", "alert_id").iter_rows():
+        lines[("v", i)] = ticks[a][-1]
     out: dict[str, list[dict[str, Any]]] = {}
-    for area, line in newest.select("area", "line").iter_rows():
-        out.setdefault(area, []).append(orjson.loads(line))
+    for area, kind, i in newest.select("area", "_kind", "_row").iter_rows():
+        out.setdefault(area, []).append(orjson.loads(lines[(kind, i)]))
     return out
 
 
@@ -351,9 +348,9 @@ def picture(
     first_hour = (at_ms - window_ms) // 3_600_000
     for kind, frame in (("r", eff.filter(pl.col("step") == "reported")), ("v", al)):
         recent = frame.filter(pl.col("hour") >= first_hour)
-        for (hour,), part in recent.group_by("hour"):
-            bucket = pic.hours.setdefault(int(hour), {})
-            bucket.update({f"{kind}|{a}": n for a, n in per_area(part).items()})
+        for key, n in per_area(recent, "hour").items():
+            area, hour = key.rsplit("|", 1)
+            pic.hours.setdefault(int(hour), {})[f"{kind}|{area}"] = n
     pic.tickers = tickers_at(rows.events, rows.alerts, at_ms, city_id, ticker_length)
     pic.positions = positions_at(rows.points, at_ms)
     pic.live["online"] = online_at(pic.positions, at_ms, online_minutes, grids)

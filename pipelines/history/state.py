@@ -17,11 +17,12 @@ empty); dead-letter counters are not historic.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, func, or_, select, union
 
 from pipelines.city.geography import City
 from pipelines.dispatch.flows import flows_for
@@ -54,6 +55,7 @@ class HistoricState:
         at_ms: int,
         *,
         now_ms: int | None = None,
+        area_id: str | None = None,
     ) -> None:
         self.engine = engine
         self.city = city
@@ -65,7 +67,9 @@ class HistoricState:
         retention = settings.privacy.track_retention_days * DAY_MS
         # the moment's track points are purged once they are older than the retention
         self.tracks_kept = now_ms is None or self.at_ms >= int(now_ms) - retention
-        self.rows = read_rows(engine, city, settings, self.at_ms, self.bucket_ms)
+        # area_id: only that area and what is inside it is read (and may be asked about)
+        self.scope = Scope.of(city, area_id)
+        self.rows = read_rows(engine, city, settings, self.at_ms, self.bucket_ms, self.scope)
         if not self.tracks_kept:
             self.rows = rc.Rows(**{**self.rows.__dict__, "points": self.rows.points.clear()})
         self.pic = rc.picture(
@@ -185,6 +189,17 @@ class HistoricState:
 
 # ------------------------------------------------------------------ the SQL reads
 
+# The columns the reconstruction uses (no free text: descriptions, notes, photos).
+EVENT_COLUMNS = (
+    "event_id", "incident_id", "step", "ts_ms", "category", "severity", "grid_id",
+    "street_id", "district_id", "lon", "lat", "level", "entry_id", "duplicate_of",
+)  # fmt: skip
+ALERT_COLUMNS = (
+    "alert_id", "camera_id", "label", "ts_ms", "grid_id", "street_id", "district_id",
+    "entry_id", "rev_entry",
+)  # fmt: skip
+AREA_COLUMN = {"grid": "grid_id", "street": "street_id", "district": "district_id"}
+
 
 def window_of(at_ms: int, bucket_ms: int) -> tuple[int, int]:
     """[lo, at]: the stretch of history a moment's picture reads (hour buckets and the
@@ -192,40 +207,107 @@ def window_of(at_ms: int, bucket_ms: int) -> tuple[int, int]:
     return min(at_ms - bucket_ms, at_ms - 25 * HOUR_MS), at_ms
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Where a picture is asked about: the whole city (None), or one district, street or
+    grid and everything in it (its reads then only fetch that part of history)."""
+
+    column: str | None  # the area column rows are filtered on
+    area_id: str | None
+    grids: tuple[str, ...]  # the grids inside (empty for the city)
+    areas: tuple[str, ...]  # every area inside, the scope's own included
+
+    @classmethod
+    def of(cls, city: City, area_id: str | None) -> Scope:
+        level = city.level_of(area_id) if area_id else None
+        if area_id is None or level not in AREA_COLUMN:
+            return cls(None, None, (), ())
+        col = AREA_COLUMN[str(level)]
+        inside = city.grids.filter(pl.col(col) == area_id)
+        grids = tuple(inside["grid_id"].to_list())
+        streets = tuple(inside["street_id"].unique().to_list()) if level == "district" else ()
+        return cls(col, area_id, grids, (area_id, *streets, *grids))
+
+
 def read_rows(
-    engine: Engine, city: City, settings: Settings, at_ms: int, bucket_ms: int
+    engine: Engine,
+    city: City,
+    settings: Settings,
+    at_ms: int,
+    bucket_ms: int,
+    scope: Scope | None = None,
 ) -> rc.Rows:
     """The history rows ``reconstruct.picture`` needs for ``at`` (bounded by the window,
-    plus the incidents still open at ``at`` however old, with every event up to ``at``)."""
+    plus the incidents still open at ``at`` however old, with every event up to ``at``),
+    for the whole city or only inside ``scope``."""
     from pipelines.spine.aggregate import local_day
 
+    sc = scope or Scope(None, None, (), ())
     lo, hi = window_of(at_ms, bucket_ms)
     inc, ev, va = store.incidents, store.incident_events, store.video_alerts
     tp, pa, wt, wa = store.track_points, store.patrols, store.warnings, store.warning_actions
     first = func.coalesce(inc.c.first_ms, inc.c.reported_ms)
     day = local_day(at_ms, settings.live.timezone)
+
+    def inside(table: Any) -> list[Any]:
+        return [] if sc.column is None else [table.c[sc.column] == sc.area_id]
+
+    def in_grids(column: Any) -> list[Any]:
+        return [] if sc.column is None else [column.in_(sc.grids)]
+
     with engine.connect() as conn:
-        open_ids = conn.execute(
-            select(inc.c.incident_id).where(
-                first <= hi, or_(inc.c.closed_ms.is_(None), inc.c.closed_ms > hi)
-            )
-        ).scalars()
-        recent = conn.execute(
-            select(ev.c.incident_id).where(ev.c.ts_ms >= lo, ev.c.ts_ms <= hi).distinct()
-        ).scalars()
-        ids = sorted({*open_ids, *recent})
-        events = _events(conn, ids, hi)
-        alerts = _frame(conn, select(va).where(va.c.ts_ms >= lo, va.c.ts_ms <= hi), va)
+        # the incidents concerned: open at the moment (however old), or touched in the
+        # window; all their events up to the moment, in one statement
+        still_open = select(inc.c.incident_id).where(
+            first <= hi, or_(inc.c.closed_ms.is_(None), inc.c.closed_ms > hi), *inside(inc)
+        )
+        recent = select(ev.c.incident_id).where(ev.c.ts_ms >= lo, ev.c.ts_ms <= hi, *inside(ev))
+        concerned = union(still_open, recent).subquery()
+        events = _frame(
+            conn,
+            select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
+                ev.c.incident_id.in_(select(concerned.c.incident_id)), ev.c.ts_ms <= hi
+            ),
+            ev,
+            EVENT_COLUMNS,
+        )
+        alerts = _frame(
+            conn,
+            select(*[va.c[c] for c in ALERT_COLUMNS]).where(
+                va.c.ts_ms >= lo, va.c.ts_ms <= hi, *inside(va)
+            ),
+            va,
+            ALERT_COLUMNS,
+        )
+        # each worker's latest track point within the lookback (in the scope's grids, or
+        # of the scope's rostered workers wherever they were)
+        where = [tp.c.ts_ms >= hi - POSITIONS_LOOKBACK_MS, tp.c.ts_ms <= hi]
+        if sc.column is not None:
+            roster = select(store.workers.c.worker_id).where(store.workers.c.grid_id.in_(sc.grids))
+            where.append(or_(tp.c.grid_id.in_(sc.grids), tp.c.worker_id.in_(roster)))
+        last = (
+            select(tp.c.worker_id, func.max(tp.c.ts_ms).label("m"))
+            .where(*where)
+            .group_by(tp.c.worker_id)
+            .subquery()
+        )
         points = _frame(
             conn,
-            select(tp).where(tp.c.ts_ms >= hi - POSITIONS_LOOKBACK_MS, tp.c.ts_ms <= hi),
+            select(tp).join(last, (tp.c.worker_id == last.c.worker_id) & (tp.c.ts_ms == last.c.m)),
             tp,
         )
-        patrols = _frame(conn, select(pa).where(pa.c.day == day, pa.c.first_ms <= hi), pa)
+        patrols = _frame(
+            conn,
+            select(pa).where(pa.c.day == day, pa.c.first_ms <= hi, *in_grids(pa.c.grid_id)),
+            pa,
+        )
+        scoped = [] if sc.column is None else [wt.c.area_id.in_(sc.areas)]
         warns = _frame(
             conn,
             select(wt).where(
-                wt.c.first_seen_ms <= hi, or_(wt.c.closed_ms.is_(None), wt.c.closed_ms > hi)
+                wt.c.first_seen_ms <= hi,
+                or_(wt.c.closed_ms.is_(None), wt.c.closed_ms > hi),
+                *scoped,
             ),
             wt,
         )
@@ -239,15 +321,6 @@ def read_rows(
     return rc.Rows(events, alerts, points, patrols, warns, actions)
 
 
-def _frame(conn: Any, query: Any, table: Any) -> pl.DataFrame:
-    schema = store.frame_schema(table)
+def _frame(conn: Any, query: Any, table: Any, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    schema = store.frame_schema(table, columns)
     return pl.DataFrame(conn.execute(query).fetchall(), schema=schema, orient="row")
-
-
-def _events(conn: Any, ids: list[str], hi: int) -> pl.DataFrame:
-    ev = store.incident_events
-    frames = [pl.DataFrame(schema=store.frame_schema(ev))]
-    for i in range(0, len(ids), 5000):
-        q = select(ev).where(ev.c.incident_id.in_(ids[i : i + 5000]), ev.c.ts_ms <= hi)
-        frames.append(_frame(conn, q, ev))
-    return pl.concat(frames)

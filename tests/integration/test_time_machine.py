@@ -45,18 +45,10 @@ def reads(st: Any, city: City, s: Settings, now_ms: int) -> dict[str, Any]:
     """What the pages read at ``now_ms``, through the read interface only: the panel of
     every area (its children's metrics, breakdowns, hourly trend, ticker), every grid's
     metrics, the open incidents of every street, positions, patrols and warnings."""
-    tz = s.live.timezone
-    day = agg.local_day(now_ms, tz)
-    hours = q.hours_back(now_ms)
+    day = agg.local_day(now_ms, s.live.timezone)
     out: dict[str, Any] = {}
-    areas = city.areas["area_id"].to_list()
-    for a in areas:
-        view = q.view_of(city, a)
-        assert view is not None
-        raw = st.read_areas([a, *view.children], day, a, hours, q.breakdown_spec(), 1000)
-        raw.pop("meta")  # freshness: when the pipelines applied it, not what
-        raw["ticker"] = sorted(raw["ticker"], key=lambda x: (x["ts"], str(x)))
-        out[f"panel:{a}"] = raw
+    for a in city.areas["area_id"].to_list():
+        out[f"panel:{a}"] = panel_reads(st, city, s, now_ms, a)
     grids = city.grids["grid_id"].to_list()
     for m in ("open", "overdue", "online", "warn_level", "reports", "closed", "coverage"):
         out[f"grids:{m}"] = st.metric_for(m, grids, day)
@@ -73,6 +65,18 @@ def reads(st: Any, city: City, s: Settings, now_ms: int) -> dict[str, Any]:
         {k: w[k] for k in ("id", "rule", "area_id", "level", "status", "first_ms")} for w in warns
     ]
     return out
+
+
+def panel_reads(st: Any, city: City, s: Settings, now_ms: int, a: str) -> dict[str, Any]:
+    """One area's panel: its and its children's metrics, breakdowns, trend and ticker."""
+    view = q.view_of(city, a)
+    assert view is not None
+    day = agg.local_day(now_ms, s.live.timezone)
+    hours = q.hours_back(now_ms)
+    raw = st.read_areas([a, *view.children], day, a, hours, q.breakdown_spec(), 1000)
+    raw.pop("meta")  # freshness: when the pipelines applied it, not what
+    raw["ticker"] = sorted(raw["ticker"], key=lambda x: (x["ts"], str(x)))
+    return dict(raw)
 
 
 def test_the_past_reads_as_it_read_live(
@@ -172,3 +176,14 @@ def test_the_past_reads_as_it_read_live(
         assert got.keys() == seen[m].keys()
         for key in seen[m]:
             assert got[key] == seen[m][key], (m, key)
+        # a picture of one district or street (what its pages build) reads the same there
+        for area in (city.areas.filter(city.areas["level"] == "district")["area_id"][0], street):
+            part = HistoricState(engine, city, settings, m, now_ms=now[0], area_id=area)
+            view = q.view_of(city, area)
+            assert view is not None
+            for a in (area, *view.children):
+                assert panel_reads(part, city, settings, m, a) == seen[m][f"panel:{a}"], (m, a)
+        part = HistoricState(engine, city, settings, m, now_ms=now[0], area_id=street)
+        rows = part.open_incidents(street)
+        got_inc = sorted((r["incident_id"], tuple(sorted(r.items()))) for r in rows)
+        assert got_inc == seen[m][f"inc:{street}"]

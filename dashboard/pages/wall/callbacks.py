@@ -75,7 +75,7 @@ def red_banner(
         return None
     text = f"⚠ {t('wall.red', lang)} × {red}"
     with contextlib.suppress(*L.BACKEND_ERRORS):
-        top = WL.headline(L.reader(b, at_ms).warnings(), b.city, area_id)
+        top = WL.headline(L.reader(b, at_ms, area_id).warnings(), b.city, area_id)
         if top is not None:
             row = b.city.area(top["area_id"])
             place = str(row["name"]) if row else top["area_id"]
