@@ -210,7 +210,8 @@ def window_of(at_ms: int, bucket_ms: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Scope:
     """Where a picture is asked about: the whole city (None), or one district, street or
-    grid and everything in it (its reads then only fetch that part of history)."""
+    grid and everything in it (its reads then only fetch that part of history; its worker
+    positions are those of the workers rostered there)."""
 
     column: str | None  # the area column rows are filtered on
     area_id: str | None
@@ -279,12 +280,12 @@ def read_rows(
             va,
             ALERT_COLUMNS,
         )
-        # each worker's latest track point within the lookback (in the scope's grids, or
-        # of the scope's rostered workers wherever they were)
+        # each worker's latest track point within the lookback; inside a scope, of the
+        # workers rostered there (looked up by worker: the table has no area index)
         where = [tp.c.ts_ms >= hi - POSITIONS_LOOKBACK_MS, tp.c.ts_ms <= hi]
         if sc.column is not None:
             roster = select(store.workers.c.worker_id).where(store.workers.c.grid_id.in_(sc.grids))
-            where.append(or_(tp.c.grid_id.in_(sc.grids), tp.c.worker_id.in_(roster)))
+            where.append(tp.c.worker_id.in_(roster))
         last = (
             select(tp.c.worker_id, func.max(tp.c.ts_ms).label("m"))
             .where(*where)

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 import pytest
+from sqlalchemy import select
 
 from dashboard.pages.panorama import queries as q
 from pipelines.city.geography import City
@@ -125,8 +126,9 @@ def test_city_reconstruction_at_a_past_moment(city: City, history: Any) -> None:
 
 def test_street_steps_through_a_day_at_60x(city: City, history: Any) -> None:
     settings, engine = history
-    streets = city.areas.filter(pl.col("level") == "street")["area_id"].to_list()
-    street = streets[len(streets) // 2]
+    with engine.connect() as conn:  # a street with rostered workers (and their tracks)
+        grid = conn.execute(select(store.workers.c.grid_id).limit(1)).scalar_one()
+    street = city.grids.filter(pl.col("grid_id") == grid)["street_id"][0]
     day0 = int(datetime(2026, 11, 21, 8, 0, tzinfo=TZ).timestamp() * 1000)
     frames, base = [], []
     for i in range(FRAMES):
