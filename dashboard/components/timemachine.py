@@ -116,8 +116,14 @@ def bar(page: str, b: Any, at: At, lang: str, live_href: str, raw: object = None
     )
 
 
-def register(page: str) -> None:
-    """The control's callbacks for a page (call once from its callbacks module)."""
+def _bump(n: object) -> int:
+    return (n if isinstance(n, int) and not isinstance(n, bool) else 0) + 1
+
+
+def register(page: str, tick_id: str) -> None:
+    """The control's callbacks for a page (call once from its callbacks module).
+    ``tick_id``: the page's refresh interval; a new moment from play bumps it, so the
+    page's refresh (which reads the ``at`` store as State) redraws at once."""
 
     @dash.callback(
         Output(ids.URL, "href", allow_duplicate=True),
@@ -137,13 +143,15 @@ def register(page: str) -> None:
         Output(ids.tm(page, "tick"), "disabled"),
         Output(ids.tm(page, "play"), "children"),
         Output(ids.tm(page, "at"), "data", allow_duplicate=True),
+        Output(tick_id, "n_intervals", allow_duplicate=True),
         Input(ids.tm(page, "play"), "n_clicks"),
         State(ids.tm(page, "tick"), "disabled"),
         State(ids.tm(page, "at"), "data"),
         State(ids.LANG, "data"),
+        State(tick_id, "n_intervals"),
         prevent_initial_call=True,
     )
-    def play(_n: int, stopped: bool, at_ms: Any, lang: str) -> Any:
+    def play(_n: int, stopped: bool, at_ms: Any, lang: str, ticks: Any) -> Any:
         """Play / pause. Playing from live starts at the beginning of today."""
         from dashboard import live as L
         from dashboard.backend import current
@@ -151,23 +159,26 @@ def register(page: str) -> None:
         b = current()
         lang = L.lang_of(lang)
         if not stopped:
-            return True, t("tm.play", lang), no_update
+            return True, t("tm.play", lang), no_update, no_update
         start = moment_of(b, at_ms)
         if start is None:
             start = day_start_ms(b.now_ms(), b.settings.live.timezone)
-        return False, t("tm.pause", lang), start
+            return False, t("tm.pause", lang), start, _bump(ticks)
+        return False, t("tm.pause", lang), no_update, no_update
 
     @dash.callback(
         Output(ids.tm(page, "at"), "data", allow_duplicate=True),
         Output(ids.tm(page, "tick"), "disabled", allow_duplicate=True),
         Output(ids.tm(page, "play"), "children", allow_duplicate=True),
+        Output(tick_id, "n_intervals", allow_duplicate=True),
         Input(ids.tm(page, "tick"), "n_intervals"),
         State(ids.tm(page, "at"), "data"),
         State(ids.tm(page, "speed"), "value"),
         State(ids.LANG, "data"),
+        State(tick_id, "n_intervals"),
         prevent_initial_call=True,
     )
-    def step(_n: int, at_ms: Any, speed: Any, lang: str) -> Any:
+    def step(_n: int, at_ms: Any, speed: Any, lang: str, ticks: Any) -> Any:
         """One frame of play: the moment moves on by ``speed`` seconds."""
         from dashboard import live as L
         from dashboard.backend import current
@@ -175,12 +186,12 @@ def register(page: str) -> None:
         b = current()
         at = moment_of(b, at_ms)
         if at is None:
-            return no_update, True, t("tm.play", L.lang_of(lang))
+            return no_update, True, t("tm.play", L.lang_of(lang)), no_update
         pace = speed if speed in SPEEDS else SPEEDS[0]
         nxt, going = next_frame(at, int(pace), b.now_ms())
         if going:
-            return nxt, no_update, no_update
-        return nxt, True, t("tm.play", L.lang_of(lang))
+            return nxt, no_update, no_update, _bump(ticks)
+        return nxt, True, t("tm.play", L.lang_of(lang)), no_update
 
     @dash.callback(
         Output(ids.tm(page, "mark"), "children"),

@@ -41,19 +41,19 @@ from dashboard.responses import shared_response
     Input(ids.P_TICK, "n_intervals"),
     Input(ids.P_METRIC, "value"),
     Input(ids.P_ALLGRIDS, "value"),
-    Input(ids.tm("pan", "at"), "data"),
     State(ids.P_AREA, "data"),
     State(ids.P_LAST, "data"),
     State(ids.LANG, "data"),
+    State(ids.tm("pan", "at"), "data"),  # play bumps the tick when it moves on
 )
 def refresh(
     _n: int,
     metric: str,
     allgrids: list[str],
-    at_value: Any,
     area_id: str,
     last_ok: int | None,
     lang: str,
+    at_value: Any = None,
 ) -> tuple[Any, ...]:
     """Thin: the viewer's permission first, then this tick's shared panel for what the data
     is (area, data class, metric, grids mode, language, the moment shown), computed once
@@ -127,4 +127,4 @@ def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
     return f"/area/{target}"
 
 
-tm.register("pan")  # the "view at" control: pick a moment, play a day, back to live
+tm.register("pan", ids.P_TICK)  # the "view at" control: pick a moment, play a day, back to live
