@@ -162,11 +162,11 @@ def tickers_at(
         .head(length)
     )
     said = newest.filter(pl.col("_kind") == "r")["_row"].unique()
-    told = ev.filter(pl.col("_row").is_in(said))
+    told = ev.filter(pl.col("_row").is_in(said.implode()))
     by_entry = agg.report_tickers(told)  # entry ids are unique: one stream entry, one event
     lines = {("r", i): by_entry[e] for i, e in told.select("_row", "entry_id").iter_rows()}
     shown = newest.filter(pl.col("_kind") == "v")["_row"].unique()
-    picked = al.filter(pl.col("_row").is_in(shown))
+    picked = al.filter(pl.col("_row").is_in(shown.implode()))
     ticks = agg.alert_rows(picked, city_id, "UTC")
     for i, a in picked.select("_row", "alert_id").iter_rows():
         lines[("v", i)] = ticks[a][-1]
