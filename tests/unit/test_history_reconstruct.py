@@ -274,3 +274,18 @@ def test_the_picture_puts_it_together() -> None:
     assert pic.hours[T0 // H] == {"r|g1": 1, "r|s1": 1, "r|g3": 1, "r|s2": 1, "r|d1": 2, "r|c": 2}
     assert pic.hours[(T0 - 25 * H) // H]["r|c"] == 1
     assert orjson.loads(orjson.dumps(pic.meta))["tick_ms"] == str(T0 + 15 * MIN)
+
+
+def test_the_view_at_control_rules() -> None:
+    from dashboard.components.timemachine import FRAME_MS, next_frame, with_at
+
+    # the moment goes into the URL, other query values stay; None takes it out
+    assert with_at("/area/320102", "?metric=open", "2026-12-03T09:40") == (
+        "/area/320102?metric=open&at=2026-12-03T09:40"
+    )
+    assert with_at("/", "?at=2026-12-03T09:40&lang=en", None) == "/?lang=en"
+    assert with_at("/work", None, None) == "/work"
+    # play: speed × a frame per frame; it stops before reaching now (now is live)
+    now = T0 + 3 * H
+    assert next_frame(T0, 60, now) == (T0 + 60 * FRAME_MS, True)
+    assert next_frame(now - 30 * FRAME_MS, 60, now) == (now - 30 * FRAME_MS, False)
