@@ -73,10 +73,10 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             )
             if auth.may("incidents")
             else html.Span(),
+            tm.bar("pan", b, at, lang, here, query.get("at")),
         ],
         className="pan-toolbar",
     )
-    machine = tm.bar("pan", b, at, lang, here, query.get("at"))
     row = b.city.area(view.area_id)
     assert row is not None
     zoom = {"city": 9, "district": 11, "street": 13, "grid": 15}[view.level]
@@ -98,7 +98,6 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             dcc.Store(id=ids.P_LAST, data=None),
             dcc.Interval(id=ids.P_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
             toolbar,
-            machine,
             html.Div(
                 [
                     html.Div(

@@ -86,6 +86,7 @@ def layout(**query: Any) -> Any:
                 inline=True,
                 persistence=True,
             ),
+            tm.bar("warn", b, tm.at_of(b, query.get("at")), lang, "/warnings", query.get("at")),
         ],
         className="pan-toolbar warn-filters",
     )
@@ -135,7 +136,6 @@ def layout(**query: Any) -> Any:
                 className="warn-head",
             ),
             filters,
-            tm.bar("warn", b, tm.at_of(b, query.get("at")), lang, "/warnings", query.get("at")),
             html.Div(
                 [
                     html.Div(

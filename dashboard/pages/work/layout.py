@@ -87,6 +87,14 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
         [
             html.Div(breadcrumbs(view, lang, base="/work/"), className="pan-crumbs"),
             html.Span(id=ids.WK_STALE),
+            tm.bar(
+                "work",
+                b,
+                tm.at_of(b, query.get("at")),
+                lang,
+                "/work" if area_id is None else f"/work/{view.area_id}",
+                query.get("at"),
+            ),
         ],
         className="pan-toolbar",
     )
@@ -134,14 +142,6 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             dcc.Store(id=ids.WK_SENT, data=None),
             dcc.Interval(id=ids.WK_TICK, interval=int(s.refresh_s * 1000), n_intervals=0),
             toolbar,
-            tm.bar(
-                "work",
-                b,
-                tm.at_of(b, query.get("at")),
-                lang,
-                "/work" if area_id is None else f"/work/{view.area_id}",
-                query.get("at"),
-            ),
             html.Div(
                 [
                     left,
