@@ -12,9 +12,10 @@ COPY assets ./assets
 RUN pip install . && python -m dashboard.vendor \
     && useradd -r wangge && mkdir -p var && chown wangge var
 USER wangge
-EXPOSE 8050
-# The dashboard listens on every interface in the container (dashboard/gunicorn_conf.py reads it).
-ENV WANGGE_DASHBOARD_HOST=0.0.0.0 WANGGE_DASHBOARD_PORT=8050
+EXPOSE 8050 8052
+# The dashboard and the push server listen on every interface in the container.
+ENV WANGGE_DASHBOARD_HOST=0.0.0.0 WANGGE_DASHBOARD_PORT=8050 WANGGE_PUSH_HOST=0.0.0.0
 # Dashboard:  docker run IMAGE            Pipelines: docker run IMAGE wangge pipelines
+# Live push:  docker run IMAGE python -m dashboard.push   (README "Live push")
 # The one serving command (`wangge run` starts the same): gunicorn, threaded workers.
 CMD ["gunicorn", "-c", "python:dashboard.gunicorn_conf"]

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-browser bench lint fmt typecheck clean venv
+.PHONY: run test test-unit test-integration test-browser test-cluster bench lint fmt typecheck clean venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ test-integration: $(STAMP)
 
 test-browser: $(STAMP)
 	$(BIN)/python -m pytest -q tests/browser
+
+# The cluster tier: partitioned pipelines and the crash test on a real local three-node
+# Redis Cluster (tests/cluster; not part of `make test`).
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q tests/cluster -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -s tests/bench -p no:cacheprovider

@@ -39,6 +39,7 @@ from dashboard.pages.work import export as work_export
 from pipelines.access import accounts, audit, policy
 from pipelines.city import binding
 from pipelines.city.geography import City, load_city
+from pipelines.redis_client import connect
 from pipelines.settings import ROOT, Settings, load_settings
 from pipelines.spine import store
 
@@ -95,6 +96,7 @@ def _shell(settings: Settings) -> Any:
             [
                 dcc.Location(id=ids.URL, refresh="callback-nav"),
                 dcc.Store(id=ids.LANG, data=lang),
+                dcc.Store(id=ids.PUSH, data=push_config(settings, lang)),
                 header,
                 html.Div(dash.page_container, className="" if wall else "wg-main"),
             ],
@@ -103,6 +105,21 @@ def _shell(settings: Settings) -> Any:
         )
 
     return layout
+
+
+def push_config(settings: Settings, lang: str) -> dict[str, Any] | None:
+    """What ``assets/wangge_push.js`` needs: the push server's base URL ("" the page's
+    origin, ":PORT" the page's host on that port), the tick and the stale mark's words;
+    None when push is off (the pages poll)."""
+    p = settings.push
+    if not p.enabled:
+        return None
+    return {
+        "url": p.url.rstrip("/"),
+        "refresh_ms": int(settings.dashboard.refresh_s * 1000),
+        "stale": t("fresh.stale", lang, t="%T%"),
+        "tz": settings.live.timezone,
+    }
 
 
 def _opens(role: str | None, href: str) -> bool:
@@ -219,7 +236,7 @@ def create_app(
 ) -> Dash:
     """Build the app; the backend connects lazily, so a down Redis never stops it."""
     city = city or load_city(settings.geo)
-    r = r or redis.Redis.from_url(
+    r = r or connect(
         settings.redis.url or "redis://127.0.0.1:6379/0",
         socket_timeout=3,
         socket_connect_timeout=2,

@@ -378,23 +378,31 @@ def authorize(
         from flask import current_app
 
         city = current_app.extensions["wangge"].city
+    d = decision_for(p.role if p else None, p.scope if p else "", area_id, kind, city, target)
+    if not d.granted and audited:
+        audit_refusal(kind, d.area_id, d.why)
+    return d
+
+
+def decision_for(
+    role: str | None, scope: str, area_id: object, kind: str, city: City, target: object = None
+) -> Decision:
+    """The decision for a principal's role and scope (None: nobody signed in), without a
+    request: :func:`authorize` for a callback, the push server (``dashboard/push/``) for a
+    stream on connect and before every tick it sends."""
     area = clean_id(area_id)
     why = ""
-    if p is None:
+    if role is None:
         why = "login required"
-    elif not may_see(kind, p.role):
-        why = f"role {p.role} may not see {kind}"
+    elif not may_see(kind, role):
+        why = f"role {role} may not see {kind}"
     elif area is None or city.area(area) is None:
         why = "unknown area"
-    elif not accounts.scope_allows(p.scope, area, city):
+    elif not accounts.scope_allows(scope, area, city):
         why = "area outside scope"
-    if why:
-        shown = safe_text(area_id if target is None else target)
-        if audited:
-            audit_refusal(kind, shown, why)
-        return Decision(False, shown, kind, why=why)
-    assert p is not None and area is not None
-    sees = frozenset(k for k in DETAIL_KINDS if may_see(k, p.role))
+    if why or role is None or area is None:
+        return Decision(False, safe_text(area_id if target is None else target), kind, why=why)
+    sees = frozenset(k for k in DETAIL_KINDS if may_see(k, role))
     return Decision(True, area, kind, sees)
 
 

@@ -49,6 +49,7 @@ from pipelines.access import accounts, audit, policy, text, wall_tokens
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
 from pipelines.settings import Settings
+from pipelines.spine.partitions import global_prefix
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -60,6 +61,33 @@ class SessionInterface(SecureCookieSessionInterface):
         if settings is not None and settings.auth.https:
             return True
         return bool(request.is_secure) if request else False
+
+
+def account_grants(engine: Any, s: S.Session, now_ms: int) -> bool:
+    """Does the account (a wall: the token) in SQL still grant this session? (The guard's
+    periodic re-check, and the push server's for streams that make no request.)"""
+    if s.wall:
+        return wall_tokens.wall_token_active(engine, s.token_id, now_ms) is not None
+    user = accounts.get_user(engine, s.username)
+    return (
+        user is not None
+        and not user.disabled
+        and (user.role, user.scope_area_id) == (s.role, s.scope)
+        and user.stamp == s.stamp
+    )
+
+
+def push_sources(url: str, host: str) -> list[str]:
+    """CSP ``connect-src`` entries for the push server (``push.url``): none for the page's
+    own origin, the page's host on that port for ":PORT", else the URL's origin."""
+    url = url.strip().rstrip("/")
+    if not url:
+        return []
+    if url.startswith(":") and url[1:].isdigit():
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return [f"http://{name}{url}", f"https://{name}{url}"]
+    parts = urlparse(url)
+    return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme and parts.netloc else []
 
 
 def secret_key(settings: Settings) -> str:
@@ -182,7 +210,7 @@ class Guard:
         a = self.settings.auth
         self.sessions = S.Sessions(
             self.r,
-            self.settings.redis.prefix,
+            global_prefix(self.settings),
             idle_ms=int(a.idle_minutes * 60_000),
             max_ms=int(a.session_max_hours * 3_600_000),
         )
@@ -250,15 +278,7 @@ class Guard:
 
     def still_valid(self, s: S.Session, now_ms: int) -> bool:
         """Does the account (a wall: the token) still grant this session?"""
-        if s.wall:
-            return wall_tokens.wall_token_active(self.engine, s.token_id, now_ms) is not None
-        user = accounts.get_user(self.engine, s.username)
-        return (
-            user is not None
-            and not user.disabled
-            and (user.role, user.scope_area_id) == (s.role, s.scope)
-            and user.stamp == s.stamp
-        )
+        return account_grants(self.engine, s, now_ms)
 
     def start_session(
         self,
@@ -483,9 +503,11 @@ class Guard:
         tiles = urlparse(self.settings.dashboard.tile_url)
         tile_src = f" {tiles.scheme}://{tiles.netloc.split('{')[0]}*" if tiles.netloc else ""
         scripts = " ".join(["'self'", *self.csp_hashes()])
+        connect = " ".join(["'self'", *push_sources(self.settings.push.url, request.host)])
         resp.headers["Content-Security-Policy"] = (
             f"default-src 'self'; script-src {scripts}; style-src 'self' 'unsafe-inline'; "
-            f"img-src 'self' data: blob:{tile_src}; connect-src 'self'; font-src 'self' data:; "
+            f"img-src 'self' data: blob:{tile_src}; connect-src {connect}; "
+            "font-src 'self' data:; "
             f"object-src 'none'; base-uri 'self'; form-action 'self'; "
             f"frame-ancestors {a.frame_ancestors}"
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 URL = "url"
 LANG = "shell-lang"
 FRESH = "shell-fresh"
+PUSH = "shell-push"  # live push: where the streams are (assets/wangge_push.js)
 
 
 # the time machine's "view at" control, one per page (``components/timemachine``)
@@ -55,6 +56,13 @@ W_TOUR_TICK = "wall-tour-tick"
 W_LEGEND = "wall-legend"
 W_TZ = "wall-tz"
 W_VH = "wall-vh"
+W_STOP = "wall-stop"  # the tour's position: {"i", "key", "take", "view", "area"}
+W_VIEW = "wall-view"  # the carousel's view other than the panorama (warnings, work, …)
+W_TAKE = "wall-take"  # the red-warning takeover: the card beside the focused map
+W_TAKE_SIDE = "wall-take-side"
+W_ACK = "wall-ack"  # acknowledge on the wall (a signed-in person who may act; never a kiosk)
+W_ACK_MSG = "wall-ack-msg"
+W_KPI_TITLE = "wall-kpi-title"  # the KPI panel's title: the area the tour shows
 
 # early warning
 WARN_TICK = "warn-tick"

@@ -18,6 +18,12 @@ Every web worker keeps the responses in memory for the tick, and the JSON goes t
 (``<prefix>:dash:resp:*``, expiring with the tick) for the other workers: a tick's panel
 is serialised once whatever the number of viewers and workers (two workers missing it at
 the same moment may both build it), and compressed once per worker and encoding.
+
+Live push (``dashboard/push/``) sends the same bytes: a shared answer carries the header
+``X-Wangge-Slot: <stream>:<tick>`` (:func:`stream_of`, the hash of outputs + value key),
+and each stream is published on the Redis channel :func:`push_channel` (one per
+permission-free key, beside the response keys), so a tick's panel is serialised once for
+the pollers and the push viewers together.
 """
 
 from __future__ import annotations
@@ -44,6 +50,39 @@ EXTENSION = "wangge.responses"
 DISPATCH_RULE = "/_dash-update-component"
 MIN_COMPRESS = 500  # bytes: smaller answers go out as they are
 _G_KEY = "wg_response_key"
+SLOT_HEADER = "X-Wangge-Slot"
+
+
+def slot_of(output: str, key: str, tick: int) -> str:
+    """The cache slot of a callback's answer: its outputs, the value's key, the tick."""
+    return f"{output}|{key}|{tick}"
+
+
+def response_key(prefix: str, slot: str) -> str:
+    """The Redis key holding a slot's finished JSON (for every web worker)."""
+    return f"{prefix}:dash:resp:{hashlib.sha256(slot.encode()).hexdigest()[:32]}"
+
+
+def stream_of(output: str, key: str) -> str:
+    """What a stream of ticks is (the outputs and the value key, never a viewer)."""
+    return hashlib.sha256(f"{output}|{key}".encode()).hexdigest()[:32]
+
+
+def push_channel(prefix: str, stream: str) -> str:
+    """The Redis pub/sub channel on which each tick's answer of a stream is published."""
+    return f"{prefix}:dash:push:{stream}"
+
+
+def push_lease(prefix: str, stream: str, tick: int) -> str:
+    """Who builds and publishes a stream's tick (one push process per tick)."""
+    return f"{prefix}:dash:push:lease:{stream}:{tick}"
+
+
+def slot_label(slot: str) -> str:
+    """``<stream>:<tick>`` of a slot, the header a shared answer carries."""
+    rest, tick = slot.rsplit("|", 1)
+    output, key = rest.split("|", 1)
+    return f"{stream_of(output, key)}:{tick}"
 
 
 @dataclass
@@ -80,13 +119,15 @@ def choose_encoding(accept: str, size: int) -> str:
     return ""
 
 
-def respond(entry: Entry) -> Response:
+def respond(entry: Entry, slot: str = "") -> Response:
     """The stored answer in the encoding this request accepts."""
     enc = choose_encoding(request.headers.get("Accept-Encoding", ""), len(entry.raw))
     resp = Response(entry.body(enc) if enc else entry.raw, mimetype="application/json")
     if enc:
         resp.headers["Content-Encoding"] = enc  # Flask-Compress leaves it as it is
     resp.headers["Vary"] = "Accept-Encoding"
+    if slot:
+        resp.headers[SLOT_HEADER] = slot_label(slot)
     return resp
 
 
@@ -94,9 +135,10 @@ class Served(Exception):
     """Raised by a callback whose answer for this tick is already built; the dispatch
     wrapper turns it into the response (Dash never serialises it again)."""
 
-    def __init__(self, entry: Entry) -> None:
+    def __init__(self, entry: Entry, slot: str = "") -> None:
         super().__init__("served from the per-tick response cache")
         self.entry = entry
+        self.slot = slot
 
 
 @dataclass
@@ -114,7 +156,7 @@ class ResponseCache:
     shared: int = 0  # responses another worker built, taken from Redis
 
     def _rkey(self, key: str) -> str:
-        return f"{self.prefix}:dash:resp:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        return response_key(self.prefix, key)
 
     def get(self, key: str) -> Entry | None:
         with self.lock:
@@ -171,11 +213,11 @@ def shared_response(
     body = request.get_json(silent=True)
     output = body.get("output") if isinstance(body, dict) else None
     tick = b.tick()
-    slot = f"{output}|{key}|{tick}" if isinstance(output, str) else None
+    slot = slot_of(output, key, tick) if isinstance(output, str) else None
     if slot is not None:
         hit = cache_of(current_app).get(slot)
         if hit is not None:
-            raise Served(hit)
+            raise Served(hit, slot)
     value = b.cached(grant, name, compute, *parts, **kw)
     if slot is not None and b.tick() == tick:  # the value is this tick's
         setattr(g, _G_KEY, slot)
@@ -198,11 +240,11 @@ def install(
         except Served as hit:
             with cache.lock:
                 cache.served += 1
-            return respond(hit.entry)
+            return respond(hit.entry, hit.slot)
         slot = g.pop(_G_KEY, None)
         if slot is None or not isinstance(resp, Response) or resp.status_code != 200:
             return resp
-        return respond(cache.store(slot, resp.get_data()))
+        return respond(cache.store(slot, resp.get_data()), slot)
 
     server.view_functions[endpoint] = dispatch
     return cache

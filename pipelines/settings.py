@@ -26,6 +26,11 @@ class RedisSettings:
     prefix: str = "wg"
     embedded_dir: str = "var/redis"
 
+    @property
+    def cluster(self) -> bool:
+        """A Redis Cluster: the URL's scheme is ``redis+cluster://`` (or ``rediss+cluster://``)."""
+        return self.url.split("://", 1)[0] in ("redis+cluster", "rediss+cluster")
+
 
 @dataclass(frozen=True)
 class DatabaseSettings:
@@ -65,6 +70,7 @@ class StreamSettings:
     max_payload_bytes: int = 16384
     future_skew_s: int = 300
     max_age_days: int = 30
+    partitions: int = 1
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,13 @@ class SimulateSettings:
     # runs through the gateway): accepted and dispatched through the dispatch core, handled
     # and verified by the grid worker's phone through the gateway's task API.
     command_share: float = 0.3
+    # A lived-in first start (``simulate/backfill.py``): `wangge run` on an empty database
+    # of the demo city first simulates this many past days through the pipelines (0 = off).
+    backfill_days: float = 7.0
+    # Backfilled track points: one per on-shift worker about every this many seconds.
+    backfill_track_every_s: float = 3600.0
+    # Report workers during the backfill (extra ones stop afterwards).
+    backfill_report_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -215,10 +228,21 @@ class DashboardSettings:
     language: str = "zh-CN"
     tile_url: str = ""
     tile_crs: str = "wgs84"
-    wall_tour_s: float = 0.0
     workers: int = 0  # gunicorn worker processes; 0 → the CPU count (at least 2)
     threads: int = 8  # threads per gunicorn worker (gthread)
     access_log: str = ""  # gunicorn's access log: "" off, "-" the console, else a file
+
+
+@dataclass(frozen=True)
+class WallSettings:
+    """The wall screen's tour (dashboard/pages/wall/): a carousel of wall views, the
+    panorama touring the wall's districts (or streets) and the areas of open red warnings;
+    an unacknowledged red warning in the wall's area takes the screen over."""
+
+    tour: str = "panorama,warnings,work,assessment"  # views in turn; "" = no tour
+    dwell_s: float = 20.0  # seconds on each view (warnings, work, assessment)
+    area_dwell_s: float = 12.0  # seconds on each area stop of the panorama view
+    takeover: bool = True  # a new red warning takes the screen over until acknowledged
 
 
 @dataclass(frozen=True)
@@ -300,6 +324,20 @@ class AssessmentSettings:
 
 
 @dataclass(frozen=True)
+class PushSettings:
+    """Live push (dashboard/push/): one event stream per browser tab."""
+
+    enabled: bool = True  # pages open a push stream; off: polling only
+    host: str = "127.0.0.1"
+    port: int = 8052
+    url: str = ""  # where browsers reach it: "" → the page's own origin (a proxy's /push)
+    allow_origins: str = ""  # comma-separated page origins allowed cross-origin ("" → none)
+    dashboard_url: str = ""  # where it asks the web server for a tick ("" → dashboard.host:port)
+    workers: int = 1  # uvicorn worker processes
+    heartbeat_s: float = 15.0  # an SSE comment this often keeps proxies from closing streams
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """The ingest gateway (pipelines/gateway/): phones (OsmAnd), hotlines (Open311 and a
     JSON batch API) and cameras (Frigate over MQTT or HTTP) → the feeds' streams.
@@ -365,11 +403,13 @@ class Settings:
     warnings: WarningSettings = field(default_factory=WarningSettings)
     simulate: SimulateSettings = field(default_factory=SimulateSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    wall: WallSettings = field(default_factory=WallSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     privacy: PrivacySettings = field(default_factory=PrivacySettings)
     run: RunSettings = field(default_factory=RunSettings)
     assessment: AssessmentSettings = field(default_factory=AssessmentSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    push: PushSettings = field(default_factory=PushSettings)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
@@ -402,6 +442,7 @@ MOVED: dict[tuple[str, str | None], str] = {
     ("warnings", "sla_stage_hours"): f"moved to {_FLOW_FILE}: each stage's hours",
     ("warnings", "sla_severity_scale"): f"moved to {_FLOW_FILE}: a flow per minimum severity",
     ("warnings", "sla_category_scale"): f"moved to {_FLOW_FILE}: a flow per category",
+    ("dashboard", "wall_tour_s"): "moved to [wall]: area_dwell_s (seconds per area), tour",
 }
 
 _ALIASES = {"REDIS_URL": ("redis", "url"), "DATABASE_URL": ("database", "url")}

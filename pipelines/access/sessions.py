@@ -161,6 +161,28 @@ class Sessions:
             return None
         return s
 
+    def load_many(self, sids: list[str], now_ms: int) -> dict[str, Session | None]:
+        """:meth:`load` for many ids in one round trip (the push server's per-tick re-check
+        of every stream it holds); an ended session's record is left to expire."""
+        ok = [
+            sid for sid in dict.fromkeys(sids) if sid and isinstance(sid, str) and len(sid) <= 128
+        ]
+        out: dict[str, Session | None] = {sid: None for sid in sids}
+        if not ok:
+            return out
+        pipe = self.r.pipeline(transaction=False)
+        for sid in ok:
+            pipe.get(self.key(sid))
+        for sid, raw in zip(ok, pipe.execute(), strict=True):
+            if raw is None:
+                continue
+            try:
+                found = Session(sid=sid, **json.loads(raw))
+            except (ValueError, TypeError):
+                continue
+            out[sid] = None if self.expired(found, now_ms) else found
+        return out
+
     def save(self, s: Session, now_ms: int) -> bool:
         """Store a changed record (last seen, last checked); only while it still exists.
         False when it had ended meanwhile (revoked, expired)."""
@@ -182,6 +204,23 @@ class Sessions:
             checked_ms=now_ms if checked else s.checked_ms,
         )
         return new if self.save(new, now_ms) else None
+
+    def seen_many(self, found: list[Session], now_ms: int) -> dict[str, Session | None]:
+        """:meth:`seen` for many sessions in one round trip (without ``checked``)."""
+        out: dict[str, Session | None] = {}
+        due = []
+        for s in found:
+            if not s.wall and now_ms - s.seen_ms >= TOUCH_MS:
+                due.append(dataclasses.replace(s, seen_ms=now_ms))
+            else:
+                out[s.sid] = s
+        if due:
+            pipe = self.r.pipeline(transaction=False)
+            for s in due:
+                pipe.set(self.key(s.sid), _dump(s), px=max(1, self.ends_ms(s) - now_ms), xx=True)
+            for s, ok in zip(due, pipe.execute(), strict=True):
+                out[s.sid] = s if ok else None  # ended meanwhile (revoked)
+        return out
 
     def end(self, s: Session) -> None:
         """End one session."""

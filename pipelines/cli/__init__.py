@@ -46,6 +46,12 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="one pipeline worker process (used by `pipelines`)")
     w.add_argument("--feed", choices=FEEDS, required=True)
     w.add_argument("--name", required=True, help="consumer name (stable across restarts)")
+    w.add_argument(
+        "--partition",
+        type=int,
+        default=0,
+        help="the feed partition it reads ([streams] partitions)",
+    )
     sim = sub.add_parser("simulate", help="live simulated feeds into Redis, or a JSONL file")
     sim.add_argument("--seed", type=int)
     sim.add_argument("--speed", type=float, help="simulated seconds per real second")
@@ -63,6 +69,17 @@ def parser() -> argparse.ArgumentParser:
         help="write the streams directly, or drive the ingest gateway as real senders do",
     )
     sim.add_argument("--gateway-url", help="the gateway (default http://gateway.host:port/)")
+    sim.add_argument(
+        "--backfill",
+        metavar="SPAN",
+        help="simulate the past SPAN (7d, 36h, 90m) up to now through the streams and the"
+        " pipelines (worker processes of this command), then stop; an empty database only",
+    )
+    sim.add_argument(
+        "--force",
+        action="store_true",
+        help="--backfill into a database that already holds events (adds to its history)",
+    )
     g = sub.add_parser("geo", help="geography: info, import, export")
     gs = g.add_subparsers(dest="geo_cmd", required=True)
     gs.add_parser("info", help="summary of the configured city (builds the demo city cache)")

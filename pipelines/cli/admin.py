@@ -15,7 +15,9 @@ import redis
 from pipelines.access import accounts, audit, sessions, text, wall_tokens
 from pipelines.cli.dispatch import read_register
 from pipelines.cli.runtime import check_city_sql, load_city, session_store, sql_engine
+from pipelines.redis_client import connect
 from pipelines.settings import Settings
+from pipelines.spine.partitions import global_prefix
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -300,8 +302,8 @@ def _bump_revocations(settings: Settings) -> None:
     if not settings.redis.url:
         return
     try:
-        r = redis.Redis.from_url(settings.redis.url, socket_timeout=3)
-        r.incr(generation_key(settings.redis.prefix))
+        r = connect(settings.redis.url, socket_timeout=3)
+        r.incr(generation_key(global_prefix(settings)))
         r.close()
     except redis.RedisError as exc:
         print(

@@ -17,8 +17,17 @@ import redis
 from pipelines.city import binding, boundaries
 from pipelines.city import geography as geo
 from pipelines.cli.run import _start_simulator, _stop_event
-from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sql_engine
+from pipelines.cli.runtime import (
+    FEEDS,
+    Runtime,
+    check_city,
+    load_city,
+    runtime,
+    sql_engine,
+    sync_areas,
+)
 from pipelines.dispatch.flows import flows_for
+from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
 
@@ -39,6 +48,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     }
     cfg = dataclasses.replace(cfg, **changes)
     settings = dataclasses.replace(settings, simulate=cfg)
+    if getattr(args, "backfill", None):
+        return _backfill(settings, args)
     if args.replay:
         with runtime(settings, embedded_ok=False) as rt:
             n = _replay(rt, Path(args.replay))
@@ -66,9 +77,62 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """`wangge simulate --backfill SPAN`: the simulated past through the streams, applied by
+    worker processes of this command (they join the consumer group, so running
+    `wangge pipelines` share the work), then stopped."""
+    from pipelines.city.simulator.backfill import parse_span
+    from pipelines.cli import backfill as bf
+    from pipelines.settings import child_environ
+
+    try:
+        days = parse_span(args.backfill)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    city = load_city(settings)
+    with runtime(settings) as rt:
+        s = rt.settings
+        check_city(rt, city)
+        sync_areas(rt.engine, city)
+        why = bf.refusal(s, rt.engine, days, explicit=True, force=bool(args.force))
+        if why is not None:
+            print(f"backfill refused: {why}", file=sys.stderr)
+            return 2
+        if rt.embedded:
+            print(
+                "note: embedded Redis (no REDIS_URL): the history stays in SQL, the live state"
+                " ends with this command (`wangge rebuild-live` restores it into a Redis)"
+            )
+        env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
+        counts = {"reports": max(s.simulate.backfill_report_workers, 1), "locations": 1, "video": 1}
+        procs = bf.spawn_workers(s, env, counts, "backfill")
+        stop = _stop_event()
+        bar = bf.ProgressBar()
+        print(f"backfill: the last {days:g} days of {city.name} through the pipelines")
+        try:
+            _sim, res = bf.backfill_streams(
+                s,
+                city,
+                rt.r,
+                rt.engine,
+                days,
+                stop=stop.is_set,
+                progress=bar,
+                wait=bf.watching(procs),
+            )
+        except RuntimeError as exc:
+            print(f"\nbackfill failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            bf.stop_workers(procs)
+        bar.done(res)
+    return 130 if stop.is_set() else 0
+
+
 def _replay(rt: Runtime, path: Path) -> int:
     from pipelines.city import simulator as simulate
-    from pipelines.spine.streams import publish
+    from pipelines.spine.partitions import publish_feed
 
     s = rt.settings
     buf: dict[str, list[bytes]] = {f: [] for f in FEEDS}
@@ -77,10 +141,10 @@ def _replay(rt: Runtime, path: Path) -> int:
         buf[feed].append(payload)
         n += 1
         if len(buf[feed]) >= 5000:
-            publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", buf[feed])
+            publish_feed(rt.r, s, feed, buf[feed])
             buf[feed] = []
     for feed, rest in buf.items():
-        publish(rt.r, f"{s.redis.prefix}:{getattr(s.streams, feed)}", rest)
+        publish_feed(rt.r, s, feed, rest)
     return n
 
 
@@ -147,7 +211,7 @@ def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
     )
     prefix = settings.redis.prefix
     now_ms = int(time.time() * 1000)
-    r = redis.Redis.from_url(settings.redis.url) if settings.redis.url else None
+    r = connect(settings.redis.url) if settings.redis.url else None
     try:
         with sql_engine(settings) as engine:
             if mode is None:
@@ -218,9 +282,10 @@ def cmd_rebuild_live(settings: Settings, args: argparse.Namespace) -> int:
 
 def _active_consumers(r: redis.Redis, s: Settings, within_ms: int = 10_000) -> list[str]:
     """Consumers of the feed streams that read within the last ``within_ms``."""
+    from pipelines.spine.partitions import feed_stream_keys
+
     out = []
-    for feed in FEEDS:
-        key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
+    for key in (k for feed in FEEDS for k in feed_stream_keys(s, feed)):
         try:
             consumers: Any = r.xinfo_consumers(key, s.streams.group)
         except redis.ResponseError:  # no stream or no group yet

@@ -27,11 +27,10 @@ from pipelines.city import geography as geo
 from pipelines.cli import console
 from pipelines.cli.dispatch import checked_flows, seed_demo_units
 from pipelines.cli.runtime import FEEDS, Runtime, check_city, load_city, runtime, sync_areas
-from pipelines.cli.web import ChildServer, DashboardProcess, shape
+from pipelines.cli.web import ChildServer, DashboardProcess, PushProcess, shape
 from pipelines.dispatch import ontime
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, child_environ
-from pipelines.spine import store
 
 log = logging.getLogger("wangge")
 
@@ -44,7 +43,7 @@ log = logging.getLogger("wangge")
 
 @dataclass
 class Supervisor:
-    """Keeps N worker processes per feed alive; stops them all cleanly."""
+    """Keeps N worker processes per feed and partition alive; stops them all cleanly."""
 
     settings: Settings
     env: dict[str, str]
@@ -60,13 +59,24 @@ class Supervisor:
             "video": p.video_workers,
         }
 
-    def start(self) -> None:
+    def names(self) -> list[tuple[str, int, str]]:
+        """(feed, partition, consumer name) of every worker: ``<feed>-<i>`` with one
+        partition, ``<feed>-p<k>-<i>`` with several."""
+        parts = max(1, self.settings.streams.partitions)
+        out = []
         for feed, n in self.counts().items():
-            for i in range(1, n + 1):
-                self._spawn(feed, f"{feed}-{i}")
+            for k in range(parts):
+                for i in range(1, n + 1):
+                    out.append((feed, k, f"{feed}-{i}" if parts == 1 else f"{feed}-p{k}-{i}"))
+        return out
 
-    def _spawn(self, feed: str, name: str) -> None:
+    def start(self) -> None:
+        for feed, k, name in self.names():
+            self._spawn(feed, name, k)
+
+    def _spawn(self, feed: str, name: str, partition: int = 0) -> None:
         cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed, "--name", name]
+        cmd += ["--partition", str(partition)]
         # its own session: a terminal's Ctrl-C reaches `wangge run` only, which stops the
         # workers in order (no KeyboardInterrupt in a child)
         self.procs[name] = subprocess.Popen(cmd, env=self.env, start_new_session=True)
@@ -75,11 +85,11 @@ class Supervisor:
         for name, proc in list(self.procs.items()):
             if proc.poll() is not None:
                 log.warning("worker %s exited with %s; restarting", name, proc.returncode)
-                feed = name.rsplit("-", 1)[0]
+                feed, k = next((f, k) for f, k, n in self.names() if n == name)
                 if self.on_restart is not None:
                     with suppress(redis.RedisError, OSError):
                         self.on_restart(feed, name)
-                self._spawn(feed, name)
+                self._spawn(feed, name, k)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         for proc in self.procs.values():
@@ -123,7 +133,16 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     index = geo.GridIndex(city)
     with runtime(settings, embedded_ok=False) as rt:
         check_city(rt, city)
-        w = make_worker(args.feed, rt.settings, city, index, rt.r, rt.engine, args.name)
+        w = make_worker(
+            args.feed,
+            rt.settings,
+            city,
+            index,
+            rt.r,
+            rt.engine,
+            args.name,
+            partition=args.partition,
+        )
         while not stop.is_set():
             try:
                 w.step()
@@ -141,22 +160,25 @@ def _start_simulator(
     stop: threading.Event,
     speed: float | None = None,
     gateway_url: str | None = None,
+    sim: Any = None,
 ) -> threading.Thread:
-    """The simulator, writing the streams, or (``gateway_url``) driving the gateway."""
+    """The simulator, writing the streams, or (``gateway_url``) driving the gateway; ``sim``
+    (a backfill's simulator) carries on live from where it stopped."""
     from pipelines.city import simulator as simulate
-    from pipelines.spine.streams import publish
+    from pipelines.spine.partitions import publish_feed
 
     s = rt.settings
     commanded = bool(gateway_url) and s.simulate.command_share > 0
-    sim = simulate.Simulator(
-        city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
-    )
+    if sim is None:
+        sim = simulate.Simulator(
+            city, s.simulate, flows_for(s), start_ms=int(time.time() * 1000), command=commanded
+        )
+    else:
+        sim.resume(s.simulate, command=commanded)
     _store_registries(rt.engine, sim)
-    prefix = s.redis.prefix
-    streams = {f: f"{prefix}:{getattr(s.streams, f)}" for f in FEEDS}
 
     def direct(feed: str, payloads: list[bytes]) -> None:
-        publish(rt.r, streams[feed], payloads)
+        publish_feed(rt.r, s, feed, payloads)
 
     sink = _gateway_sink(s, rt.engine, city, gateway_url) if gateway_url else direct
     after = _command_centre(rt, city, sim, gateway_url, sink) if commanded else None
@@ -197,25 +219,35 @@ def _command_centre(
 
 
 def _store_registries(engine: Engine, sim: Any) -> None:
-    cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
-    store.replace_table(engine, store.cameras, cams.to_dicts())
-    cols = [c.name for c in store.workers.columns]
-    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+    from pipelines.cli.backfill import store_registries
+
+    store_registries(engine, sim)
 
 
-def _pipelines(rt: Runtime, city: geo.City, stop: threading.Event) -> Supervisor:
-    from pipelines.spine.runner import ClockJob, live_state, stream_name
+def _pipelines(
+    rt: Runtime,
+    city: geo.City,
+    stop: threading.Event,
+    before: Callable[[Supervisor], None] | None = None,
+) -> Supervisor:
+    """The feed workers, then (``before(supervisor)`` first: the backfill) the clock job,
+    the warnings evaluator and the ops server."""
+    from pipelines.spine.partitions import feed_stream_keys
+    from pipelines.spine.runner import ClockJob, live_state
     from pipelines.spine.streams import ensure_group
     from pipelines.warnings import WarningEngine
 
     s = rt.settings
     for feed in FEEDS:
-        ensure_group(rt.r, f"{s.redis.prefix}:{stream_name(s, feed)}", s.streams.group)
+        for key in feed_stream_keys(s, feed):
+            ensure_group(rt.r, key, s.streams.group)
     env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
     ops_dir = _ops_dir(s, env)
     sup = Supervisor(s, env)
     sup.on_restart = restart_recorder(rt.r, s.redis.prefix)
     sup.start()
+    if before is not None:
+        before(sup)
     _ops_server(rt, city, ops_dir)
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
@@ -311,7 +343,22 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             + (f"; {seeded} demo units registered" if seeded else ""),
             flush=True,
         )
-        sup = _pipelines(rt, city, stop)
+        simulating = s.run.simulate and not args.no_simulate
+        if simulating and not s.simulate.focus_street:
+            # the dispute surge in the demo operator's street
+            focus = demo.demo_areas(city)[1]
+            s = dataclasses.replace(s, simulate=dataclasses.replace(s.simulate, focus_street=focus))
+            rt.settings = s
+        history: list[Any] = []  # the backfill's simulator, carried on live
+
+        def backfill(sup: Supervisor) -> None:
+            history.append(_backfill_at_start(rt, city, stop, sup))
+
+        sup = _pipelines(rt, city, stop, backfill if simulating else None)
+        if stop.is_set():  # Ctrl-C during the backfill
+            sup.stop()
+            print("stopped.", flush=True)
+            return 0
         gateway = _GatewayProcess.start(rt, args.gateway_port)
         s = gateway.settings
         gw_url = gateway.url
@@ -319,15 +366,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         if s.gateway.mqtt_url:
             kind = f"embedded {gateway.broker.kind}" if gateway.broker else "broker"
             print(f"  mqtt      {kind} at {s.gateway.mqtt_url} (Frigate subscriber)", flush=True)
-        if s.run.simulate and not args.no_simulate:
+        if simulating:
             through = s.gateway.simulate_through and gateway.wait_ready()
-            if not s.simulate.focus_street:  # the dispute surge in the demo operator's street
-                focus = demo.demo_areas(city)[1]
-                s = dataclasses.replace(
-                    s, simulate=dataclasses.replace(s.simulate, focus_street=focus)
-                )
             rt.settings = s
-            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None)
+            sim = history[0] if history else None
+            _start_simulator(rt, city, stop, gateway_url=gw_url if through else None, sim=sim)
             print(
                 f"  simulator {s.simulate.workers} workers, {s.simulate.cameras} cameras, "
                 f"speed ×{s.simulate.speed}" + (" → through the gateway" if through else ""),
@@ -343,13 +386,19 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 )
         log_path = console.request_log(s)
         verbose = bool(getattr(args, "verbose", False))
-        server = DashboardProcess.start(s, args.port, log_path, verbose)
+        push_port = PushProcess.choose_port(s) if s.push.enabled else 0
+        # the pages reach the push server on their own host (":PORT") unless push.url says
+        push_url = (s.push.url or f":{push_port}") if push_port else ""
+        server = DashboardProcess.start(s, args.port, log_path, verbose, push_url=push_url)
         workers, threads = shape(s.dashboard)
         print(
             f"  web       gunicorn, {workers} workers × {threads} threads"
             " (dashboard/gunicorn_conf.py)",
             flush=True,
         )
+        push = PushProcess.start(s, push_port, server.url) if push_port else None
+        if push is not None:
+            print(f"  push      {push.url}push/ (live ticks over SSE; pages poll if it is down)")
         if not server.wait_ready():
             log.warning("the dashboard server is not answering yet (see the lines above)")
         url = server.url
@@ -369,14 +418,56 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 sup.poll()
                 gateway.poll()
                 server.poll()
+                if push is not None:
+                    push.poll()
         finally:
             print("stopping…", flush=True)
             console.remove_run_file(s)
+            if push is not None:
+                push.stop()
             server.stop()
             gateway.stop()
             sup.stop()
     print("stopped.", flush=True)
     return 0
+
+
+def _backfill_at_start(rt: Runtime, city: geo.City, stop: threading.Event, sup: Supervisor) -> Any:
+    """A lived-in first start: on an empty database of the demo city, the last
+    ``simulate.backfill_days`` simulated through the streams and the running workers
+    (plus ``backfill_report_workers`` − ``reports_workers`` extra report workers for the
+    while); the simulator to carry on live, or None."""
+    from pipelines.cli import backfill as bf
+
+    s = rt.settings
+    days = s.simulate.backfill_days
+    if days <= 0 or bf.history_tables(rt.engine):  # off, or not a first start: quietly
+        return None
+    why = bf.refusal(s, rt.engine, days, explicit=False)
+    if why is not None:
+        print(f"  backfill  none: {why}", flush=True)
+        return None
+    print(
+        f"  backfill  simulating the last {days:g} days through the pipelines "
+        "(a first start; the dashboard follows)",
+        flush=True,
+    )
+    extra = s.simulate.backfill_report_workers - s.pipelines.reports_workers
+    procs = bf.spawn_workers(s, sup.env, {"reports": extra}, "bf") if extra > 0 else []
+    bar = bf.ProgressBar()
+    try:
+
+        def wait() -> None:  # a dead worker is restarted, as in the main loop (an extra
+            sup.poll()  # one's entries are claimed by the others after claim_idle_ms)
+            time.sleep(0.05)
+
+        sim, res = bf.backfill_streams(
+            s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
+        )
+    finally:
+        bf.stop_workers(procs)
+    bar.done(res)
+    return sim
 
 
 @dataclass

@@ -18,8 +18,10 @@ from pipelines.access import audit, sessions
 from pipelines.city import binding
 from pipelines.city import geography as geo
 from pipelines.embedded import EmbeddedRedis
+from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
+from pipelines.spine.partitions import global_prefix
 
 log = logging.getLogger("wangge")
 
@@ -64,7 +66,7 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
         ),
     )
     store.create_schema(engine)
-    rt = Runtime(settings, redis.Redis.from_url(settings.redis.url), engine, embedded)
+    rt = Runtime(settings, connect(settings.redis.url), engine, embedded)
     try:
         yield rt
     finally:
@@ -131,12 +133,12 @@ def session_store(settings: Settings) -> Iterator[sessions.Sessions | None]:
     if not settings.redis.url:
         yield None
         return
-    r = redis.Redis.from_url(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
+    r = connect(settings.redis.url, socket_timeout=5, socket_connect_timeout=3)
     a = settings.auth
     try:
         yield sessions.Sessions(
             r,
-            settings.redis.prefix,
+            global_prefix(settings),
             idle_ms=int(a.idle_minutes * 60_000),
             max_ms=int(a.session_max_hours * 3_600_000),
         )

@@ -109,7 +109,12 @@ class DashboardProcess(ChildServer):
 
     @classmethod
     def start(
-        cls, settings: Settings, port: int | None, access_log: Path, verbose: bool
+        cls,
+        settings: Settings,
+        port: int | None,
+        access_log: Path,
+        verbose: bool,
+        push_url: str = "",
     ) -> DashboardProcess:
         from pipelines.gateway.server import free_port, port_free
 
@@ -127,6 +132,8 @@ class DashboardProcess(ChildServer):
             WANGGE_DASHBOARD_PORT=str(want),
             WANGGE_DASHBOARD_ACCESS_LOG=f"{access_log},-" if verbose else str(access_log),
         )
+        if push_url:  # where the pages open their push streams (PushProcess)
+            env["WANGGE_PUSH_URL"] = push_url
         if s.metrics.enabled:  # the workers' /metrics sum them all (multiprocess files)
             from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
 
@@ -134,3 +141,39 @@ class DashboardProcess(ChildServer):
         dp = cls(s, env, want, d.host, gunicorn_command(d.host, want))
         dp._spawn()
         return dp
+
+
+@dataclass
+class PushProcess(ChildServer):
+    """``python -m dashboard.push``: the live-push server (SSE, dashboard/push/) on the
+    run's Redis, database and var dir (the session cookie's key), asking the dashboard
+    server at ``dashboard_url`` to build ticks."""
+
+    name = "push server"
+    ready_path = "push/readyz"
+
+    @staticmethod
+    def choose_port(settings: Settings, port: int | None = None) -> int:
+        from pipelines.gateway.server import free_port, port_free
+
+        p = settings.push
+        want = p.port if port is None else port
+        if want == 0 or not port_free(p.host, want):
+            want = free_port(p.host)
+        return want
+
+    @classmethod
+    def start(cls, settings: Settings, port: int, dashboard_url: str) -> PushProcess:
+        p = settings.push
+        s = dataclasses.replace(settings, push=dataclasses.replace(p, port=port))
+        env = child_environ(
+            REDIS_URL=s.redis.url,
+            DATABASE_URL=s.database_url,
+            WANGGE_PUSH_HOST=p.host,
+            WANGGE_PUSH_PORT=str(port),
+            WANGGE_PUSH_DASHBOARD_URL=p.dashboard_url or dashboard_url.rstrip("/"),
+        )
+        cmd = [sys.executable, "-m", "dashboard.push", "--port", str(port)]
+        pp = cls(s, env, port, p.host, cmd)
+        pp._spawn()
+        return pp

@@ -39,6 +39,7 @@ from pipelines.dispatch.flows import Flows, flows_for
 from pipelines.dispatch.units import units
 from pipelines.settings import Settings
 from pipelines.spine.events import LEVELS
+from pipelines.spine.partitions import keys_of
 from pipelines.spine.store.schema import incident_events, incidents, report_rejects, workers
 
 CLAIM_TTL_S = 7 * 86_400
@@ -122,12 +123,15 @@ class ActionContext:
     def of(cls, engine: Engine, r: Redis, settings: Settings, city: City) -> ActionContext:
         return cls(engine, r, settings, city, flows_for(settings))
 
-    @property
-    def stream(self) -> str:
-        return f"{self.settings.redis.prefix}:{self.settings.streams.reports}"
+    def stream(self, incident_id: str) -> str:
+        """The reports stream of the incident's partition."""
+        keys = keys_of(self.settings)
+        return str(keys.stream(self.settings.streams.reports, keys.partition(incident_id)))
 
-    def key(self, *parts: str) -> str:
-        return ":".join((self.settings.redis.prefix, "act", *parts))
+    def key(self, incident_id: str, *parts: str) -> str:
+        """A key of the incident's partition slot (with the stream in one script)."""
+        keys = keys_of(self.settings)
+        return ":".join((keys.part_base(keys.partition(incident_id)), "act", *parts))
 
 
 # ------------------------------------------------------------------ pure checks
@@ -344,8 +348,9 @@ def _submit(
     ctx: ActionContext, req: Request, incident: Mapping[str, Any], events: list[dict[str, Any]]
 ) -> tuple[str, list[str]]:
     script = ctx.redis.register_script(_SUBMIT_LUA)
-    claim = ctx.key("claim", str(incident["incident_id"]), str(incident["n_events"]))
-    keys = [claim, ctx.key("req", req.request_id), ctx.stream]
+    inc = str(incident["incident_id"])
+    claim = ctx.key(inc, "claim", inc, str(incident["n_events"]))
+    keys = [claim, ctx.key(inc, "req", req.request_id), ctx.stream(inc)]
     res = script(keys=keys, args=[req.request_id, CLAIM_TTL_S, *map(orjson.dumps, events)])
     status, joined = (x.decode() if isinstance(x, bytes) else str(x) for x in res)
     return status, [i for i in joined.split(",") if i]
@@ -393,7 +398,7 @@ def perform(
     audit it and wait up to ``wait_s`` for the pipeline's verdict. Raises
     :class:`ActionError` when refused (a refusal by role, scope or task is audited)."""
     req = normalised(req)
-    seen = ctx.redis.get(ctx.key("req", req.request_id))
+    seen = ctx.redis.get(ctx.key(req.incident_id, "req", req.request_id))
     if seen is not None:  # a resubmitted form: answer what the first submission did
         event_ids = (f"act-{req.request_id}-1",)
         verdict, reason = wait_verdict(ctx, event_ids, wait_s)

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,8 +30,10 @@ from pipelines.gateway.core import Gateway
 from pipelines.gateway.errors import GatewayError
 from pipelines.gateway.registry import METHODS, builtins
 from pipelines.ops import metrics
+from pipelines.redis_client import connect_async
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
+from pipelines.spine.partitions import global_prefix
 
 log = logging.getLogger("wangge.gateway")
 VERSION = "1"
@@ -139,12 +140,12 @@ def create_app(
         )
         store.create_schema(eng)
         c = city or load_city(s.geo)
-        r = aioredis.Redis.from_url(s.redis.url, health_check_interval=30)
+        r = connect_async(s.redis.url, health_check_interval=30)
         gw = Gateway(s, r, eng, c, GridIndex(c), clock=clock)
         # the revocation counter before the snapshot, so a later revocation is noticed (with
         # Redis down, requests get 503 until it is back, and the counter is read then)
         with contextlib.suppress(redis.RedisError, OSError):
-            gw.creds.generation = int(await r.get(cr.generation_key(s.redis.prefix)) or 0)
+            gw.creds.generation = int(await r.get(cr.generation_key(global_prefix(s))) or 0)
         gw.creds.replace_snapshot(cr.load_active(eng), gw.creds.clock())
         app.state.gateway = gw
         gc.freeze()  # the city and caches built so far: never traversed by the collector again

@@ -27,6 +27,7 @@ from pipelines.gateway.publish import AsyncPublisher, Outgoing, Published
 from pipelines.gateway.ratelimit import AsyncLimiter
 from pipelines.settings import Settings
 from pipelines.spine import store
+from pipelines.spine.partitions import global_prefix, keys_of
 
 log = logging.getLogger("wangge.gateway")
 Clock = Callable[[], float]
@@ -76,8 +77,8 @@ class Gateway:
         gs = self.settings.gateway
         self.creds = cr.CredentialCache(gs.credential_cache_s)
         self.registry = Registry(self.engine, gs.registry_reload_s)
-        gen = cr.generation_key(self.prefix)
-        self.limiter = AsyncLimiter(self.r, self.prefix, gen)
+        gen = cr.generation_key(self.gprefix)
+        self.limiter = AsyncLimiter(self.r, self.gprefix, gen)
         self.publisher = AsyncPublisher(self.r)
 
     # ------------------------------------------------------------ names
@@ -86,8 +87,18 @@ class Gateway:
     def prefix(self) -> str:
         return self.settings.redis.prefix
 
-    def stream(self, feed: str) -> str:
-        return f"{self.prefix}:{getattr(self.settings.streams, feed)}"
+    @property
+    def gprefix(self) -> str:
+        """The prefix of the rate limits and the credential generation (one slot)."""
+        return global_prefix(self.settings)
+
+    @property
+    def keys(self) -> Any:
+        """The key layout (``state.Keys``: partitions, hash tags)."""
+        return keys_of(self.settings)
+
+    def stream(self, feed: str, partition: int = 0) -> str:
+        return str(self.keys.stream(getattr(self.settings.streams, feed), partition))
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, "gw", *parts))
@@ -106,7 +117,7 @@ class Gateway:
         hit, cred = self.creds.get(secret) if secret else (False, None)
         if not hit:  # a look-up in SQL: not for an address that failed too often
             try:
-                failed = await self.r.get(f"{self.prefix}:rl:{fail_bucket}:n")
+                failed = await self.r.get(f"{self.gprefix}:rl:{fail_bucket}:n")
             except redis.RedisError as exc:
                 raise unavailable(exc) from exc
             if failed is not None and int(failed) >= gs.auth_failures_per_minute:
@@ -213,7 +224,8 @@ class Gateway:
 
     async def publish(self, feed: str, events: Sequence[Outgoing]) -> Published:
         try:
-            return await self.publisher.publish(self.stream(feed), events)
+            name = getattr(self.settings.streams, feed)
+            return await self.publisher.publish_feed(self.keys, feed, name, events)
         except redis.RedisError as exc:
             raise unavailable(exc) from exc
 

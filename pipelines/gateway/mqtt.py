@@ -35,6 +35,7 @@ from pipelines.gateway.core import Registry
 from pipelines.gateway.publish import Outgoing, SyncPublisher
 from pipelines.settings import Settings
 from pipelines.spine import store
+from pipelines.spine.partitions import keys_of
 from pipelines.spine.runner import live_state
 
 log = logging.getLogger("wangge.gateway.mqtt")
@@ -64,7 +65,6 @@ class FrigateSubscriber:
         self.registry = Registry(self.engine, gs.registry_reload_s)
         self.publisher = SyncPublisher(self.r)
         self.state = live_state(self.r, self.settings)
-        self.stream = f"{self.settings.redis.prefix}:{self.settings.streams.video}"
 
     # ------------------------------------------------------------ one message (testable)
 
@@ -92,8 +92,11 @@ class FrigateSubscriber:
         if isinstance(out, frigate.Ignored):
             return self._count(f"ignored:{out.reason}")
         key = lambda *p: ":".join((self.settings.redis.prefix, "gw", *p))  # noqa: E731
-        done = self.publisher.publish(
-            self.stream, [Outgoing.of(out.event, frigate.identity(key, out))]
+        done = self.publisher.publish_feed(
+            keys_of(self.settings),
+            "video",
+            self.settings.streams.video,
+            [Outgoing.of(out.event, frigate.identity(key, out))],
         )
         return self._count("written" if done.written else "duplicate")
 

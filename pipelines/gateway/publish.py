@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from pipelines.spine.partitions import entity_of
 from pipelines.spine.streams import FIELD
 
 # ARGV: stream key, then 6 per event: mode ('k' once, 'z' fix, '-' none), key, a, b, c,
@@ -125,6 +126,42 @@ class Published:
         return cls(tuple(x.decode() if isinstance(x, bytes) else str(x) for x in res))
 
 
+def _in_slot(base: str, e: Outgoing) -> Outgoing:
+    """The event with its identity key in the slot of ``base`` (a tagged layout)."""
+    ident = e.identity
+    if isinstance(ident, Once):
+        ident = Once(f"{base}:{ident.key}", ident.ttl_s, ident.value)
+    elif isinstance(ident, Fix):
+        ident = Fix(f"{base}:{ident.device_key}", ident.ts_ms, ident.keep, ident.ttl_s)
+    return Outgoing(e.payload, ident)
+
+
+def by_partition(
+    keys: Any, feed: str, name: str, events: Sequence[Outgoing]
+) -> list[tuple[str, list[int], list[Outgoing]]]:
+    """A request's events grouped by partition (``state.Keys``): per partition its stream,
+    the events' positions in the request and the events. In a tagged layout (partitions,
+    cluster) an identity key moves into its partition's slot (``<base>:<key>``), so the
+    check and the XADD stay one single-slot script; untagged, keys are as given."""
+    groups: dict[int, list[int]] = {}
+    for i, e in enumerate(events):
+        groups.setdefault(keys.partition(entity_of(feed, e.payload)), []).append(i)
+    out = []
+    for p, idx in groups.items():
+        base = keys.part_base(p)
+        evs = [_in_slot(base, events[i]) if keys.is_tagged else events[i] for i in idx]
+        out.append((keys.stream(name, p), idx, evs))
+    return out
+
+
+def _merged(n: int, parts: list[tuple[list[int], Published]]) -> Published:
+    ids = [""] * n
+    for idx, got in parts:
+        for i, x in zip(idx, got.ids, strict=True):
+            ids[i] = x
+    return Published(tuple(ids))
+
+
 class SyncPublisher:
     def __init__(self, client: Any) -> None:
         self._script = client.register_script(LUA)
@@ -133,7 +170,17 @@ class SyncPublisher:
         """All of a request's events in one atomic call: all written, or none."""
         if not events:
             return Published(())
-        return Published.of(self._script(args=script_args(stream, events)))
+        return Published.of(self._script(keys=[stream], args=script_args(stream, events)))
+
+    def publish_feed(
+        self, keys: Any, feed: str, name: str, events: Sequence[Outgoing]
+    ) -> Published:
+        """Into each event's partition stream: one atomic call per partition."""
+        parts = [
+            (idx, self.publish(stream, evs))
+            for stream, idx, evs in by_partition(keys, feed, name, events)
+        ]
+        return _merged(len(events), parts)
 
 
 class AsyncPublisher:
@@ -144,4 +191,14 @@ class AsyncPublisher:
         """All of a request's events in one atomic call: all written, or none."""
         if not events:
             return Published(())
-        return Published.of(await self._script(args=script_args(stream, events)))
+        return Published.of(await self._script(keys=[stream], args=script_args(stream, events)))
+
+    async def publish_feed(
+        self, keys: Any, feed: str, name: str, events: Sequence[Outgoing]
+    ) -> Published:
+        """Into each event's partition stream: one atomic call per partition (a request
+        spanning partitions is written per partition: each part all or nothing)."""
+        parts = []
+        for stream, idx, evs in by_partition(keys, feed, name, events):
+            parts.append((idx, await self.publish(stream, evs)))
+        return _merged(len(events), parts)

@@ -11,13 +11,13 @@ import os
 import socket
 from typing import Any
 
-import redis
 import uvicorn
 
 from pipelines.gateway import credentials as _credentials  # noqa: F401 (its table)
 from pipelines.gateway import open311 as _open311  # noqa: F401 (its table)
 from pipelines.gateway.app import create_app
 from pipelines.gateway.mqtt import FrigateSubscriber
+from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
 
@@ -45,7 +45,7 @@ def start_subscriber(settings: Settings) -> FrigateSubscriber | None:
         return None
     engine = store.make_engine(settings.database_url, settings.database.schema or None)
     store.create_schema(engine)
-    sub = FrigateSubscriber(settings, redis.Redis.from_url(settings.redis.url), engine)
+    sub = FrigateSubscriber(settings, connect(settings.redis.url), engine)
     sub.start()
     log.info("frigate subscriber: %s", settings.gateway.mqtt_url)
     return sub

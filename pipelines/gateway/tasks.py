@@ -49,6 +49,7 @@ from pipelines.gateway.credentials import Credential
 from pipelines.gateway.errors import GatewayError, json_error
 from pipelines.gateway.frigate import bearer
 from pipelines.gateway.registry import Protocol, client_address, read_body, register, route
+from pipelines.redis_client import connect
 from pipelines.spine import store
 
 render = json_error
@@ -374,9 +375,7 @@ def action_context(gw: core.Gateway) -> Any:
     """The dispatch core's context of this gateway process (a blocking Redis client of
     its own: actions run in the thread pool), built on first use."""
     if gw.actions is None:
-        import redis
-
-        r = redis.Redis.from_url(gw.settings.redis.url, health_check_interval=30)
+        r = connect(gw.settings.redis.url, health_check_interval=30)
         gw.actions = actions.ActionContext.of(gw.engine, r, gw.settings, gw.city)
     return gw.actions
 

@@ -29,6 +29,7 @@ import hashlib
 import ipaddress
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -77,8 +78,19 @@ class Metrics:
     gateway_seconds: Any
 
 
-@functools.cache
+_METRICS_LOCK = threading.Lock()
+
+
 def _metrics() -> Metrics:
+    """The process's metrics, registered once: the first requests of a fresh gunicorn
+    worker arrive on several threads at once, and a second registration of the same
+    names raises (a killed worker's replacement answered 500s until this lock)."""
+    with _METRICS_LOCK:
+        return _registered()
+
+
+@functools.cache
+def _registered() -> Metrics:
     from prometheus_client import Counter, Histogram
 
     b = LATENCY_BUCKETS
@@ -203,7 +215,7 @@ class StreamCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from pipelines.spine.health import _group_state
+        from pipelines.spine.health import feed_state
 
         lag = GaugeMetricFamily(
             "wangge_stream_lag", "Entries the group has not read", labels=["feed"]
@@ -215,8 +227,7 @@ class StreamCollector:
         s = self.settings
         try:
             for feed in FEEDS:
-                key = f"{s.redis.prefix}:{getattr(s.streams, feed)}"
-                lg, pending, _ = _group_state(self.r, key, s.streams.group)
+                lg, pending, _, _ = feed_state(self.r, s, feed)
                 lag.add_metric([feed], lg)
                 pend.add_metric([feed], pending)
         except (redis.RedisError, OSError):

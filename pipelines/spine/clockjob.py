@@ -33,6 +33,8 @@ def live_state(r: redis.Redis, s: Settings) -> LiveState:
         bucket_ttl_s=s.live.bucket_ttl_hours * 3600,
         closed_ttl_s=s.live.closed_incident_ttl_hours * 3600,
         deadletter=s.streams.deadletter,
+        partitions=s.streams.partitions,
+        tagged=s.redis.cluster,
     )
 
 
@@ -81,13 +83,13 @@ class ClockJob:
         online_ids = self.state.workers_seen_since(since)
         grids: list[str] = []
         if online_ids:
-            raw: Any = self.r.hmget(self.state.keys.live("pos"), online_ids)
-            grids = [v.decode().split(",")[3] for v in raw if v]
+            grids = [v.split(",")[3] for v in self.state.positions_of(online_ids).values()]
         counts = agg.online_counts(grids, self.city.grids)
         self.state.set_online(counts)
         trimmed = 0
         for name in self.feed_streams():
-            trimmed += trim_acknowledged(self.r, self.state.keys.stream(name))
+            for key in self.state.keys.feed_streams(name):
+                trimmed += trim_acknowledged(self.r, key)
         self.state.set_meta(tick_ms=now_ms)
         return {"overdue": overdue, "online": len(grids), "trimmed": trimmed}
 

@@ -153,20 +153,33 @@ def _group_state(r: redis.Redis, key: str, group: str) -> tuple[int, int, int]:
     return int(r.xlen(key)), 0, 0
 
 
+def feed_state(r: redis.Redis, settings: Any, feed: str) -> tuple[int, int, int, int]:
+    """(lag, pending, oldest pending entry ms, length) of a feed over its partitions."""
+    from pipelines.spine.clockjob import live_state
+
+    keys = live_state(r, settings).keys
+    lag = pending = oldest = length = 0
+    for key in keys.feed_streams(getattr(settings.streams, feed)):
+        lg, pd, old = _group_state(r, key, settings.streams.group)
+        lag, pending, length = lag + lg, pending + pd, length + int(r.xlen(key))
+        oldest = min(oldest, old) if oldest and old else (oldest or old)
+    return lag, pending, oldest, length
+
+
 def read_health(r: redis.Redis, settings: Any, now_ms: int) -> dict[str, FeedHealth]:
-    """Every feed's health (a handful of Redis calls)."""
+    """Every feed's health (a handful of Redis calls per partition)."""
+    from pipelines.spine.clockjob import live_state
+
     prefix = settings.redis.prefix
-    group = settings.streams.group
     marks = {_s(k): int(_s(v)) for k, v in r.hgetall(feeds_key(prefix)).items()}
-    dead = _dead_by_reason(r, prefix)
+    dead = _dead_by_reason(live_state(r, settings).deadletter_counts())
     out = {}
     for feed in FEEDS:
-        key = f"{prefix}:{getattr(settings.streams, feed)}"
-        lag, pending, oldest = _group_state(r, key, group)
+        lag, pending, oldest, length = feed_state(r, settings, feed)
         restarts = r.zrangebyscore(restarts_key(prefix, feed), now_ms - 24 * HOUR_MS, now_ms)
         out[feed] = FeedHealth(
             feed=feed,
-            length=int(r.xlen(key)),
+            length=length,
             lag=lag,
             pending=pending,
             oldest_pending_ms=oldest,
@@ -178,14 +191,13 @@ def read_health(r: redis.Redis, settings: Any, now_ms: int) -> dict[str, FeedHea
     return out
 
 
-def _dead_by_reason(r: redis.Redis, prefix: str) -> dict[str, dict[str, int]]:
+def _dead_by_reason(counts: dict[str, int]) -> dict[str, dict[str, int]]:
     """feed → reason → dead letters (from the live ``dl_count`` counters)."""
-    raw = r.hgetall(f"{prefix}:live:dl_count")
     out: dict[str, dict[str, int]] = {}
-    for k, v in raw.items():
-        stream, sep, reason = _s(k).partition("|")
+    for k, v in counts.items():
+        stream, sep, reason = k.partition("|")
         if sep:  # the other fields are totals per reason over every stream
-            out.setdefault(stream, {})[reason] = int(_s(v))
+            out.setdefault(stream, {})[reason] = v
     return out
 
 

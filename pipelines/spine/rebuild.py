@@ -38,11 +38,12 @@ def rebuild_live(
 ) -> dict[str, int]:
     """Rebuild the Redis live state of this prefix from SQL, aside, then switch at once.
 
-    The state is built under the staging prefix ``P:rebuild`` in bounded steps (``chunk``
+    The state is built in the staging area ``rebuild`` (``Keys.stage``) in bounded steps (``chunk``
     incidents or alerts, 5 × ``chunk`` positions, patrols or dead letters per call, so no
     call holds Redis for long: 24,000 incidents take 96 calls of < 0.15 s each) by
     the same functions the pipelines use (``aggregate.incident_states`` and the same Lua
-    scripts), so it equals what they built. Then one MULTI/EXEC renames every staged key
+    scripts), so it equals what they built. Then one MULTI/EXEC (per partition and one for
+    the global keys when partitioned: a transaction stays in one slot) renames every staged key
     onto its live name and deletes the live-state keys the new state lacks: readers see
     the old state or the new one, never a part, and a failure before the switch leaves
     the old state untouched. Streams, dashboard caches, sessions and leases are kept.
@@ -63,14 +64,9 @@ def rebuild_live(
 
 
 def _staging(live: LiveState) -> LiveState:
-    return LiveState(
-        live.r,
-        f"{live.prefix}:rebuild",
-        ticker_length=live.ticker_length,
-        day_ttl_s=live.day_ttl_s,
-        bucket_ttl_s=live.bucket_ttl_s,
-        closed_ttl_s=live.closed_ttl_s,
-    )
+    """The staging area ``rebuild`` beside the live keys (``P:rebuild:…`` untagged; per
+    base ``P:{tag}:rebuild:…``, in the live keys' slots, on a cluster / partitioned)."""
+    return live.staged("rebuild")
 
 
 def _build(

@@ -285,11 +285,13 @@ class FeedWorker:
         return pl.concat(out)
 
     def _stream_payloads(self, entry_ids: list[str]) -> dict[str, bytes]:
+        c = self.consumer
+        entry_ids = [e for e in entry_ids if c.owns(e)]  # (ids of this partition only)
         if not entry_ids:
             return {}
         pipe = self.state.r.pipeline(transaction=False)
         for e in entry_ids:
-            pipe.xrange(self.consumer.stream, min=e, max=e)
+            pipe.xrange(c.stream, min=c.real(e), max=c.real(e))
         out: dict[str, bytes] = {}
         for e, got in zip(entry_ids, pipe.execute(), strict=True):
             if got and FIELD in got[0][1]:
@@ -517,9 +519,14 @@ def make_worker(
     engine: Engine,
     name: str,
     clock: Clock = time.time,
+    *,
+    partition: int = 0,
 ) -> FeedWorker:
+    """A worker of one feed partition: its own stream and consumer group."""
     state = live_state(r, settings)
-    key = state.keys.stream(stream_name(settings, feed))
+    if not 0 <= partition < state.partitions:
+        raise ValueError(f"partition {partition} of {state.partitions}")
+    key = state.keys.stream(stream_name(settings, feed), partition)
     ensure_group(r, key, settings.streams.group)
     consumer = Consumer(
         r,
@@ -530,6 +537,8 @@ def make_worker(
         block_ms=settings.streams.block_ms,
         claim_idle_ms=settings.streams.claim_idle_ms,
         max_deliveries=settings.streams.max_deliveries,
+        partitions=state.partitions,
+        partition=partition,
     )
     w = FeedWorker(feed, settings, city, index, state, engine, consumer, clock=clock)
     if feed == "video":

@@ -1,6 +1,11 @@
 """The live state's Lua scripts and the field layouts they take (``state.LiveState``
 registers them; ``state`` documents the key layout they write). Each script is one
-atomic step that sets a state and applies the difference to the counters."""
+atomic step that sets a state and applies the difference to the counters.
+
+Every script is called with ARGV[1] = the base of the keys it touches (a partition's or
+the global one: ``state.Keys``), so all of them share one hash tag, i.e. one cluster
+slot, and KEYS[1] = a key of that slot (``Keys.anchor``), which routes EVALSHA to the
+node serving it on a Redis Cluster. The ARGV layouts below count from that base."""
 
 from __future__ import annotations
 

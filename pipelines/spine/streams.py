@@ -5,6 +5,13 @@ group's pending list for longer than ``claim_idle_ms`` (XAUTOCLAIM, taken over f
 dead consumers), its own pending entries (after a restart under the same name), then
 new entries. Entries delivered more than ``max_deliveries`` times are handed back as
 "poison" so the caller dead-letters them instead of looping forever.
+
+A feed split in N partitions has N streams whose entry ids may coincide (each stream
+numbers its own entries), yet an entry id is an event's identity downstream (SQL rows,
+dead letters, the stream-order rules). A consumer of partition p of N therefore hands
+out the id ``<ms>-<seq>`` of its stream as ``<ms>-<seq × N + p>`` and maps it back for
+XACK and XRANGE: unique over the partitions, in stream order within one, the same with
+N = 1.
 """
 
 from __future__ import annotations
@@ -52,7 +59,9 @@ def _unparsed(r: redis.Redis) -> redis.Redis:
 
     redis-py turns every entry's field list into a dict; a batch only needs ``data``.
     """
-    raw = redis.Redis(connection_pool=r.connection_pool)
+    from pipelines.redis_client import raw_twin
+
+    raw = raw_twin(r)
     for command in ("XREADGROUP", "XAUTOCLAIM"):
         raw.set_response_callback(command, lambda response, **_: response)
     return raw
@@ -74,7 +83,9 @@ def _entries(raw: Any) -> list[tuple[str, bytes]]:
         if fields is None:  # deleted while pending (trimmed): nothing to process
             continue
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        if fields and fields[0] == FIELD:
+        if isinstance(fields, dict):  # parsed after all (a cluster client's node callbacks)
+            out.append((eid, fields.get(FIELD, b"")))
+        elif fields and fields[0] == FIELD:
             out.append((eid, fields[1]))
         else:
             out.append((eid, dict(zip(fields[::2], fields[1::2], strict=True)).get(FIELD, b"")))
@@ -91,12 +102,38 @@ class Consumer:
     block_ms: int = 500
     claim_idle_ms: int = 30000
     max_deliveries: int = 5
+    partitions: int = 1
+    partition: int = 0
     _own_pending_done: bool = False
     _claim_cursor: str = "0-0"
     _raw: redis.Redis = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._raw = _unparsed(self.r)
+
+    def virtual(self, entry_id: str) -> str:
+        """A stream entry id → the feed-wide id handed out (``<ms>-<seq × N + p>``)."""
+        if self.partitions == 1:
+            return entry_id
+        ms, seq = _id_key(entry_id)
+        return f"{ms}-{seq * self.partitions + self.partition}"
+
+    def real(self, entry_id: str) -> str:
+        """A feed-wide id of this partition → its stream entry id."""
+        if self.partitions == 1:
+            return entry_id
+        ms, seq = _id_key(entry_id)
+        if seq % self.partitions != self.partition:
+            raise ValueError(f"{entry_id} is not an id of partition {self.partition}")
+        return f"{ms}-{seq // self.partitions}"
+
+    def owns(self, entry_id: str) -> bool:
+        return self.partitions == 1 or _id_key(entry_id)[1] % self.partitions == self.partition
+
+    def _virtual_all(self, entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        if self.partitions == 1:
+            return entries
+        return [(self.virtual(e), d) for e, d in entries]
 
     def read(self) -> Batch:
         batch = self._claim()
@@ -106,14 +143,14 @@ class Consumer:
             got: Any = self._raw.xreadgroup(
                 self.group, self.name, {self.stream: "0"}, count=self.count
             )
-            entries = _entries(_stream_entries(got))
+            entries = self._virtual_all(_entries(_stream_entries(got)))
             if entries:
                 return self._split(entries)
             self._own_pending_done = True
         got = self._raw.xreadgroup(
             self.group, self.name, {self.stream: ">"}, count=self.count, block=self.block_ms
         )
-        return Batch(entries=_entries(_stream_entries(got)))
+        return Batch(entries=self._virtual_all(_entries(_stream_entries(got))))
 
     def _claim(self) -> Batch | None:
         res: Any = self._raw.xautoclaim(
@@ -128,7 +165,7 @@ class Consumer:
         self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
         if len(res) > 2 and res[2]:  # ids deleted from the stream while pending
             self.r.xack(self.stream, self.group, *res[2])
-        entries = _entries(raw)
+        entries = self._virtual_all(_entries(raw))
         if not entries:
             return None
         batch = self._split(entries)
@@ -137,12 +174,12 @@ class Consumer:
 
     def _split(self, entries: list[tuple[str, bytes]]) -> Batch:
         """Separate entries delivered too often (poison) from the rest."""
-        lo, hi = entries[0][0], entries[-1][0]
+        lo, hi = self.real(entries[0][0]), self.real(entries[-1][0])
         info: Any = self.r.xpending_range(
             self.stream, self.group, min=lo, max=hi, count=len(entries) + 10, consumername=self.name
         )
         times = {
-            (
+            self.virtual(
                 p["message_id"].decode() if isinstance(p["message_id"], bytes) else p["message_id"]
             ): p["times_delivered"]
             for p in info
@@ -160,8 +197,9 @@ class Consumer:
         self._own_pending_done = False
 
     def ack(self, ids: Sequence[str]) -> None:
+        """Acknowledge entries by the ids handed out."""
         if ids:
-            self.r.xack(self.stream, self.group, *ids)
+            self.r.xack(self.stream, self.group, *[self.real(i) for i in ids])
 
 
 def lag(r: redis.Redis, stream: str, group: str) -> dict[str, int]:

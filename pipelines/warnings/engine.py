@@ -23,6 +23,7 @@ from pipelines.gridwork import tracks as work
 from pipelines.ops import metrics
 from pipelines.settings import Settings
 from pipelines.spine import store
+from pipelines.spine.clockjob import live_state
 from pipelines.spine.events import STEPS
 from pipelines.spine.state import LiveState
 from pipelines.warnings.lifecycle import update_open
@@ -103,7 +104,7 @@ class WarningEngine:
     def __post_init__(self) -> None:
         self.cfg = RuleConfig.of(self.settings)
         self.areas = Areas.of(self.city)
-        self.live = LiveState(self.r, self.settings.redis.prefix)
+        self.live: LiveState = live_state(self.r, self.settings)
         self._chain: dict[str, list[str]] = {}
         # slow rules' last evaluation: rule → (now_ms, findings), carried between runs
         self._carried: dict[str, tuple[int, list[Finding]]] = {}

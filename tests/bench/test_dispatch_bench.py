@@ -80,7 +80,7 @@ def _report(ctx: A.ActionContext, g: dict[str, Any], now_ms: int) -> tuple[str, 
         "lat": g["lat"],
     }
     t0 = time.perf_counter()
-    publish(ctx.redis, ctx.stream, [encode(ev)])
+    publish(ctx.redis, ctx.stream(inc), [encode(ev)])
     while A.load_incident(ctx.engine, inc) is None:
         time.sleep(0.002)
     return inc, time.perf_counter() - t0

@@ -165,7 +165,7 @@ def test_action_visible_in_the_actors_queue(
                     "lon": g["lon"],
                     "lat": g["lat"],
                 }
-                publish(r, ctx.stream, [encode(ev)])
+                publish(r, ctx.stream(inc), [encode(ev)])
                 while A.load_incident(engine, inc) is None:
                     time.sleep(0.002)
                 t0 = time.perf_counter()

@@ -347,7 +347,16 @@ IDS: dict[tuple[str, str], Callable[[World, Session], Any]] = {
     ),
     ("pan-area", "data"): lambda w, s: w.canaries.street,
     ("wall-area", "data"): lambda w, s: {"area": w.canaries.street, "metric": "open"},
-    ("wall-tour", "data"): lambda w, s: [w.canaries.street, w.canaries.district],
+    ("wall-tour", "data"): lambda w, s: {
+        "home": w.canaries.street,
+        "views": ["panorama", "warnings", "work", "assessment"],
+        "area_s": 2,
+        "page_s": 2,
+    },
+    ("wall-stop", "data"): lambda w, s: Variants(
+        {"i": 0, "key": f"{view}:{w.canaries.street}", "take": None, "view": view}
+        for view in ("panorama", "warnings", "work", "assessment")
+    ),
     ("work-area", "data"): lambda w, s: w.canaries.street,
     ("pan-geo", "clickData"): lambda w, s: {"properties": {"id": w.canaries.street}},
     ("work-geo", "clickData"): lambda w, s: {"properties": {"id": w.canaries.street}},
@@ -412,6 +421,8 @@ OTHERS: dict[tuple[str, str], Any] = {
     ("wall-tour-tick", "n_intervals"): 1,
     ("wall-vh", "data"): 1080,
     ("wall-last", "data"): None,
+    ("wall-tour-tick", "interval"): 2000,
+    ("wall-ack", "n_clicks"): 1,
     ("work-tick", "n_intervals"): 1,
     ("work-last", "data"): None,
     ("work-sent", "data"): None,

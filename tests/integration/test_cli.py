@@ -27,12 +27,16 @@ pytestmark = pytest.mark.integration
 
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """A small city under ``tmp``; no first-start backfill unless ``extra`` asks for one."""
     return child_environ(
-        WANGGE_RUN_VAR_DIR=str(tmp / "var"),
-        WANGGE_REDIS_EMBEDDED_DIR=str(tmp / "redis"),
-        WANGGE_GEO_GRIDS="300",
-        WANGGE_GEO_CACHE_DIR=str(tmp / "geo"),
-        **extra,
+        **{
+            "WANGGE_RUN_VAR_DIR": str(tmp / "var"),
+            "WANGGE_REDIS_EMBEDDED_DIR": str(tmp / "redis"),
+            "WANGGE_GEO_GRIDS": "300",
+            "WANGGE_GEO_CACHE_DIR": str(tmp / "geo"),
+            "WANGGE_SIMULATE_BACKFILL_DAYS": "0",
+            **extra,
+        }
     )
 
 
@@ -97,6 +101,14 @@ def test_run_prints_the_url_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> 
 
     assert requests.get(url, timeout=10).status_code == 200
     assert requests.get(url + "healthz", timeout=10).json() == {"redis": True}
+    # the live-push server is one more supervised child, ready on the run's Redis
+    assert "dashboard.push" in names
+    push = next(
+        m.group(1) for line in _lines if (m := re.search(r"push\s+(http://\S+/)push/", line))
+    )
+    assert requests.get(push + "push/readyz", timeout=10).status_code == 200
+    page = requests.get(url + "login", timeout=10)
+    assert "connect-src 'self' http://127.0.0.1:" in page.headers["Content-Security-Policy"]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out

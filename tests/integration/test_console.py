@@ -63,6 +63,7 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
         WANGGE_SIMULATE_WORKERS="300",
         WANGGE_SIMULATE_CAMERAS="30",
         WANGGE_SIMULATE_ANOMALY_START_MIN="5",
+        WANGGE_SIMULATE_BACKFILL_DAYS="0.02",  # a first start: half an hour of history
     )
     env.pop("REDIS_URL", None)
     env.pop("DATABASE_URL", None)
@@ -82,6 +83,8 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
         assert url, text
         first = accounts_in(text)
         assert len(first) == 3 and "after 5 min" in text  # the anomalies, brought forward
+        # the backfill ran first, with its figures (the anomalies still come after the start)
+        assert re.search(r"backfill\s+28m of history: [\d,]+ events .* events/s", text), text
         for _ in range(5):
             assert requests.get(url.group(1) + "login", timeout=10).status_code == 200
         log = tmp_path / "var" / "log" / "requests.log"

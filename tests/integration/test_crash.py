@@ -26,9 +26,11 @@ from sqlalchemy import Engine, select
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import GridIndex, load_city
 from pipelines.dispatch.flows import flows_for
+from pipelines.redis_client import connect
 from pipelines.settings import GeoSettings, child_environ, load_settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
+from pipelines.spine.partitions import entity_of, feed_stream_keys, partition_of
 from pipelines.spine.runner import live_state
 from pipelines.spine.streams import ensure_group
 from tests.conftest import stop_processes
@@ -43,9 +45,12 @@ TIME_LIMIT_S = 420
 BATCH = 500  # WANGGE_STREAMS_BATCH_SIZE below
 
 
-def _env(redis_url: str, prefix: str, db: tuple[str, str | None], geo_dir: Path) -> dict[str, str]:
+def _env(
+    redis_url: str, prefix: str, db: tuple[str, str | None], geo_dir: Path, partitions: int = 1
+) -> dict[str, str]:
     url, schema = db
     return child_environ(
+        WANGGE_STREAMS_PARTITIONS=str(partitions),
         REDIS_URL=redis_url,
         DATABASE_URL=url,
         WANGGE_DATABASE_SCHEMA=schema or "",
@@ -61,14 +66,23 @@ def _env(redis_url: str, prefix: str, db: tuple[str, str | None], geo_dir: Path)
     )
 
 
-def _spawn(env: dict[str, str], feed: str, name: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    env: dict[str, str], feed: str, name: str, partition: int = 0
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed, "--name", name]
+    cmd += ["--partition", str(partition)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _drained(r: redis.Redis, prefix: str, group: str) -> bool:
-    for feed in ("reports", "locations", "video"):
-        key = f"{prefix}:{feed}"
+def _drained(r: redis.Redis, where: Any, group: str) -> bool:
+    """Every feed stream (of a prefix's one-partition layout, or of settings) read and
+    acknowledged to its end."""
+    feeds = ("reports", "locations", "video")
+    if isinstance(where, str):
+        keys = [f"{where}:{feed}" for feed in feeds]
+    else:
+        keys = [k for feed in feeds for k in feed_stream_keys(where, feed)]
+    for key in keys:
         info = {g["name"].decode(): g for g in r.xinfo_groups(key)}
         g = info.get(group)
         if g is None or g["pending"] > 0:
@@ -181,21 +195,11 @@ def _flip(entry: Entry) -> tuple[bytes, str | None]:
 # ------------------------------------------------------------------ the run
 
 
-def run_crash(
-    redis_url: str,
-    prefix: str,
-    db_url: Any,
-    engine: Engine,
-    tmp_path: Path,
-    artifacts: Path,
-    *,
-    n_events: int = N_EVENTS,
-    kills: int = KILLS,
-    time_limit_s: float = TIME_LIMIT_S,
-    seed: int = 2026,
-) -> dict[str, Any]:
-    env = _env(redis_url, prefix, db_url, tmp_path / "geo")
-    settings = load_settings(environ=env)
+def crash_input(
+    settings: Any, engine: Engine, tmp_path: Path, n_events: int, seed: int, garbage_run: int = 0
+) -> tuple[Any, GridIndex, dict[str, list[Entry]], dict[str, tuple[float, float]]]:
+    """The city (400 grids), the simulator's events made adversarial per feed, and the
+    camera registry (stored in SQL)."""
     city = load_city(dataclasses.replace(GeoSettings(), grids=400, cache_dir=str(tmp_path / "geo")))
     index = GridIndex(city)
     cfg = dataclasses.replace(
@@ -214,28 +218,47 @@ def run_crash(
     )
     assert len(events) >= n_events
     assert max(orjson_ts(p) for _, p, r in events if r is None) < now_ms
-    streams = adversarial(events, city, now_ms, seed, garbage_run=2 * BATCH + 100)
+    streams = adversarial(events, city, now_ms, seed, garbage_run=garbage_run or 2 * BATCH + 100)
     cams = {
         c: (lon, lat) for c, lon, lat in probe.cameras.select("camera_id", "lon", "lat").iter_rows()
     }
     with engine.begin() as c:
         rows = [{"camera_id": k, "lon": v[0], "lat": v[1], "grid_id": ""} for k, v in cams.items()]
         store.insert_ignore(c, store.cameras, rows)
-    r = redis.Redis.from_url(redis_url)
-    group = settings.streams.group
-    ids: dict[str, list[str]] = {}
-    for feed, entries in streams.items():
-        key = f"{prefix}:{feed}"
-        ensure_group(r, key, group)
-        ids[feed] = []
-        for i in range(0, len(entries), 2000):
-            pipe = r.pipeline(transaction=False)
-            for fields, _ in entries[i : i + 2000]:
-                pipe.xadd(key, fields)  # type: ignore[arg-type]
-            ids[feed] += [x.decode() for x in pipe.execute()]
+    return city, index, streams, cams
 
-    names = {f"{feed}-{k}": feed for feed in streams for k in (1, 2)}
-    procs = {n: _spawn(env, f, n) for n, f in names.items()}
+
+def run_crash(
+    redis_url: str,
+    prefix: str,
+    db_url: Any,
+    engine: Engine,
+    tmp_path: Path,
+    artifacts: Path,
+    *,
+    n_events: int = N_EVENTS,
+    kills: int = KILLS,
+    time_limit_s: float = TIME_LIMIT_S,
+    seed: int = 2026,
+    partitions: int = 1,
+    per_partition: int = 2,
+) -> dict[str, Any]:
+    """``partitions`` > 1: each entry goes to the stream of its entity's partition
+    (``spine.partitions``) and ``per_partition`` workers read each (feed, partition)."""
+    env = _env(redis_url, prefix, db_url, tmp_path / "geo", partitions)
+    settings = load_settings(environ=env)
+    city, index, streams, cams = crash_input(settings, engine, tmp_path, n_events, seed)
+    r = connect(redis_url)
+    group = settings.streams.group
+    streams, ids = publish_entries(r, settings, streams)
+
+    names = {
+        f"{feed}-p{p}-{k}": (feed, p)
+        for feed in streams
+        for p in range(partitions)
+        for k in range(1, per_partition + 1)
+    }
+    procs = {n: _spawn(env, f, n, p) for n, (f, p) in names.items()}
     rnd = random.Random(seed)
     done = mid_stream = 0
     t0 = time.monotonic()
@@ -243,18 +266,18 @@ def run_crash(
         while done < kills and time.monotonic() - t0 < time_limit_s / 2:
             time.sleep(rnd.uniform(0.4, 1.5))
             victim = rnd.choice(sorted(names))
-            mid_stream += not _drained(r, prefix, group)
+            mid_stream += not _drained(r, settings, group)
             procs[victim].send_signal(signal.SIGKILL)
             procs[victim].wait()
             done += 1
             # Half the time the worker comes back under its own name (re-reads its pending
             # entries); otherwise under a new name, and XAUTOCLAIM rescues the orphans.
             new_name = victim if done % 2 else f"{victim}-r{done}"
-            procs[new_name] = _spawn(env, names[victim], new_name)
+            procs[new_name] = _spawn(env, names[victim][0], new_name, names[victim][1])
             if new_name != victim:
                 del procs[victim]
                 names[new_name] = names.pop(victim)
-        while not _drained(r, prefix, group):
+        while not _drained(r, settings, group):
             assert time.monotonic() - t0 < time_limit_s, "pipelines did not drain in time"
             for n, p in procs.items():
                 assert p.poll() is None, (
@@ -312,7 +335,10 @@ def check(r: redis.Redis, prefix: str, settings: Any, engine: Engine, exp: Expec
         for row in rows.iter_rows(named=True)
     }  # fmt: skip
     live: dict[str, Any] = {}
-    for k in r.scan_iter(match=f"{prefix}:inc:*", count=5000):
+    inc_keys = [
+        k for base in st.keys.bases() for k in r.scan_iter(match=f"{base}:inc:*", count=5000)
+    ]
+    for k in inc_keys:
         h = {a.decode(): b.decode() for a, b in r.hgetall(k).items()}
         live[k.decode().split(":inc:")[1]] = dict(
             status=h["status"], last_ms=int(h["ts"]), category=h["cat"], severity=int(h["sev"]),
@@ -323,9 +349,9 @@ def check(r: redis.Redis, prefix: str, settings: Any, engine: Engine, exp: Expec
     ev = store.read_frame(engine, select(store.incident_events.c.entry_id))
     assert set(ev["entry_id"]) == exp.accepted_reports and ev.height == len(exp.accepted_reports)
     # live counters, every level
-    assert _day_hash(r, prefix, "reports", exp.reports_by_day) == exp.reports_by_day
-    assert _day_hash(r, prefix, "closed", exp.closed_by_day) == exp.closed_by_day
-    assert _day_hash(r, prefix, "video", exp.video_by_day) == exp.video_by_day
+    assert _day_hash(r, st, "reports", exp.reports_by_day) == exp.reports_by_day
+    assert _day_hash(r, st, "closed", exp.closed_by_day) == exp.closed_by_day
+    assert _day_hash(r, st, "video", exp.video_by_day) == exp.video_by_day
     assert {k: v for k, v in st.counts_all("open").items() if v} == exp.open_by_area
     for day, grids in exp.patrolled.items():
         assert st.patrolled(day) == grids
@@ -361,14 +387,50 @@ def orjson_ts(payload: bytes) -> int:
 
 
 def _day_hash(
-    r: redis.Redis, prefix: str, metric: str, like: dict[tuple[str, str], int]
+    r: redis.Redis, st: Any, metric: str, like: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], int]:
+    """A per-day metric, summed over the partitions, for every day it exists (or is
+    expected)."""
     days = {d for d, _ in like}
-    for k in r.scan_iter(match=f"{prefix}:d:*:{metric}"):
-        days.add(k.decode().split(":")[-2])
+    for base in st.keys.bases():
+        for k in r.scan_iter(match=f"{base}:d:*:{metric}"):
+            days.add(k.decode().split(":")[-2])
     out: dict[tuple[str, str], int] = {}
     for day in days:
-        for area, n in r.hgetall(f"{prefix}:d:{day}:{metric}").items():
+        for area, n in st.counts_all(metric, day).items():
             if int(n):
-                out[(day, area.decode())] = int(n)
+                out[(day, area)] = int(n)
     return out
+
+
+def publish_entries(
+    r: Any, settings: Any, streams: dict[str, list[Entry]]
+) -> tuple[dict[str, list[Entry]], dict[str, list[str]]]:
+    """XADD every feed's entries, each into the stream of its entity's partition; the
+    entries per feed in the order the pipelines see them (their feed-wide ids: entry id
+    ``<ms>-<seq>`` of partition p of N is ``<ms>-<seq × N + p>``, ``streams.Consumer``)
+    and those ids."""
+    keys = live_state(r, settings).keys
+    n = keys.partitions
+    out: dict[str, list[Entry]] = {}
+    ids: dict[str, list[str]] = {}
+    for feed, entries in streams.items():
+        name = getattr(settings.streams, feed)
+        for key in keys.feed_streams(name):
+            ensure_group(r, key, settings.streams.group)
+        got: list[tuple[tuple[int, int], str, Entry]] = []
+        for i in range(0, len(entries), 2000):
+            pipe = r.pipeline(transaction=False)
+            parts = []
+            for e in entries[i : i + 2000]:
+                p = partition_of(entity_of(feed, e[0].get(b"data", b"")), n)
+                parts.append(p)
+                pipe.xadd(keys.stream(name, p), e[0])  # type: ignore[arg-type]
+            for e, p, x in zip(entries[i : i + 2000], parts, pipe.execute(), strict=True):
+                ms, _, seq = x.decode().partition("-")
+                vid = (int(ms), int(seq) * n + p)
+                got.append((vid, f"{vid[0]}-{vid[1]}", e))
+        got.sort(key=lambda g: g[0])
+        out[feed] = [e for _, _, e in got]
+        ids[feed] = [v for _, v, _ in got]
+    return out, ids

@@ -70,7 +70,7 @@ class World:
             "lat": self.grid["lat"],
             "reporter_id": "W-T1",
         }
-        publish(self.r, self.ctx.stream, [encode(event)])
+        publish(self.r, self.ctx.stream(event["incident_id"]), [encode(event)])
         self.wait(lambda: A.load_incident(self.engine, inc) is not None)
         return inc
 
@@ -169,14 +169,14 @@ def half(flow: dict[str, Any], name: str) -> int:
 
 def _missing_each(world: World, actor: A.Actor, action: str, inc: str, t: int, full: dict) -> None:
     """Leaving out any one record the flow requires is refused and writes nothing."""
-    before = world.r.xlen(world.ctx.stream)
+    before = world.r.xlen(world.ctx.stream(inc))
     for name in full:
         partial = {k: v for k, v in full.items() if k != name}
         req = A.Request(action, inc, uuid.uuid4().hex, **partial)
         with pytest.raises(A.ActionError) as err:
             A.perform(world.ctx, req, actor, t, wait_s=0)
         assert (err.value.code, err.value.detail) == ("missing_record", name)
-    assert world.r.xlen(world.ctx.stream) == before
+    assert world.r.xlen(world.ctx.stream(inc)) == before
 
 
 IDS = [f["id"] for f in FLOWS]

@@ -84,6 +84,8 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ("[warnings]\nsla_stage_hours = 'reported:2'\n", r"sla_stage_hours moved to .*flow"),
         ("[warnings]\nsla_severity_scale = '1:1'\n", r"sla_severity_scale moved to .*flow"),
         ("[warnings]\nsla_category_scale = 'fire:1'\n", r"sla_category_scale moved to .*flow"),
+        # the wall's tour has its own table now
+        ("[dashboard]\nwall_tour_s = 10\n", r"dashboard.wall_tour_s moved to \[wall\]"),
     ],
 )
 def test_bad_config_gets_a_clear_error(tmp_path: Path, content: str, message: str) -> None:

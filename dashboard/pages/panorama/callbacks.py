@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import Input, Output, State, no_update
+from dash import ClientsideFunction, Input, Output, State, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
@@ -125,6 +125,20 @@ def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
     if target is None or not auth.authorize(target, "aggregates").granted:
         return no_update
     return f"/area/{target}"
+
+
+# Live push (assets/wangge_push.js, dashboard/push/): the stream of what this page shows,
+# reopened when it changes; its ticks update the outputs above and pause the polling.
+dash.clientside_callback(
+    ClientsideFunction(namespace="wangge_push", function_name="panorama"),
+    Output(ids.P_TICK, "disabled"),
+    Input(ids.P_AREA, "data"),
+    Input(ids.P_METRIC, "value"),
+    Input(ids.P_ALLGRIDS, "value"),
+    Input(ids.P_LAST, "data"),
+    State(ids.LANG, "data"),
+    State(ids.PUSH, "data"),
+)
 
 
 tm.register("pan", ids.P_TICK)  # the "view at" control: pick a moment, play a day, back to live

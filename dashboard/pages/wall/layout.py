@@ -1,7 +1,10 @@
 """大屏 — the wall screen: 16:9, dark, large type, no interaction, never an error page.
 
-``/wall`` (the city) and ``/wall/<area_id>``. Query options: ``?tour=SECONDS`` rotates
-through the children (districts of the city, streets of a district), ``?metric=...``
+``/wall`` (the city) and ``/wall/<area_id>``. The wall tours by itself (``[wall]``): the
+panorama of its area, its districts (or streets) and the areas of open red warnings, then
+the warnings, grid-work and assessment views; an unacknowledged red warning takes the
+screen over until acknowledged (``dashboard/pages/wall/queries.py``). Query options:
+``?tour=0`` stops the tour, ``?tour=SECONDS`` sets the area dwell, ``?metric=...``
 colours the map, ``?lang=en`` switches the language, ``?at=2026-12-03T09:40`` shows that
 past moment (marked as such; see ``components/timemachine``)."""
 
@@ -23,7 +26,8 @@ from dashboard.components.panels import (
 from dashboard.geometry import city_water
 from dashboard.i18n import t
 from dashboard.pages import load_callbacks
-from dashboard.pages.panorama.queries import METRICS, tour_areas, view_of
+from dashboard.pages.panorama.queries import METRICS, view_of
+from dashboard.pages.wall import queries as Q
 
 dash.register_page(__name__, path="/wall", path_template="/wall/<area_id>", name="wall")
 
@@ -77,10 +81,9 @@ def layout(
     if view is None:  # unreachable after unavailable(); a wall never raises
         return _message(t("notfound.title", lang), t("notfound.body", lang, id=area_id), lang)
     metric = metric if metric in METRICS else "open"
-    try:
-        tour_s = float(tour) if tour is not None else b.settings.dashboard.wall_tour_s
-    except ValueError:
-        tour_s = b.settings.dashboard.wall_tour_s
+    w = b.settings.wall
+    plan = Q.plan_of(view.area_id, w.tour, w.area_dwell_s, w.dwell_s, tour, metric)
+    first = Q.Stop("panorama", view.area_id)
     s = b.settings.dashboard
     past = tm.at_of(b, at)
     row = b.city.area(view.area_id) or {"lon": 0.0, "lat": 0.0}
@@ -99,7 +102,8 @@ def layout(
     return html.Div(
         [
             dcc.Store(id=ids.W_AREA, data={"area": view.area_id, "metric": metric}),
-            dcc.Store(id=ids.W_TOUR, data=tour_areas(b.city, view.area_id) if tour_s > 0 else []),
+            dcc.Store(id=ids.W_TOUR, data=plan.to_json()),
+            dcc.Store(id=ids.W_STOP, data={"i": 0, "key": first.key, "take": None}),
             dcc.Store(id=ids.W_LAST, data=None),
             dcc.Store(id=ids.W_TZ, data=b.settings.live.timezone),
             dcc.Store(id=ids.W_VH, data=1080),
@@ -107,7 +111,9 @@ def layout(
             dcc.Interval(id=ids.W_TICK, interval=int(s.refresh_s * 1000)),
             dcc.Interval(id=ids.W_CLOCK_TICK, interval=1000),
             dcc.Interval(
-                id=ids.W_TOUR_TICK, interval=int(max(tour_s, 5) * 1000), disabled=tour_s <= 0
+                id=ids.W_TOUR_TICK,
+                interval=int(Q.dwell_s(first, plan) * 1000),
+                disabled=not plan.views,
             ),
             html.Div(
                 [
@@ -138,7 +144,13 @@ def layout(
             ),
             html.Div(
                 [
-                    _panel(view.name, html.Div(id=ids.W_KPIS, className="kpis"), "wall-kpi"),
+                    html.Div(  # its title follows the tour (the callbacks' tour step)
+                        [
+                            html.H3(view.name, id=ids.W_KPI_TITLE),
+                            html.Div(id=ids.W_KPIS, className="kpis"),
+                        ],
+                        className="wg-panel wall-kpi",
+                    ),
                     _panel(t("panel.categories", lang), _graph(ids.W_CATS)),
                 ],
                 className="wall-col",
@@ -166,10 +178,31 @@ def layout(
                 ],
                 className="wall-ticker",
             ),
+            *tour_parts(lang),
         ],
-        className="wall",
+        className=Q.root_class("panorama", False),
         id="wall-root",
     )
+
+
+def tour_parts(lang: str) -> list[Any]:
+    """The carousel's view (over the panels and the map) and the takeover's two cards
+    (over the side columns, beside the focused map); shown by the root's classes."""
+    return [
+        html.Div(id=ids.W_VIEW, className="wall-view"),
+        html.Div(id=ids.W_TAKE, className="wall-take"),
+        html.Div(
+            [
+                html.Div(id=f"{ids.W_TAKE_SIDE}-info"),
+                html.Button(
+                    t("wall.ack", lang), id=ids.W_ACK, n_clicks=0, style={"display": "none"}
+                ),
+                html.Div(id=ids.W_ACK_MSG, className="wall-ack-msg"),
+            ],
+            id=ids.W_TAKE_SIDE,
+            className="wall-take-side",
+        ),
+    ]
 
 
 load_callbacks(__name__)  # this page's callbacks, registered with each app (see pages/)

@@ -38,8 +38,8 @@ class _Anomalies(_SimState):
         """Script each simulated day's anomalies once the clock reaches that day."""
         if not self.cfg.anomalies:
             return
-        while self.start_ms + self._anomaly_days * DAY_MS < until_ms:
-            day0 = self.start_ms + self._anomaly_days * DAY_MS
+        while self.anomaly_origin_ms + self._anomaly_days * DAY_MS < until_ms:
+            day0 = self.anomaly_origin_ms + self._anomaly_days * DAY_MS
             self._anomaly_days += 1
             w = {k: day0 + int(lo * MINUTE_MS) for k, (lo, _) in self._windows_min().items()}
             ends = {k: day0 + int(hi * MINUTE_MS) for k, (_, hi) in self._windows_min().items()}
@@ -106,7 +106,7 @@ class _Anomalies(_SimState):
         if not self.cfg.anomalies:
             return np.zeros(np.shape(t), dtype=bool)
         lo, hi = self._windows_min()[kind]
-        rel = (np.asarray(t, np.int64) - self.start_ms) % DAY_MS
+        rel = (np.asarray(t, np.int64) - self.anomaly_origin_ms) % DAY_MS
         return (rel >= lo * MINUTE_MS) & (rel < hi * MINUTE_MS)
 
     def _windows_min(self) -> dict[str, tuple[float, float]]:

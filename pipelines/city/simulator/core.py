@@ -103,6 +103,8 @@ class Simulator(_Anomalies, _Movement, _Faults):
         self._closed: deque[tuple[int, dict[str, Any]]] = deque(maxlen=5000)
         self.injected: deque[tuple[str, bytes, str]] = deque(maxlen=10_000)
         self.anomalies: list[dict[str, Any]] = []
+        # the scripted anomalies' days start here (moved by ``resume`` after a backfill)
+        self.anomaly_origin_ms = self.start_ms
         self._anomaly_days = 0
         self._command_share = float(np.clip(cfg.command_share, 0.0, 1.0)) if command else 0.0
         self._command_rng = np.random.default_rng([int(cfg.seed), self.start_ms, 31])
@@ -277,6 +279,29 @@ class Simulator(_Anomalies, _Movement, _Faults):
     @property
     def clock_ms(self) -> int:
         return self._clock
+
+    def resume(self, cfg: SimulateSettings, *, command: bool = False) -> None:
+        """Carry on from the current clock with other settings: a backfilled history
+        (thinned pings, no anomalies, no command centre) going live.
+
+        The incidents in progress keep their planned steps; the location keep share and
+        the command share follow ``cfg``; every phone pings again within its normal
+        interval (not after the backfill's sparse one); the scripted anomalies' days
+        start now, so they come ``anomaly_start_min`` after the live start.
+        """
+        self.cfg = cfg
+        self._keep = self._location_keep()
+        self._command_share = float(np.clip(cfg.command_share, 0.0, 1.0)) if command else 0.0
+        now = max(self._clock, self._gen_ms)  # pings are generated up to _gen_ms already
+        w = self._w
+        mean_interval = (cfg.ping_min_s + cfg.ping_max_s) / 2 * 1000
+        due = w.next_ping > now
+        w.next_ping[due] = np.minimum(
+            w.next_ping[due],
+            now + (self.rng.random(int(due.sum())) * mean_interval).astype(np.int64) + 1,
+        )
+        self.anomaly_origin_ms = self._clock
+        self._anomaly_days = 0
 
     def advance(self, until_ms: int) -> list[tuple[str, bytes]]:
         """All events with ts in (clock, until_ms], sorted by ts; moves the clock."""

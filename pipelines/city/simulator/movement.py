@@ -71,7 +71,7 @@ class _Movement(_SimState):
             nxt = np.where(~on_duty, t + to_shift.astype(np.int64) + interval.astype(np.int64), nxt)
             off_phone = on_duty & ~w.online[due]
             nxt = np.where(off_phone, np.maximum(nxt, w.next_switch[due] + 1), nxt)
-            gap_end = t - (t - self.start_ms) % DAY_MS + 5 * HOUR_MS
+            gap_end = t - (t - self.anomaly_origin_ms) % DAY_MS + 5 * HOUR_MS
             nxt = np.where(gap & on_duty & w.online[due], np.maximum(nxt, gap_end + 1), nxt)
             w.next_ping[due] = nxt
             e = due[emit]

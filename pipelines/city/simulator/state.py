@@ -86,6 +86,7 @@ class _SimState:
     cfg: SimulateSettings
     rng: np.random.Generator
     start_ms: int
+    anomaly_origin_ms: int
     anomalies: list[dict[str, Any]]
     gap_street: int
     _anomaly_days: int

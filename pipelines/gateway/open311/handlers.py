@@ -130,6 +130,13 @@ async def create_request(request: Request) -> Response:
     ev = report_event(req, srid, cred, lon, lat, now)
     ident = Once(gw.key("o311", idem), s.gateway.open311_idempotency_s, srid)
     done = await gw.publish("reports", [Outgoing.of(ev, ident)])
+    if gw.keys.is_tagged and done.written:
+        # tagged layout: the Once key lives in the slot of the new incident's partition;
+        # the look-up above reads this one (a retry racing the first is not caught here)
+        try:
+            await gw.r.set(gw.key("o311", idem), srid, ex=s.gateway.open311_idempotency_s)
+        except redis.RedisError as exc:
+            raise core.unavailable(exc) from exc
     return _created(done.first(0) if done.duplicates else srid, req, fmt)  # a racing retry
 
 

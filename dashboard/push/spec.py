@@ -1,0 +1,119 @@
+"""What a push stream is, from the page's query (pure): the shared response's value key
+as the page's refresh callback makes it, and the Dash request that builds it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dashboard import ids
+from dashboard.auth import Decision, clean_id
+from dashboard.i18n import normalize
+from dashboard.pages.panorama.queries import METRICS, font_px
+
+PAGES = {"pan": "panorama", "wall": "wall"}  # stream name → the page it serves
+# the refresh callback of each page, by its first output
+FIRST_OUTPUT = {"pan": f"..{ids.P_GEO}.hideout...", "wall": f"..{ids.W_GEO}.hideout..."}
+KIND = "aggregates"  # the kind of data both pages' refreshes need
+
+
+@dataclass(frozen=True)
+class Query:
+    """A stream's request: the page and the values its refresh callback depends on."""
+
+    page: str  # "pan" or "wall"
+    area: str
+    metric: str
+    grids: bool  # the panorama's "all grids" mode
+    lang: str
+    vh: int  # the wall's window height (its font size)
+
+    @classmethod
+    def parse(cls, page: str, q: Mapping[str, str]) -> Query | None:
+        """None for an unknown page or an id no lookup may use."""
+        area = clean_id(q.get("area"))
+        if page not in PAGES or area is None:
+            return None
+        metric = q.get("metric", "open")
+        try:
+            vh = int(float(q.get("vh", "1080")))
+        except ValueError:
+            vh = 1080
+        return cls(
+            page=page,
+            area=area,
+            metric=metric if metric in METRICS else "open",
+            grids=q.get("grids", "") in ("1", "true", "all"),
+            lang=normalize(q.get("lang")),
+            vh=vh if 0 < vh < 100_000 else 1080,
+        )
+
+    def parts(self) -> tuple[object, ...]:
+        """The value key's parts after area and data class, as the callbacks pass them
+        (``dashboard/pages/panorama/callbacks.py``, ``dashboard/pages/wall/callbacks.py``)."""
+        if self.page == "pan":
+            return (self.metric, self.grids, self.lang)
+        return (self.metric, self.lang, font_px(self.vh))
+
+    def key(self, grant: Decision) -> str:
+        """``Backend.cache_key`` of the shared response, for a granted decision."""
+        if not grant.granted:
+            raise PermissionError("no stream key without a granted decision")
+        return ":".join([self.page, grant.area_id, grant.data_class, *map(str, self.parts())])
+
+    def values(self) -> dict[tuple[str, str], Any]:
+        """The refresh callback's input and state values, by (component id, property)."""
+        if self.page == "pan":
+            return {
+                (ids.P_TICK, "n_intervals"): 0,
+                (ids.P_METRIC, "value"): self.metric,
+                (ids.P_ALLGRIDS, "value"): ["all"] if self.grids else [],
+                (ids.P_AREA, "data"): self.area,
+                (ids.LANG, "data"): self.lang,
+            }
+        return {
+            (ids.W_TICK, "n_intervals"): 0,
+            (ids.W_AREA, "data"): {"area": self.area, "metric": self.metric},
+            (ids.W_VH, "data"): self.vh,
+            (ids.LANG, "data"): self.lang,
+        }
+
+
+def refresh_callback(page: str, dependencies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The page's refresh callback in Dash's ``/_dash-dependencies`` answer."""
+    first = FIRST_OUTPUT[page]
+    return next((d for d in dependencies if str(d.get("output", "")).startswith(first)), None)
+
+
+def request_body(query: Query, callback: dict[str, Any]) -> dict[str, Any]:
+    """The JSON dash-renderer POSTs for this refresh (unknown inputs are None)."""
+    values = query.values()
+
+    def filled(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**s, "value": values.get((s["id"], s["property"]))} for s in specs]
+
+    output = str(callback["output"])
+    outs = [
+        {"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
+        for o in output[2:-2].split("...")
+    ]
+    tick = ids.P_TICK if query.page == "pan" else ids.W_TICK
+    return {
+        "output": output,
+        "outputs": outs,
+        "inputs": filled(callback.get("inputs", [])),
+        "state": filled(callback.get("state", [])),
+        "changedPropIds": [f"{tick}.n_intervals"],
+    }
+
+
+def tick_of(now_s: float, refresh_s: float) -> int:
+    """The refresh tick at ``now_s`` (``Backend.tick``)."""
+    return int(now_s // refresh_s)
+
+
+def until_next(now_s: float, refresh_s: float) -> float:
+    """Seconds to the next tick boundary."""
+    return (math.floor(now_s / refresh_s) + 1) * refresh_s - now_s

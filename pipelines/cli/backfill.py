@@ -1,0 +1,279 @@
+"""The backfill from the command line: when `wangge run` does it (an empty database of the
+demo city), `wangge simulate --backfill SPAN` on demand, the console's progress bar, and
+the wiring of ``simulator.backfill`` to the real streams and worker processes."""
+
+from __future__ import annotations
+
+import bisect
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import redis
+from sqlalchemy import Engine, select
+
+from pipelines.city import geography as geo
+from pipelines.city.simulator.backfill import (
+    BackfillProgress,
+    BackfillResult,
+    backfill_simulator,
+    describe_span,
+    run_backfill,
+)
+from pipelines.city.simulator.core import Simulator
+from pipelines.cli.runtime import FEEDS
+from pipelines.dispatch.flows import flows_for
+from pipelines.settings import Settings
+from pipelines.spine import store
+from pipelines.spine.partitions import keys_of, split
+from pipelines.spine.streams import FIELD, ensure_group
+
+HISTORY = ("incident_events", "video_alerts", "track_points")
+
+
+def history_tables(engine: Engine) -> list[str]:
+    """The history tables that already hold rows (one indexed probe each)."""
+    tables = {
+        "incident_events": store.incident_events,
+        "video_alerts": store.video_alerts,
+        "track_points": store.track_points,
+    }
+    held = []
+    with engine.connect() as conn:
+        for name in HISTORY:
+            if conn.execute(select(1).select_from(tables[name]).limit(1)).first() is not None:
+                held.append(name)
+    return held
+
+
+def refusal(
+    settings: Settings, engine: Engine, days: float, *, explicit: bool, force: bool = False
+) -> str | None:
+    """Why a backfill of ``days`` must not run here, or None.
+
+    Never into a database that holds events (unless ``force``: the simulated past is then
+    added to the history already there; its ids never collide with earlier ones); an
+    imported city only on demand (``explicit``), never by `wangge run`; never further back
+    than the pipelines accept (``streams.max_age_days``: older events are dead-lettered)."""
+    if days <= 0:
+        return "backfill_days is 0 (off)"
+    limit = settings.streams.max_age_days
+    if days >= limit:
+        return (
+            f"a backfill of {days:g} days reaches past streams.max_age_days ({limit}): "
+            "the pipelines would dead-letter the oldest events as out_of_range"
+        )
+    if settings.geo.source != "demo" and not explicit:
+        return (
+            "the city is an imported one: backfill it on demand with "
+            "`wangge simulate --backfill 7d` (a simulated past of a real city is for demos)"
+        )
+    held = history_tables(engine)
+    if held and not force:
+        return (
+            f"the database already holds events ({', '.join(held)}): a backfill would "
+            "mix a simulated past into it (`wangge simulate --backfill SPAN --force` adds it "
+            "anyway)"
+        )
+    return None
+
+
+def stream_keys(settings: Settings) -> dict[tuple[str, int], str]:
+    """Every feed partition's stream key, by (feed, partition)."""
+    keys = keys_of(settings)
+    return {
+        (f, p): keys.stream(getattr(settings.streams, f), p)
+        for f in FEEDS
+        for p in range(keys.partitions)
+    }
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class StreamFeed:
+    """Publishes to the feed streams and tells how many published entries the consumer
+    group has not acknowledged yet: pending + entries after the group's last delivered
+    one. Redis ≥ 7 reports that lag; for Redis 6.2 (the embedded one) the entries after
+    it are counted from the ids XADD returned (per chunk of ``chunk``: an over-estimate of
+    less than a chunk while a chunk is being read, exact when all is delivered)."""
+
+    r: redis.Redis
+    settings: Settings
+    chunk: int = 2000
+    # per (feed, partition): (last id of a chunk, entries published up to and including it)
+    marks: dict[tuple[str, int], list[tuple[tuple[int, int], int]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.keys = stream_keys(self.settings)
+        for key in self.keys.values():
+            ensure_group(self.r, key, self.settings.streams.group)
+
+    def publish(self, feed: str, payloads: list[bytes]) -> None:
+        partitions = keys_of(self.settings).partitions
+        for p, part in split(feed, payloads, partitions).items():
+            self._publish((feed, p), part)
+
+    def _publish(self, stream: tuple[str, int], payloads: list[bytes]) -> None:
+        key, marks = self.keys[stream], self.marks.setdefault(stream, [])
+        for i in range(0, len(payloads), self.chunk):
+            part = payloads[i : i + self.chunk]
+            pipe = self.r.pipeline(transaction=False)
+            for p in part:
+                pipe.xadd(key, {FIELD: p})
+            last = pipe.execute()[-1]
+            marks.append((_id_key(last), (marks[-1][1] if marks else 0) + len(part)))
+
+    def backlog(self) -> int:
+        total = 0
+        group = self.settings.streams.group
+        for stream, marks in self.marks.items():
+            if not marks:
+                continue
+            info = next(g for g in self.r.xinfo_groups(self.keys[stream]) if _s(g["name"]) == group)
+            pending = int(info["pending"])
+            if info.get("lag") is not None:
+                total += int(info["lag"]) + pending
+                continue
+            delivered = _id_key(info["last-delivered-id"])
+            done = bisect.bisect_right(marks, (delivered, 1 << 62))
+            read = marks[done - 1][1] if done else 0
+            total += marks[-1][1] - read + pending
+        return total
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass
+class ProgressBar:
+    """One line redrawn in place on a terminal (a line per 10 % otherwise)."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    width: int = 30
+    _last_decile: int = -1
+    _drawn: bool = False
+
+    def __call__(self, p: BackfillProgress) -> None:
+        frac = p.fraction
+        rate = p.published / p.elapsed_s if p.elapsed_s > 0 else 0.0
+        done = int(frac * self.width)
+        bar = "█" * done + "░" * (self.width - done)
+        behind = describe_span(p.end_ms - p.sim_ms)
+        text = (
+            f"  backfill  {bar} {frac * 100:5.1f}%  {behind:>7s} to go · "
+            f"{p.published:,} events · {rate:,.0f}/s · {p.backlog:,} in the pipelines"
+        )
+        if self.out.isatty():
+            self.out.write("\r" + text + "\x1b[K")
+            self.out.flush()
+            self._drawn = True
+        elif int(frac * 10) > self._last_decile:
+            self._last_decile = int(frac * 10)
+            print(text, file=self.out, flush=True)
+
+    def done(self, res: BackfillResult) -> None:
+        if self._drawn:
+            self.out.write("\n")
+        span = describe_span(res.end_ms - res.start_ms)
+        print(
+            f"  backfill  {span} of history: {res.total:,} events "
+            f"({', '.join(f'{f} {n:,}' for f, n in res.events.items())}) "
+            f"in {res.elapsed_s:.1f} s = {res.rate:,.0f} events/s",
+            file=self.out,
+            flush=True,
+        )
+
+
+def store_registries(engine: Engine, sim: Simulator) -> None:
+    """The simulated cameras and roster in SQL (the video pipeline looks cameras up)."""
+    cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
+    store.replace_table(engine, store.cameras, cams.to_dicts())
+    cols = [c.name for c in store.workers.columns]
+    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+
+
+def backfill_streams(
+    settings: Settings,
+    city: geo.City,
+    r: redis.Redis,
+    engine: Engine,
+    days: float,
+    *,
+    stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[BackfillProgress], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    wait: Callable[[], None] = lambda: time.sleep(0.05),
+    ready: Callable[[], None] = lambda: None,
+) -> tuple[Simulator, BackfillResult]:
+    """Simulate the last ``days`` into the feed streams while the workers of the consumer
+    group (processes, already running) apply them; returns the simulator (to carry on
+    live) and what was sent. ``wait()`` is called while the pipelines catch up (tests step
+    in-process workers there); ``ready()`` once the registries are stored."""
+    s = settings
+    sim = backfill_simulator(city, s.simulate, flows_for(s), int(clock() * 1000), days)
+    store_registries(engine, sim)
+    ready()
+    feed = StreamFeed(r, s)
+    res = run_backfill(
+        sim,
+        feed.publish,
+        feed.backlog,
+        wait,
+        lambda: int(clock() * 1000),
+        progress=progress,
+        stop=stop,
+    )
+    return sim, res
+
+
+def spawn_workers(
+    settings: Settings, env: dict[str, str], counts: dict[str, int], tag: str
+) -> list[subprocess.Popen[bytes]]:
+    """Worker processes (`wangge worker`) named ``<feed>-<tag><i>`` in the consumer group,
+    ``n`` for each partition of the feed (``<feed>-p<k>-<tag><i>`` with several)."""
+    parts = keys_of(settings).partitions
+    procs = []
+    for feed, n in counts.items():
+        for k in range(parts):
+            for i in range(1, n + 1):
+                name = f"{feed}-{tag}{i}" if parts == 1 else f"{feed}-p{k}-{tag}{i}"
+                cmd = [sys.executable, "-m", "pipelines.cli", "worker", "--feed", feed]
+                cmd += ["--name", name, "--partition", str(k)]
+                procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+    return procs
+
+
+def watching(procs: list[subprocess.Popen[bytes]]) -> Callable[[], None]:
+    """A ``wait`` for the backfill: a short sleep, and an error when one of ``procs`` died
+    (its entries would wait for a consumer that never comes)."""
+
+    def wait() -> None:
+        time.sleep(0.05)
+        for p in procs:
+            if p.poll() is not None:
+                name = str(p.args[-1]) if isinstance(p.args, list) else str(p.pid)
+                raise RuntimeError(f"backfill worker {name} exited with {p.returncode}")
+
+    return wait
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,346 @@
+"""The backfill (a lived-in first start): a simulated past through the real streams and
+feed workers, on an injected clock at named calendar moments.
+
+A small city (300 grids) and a 6-hour span keep it cheap; the full city's 7 days are
+measured in ``tests/bench/test_backfill_bench.py``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pytest
+import redis
+from sqlalchemy import Engine, select
+
+from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.simulator.backfill import (
+    BackfillProgress,
+    backfill_simulator,
+    parse_span,
+    run_backfill,
+)
+from pipelines.cli import backfill as bf
+from pipelines.cli import parser
+from pipelines.cli.data import cmd_simulate
+from pipelines.cli.run import _backfill_at_start
+from pipelines.cli.runtime import Runtime
+from pipelines.dispatch.flows import flows_for
+from pipelines.settings import Settings
+from pipelines.spine import store
+from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
+from tests.clock import TZ, Moment, named
+from tests.conftest import open_engine, private_database, private_prefix, settings_for
+from tests.integration.test_rebuild_live import live_state_of
+
+pytestmark = pytest.mark.integration
+
+HOUR_MS = 3_600_000
+SPAN_H = 6
+SMALL = {
+    "workers": 300,
+    "cameras": 60,
+    "incidents_per_day": 4000,
+    "video_alerts_per_day": 2000,
+    "backfill_track_every_s": 1800.0,
+}
+# a weekday morning (the span covers the night and the start of the day shift) and the
+# minute after midnight that starts a new day, ISO week and month (the span is yesterday)
+AT = (named("thu-10:00"), named("mon-00:01"))
+
+
+@pytest.fixture(scope="module")
+def city() -> City:
+    return demo_city(2026, n_grids=300)
+
+
+@pytest.fixture(scope="module")
+def index(city: City) -> GridIndex:
+    return GridIndex(city)
+
+
+def small_settings(redis_url: str, prefix: str, db: Any, tmp: Path) -> Settings:
+    return settings_for(redis_url, prefix, db, tmp, simulate=SMALL)
+
+
+def in_process(
+    settings: Settings, city: City, index: GridIndex, r: redis.Redis, engine: Engine, now: int
+) -> dict[str, FeedWorker]:
+    clock = lambda: now / 1000  # noqa: E731
+    return {
+        f: make_worker(f, settings, city, index, r, engine, f"{f}-t", clock=clock)
+        for f in ("reports", "locations", "video")
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Backfilled:
+    moment: Moment
+    settings: Settings
+    engine: Engine
+    r: redis.Redis
+    result: Any
+    steps: list[BackfillProgress]
+    live: dict[str, Any]  # the live state right after the backfill (and a clock tick)
+
+
+@pytest.fixture(scope="module", params=AT, ids=str)
+def backfilled(
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    city: City,
+    index: GridIndex,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    moment: Moment = request.param
+    tmp = tmp_path_factory.mktemp("backfill")
+    with private_prefix(redis_url) as prefix, private_database(tmp) as db:
+        settings = small_settings(redis_url, prefix, db, tmp)
+        engine = open_engine(db)
+        r = redis.Redis.from_url(redis_url)
+        now = moment.ms
+        ws = in_process(settings, city, index, r, engine, now)
+        steps: list[BackfillProgress] = []
+
+        def wait() -> None:  # the pipelines' turn: one batch per feed
+            for w in ws.values():
+                w.step()
+
+        _sim, res = bf.backfill_streams(
+            settings,
+            city,
+            r,
+            engine,
+            SPAN_H / 24,
+            progress=steps.append,
+            clock=lambda: now / 1000,
+            wait=wait,
+            ready=ws["video"].reload_cameras,
+        )
+        ClockJob(settings, city, live_state(r, settings), r, clock=lambda: now / 1000).tick()
+        live = live_state_of(r, prefix)
+        try:
+            yield Backfilled(moment, settings, engine, r, res, steps, live)
+        finally:
+            r.close()
+            engine.dispose()
+
+
+def local_day(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, TZ).strftime("%Y%m%d")
+
+
+def test_backfill_goes_through_the_streams_into_sql(backfilled: Any) -> None:
+    b = backfilled
+    s, now = b.settings, b.moment.ms
+    prefix = s.redis.prefix
+    # every event went through a stream and was acknowledged (the clock job then trimmed
+    # the streams to nothing); nothing was dead-lettered
+    for feed in ("reports", "locations", "video"):
+        key = f"{prefix}:{getattr(s.streams, feed)}"
+        assert b.result.events[feed] > 0 and b.r.xlen(key) == 0
+        info = {g["name"]: g for g in b.r.xinfo_groups(key)}[s.streams.group.encode()]
+        assert info["pending"] == 0
+    assert b.r.xlen(f"{prefix}:{s.streams.deadletter}") == 0
+    assert store.table_count(b.engine, store.dead_letters) == 0
+    assert store.table_count(b.engine, store.incident_events) == b.result.events["reports"]
+    assert store.table_count(b.engine, store.video_alerts) == b.result.events["video"]
+    # spread over the span, never in the future, in the right local days and hours
+    ev = store.read_frame(
+        b.engine, select(store.incident_events.c.ts_ms, store.incident_events.c.step)
+    )
+    ts = ev["ts_ms"].to_list()
+    start = now - SPAN_H * HOUR_MS
+    assert start < min(ts) and max(ts) <= now
+    hours = {(t - start) // HOUR_MS for t in ts}
+    assert hours == set(range(SPAN_H))  # every hour of the span has reports
+    expected_days = {local_day(start + 1), local_day(now)}
+    days = {local_day(t) for t in ts}
+    assert days <= expected_days and local_day(start + 1) in days
+    # lifecycles, not just reports: accepted, dispatched, handling … closed
+    assert {"reported", "accepted", "handling", "resolved", "closed"} <= set(ev["step"])
+    tracks = store.read_frame(b.engine, select(store.track_points.c.ts_ms))
+    assert tracks.height and tracks["ts_ms"].min() > start and tracks["ts_ms"].max() <= now
+    # the progress went forward to the end
+    fr = [p.fraction for p in b.steps]
+    assert fr[-1] == 1.0 and b.steps[-1].backlog == 0
+
+
+def test_live_state_equals_rebuild_from_sql(backfilled: Any, city: City) -> None:
+    b = backfilled
+    now = b.moment.ms
+    rebuild_live(b.settings, city, b.r, b.engine, clock=lambda: now / 1000)
+    assert live_state_of(b.r, b.settings.redis.prefix) == b.live
+
+
+def test_kpis_of_the_past_are_filled(backfilled: Any, city: City) -> None:
+    b = backfilled
+    s, now = b.settings, b.moment.ms
+    state = live_state(b.r, s)
+    hours = [(now - k * HOUR_MS) // HOUR_MS for k in range(SPAN_H, 0, -1)]
+    trend = state.hourly("r", city.city_id, hours)
+    assert sum(1 for n in trend if n > 0) >= SPAN_H - 1, trend
+    # the day counters hold every report of the span, by local day
+    rep = store.read_frame(
+        b.engine,
+        select(store.incident_events.c.ts_ms).where(store.incident_events.c.step == "reported"),
+    )
+    by_day = (
+        rep.with_columns(day=pl.col("ts_ms").map_elements(local_day, return_dtype=pl.String))
+        .group_by("day")
+        .len()
+    )
+    for day, n in by_day.iter_rows():
+        got = b.r.hget(state.keys.day(day, "reports"), city.city_id)
+        assert int(got or 0) == n
+    assert b.r.hlen(f"{s.redis.prefix}:live:pos") > 0  # workers seen on their last shift
+
+
+def test_a_database_with_events_is_refused(
+    backfilled: Any, city: City, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b = backfilled
+    # `wangge run`'s later starts: no backfill, not a word about it
+    before = b.r.xlen(f"{b.settings.redis.prefix}:{b.settings.streams.reports}")
+    rt = Runtime(b.settings, b.r, b.engine)
+    assert _backfill_at_start(rt, city, threading.Event(), None) is None  # type: ignore[arg-type]
+    assert capsys.readouterr().out == ""
+    why = bf.refusal(b.settings, b.engine, 7, explicit=True)
+    assert why is not None and "already holds events" in why and "incident_events" in why
+    assert bf.refusal(b.settings, b.engine, 7, explicit=True, force=True) is None
+    # the command says so and exits 2, publishing nothing
+    s = dataclasses.replace(
+        b.settings, geo=dataclasses.replace(b.settings.geo, grids=300, cache_dir=str(tmp_path))
+    )
+    args = parser().parse_args(["simulate", "--backfill", "6h"])
+    assert cmd_simulate(s, args) == 2
+    assert b.r.xlen(f"{s.redis.prefix}:{s.streams.reports}") == before
+
+
+def test_an_imported_city_is_backfilled_only_on_demand(
+    redis_url: str, prefix: str, db_url: Any, tmp_path: Path, city: City, rclient: redis.Redis
+) -> None:
+    s = small_settings(redis_url, prefix, db_url, tmp_path)
+    imported = dataclasses.replace(s, geo=dataclasses.replace(s.geo, source=str(tmp_path)))
+    engine = open_engine(db_url)
+    try:
+        why = bf.refusal(imported, engine, 7, explicit=False)
+        assert why is not None and "imported" in why
+        assert bf.refusal(imported, engine, 7, explicit=True) is None  # asked: yes
+        assert bf.refusal(s, engine, 7, explicit=False) is None  # the demo city: yes
+        # `wangge run`'s start leaves it alone (no simulator handed over, nothing sent)
+        rt = Runtime(imported, rclient, engine)
+        assert _backfill_at_start(rt, city, threading.Event(), None) is None  # type: ignore[arg-type]
+        assert not list(rclient.scan_iter(match=f"{prefix}:*"))
+        # never further back than the pipelines accept
+        far = bf.refusal(s, engine, s.streams.max_age_days, explicit=True)
+        assert far is not None and "max_age_days" in far
+    finally:
+        engine.dispose()
+
+
+def test_the_backfill_chases_a_moving_clock_and_keeps_the_backlog_bounded(city: City) -> None:
+    """Pure: no event later than "now" (which moves on while the backfill runs), at most
+    ``max_backlog`` unacknowledged, and it ends within a second of now."""
+    s = settings_for("redis://unused", "p", ("sqlite://", None), Path("."), simulate=SMALL)
+    now = [named("sat-03:00").ms]
+    sim = backfill_simulator(city, s.simulate, flows_for(s), now[0], 2 / 24)
+    sent: list[tuple[str, int]] = []
+    order: list[tuple[str, int]] = []  # (incident, ts) of the reports as published
+    acked = [0]
+    peak = [0]
+
+    def publish(feed: str, payloads: list[bytes]) -> None:
+        peak[0] = max(peak[0], backlog())  # never published onto a full backlog
+        incs = []
+        for p in payloads:
+            ev = orjson.loads(p)
+            assert ev["ts"] <= now[0], "an event from the future"
+            sent.append((feed, ev["ts"]))
+            if feed == "reports":
+                order.append((ev["incident_id"], ev["ts"]))
+                incs.append(ev["incident_id"])
+        # one release of reports: each incident's steps together
+        runs = sum(1 for k, i in enumerate(incs) if k == 0 or incs[k - 1] != i)
+        assert runs == len(set(incs))
+        now[0] += 20_000  # the wall clock moves on while we publish
+
+    def backlog() -> int:
+        return len(sent) - acked[0]
+
+    def wait() -> None:
+        acked[0] = min(len(sent), acked[0] + 100)
+
+    res = run_backfill(
+        sim, publish, backlog, wait, lambda: now[0], max_backlog=500, group_ms=2 * HOUR_MS
+    )
+    assert res.total == len(sent) and acked[0] == len(sent)
+    assert peak[0] <= 500
+    # each incident's steps in time order, across releases too
+    last: dict[str, int] = {}
+    for inc, ts in order:
+        assert ts >= last.get(inc, 0)
+        last[inc] = ts
+    assert len(last) < len(order)  # incidents with several steps
+    assert now[0] - sim.clock_ms <= 1_000 + 20_000
+    reports = [ts for f, ts in sent if f == "reports"]
+    assert reports and max(reports) > now[0] - 2 * HOUR_MS  # it went on past the first "now"
+
+
+@pytest.mark.parametrize(
+    ("text", "days"), [("7d", 7.0), ("36h", 1.5), ("90m", 90 / 1440), ("2.5", 2.5)]
+)
+def test_parse_span(text: str, days: float) -> None:
+    assert parse_span(text) == pytest.approx(days)
+
+
+@pytest.mark.parametrize("text", ["", "0d", "-1h", "soon", "7w"])
+def test_parse_span_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_span(text)
+
+
+def test_the_cli_accepts_backfill() -> None:
+    args = parser().parse_args(["simulate", "--backfill", "7d", "--force"])
+    assert isinstance(args, argparse.Namespace) and args.backfill == "7d" and args.force
+
+
+def test_resume_carries_the_backfilled_city_on_live(city: City) -> None:
+    """The backfill's simulator goes live: the phones ping at their live interval at once,
+    the incidents open at the end go on through their lifecycles, and the scripted
+    anomalies come ``anomaly_start_min`` after the live start (none in the past)."""
+    s = settings_for("redis://unused", "p", ("sqlite://", None), Path("."), simulate=SMALL)
+    now = named("thu-10:00").ms  # the day shift: nearly every worker on duty
+    sim = backfill_simulator(city, s.simulate, flows_for(s), now, 2 / 24)
+    past = sim.advance(now)
+    assert not sim.anomalies  # a normal past
+    reported = {
+        orjson.loads(p)["incident_id"] for f, p in past if f == "reports" and b'"reported"' in p
+    }
+    live = dataclasses.replace(s.simulate, anomaly_start_min=2.0)
+    sim.resume(live)
+    ahead = sim.advance(now + 3 * 60_000)
+    pings = [p for f, p in ahead if f == "locations"]
+    # thinned (one per 30 min) 300 workers would send ~30 in 3 minutes; live every 10–30 s
+    assert len(pings) > 300 * 0.5 * 180 / 30
+    later = [orjson.loads(p) for f, p in ahead if f == "reports"]
+    assert any(e["incident_id"] in reported and e["step"] != "reported" for e in later)
+    surge = [a for a in sim.anomalies if a["kind"] == "dispute_surge"]
+    assert surge and surge[0]["start_ms"] == now + 2 * 60_000
+
+
+def test_a_dead_backfill_worker_stops_the_wait() -> None:
+    """Its entries would wait for a consumer that never comes: the backfill fails instead."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)", "reports-bf1"])
+    proc.wait()
+    with pytest.raises(RuntimeError, match=r"reports-bf1 exited with 3"):
+        bf.watching([proc])()

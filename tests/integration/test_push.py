@@ -1,0 +1,214 @@
+"""Live push (``dashboard/push/``) on a real dashboard server and a real push server
+(uvicorn), one Redis, one database, one clock moved by the test.
+
+From the rules (README "Live push", "Privacy"):
+
+* viewers of the same data get each tick over their stream, on one push process or
+  another (two push servers here, sharing ticks through Redis pub/sub); a tick is
+  serialised once for all of them (the web server's instrumented ``ResponseCache.built``),
+  and a poller of the same tick is served those bytes;
+* the right to the area is decided on connect: a viewer outside the scope, or without a
+  session, is refused and never receives a panel;
+* the right is re-checked before every tick sent: a revoked session's stream is closed at
+  the next tick, without that tick's panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+from werkzeug.serving import make_server
+
+from dashboard import ids
+from dashboard.app import create_app
+from dashboard.push.server import create_app as create_push
+from dashboard.responses import EXTENSION, ResponseCache
+from pipelines.access import audit
+from pipelines.city.geography import City, demo_city
+from pipelines.gateway.server import free_port
+from tests.clock import MOMENTS, Clock
+from tests.conftest import (
+    open_engine,
+    private_database,
+    private_prefix,
+    settings_for,
+    sign_in_client,
+)
+from tests.integration.test_dashboard import fill
+from tests.integration.test_shared_responses import ask
+from tests.push_client import PushServer, SseStream, open_stream
+
+pytestmark = pytest.mark.integration
+WAIT_S = 30.0
+
+
+@dataclass
+class World:
+    app: Any
+    clock: Clock
+    push_port: int
+    other_port: int  # a second push server on the same Redis
+    district: str
+    elsewhere: str
+    engine: Any
+    refresh_ms: int
+
+
+@pytest.fixture(scope="module")
+def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    city: City = demo_city(2026, n_grids=300)
+    tmp = tmp_path_factory.mktemp("push")
+    with private_prefix(redis_url) as prefix, private_database(tmp) as db:
+        settings = settings_for(redis_url, prefix, db, tmp)
+        r = redis.Redis.from_url(redis_url)
+        engine = open_engine(db)
+        clock = Clock(MOMENTS[0].ms)
+        fill(settings, city, r, engine, clock.now_ms, minutes=5)
+        app = create_app(settings, city=city, r=r, clock=clock)
+        web = make_server("127.0.0.1", 0, app.server, threaded=True)
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        port = free_port("127.0.0.1")
+        push_settings = dataclasses.replace(
+            settings,
+            push=dataclasses.replace(
+                settings.push, dashboard_url=f"http://127.0.0.1:{web.server_port}"
+            ),
+        )
+        push = PushServer(create_push(push_settings, city=city, engine=engine, clock=clock), port)
+        push.start()
+        other_port = free_port("127.0.0.1")
+        other = create_push(push_settings, city=city, engine=engine, clock=clock)
+        second = PushServer(other, other_port).start()
+        district = city.children(city.city_id)[0]
+        elsewhere = city.children(city.city_id)[1]
+        refresh_ms = int(settings.dashboard.refresh_s * 1000)
+        yield World(app, clock, port, other_port, district, elsewhere, engine, refresh_ms)
+        second.stop()
+        push.stop()
+        web.shutdown()
+        engine.dispose()
+        r.close()
+
+
+def cookie_of(w: World, role: str, scope: str, name: str) -> str:
+    client = sign_in_client(w.app.server.test_client(), role, scope, name)
+    return f"wg_session={client.get_cookie('wg_session').value}"
+
+
+def built(w: World) -> int:
+    rc: ResponseCache = w.app.server.extensions[EXTENSION]
+    return rc.built
+
+
+async def connect(w: World, cookie: str, area: str, port: int = 0) -> SseStream:
+    return await open_stream(
+        "127.0.0.1", port or w.push_port, f"/push/pan?area={area}&metric=online&lang=zh-CN", cookie
+    )
+
+
+async def next_tick(s: SseStream) -> tuple[str, Any]:
+    ev = await asyncio.wait_for(s.next(), WAIT_S)
+    assert ev is not None, "the stream closed"
+    return ev.id, json.loads(ev.data) if ev.event == "tick" else ev.event
+
+
+def test_two_viewers_get_each_tick_from_one_serialisation(world: World) -> None:
+    w = world
+    w.app.server.test_client().get("/_dash-dependencies")
+    w.clock.advance(3_600_000)  # a tick of its own
+    a = cookie_of(w, "city_leader", "320100", "push-a")
+    b = cookie_of(w, "city_leader", "320100", "push-b")
+
+    async def run() -> None:
+        before = built(w)
+        s1 = await connect(w, a, w.district)
+        s2 = await connect(w, b, w.district, w.other_port)  # on the other push process
+        assert (s1.status, s2.status) == (200, 200)
+        assert s1.headers["content-type"].startswith("text/event-stream")
+        id1, p1 = await next_tick(s1)
+        id2, p2 = await next_tick(s2)
+        assert id1 == id2 and p1 == p2
+        kpis = p1["response"][ids.P_KPIS]["children"]
+        assert kpis, "the tick carries the panel's outputs"
+        assert built(w) == before + 1  # serialised once for both viewers
+        # a poller of the same tick is served the same bytes, without serialising again
+        poller = sign_in_client(w.app.server.test_client(), "city_leader", "320100", "push-c")
+        polled = ask(poller, w.app, w.district, 1)
+        assert json.loads(polled.data) == p1 and built(w) == before + 1
+        # the next tick reaches both viewers, serialised once more
+        w.clock.advance(w.refresh_ms)
+        n1, q1 = await next_tick(s1)
+        n2, q2 = await next_tick(s2)
+        assert int(n1) == int(id1) + 1 and (n1, q1) == (n2, q2)
+        assert built(w) == before + 2
+        await s1.close()
+        await s2.close()
+
+    asyncio.run(run())
+
+
+def test_a_viewer_without_the_right_is_refused_and_gets_nothing(world: World) -> None:
+    w = world
+    w.clock.advance(7_200_000)
+    outsider = cookie_of(w, "district_commander", w.elsewhere, "push-x")
+    inside = cookie_of(w, "district_commander", w.district, "push-y")
+
+    async def run() -> None:
+        before = built(w)
+        refused = await connect(w, outsider, w.district)
+        assert refused.status == 403 and b"response" not in refused.body
+        nobody = await connect(w, "", w.district)
+        assert nobody.status == 401
+        forged = await connect(w, "wg_session=eyJzaWQiOiJ4In0.forged.sig", w.district)
+        assert forged.status == 401
+        assert built(w) == before  # nothing built for a refusal
+        # the refusal is audited as the dashboard audits a refused callback
+        denied = audit.query(w.engine, actor="push-x", action="denied")
+        assert denied.height == 1 and denied["target"][0] == w.district
+        assert json.loads(denied["detail"][0])["callback"] == "push:pan"
+        # the same viewer on its own district is served
+        own = await connect(w, outsider, w.elsewhere)
+        assert own.status == 200
+        _, payload = await next_tick(own)
+        assert ids.P_KPIS in payload["response"]
+        # an insider's stream of the district does not reach the outsider's connection
+        ok = await connect(w, inside, w.district)
+        await next_tick(ok)
+        await own.close()
+        await ok.close()
+
+    asyncio.run(run())
+
+
+def test_a_revoked_session_stream_closes_on_the_next_tick(world: World) -> None:
+    w = world
+    w.clock.advance(10_800_000)
+    gone = cookie_of(w, "city_leader", "320100", "push-revoked")
+    stays = cookie_of(w, "city_leader", "320100", "push-stays")
+    guard = w.app.server.extensions["wangge.guard"]
+
+    async def run() -> None:
+        s1 = await connect(w, gone, w.district)
+        s2 = await connect(w, stays, w.district)
+        first, _ = await next_tick(s1)
+        await next_tick(s2)
+        guard.sessions.end_user("push-revoked")  # e.g. logout elsewhere, disabled
+        w.clock.advance(w.refresh_ms)
+        ev = await asyncio.wait_for(s1.next(), WAIT_S)
+        assert ev is not None and ev.event == "close"  # not the new tick's panel
+        assert await asyncio.wait_for(s1.next(), WAIT_S) is None  # and the stream ended
+        nxt, _ = await next_tick(s2)  # the other viewer goes on
+        assert int(nxt) == int(first) + 1
+        again = await connect(w, gone, w.district)
+        assert again.status == 401
+        await s2.close()
+
+    asyncio.run(run())
