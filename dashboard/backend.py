@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -93,6 +94,10 @@ class SharedCache:
         return value
 
 
+PAST_KEPT = 16  # past pictures kept per process (each holds a window of history rows)
+PAST_TTL_S = 300.0
+
+
 @dataclass
 class Backend:
     settings: Settings
@@ -104,6 +109,9 @@ class Backend:
     _roster_at: float = 0.0
     _warm: dict[str, tuple[float, Callable[[], Any]]] = field(default_factory=dict)
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
+    # the last few past moments' pictures (a played day asks for a new one each second)
+    _past: OrderedDict[str, tuple[float, Any]] = field(default_factory=OrderedDict)
+    _past_lock: threading.Lock = field(default_factory=threading.Lock)
     _warmer: threading.Thread | None = None
 
     def __post_init__(self) -> None:
@@ -208,6 +216,37 @@ class Backend:
                     fn()
                 except Exception:  # a backend blip: the viewer's own call reports it
                     log.debug("prewarm failed", exc_info=True)
+
+    def past(self, at_ms: int, area_id: str | None = None) -> Any:
+        """The city at a past moment (``pipelines.history.HistoricState``: the live
+        state's reads, rebuilt from SQL), of one area and what is inside it (the whole
+        city when None), built once per moment, area and process and kept a few minutes
+        (the last ``PAST_KEPT``). Only for an area the viewer was granted (the caller
+        decides first)."""
+        from pipelines.history.state import HistoricState
+
+        def build() -> HistoricState:
+            return HistoricState(
+                self.engine,
+                self.city,
+                self.settings,
+                at_ms,
+                now_ms=self.now_ms(),
+                area_id=area_id,
+            )
+
+        key = f"{int(at_ms)}:{area_id or ''}"
+        with self._past_lock:
+            got = self._past.get(key)
+            if got is not None and got[0] > self.clock():
+                self._past.move_to_end(key)
+                return got[1]
+        value = build()  # outside the lock: SQL reads (two viewers may both build once)
+        with self._past_lock:
+            self._past[key] = (self.clock() + PAST_TTL_S, value)
+            while len(self._past) > PAST_KEPT:
+                self._past.popitem(last=False)
+        return value
 
     def roster(self) -> pl.DataFrame:
         """Workers (id, name, type, grid, street, district); reloaded every 5 minutes."""

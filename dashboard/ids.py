@@ -8,6 +8,14 @@ LANG = "shell-lang"
 FRESH = "shell-fresh"
 PUSH = "shell-push"  # live push: where the streams are (assets/wangge_push.js)
 
+
+# the time machine's "view at" control, one per page (``components/timemachine``)
+def tm(page: str, part: str) -> str:
+    """``<page>-tm-<part>``: at / text (stores), tick, input, go, play, speed, mark, live,
+    bar."""
+    return f"{page}-tm-{part}"
+
+
 # panorama
 P_AREA = "pan-area"
 P_TICK = "pan-tick"

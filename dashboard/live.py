@@ -68,16 +68,32 @@ def lang() -> str:
     return current_lang(current_app.config["WANGGE_SETTINGS"].dashboard.language)
 
 
-def snapshot(b: Backend, grant: Decision) -> dict[str, Any] | None:
-    """The granted area's panel data for this tick (shared by all viewers of its class)."""
+def reader(b: Backend, at_ms: int | None, area_id: str | None = None) -> Any:
+    """What the panels read: the live state, or the city at a past moment (the same reads,
+    ``pipelines.history.HistoricState``), of ``area_id`` and what is inside it."""
+    return b.live if at_ms is None else b.past(at_ms, area_id)
+
+
+def _moment(b: Backend, at_ms: int | None) -> int:
+    return b.now_ms() if at_ms is None else int(at_ms)
+
+
+def _at(at_ms: int | None) -> tuple[object, ...]:
+    """A cached value's extra key part: the moment shown (nothing for live)."""
+    return () if at_ms is None else (f"at{int(at_ms)}",)
+
+
+def snapshot(b: Backend, grant: Decision, at_ms: int | None = None) -> dict[str, Any] | None:
+    """The granted area's panel data for this tick (shared by all viewers of its class),
+    live or at the past moment ``at_ms``."""
     view = q.view_of(b.city, grant.area_id)
     if view is None:
         return None
 
     def compute() -> dict[str, Any]:
-        now = b.now_ms()
+        now = _moment(b, at_ms)
         hours = q.hours_back(now)
-        raw = b.live.read_areas(
+        raw = reader(b, at_ms, view.area_id).read_areas(
             [view.area_id, *view.children],
             q.local_day(now, b.settings.live.timezone),
             view.area_id,
@@ -88,29 +104,32 @@ def snapshot(b: Backend, grant: Decision) -> dict[str, Any] | None:
             view, raw, now_ms=now, hours=hours, grid_counts=b.grid_counts, on_duty=b.on_duty()
         )
 
-    snap: dict[str, Any] = b.cached(grant, "snap", compute, shared=True)
+    snap: dict[str, Any] = b.cached(grant, "snap", compute, *_at(at_ms), shared=True)
     return snap
 
 
-def all_grid_values(b: Backend, grant: Decision, metric: str) -> list[float]:
+def all_grid_values(
+    b: Backend, grant: Decision, metric: str, at_ms: int | None = None
+) -> list[float]:
     """One metric for all 12,545 grids, aligned with ``/geo/grids.json`` (a city grant)."""
     assert b.city.level_of(grant.area_id) == "city"
 
     def compute() -> list[float]:
         grid_ids = b.city.grids["grid_id"].to_list()
-        now = b.now_ms()
+        now = _moment(b, at_ms)
         day = q.local_day(now, b.settings.live.timezone)
+        st = reader(b, at_ms, grant.area_id)
         if metric == "coverage":
-            patrolled = b.live.patrolled(day)
+            patrolled = st.patrolled(day)
             return [1.0 if g in patrolled else 0.0 for g in grid_ids]
         source = "warn_level" if metric == "warning" else metric
-        return [float(v) for v in b.live.metric_for(source, grid_ids, day)]
+        return [float(v) for v in st.metric_for(source, grid_ids, day)]
 
-    values: list[float] = b.cached(grant, "grids", compute, metric, shared=True)
+    values: list[float] = b.cached(grant, "grids", compute, metric, *_at(at_ms), shared=True)
     return values
 
 
-def markers(b: Backend, grant: Decision) -> dict[str, Any]:
+def markers(b: Backend, grant: Decision, at_ms: int | None = None) -> dict[str, Any]:
     """The map's points in a street (or one grid): open incidents, and the workers — each
     worker with its id and live position for viewers who may see positions, else the
     workers counted per grid at the grid's centre (no id, no position of anyone)."""
@@ -129,10 +148,11 @@ def markers(b: Backend, grant: Decision) -> dict[str, Any]:
         mine = roster.filter(roster[col] == area_id)
         types = dict(zip(mine["worker_id"].to_list(), mine["type"].to_list(), strict=True))
         grids = dict(zip(mine["worker_id"].to_list(), mine["grid_id"].to_list(), strict=True))
-        online_since = b.now_ms() - b.settings.live.online_minutes * 60_000
+        online_since = _moment(b, at_ms) - b.settings.live.online_minutes * 60_000
+        st = reader(b, at_ms, street)
         feats = []
         counts: dict[str, list[int]] = {}
-        for w, packed in b.live.positions_of(list(types)).items():
+        for w, packed in st.positions_of(list(types)).items():
             p = unpack_position(packed)
             on = p["ts"] >= online_since
             if not people:
@@ -148,7 +168,7 @@ def markers(b: Backend, grant: Decision) -> dict[str, Any]:
             color = TYPE_COLORS["full_time"] if n_on else OFFLINE
             props = {"k": "c", "on": n_on, "off": n_off, "r": size, "c": color}
             feats.append(_point(float(row["lon"]), float(row["lat"]), props))
-        for inc in b.live.open_incidents(street) if incidents else []:
+        for inc in st.open_incidents(street) if incidents else []:
             if level == "grid" and inc["grid"] != area_id:
                 continue
             color = "#eb5757" if inc["overdue"] == "1" else "#f2994a"
@@ -161,7 +181,7 @@ def markers(b: Backend, grant: Decision) -> dict[str, Any]:
             )
         return {"type": "FeatureCollection", "features": feats}
 
-    data: dict[str, Any] = b.cached(grant, "markers", compute, shared=True)
+    data: dict[str, Any] = b.cached(grant, "markers", compute, *_at(at_ms), shared=True)
     return data
 
 
@@ -249,17 +269,33 @@ def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
     return html.Span(t("fresh.stale", lang, t=when), className="wg-stale", id="stale-mark")
 
 
+def past_text(b: Backend, at_ms: int, area_id: str, lang: str) -> str:
+    """The freshness line of a past view: the moment shown, and what history lacks."""
+    when = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(b.settings.live.timezone))
+    text = t("tm.showing", lang, when=when.strftime("%Y-%m-%d %H:%M"))
+    if not b.past(at_ms, area_id).tracks_kept:
+        text += " · " + t("tm.no_tracks", lang, days=b.settings.privacy.track_retention_days)
+    return text
+
+
 def panel(
-    b: Backend, grant: Decision, metric: str, allgrids: bool, lang: str, with_markers: bool = True
+    b: Backend,
+    grant: Decision,
+    metric: str,
+    allgrids: bool,
+    lang: str,
+    with_markers: bool = True,
+    at_ms: int | None = None,
 ) -> dict[str, Any] | None:
     """What a refresh of the granted area shows, shared data shaped for ``metric``; None
-    for an unknown area. Backend errors propagate (see :func:`panel_or_stale`)."""
+    for an unknown area; at the past moment ``at_ms`` when given. Backend errors propagate
+    (see :func:`panel_or_stale`)."""
     metric = metric if metric in q.METRICS else "open"
-    snap = snapshot(b, grant)
+    snap = snapshot(b, grant, at_ms)
     if snap is None:
         return None
     grids_mode = allgrids and b.city.level_of(grant.area_id) == "city"
-    values = all_grid_values(b, grant, metric) if grids_mode else snap["children"][metric]
+    values = all_grid_values(b, grant, metric, at_ms) if grids_mode else snap["children"][metric]
     if not snap["children"][metric] and not grids_mode:  # a grid: colour itself
         values = [snap["self"][metric]]
     hide = q.hideout(metric, values, selected=None)
@@ -277,8 +313,10 @@ def panel(
         "labels": snap["labels"],
         "hotspots": snap["hotspots"].get(metric, []),
         "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
-        "markers": markers(b, grant) if with_markers else empty,
-        "fresh": feed_fresh_text(b, lang),
+        "markers": markers(b, grant, at_ms) if with_markers else empty,
+        "fresh": feed_fresh_text(b, lang)
+        if at_ms is None
+        else past_text(b, at_ms, grant.area_id, lang),
         "now_ms": snap["now_ms"],
     }
 
@@ -291,10 +329,11 @@ def panel_or_stale(
     lang: str,
     last_ok: int | None,
     with_markers: bool = True,
+    at_ms: int | None = None,
 ) -> dict[str, Any] | None:
     """What one viewer's refresh returns, or a stale mark when the backend is down."""
     try:
-        return panel(b, grant, metric, allgrids, lang, with_markers)
+        return panel(b, grant, metric, allgrids, lang, with_markers, at_ms)
     except BACKEND_ERRORS:
         return {"stale": True, "stale_mark": stale_mark(last_ok, b.settings.live.timezone, lang)}
 

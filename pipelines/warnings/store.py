@@ -70,6 +70,26 @@ def persist(
         ]
         if updated:
             for w in sorted(updated, key=lambda w: w.warning_id):
+                # a change of level is part of the warning's story (the time machine
+                # replays it): recorded once, when the stored level differs
+                raised = conn.execute(
+                    update(t)
+                    .where(
+                        t.c.warning_id == w.warning_id,
+                        t.c.status.in_(OPEN_STATUSES),
+                        t.c.level != w.level,
+                    )
+                    .values(level=w.level)
+                )
+                if raised.rowcount:
+                    actions.append(
+                        {
+                            "warning_id": w.warning_id,
+                            "action": "level",
+                            "actor": "engine",
+                            "note": w.level,
+                        }
+                    )
                 conn.execute(
                     update(t)
                     .where(t.c.warning_id == w.warning_id, t.c.status.in_(OPEN_STATUSES))

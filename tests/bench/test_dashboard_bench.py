@@ -261,7 +261,9 @@ def refresh_body(
     app: Any, area: str, n: int = 1, metric: str = "open", allgrids: bool = False
 ) -> dict[str, Any]:
     key = _key_for(app, f"{ids.P_GEO}.hideout")
-    return callback_body(app, key, [n, metric, ["all"] if allgrids else []], [area, None, "zh-CN"])
+    return callback_body(
+        app, key, [n, metric, ["all"] if allgrids else []], [area, None, "zh-CN", None]
+    )
 
 
 def noop_body(app: Any, n: int = 1) -> dict[str, Any]:

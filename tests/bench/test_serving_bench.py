@@ -218,7 +218,7 @@ def refresh_spec(base: str, cookies: Any) -> dict[str, Any]:
 def refresh_body(spec: dict[str, Any], area: str, n: int) -> bytes:
     """What dash-renderer POSTs for the city panorama's refresh (metric "open")."""
     values_in: list[Any] = [n, "open", []]
-    values_st: list[Any] = [area, None, "zh-CN"]
+    values_st: list[Any] = [area, None, "zh-CN", None]  # the last: live (no ?at=)
     ins = [{**i, "value": v} for i, v in zip(spec["inputs"], values_in, strict=True)]
     sts = [{**s, "value": v} for s, v in zip(spec["state"], values_st, strict=True)]
     outs = [

@@ -331,7 +331,7 @@ def test_work_refresh_city_level(work_env: WorkEnv, city: City) -> None:
     for level, client, area in cases:
 
         def body(i: int, sent: Any, a: str = area) -> dict[str, Any]:
-            return callback_body(app, key, [i], [a, None, sent, "zh-CN"])
+            return callback_body(app, key, [i], [a, None, sent, "zh-CN", None])
 
         _timed(env, client, body, 1, env.backend.refresh_s)  # per-process caches
         got = _timed(env, client, body, N_CALLS, step)

@@ -484,6 +484,22 @@ OTHERS: dict[tuple[str, str], Any] = {
     ("inca-bulk-unit", "value"): None,
     ("inca-bulk-handler", "value"): None,
     ("inca-bulk-go", "n_clicks"): 1,
+    # the time machine's "view at" control (components/timemachine): live here
+    **{
+        (f"{page}-tm-{part}", prop): value
+        for page in ("pan", "warn", "work")
+        for part, prop, value in (
+            ("at", "data", None),
+            ("tick", "n_intervals", 1),
+            ("tick", "disabled", True),
+            ("input", "value", "2026-12-03T09:40"),
+            ("input", "n_submit", 1),
+            ("go", "n_clicks", 1),
+            ("play", "n_clicks", 1),
+            ("speed", "value", 60),
+        )
+    },
+    ("wall-tm-at", "data"): None,
     ("aud-actor", "value"): None,  # the audit log: the administrator's, no area
     ("aud-action", "value"): None,
     ("aud-range", "start_date"): None,

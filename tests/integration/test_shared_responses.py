@@ -100,7 +100,7 @@ def refresh_body(app: Dash, area: str, n: int) -> dict[str, Any]:
     key = next(k for k in app.callback_map if k.startswith(f"..{ids.P_GEO}.hideout..."))
     cb = app.callback_map[key]
     values_in: list[Any] = [n, "online", []]
-    values_st: list[Any] = [area, None, "zh-CN"]
+    values_st: list[Any] = [area, None, "zh-CN", None]  # the last: live (no ?at=)
     ins = [{**i, "value": v} for i, v in zip(cb["inputs"], values_in, strict=True)]
     sts = [{**s, "value": v} for s, v in zip(cb["state"], values_st, strict=True)]
     outs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in key[2:-2].split("...")]

@@ -11,6 +11,7 @@ from dash import ClientsideFunction, Input, Output, State, no_update
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import Backend, current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     category_figure,
     denied_panel,
@@ -43,12 +44,20 @@ from dashboard.responses import shared_response
     State(ids.P_AREA, "data"),
     State(ids.P_LAST, "data"),
     State(ids.LANG, "data"),
+    State(ids.tm("pan", "at"), "data"),  # play bumps the tick when it moves on
 )
 def refresh(
-    _n: int, metric: str, allgrids: list[str], area_id: str, last_ok: int | None, lang: str
+    _n: int,
+    metric: str,
+    allgrids: list[str],
+    area_id: str,
+    last_ok: int | None,
+    lang: str,
+    at_value: Any = None,
 ) -> tuple[Any, ...]:
     """Thin: the viewer's permission first, then this tick's shared panel for what the data
-    is (area, data class, metric, grids mode, language), computed once per process."""
+    is (area, data class, metric, grids mode, language, the moment shown), computed once
+    per process."""
     b = current()
     lang = L.lang_of(lang)
     metric = metric if metric in METRICS else "open"
@@ -56,16 +65,18 @@ def refresh(
     grant = auth.authorize(area_id, "aggregates")
     if not grant.granted:  # the scope comes from the session, not the store; never cached
         return (no_update,) * 3 + ([denied_panel(lang, auth.home_href(b.city))],) + (no_update,) * 8
+    at_ms = tm.moment_of(b, at_value)  # a past moment, or live
     try:
         return shared_response(  # this tick's finished answer, once permitted
             b,
             grant,
             "pan",
-            lambda: outputs(b, grant, metric, grids, lang),
+            lambda: outputs(b, grant, metric, grids, lang, at_ms),
             metric,
             grids,
             lang,
-            warm=True,
+            *([] if at_ms is None else [f"at{at_ms}"]),
+            warm=at_ms is None,
         )
     except L.BACKEND_ERRORS:  # nothing cached: the next refresh tries again
         mark = L.stale_mark(last_ok, b.settings.live.timezone, lang)
@@ -73,10 +84,16 @@ def refresh(
 
 
 def outputs(
-    b: Backend, grant: auth.Decision, metric: str, allgrids: bool, lang: str
+    b: Backend,
+    grant: auth.Decision,
+    metric: str,
+    allgrids: bool,
+    lang: str,
+    at_ms: int | None = None,
 ) -> tuple[Any, ...]:
-    """The outputs for a granted area (pure of the session: shared by its data class)."""
-    panel = L.panel(b, grant, metric, allgrids, lang)
+    """The outputs for a granted area (pure of the session: shared by its data class),
+    live or at the past moment ``at_ms``."""
+    panel = L.panel(b, grant, metric, allgrids, lang, at_ms=at_ms)
     if panel is None:
         return (no_update,) * 12
     tz = b.settings.live.timezone
@@ -122,3 +139,6 @@ dash.clientside_callback(
     State(ids.LANG, "data"),
     State(ids.PUSH, "data"),
 )
+
+
+tm.register("pan", ids.P_TICK)  # the "view at" control: pick a moment, play a day, back to live

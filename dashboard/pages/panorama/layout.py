@@ -10,6 +10,7 @@ from dash import dcc, html
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     breadcrumbs,
     denied_panel,
@@ -37,6 +38,8 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
     if not auth.allowed(b.city, view.area_id):
         return denied_panel(lang, auth.home_href(b.city))
     s = b.settings.dashboard
+    at = tm.at_of(b, query.get("at"))
+    here = "/" if area_id is None else f"/area/{view.area_id}"
     metric_options = [{"label": t(f"metric.{m}", lang), "value": m} for m in METRICS]
     toolbar = html.Div(
         [
@@ -70,6 +73,7 @@ def layout(area_id: str | None = None, **query: Any) -> Any:
             )
             if auth.may("incidents")
             else html.Span(),
+            tm.bar("pan", b, at, lang, here, query.get("at")),
         ],
         className="pan-toolbar",
     )

@@ -12,6 +12,7 @@ from dash import ClientsideFunction, Input, Output, State, html, no_update
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import Backend, current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     category_figure,
     hotspot_list,
@@ -52,13 +53,15 @@ def _wall_state(state: object) -> tuple[str | None, str]:
     return auth.clean_id(got.get("area")), metric if metric in METRICS else "open"
 
 
-def red_banner(b: Any, area_id: str, red: int, lang: str) -> html.Div | None:
+def red_banner(
+    b: Any, area_id: str, red: int, lang: str, at_ms: int | None = None
+) -> html.Div | None:
     """ "红色预警 × n", with the latest red warning's rule and place when the list has it."""
     if not red:
         return None
     text = f"⚠ {t('wall.red', lang)} × {red}"
     with contextlib.suppress(*L.BACKEND_ERRORS):
-        top = WL.headline(b.live.warnings(), b.city, area_id)
+        top = WL.headline(L.reader(b, at_ms, area_id).warnings(), b.city, area_id)
         if top is not None:
             row = b.city.area(top["area_id"])
             place = str(row["name"]) if row else top["area_id"]
@@ -85,9 +88,15 @@ def red_banner(b: Any, area_id: str, red: int, lang: str) -> html.Div | None:
     Input(ids.W_VH, "data"),
     State(ids.W_LAST, "data"),
     State(ids.LANG, "data"),
+    State(ids.tm("wall", "at"), "data"),
 )
 def wall_refresh(
-    _n: int, state: dict[str, Any], vh: int | None, last_ok: int | None, lang: str
+    _n: int,
+    state: dict[str, Any],
+    vh: int | None,
+    last_ok: int | None,
+    lang: str,
+    at_value: Any = None,
 ) -> tuple[Any, ...]:
     """Thin: the wall's permission first, then this tick's shared outputs for what the data
     is (area, data class, metric, language, font size), computed once per process."""
@@ -98,29 +107,35 @@ def wall_refresh(
     if not grant.granted:  # the scope comes from the session, not the store; never cached
         return (no_update,) * 11 + (t("auth.denied", lang), no_update)
     size = font_px(vh if isinstance(vh, int | float) else None)
+    at_ms = tm.moment_of(b, at_value)  # ?at=: a past moment, or live
     try:
         return shared_response(  # this tick's finished answer, once permitted
             b,
             grant,
             "wall",
-            lambda: outputs(b, grant, metric, lang, size),
+            lambda: outputs(b, grant, metric, lang, size, at_ms),
             metric,
             lang,
             size,
-            warm=True,
+            *([] if at_ms is None else [f"at{at_ms}"]),
+            warm=at_ms is None,
         )
     except L.BACKEND_ERRORS:  # nothing cached: the next refresh tries again
         mark = L.stale_mark(last_ok, b.settings.live.timezone, lang)
         return (*(no_update,) * 10, mark, no_update, no_update)
 
 
-def outputs(b: Any, grant: auth.Decision, metric: str, lang: str, size: int) -> tuple[Any, ...]:
-    """The wall's outputs for a granted area (pure of the session: shared by its class)."""
-    panel = L.panel(b, grant, metric, False, lang, with_markers=False)
+def outputs(
+    b: Any, grant: auth.Decision, metric: str, lang: str, size: int, at_ms: int | None = None
+) -> tuple[Any, ...]:
+    """The wall's outputs for a granted area (pure of the session: shared by its class),
+    live or at the past moment ``at_ms``."""
+    panel = L.panel(b, grant, metric, False, lang, with_markers=False, at_ms=at_ms)
     if panel is None:
         return (no_update,) * 13
     tz = b.settings.live.timezone
-    banner = red_banner(b, grant.area_id, panel["kpi"]["warnings"].get("red", 0), lang)
+    red = panel["kpi"]["warnings"].get("red", 0)
+    banner = red_banner(b, grant.area_id, red, lang, at_ms)
     view = view_of(b.city, grant.area_id)
     title = f"{view.name if view else ''} · {t('app.title', lang)}"
     ticker = [html.Span(f"{r['time']} {ticker_text(r, lang)}") for r in panel["ticker"][:20]]

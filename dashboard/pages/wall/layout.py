@@ -5,7 +5,8 @@ panorama of its area, its districts (or streets) and the areas of open red warni
 the warnings, grid-work and assessment views; an unacknowledged red warning takes the
 screen over until acknowledged (``dashboard/pages/wall/queries.py``). Query options:
 ``?tour=0`` stops the tour, ``?tour=SECONDS`` sets the area dwell, ``?metric=...``
-colours the map, ``?lang=en`` switches the language."""
+colours the map, ``?lang=en`` switches the language, ``?at=2026-12-03T09:40`` shows that
+past moment (marked as such; see ``components/timemachine``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dash import dcc, html
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     leaflet_map,
     message_panel,
@@ -64,7 +66,11 @@ def _message(title: str, body: str, lang: str) -> html.Div:
 
 
 def layout(
-    area_id: str | None = None, tour: str | None = None, metric: str | None = None, **_: Any
+    area_id: str | None = None,
+    tour: str | None = None,
+    metric: str | None = None,
+    at: str | None = None,
+    **_: Any,
 ) -> Any:
     b = current()
     lang = L.lang()
@@ -79,6 +85,7 @@ def layout(
     plan = Q.plan_of(view.area_id, w.tour, w.area_dwell_s, w.dwell_s, tour, metric)
     first = Q.Stop("panorama", view.area_id)
     s = b.settings.dashboard
+    past = tm.at_of(b, at)
     row = b.city.area(view.area_id) or {"lon": 0.0, "lat": 0.0}
     zoom = {"city": 9.25, "district": 11, "street": 13, "grid": 15}[view.level]
     the_map = leaflet_map(
@@ -100,6 +107,7 @@ def layout(
             dcc.Store(id=ids.W_LAST, data=None),
             dcc.Store(id=ids.W_TZ, data=b.settings.live.timezone),
             dcc.Store(id=ids.W_VH, data=1080),
+            dcc.Store(id=ids.tm("wall", "at"), data=past.at_ms),
             dcc.Interval(id=ids.W_TICK, interval=int(s.refresh_s * 1000)),
             dcc.Interval(id=ids.W_CLOCK_TICK, interval=1000),
             dcc.Interval(
@@ -120,7 +128,17 @@ def layout(
                         id=ids.W_TITLE,
                         className=f"wall-title wall-title-{lang}",  # per language: its size
                     ),
-                    html.Div(id=ids.W_STALE, className="wall-status"),
+                    html.Div(
+                        [
+                            html.Div(
+                                tm.mark_text(past.at_ms, b.settings.live.timezone, lang),
+                                id=ids.tm("wall", "mark"),
+                                className="tm-past" if past.at_ms else "tm-past tm-hidden",
+                            ),
+                            html.Div(id=ids.W_STALE),
+                        ],
+                        className="wall-status",
+                    ),
                 ],
                 className="wall-head",
             ),

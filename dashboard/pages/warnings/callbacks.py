@@ -11,6 +11,7 @@ from dash import ALL, Input, Output, State, ctx, html, no_update
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import Backend, current
+from dashboard.components import timemachine as tm
 from dashboard.i18n import t
 from dashboard.pages.warnings import queries as WL
 from dashboard.pages.warnings.components import (
@@ -24,16 +25,17 @@ from pipelines import warnings as W
 from pipelines.access import accounts
 
 
-def scoped_items(b: Backend) -> list[dict[str, Any]]:
+def scoped_items(b: Backend, at_ms: int | None = None) -> list[dict[str, Any]]:
     """The open warnings in the session's scope, read fresh (one HVALS of the open list,
-    never cached): an action's result shows in the actor's own list at once."""
+    never cached): an action's result shows in the actor's own list at once. At a past
+    moment ``at_ms``: those open then, with their level and status then."""
     p = auth.principal()
     if p is None or p.wall:
         return []
     grant = auth.authorize(p.scope, "warnings")
     if not grant.granted:
         return []
-    return WL.in_scope(b.live.warnings(), b.city, grant.area_id)
+    return WL.in_scope(L.reader(b, at_ms, grant.area_id).warnings(), b.city, grant.area_id)
 
 
 @dash.callback(
@@ -53,6 +55,7 @@ def scoped_items(b: Backend) -> list[dict[str, Any]]:
     State(ids.WARN_SEEN, "data"),
     State(ids.WARN_SEL, "data"),
     State(ids.LANG, "data"),
+    State(ids.tm("warn", "at"), "data"),  # play bumps the tick when it moves on
 )
 def refresh(
     _n: int,
@@ -65,15 +68,26 @@ def refresh(
     seen: list[str] | None,
     selected: str | None,
     lang: str,
+    at_value: Any = None,
 ) -> tuple[Any, ...]:
     b = current()
     lang = L.lang_of(lang)
+    at_ms = tm.moment_of(b, at_value)  # a past moment, or live
     try:
-        items = scoped_items(b)
+        items = scoped_items(b, at_ms)
     except L.BACKEND_ERRORS:
         return (no_update,) * 5 + (html.Span(t("warn.unavailable", lang), className="wg-muted"),)
-    now = b.now_ms()
+    now = b.now_ms() if at_ms is None else at_ms
     shown = WL.apply(items, WL.Filters.of(levels, statuses, rules, area, hours, now), b.city)
+    if at_ms is not None:  # the past never raises an alarm
+        return (
+            warning_rows(shown, b, lang, selected),
+            level_chips(WL.level_counts(items), lang),
+            WL.markers(shown, b.city),
+            no_update,
+            [],
+            None,
+        )
     alarms = WL.new_alarms(items, seen) if seen is not None else []
     seen_now = sorted({*(seen or ()), *(w["id"] for w in items)})
     return (
@@ -118,8 +132,11 @@ def select(_clicks: list[int], marker: dict[str, Any] | None) -> Any:
     Input(ids.WARN_DONE, "data"),
     Input(ids.WARN_TICK, "n_intervals"),
     State(ids.LANG, "data"),
+    State(ids.tm("warn", "at"), "data"),
 )
-def detail(warning_id: str | None, _done: int, _n: int, lang: str) -> tuple[Any, ...]:
+def detail(
+    warning_id: str | None, _done: int, _n: int, lang: str, at_value: Any = None
+) -> tuple[Any, ...]:
     b = current()
     lang = L.lang_of(lang)
     hidden = {"display": "none"}
@@ -134,6 +151,8 @@ def detail(warning_id: str | None, _done: int, _n: int, lang: str) -> tuple[Any,
         return html.P(t("warn.gone", lang), className="wg-muted"), *none
     p = auth.principal()
     can = WL.allowed_actions(p.role, _can_act(p), row["status"]) if p else []
+    if tm.moment_of(b, at_value) is not None:
+        can = []  # a past view: nothing to act on
     buttons = [{} if a in can else hidden for a in ACTION_BUTTONS]
     return detail_panel(row, b, lang), ({} if can else hidden), *buttons
 
@@ -217,3 +236,6 @@ def act(
 
 
 fresh = L.freshness_on(ids.WARN_TICK)  # the header's per-feed freshness line
+
+
+tm.register("warn", ids.WARN_TICK)  # the "view at" control: the warnings open at a past moment

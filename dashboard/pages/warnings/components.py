@@ -237,8 +237,8 @@ def _actor(actor: str, lang: str) -> str:
 
 
 def _note(action: str, note: str, b: Backend, lang: str) -> str:
-    if action == "open":
-        return t(f"warn.{note}", lang)  # the level it opened at
+    if action in ("open", "level"):
+        return t(f"warn.{note}", lang)  # the level it opened at, or changed to
     if action == "escalate":
         return area_name(b, note)
     return note

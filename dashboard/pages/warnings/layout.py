@@ -15,6 +15,7 @@ from dash import dcc, html
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import denied_panel, leaflet_map
 from dashboard.geometry import city_water
 from dashboard.i18n import t
@@ -85,6 +86,7 @@ def layout(**query: Any) -> Any:
                 inline=True,
                 persistence=True,
             ),
+            tm.bar("warn", b, tm.at_of(b, query.get("at")), lang, "/warnings", query.get("at")),
         ],
         className="pan-toolbar warn-filters",
     )

@@ -23,6 +23,7 @@ from dash import (
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import Backend, current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     denied_panel,
 )
@@ -59,8 +60,11 @@ from dashboard.pages.work.components import (
     State(ids.WK_LAST, "data"),
     State(ids.WK_SENT, "data"),
     State(ids.LANG, "data"),
+    State(ids.tm("work", "at"), "data"),  # play bumps the tick when it moves on
 )
-def refresh(_n: int, area_id: str, last_ok: int | None, sent: Any, lang: str) -> tuple[Any, ...]:
+def refresh(
+    _n: int, area_id: str, last_ok: int | None, sent: Any, lang: str, at_value: Any = None
+) -> tuple[Any, ...]:
     """Thin: the viewer's permission first, then this tick's shared panel for what the
     data is (area, data class: people or counts only, language); parts the viewer already
     has (same digest) are not sent again."""
@@ -70,7 +74,7 @@ def refresh(_n: int, area_id: str, last_ok: int | None, sent: Any, lang: str) ->
     if not grant.granted:  # the scope comes from the session, not the store; never cached
         back = denied_panel(lang, auth.home_href(b.city, "/work/"))
         return (no_update,) * 2 + ([back],) + (no_update,) * 7
-    out, digests = cached_outputs(b, grant, lang, last_ok)
+    out, digests = cached_outputs(b, grant, lang, last_ok, tm.moment_of(b, at_value))
     return (*only_changed(out, digests, sent), digests or no_update)
 
 
@@ -88,11 +92,12 @@ def only_changed(out: tuple[Any, ...], digests: dict[str, str], sent: Any) -> tu
 
 
 def cached_outputs(
-    b: Backend, grant: auth.Decision, lang: str, last_ok: int | None
+    b: Backend, grant: auth.Decision, lang: str, last_ok: int | None, at_ms: int | None = None
 ) -> tuple[tuple[Any, ...], dict[str, str]]:
+    past = () if at_ms is None else (f"at{at_ms}",)
     try:
         got: tuple[tuple[Any, ...], dict[str, str]] = b.cached(
-            grant, "work", lambda: outputs(b, grant, lang), lang, warm=True
+            grant, "work", lambda: outputs(b, grant, lang, at_ms), lang, *past, warm=not past
         )
     except L.BACKEND_ERRORS:
         stale = L.stale_mark(last_ok, b.settings.live.timezone, lang)
@@ -100,16 +105,17 @@ def cached_outputs(
     return got
 
 
-def panel(b: Backend, grant: auth.Decision) -> dict[str, Any]:
+def panel(b: Backend, grant: auth.Decision, at_ms: int | None = None) -> dict[str, Any]:
     """The granted area's numbers for this tick (shared by all viewers of its data class
-    through Redis): individual markers only for a class that may see positions."""
+    through Redis): individual markers only for a class that may see positions. At a
+    past moment ``at_ms``: as they were then."""
     area_id = grant.area_id
     level = b.city.level_of(area_id)
     assert level is not None
     people = grant.may("positions")
 
     def compute() -> dict[str, Any]:
-        now = b.now_ms()
+        now = b.now_ms() if at_ms is None else at_ms
         tz = b.settings.live.timezone
         snap = WQ.snapshot(
             level=level,
@@ -117,37 +123,44 @@ def panel(b: Backend, grant: auth.Decision) -> dict[str, Any]:
             children=b.city.children(area_id),
             grids=b.city.grids,
             roster=b.roster(),
-            live=WQ.live_frame(b),
-            patrolled=b.live.patrolled(local_day(now, tz)),
+            live=WQ.live_frame(b, at_ms, area_id),
+            patrolled=L.reader(b, at_ms, area_id).patrolled(local_day(now, tz)),
             now_ms=now,
             online_ms=b.settings.live.online_minutes * 60_000,
             people=people,
             centres=b.area_centres,
         )
-        logs = WQ.work_logs(b.engine, level, area_id, WQ.day_start_ms(now, tz))
+        logs = WQ.work_logs(b.engine, level, area_id, WQ.day_start_ms(now, tz), until_ms=at_ms)
         snap["logs"] = logs.to_dicts()
         return snap
 
-    data: dict[str, Any] = b.cached(grant, "work:panel", compute, shared=True)
+    past = () if at_ms is None else (f"at{at_ms}",)
+    data: dict[str, Any] = b.cached(grant, "work:panel", compute, *past, shared=True)
     return data
 
 
-def activity_rows(b: Backend, grant: auth.Decision) -> list[dict[str, Any]]:
+def activity_rows(
+    b: Backend, grant: auth.Decision, at_ms: int | None = None
+) -> list[dict[str, Any]]:
     """Per-worker activity of a street or grid (viewers who may see names), for a minute."""
     area_id = grant.area_id
     level = b.city.level_of(area_id)
     assert level in ("street", "grid") and grant.may("names")
 
     def compute() -> list[dict[str, Any]]:
-        now = b.now_ms()
+        now = b.now_ms() if at_ms is None else at_ms
         roster = b.roster().filter(WQ.area_filter(level, area_id))
         since = WQ.day_start_ms(now, b.settings.live.timezone)
+        live = WQ.live_frame(b, at_ms, area_id)
         rows: list[dict[str, Any]] = (
-            WQ.activity(b.engine, roster, WQ.live_frame(b), since, now).head(WQ.MAX_LIST).to_dicts()
+            WQ.activity(b.engine, roster, live, since, now).head(WQ.MAX_LIST).to_dicts()
         )
         return rows
 
-    rows: list[dict[str, Any]] = b.cached(grant, "work:act", compute, shared=True, period_s=60)
+    past = () if at_ms is None else (f"at{at_ms}",)
+    rows: list[dict[str, Any]] = b.cached(
+        grant, "work:act", compute, *past, shared=True, period_s=60
+    )
     return rows
 
 
@@ -155,17 +168,20 @@ def _digest(value: Any) -> str:
     return hashlib.blake2b(orjson.dumps(value), digest_size=8).hexdigest()
 
 
-def outputs(b: Backend, grant: auth.Decision, lang: str) -> tuple[tuple[Any, ...], dict[str, str]]:
-    """The outputs for a granted area (pure of the session: shared by its data class)."""
+def outputs(
+    b: Backend, grant: auth.Decision, lang: str, at_ms: int | None = None
+) -> tuple[tuple[Any, ...], dict[str, str]]:
+    """The outputs for a granted area (pure of the session: shared by its data class),
+    live or at the past moment ``at_ms``."""
     area_id = grant.area_id
-    snap = panel(b, grant)
+    snap = panel(b, grant, at_ms)
     people = grant.may("names")
     level = b.city.level_of(area_id) or "city"
     hide = hideout("coverage", snap["values"])
     tz = b.settings.live.timezone
     names = _names(b)
     if people and level in ("street", "grid"):
-        rows = activity_rows(b, grant)
+        rows = activity_rows(b, grant, at_ms)
         bottom = activity_table(rows, names, lang, tz)
     else:
         rows = snap["children"]
@@ -187,7 +203,7 @@ def outputs(b: Backend, grant: auth.Decision, lang: str) -> tuple[tuple[Any, ...
         gap_list(snap["gaps"], snap["kpi"]["unpatrolled"], names, lang),
         bottom,
         log_list(snap["logs"], names, lang, tz, people, b),
-        "",
+        "" if at_ms is None else L.past_text(b, at_ms, area_id, lang),
         snap["now_ms"],
     ), digests
 
@@ -407,3 +423,6 @@ clientside_callback(
 
 
 fresh = L.freshness_on(ids.WK_TICK)  # the header's per-feed freshness line
+
+
+tm.register("work", ids.WK_TICK)  # the "view at" control: the grid work of a past moment

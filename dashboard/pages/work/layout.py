@@ -19,6 +19,7 @@ from dash import (
 from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import Backend, current
+from dashboard.components import timemachine as tm
 from dashboard.components.panels import (
     breadcrumbs,
     denied_panel,
@@ -35,7 +36,7 @@ from dashboard.pages.work.components import EMPTY_FC, SPEEDS
 dash.register_page(__name__, path="/work", path_template="/work/<area_id>", name="work")
 
 
-def layout(area_id: str | None = None, **_query: Any) -> Any:
+def layout(area_id: str | None = None, **query: Any) -> Any:
     b = current()
     lang = L.lang()
     view = view_of(b.city, area_id or auth.home_area(b.city))
@@ -86,6 +87,14 @@ def layout(area_id: str | None = None, **_query: Any) -> Any:
         [
             html.Div(breadcrumbs(view, lang, base="/work/"), className="pan-crumbs"),
             html.Span(id=ids.WK_STALE),
+            tm.bar(
+                "work",
+                b,
+                tm.at_of(b, query.get("at")),
+                lang,
+                "/work" if area_id is None else f"/work/{view.area_id}",
+                query.get("at"),
+            ),
         ],
         className="pan-toolbar",
     )

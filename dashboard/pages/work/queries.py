@@ -207,9 +207,15 @@ def _in_area(table: Any, level: str, area_id: str) -> Any:
 
 
 def work_logs(
-    engine: Engine, level: str, area_id: str, since_ms: int, limit: int = 40
+    engine: Engine,
+    level: str,
+    area_id: str,
+    since_ms: int,
+    limit: int = 40,
+    until_ms: int | None = None,
 ) -> pl.DataFrame:
-    """工作纪实: the latest steps taken by workers in the area (reports and handling)."""
+    """工作纪实: the latest steps taken by workers in the area (reports and handling),
+    up to ``until_ms`` when given (a past view)."""
     ev = store.incident_events
     cols = (
         ev.c.ts_ms,
@@ -224,6 +230,7 @@ def work_logs(
         select(*cols)
         .where(
             ev.c.ts_ms >= since_ms,
+            ev.c.ts_ms <= (until_ms if until_ms is not None else 2**62),
             _in_area(ev, level, area_id),
             or_(
                 and_(ev.c.step == "reported", ev.c.source == "worker"),
@@ -472,9 +479,19 @@ def replay(
     return data
 
 
-def live_frame(b: Backend) -> pl.DataFrame:
+def live_frame(b: Backend, at_ms: int | None = None, area_id: str | None = None) -> pl.DataFrame:
     """Every worker's latest position with status and roster fields (once per tick per
-    process: 30,000 positions parse in a few milliseconds)."""
+    process: 30,000 positions parse in a few milliseconds); at a past moment ``at_ms``,
+    those of the workers of ``area_id`` then (``pipelines.history``)."""
+    if at_ms is not None:
+        past = b.past(at_ms, area_id)
+        return work.live_workers(
+            work.positions_frame(past.positions_raw()),
+            b.roster(),
+            b.city.grids,
+            at_ms,
+            b.settings.live.online_minutes * 60_000,
+        )
 
     def compute() -> pl.DataFrame:
         now = b.now_ms()

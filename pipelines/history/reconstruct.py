@@ -1,0 +1,365 @@
+"""The city at a past moment, as pure functions of SQL history rows and the moment.
+
+Every function here takes rows already read (``incident_events``, ``video_alerts``,
+``track_points``, ``patrols``, ``warnings`` + ``warning_actions``) and the moment ``at``
+(epoch ms, UTC) and returns what the live state held then, in the live state's own
+shapes (``state.LiveState``'s hashes: ``area_id`` → n, ``"area_id|x"`` → n; packed
+positions; ticker items). No Redis, no SQL, no clock.
+
+The incident rule is the pipelines' own: ``aggregate.incident_states`` over the events
+that had happened by ``at`` (the same function ``rebuild-live`` runs over all of them),
+and the counters are the effects the live-state script applies for those states
+(``scripts._INCIDENTS_LUA``): open/open_cat/open_sev per area of an open incident, day
+counters per accepted event, overdue once the deadline has passed (the clock job's sweep).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import polars as pl
+
+from pipelines.dispatch.flows import Flows
+from pipelines.spine import aggregate as agg
+from pipelines.spine.events import stream_order
+from pipelines.spine.scripts import INCIDENT_FIELDS
+from pipelines.warnings.lifecycle import Warning, live_counts
+from pipelines.warnings.model import OPEN_STATUSES
+
+CHAIN = ("grid", "street", "district", "city")
+FEEDS = ("reports", "locations", "video")
+LEVEL_RANK = {"blue": 1, "yellow": 2, "orange": 3, "red": 4}
+# A warning's status after each action (``warnings.store``: the engine's open / clear,
+# people's acknowledge / dispatch / resolve / dismiss).
+STATUS_AFTER = {
+    "open": "new",
+    "acknowledge": "acknowledged",
+    "dispatch": "dispatched",
+    "resolve": "resolved",
+    "dismiss": "dismissed",
+    "clear": "cleared",
+}
+
+
+def _strings(rows: list[tuple[Any, ...]], names: Sequence[str]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={n: pl.String for n in names}, orient="row")
+
+
+# ------------------------------------------------------------------ incidents
+
+
+def incidents_at(
+    events: pl.DataFrame, at_ms: int, city_id: str, tz: str, flows: Flows
+) -> pl.DataFrame:
+    """Each incident's live state at ``at`` (``INCIDENT_FIELDS`` as text, like the
+    ``P:inc:<id>`` hash) plus ``overdue`` ("1": open with its deadline passed, as the
+    clock job's sweep marks it), from the incidents' accepted events (any window that
+    holds every event of each incident up to ``at``)."""
+    happened = events.filter(pl.col("ts_ms") <= at_ms)
+    states = agg.incident_states(happened, city_id, tz, flows)
+    df = _strings([(i, *st) for i, st in states.items()], ("incident_id", *INCIDENT_FIELDS))
+    over = (pl.col("open") == "1") & (pl.col("dl").cast(pl.Int64) <= at_ms)
+    return df.with_columns(overdue=pl.when(over).then(pl.lit("1")).otherwise(pl.lit("0")))
+
+
+def incident_effects(incidents: pl.DataFrame) -> pl.DataFrame:
+    """One row per accepted event of each incident (its ``acc`` items): ``entry``,
+    ``step``, ``ts``, local ``day``, epoch ``minute`` and ``hour``, ``level``, with the
+    incident's category and area chain (what the live script counts each event under)."""
+    items = (
+        incidents.select("cat", *CHAIN, item=pl.col("acc").str.split(";"))
+        .explode("item")
+        .filter(pl.col("item").is_not_null() & (pl.col("item") != ""))
+    )
+    parts = pl.col("item").str.split(",")
+    names = ("entry", "step", "ts", "day", "minute", "hour", "level")
+    return (
+        items.with_columns([parts.list.get(i).alias(n) for i, n in enumerate(names)])
+        .with_columns(pl.col("ts").cast(pl.Int64), pl.col("hour").cast(pl.Int64))
+        .drop("item")
+    )
+
+
+def per_area(df: pl.DataFrame, by: str | None = None) -> dict[str, int]:
+    """Rows counted at each area of their chain (grid, street, district, city): area → n,
+    or ``"area|<by>"`` → n. Zero never appears (the live hashes drop zeros too)."""
+    if df.is_empty():
+        return {}
+    parts = [
+        df.select(
+            key=pl.col(c) if by is None else pl.concat_str([pl.col(c), pl.col(by)], separator="|")
+        )
+        for c in CHAIN
+    ]
+    counted = pl.concat(parts).drop_nulls().group_by("key").len()
+    return dict(zip(counted["key"].to_list(), counted["len"].to_list(), strict=True))
+
+
+# ------------------------------------------------------------------ video alerts
+
+
+def alerts_at(alerts: pl.DataFrame, at_ms: int, city_id: str, tz: str) -> pl.DataFrame:
+    """Video alerts raised by ``at`` with their live effects (``aggregate.alert_rows``):
+    ``alert_id``, ``day``, the area chain, ``label``, ``minute``, ``hour``, ``ts``, ``tick``.
+    An alert shows its newest stored revision (revisions are updated in place)."""
+    raised = alerts.filter(pl.col("ts_ms") <= at_ms)
+    rows = agg.alert_rows(raised, city_id, tz)
+    ts = dict(raised.select("alert_id", "ts_ms").iter_rows())
+    return pl.DataFrame(
+        [(a, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], ts[a], f[9]) for a, f in rows.items()],
+        schema={
+            "alert_id": pl.String,
+            "day": pl.String,
+            "grid": pl.String,
+            "street": pl.String,
+            "district": pl.String,
+            "city": pl.String,
+            "label": pl.String,
+            "minute": pl.Int64,
+            "hour": pl.Int64,
+            "ts": pl.Int64,
+            "tick": pl.Binary,
+        },
+        orient="row",
+    )
+
+
+# ------------------------------------------------------------------ tickers
+
+
+def tickers_at(
+    events: pl.DataFrame,
+    alerts: pl.DataFrame,
+    at_ms: int,
+    city_id: str,
+    length: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """The newest ``length`` report events and video alerts by ``at`` per street,
+    district and city, newest first (the order ``rebuild-live`` pushes: time, then
+    stream order), as the ticker items the live list holds. Lines are only written for
+    the items kept."""
+    cols = ("entry_id", "ts_ms", "street_id", "district_id")
+    ev = events.filter(pl.col("ts_ms") <= at_ms).with_row_index("_row")
+    al = alerts.filter(pl.col("ts_ms") <= at_ms).with_row_index("_row")
+    df = pl.concat(
+        [
+            ev.select("_row", *cols, _kind=pl.lit("r")),
+            al.select("_row", *cols, _kind=pl.lit("v")),
+        ]
+    )
+    if df.is_empty():
+        return {}
+    df = df.with_columns(stream_order(), city=pl.lit(city_id))
+    keep = ("_row", "_kind", "ts_ms", "_ems", "_eseq")
+    parts = [df.select(*keep, area=a) for a in ("street_id", "district_id", "city")]
+    newest = (
+        pl.concat(parts)
+        .sort(["area", "ts_ms", "_ems", "_eseq"], descending=[False, True, True, True])
+        .group_by("area", maintain_order=True)
+        .head(length)
+    )
+    said = newest.filter(pl.col("_kind") == "r")["_row"].unique()
+    told = ev.filter(pl.col("_row").is_in(said.implode()))
+    by_entry = agg.report_tickers(told)  # entry ids are unique: one stream entry, one event
+    lines = {("r", i): by_entry[e] for i, e in told.select("_row", "entry_id").iter_rows()}
+    shown = newest.filter(pl.col("_kind") == "v")["_row"].unique()
+    picked = al.filter(pl.col("_row").is_in(shown.implode()))
+    ticks = agg.alert_rows(picked, city_id, "UTC")
+    for i, a in picked.select("_row", "alert_id").iter_rows():
+        lines[("v", i)] = ticks[a][-1]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for area, kind, i in newest.select("area", "_kind", "_row").iter_rows():
+        out.setdefault(area, []).append(orjson.loads(lines[(kind, i)]))
+    return out
+
+
+# ------------------------------------------------------------------ workers
+
+
+def positions_at(points: pl.DataFrame, at_ms: int) -> dict[str, tuple[int, str]]:
+    """Each worker's latest stored track point by ``at``: worker → (ts, packed position)
+    (``aggregate.latest_positions``' encoding). Track points are kept one per worker and
+    slot (``pipelines.persist_tracks_every_s``), so a position can lag the last ping by up
+    to one slot."""
+    seen = points.filter(pl.col("ts_ms") <= at_ms).rename({"ts_ms": "ts"})
+    return {w: (ts, p) for w, ts, p in agg.latest_positions(seen)}
+
+
+def online_at(
+    positions: Mapping[str, tuple[int, str]], at_ms: int, online_minutes: int, grids: pl.DataFrame
+) -> dict[str, int]:
+    """Workers online per area at ``at`` (last position within ``online_minutes``), counted
+    in the grid of that position (the clock job's rule)."""
+    since = at_ms - online_minutes * 60_000
+    cells = [p.split(",")[3] for ts, p in positions.values() if ts >= since]
+    return agg.online_counts(cells, grids)
+
+
+def patrolled_at(patrols: pl.DataFrame, at_ms: int, day: str) -> set[str]:
+    """Grids first visited on local ``day`` by ``at``."""
+    got = patrols.filter((pl.col("day") == day) & (pl.col("first_ms") <= at_ms))
+    return set(got["grid_id"].to_list())
+
+
+# ------------------------------------------------------------------ warnings
+
+
+def warnings_at(rows: pl.DataFrame, actions: pl.DataFrame, at_ms: int) -> list[Warning]:
+    """The warnings open at ``at``, each with its level, status and escalation then
+    (``actions``: every action of these warnings, also those after ``at``).
+
+    A warning's story is its actions (``warning_actions``) up to ``at`` in order: ``open``
+    (its first level in the note), ``level`` (a change of level, the new one in the note),
+    ``escalate`` (the area in the note), then people's and the engine's status changes. A
+    warning without actions (written before they were kept) is open from its first to its
+    closing time at its stored level."""
+    acts: dict[str, list[tuple[int, int, str, str | None]]] = {}
+    told = set(actions["warning_id"].to_list())  # warnings with a story at all
+    happened = actions.filter(pl.col("at_ms") <= at_ms)
+    for wid, i, at, action, note in happened.select(
+        "warning_id", "id", "at_ms", "action", "note"
+    ).iter_rows():
+        acts.setdefault(wid, []).append((int(at), int(i), action, note))
+    out: list[Warning] = []
+    for row in rows.filter(pl.col("first_seen_ms") <= at_ms).iter_rows(named=True):
+        story = sorted(acts.get(row["warning_id"], []))
+        level, status, escalated, esc_ms = row["level"], None, None, None
+        if not story and row["warning_id"] in told:
+            continue  # its first action (open) came after the moment
+        if not story:
+            closed = row["closed_ms"]
+            status = "new" if closed is None or int(closed) > at_ms else "cleared"
+        for at, _i, action, note in story:
+            if action in ("open", "level") and note in LEVEL_RANK:
+                level = note
+            if action == "escalate":
+                escalated, esc_ms = note, at
+            status = STATUS_AFTER.get(action, status)
+        if status not in OPEN_STATUSES:
+            continue
+        out.append(
+            Warning(
+                warning_id=row["warning_id"],
+                key=row["key"],
+                rule=row["rule"],
+                area_id=row["area_id"],
+                level=level,
+                status=status,
+                first_seen_ms=int(row["first_seen_ms"]),
+                last_seen_ms=min(int(row["last_seen_ms"]), at_ms),
+                evidence=tuple(orjson.loads(row["evidence"])),
+                summary=orjson.loads(row["summary"]),
+                aliases=tuple(orjson.loads(row["aliases"])),
+                escalated_to=escalated,
+                escalated_ms=esc_ms,
+            )
+        )
+    return out
+
+
+def warning_tables(
+    warnings: Iterable[Warning], ancestors: Callable[[str], Sequence[str]]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """``warn_count`` ("area|level" → n) and ``warn_level`` (area → highest rank, 1 blue …
+    4 red) of these open warnings, each counted at its area and every ancestor (what
+    ``LiveState.set_warnings`` writes)."""
+    counts = live_counts(warnings, ancestors)
+    flat = {f"{a}|{lv}": n for a, by in counts.items() for lv, n in by.items() if n}
+    top = {
+        a: max((LEVEL_RANK[lv] for lv, n in by.items() if n), default=0) for a, by in counts.items()
+    }
+    return flat, {a: v for a, v in top.items() if v}
+
+
+# ------------------------------------------------------------------ the whole picture
+
+
+@dataclass
+class Picture:
+    """What the live state held at ``at_ms``, in its own shapes (see ``HistoricState``)."""
+
+    at_ms: int
+    day: str
+    live: dict[str, dict[str, int]] = field(default_factory=dict)  # open, overdue, online …
+    days: dict[str, dict[str, int]] = field(default_factory=dict)  # this day's metrics
+    hours: dict[int, dict[str, int]] = field(default_factory=dict)  # epoch hour → "r|a" → n
+    tickers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    incidents: pl.DataFrame = field(default_factory=pl.DataFrame)
+    positions: dict[str, tuple[int, str]] = field(default_factory=dict)
+    patrolled: set[str] = field(default_factory=set)
+    warnings: list[Warning] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The history rows one reconstruction needs (``HistoricState`` reads them)."""
+
+    events: pl.DataFrame  # incident_events of the incidents concerned, up to at
+    alerts: pl.DataFrame  # video_alerts of the window
+    points: pl.DataFrame  # track_points of the window
+    patrols: pl.DataFrame  # patrols of the day
+    warnings: pl.DataFrame  # warnings alive at at
+    actions: pl.DataFrame  # their actions
+
+
+def picture(
+    rows: Rows,
+    at_ms: int,
+    *,
+    city_id: str,
+    grids: pl.DataFrame,
+    tz: str,
+    flows: Flows,
+    online_minutes: int,
+    ticker_length: int,
+    ancestors: Callable[[str], Sequence[str]],
+    window_ms: int,
+) -> Picture:
+    """The whole live picture at ``at`` from history rows (pure).
+
+    ``window_ms``: how far back hourly buckets reach (the live hour buckets' lifetime);
+    day counters are those of ``at``'s local day."""
+    day = agg.local_day(at_ms, tz)
+    pic = Picture(at_ms=at_ms, day=day)
+    inc = incidents_at(rows.events, at_ms, city_id, tz, flows)
+    pic.incidents = inc
+    opened = inc.filter(pl.col("open") == "1")
+    pic.live["open"] = per_area(opened)
+    pic.live["open_cat"] = per_area(opened, "cat")
+    pic.live["open_sev"] = per_area(opened, "sev")
+    pic.live["overdue"] = per_area(opened.filter(pl.col("overdue") == "1"))
+    eff = incident_effects(inc)
+    today = eff.filter(pl.col("day") == day)
+    reported = today.filter(pl.col("step") == "reported")
+    closed = today.filter(pl.col("step") == "closed")
+    pic.days["reports"] = per_area(reported)
+    pic.days["reports_cat"] = per_area(reported, "cat")
+    pic.days["resolved"] = per_area(today.filter(pl.col("step") == "resolved"))
+    pic.days["closed"] = per_area(closed)
+    pic.days["closed_level"] = per_area(closed, "level")
+    al = alerts_at(rows.alerts, at_ms, city_id, tz)
+    al_today = al.filter(pl.col("day") == day)
+    pic.days["video"] = per_area(al_today)
+    pic.days["video_label"] = per_area(al_today, "label")
+    first_hour = (at_ms - window_ms) // 3_600_000
+    for kind, frame in (("r", eff.filter(pl.col("step") == "reported")), ("v", al)):
+        recent = frame.filter(pl.col("hour") >= first_hour)
+        for key, n in per_area(recent, "hour").items():
+            area, hour = key.rsplit("|", 1)
+            pic.hours.setdefault(int(hour), {})[f"{kind}|{area}"] = n
+    pic.tickers = tickers_at(rows.events, rows.alerts, at_ms, city_id, ticker_length)
+    pic.positions = positions_at(rows.points, at_ms)
+    pic.live["online"] = online_at(pic.positions, at_ms, online_minutes, grids)
+    pic.patrolled = patrolled_at(rows.patrols, at_ms, day)
+    chain = grids.select(agg.CHAIN).rename(dict(zip(agg.CHAIN, CHAIN, strict=True)))
+    visited = chain.filter(pl.col("grid").is_in(list(pic.patrolled)))
+    pic.days["coverage"] = per_area(visited)
+    pic.warnings = warnings_at(rows.warnings, rows.actions, at_ms)
+    pic.live["warn_count"], pic.live["warn_level"] = warning_tables(pic.warnings, ancestors)
+    # freshness: the picture is complete as of the moment (every feed "applied" then)
+    pic.meta = {"tick_ms": str(at_ms), **{f"last_{f}_ms": str(at_ms) for f in FEEDS}}
+    return pic

@@ -1,0 +1,327 @@
+"""``HistoricState``: the live state's reads, answered for a past moment from SQL.
+
+The pages read the live city through ``LiveState`` (``read_areas``, ``counts``,
+``breakdown``, ``hourly``, ``ticker``, ``patrolled``, ``positions``, ``warnings``,
+``open_incidents``, ``incident``, ``meta`` …). ``HistoricState(engine, city, settings,
+at_ms)`` answers the same calls with what they returned at ``at_ms``: it reads the rows of
+a bounded window of history once (the incidents open at ``at`` or touched in the 26 hours
+before it, the video alerts and track points of that window, the day's patrols, the
+warnings alive at ``at``) and hands them to the pure ``reconstruct.picture``. The same
+rendering code then draws the past city.
+
+What history cannot give back is said, not guessed: track points older than
+``privacy.track_retention_days`` are purged (``tracks_kept`` is False, positions are
+empty); dead-letter counters are not historic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import polars as pl
+from sqlalchemy import Engine, func, or_, select, union
+
+from pipelines.city.geography import City
+from pipelines.dispatch.flows import flows_for
+from pipelines.history import reconstruct as rc
+from pipelines.settings import Settings
+from pipelines.spine import store
+from pipelines.spine.scripts import INCIDENT_FIELDS
+from pipelines.warnings.store import live_item
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+# How far back a worker's last track point still places them on the map at a past moment
+# (the live position hash keeps a worker's last ping however old; history reads a window).
+POSITIONS_LOOKBACK_MS = 24 * HOUR_MS
+LIVE_METRICS = ("open", "overdue", "online", "warn_level")
+
+
+def _ms_or_none(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+class HistoricState:
+    """The live state's read interface at a past moment (read-only)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        city: City,
+        settings: Settings,
+        at_ms: int,
+        *,
+        now_ms: int | None = None,
+        area_id: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.city = city
+        self.settings = settings
+        self.at_ms = int(at_ms)
+        self.ticker_length = settings.live.ticker_length
+        self.closed_ttl_ms = settings.live.closed_incident_ttl_hours * HOUR_MS
+        self.bucket_ms = settings.live.bucket_ttl_hours * HOUR_MS
+        retention = settings.privacy.track_retention_days * DAY_MS
+        # the moment's track points are purged once they are older than the retention
+        self.tracks_kept = now_ms is None or self.at_ms >= int(now_ms) - retention
+        # area_id: only that area and what is inside it is read (and may be asked about)
+        self.scope = Scope.of(city, area_id)
+        self.rows = read_rows(engine, city, settings, self.at_ms, self.bucket_ms, self.scope)
+        if not self.tracks_kept:
+            self.rows = rc.Rows(**{**self.rows.__dict__, "points": self.rows.points.clear()})
+        self.pic = rc.picture(
+            self.rows,
+            self.at_ms,
+            city_id=city.city_id,
+            grids=city.grids,
+            tz=settings.live.timezone,
+            flows=flows_for(settings),
+            online_minutes=settings.live.online_minutes,
+            ticker_length=self.ticker_length,
+            ancestors=city.ancestors,
+            window_ms=self.bucket_ms,
+        )
+
+    # ------------------------------------------------------------ the LiveState reads
+
+    def _table(self, metric: str, day: str | None) -> Mapping[str, int]:
+        if day is None or metric in LIVE_METRICS or metric.startswith(("open", "warn")):
+            return self.pic.live.get(metric, {})
+        return self.pic.days.get(metric, {}) if day == self.pic.day else {}
+
+    def read_areas(
+        self,
+        area_ids: Sequence[str],
+        day: str,
+        focus: str,
+        hours: Sequence[int],
+        breakdowns: Mapping[str, tuple[str, Sequence[Any]]],
+        ticker_n: int = 20,
+    ) -> dict[str, Any]:
+        """``LiveState.read_areas`` at the moment (same keys, same shapes)."""
+        ids = list(area_ids)
+        out: dict[str, Any] = {}
+        for m in LIVE_METRICS:
+            out[m] = self.counts(m, ids)
+        for m in ("reports", "resolved", "closed", "video", "coverage"):
+            out[m] = self.counts(m, ids, day)
+        out["breakdowns"] = {
+            name: self.breakdown(metric, focus, values, day)
+            for name, (metric, values) in breakdowns.items()
+        }
+        out["hourly_reports"] = self.hourly("r", focus, hours)
+        out["hourly_video"] = self.hourly("v", focus, hours)
+        out["ticker"] = self.ticker(focus, ticker_n)
+        out["meta"] = self.meta()
+        return out
+
+    def metric_for(self, metric: str, area_ids: Sequence[str], day: str) -> list[int]:
+        return self.counts(metric, area_ids, None if metric in LIVE_METRICS else day)
+
+    def counts(self, metric: str, area_ids: Sequence[str], day: str | None = None) -> list[int]:
+        table = self._table(metric, day)
+        return [int(table.get(a, 0)) for a in area_ids]
+
+    def counts_all(self, metric: str, day: str | None = None) -> dict[str, int]:
+        return dict(self._table(metric, day))
+
+    def breakdown(
+        self, metric: str, area_id: str, values: Sequence[Any], day: str | None = None
+    ) -> dict[Any, int]:
+        table = self._table(metric, day)
+        return {v: int(table.get(f"{area_id}|{v}", 0)) for v in values}
+
+    def hourly(self, kind: str, area_id: str, hours: Sequence[int]) -> list[int]:
+        first = (self.at_ms - self.bucket_ms) // HOUR_MS
+        return [
+            int(self.pic.hours.get(h, {}).get(f"{kind}|{area_id}", 0)) if h >= first else 0
+            for h in hours
+        ]
+
+    def ticker(self, area_id: str, n: int = 20) -> list[dict[str, Any]]:
+        return self.pic.tickers.get(area_id, [])[:n]
+
+    def patrolled(self, day: str) -> set[str]:
+        return set(self.pic.patrolled) if day == self.pic.day else set()
+
+    def warnings(self) -> list[dict[str, Any]]:
+        return [orjson.loads(orjson.dumps(live_item(w), default=str)) for w in self.pic.warnings]
+
+    def positions(self) -> dict[str, str]:
+        return {w: p for w, (_ts, p) in self.pic.positions.items()}
+
+    def positions_raw(self) -> dict[bytes, bytes]:
+        return {w.encode(): p.encode() for w, (_ts, p) in self.pic.positions.items()}
+
+    def positions_of(self, worker_ids: Sequence[str]) -> dict[str, str]:
+        pos = self.pic.positions
+        return {w: pos[w][1] for w in worker_ids if w in pos}
+
+    def workers_seen_since(self, since_ms: int) -> list[str]:
+        return [w for w, (ts, _p) in self.pic.positions.items() if ts >= since_ms]
+
+    def open_incidents(self, street_id: str) -> list[dict[str, str]]:
+        inc = self.pic.incidents
+        rows = inc.filter((pl.col("open") == "1") & (pl.col("street") == street_id))
+        fields = ("status", "cat", "sev", "grid", "lon", "lat", "ts", "overdue")
+        return [dict(r) for r in rows.select(*fields, "incident_id").iter_rows(named=True)]
+
+    def incident(self, incident_id: str) -> dict[str, str]:
+        """The incident's live hash at the moment: an open one, or one closed within the
+        closed-incident lifetime; else empty (as live)."""
+        got = self.pic.incidents.filter(pl.col("incident_id") == incident_id)
+        if got.is_empty():
+            return {}
+        row = got.row(0, named=True)
+        if row["open"] != "1" and int(row["ts"]) < self.at_ms - self.closed_ttl_ms:
+            return {}
+        return {f: row[f] for f in (*INCIDENT_FIELDS, "overdue")}
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.pic.meta)
+
+    def deadletter_counts(self) -> dict[str, int]:
+        return {}  # dead letters are counted live only
+
+
+# ------------------------------------------------------------------ the SQL reads
+
+# The columns the reconstruction uses (no free text: descriptions, notes, photos).
+EVENT_COLUMNS = (
+    "event_id", "incident_id", "step", "ts_ms", "category", "severity", "grid_id",
+    "street_id", "district_id", "lon", "lat", "level", "entry_id", "duplicate_of",
+)  # fmt: skip
+ALERT_COLUMNS = (
+    "alert_id", "camera_id", "label", "ts_ms", "grid_id", "street_id", "district_id",
+    "entry_id", "rev_entry",
+)  # fmt: skip
+AREA_COLUMN = {"grid": "grid_id", "street": "street_id", "district": "district_id"}
+
+
+def window_of(at_ms: int, bucket_ms: int) -> tuple[int, int]:
+    """[lo, at]: the stretch of history a moment's picture reads (hour buckets and the
+    local day both fall inside it)."""
+    return min(at_ms - bucket_ms, at_ms - 25 * HOUR_MS), at_ms
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a picture is asked about: the whole city (None), or one district, street or
+    grid and everything in it (its reads then only fetch that part of history; its worker
+    positions are those of the workers rostered there)."""
+
+    column: str | None  # the area column rows are filtered on
+    area_id: str | None
+    grids: tuple[str, ...]  # the grids inside (empty for the city)
+    areas: tuple[str, ...]  # every area inside, the scope's own included
+
+    @classmethod
+    def of(cls, city: City, area_id: str | None) -> Scope:
+        level = city.level_of(area_id) if area_id else None
+        if area_id is None or level not in AREA_COLUMN:
+            return cls(None, None, (), ())
+        col = AREA_COLUMN[str(level)]
+        inside = city.grids.filter(pl.col(col) == area_id)
+        grids = tuple(inside["grid_id"].to_list())
+        streets = tuple(inside["street_id"].unique().to_list()) if level == "district" else ()
+        return cls(col, area_id, grids, (area_id, *streets, *grids))
+
+
+def read_rows(
+    engine: Engine,
+    city: City,
+    settings: Settings,
+    at_ms: int,
+    bucket_ms: int,
+    scope: Scope | None = None,
+) -> rc.Rows:
+    """The history rows ``reconstruct.picture`` needs for ``at`` (bounded by the window,
+    plus the incidents still open at ``at`` however old, with every event up to ``at``),
+    for the whole city or only inside ``scope``."""
+    from pipelines.spine.aggregate import local_day
+
+    sc = scope or Scope(None, None, (), ())
+    lo, hi = window_of(at_ms, bucket_ms)
+    inc, ev, va = store.incidents, store.incident_events, store.video_alerts
+    tp, pa, wt, wa = store.track_points, store.patrols, store.warnings, store.warning_actions
+    first = func.coalesce(inc.c.first_ms, inc.c.reported_ms)
+    day = local_day(at_ms, settings.live.timezone)
+
+    def inside(table: Any) -> list[Any]:
+        return [] if sc.column is None else [table.c[sc.column] == sc.area_id]
+
+    def in_grids(column: Any) -> list[Any]:
+        return [] if sc.column is None else [column.in_(sc.grids)]
+
+    with engine.connect() as conn:
+        # the incidents concerned: open at the moment (however old), or touched in the
+        # window; all their events up to the moment, in one statement
+        still_open = select(inc.c.incident_id).where(
+            first <= hi, or_(inc.c.closed_ms.is_(None), inc.c.closed_ms > hi), *inside(inc)
+        )
+        recent = select(ev.c.incident_id).where(ev.c.ts_ms >= lo, ev.c.ts_ms <= hi, *inside(ev))
+        concerned = union(still_open, recent).subquery()
+        events = _frame(
+            conn,
+            select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
+                ev.c.incident_id.in_(select(concerned.c.incident_id)), ev.c.ts_ms <= hi
+            ),
+            ev,
+            EVENT_COLUMNS,
+        )
+        alerts = _frame(
+            conn,
+            select(*[va.c[c] for c in ALERT_COLUMNS]).where(
+                va.c.ts_ms >= lo, va.c.ts_ms <= hi, *inside(va)
+            ),
+            va,
+            ALERT_COLUMNS,
+        )
+        # each worker's latest track point within the lookback; inside a scope, of the
+        # workers rostered there (looked up by worker: the table has no area index)
+        where = [tp.c.ts_ms >= hi - POSITIONS_LOOKBACK_MS, tp.c.ts_ms <= hi]
+        if sc.column is not None:
+            roster = select(store.workers.c.worker_id).where(store.workers.c.grid_id.in_(sc.grids))
+            where.append(tp.c.worker_id.in_(roster))
+        last = (
+            select(tp.c.worker_id, func.max(tp.c.ts_ms).label("m"))
+            .where(*where)
+            .group_by(tp.c.worker_id)
+            .subquery()
+        )
+        points = _frame(
+            conn,
+            select(tp).join(last, (tp.c.worker_id == last.c.worker_id) & (tp.c.ts_ms == last.c.m)),
+            tp,
+        )
+        patrols = _frame(
+            conn,
+            select(pa).where(pa.c.day == day, pa.c.first_ms <= hi, *in_grids(pa.c.grid_id)),
+            pa,
+        )
+        scoped = [] if sc.column is None else [wt.c.area_id.in_(sc.areas)]
+        warns = _frame(
+            conn,
+            select(wt).where(
+                wt.c.first_seen_ms <= hi,
+                or_(wt.c.closed_ms.is_(None), wt.c.closed_ms > hi),
+                *scoped,
+            ),
+            wt,
+        )
+        wids = warns["warning_id"].to_list()
+        actions = pl.concat(
+            [
+                _frame(conn, select(wa).where(wa.c.warning_id.in_(part)), wa)
+                for part in [wids[i : i + 5000] for i in range(0, len(wids), 5000)] or [[]]
+            ]
+        )
+    return rc.Rows(events, alerts, points, patrols, warns, actions)
+
+
+def _frame(conn: Any, query: Any, table: Any, columns: Sequence[str] | None = None) -> pl.DataFrame:
+    schema = store.frame_schema(table, columns)
+    return pl.DataFrame(conn.execute(query).fetchall(), schema=schema, orient="row")
