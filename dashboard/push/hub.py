@@ -405,16 +405,7 @@ class Hub:
             return
         got_tick, raw = tick, await self._cached(stream, tick)
         if raw is None:
-            viewer = next((v for v in stream.viewers if v.open), None)
-            if viewer is None:
-                return
-            body = json.dumps(request_body(stream.query, self.deps[stream.query.page]))
-            try:
-                got = await asyncio.to_thread(self._post, body.encode(), viewer.cookie, stream.name)
-            except OSError as exc:
-                log.info("push: the web server did not build %s: %s", stream.name, exc)
-                await self.r.delete(lease)
-                return
+            got = await self._ask(stream)
             if got is None:
                 await self.r.delete(lease)
                 return
@@ -422,6 +413,24 @@ class Hub:
             self.asked += 1
         await self.rp.publish(stream.channel, b"%d\n" % got_tick + raw)
         self.published += 1
+
+    async def _ask(self, stream: Stream, tries: int = 3) -> tuple[int, bytes] | None:
+        """The web server builds the tick for one of the stream's viewers. The session
+        re-check of this tick runs at the same time, so a viewer whose session just ended
+        is refused by the web server (its own check): the next viewer is asked instead."""
+        body = json.dumps(request_body(stream.query, self.deps[stream.query.page])).encode()
+        for viewer in [v for v in stream.viewers if v.open][:tries]:
+            try:
+                got = await asyncio.to_thread(self._post, body, viewer.cookie, stream.name)
+            except urllib.error.HTTPError as exc:  # a refusal (401/403): the next viewer
+                log.info("push: the web server did not build %s: %s", stream.name, exc)
+                continue
+            except OSError as exc:  # the web server down or slow: the next tick tries again
+                log.info("push: the web server did not build %s: %s", stream.name, exc)
+                return None
+            if got is not None:
+                return got
+        return None
 
     def _get(self, path: str, cookie: str) -> bytes:
         req = urllib.request.Request(self.dashboard + path, headers={"Cookie": cookie})

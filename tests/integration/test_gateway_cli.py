@@ -88,8 +88,11 @@ def test_run_starts_the_gateway_and_stops_it(tmp_path: Path) -> None:
     env.pop("REDIS_URL")
     env.pop("DATABASE_URL")
     args = ["--port", "0", "--gateway-port", "0"]
-    proc, lines, gw = run_until(env, args, r"Gateway:\s+(http://\S+)", 180)
-    assert "through the gateway" in "".join(lines)
+    # the live simulator starts after the URLs are printed (after a first start's backfill)
+    proc, lines, _ = run_until(env, args, r"simulator .*(through the gateway)", 180)
+    found = re.search(r"Gateway:\s+(http://\S+)", "".join(lines))
+    assert found, "".join(lines)
+    gw = found.group(1)
     try:
         assert requests.get(gw + "readyz", timeout=10).status_code == 200
         assert requests.get(gw + "openapi.json", timeout=10).json()["openapi"].startswith("3.1")
