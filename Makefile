@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-browser test-cluster bench lint fmt typecheck clean venv
+.PHONY: run test test-unit test-integration test-browser test-cluster test-chaos bench lint fmt typecheck clean venv
 
 venv: $(STAMP)
 
@@ -24,7 +24,13 @@ run: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests/browser tests/unit tests/integration
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not chaos" tests/browser tests/unit tests/integration
+
+# The chaos tier: processes killed, paused or cut off under load (kill -9 of pipeline
+# workers, Redis paused and restarted, PostgreSQL cut off, a web worker killed, the gateway
+# fuzzed); .ci/run runs it after `make test`.
+test-chaos: $(STAMP)
+	$(BIN)/python -m pytest -q -m chaos tests/integration -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

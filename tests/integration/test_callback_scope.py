@@ -413,6 +413,8 @@ PATTERN_IDS: dict[tuple[str, str], Callable[[World], Any]] = {
 }
 OTHERS: dict[tuple[str, str], Any] = {
     ("shell-lang", "data"): "zh-CN",
+    ("url", "pathname"): "/",
+    ("url", "search"): "",
     ("pan-tick", "n_intervals"): 1,
     ("pan-metric", "value"): "open",
     ("pan-allgrids", "value"): [],

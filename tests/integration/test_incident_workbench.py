@@ -127,14 +127,20 @@ def report(w: World, inc: str, ago_min: int = 10) -> None:
 # ------------------------------------------------------------------ driving callbacks
 
 
-def _spec(app: Dash, output: str) -> tuple[str, dict[str, Any]]:
-    """The callback writing every one of ``output`` (names joined by "+")."""
+def _spec(app: Dash, output: str, trigger: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The callback writing every one of ``output`` (names joined by "+"), and taking
+    ``trigger`` as an input when given (several callbacks may write one output)."""
     app.server.test_client().get("/_dash-dependencies")
+    found = []
     for key, spec in app.callback_map.items():
         names = [o.split("@")[0] for o in key.strip(".").split("...")]
         if all(x in names for x in output.split("+")):
-            return key, spec
-    raise AssertionError(output)
+            inputs = {f"{i['id']}.{i['property']}" for i in spec["inputs"]}
+            found.append((trigger not in inputs, len(found), key, spec))
+    if not found:
+        raise AssertionError(output)
+    _, _, key, spec = min(found)  # the one the trigger fires first, else the first
+    return key, spec
 
 
 DEFAULTS: dict[tuple[str, str], Any] = {
@@ -154,7 +160,7 @@ def call(
 ) -> tuple[int, dict[str, Any]]:
     """POST one callback as the browser would: every input and state from ``values`` (else
     a default, else None), ``trigger`` (``id.prop``) as the changed one."""
-    key, spec = _spec(app, output)
+    key, spec = _spec(app, output, trigger)
 
     def entry(item: dict[str, Any]) -> Any:
         cid, prop = item["id"], item["property"]

@@ -45,7 +45,7 @@ from tests.conftest import (
 )
 from tests.integration.test_dashboard import fill
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 CLIENTS = 6
 REFRESH_S = 1.0
 
@@ -179,7 +179,7 @@ def test_a_killed_web_worker_fails_only_its_requests_and_is_replaced(
     for th in threads:
         th.start()
     master = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a wait for load, not a performance bound
     while len(_workers(master)) < 2 or sum(1 for r in results if r[2]) < 40:
         assert time.monotonic() < deadline, "no load established"
         time.sleep(0.1)
