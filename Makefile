@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-browser test-cluster test-chaos bench lint fmt typecheck clean venv
+.PHONY: run test test-unit test-integration test-browser test-cluster test-system test-screens bench lint fmt typecheck clean venv
 
 venv: $(STAMP)
 
@@ -24,13 +24,19 @@ run: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not chaos" tests/browser tests/unit tests/integration
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not system and not screens" tests/browser tests/unit tests/integration
 
-# The chaos tier: processes killed, paused or cut off under load (kill -9 of pipeline
-# workers, Redis paused and restarted, PostgreSQL cut off, a web worker killed, the gateway
-# fuzzed); .ci/run runs it after `make test`.
-test-chaos: $(STAMP)
-	$(BIN)/python -m pytest -q -m chaos tests/integration -p no:cacheprovider
+# The system tier: the whole product started as a user starts it (`wangge run` and its
+# console), and processes killed, paused or cut off under load (kill -9 of pipeline workers,
+# Redis paused and restarted, PostgreSQL cut off, a web worker killed, the gateway fuzzed).
+test-system: $(STAMP)
+	$(BIN)/python -m pytest -q -m system tests/integration -p no:cacheprovider
+
+# The screens tier: every page at 1920×1080, 3840×2160, 768×1024 and 390×844 in Chinese
+# and English (overflow, clipped labels, English left in Chinese mode), and the fair-ranking
+# screens.
+test-screens: $(STAMP)
+	$(BIN)/python -m pytest -q -m screens tests/browser -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -19,7 +19,7 @@ from tests.clock import Clock
 from tests.conftest import open_engine
 from tests.history import make_history
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.screens]
 
 TAG = os.environ.get("WG_SHOT_TAG", "after")  # "before" when shooting the old code
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.browser.conftest import click, count, login, shot, viewport, wait
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.screens]
 
 SIZES = {
     "1080p": (1920, 1080),

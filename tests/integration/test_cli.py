@@ -80,6 +80,7 @@ def run_until(
     return proc, lines, found
 
 
+@pytest.mark.system
 def test_run_prints_the_url_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     env = cli_env(
         tmp_path,

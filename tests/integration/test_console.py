@@ -20,7 +20,7 @@ import requests
 
 from tests.integration.test_cli import cli_env, wangge
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 
 class Console:

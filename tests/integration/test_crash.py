@@ -37,7 +37,7 @@ from tests.conftest import stop_processes
 from tests.integration.badgen import Entry, Gen
 from tests.integration.oracle import Expected, expected
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.system]
 
 N_EVENTS = 100_000
 KILLS = 6

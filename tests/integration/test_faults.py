@@ -49,7 +49,7 @@ from tests.conftest import (
 from tests.integration.oracle import Entry, expected
 from tests.integration.test_crash import _drained, _env, _spawn, adversarial, check
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.system]
 
 FAULT_S = float(os.environ.get("WANGGE_TEST_FAULT_S", "3"))
 RECOVER_S = 10.0  # the dashboard is fresh again within this long after a fault ends

@@ -76,6 +76,7 @@ def test_credentials_add_list_revoke(tmp_path: Path) -> None:
     assert cid not in active and "1 credentials" in active
 
 
+@pytest.mark.system
 def test_run_starts_the_gateway_and_stops_it(tmp_path: Path) -> None:
     env = cli_env(
         tmp_path,

@@ -32,7 +32,7 @@ from pipelines.gateway.server import free_port
 from tests.conftest import open_engine, private_database, private_prefix
 from tests.gateway_support import credential, gateway_settings, seed_registries
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.system]
 EXAMPLES = int(os.environ.get("WANGGE_FUZZ_EXAMPLES", "25"))
 KEYS: dict[str, str] = {}
 

@@ -45,7 +45,7 @@ from tests.conftest import (
 )
 from tests.integration.test_dashboard import fill
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.system]
 CLIENTS = 6
 REFRESH_S = 1.0
 
@@ -121,7 +121,10 @@ def served(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, subproces
 
 def _body(spec: dict[str, Any], area: str, n: int) -> bytes:
     ins = [{**i, "value": v} for i, v in zip(spec["inputs"], [n, "open", []], strict=True)]
-    sts = [{**s, "value": v} for s, v in zip(spec["state"], [area, None, "zh-CN"], strict=True)]
+    # the area, the last tick, the language; then None for the later states (the time
+    # machine's moment: live)
+    values = [area, None, "zh-CN"] + [None] * (len(spec["state"]) - 3)
+    sts = [{**s, "value": v} for s, v in zip(spec["state"], values, strict=True)]
     outs = [
         {"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
         for o in spec["output"][2:-2].split("...")
@@ -169,7 +172,7 @@ def test_a_killed_web_worker_fails_only_its_requests_and_is_replaced(
                         last = resp.json()["response"][ids.P_LAST]["data"]
                     else:
                         why.append(f"{resp.status_code} {resp.text[:200]}")
-                except requests.RequestException as exc:
+                except Exception as exc:  # kept for the assertion, not lost in a thread
                     why.append(repr(exc)[:200])
                 with lock:
                     results.append((t0, time.monotonic(), ok, last))
@@ -181,7 +184,7 @@ def test_a_killed_web_worker_fails_only_its_requests_and_is_replaced(
     master = psutil.Process(proc.pid)
     deadline = time.monotonic() + 180  # a wait for load, not a performance bound
     while len(_workers(master)) < 2 or sum(1 for r in results if r[2]) < 40:
-        assert time.monotonic() < deadline, "no load established"
+        assert time.monotonic() < deadline, f"no load established: {why[-3:]}"
         time.sleep(0.1)
     before = _workers(master)
     victim = min(before)
