@@ -23,7 +23,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 
-from pipelines.access import audit
+from pipelines.access import accounts, audit
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
@@ -64,6 +64,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = item.nodeid.split("::", 1)[0]
         group = "browser" if path.startswith("tests/browser/") else path
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+# Tests hash hundreds of passwords (every account they make): at the production scrypt cost
+# that is a quarter of a second each. The same code runs at a lower cost; a hash carries its
+# cost, so verification reads it from the hash. tests/unit/test_accounts.py puts the
+# production cost back and checks it.
+PRODUCTION_SCRYPT_N = accounts.SCRYPT_N
+TEST_SCRYPT_N = 2**10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_password_cost() -> Iterator[None]:
+    accounts.SCRYPT_N = TEST_SCRYPT_N
+    yield
+    accounts.SCRYPT_N = PRODUCTION_SCRYPT_N
 
 
 @pytest.fixture(scope="session")

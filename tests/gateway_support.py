@@ -112,7 +112,7 @@ def mqtt_broker_url(tmp_factory: Any) -> Iterator[str]:
         broker.stop()
 
 
-def wait_for(predicate: Any, timeout_s: float = 10.0) -> Any:
+def wait_for(predicate: Any, timeout_s: float = 30.0) -> Any:
     """Poll a condition (never a fixed sleep); returns its last value."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -202,13 +202,13 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
 
         # a new red warning in the wall's area takes the screen over: place, rule, since
         first = red(engine, live, city_small, grid, server_clock.now_ms)
-        wait(chrome, 20).until(lambda d: "wall-takeover" in root(d))
+        wait(chrome, 60).until(lambda d: "wall-takeover" in root(d))
         grid_name = str(city_small.area(grid)["name"])  # type: ignore[index]
         card = text(chrome, "#wall-take")
         assert "红色预警" in card and grid_name in card and "突增预警" in card and "起" in card
         # the map focuses the grid's street, coloured by warning level: the grid is red
-        wait(chrome, 20).until(lambda d: street_name in text(d, "#wall-title"))
-        wait(chrome, 20).until(lambda d: "预警等级" in text(d, "#wall-legend"))
+        wait(chrome, 60).until(lambda d: street_name in text(d, "#wall-title"))
+        wait(chrome, 60).until(lambda d: "预警等级" in text(d, "#wall-legend"))
         assert not displayed(chrome, "#wall-ack")  # a kiosk never acknowledges
         assert "签收" in text(chrome, "#wall-take-side")
         assert not english(chrome), sorted(english(chrome))
@@ -216,9 +216,9 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         # acknowledged by the command centre in the warnings workflow: the tour resumes
         assert W.act(engine, first.warning_id, "acknowledge", "xuanwu", server_clock.now_ms)
         W.republish(engine, live, city_small)
-        wait(chrome, 20).until(lambda d: "wall-takeover" not in root(d))
+        wait(chrome, 60).until(lambda d: "wall-takeover" not in root(d))
         # the tour goes on, and the area of the (still open) red warning is one of its stops
-        wait(chrome, 30).until(lambda d: grid_name in text(d, "#wall-title"))
+        wait(chrome, 60).until(lambda d: grid_name in text(d, "#wall-title"))
         # its long name still fits the head (a smaller title), clear of the clock and status
         wait(chrome, 10).until(
             lambda d: d.execute_script(
@@ -236,11 +236,11 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         keep(chrome, artifacts, "wall-panorama-4k")
         pause(chrome, False)
         second = red(engine, live, city_small, street, server_clock.now_ms + 1)
-        wait(chrome, 20).until(lambda d: "wall-takeover" in root(d))
-        wait(chrome, 20).until(lambda d: displayed(d, "#wall-ack"))
+        wait(chrome, 60).until(lambda d: "wall-takeover" in root(d))
+        wait(chrome, 60).until(lambda d: displayed(d, "#wall-ack"))
         keep(chrome, artifacts, "wall-takeover-ack-4k")
         click(chrome, "#wall-ack")
-        wait(chrome, 20).until(lambda d: "wall-takeover" not in root(d))
+        wait(chrome, 60).until(lambda d: "wall-takeover" not in root(d))
         row = W.warning_detail(engine, second.warning_id)
         assert row is not None and row["status"] == "acknowledged"
         assert row["acked_by"] == "xuanwu"

@@ -176,8 +176,9 @@ def test_commander_replays_a_track_and_the_marker_moves(
     start = _steady(chrome)[0]
     clock0 = text(chrome, "#wtrk-clock")
     shot(chrome, artifacts, "work-replay-start")
-    # 5× (five track minutes per second): a 20-minute track plays for about 4 s
-    click(chrome, "#wtrk-speed input[value='5']")
+    # 1× (one track minute per second): a 20-minute track plays for about 20 s, so the
+    # pause below lands mid-track even on a loaded machine (at 5× it once ran out first)
+    click(chrome, "#wtrk-speed input[value='1']")
     click(chrome, "#wtrk-play")
     assert start is not None
     wait(chrome).until(

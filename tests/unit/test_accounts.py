@@ -20,6 +20,15 @@ def city() -> City:
 # ------------------------------------------------------------------ KDF
 
 
+@pytest.fixture
+def production_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite hashes at a lower cost (tests/conftest.py); these tests check the real one."""
+    from tests.conftest import PRODUCTION_SCRYPT_N
+
+    monkeypatch.setattr(accounts, "SCRYPT_N", PRODUCTION_SCRYPT_N)
+
+
+@pytest.mark.usefixtures("production_cost")
 def test_password_hash_round_trip_and_format() -> None:
     encoded = accounts.hash_password("correct horse battery")
     scheme, n, r, p, salt, key = encoded.split("$")
@@ -30,6 +39,7 @@ def test_password_hash_round_trip_and_format() -> None:
     assert not accounts.verify_password("", encoded)
 
 
+@pytest.mark.usefixtures("production_cost")
 def test_salt_is_random_and_the_hash_matches_stdlib_scrypt() -> None:
     a, b = accounts.hash_password("same password!"), accounts.hash_password("same password!")
     assert a != b
