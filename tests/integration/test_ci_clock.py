@@ -93,6 +93,7 @@ def test_faketime_reaches_the_redis_child_and_sqlite() -> None:
 
 
 @needs_faketime
+@pytest.mark.system  # a child pytest under faketime: the system tier (make test-system)
 def test_the_refresh_test_passes_at_a_faked_weekend_night() -> None:
     """The panorama refresh test (it once found no worker markers at night) at its weekday
     daytime moment, in a child pytest whose every clock says Saturday 03:00 in Asia/Shanghai:

@@ -16,7 +16,8 @@ from tests.conftest import private_database
 pytestmark = pytest.mark.integration
 
 N = 6
-ROUNDS = 3
+# A race shows on some starts only: make test runs one round, the system tier two more.
+ROUNDS = [0, *(pytest.param(i, marks=pytest.mark.system) for i in (1, 2))]
 
 
 def _create(url: str, schema: str | None, start: object, out: object) -> None:
@@ -30,7 +31,7 @@ def _create(url: str, schema: str | None, start: object, out: object) -> None:
         out.put(f"{type(exc).__name__}: {exc}"[:500])  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("round_", range(ROUNDS))
+@pytest.mark.parametrize("round_", ROUNDS)
 def test_workers_starting_at_once_all_create_the_schema(tmp_path: Path, round_: int) -> None:
     ctx = mp.get_context("spawn")
     with private_database(tmp_path) as (url, schema):
