@@ -23,6 +23,7 @@ pytestmark = pytest.mark.integration
 # the indexes the time machine's reads lean on: name → (table, columns)
 TM_INDEXES = {
     "ix_track_points_ts_worker": ("track_points", "ts_ms, worker_id"),
+    "ix_track_points_worker_ts": ("track_points", "worker_id, ts_ms"),
     "ix_incident_events_ts_incident": ("incident_events", "ts_ms, incident_id"),
     "ix_incident_events_street_ts": ("incident_events", "street_id, ts_ms, incident_id"),
 }

@@ -194,9 +194,11 @@ track_points = Table(
     Column("battery", Float),
     Column("mock", Boolean),  # the phone reported a simulated (mock) location
     Index("ix_track_points_ts", "ts_ms"),
-    # each worker's latest point at or before a moment (the time machine): a range of this
-    # index grouped by worker, without reading the rows
+    # each worker's latest point at or before a moment (the time machine), without reading
+    # the rows: city-wide a range of the first grouped by worker, inside an area the
+    # rostered workers' ranges of the second
     Index("ix_track_points_ts_worker", "ts_ms", "worker_id"),
+    Index("ix_track_points_worker_ts", "worker_id", "ts_ms"),
 )
 
 patrols = Table(
