@@ -134,6 +134,10 @@ incident_events = Table(
     Column("photo_url", String(512)),
     Column("onsite_by", String(64)),
     Column("duplicate_of", String(64), index=True),
+    # the time machine's "incidents touched between two moments", city-wide and in a
+    # street: both answered from the index alone (``history.state.read_rows``)
+    Index("ix_incident_events_ts_incident", "ts_ms", "incident_id"),
+    Index("ix_incident_events_street_ts", "street_id", "ts_ms", "incident_id"),
 )
 
 # Valid report entries that were turned down (``duplicate``, ``bad_transition``): the
@@ -190,6 +194,11 @@ track_points = Table(
     Column("battery", Float),
     Column("mock", Boolean),  # the phone reported a simulated (mock) location
     Index("ix_track_points_ts", "ts_ms"),
+    # each worker's latest point at or before a moment (the time machine), without reading
+    # the rows: city-wide a range of the first grouped by worker, inside an area the
+    # rostered workers' ranges of the second
+    Index("ix_track_points_ts_worker", "ts_ms", "worker_id"),
+    Index("ix_track_points_worker_ts", "worker_id", "ts_ms"),
 )
 
 patrols = Table(
