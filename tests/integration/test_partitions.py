@@ -386,7 +386,7 @@ def test_migrate_converts_plain_tables_and_keeps_every_row(plain_db: Engine) -> 
     assert where(eng, "incident_events")["e39"] == "incident_events_p202605"
     with eng.connect() as c:
         ix = set(c.exec_driver_sql("SELECT indexname FROM pg_indexes").scalars())
-    assert {"incident_events_pkey", "ix_incident_events_ts_ms", "video_alerts_pkey"} <= ix
+    assert {"incident_events_pkey", "ix_incident_events_ts_incident", "video_alerts_pkey"} <= ix
     assert not [n for n in ix if n.endswith("__plain")]
     store.create_schema(eng)  # the schema upgrade runs on the converted tables
     assert M.migrate(eng, NOW, "Asia/Shanghai") == []

@@ -112,7 +112,7 @@ incident_events = Table(
     Column("event_id", String(64), primary_key=True),
     Column("incident_id", String(64), nullable=False, index=True),
     Column("step", String(16), nullable=False),
-    Column("ts_ms", BigInteger, nullable=False, index=True),
+    Column("ts_ms", BigInteger, nullable=False),
     Column("category", String(32), nullable=False),
     Column("severity", Integer, nullable=False),
     Column("source", String(16)),
@@ -135,7 +135,8 @@ incident_events = Table(
     Column("onsite_by", String(64)),
     Column("duplicate_of", String(64), index=True),
     # the time machine's "incidents touched between two moments", city-wide and in a
-    # street: both answered from the index alone (``history.state.read_rows``)
+    # street: both answered from the index alone (``history.state.read_rows``); the first
+    # also serves every time range — it replaces the single-column ``ix_incident_events_ts_ms``
     Index("ix_incident_events_ts_incident", "ts_ms", "incident_id"),
     Index("ix_incident_events_street_ts", "street_id", "ts_ms", "incident_id"),
 )
@@ -193,10 +194,10 @@ track_points = Table(
     Column("speed", Float),
     Column("battery", Float),
     Column("mock", Boolean),  # the phone reported a simulated (mock) location
-    Index("ix_track_points_ts", "ts_ms"),
     # each worker's latest point at or before a moment (the time machine), without reading
     # the rows: city-wide a range of the first grouped by worker, inside an area the
-    # rostered workers' ranges of the second
+    # rostered workers' ranges of the second; the first also serves every time range
+    # (retention, exports) — it replaces the single-column ``ix_track_points_ts``
     Index("ix_track_points_ts_worker", "ts_ms", "worker_id"),
     Index("ix_track_points_worker_ts", "worker_id", "ts_ms"),
 )
