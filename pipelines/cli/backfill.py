@@ -29,7 +29,7 @@ from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.partitions import keys_of, split
-from pipelines.spine.streams import FIELD, ensure_group
+from pipelines.spine.streams import ensure_group, xadd_many
 
 HISTORY = ("incident_events", "video_alerts", "track_points")
 
@@ -125,10 +125,8 @@ class StreamFeed:
         key, marks = self.keys[stream], self.marks.setdefault(stream, [])
         for i in range(0, len(payloads), self.chunk):
             part = payloads[i : i + self.chunk]
-            pipe = self.r.pipeline(transaction=False)
-            for p in part:
-                pipe.xadd(key, {FIELD: p})
-            last = pipe.execute()[-1]
+            last = xadd_many(self.r, key, part)
+            assert last is not None
             marks.append((_id_key(last), (marks[-1][1] if marks else 0) + len(part)))
 
     def backlog(self) -> int:
