@@ -218,6 +218,9 @@ class SimulateSettings:
     backfill_track_every_s: float = 3600.0
     # Report workers during the backfill (extra ones stop afterwards).
     backfill_report_workers: int = 2
+    # Entries per read (``streams.batch_size``) of the worker processes started for the
+    # backfill: its streams always hold far more than a live batch.
+    backfill_batch_size: int = 6000
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from pipelines.city.simulator.backfill import (
 from pipelines.city.simulator.core import Simulator
 from pipelines.cli.runtime import FEEDS
 from pipelines.dispatch.flows import flows_for
-from pipelines.settings import Settings
+from pipelines.settings import Settings, env_name
 from pipelines.spine import store
 from pipelines.spine.partitions import keys_of, split
-from pipelines.spine.streams import FIELD, ensure_group
+from pipelines.spine.streams import ensure_group, xadd_many
 
 HISTORY = ("incident_events", "video_alerts", "track_points")
 
@@ -125,10 +125,8 @@ class StreamFeed:
         key, marks = self.keys[stream], self.marks.setdefault(stream, [])
         for i in range(0, len(payloads), self.chunk):
             part = payloads[i : i + self.chunk]
-            pipe = self.r.pipeline(transaction=False)
-            for p in part:
-                pipe.xadd(key, {FIELD: p})
-            last = pipe.execute()[-1]
+            last = xadd_many(self.r, key, part)
+            assert last is not None
             marks.append((_id_key(last), (marks[-1][1] if marks else 0) + len(part)))
 
     def backlog(self) -> int:
@@ -239,8 +237,10 @@ def spawn_workers(
     settings: Settings, env: dict[str, str], counts: dict[str, int], tag: str
 ) -> list[subprocess.Popen[bytes]]:
     """Worker processes (`wangge worker`) named ``<feed>-<tag><i>`` in the consumer group,
-    ``n`` for each partition of the feed (``<feed>-p<k>-<tag><i>`` with several)."""
+    ``n`` for each partition of the feed (``<feed>-p<k>-<tag><i>`` with several), reading
+    ``simulate.backfill_batch_size`` entries at once."""
     parts = keys_of(settings).partitions
+    env = {**env, env_name("streams", "batch_size"): str(settings.simulate.backfill_batch_size)}
     procs = []
     for feed, n in counts.items():
         for k in range(parts):

@@ -106,7 +106,9 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
             )
         env = child_environ(REDIS_URL=s.redis.url, DATABASE_URL=s.database_url)
         counts = {"reports": max(s.simulate.backfill_report_workers, 1), "locations": 1, "video": 1}
-        procs = bf.spawn_workers(s, env, counts, "backfill")
+        # Started once the cameras and the roster are in SQL (a video worker that read an
+        # empty camera registry would dead-letter the first alerts as unknown cameras).
+        procs: list[Any] = []
         stop = _stop_event()
         bar = bf.ProgressBar()
         print(f"backfill: the last {days:g} days of {city.name} through the pipelines")
@@ -120,6 +122,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
                 stop=stop.is_set,
                 progress=bar,
                 wait=bf.watching(procs),
+                ready=lambda: procs.extend(bf.spawn_workers(s, env, counts, "backfill")),
             )
         except RuntimeError as exc:
             print(f"\nbackfill failed: {exc}", file=sys.stderr)

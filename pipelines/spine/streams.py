@@ -44,13 +44,31 @@ def ensure_group(r: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
+# XADDs every ARGV, in order, as the ``data`` field of a new entry of KEYS[1]; returns
+# the last entry's id. One call per chunk instead of one command per entry: the same
+# entries as a pipeline of XADDs, at a fraction of the client's CPU (redis-py packs,
+# sends and parses every command of a pipeline in Python).
+_XADD_MANY_LUA = """
+local last = false
+for i = 1, #ARGV do
+  last = redis.call('XADD', KEYS[1], '*', 'data', ARGV[i])
+end
+return last
+"""
+
+
+def xadd_many(r: Any, stream: str, payloads: Sequence[bytes]) -> bytes | str | None:
+    """XADD ``payloads`` (in order) to ``stream`` in one script call; the last id."""
+    if not payloads:
+        return None
+    script = r.register_script(_XADD_MANY_LUA)  # (only hashes the text; loaded once)
+    return script(keys=[stream], args=list(payloads))  # type: ignore[no-any-return]
+
+
 def publish(r: redis.Redis, stream: str, payloads: Sequence[bytes], chunk: int = 2000) -> int:
-    """XADD payloads in pipelined chunks; returns the number written."""
+    """XADD payloads in chunks (one script call each); returns the number written."""
     for i in range(0, len(payloads), chunk):
-        pipe = r.pipeline(transaction=False)
-        for p in payloads[i : i + chunk]:
-            pipe.xadd(stream, {FIELD: p})
-        pipe.execute()
+        xadd_many(r, stream, payloads[i : i + chunk])
     return len(payloads)
 
 

@@ -84,10 +84,18 @@ def test_backfill_full_city(
     )
     counts = {"reports": max(s.simulate.backfill_report_workers, 1), "locations": 1, "video": 1}
     cpu_children0, cpu_self0 = _cpu_children(), _cpu_self()
-    procs = bf.spawn_workers(s, env, counts, "bench")
+    procs: list[Any] = []  # started once the cameras are in SQL, as `simulate --backfill`
     load0 = os.getloadavg()[0]
     try:
-        _sim, res = bf.backfill_streams(s, city, rclient, engine, DAYS)
+        _sim, res = bf.backfill_streams(
+            s,
+            city,
+            rclient,
+            engine,
+            DAYS,
+            wait=bf.watching(procs),
+            ready=lambda: procs.extend(bf.spawn_workers(s, env, counts, "bench")),
+        )
     finally:
         bf.stop_workers(procs)
     cpu_workers = _cpu_children() - cpu_children0

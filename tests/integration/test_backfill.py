@@ -35,6 +35,7 @@ from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
+from pipelines.spine.streams import xadd_many
 from tests.clock import TZ, Moment, named
 from tests.conftest import open_engine, private_database, private_prefix, settings_for
 from tests.integration.test_rebuild_live import live_state_of
@@ -344,3 +345,31 @@ def test_a_dead_backfill_worker_stops_the_wait() -> None:
     proc.wait()
     with pytest.raises(RuntimeError, match=r"reports-bf1 exited with 3"):
         bf.watching([proc])()
+
+
+def test_the_publisher_adds_one_entry_per_payload_in_order_and_counts_the_backlog(
+    rclient: redis.Redis, prefix: str
+) -> None:
+    """The backfill's publisher (one script call per chunk, not one XADD per payload):
+    every payload one entry with its ``data`` field, in the order given, across chunks;
+    the backlog is what the group has not acknowledged, counted from the returned ids."""
+    base = settings_for("redis://unused", prefix, ("sqlite://", None), Path("."))
+    feed = bf.StreamFeed(rclient, base, chunk=7)
+    payloads = [orjson.dumps({"worker_id": f"W{i:06d}", "n": i}) for i in range(30)]
+    feed.publish("locations", payloads[:12])
+    feed.publish("locations", payloads[12:])
+    key = feed.keys[("locations", 0)]
+    entries = rclient.xrange(key)
+    assert [e[1] for e in entries] == [{b"data": p} for p in payloads]
+    # a mark per chunk (7 + 5, then 7 + 7 + 4): the last id of each and the running count
+    marks = feed.marks[("locations", 0)]
+    ids = [e[0].decode() for e in entries]
+    assert [n for _, n in marks] == [7, 12, 19, 26, 30]
+    assert [m for m, _ in marks] == [bf._id_key(ids[n - 1]) for _, n in marks]
+    assert feed.backlog() == 30
+    group = base.streams.group
+    got = rclient.xreadgroup(group, "c1", {key: ">"}, count=19)
+    assert feed.backlog() == 30  # delivered, not acknowledged: pending
+    rclient.xack(key, group, *[e for e, _ in got[0][1]])
+    assert feed.backlog() == 11
+    assert xadd_many(rclient, key, []) is None

@@ -33,7 +33,11 @@ from pipelines.dispatch.flows import Flows
 from pipelines.settings import SimulateSettings
 from pipelines.spine.events import FEEDS
 
-STEP_MS = 10 * MINUTE_MS  # simulated time advanced (and published) per step
+# Simulated time advanced (and published) per step. An hour: the video and location
+# workers then take an hour's alerts and pings per batch (~800 and ~6,000) instead of
+# ten minutes' (~140 and ~1,000), so their per-batch work (SQL round trips, frames,
+# scripts) is shared by several times more events.
+STEP_MS = HOUR_MS
 MAX_BACKLOG = 60_000  # entries published but not yet acknowledged, all feeds
 CAUGHT_UP_MS = 1_000  # the backfill ends this close to now; the live feed takes over
 # Reports are held for this much simulated time and published incident by incident (each
