@@ -29,7 +29,7 @@ from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings, env_name
 from pipelines.spine import store
 from pipelines.spine.partitions import keys_of, split
-from pipelines.spine.streams import ensure_group, xadd_many
+from pipelines.spine.streams import ensure_group, trim_acknowledged, xadd_many
 
 HISTORY = ("incident_events", "video_alerts", "track_points")
 
@@ -123,6 +123,9 @@ class StreamFeed:
 
     def _publish(self, stream: tuple[str, int], payloads: list[bytes]) -> None:
         key, marks = self.keys[stream], self.marks.setdefault(stream, [])
+        # what the pipelines have acknowledged goes first: a week is millions of entries, and
+        # the clock job that trims the streams only starts once the backfill is done
+        trim_acknowledged(self.r, key)
         for i in range(0, len(payloads), self.chunk):
             part = payloads[i : i + self.chunk]
             last = xadd_many(self.r, key, part)

@@ -373,3 +373,12 @@ def test_the_publisher_adds_one_entry_per_payload_in_order_and_counts_the_backlo
     rclient.xack(key, group, *[e for e, _ in got[0][1]])
     assert feed.backlog() == 11
     assert xadd_many(rclient, key, []) is None
+    # what the group acknowledged is trimmed when the next payloads are published (the clock
+    # job that trims streams starts only after the backfill); nothing unacknowledged goes
+    rest = rclient.xreadgroup(group, "c1", {key: ">"}, count=5)[0][1]  # 5 pending
+    feed.publish("locations", [orjson.dumps({"worker_id": "W999999", "n": 30})])
+    kept = [e[1][b"data"] for e in rclient.xrange(key)]
+    assert kept == [*payloads[19:], orjson.dumps({"worker_id": "W999999", "n": 30})]
+    rclient.xack(key, group, *[e for e, _ in rest])
+    feed.publish("locations", [orjson.dumps({"worker_id": "W999998", "n": 31})])
+    assert rclient.xlen(key) == 6 + 2  # never delivered, and the two new ones
