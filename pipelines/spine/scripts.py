@@ -286,38 +286,72 @@ local function count(d, v, sign)
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
 local function creator(v) return v and string.match(v, '^([^|/]*)') end
-local out = {}
+-- The vseen fields the batch reads are read up front (one HMGET per key), the rules
+-- below run on that copy and its changes are written back at the end (one HSET and one
+-- HDEL per key): the same end state as one HGET / HSET / HDEL per step (every step
+-- reads the copy, which holds every earlier step's writes).
+local alerts, need = {}, {}
+local function want(key, field)
+  local t = need[key]
+  if not t then t = {}; need[key] = t end
+  t[field] = true
+end
 local i = 4
 while i < #ARGV do
-  local aid, entry = ARGV[i + 1], ARGV[i + 2]
-  local d, g, s, dist, c, lab, mi, ho, tick = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
-    ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
+  local a = {aid = ARGV[i + 1], entry = ARGV[i + 2], base = i + 2, losers = {}}
   local nl = tonumber(ARGV[i + 12])
   i = i + 12
   for _ = 1, nl do
-    local le, ld = ARGV[i + 1], ARGV[i + 2]
+    local lk = P..':d:'..ARGV[i + 2]..':vseen'
+    a.losers[#a.losers + 1] = {ARGV[i + 1], ARGV[i + 2], lk}
+    want(lk, a.aid)
     i = i + 2
-    local lk = P..':d:'..ld..':vseen'
-    local v = redis.call('HGET', lk, aid)
+  end
+  if a.entry ~= '' then want(P..':d:'..ARGV[a.base + 1]..':vseen', a.aid) end
+  alerts[#alerts + 1] = a
+end
+local copy, dirty = {}, {}
+for key, t in pairs(need) do
+  local fields = {}
+  for f in pairs(t) do fields[#fields + 1] = f end
+  local c = {}
+  for j = 1, #fields, 1000 do
+    local last = math.min(#fields, j + 999)
+    local got = redis.call('HMGET', key, unpack(fields, j, last))
+    for k = j, last do c[fields[k]] = got[k - j + 1] end
+  end
+  copy[key] = c
+  dirty[key] = {}
+end
+local function hget(key, f) return copy[key][f] end
+local function hput(key, f, v) copy[key][f] = v; dirty[key][f] = true end
+local out = {}
+for _, a in ipairs(alerts) do
+  local aid, entry, b = a.aid, a.entry, a.base
+  local d, g, s, dist, c, lab, mi, ho, tick = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
+    ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+  for _, l in ipairs(a.losers) do
+    local le, ld, lk = l[1], l[2], l[3]
+    local v = hget(lk, aid)
     if v and creator(v) == le then
       count(ld, v, -1)
-      redis.call('HDEL', lk, aid)
+      hput(lk, aid, false)
     end
   end
   local seen = P..':d:'..d..':vseen'
-  local v = entry ~= '' and redis.call('HGET', seen, aid)
+  local v = entry ~= '' and hget(seen, aid)
   if entry == '' or (v and owner(v) == entry) then
     out[#out + 1] = 'R'
   else
     local fresh = not v or creator(v) ~= creator(entry)
     if v then count(d, v, -1) end
     local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
-    redis.call('HSET', seen, aid, reg)
+    hput(seen, aid, reg)
     touched[seen] = DTTL
     count(d, reg, 1)
     if fresh then  -- an update in place moves its counts; only a new alert is news
-      for _, a in ipairs({s, dist, c}) do
-        local tk = P..':live:ticker:'..a
+      for _, a2 in ipairs({s, dist, c}) do
+        local tk = P..':live:ticker:'..a2
         local t = tickers[tk]
         if not t then t = {}; tickers[tk] = t end
         t[#t + 1] = tick
@@ -325,6 +359,15 @@ while i < #ARGV do
     end
     out[#out + 1] = 'A'
   end
+end
+for key, t in pairs(dirty) do
+  local set, del = {}, {}
+  for f in pairs(t) do
+    local v = copy[key][f]
+    if v then set[#set + 1] = f; set[#set + 1] = v else del[#del + 1] = f end
+  end
+  for j = 1, #set, 1000 do redis.call('HSET', key, unpack(set, j, math.min(#set, j + 999))) end
+  for j = 1, #del, 1000 do redis.call('HDEL', key, unpack(del, j, math.min(#del, j + 999))) end
 end
 -- Counter differences summed per field over the batch, then applied (a field that ends
 -- at 0 is removed, as with one HINCRBY per change).
@@ -337,7 +380,9 @@ return out
 
 # ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
 # then 5 per patrolled grid (day, grid, street, district, city).
-_LOCATIONS_LUA = """
+_LOCATIONS_LUA = (
+    _HELPERS
+    + """
 local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen, pos = P..':live:seen', P..':live:pos'
 -- Only a newer ping moves the worker (out-of-order pings never go back in time): per
@@ -367,21 +412,45 @@ for c = 0, nw - 1, 500 do
     redis.call('HSET', pos, unpack(hargs))
   end
 end
-local touched = {}
+-- A grid new to its day's patrolled set counts once in coverage (grid and its area
+-- chain): per day, the grids' membership is read at once (SMISMEMBER), the new ones
+-- added with one SADD and the coverage increments summed per field and applied at once,
+-- as one SADD, then four HINCRBY when it added, per grid would.
+local touched, days, delta = {}, {}, {}
 local base = 3 + nw * 3
 local ng = (#ARGV - base) / 5
 for i = 0, ng - 1 do
-  local b = base + i * 5
-  local d = ARGV[b+1]
+  local d = ARGV[base + i * 5 + 1]
+  local t = days[d]
+  if not t then t = {}; days[d] = t end
+  t[#t + 1] = base + i * 5
+end
+for d, rows in pairs(days) do
   local pk, ck = P..':d:'..d..':patrolled', P..':d:'..d..':coverage'
-  if redis.call('SADD', pk, ARGV[b+2]) == 1 then
-    for j = 2, 5 do redis.call('HINCRBY', ck, ARGV[b+j], 1) end
+  local added, new, inc = {}, {}, {}
+  for c = 1, #rows, 1000 do
+    local last = math.min(#rows, c + 999)
+    local grids = {}
+    for j = c, last do grids[#grids + 1] = ARGV[rows[j] + 2] end
+    local member = redis.call('SMISMEMBER', pk, unpack(grids))
+    for j = c, last do
+      local b, g = rows[j], ARGV[rows[j] + 2]
+      if member[j - c + 1] == 0 and not added[g] then
+        added[g] = true
+        new[#new + 1] = g
+        for k = 2, 5 do inc[ARGV[b + k]] = (inc[ARGV[b + k]] or 0) + 1 end
+      end
+    end
   end
+  for c = 1, #new, 1000 do redis.call('SADD', pk, unpack(new, c, math.min(#new, c + 999))) end
+  delta[ck] = inc
   touched[pk] = DTTL; touched[ck] = DTTL
 end
+apply_deltas(delta)
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 return nw
 """
+)
 
 # ARGV: prefix, deadletter stream key, ttl, maxlen, then 6 per dead letter
 # (stream, entry, reason, detail, payload, day). Returns the number newly written.
