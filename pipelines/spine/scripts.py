@@ -258,10 +258,13 @@ ALERT_FIELDS = (
 # "/<entry>" of the revision shown when that is another), so whatever it counted can be
 # taken back when it changes (a new label moves its count) or another entry turns out to
 # have created it; an alert is counted once whatever its updates.
-# ARGV: prefix, ticker length, day ttl, bucket ttl, then per alert: alert id, the owner's
-# entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
-# entry and day (an empty owner entry: only losers are taken back). Returns one letter
-# per alert: A applied now, R already applied (or nothing to apply).
+# ARGV: prefix, ticker length, day ttl, bucket ttl, then the alerts in one string (one
+# argument, not a dozen per alert: the client packs each argument on its own), joined by
+# "\x1e": per alert its alert id, the owner's entry, ALERT_FIELDS (day … ticker) and its
+# losing entries (entry and day of each, joined by "\x1d"), joined by "\x1f" (ids hold no
+# control character, ticker JSON escapes them). An empty owner entry: only losers are
+# taken back. Returns one letter per alert: A applied now, R already applied (or nothing
+# to apply).
 _ALERTS_LUA = (
     _HELPERS
     + """
@@ -296,18 +299,20 @@ local function want(key, field)
   if not t then t = {}; need[key] = t end
   t[field] = true
 end
-local i = 4
-while i < #ARGV do
-  local a = {aid = ARGV[i + 1], entry = ARGV[i + 2], base = i + 2, losers = {}}
-  local nl = tonumber(ARGV[i + 12])
-  i = i + 12
-  for _ = 1, nl do
-    local lk = P..':d:'..ARGV[i + 2]..':vseen'
-    a.losers[#a.losers + 1] = {ARGV[i + 1], ARGV[i + 2], lk}
-    want(lk, a.aid)
-    i = i + 2
+local ALERT = '^'..string.rep('([^\\31]*)\\31', 11)..'(.*)$'
+for rec in string.gmatch(ARGV[5], '[^\\30]+') do
+  local f = {string.match(rec, ALERT)}
+  local a = {aid = f[1], entry = f[2], f = f, losers = {}}
+  if f[12] ~= '' then
+    local l = {}
+    for v in string.gmatch(f[12]..'\\29', '([^\\29]*)\\29') do l[#l + 1] = v end
+    for j = 1, #l - 1, 2 do
+      local lk = P..':d:'..l[j + 1]..':vseen'
+      a.losers[#a.losers + 1] = {l[j], l[j + 1], lk}
+      want(lk, a.aid)
+    end
   end
-  if a.entry ~= '' then want(P..':d:'..ARGV[a.base + 1]..':vseen', a.aid) end
+  if a.entry ~= '' then want(P..':d:'..f[3]..':vseen', a.aid) end
   alerts[#alerts + 1] = a
 end
 local copy, dirty = {}, {}
@@ -327,9 +332,8 @@ local function hget(key, f) return copy[key][f] end
 local function hput(key, f, v) copy[key][f] = v; dirty[key][f] = true end
 local out = {}
 for _, a in ipairs(alerts) do
-  local aid, entry, b = a.aid, a.entry, a.base
-  local d, g, s, dist, c, lab, mi, ho, tick = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
-    ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+  local aid, entry = a.aid, a.entry
+  local d, g, s, dist, c, lab, mi, ho, tick = unpack(a.f, 3, 11)
   for _, l in ipairs(a.losers) do
     local le, ld, lk = l[1], l[2], l[3]
     local v = hget(lk, aid)
@@ -378,13 +382,21 @@ return out
 """
 )
 
-# ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
-# then 5 per patrolled grid (day, grid, street, district, city).
+# ARGV: prefix, day ttl, the workers' pings (id, ts, packed position) and the patrolled
+# grids (day, grid, street, district, city): each list in one string (one argument, not
+# 3 or 5 per item: the client packs each argument on its own), items joined by "\x1e",
+# their fields by "\x1f" (ids and packed positions hold no control character).
 _LOCATIONS_LUA = (
     _HELPERS
     + """
-local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local P, DTTL = ARGV[1], ARGV[2]
 local seen, pos = P..':live:seen', P..':live:pos'
+local W, TS, PK = {}, {}, {}
+for rec in string.gmatch(ARGV[3], '[^\\30]+') do
+  local w, ts, pk = string.match(rec, '^([^\\31]*)\\31([^\\31]*)\\31(.*)$')
+  W[#W + 1] = w; TS[#TS + 1] = ts; PK[#PK + 1] = pk
+end
+local nw = #W
 -- Only a newer ping moves the worker (out-of-order pings never go back in time): per
 -- chunk of workers, their last ping times are read at once (ZMSCORE) and the pings newer
 -- than them (and than any earlier one of this call) written with one ZADD and one HSET,
@@ -393,18 +405,17 @@ local best = {}
 for c = 0, nw - 1, 500 do
   local last = math.min(nw, c + 500) - 1
   local ids = {}
-  for i = c, last do ids[#ids + 1] = ARGV[3 + i * 3 + 1] end
+  for i = c + 1, last + 1 do ids[#ids + 1] = W[i] end
   local cur = redis.call('ZMSCORE', seen, unpack(ids))
   local zargs, hargs = {}, {}
   for i = c, last do
-    local b = 3 + i * 3
-    local w, ts = ARGV[b+1], tonumber(ARGV[b+2])
+    local w, ts = W[i + 1], tonumber(TS[i + 1])
     local prev = best[w]
     if prev == nil and cur[i - c + 1] then prev = tonumber(cur[i - c + 1]) end
     if prev == nil or ts > prev then
       best[w] = ts
-      zargs[#zargs + 1] = ARGV[b+2]; zargs[#zargs + 1] = w
-      hargs[#hargs + 1] = w; hargs[#hargs + 1] = ARGV[b+3]
+      zargs[#zargs + 1] = TS[i + 1]; zargs[#zargs + 1] = w
+      hargs[#hargs + 1] = w; hargs[#hargs + 1] = PK[i + 1]
     end
   end
   if #zargs > 0 then
@@ -417,13 +428,11 @@ end
 -- added with one SADD and the coverage increments summed per field and applied at once,
 -- as one SADD, then four HINCRBY when it added, per grid would.
 local touched, days, delta = {}, {}, {}
-local base = 3 + nw * 3
-local ng = (#ARGV - base) / 5
-for i = 0, ng - 1 do
-  local d = ARGV[base + i * 5 + 1]
-  local t = days[d]
-  if not t then t = {}; days[d] = t end
-  t[#t + 1] = base + i * 5
+for rec in string.gmatch(ARGV[4], '[^\\30]+') do
+  local g = {string.match(rec, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')}
+  local t = days[g[1]]
+  if not t then t = {}; days[g[1]] = t end
+  t[#t + 1] = g
 end
 for d, rows in pairs(days) do
   local pk, ck = P..':d:'..d..':patrolled', P..':d:'..d..':coverage'
@@ -431,14 +440,14 @@ for d, rows in pairs(days) do
   for c = 1, #rows, 1000 do
     local last = math.min(#rows, c + 999)
     local grids = {}
-    for j = c, last do grids[#grids + 1] = ARGV[rows[j] + 2] end
+    for j = c, last do grids[#grids + 1] = rows[j][2] end
     local member = redis.call('SMISMEMBER', pk, unpack(grids))
     for j = c, last do
-      local b, g = rows[j], ARGV[rows[j] + 2]
+      local b, g = rows[j], rows[j][2]
       if member[j - c + 1] == 0 and not added[g] then
         added[g] = true
         new[#new + 1] = g
-        for k = 2, 5 do inc[ARGV[b + k]] = (inc[ARGV[b + k]] or 0) + 1 end
+        for k = 2, 5 do inc[b[k]] = (inc[b[k]] or 0) + 1 end
       end
     end
   end

@@ -181,6 +181,15 @@ def _flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
     return [v for row in rows for v in row]
 
 
+def _joined(rows: Sequence[Sequence[Any]], width: int) -> str:
+    """Rows of ``width`` fields as one script argument: fields joined by "\\x1f", rows by
+    "\\x1e" (see the scripts). Raises when a field holds either separator."""
+    text = "\x1e".join("\x1f".join(map(_s, row)) for row in rows)
+    if text.count("\x1f") != len(rows) * (width - 1) or text.count("\x1e") != max(0, len(rows) - 1):
+        raise ValueError("a live-state field holds a control character")
+    return text
+
+
 class LiveState:
     """Writes and reads of the live state for one Redis client and prefix.
 
@@ -240,6 +249,9 @@ class LiveState:
         return script(keys=[self.keys.anchor(base)], args=[base, *args])
 
     def _by_partition(self, rows: Iterable[Any], entity: Any) -> dict[int, list[Any]]:
+        if self.partitions == 1:
+            rows = list(rows)
+            return {0: rows} if rows else {}
         out: dict[int, list[Any]] = {}
         for row in rows:
             out.setdefault(self.keys.partition(entity(row)), []).append(row)
@@ -275,9 +287,12 @@ class LiveState:
         letters: dict[int, str] = {}
         order = {id(row): i for i, row in enumerate(rows)}
         for p, part in self._by_partition(rows, lambda row: str(row[0])).items():
-            args: list[Any] = [self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
-            for alert_id, entry, fields, losers in part:
-                args += [alert_id, entry, *fields, len(losers), *_flat(losers)]
+            items = [
+                [alert_id, entry, *map(_s, fields), "\x1d".join(map(_s, _flat(losers)))]
+                for alert_id, entry, fields, losers in part
+            ]
+            head: list[Any] = [self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
+            args = [*head, _joined(items, len(ALERT_FIELDS) + 3)]
             got = self._run(self._alerts, self.keys.part_base(p), args)
             for row, x in zip(part, got, strict=True):
                 letters[order[id(row)]] = _s(x)
@@ -296,7 +311,7 @@ class LiveState:
         gs = self._by_partition(patrolled, lambda g: str(g[1]))
         for p in sorted(set(ws) | set(gs)):
             w, g = ws.get(p, []), gs.get(p, [])
-            args = [self.day_ttl_s, len(w), *_flat(w), *_flat(g)]
+            args = [self.day_ttl_s, _joined(w, 3), _joined(g, 5)]
             self._run(self._locations, self.keys.part_base(p), args)
 
     def dead_letter(self, rows: Sequence[tuple[str, str, str, str, bytes, str]]) -> int:
