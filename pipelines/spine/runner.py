@@ -415,10 +415,11 @@ class FeedWorker:
         try:
             every = self.settings.pipelines.persist_tracks_every_s
             points = cache.new_slots(agg.track_slots(good, every))
-            store.persist_patrols(self.engine, visits)
-            store.persist_tracks(self.engine, points, slot_ms=every * 1000)
-            # the latest positions too: after XACK, a crash must not lose them
-            store.persist_positions(self.engine, latest)
+            with self.engine.begin() as conn:  # one transaction, one commit
+                store.persist_patrols(conn, visits)
+                store.persist_tracks(conn, points, slot_ms=every * 1000)
+                # the latest positions too: after XACK, a crash must not lose them
+                store.persist_positions(conn, latest)
         finally:
             live.result()
         cache.visits.update((p[0], p[1]) for p in patrolled)
