@@ -181,11 +181,13 @@ def _flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
     return [v for row in rows for v in row]
 
 
-def _joined(rows: Sequence[Sequence[Any]], width: int) -> str:
-    """Rows of ``width`` fields as one script argument: fields joined by "\\x1f", rows by
+def _joined(records: Sequence[str], width: int) -> str:
+    """Records of ``width`` fields joined by "\\x1f" as one script argument, joined by
     "\\x1e" (see the scripts). Raises when a field holds either separator."""
-    text = "\x1e".join("\x1f".join(map(_s, row)) for row in rows)
-    if text.count("\x1f") != len(rows) * (width - 1) or text.count("\x1e") != max(0, len(rows) - 1):
+    text = "\x1e".join(records)
+    if text.count("\x1f") != len(records) * (width - 1) or text.count("\x1e") != max(
+        0, len(records) - 1
+    ):
         raise ValueError("a live-state field holds a control character")
     return text
 
@@ -288,7 +290,9 @@ class LiveState:
         order = {id(row): i for i, row in enumerate(rows)}
         for p, part in self._by_partition(rows, lambda row: str(row[0])).items():
             items = [
-                [alert_id, entry, *map(_s, fields), "\x1d".join(map(_s, _flat(losers)))]
+                "\x1f".join(
+                    (alert_id, entry, *map(_s, fields), "\x1d".join(map(str, _flat(losers))))
+                )
                 for alert_id, entry, fields, losers in part
             ]
             head: list[Any] = [self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
@@ -311,7 +315,9 @@ class LiveState:
         gs = self._by_partition(patrolled, lambda g: str(g[1]))
         for p in sorted(set(ws) | set(gs)):
             w, g = ws.get(p, []), gs.get(p, [])
-            args = [self.day_ttl_s, _joined(w, 3), _joined(g, 5)]
+            pings = [f"{_s(i)}\x1f{ts}\x1f{_s(pk)}" for i, ts, pk in w]
+            grids = ["\x1f".join(map(_s, row)) for row in g]
+            args = [self.day_ttl_s, _joined(pings, 3), _joined(grids, 5)]
             self._run(self._locations, self.keys.part_base(p), args)
 
     def dead_letter(self, rows: Sequence[tuple[str, str, str, str, bytes, str]]) -> int:
