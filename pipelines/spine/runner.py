@@ -521,7 +521,10 @@ def _dead(entries: list[tuple[str, bytes]], reason: str, detail: str) -> pl.Data
 
 
 def _in_stream_order(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    df = pl.concat([p for p in parts if p.height] or [_dead([], "", "")])
+    full = [p for p in parts if p.height]
+    if not full:  # the common case: nothing to sort
+        return _dead([], "", "")
+    df = pl.concat(full)
     return df.sort(stream_order()).unique("entry_id", keep="first", maintain_order=True)
 
 
