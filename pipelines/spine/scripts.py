@@ -275,17 +275,34 @@ local function add(key, field, n)
   if not t then t = {}; delta[key] = t end
   t[field] = (t[field] or 0) + n
 end
+-- The counter keys of a day, minute and hour (built once per script call).
+local KD, KM, KH = {}, {}, {}
+local function count_parts(d, g, s, dist, c, lab, mi, ho, sign)
+  local kd = KD[d]
+  if not kd then kd = {P..':d:'..d..':video', P..':d:'..d..':video_label'}; KD[d] = kd end
+  local mk = KM[mi]
+  if not mk then mk = P..':m:'..mi; KM[mi] = mk end
+  local hk = KH[ho]
+  if not hk then hk = P..':h:'..ho; KH[ho] = hk end
+  local dv, dl = kd[1], kd[2]
+  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
+  local tv, tl, tm, th = delta[dv], delta[dl], delta[mk], delta[hk]
+  if not tv then tv = {}; delta[dv] = tv end
+  if not tl then tl = {}; delta[dl] = tl end
+  if not tm then tm = {}; delta[mk] = tm end
+  if not th then th = {}; delta[hk] = th end
+  local function one(a)
+    local va, al = 'v|'..a, a..'|'..lab
+    tv[a] = (tv[a] or 0) + sign; tl[al] = (tl[al] or 0) + sign
+    tm[va] = (tm[va] or 0) + sign; th[va] = (th[va] or 0) + sign
+  end
+  one(g); one(s); one(dist); one(c)
+end
 local function count(d, v, sign)
   local e, g, s, dist, c, lab, mi, ho = string.match(v,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
   if not e then return end
-  local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
-  local mk, hk = P..':m:'..mi, P..':h:'..ho
-  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
-  for _, a in ipairs({g, s, dist, c}) do
-    local va = 'v|'..a
-    add(dv, a, sign); add(dl, a..'|'..lab, sign); add(mk, va, sign); add(hk, va, sign)
-  end
+  count_parts(d, g, s, dist, c, lab, mi, ho, sign)
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
 local function creator(v) return v and string.match(v, '^([^|/]*)') end
@@ -352,7 +369,7 @@ for _, a in ipairs(alerts) do
     local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
     hput(seen, aid, reg)
     touched[seen] = DTTL
-    count(d, reg, 1)
+    count_parts(d, g, s, dist, c, lab, mi, ho, 1)  -- (count(d, reg, 1) without parsing reg)
     if fresh then  -- an update in place moves its counts; only a new alert is news
       for _, a2 in ipairs({s, dist, c}) do
         local tk = P..':live:ticker:'..a2
