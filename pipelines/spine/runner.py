@@ -415,10 +415,11 @@ class FeedWorker:
         try:
             every = self.settings.pipelines.persist_tracks_every_s
             points = cache.new_slots(agg.track_slots(good, every))
-            store.persist_patrols(self.engine, visits)
-            store.persist_tracks(self.engine, points, slot_ms=every * 1000)
-            # the latest positions too: after XACK, a crash must not lose them
-            store.persist_positions(self.engine, latest)
+            with self.engine.begin() as conn:  # one transaction, one commit
+                store.persist_patrols(conn, visits)
+                store.persist_tracks(conn, points, slot_ms=every * 1000)
+                # the latest positions too: after XACK, a crash must not lose them
+                store.persist_positions(conn, latest)
         finally:
             live.result()
         cache.visits.update((p[0], p[1]) for p in patrolled)
@@ -520,7 +521,10 @@ def _dead(entries: list[tuple[str, bytes]], reason: str, detail: str) -> pl.Data
 
 
 def _in_stream_order(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    df = pl.concat([p for p in parts if p.height] or [_dead([], "", "")])
+    full = [p for p in parts if p.height]
+    if not full:  # the common case: nothing to sort
+        return _dead([], "", "")
+    df = pl.concat(full)
     return df.sort(stream_order()).unique("entry_id", keep="first", maintain_order=True)
 
 

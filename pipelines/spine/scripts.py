@@ -258,10 +258,13 @@ ALERT_FIELDS = (
 # "/<entry>" of the revision shown when that is another), so whatever it counted can be
 # taken back when it changes (a new label moves its count) or another entry turns out to
 # have created it; an alert is counted once whatever its updates.
-# ARGV: prefix, ticker length, day ttl, bucket ttl, then per alert: alert id, the owner's
-# entry and ALERT_FIELDS (day … ticker), the number of losing entries, and per loser its
-# entry and day (an empty owner entry: only losers are taken back). Returns one letter
-# per alert: A applied now, R already applied (or nothing to apply).
+# ARGV: prefix, ticker length, day ttl, bucket ttl, then the alerts in one string (one
+# argument, not a dozen per alert: the client packs each argument on its own), joined by
+# "\x1e": per alert its alert id, the owner's entry, ALERT_FIELDS (day … ticker) and its
+# losing entries (entry and day of each, joined by "\x1d"), joined by "\x1f" (ids hold no
+# control character, ticker JSON escapes them). An empty owner entry: only losers are
+# taken back. Returns one letter per alert: A applied now, R already applied (or nothing
+# to apply).
 _ALERTS_LUA = (
     _HELPERS
     + """
@@ -272,52 +275,104 @@ local function add(key, field, n)
   if not t then t = {}; delta[key] = t end
   t[field] = (t[field] or 0) + n
 end
+-- The counter keys of a day, minute and hour (built once per script call).
+local KD, KM, KH = {}, {}, {}
+local function count_parts(d, g, s, dist, c, lab, mi, ho, sign)
+  local kd = KD[d]
+  if not kd then kd = {P..':d:'..d..':video', P..':d:'..d..':video_label'}; KD[d] = kd end
+  local mk = KM[mi]
+  if not mk then mk = P..':m:'..mi; KM[mi] = mk end
+  local hk = KH[ho]
+  if not hk then hk = P..':h:'..ho; KH[ho] = hk end
+  local dv, dl = kd[1], kd[2]
+  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
+  local tv, tl, tm, th = delta[dv], delta[dl], delta[mk], delta[hk]
+  if not tv then tv = {}; delta[dv] = tv end
+  if not tl then tl = {}; delta[dl] = tl end
+  if not tm then tm = {}; delta[mk] = tm end
+  if not th then th = {}; delta[hk] = th end
+  local function one(a)
+    local va, al = 'v|'..a, a..'|'..lab
+    tv[a] = (tv[a] or 0) + sign; tl[al] = (tl[al] or 0) + sign
+    tm[va] = (tm[va] or 0) + sign; th[va] = (th[va] or 0) + sign
+  end
+  one(g); one(s); one(dist); one(c)
+end
 local function count(d, v, sign)
   local e, g, s, dist, c, lab, mi, ho = string.match(v,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
   if not e then return end
-  local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
-  local mk, hk = P..':m:'..mi, P..':h:'..ho
-  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
-  for _, a in ipairs({g, s, dist, c}) do
-    local va = 'v|'..a
-    add(dv, a, sign); add(dl, a..'|'..lab, sign); add(mk, va, sign); add(hk, va, sign)
-  end
+  count_parts(d, g, s, dist, c, lab, mi, ho, sign)
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
 local function creator(v) return v and string.match(v, '^([^|/]*)') end
+-- The vseen fields the batch reads are read up front (one HMGET per key), the rules
+-- below run on that copy and its changes are written back at the end (one HSET and one
+-- HDEL per key): the same end state as one HGET / HSET / HDEL per step (every step
+-- reads the copy, which holds every earlier step's writes).
+local alerts, need = {}, {}
+local function want(key, field)
+  local t = need[key]
+  if not t then t = {}; need[key] = t end
+  t[field] = true
+end
+local ALERT = '^'..string.rep('([^\\31]*)\\31', 11)..'(.*)$'
+for rec in string.gmatch(ARGV[5], '[^\\30]+') do
+  local f = {string.match(rec, ALERT)}
+  local a = {aid = f[1], entry = f[2], f = f, losers = {}}
+  if f[12] ~= '' then
+    local l = {}
+    for v in string.gmatch(f[12]..'\\29', '([^\\29]*)\\29') do l[#l + 1] = v end
+    for j = 1, #l - 1, 2 do
+      local lk = P..':d:'..l[j + 1]..':vseen'
+      a.losers[#a.losers + 1] = {l[j], l[j + 1], lk}
+      want(lk, a.aid)
+    end
+  end
+  if a.entry ~= '' then want(P..':d:'..f[3]..':vseen', a.aid) end
+  alerts[#alerts + 1] = a
+end
+local copy, dirty = {}, {}
+for key, t in pairs(need) do
+  local fields = {}
+  for f in pairs(t) do fields[#fields + 1] = f end
+  local c = {}
+  for j = 1, #fields, 1000 do
+    local last = math.min(#fields, j + 999)
+    local got = redis.call('HMGET', key, unpack(fields, j, last))
+    for k = j, last do c[fields[k]] = got[k - j + 1] end
+  end
+  copy[key] = c
+  dirty[key] = {}
+end
+local function hget(key, f) return copy[key][f] end
+local function hput(key, f, v) copy[key][f] = v; dirty[key][f] = true end
 local out = {}
-local i = 4
-while i < #ARGV do
-  local aid, entry = ARGV[i + 1], ARGV[i + 2]
-  local d, g, s, dist, c, lab, mi, ho, tick = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5],
-    ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11]
-  local nl = tonumber(ARGV[i + 12])
-  i = i + 12
-  for _ = 1, nl do
-    local le, ld = ARGV[i + 1], ARGV[i + 2]
-    i = i + 2
-    local lk = P..':d:'..ld..':vseen'
-    local v = redis.call('HGET', lk, aid)
+for _, a in ipairs(alerts) do
+  local aid, entry = a.aid, a.entry
+  local d, g, s, dist, c, lab, mi, ho, tick = unpack(a.f, 3, 11)
+  for _, l in ipairs(a.losers) do
+    local le, ld, lk = l[1], l[2], l[3]
+    local v = hget(lk, aid)
     if v and creator(v) == le then
       count(ld, v, -1)
-      redis.call('HDEL', lk, aid)
+      hput(lk, aid, false)
     end
   end
   local seen = P..':d:'..d..':vseen'
-  local v = entry ~= '' and redis.call('HGET', seen, aid)
+  local v = entry ~= '' and hget(seen, aid)
   if entry == '' or (v and owner(v) == entry) then
     out[#out + 1] = 'R'
   else
     local fresh = not v or creator(v) ~= creator(entry)
     if v then count(d, v, -1) end
     local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
-    redis.call('HSET', seen, aid, reg)
+    hput(seen, aid, reg)
     touched[seen] = DTTL
-    count(d, reg, 1)
+    count_parts(d, g, s, dist, c, lab, mi, ho, 1)  -- (count(d, reg, 1) without parsing reg)
     if fresh then  -- an update in place moves its counts; only a new alert is news
-      for _, a in ipairs({s, dist, c}) do
-        local tk = P..':live:ticker:'..a
+      for _, a2 in ipairs({s, dist, c}) do
+        local tk = P..':live:ticker:'..a2
         local t = tickers[tk]
         if not t then t = {}; tickers[tk] = t end
         t[#t + 1] = tick
@@ -325,6 +380,15 @@ while i < #ARGV do
     end
     out[#out + 1] = 'A'
   end
+end
+for key, t in pairs(dirty) do
+  local set, del = {}, {}
+  for f in pairs(t) do
+    local v = copy[key][f]
+    if v then set[#set + 1] = f; set[#set + 1] = v else del[#del + 1] = f end
+  end
+  for j = 1, #set, 1000 do redis.call('HSET', key, unpack(set, j, math.min(#set, j + 999))) end
+  for j = 1, #del, 1000 do redis.call('HDEL', key, unpack(del, j, math.min(#del, j + 999))) end
 end
 -- Counter differences summed per field over the batch, then applied (a field that ends
 -- at 0 is removed, as with one HINCRBY per change).
@@ -335,11 +399,21 @@ return out
 """
 )
 
-# ARGV: prefix, day ttl, n_workers, then 3 per worker (id, ts, packed position),
-# then 5 per patrolled grid (day, grid, street, district, city).
-_LOCATIONS_LUA = """
-local P, DTTL, nw = ARGV[1], ARGV[2], tonumber(ARGV[3])
+# ARGV: prefix, day ttl, the workers' pings (id, ts, packed position) and the patrolled
+# grids (day, grid, street, district, city): each list in one string (one argument, not
+# 3 or 5 per item: the client packs each argument on its own), items joined by "\x1e",
+# their fields by "\x1f" (ids and packed positions hold no control character).
+_LOCATIONS_LUA = (
+    _HELPERS
+    + """
+local P, DTTL = ARGV[1], ARGV[2]
 local seen, pos = P..':live:seen', P..':live:pos'
+local W, TS, PK = {}, {}, {}
+for rec in string.gmatch(ARGV[3], '[^\\30]+') do
+  local w, ts, pk = string.match(rec, '^([^\\31]*)\\31([^\\31]*)\\31(.*)$')
+  W[#W + 1] = w; TS[#TS + 1] = ts; PK[#PK + 1] = pk
+end
+local nw = #W
 -- Only a newer ping moves the worker (out-of-order pings never go back in time): per
 -- chunk of workers, their last ping times are read at once (ZMSCORE) and the pings newer
 -- than them (and than any earlier one of this call) written with one ZADD and one HSET,
@@ -348,18 +422,17 @@ local best = {}
 for c = 0, nw - 1, 500 do
   local last = math.min(nw, c + 500) - 1
   local ids = {}
-  for i = c, last do ids[#ids + 1] = ARGV[3 + i * 3 + 1] end
+  for i = c + 1, last + 1 do ids[#ids + 1] = W[i] end
   local cur = redis.call('ZMSCORE', seen, unpack(ids))
   local zargs, hargs = {}, {}
   for i = c, last do
-    local b = 3 + i * 3
-    local w, ts = ARGV[b+1], tonumber(ARGV[b+2])
+    local w, ts = W[i + 1], tonumber(TS[i + 1])
     local prev = best[w]
     if prev == nil and cur[i - c + 1] then prev = tonumber(cur[i - c + 1]) end
     if prev == nil or ts > prev then
       best[w] = ts
-      zargs[#zargs + 1] = ARGV[b+2]; zargs[#zargs + 1] = w
-      hargs[#hargs + 1] = w; hargs[#hargs + 1] = ARGV[b+3]
+      zargs[#zargs + 1] = TS[i + 1]; zargs[#zargs + 1] = w
+      hargs[#hargs + 1] = w; hargs[#hargs + 1] = PK[i + 1]
     end
   end
   if #zargs > 0 then
@@ -367,21 +440,43 @@ for c = 0, nw - 1, 500 do
     redis.call('HSET', pos, unpack(hargs))
   end
 end
-local touched = {}
-local base = 3 + nw * 3
-local ng = (#ARGV - base) / 5
-for i = 0, ng - 1 do
-  local b = base + i * 5
-  local d = ARGV[b+1]
+-- A grid new to its day's patrolled set counts once in coverage (grid and its area
+-- chain): per day, the grids' membership is read at once (SMISMEMBER), the new ones
+-- added with one SADD and the coverage increments summed per field and applied at once,
+-- as one SADD, then four HINCRBY when it added, per grid would.
+local touched, days, delta = {}, {}, {}
+for rec in string.gmatch(ARGV[4], '[^\\30]+') do
+  local g = {string.match(rec, '^([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31([^\\31]*)\\31(.*)$')}
+  local t = days[g[1]]
+  if not t then t = {}; days[g[1]] = t end
+  t[#t + 1] = g
+end
+for d, rows in pairs(days) do
   local pk, ck = P..':d:'..d..':patrolled', P..':d:'..d..':coverage'
-  if redis.call('SADD', pk, ARGV[b+2]) == 1 then
-    for j = 2, 5 do redis.call('HINCRBY', ck, ARGV[b+j], 1) end
+  local added, new, inc = {}, {}, {}
+  for c = 1, #rows, 1000 do
+    local last = math.min(#rows, c + 999)
+    local grids = {}
+    for j = c, last do grids[#grids + 1] = rows[j][2] end
+    local member = redis.call('SMISMEMBER', pk, unpack(grids))
+    for j = c, last do
+      local b, g = rows[j], rows[j][2]
+      if member[j - c + 1] == 0 and not added[g] then
+        added[g] = true
+        new[#new + 1] = g
+        for k = 2, 5 do inc[b[k]] = (inc[b[k]] or 0) + 1 end
+      end
+    end
   end
+  for c = 1, #new, 1000 do redis.call('SADD', pk, unpack(new, c, math.min(#new, c + 999))) end
+  delta[ck] = inc
   touched[pk] = DTTL; touched[ck] = DTTL
 end
+apply_deltas(delta)
 for key, ttl in pairs(touched) do redis.call('EXPIRE', key, ttl) end
 return nw
 """
+)
 
 # ARGV: prefix, deadletter stream key, ttl, maxlen, then 6 per dead letter
 # (stream, entry, reason, detail, payload, day). Returns the number newly written.

@@ -181,6 +181,17 @@ def _flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
     return [v for row in rows for v in row]
 
 
+def _joined(records: Sequence[str], width: int) -> str:
+    """Records of ``width`` fields joined by "\\x1f" as one script argument, joined by
+    "\\x1e" (see the scripts). Raises when a field holds either separator."""
+    text = "\x1e".join(records)
+    if text.count("\x1f") != len(records) * (width - 1) or text.count("\x1e") != max(
+        0, len(records) - 1
+    ):
+        raise ValueError("a live-state field holds a control character")
+    return text
+
+
 class LiveState:
     """Writes and reads of the live state for one Redis client and prefix.
 
@@ -240,6 +251,9 @@ class LiveState:
         return script(keys=[self.keys.anchor(base)], args=[base, *args])
 
     def _by_partition(self, rows: Iterable[Any], entity: Any) -> dict[int, list[Any]]:
+        if self.partitions == 1:
+            rows = list(rows)
+            return {0: rows} if rows else {}
         out: dict[int, list[Any]] = {}
         for row in rows:
             out.setdefault(self.keys.partition(entity(row)), []).append(row)
@@ -275,9 +289,14 @@ class LiveState:
         letters: dict[int, str] = {}
         order = {id(row): i for i, row in enumerate(rows)}
         for p, part in self._by_partition(rows, lambda row: str(row[0])).items():
-            args: list[Any] = [self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
-            for alert_id, entry, fields, losers in part:
-                args += [alert_id, entry, *fields, len(losers), *_flat(losers)]
+            items = [
+                "\x1f".join(
+                    (alert_id, entry, *map(_s, fields), "\x1d".join(map(str, _flat(losers))))
+                )
+                for alert_id, entry, fields, losers in part
+            ]
+            head: list[Any] = [self.ticker_length, self.day_ttl_s, self.bucket_ttl_s]
+            args = [*head, _joined(items, len(ALERT_FIELDS) + 3)]
             got = self._run(self._alerts, self.keys.part_base(p), args)
             for row, x in zip(part, got, strict=True):
                 letters[order[id(row)]] = _s(x)
@@ -296,7 +315,9 @@ class LiveState:
         gs = self._by_partition(patrolled, lambda g: str(g[1]))
         for p in sorted(set(ws) | set(gs)):
             w, g = ws.get(p, []), gs.get(p, [])
-            args = [self.day_ttl_s, len(w), *_flat(w), *_flat(g)]
+            pings = [f"{_s(i)}\x1f{ts}\x1f{_s(pk)}" for i, ts, pk in w]
+            grids = ["\x1f".join(map(_s, row)) for row in g]
+            args = [self.day_ttl_s, _joined(pings, 3), _joined(grids, 5)]
             self._run(self._locations, self.keys.part_base(p), args)
 
     def dead_letter(self, rows: Sequence[tuple[str, str, str, str, bytes, str]]) -> int:

@@ -125,3 +125,38 @@ def test_alert_counters_are_the_alerts_effects(rclient: redis.Redis, prefix: str
         assert not [k for k in got if k.startswith("GX")]
     assert rclient.hget(f"{prefix}:m:100", "v|G9") == b"10"
     assert rclient.hget(f"{prefix}:m:100", "v|GX") is None
+
+
+def test_patrolled_grid_counts_once_per_day_in_coverage(rclient: redis.Redis, prefix: str) -> None:
+    """A grid counts once per day in coverage (grid and its area chain), however often
+    and in however many calls it is patrolled; repeats within one call included."""
+    st = _live(rclient, prefix)
+    chain = {f"g{i}": (f"s{i % 3}", f"d{i % 2}", "c") for i in range(12)}
+    rnd = random.Random(11)
+    visited: dict[str, set[str]] = {}
+    for _call in range(4):
+        rows = []
+        for _ in range(20):
+            day, g = rnd.choice(["20260101", "20260102"]), rnd.choice(sorted(chain))
+            rows.append((day, g, *chain[g]))
+            visited.setdefault(day, set()).add(g)
+        st.apply_locations([], rows)
+    for day, grids in visited.items():
+        expected: dict[str, int] = {}
+        for g in grids:
+            for area in (g, *chain[g]):
+                expected[area] = expected.get(area, 0) + 1
+        got = rclient.hgetall(f"{prefix}:d:{day}:coverage")
+        assert {k.decode(): int(v) for k, v in got.items()} == expected
+        assert {m.decode() for m in rclient.smembers(f"{prefix}:d:{day}:patrolled")} == grids
+
+
+def test_a_field_holding_a_separator_is_refused(rclient: redis.Redis, prefix: str) -> None:
+    """Rows go to the script joined by control characters: a field holding one is refused
+    before anything is written."""
+    st = _live(rclient, prefix)
+    with pytest.raises(ValueError):
+        st.apply_locations([("W\x1f1", 1_000, "1,2,1000,g1,,,,")], [])
+    with pytest.raises(ValueError):
+        st.apply_locations([], [("20260101", "g\x1e1", "s", "d", "c")])
+    assert not list(rclient.scan_iter(match=f"{prefix}:*"))

@@ -4,6 +4,8 @@ worker's latest position (each idempotent, whatever the order of arrival)."""
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import polars as pl
 from sqlalchemy import (
@@ -16,8 +18,21 @@ from pipelines.spine.store.schema import patrols, track_points, worker_positions
 from pipelines.spine.store.sql import insert_ignore, lock_keys, upsert_frame
 
 
-def persist_tracks(engine: Engine, points: pl.DataFrame, slot_ms: int | None = None) -> None:
+@contextmanager
+def _tx(bind: Engine | Connection) -> Iterator[Connection]:
+    """A connection in a transaction: the caller's (its transaction), or a new one."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.begin() as conn:
+        yield conn
+
+
+def persist_tracks(
+    engine: Engine | Connection, points: pl.DataFrame, slot_ms: int | None = None
+) -> None:
     """Downsampled points: per (worker, slot) the earliest point wins, whatever the order.
+    ``engine``: an engine (one transaction of its own) or a connection in a transaction.
 
     ``slot_ms``: the slot length (``ts_ms // slot_ms`` is the slot), which bounds the
     PostgreSQL path's reads and deletes in time (partition pruning); None reads unbounded.
@@ -25,7 +40,7 @@ def persist_tracks(engine: Engine, points: pl.DataFrame, slot_ms: int | None = N
     if points.is_empty():
         return
     cols = [c.name for c in track_points.columns]
-    with engine.begin() as conn:
+    with _tx(engine) as conn:
         if conn.dialect.name == "postgresql":
             _earliest_per_slot(conn, points.select(cols), slot_ms)
             return
@@ -85,16 +100,16 @@ def _earliest_per_slot(conn: Connection, points: pl.DataFrame, slot_ms: int | No
     insert_ignore(conn, track_points, win)
 
 
-def persist_patrols(engine: Engine, visits: pl.DataFrame) -> None:
+def persist_patrols(engine: Engine | Connection, visits: pl.DataFrame) -> None:
     """Grids visited per day (the earliest visit wins, whatever the order)."""
     if visits.is_empty():
         return
-    with engine.begin() as conn:
+    with _tx(engine) as conn:
         frame = visits.select("day", "grid_id", "first_ms")
         upsert_frame(conn, patrols, frame, ["day", "grid_id"], where_older="first_ms")
 
 
-def persist_positions(engine: Engine, latest: list[tuple[str, int, str]]) -> None:
+def persist_positions(engine: Engine | Connection, latest: list[tuple[str, int, str]]) -> None:
     """Each worker's latest packed position (the newest wins, whatever the order)."""
     if not latest:
         return
@@ -103,5 +118,5 @@ def persist_positions(engine: Engine, latest: list[tuple[str, int, str]]) -> Non
         schema={"worker_id": pl.String, "ts_ms": pl.Int64, "packed": pl.String},
         orient="row",
     )
-    with engine.begin() as conn:
+    with _tx(engine) as conn:
         upsert_frame(conn, worker_positions, frame, ["worker_id"], where_newer="ts_ms")
