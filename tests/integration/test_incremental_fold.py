@@ -182,3 +182,30 @@ def test_rows_of_other_writers_are_folded_from_their_history(engine: Engine) -> 
     accepted, _ = _full_fold(first + rest)
     assert got["acc"].null_count() == 0
     assert agg.row_states(got, CITY, flows) == agg.incident_states(accepted, CITY, TZ, flows)
+
+
+def test_backfilled_fold_state_is_the_pipelines(engine: Engine) -> None:
+    """``backfill_summaries`` with the time zone fills the fold state of rows without it
+    (history and rejects read once), and later batches are decided from the rows."""
+    rnd = random.Random(11)
+    flows = load_flows()
+    entries = _entries(rnd, 60)
+    first, rest = entries[:40], entries[40:]
+    with engine.begin() as conn:
+        store.decide_reports(conn, _frame(first), flows)  # (no time zone: no fold state)
+    assert _stored_rows(engine)["acc"].null_count() == _stored_rows(engine).height
+    n = _stored_rows(engine).height
+    assert store.backfill_summaries(engine, chunk=2, flows=flows, tz=TZ) == n
+    assert store.backfill_summaries(engine, flows=flows, tz=TZ) == 0
+    from_rows = 0
+    for batch in [[e] for e in rest]:
+        with engine.begin() as conn:
+            d = store.decide_reports(conn, _frame(batch), flows, tz=TZ)
+        from_rows += d.prior.height if d.prior is not None else 0
+    assert from_rows > 0
+    accepted, _ = _full_fold(entries)
+    got = _stored_rows(engine)
+    assert agg.row_states(got, CITY, flows) == agg.incident_states(accepted, CITY, TZ, flows)
+    want = incident_frame(accepted, flows).sort("incident_id")
+    rule_cols = [c for c in want.columns if c not in FOLD]
+    assert got.select(rule_cols).to_dicts() == want.select(rule_cols).to_dicts()

@@ -181,15 +181,7 @@ def decide_reports(
     after = pl.concat([kept, new_slow.select(acc.columns)])
     changed = set(turned_down["incident_id"]) | set(new_acc["incident_id"])
     # the rows after: slow incidents from their histories, fast ones folded
-    walk = (
-        decided.filter(pl.col("incident_id").is_in(list(slow)))
-        .group_by("incident_id", maintain_order=True)  # (walk order)
-        .agg(
-            walk_ts_ms=pl.col("ts_ms").last(),
-            walk_entry=pl.col("entry_id").last(),
-            walk_closed=(pl.col("step") == "closed").any().cast(pl.Int64),
-        )
-    )
+    walk = walk_state(decided.filter(pl.col("incident_id").is_in(list(slow))))
     slow_rows = incident_frame(after, flows, tz, walk)
     fast_rows = fold_rows(
         prior,
@@ -216,6 +208,22 @@ def decide_reports(
     if write:
         write_decision(conn, d, flows)
     return d
+
+
+def walk_state(entries: pl.DataFrame) -> pl.DataFrame:
+    """Per incident, the walk columns of its stored entries (accepted and rejected;
+    columns ``entry_id``, ``incident_id``, ``step``, ``ts_ms``): the last in walk order
+    (time, then stream order) and whether any is a ``closed`` (pure)."""
+    return (
+        entries.with_columns(stream_order())
+        .sort(["incident_id", "ts_ms", "_ems", "_eseq"])
+        .group_by("incident_id", maintain_order=True)
+        .agg(
+            walk_ts_ms=pl.col("ts_ms").last(),
+            walk_entry=pl.col("entry_id").last(),
+            walk_closed=(pl.col("step") == "closed").any().cast(pl.Int64),
+        )
+    )
 
 
 def _no_rows() -> pl.DataFrame:
@@ -521,18 +529,29 @@ def stale_summary(i: Any) -> Any:
     )
 
 
-def backfill_summaries(engine: Engine, chunk: int = 5000, flows: Flows | None = None) -> int:
+def stale_fold(i: Any, tz: str) -> Any:
+    """SQL: an incident row without the reports pipeline's fold state in ``tz``."""
+    return or_(i.c.acc.is_(None), i.c.acc_tz.is_(None), i.c.acc_tz != tz, i.c.walk_ts_ms.is_(None))
+
+
+def backfill_summaries(
+    engine: Engine, chunk: int = 5000, flows: Flows | None = None, tz: str | None = None
+) -> int:
     """Compute the lifecycle summary of incidents that have none (rows written before the
-    summary columns existed), ``chunk`` incidents per transaction. Idempotent and
-    resumable (the same rows ``persist_report_events`` would write). Returns the count."""
+    summary columns existed), ``chunk`` incidents per transaction; with ``tz`` also the
+    fold state (``acc`` in ``tz``, the walk columns over accepted and rejected entries)
+    of rows without it, which the reports pipeline otherwise computes from history the
+    first time a batch touches them. Idempotent and resumable (the same rows the
+    pipeline would write). Returns the count."""
     i = incidents
+    stale = stale_summary(i) if tz is None else or_(stale_summary(i), stale_fold(i, tz))
     done, after = 0, ""
     while True:
         with engine.begin() as conn:
             ids = list(
                 conn.execute(
                     select(i.c.incident_id)
-                    .where(i.c.incident_id > after, stale_summary(i))
+                    .where(i.c.incident_id > after, stale)
                     .order_by(i.c.incident_id)
                     .limit(chunk)
                 ).scalars()
@@ -540,7 +559,13 @@ def backfill_summaries(engine: Engine, chunk: int = 5000, flows: Flows | None = 
             if not ids:
                 return done
             lock_incidents(conn, ids)
-            upsert(conn, incidents, incident_rows(_events_of(conn, ids), flows), ["incident_id"])
+            hist = _events_of(conn, ids)
+            walk = None
+            if tz is not None:
+                rej = _rows_in(conn, report_rejects, "incident_id", ids, REJECT_COLUMNS)
+                cols = ["entry_id", "incident_id", "step", "ts_ms"]
+                walk = walk_state(pl.concat([hist.select(cols), rej.select(cols)]))
+            upsert_frame(conn, incidents, incident_frame(hist, flows, tz, walk), ["incident_id"])
         done, after = done + len(ids), ids[-1]
 
 
