@@ -190,7 +190,9 @@ def test_backfilled_fold_state_is_the_pipelines(engine: Engine) -> None:
     rnd = random.Random(11)
     flows = load_flows()
     entries = _entries(rnd, 60)
-    first, rest = entries[:40], entries[40:]
+    first = entries[:40]
+    rest = [{**e, "ts_ms": e["ts_ms"] + 40 * H} for e in entries[40:]]  # (after the first)
+    entries = first + rest
     with engine.begin() as conn:
         store.decide_reports(conn, _frame(first), flows)  # (no time zone: no fold state)
     assert _stored_rows(engine)["acc"].null_count() == _stored_rows(engine).height
