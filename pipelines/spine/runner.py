@@ -227,7 +227,7 @@ class FeedWorker:
             # Pushed: incidents SQL changed; on a retry also the batch's others, whose Redis
             # state a failed attempt may have changed although SQL did not commit.
             push = d.changed | (set(events["incident_id"]) if retried else set())
-            rows = self._incident_pushes(d, push, set(new_acc))
+            rows = self._incident_pushes(d, push)
             if resync is not None and resync.height:
                 rows += self._incident_resync(conn, resync, push)
             dead_all = _in_stream_order(dead_parts)
@@ -243,9 +243,7 @@ class FeedWorker:
         self.state.push_incidents(rows)
         self._dead_letter_redis(dead_all)
 
-    def _incident_pushes(
-        self, d: store.ReportDecision, push: set[str], new_acc: set[str]
-    ) -> list[list[Any]]:
+    def _incident_pushes(self, d: store.ReportDecision, push: set[str]) -> list[list[Any]]:
         s = self.settings
         tz, cid = s.live.timezone, self.city.city_id
         ids, changed = list(push), list(d.changed)
