@@ -36,7 +36,9 @@ INCIDENT_FIELDS = (
 # tickers ("entry\tjson" lines; JSON never holds a raw tab or newline). Mode "0":
 # unchanged in SQL (only a state Redis holds is corrected); "1": changed; "2": changed,
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
-# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
+# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items; the
+# state before may give it as "\x1e<n>": the first n bytes of the new state's (the
+# common case, events added after the others, sent without repeating them).
 # Returns the number of incidents whose live state changed.
 # Shared by the incident and alert scripts, which write in far fewer calls what one call
 # per item would. Ticker lines collected per list during a script are pushed at its end:
@@ -180,6 +182,9 @@ for i = 0, n - 1 do
   elseif mode ~= '0' then
     base = before
     base.overdue = '0'
+    if string.byte(base.acc, 1) == 30 then  -- "\30<n>": the new acc's first n bytes
+      base.acc = string.sub(new.acc, 1, tonumber(string.sub(base.acc, 2)))
+    end
   end
   local same = base ~= nil
   if base ~= nil then
