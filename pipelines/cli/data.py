@@ -302,9 +302,10 @@ def _active_consumers(r: redis.Redis, s: Settings, within_ms: int = 10_000) -> l
 
 
 def cmd_backfill_summaries(settings: Settings, args: argparse.Namespace) -> int:
-    """Fill the lifecycle summary of incidents stored before it existed (resumable)."""
+    """Fill the lifecycle summary and the reports pipeline's fold state of incidents
+    stored before they existed (resumable)."""
     with sql_engine(settings) as engine:
         t = time.perf_counter()
-        n = store.backfill_summaries(engine, flows=flows_for(settings))
+        n = store.backfill_summaries(engine, flows=flows_for(settings), tz=settings.live.timezone)
     print(f"summarised {n} incidents in {time.perf_counter() - t:.1f}s")
     return 0

@@ -107,6 +107,61 @@ def decide_reports(cands: pl.DataFrame) -> pl.DataFrame:
     return c.with_columns(verdict=verdict).drop("_dup", "_ems", "_eseq")
 
 
+def acc_item(ts: str = "ts") -> pl.Expr:
+    """One accepted event's effects as an item of the live state's ``acc``:
+    ``entry,step,ts,day,minute,hour,level;`` (columns of ``with_time_keys`` and
+    ``incident_events``; ``ts`` names the event time column)."""
+    effects = pl.concat_str(
+        [
+            pl.col("entry_id"),
+            pl.col("step"),
+            pl.col(ts).cast(pl.String),
+            pl.col("day"),
+            pl.col("minute").cast(pl.String),
+            pl.col("hour").cast(pl.String),
+            # A merged duplicate is closed at no level (it is not counted as resolved).
+            pl.when((pl.col("step") == "closed") & pl.col("duplicate_of").is_not_null())
+            .then(pl.lit("duplicate"))
+            .otherwise(pl.col("level").fill_null("grid")),
+        ],
+        separator=",",
+    )
+    return pl.concat_str([effects, pl.lit(";")])
+
+
+def row_states(rows: pl.DataFrame, city_id: str, flows: Flows) -> dict[str, tuple[str, ...]]:
+    """Each incident's live state (as ``incident_states``) from its ``incidents`` row,
+    which keeps the same facts incrementally: status, latest event (``last_ms``), the
+    first event's category, severity, area and location, the first event's time
+    (``first_ms``) and ``acc``. Rows without ``acc`` are not allowed here."""
+    if rows.is_empty():
+        return {}
+    g = rows.with_columns(dl=pl.col("first_ms") + closure_ms(flows))
+    cols = ["incident_id", "status", "last_ms", "category", "severity", "grid_id",
+            "street_id", "district_id", "lon", "lat", "dl", "acc"]  # fmt: skip
+    out: dict[str, tuple[str, ...]] = {}
+    for i, st, last, cat, sev, grid, street, dist, lon, lat, dl, acc in g.select(cols).iter_rows():
+        if acc is None:
+            raise ValueError(f"incident {i}: its row keeps no acc")
+        closed = st == "closed"
+        out[i] = (
+            st,
+            str(last),
+            cat,
+            str(sev),
+            grid,
+            street,
+            dist,
+            city_id,
+            repr(float(lon)),
+            repr(float(lat)),
+            "0" if closed else "1",
+            str(dl),
+            acc,
+        )
+    return out
+
+
 def incident_states(
     events: pl.DataFrame, city_id: str, tz: str, flows: Flows
 ) -> dict[str, tuple[str, ...]]:
@@ -125,22 +180,7 @@ def incident_states(
         events = events.with_columns(duplicate_of=pl.lit(None, dtype=pl.String))
     df = events.with_columns(stream_order()).sort(["incident_id", "ts_ms", "_ems", "_eseq"])
     df = with_time_keys(df.rename({"ts_ms": "ts"}), tz)
-    effects = pl.concat_str(
-        [
-            pl.col("entry_id"),
-            pl.col("step"),
-            pl.col("ts").cast(pl.String),
-            pl.col("day"),
-            pl.col("minute").cast(pl.String),
-            pl.col("hour").cast(pl.String),
-            # A merged duplicate is closed at no level (it is not counted as resolved).
-            pl.when((pl.col("step") == "closed") & pl.col("duplicate_of").is_not_null())
-            .then(pl.lit("duplicate"))
-            .otherwise(pl.col("level").fill_null("grid")),
-        ],
-        separator=",",
-    )
-    item = pl.concat_str([effects, pl.lit(";")])
+    item = acc_item()
     g = df.group_by("incident_id", maintain_order=True).agg(
         first_ts=pl.col("ts").first(),
         last_ts=pl.col("ts").max(),

@@ -210,7 +210,9 @@ class FeedWorker:
             else pl.DataFrame(schema=store.frame_schema(store.incident_events))
         )
         with self.engine.begin() as conn:
-            d = store.decide_reports(conn, events, self.flows, write=False)
+            d = store.decide_reports(
+                conn, events, self.flows, write=False, tz=self.settings.live.timezone
+            )
             verdicts = pl.DataFrame(
                 {"entry_id": list(d.verdicts), "reason": list(d.verdicts.values())},
                 schema={"entry_id": pl.String, "reason": pl.String},
@@ -225,7 +227,7 @@ class FeedWorker:
             # Pushed: incidents SQL changed; on a retry also the batch's others, whose Redis
             # state a failed attempt may have changed although SQL did not commit.
             push = d.changed | (set(events["incident_id"]) if retried else set())
-            rows = self._incident_pushes(d, push, set(new_acc))
+            rows = self._incident_pushes(d, push)
             if resync is not None and resync.height:
                 rows += self._incident_resync(conn, resync, push)
             dead_all = _in_stream_order(dead_parts)
@@ -241,19 +243,18 @@ class FeedWorker:
         self.state.push_incidents(rows)
         self._dead_letter_redis(dead_all)
 
-    def _incident_pushes(
-        self, d: store.ReportDecision, push: set[str], new_acc: set[str]
-    ) -> list[list[Any]]:
+    def _incident_pushes(self, d: store.ReportDecision, push: set[str]) -> list[list[Any]]:
         s = self.settings
         tz, cid = s.live.timezone, self.city.city_id
-        ids = list(push)
-        after = agg.incident_states(
-            d.after.filter(pl.col("incident_id").is_in(ids)), cid, tz, self.flows
-        )
+        ids, changed = list(push), list(d.changed)
+        # after: from the rows written (they keep the live state's facts); before: from
+        # the history read, or the row read for an incident decided from its row
+        assert d.rows is not None and d.prior is not None
+        after = agg.row_states(d.rows.filter(pl.col("incident_id").is_in(ids)), cid, self.flows)
         before = agg.incident_states(
-            d.before.filter(pl.col("incident_id").is_in(list(d.changed))), cid, tz, self.flows
-        )
-        fresh = d.after.filter(pl.col("entry_id").is_in(list(new_acc)))
+            d.before.filter(pl.col("incident_id").is_in(changed)), cid, tz, self.flows
+        ) | agg.row_states(d.prior.filter(pl.col("incident_id").is_in(changed)), cid, self.flows)
+        fresh = d.new_accepted if d.new_accepted is not None else d.after.clear()
         ticks = agg.report_tickers(fresh)
         lines: dict[str, list[str]] = {}
         for e, inc in fresh.select("entry_id", "incident_id").iter_rows():

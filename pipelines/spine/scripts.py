@@ -36,7 +36,9 @@ INCIDENT_FIELDS = (
 # tickers ("entry\tjson" lines; JSON never holds a raw tab or newline). Mode "0":
 # unchanged in SQL (only a state Redis holds is corrected); "1": changed; "2": changed,
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
-# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items.
+# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items; the
+# state before may give it as "\x1e<n>": the first n bytes of the new state's (the
+# common case, events added after the others, sent without repeating them).
 # Returns the number of incidents whose live state changed.
 # Shared by the incident and alert scripts, which write in far fewer calls what one call
 # per item would. Ticker lines collected per list during a script are pushed at its end:
@@ -180,6 +182,9 @@ for i = 0, n - 1 do
   elseif mode ~= '0' then
     base = before
     base.overdue = '0'
+    if string.byte(base.acc, 1) == 30 then  -- "\30<n>": the new acc's first n bytes
+      base.acc = string.sub(new.acc, 1, tonumber(string.sub(base.acc, 2)))
+    end
   end
   local same = base ~= nil
   if base ~= nil then
@@ -202,10 +207,18 @@ for i = 0, n - 1 do
         add(P..':live:overdue', a, 1)
       end
     end
-    if base.open == '1' then redis.call('SREM', P..':live:open_inc:'..base.street, inc) end
-    if new.open == '1' then redis.call('SADD', P..':live:open_inc:'..new.street, inc) end
+    -- A held open incident that stays open is in its street's set, has no TTL and, when
+    -- not overdue, its deadline in the zset (this script keeps all three, and the overdue
+    -- script marks it overdue where it takes the deadline out): only changes are written.
+    local stay = held and base.open == '1' and new.open == '1'
+    if not (stay and base.street == new.street) then
+      if base.open == '1' then redis.call('SREM', P..':live:open_inc:'..base.street, inc) end
+      if new.open == '1' then redis.call('SADD', P..':live:open_inc:'..new.street, inc) end
+    end
     if new.open == '1' and not over then
-      redis.call('ZADD', P..':live:deadlines', new.dl, inc)
+      if not (stay and base.overdue == '0' and base.dl == new.dl) then
+        redis.call('ZADD', P..':live:deadlines', new.dl, inc)
+      end
     else
       redis.call('ZREM', P..':live:deadlines', inc)
     end
@@ -217,7 +230,11 @@ for i = 0, n - 1 do
       for j = 1, NF do args[#args + 1] = NAMES[j]; args[#args + 1] = new[NAMES[j]] end
       args[#args + 1] = 'overdue'; args[#args + 1] = over and '1' or '0'
       redis.call('HSET', k, unpack(args))
-      if new.open == '1' then redis.call('PERSIST', k) else redis.call('EXPIRE', k, CTTL) end
+      if new.open ~= '1' then
+        redis.call('EXPIRE', k, CTTL)
+      elseif not stay then
+        redis.call('PERSIST', k)
+      end
     end
     local had = ';'..(base.acc or '')
     for entry, line in string.gmatch(tk, '([^\\t\\n]+)\\t([^\\n]+)') do

@@ -268,7 +268,8 @@ class LiveState:
         if not rows:
             return 0
         joined = [
-            (i, mode, "\x1f".join(new), "\x1f".join(old), tk) for i, mode, new, old, tk in rows
+            (i, mode, "\x1f".join(new), "\x1f".join(_before(new, old)), tk)
+            for i, mode, new, old, tk in rows
         ]
         head: list[Any] = [
             self.ticker_length,
@@ -681,3 +682,12 @@ class LiveState:
 def _glob(text: str) -> str:
     """``text`` matched literally in a SCAN pattern (a tag's braces are literal already)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _before(new: Sequence[str], old: Sequence[str]) -> Sequence[str]:
+    """An incident's state before, its ``acc`` given as ``"\\x1e<n>"`` when that is the
+    first n bytes of the new state's (see ``_INCIDENTS_LUA``): no event sent twice."""
+    acc, was = new[-1], old[-1]
+    if was and acc.startswith(was):
+        return (*old[:-1], f"\x1e{len(was)}")
+    return old

@@ -160,3 +160,58 @@ def test_a_field_holding_a_separator_is_refused(rclient: redis.Redis, prefix: st
     with pytest.raises(ValueError):
         st.apply_locations([], [("20260101", "g\x1e1", "s", "d", "c")])
     assert not list(rclient.scan_iter(match=f"{prefix}:*"))
+
+
+def _step(state: tuple[str, ...], item: str, **changes: str) -> tuple[str, ...]:
+    """The state after one more accepted event (its acc item appended), with changes."""
+    names = ("status", "ts", "cat", "sev", "grid", "street", "district", "city", "lon",
+             "lat", "open", "dl", "acc")  # fmt: skip
+    s = dict(zip(names, state, strict=True)) | changes
+    s["acc"] = state[-1] + item
+    return tuple(s[n] for n in names)
+
+
+def test_an_open_incident_keeps_its_street_deadline_and_no_ttl(
+    rclient: redis.Redis, prefix: str
+) -> None:
+    """The keys an open incident is in follow its state through every push (the script
+    writes only what changes): its street's set, the deadline zset (score: its
+    deadline), no TTL on its hash; none of them once closed, and then a TTL."""
+    st = _live(rclient, prefix)
+    k = f"{prefix}:live:deadlines"
+    s0 = _incident(1, "S1")
+    s1 = _step(s0, "1-2,accepted,1002,20261205,0,0,grid;", status="accepted")
+    s2 = _step(s1, "1-3,dispatched,1003,20261205,0,0,grid;", street="S2", dl="8888888888888")
+    s3 = _step(s2, "1-4,closed,1004,20261205,0,0,grid;", status="closed", open="0")
+    history = [(s0, EMPTY_STATE), (s1, s0), (s2, s1), (s3, s2)]
+    for n, (new, old) in enumerate(history):
+        st.push_incidents([["I1", "1", new, old, ""]])
+        street, is_open = new[5], new[10] == "1"
+        for s in ("S1", "S2"):
+            member = rclient.sismember(f"{prefix}:live:open_inc:{s}", "I1")
+            assert bool(member) == (is_open and s == street), (n, s)
+        assert rclient.zscore(k, "I1") == (float(new[11]) if is_open else None), n
+        ttl = rclient.ttl(f"{prefix}:inc:I1")
+        assert (ttl == -1) if is_open else (ttl > 0), n
+
+
+def test_a_state_before_given_by_prefix_counts_as_the_full_one(
+    rclient: redis.Redis, prefix: str
+) -> None:
+    """Redis lost an incident's hash (not its counters): the state before, whose acc is
+    sent as a prefix of the new one's, takes back exactly its events' effects, so the
+    counters end as if the new state had been pushed alone into an empty Redis."""
+    lost, fresh = _live(rclient, f"{prefix}:a"), _live(rclient, f"{prefix}:b")
+    s0 = _incident(1, "S1")
+    s1 = _step(s0, "1-5,reported,1005,20261205,0,0,grid;")
+    s2 = _step(s1, "1-6,closed,1006,20261206,1,0,street;", status="closed", open="0")
+    lost.push_incidents([["I1", "1", s1, EMPTY_STATE, ""]])
+    rclient.delete(f"{prefix}:a:inc:I1")
+    lost.push_incidents([["I1", "1", s2, s1, ""]])
+    fresh.push_incidents([["I1", "1", s2, EMPTY_STATE, ""]])
+    for key in ("d:20261205:reports", "d:20261206:closed", "d:20261206:closed_level",
+                "live:open"):  # fmt: skip
+        a = rclient.hgetall(f"{prefix}:a:{key}")
+        assert a == rclient.hgetall(f"{prefix}:b:{key}"), key
+    assert rclient.hget(f"{prefix}:a:d:20261205:reports", "S1") == b"2"  # both reports
+    assert rclient.hget(f"{prefix}:a:d:20261206:closed_level", "S1|street") == b"1"

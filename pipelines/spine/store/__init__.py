@@ -1,9 +1,11 @@
 """SQL history, the system of record (SQLAlchemy 2 Core; one schema for SQLite and PostgreSQL).
 
 Every insert is a batch and idempotent on its natural key, so a redelivered batch
-changes nothing. ``incidents`` (current state) is recomputed from the append-only
-``incident_events`` of the touched incidents, so the order of arrival never matters;
-that row carries the incident's lifecycle summary (what the scorecards read).
+changes nothing. ``incidents`` (current state) is a function of the append-only
+``incident_events`` of each incident, so the order of arrival never matters; that row
+carries the incident's lifecycle summary (what the scorecards read) and the reports
+pipeline's fold state, so a batch after an incident's stored entries is folded onto its
+row instead of recomputed from its history (``incidents.decide_reports``).
 
 One module per table family: ``schema`` (every table, the engine, in-place upgrades),
 ``sql`` (idempotent inserts/upserts, locks, frames, chunked reads), ``incidents``

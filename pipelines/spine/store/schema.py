@@ -101,6 +101,17 @@ incidents = Table(
     Column("left_dispatch_ms", BigInteger),
     Column("left_handle_ms", BigInteger),
     Column("left_verify_ms", BigInteger),
+    # The fold state the reports pipeline keeps with every change, so a batch reads these
+    # rows instead of the incidents' histories (``incidents.decide_reports``): the live
+    # state's ``acc`` (its days in the time zone ``acc_tz``) and the last stored entry in
+    # walk order (time, then stream order) over accepted and rejected entries, with
+    # whether any of them is a ``closed``. NULL (rows of other writers, databases from
+    # before these columns): the next batch touching the incident reads its history once.
+    Column("acc", Text),
+    Column("acc_tz", String(64)),
+    Column("walk_ts_ms", BigInteger),
+    Column("walk_entry", String(32)),
+    Column("walk_closed", Integer),
     # the workbench's queue of a district or a street, by deadline
     Index("ix_incidents_district_due", "district_id", "stage_due_ms"),
     Index("ix_incidents_street_due", "street_id", "stage_due_ms"),

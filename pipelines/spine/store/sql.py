@@ -201,16 +201,22 @@ def _rows_in(
     names = ", ".join(table.c[c].name for c in columns)
     where = table.c[column].name
     pg = conn.dialect.name == "postgresql"
-    for i in range(0, len(vals), 5000):
-        part = vals[i : i + 5000]
-        if pg:
-            sql = f"SELECT {names} FROM {table.name} WHERE {where} = ANY(%s)"
-            rows = conn.exec_driver_sql(sql, (part,)).fetchall()
-        else:
-            marks = ", ".join("?" * len(part))
-            sql = f"SELECT {names} FROM {table.name} WHERE {where} IN ({marks})"
-            rows = conn.exec_driver_sql(sql, tuple(part)).fetchall()
-        frames.append(pl.DataFrame(rows, schema=schema, orient="row"))
+    if not vals:
+        return frames[0]
+    cur = conn.connection.cursor()  # the driver's own: no Row object per row
+    try:
+        for i in range(0, len(vals), 5000):
+            part = vals[i : i + 5000]
+            if pg:
+                sql = f"SELECT {names} FROM {table.name} WHERE {where} = ANY(%s)"
+                cur.execute(sql, (part,))
+            else:
+                marks = ", ".join("?" * len(part))
+                sql = f"SELECT {names} FROM {table.name} WHERE {where} IN ({marks})"
+                cur.execute(sql, tuple(part))
+            frames.append(pl.DataFrame(cur.fetchall(), schema=schema, orient="row"))
+    finally:
+        cur.close()
     return pl.concat(frames)
 
 
