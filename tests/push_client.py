@@ -112,7 +112,7 @@ async def open_stream(
 class PushServer:
     """The push app under a real uvicorn in a thread of this process (tests)."""
 
-    def __init__(self, app: object, port: int) -> None:
+    def __init__(self, app: object, port: int, http: str = "auto") -> None:
         import threading
 
         import uvicorn
@@ -125,6 +125,7 @@ class PushServer:
             log_level="warning",
             lifespan="on",
             loop="asyncio",
+            http=http,  # "h11": frames through ASGI send (no direct write to the connection)
             timeout_graceful_shutdown=1,
         )
         self.server = uvicorn.Server(cfg)

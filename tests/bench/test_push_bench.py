@@ -30,6 +30,7 @@ Figures:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import os
@@ -251,14 +252,21 @@ async def _push_run(e: PushEnv) -> dict[str, Any]:
     ok = [i for i in opened if streams[i].status == 200]
     good = [streams[i] for i in ok]
     errors += len(streams) - len(good)
+    failed = collections.Counter(
+        type(s).__name__ if isinstance(s, BaseException) else str(s.status)
+        for s in streams
+        if isinstance(s, BaseException) or s.status != 200
+    )
     left[0] = len(good)
     # measure from the next tick boundary after everyone is connected
     first = int(time.time() // REFRESH_S) + 1
     last = first + TICKS - 1
     cpu0, t0, own0 = _cpu(e), time.time(), time.process_time()
+    push0 = e.push.cpu_s()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(done, (last + 2) * REFRESH_S - time.time())
     cpu, dur, own = _cpu(e) - cpu0, time.time() - t0, time.process_time() - own0
+    push_cpu = e.push.cpu_s() - push0
     errors += sum(1 for s in good if s.ended)  # a stream the server ended or dropped
     for s in good:
         s.close()
@@ -269,8 +277,10 @@ async def _push_run(e: PushEnv) -> dict[str, Any]:
         "missed": missed,
         "cpu": cpu,
         "client_cpu": own,
+        "push_cpu": push_cpu,
         "dur": dur,
         "open": len(good),
+        "failed": dict(failed),
         "bytes": max(sizes, default=0),
         "first": sorted(firsts.values()),
     }
@@ -383,10 +393,13 @@ def test_thousand_viewers_push_then_polling(push_env: PushEnv) -> None:
         ticks=TICKS,
         missed=pushed["missed"],
         errors=pushed["errors"],
+        open_failures=pushed["failed"],
         refresh_s=REFRESH_S,
         payload_bytes=pushed["bytes"],
         first_viewer_ms_median=median(pushed["first"]) if pushed["first"] else None,
         client_cpu_s_per_tick=pushed["client_cpu"] / TICKS,
+        push_server_cpu_s_per_tick=pushed["push_cpu"] / TICKS,
+        web_server_cpu_s_per_tick=(pushed["cpu"] - pushed["push_cpu"]) / TICKS,
         cpu_count=os.cpu_count(),
         loadavg_1m=os.getloadavg()[0],  # other work on the machine shows here
         note="tick-to-receipt; the clients run in the bench process, on the same 2 CPUs",

@@ -30,7 +30,10 @@ from werkzeug.serving import make_server
 
 from dashboard import ids
 from dashboard.app import create_app
+from dashboard.auth import Decision
+from dashboard.push.hub import QUEUE, SLOW, Viewer, chunk
 from dashboard.push.server import create_app as create_push
+from dashboard.push.spec import Query
 from dashboard.responses import EXTENSION, ResponseCache
 from pipelines.access import accounts, audit
 from pipelines.access import sessions as S
@@ -88,7 +91,8 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         push.start()
         other_port = free_port("127.0.0.1")
         other = create_push(push_settings, city=city, engine=engine, clock=clock)
-        second = PushServer(other, other_port).start()
+        # the second on h11: its frames take the ASGI path, the first's go to the socket
+        second = PushServer(other, other_port, http="h11").start()
         district = city.children(city.city_id)[0]
         elsewhere = city.children(city.city_id)[1]
         refresh_ms = int(settings.dashboard.refresh_s * 1000)
@@ -306,3 +310,42 @@ def test_the_push_server_exposes_its_metrics(world: World) -> None:
 
     asyncio.run(run())
     assert requests.get(f"http://127.0.0.1:{p}/push/metrics", timeout=10).status_code == 200
+
+
+def test_a_slow_connection_keeps_only_the_newest_frames() -> None:
+    """Frames go straight to a connection that keeps up; once more than ``SLOW`` bytes
+    wait unsent (a client that stopped reading), they wait in the viewer's queue instead,
+    the newest ``QUEUE`` of them, in order, and the writer is woken."""
+
+    async def run() -> None:
+        accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
+
+        async def handler(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(writer)
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _reader, client = await asyncio.open_connection("127.0.0.1", port)  # never reads
+        conn = await accepted
+        query = Query.parse("pan", {"area": "320100"})
+        assert query is not None
+        v = Viewer("sid", "", query, Decision(True, "320100", "aggregates"))
+        v.direct = conn.transport  # type: ignore[assignment]
+        big = b"x" * 65536
+        for _ in range(2000):  # the kernel's buffers first, then the transport's
+            if conn.transport.get_write_buffer_size() > SLOW:
+                break
+            v.send(big, chunk(big))
+            assert not v.frames  # written, not queued
+        assert conn.transport.get_write_buffer_size() > SLOW
+        waiting = asyncio.ensure_future(v.take())
+        await asyncio.sleep(0)
+        for i in range(QUEUE + 3):
+            v.send(b"%d" % i, chunk(b"%d" % i))
+        got = await asyncio.wait_for(waiting, 5)
+        assert got == [b"%d" % i for i in range(3, QUEUE + 3)]
+        client.close()
+        conn.close()
+        server.close()
+
+    asyncio.run(run())
