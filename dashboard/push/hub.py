@@ -80,6 +80,7 @@ class Viewer:
     open: bool = True
     idle: bool = True  # nothing sent since the last keep-alive pass
     direct: asyncio.WriteTransport | None = None  # the connection, for framed chunks
+    busy: bool = False  # the writer is sending taken frames (later ones must follow them)
 
     def send(self, frame: bytes | None, framed: bytes | None = None) -> None:
         """Send a frame (``framed``: the same as a chunk); None: close the stream after
@@ -93,6 +94,7 @@ class Viewer:
             and framed is not None
             and t is not None
             and not self.frames
+            and not self.busy
             and t.get_write_buffer_size() <= SLOW
         ):
             if not t.is_closing():
@@ -146,6 +148,11 @@ class Stream:
 class Refusal:
     status: int
     why: str
+
+
+def _account(s: S.Session) -> tuple[str, ...]:
+    """What a session's re-check reads in SQL: its wall token, or its account as it was."""
+    return ("wall", s.token_id) if s.wall else ("user", s.username, s.role, s.scope, s.stamp)
 
 
 def frame(tick: int, raw: bytes) -> bytes:
@@ -418,44 +425,71 @@ class Hub:
                 log.warning("push tick %s failed", tick, exc_info=True)
 
     async def recheck(self, tick: int) -> None:
-        """Every local session, once per tick (one pipelined read): streams whose session
-        ended or no longer grants their area are closed before anything is sent."""
+        """Every local session, once per tick (one pipelined read; the account in SQL when
+        due, once per account): streams whose session ended or no longer grants their area
+        are closed before anything is sent. Recording the use (last seen, last checked) is
+        not a decision: it is written after, beside the tick's fan-out."""
         async with self.check_lock:
             if tick <= self.checked_tick:
                 return
             viewers = [v for s in self.streams.values() for v in s.viewers if v.open]
             if viewers:
                 t0 = time.perf_counter()
-                closed = await asyncio.to_thread(self._check, viewers)
+                closed, checked, used = await asyncio.to_thread(self._check, viewers)
                 if self.metered:
                     M.observe_push_recheck(time.perf_counter() - t0)
-                for v in closed:
-                    v.send(None)
-                    self.leave(v)
+                self._close(closed)
+                if checked or used:
+                    self._spawn(self._record_use(checked, used))
             self.checked_tick = tick
 
-    def _check(self, viewers: list[Viewer]) -> list[Viewer]:
-        """The viewers whose stream must close (in a thread: Redis, and SQL when due)."""
+    def _close(self, viewers: list[Viewer]) -> None:
+        for v in viewers:
+            v.send(None)
+            self.leave(v)
+
+    async def _record_use(self, checked: list[S.Session], used: list[S.Session]) -> None:
+        """Last checked and last seen of the sessions just re-checked (an open stream is a
+        used session); a session that ended meanwhile closes its streams now."""
+        try:
+            ended = await asyncio.to_thread(self._write_use, checked, used)
+        except redis.RedisError:  # the next tick reads and writes again
+            return
+        if ended:
+            self._close(
+                [v for s in list(self.streams.values()) for v in s.viewers if v.sid in ended]
+            )
+
+    def _write_use(self, checked: list[S.Session], used: list[S.Session]) -> set[str]:
+        now_ms = int(self.clock() * 1000)
+        fresh = self.sessions.seen_many(checked, now_ms, checked=True) if checked else {}
+        fresh.update(self.sessions.seen_many(used, now_ms))
+        return {sid for sid, s in fresh.items() if s is None}
+
+    def _check(
+        self, viewers: list[Viewer]
+    ) -> tuple[list[Viewer], list[S.Session], list[S.Session]]:
+        """The viewers whose stream must close, the sessions whose account was re-checked
+        and the others still valid (in a thread: Redis, and SQL when due)."""
         now_ms = int(self.clock() * 1000)
         found = self.sessions.load_many([v.sid for v in viewers], now_ms)
-        fresh: dict[str, S.Session | None] = {}
+        valid: dict[str, S.Session] = {}
         used: list[S.Session] = []
         due: list[S.Session] = []
-        for sid, s in found.items():
+        for s in found.values():
             if s is None:
-                fresh[sid] = None
-            elif now_ms - s.checked_ms >= S.RECHECK_MS:  # the account itself, as the guard does
+                continue
+            if now_ms - s.checked_ms >= S.RECHECK_MS:  # the account itself, as the guard does
                 due.append(s)
             else:
                 used.append(s)
+                valid[s.sid] = s
         # the account (or wall token) in SQL once per account, however many of its
         # sessions are due: many viewers often share one account (a control room's)
         grants: dict[tuple[str, ...], bool] = {}
         checked: list[S.Session] = []
         for s in due:
-            account = (
-                ("wall", s.token_id) if s.wall else ("user", s.username, s.role, s.scope, s.stamp)
-            )
+            account = _account(s)
             ok = grants.get(account)
             if ok is None:
                 ok = grants[account] = account_grants(self.engine, s, now_ms)
@@ -463,15 +497,16 @@ class Hub:
                     self.sessions.end_user(s.username)
             if ok:
                 checked.append(s)
-            else:
-                fresh[s.sid] = None
-        if checked:  # one round trip for every session marked re-checked
-            fresh.update(self.sessions.seen_many(checked, now_ms, checked=True))
-        fresh.update(self.sessions.seen_many(used, now_ms))  # an open stream is a used session
+                valid[s.sid] = s
+        if len(grants) > sum(grants.values()):  # an account ended: its other sessions too
+            gone = {s.username for s in due if not grants[_account(s)]}
+            used = [s for s in used if s.username not in gone]
+            checked = [s for s in checked if s.username not in gone]
+            valid = {sid: s for sid, s in valid.items() if s.username not in gone}
         closed = []
         decided: dict[tuple[str, str, str, str], Decision] = {}  # viewers share a few
         for v in viewers:
-            s = fresh.get(v.sid)
+            s = valid.get(v.sid)
             if s is None:
                 closed.append(v)
                 continue
@@ -481,7 +516,7 @@ class Hub:
                 grant = decided[what] = self.decide(s, v.query)
             if not grant.granted or grant.data_class != v.grant.data_class:
                 closed.append(v)
-        return closed
+        return closed, checked, used
 
     async def _cached(self, stream: Stream, tick: int) -> bytes | None:
         try:

@@ -74,7 +74,11 @@ class EventStream(Response):
                     await send({"type": "http.response.body", "body": body + CLOSE})
                     return
                 body = frames[0] if len(frames) == 1 else b"".join(frames)  # type: ignore[arg-type]
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                viewer.busy = True  # until written: a frame meanwhile queues behind these
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                finally:
+                    viewer.busy = False
         except OSError:  # the connection broke
             pass
         finally:
