@@ -205,6 +205,7 @@ class Hub:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.streams: dict[str, Stream] = {}
         self.deps: dict[str, dict[str, Any]] = {}  # page → its refresh callback's spec
+        self.deps_lock = asyncio.Lock()  # viewers connecting at once ask for it once
         self.checked_tick = -1
         self.check_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[Any]] = []
@@ -344,7 +345,11 @@ class Hub:
 
     async def _callback(self, page: str, cookie: str) -> dict[str, Any] | None:
         """The page's refresh callback from the web server's dependencies (once)."""
-        if page not in self.deps:
+        if page in self.deps:
+            return self.deps[page]
+        async with self.deps_lock:
+            if page in self.deps:
+                return self.deps[page]
             try:
                 raw = await asyncio.to_thread(self._get, "/_dash-dependencies", cookie)
                 deps = json.loads(raw)
@@ -354,7 +359,7 @@ class Hub:
             if found is None:
                 return None
             self.deps[page] = found
-        return self.deps[page]
+            return found
 
     async def _join(self, viewer: Viewer, output: str) -> Stream:
         key = viewer.query.key(viewer.grant)
@@ -450,7 +455,9 @@ class Hub:
 
     async def _record_use(self, checked: list[S.Session], used: list[S.Session]) -> None:
         """Last checked and last seen of the sessions just re-checked (an open stream is a
-        used session); a session that ended meanwhile closes its streams now."""
+        used session); a session that ended meanwhile closes its streams now. Written a
+        moment later, once the tick's fan-out is done (not competing with it)."""
+        await asyncio.sleep(self.refresh_s / 5)
         try:
             ended = await asyncio.to_thread(self._write_use, checked, used)
         except redis.RedisError:  # the next tick reads and writes again

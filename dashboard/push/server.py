@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from pipelines.ops import metrics as M
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
 
+log = logging.getLogger("wangge.push")
 HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: pass each event on at once
@@ -147,6 +149,8 @@ def create_app(
             request.client.host if request.client else "",
         )
         if isinstance(got, Refusal):
+            if got.status >= 500:  # not the viewer's doing
+                log.warning("push: a stream refused: %s", got.why)
             return PlainTextResponse(got.why, status_code=got.status, headers=cors)
         return EventStream(hub, got, {**HEADERS, **cors})
 

@@ -212,6 +212,7 @@ async def _push_run(e: PushEnv) -> dict[str, Any]:
     path = f"/push/pan?area={CITY_ID}&metric=open&lang=zh-CN"
     first = last = -1  # the measured ticks, set once every stream is open
     lat: list[float] = []
+    by_tick: dict[int, list[float]] = {}
     sizes: list[int] = []
     firsts: dict[int, float] = {}  # per tick: its first viewer (≈ the build and publish)
     got: list[set[int]] = [set() for _ in e.cookies]
@@ -230,6 +231,7 @@ async def _push_run(e: PushEnv) -> dict[str, Any]:
         if first <= tick <= last and tick not in got[i]:
             ms = (arrived - tick * REFRESH_S) * 1000
             lat.append(ms)
+            by_tick.setdefault(tick, []).append(ms)
             firsts[tick] = min(firsts.get(tick, ms), ms)
             sizes.append(size)
             got[i].add(tick)
@@ -283,6 +285,10 @@ async def _push_run(e: PushEnv) -> dict[str, Any]:
         "failed": dict(failed),
         "bytes": max(sizes, default=0),
         "first": sorted(firsts.values()),
+        "per_tick": [
+            (round(firsts[t]), round(pct(by_tick[t], 50)), round(max(by_tick[t])))
+            for t in sorted(by_tick)
+        ],
     }
 
 
@@ -397,6 +403,7 @@ def test_thousand_viewers_push_then_polling(push_env: PushEnv) -> None:
         refresh_s=REFRESH_S,
         payload_bytes=pushed["bytes"],
         first_viewer_ms_median=median(pushed["first"]) if pushed["first"] else None,
+        per_tick_first_p50_max_ms=pushed["per_tick"],
         client_cpu_s_per_tick=pushed["client_cpu"] / TICKS,
         push_server_cpu_s_per_tick=pushed["push_cpu"] / TICKS,
         web_server_cpu_s_per_tick=(pushed["cpu"] - pushed["push_cpu"]) / TICKS,

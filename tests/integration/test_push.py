@@ -256,8 +256,14 @@ def test_a_disabled_account_closes_all_its_streams_and_the_rest_are_marked_check
             assert ev is not None and ev.event == "close"
         nxt, payload = await next_tick(streams[3])
         assert int(nxt) > int(firsts[3]) and ids.P_KPIS in payload["response"]
-        got = guard.sessions.load_many([sid_of(w, kept)], w.clock.now_ms)[sid_of(w, kept)]
-        assert got is not None and got.checked_ms == w.clock.now_ms
+        # the use is recorded beside the fan-out (not before it): wait for it
+        for _ in range(100):
+            got = guard.sessions.load_many([sid_of(w, kept)], w.clock.now_ms)[sid_of(w, kept)]
+            assert got is not None
+            if got.checked_ms == w.clock.now_ms:
+                break
+            await asyncio.sleep(0.05)
+        assert got.checked_ms == w.clock.now_ms
         assert all(
             v is None
             for v in guard.sessions.load_many([sid_of(w, c) for c in shared], now).values()
