@@ -13,6 +13,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from dashboard.responses import (
 from pipelines.access import audit, policy
 from pipelines.access import sessions as S
 from pipelines.city.geography import City
+from pipelines.ops import metrics as M
 from pipelines.redis_client import connect, connect_async, connect_pubsub_async
 from pipelines.settings import Settings
 from pipelines.spine.partitions import global_prefix
@@ -45,31 +47,88 @@ log = logging.getLogger("wangge.push")
 COOKIE = "wg_session"
 QUEUE = 4  # frames waiting per viewer; a slower one loses the oldest (the newest wins)
 CLOSE = b"event: close\ndata: ended\n\n"
+KEEPALIVE = b": keep-alive\n\n"
+SLOW = 256 * 1024  # bytes unsent on a connection: past this its frames wait in the queue
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (an event stream's body is chunked)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+KEEPALIVE_CHUNK = chunk(KEEPALIVE)
 
 
 @dataclass(eq=False)
 class Viewer:
-    """One open stream: whose session, what it watches, its outgoing frames."""
+    """One open stream: whose session, what it watches, its outgoing frames.
+
+    :meth:`send` is the fan-out's whole per-viewer work (no await, no lock, no task
+    switch): the tick's frame, one bytes object for every viewer, already framed as a
+    chunk, goes straight to the connection's transport (``direct``, when the HTTP server
+    lets the stream write there and the connection keeps up). Otherwise, and for a
+    connection with more than ``SLOW`` bytes unsent, it is appended to a short deque (the
+    oldest goes when full) and the stream's writer (``server.EventStream``) is woken: it
+    takes every waiting frame at once and writes them in one piece."""
 
     sid: str
     cookie: str  # the Cookie header (for asking the web server to build a tick)
     query: Query
     grant: Decision
-    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE))
+    frames: deque[bytes | None] = field(default_factory=lambda: deque(maxlen=QUEUE))
+    waiter: asyncio.Future[None] | None = None
     open: bool = True
+    idle: bool = True  # nothing sent since the last keep-alive pass
+    direct: asyncio.WriteTransport | None = None  # the connection, for framed chunks
+    busy: bool = False  # the writer is sending taken frames (later ones must follow them)
 
-    def send(self, frame: bytes | None) -> None:
+    def send(self, frame: bytes | None, framed: bytes | None = None) -> None:
+        """Send a frame (``framed``: the same as a chunk); None: close the stream after
+        what is queued."""
         if not self.open:
+            return
+        self.idle = False
+        t = self.direct
+        if (
+            frame is not None
+            and framed is not None
+            and t is not None
+            and not self.frames
+            and not self.busy
+            and t.get_write_buffer_size() <= SLOW
+        ):
+            if not t.is_closing():
+                t.write(framed)
             return
         if frame is None:
             self.open = False
-        while True:
+        self.frames.append(frame)  # full: the oldest goes
+        self._wake()
+
+    def gone(self) -> None:
+        """The client went: the writer ends (whatever is queued goes nowhere)."""
+        self.open = False
+        self.frames.append(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def take(self) -> list[bytes | None]:
+        """Every frame waiting, oldest first (waits for one); a None ends the list."""
+        while not self.frames:
+            w = self.waiter = asyncio.get_running_loop().create_future()
             try:
-                self.queue.put_nowait(frame)
-                return
-            except asyncio.QueueFull:
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    self.queue.get_nowait()
+                await w
+            finally:
+                self.waiter = None
+        out = list(self.frames)
+        self.frames.clear()
+        return out
 
 
 @dataclass(eq=False)
@@ -89,6 +148,11 @@ class Stream:
 class Refusal:
     status: int
     why: str
+
+
+def _account(s: S.Session) -> tuple[str, ...]:
+    """What a session's re-check reads in SQL: its wall token, or its account as it was."""
+    return ("wall", s.token_id) if s.wall else ("user", s.username, s.role, s.scope, s.stamp)
 
 
 def frame(tick: int, raw: bytes) -> bytes:
@@ -141,6 +205,7 @@ class Hub:
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.streams: dict[str, Stream] = {}
         self.deps: dict[str, dict[str, Any]] = {}  # page → its refresh callback's spec
+        self.deps_lock = asyncio.Lock()  # viewers connecting at once ask for it once
         self.checked_tick = -1
         self.check_lock = asyncio.Lock()
         self.tasks: list[asyncio.Task[Any]] = []
@@ -148,6 +213,8 @@ class Hub:
         self.pubsub: Any = None
         self.published = 0  # ticks this process published (built or taken from the cache)
         self.asked = 0  # ticks this process asked the web server to build
+        self.metered = settings.metrics.enabled
+        self.heartbeat_s = max(1.0, settings.push.heartbeat_s)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -157,6 +224,7 @@ class Hub:
         self.tasks = [
             asyncio.create_task(self._ticks(), name="push-ticks"),
             asyncio.create_task(self._listen(), name="push-listen"),
+            asyncio.create_task(self._keep_alive(), name="push-keepalive"),
         ]
 
     async def stop(self) -> None:
@@ -246,6 +314,8 @@ class Hub:
             return Refusal(503, "the web server is not answering")
         viewer = Viewer(sid, cookie, query, grant)
         stream = await self._join(viewer, str(callback["output"]))
+        if self.metered:
+            M.push_viewers(query.page, 1)
         await self._first(viewer, stream)
         return viewer
 
@@ -275,7 +345,11 @@ class Hub:
 
     async def _callback(self, page: str, cookie: str) -> dict[str, Any] | None:
         """The page's refresh callback from the web server's dependencies (once)."""
-        if page not in self.deps:
+        if page in self.deps:
+            return self.deps[page]
+        async with self.deps_lock:
+            if page in self.deps:
+                return self.deps[page]
             try:
                 raw = await asyncio.to_thread(self._get, "/_dash-dependencies", cookie)
                 deps = json.loads(raw)
@@ -285,7 +359,7 @@ class Hub:
             if found is None:
                 return None
             self.deps[page] = found
-        return self.deps[page]
+            return found
 
     async def _join(self, viewer: Viewer, output: str) -> Stream:
         key = viewer.query.key(viewer.grant)
@@ -312,6 +386,8 @@ class Hub:
         for name, stream in list(self.streams.items()):
             if viewer in stream.viewers:
                 stream.viewers.discard(viewer)
+                if self.metered:
+                    M.push_viewers(viewer.query.page, -1)
                 if not stream.viewers:
                     del self.streams[name]
                     self._spawn(self._unsubscribe(stream.channel))
@@ -320,6 +396,18 @@ class Hub:
         with contextlib.suppress(Exception):
             if not any(s.channel == channel for s in self.streams.values()):
                 await self.pubsub.unsubscribe(channel)
+
+    async def _keep_alive(self) -> None:
+        """A comment on every stream that was sent nothing for a while (proxies and
+        browsers keep it open): one pass every half heartbeat, so no stream is silent for
+        longer than ``push.heartbeat_s``; no timer per viewer."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s / 2)
+            for stream in list(self.streams.values()):
+                for v in stream.viewers:
+                    if v.idle and not v.frames:
+                        v.send(KEEPALIVE, KEEPALIVE_CHUNK)
+                    v.idle = True
 
     # ------------------------------------------------------------------ ticks
 
@@ -342,41 +430,90 @@ class Hub:
                 log.warning("push tick %s failed", tick, exc_info=True)
 
     async def recheck(self, tick: int) -> None:
-        """Every local session, once per tick (one pipelined read): streams whose session
-        ended or no longer grants their area are closed before anything is sent."""
+        """Every local session, once per tick (one pipelined read; the account in SQL when
+        due, once per account): streams whose session ended or no longer grants their area
+        are closed before anything is sent. Recording the use (last seen, last checked) is
+        not a decision: it is written after, beside the tick's fan-out."""
         async with self.check_lock:
             if tick <= self.checked_tick:
                 return
             viewers = [v for s in self.streams.values() for v in s.viewers if v.open]
             if viewers:
-                closed = await asyncio.to_thread(self._check, viewers)
-                for v in closed:
-                    v.send(None)
-                    self.leave(v)
+                t0 = time.perf_counter()
+                closed, checked, used = await asyncio.to_thread(self._check, viewers)
+                if self.metered:
+                    M.observe_push_recheck(time.perf_counter() - t0)
+                self._close(closed)
+                if checked or used:
+                    self._spawn(self._record_use(checked, used))
             self.checked_tick = tick
 
-    def _check(self, viewers: list[Viewer]) -> list[Viewer]:
-        """The viewers whose stream must close (in a thread: Redis, and SQL when due)."""
+    def _close(self, viewers: list[Viewer]) -> None:
+        for v in viewers:
+            v.send(None)
+            self.leave(v)
+
+    async def _record_use(self, checked: list[S.Session], used: list[S.Session]) -> None:
+        """Last checked and last seen of the sessions just re-checked (an open stream is a
+        used session); a session that ended meanwhile closes its streams now. Written a
+        moment later, once the tick's fan-out is done (not competing with it)."""
+        await asyncio.sleep(self.refresh_s / 5)
+        try:
+            ended = await asyncio.to_thread(self._write_use, checked, used)
+        except redis.RedisError:  # the next tick reads and writes again
+            return
+        if ended:
+            self._close(
+                [v for s in list(self.streams.values()) for v in s.viewers if v.sid in ended]
+            )
+
+    def _write_use(self, checked: list[S.Session], used: list[S.Session]) -> set[str]:
+        now_ms = int(self.clock() * 1000)
+        fresh = self.sessions.seen_many(checked, now_ms, checked=True) if checked else {}
+        fresh.update(self.sessions.seen_many(used, now_ms))
+        return {sid for sid, s in fresh.items() if s is None}
+
+    def _check(
+        self, viewers: list[Viewer]
+    ) -> tuple[list[Viewer], list[S.Session], list[S.Session]]:
+        """The viewers whose stream must close, the sessions whose account was re-checked
+        and the others still valid (in a thread: Redis, and SQL when due)."""
         now_ms = int(self.clock() * 1000)
         found = self.sessions.load_many([v.sid for v in viewers], now_ms)
-        fresh: dict[str, S.Session | None] = {}
+        valid: dict[str, S.Session] = {}
         used: list[S.Session] = []
-        for sid, s in found.items():
+        due: list[S.Session] = []
+        for s in found.values():
             if s is None:
-                fresh[sid] = None
-            elif now_ms - s.checked_ms >= S.RECHECK_MS:  # the account itself, as the guard does
-                if account_grants(self.engine, s, now_ms):
-                    fresh[sid] = self.sessions.seen(s, now_ms, checked=True)
-                else:
-                    self.sessions.end_user(s.username)
-                    fresh[sid] = None
+                continue
+            if now_ms - s.checked_ms >= S.RECHECK_MS:  # the account itself, as the guard does
+                due.append(s)
             else:
                 used.append(s)
-        fresh.update(self.sessions.seen_many(used, now_ms))  # an open stream is a used session
+                valid[s.sid] = s
+        # the account (or wall token) in SQL once per account, however many of its
+        # sessions are due: many viewers often share one account (a control room's)
+        grants: dict[tuple[str, ...], bool] = {}
+        checked: list[S.Session] = []
+        for s in due:
+            account = _account(s)
+            ok = grants.get(account)
+            if ok is None:
+                ok = grants[account] = account_grants(self.engine, s, now_ms)
+                if not ok:
+                    self.sessions.end_user(s.username)
+            if ok:
+                checked.append(s)
+                valid[s.sid] = s
+        if len(grants) > sum(grants.values()):  # an account ended: its other sessions too
+            gone = {s.username for s in due if not grants[_account(s)]}
+            used = [s for s in used if s.username not in gone]
+            checked = [s for s in checked if s.username not in gone]
+            valid = {sid: s for sid, s in valid.items() if s.username not in gone}
         closed = []
         decided: dict[tuple[str, str, str, str], Decision] = {}  # viewers share a few
         for v in viewers:
-            s = fresh.get(v.sid)
+            s = valid.get(v.sid)
             if s is None:
                 closed.append(v)
                 continue
@@ -386,7 +523,7 @@ class Hub:
                 grant = decided[what] = self.decide(s, v.query)
             if not grant.granted or grant.data_class != v.grant.data_class:
                 closed.append(v)
-        return closed
+        return closed, checked, used
 
     async def _cached(self, stream: Stream, tick: int) -> bytes | None:
         try:
@@ -400,30 +537,42 @@ class Hub:
     async def _build(self, stream: Stream, tick: int) -> None:
         """The lease holder of (stream, tick) publishes the tick's answer: the web server's
         finished one, or one it asks the web server to build for a verified viewer."""
+        t0 = time.perf_counter()
         lease = push_lease(self.prefix, stream.name, tick)
         if not await self.r.set(lease, self.owner, nx=True, px=int(self.refresh_s * 1000) + 1000):
             return
         got_tick, raw = tick, await self._cached(stream, tick)
+        source = "cache"
         if raw is None:
-            got = await self._ask(stream)
+            got = await self._ask(stream, tick)
             if got is None:
                 await self.r.delete(lease)
                 return
             got_tick, raw = got
             self.asked += 1
+            source = "web"
         await self.rp.publish(stream.channel, b"%d\n" % got_tick + raw)
         self.published += 1
+        if self.metered:
+            M.observe_push_build(source, time.perf_counter() - t0)
 
-    async def _ask(self, stream: Stream, tries: int = 3) -> tuple[int, bytes] | None:
+    async def _ask(self, stream: Stream, tick: int, tries: int = 3) -> tuple[int, bytes] | None:
         """The web server builds the tick for one of the stream's viewers. The session
         re-check of this tick runs at the same time, so a viewer whose session just ended
-        is refused by the web server (its own check): the next viewer is asked instead."""
+        is refused by the web server (its own check): the next viewer is asked instead,
+        once this tick's re-check has closed the streams that lost the right."""
         body = json.dumps(request_body(stream.query, self.deps[stream.query.page])).encode()
-        for viewer in [v for v in stream.viewers if v.open][:tries]:
+        tried: set[Viewer] = set()
+        for _ in range(tries):
+            viewer = next((v for v in stream.viewers if v.open and v not in tried), None)
+            if viewer is None:
+                return None
+            tried.add(viewer)
             try:
                 got = await asyncio.to_thread(self._post, body, viewer.cookie, stream.name)
             except urllib.error.HTTPError as exc:  # a refusal (401/403): the next viewer
                 log.info("push: the web server did not build %s: %s", stream.name, exc)
+                await self.recheck(tick)
                 continue
             except OSError as exc:  # the web server down or slow: the next tick tries again
                 log.info("push: the web server did not build %s: %s", stream.name, exc)
@@ -487,10 +636,22 @@ class Hub:
             return
         if tick > self.checked_tick:
             await self.recheck(tick)
-        data = frame(tick, raw)
+        t0 = time.perf_counter()
+        data = frame(tick, raw)  # one bytes object for every viewer
+        framed = chunk(data)
+        sent = 0
         for stream in streams:
             if tick <= stream.sent_tick:
                 continue
             stream.sent_tick = tick
-            for v in list(stream.viewers):
-                v.send(data)
+            for v in stream.viewers:
+                v.send(data, framed)
+            sent += len(stream.viewers)
+            if self.metered:
+                M.push_tick_sent(stream.query.page)
+        if self.metered and sent:
+            # direct writes are done; woken writers run before this callback (in order)
+            asyncio.get_running_loop().call_soon(self._fanned_out, t0)
+
+    def _fanned_out(self, t0: float) -> None:
+        M.observe_push_fanout(time.perf_counter() - t0)

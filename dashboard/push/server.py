@@ -1,10 +1,12 @@
 """The push server's HTTP side: ``GET /push/pan`` and ``/push/wall`` (event streams),
-``/push/healthz`` and ``/push/readyz``; ``python -m dashboard.push`` serves it (uvicorn)."""
+``/push/healthz``, ``/push/readyz`` and ``/metrics`` (also ``/push/metrics``, for a proxy
+that routes ``/push`` only); ``python -m dashboard.push`` serves it (uvicorn)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,20 +14,25 @@ from typing import Any
 
 import redis
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from dashboard.push.hub import CLOSE, COOKIE, Hub, Refusal, Viewer
 from pipelines.access import audit
 from pipelines.city.geography import City
+from pipelines.ops import metrics as M
 from pipelines.settings import Settings, load_settings
 from pipelines.spine import store
 
+log = logging.getLogger("wangge.push")
 HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: pass each event on at once
 }
+RAW_SEND = "wangge.push.send"
 RETRY_MS = 2000  # the browser reconnects after this long when a stream drops
 
 
@@ -40,22 +47,74 @@ def _cors(hub: Hub, request: Request) -> dict[str, str]:
     return {}
 
 
-async def _events(hub: Hub, viewer: Viewer) -> AsyncIterator[bytes]:
-    heartbeat = max(1.0, hub.settings.push.heartbeat_s)
-    try:
-        yield b"retry: %d\n\n" % RETRY_MS
-        while True:
-            try:
-                item = await asyncio.wait_for(viewer.queue.get(), heartbeat)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if item is None:  # the session ended or lost the right: say so, then close
-                yield CLOSE
-                return
-            yield item
-    finally:
-        hub.leave(viewer)
+class EventStream(Response):
+    """A viewer's event stream (plain ASGI): the frames the hub queues are written as they
+    come, all those waiting in one write; the stream ends when the hub closes it (the
+    session ended or lost the right: ``event: close`` first) or the client goes."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, hub: Hub, viewer: Viewer, headers: dict[str, str]) -> None:
+        self.hub = hub
+        self.viewer = viewer
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        viewer = self.viewer
+        gone = asyncio.ensure_future(self._disconnected(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            retry = b"retry: %d\n\n" % RETRY_MS
+            await send({"type": "http.response.body", "body": retry, "more_body": True})
+            viewer.direct = _transport(scope)
+            while True:
+                frames = await viewer.take()
+                if None in frames:  # closed by the hub (or the client went): the last write
+                    body = b"".join(frames[: frames.index(None)])  # type: ignore[arg-type]
+                    await send({"type": "http.response.body", "body": body + CLOSE})
+                    return
+                body = frames[0] if len(frames) == 1 else b"".join(frames)  # type: ignore[arg-type]
+                viewer.busy = True  # until written: a frame meanwhile queues behind these
+                try:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                finally:
+                    viewer.busy = False
+        except OSError:  # the connection broke
+            pass
+        finally:
+            viewer.direct = None
+            gone.cancel()
+            self.hub.leave(viewer)
+
+    async def _disconnected(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.viewer.gone()
+
+
+def _transport(scope: Scope) -> asyncio.WriteTransport | None:
+    """The connection a stream may write its chunks to directly: uvicorn's httptools
+    protocol (a chunked response, nothing but our bytes on it until the stream ends; its
+    own writes and flow control use the same transport). Any other server: None (every
+    frame through ASGI ``send``)."""
+    cycle = getattr(scope.get(RAW_SEND), "__self__", None)
+    if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    transport = getattr(cycle, "transport", None)
+    if getattr(cycle, "chunked_encoding", None) is not True or transport is None:
+        return None
+    return transport  # type: ignore[no-any-return]
+
+
+class PushApp(Starlette):
+    """The push app; it keeps the server's own ``send`` in the scope (``RAW_SEND``: the
+    middlewares wrap the one the routes get) for :func:`_transport`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[RAW_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -90,10 +149,10 @@ def create_app(
             request.client.host if request.client else "",
         )
         if isinstance(got, Refusal):
+            if got.status >= 500:  # not the viewer's doing
+                log.warning("push: a stream refused: %s", got.why)
             return PlainTextResponse(got.why, status_code=got.status, headers=cors)
-        return StreamingResponse(
-            _events(hub, got), media_type="text/event-stream", headers={**HEADERS, **cors}
-        )
+        return EventStream(hub, got, {**HEADERS, **cors})
 
     async def healthz(_request: Request) -> Response:
         return PlainTextResponse(f"ok {hub.viewers()} viewers")
@@ -105,6 +164,18 @@ def create_app(
             return PlainTextResponse("redis unreachable", status_code=503)
         return PlainTextResponse("ready")
 
+    async def metrics(request: Request) -> Response:
+        """Prometheus text (``[metrics]``: the allowed networks or the bearer token), as the
+        web server and the gateway serve it; several workers' files are summed."""
+        m = settings.metrics
+        if not m.enabled:
+            return PlainTextResponse("not found", status_code=404)
+        peer = request.client.host if request.client else None
+        if not M.allowed(peer, request.headers.get("authorization"), m.allow, m.token):
+            return PlainTextResponse("forbidden", status_code=403)
+        body = await run_in_threadpool(M.exposition)
+        return Response(body, media_type=M.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await hub.start()
@@ -114,10 +185,12 @@ def create_app(
             await hub.stop()
             engine.dispose()
 
-    app = Starlette(
+    app = PushApp(
         routes=[
             Route("/push/healthz", healthz),
             Route("/push/readyz", readyz),
+            Route("/push/metrics", metrics),
+            Route("/metrics", metrics),
             Route("/push/{page}", stream),
         ],
         lifespan=lifespan,
@@ -129,6 +202,14 @@ def create_app(
 def app_from_env() -> Starlette:
     """For uvicorn's worker processes (``--workers`` > 1): settings from the environment."""
     return create_app(load_settings())
+
+
+def _shared_metrics(settings: Settings) -> None:
+    """Several workers: their /metrics sum them all (prometheus multiprocess files in
+    ``<var_dir>/metrics/push``, emptied now; the workers inherit the variable)."""
+    if settings.metrics.enabled and not M.multiprocess_dir():
+        d = M.fresh_dir(settings.path(settings.run.var_dir) / "metrics" / "push")
+        os.environ[M.MULTIPROC_ENV] = str(d)
 
 
 def serve(settings: Settings, port: int | None = None) -> int:
@@ -149,6 +230,7 @@ def serve(settings: Settings, port: int | None = None) -> int:
         "timeout_graceful_shutdown": 3,  # open streams never end by themselves
     }
     if p.workers > 1:
+        _shared_metrics(settings)
         uvicorn.run("dashboard.push.server:app_from_env", factory=True, workers=p.workers, **opts)
     else:
         uvicorn.Server(uvicorn.Config(create_app(settings), **opts)).run()

@@ -205,13 +205,23 @@ class Sessions:
         )
         return new if self.save(new, now_ms) else None
 
-    def seen_many(self, found: list[Session], now_ms: int) -> dict[str, Session | None]:
-        """:meth:`seen` for many sessions in one round trip (without ``checked``)."""
+    def seen_many(
+        self, found: list[Session], now_ms: int, *, checked: bool = False
+    ) -> dict[str, Session | None]:
+        """:meth:`seen` for many sessions in one round trip (``checked``: all of them were
+        re-checked now)."""
         out: dict[str, Session | None] = {}
         due = []
         for s in found:
-            if not s.wall and now_ms - s.seen_ms >= TOUCH_MS:
-                due.append(dataclasses.replace(s, seen_ms=now_ms))
+            touch = not s.wall and now_ms - s.seen_ms >= TOUCH_MS
+            if touch or checked:
+                due.append(
+                    dataclasses.replace(
+                        s,
+                        seen_ms=now_ms if touch else s.seen_ms,
+                        checked_ms=now_ms if checked else s.checked_ms,
+                    )
+                )
             else:
                 out[s.sid] = s
         if due:

@@ -4,7 +4,9 @@ Two sources, never mixed up:
 
 * **Recorded in the process** (counters and histograms): batch latency, events applied and
   dead letters per feed (stream workers), the warnings tick, dashboard callback latency
-  per page, gateway requests per protocol and status. Created on first use.
+  per page, gateway requests per protocol and status, the push server's open streams,
+  ticks sent and the time of a tick's build, session re-check and fan-out. Created on
+  first use.
 * **Read from Redis at scrape time** (gauges that are the same whichever process is
   asked): each stream's consumer-group lag and pending entries, viewers seen in the last
   minute. These are correct with any number of workers, processes or hosts.
@@ -43,6 +45,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FEEDS = ("reports", "locations", "video")
 # Seconds: batch and callback latencies from a few ms to a minute.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Seconds: the push server's steps, from a fraction of a millisecond (a fan-out) up.
+PUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 def fresh_dir(directory: str | Path) -> Path:
@@ -76,6 +80,11 @@ class Metrics:
     callback_seconds: Any
     gateway_requests: Any
     gateway_seconds: Any
+    push_viewers: Any
+    push_ticks: Any
+    push_build_seconds: Any
+    push_recheck_seconds: Any
+    push_fanout_seconds: Any
 
 
 _METRICS_LOCK = threading.Lock()
@@ -91,7 +100,7 @@ def _metrics() -> Metrics:
 
 @functools.cache
 def _registered() -> Metrics:
-    from prometheus_client import Counter, Histogram
+    from prometheus_client import Counter, Gauge, Histogram
 
     b = LATENCY_BUCKETS
     return Metrics(
@@ -124,6 +133,32 @@ def _registered() -> Metrics:
             ["protocol"],
             buckets=b,
         ),
+        push_viewers=Gauge(
+            "wangge_push_viewers",
+            "Event streams open on the push server, by page",
+            ["page"],
+            multiprocess_mode="livesum",
+        ),
+        push_ticks=Counter(
+            "wangge_push_ticks_sent", "Ticks forwarded to a stream's viewers, by page", ["page"]
+        ),
+        push_build_seconds=Histogram(
+            "wangge_push_tick_build_seconds",
+            "Push: one stream's tick taken (source cache) or asked of the web server (web)"
+            " and published",
+            ["source"],
+            buckets=PUSH_BUCKETS,
+        ),
+        push_recheck_seconds=Histogram(
+            "wangge_push_recheck_seconds",
+            "Push: the per-tick re-check of every session the process holds",
+            buckets=PUSH_BUCKETS,
+        ),
+        push_fanout_seconds=Histogram(
+            "wangge_push_fanout_seconds",
+            "Push: a published tick handed to every local viewer's connection",
+            buckets=PUSH_BUCKETS,
+        ),
     )
 
 
@@ -155,6 +190,27 @@ def observe_request(protocol: str, status: int, seconds: float) -> None:
     m = _metrics()
     m.gateway_requests.labels(protocol, str(status)).inc()
     m.gateway_seconds.labels(protocol).observe(seconds)
+
+
+def push_viewers(page: str, delta: int) -> None:
+    _metrics().push_viewers.labels(page).inc(delta)
+
+
+def push_tick_sent(page: str) -> None:
+    _metrics().push_ticks.labels(page).inc()
+
+
+def observe_push_build(source: str, seconds: float) -> None:
+    """``source``: ``cache`` (the web server's finished answer) or ``web`` (asked for it)."""
+    _metrics().push_build_seconds.labels(source).observe(seconds)
+
+
+def observe_push_recheck(seconds: float) -> None:
+    _metrics().push_recheck_seconds.observe(seconds)
+
+
+def observe_push_fanout(seconds: float) -> None:
+    _metrics().push_fanout_seconds.observe(seconds)
 
 
 # ------------------------------------------------------------------ viewers

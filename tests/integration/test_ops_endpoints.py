@@ -308,6 +308,11 @@ def test_grafana_dashboard_charts_every_metric_and_only_those(
     M.observe_tick(0.2)
     M.observe_callback("panorama", 0.05)
     M.observe_request("batch", 200, 0.01)
+    M.push_viewers("pan", 1)
+    M.push_tick_sent("pan")
+    M.observe_push_build("web", 0.1)
+    M.observe_push_recheck(0.01)
+    M.observe_push_fanout(0.02)
     extra = [
         M.StreamCollector(rclient, live_settings),
         M.ViewersCollector(rclient, live_settings.redis.prefix),

@@ -25,13 +25,18 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from werkzeug.serving import make_server
 
 from dashboard import ids
 from dashboard.app import create_app
+from dashboard.auth import Decision
+from dashboard.push.hub import QUEUE, SLOW, Viewer, chunk
 from dashboard.push.server import create_app as create_push
+from dashboard.push.spec import Query
 from dashboard.responses import EXTENSION, ResponseCache
-from pipelines.access import audit
+from pipelines.access import accounts, audit
+from pipelines.access import sessions as S
 from pipelines.city.geography import City, demo_city
 from pipelines.gateway.server import free_port
 from tests.clock import MOMENTS, Clock
@@ -86,7 +91,8 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         push.start()
         other_port = free_port("127.0.0.1")
         other = create_push(push_settings, city=city, engine=engine, clock=clock)
-        second = PushServer(other, other_port).start()
+        # the second on h11: its frames take the ASGI path, the first's go to the socket
+        second = PushServer(other, other_port, http="h11").start()
         district = city.children(city.city_id)[0]
         elsewhere = city.children(city.city_id)[1]
         refresh_ms = int(settings.dashboard.refresh_s * 1000)
@@ -210,5 +216,142 @@ def test_a_revoked_session_stream_closes_on_the_next_tick(world: World) -> None:
         again = await connect(w, gone, w.district)
         assert again.status == 401
         await s2.close()
+
+    asyncio.run(run())
+
+
+def sid_of(w: World, cookie: str) -> str:
+    server = w.app.server
+    signer = server.session_interface.get_signing_serializer(server)
+    return str(signer.loads(cookie.split("=", 1)[1])["sid"])
+
+
+def test_a_disabled_account_closes_all_its_streams_and_the_rest_are_marked_checked(
+    world: World,
+) -> None:
+    """Several streams of one account and one of another: once the account re-check is
+    due, the disabled account's streams all close (without the tick), the other goes on
+    and its session is recorded as re-checked at that moment (not re-read at every tick)."""
+    w = world
+    w.clock.advance(14_400_000)
+    now = w.clock.now_ms
+    guard = w.app.server.extensions["wangge.guard"]
+    city = w.app.server.extensions["wangge"].city
+    pw = "a-long-Passw0rd-for-push"
+    accounts.create_user(w.engine, city, "push-shared", "city_leader", "320100", pw, now_ms=now)
+    accounts.create_user(w.engine, city, "push-kept", "city_leader", "320100", pw, now_ms=now)
+    shared = [cookie_of(w, "city_leader", "320100", "push-shared") for _ in range(3)]
+    kept = cookie_of(w, "city_leader", "320100", "push-kept")
+
+    async def run() -> None:
+        streams = [await connect(w, c, w.district) for c in [*shared, kept]]
+        assert [s.status for s in streams] == [200] * 4
+        firsts = [(await next_tick(s))[0] for s in streams]
+        # disabled in SQL only (its sessions left in Redis): the push server's own
+        # account re-check must find it
+        accounts.disable_user(w.engine, "push-shared", now_ms=w.clock.now_ms)
+        w.clock.advance(S.RECHECK_MS + w.refresh_ms)
+        for s in streams[:3]:
+            ev = await asyncio.wait_for(s.next(), WAIT_S)
+            assert ev is not None and ev.event == "close"
+        nxt, payload = await next_tick(streams[3])
+        assert int(nxt) > int(firsts[3]) and ids.P_KPIS in payload["response"]
+        # the use is recorded beside the fan-out (not before it): wait for it
+        for _ in range(100):
+            got = guard.sessions.load_many([sid_of(w, kept)], w.clock.now_ms)[sid_of(w, kept)]
+            assert got is not None
+            if got.checked_ms == w.clock.now_ms:
+                break
+            await asyncio.sleep(0.05)
+        assert got.checked_ms == w.clock.now_ms
+        assert all(
+            v is None
+            for v in guard.sessions.load_many([sid_of(w, c) for c in shared], now).values()
+        )
+        await streams[3].close()
+
+    asyncio.run(run())
+
+
+def metric(port: int, name: str) -> float:
+    """One series of the push server's /metrics (0 when absent)."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_push_server_exposes_its_metrics(world: World) -> None:
+    """/metrics: open streams, ticks sent, the build, re-check and fan-out times (each
+    counted once per tick); only for the allowed networks (loopback here)."""
+    w = world
+    w.clock.advance(18_000_000)
+    cookie = cookie_of(w, "city_leader", "320100", "push-metrics")
+    p = w.push_port
+    open_ = 'wangge_push_viewers{page="pan"}'
+    sent = 'wangge_push_ticks_sent_total{page="pan"}'
+    fanout = "wangge_push_fanout_seconds_count"
+    recheck = "wangge_push_recheck_seconds_count"
+    builds = 'wangge_push_tick_build_seconds_count{source="web"}'
+
+    async def run() -> None:
+        before = {k: metric(p, k) for k in (open_, sent, fanout, recheck, builds)}
+        s = await connect(w, cookie, w.elsewhere)
+        await next_tick(s)
+        assert metric(p, open_) == before[open_] + 1
+        w.clock.advance(w.refresh_ms)
+        await next_tick(s)
+        # both processes share this test's registry: at least this stream's tick
+        assert metric(p, sent) >= before[sent] + 1
+        assert metric(p, fanout) >= before[fanout] + 1
+        assert metric(p, recheck) >= before[recheck] + 1
+        assert metric(p, builds) >= before[builds] + 1
+        await s.close()
+        for _ in range(100):  # the server sees the client go
+            if metric(p, open_) == before[open_]:
+                break
+            await asyncio.sleep(0.1)
+        assert metric(p, open_) == before[open_]
+
+    asyncio.run(run())
+    assert requests.get(f"http://127.0.0.1:{p}/push/metrics", timeout=10).status_code == 200
+
+
+def test_a_slow_connection_keeps_only_the_newest_frames() -> None:
+    """Frames go straight to a connection that keeps up; once more than ``SLOW`` bytes
+    wait unsent (a client that stopped reading), they wait in the viewer's queue instead,
+    the newest ``QUEUE`` of them, in order, and the writer is woken."""
+
+    async def run() -> None:
+        accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
+
+        async def handler(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.set_result(writer)
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _reader, client = await asyncio.open_connection("127.0.0.1", port)  # never reads
+        conn = await accepted
+        query = Query.parse("pan", {"area": "320100"})
+        assert query is not None
+        v = Viewer("sid", "", query, Decision(True, "320100", "aggregates"))
+        v.direct = conn.transport  # type: ignore[assignment]
+        big = b"x" * 65536
+        for _ in range(2000):  # the kernel's buffers first, then the transport's
+            if conn.transport.get_write_buffer_size() > SLOW:
+                break
+            v.send(big, chunk(big))
+            assert not v.frames  # written, not queued
+        assert conn.transport.get_write_buffer_size() > SLOW
+        waiting = asyncio.ensure_future(v.take())
+        await asyncio.sleep(0)
+        for i in range(QUEUE + 3):
+            v.send(b"%d" % i, chunk(b"%d" % i))
+        got = await asyncio.wait_for(waiting, 5)
+        assert got == [b"%d" % i for i in range(3, QUEUE + 3)]
+        client.close()
+        conn.close()
+        server.close()
 
     asyncio.run(run())
