@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -72,10 +71,11 @@ class EventStream(Response):
             while True:
                 frames = await viewer.take()
                 if None in frames:  # closed by the hub (or the client went): the last write
-                    body = b"".join(frames[: frames.index(None)])  # type: ignore[arg-type]
-                    await send({"type": "http.response.body", "body": body + CLOSE})
+                    last = [f for f in frames[: frames.index(None)] if f is not None]
+                    await send({"type": "http.response.body", "body": b"".join(last) + CLOSE})
                     return
-                body = frames[0] if len(frames) == 1 else b"".join(frames)  # type: ignore[arg-type]
+                ready = [f for f in frames if f is not None]
+                body = ready[0] if len(ready) == 1 else b"".join(ready)
                 viewer.busy = True  # until written: a frame meanwhile queues behind these
                 try:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
@@ -105,7 +105,7 @@ def _transport(scope: Scope) -> asyncio.WriteTransport | None:
     transport = getattr(cycle, "transport", None)
     if getattr(cycle, "chunked_encoding", None) is not True or transport is None:
         return None
-    return transport  # type: ignore[no-any-return]
+    return transport
 
 
 class PushApp(Starlette):
@@ -204,34 +204,19 @@ def app_from_env() -> Starlette:
     return create_app(load_settings())
 
 
-def _shared_metrics(settings: Settings) -> None:
-    """Several workers: their /metrics sum them all (prometheus multiprocess files in
-    ``<var_dir>/metrics/push``, emptied now; the workers inherit the variable)."""
-    if settings.metrics.enabled and not M.multiprocess_dir():
-        d = M.fresh_dir(settings.path(settings.run.var_dir) / "metrics" / "push")
-        os.environ[M.MULTIPROC_ENV] = str(d)
-
-
 def serve(settings: Settings, port: int | None = None) -> int:
     """Serve until SIGINT / SIGTERM (uvicorn's own handling)."""
-    import uvicorn
+    from pipelines.ops.asgi import serve_asgi
 
     p = settings.push
-    opts: dict[str, Any] = {
-        "host": p.host,
-        "port": p.port if port is None else port,
-        "log_level": "warning",
-        "access_log": False,
-        "http": "httptools",
-        "loop": "uvloop" if os.name == "posix" else "auto",
-        "proxy_headers": True,
-        "lifespan": "on",
-        "timeout_keep_alive": 30,
-        "timeout_graceful_shutdown": 3,  # open streams never end by themselves
-    }
-    if p.workers > 1:
-        _shared_metrics(settings)
-        uvicorn.run("dashboard.push.server:app_from_env", factory=True, workers=p.workers, **opts)
-    else:
-        uvicorn.Server(uvicorn.Config(create_app(settings), **opts)).run()
+    serve_asgi(
+        settings,
+        "push",
+        host=p.host,
+        port=p.port if port is None else port,
+        workers=p.workers,
+        factory="dashboard.push.server:app_from_env",
+        make_app=lambda: create_app(settings),
+        timeout_graceful_shutdown=3,  # open streams never end by themselves
+    )
     return 0

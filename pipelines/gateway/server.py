@@ -7,16 +7,13 @@ worker processes (each of which builds its own app from the environment).
 from __future__ import annotations
 
 import logging
-import os
 import socket
-from typing import Any
-
-import uvicorn
 
 from pipelines.gateway import credentials as _credentials  # noqa: F401 (its table)
 from pipelines.gateway import open311 as _open311  # noqa: F401 (its table)
 from pipelines.gateway.app import create_app
 from pipelines.gateway.mqtt import FrigateSubscriber
+from pipelines.ops.asgi import serve_asgi
 from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -51,41 +48,22 @@ def start_subscriber(settings: Settings) -> FrigateSubscriber | None:
     return sub
 
 
-def _shared_metrics(settings: Settings) -> None:
-    """Several uvicorn workers: their /metrics sum them all (prometheus multiprocess files
-    in ``<var_dir>/metrics/gateway``, emptied now; the workers inherit the variable)."""
-    from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
-
-    if settings.metrics.enabled and not os.environ.get(MULTIPROC_ENV):
-        d = fresh_dir(settings.path(settings.run.var_dir) / "metrics" / "gateway")
-        os.environ[MULTIPROC_ENV] = str(d)
-
-
 def serve(settings: Settings, port: int | None = None) -> int:
     """Serve until SIGINT / SIGTERM (uvicorn's own handling); returns an exit code."""
     gs = settings.gateway
     if not settings.redis.url:
         raise SystemExit("redis.url is empty: set REDIS_URL (or run `wangge run`)")
     sub = start_subscriber(settings)
-    opts: dict[str, Any] = {
-        "host": gs.host,
-        "port": gs.port if port is None else port,
-        "log_level": "warning",
-        "access_log": False,
-        "http": "httptools",
-        "loop": "uvloop" if os.name == "posix" else "auto",
-        "proxy_headers": True,
-        "lifespan": "on",
-        "timeout_keep_alive": 30,
-    }
     try:
-        if gs.workers > 1:
-            _shared_metrics(settings)
-            uvicorn.run(
-                "pipelines.gateway.app:app_from_env", factory=True, workers=gs.workers, **opts
-            )
-        else:
-            uvicorn.Server(uvicorn.Config(create_app(settings), **opts)).run()
+        serve_asgi(
+            settings,
+            "gateway",
+            host=gs.host,
+            port=gs.port if port is None else port,
+            workers=gs.workers,
+            factory="pipelines.gateway.app:app_from_env",
+            make_app=lambda: create_app(settings),
+        )
     finally:
         if sub is not None:
             sub.stop()

@@ -63,6 +63,14 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+def share_between_workers(enabled: bool, directory: str | Path) -> None:
+    """A service about to start several worker processes (uvicorn ``--workers``): their
+    /metrics sum them all, through prometheus multiprocess files in ``directory`` (emptied
+    now; the workers inherit the variable). Nothing when metrics are off or already shared."""
+    if enabled and not multiprocess_dir():
+        os.environ[MULTIPROC_ENV] = str(fresh_dir(directory))
+
+
 def process_exited(pid: int) -> None:
     """gunicorn's ``child_exit`` hook: drop a dead worker's live gauges (counters stay)."""
     if multiprocess_dir():

@@ -62,7 +62,8 @@ def xadd_many(r: Any, stream: str, payloads: Sequence[bytes]) -> bytes | str | N
     if not payloads:
         return None
     script = r.register_script(_XADD_MANY_LUA)  # (only hashes the text; loaded once)
-    return script(keys=[stream], args=list(payloads))  # type: ignore[no-any-return]
+    last: bytes | str | None = script(keys=[stream], args=list(payloads))
+    return last
 
 
 def publish(r: redis.Redis, stream: str, payloads: Sequence[bytes], chunk: int = 2000) -> int:
