@@ -31,6 +31,12 @@ def visible_words(driver: Any) -> set[str]:
     return set(WORD.findall(str(text)))
 
 
+SUSPENDED = (
+    "return [...document.querySelectorAll('div')]"
+    ".some(e => e.children.length === 0 && e.textContent === 'Loading...');"
+)
+
+
 @pytest.mark.parametrize("path", PAGES)
 def test_no_english_in_chinese_mode(chrome: Any, server_url: str, path: str) -> None:
     viewport(chrome, 1920, 1080)
@@ -40,5 +46,8 @@ def test_no_english_in_chinese_mode(chrome: Any, server_url: str, path: str) -> 
     wait(chrome).until(lambda d: count(d, ".wg-header"))
     wait(chrome, 30).until(lambda d: count(d, ".wg-main *") > 20)
     wait(chrome, 30).until(lambda d: count(d, "[data-dash-is-loading='true']") == 0)
+    # dash-leaflet's lazily loaded parts (its GeoJSON) show React's fallback, an English
+    # "Loading...", until their script arrives: the settled page is what is checked here
+    wait(chrome, 30).until(lambda d: not d.execute_script(SUSPENDED))
     words = visible_words(chrome) - ALLOWED
     assert not words, sorted(words)
