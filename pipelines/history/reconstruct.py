@@ -28,6 +28,7 @@ from pipelines.spine.events import stream_order
 from pipelines.spine.scripts import INCIDENT_FIELDS
 from pipelines.warnings.lifecycle import Warning, live_counts
 from pipelines.warnings.model import OPEN_STATUSES
+from pipelines.warnings.store import warning_of
 
 CHAIN = ("grid", "street", "district", "city")
 FEEDS = ("reports", "locations", "video")
@@ -241,18 +242,11 @@ def warnings_at(rows: pl.DataFrame, actions: pl.DataFrame, at_ms: int) -> list[W
         if status not in OPEN_STATUSES:
             continue
         out.append(
-            Warning(
-                warning_id=row["warning_id"],
-                key=row["key"],
-                rule=row["rule"],
-                area_id=row["area_id"],
+            warning_of(
+                row,
                 level=level,
                 status=status,
-                first_seen_ms=int(row["first_seen_ms"]),
                 last_seen_ms=min(int(row["last_seen_ms"]), at_ms),
-                evidence=tuple(orjson.loads(row["evidence"])),
-                summary=orjson.loads(row["summary"]),
-                aliases=tuple(orjson.loads(row["aliases"])),
                 escalated_to=escalated,
                 escalated_ms=esc_ms,
             )

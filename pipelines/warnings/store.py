@@ -283,27 +283,29 @@ def open_warnings(engine: Engine) -> pl.DataFrame:
     return store.read_frame(engine, select(t).where(t.c.status.in_(OPEN_STATUSES)))
 
 
+def warning_of(row: Mapping[str, Any], **then: Any) -> Warning:
+    """A ``warnings`` row as a Warning; ``then``: fields as they stood at another moment
+    (the time machine's level, status, escalation)."""
+    fields: dict[str, Any] = {
+        "warning_id": row["warning_id"],
+        "key": row["key"],
+        "rule": row["rule"],
+        "area_id": row["area_id"],
+        "level": row["level"],
+        "status": row["status"],
+        "first_seen_ms": int(row["first_seen_ms"]),
+        "last_seen_ms": int(row["last_seen_ms"]),
+        "evidence": tuple(orjson.loads(row["evidence"])),
+        "summary": orjson.loads(row["summary"]),
+        "aliases": tuple(orjson.loads(row["aliases"])),
+    }
+    for name in ("escalated_to", "escalated_ms"):  # a history read need not select them
+        fields[name] = then[name] if name in then else row[name]
+    return Warning(**(fields | then))
+
+
 def warnings_from_frame(df: pl.DataFrame) -> list[Warning]:
-    out = []
-    for row in df.iter_rows(named=True):
-        out.append(
-            Warning(
-                warning_id=row["warning_id"],
-                key=row["key"],
-                rule=row["rule"],
-                area_id=row["area_id"],
-                level=row["level"],
-                status=row["status"],
-                first_seen_ms=int(row["first_seen_ms"]),
-                last_seen_ms=int(row["last_seen_ms"]),
-                evidence=tuple(orjson.loads(row["evidence"])),
-                summary=orjson.loads(row["summary"]),
-                aliases=tuple(orjson.loads(row["aliases"])),
-                escalated_to=row["escalated_to"],
-                escalated_ms=row["escalated_ms"],
-            )
-        )
-    return out
+    return [warning_of(row) for row in df.iter_rows(named=True)]
 
 
 def _frame(engine: Engine, query: Any, schema: Mapping[str, Any]) -> pl.DataFrame:
