@@ -52,11 +52,14 @@ def moment(request: pytest.FixtureRequest) -> Moment:
     return m
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Whatever runs at a calendar moment is time-sensitive: mark it ``clock``.
 
     For ``-n N --dist loadgroup`` (``make test``): a test file is one group, so its module
     fixtures are built once; all browser tests are one group, so one Chromium runs at a time.
+    First of the hooks: an xdist worker reads the groups in its own hook (which would
+    otherwise run before this one and find none, and every test be its own group).
     """
     for item in items:
         if "moment" in getattr(item, "fixturenames", ()):
@@ -64,6 +67,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = item.nodeid.split("::", 1)[0]
         group = "browser" if path.startswith("tests/browser/") else path
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In an xdist worker under ``--dist loadgroup``, every test carries its group in its
+    id (``…@group``); a pytest or xdist version that loses it fails here, not by slowly
+    rebuilding every module fixture on both workers."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if "@" not in i.nodeid.rsplit("]", 1)[-1]]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist lost the group of {len(lost)} tests: {lost[0]}")
 
 
 # Tests hash hundreds of passwords (every account they make): at the production scrypt cost

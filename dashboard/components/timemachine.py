@@ -43,6 +43,23 @@ def with_at(pathname: str, search: str | None, at_text: str | None) -> str:
     return pathname + (f"?{urlencode(query, safe=':')}" if query else "")
 
 
+def go_href(
+    clicks: object, submits: object, value: object, pathname: str | None, search: str | None
+) -> str | None:
+    """Where the go button (or Enter in the moment's box) leads: the page's URL with the
+    typed moment (``at`` removed when the box is empty), or None when neither was pressed.
+    Dash also calls the callback when the bar is drawn, with no click and no Enter; the
+    address then stays as it is, a bad ``at`` and its note included (pure)."""
+    if not (_count(clicks) or _count(submits)):
+        return None
+    text = value.strip() if isinstance(value, str) else ""
+    return with_at(pathname or "/", search, text or None)
+
+
+def _count(n: object) -> int:
+    return n if isinstance(n, int) and not isinstance(n, bool) else 0
+
+
 def next_frame(at_ms: int, speed: int, now_ms: int) -> tuple[int, bool]:
     """One step of play: the next moment and whether play goes on (it stops short of now,
     which is live, not history)."""
@@ -117,7 +134,7 @@ def bar(page: str, b: Any, at: At, lang: str, live_href: str, raw: object = None
 
 
 def _bump(n: object) -> int:
-    return (n if isinstance(n, int) and not isinstance(n, bool) else 0) + 1
+    return _count(n) + 1
 
 
 def register(page: str, tick_id: str) -> None:
@@ -134,10 +151,10 @@ def register(page: str, tick_id: str) -> None:
         State(ids.URL, "search"),
         prevent_initial_call=True,
     )
-    def go(_n: int, _s: int, value: str | None, pathname: str, search: str | None) -> Any:
+    def go(n: int, s: int, value: str | None, pathname: str, search: str | None) -> Any:
         """Open the chosen moment: its URL (a past view is a link)."""
-        text = value.strip() if isinstance(value, str) else ""
-        return with_at(pathname or "/", search, text or None)
+        href = go_href(n, s, value, pathname, search)
+        return no_update if href is None else href
 
     @dash.callback(
         Output(ids.tm(page, "tick"), "disabled"),

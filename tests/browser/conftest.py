@@ -178,12 +178,33 @@ def type_into(driver: Any, css: str, keys: str, seconds: float = 60) -> None:
 
 
 def login(driver: Any, base: str, username: str, password: str = PASSWORD) -> None:
-    """Sign in through the real form."""
-    driver.get(base + "/login")
-    type_into(driver, "#username", username)
-    type_into(driver, "#password", password)
-    click(driver, "#login-submit")
-    wait(driver, 30).until(lambda d: "/login" not in d.current_url)
+    """Sign in through the real form. A refusal fails at once with the form's own words;
+    an expired form (its sign-in cookie replaced meanwhile) is filled in again once, as a
+    person would."""
+    for attempt in (1, 2):
+        driver.get(base + "/login")
+        type_into(driver, "#username", username)
+        type_into(driver, "#password", password)
+        click(driver, "#login-submit")
+        said = wait(driver, 60).until(
+            lambda d: "signed in" if "/login" not in d.current_url else login_error(d)
+        )
+        if said == "signed in":
+            return
+        if attempt == 2 or "会话已失效" not in said:
+            raise AssertionError(f"sign-in as {username} refused: {said}")
+
+
+def login_error(driver: Any) -> str:
+    found = driver.find_elements(By.ID, "login-error")
+    return str(found[0].text).strip() if found else ""
+
+
+def forget_session(driver: Any, base: str) -> None:
+    """Leave the page first (its scripts stop and none of its requests can bring a cookie
+    back), then drop this browser's cookies."""
+    driver.get(base + "/healthz")
+    driver.delete_all_cookies()
 
 
 # ------------------------------------------------------------------ the live server

@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import count, login, shot, text, texts, viewport, wait, wait_text
+from tests.browser.conftest import (
+    count,
+    forget_session,
+    login,
+    shot,
+    text,
+    texts,
+    viewport,
+    wait,
+    wait_text,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +54,7 @@ def test_admin_reads_the_audit_log_in_the_shell(
 
 
 def test_a_commander_is_refused(chrome: Any, server_url: str) -> None:
-    chrome.delete_all_cookies()
+    forget_session(chrome, server_url)
     login(chrome, server_url, "xuanwu")
     chrome.get(server_url + "/admin/audit")
     wait_text(chrome, "h2", "无权访问")  # the guard's refusal page, before any Dash

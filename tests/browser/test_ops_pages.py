@@ -13,7 +13,17 @@ import redis
 from pipelines import warnings as W
 from pipelines.city.geography import City
 from pipelines.spine.runner import live_state
-from tests.browser.conftest import count, login, shot, text, viewport, wait, wait_text, wall_url
+from tests.browser.conftest import (
+    count,
+    forget_session,
+    login,
+    shot,
+    text,
+    viewport,
+    wait,
+    wait_text,
+    wall_url,
+)
 from tests.clock import Clock
 from tests.conftest import open_engine
 
@@ -63,7 +73,7 @@ def test_freshness_row_subjects_and_kiosk(
         assert "定位" in wait_text(chrome, "#shell-fresh", "上报")
         shot(chrome, artifacts, "work-fresh")
         # a wall screen: signed in with its token, then sent to another page
-        chrome.delete_all_cookies()
+        forget_session(chrome, server_url)
         chrome.get(wall_url(server_url, wall_token))
         wait(chrome).until(lambda d: d.current_url.endswith("/wall"))
         chrome.get(server_url + "/")
@@ -74,6 +84,6 @@ def test_freshness_row_subjects_and_kiosk(
         for w in new:
             W.act(engine, w.warning_id, "dismiss", "test", server_clock.now_ms, note="cleanup")
         W.republish(engine, live, city_small)
-        chrome.delete_all_cookies()
+        forget_session(chrome, server_url)
         engine.dispose()
         r.close()

@@ -248,6 +248,9 @@ def test_a_past_link_shows_the_past_and_play_steps_on(
     chrome.get(server_url + "/?at=yesterday-ish")
     wait_text(chrome, ".tm-problem", "yesterday-ish")
     wait(chrome).until(lambda d: count(d, "#pan-kpis .kpi") == 9)
+    # the settled page keeps the address and its note (drawing the bar is not a "go")
+    assert "at=yesterday-ish" in chrome.current_url
+    assert "yesterday-ish" in text(chrome, ".tm-problem")
 
 
 def test_the_wall_shows_a_past_moment_marked(

@@ -24,6 +24,7 @@ from tests.browser.conftest import (
     click,
     count,
     displayed,
+    forget_session,
     login,
     shot,
     text,
@@ -228,7 +229,7 @@ def test_the_wall_tours_and_a_red_warning_takes_it_over(
         )
 
         # loaded at 4K, a signed-in commander: a takeover acknowledged on the wall itself
-        chrome.delete_all_cookies()
+        forget_session(chrome, server_url)
         login(chrome, server_url, "xuanwu")
         viewport(chrome, *SIZES["4k"])
         chrome.get(f"{server_url}/wall/{street}")

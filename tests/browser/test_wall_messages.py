@@ -12,7 +12,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from pipelines.access import accounts, wall_tokens
 from pipelines.city.geography import City
-from tests.browser.conftest import shot, viewport, wall_url
+from tests.browser.conftest import forget_session, shot, viewport, wall_url
 from tests.conftest import open_engine
 
 
@@ -46,6 +46,6 @@ def test_an_area_outside_the_screens_scope_is_a_message(
         accounts.create_user(engine, city_small, "wall-xuanwu", "wall", "320102", now_ms=now)
     token = wall_tokens.issue_wall_token(engine, "wall-xuanwu", 1, now_ms=now)
     engine.dispose()
-    chrome.delete_all_cookies()
+    forget_session(chrome, server_url)
     chrome.get(wall_url(server_url, token, "/wall/320104"))
     assert "该区域不在您的权限范围内" in _message(chrome)

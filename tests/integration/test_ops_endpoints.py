@@ -387,9 +387,18 @@ def test_gateway_workers_share_their_counts(
             assert requests.post(base + "/batch/reports", data=b"[]", timeout=5).status_code == 401
         files = list((tmp_path / "var" / "metrics" / "gateway").glob("counter_*.db"))
         assert len(files) >= 1
-        for _ in range(4):
+
+        def counted() -> float:
             text = requests.get(base + "/metrics", timeout=5).text
-            got = sample(text, "wangge_gateway_requests_total", protocol="batch", status="401")
-            assert got == n
+            return sample(text, "wangge_gateway_requests_total", protocol="batch", status="401")
+
+        # a worker counts a request once its answer is sent: the last one may land a moment
+        # after the client has it; never more than were sent
+        deadline = time.monotonic() + 30
+        while (got := counted()) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert got == n
+        for _ in range(4):  # whichever worker answers
+            assert counted() == n
     finally:
         stop_processes([proc])

@@ -277,7 +277,7 @@ def test_the_picture_puts_it_together() -> None:
 
 
 def test_the_view_at_control_rules() -> None:
-    from dashboard.components.timemachine import FRAME_MS, next_frame, with_at
+    from dashboard.components.timemachine import FRAME_MS, go_href, next_frame, with_at
 
     # the moment goes into the URL, other query values stay; None takes it out
     assert with_at("/area/320102", "?metric=open", "2026-12-03T09:40") == (
@@ -285,6 +285,12 @@ def test_the_view_at_control_rules() -> None:
     )
     assert with_at("/", "?at=2026-12-03T09:40&lang=en", None) == "/?lang=en"
     assert with_at("/work", None, None) == "/work"
+    # go: only a click or Enter moves; drawing the bar (no click, no Enter) keeps the
+    # address, even a bad ``at`` whose note the bar shows
+    assert go_href(0, None, "", "/", "?at=yesterday-ish") is None
+    assert go_href(None, None, "2026-12-03T09:40", "/", "?at=2026-12-03T09:40") is None
+    assert go_href(1, None, "", "/", "?at=yesterday-ish") == "/"
+    assert go_href(0, 1, " 2026-12-03T09:40 ", "/work", None) == "/work?at=2026-12-03T09:40"
     # play: speed × a frame per frame; it stops before reaching now (now is live)
     now = T0 + 3 * H
     assert next_frame(T0, 60, now) == (T0 + 60 * FRAME_MS, True)
