@@ -277,6 +277,7 @@ def create_app(
     # the basic Plotly bundle; scripts and CSS compressed once, before Flask-Compress sees them
     static.use_basic_plotly(ROOT / "assets")
     static.defer_ag_grid()
+    static.ship_geojson_layer()
     cache_dir = settings.path(settings.run.var_dir) / "cache" / "static"
     static.StaticCompressor(cache_dir).install(app.server)
     geometry = GeometryCache(city, settings.geo.simplify_m)

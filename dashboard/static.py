@@ -11,6 +11,9 @@
   (``tests/unit/test_static.py`` checks the trace types).
 * **dash_ag_grid** (1.3 MB; only the assessment page has a grid) is loaded by the first
   grid rendered (:func:`defer_ag_grid`, ``assets/wangge_lazy_grid.js``), not by every page.
+* **dash-leaflet's GeoJSON layer** (31 KB) is a chunk the library loads on first use,
+  showing React's English "Loading..." in the map until it comes; every map here draws
+  GeoJSON at once, so the chunk is a script of the page (:func:`ship_geojson_layer`).
 * **Precompressed.** Dash's component scripts and ``/assets`` go out brotli- or
   gzip-encoded, compressed once per file, not on every request (:class:`StaticCompressor`,
   an ``after_request`` hook that runs before Flask-Compress, which then leaves them be).
@@ -43,6 +46,7 @@ PREFIXES = ("/_dash-component-suites/", "/assets/")
 TYPES = frozenset({"application/javascript", "text/javascript", "text/css", "application/json"})
 PLOTLY_FULL = "package_data/plotly.min.js"
 BASIC_BUNDLE = "vendor/plotly-basic.min.js"  # under assets/
+GEOJSON_CHUNK = "async-GeoJSON.js"  # dash-leaflet's
 
 
 def defer_ag_grid() -> None:
@@ -54,6 +58,16 @@ def defer_ag_grid() -> None:
     for r in dash_ag_grid._js_dist:
         if r.get("relative_package_path") == "dash_ag_grid.min.js":
             r["dynamic"] = True
+
+
+def ship_geojson_layer() -> None:
+    """dash-leaflet's GeoJSON chunk goes out with the page's scripts (after the library's
+    bundle, which takes it in when it runs), not on the first map's request."""
+    import dash_leaflet
+
+    for r in dash_leaflet._js_dist:
+        if r.get("relative_package_path") == GEOJSON_CHUNK:
+            r.pop("async", None)
 
 
 def use_basic_plotly(assets: Path) -> None:

@@ -232,6 +232,11 @@ def test_first_load_scripts_are_light_and_compressed_once(world: World) -> None:
     assert any("vendor/plotly-basic.min.js" in s for s in scripts)
     assert not any("plotly.min.js" in s and "basic" not in s for s in scripts)
     assert not any("dash_ag_grid.min.js" in s or "dash_ag_grid.v" in s for s in scripts)
+    # the maps' GeoJSON layer comes with the page, after dash-leaflet's bundle that takes
+    # it in (else the map says React's English "Loading..." until it is fetched)
+    leaflet = [i for i, s in enumerate(scripts) if "/dash_leaflet/" in s]
+    names = [scripts[i].rsplit("/", 1)[1].split(".")[0] for i in leaflet]
+    assert names[:2] == ["dash_leaflet", "async-GeoJSON"], names
     src = next(s for s in scripts if "plotly-basic" in s)
     raw = (Path(__file__).resolve().parents[2] / "assets/vendor/plotly-basic.min.js").read_bytes()
     comp: StaticCompressor = world.app.server.extensions[STATIC]
