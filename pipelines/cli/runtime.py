@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from sqlalchemy import Engine
@@ -66,11 +67,24 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
         ),
     )
     store.create_schema(engine)
-    rt = Runtime(settings, connect(settings.redis.url), engine, embedded)
+    rt = Runtime(settings, pipeline_client(settings), engine, embedded)
     try:
         yield rt
     finally:
         rt.close()
+
+
+def pipeline_client(settings: Settings) -> Any:
+    """The pipelines' Redis client: a reply overdue by ``redis.socket_timeout_s`` raises
+    (the worker exits, its supervisor restarts it) instead of hanging on a dead peer; TCP
+    keep-alive and a health check before reusing an idle connection."""
+    return connect(
+        settings.redis.url,
+        socket_timeout=settings.redis.socket_timeout_s,
+        socket_connect_timeout=5,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )
 
 
 def _keyed(settings: Settings, engine: Engine) -> Engine:

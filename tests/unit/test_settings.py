@@ -86,6 +86,11 @@ def test_environment_beats_file(tmp_path: Path) -> None:
         ("[warnings]\nsla_category_scale = 'fire:1'\n", r"sla_category_scale moved to .*flow"),
         # the wall's tour has its own table now
         ("[dashboard]\nwall_tour_s = 10\n", r"dashboard.wall_tour_s moved to \[wall\]"),
+        # a pipeline's blocked read would time out and count its connection dead
+        (
+            "[redis]\nsocket_timeout_s = 0.5\n[streams]\nblock_ms = 500\n",
+            r"redis.socket_timeout_s \(0.5 s\) must exceed streams.block_ms \(500 ms\)",
+        ),
     ],
 )
 def test_bad_config_gets_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
