@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from html import escape as html_escape
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -227,6 +228,20 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         return resp
 
 
+class LocalDash(Dash):
+    """Dash whose page, before its scripts have run, speaks the viewer's language: Dash's
+    boot screen says "Loading..." in English, and its ``<html>`` has no ``lang``."""
+
+    default_lang = "zh-CN"
+
+    def interpolate_index(self, **kwargs: Any) -> str:
+        lang = current_lang(self.default_lang)
+        entry = str(kwargs.get("app_entry", ""))
+        kwargs["app_entry"] = entry.replace("Loading...", html_escape(t("app.loading", lang)))
+        page = str(super().interpolate_index(**kwargs))
+        return page.replace("<html>", f'<html lang="{lang}">', 1)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -256,7 +271,7 @@ def create_app(
         binding.check_database(engine, city, int(clock() * 1000))
     with contextlib.suppress(redis.RedisError):
         binding.check_redis(r, settings.redis.prefix, city)
-    app = Dash(
+    app = LocalDash(
         __name__,
         use_pages=True,
         pages_folder=str(Path(__file__).parent / "pages"),
@@ -267,6 +282,7 @@ def create_app(
         suppress_callback_exceptions=True,
         compress=False,
     )
+    app.default_lang = settings.dashboard.language
     # Dash's own words in its dropdowns and date pickers: the catalog's, in the page's language
     localise.wrap_pages(dash.page_registry, lambda: current_lang(settings.dashboard.language))
     app.server.extensions[EXTENSION] = Backend(settings, city, r, engine, clock=clock)

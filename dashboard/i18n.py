@@ -26,6 +26,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "nav.menu": ("菜单", "Menu"),
     # AG Grid's own texts (localeText; key = "aggrid." + AG Grid's key)
     "aggrid.noRowsToShow": ("暂无数据", "No rows to show"),
+    "app.loading": ("加载中…", "Loading…"),
     "aggrid.loadingOoo": ("加载中…", "Loading…"),
     "aggrid.loadingError": ("加载出错", "Loading error"),
     "aggrid.ariaSortAscending": ("升序", "Ascending"),

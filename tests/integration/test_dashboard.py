@@ -296,6 +296,13 @@ def test_routes(bare_app: Dash) -> None:
     html = page.data.decode()
     assert "://" not in "".join(re.findall(r'(?:src|href)="([^"]*)"', html))  # all local
     assert "unpkg" not in html.lower() and "cdn." not in html.lower()
+    # before its scripts run, the page speaks the viewer's language (Dash's boot screen
+    # says "Loading..." in English)
+    assert '<html lang="zh-CN">' in html and "加载中…" in html and "Loading..." not in html
+    c.get("/lang/en")
+    english = c.get("/").data.decode()
+    assert '<html lang="en">' in english and "Loading…" in english
+    c.get("/lang/zh-CN")
     assert c.get("/healthz").status_code == 200
 
 

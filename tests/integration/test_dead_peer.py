@@ -60,4 +60,3 @@ def test_a_pipeline_read_from_a_silent_peer_raises() -> None:
         with pytest.raises(redis.TimeoutError):
             r.xreadgroup("pipelines", "w1", {"wg:reports": ">"}, count=10, block=200)
         r.close()
-
