@@ -234,12 +234,23 @@ class LocalDash(Dash):
 
     default_lang = "zh-CN"
 
-    def interpolate_index(self, **kwargs: Any) -> str:
+    def interpolate_index(
+        self,
+        metas: Any = "",
+        title: Any = "",
+        css: Any = "",
+        config: Any = "",
+        scripts: Any = "",
+        app_entry: Any = "",
+        favicon: Any = "",
+        renderer: Any = "",
+    ) -> Any:
         lang = current_lang(self.default_lang)
-        entry = str(kwargs.get("app_entry", ""))
-        kwargs["app_entry"] = entry.replace("Loading...", html_escape(t("app.loading", lang)))
-        page = str(super().interpolate_index(**kwargs))
-        return page.replace("<html>", f'<html lang="{lang}">', 1)
+        entry = str(app_entry).replace("Loading...", html_escape(t("app.loading", lang)))
+        page = super().interpolate_index(
+            metas, title, css, config, scripts, entry, favicon, renderer
+        )
+        return str(page).replace("<html>", f'<html lang="{lang}">', 1)
 
 
 def create_app(

@@ -352,6 +352,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             focus = demo.demo_areas(city)[1]
             s = dataclasses.replace(s, simulate=dataclasses.replace(s.simulate, focus_street=focus))
             rt.settings = s
+        if rt.embedded is not None:  # it keeps nothing across restarts
+            restore_live_state(rt.settings, city, rt.r, rt.engine)
         sup = _pipelines(rt, city, stop, services=not simulating)
         gateway = _GatewayProcess.start(rt, args.gateway_port)
         s = gateway.settings
@@ -441,6 +443,47 @@ def _print_simulator(s: Settings, through: bool) -> None:
             " (WANGGE_SIMULATE_ANOMALY_START_MIN brings them forward)",
             flush=True,
         )
+
+
+def restore_live_state(
+    s: Settings,
+    city: geo.City,
+    r: Any,
+    engine: Engine,
+    *,
+    clock: Callable[[], float] = time.time,
+    out: Any = None,
+) -> dict[str, int] | None:
+    """A new embedded Redis is empty (it keeps nothing across restarts): on a database
+    with history, its live state (today's counts, open incidents, positions, patrols,
+    warnings) is rebuilt from SQL before the pipelines start, as ``wangge rebuild-live``
+    does, so a restarted `wangge run` shows the city it showed before. None on a first
+    start (no history). A Redis of one's own keeps its state (after losing it:
+    `wangge rebuild-live`)."""
+    from pipelines.cli.backfill import history_tables
+    from pipelines.spine.rebuild import rebuild_live
+
+    if not history_tables(engine):
+        return None
+    say = out or sys.stdout
+    print("  live      rebuilding the live state from the database", file=say, flush=True)
+    shown: dict[str, float] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if total and (done >= total or now - shown.get(stage, 0.0) >= 5.0):
+            shown[stage] = now
+            print(f"  live      {stage} {done:,}/{total:,}", file=say, flush=True)
+
+    t0 = time.perf_counter()
+    counts = rebuild_live(s, city, r, engine, clock, progress=progress)
+    print(
+        f"  live      {counts.get('incidents', 0):,} incidents, {counts.get('video', 0):,} video"
+        f" alerts, {counts.get('positions', 0):,} workers in {time.perf_counter() - t0:.0f} s",
+        file=say,
+        flush=True,
+    )
+    return counts
 
 
 def _backfill_at_start(

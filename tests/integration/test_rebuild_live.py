@@ -243,3 +243,44 @@ def test_cli_shows_progress(
     assert res.returncode == 0, res.stderr
     assert re.search(rf"rebuild-live: incidents {N_INCIDENTS}/{N_INCIDENTS} \(100%\)", res.stderr)
     assert "rebuild-live: switch 1/1" in res.stderr and "rebuilt live state" in res.stdout
+
+
+def test_a_restart_on_a_new_embedded_redis_shows_the_city_again(
+    settings: Settings,
+    city: City,
+    index: GridIndex,
+    rclient: redis.Redis,
+    engine: Engine,
+    redis_url: str,
+) -> None:
+    """`wangge run` starts a new, empty embedded Redis each time: on a database with
+    history it rebuilds the live state first, which then equals what the pipelines had
+    built before the restart (a prefix of its own stands for the new server)."""
+    import dataclasses
+    import io
+
+    from pipelines.cli.run import restore_live_state
+    from tests.conftest import private_prefix
+
+    build_live(settings, city, index, rclient, engine)
+    old = settings.redis.prefix
+    before = {k[len(old) :]: v for k, v in live_state_of(rclient, old).items()}
+    assert before
+    with private_prefix(redis_url) as fresh:
+        s2 = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, prefix=fresh))
+        out = io.StringIO()
+        counts = restore_live_state(s2, city, rclient, engine, clock=clock, out=out)
+        assert counts is not None and counts["incidents"] == N_INCIDENTS
+        after = {k[len(fresh) :]: v for k, v in live_state_of(rclient, fresh).items()}
+        assert after == before
+        assert "rebuilding the live state" in out.getvalue()
+        assert f"{N_INCIDENTS:,} incidents" in out.getvalue()
+
+
+def test_a_first_start_has_nothing_to_restore(
+    settings: Settings, city: City, rclient: redis.Redis, engine: Engine
+) -> None:
+    from pipelines.cli.run import restore_live_state
+
+    assert restore_live_state(settings, city, rclient, engine, clock=clock) is None
+    assert not live_state_of(rclient, settings.redis.prefix)
