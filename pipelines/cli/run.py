@@ -353,7 +353,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             s = dataclasses.replace(s, simulate=dataclasses.replace(s.simulate, focus_street=focus))
             rt.settings = s
         if rt.embedded is not None:  # it keeps nothing across restarts
-            restore_live_state(rt.settings, city, rt.r, rt.engine)
+            restore_live_state(rt.settings, city, rt.r, rt.engine, stop=stop)
+            if stop.is_set():  # Ctrl-C while it was rebuilt
+                print("stopped.", flush=True)
+                return 0
         sup = _pipelines(rt, city, stop, services=not simulating)
         gateway = _GatewayProcess.start(rt, args.gateway_port)
         s = gateway.settings
@@ -445,6 +448,10 @@ def _print_simulator(s: Settings, through: bool) -> None:
         )
 
 
+class _Stopped(Exception):
+    """Ctrl-C while the live state is rebuilt."""
+
+
 def restore_live_state(
     s: Settings,
     city: geo.City,
@@ -453,13 +460,15 @@ def restore_live_state(
     *,
     clock: Callable[[], float] = time.time,
     out: Any = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, int] | None:
     """A new embedded Redis is empty (it keeps nothing across restarts): on a database
     with history, its live state (today's counts, open incidents, positions, patrols,
     warnings) is rebuilt from SQL before the pipelines start, as ``wangge rebuild-live``
     does, so a restarted `wangge run` shows the city it showed before. None on a first
-    start (no history). A Redis of one's own keeps its state (after losing it:
-    `wangge rebuild-live`)."""
+    start (no history), when ``stop`` is set meanwhile (Ctrl-C: the half-built state is
+    dropped) or when it fails (logged; the pipelines then start on what Redis has). A Redis
+    of one's own keeps its state (after losing it: `wangge rebuild-live`)."""
     from pipelines.cli.backfill import history_tables
     from pipelines.spine.rebuild import rebuild_live
 
@@ -470,13 +479,21 @@ def restore_live_state(
     shown: dict[str, float] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
+        if stop is not None and stop.is_set():
+            raise _Stopped
         now = time.perf_counter()
         if total and (done >= total or now - shown.get(stage, 0.0) >= 5.0):
             shown[stage] = now
             print(f"  live      {stage} {done:,}/{total:,}", file=say, flush=True)
 
     t0 = time.perf_counter()
-    counts = rebuild_live(s, city, r, engine, clock, progress=progress)
+    try:
+        counts = rebuild_live(s, city, r, engine, clock, progress=progress)
+    except _Stopped:
+        return None
+    except Exception:  # the city still starts; what arrives from now on is shown
+        log.exception("rebuilding the live state failed (`wangge rebuild-live` tries again)")
+        return None
     print(
         f"  live      {counts.get('incidents', 0):,} incidents, {counts.get('video', 0):,} video"
         f" alerts, {counts.get('positions', 0):,} workers in {time.perf_counter() - t0:.0f} s",

@@ -284,3 +284,39 @@ def test_a_first_start_has_nothing_to_restore(
 
     assert restore_live_state(settings, city, rclient, engine, clock=clock) is None
     assert not live_state_of(rclient, settings.redis.prefix)
+
+
+def test_ctrl_c_while_restoring_drops_the_half_built_state(
+    settings: Settings,
+    city: City,
+    index: GridIndex,
+    rclient: redis.Redis,
+    engine: Engine,
+    redis_url: str,
+) -> None:
+    """Stopped during the rebuild (after its first step): nothing is switched in and
+    nothing staged is left behind."""
+    import dataclasses
+    import io
+    import threading
+
+    from pipelines.cli.run import restore_live_state
+    from tests.conftest import private_prefix
+
+    build_live(settings, city, index, rclient, engine)
+    with private_prefix(redis_url) as fresh:
+        s2 = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, prefix=fresh))
+        stop = threading.Event()
+        out = io.StringIO()
+
+        class Said(io.StringIO):
+            def write(self, text: str) -> int:  # the first step's progress line: Ctrl-C
+                stop.set()
+                return out.write(text)
+
+        assert (
+            restore_live_state(s2, city, rclient, engine, clock=clock, out=Said(), stop=stop)
+            is None
+        )
+        assert stop.is_set() and "rebuilding" in out.getvalue()
+        assert not list(rclient.scan_iter(f"{fresh}:*"))
