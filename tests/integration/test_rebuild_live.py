@@ -4,11 +4,14 @@ rebuilt state equals what the pipelines built live."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import random
 import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,13 @@ import redis
 from sqlalchemy import Engine
 
 from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.cli.run import restore_live_state
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, rebuild_live
 from pipelines.spine.state import LiveState
-from tests.conftest import settings_for
+from tests.conftest import private_prefix, settings_for
 from tests.integration.test_pipeline import (
     FULL,
     NOW,
@@ -245,78 +249,61 @@ def test_cli_shows_progress(
     assert "rebuild-live: switch 1/1" in res.stderr and "rebuilt live state" in res.stdout
 
 
-def test_a_restart_on_a_new_embedded_redis_shows_the_city_again(
+@pytest.fixture
+def new_server(
     settings: Settings,
     city: City,
     index: GridIndex,
     rclient: redis.Redis,
     engine: Engine,
     redis_url: str,
+) -> Iterator[Settings]:
+    """The pipelines' live state built (on ``settings``), then the settings of a restart
+    on a new, empty embedded Redis (a prefix of its own stands for the new server)."""
+    build_live(settings, city, index, rclient, engine)
+    with private_prefix(redis_url) as fresh:
+        yield dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, prefix=fresh))
+
+
+def test_a_restart_on_a_new_embedded_redis_shows_the_city_again(
+    settings: Settings, new_server: Settings, city: City, rclient: redis.Redis, engine: Engine
 ) -> None:
     """`wangge run` starts a new, empty embedded Redis each time: on a database with
     history it rebuilds the live state first, which then equals what the pipelines had
-    built before the restart (a prefix of its own stands for the new server)."""
-    import dataclasses
-    import io
-
-    from pipelines.cli.run import restore_live_state
-    from tests.conftest import private_prefix
-
-    build_live(settings, city, index, rclient, engine)
-    old = settings.redis.prefix
+    built before the restart."""
+    old, fresh = settings.redis.prefix, new_server.redis.prefix
     before = {k[len(old) :]: v for k, v in live_state_of(rclient, old).items()}
     assert before
-    with private_prefix(redis_url) as fresh:
-        s2 = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, prefix=fresh))
-        out = io.StringIO()
-        counts = restore_live_state(s2, city, rclient, engine, clock=clock, out=out)
-        assert counts is not None and counts["incidents"] == N_INCIDENTS
-        after = {k[len(fresh) :]: v for k, v in live_state_of(rclient, fresh).items()}
-        assert after == before
-        assert "rebuilding the live state" in out.getvalue()
-        assert f"{N_INCIDENTS:,} incidents" in out.getvalue()
+    out = io.StringIO()
+    counts = restore_live_state(new_server, city, rclient, engine, clock=clock, out=out)
+    assert counts is not None and counts["incidents"] == N_INCIDENTS
+    after = {k[len(fresh) :]: v for k, v in live_state_of(rclient, fresh).items()}
+    assert after == before
+    assert "rebuilding the live state" in out.getvalue()
+    assert f"{N_INCIDENTS:,} incidents" in out.getvalue()
 
 
 def test_a_first_start_has_nothing_to_restore(
     settings: Settings, city: City, rclient: redis.Redis, engine: Engine
 ) -> None:
-    from pipelines.cli.run import restore_live_state
-
     assert restore_live_state(settings, city, rclient, engine, clock=clock) is None
     assert not live_state_of(rclient, settings.redis.prefix)
 
 
 def test_ctrl_c_while_restoring_drops_the_half_built_state(
-    settings: Settings,
-    city: City,
-    index: GridIndex,
-    rclient: redis.Redis,
-    engine: Engine,
-    redis_url: str,
+    new_server: Settings, city: City, rclient: redis.Redis, engine: Engine
 ) -> None:
     """Stopped during the rebuild (after its first step): nothing is switched in and
     nothing staged is left behind."""
-    import dataclasses
-    import io
-    import threading
+    stop = threading.Event()
+    out = io.StringIO()
 
-    from pipelines.cli.run import restore_live_state
-    from tests.conftest import private_prefix
+    class Said(io.StringIO):
+        def write(self, text: str) -> int:  # the first step's progress line: Ctrl-C
+            stop.set()
+            return out.write(text)
 
-    build_live(settings, city, index, rclient, engine)
-    with private_prefix(redis_url) as fresh:
-        s2 = dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, prefix=fresh))
-        stop = threading.Event()
-        out = io.StringIO()
-
-        class Said(io.StringIO):
-            def write(self, text: str) -> int:  # the first step's progress line: Ctrl-C
-                stop.set()
-                return out.write(text)
-
-        assert (
-            restore_live_state(s2, city, rclient, engine, clock=clock, out=Said(), stop=stop)
-            is None
-        )
-        assert stop.is_set() and "rebuilding" in out.getvalue()
-        assert not list(rclient.scan_iter(f"{fresh}:*"))
+    got = restore_live_state(new_server, city, rclient, engine, clock=clock, out=Said(), stop=stop)
+    assert got is None
+    assert stop.is_set() and "rebuilding" in out.getvalue()
+    assert not list(rclient.scan_iter(f"{new_server.redis.prefix}:*"))
