@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import re
 import sys
 import threading
@@ -229,8 +230,9 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
 
 
 class LocalDash(Dash):
-    """Dash whose page, before its scripts have run, speaks the viewer's language: Dash's
-    boot screen says "Loading..." in English, and its ``<html>`` has no ``lang``."""
+    """Dash whose page, until its layout is drawn, speaks the viewer's language: Dash's
+    boot screen and its renderer say "Loading..." in English, and its ``<html>`` has no
+    ``lang``."""
 
     default_lang = "zh-CN"
 
@@ -246,9 +248,15 @@ class LocalDash(Dash):
         renderer: Any = "",
     ) -> Any:
         lang = current_lang(self.default_lang)
-        entry = str(app_entry).replace("Loading...", html_escape(t("app.loading", lang)))
+        words = t("app.loading", lang)
+        entry = str(app_entry).replace("Loading...", html_escape(words))
+        # the renderer writes its own "Loading..." while the layout loads: shown in words
+        hush = (
+            "<style>._dash-loading{font-size:0}._dash-loading::after"
+            f"{{content:{json.dumps(words, ensure_ascii=False)};font-size:1rem}}</style>"
+        )
         page = super().interpolate_index(
-            metas, title, css, config, scripts, entry, favicon, renderer
+            metas, title, f"{css}\n{hush}", config, scripts, entry, favicon, renderer
         )
         return str(page).replace("<html>", f'<html lang="{lang}">', 1)
 

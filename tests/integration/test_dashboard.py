@@ -299,6 +299,9 @@ def test_routes(bare_app: Dash) -> None:
     # before its scripts run, the page speaks the viewer's language (Dash's boot screen
     # says "Loading..." in English)
     assert '<html lang="zh-CN">' in html and "加载中…" in html and "Loading..." not in html
+    # ... and so does the renderer's own "Loading..." while the layout loads (hidden, the
+    # catalog's words shown instead)
+    assert '._dash-loading::after{content:"加载中…"' in html
     c.get("/lang/en")
     english = c.get("/").data.decode()
     assert '<html lang="en">' in english and "Loading…" in english
