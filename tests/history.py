@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from pipelines.city.geography import City
 from pipelines.spine import store
-from pipelines.spine.store.incidents import with_action_columns
+from pipelines.spine.store.incidents import incident_frame, with_action_columns
 
 H = 3_600_000
 CATS = ("dispute", "safety_hazard", "public_order", "sanitation", "city_management", "fire")
@@ -72,6 +72,7 @@ def make_history(
     online_p: float = 0.9,
     tz_offset_ms: int = 8 * H,
     prefix: str = "I",
+    tz: str = "Asia/Shanghai",
 ) -> History:
     rng = np.random.default_rng(seed)
     grids = city.grids.select("grid_id", "street_id", "district_id")
@@ -206,7 +207,8 @@ def make_history(
             lon=pl.lit(118.8),
             lat=pl.lit(32.0),
             description=pl.lit(None, pl.String),
-            entry_id=pl.lit("0-0"),
+            # a stream entry of its own (its time, then its place), as the pipeline keeps
+            entry_id=pl.col("ts_ms").cast(pl.String) + "-" + pl.int_range(pl.len()).cast(pl.String),
         )
         .unique("event_id")
         .pipe(with_action_columns)
@@ -214,6 +216,9 @@ def make_history(
     )
     # the lifecycle summary the pipeline keeps on each incident (store.incident_rows)
     inc = inc.join(store.lifecycle_summary(ev).collect(), on="incident_id", how="left")
+    # and the fold it keeps with every change (the live state's acc, days in ``tz``)
+    fold = incident_frame(ev, tz=tz).select("incident_id", "acc", "acc_tz")
+    inc = inc.join(fold, on="incident_id", how="left")
 
     # ---- tracks: one point per worker per shift slot (when online), mostly in their grid
     slots_per_day = (shift[1] - shift[0]) * 60 // track_every_min

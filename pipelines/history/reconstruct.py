@@ -53,14 +53,26 @@ def _strings(rows: list[tuple[Any, ...]], names: Sequence[str]) -> pl.DataFrame:
 
 
 def incidents_at(
-    events: pl.DataFrame, at_ms: int, city_id: str, tz: str, flows: Flows
+    events: pl.DataFrame,
+    at_ms: int,
+    city_id: str,
+    tz: str,
+    flows: Flows,
+    settled: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Each incident's live state at ``at`` (``INCIDENT_FIELDS`` as text, like the
     ``P:inc:<id>`` hash) plus ``overdue`` ("1": open with its deadline passed, as the
     clock job's sweep marks it), from the incidents' accepted events (any window that
-    holds every event of each incident up to ``at``)."""
+    holds every event of each incident up to ``at``).
+
+    ``settled``: ``incidents`` rows of incidents with no event after ``at`` (their
+    ``acc`` kept in ``tz``): their state then is the one the pipelines keep on the row
+    (``aggregate.row_states``, equal to ``incident_states`` over all their events), so
+    only the incidents still changing after ``at`` need their events."""
     happened = events.filter(pl.col("ts_ms") <= at_ms)
     states = agg.incident_states(happened, city_id, tz, flows)
+    if settled is not None:
+        states |= agg.row_states(settled, city_id, flows)
     df = _strings([(i, *st) for i, st in states.items()], ("incident_id", *INCIDENT_FIELDS))
     over = (pl.col("open") == "1") & (pl.col("dl").cast(pl.Int64) <= at_ms)
     return df.with_columns(overdue=pl.when(over).then(pl.lit("1")).otherwise(pl.lit("0")))
@@ -292,12 +304,14 @@ class Picture:
 class Rows:
     """The history rows one reconstruction needs (``HistoricState`` reads them)."""
 
-    events: pl.DataFrame  # incident_events of the incidents concerned, up to at
+    events: pl.DataFrame  # incident_events up to at of the incidents concerned not settled
     alerts: pl.DataFrame  # video_alerts of the window
     points: pl.DataFrame  # track_points of the window
     patrols: pl.DataFrame  # patrols of the day
     warnings: pl.DataFrame  # warnings alive at at
     actions: pl.DataFrame  # their actions
+    # incidents rows of the incidents concerned with no event after at (``incidents_at``)
+    settled: pl.DataFrame | None = None
 
 
 def picture(
@@ -319,7 +333,7 @@ def picture(
     day counters are those of ``at``'s local day."""
     day = agg.local_day(at_ms, tz)
     pic = Picture(at_ms=at_ms, day=day)
-    inc = incidents_at(rows.events, at_ms, city_id, tz, flows)
+    inc = incidents_at(rows.events, at_ms, city_id, tz, flows, rows.settled)
     pic.incidents = inc
     opened = inc.filter(pl.col("open") == "1")
     pic.live["open"] = per_area(opened)
@@ -345,7 +359,8 @@ def picture(
         for key, n in per_area(recent, "hour").items():
             area, hour = key.rsplit("|", 1)
             pic.hours.setdefault(int(hour), {})[f"{kind}|{area}"] = n
-    pic.tickers = tickers_at(rows.events, rows.alerts, at_ms, city_id, ticker_length)
+    if rows.settled is None:  # every event of the incidents concerned is here
+        pic.tickers = tickers_at(rows.events, rows.alerts, at_ms, city_id, ticker_length)
     pic.positions = positions_at(rows.points, at_ms)
     pic.live["online"] = online_at(pic.positions, at_ms, online_minutes, grids)
     pic.patrolled = patrolled_at(rows.patrols, at_ms, day)

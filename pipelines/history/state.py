@@ -142,7 +142,23 @@ class HistoricState:
         ]
 
     def ticker(self, area_id: str, n: int = 20) -> list[dict[str, Any]]:
-        return self.pic.tickers.get(area_id, [])[:n]
+        """The area's ticker at the moment (street, district or city; read when first
+        asked: a panel shows one)."""
+        level = self.city.level_of(area_id)
+        if level not in ("street", "district", "city"):
+            return []
+        if area_id not in self.pic.tickers:
+            lo, _ = window_of(self.at_ms, self.bucket_ms)
+            events = read_ticker_rows(
+                self.engine, self.at_ms, lo, self.scope, area_id, str(level), self.ticker_length
+            )
+            col = {"city": None, **AREA_COLUMN}[str(level)]
+            alerts = self.rows.alerts
+            if col is not None:
+                alerts = alerts.filter(pl.col(col) == area_id)
+            got = rc.tickers_at(events, alerts, self.at_ms, self.city.city_id, self.ticker_length)
+            self.pic.tickers[area_id] = got.get(area_id, [])
+        return self.pic.tickers[area_id][:n]
 
     def patrolled(self, day: str) -> set[str]:
         return set(self.pic.patrolled) if day == self.pic.day else set()
@@ -200,6 +216,11 @@ ALERT_COLUMNS = (
     "entry_id", "rev_entry",
 )  # fmt: skip
 AREA_COLUMN = {"grid": "grid_id", "street": "street_id", "district": "district_id"}
+# the incidents row columns a state at a moment is read from (``aggregate.row_states``)
+INCIDENT_COLUMNS = (
+    "incident_id", "status", "last_ms", "category", "severity", "grid_id", "street_id",
+    "district_id", "lon", "lat", "first_ms", "acc", "acc_tz",
+)  # fmt: skip
 
 
 def window_of(at_ms: int, bucket_ms: int) -> tuple[int, int]:
@@ -240,15 +261,15 @@ def read_rows(
     scope: Scope | None = None,
 ) -> rc.Rows:
     """The history rows ``reconstruct.picture`` needs for ``at`` (bounded by the window,
-    plus the incidents still open at ``at`` however old, with every event up to ``at``),
-    for the whole city or only inside ``scope``."""
+    plus the incidents still open at ``at`` however old: the rows of those settled by
+    ``at``, every event up to ``at`` of the others), for the whole city or only inside
+    ``scope``. The tickers' events are read apart, per area asked (``read_ticker_rows``)."""
     from pipelines.spine.aggregate import local_day
 
     sc = scope or Scope(None, None, (), ())
     lo, hi = window_of(at_ms, bucket_ms)
     inc, ev, va = store.incidents, store.incident_events, store.video_alerts
     tp, pa, wt, wa = store.track_points, store.patrols, store.warnings, store.warning_actions
-    first = func.coalesce(inc.c.first_ms, inc.c.reported_ms)
     day = local_day(at_ms, settings.live.timezone)
 
     def inside(table: Any) -> list[Any]:
@@ -259,20 +280,21 @@ def read_rows(
 
     with engine.connect() as conn:
         # the incidents concerned: open at the moment (however old), or touched in the
-        # window; all their events up to the moment, in one statement
-        still_open = select(inc.c.incident_id).where(
-            first <= hi, or_(inc.c.closed_ms.is_(None), inc.c.closed_ms > hi), *inside(inc)
-        )
-        recent = select(ev.c.incident_id).where(ev.c.ts_ms >= lo, ev.c.ts_ms <= hi, *inside(ev))
-        concerned = union(still_open, recent).subquery()
-        events = _driver_frame(
+        # window. Those with no event after the moment are read as their rows (the state
+        # the pipelines keep on them is their state then); the others as their events up
+        # to the moment
+        concerned = select(concerned_ids(hi, lo, inside(inc), inside(ev)).subquery().c.incident_id)
+        rows = _driver_frame(
             conn,
-            select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
-                ev.c.incident_id.in_(select(concerned.c.incident_id)), ev.c.ts_ms <= hi
-            ),
-            ev,
-            EVENT_COLUMNS,
+            select(*[inc.c[c] for c in INCIDENT_COLUMNS]).where(inc.c.incident_id.in_(concerned)),
+            inc,
+            INCIDENT_COLUMNS,
         )
+        done = settled(hi, settings.live.timezone)
+        changing = rows.filter(~done)["incident_id"].to_list()
+        events = store._rows_in(conn, ev, "incident_id", changing, EVENT_COLUMNS)
+        events = events.filter(pl.col("ts_ms") <= hi)
+        settled_rows = rows.filter(done)
         alerts = _driver_frame(
             conn,
             select(*[va.c[c] for c in ALERT_COLUMNS]).where(
@@ -320,7 +342,61 @@ def read_rows(
                 for part in [wids[i : i + 5000] for i in range(0, len(wids), 5000)] or [[]]
             ]
         )
-    return rc.Rows(events, alerts, points, patrols, warns, actions)
+    return rc.Rows(events, alerts, points, patrols, warns, actions, settled_rows)
+
+
+def concerned_ids(at_ms: int, lo: int, in_inc: list[Any], in_ev: list[Any]) -> Any:
+    """The ids of the incidents a moment's picture holds: open at the moment (however
+    old) or touched in ``[lo, at]`` (inside the scope's area)."""
+    inc, ev = store.incidents, store.incident_events
+    first = func.coalesce(inc.c.first_ms, inc.c.reported_ms)
+    still_open = select(inc.c.incident_id).where(
+        first <= at_ms, or_(inc.c.closed_ms.is_(None), inc.c.closed_ms > at_ms), *in_inc
+    )
+    recent = select(ev.c.incident_id).where(ev.c.ts_ms >= lo, ev.c.ts_ms <= at_ms, *in_ev)
+    return union(still_open, recent)
+
+
+def settled(at_ms: int, tz: str) -> pl.Expr:
+    """Incidents whose row holds their state at ``at``: no event after it, and the fold
+    the pipelines keep with every change (``acc`` in this time zone, the first event's
+    time). Rows of other writers or older databases are read as their events."""
+    return (
+        (pl.col("last_ms") <= at_ms)
+        & pl.col("first_ms").is_not_null()
+        & pl.col("acc").is_not_null()
+        & (pl.col("acc_tz") == tz)
+    ).fill_null(False)
+
+
+def read_ticker_rows(
+    engine: Engine, at_ms: int, lo: int, sc: Scope, area_id: str, level: str, n: int
+) -> pl.DataFrame:
+    """The report events the ticker of one area (street, district or the city) can show
+    at ``at``: its newest ``n`` events of the incidents concerned, ties in time included
+    (their stream order decides). Events in ``[lo, at]`` all qualify (their incident was
+    touched in the window); older ones only those of the incidents concerned, looked at
+    when the window holds fewer than ``n``."""
+    ev, inc = store.incident_events, store.incidents
+    cols = [ev.c[c] for c in EVENT_COLUMNS]
+    here = [] if level == "city" else [ev.c[AREA_COLUMN[level]] == area_id]
+    inside_inc = [] if sc.column is None else [inc.c[sc.column] == sc.area_id]
+    inside_ev = [] if sc.column is None else [ev.c[sc.column] == sc.area_id]
+
+    def newest(conn: Any, where: list[Any]) -> pl.DataFrame:
+        nth = conn.execute(
+            select(ev.c.ts_ms).where(*where).order_by(ev.c.ts_ms.desc()).offset(n - 1).limit(1)
+        ).scalar()
+        since = [] if nth is None else [ev.c.ts_ms >= nth]
+        return _driver_frame(conn, select(*cols).where(*where, *since), ev, EVENT_COLUMNS)
+
+    with engine.connect() as conn:
+        got = newest(conn, [*here, ev.c.ts_ms >= lo, ev.c.ts_ms <= at_ms])
+        if got.height >= n:
+            return got
+        concerned = concerned_ids(at_ms, lo, inside_inc, inside_ev).subquery().c.incident_id
+        older = newest(conn, [*here, ev.c.ts_ms < lo, ev.c.incident_id.in_(select(concerned))])
+    return pl.concat([got, older])
 
 
 def _frame(conn: Any, query: Any, table: Any, columns: Sequence[str] | None = None) -> pl.DataFrame:
