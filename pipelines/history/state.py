@@ -292,8 +292,19 @@ def read_rows(
         )
         done = settled(hi, settings.live.timezone)
         changing = rows.filter(~done)["incident_id"].to_list()
-        events = store._rows_in(conn, ev, "incident_id", changing, EVENT_COLUMNS)
-        events = events.filter(pl.col("ts_ms") <= hi)
+        events = pl.concat(
+            [
+                _driver_frame(
+                    conn,
+                    select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
+                        ev.c.incident_id.in_(part), ev.c.ts_ms <= hi
+                    ),
+                    ev,
+                    EVENT_COLUMNS,
+                )
+                for part in _chunks(changing)
+            ]
+        )
         settled_rows = rows.filter(done)
         alerts = _driver_frame(
             conn,
@@ -335,11 +346,10 @@ def read_rows(
             ),
             wt,
         )
-        wids = warns["warning_id"].to_list()
         actions = pl.concat(
             [
                 _frame(conn, select(wa).where(wa.c.warning_id.in_(part)), wa)
-                for part in [wids[i : i + 5000] for i in range(0, len(wids), 5000)] or [[]]
+                for part in _chunks(warns["warning_id"].to_list())
             ]
         )
     return rc.Rows(events, alerts, points, patrols, warns, actions, settled_rows)
@@ -397,6 +407,11 @@ def read_ticker_rows(
         concerned = concerned_ids(at_ms, lo, inside_inc, inside_ev).subquery().c.incident_id
         older = newest(conn, [*here, ev.c.ts_ms < lo, ev.c.incident_id.in_(select(concerned))])
     return pl.concat([got, older])
+
+
+def _chunks(values: list[str], n: int = 5000) -> list[list[str]]:
+    """``values`` in IN lists of at most ``n`` (one empty list when there are none)."""
+    return [values[i : i + n] for i in range(0, len(values), n)] or [[]]
 
 
 def _frame(conn: Any, query: Any, table: Any, columns: Sequence[str] | None = None) -> pl.DataFrame:
