@@ -74,6 +74,16 @@ LATE_OVERLAP_MS = 10 * MINUTE_MS  # how late a row may land and still be seen ne
 log = logging.getLogger(__name__)
 
 
+def tick_summary(res: dict[str, Any], ids_shown: int = 5) -> str:
+    """One console line for a tick that opened or cleared warnings: the counts and the
+    first new ids (a first tick over a week of history opens a hundred at once)."""
+    ids = list(res.get("new_ids", []))
+    more = f" +{len(ids) - ids_shown} more" if len(ids) > ids_shown else ""
+    shown = f" ({', '.join(ids[:ids_shown])}{more})" if ids else ""
+    counts = ", ".join(f"{res[k]} {k}" for k in ("new", "updated", "cleared", "open"))
+    return f"{counts}; {res['findings']} findings{shown}"
+
+
 @dataclass
 class WarningEngine:
     """Reads inputs (SQL + Redis), evaluates every rule, applies the lifecycle, persists,
@@ -426,7 +436,7 @@ class WarningEngine:
                     res = self.tick()
                     metrics.observe_tick(time.perf_counter() - t_tick)
                     if res["new"] or res["cleared"]:
-                        log.info("warnings: %s", {k: v for k, v in res.items() if k != "timings"})
+                        log.info("warnings: %s", tick_summary(res))
             except (redis.RedisError, OSError, SQLAlchemyError) as exc:
                 log.warning("warnings: %s", str(exc).splitlines()[0])
             stop.wait(max(0.5, self.cfg.tick_s - (time.monotonic() - t0)))

@@ -144,3 +144,17 @@ def test_a_chance_is_said_in_words(p: float, zh: str, en: str) -> None:
     assert WW.chance_text(p, "zh-CN") == zh and WW.chance_text(p, "en") == en
     items = dict(WW.summary_items({"p": p}, "surge", {}, S, "en", str))
     assert items["Chance"] == en
+
+
+def test_a_tick_that_opens_a_hundred_warnings_is_one_short_console_line() -> None:
+    from pipelines.warnings.engine import tick_summary
+
+    ids = [f"W{i:03d}" for i in range(103)]
+    res = {"findings": 103, "new": 103, "updated": 0, "cleared": 0, "open": 103, "new_ids": ids}
+    line = tick_summary(res)
+    assert line == "103 new, 0 updated, 0 cleared, 103 open; 103 findings " + (
+        "(W000, W001, W002, W003, W004 +98 more)"
+    )
+    quiet = {**res, "new": 0, "cleared": 2, "open": 101, "new_ids": []}
+    assert tick_summary(quiet) == "0 new, 0 updated, 2 cleared, 101 open; 103 findings"
+    assert tick_summary({**res, "new": 2, "new_ids": ids[:2]}).endswith("(W000, W001)")
