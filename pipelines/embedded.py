@@ -59,11 +59,20 @@ def _free_cluster_port() -> int:
 
 class EmbeddedRedis:
     def __init__(
-        self, workdir: str | Path, port: int | None = None, extra: list[str] | None = None
+        self,
+        workdir: str | Path,
+        port: int | None = None,
+        extra: list[str] | None = None,
+        *,
+        persist: bool = False,
     ) -> None:
+        """``persist``: keep the data in ``workdir`` in an append-only file (written before
+        each reply, fsync once a second) and load it at the next start; otherwise the
+        server keeps nothing."""
         self.workdir = Path(workdir)
         self.port = port or _free_port()
         self.extra = list(extra or [])
+        self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,7 +91,9 @@ class EmbeddedRedis:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.persist else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(self.workdir),
             "--logfile",

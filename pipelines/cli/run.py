@@ -13,8 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,7 +352,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             focus = demo.demo_areas(city)[1]
             s = dataclasses.replace(s, simulate=dataclasses.replace(s.simulate, focus_street=focus))
             rt.settings = s
-        if rt.embedded is not None:  # it keeps nothing across restarts
+        if rt.embedded is not None:  # a new one, or its files lost: rebuilt from SQL
             restore_live_state(rt.settings, city, rt.r, rt.engine, stop=stop)
             if stop.is_set():  # Ctrl-C while it was rebuilt
                 print("stopped.", flush=True)
@@ -462,19 +462,38 @@ def restore_live_state(
     out: Any = None,
     stop: threading.Event | None = None,
 ) -> dict[str, int] | None:
-    """A new embedded Redis is empty (it keeps nothing across restarts): on a database
-    with history, its live state (today's counts, open incidents, positions, patrols,
-    warnings) is rebuilt from SQL before the pipelines start, as ``wangge rebuild-live``
-    does, so a restarted `wangge run` shows the city it showed before. None on a first
-    start (no history), when ``stop`` is set meanwhile (Ctrl-C: the half-built state is
-    dropped) or when it fails (logged; the pipelines then start on what Redis has). A Redis
-    of one's own keeps its state (after losing it: `wangge rebuild-live`)."""
+    """The embedded Redis's live state, made to agree with the database before the
+    pipelines start. It keeps its data across restarts (``redis.embedded_persist``), so
+    a restart normally finds the live state as it was, and the streams' entries not yet
+    applied: nothing to do. Else (a new, empty server: persistence off or its files gone)
+    on a database with history the live state (today's counts, open incidents, positions,
+    patrols, warnings) is rebuilt from SQL, as ``wangge rebuild-live`` does, so a restarted
+    `wangge run` shows the city it showed before. On a database without history (a first
+    start, or the database removed) a state the server still holds is dropped: it
+    described a history that is gone. Returns the rebuilt counts; None when nothing was
+    rebuilt, when ``stop`` is set meanwhile (Ctrl-C: the half-built state is dropped) or
+    when it fails (logged; the pipelines then start on what Redis has). A Redis of one's
+    own keeps its state (after losing it: `wangge rebuild-live`)."""
     from pipelines.cli.backfill import history_tables
+    from pipelines.spine.partitions import keys_of
     from pipelines.spine.rebuild import rebuild_live
 
-    if not history_tables(engine):
-        return None
     say = out or sys.stdout
+    held = list(r.scan_iter(f"{s.redis.prefix}:*", count=1000))
+    if not history_tables(engine):
+        if held:
+            for i in range(0, len(held), 1000):
+                r.unlink(*held[i : i + 1000])
+            print(
+                f"  live      {len(held):,} keys of a history the database no longer has"
+                " were dropped",
+                file=say,
+                flush=True,
+            )
+        return None
+    if r.exists(keys_of(s).live("meta")):
+        print("  live      the embedded Redis kept the live state", file=say, flush=True)
+        return None
     print("  live      rebuilding the live state from the database", file=say, flush=True)
     shown: dict[str, float] = {}
 
@@ -501,6 +520,22 @@ def restore_live_state(
         flush=True,
     )
     return counts
+
+
+@contextmanager
+def _unlogged(rt: Runtime) -> Iterator[None]:
+    """A persistent embedded Redis writes no append-only file while a first start's
+    backfill runs (simulated history, kept in SQL: millions of writes, and the file
+    rewrites they would cause); after it, one rewrite of what it holds, then every write
+    again. A crash meanwhile restarts on the database's partial history (rebuilt)."""
+    persist = rt.embedded is not None and rt.embedded.persist
+    if persist:
+        rt.r.config_set("appendonly", "no")
+    try:
+        yield
+    finally:
+        if persist:
+            rt.r.config_set("appendonly", "yes")
 
 
 def _backfill_at_start(
@@ -533,9 +568,10 @@ def _backfill_at_start(
         def wait() -> None:  # a dead worker is restarted by the main loop (an extra
             time.sleep(0.05)  # one's entries are claimed by the others after claim_idle_ms)
 
-        sim, res = bf.backfill_streams(
-            s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
-        )
+        with _unlogged(rt):
+            sim, res = bf.backfill_streams(
+                s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
+            )
     finally:
         bf.stop_workers(procs)
     bar.done(res)

@@ -55,7 +55,8 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
     if not settings.redis.url:
         if not embedded_ok:
             raise SystemExit("redis.url is empty: set REDIS_URL (or run `wangge run`)")
-        embedded = EmbeddedRedis(settings.path(settings.redis.embedded_dir)).start()
+        where = settings.path(settings.redis.embedded_dir)
+        embedded = EmbeddedRedis(where, persist=settings.redis.embedded_persist).start()
         settings = dataclasses.replace(
             settings, redis=dataclasses.replace(settings.redis, url=embedded.url)
         )

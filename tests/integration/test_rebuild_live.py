@@ -307,3 +307,40 @@ def test_ctrl_c_while_restoring_drops_the_half_built_state(
     assert got is None
     assert stop.is_set() and "rebuilding" in out.getvalue()
     assert not list(rclient.scan_iter(f"{new_server.redis.prefix}:*"))
+
+
+def test_a_restart_on_the_kept_embedded_redis_leaves_its_live_state(
+    settings: Settings, city: City, index: GridIndex, rclient: redis.Redis, engine: Engine
+) -> None:
+    """The embedded Redis keeps its data across restarts (append-only file): the live
+    state it kept is the pipelines' own, so nothing is rebuilt and nothing changes."""
+    build_live(settings, city, index, rclient, engine)
+    before = live_state_of(rclient, settings.redis.prefix)
+    out = io.StringIO()
+    assert restore_live_state(settings, city, rclient, engine, clock=clock, out=out) is None
+    assert "kept the live state" in out.getvalue() and "rebuilding" not in out.getvalue()
+    assert live_state_of(rclient, settings.redis.prefix) == before
+
+
+def test_a_kept_state_without_its_history_is_dropped(
+    settings: Settings, city: City, index: GridIndex, rclient: redis.Redis, engine: Engine
+) -> None:
+    """The database removed, the embedded Redis's files kept: its live state (and every
+    other key of the installation) described a history that is gone, and a first start's
+    backfill would count on top of it. It is dropped; keys of other prefixes stay."""
+    build_live(settings, city, index, rclient, engine)
+    held = list(rclient.scan_iter(f"{settings.redis.prefix}:*"))
+    assert held
+    with private_prefix(settings.redis.url) as other:
+        rclient.set(f"{other}:k", "v")
+        fresh = f"sqlite:///{Path(settings.run.var_dir) / 'new.db'}"
+        new_db = store.make_engine(fresh)
+        store.create_schema(new_db)
+        out = io.StringIO()
+        try:
+            assert restore_live_state(settings, city, rclient, new_db, clock=clock, out=out) is None
+        finally:
+            new_db.dispose()
+        assert not list(rclient.scan_iter(f"{settings.redis.prefix}:*"))
+        assert f"{len(held):,} keys of a history the database no longer has" in out.getvalue()
+        assert rclient.get(f"{other}:k") == b"v"
