@@ -469,29 +469,29 @@ def restore_live_state(
     on a database with history the live state (today's counts, open incidents, positions,
     patrols, warnings) is rebuilt from SQL, as ``wangge rebuild-live`` does, so a restarted
     `wangge run` shows the city it showed before. On a database without history (a first
-    start, or the database removed) a state the server still holds is dropped: it
-    described a history that is gone. Returns the rebuilt counts; None when nothing was
+    start, or the database removed) a live state the server still holds is dropped: it
+    was derived from a history that is gone (the streams stay: what they hold unapplied
+    is applied to this database). Returns the rebuilt counts; None when nothing was
     rebuilt, when ``stop`` is set meanwhile (Ctrl-C: the half-built state is dropped) or
     when it fails (logged; the pipelines then start on what Redis has). A Redis of one's
     own keeps its state (after losing it: `wangge rebuild-live`)."""
     from pipelines.cli.backfill import history_tables
-    from pipelines.spine.partitions import keys_of
+    from pipelines.spine.clockjob import live_state
     from pipelines.spine.rebuild import rebuild_live
 
     say = out or sys.stdout
-    held = list(r.scan_iter(f"{s.redis.prefix}:*", count=1000))
+    live = live_state(r, s)
     if not history_tables(engine):
-        if held:
-            for i in range(0, len(held), 1000):
-                r.unlink(*held[i : i + 1000])
+        dropped = live.delete_live()
+        if dropped:
             print(
-                f"  live      {len(held):,} keys of a history the database no longer has"
-                " were dropped",
+                f"  live      a live state of {dropped:,} keys without its history in the"
+                " database was dropped",
                 file=say,
                 flush=True,
             )
         return None
-    if r.exists(keys_of(s).live("meta")):
+    if r.exists(live.keys.live("meta")):
         print("  live      the embedded Redis kept the live state", file=say, flush=True)
         return None
     print("  live      rebuilding the live state from the database", file=say, flush=True)

@@ -325,22 +325,25 @@ def test_a_restart_on_the_kept_embedded_redis_leaves_its_live_state(
 def test_a_kept_state_without_its_history_is_dropped(
     settings: Settings, city: City, index: GridIndex, rclient: redis.Redis, engine: Engine
 ) -> None:
-    """The database removed, the embedded Redis's files kept: its live state (and every
-    other key of the installation) described a history that is gone, and a first start's
-    backfill would count on top of it. It is dropped; keys of other prefixes stay."""
+    """The database removed, the embedded Redis's files kept: its live state was derived
+    from a history that is gone, and a first start's backfill would count on top of it.
+    It is dropped; the rest stays (the streams: what they hold unapplied is applied to
+    the new database; the city stamp; other prefixes)."""
     build_live(settings, city, index, rclient, engine)
-    held = list(rclient.scan_iter(f"{settings.redis.prefix}:*"))
-    assert held
-    with private_prefix(settings.redis.url) as other:
-        rclient.set(f"{other}:k", "v")
-        fresh = f"sqlite:///{Path(settings.run.var_dir) / 'new.db'}"
-        new_db = store.make_engine(fresh)
-        store.create_schema(new_db)
-        out = io.StringIO()
-        try:
-            assert restore_live_state(settings, city, rclient, new_db, clock=clock, out=out) is None
-        finally:
-            new_db.dispose()
-        assert not list(rclient.scan_iter(f"{settings.redis.prefix}:*"))
-        assert f"{len(held):,} keys of a history the database no longer has" in out.getvalue()
-        assert rclient.get(f"{other}:k") == b"v"
+    prefix = settings.redis.prefix
+    assert live_state_of(rclient, prefix)
+    streams = {k for k in rclient.scan_iter(f"{prefix}:*") if rclient.type(k) == b"stream"}
+    assert streams
+    rclient.set(f"{prefix}:city", "stamp")
+    fresh = f"sqlite:///{Path(settings.run.var_dir) / 'new.db'}"
+    new_db = store.make_engine(fresh)
+    store.create_schema(new_db)
+    out = io.StringIO()
+    try:
+        assert restore_live_state(settings, city, rclient, new_db, clock=clock, out=out) is None
+    finally:
+        new_db.dispose()
+    left = set(rclient.scan_iter(f"{prefix}:*"))
+    assert not [k for k in left if b":live:" in k or b":inc:" in k]  # no live state
+    assert streams | {f"{prefix}:city".encode()} <= left
+    assert "without its history in the database was dropped" in out.getvalue()
