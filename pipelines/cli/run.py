@@ -452,6 +452,10 @@ class _Stopped(Exception):
     """Ctrl-C while the live state is rebuilt."""
 
 
+# a live-state key (rebuilt away) set while a backfill writes no append-only file
+BACKFILLING = "backfilling"
+
+
 def restore_live_state(
     s: Settings,
     city: geo.City,
@@ -491,7 +495,7 @@ def restore_live_state(
                 flush=True,
             )
         return None
-    if r.exists(live.keys.live("meta")):
+    if r.exists(live.keys.live("meta")) and not r.exists(live.keys.live(BACKFILLING)):
         print("  live      the embedded Redis kept the live state", file=say, flush=True)
         return None
     print("  live      rebuilding the live state from the database", file=say, flush=True)
@@ -527,15 +531,22 @@ def _unlogged(rt: Runtime) -> Iterator[None]:
     """A persistent embedded Redis writes no append-only file while a first start's
     backfill runs (simulated history, kept in SQL: millions of writes, and the file
     rewrites they would cause); after it, one rewrite of what it holds, then every write
-    again. A crash meanwhile restarts on the database's partial history (rebuilt)."""
+    again. The file says a backfill was under way (``live:backfilling``, written before
+    it stops) until the rewrite holds what came after: a crash meanwhile restarts on a
+    state that is not the database's, which ``restore_live_state`` then rebuilds."""
+    from pipelines.spine.partitions import keys_of
+
     persist = rt.embedded is not None and rt.embedded.persist
+    marker = keys_of(rt.settings).live(BACKFILLING)
     if persist:
+        rt.r.set(marker, "1")
         rt.r.config_set("appendonly", "no")
     try:
         yield
     finally:
         if persist:
-            rt.r.config_set("appendonly", "yes")
+            rt.r.config_set("appendonly", "yes")  # a rewrite, then this file again
+            rt.r.delete(marker)  # (in the rewrite: written after it started)
 
 
 def _backfill_at_start(

@@ -5,6 +5,7 @@ persistence the same kill loses them (the control: the check can fail)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -69,3 +70,54 @@ def test_without_persistence_the_same_kill_loses_it(tmp_path: Path) -> None:
         r.close()
     finally:
         again.stop()
+
+
+def test_a_backfill_writes_no_file_and_the_file_says_so_until_the_rewrite(
+    tmp_path: Path,
+) -> None:
+    """``run._unlogged``: the file is off while a backfill writes; killed then, the
+    server restarts on the state from before, marked ``live:backfilling`` (so the live
+    state is rebuilt). After it, one rewrite holds everything and the mark is gone."""
+    from types import SimpleNamespace
+
+    from pipelines.cli.run import BACKFILLING, _unlogged
+    from pipelines.settings import load_settings
+    from pipelines.spine.partitions import keys_of
+
+    s = load_settings(environ={})
+    marker = keys_of(s).live(BACKFILLING).encode()
+    where = tmp_path / "bf"
+
+    def crash_during(finish: bool) -> set[bytes]:
+        server = EmbeddedRedis(where, persist=True).start()
+        r = redis.Redis.from_url(server.url)
+        r.set("before", "1")
+        backfill = _unlogged(SimpleNamespace(embedded=server, r=r, settings=s))  # type: ignore[arg-type]
+        backfill.__enter__()
+        r.set("during", "1")
+        if not finish:  # killed while it runs
+            kill_9(server)
+            got = held(EmbeddedRedis(where, port=server.port, persist=True).start())
+            with contextlib.suppress(redis.ConnectionError):  # its server is gone
+                backfill.__exit__(None, None, None)
+            return got
+        backfill.__exit__(None, None, None)
+        r.set("after", "1")
+        deadline = time.monotonic() + 30
+        while int(r.info("persistence")["aof_rewrite_in_progress"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the file is synced once a second
+        kill_9(server)
+        return held(EmbeddedRedis(where, port=server.port, persist=True).start())
+
+    def held(server: EmbeddedRedis) -> set[bytes]:
+        r = redis.Redis.from_url(server.url)
+        keys = set(r.keys("*"))
+        r.close()
+        server.stop()
+        return keys
+
+    assert crash_during(finish=False) == {b"before", marker}
+    for p in where.glob("appendonly*"):  # a new start
+        p.unlink() if p.is_file() else None
+    assert crash_during(finish=True) == {b"before", b"during", b"after"}

@@ -347,3 +347,24 @@ def test_a_kept_state_without_its_history_is_dropped(
     assert not [k for k in left if b":live:" in k or b":inc:" in k]  # no live state
     assert streams | {f"{prefix}:city".encode()} <= left
     assert "without its history in the database was dropped" in out.getvalue()
+
+
+def test_a_state_kept_from_during_a_backfill_is_rebuilt(
+    settings: Settings, city: City, index: GridIndex, rclient: redis.Redis, engine: Engine
+) -> None:
+    """A first start's backfill runs without the append-only file, which says so
+    (``live:backfilling``): a crash then restarts on the state from before the backfill,
+    not the database's. It is rebuilt from SQL, and the mark goes with the old state."""
+    from pipelines.cli.run import BACKFILLING
+    from pipelines.spine.partitions import keys_of
+
+    build_live(settings, city, index, rclient, engine)
+    before = live_state_of(rclient, settings.redis.prefix)
+    marker = keys_of(settings).live(BACKFILLING)
+    rclient.set(marker, "1")
+    out = io.StringIO()
+    counts = restore_live_state(settings, city, rclient, engine, clock=clock, out=out)
+    assert counts is not None and counts["incidents"] == N_INCIDENTS
+    assert "rebuilding the live state" in out.getvalue()
+    assert not rclient.exists(marker)
+    assert live_state_of(rclient, settings.redis.prefix) == before
