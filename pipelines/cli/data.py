@@ -21,13 +21,13 @@ from pipelines.cli.runtime import (
     FEEDS,
     Runtime,
     check_city,
+    installation_redis,
     load_city,
     runtime,
     sql_engine,
     sync_areas,
 )
 from pipelines.dispatch.flows import flows_for
-from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
 
@@ -205,8 +205,12 @@ def _geo_import(settings: Settings, args: argparse.Namespace) -> int:
 def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
     """Show whose data the database holds; with a flag, bind it to the configured city.
 
-    Redis is checked and cleared only when ``redis.url`` is set: the embedded Redis of
-    ``wangge run`` keeps nothing between starts."""
+    Redis too: ``redis.url``, or the embedded server's (``runtime.installation_redis``)."""
+    with installation_redis(settings) as r:
+        return _rebind_with(settings, args, r)
+
+
+def _rebind_with(settings: Settings, args: argparse.Namespace, r: Any) -> int:
     city = load_city(settings)
     configured = binding.stamp_of(city)
     mode: Literal["discard", "keep"] | None = (
@@ -214,7 +218,6 @@ def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
     )
     prefix = settings.redis.prefix
     now_ms = int(time.time() * 1000)
-    r = connect(settings.redis.url) if settings.redis.url else None
     try:
         with sql_engine(settings) as engine:
             if mode is None:
@@ -233,9 +236,6 @@ def _geo_rebind(settings: Settings, args: argparse.Namespace) -> int:
     except binding.RebindError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if r is not None:
-            r.close()
     for line in report.lines():
         print(line)
     if mode == "keep":

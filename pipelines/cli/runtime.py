@@ -75,6 +75,32 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
         rt.close()
 
 
+@contextmanager
+def installation_redis(settings: Settings) -> Iterator[redis.Redis | None]:
+    """The Redis holding this installation's data, for a command run beside (or
+    instead of) `wangge run`: ``redis.url``; else the running `wangge run`'s embedded
+    server (its run file); else the embedded server's kept data, started on its
+    directory for the command (``redis.embedded_persist``); else None (nothing kept)."""
+    from pipelines.cli.console import read_run_file
+
+    running = read_run_file(settings)
+    url = settings.redis.url or (running or {}).get("redis") or ""
+    where = settings.path(settings.redis.embedded_dir)
+    kept = settings.redis.embedded_persist and any(where.glob("appendonly*"))
+    embedded = None
+    if not url and kept:
+        embedded = EmbeddedRedis(where, persist=True).start()
+        url = embedded.url
+    r = connect(url) if url else None
+    try:
+        yield r
+    finally:
+        if r is not None:
+            r.close()
+        if embedded is not None:
+            embedded.stop()
+
+
 def pipeline_client(settings: Settings) -> Any:
     """The pipelines' Redis client: a reply overdue by ``redis.socket_timeout_s`` raises
     (the worker exits, its supervisor restarts it) instead of hanging on a dead peer; TCP
