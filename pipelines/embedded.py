@@ -10,6 +10,7 @@ orphan redis-server behind.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import socket
@@ -55,6 +56,10 @@ def _free_cluster_port() -> int:
         except OSError:
             continue
     raise RuntimeError("no free port pair for a cluster node")
+
+
+class DirectoryInUse(RuntimeError):
+    """Another embedded server keeps its data in this directory."""
 
 
 class EmbeddedRedis:
@@ -108,12 +113,18 @@ class EmbeddedRedis:
             f"while kill -0 {os.getpid()} 2>/dev/null && kill -0 $child 2>/dev/null; "
             "do sleep 1; done; kill $child 2>/dev/null; wait $child"
         )
-        self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "wangge-redis", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        lock = self._lock() if self.persist else None
+        try:
+            self.proc = subprocess.Popen(
+                ["/bin/sh", "-c", script, "wangge-redis", *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                pass_fds=() if lock is None else (lock,),
+            )
+        finally:
+            if lock is not None:  # held on by the supervisor and the server
+                os.close(lock)
         atexit.register(self.stop)
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(self.url)
@@ -129,6 +140,20 @@ class EmbeddedRedis:
                 time.sleep(0.05)
         client.close()
         return self
+
+    def _lock(self) -> int:
+        """An exclusive lock on the data directory, held by the supervisor and the server
+        (inherited) until both have exited: two servers never write one append-only file."""
+        fd = os.open(self.workdir / "wangge-redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DirectoryInUse(
+                f"the embedded Redis data in {self.workdir} is in use by another process"
+                " (a running `wangge run`?)"
+            ) from None
+        return fd
 
     def stop(self) -> None:
         self.shutdown()

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from pipelines.access import audit, sessions
 from pipelines.city import binding
 from pipelines.city import geography as geo
-from pipelines.embedded import EmbeddedRedis
+from pipelines.embedded import DirectoryInUse, EmbeddedRedis
 from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -55,8 +55,7 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
     if not settings.redis.url:
         if not embedded_ok:
             raise SystemExit("redis.url is empty: set REDIS_URL (or run `wangge run`)")
-        where = settings.path(settings.redis.embedded_dir)
-        embedded = EmbeddedRedis(where, persist=settings.redis.embedded_persist).start()
+        embedded = _start_embedded(settings)
         settings = dataclasses.replace(
             settings, redis=dataclasses.replace(settings.redis, url=embedded.url)
         )
@@ -75,6 +74,24 @@ def runtime(settings: Settings, embedded_ok: bool = True) -> Iterator[Runtime]:
         rt.close()
 
 
+def _start_embedded(settings: Settings, wait_s: float = 15.0) -> EmbeddedRedis:
+    """The embedded server on its data directory; one that is still in use (a server
+    finishing its last write, or a rewrite) is waited for, a running `wangge run`'s
+    is refused with the way to share it."""
+    where = settings.path(settings.redis.embedded_dir)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return EmbeddedRedis(where, persist=settings.redis.embedded_persist).start()
+        except DirectoryInUse as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"error: {exc}. To work beside it, set REDIS_URL to its Redis"
+                    " (`wangge status` shows it)."
+                ) from None
+            time.sleep(0.5)
+
+
 @contextmanager
 def installation_redis(settings: Settings) -> Iterator[redis.Redis | None]:
     """The Redis holding this installation's data, for a command run beside (or
@@ -89,7 +106,7 @@ def installation_redis(settings: Settings) -> Iterator[redis.Redis | None]:
     kept = settings.redis.embedded_persist and any(where.glob("appendonly*"))
     embedded = None
     if not url and kept:
-        embedded = EmbeddedRedis(where, persist=True).start()
+        embedded = _start_embedded(settings)
         url = embedded.url
     r = connect(url) if url else None
     try:

@@ -121,3 +121,20 @@ def test_a_backfill_writes_no_file_and_the_file_says_so_until_the_rewrite(
     for p in where.glob("appendonly*"):  # a new start
         p.unlink() if p.is_file() else None
     assert crash_during(finish=True) == {b"before", b"during", b"after"}
+
+
+def test_two_servers_never_share_a_data_directory(tmp_path: Path) -> None:
+    """A second persistent server on a directory in use is refused (two servers would
+    write one append-only file); once the first is gone, even by kill -9, it starts."""
+    from pipelines.embedded import DirectoryInUse
+
+    where = tmp_path / "one"
+    first = EmbeddedRedis(where, persist=True).start()
+    try:
+        with pytest.raises(DirectoryInUse, match="in use by another process"):
+            EmbeddedRedis(where, persist=True).start()
+        EmbeddedRedis(tmp_path / "other", persist=True).start().stop()  # another: fine
+    finally:
+        kill_9(first)
+    second = EmbeddedRedis(where, persist=True).start()
+    second.stop()
