@@ -84,7 +84,9 @@ def _start_embedded(settings: Settings, wait_s: float = 15.0) -> EmbeddedRedis:
         try:
             return EmbeddedRedis(where, persist=settings.redis.embedded_persist).start()
         except DirectoryInUse as exc:
-            if time.monotonic() > deadline:
+            from pipelines.cli.console import read_run_file
+
+            if time.monotonic() > deadline or read_run_file(settings) is not None:
                 raise SystemExit(
                     f"error: {exc}. To work beside it, set REDIS_URL to its Redis"
                     " (`wangge status` shows it)."

@@ -152,7 +152,7 @@ class HistoricState:
             events = read_ticker_rows(
                 self.engine, self.at_ms, lo, self.scope, area_id, str(level), self.ticker_length
             )
-            col = {"city": None, **AREA_COLUMN}[str(level)]
+            col = AREA_COLUMN.get(str(level))  # none for the city: all of them
             alerts = self.rows.alerts
             if col is not None:
                 alerts = alerts.filter(pl.col(col) == area_id)
