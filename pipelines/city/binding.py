@@ -61,6 +61,8 @@ CITY_TABLES = (
     "report_rejects",
     "open311_requests",
     "units",
+    "history_marks",
+    "history_checkpoints",
 )
 KEPT_TABLES = (
     "users",

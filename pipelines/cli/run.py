@@ -248,7 +248,9 @@ def _pipelines(
 
 
 def _city_services(rt: Runtime, city: geo.City, stop: threading.Event) -> None:
-    """The clock job (overdue sweep, online counts, freshness) and the warnings evaluator."""
+    """The clock job (overdue sweep, online counts, freshness), the warnings evaluator and
+    the time machine's hourly checkpoints."""
+    from pipelines.history import keeper
     from pipelines.spine.runner import ClockJob, live_state
     from pipelines.warnings import WarningEngine
 
@@ -258,6 +260,7 @@ def _city_services(rt: Runtime, city: geo.City, stop: threading.Event) -> None:
     evaluator = WarningEngine(s, city, rt.r, rt.engine)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _thread(lambda: evaluator.run(stop, owner), "warnings")
+    _thread(lambda: keeper.run(rt.engine, city, s, stop), "checkpoints")
 
 
 def _ops_dir(s: Settings, env: dict[str, str]) -> str | None:

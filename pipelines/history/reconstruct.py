@@ -52,6 +52,11 @@ def _strings(rows: list[tuple[Any, ...]], names: Sequence[str]) -> pl.DataFrame:
 # ------------------------------------------------------------------ incidents
 
 
+# An incident's state as the picture holds it (``P:inc:<id>``'s fields, as text); a
+# checkpoint keeps these (``history.checkpoints``)
+STATE_COLUMNS = ("incident_id", *INCIDENT_FIELDS)
+
+
 def incidents_at(
     events: pl.DataFrame,
     at_ms: int,
@@ -59,6 +64,8 @@ def incidents_at(
     tz: str,
     flows: Flows,
     settled: pl.DataFrame | None = None,
+    base: pl.DataFrame | None = None,
+    lo_ms: int | None = None,
 ) -> pl.DataFrame:
     """Each incident's live state at ``at`` (``INCIDENT_FIELDS`` as text, like the
     ``P:inc:<id>`` hash) plus ``overdue`` ("1": open with its deadline passed, as the
@@ -68,12 +75,33 @@ def incidents_at(
     ``settled``: ``incidents`` rows of incidents with no event after ``at`` (their
     ``acc`` kept in ``tz``): their state then is the one the pipelines keep on the row
     (``aggregate.row_states``, equal to ``incident_states`` over all their events), so
-    only the incidents still changing after ``at`` need their events."""
+    only the incidents still changing after ``at`` need their events.
+
+    ``base``: the states (``STATE_COLUMNS``) at an earlier moment ``H`` of the incidents
+    a picture held then (a checkpoint). ``events`` and ``settled`` then hold the incidents
+    touched in ``(H, at]``, whose states replace theirs; the others' state is the one at
+    ``H`` (nothing happened to them since), and those still held at ``at`` are kept: open
+    then, or touched since ``lo_ms`` (the window's start) — the rule of
+    ``state.concerned_ids``, as a function of the state.
+
+    ``lo_ms`` given, an incident not touched since keeps an empty ``acc``: none of its
+    events counts at ``at`` (day counters and hour buckets reach back to ``lo_ms`` at
+    most), and a checkpoint then keeps only what can count. Rows come in incident id
+    order."""
     happened = events.filter(pl.col("ts_ms") <= at_ms)
     states = agg.incident_states(happened, city_id, tz, flows)
     if settled is not None:
         states |= agg.row_states(settled, city_id, flows)
-    df = _strings([(i, *st) for i, st in states.items()], ("incident_id", *INCIDENT_FIELDS))
+    df = _strings([(i, *st) for i, st in states.items()], STATE_COLUMNS)
+    if base is not None:
+        kept = base.filter(~pl.col("incident_id").is_in(df["incident_id"].implode()))
+        df = pl.concat([kept.select(STATE_COLUMNS), df])
+    if lo_ms is not None:
+        recent = pl.col("ts").cast(pl.Int64) >= lo_ms
+        if base is not None:
+            df = df.filter((pl.col("open") == "1") | recent)
+        df = df.with_columns(acc=pl.when(recent).then(pl.col("acc")).otherwise(pl.lit("")))
+    df = df.sort("incident_id")
     over = (pl.col("open") == "1") & (pl.col("dl").cast(pl.Int64) <= at_ms)
     return df.with_columns(overdue=pl.when(over).then(pl.lit("1")).otherwise(pl.lit("0")))
 
@@ -312,6 +340,9 @@ class Rows:
     actions: pl.DataFrame  # their actions
     # incidents rows of the incidents concerned with no event after at (``incidents_at``)
     settled: pl.DataFrame | None = None
+    # a checkpoint's states and the window's start (``incidents_at``'s base and lo_ms)
+    base: pl.DataFrame | None = None
+    lo_ms: int | None = None
 
 
 def picture(
@@ -333,7 +364,7 @@ def picture(
     day counters are those of ``at``'s local day."""
     day = agg.local_day(at_ms, tz)
     pic = Picture(at_ms=at_ms, day=day)
-    inc = incidents_at(rows.events, at_ms, city_id, tz, flows, rows.settled)
+    inc = incidents_at(rows.events, at_ms, city_id, tz, flows, rows.settled, rows.base, rows.lo_ms)
     pic.incidents = inc
     opened = inc.filter(pl.col("open") == "1")
     pic.live["open"] = per_area(opened)

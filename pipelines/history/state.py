@@ -26,6 +26,7 @@ from sqlalchemy import Engine, func, or_, select, union
 
 from pipelines.city.geography import City
 from pipelines.dispatch.flows import flows_for
+from pipelines.history import checkpoints
 from pipelines.history import reconstruct as rc
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -56,6 +57,7 @@ class HistoricState:
         *,
         now_ms: int | None = None,
         area_id: str | None = None,
+        use_checkpoint: bool = True,
     ) -> None:
         self.engine = engine
         self.city = city
@@ -69,7 +71,9 @@ class HistoricState:
         self.tracks_kept = now_ms is None or self.at_ms >= int(now_ms) - retention
         # area_id: only that area and what is inside it is read (and may be asked about)
         self.scope = Scope.of(city, area_id)
-        self.rows = read_rows(engine, city, settings, self.at_ms, self.bucket_ms, self.scope)
+        self.rows = read_rows(
+            engine, city, settings, self.at_ms, self.bucket_ms, self.scope, use_checkpoint
+        )
         if not self.tracks_kept:
             self.rows = rc.Rows(**{**self.rows.__dict__, "points": self.rows.points.clear()})
         self.pic = rc.picture(
@@ -216,6 +220,7 @@ ALERT_COLUMNS = (
     "entry_id", "rev_entry",
 )  # fmt: skip
 AREA_COLUMN = {"grid": "grid_id", "street": "street_id", "district": "district_id"}
+STATE_AREA = {"grid_id": "grid", "street_id": "street", "district_id": "district"}
 # the incidents row columns a state at a moment is read from (``aggregate.row_states``)
 INCIDENT_COLUMNS = (
     "incident_id", "status", "last_ms", "category", "severity", "grid_id", "street_id",
@@ -259,16 +264,21 @@ def read_rows(
     at_ms: int,
     bucket_ms: int,
     scope: Scope | None = None,
+    use_checkpoint: bool = True,
 ) -> rc.Rows:
     """The history rows ``reconstruct.picture`` needs for ``at`` (bounded by the window,
     plus the incidents still open at ``at`` however old: the rows of those settled by
     ``at``, every event up to ``at`` of the others), for the whole city or only inside
-    ``scope``. The tickers' events are read apart, per area asked (``read_ticker_rows``)."""
+    ``scope``. The tickers' events are read apart, per area asked (``read_ticker_rows``).
+
+    For the city or a district, the incidents start from the newest checkpoint that holds
+    within a few hours before ``at`` (``checkpoints``; ``use_checkpoint``): only those
+    touched since are read. A street or a grid reads its few incidents directly."""
     from pipelines.spine.aggregate import local_day
 
     sc = scope or Scope(None, None, (), ())
     lo, hi = window_of(at_ms, bucket_ms)
-    inc, ev, va = store.incidents, store.incident_events, store.video_alerts
+    va = store.video_alerts
     tp, pa, wt, wa = store.track_points, store.patrols, store.warnings, store.warning_actions
     day = local_day(at_ms, settings.live.timezone)
 
@@ -279,33 +289,13 @@ def read_rows(
         return [] if sc.column is None else [column.in_(sc.grids)]
 
     with engine.connect() as conn:
-        # the incidents concerned: open at the moment (however old), or touched in the
-        # window. Those with no event after the moment are read as their rows (the state
-        # the pipelines keep on them is their state then); the others as their events up
-        # to the moment
-        concerned = select(concerned_ids(hi, lo, inside(inc), inside(ev)).subquery().c.incident_id)
-        rows = _driver_frame(
-            conn,
-            select(*[inc.c[c] for c in INCIDENT_COLUMNS]).where(inc.c.incident_id.in_(concerned)),
-            inc,
-            INCIDENT_COLUMNS,
+        base = None
+        if use_checkpoint and sc.column in (None, "district_id"):
+            key = checkpoints.key_of(city.city_id, settings.live.timezone, flows_for(settings))
+            base = checkpoints.nearest(conn, key, hi)
+        events, settled_rows = read_incidents(
+            conn, hi, lo, settings.live.timezone, sc, None if base is None else base.at_ms
         )
-        done = settled(hi, settings.live.timezone)
-        changing = rows.filter(~done)["incident_id"].to_list()
-        events = pl.concat(
-            [
-                _driver_frame(
-                    conn,
-                    select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
-                        ev.c.incident_id.in_(part), ev.c.ts_ms <= hi
-                    ),
-                    ev,
-                    EVENT_COLUMNS,
-                )
-                for part in _chunks(changing)
-            ]
-        )
-        settled_rows = rows.filter(done)
         alerts = _driver_frame(
             conn,
             select(*[va.c[c] for c in ALERT_COLUMNS]).where(
@@ -352,7 +342,50 @@ def read_rows(
                 for part in _chunks(warns["warning_id"].to_list())
             ]
         )
-    return rc.Rows(events, alerts, points, patrols, warns, actions, settled_rows)
+    states = None if base is None else base.states
+    if states is not None and sc.column is not None:
+        states = states.filter(pl.col(STATE_AREA[sc.column]) == sc.area_id)
+    return rc.Rows(events, alerts, points, patrols, warns, actions, settled_rows, states, lo)
+
+
+def read_incidents(
+    conn: Any, at_ms: int, lo: int, tz: str, sc: Scope, since_ms: int | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The incidents a moment's picture reads, inside ``sc``: those open at the moment
+    (however old) or touched in ``[lo, at]`` (``concerned_ids``) — or, after a checkpoint
+    at ``since_ms``, only those touched in ``(since, at]``. Returns the events up to
+    ``at`` of those still changing after it, and the ``incidents`` rows of those settled
+    by it (the state the pipelines keep on the row is their state then)."""
+    inc, ev = store.incidents, store.incident_events
+    in_ev = [] if sc.column is None else [ev.c[sc.column] == sc.area_id]
+    if since_ms is None:
+        in_inc = [] if sc.column is None else [inc.c[sc.column] == sc.area_id]
+        ids = concerned_ids(at_ms, lo, in_inc, in_ev)
+    else:
+        ids = select(ev.c.incident_id).where(ev.c.ts_ms > since_ms, ev.c.ts_ms <= at_ms, *in_ev)
+    concerned = select(ids.subquery().c.incident_id)
+    rows = _driver_frame(
+        conn,
+        select(*[inc.c[c] for c in INCIDENT_COLUMNS]).where(inc.c.incident_id.in_(concerned)),
+        inc,
+        INCIDENT_COLUMNS,
+    )
+    done = settled(at_ms, tz)
+    changing = rows.filter(~done)["incident_id"].to_list()
+    events = pl.concat(
+        [
+            _driver_frame(
+                conn,
+                select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
+                    ev.c.incident_id.in_(part), ev.c.ts_ms <= at_ms
+                ),
+                ev,
+                EVENT_COLUMNS,
+            )
+            for part in _chunks(changing)
+        ]
+    )
+    return events, rows.filter(done)
 
 
 def concerned_ids(at_ms: int, lo: int, in_inc: list[Any], in_ev: list[Any]) -> Any:

@@ -1,9 +1,12 @@
 """The time machine at city scale: 30 days of history (incidents with their lifecycle
 events, workers' track points, patrols, warnings, video alerts) in SQL, then
 
+* the hourly checkpoints the running product keeps (``history.keeper``), built for the
+  days back to the moment: seconds and megabytes per hour;
 * one city-level reconstruction at a past moment (``HistoricState`` + the city panel's
-  reads: the city with its districts, every grid's metric), against the bare SQL reads it
-  needs (``history.state.read_rows``: the same rows into Polars, nothing computed);
+  reads: the city with its districts, every grid's metric) from the checkpoint before it,
+  against the bare SQL reads it needs (``history.state.read_rows``: the same rows into
+  Polars, nothing computed), and the same without checkpoints;
 * a street stepped through a day at 60× (one frame per simulated minute: the moment's
   state and the street panel's reads, its markers' open incidents and positions), frame
   time median and p95, against the same bare reads per frame.
@@ -26,6 +29,7 @@ from sqlalchemy import select
 
 from dashboard.pages.panorama import queries as q
 from pipelines.city.geography import City
+from pipelines.history import keeper
 from pipelines.history.state import HistoricState, Scope, read_rows
 from pipelines.settings import load_settings
 from pipelines.spine import store
@@ -40,7 +44,7 @@ FRAMES = int(os.environ.get("WANGGE_BENCH_TM_FRAMES", "120"))
 TZ = ZoneInfo("Asia/Shanghai")
 START = int(datetime(2026, 11, 1, tzinfo=TZ).timestamp() * 1000)
 DAYS = 30
-AT = int(datetime(2026, 11, 21, 15, 0, tzinfo=TZ).timestamp() * 1000)  # day 21, 15:00
+AT = int(datetime(2026, 11, 21, 15, 37, 12, tzinfo=TZ).timestamp() * 1000)  # day 21, 15:37
 NOW = START + DAYS * 86_400_000
 
 
@@ -65,7 +69,9 @@ def history(city: City, tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("tm")
     base = load_settings(environ={})
     settings = dataclasses.replace(
-        base, database=dataclasses.replace(base.database, url=f"sqlite:///{tmp / 'tm.db'}")
+        base,
+        database=dataclasses.replace(base.database, url=f"sqlite:///{tmp / 'tm.db'}"),
+        live=dataclasses.replace(base.live, checkpoint_days=DAYS - 19),  # back to day 20
     )
     engine = store.make_engine(settings.database.url)
     store.create_schema(engine)
@@ -77,12 +83,24 @@ def history(city: City, tmp_path_factory: pytest.TempPathFactory) -> Any:
     with engine.begin() as conn:
         conn.execute(store.video_alerts.insert(), alerts.select(cols).to_dicts())
     bench("tm.history_rows", float(h.events.height), "events", load_s=time.perf_counter() - t0)
+    kept = keeper.keep(engine, city, settings, NOW)  # as the running product keeps them
+    n = len(kept.built)
+    bench(
+        "tm.checkpoint_build",
+        kept.seconds / n,
+        "s",
+        hours=n,
+        stepped=kept.stepped,
+        total_s=round(kept.seconds, 1),
+        mb_per_hour=round(kept.bytes / n / 1e6, 2),
+    )
     yield settings, engine
     engine.dispose()
 
 
-def city_frame(engine: Any, city: City, settings: Any, at: int) -> int:
-    st = HistoricState(engine, city, settings, at, now_ms=NOW)
+def city_frame(engine: Any, city: City, settings: Any, at: int, checkpoint: bool = True) -> int:
+    st = HistoricState(engine, city, settings, at, now_ms=NOW, use_checkpoint=checkpoint)
+    assert (st.rows.base is not None) == checkpoint
     view = q.view_of(city, city.city_id)
     assert view is not None
     day = q.local_day(at, settings.live.timezone)
@@ -113,7 +131,7 @@ def bare(engine: Any, city: City, settings: Any, at: int, area: str | None = Non
 
 def test_city_reconstruction_at_a_past_moment(city: City, history: Any) -> None:
     settings, engine = history
-    runs, base = [], []
+    runs, base, plain = [], [], []
     for _ in range(RUNS):
         t0 = time.perf_counter()
         assert bare(engine, city, settings, AT) > 0
@@ -121,7 +139,18 @@ def test_city_reconstruction_at_a_past_moment(city: City, history: Any) -> None:
         t0 = time.perf_counter()
         assert city_frame(engine, city, settings, AT) > 0
         runs.append(time.perf_counter() - t0)
-    with_baseline("tm.city_reconstruction", "s", runs, base, target_s=0.5)
+        t0 = time.perf_counter()
+        assert city_frame(engine, city, settings, AT, checkpoint=False) > 0
+        plain.append(time.perf_counter() - t0)
+    with_baseline(
+        "tm.city_reconstruction",
+        "s",
+        runs,
+        base,
+        target_s=0.5,
+        without_checkpoints_s=median(plain),
+        vs_without=round(median(runs) / median(plain), 3),
+    )
 
 
 def test_street_steps_through_a_day_at_60x(city: City, history: Any) -> None:

@@ -1,7 +1,8 @@
 """The time machine's proof: a seeded day runs through the real pipeline (simulated
 clock), the pages' live reads are taken area by area at several moments while it runs,
 and afterwards ``HistoricState`` rebuilds each moment from SQL alone and must read the
-same, area by area."""
+same, area by area — once from every incident concerned, once from the hourly checkpoints
+built afterwards."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pipelines import warnings as W
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.dispatch.flows import flows_for
+from pipelines.history import keeper
 from pipelines.history.state import HistoricState
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
@@ -221,3 +223,13 @@ def test_the_past_reads_as_it_read_live(
         rows = part.open_incidents(street)
         got_inc = sorted((r["incident_id"], tuple(sorted(r.items()))) for r in rows)
         assert got_inc == seen[m][f"inc:{street}"]
+
+    # the same pictures from the hourly checkpoints (each stepped from the one before)
+    kept = keeper.keep(engine, city, settings, now[0])
+    assert kept.built and kept.stepped == len(kept.built) - 1
+    for m in SNAPSHOTS:
+        past = HistoricState(engine, city, settings, m, now_ms=now[0])
+        assert past.rows.base is not None and past.rows.base.height > 0
+        got = reads(past, city, settings, m)
+        for key in seen[m]:
+            assert got[key] == seen[m][key], ("checkpoint", m, key)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 from pipelines.spine.store.schema import incident_events, incidents, report_rejects
 from pipelines.spine.store.sql import (
     _rows_in,
+    bump_marks,
     frame_schema,
     insert_ignore,
     insert_ignore_frame,
@@ -55,6 +56,7 @@ def persist_report_events(engine: Engine, events: pl.DataFrame, flows: Flows | N
             seen = set(_rows_in(conn, incident_events, "event_id", eids, ["event_id"])["event_id"])
             rows = [r for r in rows if r["event_id"] not in seen]
         insert_ignore(conn, incident_events, rows)
+        bump_marks(conn, (r["ts_ms"] for r in rows))
         hist = _events_of(conn, ids)
         upsert(conn, incidents, incident_rows(hist, flows), ["incident_id"])
 
@@ -319,6 +321,13 @@ def write_decision(conn: Connection, d: ReportDecision, flows: Flows | None = No
         insert_ignore_frame(conn, report_rejects, d.rejects)
     if d.new_accepted is not None:
         insert_ignore_frame(conn, incident_events, d.new_accepted)
+    bump_marks(
+        conn,
+        [
+            *d.turned_down["ts_ms"],
+            *([] if d.new_accepted is None else d.new_accepted["ts_ms"]),
+        ],
+    )
     if d.rows is None:
         hist = d.after.filter(pl.col("incident_id").is_in(list(d.changed)))
         _recompute(conn, hist, d.changed, flows)

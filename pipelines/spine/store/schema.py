@@ -363,6 +363,33 @@ warning_actions = Table(
 )
 
 
+# ------------------------------------------------------------------ the time machine's checkpoints
+# (logic in pipelines/history/checkpoints.py)
+
+# A version per hour of incident history: every write that adds or removes events of an
+# hour bumps it (in the write's own transaction), so the sum of versions up to an hour
+# changes with any change to the events up to it.
+history_marks = Table(
+    "history_marks",
+    metadata,
+    Column("hour_ms", BigInteger, primary_key=True),  # epoch ms of the hour's start
+    Column("version", BigInteger, nullable=False),
+)
+
+# The incident states at a whole hour (those the time machine's picture holds then), kept
+# with the sum of history's versions up to it they were built from: a checkpoint whose
+# sum is no longer that is not used.
+history_checkpoints = Table(
+    "history_checkpoints",
+    metadata,
+    Column("key", String(40), primary_key=True),  # the city, time zone and flows folded by
+    Column("at_ms", BigInteger, primary_key=True),
+    Column("marks", BigInteger, nullable=False),
+    Column("incidents", Integer, nullable=False),
+    Column("built_ms", BigInteger, nullable=False),
+    Column("states", LargeBinary, nullable=False),  # Parquet, zstd
+)
+
 # ------------------------------------------------------------------ supervision and assessment
 # (logic in pipelines/assessment/scorecards.py)
 

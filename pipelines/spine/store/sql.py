@@ -24,7 +24,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.spine.store.schema import dead_letters, report_rejects
+from pipelines.spine.store.schema import dead_letters, history_marks, report_rejects
+
+HOUR_MS = 3_600_000
 
 
 def _insert(conn: Connection, table: Table) -> Any:
@@ -47,6 +49,26 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     step = max(1, 30000 // max(1, len(rows[0])))
     for i in range(0, len(rows), step):
         conn.execute(stmt, list(rows[i : i + step]))
+
+
+def hour_end(ts_ms: int) -> int:
+    """The whole hour an event time counts at in ``history_marks``: at or after it (so the
+    versions up to a whole hour are those of the events at or before it)."""
+    return -(-int(ts_ms) // HOUR_MS) * HOUR_MS
+
+
+def bump_marks(conn: Connection, ts_ms: Iterable[int]) -> None:
+    """Bump the version of every hour these event times fall in (``history_marks``), in
+    the transaction that adds or removes the events: the time machine's checkpoints up to
+    a bumped hour are no longer used."""
+    hours = sorted({hour_end(t) for t in ts_ms})
+    if not hours:
+        return
+    ins = _insert(conn, history_marks)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["hour_ms"], set_={"version": history_marks.c.version + 1}
+    )
+    conn.execute(stmt, [{"hour_ms": h, "version": 1} for h in hours])
 
 
 def upsert(

@@ -1,0 +1,133 @@
+"""The time machine's checkpoints: the incident states at whole hours, kept in SQL.
+
+A moment's picture holds the incidents open then or touched in the window before it
+(``state.concerned_ids``); finding and reading them on a month of city history is most of
+a city-level reconstruction. A checkpoint keeps those states at a whole hour ``H``
+(``reconstruct.STATE_COLUMNS``); a moment ``at`` after it then reads only the incidents
+touched in ``(H, at]`` and keeps the others' state at ``H`` (``reconstruct.incidents_at``
+with a base). Checkpoints are built each from the one an hour before by the same step
+(``keeper``), and kept ``live.checkpoint_days``.
+
+A checkpoint is used only while the history up to its hour is the one it was built from.
+Every write that adds or removes incident events bumps, in its own transaction, the
+version of each hour those events end (``history_marks``: events in ``(h - 1 h, h]``
+count at ``h``); a checkpoint keeps the sum of versions up to its hour, read before any
+of the events it was built from, and is ignored (then rebuilt) once that sum differs:
+a late or turned-down event, a replay, an import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Connection, delete, func, or_, select
+
+from pipelines.dispatch.flows import Flows
+from pipelines.history.reconstruct import STATE_COLUMNS
+from pipelines.spine import store
+
+HOUR_MS = 3_600_000
+# How far back from a moment a checkpoint is looked for (the hours in between are read
+# as events; further back the plain read is as quick)
+REACH_MS = 6 * HOUR_MS
+# The states' encoding (and what they hold): part of the key, so a new one is rebuilt
+FORMAT = "parquet-1"
+
+
+def key_of(city_id: str, tz: str, flows: Flows) -> str:
+    """What states are a function of besides history: the city, the time zone of their
+    days, the flows of their deadlines (and the format they are kept in)."""
+    return hashlib.sha1(f"{FORMAT}|{city_id}|{tz}|{flows!r}".encode()).hexdigest()
+
+
+def encode(states: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    states.select(STATE_COLUMNS).write_parquet(buf, compression="zstd", compression_level=10)
+    return buf.getvalue()
+
+
+def decode(blob: bytes) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(blob))
+
+
+def marks_upto(conn: Connection, at_ms: int) -> int:
+    """The sum of history's versions up to the whole hour ``at_ms`` (events at or before
+    it)."""
+    m = store.history_marks
+    got = conn.execute(select(func.coalesce(func.sum(m.c.version), 0)).where(m.c.hour_ms <= at_ms))
+    return int(got.scalar_one())
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    at_ms: int
+    marks: int  # the sum of history's versions up to at_ms it was built from
+    states: pl.DataFrame
+
+
+def nearest(conn: Connection, key: str, at_ms: int, reach_ms: int = REACH_MS) -> Checkpoint | None:
+    """The newest checkpoint at or before ``at_ms`` (within ``reach_ms``) that still
+    holds: history up to its hour is the one it was built from."""
+    cp = store.history_checkpoints
+    found = conn.execute(
+        select(cp.c.at_ms, cp.c.marks)
+        .where(cp.c.key == key, cp.c.at_ms <= at_ms, cp.c.at_ms > at_ms - reach_ms)
+        .order_by(cp.c.at_ms.desc())
+    ).all()
+    for h, marks in found:
+        if marks_upto(conn, int(h)) == int(marks):
+            blob = conn.execute(
+                select(cp.c.states).where(cp.c.key == key, cp.c.at_ms == h)
+            ).scalar_one()
+            return Checkpoint(int(h), int(marks), decode(blob))
+    return None
+
+
+def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> set[int]:
+    """The hours in ``[since, until]`` whose checkpoint still holds."""
+    cp, m = store.history_checkpoints, store.history_marks
+    kept = conn.execute(
+        select(cp.c.at_ms, cp.c.marks).where(
+            cp.c.key == key, cp.c.at_ms >= since_ms, cp.c.at_ms <= until_ms
+        )
+    ).all()
+    if not kept:
+        return set()
+    versions = conn.execute(
+        select(m.c.hour_ms, m.c.version).where(m.c.hour_ms <= until_ms).order_by(m.c.hour_ms)
+    ).all()
+    out = set()
+    for h, marks in kept:
+        total = sum(int(v) for hour, v in versions if hour <= h)
+        if total == int(marks):
+            out.add(int(h))
+    return out
+
+
+def write(
+    conn: Connection, key: str, at_ms: int, marks: int, states: pl.DataFrame, now_ms: int
+) -> int:
+    """Keep (or replace) the checkpoint at ``at_ms``; returns its size in bytes."""
+    blob = encode(states)
+    row: dict[str, Any] = {
+        "key": key,
+        "at_ms": at_ms,
+        "marks": marks,
+        "incidents": states.height,
+        "built_ms": now_ms,
+        "states": blob,
+    }
+    store.upsert(conn, store.history_checkpoints, [row], ["key", "at_ms"])
+    return len(blob)
+
+
+def prune(conn: Connection, key: str, keep_from_ms: int) -> int:
+    """Drop checkpoints older than ``keep_from_ms`` or of another key (another city, time
+    zone or flows); returns how many."""
+    cp = store.history_checkpoints
+    gone = conn.execute(delete(cp).where(or_(cp.c.key != key, cp.c.at_ms < keep_from_ms)))
+    return int(gone.rowcount or 0)
