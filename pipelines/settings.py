@@ -95,7 +95,7 @@ class LiveSettings:
     bucket_ttl_hours: int = 26
     day_ttl_days: int = 8
     closed_incident_ttl_hours: int = 72
-    checkpoint_days: int = 8
+    checkpoint_days: int = 3
     stale_lag: int = 1000
     stale_pending_s: int = 60
     stale_restarts_hour: int = 3
