@@ -6,7 +6,10 @@ a city-level reconstruction. A checkpoint keeps those states at a whole hour ``H
 (``reconstruct.STATE_COLUMNS``); a moment ``at`` after it then reads only the incidents
 touched in ``(H, at]`` and keeps the others' state at ``H`` (``reconstruct.incidents_at``
 with a base). Checkpoints are built each from the one an hour before by the same step
-(``keeper``), and kept ``live.checkpoint_days``.
+(``keeper``), and kept ``live.checkpoint_days``. Every ``FULL_EVERY_H`` hours one keeps
+every state; the ones in between keep only the states that changed in their hour (the
+incidents touched in it), and the states at their hour are the full one's with each
+hour's changes laid over in turn.
 
 A checkpoint is used only while the history up to its hour is the one it was built from.
 Every write that adds or removes incident events bumps, in its own transaction, the
@@ -35,7 +38,9 @@ HOUR_MS = 3_600_000
 # as events; further back the plain read is as quick)
 REACH_MS = 6 * HOUR_MS
 # The states' encoding (and what they hold): part of the key, so a new one is rebuilt
-FORMAT = "parquet-1"
+FORMAT = "parquet-2"
+# A checkpoint of every state this often (hours); the others keep an hour's changes
+FULL_EVERY_H = 6
 
 
 def key_of(city_id: str, tz: str, flows: Flows) -> str:
@@ -80,11 +85,35 @@ def nearest(conn: Connection, key: str, at_ms: int, reach_ms: int = REACH_MS) ->
     ).all()
     for h, marks in found:
         if marks_upto(conn, int(h)) == int(marks):
-            blob = conn.execute(
-                select(cp.c.states).where(cp.c.key == key, cp.c.at_ms == h)
-            ).scalar_one()
-            return Checkpoint(int(h), int(marks), decode(blob))
+            states = states_of(conn, key, int(h))
+            if states is not None:
+                return Checkpoint(int(h), int(marks), states)
     return None
+
+
+def states_of(conn: Connection, key: str, at_ms: int) -> pl.DataFrame | None:
+    """The states at the checkpoint ``at_ms``: the newest full checkpoint at or before it
+    with every hour's changes since laid over in turn (None: one of them is missing).
+    A checkpoint that holds was built on the one before it while that one held, and none
+    of them changed since (any change up to an hour changes the sum up to every later
+    hour), so the chain up to a checkpoint that holds holds too."""
+    cp = store.history_checkpoints
+    full = conn.execute(
+        select(func.max(cp.c.at_ms)).where(cp.c.key == key, cp.c.full == 1, cp.c.at_ms <= at_ms)
+    ).scalar()
+    if full is None:
+        return None
+    chain = conn.execute(
+        select(cp.c.at_ms, cp.c.states)
+        .where(cp.c.key == key, cp.c.at_ms >= full, cp.c.at_ms <= at_ms)
+        .order_by(cp.c.at_ms)
+    ).all()
+    if len(chain) != (at_ms - int(full)) // HOUR_MS + 1:
+        return None
+    parts = [decode(blob) for _h, blob in chain]
+    if len(parts) == 1:
+        return parts[0]
+    return pl.concat(parts).unique("incident_id", keep="last", maintain_order=True)
 
 
 def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> set[int]:
@@ -109,15 +138,27 @@ def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> set[int]:
 
 
 def write(
-    conn: Connection, key: str, at_ms: int, marks: int, states: pl.DataFrame, now_ms: int
+    conn: Connection,
+    key: str,
+    at_ms: int,
+    marks: int,
+    states: pl.DataFrame,
+    now_ms: int,
+    stepped: bool,
 ) -> int:
-    """Keep (or replace) the checkpoint at ``at_ms``; returns its size in bytes."""
-    blob = encode(states)
+    """Keep (or replace) the checkpoint at ``at_ms`` of these states (every one at
+    ``at_ms``): all of them when it is the hour of a full one or when it was not
+    ``stepped`` from the one an hour before, else those that changed in the hour (their
+    last event is in it); returns its size in bytes."""
+    full = not stepped or (at_ms // HOUR_MS) % FULL_EVERY_H == 0
+    kept = states if full else states.filter(pl.col("ts").cast(pl.Int64) > at_ms - HOUR_MS)
+    blob = encode(kept)
     row: dict[str, Any] = {
         "key": key,
         "at_ms": at_ms,
         "marks": marks,
-        "incidents": states.height,
+        "incidents": kept.height,
+        "full": int(full),
         "built_ms": now_ms,
         "states": blob,
     }

@@ -101,7 +101,8 @@ def keep(
     key = cps.key_of(city.city_id, settings.live.timezone, flows_for(settings))
     span = settings.live.checkpoint_days * 24 * HOUR_MS
     newest = (now_ms - SETTLE_MS) // HOUR_MS * HOUR_MS
-    keep_from = (now_ms - span) // HOUR_MS * HOUR_MS + HOUR_MS
+    full_ms = cps.FULL_EVERY_H * HOUR_MS  # from a full one: the span's first hours need it
+    keep_from = ((now_ms - span) // HOUR_MS * HOUR_MS + HOUR_MS) // full_ms * full_ms
     with engine.begin() as conn:
         out.dropped = cps.prune(conn, key, keep_from)
     first = first_event_ms(engine)
@@ -129,7 +130,7 @@ def keep(
                 prev = cps.nearest(conn, key, h - 1, HOUR_MS)
         states = states_at(engine, city, settings, h, prev)
         with engine.begin() as conn:
-            out.bytes += cps.write(conn, key, h, marks, states, now_ms)
+            out.bytes += cps.write(conn, key, h, marks, states, now_ms, prev is not None)
         out.stepped += prev is not None
         out.built.append(h)
         prev = cps.Checkpoint(h, marks, states)

@@ -115,12 +115,12 @@ def incident_effects(incidents: pl.DataFrame) -> pl.DataFrame:
         .explode("item")
         .filter(pl.col("item").is_not_null() & (pl.col("item") != ""))
     )
-    parts = pl.col("item").str.split(",")
     names = ("entry", "step", "ts", "day", "minute", "hour", "level")
+    parts = pl.col("item").str.split_exact(",", len(names) - 1).struct.rename_fields(names)
     return (
-        items.with_columns([parts.list.get(i).alias(n) for i, n in enumerate(names)])
+        items.with_columns(parts)
+        .unnest("item")
         .with_columns(pl.col("ts").cast(pl.Int64), pl.col("hour").cast(pl.Int64))
-        .drop("item")
     )
 
 
@@ -143,28 +143,23 @@ def per_area(df: pl.DataFrame, by: str | None = None) -> dict[str, int]:
 
 
 def alerts_at(alerts: pl.DataFrame, at_ms: int, city_id: str, tz: str) -> pl.DataFrame:
-    """Video alerts raised by ``at`` with their live effects (``aggregate.alert_rows``):
-    ``alert_id``, ``day``, the area chain, ``label``, ``minute``, ``hour``, ``ts``, ``tick``.
-    An alert shows its newest stored revision (revisions are updated in place)."""
-    raised = alerts.filter(pl.col("ts_ms") <= at_ms)
-    rows = agg.alert_rows(raised, city_id, tz)
-    ts = dict(raised.select("alert_id", "ts_ms").iter_rows())
-    return pl.DataFrame(
-        [(a, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], ts[a], f[9]) for a, f in rows.items()],
-        schema={
-            "alert_id": pl.String,
-            "day": pl.String,
-            "grid": pl.String,
-            "street": pl.String,
-            "district": pl.String,
-            "city": pl.String,
-            "label": pl.String,
-            "minute": pl.Int64,
-            "hour": pl.Int64,
-            "ts": pl.Int64,
-            "tick": pl.Binary,
-        },
-        orient="row",
+    """Video alerts raised by ``at`` with their live effects (``aggregate.alert_rows``'
+    day, area chain, label, epoch minute and hour): ``alert_id``, ``day``, the area chain,
+    ``label``, ``minute``, ``hour``, ``ts``. An alert shows its newest stored revision
+    (revisions are updated in place)."""
+    raised = alerts.filter(pl.col("ts_ms") <= at_ms).rename({"ts_ms": "ts"})
+    df = agg.with_time_keys(raised, tz)
+    return df.select(
+        "alert_id",
+        "day",
+        pl.col("grid_id").alias("grid"),
+        pl.col("street_id").alias("street"),
+        pl.col("district_id").alias("district"),
+        pl.lit(city_id, pl.String).alias("city"),
+        "label",
+        "minute",
+        "hour",
+        "ts",
     )
 
 

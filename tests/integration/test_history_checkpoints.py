@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from pipelines.city.geography import City, demo_city
 from pipelines.dispatch.flows import flows_for
@@ -80,9 +80,19 @@ def test_pictures_from_checkpoints_are_those_of_the_whole_history(
     s = settings()
     done = keeper.keep(engine, city, s, NOW)
     newest = (NOW - keeper.SETTLE_MS) // H * H
-    assert done.built == list(range(newest - 47 * H, newest + 1, H))  # two days, hourly
+    every = cps.FULL_EVERY_H * H
+    first = (newest - 47 * H) // every * every  # two days, from the full one before
+    assert done.built == list(range(first, newest + 1, H))  # hourly
     assert done.stepped == len(done.built) - 1  # each from the one an hour before
     assert keeper.keep(engine, city, s, NOW).built == []  # they hold: nothing to do
+    with engine.connect() as conn:
+        cp = store.history_checkpoints
+        full = dict(conn.execute(select(cp.c.at_ms, cp.c.full)).all())
+        sizes = dict(conn.execute(select(cp.c.at_ms, cp.c.incidents)).all())
+    assert full == {h: int(h % every == 0) for h in done.built}
+    assert max(sizes[h] for h in done.built if not full[h]) < min(
+        sizes[h] for h in done.built if full[h]
+    )  # an hour's changes, not every state
 
     areas = city.areas.filter(pl.col("level").is_in(["street", "district"]))
     district = areas.filter(pl.col("level") == "district")["area_id"][0]

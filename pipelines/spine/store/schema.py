@@ -376,9 +376,10 @@ history_marks = Table(
     Column("version", BigInteger, nullable=False),
 )
 
-# The incident states at a whole hour (those the time machine's picture holds then), kept
-# with the sum of history's versions up to it they were built from: a checkpoint whose
-# sum is no longer that is not used.
+# The incident states at a whole hour (those the time machine's picture holds then): every
+# few hours all of them, in between those that changed in the hour; kept with the sum of
+# history's versions up to it they were built from: a checkpoint whose sum is no longer
+# that is not used.
 history_checkpoints = Table(
     "history_checkpoints",
     metadata,
@@ -386,6 +387,8 @@ history_checkpoints = Table(
     Column("at_ms", BigInteger, primary_key=True),
     Column("marks", BigInteger, nullable=False),
     Column("incidents", Integer, nullable=False),
+    # 1: every state; 0: only those that changed since the checkpoint an hour before
+    Column("full", Integer, nullable=False),
     Column("built_ms", BigInteger, nullable=False),
     Column("states", LargeBinary, nullable=False),  # Parquet, zstd
 )
