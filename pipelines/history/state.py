@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 import polars as pl
-from sqlalchemy import Engine, func, or_, select, union
+from sqlalchemy import Engine, Integer, cast, func, or_, select, union
 
 from pipelines.city.geography import City
 from pipelines.dispatch.flows import flows_for
@@ -219,6 +219,9 @@ ALERT_COLUMNS = (
     "alert_id", "camera_id", "label", "ts_ms", "grid_id", "street_id", "district_id",
     "entry_id", "rev_entry",
 )  # fmt: skip
+POINT_COLUMNS = (
+    "worker_id", "slot", "ts_ms", "lon", "lat", "grid_id", "accuracy", "speed", "battery", "mock",
+)  # fmt: skip
 AREA_COLUMN = {"grid": "grid_id", "street": "street_id", "district": "district_id"}
 STATE_AREA = {"grid_id": "grid", "street_id": "street", "district_id": "district"}
 # the incidents row columns a state at a moment is read from (``aggregate.row_states``)
@@ -316,11 +319,12 @@ def read_rows(
             .group_by(tp.c.worker_id)
             .subquery()
         )
-        points = _frame(
-            conn,
-            select(tp).join(last, (tp.c.worker_id == last.c.worker_id) & (tp.c.ts_ms == last.c.m)),
-            tp,
-        )
+        # through the driver (the mock flag as 0/1: SQLite has no booleans)
+        cols = [tp.c[c] for c in POINT_COLUMNS[:-1]] + [cast(tp.c.mock, Integer).label("mock")]
+        on = (tp.c.worker_id == last.c.worker_id) & (tp.c.ts_ms == last.c.m)
+        points = _driver_frame(
+            conn, select(*cols).join(last, on), tp, POINT_COLUMNS, {"mock": pl.Int8}
+        ).with_columns(pl.col("mock").cast(pl.Boolean))
         patrols = _frame(
             conn,
             select(pa).where(pa.c.day == day, pa.c.first_ms <= hi, *in_grids(pa.c.grid_id)),
@@ -452,10 +456,17 @@ def _frame(conn: Any, query: Any, table: Any, columns: Sequence[str] | None = No
     return pl.DataFrame(conn.execute(query).fetchall(), schema=schema, orient="row")
 
 
-def _driver_frame(conn: Any, query: Any, table: Any, columns: Sequence[str]) -> pl.DataFrame:
+def _driver_frame(
+    conn: Any,
+    query: Any,
+    table: Any,
+    columns: Sequence[str],
+    dtypes: Mapping[str, Any] | None = None,
+) -> pl.DataFrame:
     """``_frame`` for the large reads of text, integer and float columns: the compiled
     statement goes straight to the driver's cursor (SQLAlchemy's per-row processing is
-    most of the cost of a hundred thousand rows, and these types need none)."""
+    most of the cost of a hundred thousand rows, and these types need none). ``dtypes``:
+    columns read as another type than the table's."""
     compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     args = tuple(params[k] for k in compiled.positiontup) if compiled.positional else params
@@ -465,4 +476,5 @@ def _driver_frame(conn: Any, query: Any, table: Any, columns: Sequence[str]) -> 
         rows = cur.fetchall()
     finally:
         cur.close()
-    return pl.DataFrame(rows, schema=store.frame_schema(table, columns), orient="row")
+    schema = store.frame_schema(table, columns) | dict(dtypes or {})
+    return pl.DataFrame(rows, schema=schema, orient="row")
