@@ -160,4 +160,7 @@ def run(
         except SQLAlchemyError as exc:  # the database is away: try again later
             log.warning("time machine checkpoints: %s", str(exc).splitlines()[0])
             wait = every_s
+        except Exception:  # a bug must not end the thread: the pages read without them
+            log.exception("time machine checkpoints")
+            wait = every_s
         stop.wait(wait)

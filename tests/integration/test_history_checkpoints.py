@@ -170,3 +170,19 @@ def test_marks_count_an_event_at_the_end_of_its_hour(engine: Engine) -> None:
         store.bump_marks(conn, [at - H])  # the hour before's end
         assert cps.marks_upto(conn, at - H) == 1
         assert cps.marks_upto(conn, at + H) == 3
+
+
+def test_a_pass_stops_at_its_budget_and_the_next_goes_on(engine: Engine, city: City) -> None:
+    store.create_schema(engine)
+    load(engine, make_history(city, START, DAYS, 300, 10, track_every_min=60, tz=str(TZ)))
+    s = settings()
+    ticks = iter(range(1_000_000))  # the timer passed in: a second per reading
+    perf = lambda: float(next(ticks))  # noqa: E731
+    first = keeper.keep(engine, city, s, NOW, budget_s=10.5, perf=perf)
+    assert not first.done and 3 <= len(first.built) <= 10
+    rest = keeper.keep(engine, city, s, NOW)
+    assert rest.done and rest.built[0] == first.built[-1] + H
+    assert rest.stepped == len(rest.built)  # the first from the last of the first pass
+    with engine.connect() as conn:
+        every = cps.held(conn, key(s, city), first.built[0], rest.built[-1])
+    assert every == set(first.built) | set(rest.built)
