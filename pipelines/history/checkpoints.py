@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from bisect import bisect_right
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import polars as pl
@@ -129,10 +131,12 @@ def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> set[int]:
     versions = conn.execute(
         select(m.c.hour_ms, m.c.version).where(m.c.hour_ms <= until_ms).order_by(m.c.hour_ms)
     ).all()
+    hours = [int(h) for h, _v in versions]
+    upto = list(accumulate(int(v) for _h, v in versions))  # the sum up to each hour
     out = set()
     for h, marks in kept:
-        total = sum(int(v) for hour, v in versions if hour <= h)
-        if total == int(marks):
+        i = bisect_right(hours, int(h))
+        if (upto[i - 1] if i else 0) == int(marks):
             out.add(int(h))
     return out
 
