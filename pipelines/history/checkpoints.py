@@ -16,7 +16,7 @@ Every write that adds or removes incident events bumps, in its own transaction, 
 version of each hour those events end (``history_marks``: events in ``(h - 1 h, h]``
 count at ``h``); a checkpoint keeps the sum of versions up to its hour, read before any
 of the events it was built from, and is ignored (then rebuilt) once that sum differs:
-a late or turned-down event, a replay, an import.
+a late or turned-down event, a replay.
 """
 
 from __future__ import annotations
