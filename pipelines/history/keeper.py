@@ -49,18 +49,12 @@ def states_at(
     tz = settings.live.timezone
     lo, hi = window_of(at_ms, settings.live.bucket_ttl_hours * HOUR_MS)
     city_wide = Scope(None, None, (), ())
+    states = None if base is None else base.states
     with engine.connect() as conn:
         since = None if base is None else base.at_ms
-        events, settled = read_incidents(conn, hi, lo, tz, city_wide, since)
+        events, settled, later = read_incidents(conn, hi, lo, tz, city_wide, since, states)
     df = rc.incidents_at(
-        events,
-        at_ms,
-        city.city_id,
-        tz,
-        flows_for(settings),
-        settled,
-        None if base is None else base.states,
-        lo,
+        events, at_ms, city.city_id, tz, flows_for(settings), settled, states, lo, later
     )
     return df.select(rc.STATE_COLUMNS)
 

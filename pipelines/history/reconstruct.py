@@ -66,6 +66,7 @@ def incidents_at(
     settled: pl.DataFrame | None = None,
     base: pl.DataFrame | None = None,
     lo_ms: int | None = None,
+    later: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Each incident's live state at ``at`` (``INCIDENT_FIELDS`` as text, like the
     ``P:inc:<id>`` hash) plus ``overdue`` ("1": open with its deadline passed, as the
@@ -82,7 +83,11 @@ def incidents_at(
     touched in ``(H, at]``, whose states replace theirs; the others' state is the one at
     ``H`` (nothing happened to them since), and those still held at ``at`` are kept: open
     then, or touched since ``lo_ms`` (the window's start) — the rule of
-    ``state.concerned_ids``, as a function of the state.
+    ``state.concerned_ids``, as a function of the state. ``later``: the events in
+    ``(H, at]`` of incidents whose state at ``H`` is whole (its ``acc`` not emptied),
+    folded onto it: all their events before are before these, so the status is
+    ``closed`` once either has a close, else the last new step; ``ts`` the last new
+    event; ``acc`` the old items then the new; the rest is their first event's.
 
     ``lo_ms`` given, an incident not touched since keeps an empty ``acc``: none of its
     events counts at ``at`` (day counters and hour buckets reach back to ``lo_ms`` at
@@ -93,6 +98,10 @@ def incidents_at(
     if settled is not None:
         states |= agg.row_states(settled, city_id, flows)
     df = _strings([(i, *st) for i, st in states.items()], STATE_COLUMNS)
+    if base is not None and later is not None and later.height:
+        df = pl.concat(
+            [df, _fold(base, later.filter(pl.col("ts_ms") <= at_ms), city_id, tz, flows)]
+        )
     if base is not None:
         kept = base.filter(~pl.col("incident_id").is_in(df["incident_id"].implode()))
         df = pl.concat([kept.select(STATE_COLUMNS), df])
@@ -104,6 +113,29 @@ def incidents_at(
     df = df.sort("incident_id")
     over = (pl.col("open") == "1") & (pl.col("dl").cast(pl.Int64) <= at_ms)
     return df.with_columns(overdue=pl.when(over).then(pl.lit("1")).otherwise(pl.lit("0")))
+
+
+def _fold(
+    base: pl.DataFrame, later: pl.DataFrame, city_id: str, tz: str, flows: Flows
+) -> pl.DataFrame:
+    """``base`` states (whole) with their incidents' later events folded on
+    (``incidents_at``'s ``later``)."""
+    new = agg.incident_states(later, city_id, tz, flows)
+    got = _strings(
+        [(i, st[0], st[1], st[-1]) for i, st in new.items()], ("incident_id", "s", "t", "a")
+    )
+    closed = (pl.col("open") == "0") | (pl.col("s") == "closed")
+    return (
+        base.select(STATE_COLUMNS)
+        .join(got, on="incident_id", how="inner")
+        .with_columns(
+            status=pl.when(closed).then(pl.lit("closed")).otherwise(pl.col("s")),
+            ts=pl.col("t"),
+            open=pl.when(closed).then(pl.lit("0")).otherwise(pl.lit("1")),
+            acc=pl.col("acc") + pl.col("a"),
+        )
+        .select(STATE_COLUMNS)
+    )
 
 
 def incident_effects(incidents: pl.DataFrame) -> pl.DataFrame:
@@ -338,6 +370,8 @@ class Rows:
     # a checkpoint's states and the window's start (``incidents_at``'s base and lo_ms)
     base: pl.DataFrame | None = None
     lo_ms: int | None = None
+    # the events since the checkpoint of incidents whose state there is whole (folded on)
+    later: pl.DataFrame | None = None
 
 
 def picture(
@@ -359,7 +393,9 @@ def picture(
     day counters are those of ``at``'s local day."""
     day = agg.local_day(at_ms, tz)
     pic = Picture(at_ms=at_ms, day=day)
-    inc = incidents_at(rows.events, at_ms, city_id, tz, flows, rows.settled, rows.base, rows.lo_ms)
+    inc = incidents_at(
+        rows.events, at_ms, city_id, tz, flows, rows.settled, rows.base, rows.lo_ms, rows.later
+    )
     pic.incidents = inc
     opened = inc.filter(pl.col("open") == "1")
     pic.live["open"] = per_area(opened)

@@ -296,8 +296,12 @@ def read_rows(
         if use_checkpoint and sc.column in (None, "district_id"):
             key = checkpoints.key_of(city.city_id, settings.live.timezone, flows_for(settings))
             base = checkpoints.nearest(conn, key, hi)
-        events, settled_rows = read_incidents(
-            conn, hi, lo, settings.live.timezone, sc, None if base is None else base.at_ms
+        states = None if base is None else base.states
+        if states is not None and sc.column is not None:
+            states = states.filter(pl.col(STATE_AREA[sc.column]) == sc.area_id)
+        since = None if base is None else base.at_ms
+        events, settled_rows, later = read_incidents(
+            conn, hi, lo, settings.live.timezone, sc, since, states
         )
         alerts = _driver_frame(
             conn,
@@ -346,20 +350,28 @@ def read_rows(
                 for part in _chunks(warns["warning_id"].to_list())
             ]
         )
-    states = None if base is None else base.states
-    if states is not None and sc.column is not None:
-        states = states.filter(pl.col(STATE_AREA[sc.column]) == sc.area_id)
-    return rc.Rows(events, alerts, points, patrols, warns, actions, settled_rows, states, lo)
+    return rc.Rows(events, alerts, points, patrols, warns, actions, settled_rows, states, lo, later)
 
 
 def read_incidents(
-    conn: Any, at_ms: int, lo: int, tz: str, sc: Scope, since_ms: int | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+    conn: Any,
+    at_ms: int,
+    lo: int,
+    tz: str,
+    sc: Scope,
+    since_ms: int | None = None,
+    base: pl.DataFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
     """The incidents a moment's picture reads, inside ``sc``: those open at the moment
     (however old) or touched in ``[lo, at]`` (``concerned_ids``) — or, after a checkpoint
-    at ``since_ms``, only those touched in ``(since, at]``. Returns the events up to
-    ``at`` of those still changing after it, and the ``incidents`` rows of those settled
-    by it (the state the pipelines keep on the row is their state then)."""
+    at ``since_ms`` (its states ``base``), only those touched in ``(since, at]``.
+
+    Returns the events up to ``at`` of those still changing after it; the ``incidents``
+    rows of those settled by it (the state the pipelines keep on the row is their state
+    then); and, after a checkpoint, the events in ``(since, at]`` of the changing ones
+    whose checkpoint state is whole (touched since ``lo``: an ``acc`` not emptied), to be
+    folded onto it (``reconstruct.incidents_at``'s ``later``) instead of read again from
+    their first event."""
     inc, ev = store.incidents, store.incident_events
     in_ev = [] if sc.column is None else [ev.c[sc.column] == sc.area_id]
     if since_ms is None:
@@ -375,21 +387,35 @@ def read_incidents(
         INCIDENT_COLUMNS,
     )
     done = settled(at_ms, tz)
-    changing = rows.filter(~done)["incident_id"].to_list()
-    events = pl.concat(
+    changing = rows.filter(~done)["incident_id"]
+    later = None
+    if since_ms is not None and base is not None:
+        whole = base.filter(pl.col("ts").cast(pl.Int64) >= lo)["incident_id"].implode()
+        folded = changing.filter(changing.is_in(whole))
+        changing = changing.filter(~changing.is_in(whole))
+        later = _events_of(conn, folded.to_list(), at_ms, since_ms)
+    events = _events_of(conn, changing.to_list(), at_ms)
+    return events, rows.filter(done), later
+
+
+def _events_of(
+    conn: Any, incident_ids: list[str], at_ms: int, after_ms: int | None = None
+) -> pl.DataFrame:
+    """The events of these incidents up to ``at`` (and after ``after_ms``), by incident."""
+    ev = store.incident_events
+    since = [] if after_ms is None else [ev.c.ts_ms > after_ms]
+    cols = [ev.c[c] for c in EVENT_COLUMNS]
+    return pl.concat(
         [
             _driver_frame(
                 conn,
-                select(*[ev.c[c] for c in EVENT_COLUMNS]).where(
-                    ev.c.incident_id.in_(part), ev.c.ts_ms <= at_ms
-                ),
+                select(*cols).where(ev.c.incident_id.in_(part), ev.c.ts_ms <= at_ms, *since),
                 ev,
                 EVENT_COLUMNS,
             )
-            for part in _chunks(changing)
+            for part in _chunks(incident_ids)
         ]
     )
-    return events, rows.filter(done)
 
 
 def concerned_ids(at_ms: int, lo: int, in_inc: list[Any], in_ev: list[Any]) -> Any:

@@ -101,16 +101,18 @@ def test_pictures_from_checkpoints_are_those_of_the_whole_history(
     rng = random.Random(7)
     moments = [done.built[5], done.built[-1]]  # on the hour
     moments += [rng.randrange(done.built[0], NOW) for _ in range(6)]
-    used = 0
+    used = folded = 0
     for at in moments:
         for scope, asked in ((None, [city.city_id, district, street]), (district, [street])):
             a = HistoricState(engine, city, s, at, now_ms=NOW, area_id=scope)
             b = HistoricState(engine, city, s, at, now_ms=NOW, area_id=scope, use_checkpoint=False)
             assert b.rows.base is None
             used += a.rows.base is not None
+            folded += a.rows.later is not None and a.rows.later.height > 0
             assert reads(a, asked) == reads(b, asked), (at, scope)
             assert a.pic.incidents.height > 20
     assert used == 2 * len(moments)  # every moment found its checkpoint
+    assert folded >= len(moments)  # and folded later events onto checkpoint states
     # an hour before the kept span: no checkpoint, the plain reading
     old = HistoricState(engine, city, s, done.built[0] - 7 * H, now_ms=NOW)
     assert old.rows.base is None

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,14 +157,25 @@ def test_rebuild_in_chunks_switches_atomically_and_equals_live(
     stop = threading.Event()
     reader = redis.Redis.from_url(settings.redis.url)
 
+    reads = [0]
+
     def read() -> None:
         while not stop.is_set():
             seen.add(observe(reader, prefix, day, incidents))
+            reads[0] += 1
+
+    def reads_after(n: int) -> None:  # the reader has read again (it runs on its own)
+        for _ in range(10_000):
+            if reads[0] > n:
+                return
+            time.sleep(0.001)
+        raise AssertionError("the reader stopped reading")
 
     t = threading.Thread(target=read)
     t.start()
     steps: list[tuple[str, int, int]] = []
     try:
+        reads_after(0)  # it saw the state before the rebuild
         counts = rebuild_live(
             settings,
             city,
@@ -173,6 +185,7 @@ def test_rebuild_in_chunks_switches_atomically_and_equals_live(
             chunk=CHUNK,
             progress=lambda s, d, n: steps.append((s, d, n)),
         )
+        reads_after(reads[0] + 1)  # … and, a whole read later, the state after it
     finally:
         stop.set()
         t.join()
