@@ -245,15 +245,18 @@ def feed_fresh_text(b: Backend, lang: str) -> str:
     return fresh_text(f["rows"], int(f["system"]), lang)
 
 
-def scoped_fresh_text(b: Backend, lang: str) -> str | None:
+def scoped_fresh_text(b: Backend, lang: str, at_ms: int | None = None) -> str | None:
     """The per-feed freshness line of a page without a live map panel (grid work,
-    warnings): permission for the session's own area first, then the tick's shared value;
+    warnings): permission for the session's own area first, then the tick's shared value
+    — or, when the page shows a past moment (``at_ms``), that moment (``past_text``);
     None when nobody is signed in or the backend is unreachable (the line keeps its text)."""
     from dashboard import auth
 
     p = auth.principal()
     if p is None or not auth.authorize(p.scope, "aggregates").granted:
         return None
+    if at_ms is not None:
+        return past_text(b, at_ms, lang)
     try:
         return feed_fresh_text(b, lang)
     except BACKEND_ERRORS:
@@ -269,11 +272,13 @@ def stale_mark(last_ok_ms: int | None, tz: str, lang: str) -> Any:
     return html.Span(t("fresh.stale", lang, t=when), className="wg-stale", id="stale-mark")
 
 
-def past_text(b: Backend, at_ms: int, area_id: str, lang: str) -> str:
+def past_text(b: Backend, at_ms: int, lang: str) -> str:
     """The freshness line of a past view: the moment shown, and what history lacks."""
+    from pipelines.history.state import tracks_kept
+
     when = datetime.fromtimestamp(at_ms / 1000, ZoneInfo(b.settings.live.timezone))
     text = t("tm.showing", lang, when=when.strftime("%Y-%m-%d %H:%M"))
-    if not b.past(at_ms, area_id).tracks_kept:
+    if not tracks_kept(b.settings, at_ms, b.now_ms()):
         text += " · " + t("tm.no_tracks", lang, days=b.settings.privacy.track_retention_days)
     return text
 
@@ -314,9 +319,7 @@ def panel(
         "hotspots": snap["hotspots"].get(metric, []),
         "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
         "markers": markers(b, grant, at_ms) if with_markers else empty,
-        "fresh": feed_fresh_text(b, lang)
-        if at_ms is None
-        else past_text(b, at_ms, grant.area_id, lang),
+        "fresh": feed_fresh_text(b, lang) if at_ms is None else past_text(b, at_ms, lang),
         "now_ms": snap["now_ms"],
     }
 
@@ -348,19 +351,27 @@ def drill_target(city: City, area_id: object, click: object) -> str | None:
     return target if city.area(target) is not None else None
 
 
-def freshness_on(tick_id: str) -> Callable[[int, str], Any]:
+def freshness_on(tick_id: str, at_id: str | None = None) -> Callable[..., Any]:
     """Register the header's per-feed freshness line (reports, positions, video; stale
     feeds marked) on a page's own tick, as the panorama and the wall show it; returns the
-    callback. Pages call this from their callbacks module (``fresh = freshness_on(...)``)."""
+    callback. Pages call this from their callbacks module (``fresh = freshness_on(...)``).
+    ``at_id``: the page's time-machine moment: a past one is said instead (as the
+    panorama does), at once when it is picked."""
+    from dashboard.components import timemachine as tm
+
+    moments = [] if at_id is None else [Input(at_id, "data")]
 
     @dash.callback(
         Output(ids.FRESH, "children", allow_duplicate=True),
         Input(tick_id, "n_intervals"),
+        *moments,
         State(ids.LANG, "data"),
         prevent_initial_call="initial_duplicate",
     )
-    def fresh(_n: int, lang: str) -> Any:
-        text = scoped_fresh_text(current(), lang_of(lang))
+    def fresh(_n: int, *values: Any) -> Any:
+        *at, lang = values
+        b = current()
+        text = scoped_fresh_text(b, lang_of(lang), tm.moment_of(b, at[0]) if at else None)
         return no_update if text is None else text
 
     return fresh

@@ -45,6 +45,13 @@ def _ms_or_none(v: Any) -> int | None:
     return None if v is None else int(v)
 
 
+def tracks_kept(settings: Settings, at_ms: int, now_ms: int | None) -> bool:
+    """Whether a moment's track points are still kept: they are purged once older than
+    ``privacy.track_retention_days`` (``now_ms`` None: nothing is purged)."""
+    retention = settings.privacy.track_retention_days * DAY_MS
+    return now_ms is None or int(at_ms) >= int(now_ms) - retention
+
+
 class HistoricState:
     """The live state's read interface at a past moment (read-only)."""
 
@@ -66,9 +73,7 @@ class HistoricState:
         self.ticker_length = settings.live.ticker_length
         self.closed_ttl_ms = settings.live.closed_incident_ttl_hours * HOUR_MS
         self.bucket_ms = settings.live.bucket_ttl_hours * HOUR_MS
-        retention = settings.privacy.track_retention_days * DAY_MS
-        # the moment's track points are purged once they are older than the retention
-        self.tracks_kept = now_ms is None or self.at_ms >= int(now_ms) - retention
+        self.tracks_kept = tracks_kept(settings, self.at_ms, now_ms)
         # area_id: only that area and what is inside it is read (and may be asked about)
         self.scope = Scope.of(city, area_id)
         self.rows = read_rows(

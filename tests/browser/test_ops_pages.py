@@ -4,6 +4,7 @@ opens another page lands on the wall; a commander's header names them once."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from tests.browser.conftest import (
     wait_text,
     wall_url,
 )
-from tests.clock import Clock
+from tests.clock import TZ, Clock
 from tests.conftest import open_engine
 
 pytestmark = pytest.mark.browser
@@ -69,9 +70,16 @@ def test_freshness_row_subjects_and_kiosk(
         assert "上报" in wait_text(chrome, "#shell-fresh", "更新")
         assert "(demo)" not in text(chrome, "#shell-user")
         shot(chrome, artifacts, "warnings-subjects-fresh")
+        # a past moment: the header says which one, not the live feeds' freshness
+        past = datetime.fromtimestamp(server_clock.now_ms / 1000 - 900, TZ)
+        chrome.get(server_url + f"/warnings?at={past.strftime('%Y-%m-%dT%H:%M')}")
+        said = wait_text(chrome, "#shell-fresh", "历史回看")
+        assert past.strftime("%Y-%m-%d %H:%M") in said and "更新" not in said
         chrome.get(server_url + "/work")
         assert "定位" in wait_text(chrome, "#shell-fresh", "上报")
         shot(chrome, artifacts, "work-fresh")
+        chrome.get(server_url + f"/work?at={past.strftime('%Y-%m-%dT%H:%M')}")
+        assert past.strftime("%H:%M") in wait_text(chrome, "#shell-fresh", "历史回看")
         # a wall screen: signed in with its token, then sent to another page
         forget_session(chrome, server_url)
         chrome.get(wall_url(server_url, wall_token))

@@ -235,7 +235,7 @@ def act(
     return "ok"
 
 
-fresh = L.freshness_on(ids.WARN_TICK)  # the header's per-feed freshness line
+fresh = L.freshness_on(ids.WARN_TICK, ids.tm("warn", "at"))  # the header's freshness line
 
 
 tm.register("warn", ids.WARN_TICK)  # the "view at" control: the warnings open at a past moment

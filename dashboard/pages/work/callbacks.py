@@ -203,7 +203,7 @@ def outputs(
         gap_list(snap["gaps"], snap["kpi"]["unpatrolled"], names, lang),
         bottom,
         log_list(snap["logs"], names, lang, tz, people, b),
-        "" if at_ms is None else L.past_text(b, at_ms, area_id, lang),
+        "" if at_ms is None else L.past_text(b, at_ms, lang),
         snap["now_ms"],
     ), digests
 
@@ -422,7 +422,7 @@ clientside_callback(
 )
 
 
-fresh = L.freshness_on(ids.WK_TICK)  # the header's per-feed freshness line
+fresh = L.freshness_on(ids.WK_TICK, ids.tm("work", "at"))  # the header's freshness line
 
 
 tm.register("work", ids.WK_TICK)  # the "view at" control: the grid work of a past moment
