@@ -87,10 +87,12 @@ def test_dashboard_metrics_readiness_and_who_may_read(
     fresh_cb = next(k for k in app.callback_map if k.startswith(f"{ids.FRESH}.children"))
     spec = app.callback_map[fresh_cb]
     tick = spec["inputs"][0]["id"]
+    # every input the callback declares (a page's tick, and its time machine's moment)
+    given = [{**i, "value": 1 if i["property"] == "n_intervals" else None} for i in spec["inputs"]]
     body = {
         "output": fresh_cb,
         "outputs": {"id": ids.FRESH, "property": "children"},
-        "inputs": [{"id": tick, "property": "n_intervals", "value": 1}],
+        "inputs": given,
         "state": [{"id": ids.LANG, "property": "data", "value": "en"}],
         "changedPropIds": [f"{tick}.n_intervals"],
     }
