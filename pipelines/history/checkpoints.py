@@ -79,17 +79,11 @@ class Checkpoint:
 def nearest(conn: Connection, key: str, at_ms: int, reach_ms: int = REACH_MS) -> Checkpoint | None:
     """The newest checkpoint at or before ``at_ms`` (within ``reach_ms``) that still
     holds: history up to its hour is the one it was built from."""
-    cp = store.history_checkpoints
-    found = conn.execute(
-        select(cp.c.at_ms, cp.c.marks)
-        .where(cp.c.key == key, cp.c.at_ms <= at_ms, cp.c.at_ms > at_ms - reach_ms)
-        .order_by(cp.c.at_ms.desc())
-    ).all()
-    for h, marks in found:
-        if marks_upto(conn, int(h)) == int(marks):
-            states = states_of(conn, key, int(h))
-            if states is not None:
-                return Checkpoint(int(h), int(marks), states)
+    holding = held(conn, key, at_ms - reach_ms + 1, at_ms)
+    for h in sorted(holding, reverse=True):
+        states = states_of(conn, key, h)
+        if states is not None:
+            return Checkpoint(h, holding[h], states)
     return None
 
 
@@ -118,8 +112,9 @@ def states_of(conn: Connection, key: str, at_ms: int) -> pl.DataFrame | None:
     return pl.concat(parts).unique("incident_id", keep="last", maintain_order=True)
 
 
-def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> set[int]:
-    """The hours in ``[since, until]`` whose checkpoint still holds."""
+def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> dict[int, int]:
+    """The hours in ``[since, until]`` whose checkpoint still holds (the sum of versions
+    up to the hour is the one it was built from), with that sum."""
     cp, m = store.history_checkpoints, store.history_marks
     kept = conn.execute(
         select(cp.c.at_ms, cp.c.marks).where(
@@ -127,17 +122,17 @@ def held(conn: Connection, key: str, since_ms: int, until_ms: int) -> set[int]:
         )
     ).all()
     if not kept:
-        return set()
+        return {}
     versions = conn.execute(
         select(m.c.hour_ms, m.c.version).where(m.c.hour_ms <= until_ms).order_by(m.c.hour_ms)
     ).all()
     hours = [int(h) for h, _v in versions]
     upto = list(accumulate(int(v) for _h, v in versions))  # the sum up to each hour
-    out = set()
+    out = {}
     for h, marks in kept:
         i = bisect_right(hours, int(h))
         if (upto[i - 1] if i else 0) == int(marks):
-            out.add(int(h))
+            out[int(h)] = int(marks)
     return out
 
 

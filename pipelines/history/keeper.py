@@ -117,7 +117,7 @@ def keep(
         with engine.connect() as conn:
             marks = cps.marks_upto(conn, h)  # before any event read
             if prev is not None and (
-                prev.at_ms != h - HOUR_MS or cps.marks_upto(conn, prev.at_ms) != prev.marks
+                prev.at_ms != h - HOUR_MS or not cps.held(conn, key, prev.at_ms, prev.at_ms)
             ):
                 prev = None  # history before it changed since it was built
             if prev is None:

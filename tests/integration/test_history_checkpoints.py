@@ -139,7 +139,7 @@ def test_a_late_event_retires_the_checkpoints_after_it(engine: Engine, city: Cit
     assert d.verdicts[f"{NOW}-0"] == "accepted"
 
     with engine.connect() as conn:
-        holding = cps.held(conn, key(s, city), built[0], built[-1])
+        holding = set(cps.held(conn, key(s, city), built[0], built[-1]))
     assert holding == set(built[:20])  # from the late event's hour on, none holds
     assert hour_end(late_ms) == built[20]
 
@@ -186,5 +186,5 @@ def test_a_pass_stops_at_its_budget_and_the_next_goes_on(engine: Engine, city: C
     assert rest.done and rest.built[0] == first.built[-1] + H
     assert rest.stepped == len(rest.built)  # the first from the last of the first pass
     with engine.connect() as conn:
-        every = cps.held(conn, key(s, city), first.built[0], rest.built[-1])
+        every = set(cps.held(conn, key(s, city), first.built[0], rest.built[-1]))
     assert every == set(first.built) | set(rest.built)
