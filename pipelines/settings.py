@@ -227,6 +227,9 @@ class SimulateSettings:
     # Entries per read (``streams.batch_size``) of the worker processes started for the
     # backfill: its streams always hold far more than a live batch.
     backfill_batch_size: int = 6000
+    # The warnings of the backfilled past: the engine evaluated every this many minutes of
+    # it over the history (``warnings/replay.py``; 0 = off), then the live engine starts.
+    backfill_warnings_every_min: float = 15.0
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,12 @@ from pipelines.settings import Settings, env_name
 from pipelines.spine import store
 from pipelines.spine.partitions import keys_of, split
 from pipelines.spine.streams import ensure_group, trim_acknowledged, xadd_many
+from pipelines.warnings.replay import PastEngine, ReplayResult, replay
+from pipelines.warnings.store import republish
 
 HISTORY = ("incident_events", "video_alerts", "track_points")
+# A replay of the past evaluates the slow rules (recurrence over 7 days) at most hourly.
+PAST_SLOW_EVERY_S = 3600.0
 
 
 def history_tables(engine: Engine) -> list[str]:
@@ -280,3 +284,62 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) 
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def replay_warnings(
+    settings: Settings,
+    city: geo.City,
+    r: redis.Redis,
+    engine: Engine,
+    res: BackfillResult,
+    *,
+    stop: Callable[[], bool] = lambda: False,
+    out: TextIO | None = None,
+) -> ReplayResult | None:
+    """The warnings of the backfilled past (``warnings.replay``): the engine evaluated every
+    ``simulate.backfill_warnings_every_min`` of ``res``'s span over the history it wrote,
+    before the live engine starts; the warnings open at its end are then the live list.
+    None when that is off, or when the database holds warnings already (a replay must not
+    interleave with warnings evaluated live)."""
+    out = out or sys.stdout
+    s = settings
+    every = s.simulate.backfill_warnings_every_min
+    if every <= 0 or res.end_ms <= res.start_ms:
+        return None
+    with engine.connect() as conn:
+        if conn.execute(select(1).select_from(store.warnings).limit(1)).first() is not None:
+            print("  warnings  the past's not evaluated: the database holds warnings", file=out)
+            return None
+    print(
+        f"  warnings  evaluating the backfilled past every {every:g} min "
+        "(the live warnings start when it is done)",
+        file=out,
+        flush=True,
+    )
+    past = PastEngine(
+        s,
+        city,
+        r,
+        engine,
+        track_every_s=s.simulate.backfill_track_every_s,
+        slow_every_s=PAST_SLOW_EVERY_S,
+    )
+    quarters = [0]
+
+    def progress(got: ReplayResult, at: int) -> None:  # a line per quarter of the span
+        q = 4 * (at - res.start_ms) // max(res.end_ms - res.start_ms, 1)
+        if 0 < q < 4 and q > quarters[0]:
+            quarters[0] = q
+            print(
+                f"  warnings  {25 * q}%: {got.steps:,} moments, {got.opened:,} warnings opened"
+                f" in {got.elapsed_s:.0f} s",
+                file=out,
+                flush=True,
+            )
+
+    got = replay(
+        past, res.start_ms, res.end_ms, round(every * 60_000), stop=stop, progress=progress
+    )
+    republish(engine, past.live, city)  # what is open at the end is the live list
+    print(got.line(), file=out, flush=True)
+    return got

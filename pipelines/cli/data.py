@@ -80,7 +80,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     """`wangge simulate --backfill SPAN`: the simulated past through the streams, applied by
     worker processes of this command (they join the consumer group, so running
-    `wangge pipelines` share the work), then stopped."""
+    `wangge pipelines` share the work), then stopped; then the past's warnings."""
     from pipelines.city.simulator.backfill import parse_span
     from pipelines.cli import backfill as bf
     from pipelines.settings import child_environ
@@ -130,6 +130,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             bf.stop_workers(procs)
         bar.done(res)
+        if not stop.is_set():
+            bf.replay_warnings(s, city, rt.r, rt.engine, res, stop=stop.is_set)
     return 130 if stop.is_set() else 0
 
 

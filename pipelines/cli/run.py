@@ -247,20 +247,29 @@ def _pipelines(
     return sup
 
 
-def _city_services(rt: Runtime, city: geo.City, stop: threading.Event) -> None:
-    """The clock job (overdue sweep, online counts, freshness), the warnings evaluator and
-    the time machine's hourly checkpoints."""
+def _city_services(
+    rt: Runtime, city: geo.City, stop: threading.Event, *, warnings: bool = True
+) -> None:
+    """The clock job (overdue sweep, online counts, freshness), the warnings evaluator (unless
+    not ``warnings``: :func:`_warnings_service` starts it later) and the time machine's
+    hourly checkpoints."""
     from pipelines.history import keeper
     from pipelines.spine.runner import ClockJob, live_state
-    from pipelines.warnings import WarningEngine
 
     s = rt.settings
     clock = ClockJob(s, city, live_state(rt.r, s), rt.r, engine=rt.engine)
     _thread(lambda: clock.run(stop), "clock")
-    evaluator = WarningEngine(s, city, rt.r, rt.engine)
+    if warnings:
+        _warnings_service(rt, city, stop)
+    _thread(lambda: keeper.run(rt.engine, city, s, stop), "checkpoints")
+
+
+def _warnings_service(rt: Runtime, city: geo.City, stop: threading.Event) -> None:
+    from pipelines.warnings import WarningEngine
+
+    evaluator = WarningEngine(rt.settings, city, rt.r, rt.engine)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _thread(lambda: evaluator.run(stop, owner), "warnings")
-    _thread(lambda: keeper.run(rt.engine, city, s, stop), "checkpoints")
 
 
 def _ops_dir(s: Settings, env: dict[str, str]) -> str | None:
@@ -401,18 +410,28 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
             def history_then_live() -> None:
                 """A first start's backfill (the dashboard already serves what it has
-                written), then the clock job, the warnings and the live simulator."""
+                written), then the clock job and the live simulator; the warnings evaluator
+                once the backfilled past's warnings are evaluated."""
+                from pipelines.cli import backfill as bf
+
                 try:
-                    sim = _backfill_at_start(rt, city, stop, sup.env)
+                    sim, past = _backfill_at_start(rt, city, stop, sup.env)
                 except Exception:  # the live city still starts; the history stays partial
                     log.exception("backfill failed; starting the live feed")
-                    sim = None
+                    sim, past = None, None
                 if stop.is_set():
                     return
-                _city_services(rt, city, stop)
+                _city_services(rt, city, stop, warnings=past is None)
                 through = s.gateway.simulate_through and gateway.wait_ready()
                 _start_simulator(rt, city, stop, gateway_url=gw_url if through else None, sim=sim)
                 _print_simulator(s, through)
+                if past is not None:
+                    try:
+                        bf.replay_warnings(s, city, rt.r, rt.engine, past, stop=stop.is_set)
+                    except Exception:  # the live warnings start anyway
+                        log.exception("evaluating the past's warnings failed")
+                    if not stop.is_set():
+                        _warnings_service(rt, city, stop)
 
             _thread(history_then_live, "history")
         console.on_enter(lambda: print(text, flush=True), stop)
@@ -554,21 +573,21 @@ def _unlogged(rt: Runtime) -> Iterator[None]:
 
 def _backfill_at_start(
     rt: Runtime, city: geo.City, stop: threading.Event, env: dict[str, str]
-) -> Any:
+) -> tuple[Any, Any]:
     """A lived-in first start: on an empty database of the demo city, the last
     ``simulate.backfill_days`` simulated through the streams and the running workers
     (plus ``backfill_report_workers`` − ``reports_workers`` extra report workers for the
-    while); the simulator to carry on live, or None."""
+    while); the simulator to carry on live and what was sent, or (None, None)."""
     from pipelines.cli import backfill as bf
 
     s = rt.settings
     days = s.simulate.backfill_days
     if days <= 0 or bf.history_tables(rt.engine):  # off, or not a first start: quietly
-        return None
+        return None, None
     why = bf.refusal(s, rt.engine, days, explicit=False)
     if why is not None:
         print(f"  backfill  none: {why}", flush=True)
-        return None
+        return None, None
     print(
         f"  backfill  simulating the last {days:g} days through the pipelines "
         "(a first start; the dashboard shows it as it lands)",
@@ -589,7 +608,7 @@ def _backfill_at_start(
     finally:
         bf.stop_workers(procs)
     bar.done(res)
-    return sim
+    return sim, res
 
 
 @dataclass

@@ -308,7 +308,7 @@ def read_rows(
         events, settled_rows, later = read_incidents(
             conn, hi, lo, settings.live.timezone, sc, since, states
         )
-        alerts = _driver_frame(
+        alerts = store.driver_frame(
             conn,
             select(*[va.c[c] for c in ALERT_COLUMNS]).where(
                 va.c.ts_ms >= lo, va.c.ts_ms <= hi, *inside(va)
@@ -331,7 +331,7 @@ def read_rows(
         # through the driver (the mock flag as 0/1: SQLite has no booleans)
         cols = [tp.c[c] for c in POINT_COLUMNS[:-1]] + [cast(tp.c.mock, Integer).label("mock")]
         on = (tp.c.worker_id == last.c.worker_id) & (tp.c.ts_ms == last.c.m)
-        points = _driver_frame(
+        points = store.driver_frame(
             conn, select(*cols).join(last, on), tp, POINT_COLUMNS, {"mock": pl.Int8}
         ).with_columns(pl.col("mock").cast(pl.Boolean))
         patrols = _frame(
@@ -385,7 +385,7 @@ def read_incidents(
     else:
         ids = select(ev.c.incident_id).where(ev.c.ts_ms > since_ms, ev.c.ts_ms <= at_ms, *in_ev)
     concerned = select(ids.subquery().c.incident_id)
-    rows = _driver_frame(
+    rows = store.driver_frame(
         conn,
         select(*[inc.c[c] for c in INCIDENT_COLUMNS]).where(inc.c.incident_id.in_(concerned)),
         inc,
@@ -412,7 +412,7 @@ def _events_of(
     cols = [ev.c[c] for c in EVENT_COLUMNS]
     return pl.concat(
         [
-            _driver_frame(
+            store.driver_frame(
                 conn,
                 select(*cols).where(ev.c.incident_id.in_(part), ev.c.ts_ms <= at_ms, *since),
                 ev,
@@ -466,7 +466,7 @@ def read_ticker_rows(
             select(ev.c.ts_ms).where(*where).order_by(ev.c.ts_ms.desc()).offset(n - 1).limit(1)
         ).scalar()
         since = [] if nth is None else [ev.c.ts_ms >= nth]
-        return _driver_frame(conn, select(*cols).where(*where, *since), ev, EVENT_COLUMNS)
+        return store.driver_frame(conn, select(*cols).where(*where, *since), ev, EVENT_COLUMNS)
 
     with engine.connect() as conn:
         got = newest(conn, [*here, ev.c.ts_ms >= lo, ev.c.ts_ms <= at_ms])
@@ -485,27 +485,3 @@ def _chunks(values: list[str], n: int = 5000) -> list[list[str]]:
 def _frame(conn: Any, query: Any, table: Any, columns: Sequence[str] | None = None) -> pl.DataFrame:
     schema = store.frame_schema(table, columns)
     return pl.DataFrame(conn.execute(query).fetchall(), schema=schema, orient="row")
-
-
-def _driver_frame(
-    conn: Any,
-    query: Any,
-    table: Any,
-    columns: Sequence[str],
-    dtypes: Mapping[str, Any] | None = None,
-) -> pl.DataFrame:
-    """``_frame`` for the large reads of text, integer and float columns: the compiled
-    statement goes straight to the driver's cursor (SQLAlchemy's per-row processing is
-    most of the cost of a hundred thousand rows, and these types need none). ``dtypes``:
-    columns read as another type than the table's."""
-    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params = compiled.construct_params()
-    args = tuple(params[k] for k in compiled.positiontup) if compiled.positional else params
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(str(compiled), args)
-        rows = cur.fetchall()
-    finally:
-        cur.close()
-    schema = store.frame_schema(table, columns) | dict(dtypes or {})
-    return pl.DataFrame(rows, schema=schema, orient="row")

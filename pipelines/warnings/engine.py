@@ -26,7 +26,7 @@ from pipelines.spine import store
 from pipelines.spine.clockjob import live_state
 from pipelines.spine.events import STEPS
 from pipelines.spine.state import LiveState
-from pipelines.warnings.lifecycle import update_open
+from pipelines.warnings.lifecycle import Warning, update_open
 from pipelines.warnings.model import (
     AWAY_SCHEMA,
     BASELINE_SCHEMA,
@@ -142,7 +142,7 @@ class WarningEngine:
         )
         baseline, days = self.read_baseline(now_ms)
         vbase, vhours = self.read_video_baseline(now_ms)
-        positions = self.read_positions()
+        positions = self.read_positions(now_ms)
         return RuleInputs(
             areas=self.areas,
             reports=reports,
@@ -394,7 +394,7 @@ class WarningEngine:
         )
         return pl.concat([hist, pos]).group_by("grid_id").agg(pl.col("last_ms").max())
 
-    def read_positions(self) -> pl.DataFrame:
+    def read_positions(self, now_ms: int) -> pl.DataFrame:
         """Every worker's latest ping from Redis (worker_id, lon, lat, ts_ms, grid_id). The
         packed position and the "seen" score are written together by one script, so its
         ``ts_ms`` is the worker's last ping."""
@@ -443,6 +443,10 @@ class WarningEngine:
 
     # ---------------------------------------------------------------- one tick
 
+    def publish(self, warnings: list[Warning]) -> None:
+        """The live warning list and per-area counts (every warning the tick knows)."""
+        publish_live(self.live, warnings, self.ancestors)
+
     def due(self, now_ms: int, every_rule: bool = False) -> dict[str, Rule]:
         """The rules to evaluate now: every rule but a slow one evaluated recently."""
 
@@ -476,7 +480,7 @@ class WarningEngine:
         persist(self.engine, new, updated, cleared, now_ms)
         changed = {w.warning_id: w for w in (*updated, *cleared)}
         still = [changed.get(w.warning_id, w) for w in olds] + new
-        publish_live(self.live, still, self.ancestors)
+        self.publish(still)
         t_write = time.perf_counter() - t1
         return {
             "now_ms": now_ms,

@@ -6,7 +6,8 @@ Figures: ``backfill_<N>d`` (events/s end to end, elapsed, events per feed, CPU s
 the driver and of the workers) with its same-run baseline ``bare publish``: the same
 simulator generating and XADDing one simulated day into a stream nobody reads. Asserts
 what the backfill promises: every event applied (SQL holds every report step and alert),
-nothing dead-lettered. Never asserts a time.
+nothing dead-lettered. Then ``warnings_replay_<N>d``: the past's warnings evaluated over
+that history, per moment against the live engine's tick at its end. Never asserts a time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from pipelines.dispatch.flows import flows_for
 from pipelines.settings import GeoSettings, child_environ, load_settings
 from pipelines.spine import store
 from pipelines.spine.streams import publish
+from pipelines.warnings import WarningEngine
 from tests.bench.conftest import bench, with_baseline
 
 pytestmark = pytest.mark.bench
@@ -119,3 +122,27 @@ def test_backfill_full_city(
         cpus=os.cpu_count(),
     )
     bench(f"backfill_{DAYS:g}d_elapsed", res.elapsed_s, "s", target=180)
+
+    # the past's warnings (what `wangge run` does next), per evaluated moment, against the
+    # live engine's tick over the same history at its end (its baseline, same run)
+    t0 = time.perf_counter()
+    past = bf.replay_warnings(s, city, rclient, engine, res)
+    replay_s = time.perf_counter() - t0
+    assert past is not None and past.steps > 0
+    live = WarningEngine(s, city, rclient, engine, clock=lambda: res.end_ms / 1000)
+    ticks = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        live.tick()
+        ticks.append(time.perf_counter() - t0)
+    bench(
+        f"warnings_replay_{DAYS:g}d",
+        replay_s,
+        "s",
+        moments=past.steps,
+        per_moment_ms=round(1000 * past.elapsed_s / past.steps, 1),
+        live_tick_ms=round(1000 * median(ticks), 1),
+        ratio_to_live_tick=round(past.elapsed_s / past.steps / median(ticks), 2),
+        opened=past.opened,
+        baseline_is="the live engine's tick over the same history at its end, same run",
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -89,6 +90,8 @@ class Backfilled:
     result: Any
     steps: list[BackfillProgress]
     live: dict[str, Any]  # the live state right after the backfill (and a clock tick)
+    past: Any  # the past's warnings evaluated (``bf.replay_warnings``)
+    said: str  # what that printed
 
 
 @pytest.fixture(scope="module", params=AT, ids=str)
@@ -124,10 +127,12 @@ def backfilled(
             wait=wait,
             ready=ws["video"].reload_cameras,
         )
+        said = io.StringIO()
+        past = bf.replay_warnings(settings, city, r, engine, res, out=said)
         ClockJob(settings, city, live_state(r, settings), r, clock=lambda: now / 1000).tick()
         live = live_state_of(r, prefix)
         try:
-            yield Backfilled(moment, settings, engine, r, res, steps, live)
+            yield Backfilled(moment, settings, engine, r, res, steps, live, past, said.getvalue())
         finally:
             r.close()
             engine.dispose()
@@ -173,6 +178,51 @@ def test_backfill_goes_through_the_streams_into_sql(backfilled: Any) -> None:
     assert fr[-1] == 1.0 and b.steps[-1].backlog == 0
 
 
+def test_the_past_has_the_warnings_its_reports_call_for(backfilled: Any) -> None:
+    """Every report that alone opens a threshold warning (a spec of count 1 whose window is
+    at least the replay's step) is in a warning of its street and category open at the
+    first evaluated moment after it; the warnings' story is told at those moments only."""
+    b = backfilled
+    s, res = b.settings, b.result
+    step = round(s.simulate.backfill_warnings_every_min * 60_000)
+    moments = [*range(res.start_ms + step, res.end_ms, step), res.end_ms]
+    assert b.past is not None and b.past.steps == len(moments) and b.past.opened > 0
+    lines = b.said.splitlines()  # what the console shows: a line per quarter, the figures
+    assert [ln.split("%")[0].split()[-1] for ln in lines[1:-1]] == ["25", "50", "75"], lines
+    assert f"{b.past.steps} past moments evaluated: {b.past.opened} warnings opened" in lines[-1]
+    w, wa, ev = store.warnings, store.warning_actions, store.incident_events
+    warns = store.read_frame(b.engine, select(w))
+    acts = store.read_frame(b.engine, select(wa.c.at_ms))
+    assert set(acts["at_ms"]) <= set(moments) and set(warns["first_seen_ms"]) <= set(moments)
+    reports = store.read_frame(
+        b.engine,
+        select(ev.c.incident_id, ev.c.ts_ms, ev.c.category, ev.c.severity, ev.c.street_id).where(
+            ev.c.step == "reported"
+        ),
+    )
+    checked = 0
+    for spec in s.warnings.threshold_rules.split(","):
+        cat, count, window_min, _level, *sev = spec.split(":")
+        if int(count) != 1 or float(window_min) * 60_000 < step:
+            continue
+        alone = reports.filter(
+            pl.col("category") == cat, pl.col("severity") >= int(sev[0] if sev else 1)
+        )
+        for incident, ts, _c, _s, street in alone.iter_rows():
+            at = next(m for m in moments if m >= ts)
+            key = f"threshold:{street}:{cat}"
+            holding = [
+                r
+                for r in warns.iter_rows(named=True)
+                if (r["key"] == key or key in orjson.loads(r["aliases"]))
+                and r["first_seen_ms"] <= at <= r["last_seen_ms"]
+                and incident in orjson.loads(r["evidence"])
+            ]
+            assert holding, (incident, ts, at, key)
+            checked += 1
+    assert checked > 0
+
+
 def test_live_state_equals_rebuild_from_sql(backfilled: Any, city: City) -> None:
     b = backfilled
     now = b.moment.ms
@@ -210,7 +260,7 @@ def test_a_database_with_events_is_refused(
     # `wangge run`'s later starts: no backfill, not a word about it
     before = b.r.xlen(f"{b.settings.redis.prefix}:{b.settings.streams.reports}")
     rt = Runtime(b.settings, b.r, b.engine)
-    assert _backfill_at_start(rt, city, threading.Event(), None) is None  # type: ignore[arg-type]
+    assert _backfill_at_start(rt, city, threading.Event(), None) == (None, None)  # type: ignore[arg-type]
     assert capsys.readouterr().out == ""
     why = bf.refusal(b.settings, b.engine, 7, explicit=True)
     assert why is not None and "already holds events" in why and "incident_events" in why
@@ -237,7 +287,7 @@ def test_an_imported_city_is_backfilled_only_on_demand(
         assert bf.refusal(s, engine, 7, explicit=False) is None  # the demo city: yes
         # `wangge run`'s start leaves it alone (no simulator handed over, nothing sent)
         rt = Runtime(imported, rclient, engine)
-        assert _backfill_at_start(rt, city, threading.Event(), None) is None  # type: ignore[arg-type]
+        assert _backfill_at_start(rt, city, threading.Event(), None) == (None, None)  # type: ignore[arg-type]
         assert not list(rclient.scan_iter(match=f"{prefix}:*"))
         # never further back than the pipelines accept
         far = bf.refusal(s, engine, s.streams.max_age_days, explicit=True)

@@ -79,13 +79,15 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
     con = Console(proc)
     try:
         # the URL first; the first start's backfill then runs while the dashboard serves
-        text = con.wait_for(lambda s: "press Enter" in s and "anomalies" in s)
+        text = con.wait_for(lambda s: "press Enter" in s and "past moments evaluated" in s)
         url = re.search(r"Dashboard: (http://\S+)", text)
         assert url, text
         first = accounts_in(text)
         assert len(first) == 3 and "after 5 min" in text  # the anomalies, brought forward
         # the backfill ran before the live feed, with its figures (the anomalies come after)
         assert re.search(r"backfill\s+28m of history: [\d,]+ events .* events/s", text), text
+        # then the past's warnings (every 15 min of it), before the live warnings start
+        assert re.search(r"warnings\s+2 past moments evaluated: \d+ warnings opened", text), text
         # the dashboard's address came first: nobody waits for the history to see the city
         assert text.index("Dashboard:") < text.index("of history:"), text
         for _ in range(5):

@@ -30,7 +30,9 @@ from pipelines.spine import store
 from pipelines.spine.events import encode
 from pipelines.spine.runner import ClockJob, live_state, make_worker
 from pipelines.spine.streams import publish
+from pipelines.warnings.replay import PastEngine, replay
 from tests.clock import TZ
+from tests.integration.test_warnings_replay import forget_warnings, warning_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.clock]  # runs on a clock passed in
 
@@ -233,3 +235,14 @@ def test_the_past_reads_as_it_read_live(
         got = reads(past, city, settings, m)
         for key in seen[m]:
             assert got[key] == seen[m][key], ("checkpoint", m, key)
+
+    # the warnings the engine raised live, raised again from history alone: the past
+    # engine evaluated at the same moments over SQL (no Redis positions, no incidents
+    # table) opens, updates, escalates and clears the same warnings at the same moments
+    live_warnings = warning_rows(engine)
+    assert live_warnings[0] and any(a["action"] == "clear" for a in live_warnings[1])
+    forget_warnings(engine)
+    past_engine = PastEngine(settings, city, rclient, engine)
+    got_replay = replay(past_engine, START, now[0], TICK_MS)
+    assert got_replay.steps == (now[0] - START) // TICK_MS
+    assert warning_rows(engine) == live_warnings
