@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
@@ -34,6 +35,8 @@ from sqlalchemy import Connection, delete, func, or_, select
 from pipelines.dispatch.flows import Flows
 from pipelines.history.reconstruct import STATE_COLUMNS
 from pipelines.spine import store
+
+log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 # How far back from a moment a checkpoint is looked for (the hours in between are read
@@ -89,7 +92,8 @@ def nearest(conn: Connection, key: str, at_ms: int, reach_ms: int = REACH_MS) ->
 
 def states_of(conn: Connection, key: str, at_ms: int) -> pl.DataFrame | None:
     """The states at the checkpoint ``at_ms``: the newest full checkpoint at or before it
-    with every hour's changes since laid over in turn (None: one of them is missing).
+    with every hour's changes since laid over in turn (None: one of them is missing or
+    cannot be read, and the moment is then read without checkpoints).
     A checkpoint that holds was built on the one before it while that one held, and none
     of them changed since (any change up to an hour changes the sum up to every later
     hour), so the chain up to a checkpoint that holds holds too."""
@@ -106,7 +110,13 @@ def states_of(conn: Connection, key: str, at_ms: int) -> pl.DataFrame | None:
     ).all()
     if len(chain) != (at_ms - int(full)) // HOUR_MS + 1:
         return None
-    parts = [decode(blob) for _h, blob in chain]
+    try:
+        parts = [decode(blob) for _h, blob in chain]
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:  # damaged: as if missing
+        log.warning("time machine: checkpoint chain %s..%s unreadable (%s)", full, at_ms, exc)
+        return None
+    if any(set(STATE_COLUMNS) - set(p.columns) for p in parts):
+        return None
     if len(parts) == 1:
         return parts[0]
     return pl.concat(parts).unique("incident_id", keep="last", maintain_order=True)

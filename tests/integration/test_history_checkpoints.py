@@ -160,6 +160,29 @@ def test_a_late_event_retires_the_checkpoints_after_it(engine: Engine, city: Cit
     assert reads(a, [city.city_id]) == reads(b, [city.city_id])
 
 
+def test_a_damaged_checkpoint_is_read_around(engine: Engine, city: City) -> None:
+    """A blob that cannot be decoded (a disk fault, a hand edit) is as if missing: a moment
+    whose chain holds it is read from the checkpoints before it or without any."""
+    store.create_schema(engine)
+    load(engine, make_history(city, START, DAYS, 800, 20, track_every_min=60, tz=str(TZ)))
+    s = settings()
+    built = keeper.keep(engine, city, s, NOW).built
+    every = cps.FULL_EVERY_H * H
+    fulls = [h for h in built if h % every == 0]
+    bad = fulls[-1]  # the newest full one: every chain after it holds it
+    cp = store.history_checkpoints
+    with engine.begin() as conn:
+        conn.execute(cp.update().where(cp.c.at_ms == bad).values(states=b"not parquet"))
+        assert cps.states_of(conn, key(s, city), bad + 2 * H) is None
+        older = cps.nearest(conn, key(s, city), bad + 2 * H)
+    assert older is not None and older.at_ms == bad - H  # the chain before it
+    for at in (bad + 20 * 60_000, bad + 2 * H + 5 * 60_000):
+        a = HistoricState(engine, city, s, at, now_ms=NOW)
+        b = HistoricState(engine, city, s, at, now_ms=NOW, use_checkpoint=False)
+        assert a.rows.base is not None
+        assert reads(a, [city.city_id]) == reads(b, [city.city_id]), at
+
+
 def test_marks_count_an_event_at_the_end_of_its_hour(engine: Engine) -> None:
     store.create_schema(engine)
     at = START + 5 * H
