@@ -11,15 +11,17 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from dashboard.auth import Decision
 from dashboard.backend import Backend
 from dashboard.live import markers, snapshot
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.gateway.mqtt import FrigateSubscriber
+from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
+from pipelines.spine.partitions import keys_of
 from pipelines.spine.runner import ClockJob, make_worker
 from tests.gateway_support import (
     NOW,
@@ -29,7 +31,6 @@ from tests.gateway_support import (
     mqtt_broker_url,
     mqtt_gateway_settings,
     seed_registries,
-    stream,
     wait_for,
 )
 from tests.integration.test_gateway_frigate import event, publish
@@ -58,6 +59,15 @@ def test_phone_hotline_and_camera_reach_the_panorama(
         mqtt_url,
         frigate_cameras="front_door:C1",
     )
+    through_the_gateway(s, rclient, engine, city, mqtt_url)
+
+
+def through_the_gateway(
+    s: Settings, rclient: Any, engine: Engine, city: City, mqtt_url: str
+) -> None:
+    """The three senders through the gateway to the panorama's reads, with ``s``'s Redis
+    (one server or a cluster) and its feed partitions (a worker per partition)."""
+    parts = s.streams.partitions
     topic = s.gateway.frigate_topic_prefix
     seed_registries(engine, city)
     phone = credential(engine, city, "phone", worker_id="W1", device_id="48241179")
@@ -118,13 +128,15 @@ def test_phone_hotline_and_camera_reach_the_panorama(
         assert wait_for(lambda: sub.counts.get("written", 0) == 2)
     finally:
         sub.stop()
-    assert [g["alert_id"] for g in stream(rclient, s, "video")] == [f"fe-{t0:.6f}-e2e"] * 2
+    assert [g["alert_id"] for g in feed_entries(rclient, s, "video")] == [f"fe-{t0:.6f}-e2e"] * 2
     # the pipelines
     index = GridIndex(city)
     for feed in ("locations", "reports", "video"):
-        w = make_worker(feed, s, city, index, rclient, engine, f"{feed}-e2e", clock=clock)
-        while w.step().acked:
-            pass
+        for p in range(parts):
+            name = f"{feed}-p{p}-e2e"
+            w = make_worker(feed, s, city, index, rclient, engine, name, clock=clock, partition=p)
+            while w.step().acked:
+                pass
     ClockJob(s, city, w.state, rclient, clock=clock).tick()
     # live state
     pos = agg.unpack_position(w.state.positions()["W1"])
@@ -154,3 +166,14 @@ def test_phone_hotline_and_camera_reach_the_panorama(
     city_snap = snapshot(b, Decision(True, city.city_id, "aggregates"))
     assert city_snap is not None and city_snap["kpi"]["video"] == 1
     assert city_snap["labels"].get("intrusion") == 1
+
+
+def feed_entries(r: Any, s: Settings, feed: str) -> list[dict[str, Any]]:
+    """Every entry of a feed's streams (all its partitions), in id order."""
+    keys = keys_of(s)
+    got = [
+        (eid, f[b"data"])
+        for p in range(keys.partitions)
+        for eid, f in r.xrange(keys.stream(getattr(s.streams, feed), p))
+    ]
+    return [orjson.loads(d) for _, d in sorted(got)]
