@@ -21,10 +21,10 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 from werkzeug.serving import make_server
 
@@ -39,6 +39,7 @@ from pipelines.access import accounts, audit
 from pipelines.access import sessions as S
 from pipelines.city.geography import City, demo_city
 from pipelines.gateway.server import free_port
+from pipelines.redis_client import connect as redis_connect
 from tests.clock import MOMENTS, Clock
 from tests.conftest import (
     open_engine,
@@ -69,11 +70,17 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with private_prefix(redis_url) as prefix:
+        yield from push_world(redis_url, prefix, tmp_path_factory.mktemp("push"))
+
+
+def push_world(url: str, prefix: str, tmp: Path) -> Iterator[World]:
+    """A dashboard and two push servers on the Redis at ``url`` (one server or a cluster)
+    under ``prefix``, with their own database."""
     city: City = demo_city(2026, n_grids=300)
-    tmp = tmp_path_factory.mktemp("push")
-    with private_prefix(redis_url) as prefix, private_database(tmp) as db:
-        settings = settings_for(redis_url, prefix, db, tmp)
-        r = redis.Redis.from_url(redis_url)
+    with private_database(tmp) as db:
+        settings = settings_for(url, prefix, db, tmp)
+        r = redis_connect(url)
         engine = open_engine(db)
         clock = Clock(MOMENTS[0].ms)
         fill(settings, city, r, engine, clock.now_ms, minutes=5)
