@@ -217,6 +217,16 @@ class Backend:
                 except Exception:  # a backend blip: the viewer's own call reports it
                     log.debug("prewarm failed", exc_info=True)
 
+    def online_ms(self, at_ms: int | None = None) -> int:
+        """How recently a worker must have been seen to count as online, live or at the
+        moment ``at_ms`` (widened inside a simulated past: ``pipelines.history.spans``)."""
+        from pipelines.history import spans
+
+        base = self.settings.live.online_minutes
+        if at_ms is None:
+            return base * 60_000
+        return spans.online_minutes_at(self.engine, base, at_ms) * 60_000
+
     def past(self, at_ms: int, area_id: str | None = None) -> Any:
         """The city at a past moment (``pipelines.history.HistoricState``: the live
         state's reads, rebuilt from SQL), of one area and what is inside it (the whole

@@ -148,7 +148,7 @@ def markers(b: Backend, grant: Decision, at_ms: int | None = None) -> dict[str, 
         mine = roster.filter(roster[col] == area_id)
         types = dict(zip(mine["worker_id"].to_list(), mine["type"].to_list(), strict=True))
         grids = dict(zip(mine["worker_id"].to_list(), mine["grid_id"].to_list(), strict=True))
-        online_since = _moment(b, at_ms) - b.settings.live.online_minutes * 60_000
+        online_since = _moment(b, at_ms) - b.online_ms(at_ms)
         st = reader(b, at_ms, street)
         feats = []
         counts: dict[str, list[int]] = {}

@@ -63,6 +63,7 @@ CITY_TABLES = (
     "units",
     "history_marks",
     "history_checkpoints",
+    "simulated_history",
 )
 KEPT_TABLES = (
     "users",

@@ -26,6 +26,7 @@ from pipelines.city.simulator.backfill import (
 from pipelines.city.simulator.core import Simulator
 from pipelines.cli.runtime import FEEDS
 from pipelines.dispatch.flows import flows_for
+from pipelines.history import spans
 from pipelines.settings import Settings, env_name
 from pipelines.spine import store
 from pipelines.spine.partitions import keys_of, split
@@ -240,6 +241,11 @@ def backfill_streams(
     return sim, res
 
 
+def record_span(settings: Settings, engine: Engine, res: BackfillResult) -> spans.Span:
+    """The backfilled span (``history.spans``), once all of it is in SQL."""
+    return spans.record(engine, res.start_ms, res.end_ms, settings.simulate.backfill_track_every_s)
+
+
 def spawn_workers(
     settings: Settings, env: dict[str, str], counts: dict[str, int], tag: str
 ) -> list[subprocess.Popen[bytes]]:
@@ -291,27 +297,34 @@ def replay_warnings(
     city: geo.City,
     r: redis.Redis,
     engine: Engine,
-    res: BackfillResult,
+    span: spans.Span,
     *,
     stop: Callable[[], bool] = lambda: False,
     out: TextIO | None = None,
 ) -> ReplayResult | None:
-    """The warnings of the backfilled past (``warnings.replay``): the engine evaluated every
-    ``simulate.backfill_warnings_every_min`` of ``res``'s span over the history it wrote,
-    before the live engine starts; the warnings open at its end are then the live list.
-    None when that is off, or when the database holds warnings already (a replay must not
-    interleave with warnings evaluated live)."""
+    """The warnings of a backfilled past (``warnings.replay``): the engine evaluated every
+    ``simulate.backfill_warnings_every_min`` of ``span`` over the history it wrote (from
+    where an earlier replay of it stopped), before the live engine starts; the warnings
+    open at its end are then the live list. None when that is off, or when the database
+    holds warnings first seen after that point (evaluated live: a replay must not
+    interleave with them)."""
     out = out or sys.stdout
     s = settings
     every = s.simulate.backfill_warnings_every_min
-    if every <= 0 or res.end_ms <= res.start_ms:
+    if every <= 0 or span.end_ms <= span.start_ms:
         return None
+    done = span.warnings_ms
+    w = store.warnings
     with engine.connect() as conn:
-        if conn.execute(select(1).select_from(store.warnings).limit(1)).first() is not None:
-            print("  warnings  the past's not evaluated: the database holds warnings", file=out)
+        later = select(1).where(w.c.first_seen_ms > (done or span.start_ms)).limit(1)
+        if conn.execute(later).first() is not None:
+            print(
+                "  warnings  the past's not evaluated: warnings were evaluated after it", file=out
+            )
             return None
+    again = f", resumed from {describe_span(done - span.start_ms)} in" if done else ""
     print(
-        f"  warnings  evaluating the backfilled past every {every:g} min "
+        f"  warnings  evaluating the backfilled past every {every:g} min{again} "
         "(the live warnings start when it is done)",
         file=out,
         flush=True,
@@ -321,13 +334,17 @@ def replay_warnings(
         city,
         r,
         engine,
-        track_every_s=s.simulate.backfill_track_every_s,
+        track_every_s=span.track_every_s,
         slow_every_s=PAST_SLOW_EVERY_S,
     )
-    quarters = [0]
+    def quarter(at: int) -> int:
+        return 4 * (at - span.start_ms) // max(span.end_ms - span.start_ms, 1)
+
+    quarters = [quarter(done) if done else 0]
 
     def progress(got: ReplayResult, at: int) -> None:  # a line per quarter of the span
-        q = 4 * (at - res.start_ms) // max(res.end_ms - res.start_ms, 1)
+        spans.replayed(engine, span, at)
+        q = quarter(at)
         if 0 < q < 4 and q > quarters[0]:
             quarters[0] = q
             print(
@@ -337,8 +354,9 @@ def replay_warnings(
                 flush=True,
             )
 
+    step = round(every * 60_000)
     got = replay(
-        past, res.start_ms, res.end_ms, round(every * 60_000), stop=stop, progress=progress
+        past, span.start_ms, span.end_ms, step, stop=stop, progress=progress, after_ms=done
     )
     republish(engine, past.live, city)  # what is open at the end is the live list
     print(got.line(), file=out, flush=True)

@@ -131,7 +131,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
             bf.stop_workers(procs)
         bar.done(res)
         if not stop.is_set():
-            bf.replay_warnings(s, city, rt.r, rt.engine, res, stop=stop.is_set)
+            span = bf.record_span(s, rt.engine, res)
+            bf.replay_warnings(s, city, rt.r, rt.engine, span, stop=stop.is_set)
     return 130 if stop.is_set() else 0
 
 

@@ -413,6 +413,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 written), then the clock job and the live simulator; the warnings evaluator
                 once the backfilled past's warnings are evaluated."""
                 from pipelines.cli import backfill as bf
+                from pipelines.history import spans
 
                 try:
                     sim, past = _backfill_at_start(rt, city, stop, sup.env)
@@ -421,6 +422,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                     sim, past = None, None
                 if stop.is_set():
                     return
+                if past is None:  # a replay of a backfilled past cut short: resumed
+                    past = spans.unreplayed(rt.engine)
                 _city_services(rt, city, stop, warnings=past is None)
                 through = s.gateway.simulate_through and gateway.wait_ready()
                 _start_simulator(rt, city, stop, gateway_url=gw_url if through else None, sim=sim)
@@ -577,7 +580,8 @@ def _backfill_at_start(
     """A lived-in first start: on an empty database of the demo city, the last
     ``simulate.backfill_days`` simulated through the streams and the running workers
     (plus ``backfill_report_workers`` − ``reports_workers`` extra report workers for the
-    while); the simulator to carry on live and what was sent, or (None, None)."""
+    while); the simulator to carry on live and the span recorded (``history.spans``), or
+    (None, None)."""
     from pipelines.cli import backfill as bf
 
     s = rt.settings
@@ -608,7 +612,9 @@ def _backfill_at_start(
     finally:
         bf.stop_workers(procs)
     bar.done(res)
-    return sim, res
+    if stop.is_set():
+        return sim, None
+    return sim, bf.record_span(s, rt.engine, res)
 
 
 @dataclass

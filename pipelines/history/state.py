@@ -26,7 +26,7 @@ from sqlalchemy import Engine, Integer, cast, func, or_, select, union
 
 from pipelines.city.geography import City
 from pipelines.dispatch.flows import flows_for
-from pipelines.history import checkpoints
+from pipelines.history import checkpoints, spans
 from pipelines.history import reconstruct as rc
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -74,6 +74,10 @@ class HistoricState:
         self.closed_ttl_ms = settings.live.closed_incident_ttl_hours * HOUR_MS
         self.bucket_ms = settings.live.bucket_ttl_hours * HOUR_MS
         self.tracks_kept = tracks_kept(settings, self.at_ms, now_ms)
+        # a worker is online when seen within this (widened in a simulated past)
+        self.online_minutes = spans.online_minutes_at(
+            engine, settings.live.online_minutes, self.at_ms
+        )
         # area_id: only that area and what is inside it is read (and may be asked about)
         self.scope = Scope.of(city, area_id)
         self.rows = read_rows(
@@ -88,7 +92,7 @@ class HistoricState:
             grids=city.grids,
             tz=settings.live.timezone,
             flows=flows_for(settings),
-            online_minutes=settings.live.online_minutes,
+            online_minutes=self.online_minutes,
             ticker_length=self.ticker_length,
             ancestors=city.ancestors,
             window_ms=self.bucket_ms,

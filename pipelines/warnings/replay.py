@@ -25,7 +25,6 @@ workers were all offline).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import polars as pl
 from sqlalchemy import select
 
 from pipelines.gridwork.tracks import POSITIONS_SCHEMA
+from pipelines.history import spans
 from pipelines.spine import store
 from pipelines.spine.store.incidents import incident_frame
 from pipelines.warnings.engine import WarningEngine
@@ -76,11 +76,8 @@ class PastEngine(WarningEngine):
     def __post_init__(self) -> None:
         self.clock = lambda: self.at_ms / 1000
         super().__post_init__()
-        if self.track_every_s:
-            minutes = math.ceil(self.track_every_s * 1.25 / 60)
-            self.cfg = dataclasses.replace(
-                self.cfg, online_minutes=max(self.cfg.online_minutes, minutes)
-            )
+        online = spans.online_minutes(self.cfg.online_minutes, self.track_every_s)
+        self.cfg = dataclasses.replace(self.cfg, online_minutes=online)
 
     @property
     def thinned(self) -> bool:
@@ -196,12 +193,14 @@ def replay(
     *,
     stop: Callable[[], bool] = lambda: False,
     progress: Callable[[ReplayResult, int], None] | None = None,
+    after_ms: int | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> ReplayResult:
     """Tick ``past`` at every ``step_ms`` after ``start_ms`` up to ``end_ms`` (both epoch ms)
     and at ``end_ms`` itself; the warnings it opens, updates and clears are persisted at
     those moments (``warnings`` and ``warning_actions``, as live). ``progress(result, at)``
-    after each moment."""
+    after each moment. ``after_ms``: the moments up to it are done (a replay resumed; the
+    engine then reads in full at its first moment, as after a restart)."""
     if step_ms < MINUTE_MS:
         raise ValueError(f"a replay step of {step_ms} ms is shorter than a minute")
     t0 = timer()
@@ -209,6 +208,8 @@ def replay(
     moments = list(range(start_ms + step_ms, end_ms, step_ms))
     if end_ms > start_ms:
         moments.append(end_ms)
+    if after_ms is not None:
+        moments = [m for m in moments if m > after_ms]
     res: dict[str, Any] = {}
     for at in moments:
         if stop():

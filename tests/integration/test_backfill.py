@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
+import math
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +35,8 @@ from pipelines.cli.data import cmd_simulate
 from pipelines.cli.run import _backfill_at_start
 from pipelines.cli.runtime import Runtime
 from pipelines.dispatch.flows import flows_for
+from pipelines.history import spans
+from pipelines.history.state import HistoricState
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
@@ -90,7 +94,7 @@ class Backfilled:
     result: Any
     steps: list[BackfillProgress]
     live: dict[str, Any]  # the live state right after the backfill (and a clock tick)
-    past: Any  # the past's warnings evaluated (``bf.replay_warnings``)
+    past: Any  # the past's warnings evaluated (``bf.replay_warnings``): stopped, resumed
     said: str  # what that printed
 
 
@@ -127,8 +131,19 @@ def backfilled(
             wait=wait,
             ready=ws["video"].reload_cameras,
         )
+        # the past's warnings, stopped after 12 of its 24 moments (Ctrl-C) and resumed at
+        # the next start from where the span says they got to
         said = io.StringIO()
-        past = bf.replay_warnings(settings, city, r, engine, res, out=said)
+        span = bf.record_span(settings, engine, res)
+        asked = itertools.count()
+        first = bf.replay_warnings(
+            settings, city, r, engine, span, out=said, stop=lambda: next(asked) >= 12
+        )
+        again = spans.unreplayed(engine)
+        assert again is not None and again.warnings_ms is not None
+        second = bf.replay_warnings(settings, city, r, engine, again, out=said)
+        assert spans.unreplayed(engine) is None
+        past = (first, second, again.warnings_ms)
         ClockJob(settings, city, live_state(r, settings), r, clock=lambda: now / 1000).tick()
         live = live_state_of(r, prefix)
         try:
@@ -186,10 +201,15 @@ def test_the_past_has_the_warnings_its_reports_call_for(backfilled: Any) -> None
     s, res = b.settings, b.result
     step = round(s.simulate.backfill_warnings_every_min * 60_000)
     moments = [*range(res.start_ms + step, res.end_ms, step), res.end_ms]
-    assert b.past is not None and b.past.steps == len(moments) and b.past.opened > 0
+    first, second, stopped_at = b.past
+    assert first is not None and second is not None
+    assert first.steps == 12 and stopped_at == moments[11]
+    assert second.steps == len(moments) - 12 and first.opened + second.opened > 0
     lines = b.said.splitlines()  # what the console shows: a line per quarter, the figures
-    assert [ln.split("%")[0].split()[-1] for ln in lines[1:-1]] == ["25", "50", "75"], lines
-    assert f"{b.past.steps} past moments evaluated: {b.past.opened} warnings opened" in lines[-1]
+    quarters = [ln.split("%")[0].split()[-1] for ln in lines if "%:" in ln]
+    assert quarters == ["25", "50", "75"], lines
+    assert sum("resumed from 3h 0m in" in ln for ln in lines) == 1, lines
+    assert f"{second.steps} past moments evaluated: {second.opened} warnings opened" in lines[-1]
     w, wa, ev = store.warnings, store.warning_actions, store.incident_events
     warns = store.read_frame(b.engine, select(w))
     acts = store.read_frame(b.engine, select(wa.c.at_ms))
@@ -221,6 +241,31 @@ def test_the_past_has_the_warnings_its_reports_call_for(backfilled: Any) -> None
             assert holding, (incident, ts, at, key)
             checked += 1
     assert checked > 0
+
+
+def test_the_time_machine_counts_online_over_the_tracks_kept(backfilled: Any, city: City) -> None:
+    """Inside the backfilled span a worker's track is one point every
+    ``backfill_track_every_s``: at a moment there, a worker is online when its latest point
+    by then is within that interval and a quarter (not ``live.online_minutes``) — counted
+    here from the track points themselves."""
+    b = backfilled
+    s = b.settings
+    at = b.result.start_ms + 4 * HOUR_MS + 7 * 60_000
+    tp = store.track_points
+    points = store.read_frame(b.engine, select(tp.c.worker_id, tp.c.ts_ms).where(tp.c.ts_ms <= at))
+    latest = points.group_by("worker_id").agg(pl.col("ts_ms").max())
+
+    def seen_within(minutes: float) -> int:
+        return latest.filter(pl.col("ts_ms") >= at - round(minutes * 60_000)).height
+
+    every_min = s.simulate.backfill_track_every_s / 60
+    want = seen_within(math.ceil(every_min * 1.25))
+    assert want > 2 * seen_within(s.live.online_minutes)  # not vacuous: far more than 10 min
+    past = HistoricState(b.engine, city, s, at, now_ms=b.moment.ms)
+    assert past.counts("online", [city.city_id]) == [want]
+    # after the span: the live rule again
+    later = HistoricState(b.engine, city, s, b.result.end_ms + 60_000, now_ms=b.moment.ms)
+    assert later.online_minutes == s.live.online_minutes
 
 
 def test_live_state_equals_rebuild_from_sql(backfilled: Any, city: City) -> None:

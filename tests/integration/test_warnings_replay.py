@@ -150,3 +150,23 @@ def test_the_past_engine_raises_what_the_live_engine_raised(
     res = replay(PastEngine(settings, city, rclient, engine), START, END, TICK_MS)
     assert res.steps == len(moments) and res.opened == len(seen[0])
     assert warning_rows(engine) == seen
+
+    # stopped half way (Ctrl-C), then resumed by a new engine after the last moment done:
+    # the same warnings (the new engine reads in full at its first moment, as after a
+    # restart of the live one)
+    forget_warnings(engine)
+    done: list[int] = []
+    first = replay(
+        PastEngine(settings, city, rclient, engine),
+        START,
+        END,
+        TICK_MS,
+        stop=lambda: len(done) >= len(moments) // 2,
+        progress=lambda _r, at: done.append(at),
+    )
+    assert first.steps == len(moments) // 2 and done == moments[: first.steps]
+    rest = replay(
+        PastEngine(settings, city, rclient, engine), START, END, TICK_MS, after_ms=done[-1]
+    )
+    assert rest.steps == len(moments) - first.steps
+    assert warning_rows(engine) == seen

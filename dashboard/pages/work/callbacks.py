@@ -126,7 +126,7 @@ def panel(b: Backend, grant: auth.Decision, at_ms: int | None = None) -> dict[st
             live=WQ.live_frame(b, at_ms, area_id),
             patrolled=L.reader(b, at_ms, area_id).patrolled(local_day(now, tz)),
             now_ms=now,
-            online_ms=b.settings.live.online_minutes * 60_000,
+            online_ms=b.online_ms(at_ms),
             people=people,
             centres=b.area_centres,
         )

@@ -490,7 +490,7 @@ def live_frame(b: Backend, at_ms: int | None = None, area_id: str | None = None)
             b.roster(),
             b.city.grids,
             at_ms,
-            b.settings.live.online_minutes * 60_000,
+            b.online_ms(at_ms),
         )
 
     def compute() -> pl.DataFrame:
@@ -501,7 +501,7 @@ def live_frame(b: Backend, at_ms: int | None = None, area_id: str | None = None)
             b.roster(),
             b.city.grids,
             now,
-            b.settings.live.online_minutes * 60_000,
+            b.online_ms(),
         )
 
     frame: pl.DataFrame = b.tick_input("work:live", compute)

@@ -393,6 +393,19 @@ history_checkpoints = Table(
     Column("states", LargeBinary, nullable=False),  # Parquet, zstd
 )
 
+# A simulated past (a first start's backfill, ``pipelines/history/spans.py``): its span, how
+# thinly its worker tracks were kept (the time machine widens "online" to that interval),
+# and how far the warnings engine has been evaluated over it (``warnings.replay``; a stop
+# midway is resumed at the next start).
+simulated_history = Table(
+    "simulated_history",
+    metadata,
+    Column("start_ms", BigInteger, primary_key=True),
+    Column("end_ms", BigInteger, nullable=False),
+    Column("track_every_s", Float, nullable=False),
+    Column("warnings_ms", BigInteger),  # evaluated up to this moment (None: not begun)
+)
+
 # ------------------------------------------------------------------ supervision and assessment
 # (logic in pipelines/assessment/scorecards.py)
 
