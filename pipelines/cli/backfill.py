@@ -337,6 +337,7 @@ def replay_warnings(
         track_every_s=span.track_every_s,
         slow_every_s=PAST_SLOW_EVERY_S,
     )
+
     def quarter(at: int) -> int:
         return 4 * (at - span.start_ms) // max(span.end_ms - span.start_ms, 1)
 
