@@ -81,6 +81,7 @@ class Viewer:
     idle: bool = True  # nothing sent since the last keep-alive pass
     direct: asyncio.WriteTransport | None = None  # the connection, for framed chunks
     busy: bool = False  # the writer is sending taken frames (later ones must follow them)
+    tick: int = -1  # the newest tick sent (its first, from the cache, may precede the publish)
 
     def send(self, frame: bytes | None, framed: bytes | None = None) -> None:
         """Send a frame (``framed``: the same as a chunk); None: close the stream after
@@ -377,6 +378,7 @@ class Hub:
         tick = tick_of(self.clock(), self.refresh_s)
         raw = await self._cached(stream, tick)
         if raw is not None:
+            viewer.tick = tick
             viewer.send(frame(tick, raw))
         else:
             self._spawn(self._build(stream, tick))
@@ -645,7 +647,9 @@ class Hub:
                 continue
             stream.sent_tick = tick
             for v in stream.viewers:
-                v.send(data, framed)
+                if v.tick < tick:  # not already sent on connect
+                    v.tick = tick
+                    v.send(data, framed)
             sent += len(stream.viewers)
             if self.metered:
                 M.push_tick_sent(stream.query.page)

@@ -31,10 +31,17 @@ from werkzeug.serving import make_server
 from dashboard import ids
 from dashboard.app import create_app
 from dashboard.auth import Decision
-from dashboard.push.hub import QUEUE, SLOW, Viewer, chunk
+from dashboard.push.hub import QUEUE, SLOW, Hub, Stream, Viewer, chunk, frame
 from dashboard.push.server import create_app as create_push
-from dashboard.push.spec import Query
-from dashboard.responses import EXTENSION, ResponseCache
+from dashboard.push.spec import Query, tick_of
+from dashboard.responses import (
+    EXTENSION,
+    ResponseCache,
+    push_channel,
+    response_key,
+    slot_of,
+    stream_of,
+)
 from pipelines.access import accounts, audit
 from pipelines.access import sessions as S
 from pipelines.city.geography import City, demo_city
@@ -362,3 +369,37 @@ def test_a_slow_connection_keeps_only_the_newest_frames() -> None:
         server.close()
 
     asyncio.run(run())
+
+
+def test_a_tick_sent_on_connect_is_not_sent_again_when_it_is_published(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A viewer connecting during a tick gets it from the cache at once; that tick's publish,
+    which may come after (the lease holder's build, another process's), must not reach it a
+    second time; the next tick must."""
+    city = demo_city(2026, n_grids=300)
+    with private_prefix(redis_url) as prefix, private_database(tmp_path) as db:
+        s = settings_for(redis_url, prefix, db, tmp_path)
+        r = redis_connect(redis_url)
+        hub = Hub(s, city, None, clock=lambda: 1_796_000_000.0, r_sync=r)
+        query = Query.parse("pan", {"area": city.city_id})
+        assert query is not None
+        grant = Decision(True, city.city_id, "aggregates")
+        output, key = f"..{ids.P_GEO}.hideout...", query.key(grant)
+        name = stream_of(output, key)
+        stream = Stream(name, push_channel(prefix, name), output, key, query)
+        tick = tick_of(hub.clock(), hub.refresh_s)
+        r.set(response_key(prefix, slot_of(output, key, tick)), b'{"n":1}')
+        v = Viewer("sid", "", query, grant)
+        stream.viewers.add(v)
+        hub.streams[name] = stream
+        hub.checked_tick = tick + 1  # the sessions' re-check is not what this is about
+
+        async def run() -> None:
+            await hub._first(v, stream)
+            await hub.deliver(stream.channel, tick, b'{"n":1}')
+            await hub.deliver(stream.channel, tick + 1, b'{"n":2}')
+
+        asyncio.run(run())
+        assert list(v.frames) == [frame(tick, b'{"n":1}'), frame(tick + 1, b'{"n":2}')]
+        r.close()
