@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from pipelines import warnings as W
 from pipelines.city import simulator as simulate
 from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.cli.backfill import store_registries
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -104,11 +105,7 @@ def test_the_past_engine_raises_what_the_live_engine_raised(
     now = [START]
     clock = lambda: now[0] / 1000  # noqa: E731
     sim = simulate.Simulator(city, settings.simulate, flows_for(settings), start_ms=START)
-    store.replace_table(
-        engine, store.cameras, sim.cameras.select("camera_id", "lon", "lat", "grid_id").to_dicts()
-    )
-    cols = [c.name for c in store.workers.columns]
-    store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+    store_registries(engine, sim)  # the cameras and the roster in SQL
     index = GridIndex(city)
     feeds = {
         f: make_worker(f, settings, city, index, rclient, engine, f"{f}-w", clock=clock)
