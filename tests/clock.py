@@ -107,3 +107,16 @@ def on_shift(ms: int, start_h: int, end_h: int) -> bool:
     t = local(ms)
     since_midnight = t - t.replace(hour=0, minute=0, second=0, microsecond=0)
     return timedelta(hours=start_h) <= since_midnight < timedelta(hours=end_h)
+
+
+def clear_of_midnight(now_ms: int, hours: float = 3.0) -> int:
+    """``now_ms``, or the minute before the local midnight when fewer than ``hours`` hours
+    of the local day have passed: a test whose events lie up to ``hours`` before the
+    instant it returns has them all on that instant's local day, at any hour it runs (and
+    still in the recent past, which the pipelines' age checks against the real clock want).
+    """
+    t = local(now_ms)
+    midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if t - midnight >= timedelta(hours=hours):
+        return now_ms
+    return int(midnight.timestamp() * 1000) - 60_000

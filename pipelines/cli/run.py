@@ -20,7 +20,6 @@ from typing import Any
 
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from pipelines.access import demo
 from pipelines.city import geography as geo
@@ -143,14 +142,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             args.name,
             partition=args.partition,
         )
-        while not stop.is_set():
-            try:
-                w.step()
-            except (redis.ConnectionError, redis.TimeoutError, DBAPIError) as exc:
-                # Nothing was acknowledged: the batch is retried from our pending list.
-                log.warning("%s: %s; retrying the batch", args.name, str(exc).splitlines()[0])
-                w.consumer.retry_pending()
-                stop.wait(1.0)
+        w.run(stop)
     return 0
 
 

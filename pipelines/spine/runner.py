@@ -3,7 +3,9 @@
 One batch: read (claimed, own pending, new) → decode + validate → assign grids →
 write live state (Lua, idempotent by event id) → dead-letter rejects → persist to SQL
 (idempotent) → XACK. A crash anywhere before XACK means redelivery; every effect
-above is keyed by event id (or entry id), so redelivery changes nothing.
+above is keyed by event id (or entry id), so redelivery changes nothing. A worker's loop
+(``step_ahead``) reads and prepares the next batch on a thread of its own while the
+current one is written: both are pending until acknowledged.
 
 The clock job lives in ``clockjob``, rebuild-live in ``rebuild``; both are re-exported here.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,7 @@ import orjson
 import polars as pl
 import redis
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from pipelines.city.geography import City, GridIndex
 from pipelines.dispatch.flows import Flows, flows_for
@@ -37,6 +40,13 @@ from pipelines.spine.streams import FIELD, Batch, Consumer, ensure_group
 
 log = logging.getLogger("wangge.runner")
 
+# Failures a worker outlives: nothing of the batch was acknowledged, it is read again.
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError, DBAPIError)
+
+
+def _line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
 
 @dataclass
 class BatchResult:
@@ -47,6 +57,29 @@ class BatchResult:
     dead: int = 0
     acked: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch read and decoded, before any write (``FeedWorker.prepare``)."""
+
+    batch: Batch
+    now_ms: int
+    payloads: dict[str, bytes]
+    good: pl.DataFrame  # valid entries, with grid and local time keys
+    dead_parts: list[pl.DataFrame]  # rejects so far
+    resync: pl.DataFrame | None  # poison entries that decode: their ids are set again
+    rows: Pings | pl.DataFrame  # what the feed writes: pings, or event / alert rows
+    seconds: float  # spent preparing
+
+
+@dataclass(frozen=True)
+class Pings:
+    """A batch's valid pings as the locations feed writes them (pure functions of it)."""
+
+    latest: list[tuple[str, int, str]]  # per worker its newest ping
+    visits: pl.DataFrame  # first visit per (day, grid)
+    slots: pl.DataFrame  # the earliest ping per worker and track slot
 
 
 @dataclass
@@ -105,6 +138,11 @@ class FeedWorker:
     _background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="wangge-live")
     )
+    # One thread that reads and prepares the next batch while this one is written.
+    _reader: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="wangge-read")
+    )
+    _ahead: Future[Prepared | None] | None = None
 
     @property
     def flows(self) -> Flows:
@@ -113,18 +151,70 @@ class FeedWorker:
 
     # ---------------------------------------------------------------- loop
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, retry_s: float = 1.0) -> None:
+        """A worker's loop until ``stop``. A batch that fails on Redis or SQL is not
+        acknowledged: it and the one read ahead are read again from our pending list
+        after ``retry_s``. At the stop, the batch read ahead is processed too."""
         while not stop.is_set():
-            self.step()
+            try:
+                self.step_ahead()
+            except RETRYABLE as exc:
+                log.warning("%s: %s; retrying the batch", self.consumer.name, _line(exc))
+                self.drop_ahead()
+                self.consumer.retry_pending()
+                stop.wait(retry_s)
+        try:
+            self.finish_ahead()
+        except RETRYABLE as exc:
+            log.warning(
+                "%s: %s; the batch read ahead stays pending", self.consumer.name, _line(exc)
+            )
 
     def step(self) -> BatchResult:
+        """Read one batch and process it; nothing is left in flight."""
         batch = self.consumer.read()
         if not len(batch):
             return BatchResult()
+        return self._finish_timed(self.prepare(batch))
+
+    def step_ahead(self) -> BatchResult:
+        """Process one batch while the next one is read and prepared (decoded, grids
+        assigned) on the reader thread: a worker's loop. The batch read ahead is pending
+        for this consumer like the one in flight, so a crash loses neither; after a failed
+        batch call ``drop_ahead`` before ``consumer.retry_pending``."""
+        ahead, self._ahead = self._ahead, None
+        p = ahead.result() if ahead is not None else self._read_prepared(frozenset())
+        if p is None:
+            return BatchResult()
+        held = frozenset(e for e, _ in p.batch.entries) | frozenset(e for e, _ in p.batch.poison)
+        self._ahead = self._reader.submit(self._read_prepared, held)
+        return self._finish_timed(p)
+
+    def drop_ahead(self) -> None:
+        """Forget the batch read ahead (after a failure: it is read again from our pending
+        list), once its read has ended."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            try:
+                ahead.result()
+            except Exception as exc:  # the failed batch's error is the one reported
+                log.debug("read ahead failed too: %s", exc)
+
+    def finish_ahead(self) -> BatchResult:
+        """Process the batch read ahead, if any, and read no further (before stopping)."""
+        ahead, self._ahead = self._ahead, None
+        p = ahead.result() if ahead is not None else None
+        return self._finish_timed(p) if p is not None else BatchResult()
+
+    def _read_prepared(self, held: frozenset[str]) -> Prepared | None:
+        batch = self.consumer.read(held)
+        return self.prepare(batch) if len(batch) else None
+
+    def _finish_timed(self, p: Prepared) -> BatchResult:
         t0 = time.perf_counter()
-        res = self.process(batch)
+        res = self.finish(p)
         metrics.observe_batch(
-            self.feed, time.perf_counter() - t0, res.applied + res.updated, res.reasons
+            self.feed, time.perf_counter() - t0 + p.seconds, res.applied + res.updated, res.reasons
         )
         return res
 
@@ -133,6 +223,12 @@ class FeedWorker:
     def process(self, batch: Batch) -> BatchResult:
         """One batch, whatever it holds (only bad entries, only poison, nothing valid):
         every entry ends applied, redelivered or dead-lettered, then all are XACKed."""
+        return self.finish(self.prepare(batch))
+
+    def prepare(self, batch: Batch) -> Prepared:
+        """What a batch's entries say, before any write: decoded and validated, cameras
+        placed, grids and local time keys assigned; the rejects so far."""
+        t0 = time.perf_counter()
         s = self.settings
         now_ms = int(self.clock() * 1000)
         payloads = dict(batch.entries)
@@ -149,17 +245,45 @@ class FeedWorker:
             good, outside = agg.split_outside(agg.with_grid(good, gi, self.city.grids))
             dead_parts.append(_dead_of(outside, payloads, "outside_city", "lon/lat"))
             good = agg.with_time_keys(good, s.live.timezone)
+        # Valid entries that became poison may have reached Redis in a failed attempt:
+        # their incidents / alert ids are set again to what SQL holds.
+        resync = self._decoded(batch.poison, now_ms)[0] if batch.poison else None
+        rows = self._rows(good)
+        seconds = time.perf_counter() - t0
+        return Prepared(batch, now_ms, payloads, good, dead_parts, resync, rows, seconds)
+
+    def _rows(self, good: pl.DataFrame) -> Pings | pl.DataFrame:
+        if self.feed == "locations":
+            if good.is_empty():  # (no grid columns either)
+                return Pings([], pl.DataFrame(), pl.DataFrame())
+            every = self.settings.pipelines.persist_tracks_every_s
+            return Pings(
+                agg.latest_positions(good), agg.first_visits(good), agg.track_slots(good, every)
+            )
+        if self.feed == "reports":
+            if good.is_empty():
+                return pl.DataFrame(schema=store.frame_schema(store.incident_events))
+            return agg.report_history(good).select(store.EVENT_COLUMNS)
+        if good.is_empty():
+            return pl.DataFrame(schema=store.frame_schema(store.video_alerts))
+        return agg.video_history(good).select(store.VIDEO_COLUMNS)
+
+    def finish(self, p: Prepared) -> BatchResult:
+        """Write a prepared batch (live state, SQL, dead letters), then XACK it."""
+        batch, now_ms, good = p.batch, p.now_ms, p.good
+        dead_parts = list(p.dead_parts)
         result = BatchResult()
         if self.feed == "locations":
-            self._apply_locations(good, result)
+            assert isinstance(p.rows, Pings)
+            self._apply_locations(p.rows, good.height, result)
             dead_all = _in_stream_order(dead_parts)
             self._dead_letter(dead_all, now_ms)
         else:
-            # Valid entries that became poison may have reached Redis in a failed attempt:
-            # their incidents / alert ids are set again to what SQL holds.
-            resync = self._decoded(batch.poison, now_ms)[0] if batch.poison else None
             decide = self._decide_reports if self.feed == "reports" else self._decide_video
-            dead_all = decide(good, payloads, dead_parts, result, now_ms, resync, batch.retried)
+            assert isinstance(p.rows, pl.DataFrame)
+            dead_all = decide(
+                p.rows, p.payloads, dead_parts, result, now_ms, p.resync, batch.retried
+            )
         # Live state written: freshness, and how far this consumer got (before XACK).
         marks: dict[str, Any] = {f"last_{self.feed}_ms": now_ms}
         if batch.entries:
@@ -190,7 +314,7 @@ class FeedWorker:
 
     def _decide_reports(
         self,
-        good: pl.DataFrame,
+        events: pl.DataFrame,
         payloads: dict[str, bytes],
         dead_parts: list[pl.DataFrame],
         result: BatchResult,
@@ -203,45 +327,62 @@ class FeedWorker:
         are dead-lettered, then it commits. The Redis script runs on the background
         thread while this thread writes the decision to SQL; the commit waits for it (a
         failed script rolls SQL back). A crash before the commit leaves SQL as it was
-        and Redis is corrected by the redelivery (states, not increments)."""
-        events = (
-            agg.report_history(good).select(store.EVENT_COLUMNS)
-            if good.height
-            else pl.DataFrame(schema=store.frame_schema(store.incident_events))
-        )
-        with self.engine.begin() as conn:
-            d = store.decide_reports(
-                conn, events, self.flows, write=False, tz=self.settings.live.timezone
-            )
-            verdicts = pl.DataFrame(
-                {"entry_id": list(d.verdicts), "reason": list(d.verdicts.values())},
-                schema={"entry_id": pl.String, "reason": pl.String},
-            )
-            for reason in ("duplicate", "bad_transition"):
-                lost = verdicts.filter(pl.col("reason") == reason)
-                dead_parts.append(_dead_of(lost, payloads, reason, _DETAIL[reason]))
-            dead_parts.append(self._turned_down(d.turned_down, payloads))
-            new_acc = [e for e, v in d.verdicts.items() if v == "accepted" and e not in d.known]
-            result.applied = len(new_acc)
-            result.redelivered = sum(1 for v in d.known.values() if v == "A")
-            # Pushed: incidents SQL changed; on a retry also the batch's others, whose Redis
-            # state a failed attempt may have changed although SQL did not commit.
-            push = d.changed | (set(events["incident_id"]) if retried else set())
-            rows = self._incident_pushes(d, push)
-            if resync is not None and resync.height:
-                rows += self._incident_resync(conn, resync, push)
-            dead_all = _in_stream_order(dead_parts)
-            live = self._background.submit(self._push_reports, rows, dead_all)
-            try:
-                store.write_decision(conn, d, self.flows)
-                self._dead_letter_sql(conn, dead_all, now_ms)
-            finally:
-                live.result()  # before the commit; raises (rolls back) when the script failed
+        and Redis is corrected by the redelivery (states, not increments). When SQL
+        fails after the script ran (a write or the commit), the script's incidents are
+        set back to SQL's states at once (``_undo_pushes``)."""
+        pushed: list[list[Any]] = []  # rows the script applied
+        try:
+            with self.engine.begin() as conn:
+                d = store.decide_reports(
+                    conn, events, self.flows, write=False, tz=self.settings.live.timezone
+                )
+                verdicts = pl.DataFrame(
+                    {"entry_id": list(d.verdicts), "reason": list(d.verdicts.values())},
+                    schema={"entry_id": pl.String, "reason": pl.String},
+                )
+                for reason in ("duplicate", "bad_transition"):
+                    lost = verdicts.filter(pl.col("reason") == reason)
+                    dead_parts.append(_dead_of(lost, payloads, reason, _DETAIL[reason]))
+                dead_parts.append(self._turned_down(d.turned_down, payloads))
+                new_acc = [e for e, v in d.verdicts.items() if v == "accepted" and e not in d.known]
+                result.applied = len(new_acc)
+                result.redelivered = sum(1 for v in d.known.values() if v == "A")
+                # Pushed: incidents SQL changed; on a retry also the batch's others, whose Redis
+                # state a failed attempt may have changed although SQL did not commit.
+                push = d.changed | (set(events["incident_id"]) if retried else set())
+                rows = self._incident_pushes(d, push)
+                if resync is not None and resync.height:
+                    rows += self._incident_resync(conn, resync, push)
+                dead_all = _in_stream_order(dead_parts)
+                live = self._background.submit(self._push_reports, rows, dead_all)
+                try:
+                    store.write_decision(conn, d, self.flows)
+                    self._dead_letter_sql(conn, dead_all, now_ms)
+                finally:
+                    live.result()  # before the commit; raises (rolls back) when the script failed
+                    pushed.extend(rows)
+        except BaseException:
+            self._undo_pushes(pushed)
+            raise
         return dead_all
 
     def _push_reports(self, rows: list[list[Any]], dead_all: pl.DataFrame) -> None:
         self.state.push_incidents(rows)
         self._dead_letter_redis(dead_all)
+
+    def _undo_pushes(self, rows: list[list[Any]]) -> None:
+        """SQL rolled back after the script set these incidents: set each it changed back
+        to its state in SQL (the row's state before), counting from the state the script
+        left (held, or none when it dropped the incident). Else a retry could count from
+        SQL's state an incident whose counts the script had already taken back. If this
+        fails too, the batch's retry corrects the states Redis still holds."""
+        undo = [[inc, "1", old, new, ""] for inc, mode, new, old, _ in rows if mode == "1"]
+        if not undo:
+            return
+        try:
+            self.state.push_incidents(undo)
+        except RETRYABLE as exc:
+            log.warning("%s: could not set back %d incidents: %s", self.feed, len(undo), exc)
 
     def _incident_pushes(self, d: store.ReportDecision, push: set[str]) -> list[list[Any]]:
         s = self.settings
@@ -310,7 +451,7 @@ class FeedWorker:
 
     def _decide_video(
         self,
-        good: pl.DataFrame,
+        alerts: pl.DataFrame,
         payloads: dict[str, bytes],
         dead_parts: list[pl.DataFrame],
         result: BatchResult,
@@ -323,11 +464,6 @@ class FeedWorker:
         decided alerts inside the same transaction (a state, not an increment), on the
         background thread while this one writes SQL; the commit waits for it."""
         tz, cid = self.settings.live.timezone, self.city.city_id
-        alerts = (
-            agg.video_history(good).select(store.VIDEO_COLUMNS)
-            if good.height
-            else pl.DataFrame(schema=store.frame_schema(store.video_alerts))
-        )
         with self.engine.begin() as conn:
             d = store.decide_alerts(conn, alerts, write=False)
             for code, reason in (("D", "duplicate"), ("M", "moved_alert")):
@@ -402,20 +538,20 @@ class FeedWorker:
                 out.append((a, "", ("",) * 8 + (b"",), [(e, day)]))
         return out
 
-    def _apply_locations(self, good: pl.DataFrame, result: BatchResult) -> None:
-        result.applied = good.height
-        if good.is_empty():
+    def _apply_locations(self, pings: Pings, n: int, result: BatchResult) -> None:
+        result.applied = n
+        if not n:
             return
         cache = self.written.fresh(self.clock())
-        latest = agg.latest_positions(good)
-        visits = cache.new_visits(agg.first_visits(good))
+        latest = pings.latest
+        visits = cache.new_visits(pings.visits)
         patrolled = agg.patrolled_grids(visits)
         # Redis runs the live-state script while this thread writes SQL (GIL released in
         # socket and SQLite calls); both are done before the batch is acknowledged.
         live = self._background.submit(self.state.apply_locations, latest, patrolled)
         try:
             every = self.settings.pipelines.persist_tracks_every_s
-            points = cache.new_slots(agg.track_slots(good, every))
+            points = cache.new_slots(pings.slots)
             with self.engine.begin() as conn:  # one transaction, one commit
                 store.persist_patrols(conn, visits)
                 store.persist_tracks(conn, points, slot_ms=every * 1000)

@@ -124,6 +124,7 @@ class Consumer:
     partitions: int = 1
     partition: int = 0
     _own_pending_done: bool = False
+    _pending_cursor: str = "0"  # our pending list is read on from here (real ids)
     _claim_cursor: str = "0-0"
     _raw: redis.Redis = field(init=False, repr=False)
 
@@ -154,24 +155,32 @@ class Consumer:
             return entries
         return [(self.virtual(e), d) for e, d in entries]
 
-    def read(self) -> Batch:
-        batch = self._claim()
+    def read(self, held: frozenset[str] = frozenset()) -> Batch:
+        """The next batch. ``held``: ids (as handed out) of a batch this consumer still
+        holds unacknowledged, being processed while this one is read; they are pending
+        and ours, so neither claiming nor reading our pending list hands them out again."""
+        batch = self._claim(held)
         if batch is not None:
             return batch
-        if not self._own_pending_done:
+        while not self._own_pending_done:
             got: Any = self._raw.xreadgroup(
-                self.group, self.name, {self.stream: "0"}, count=self.count
+                self.group, self.name, {self.stream: self._pending_cursor}, count=self.count
             )
-            entries = self._virtual_all(_entries(_stream_entries(got)))
+            raw = _stream_entries(got)
+            if not raw:
+                self._own_pending_done = True
+                break
+            last = raw[-1][0]
+            self._pending_cursor = last.decode() if isinstance(last, bytes) else last
+            entries = [e for e in self._virtual_all(_entries(raw)) if e[0] not in held]
             if entries:
                 return self._split(entries)
-            self._own_pending_done = True
         got = self._raw.xreadgroup(
             self.group, self.name, {self.stream: ">"}, count=self.count, block=self.block_ms
         )
         return Batch(entries=self._virtual_all(_entries(_stream_entries(got))))
 
-    def _claim(self) -> Batch | None:
+    def _claim(self, held: frozenset[str] = frozenset()) -> Batch | None:
         res: Any = self._raw.xautoclaim(
             self.stream,
             self.group,
@@ -184,7 +193,7 @@ class Consumer:
         self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
         if len(res) > 2 and res[2]:  # ids deleted from the stream while pending
             self.r.xack(self.stream, self.group, *res[2])
-        entries = self._virtual_all(_entries(raw))
+        entries = [e for e in self._virtual_all(_entries(raw)) if e[0] not in held]
         if not entries:
             return None
         batch = self._split(entries)
@@ -214,6 +223,7 @@ class Consumer:
     def retry_pending(self) -> None:
         """After a failed batch: read our own pending entries again before new ones."""
         self._own_pending_done = False
+        self._pending_cursor = "0"
 
     def ack(self, ids: Sequence[str]) -> None:
         """Acknowledge entries by the ids handed out."""

@@ -50,6 +50,9 @@ LATENCY_WINDOW_S = float(os.environ.get("WANGGE_BENCH_LATENCY_S", "33"))
 LATENCY_WARMUP_S = 3.0
 SAMPLE_S = 0.02
 DAY_MS = 86_400_000
+# How the worker is stepped → the figure's name suffix: as a worker process runs it (the
+# next batch read and prepared while one is written), and one batch after the other.
+MODES = {"ahead": "", "sequential": "_sequential"}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -151,17 +154,23 @@ class _TimedIndex:
         self.assign = wrap("assign", index.assign)
 
 
-def _drain_worker(w: FeedWorker, n: int, timer: StageTimer) -> tuple[float, float, int, int]:
-    """Step the worker until n entries are acknowledged: (events/s, seconds, applied, dead)."""
+def _drain_worker(
+    w: FeedWorker, n: int, timer: StageTimer, ahead: bool = True
+) -> tuple[float, float, int, int]:
+    """Step the worker until n entries are acknowledged: (events/s, seconds, applied, dead).
+
+    ``ahead``: as a worker process runs, reading and preparing the next batch while one
+    is written (``step_ahead``); else one batch after the other (``step``)."""
     acked = applied = dead = 0
     with timer.installed(w):
         t = time.perf_counter()
         while acked < n:
-            res = w.step()
+            res = w.step_ahead() if ahead else w.step()
             acked += res.acked
             applied += res.applied
             dead += res.dead
         elapsed = time.perf_counter() - t
+        w.drop_ahead()  # (an empty read of the drained stream)
     assert acked == n
     return n / elapsed, elapsed, applied, dead
 
@@ -226,8 +235,10 @@ def location_payloads(city: City, index: GridIndex) -> tuple[list[bytes], int, i
     return payloads, full.unique().height, df.height - inside.height, inside["worker_id"].n_unique()
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dialect", dialects())
 def test_locations_throughput(
+    mode: str,
     dialect: str,
     redis_url: str,
     prefix: str,
@@ -240,7 +251,7 @@ def test_locations_throughput(
 ) -> None:
     payloads, n_slots, n_outside, n_workers = location_payloads
     n = len(payloads)
-    suffix = "" if dialect == "sqlite" else f"_{dialect}"
+    suffix = ("" if dialect == "sqlite" else f"_{dialect}") + MODES[mode]
     worker_runs: list[float] = []
     bare_runs: list[float] = []
     timers: list[tuple[StageTimer, float]] = []
@@ -255,7 +266,7 @@ def test_locations_throughput(
         publish(rclient, w.consumer.stream, payloads)
         bare_runs.append(_bare_drain(rclient, bare_key, group, s.streams.batch_size, n))
         timer = StageTimer()
-        rate, elapsed, applied, dead = _drain_worker(w, n, timer)
+        rate, elapsed, applied, dead = _drain_worker(w, n, timer, ahead=mode == "ahead")
         worker_runs.append(rate)
         timers.append((timer, elapsed))
         # correctness: every ping applied, every worker's position live, every slot in SQL
@@ -307,8 +318,10 @@ def report_payloads(city: City) -> list[bytes]:
     return payloads
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dialect", dialects())
 def test_reports_throughput(
+    mode: str,
     dialect: str,
     redis_url: str,
     prefix: str,
@@ -320,7 +333,7 @@ def test_reports_throughput(
     tmp_path: Path,
 ) -> None:
     n = len(report_payloads)
-    suffix = "" if dialect == "sqlite" else f"_{dialect}"
+    suffix = ("" if dialect == "sqlite" else f"_{dialect}") + MODES[mode]
     worker_runs: list[float] = []
     bare_runs: list[float] = []
     timers: list[tuple[StageTimer, float]] = []
@@ -334,7 +347,7 @@ def test_reports_throughput(
         publish(rclient, w.consumer.stream, report_payloads)
         bare_runs.append(_bare_drain(rclient, bare_key, s.streams.group, s.streams.batch_size, n))
         timer = StageTimer()
-        rate, elapsed, applied, dead = _drain_worker(w, n, timer)
+        rate, elapsed, applied, dead = _drain_worker(w, n, timer, ahead=mode == "ahead")
         worker_runs.append(rate)
         timers.append((timer, elapsed))
         assert dead == 0 and applied == n, f"dead={dead} applied={applied} of {n}"
@@ -377,8 +390,10 @@ def video_payloads(city: City) -> tuple[list[bytes], pl.DataFrame]:
     return payloads, cams.select("camera_id", "lon", "lat", "grid_id")
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dialect", dialects())
 def test_video_throughput(
+    mode: str,
     dialect: str,
     redis_url: str,
     prefix: str,
@@ -392,7 +407,7 @@ def test_video_throughput(
     payloads, cams = video_payloads
     n = len(payloads)
     alert_ids = {orjson.loads(p)["alert_id"] for p in payloads}
-    suffix = "" if dialect == "sqlite" else f"_{dialect}"
+    suffix = ("" if dialect == "sqlite" else f"_{dialect}") + MODES[mode]
     worker_runs: list[float] = []
     bare_runs: list[float] = []
     timers: list[tuple[StageTimer, float]] = []
@@ -408,7 +423,7 @@ def test_video_throughput(
         publish(rclient, w.consumer.stream, payloads)
         bare_runs.append(_bare_drain(rclient, bare_key, s.streams.group, s.streams.batch_size, n))
         timer = StageTimer()
-        rate, elapsed, applied, dead = _drain_worker(w, n, timer)
+        rate, elapsed, applied, dead = _drain_worker(w, n, timer, ahead=mode == "ahead")
         worker_runs.append(rate)
         timers.append((timer, elapsed))
         # correctness: one alert per alert id; every entry created, updated or superseded

@@ -21,11 +21,12 @@ from pipelines.spine import store
 from pipelines.spine.events import encode
 from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import publish
+from tests.clock import clear_of_midnight
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 
-NOW = int(time.time() * 1000)
+NOW = clear_of_midnight(int(time.time() * 1000))  # one local day at any hour
 
 
 @pytest.fixture(scope="module")

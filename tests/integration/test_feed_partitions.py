@@ -19,11 +19,12 @@ from pipelines.spine import store
 from pipelines.spine.events import encode
 from pipelines.spine.partitions import publish_feed
 from pipelines.spine.runner import FeedWorker, live_state, make_worker, rebuild_live
+from tests.clock import clear_of_midnight
 from tests.conftest import settings_for
 
 pytestmark = pytest.mark.integration
 
-NOW = int(time.time() * 1000)
+NOW = clear_of_midnight(int(time.time() * 1000))  # one local day at any hour
 N = 3
 FEEDS = ("reports", "locations", "video")
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.settings import Settings
@@ -19,11 +20,12 @@ from pipelines.spine import store
 from pipelines.spine.events import encode
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
 from pipelines.spine.streams import Batch, publish
+from tests.clock import clear_of_midnight
 from tests.conftest import open_engine, private_database, private_prefix, settings_for
 
 pytestmark = pytest.mark.integration
 
-NOW = int(time.time() * 1000)
+NOW = clear_of_midnight(int(time.time() * 1000))  # one local day at any hour
 
 
 @pytest.fixture(scope="module")
@@ -436,6 +438,48 @@ def test_event_id_reused_in_another_incident_is_a_duplicate(
     day = agg.local_day(NOW, settings.live.timezone)
     st = live_state(rclient, settings)
     assert st.counts("reports", [g1, g2], day=day) == [1, 0] or g1 == g2
+
+
+def test_sql_failing_after_the_script_ran_leaves_no_count_behind(
+    settings, city, index, rclient, engine
+) -> None:
+    """A batch whose SQL fails after its live-state script ran (here while dead-lettering,
+    before the commit) is retried; Redis must end as if the failed attempt never ran. The
+    case that needs care: the batch turns down every event of an incident (its event id
+    belongs to an earlier entry of another incident), so the script dropped the incident
+    and took its counts back; SQL still holds it. Counted again from SQL's state on the
+    retry, its grid ended at -1 report."""
+    g1, lon1, lat1 = grid_point(city, 30)
+    g2, lon2, lat2 = grid_point(city, 200)
+    assert g1 != g2
+    first = lifecycle("I1", lon1, lat1, NOW - 600_000, ["reported"])[0]
+    reuse = {**lifecycle("I2", lon2, lat2, NOW - 500_000, ["reported"])[0], "event_id": "I1-0"}
+    one = settings_for(
+        settings.redis.url, settings.redis.prefix, (settings.database.url,
+        settings.database.schema or None), Path(settings.run.var_dir), streams={"batch_size": 1},
+    )  # fmt: skip
+    ws = [make_worker("reports", one, city, index, rclient, engine, f"reports-{i}") for i in (0, 1)]
+    publish_events(rclient, settings, "reports", [first, reuse])
+    b0, b1 = ws[0].consumer.read(), ws[1].consumer.read()
+    ws[1].process(b1)  # the later entry first: I2 holds event I1-0, its grid counts 1
+    day = agg.local_day(NOW, settings.live.timezone)
+    st = live_state(rclient, settings)
+    assert st.counts("reports", [g1, g2], day=day) == [0, 1]
+
+    def disk_error(*_: Any) -> None:
+        raise OperationalError("INSERT INTO dead_letters", {}, Exception("disk I/O error"))
+
+    ws[0]._dead_letter_sql = disk_error  # type: ignore[method-assign]
+    with pytest.raises(OperationalError):
+        ws[0].process(b0)  # turns I2's event down, runs the script, then SQL fails
+    assert st.counts("reports", [g1, g2], day=day) == [0, 1]  # as SQL says
+    del ws[0]._dead_letter_sql
+    ws[0].consumer.retry_pending()
+    assert ws[0].step().acked == 1
+    sql = assert_redis_agrees_with_sql(rclient, settings.redis.prefix, engine)
+    assert set(sql) == {"I1"}
+    assert st.counts("reports", [g1, g2], day=day) == [1, 0]
+    assert st.counts("open", [g1, g2]) == [1, 0]
 
 
 @pytest.mark.parametrize("order", ORDERS)
