@@ -373,16 +373,21 @@ def live_counts(r: redis.Redis, prefix: str, prefix_free: bool = False) -> dict[
 ORDERS = ["stream order", "reversed"]
 
 
+def one_per_batch(settings: Settings) -> Settings:
+    """The same settings with batches of one entry (each worker takes one entry)."""
+    return settings_for(
+        settings.redis.url, settings.redis.prefix, (settings.database.url,
+        settings.database.schema or None), Path(settings.run.var_dir), streams={"batch_size": 1},
+    )  # fmt: skip
+
+
 def racing(
     settings: Settings, city: City, index: GridIndex, r: redis.Redis, engine: Engine, feed: str,
     events: list[Any], order: str,
 ) -> tuple[list[str], dict[str, FeedWorker]]:  # fmt: skip
     """Publish ``events`` and hand one entry each to as many workers, which then process
     them in stream order or in reverse (the later entry's worker ran first)."""
-    one = settings_for(
-        settings.redis.url, settings.redis.prefix, (settings.database.url,
-        settings.database.schema or None), Path(settings.run.var_dir), streams={"batch_size": 1},
-    )  # fmt: skip
+    one = one_per_batch(settings)
     key = f"{settings.redis.prefix}:{getattr(settings.streams, feed)}"
     ws = [make_worker(feed, one, city, index, r, engine, f"{feed}-{i}") for i in range(len(events))]
     publish_events(r, settings, feed, events)
@@ -454,10 +459,7 @@ def test_sql_failing_after_the_script_ran_leaves_no_count_behind(
     assert g1 != g2
     first = lifecycle("I1", lon1, lat1, NOW - 600_000, ["reported"])[0]
     reuse = {**lifecycle("I2", lon2, lat2, NOW - 500_000, ["reported"])[0], "event_id": "I1-0"}
-    one = settings_for(
-        settings.redis.url, settings.redis.prefix, (settings.database.url,
-        settings.database.schema or None), Path(settings.run.var_dir), streams={"batch_size": 1},
-    )  # fmt: skip
+    one = one_per_batch(settings)
     ws = [make_worker("reports", one, city, index, rclient, engine, f"reports-{i}") for i in (0, 1)]
     publish_events(rclient, settings, "reports", [first, reuse])
     b0, b1 = ws[0].consumer.read(), ws[1].consumer.read()
