@@ -179,6 +179,11 @@ for i = 0, n - 1 do
     base = {}
     for j = 1, NF do base[NAMES[j]] = cur[j] end
     base.overdue = cur[NF + 1]
+  elseif mode ~= '0' and redis.call('EXISTS', P..':live:gone:'..inc) == 1 then
+    -- dropped by this script since the state before was read (an attempt whose SQL did
+    -- not commit): its counts were taken back, it counts from nothing
+    base = {overdue = '0'}
+    for j = 1, NF do base[NAMES[j]] = '' end
   elseif mode ~= '0' then
     base = before
     base.overdue = '0'
@@ -225,7 +230,9 @@ for i = 0, n - 1 do
     if not held then redis.call('DEL', k) end
     if new.acc == '' or (mode == '2' and new.open ~= '1') then
       redis.call('DEL', k)
+      if new.acc == '' then redis.call('SET', P..':live:gone:'..inc, '1', 'EX', DTTL) end
     else
+      if not held then redis.call('DEL', P..':live:gone:'..inc) end
       local args = {}
       for j = 1, NF do args[#args + 1] = NAMES[j]; args[#args + 1] = new[NAMES[j]] end
       args[#args + 1] = 'overdue'; args[#args + 1] = over and '1' or '0'

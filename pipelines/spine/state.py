@@ -21,6 +21,9 @@ P:live:open_cat / open_sev      hash    "area_id|category" / "area_id|severity" 
 P:live:overdue                  hash    area_id → open incidents past their deadline
 P:live:deadlines                zset    incident_id → deadline (ms), open and not overdue
 P:live:open_inc:<street_id>     set     open incident ids in a street (map markers)
+P:live:gone:<incident_id>       string  an incident the script dropped (no accepted event
+                                        left): it counts from nothing, whatever SQL held
+                                        before (a batch whose commit failed); day TTL
 P:d:<YYYYMMDD>:<metric>         hash    per local day: reports, resolved, closed, video,
                                         coverage (area_id → n); reports_cat, video_label,
                                         closed_level ("area_id|x" → n)

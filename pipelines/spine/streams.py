@@ -16,7 +16,8 @@ N = 1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +127,10 @@ class Consumer:
     _own_pending_done: bool = False
     _pending_cursor: str = "0"  # our pending list is read on from here (real ids)
     _claim_cursor: str = "0-0"
+    # how often a scan for entries idle past ``claim_idle_ms`` starts (``claim_interval``)
+    claim_every_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    _claim_due: float = 0.0  # (``clock``) when the next claim scan may start
     _raw: redis.Redis = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -180,7 +185,20 @@ class Consumer:
         )
         return Batch(entries=self._virtual_all(_entries(_stream_entries(got))))
 
+    def claim_interval(self) -> float:
+        """Seconds between the starts of two scans for idle entries: ``claim_every_s``,
+        by default a quarter of ``claim_idle_ms``, at most a second (a scan walks the
+        pending list, held batches included: once per read it cost a worker 5 %)."""
+        if self.claim_every_s is not None:
+            return self.claim_every_s
+        return min(1.0, self.claim_idle_ms / 4000)
+
     def _claim(self, held: frozenset[str] = frozenset()) -> Batch | None:
+        """Entries idle past ``claim_idle_ms`` (another consumer's, or ours), scanning the
+        pending list from the cursor; a new scan starts at most every ``claim_interval``."""
+        now = self.clock()
+        if self._claim_cursor in ("0-0", "0") and now < self._claim_due:
+            return None
         res: Any = self._raw.xautoclaim(
             self.stream,
             self.group,
@@ -191,6 +209,8 @@ class Consumer:
         )
         cursor, raw = res[0], res[1]
         self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
+        if self._claim_cursor in ("0-0", "0"):  # scan done: the next one waits
+            self._claim_due = now + self.claim_interval()
         if len(res) > 2 and res[2]:  # ids deleted from the stream while pending
             self.r.xack(self.stream, self.group, *res[2])
         entries = [e for e in self._virtual_all(_entries(raw)) if e[0] not in held]
