@@ -7,7 +7,7 @@
  * (server restarting, network, proxy) polling resumes at once, the stale mark shows when
  * nothing updated the page for a while, and a watchdog reopens the stream by itself. */
 (function () {
-  var streams = {};  // by page: "pan", "wall"
+  var streams = {};  // by page: "pan", "wall", "work"
   var SILENT_TICKS = 2.5;  // no tick for this many refresh periods: the stream is down
 
   function now() { return Date.now(); }
@@ -190,6 +190,10 @@
         state = state || {};
         return follow("wall", {tick: "wall-tick", stale: "wall-stale", last: "wall-last"}, cfg,
           {area: state.area || "", metric: state.metric || "open", vh: vh || 1080, lang: lang || ""}, last);
+      },
+      work: function (area, last, lang, cfg) {
+        return follow("work", {tick: "work-tick", stale: "work-stale", last: "work-last"}, cfg,
+          {area: area || "", lang: lang || ""}, last);
       }
     }
   });

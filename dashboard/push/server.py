@@ -1,6 +1,6 @@
-"""The push server's HTTP side: ``GET /push/pan`` and ``/push/wall`` (event streams),
-``/push/healthz``, ``/push/readyz`` and ``/metrics`` (also ``/push/metrics``, for a proxy
-that routes ``/push`` only); ``python -m dashboard.push`` serves it (uvicorn)."""
+"""The push server's HTTP side: ``GET /push/<page>`` for each page of ``spec.PAGES`` (event
+streams), ``/push/healthz``, ``/push/readyz`` and ``/metrics`` (also ``/push/metrics``, for
+a proxy that routes ``/push`` only); ``python -m dashboard.push`` serves it (uvicorn)."""
 
 from __future__ import annotations
 

@@ -13,17 +13,22 @@ from dashboard.auth import Decision, clean_id
 from dashboard.i18n import normalize
 from dashboard.pages.panorama.queries import METRICS, font_px
 
-PAGES = {"pan": "panorama", "wall": "wall"}  # stream name → the page it serves
-# the refresh callback of each page, by its first output
-FIRST_OUTPUT = {"pan": f"..{ids.P_GEO}.hideout...", "wall": f"..{ids.W_GEO}.hideout..."}
-KIND = "aggregates"  # the kind of data both pages' refreshes need
+PAGES = {"pan": "panorama", "wall": "wall", "work": "work"}  # stream name → its page
+# the refresh callback of each page, by its first output, and the interval that drives it
+FIRST_OUTPUT = {
+    "pan": f"..{ids.P_GEO}.hideout...",
+    "wall": f"..{ids.W_GEO}.hideout...",
+    "work": f"..{ids.WK_GEO}.hideout...",
+}
+TICK = {"pan": ids.P_TICK, "wall": ids.W_TICK, "work": ids.WK_TICK}
+KIND = "aggregates"  # the kind of data every pushed page's refresh needs
 
 
 @dataclass(frozen=True)
 class Query:
     """A stream's request: the page and the values its refresh callback depends on."""
 
-    page: str  # "pan" or "wall"
+    page: str  # a key of ``PAGES``
     area: str
     metric: str
     grids: bool  # the panorama's "all grids" mode
@@ -52,9 +57,11 @@ class Query:
 
     def parts(self) -> tuple[object, ...]:
         """The value key's parts after area and data class, as the callbacks pass them
-        (``dashboard/pages/panorama/callbacks.py``, ``dashboard/pages/wall/callbacks.py``)."""
+        (``dashboard/pages/{panorama,wall,work}/callbacks.py``)."""
         if self.page == "pan":
             return (self.metric, self.grids, self.lang)
+        if self.page == "work":
+            return (self.lang,)
         return (self.metric, self.lang, font_px(self.vh))
 
     def key(self, grant: Decision) -> str:
@@ -71,6 +78,12 @@ class Query:
                 (ids.P_METRIC, "value"): self.metric,
                 (ids.P_ALLGRIDS, "value"): ["all"] if self.grids else [],
                 (ids.P_AREA, "data"): self.area,
+                (ids.LANG, "data"): self.lang,
+            }
+        if self.page == "work":  # (what the viewer already has: nothing, the whole answer)
+            return {
+                (ids.WK_TICK, "n_intervals"): 0,
+                (ids.WK_AREA, "data"): self.area,
                 (ids.LANG, "data"): self.lang,
             }
         return {
@@ -99,7 +112,7 @@ def request_body(query: Query, callback: dict[str, Any]) -> dict[str, Any]:
         {"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
         for o in output[2:-2].split("...")
     ]
-    tick = ids.P_TICK if query.page == "pan" else ids.W_TICK
+    tick = TICK[query.page]
     return {
         "output": output,
         "outputs": outs,

@@ -1,7 +1,8 @@
 """The wall screen on live push (assets/wangge_push.js, dashboard/push/), in Chromium: it
 updates over its stream with polling paused; when the push server goes away it falls back
 to polling and keeps updating; when the push server is back it reconnects by itself; when
-the web server goes away too it shows the stale mark, and recovers when it is back."""
+the web server goes away too it shows the stale mark, and recovers when it is back. The
+grid-work page, signed in, updates over its own stream too."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dashboard.push.server import create_app as create_push
 from pipelines.access import accounts, wall_tokens
 from pipelines.city.geography import City
 from pipelines.gateway.server import free_port
-from tests.browser.conftest import shot, wait, wall_url
+from tests.browser.conftest import PASSWORD, count, login, shot, wait, wall_url
 from tests.clock import Clock
 from tests.conftest import open_engine
 from tests.integration.test_dashboard import fill
@@ -59,6 +60,9 @@ def live(
     now = server_clock.now_ms
     accounts.create_user(engine, city_small, "pushwall", "wall", "320100", now_ms=now)
     token = wall_tokens.issue_wall_token(engine, "pushwall", 30, now_ms=now)
+    accounts.create_user(
+        engine, city_small, "pushwork", "city_leader", "320100", PASSWORD, now_ms=now
+    )
     app = create_app(settings, city=city_small, r=r, clock=server_clock)
     state: dict[str, Any] = {}
 
@@ -89,11 +93,10 @@ def live(
     r.close()
 
 
-STATUS = "return window.wangge_push_status && window.wangge_push_status('wall');"
-
-
-def status(driver: Any) -> dict[str, Any]:
-    got = driver.execute_script(STATUS)
+def status(driver: Any, page: str = "wall") -> dict[str, Any]:
+    got = driver.execute_script(
+        f"return window.wangge_push_status && window.wangge_push_status('{page}');"
+    )
     return got or {}
 
 
@@ -130,3 +133,17 @@ def test_wall_updates_by_push_and_survives_restarts(
             and not d.find_elements("css selector", "#wall-stale .wg-stale")
         )
     )
+
+
+def test_grid_work_updates_by_push(live: Live, chrome: Any, artifacts: Any) -> None:
+    d = chrome
+    login(d, live.base, "pushwork")
+    d.get(live.base + "/work/320100")
+    wait(d, 60).until(
+        lambda d: status(d, "work").get("pushes", 0) >= 2 and not status(d, "work")["polling"]
+    )
+    wait(d, 60).until(lambda d: count(d, "#work-kpis .kpi"))
+    pushes = status(d, "work")["pushes"]
+    wait(d, 60).until(lambda d: status(d, "work")["pushes"] >= pushes + 2)
+    assert not status(d, "work")["polling"]
+    shot(d, artifacts, "work-push")

@@ -33,7 +33,7 @@ from dashboard.app import create_app
 from dashboard.auth import Decision
 from dashboard.push.hub import QUEUE, SLOW, Hub, Stream, Viewer, chunk, frame
 from dashboard.push.server import create_app as create_push
-from dashboard.push.spec import Query, tick_of
+from dashboard.push.spec import FIRST_OUTPUT, PAGES, Query, refresh_callback, request_body, tick_of
 from dashboard.responses import (
     EXTENSION,
     ResponseCache,
@@ -73,6 +73,7 @@ class World:
     elsewhere: str
     engine: Any
     refresh_ms: int
+    web_port: int
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,9 @@ def push_world(url: str, prefix: str, tmp: Path) -> Iterator[World]:
         district = city.children(city.city_id)[0]
         elsewhere = city.children(city.city_id)[1]
         refresh_ms = int(settings.dashboard.refresh_s * 1000)
-        yield World(app, clock, port, other_port, district, elsewhere, engine, refresh_ms)
+        yield World(
+            app, clock, port, other_port, district, elsewhere, engine, refresh_ms, web.server_port
+        )
         second.stop()
         push.stop()
         web.shutdown()
@@ -169,6 +172,51 @@ def test_two_viewers_get_each_tick_from_one_serialisation(world: World) -> None:
         n2, q2 = await next_tick(s2)
         assert int(n1) == int(id1) + 1 and (n1, q1) == (n2, q2)
         assert built(w) == before + 2
+        await s1.close()
+        await s2.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_every_pushed_page_streams_its_refresh_outputs_serialised_once(
+    world: World, page: str
+) -> None:
+    """For every page the push server serves (``spec.PAGES``): two viewers of one area on
+    two push processes get the same tick, made of that page's refresh outputs (as the
+    dashboard declares them), serialised once; a poller asking as the page does gets those
+    bytes."""
+    w = world
+    w.clock.advance(3_600_000)  # a tick of its own
+    a, b, c = (cookie_of(w, "city_leader", "320100", f"push-{page}-{x}") for x in "abc")
+    web = f"http://127.0.0.1:{w.web_port}"
+    deps = requests.get(f"{web}/_dash-dependencies", headers={"Cookie": c}, timeout=30).json()
+    callback = refresh_callback(page, deps)
+    assert callback is not None, f"no refresh callback of {page} in the dashboard"
+    outputs = {o.rsplit(".", 1)[0] for o in str(callback["output"])[2:-2].split("...")}
+    path = f"/push/{page}?area={w.district}&lang=zh-CN"
+
+    async def run() -> None:
+        before = built(w)
+        s1 = await open_stream("127.0.0.1", w.push_port, path, a)
+        s2 = await open_stream("127.0.0.1", w.other_port, path, b)
+        assert (s1.status, s2.status) == (200, 200)
+        id1, p1 = await next_tick(s1)
+        id2, p2 = await next_tick(s2)
+        assert id1 == id2 and p1 == p2
+        shown = set(p1["response"])
+        assert FIRST_OUTPUT[page][2:].split(".")[0] in shown and shown <= outputs
+        assert built(w) == before + 1
+        query = Query.parse(page, {"area": w.district, "lang": "zh-CN"})
+        assert query is not None
+        polled = requests.post(
+            f"{web}/_dash-update-component",
+            json=request_body(query, callback),
+            headers={"Cookie": c, "Origin": web},
+            timeout=30,
+        )
+        assert polled.status_code == 200 and polled.json() == p1
+        assert built(w) == before + 1
         await s1.close()
         await s2.close()
 

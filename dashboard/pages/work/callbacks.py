@@ -42,6 +42,7 @@ from dashboard.pages.work.components import (
     replay_summary,
     report_features,
 )
+from dashboard.responses import shared_response
 
 
 @dash.callback(
@@ -67,15 +68,32 @@ def refresh(
 ) -> tuple[Any, ...]:
     """Thin: the viewer's permission first, then this tick's shared panel for what the
     data is (area, data class: people or counts only, language); parts the viewer already
-    has (same digest) are not sent again."""
+    has (same digest) are not sent again. A viewer that has nothing yet (a first load, or
+    the push server asking for a stream's tick) gets the whole answer, serialised once
+    per tick for all of them."""
     b = current()
     lang = L.lang_of(lang)
     grant = auth.authorize(area_id, "aggregates")
     if not grant.granted:  # the scope comes from the session, not the store; never cached
         back = denied_panel(lang, auth.home_href(b.city, "/work/"))
         return (no_update,) * 2 + ([back],) + (no_update,) * 7
-    out, digests = cached_outputs(b, grant, lang, last_ok, tm.moment_of(b, at_value))
+    at_ms = tm.moment_of(b, at_value)
+    if sent is None and at_ms is None:
+        try:
+            # this tick's finished answer, once permitted (not warmed: its parts are)
+            return shared_response(b, grant, "work", lambda: whole(b, grant, lang), lang)
+        except L.BACKEND_ERRORS:  # nothing cached: the next refresh tries again
+            mark = L.stale_mark(last_ok, b.settings.live.timezone, lang)
+            return (*(no_update,) * 7, mark, no_update, no_update)
+    out, digests = cached_outputs(b, grant, lang, last_ok, at_ms)
     return (*only_changed(out, digests, sent), digests or no_update)
+
+
+def whole(b: Backend, grant: auth.Decision, lang: str) -> tuple[Any, ...]:
+    """Every output of the live refresh for a granted area, the parts' digests last (the
+    parts of this tick, as the pollers get them)."""
+    out, digests = shared_parts(b, grant, lang)
+    return (*out, digests)
 
 
 PARTS = ("hideout", "legend", "kpis", "markers", "gaps", "bottom", "logs")
@@ -91,18 +109,25 @@ def only_changed(out: tuple[Any, ...], digests: dict[str, str], sent: Any) -> tu
     return tuple(parts)
 
 
+def shared_parts(
+    b: Backend, grant: auth.Decision, lang: str, at_ms: int | None = None
+) -> tuple[tuple[Any, ...], dict[str, str]]:
+    """This tick's outputs and their digests for a granted area (computed once, shared)."""
+    past = () if at_ms is None else (f"at{at_ms}",)
+    got: tuple[tuple[Any, ...], dict[str, str]] = b.cached(
+        grant, "work:parts", lambda: outputs(b, grant, lang, at_ms), lang, *past, warm=not past
+    )
+    return got
+
+
 def cached_outputs(
     b: Backend, grant: auth.Decision, lang: str, last_ok: int | None, at_ms: int | None = None
 ) -> tuple[tuple[Any, ...], dict[str, str]]:
-    past = () if at_ms is None else (f"at{at_ms}",)
     try:
-        got: tuple[tuple[Any, ...], dict[str, str]] = b.cached(
-            grant, "work", lambda: outputs(b, grant, lang, at_ms), lang, *past, warm=not past
-        )
+        return shared_parts(b, grant, lang, at_ms)
     except L.BACKEND_ERRORS:
         stale = L.stale_mark(last_ok, b.settings.live.timezone, lang)
         return (*(no_update,) * 7, stale, no_update), {}
-    return got
 
 
 def panel(b: Backend, grant: auth.Decision, at_ms: int | None = None) -> dict[str, Any]:
@@ -423,6 +448,18 @@ clientside_callback(
 
 
 fresh = L.freshness_on(ids.WK_TICK, ids.tm("work", "at"))  # the header's freshness line
+
+
+# Live push (assets/wangge_push.js, dashboard/push/): the stream of what this page shows,
+# reopened when it changes; its ticks update the refresh's outputs and pause the polling.
+clientside_callback(
+    ClientsideFunction(namespace="wangge_push", function_name="work"),
+    Output(ids.WK_TICK, "disabled"),
+    Input(ids.WK_AREA, "data"),
+    Input(ids.WK_LAST, "data"),
+    State(ids.LANG, "data"),
+    State(ids.PUSH, "data"),
+)
 
 
 tm.register("work", ids.WK_TICK)  # the "view at" control: the grid work of a past moment
