@@ -571,6 +571,7 @@ CATALOG: dict[str, tuple[str, str]] = {
         "⚠ {feed} STALE ({why}) · newest {ago}",
     ),
     "fresh.system": ("⚠ 系统预警 {n} 条", "⚠ {n} system warning(s)"),
+    "stale.sep": ("、", ", "),  # between the reasons of one stale feed
     "stale.lag": ("积压未处理", "backlog"),
     "stale.pending": ("批次卡住", "batch stuck"),
     "stale.restarts": ("反复重启", "crash loop"),

@@ -214,7 +214,7 @@ def fresh_text(rows: list[dict[str, Any]], system_open: int, lang: str) -> str:
             feed = t(f"feed.{r['feed']}", lang)
             ago = "—" if r["age_s"] is None else ago_text(int(r["age_s"]), lang)
             if r["why"]:
-                why = "、".join(t(f"stale.{w}", lang) for w in r["why"])
+                why = t("stale.sep", lang).join(t(f"stale.{w}", lang) for w in r["why"])
                 parts.append(t("fresh.feed_stale", lang, feed=feed, why=why, ago=ago))
             elif r["age_s"] is None:
                 parts.append(t("fresh.feed_none", lang, feed=feed))

@@ -290,3 +290,57 @@ def test_screen(
             wait(chrome, 10).until(lambda d: count(d, ".dash-dropdown-option"))
         words = english_words(chrome.execute_script(VISIBLE_TEXTS))
         assert not words, f"English on a Chinese screen: {words[:12]}"
+
+
+# The header on a big screen with the longest freshness line it can say: every feed stale
+# for every reason, hours old, and open system warnings (built by the app's own wording).
+def _longest_fresh_line(lang: str) -> str:
+    from dashboard.live import fresh_text
+
+    why = ["lag", "pending", "restarts"]
+    rows = [{"feed": f, "age_s": 39 * 3600, "why": why} for f in ("reports", "locations", "video")]
+    return fresh_text(rows, 12, lang)
+
+
+# Each menu entry's text lies on one line; the header's parts do not overlap.
+HEADER = r"""
+const lines = [...document.querySelectorAll('.wg-nav a')].map(a => {
+  const r = document.createRange(); r.selectNodeContents(a);
+  return [a.textContent, r.getClientRects().length];
+});
+const parts = [...document.querySelector('.wg-header').children]
+  .filter(el => el.getClientRects().length).map(el => [el.className, el.getBoundingClientRect()]);
+const overlaps = [];
+for (let i = 0; i < parts.length; i++) for (let j = i + 1; j < parts.length; j++) {
+  const [a, ra] = parts[i], [b, rb] = parts[j];
+  if (ra.left < rb.right - 1 && rb.left < ra.right - 1 && ra.top < rb.bottom - 1
+      && rb.top < ra.bottom - 1) overlaps.push([a, b]);
+}
+return {broken: lines.filter(([, n]) => n !== 1), overlaps: overlaps};
+"""
+
+
+@pytest.mark.parametrize("lang", ["zh-CN", "en"])
+@pytest.mark.parametrize("size", [(1280, 800), (1600, 900), (1920, 1080)])
+def test_the_menu_keeps_its_words_when_every_feed_lags(
+    chrome: Any,
+    server_url: str,
+    session: dict[str, str],
+    artifacts: Path,
+    lang: str,
+    size: tuple[int, int],
+) -> None:
+    path, ready, _ = PAGES["panorama"]
+    viewport(chrome, *size)
+    _open(chrome, server_url, session, lang, path)
+    wait(chrome, 60).until(lambda d: d.execute_script(f"return {ready};"))
+    line = _longest_fresh_line(lang)
+    chrome.execute_script(
+        "document.getElementById('shell-fresh').textContent = arguments[0];", line
+    )
+    got = chrome.execute_script(HEADER)
+    shot(chrome, artifacts, f"screens-header-lagging-{lang}-{size[0]}")
+    assert got["broken"] == [], f"menu entries broken over lines: {got['broken']}"
+    assert got["overlaps"] == [], f"header parts overlap: {got['overlaps']}"
+    doc_w = chrome.execute_script("return document.scrollingElement.scrollWidth;")
+    assert doc_w <= size[0], f"page is {doc_w}px wide in a {size[0]}px window"

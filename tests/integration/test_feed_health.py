@@ -117,7 +117,7 @@ def test_stalled_feed_goes_stale_warns_and_recovers(
     text = screen()
     assert text.startswith("⚠ 上报 数据滞后（批次卡住、反复重启）· 最新 2 分钟前"), text
     assert "秒前更新" not in text.split(" · ")[0]  # no freshness it does not have
-    assert "STALE (batch stuck、crash loop)" in screen("en")
+    assert "STALE (batch stuck, crash loop)" in screen("en")
     line = reports_line(r, s, clock.ms)
     assert "pending=2" in line and "oldest_pending_s=120" in line
     assert "restarts_1h=3" in line and line.endswith("STALE(pending,restarts)")

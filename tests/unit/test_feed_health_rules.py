@@ -68,7 +68,7 @@ def test_fresh_text_never_claims_freshness_a_feed_lacks() -> None:
         " · 视频 暂无数据 · ⚠ 系统预警 1 条"
     )
     en = fresh_text(rows, 0, "en")
-    assert en.startswith("⚠ Reports STALE (crash loop、batch stuck) · newest 60 min ago")
+    assert en.startswith("⚠ Reports STALE (crash loop, batch stuck) · newest 60 min ago")
     assert "Positions updated 0 s ago" in en and "system" not in en
     # all feeds fresh: each says its own age
     ok = [{"feed": "reports", "age_s": 7200, "why": []}]
