@@ -4,10 +4,12 @@ on the test's own Redis prefix and database, credentials, and stream reads."""
 from __future__ import annotations
 
 import dataclasses
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,49 @@ def wait_for(predicate: Any, timeout_s: float = 30.0) -> Any:
         if got or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
+
+
+@contextmanager
+def slow_uplink(upstream: str, delay_s: float) -> Iterator[str]:
+    """A TCP proxy to ``host:port`` that holds every chunk a client sends for ``delay_s``
+    before passing it on (the broker's answers pass at once): a slow or busy link on
+    which a request is still on its way after the client has sent it. Yields the
+    proxy's ``mqtt://`` url."""
+    host, port = upstream.rsplit("//", 1)[-1].rsplit(":", 1)
+    lsock = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if delay:
+                    time.sleep(delay)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            u = socket.create_connection((host, int(port)))
+            threading.Thread(target=pump, args=(c, u, delay_s), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c, 0.0), daemon=True).start()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield f"mqtt://127.0.0.1:{lsock.getsockname()[1]}"
+    finally:
+        stop.set()
+        t.join(2)
+        lsock.close()

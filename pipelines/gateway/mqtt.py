@@ -58,6 +58,7 @@ class FrigateSubscriber:
     counts: dict[str, int] = field(default_factory=dict)
     connected: threading.Event = field(default_factory=threading.Event)
     _client: paho.Client | None = None
+    _sub_mid: int | None = None
 
     def __post_init__(self) -> None:
         gs = self.settings.gateway
@@ -137,8 +138,20 @@ class FrigateSubscriber:
         if getattr(rc, "is_failure", False):
             log.warning("mqtt: connection refused: %s", rc)
             return
-        for topic in self.topics():
-            client.subscribe(topic, qos=1)
+        # one SUBSCRIBE for every topic; ``connected`` is set on its SUBACK, when the
+        # broker routes messages to us (not when the request is only queued: a message
+        # published in between would find no subscriber)
+        _, self._sub_mid = client.subscribe([(t, 1) for t in self.topics()])
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: Any, mid: int, codes: list[Any], _p: Any = None
+    ) -> None:
+        if mid != self._sub_mid:
+            return
+        refused = [c for c in codes if getattr(c, "is_failure", False)]
+        if refused:
+            log.warning("mqtt: subscription refused: %s", refused)
+            return
         self.connected.set()
         log.info("mqtt: subscribed to %s", ", ".join(self.topics()))
 
@@ -167,6 +180,7 @@ class FrigateSubscriber:
             client.username_pw_set(user, password)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._client = client
         backoff = 0.5
         while not self.stop_event.is_set():

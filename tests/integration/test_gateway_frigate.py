@@ -28,6 +28,7 @@ from tests.gateway_support import (
     mqtt_broker_url,
     mqtt_gateway_settings,
     seed_registries,
+    slow_uplink,
     stream,
     wait_for,
 )
@@ -89,6 +90,29 @@ def publish(url: str, topic: str, payloads: list[bytes]) -> None:
         c.publish(topic, p, qos=1).wait_for_publish(5)
     c.loop_stop()
     c.disconnect()
+
+
+def test_connected_means_subscribed_even_on_a_slow_link(
+    redis_url, prefix, db_url, tmp_path, engine, city, rclient, mqtt_url
+) -> None:
+    """``connected`` is the broker's SUBACK, not the SUBSCRIBE leaving the gateway: on a
+    link that holds the gateway's packets for a second, a message published the moment
+    ``connected`` is set still reaches it (set on sending, the subscription would not
+    exist yet at the broker and the message would go to nobody)."""
+    seed_registries(engine, city)
+    with slow_uplink(mqtt_url, 1.0) as via:
+        s = mqtt_gateway_settings(
+            redis_url, prefix, db_url, tmp_path, via, frigate_cameras="front_door:C1"
+        )
+        sub = FrigateSubscriber(s, rclient, engine)
+        sub.start()
+        try:
+            assert sub.connected.wait(15)
+            topic = f"{s.gateway.frigate_topic_prefix}/events"
+            publish(mqtt_url, topic, [orjson.dumps(event("new", T0 + 1))])
+            assert wait_for(lambda: sub.counts.get("written") == 1, 15)
+        finally:
+            sub.stop()
 
 
 def test_mqtt_object_lifecycle_is_one_alert(env, city, engine, mqtt_url) -> None:
