@@ -3,7 +3,8 @@
 A small async server (Starlette under uvicorn, ``python -m dashboard.push``, supervised by
 ``wangge run``) holds the streams (SSE, ``text/event-stream``): ``/push/pan`` (the
 panorama), ``/push/wall`` (the wall screen) and ``/push/work`` (grid work); the pages are
-``spec.PAGES``. For every stream it
+``spec.PAGES``, one record each (``browser.follow`` registers a page's browser side). For
+every stream it
 
 * authenticates the viewer by the dashboard's session cookie (the same session store) and
   decides the right to the area on connect (:func:`dashboard.auth.decision_for`), and again

@@ -26,7 +26,7 @@ from itsdangerous import BadSignature
 
 from dashboard.auth import Decision, decision_for, safe_text
 from dashboard.guard import Guard, account_grants, secret_key
-from dashboard.push.spec import KIND, PAGES, Query, refresh_callback, request_body, tick_of
+from dashboard.push.spec import KIND, Query, refresh_callback, request_body, tick_of
 from dashboard.responses import (
     SLOT_HEADER,
     push_channel,
@@ -279,7 +279,7 @@ class Hub:
         (scope from the session only)."""
         if s is None:
             return decision_for(None, "", query.area, KIND, self.city)
-        if not policy.may_open(s.role, PAGES[query.page]):
+        if not policy.may_open(s.role, query.stream.page):
             return Decision(False, query.area, KIND, why=f"role {s.role} may not open the page")
         return decision_for(s.role, s.scope, query.area, KIND, self.city)
 

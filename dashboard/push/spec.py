@@ -4,7 +4,7 @@ as the page's refresh callback makes it, and the Dash request that builds it."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,14 +13,6 @@ from dashboard.auth import Decision, clean_id
 from dashboard.i18n import normalize
 from dashboard.pages.panorama.queries import METRICS, font_px
 
-PAGES = {"pan": "panorama", "wall": "wall", "work": "work"}  # stream name → its page
-# the refresh callback of each page, by its first output, and the interval that drives it
-FIRST_OUTPUT = {
-    "pan": f"..{ids.P_GEO}.hideout...",
-    "wall": f"..{ids.W_GEO}.hideout...",
-    "work": f"..{ids.WK_GEO}.hideout...",
-}
-TICK = {"pan": ids.P_TICK, "wall": ids.W_TICK, "work": ids.WK_TICK}
 KIND = "aggregates"  # the kind of data every pushed page's refresh needs
 
 
@@ -55,14 +47,14 @@ class Query:
             vh=vh if 0 < vh < 100_000 else 1080,
         )
 
+    @property
+    def stream(self) -> Stream:
+        return PAGES[self.page]
+
     def parts(self) -> tuple[object, ...]:
-        """The value key's parts after area and data class, as the callbacks pass them
-        (``dashboard/pages/{panorama,wall,work}/callbacks.py``)."""
-        if self.page == "pan":
-            return (self.metric, self.grids, self.lang)
-        if self.page == "work":
-            return (self.lang,)
-        return (self.metric, self.lang, font_px(self.vh))
+        """The value key's parts after area and data class, as the page's refresh callback
+        passes them."""
+        return self.stream.parts(self)
 
     def key(self, grant: Decision) -> str:
         """``Backend.cache_key`` of the shared response, for a granted decision."""
@@ -72,31 +64,64 @@ class Query:
 
     def values(self) -> dict[tuple[str, str], Any]:
         """The refresh callback's input and state values, by (component id, property)."""
-        if self.page == "pan":
-            return {
-                (ids.P_TICK, "n_intervals"): 0,
-                (ids.P_METRIC, "value"): self.metric,
-                (ids.P_ALLGRIDS, "value"): ["all"] if self.grids else [],
-                (ids.P_AREA, "data"): self.area,
-                (ids.LANG, "data"): self.lang,
-            }
-        if self.page == "work":  # (what the viewer already has: nothing, the whole answer)
-            return {
-                (ids.WK_TICK, "n_intervals"): 0,
-                (ids.WK_AREA, "data"): self.area,
-                (ids.LANG, "data"): self.lang,
-            }
-        return {
-            (ids.W_TICK, "n_intervals"): 0,
-            (ids.W_AREA, "data"): {"area": self.area, "metric": self.metric},
-            (ids.W_VH, "data"): self.vh,
-            (ids.LANG, "data"): self.lang,
-        }
+        return {(self.stream.tick, "n_intervals"): 0, **self.stream.values(self)}
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One pushed page: everything the push server and the browser need to know of it."""
+
+    page: str  # the dashboard page (its policy name and its ``wangge_push`` function)
+    geo: str  # the refresh callback's first output (its map layer), which finds it
+    tick: str  # the interval that drives the refresh (paused while the stream is healthy)
+    # the value key's parts after area and data class, as the refresh callback makes them
+    parts: Callable[[Query], tuple[object, ...]]
+    # the refresh callback's other inputs and states for this query
+    values: Callable[[Query], dict[tuple[str, str], Any]]
+
+    @property
+    def first_output(self) -> str:
+        return f"..{self.geo}.hideout..."
+
+
+# stream name → its page (``dashboard/pages/{panorama,wall,work}/callbacks.py``)
+PAGES: dict[str, Stream] = {
+    "pan": Stream(
+        "panorama",
+        ids.P_GEO,
+        ids.P_TICK,
+        lambda q: (q.metric, q.grids, q.lang),
+        lambda q: {
+            (ids.P_METRIC, "value"): q.metric,
+            (ids.P_ALLGRIDS, "value"): ["all"] if q.grids else [],
+            (ids.P_AREA, "data"): q.area,
+            (ids.LANG, "data"): q.lang,
+        },
+    ),
+    "wall": Stream(
+        "wall",
+        ids.W_GEO,
+        ids.W_TICK,
+        lambda q: (q.metric, q.lang, font_px(q.vh)),
+        lambda q: {
+            (ids.W_AREA, "data"): {"area": q.area, "metric": q.metric},
+            (ids.W_VH, "data"): q.vh,
+            (ids.LANG, "data"): q.lang,
+        },
+    ),
+    "work": Stream(  # (what the viewer already has: nothing, so the whole answer)
+        "work",
+        ids.WK_GEO,
+        ids.WK_TICK,
+        lambda q: (q.lang,),
+        lambda q: {(ids.WK_AREA, "data"): q.area, (ids.LANG, "data"): q.lang},
+    ),
+}
 
 
 def refresh_callback(page: str, dependencies: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The page's refresh callback in Dash's ``/_dash-dependencies`` answer."""
-    first = FIRST_OUTPUT[page]
+    first = PAGES[page].first_output
     return next((d for d in dependencies if str(d.get("output", "")).startswith(first)), None)
 
 
@@ -112,7 +137,7 @@ def request_body(query: Query, callback: dict[str, Any]) -> dict[str, Any]:
         {"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
         for o in output[2:-2].split("...")
     ]
-    tick = TICK[query.page]
+    tick = query.stream.tick
     return {
         "output": output,
         "outputs": outs,

@@ -193,11 +193,16 @@ class Consumer:
             return self.claim_every_s
         return min(1.0, self.claim_idle_ms / 4000)
 
+    @property
+    def _scan_done(self) -> bool:
+        """The last claim scan reached the end of the pending list (or none ran yet)."""
+        return self._claim_cursor in ("0-0", "0")
+
     def _claim(self, held: frozenset[str] = frozenset()) -> Batch | None:
         """Entries idle past ``claim_idle_ms`` (another consumer's, or ours), scanning the
         pending list from the cursor; a new scan starts at most every ``claim_interval``."""
         now = self.clock()
-        if self._claim_cursor in ("0-0", "0") and now < self._claim_due:
+        if self._scan_done and now < self._claim_due:
             return None
         res: Any = self._raw.xautoclaim(
             self.stream,
@@ -209,7 +214,7 @@ class Consumer:
         )
         cursor, raw = res[0], res[1]
         self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else cursor
-        if self._claim_cursor in ("0-0", "0"):  # scan done: the next one waits
+        if self._scan_done:  # the next scan waits
             self._claim_due = now + self.claim_interval()
         if len(res) > 2 and res[2]:  # ids deleted from the stream while pending
             self.r.xack(self.stream, self.group, *res[2])

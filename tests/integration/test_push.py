@@ -33,7 +33,7 @@ from dashboard.app import create_app
 from dashboard.auth import Decision
 from dashboard.push.hub import QUEUE, SLOW, Hub, Stream, Viewer, chunk, frame
 from dashboard.push.server import create_app as create_push
-from dashboard.push.spec import FIRST_OUTPUT, PAGES, Query, refresh_callback, request_body, tick_of
+from dashboard.push.spec import PAGES, Query, refresh_callback, request_body, tick_of
 from dashboard.responses import (
     EXTENSION,
     ResponseCache,
@@ -205,7 +205,7 @@ def test_every_pushed_page_streams_its_refresh_outputs_serialised_once(
         id2, p2 = await next_tick(s2)
         assert id1 == id2 and p1 == p2
         shown = set(p1["response"])
-        assert FIRST_OUTPUT[page][2:].split(".")[0] in shown and shown <= outputs
+        assert PAGES[page].first_output[2:].split(".")[0] in shown and shown <= outputs
         assert built(w) == before + 1
         query = Query.parse(page, {"area": w.district, "lang": "zh-CN"})
         assert query is not None

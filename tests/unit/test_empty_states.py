@@ -12,10 +12,11 @@ import inspect
 import json
 import pkgutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import dash
 import pytest
-from dash.exceptions import PageError
 
 import dashboard
 from dashboard.components import charts
@@ -46,16 +47,22 @@ FIGURE_INPUTS: dict[str, tuple[Callable[[str], Any], Callable[[str], Any], str |
 }
 
 
+def registers_a_page(mod: pkgutil.ModuleInfo) -> bool:
+    """A page module (it calls ``dash.register_page``): importing it here, under its
+    package name, would add it to Dash's page registry a second time once an app exists
+    (the app imports its pages folder as ``pages.*``) and break later tests' apps."""
+    spec = mod.module_finder.find_spec(mod.name, None)  # type: ignore[call-arg]
+    origin = spec.origin if spec else None
+    return bool(origin) and "register_page(" in Path(origin).read_text(encoding="utf-8")
+
+
 def figure_functions() -> dict[str, Callable[..., Any]]:
     """Every public ``*_figure`` function defined in the dashboard package."""
     found: dict[str, Callable[..., Any]] = {}
     for mod in pkgutil.walk_packages(dashboard.__path__, "dashboard."):
-        if mod.name.endswith(("app", "wsgi", ".layout")):
-            continue  # layouts register pages; figures live in components / queries
-        try:
-            m = importlib.import_module(mod.name)
-        except PageError:  # a page that registers itself needs an app (no figures there)
-            continue
+        if mod.name.endswith(("app", "wsgi")) or registers_a_page(mod):
+            continue  # figures live in components / queries
+        m = importlib.import_module(mod.name)
         for name, fn in inspect.getmembers(m, inspect.isfunction):
             if name.endswith("_figure") and fn.__module__ == m.__name__:
                 found[name] = fn
@@ -67,6 +74,12 @@ FIGURES = figure_functions()
 
 def test_every_figure_function_has_inputs_here() -> None:
     assert set(FIGURES) - {"empty_figure"} == set(FIGURE_INPUTS)
+
+
+def test_finding_the_figures_registered_no_page() -> None:
+    """(A page registered here as ``dashboard.pages.*`` would duplicate the app's
+    ``pages.*`` and break every later test's app, depending on the order tests run in.)"""
+    assert not [k for k in dash.page_registry if k.startswith("dashboard.")]
 
 
 def is_empty_state(fig: dict[str, Any], word: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import ClientsideFunction, Input, Output, State, no_update
+from dash import Input, Output, State, no_update
 
 from dashboard import auth, ids
 from dashboard import live as L
@@ -22,6 +22,7 @@ from dashboard.components.panels import (
     trend_figure,
 )
 from dashboard.pages.panorama.queries import METRICS
+from dashboard.push.browser import follow
 from dashboard.responses import shared_response
 
 
@@ -127,17 +128,13 @@ def drill_down(click: dict[str, Any] | None, area_id: str) -> Any:
     return f"/area/{target}"
 
 
-# Live push (assets/wangge_push.js, dashboard/push/): the stream of what this page shows,
-# reopened when it changes; its ticks update the outputs above and pause the polling.
-dash.clientside_callback(
-    ClientsideFunction(namespace="wangge_push", function_name="panorama"),
-    Output(ids.P_TICK, "disabled"),
+# Live push (dashboard/push/): the stream of what this page shows, reopened when it changes
+follow(
+    "pan",
     Input(ids.P_AREA, "data"),
     Input(ids.P_METRIC, "value"),
     Input(ids.P_ALLGRIDS, "value"),
     Input(ids.P_LAST, "data"),
-    State(ids.LANG, "data"),
-    State(ids.PUSH, "data"),
 )
 
 

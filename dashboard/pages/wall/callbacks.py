@@ -27,6 +27,7 @@ from dashboard.pages.panorama.queries import METRICS, font_px, view_of
 from dashboard.pages.wall import components as V
 from dashboard.pages.wall import queries as Q
 from dashboard.pages.warnings import queries as WL
+from dashboard.push.browser import follow
 from dashboard.responses import shared_response
 
 dash.clientside_callback(
@@ -156,17 +157,9 @@ def outputs(
     )
 
 
-# Live push (assets/wangge_push.js, dashboard/push/): the wall's stream, reopened when its
-# area or size changes; reconnects by itself, polls while it is down, marks stale data.
-dash.clientside_callback(
-    ClientsideFunction(namespace="wangge_push", function_name="wall"),
-    Output(ids.W_TICK, "disabled"),
-    Input(ids.W_AREA, "data"),
-    Input(ids.W_VH, "data"),
-    Input(ids.W_LAST, "data"),
-    State(ids.LANG, "data"),
-    State(ids.PUSH, "data"),
-)
+# Live push (dashboard/push/): the wall's stream, reopened when its area or size changes;
+# reconnects by itself, polls while it is down, marks stale data.
+follow("wall", Input(ids.W_AREA, "data"), Input(ids.W_VH, "data"), Input(ids.W_LAST, "data"))
 
 # ---------------------------------------------------------------- the tour and the takeover
 

@@ -42,6 +42,7 @@ from dashboard.pages.work.components import (
     replay_summary,
     report_features,
 )
+from dashboard.push.browser import follow
 from dashboard.responses import shared_response
 
 
@@ -450,16 +451,8 @@ clientside_callback(
 fresh = L.freshness_on(ids.WK_TICK, ids.tm("work", "at"))  # the header's freshness line
 
 
-# Live push (assets/wangge_push.js, dashboard/push/): the stream of what this page shows,
-# reopened when it changes; its ticks update the refresh's outputs and pause the polling.
-clientside_callback(
-    ClientsideFunction(namespace="wangge_push", function_name="work"),
-    Output(ids.WK_TICK, "disabled"),
-    Input(ids.WK_AREA, "data"),
-    Input(ids.WK_LAST, "data"),
-    State(ids.LANG, "data"),
-    State(ids.PUSH, "data"),
-)
+# Live push (dashboard/push/): the stream of what this page shows, reopened when it changes
+follow("work", Input(ids.WK_AREA, "data"), Input(ids.WK_LAST, "data"))
 
 
 tm.register("work", ids.WK_TICK)  # the "view at" control: the grid work of a past moment
