@@ -275,3 +275,14 @@ def stop_processes(procs: Iterable[subprocess.Popen[Any]], timeout_s: float = 20
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus exposition (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipelines.gateway import frigate
 from pipelines.gateway.core import Registry
 from pipelines.gateway.publish import Outgoing, SyncPublisher
+from pipelines.ops import metrics as M
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.partitions import keys_of
@@ -110,7 +111,12 @@ class FrigateSubscriber:
 
     def _count(self, outcome: str) -> str:
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        M.observe_mqtt(outcome)
         return outcome
+
+    def _subscribed(self, yes: bool) -> None:
+        (self.connected.set if yes else self.connected.clear)()
+        M.mqtt_subscribed(yes)
 
     def dead_letter(self, detail: str, payload: bytes) -> None:
         now = int(self.clock() * 1000)
@@ -152,7 +158,7 @@ class FrigateSubscriber:
         if refused:
             log.warning("mqtt: subscription refused: %s", refused)
             return
-        self.connected.set()
+        self._subscribed(True)
         log.info("mqtt: subscribed to %s", ", ".join(self.topics()))
 
     def _on_message(self, client: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -161,7 +167,7 @@ class FrigateSubscriber:
         except (redis.RedisError, SQLAlchemyError, OSError) as exc:
             # not acknowledged: reconnect, and the broker delivers it again
             log.warning("mqtt: %s; reconnecting without acknowledging", exc)
-            self.connected.clear()
+            self._subscribed(False)
             client.disconnect()
             return
         client.ack(msg.mid, msg.qos)
@@ -190,7 +196,7 @@ class FrigateSubscriber:
                 client.loop_forever()
             except OSError as exc:
                 log.warning("mqtt: %s:%s: %s", host, port, exc)
-            self.connected.clear()
+            self._subscribed(False)
             self.stop_event.wait(backoff)
             backoff = min(backoff * 2, 10.0)
 

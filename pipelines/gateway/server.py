@@ -13,7 +13,7 @@ from pipelines.gateway import credentials as _credentials  # noqa: F401 (its tab
 from pipelines.gateway import open311 as _open311  # noqa: F401 (its table)
 from pipelines.gateway.app import create_app
 from pipelines.gateway.mqtt import FrigateSubscriber
-from pipelines.ops.asgi import serve_asgi
+from pipelines.ops.asgi import serve_asgi, share_metrics
 from pipelines.redis_client import connect
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -53,6 +53,8 @@ def serve(settings: Settings, port: int | None = None) -> int:
     gs = settings.gateway
     if not settings.redis.url:
         raise SystemExit("redis.url is empty: set REDIS_URL (or run `wangge run`)")
+    if gs.workers > 1:  # the workers' /metrics include the subscriber's (this process)
+        share_metrics(settings, "gateway")
     sub = start_subscriber(settings)
     try:
         serve_asgi(

@@ -10,6 +10,14 @@ from pipelines.ops.metrics import share_between_workers
 from pipelines.settings import Settings
 
 
+def share_metrics(settings: Settings, name: str) -> None:
+    """Metrics of the service ``name``'s processes summed on each one's /metrics
+    (multiprocess files in ``<var_dir>/metrics/<name>``; see ``share_between_workers``)."""
+    share_between_workers(
+        settings.metrics.enabled, settings.path(settings.run.var_dir) / "metrics" / name
+    )
+
+
 def serve_asgi(
     settings: Settings,
     name: str,
@@ -40,9 +48,7 @@ def serve_asgi(
         **extra,
     }
     if workers > 1:
-        share_between_workers(
-            settings.metrics.enabled, settings.path(settings.run.var_dir) / "metrics" / name
-        )
+        share_metrics(settings, name)
         uvicorn.run(factory, factory=True, workers=workers, **opts)
     else:
         uvicorn.Server(uvicorn.Config(make_app(), **opts)).run()

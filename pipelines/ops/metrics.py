@@ -5,8 +5,8 @@ Two sources, never mixed up:
 * **Recorded in the process** (counters and histograms): batch latency, events applied and
   dead letters per feed (stream workers), the warnings tick, dashboard callback latency
   per page, gateway requests per protocol and status, the push server's open streams,
-  ticks sent and the time of a tick's build, session re-check and fan-out. Created on
-  first use.
+  ticks sent and the time of a tick's build, session re-check and fan-out, the Frigate
+  subscriber's subscription and messages by outcome. Created on first use.
 * **Read from Redis at scrape time** (gauges that are the same whichever process is
   asked): each stream's consumer-group lag and pending entries, viewers seen in the last
   minute. These are correct with any number of workers, processes or hosts.
@@ -93,6 +93,8 @@ class Metrics:
     push_build_seconds: Any
     push_recheck_seconds: Any
     push_fanout_seconds: Any
+    mqtt_subscribed: Any
+    mqtt_messages: Any
 
 
 _METRICS_LOCK = threading.Lock()
@@ -167,6 +169,17 @@ def _registered() -> Metrics:
             "Push: a published tick handed to every local viewer's connection",
             buckets=PUSH_BUCKETS,
         ),
+        mqtt_subscribed=Gauge(
+            "wangge_mqtt_subscribed",
+            "The Frigate subscriber holds its MQTT subscription (1) or not (0)",
+            multiprocess_mode="livemax",
+        ),
+        mqtt_messages=Counter(
+            "wangge_mqtt_messages",
+            "Frigate MQTT messages by outcome (written, duplicate, dead:<reason>,"
+            " ignored:<reason>)",
+            ["outcome"],
+        ),
     )
 
 
@@ -198,6 +211,14 @@ def observe_request(protocol: str, status: int, seconds: float) -> None:
     m = _metrics()
     m.gateway_requests.labels(protocol, str(status)).inc()
     m.gateway_seconds.labels(protocol).observe(seconds)
+
+
+def mqtt_subscribed(yes: bool) -> None:
+    _metrics().mqtt_subscribed.set(1 if yes else 0)
+
+
+def observe_mqtt(outcome: str) -> None:
+    _metrics().mqtt_messages.labels(outcome).inc()
 
 
 def push_viewers(page: str, delta: int) -> None:

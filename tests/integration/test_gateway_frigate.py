@@ -18,9 +18,11 @@ from sqlalchemy import select
 
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.gateway.mqtt import FrigateSubscriber
+from pipelines.ops.metrics import exposition
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
 from pipelines.spine.runner import make_worker
+from tests.conftest import sample
 from tests.gateway_support import (
     NOW,
     client_for,
@@ -118,9 +120,11 @@ def test_connected_means_subscribed_even_on_a_slow_link(
 def test_mqtt_object_lifecycle_is_one_alert(env, city, engine, mqtt_url) -> None:
     s, r = env["s"], env["r"]
     sub = FrigateSubscriber(s, r, engine)
+    before = exposition().decode()
     sub.start()
     try:
         assert sub.connected.wait(10)
+        assert sample(exposition().decode(), "wangge_mqtt_subscribed") == 1
         msgs = [
             event("new", T0 + 1, score=0.7),
             event("update", T0 + 5, score=0.9),
@@ -138,8 +142,16 @@ def test_mqtt_object_lifecycle_is_one_alert(env, city, engine, mqtt_url) -> None
         # every revision is written once; the exact re-send (same id, same revision) is a
         # duplicate
         assert sub.counts.get("written") == 3 and sub.counts.get("duplicate") == 1
+        # the same outcomes on /metrics (this process's counters: the difference)
+        now = exposition().decode()
+        name = "wangge_mqtt_messages_total"
+        assert {
+            k: sample(now, name, outcome=k) - sample(before, name, outcome=k)
+            for k in ("written", "duplicate", "dead:malformed")
+        } == {"written": 3, "duplicate": 1, "dead:malformed": 2}
     finally:
         sub.stop()
+    assert wait_for(lambda: sample(exposition().decode(), "wangge_mqtt_subscribed") == 0)
     got = stream(r, s, "video")
     assert [g["alert_id"] for g in got] == ["fe-" + event("new", 0)["after"]["id"]] * 3
     assert [g["revision"] for g in got] == sorted({g["revision"] for g in got})

@@ -26,7 +26,13 @@ from pipelines.ops.health import OpsServer
 from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
 from pipelines.settings import GeoSettings, Settings, load_settings
 from pipelines.spine.streams import ensure_group, publish
-from tests.conftest import TEST_AUDIT_KEY, settings_for, sign_in_client, stop_processes
+from tests.conftest import (
+    TEST_AUDIT_KEY,
+    sample,
+    settings_for,
+    sign_in_client,
+    stop_processes,
+)
 from tests.gateway_support import client_for, credential, gateway_settings, seed_registries
 from tests.integration.test_crash import _drained, _env, _spawn
 
@@ -36,15 +42,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def city() -> City:
     return demo_city(2026, n_grids=300)
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the exposition (0 when absent)."""
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return float(s.value)
-    return 0.0
 
 
 def with_metrics(s: Settings, **values: Any) -> Settings:
@@ -315,6 +312,8 @@ def test_grafana_dashboard_charts_every_metric_and_only_those(
     M.observe_push_build("web", 0.1)
     M.observe_push_recheck(0.01)
     M.observe_push_fanout(0.02)
+    M.observe_mqtt("written")
+    M.mqtt_subscribed(True)
     extra = [
         M.StreamCollector(rclient, live_settings),
         M.ViewersCollector(rclient, live_settings.redis.prefix),
