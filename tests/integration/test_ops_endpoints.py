@@ -339,19 +339,24 @@ def test_gateway_workers_share_their_counts(
     redis_url: str, prefix: str, db_url: Any, tmp_path: Path
 ) -> None:
     """`wangge gateway` with two uvicorn workers: whichever answers /metrics counts the
-    requests both served (multiprocess files under <var_dir>/metrics/gateway)."""
+    requests both served (multiprocess files under <var_dir>/metrics/gateway), and what
+    the Frigate subscriber of the parent process did."""
     import socket
     import subprocess
     import sys
 
     import requests
 
+    from pipelines.gateway.broker import EmbeddedBroker
     from tests.integration.test_cli import cli_env
+    from tests.integration.test_gateway_frigate import publish
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url, schema = db_url
+    broker = EmbeddedBroker(tmp_path / "mqtt").start()
+    topic = f"wgtest-{prefix.rsplit(':', 1)[-1]}"
     env = cli_env(
         tmp_path,
         REDIS_URL=redis_url,
@@ -361,7 +366,9 @@ def test_gateway_workers_share_their_counts(
         WANGGE_AUTH_AUDIT_KEY=TEST_AUDIT_KEY,
         WANGGE_GATEWAY_WORKERS="2",
         WANGGE_GATEWAY_PORT=str(port),
-        WANGGE_GATEWAY_MQTT_URL="",
+        WANGGE_GATEWAY_MQTT_URL=broker.url,
+        WANGGE_GATEWAY_MQTT_CLIENT_ID=topic,
+        WANGGE_GATEWAY_FRIGATE_TOPIC_PREFIX=topic,
         WANGGE_GATEWAY_AUTH_FAILURES_PER_MINUTE="1000",
     )
     env.pop(MULTIPROC_ENV, None)
@@ -401,5 +408,22 @@ def test_gateway_workers_share_their_counts(
         assert got == n
         for _ in range(4):  # whichever worker answers
             assert counted() == n
+
+        def frigate() -> tuple[float, float]:
+            text = requests.get(base + "/metrics", timeout=5).text
+            return (
+                sample(text, "wangge_mqtt_subscribed"),
+                sample(text, "wangge_mqtt_messages_total", outcome="dead:malformed"),
+            )
+
+        deadline = time.monotonic() + 30
+        while frigate()[0] != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        publish(broker.url, f"{topic}/events", [b"{not json"])
+        while frigate() != (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(4):  # whichever worker answers
+            assert frigate() == (1, 1)
     finally:
         stop_processes([proc])
+        broker.stop()
