@@ -337,7 +337,20 @@ def create_app(
     work_export.install(app.server, guard)  # grid work: audited, rate-limited track CSV
     app.layout = _shell(settings)
     _middleware(app.server, settings)
+    _set_up_now(app)
     return app
+
+
+def _set_up_now(app: Dash) -> None:
+    """Dash finishes its setup on the first request (the pages' callbacks moved into
+    ``callback_map``, the pages' router added), marking it done before doing it: the
+    other requests arriving at once on a fresh worker's threads found callbacks missing
+    (500 "Callback function not found", seen when a killed worker's replacement took
+    over its viewers). Run once here, before the worker takes a connection."""
+    with app.server.test_request_context("/"):
+        for hook in list(app.server.before_request_funcs.get(None, [])):
+            if getattr(hook, "__module__", "").startswith("dash."):
+                hook()
 
 
 def body_limit(settings: Settings) -> Callable[[str], int]:

@@ -266,6 +266,21 @@ def test_panel_is_computed_once_per_tick_for_all_viewers(
         assert b.cache.computed - before == 2  # next tick: recomputed once
 
 
+def test_an_app_is_set_up_before_its_first_request(bare_app: Dash) -> None:
+    """Every callback is in place when the app is built: Dash's own setup on the first
+    request marked itself done before it was, and the other first requests of a fresh
+    gunicorn worker's threads got 500 "Callback function not found" (a killed worker's
+    replacement failed the viewers it took over)."""
+    before = set(bare_app.callback_map)
+    assert any(k.startswith(f"..{ids.P_GEO}.hideout") for k in before)
+    c = sign_in_client(bare_app.server.test_client())
+    assert c.get("/healthz").status_code == 200
+    assert set(bare_app.callback_map) == before  # nothing added by a first request
+    deps = c.get("/_dash-dependencies").get_json()
+    served = {d["output"] for d in deps if not d.get("clientside_function")}
+    assert served and served <= before  # every callback a browser may call, from the start
+
+
 def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
     layout = page_module("panorama", "layout").layout
     with signed_in(bare_app):
