@@ -147,7 +147,11 @@ class FrigateSubscriber:
         # one SUBSCRIBE for every topic; ``connected`` is set on its SUBACK, when the
         # broker routes messages to us (not when the request is only queued: a message
         # published in between would find no subscriber)
-        _, self._sub_mid = client.subscribe([(t, 1) for t in self.topics()])
+        topics = [(t, 1) for t in self.topics()]
+        if not topics:
+            log.warning("mqtt: gateway.frigate_feeds names no feed: nothing to subscribe to")
+            return
+        _, self._sub_mid = client.subscribe(topics)
 
     def _on_subscribe(
         self, _c: paho.Client, _u: Any, mid: int, codes: list[Any], _p: Any = None
