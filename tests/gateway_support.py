@@ -4,12 +4,10 @@ on the test's own Redis prefix and database, credentials, and stream reads."""
 from __future__ import annotations
 
 import dataclasses
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from pipelines.gateway.app import create_app
 from pipelines.settings import Settings
 from pipelines.spine import store
 from tests.conftest import settings_for
+from tests.netproxy import Proxy
 
 NOW = int(time.time() * 1000)
 
@@ -126,45 +125,11 @@ def wait_for(predicate: Any, timeout_s: float = 30.0) -> Any:
 
 @contextmanager
 def slow_uplink(upstream: str, delay_s: float) -> Iterator[str]:
-    """A TCP proxy to ``host:port`` that holds every chunk a client sends for ``delay_s``
-    before passing it on (the broker's answers pass at once): a slow or busy link on
-    which a request is still on its way after the client has sent it. Yields the
-    proxy's ``mqtt://`` url."""
+    """The ``mqtt://`` url of a proxy to ``upstream`` (``mqtt://host:port``) that holds
+    every chunk a client sends for ``delay_s`` (``tests.netproxy.Proxy``)."""
     host, port = upstream.rsplit("//", 1)[-1].rsplit(":", 1)
-    lsock = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def pump(src: socket.socket, dst: socket.socket, delay: float) -> None:
-        try:
-            while chunk := src.recv(65536):
-                if delay:
-                    time.sleep(delay)
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def accept() -> None:
-        lsock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                c, _ = lsock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            u = socket.create_connection((host, int(port)))
-            threading.Thread(target=pump, args=(c, u, delay_s), daemon=True).start()
-            threading.Thread(target=pump, args=(u, c, 0.0), daemon=True).start()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
+    proxy = Proxy((host, int(port)), uplink_delay_s=delay_s)
     try:
-        yield f"mqtt://127.0.0.1:{lsock.getsockname()[1]}"
+        yield f"mqtt://127.0.0.1:{proxy.port}"
     finally:
-        stop.set()
-        t.join(2)
-        lsock.close()
+        proxy.close()

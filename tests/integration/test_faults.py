@@ -48,6 +48,7 @@ from tests.conftest import (
 )
 from tests.integration.oracle import Entry, expected
 from tests.integration.test_crash import _drained, _env, _spawn, adversarial, check
+from tests.netproxy import Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.system]
 
@@ -112,78 +113,6 @@ class PrivateRedis:
             with suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGCONT)
             self.kill()
-
-
-# ------------------------------------------------------------------ a cuttable TCP proxy
-
-
-class Proxy:
-    """127.0.0.1:<port> → upstream. ``cut()`` drops every connection and refuses new ones
-    (accepted and closed at once) until ``restore()``."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.open = threading.Event()
-        self.open.set()
-        self.conns: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stopped:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.open.is_set():
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self.lock:
-                self.conns |= {client, server}
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            with self.lock:
-                self.conns -= {src, dst}
-
-    def cut(self) -> None:
-        self.open.clear()
-        with self.lock:
-            conns = list(self.conns)
-        for s in conns:
-            with suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def restore(self) -> None:
-        self.open.set()
-
-    def close(self) -> None:
-        self.stopped = True
-        self.cut()
-        self.listener.close()
-
-
-# ------------------------------------------------------------------ input and publishing
 
 
 @dataclasses.dataclass
