@@ -192,6 +192,7 @@ INCA_BOX = "inca-box"  # the action buttons and form
 INCA_BTNS = "inca-btns"
 INCA_BTN = "inca-btn"  # pattern-matching: {"type": INCA_BTN, "action": action}
 INCA_FORM = "inca-form"  # the open form: action, incident, request id, events seen
+INCA_PENDING = "inca-pending"  # a submitted action the pipeline has not decided yet
 INCA_FIELDS = "inca-fields"
 INCA_UNIT = "inca-unit"
 INCA_HANDLER = "inca-handler"

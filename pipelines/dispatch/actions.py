@@ -278,7 +278,7 @@ def events_for(
     and place, the step, who acted and what the action recorded. Never earlier than the
     incident's latest event (an action follows what the actor saw)."""
     event: dict[str, Any] = {
-        "event_id": f"act-{req.request_id}-1",
+        "event_id": event_ids_of(req.request_id)[0],
         "incident_id": incident["incident_id"],
         "ts": max(int(now_ms), int(incident.get("last_ms") or 0) + 1),
         "step": M.STEP_OF[req.action],
@@ -356,23 +356,30 @@ def _submit(
     return status, [i for i in joined.split(",") if i]
 
 
+def event_ids_of(request_id: str) -> tuple[str, ...]:
+    """The event(s) one request writes: named by its request id, so a resubmitted form, or
+    a screen asking later how its action ended, names the same events."""
+    return (f"act-{request_id}-1",)
+
+
 def wait_verdict(
-    ctx: ActionContext, event_ids: Sequence[str], wait_s: float
+    ctx: ActionContext, event_ids: Sequence[str], wait_s: float, incident_id: str | None = None
 ) -> tuple[str, str | None]:
     """("applied", None) once the pipeline accepted every event, ("rejected", reason) if it
-    turned one down, ("pending", None) if it has not decided them within ``wait_s``."""
+    turned one down, ("pending", None) if it has not decided them within ``wait_s``. With
+    ``incident_id``, only that incident's events count (a caller naming events of another
+    incident learns nothing of them)."""
     ids = list(event_ids)
+    applied = select(incident_events.c.event_id).where(incident_events.c.event_id.in_(ids))
+    rejected = select(report_rejects.c.reason).where(report_rejects.c.event_id.in_(ids))
+    if incident_id is not None:
+        applied = applied.where(incident_events.c.incident_id == incident_id)
+        rejected = rejected.where(report_rejects.c.incident_id == incident_id)
     deadline = ctx.clock() + wait_s
     while True:
         with ctx.engine.connect() as conn:
-            done = set(
-                conn.execute(
-                    select(incident_events.c.event_id).where(incident_events.c.event_id.in_(ids))
-                ).scalars()
-            )
-            rej = conn.execute(
-                select(report_rejects.c.reason).where(report_rejects.c.event_id.in_(ids))
-            ).scalar()
+            done = set(conn.execute(applied).scalars())
+            rej = conn.execute(rejected).scalar()
         if rej is not None and not done >= set(ids):
             return "rejected", str(rej)
         if done >= set(ids):
@@ -380,6 +387,13 @@ def wait_verdict(
         if ctx.clock() >= deadline:
             return "pending", None
         time.sleep(0.02)
+
+
+def verdict_of(ctx: ActionContext, incident_id: str, request_id: str) -> Outcome:
+    """How a request on this incident ended so far (a screen asks again while pending)."""
+    event_ids = event_ids_of(request_id)
+    verdict, reason = wait_verdict(ctx, event_ids, 0, incident_id)
+    return Outcome(verdict, event_ids, reason)
 
 
 def _audit_detail(req: Request) -> dict[str, Any]:
@@ -400,7 +414,7 @@ def perform(
     req = normalised(req)
     seen = ctx.redis.get(ctx.key(req.incident_id, "req", req.request_id))
     if seen is not None:  # a resubmitted form: answer what the first submission did
-        event_ids = (f"act-{req.request_id}-1",)
+        event_ids = event_ids_of(req.request_id)
         verdict, reason = wait_verdict(ctx, event_ids, wait_s)
         return Outcome("rejected" if verdict == "rejected" else "duplicate", event_ids, reason)
     incident = load_incident(ctx.engine, req.incident_id)

@@ -406,6 +406,10 @@ IDS: dict[tuple[str, str], Callable[[World, Session], Any]] = {
         "request_id": f"scope-{s.username}",
         "expected_events": 3,
     },
+    ("inca-pending", "data"): lambda w, s: {
+        "incident_id": INCIDENT,
+        "request_id": f"scope-{s.username}",
+    },
     ("inca-bulk-form", "data"): lambda w, s: {INCIDENT: [f"bulk-{s.username}", 3]},
     ("asm-token", "data"): lambda w, s: owners_token(w),
     ("asm-job", "data"): lambda w, s: owners_job(w),

@@ -54,6 +54,7 @@ class World:
     r: redis.Redis
     stream: str
     engine: Any
+    hold: threading.Lock  # held: the pipeline reads nothing (an action stays undecided)
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +89,18 @@ def world(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "reports-wb",
             clock=lambda: T0 / 1000 + 3600,
         )
-        stop = threading.Event()
-        thread = threading.Thread(target=w.run, args=(stop,), daemon=True)
+        stop, hold = threading.Event(), threading.Lock()
+
+        def loop() -> None:
+            while not stop.is_set():
+                with hold:
+                    w.step()
+
+        thread = threading.Thread(target=loop, daemon=True)
         thread.start()
         app = create_app(s, city=city, r=r, clock=Clock(T0))
         try:
-            yield World(app, city, g, r, f"{prefix}:{s.streams.reports}", engine)
+            yield World(app, city, g, r, f"{prefix}:{s.streams.reports}", engine, hold)
         finally:
             stop.set()
             thread.join(timeout=10)
@@ -227,13 +234,23 @@ def open_form(client: Any, app: Dash, shown: dict[str, Any], action: str) -> dic
     return out
 
 
-def submit(client: Any, app: Dash, form: dict[str, Any], **fields: Any) -> str:
+def submit_out(client: Any, app: Dash, form: dict[str, Any], **fields: Any) -> dict[str, Any]:
     values = {("inca-form", "data"): form, ("inca-submit", "n_clicks"): 1}
     values |= {(f"inca-{k}", "value"): v for k, v in fields.items()}
     output = "inca-msg.children+inc-done.data+inca-form.data"
     code, out = call(client, app, output, "inca-submit.n_clicks", values)
     assert code == 200
-    return str(out["inca-msg"]["children"])
+    return out
+
+
+def submit(client: Any, app: Dash, form: dict[str, Any], **fields: Any) -> str:
+    return str(submit_out(client, app, form, **fields)["inca-msg"]["children"])
+
+
+def settle(client: Any, app: Dash, pending: Any, done: int = 0) -> tuple[int, dict[str, Any]]:
+    """The page's tick asking how an undecided action ended."""
+    values = {("inca-pending", "data"): pending, ("inc-done", "data"): done}
+    return call(client, app, "inca-msg.children+inca-pending.data", "inc-tick.n_intervals", values)
 
 
 # ------------------------------------------------------------------ the tests
@@ -328,6 +345,47 @@ def test_a_resubmitted_form_is_one_action_and_a_stale_form_a_conflict(world: Wor
     assert "已被他人处理" in submit(op, app, stale, reason="不属于本街道")
     _t, after = detail(op, app, inc)
     assert after["n_events"] == 2
+
+
+def test_an_action_decided_late_shows_its_verdict_on_a_later_tick(world: World) -> None:
+    """The pipeline is behind: the submit answers "being applied"; the page's next ticks
+    ask again and show the verdict once there (it must not say "being applied" forever)."""
+    w, app = world, world.app
+    op = sign_in_client(app.server.test_client(), "street_operator", w.grid["street_id"], "op5")
+    inc, other = "I-WB-LATE-1", "I-WB-LATE-2"
+    report(w, inc)
+    report(w, other)
+    _t, shown = detail(op, app, inc)
+    form = open_form(op, app, shown, "accept")["inca-form"]["data"]
+    with w.hold:  # the pipeline reads nothing until the block ends
+        out = submit_out(op, app, form)
+        assert out["inca-msg"]["children"] == "已提交，正在处理"
+        pending = out["inca-pending"]["data"]
+        assert pending == {"incident_id": inc, "request_id": form["request_id"]}
+        assert settle(op, app, pending) == (200, {})  # still undecided: nothing changes
+    end = time.monotonic() + 20
+    while (got := settle(op, app, pending, done=3)) == (200, {}):
+        assert time.monotonic() < end, "the verdict never reached the page"
+        time.sleep(0.05)
+    code, after = got
+    assert after["inca-msg"]["children"] == "已生效"
+    assert after["inca-pending"]["data"] is None  # asked no more
+    assert after["inc-done"]["data"] == 4  # the queue and the detail refresh
+    # the same request named on another incident (one the viewer may act on) tells nothing
+    assert settle(op, app, {"incident_id": other, "request_id": form["request_id"]}) == (200, {})
+    # a viewer whose area does not hold the incident learns nothing of its actions
+    far = next(
+        g["street_id"]
+        for g in w.city.grids.iter_rows(named=True)
+        if g["street_id"] != w.grid["street_id"]
+    )
+    outsider = sign_in_client(app.server.test_client(), "street_operator", far, "op6")
+    code, denied = settle(outsider, app, pending)
+    assert code == 200 and denied["inca-msg"]["children"] == "无权执行此操作"
+    assert denied["inca-pending"]["data"] is None
+    # a forged pending value is dropped, not looked up
+    code, forged = settle(op, app, {"incident_id": inc, "request_id": "x' OR 1=1 --"})
+    assert code == 200 and forged["inca-pending"]["data"] is None
 
 
 def test_a_city_leader_reads_the_queue_but_may_not_act(world: World) -> None:

@@ -78,6 +78,23 @@ def valid_form(form: Any) -> bool:
     )
 
 
+def pending_of(outcome: Any, form: dict[str, Any]) -> dict[str, str] | None:
+    """What a screen keeps of an action the pipeline has not decided yet: enough to ask
+    again (its incident and request id), nothing else."""
+    if getattr(outcome, "status", None) != "pending":
+        return None
+    return {"incident_id": str(form["incident_id"]), "request_id": str(form["request_id"])}
+
+
+def valid_pending(data: Any) -> bool:
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("incident_id"), str)
+        and isinstance(data.get("request_id"), str)
+        and bool(REQUEST_ID.match(data["request_id"]))
+    )
+
+
 def outcome_text(outcome: Any, lang: str) -> str:
     status = str(getattr(outcome, "status", "pending"))
     reason = getattr(outcome, "reason", None) or ""

@@ -361,6 +361,7 @@ def offer(shown: Any, lang: str) -> Any:
 
 
 @dash.callback(
+    Output(ids.INCA_PENDING, "data"),
     Output(ids.INCA_FORM, "data"),
     Output(ids.INCA_FIELDS, "style"),
     *(Output(box, "style") for box in FIELD_BOXES),
@@ -385,7 +386,7 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
     hidden = {"display": "none"}
     blank = (None,) * len(FIELD_INPUTS)
     closed: tuple[Any, ...] = (
-        None, hidden, *([hidden] * len(FIELD_BOXES)), [], [], [], [], "", *blank
+        None, None, hidden, *([hidden] * len(FIELD_BOXES)), [], [], [], [], "", *blank
     )  # fmt: skip
     trig = ctx.triggered_id
     if trig == ids.INCA_CANCEL:
@@ -424,7 +425,7 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
     ]
     levels = [{"label": t(f"level.{lv}", lang), "value": lv} for lv in LEVELS]
     form = A.form_state(action, row["incident_id"], shown.get("n_events"))
-    return form, {"display": "flex"}, *styles, units, people, people, levels, "", *blank
+    return None, form, {"display": "flex"}, *styles, units, people, people, levels, "", *blank
 
 
 @dash.callback(
@@ -432,6 +433,7 @@ def open_form(clicks: Any, _cancel: Any, shown: Any, lang: str) -> tuple[Any, ..
     Output(ids.INC_DONE, "data"),
     Output(ids.INCA_FORM, "data", allow_duplicate=True),
     Output(ids.INCA_FIELDS, "style", allow_duplicate=True),
+    Output(ids.INCA_PENDING, "data", allow_duplicate=True),
     Input(ids.INCA_SUBMIT, "n_clicks"),
     State(ids.INCA_FORM, "data"),
     State(ids.INCA_UNIT, "value"),
@@ -455,11 +457,11 @@ def submit(clicks: Any, form: Any, *rest: Any) -> tuple[Any, ...]:
     lang = L.lang_of(lang)
     p = auth.principal()
     if not clicks or p is None or not A.valid_form(form):
-        return no_update, no_update, no_update, no_update
+        return (no_update,) * 5
     if DA is None:
-        return t("inca.err.unavailable", lang), no_update, no_update, no_update
+        return t("inca.err.unavailable", lang), *(no_update,) * 4
     if incident_of(b, form["incident_id"], "incident_actions") is None:  # re-checked here
-        return t("inca.err.denied", lang), no_update, no_update, no_update
+        return t("inca.err.denied", lang), *(no_update,) * 4
     fields = dict(
         zip(
             ("unit", "handler", "reason", "note", "photo", "onsite", "level", "dup", "due"),
@@ -476,13 +478,49 @@ def submit(clicks: Any, form: Any, *rest: Any) -> tuple[Any, ...]:
     try:
         outcome = DA.perform(_context(b), req, _actor(p), now)
     except DA.ActionError as exc:
-        return A.error_text(exc, lang), (done or 0) + 1, no_update, no_update
+        return A.error_text(exc, lang), (done or 0) + 1, no_update, no_update, None
     except L.BACKEND_ERRORS:
-        return t("inca.err.unavailable", lang), no_update, no_update, no_update
+        return t("inca.err.unavailable", lang), *(no_update,) * 4
     text = A.outcome_text(outcome, lang)
     finished = outcome.status in ("applied", "duplicate", "pending")
     closed = {"display": "none"}
-    return text, (done or 0) + 1, None if finished else no_update, closed if finished else no_update
+    return (
+        text,
+        (done or 0) + 1,
+        None if finished else no_update,
+        closed if finished else no_update,
+        A.pending_of(outcome, form),  # asked again on every tick until decided
+    )
+
+
+@dash.callback(
+    Output(ids.INCA_MSG, "children", allow_duplicate=True),
+    Output(ids.INCA_PENDING, "data", allow_duplicate=True),
+    Output(ids.INC_DONE, "data", allow_duplicate=True),
+    Input(ids.INC_TICK, "n_intervals"),
+    State(ids.INCA_PENDING, "data"),
+    State(ids.INC_DONE, "data"),
+    State(ids.LANG, "data"),
+    prevent_initial_call=True,
+)
+def settle(_n: Any, pending: Any, done: Any, lang: str) -> tuple[Any, ...]:
+    """An action the pipeline had not decided when it was sent: its verdict, once there
+    (the message said "being applied"; it must not stay so after the pipeline answered)."""
+    if pending is None:
+        return no_update, no_update, no_update
+    b = current()
+    lang = L.lang_of(lang)
+    if DA is None or auth.principal() is None or not A.valid_pending(pending):
+        return no_update, None, no_update
+    if incident_of(b, pending["incident_id"], "incident_actions") is None:  # its area decides
+        return t("inca.err.denied", lang), None, no_update
+    try:
+        outcome = DA.verdict_of(_context(b), pending["incident_id"], pending["request_id"])
+    except L.BACKEND_ERRORS:
+        return no_update, no_update, no_update  # asked again on the next tick
+    if outcome.status == "pending":
+        return no_update, no_update, no_update
+    return A.outcome_text(outcome, lang), None, (done or 0) + 1
 
 
 @dash.callback(

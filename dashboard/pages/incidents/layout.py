@@ -231,6 +231,7 @@ def layout(incident_id: str | None = None, **query: Any) -> Any:
             html.H4(t("inca.title", lang)),
             html.Div(id=ids.INCA_BTNS, className="warn-btns"),
             dcc.Store(id=ids.INCA_FORM, data=None),
+            dcc.Store(id=ids.INCA_PENDING, data=None),
             html.Div(
                 [
                     *form_fields(lang),
