@@ -36,7 +36,9 @@ INCIDENT_FIELDS = (
 # tickers ("entry\tjson" lines; JSON never holds a raw tab or newline). Mode "0":
 # unchanged in SQL (only a state Redis holds is corrected); "1": changed; "2": changed,
 # and a closed incident keeps no hash (history beyond the live window; rebuild-live).
-# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items; the
+# "acc" lists the accepted events as "entry,step,ts,day,minute,hour,level;" items (the
+# minute is not counted, no screen reads per-minute counts; it stays in the layout the
+# live states hold); the
 # state before may give it as "\x1e<n>": the first n bytes of the new state's (the
 # common case, events added after the others, sent without repeating them).
 # Returns the number of incidents whose live state changed.
@@ -116,17 +118,15 @@ local function open_effects(s, sign)
 end
 local ITEM = '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$'
 local function item_effects(s, it, sign)
-  local _, step, _, d, mi, ho, lv = string.match(it, ITEM)
+  local _, step, _, d, _, ho, lv = string.match(it, ITEM)
   local chain = {s.grid, s.street, s.district, s.city}
   local dk = P..':d:'..d..':'
   if step == 'reported' then
-    local mk, hk = P..':m:'..mi, P..':h:'..ho
-    touched[dk..'reports'] = DTTL; touched[dk..'reports_cat'] = DTTL
-    touched[mk] = BTTL; touched[hk] = BTTL
+    local hk = P..':h:'..ho
+    touched[dk..'reports'] = DTTL; touched[dk..'reports_cat'] = DTTL; touched[hk] = BTTL
     for _, a in ipairs(chain) do
       add(dk..'reports', a, sign)
       add(dk..'reports_cat', a..'|'..s.cat, sign)
-      add(mk, 'r|'..a, sign)
       add(hk, 'r|'..a, sign)
     end
   elseif step == 'resolved' then
@@ -281,7 +281,8 @@ ALERT_FIELDS = (
 # "token|grid|street|district|city|label|minute|hour" (token: the creating entry, plus
 # "/<entry>" of the revision shown when that is another), so whatever it counted can be
 # taken back when it changes (a new label moves its count) or another entry turns out to
-# have created it; an alert is counted once whatever its updates.
+# have created it; an alert is counted once whatever its updates. (The minute is carried
+# and registered but not counted, as for incidents.)
 # ARGV: prefix, ticker length, day ttl, bucket ttl, then the alerts in one string (one
 # argument, not a dozen per alert: the client packs each argument on its own), joined by
 # "\x1e": per alert its alert id, the owner's entry, ALERT_FIELDS (day … ticker) and its
@@ -294,39 +295,40 @@ _ALERTS_LUA = (
     + """
 local P, TL, DTTL, BTTL = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local touched, tickers, delta = {}, {}, {}
-local function add(key, field, n)
-  local t = delta[key]
-  if not t then t = {}; delta[key] = t end
-  t[field] = (t[field] or 0) + n
+-- The counter tables of a day and an hour (found once per script call), and each area's
+-- hour-bucket field ("v|area").
+local KD, KH, VF = {}, {}, {}
+local function bump(tv, tl, th, a, lab, sign)
+  local va = VF[a]
+  if not va then va = 'v|'..a; VF[a] = va end
+  local al = a..'|'..lab
+  tv[a] = (tv[a] or 0) + sign; tl[al] = (tl[al] or 0) + sign
+  th[va] = (th[va] or 0) + sign
 end
--- The counter keys of a day, minute and hour (built once per script call).
-local KD, KM, KH = {}, {}, {}
-local function count_parts(d, g, s, dist, c, lab, mi, ho, sign)
+local function count_parts(d, g, s, dist, c, lab, ho, sign)
   local kd = KD[d]
-  if not kd then kd = {P..':d:'..d..':video', P..':d:'..d..':video_label'}; KD[d] = kd end
-  local mk = KM[mi]
-  if not mk then mk = P..':m:'..mi; KM[mi] = mk end
-  local hk = KH[ho]
-  if not hk then hk = P..':h:'..ho; KH[ho] = hk end
-  local dv, dl = kd[1], kd[2]
-  touched[dv] = DTTL; touched[dl] = DTTL; touched[mk] = BTTL; touched[hk] = BTTL
-  local tv, tl, tm, th = delta[dv], delta[dl], delta[mk], delta[hk]
-  if not tv then tv = {}; delta[dv] = tv end
-  if not tl then tl = {}; delta[dl] = tl end
-  if not tm then tm = {}; delta[mk] = tm end
-  if not th then th = {}; delta[hk] = th end
-  local function one(a)
-    local va, al = 'v|'..a, a..'|'..lab
-    tv[a] = (tv[a] or 0) + sign; tl[al] = (tl[al] or 0) + sign
-    tm[va] = (tm[va] or 0) + sign; th[va] = (th[va] or 0) + sign
+  if not kd then
+    local dv, dl = P..':d:'..d..':video', P..':d:'..d..':video_label'
+    touched[dv] = DTTL; touched[dl] = DTTL
+    delta[dv] = delta[dv] or {}; delta[dl] = delta[dl] or {}
+    kd = {delta[dv], delta[dl]}; KD[d] = kd
   end
-  one(g); one(s); one(dist); one(c)
+  local th = KH[ho]
+  if not th then
+    local hk = P..':h:'..ho
+    touched[hk] = BTTL
+    delta[hk] = delta[hk] or {}
+    th = delta[hk]; KH[ho] = th
+  end
+  local tv, tl = kd[1], kd[2]
+  bump(tv, tl, th, g, lab, sign); bump(tv, tl, th, s, lab, sign)
+  bump(tv, tl, th, dist, lab, sign); bump(tv, tl, th, c, lab, sign)
 end
 local function count(d, v, sign)
-  local e, g, s, dist, c, lab, mi, ho = string.match(v,
+  local e, g, s, dist, c, lab, _, ho = string.match(v,
     '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
   if not e then return end
-  count_parts(d, g, s, dist, c, lab, mi, ho, sign)
+  count_parts(d, g, s, dist, c, lab, ho, sign)
 end
 local function owner(v) return v and string.match(v, '^([^|]*)') end
 local function creator(v) return v and string.match(v, '^([^|/]*)') end
@@ -393,7 +395,7 @@ for _, a in ipairs(alerts) do
     local reg = table.concat({entry, g, s, dist, c, lab, mi, ho}, '|')
     hput(seen, aid, reg)
     touched[seen] = DTTL
-    count_parts(d, g, s, dist, c, lab, mi, ho, 1)  -- (count(d, reg, 1) without parsing reg)
+    count_parts(d, g, s, dist, c, lab, ho, 1)  -- (count(d, reg, 1) without parsing reg)
     if fresh then  -- an update in place moves its counts; only a new alert is news
       for _, a2 in ipairs({s, dist, c}) do
         local tk = P..':live:ticker:'..a2

@@ -30,8 +30,8 @@ P:d:<YYYYMMDD>:<metric>         hash    per local day: reports, resolved, closed
 P:d:<YYYYMMDD>:patrolled        set     grids visited by a worker that day
 P:d:<YYYYMMDD>:vseen            hash    alert_id → its creating (and shown) entry, what it counted
                                         ("entry|grid|street|district|city|label|min|hour")
-P:m:<epoch_minute>              hash    "r|area_id" reports, "v|area_id" video alerts
-P:h:<epoch_hour>                hash    the same per hour (24-hour trend)
+P:h:<epoch_hour>                hash    "r|area_id" reports, "v|area_id" video alerts in
+                                        that hour (the 24-hour trend)
 P:live:ticker:<area_id>         list    latest events (JSON), city / district / street
 P:live:pos                      hash    worker_id → "lon,lat,ts,grid_id,acc,speed,battery,mock"
 P:live:seen                     zset    worker_id → last ping ts (ms)
@@ -155,9 +155,6 @@ class Keys:
 
     def day(self, day: str, metric: str, p: int = 0) -> str:
         return f"{self.part_base(p)}:d:{day}:{metric}"
-
-    def minute(self, epoch_minute: int, p: int = 0) -> str:
-        return f"{self.part_base(p)}:m:{epoch_minute}"
 
     def hour(self, epoch_hour: int, p: int = 0) -> str:
         return f"{self.part_base(p)}:h:{epoch_hour}"
