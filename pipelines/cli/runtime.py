@@ -82,7 +82,10 @@ def _start_embedded(settings: Settings, wait_s: float = 15.0) -> EmbeddedRedis:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return EmbeddedRedis(where, persist=settings.redis.embedded_persist).start()
+            rs = settings.redis
+            return EmbeddedRedis(
+                where, persist=rs.embedded_persist, binary=rs.embedded_server
+            ).start()
         except DirectoryInUse as exc:
             from pipelines.cli.console import read_run_file
 

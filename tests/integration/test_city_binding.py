@@ -337,6 +337,7 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+@pytest.mark.system  # starts `wangge run` three times, as a user does (make test-system)
 def test_switching_cities_on_one_database_is_refused_until_rebound(tmp_path: Path) -> None:
     files = _files(tmp_path)
     base = cli_env(tmp_path, REDIS_URL="", DATABASE_URL="")
