@@ -570,6 +570,7 @@ CATALOG: dict[str, tuple[str, str]] = {
         "⚠ {feed} 数据滞后（{why}）· 最新 {ago}",
         "⚠ {feed} STALE ({why}) · newest {ago}",
     ),
+    "fresh.backfill": ("正在回填近期历史 {pct}%", "Backfilling recent history {pct}%"),
     "fresh.system": ("⚠ 系统预警 {n} 条", "⚠ {n} system warning(s)"),
     "stale.sep": ("、", ", "),  # between the reasons of one stale feed
     "stale.lag": ("积压未处理", "backlog"),

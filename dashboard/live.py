@@ -201,15 +201,21 @@ def ago_text(age_s: int, lang: str) -> str:
     return t("fresh.ago_h", lang, h=age_s // 3600)
 
 
-def fresh_text(rows: list[dict[str, Any]], system_open: int, lang: str) -> str:
+def fresh_text(
+    rows: list[dict[str, Any]], system_open: int, lang: str, backfill: float | None = None
+) -> str:
     """One line per page: each feed's newest applied event age, stale feeds marked (pure).
 
     Never one global "updated N s ago": a feed that stopped shows its own age and, past the
-    ``[live]`` thresholds, says it is stale and why."""
+    ``[live]`` thresholds, says it is stale and why. While a backfill runs (``backfill``:
+    how far, 0..1) the line says so first, and a feed's backlog is the backfill's, not a
+    stall (a stuck batch or a crash loop still is)."""
+    parts = [] if backfill is None else [t("fresh.backfill", lang, pct=int(backfill * 100))]
+    if backfill is not None:
+        rows = [{**r, "why": [w for w in r["why"] if w != "lag"]} for r in rows]
     if not rows or all(r["age_s"] is None and not r["why"] for r in rows):
-        parts = [t("fresh.nodata", lang)]
+        parts.append(t("fresh.nodata", lang))
     else:
-        parts = []
         for r in rows:
             feed = t(f"feed.{r['feed']}", lang)
             ago = "—" if r["age_s"] is None else ago_text(int(r["age_s"]), lang)
@@ -234,7 +240,8 @@ def feed_freshness(b: Backend) -> dict[str, Any]:
         feeds = health.read_health(b.live.r, b.settings, now)
         rows = health.freshness_rows(feeds, health.thresholds_of(b.settings), now)
         system = sum(1 for w in b.live.warnings() if w.get("rule") == "system")
-        return {"rows": rows, "system": system}
+        backfill = health.read_backfill(b.live.r, b.settings.redis.prefix)
+        return {"rows": rows, "system": system, "backfill": backfill}
 
     got: dict[str, Any] = b.tick_input("feed_fresh", compute)
     return got
@@ -242,7 +249,7 @@ def feed_freshness(b: Backend) -> dict[str, Any]:
 
 def feed_fresh_text(b: Backend, lang: str) -> str:
     f = feed_freshness(b)
-    return fresh_text(f["rows"], int(f["system"]), lang)
+    return fresh_text(f["rows"], int(f["system"]), lang, f.get("backfill"))
 
 
 def scoped_fresh_text(b: Backend, lang: str, at_ms: int | None = None) -> str | None:

@@ -5,6 +5,7 @@ the wiring of ``simulator.backfill`` to the real streams and worker processes.""
 from __future__ import annotations
 
 import bisect
+import logging
 import subprocess
 import sys
 import time
@@ -28,12 +29,13 @@ from pipelines.cli.runtime import FEEDS
 from pipelines.dispatch.flows import flows_for
 from pipelines.history import spans
 from pipelines.settings import Settings, env_name
-from pipelines.spine import store
+from pipelines.spine import health, store
 from pipelines.spine.partitions import keys_of, split
 from pipelines.spine.streams import ensure_group, trim_acknowledged, xadd_many
 from pipelines.warnings.replay import PastEngine, ReplayResult, replay
 from pipelines.warnings.store import republish
 
+log = logging.getLogger("wangge.backfill")
 HISTORY = ("incident_events", "video_alerts", "track_points")
 # A replay of the past evaluates the slow rules (recurrence over 7 days) at most hourly.
 PAST_SLOW_EVERY_S = 3600.0
@@ -229,16 +231,53 @@ def backfill_streams(
     store_registries(engine, sim)
     ready()
     feed = StreamFeed(r, s)
-    res = run_backfill(
-        sim,
-        feed.publish,
-        feed.backlog,
-        wait,
-        lambda: int(clock() * 1000),
-        progress=progress,
-        stop=stop,
-    )
+    shown = BackfillMark(r, s.redis.prefix, progress)
+    shown.mark(0.0)
+    try:
+        res = run_backfill(
+            sim,
+            feed.publish,
+            feed.backlog,
+            wait,
+            lambda: int(clock() * 1000),
+            progress=shown,
+            stop=stop,
+        )
+    finally:
+        shown.clear()
     return sim, res
+
+
+@dataclass
+class BackfillMark:
+    """A backfill's progress callback that also tells the screens a backfill runs (and how
+    far: ``health.mark_backfill``, at most every ``every_s``), then calls ``then``."""
+
+    r: redis.Redis
+    prefix: str
+    then: Callable[[BackfillProgress], None] | None = None
+    every_s: float = 1.0
+    _last: float = float("-inf")
+
+    def __call__(self, p: BackfillProgress) -> None:
+        now = time.monotonic()  # (a rate limit only: what is written comes from ``p``)
+        if now - self._last >= self.every_s:
+            self._last = now
+            self.mark(p.fraction)
+        if self.then is not None:
+            self.then(p)
+
+    def mark(self, fraction: float) -> None:
+        try:
+            health.mark_backfill(self.r, self.prefix, fraction)
+        except redis.RedisError as exc:  # the backfill itself goes on (or fails) alone
+            log.debug("backfill mark: %s", exc)
+
+    def clear(self) -> None:
+        try:
+            health.clear_backfill(self.r, self.prefix)
+        except redis.RedisError as exc:  # it expires by itself
+            log.debug("backfill mark: %s", exc)
 
 
 def record_span(settings: Settings, engine: Engine, res: BackfillResult) -> spans.Span:

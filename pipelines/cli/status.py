@@ -32,6 +32,9 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
             f"newest_event_s={'-' if age is None else age} "
             + (f"STALE({','.join(why)})" if why else "ok")
         )
+    done = health.read_backfill(r, s.redis.prefix)
+    if done is not None:
+        out.append(f"backfill   running, {done * 100:.0f}% done (the lag above is its backlog)")
     return out
 
 

@@ -10,6 +10,8 @@ Redis keys (P = prefix):
     P:live:feeds              hash   <feed>:event_ms (newest applied event time),
                                      <feed>:applied_ms (when a batch was last applied)
     P:live:restarts:<feed>    zset   one member per worker restart, scored by its time
+    P:live:backfill           string how far a running backfill is (0..1), expiring
+                                     ``BACKFILL_TTL_S`` after its last progress
 """
 
 from __future__ import annotations
@@ -30,6 +32,35 @@ def feeds_key(prefix: str) -> str:
 
 def restarts_key(prefix: str, feed: str) -> str:
     return f"{prefix}:live:restarts:{feed}"
+
+
+def backfill_key(prefix: str) -> str:
+    return f"{prefix}:live:backfill"
+
+
+# A backfill that stops reporting (its process killed) stops being shown this long after.
+BACKFILL_TTL_S = 30
+
+
+def mark_backfill(r: redis.Redis, prefix: str, fraction: float) -> None:
+    """A backfill is running and has done ``fraction`` of its span: its backlog in the
+    feeds is expected (the screens say so rather than call the feeds stale)."""
+    r.set(backfill_key(prefix), f"{min(max(fraction, 0.0), 1.0):.4f}", ex=BACKFILL_TTL_S)
+
+
+def clear_backfill(r: redis.Redis, prefix: str) -> None:
+    r.delete(backfill_key(prefix))
+
+
+def read_backfill(r: redis.Redis, prefix: str) -> float | None:
+    """How far a running backfill is (0..1), or None when none runs."""
+    raw = r.get(backfill_key(prefix))
+    if raw is None:
+        return None
+    try:
+        return min(max(float(_s(raw)), 0.0), 1.0)
+    except ValueError:
+        return None
 
 
 # Keep the newest event time (a redelivered or late batch never moves it back).

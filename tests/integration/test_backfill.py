@@ -22,6 +22,8 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
+from dashboard import live as L
+from dashboard.backend import Backend
 from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.city.simulator.backfill import (
     BackfillProgress,
@@ -38,7 +40,7 @@ from pipelines.dispatch.flows import flows_for
 from pipelines.history import spans
 from pipelines.history.state import HistoricState
 from pipelines.settings import Settings
-from pipelines.spine import store
+from pipelines.spine import health, store
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
 from pipelines.spine.streams import xadd_many
 from tests.clock import TZ, Moment, named
@@ -96,6 +98,10 @@ class Backfilled:
     live: dict[str, Any]  # the live state right after the backfill (and a clock tick)
     past: Any  # the past's warnings evaluated (``bf.replay_warnings``): stopped, resumed
     said: str  # what that printed
+    # while it ran, at each of the pipelines' turns: the backfill mark, its expiry (s) and
+    # the screens' freshness line (zh-CN); then the mark and the line after it ended
+    during: list[tuple[float | None, int, str]]
+    after: tuple[float | None, str]
 
 
 @pytest.fixture(scope="module", params=AT, ids=str)
@@ -113,10 +119,18 @@ def backfilled(
         engine = open_engine(db)
         r = redis.Redis.from_url(redis_url)
         now = moment.ms
+        clock = lambda: now / 1000  # noqa: E731
         ws = in_process(settings, city, index, r, engine, now)
         steps: list[BackfillProgress] = []
+        during: list[tuple[float | None, int, str]] = []
+
+        def screen() -> str:  # a fresh board: the line of a new tick
+            return L.feed_fresh_text(Backend(settings, city, r, engine, clock=clock), "zh-CN")
 
         def wait() -> None:  # the pipelines' turn: one batch per feed
+            if len(during) < 3:
+                mark = health.read_backfill(r, prefix)
+                during.append((mark, int(r.ttl(health.backfill_key(prefix))), screen()))
             for w in ws.values():
                 w.step()
 
@@ -131,6 +145,7 @@ def backfilled(
             wait=wait,
             ready=ws["video"].reload_cameras,
         )
+        after = (health.read_backfill(r, prefix), screen())
         # the past's warnings, stopped after 12 of its 24 moments (Ctrl-C) and resumed at
         # the next start from where the span says they got to
         said = io.StringIO()
@@ -147,7 +162,9 @@ def backfilled(
         ClockJob(settings, city, live_state(r, settings), r, clock=lambda: now / 1000).tick()
         live = live_state_of(r, prefix)
         try:
-            yield Backfilled(moment, settings, engine, r, res, steps, live, past, said.getvalue())
+            yield Backfilled(
+                moment, settings, engine, r, res, steps, live, past, said.getvalue(), during, after
+            )
         finally:
             r.close()
             engine.dispose()
@@ -191,6 +208,23 @@ def test_backfill_goes_through_the_streams_into_sql(backfilled: Any) -> None:
     # the progress went forward to the end
     fr = [p.fraction for p in b.steps]
     assert fr[-1] == 1.0 and b.steps[-1].backlog == 0
+
+
+def test_the_screens_say_a_backfill_runs_and_how_far_until_it_ends(backfilled: Any) -> None:
+    """While it runs, every screen's freshness line starts with how far the backfill is
+    (the mark it keeps in Redis, expiring if its process dies); once it ends, the mark is
+    gone and so is the line's note."""
+    b = backfilled
+    assert b.during, "the backfill never waited for the pipelines"
+    for mark, ttl, line in b.during:
+        assert mark is not None and 0.0 <= mark <= 1.0
+        assert 0 < ttl <= health.BACKFILL_TTL_S
+        assert line.startswith(f"正在回填近期历史 {int(mark * 100)}% · "), line
+        assert "积压未处理" not in line  # its backlog is not a stalled pipeline
+    marks = [m for m, _, _ in b.during]
+    assert marks == sorted(marks)  # (it only goes forward)
+    mark, line = b.after
+    assert mark is None and "回填" not in line and line
 
 
 def test_the_past_has_the_warnings_its_reports_call_for(backfilled: Any) -> None:

@@ -21,6 +21,7 @@ from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.cli.run import restart_recorder
 from pipelines.cli.status import health_lines
 from pipelines.settings import Settings
+from pipelines.spine import health
 from pipelines.spine.events import encode
 from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import FIELD
@@ -140,3 +141,16 @@ def test_stalled_feed_goes_stale_warns_and_recovers(
     assert system_warnings() == []
     text = screen()
     assert text.startswith("上报 76 分钟前更新") and "⚠" not in text, text
+
+
+def test_status_names_a_running_backfill_until_it_ends(
+    settings: Settings, rclient: redis.Redis
+) -> None:
+    s, r = settings, rclient
+    assert not any(x.startswith("backfill") for x in health_lines(r, s, T0))
+    health.mark_backfill(r, s.redis.prefix, 0.4)
+    said = health_lines(r, s, T0)[-1]
+    assert said == "backfill   running, 40% done (the lag above is its backlog)"
+    assert 0 < r.ttl(health.backfill_key(s.redis.prefix)) <= health.BACKFILL_TTL_S
+    health.clear_backfill(r, s.redis.prefix)
+    assert not any(x.startswith("backfill") for x in health_lines(r, s, T0))

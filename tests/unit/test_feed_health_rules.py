@@ -76,6 +76,25 @@ def test_fresh_text_never_claims_freshness_a_feed_lacks() -> None:
     assert fresh_text([], 0, "zh-CN") == "暂无数据"
 
 
+def test_a_running_backfill_is_said_first_and_its_backlog_is_no_stall() -> None:
+    rows = [
+        {"feed": "reports", "age_s": 400_000, "why": ["lag"]},
+        {"feed": "locations", "age_s": 400_000, "why": ["lag", "pending"]},
+        {"feed": "video", "age_s": None, "why": []},
+    ]
+    zh = fresh_text(rows, 0, "zh-CN", backfill=0.527)
+    assert zh == (
+        "正在回填近期历史 52% · 上报 111 小时前更新"
+        " · ⚠ 定位 数据滞后（批次卡住）· 最新 111 小时前 · 视频 暂无数据"
+    )
+    en = fresh_text(rows, 2, "en", backfill=1.0)
+    assert en.startswith("Backfilling recent history 100% · Reports updated 111 h ago")
+    assert "backlog" not in en and "batch stuck" in en and en.endswith("2 system warning(s)")
+    assert fresh_text([], 0, "zh-CN", backfill=0.0) == "正在回填近期历史 0% · 暂无数据"
+    # no backfill: the same rows are stale for their backlog
+    assert fresh_text(rows, 0, "zh-CN").startswith("⚠ 上报 数据滞后（积压未处理）")
+
+
 def streams(rows: list[tuple[str, int, int, int, int]]) -> pl.DataFrame:
     """rows: (feed, lag, pending, pending_age_s, restarts_1h)."""
     return pl.DataFrame(
