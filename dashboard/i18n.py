@@ -348,6 +348,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "waction.level": ("级别变更", "level changed"),
     "tm.view_at": ("查看时刻", "View at"),
     "tm.go": ("回看", "Go"),
+    "tm.format": ("年-月-日 时:分", "YYYY-MM-DD HH:MM"),
     "tm.play": ("▶ 播放", "▶ Play"),
     "tm.pause": ("⏸ 暂停", "⏸ Pause"),
     "tm.live": ("返回实时", "Back to live"),
