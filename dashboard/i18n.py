@@ -350,7 +350,7 @@ CATALOG: dict[str, tuple[str, str]] = {
     "tm.go": ("回看", "Go"),
     "tm.format": ("年-月-日 时:分", "YYYY-MM-DD HH:MM"),
     "tm.play": ("▶ 播放", "▶ Play"),
-    "tm.pause": ("⏸ 暂停", "⏸ Pause"),
+    "tm.pause": ("‖ 暂停", "‖ Pause"),
     "tm.live": ("返回实时", "Back to live"),
     "tm.past": ("历史回看 · {when}", "Past view · {when}"),
     "tm.showing": ("历史回看：{when}（非实时数据）", "Showing {when} (not live)"),
