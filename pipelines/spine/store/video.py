@@ -49,11 +49,15 @@ def decide_alerts(conn: Connection, batch: pl.DataFrame, *, write: bool = True) 
     ids = batch["alert_id"].unique().to_list()
     lock_keys(conn, [f"alert:{a}" for a in ids])
     old = _rows_in(conn, video_alerts, "alert_id", ids, VIDEO_COLUMNS)
-    changed, statuses, displaced = agg.decide_alert_versions(
-        old.to_dicts(), batch.select(VIDEO_COLUMNS).to_dicts()
-    )
     schema = frame_schema(video_alerts)
-    written = pl.DataFrame(changed, schema=schema) if changed else pl.DataFrame(schema=schema)
+    rows = batch.select(VIDEO_COLUMNS).cast(pl.Schema(schema))
+    # The common case, decided without the rule's per-row work: an alert id neither stored
+    # nor named twice in the batch is created by its one entry, as it is (A).
+    new = ~pl.col("alert_id").is_duplicated() & ~pl.col("alert_id").is_in(old["alert_id"].implode())
+    fresh, rest = rows.filter(new), rows.filter(~new)
+    changed, statuses, displaced = agg.decide_alert_versions(old.to_dicts(), rest.to_dicts())
+    statuses.update(dict.fromkeys(fresh["entry_id"].to_list(), "A"))
+    written = pl.concat([fresh, pl.DataFrame(changed, schema=schema)]) if changed else fresh
     kept = old.filter(~pl.col("alert_id").is_in(written["alert_id"].implode()))
     d = AlertDecision(
         statuses=statuses,
