@@ -159,9 +159,11 @@ class WarningEngine:
         )
 
     def read_streams(self, now_ms: int) -> pl.DataFrame:
-        """Each feed's pipeline health (lag, oldest pending age, restarts) for ``system``."""
-        from pipelines.spine.health import read_health
+        """Each feed's pipeline health (lag, oldest pending age, restarts, whether a backfill
+        runs) for ``system``."""
+        from pipelines.spine.health import read_backfill, read_health
 
+        backfill = read_backfill(self.r, self.settings.redis.prefix) is not None
         rows = [
             {
                 "feed": h.feed,
@@ -170,6 +172,7 @@ class WarningEngine:
                 "pending_age_s": h.pending_age_s(now_ms),
                 "restarts_1h": h.restarts_within(now_ms),
                 "event_ms": h.event_ms,
+                "backfill": backfill,
             }
             for h in read_health(self.r, self.settings, now_ms).values()
         ]

@@ -143,14 +143,41 @@ def test_stalled_feed_goes_stale_warns_and_recovers(
     assert text.startswith("上报 76 分钟前更新") and "⚠" not in text, text
 
 
-def test_status_names_a_running_backfill_until_it_ends(
-    settings: Settings, rclient: redis.Redis
+def test_a_backfills_backlog_is_no_stall_until_it_ends(
+    settings: Settings, city: City, rclient: redis.Redis, engine: Engine
 ) -> None:
+    """A backlog past ``stale_lag`` on the reports stream (entries the group has not read):
+    while a backfill runs, the screens say so, ``wangge status`` names it and the system
+    rule opens nothing; once it has ended, the same backlog is a stalled pipeline for all
+    three."""
     s, r = settings, rclient
-    assert not any(x.startswith("backfill") for x in health_lines(r, s, T0))
+    clock = Clock(T0)
+    make_worker("reports", s, city, GridIndex(city), r, engine, "reports-1", clock=clock)
+    pipe = r.pipeline(transaction=False)
+    for i in range(s.live.stale_lag + 200):
+        pipe.xadd(f"{s.redis.prefix}:{s.streams.reports}", {FIELD: b"{}"}, id=f"{T0}-{i + 1}")
+    pipe.execute()
+    warn = WarningEngine(s, city, r, engine, clock=clock)
+
+    def seen() -> tuple[str, list[str], list[str]]:
+        board = Backend(s, city, r, engine, clock=clock)  # a new tick's line
+        system = [w for w in board.live.warnings() if w["rule"] == "system"]
+        return L.feed_fresh_text(board, "zh-CN"), health_lines(r, s, clock.ms), system
+
     health.mark_backfill(r, s.redis.prefix, 0.4)
-    said = health_lines(r, s, T0)[-1]
-    assert said == "backfill   running, 40% done (the lag above is its backlog)"
     assert 0 < r.ttl(health.backfill_key(s.redis.prefix)) <= health.BACKFILL_TTL_S
+    warn.tick()
+    line, status, system = seen()
+    assert line.startswith("正在回填近期历史 40% · ") and "⚠" not in line, line
+    assert status[-1] == "backfill   running, 40% done (the lag above is its backlog)"
+    assert system == []
+
     health.clear_backfill(r, s.redis.prefix)
-    assert not any(x.startswith("backfill") for x in health_lines(r, s, T0))
+    clock.ms += 2 * s.dashboard.refresh_s * S
+    warn.tick()
+    line, status, system = seen()
+    assert line.startswith("⚠ 上报 数据滞后（积压未处理）"), line
+    assert not any(x.startswith("backfill") for x in status)
+    assert [(w["summary"]["feed"], w["summary"]["reasons"]) for w in system] == [
+        ("reports", ["lag"])
+    ]

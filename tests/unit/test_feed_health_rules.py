@@ -95,8 +95,8 @@ def test_a_running_backfill_is_said_first_and_its_backlog_is_no_stall() -> None:
     assert fresh_text(rows, 0, "zh-CN").startswith("⚠ 上报 数据滞后（积压未处理）")
 
 
-def streams(rows: list[tuple[str, int, int, int, int]]) -> pl.DataFrame:
-    """rows: (feed, lag, pending, pending_age_s, restarts_1h)."""
+def streams(rows: list[tuple[str, int, int, int, int]], backfill: bool = False) -> pl.DataFrame:
+    """rows: (feed, lag, pending, pending_age_s, restarts_1h); ``backfill``: one runs."""
     return pl.DataFrame(
         [
             {
@@ -106,6 +106,7 @@ def streams(rows: list[tuple[str, int, int, int, int]]) -> pl.DataFrame:
                 "pending_age_s": age,
                 "restarts_1h": n,
                 "event_ms": NOW - HOUR,
+                "backfill": backfill,
             }
             for f, lag, p, age, n in rows
         ],
@@ -137,8 +138,10 @@ def test_system_rule(rows: list[tuple[str, int, int, int, int]], expected: dict[
         assert f.rule == "system" and f.area_id == "c"  # the city: reaches the admin
 
 
-def test_system_rule_and_screens_agree() -> None:
-    """The warning opens exactly when the screens mark the feed stale."""
+@pytest.mark.parametrize("backfill", [None, 0.4], ids=["live", "backfilling"])
+def test_system_rule_and_screens_agree(backfill: float | None) -> None:
+    """The warning opens exactly when the screens mark the feed stale — also while a
+    backfill runs, when neither counts its backlog."""
     th = Thresholds(CFG.stale_lag, CFG.stale_pending_s, CFG.stale_restarts_hour)
     for lag in (0, 100, 101):
         for age in (0, 60, 61):
@@ -150,8 +153,11 @@ def test_system_rule_and_screens_agree() -> None:
                     oldest_pending_ms=NOW - age * S if age else 0,
                     restarts=tuple(NOW - (i + 1) * MIN for i in range(n)),
                 )
-                inputs = W.RuleInputs(
-                    areas=AREAS, streams=streams([("reports", lag, 1 if age else 0, age, n)])
-                )
-                opened = bool(W.RULES["system"](inputs, CFG, NOW))
-                assert opened == bool(stale_reasons(h, th, NOW)), (lag, age, n)
+                rows = streams([("reports", lag, 1 if age else 0, age, n)], backfill is not None)
+                opened = bool(W.RULES["system"](W.RuleInputs(areas=AREAS, streams=rows), CFG, NOW))
+                line = fresh_text(freshness_rows({"reports": h}, th, NOW), 0, "zh-CN", backfill)
+                assert opened == ("⚠" in line), (lag, age, n, line)
+                if backfill is None:
+                    assert opened == bool(stale_reasons(h, th, NOW)), (lag, age, n)
+                else:
+                    assert opened == bool(set(stale_reasons(h, th, NOW)) - {"lag"})
