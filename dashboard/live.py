@@ -210,8 +210,9 @@ def fresh_text(
     ``[live]`` thresholds, says it is stale and why. While a backfill runs (``backfill``:
     how far, 0..1) the line says so first, and a feed's backlog is the backfill's, not a
     stall (a stuck batch or a crash loop still is)."""
-    parts = [] if backfill is None else [t("fresh.backfill", lang, pct=int(backfill * 100))]
+    parts = []
     if backfill is not None:
+        parts.append(t("fresh.backfill", lang, pct=int(backfill * 100)))
         rows = [{**r, "why": [w for w in r["why"] if w != "lag"]} for r in rows]
     if not rows or all(r["age_s"] is None and not r["why"] for r in rows):
         parts.append(t("fresh.nodata", lang))
