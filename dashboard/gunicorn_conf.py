@@ -105,6 +105,13 @@ if _logging is not None:
     access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 
+def when_ready(_server: Any) -> None:
+    """The master (not its workers): started by `wangge run`, it ends with it."""
+    from pipelines.ops.lifeline import watch_supervisor
+
+    watch_supervisor()
+
+
 def child_exit(_server: Any, worker: Any) -> None:
     """A worker is gone: its live gauges leave the summed /metrics (multiprocess mode)."""
     from pipelines.ops.metrics import process_exited

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.ops.lifeline import SUPERVISOR_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config.toml"
 
@@ -497,8 +499,10 @@ def env_name(section: str, key: str) -> str:
 
 
 def child_environ(**overrides: str) -> dict[str, str]:
-    """The environment for a child process: ours plus overrides (settings travel as env)."""
+    """The environment for a child process: ours plus overrides (settings travel as env),
+    and our pid: the child ends when we are gone (``ops.lifeline``)."""
     env = dict(os.environ)
+    env[SUPERVISOR_ENV] = str(os.getpid())
     env.update(overrides)
     return env
 

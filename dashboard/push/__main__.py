@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from dashboard.push.server import serve
+from pipelines.ops import lifeline
 from pipelines.settings import load_settings
 
 
@@ -14,6 +15,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    lifeline.watch_supervisor()  # started by `wangge run`: ends with it
     return serve(load_settings(), args.port)
 
 

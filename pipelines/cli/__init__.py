@@ -24,6 +24,7 @@ from pipelines.cli.dispatch import cmd_flows, cmd_units
 from pipelines.cli.run import cmd_pipelines, cmd_run, cmd_worker
 from pipelines.cli.runtime import FEEDS
 from pipelines.cli.status import cmd_status
+from pipelines.ops import lifeline
 from pipelines.settings import Settings, load_settings
 
 # ------------------------------------------------------------------ parser
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     settings = load_settings(args.config)
+    if argv is None:  # a process of its own: a child of `wangge run` ends with it
+        lifeline.watch_supervisor()
     try:
         return COMMANDS[args.cmd](settings, args)
     except audit.AuditKeyMissing as exc:  # a command that writes the audit log, no key

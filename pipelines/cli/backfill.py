@@ -5,6 +5,7 @@ the wiring of ``simulator.backfill`` to the real streams and worker processes.""
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import subprocess
 import sys
@@ -13,18 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import orjson
 import redis
 from sqlalchemy import Engine, select
 
 from pipelines.city import geography as geo
 from pipelines.city.simulator.backfill import (
+    GROUP_MS,
     BackfillProgress,
     BackfillResult,
+    backfill_config,
     backfill_simulator,
     describe_span,
     run_backfill,
 )
 from pipelines.city.simulator.core import Simulator
+from pipelines.city.simulator.mixes import DAY_MS, HOUR_MS
 from pipelines.cli.runtime import FEEDS
 from pipelines.dispatch.flows import flows_for
 from pipelines.history import spans
@@ -88,6 +93,39 @@ def refusal(
     return None
 
 
+def resume_refusal(settings: Settings, city: geo.City, span: spans.Span, now_ms: int) -> str | None:
+    """Why the backfill cut short (``span``) must not be resumed, or None: it would not
+    regenerate the same events (the simulator's settings, the city or the flows changed),
+    or the pipelines would now refuse its oldest ones (``streams.max_age_days``)."""
+    if span.fingerprint != fingerprint(settings, city):
+        return "the simulator's settings, the city or the flows changed since"
+    if now_ms - span.start_ms >= settings.streams.max_age_days * DAY_MS:
+        return f"it began more than streams.max_age_days ({settings.streams.max_age_days}) ago"
+    return None
+
+
+def wait_drained(
+    r: redis.Redis, settings: Settings, stop: Callable[[], bool], wait: Callable[[], object]
+) -> None:
+    """Until the consumer group has acknowledged every entry of every feed stream (what a
+    run cut short left in a Redis that kept it is applied before a resume looks at SQL)."""
+    group = settings.streams.group
+    keys = list(stream_keys(settings).values())
+    while not stop():
+        left = 0
+        for key in keys:
+            if not r.exists(key):
+                continue
+            ensure_group(r, key, group)
+            info = next(g for g in r.xinfo_groups(key) if _s(g["name"]) == group)
+            last = r.xinfo_stream(key)["last-generated-id"]
+            behind = _id_key(info["last-delivered-id"]) < _id_key(last)
+            left += int(info["pending"]) + int(behind)
+        if not left:
+            return
+        wait()
+
+
 def stream_keys(settings: Settings) -> dict[tuple[str, int], str]:
     """Every feed partition's stream key, by (feed, partition)."""
     keys = keys_of(settings)
@@ -115,20 +153,30 @@ class StreamFeed:
     r: redis.Redis
     settings: Settings
     chunk: int = 2000
+    # the simulated moment up to which a feed's events are all published when it publishes
+    # (``run_backfill`` publishes each feed's events up to the simulated clock at once)
+    through: Callable[[], int] = lambda: 0
     # per (feed, partition): (last id of a chunk, entries published up to and including it)
     marks: dict[tuple[str, int], list[tuple[tuple[int, int], int]]] = field(default_factory=dict)
+    # per feed, each publish call: its moment (``through``) and the last id per partition
+    calls: dict[str, list[tuple[int, dict[int, tuple[int, int]]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.floor = self.through()  # where the simulation starts: nothing published before
         self.keys = stream_keys(self.settings)
         for key in self.keys.values():
             ensure_group(self.r, key, self.settings.streams.group)
 
     def publish(self, feed: str, payloads: list[bytes]) -> None:
         partitions = keys_of(self.settings).partitions
+        at, lasts = self.through(), {}
         for p, part in split(feed, payloads, partitions).items():
-            self._publish((feed, p), part)
+            last = self._publish((feed, p), part)
+            if last is not None:
+                lasts[p] = last
+        self.calls.setdefault(feed, []).append((at, lasts))
 
-    def _publish(self, stream: tuple[str, int], payloads: list[bytes]) -> None:
+    def _publish(self, stream: tuple[str, int], payloads: list[bytes]) -> tuple[int, int] | None:
         key, marks = self.keys[stream], self.marks.setdefault(stream, [])
         # what the pipelines have acknowledged goes first: a week is millions of entries, and
         # the clock job that trims the streams only starts once the backfill is done
@@ -138,6 +186,7 @@ class StreamFeed:
             last = xadd_many(self.r, key, part)
             assert last is not None
             marks.append((_id_key(last), (marks[-1][1] if marks else 0) + len(part)))
+        return marks[-1][0] if payloads else None
 
     def backlog(self) -> int:
         total = 0
@@ -155,6 +204,39 @@ class StreamFeed:
             read = marks[done - 1][1] if done else 0
             total += marks[-1][1] - read + pending
         return total
+
+    def filled_ms(self) -> int:
+        """The moment up to which every event is acknowledged (so in SQL): the earliest over
+        the feeds of the moment of their last publish call wholly acknowledged (``floor``
+        for a feed with none: reports are held a while before they are published). A
+        lower bound: events after it may be in too."""
+        group = self.settings.streams.group
+        acked: dict[str, tuple[int, int]] = {}  # per stream: every id below is acknowledged
+
+        def below(key: str) -> tuple[int, int]:
+            if key not in acked:
+                acked[key] = _acked_below(self.r, key, group)
+            return acked[key]
+
+        def filled(feed: str) -> int:
+            got = self.floor
+            for at, lasts in self.calls.get(feed, []):
+                if not all(last < below(self.keys[(feed, p)]) for p, last in lasts.items()):
+                    break
+                got = at
+            return got
+
+        return min(filled(f) for f in FEEDS)
+
+
+def _acked_below(r: redis.Redis, key: str, group: str) -> tuple[int, int]:
+    """Every entry of ``key`` below this id is acknowledged by ``group``: the first pending
+    one, or just after the last delivered (entries are delivered in order)."""
+    info = next(g for g in r.xinfo_groups(key) if _s(g["name"]) == group)
+    if int(info["pending"]):
+        return _id_key(r.xpending(key, group)["min"])
+    ms, seq = _id_key(info["last-delivered-id"])
+    return ms, seq + 1
 
 
 def _s(v: bytes | str) -> str:
@@ -201,12 +283,15 @@ class ProgressBar:
         )
 
 
-def store_registries(engine: Engine, sim: Simulator) -> None:
-    """The simulated cameras and roster in SQL (the video pipeline looks cameras up)."""
+def store_registries(engine: Engine, r: redis.Redis, settings: Settings, sim: Simulator) -> None:
+    """The simulated cameras and roster in SQL (the video pipeline looks cameras up), then
+    the registries' count bumped: the video workers reload theirs at their next alert of a
+    camera they do not know (else they would dead-letter it as ``unknown_camera``)."""
     cams = sim.cameras.select("camera_id", "lon", "lat", "grid_id")
     store.replace_table(engine, store.cameras, cams.to_dicts())
     cols = [c.name for c in store.workers.columns]
     store.replace_table(engine, store.workers, sim.roster.select(cols).to_dicts())
+    r.incr(keys_of(settings).registries())
 
 
 def backfill_streams(
@@ -221,31 +306,98 @@ def backfill_streams(
     clock: Callable[[], float] = time.time,
     wait: Callable[[], None] = lambda: time.sleep(0.05),
     ready: Callable[[], None] = lambda: None,
+    resume: spans.Span | None = None,
 ) -> tuple[Simulator, BackfillResult]:
     """Simulate the last ``days`` into the feed streams while the workers of the consumer
     group (processes, already running) apply them; returns the simulator (to carry on
     live) and what was sent. ``wait()`` is called while the pipelines catch up (tests step
-    in-process workers there); ``ready()`` once the registries are stored."""
+    in-process workers there); ``ready()`` once the registries are stored.
+
+    The span is recorded as it begins and how far it got as it goes (``spans``); with
+    ``resume`` (one cut short: ``spans.unfinished``, its fingerprint equal) the same
+    simulation goes on from where every event is in SQL (``Unsent``). ``finish_span``
+    records it done."""
     s = settings
-    sim = backfill_simulator(city, s.simulate, flows_for(s), int(clock() * 1000), days)
-    store_registries(engine, sim)
+    flows = flows_for(s)
+    if resume is None:
+        sim = backfill_simulator(city, s.simulate, flows, int(clock() * 1000), days)
+        span = spans.begin(
+            engine, sim.start_ms, s.simulate.backfill_track_every_s, fingerprint(s, city)
+        )
+    else:
+        span = resume
+        sim = Simulator(city, backfill_config(s.simulate), flows, span.start_ms)
+        assert span.resume_ms is not None and span.reached_ms is not None
+        while sim.clock_ms < span.resume_ms:  # in SQL already (an hour at a time: memory)
+            sim.advance(min(sim.clock_ms + HOUR_MS, span.resume_ms))
+    store_registries(engine, r, s, sim)
     ready()
-    feed = StreamFeed(r, s)
-    shown = BackfillMark(r, s.redis.prefix, progress)
+    feed = StreamFeed(r, s, through=lambda: sim.clock_ms)
+    publish = feed.publish if resume is None else Unsent(engine, feed.publish, span, sim)
+    reached = span.reached_ms or span.start_ms
+
+    def save() -> None:  # how far it got, for a resume if it is cut short
+        spans.advanced(engine, span.start_ms, feed.filled_ms(), max(reached, sim.clock_ms))
+
+    shown = BackfillMark(r, s.redis.prefix, progress, save=save)
     shown.mark(0.0)
     try:
         res = run_backfill(
             sim,
-            feed.publish,
+            publish,
             feed.backlog,
             wait,
             lambda: int(clock() * 1000),
             progress=shown,
             stop=stop,
         )
+        save()  # (cut short: from exactly here)
     finally:
         shown.clear()
     return sim, res
+
+
+def fingerprint(settings: Settings, city: geo.City) -> str:
+    """What a backfill's events follow from (the simulator's settings for the past, the
+    city's areas, the flows): a resume regenerates the same events only when it is equal."""
+    text = repr((backfill_config(settings.simulate), flows_for(settings).flows))
+    return hashlib.sha256((text + city.geometry_hash()).encode()).hexdigest()
+
+
+_ID_KEYS = {"reports": "event_id", "video": "alert_id"}  # what a second copy would repeat
+
+
+@dataclass
+class Unsent:
+    """The publisher of a resumed backfill: while the simulated clock is within reach of
+    where the run cut short published (reports are held up to ``GROUP_MS``), a report
+    whose event id or an alert whose id SQL holds is left out (it would be a duplicate);
+    pings go again (rewriting them changes nothing)."""
+
+    engine: Engine
+    publish: Callable[[str, list[bytes]], None]
+    span: spans.Span
+    sim: Simulator
+
+    def __call__(self, feed: str, payloads: list[bytes]) -> None:
+        reached = self.span.reached_ms or self.span.start_ms
+        key = _ID_KEYS.get(feed)
+        if key is not None and self.sim.clock_ms <= reached + GROUP_MS:
+            ids = [orjson.loads(p)[key] for p in payloads]
+            held = self._held(feed, ids)
+            payloads = [p for p, i in zip(payloads, ids, strict=True) if i not in held]
+        if payloads:
+            self.publish(feed, payloads)
+
+    def _held(self, feed: str, ids: list[str]) -> set[str]:
+        tables = (
+            (store.incident_events, store.report_rejects)
+            if feed == "reports"
+            else (store.video_alerts,)
+        )
+        key = _ID_KEYS[feed]
+        with self.engine.connect() as conn:
+            return {i for t in tables for i in store._rows_in(conn, t, key, ids, [key])[key]}
 
 
 @dataclass
@@ -257,6 +409,7 @@ class BackfillMark:
     prefix: str
     then: Callable[[BackfillProgress], None] | None = None
     every_s: float = 1.0
+    save: Callable[[], None] = lambda: None  # (also at most every ``every_s``)
     _last: float = float("-inf")
 
     def __call__(self, p: BackfillProgress) -> None:
@@ -264,6 +417,7 @@ class BackfillMark:
         if now - self._last >= self.every_s:
             self._last = now
             self.mark(p.fraction)
+            self.save()
         if self.then is not None:
             self.then(p)
 
@@ -280,9 +434,9 @@ class BackfillMark:
             log.debug("backfill mark: %s", exc)
 
 
-def record_span(settings: Settings, engine: Engine, res: BackfillResult) -> spans.Span:
+def finish_span(engine: Engine, sim: Simulator, res: BackfillResult) -> spans.Span:
     """The backfilled span (``history.spans``), once all of it is in SQL."""
-    return spans.record(engine, res.start_ms, res.end_ms, settings.simulate.backfill_track_every_s)
+    return spans.finish(engine, sim.start_ms, res.end_ms)
 
 
 def spawn_workers(

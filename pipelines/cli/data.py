@@ -113,7 +113,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         bar = bf.ProgressBar()
         print(f"backfill: the last {days:g} days of {city.name} through the pipelines")
         try:
-            _sim, res = bf.backfill_streams(
+            sim, res = bf.backfill_streams(
                 s,
                 city,
                 rt.r,
@@ -131,7 +131,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
             bf.stop_workers(procs)
         bar.done(res)
         if not stop.is_set():
-            span = bf.record_span(s, rt.engine, res)
+            span = bf.finish_span(rt.engine, sim, res)
             bf.replay_warnings(s, city, rt.r, rt.engine, span, stop=stop.is_set)
     return 130 if stop.is_set() else 0
 

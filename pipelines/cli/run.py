@@ -167,7 +167,7 @@ def _start_simulator(
         )
     else:
         sim.resume(s.simulate, command=commanded)
-    _store_registries(rt.engine, sim)
+    _store_registries(rt, sim)
 
     def direct(feed: str, payloads: list[bytes]) -> None:
         publish_feed(rt.r, s, feed, payloads)
@@ -210,10 +210,10 @@ def _command_centre(
     return CommandCentre(sim, ctx, HttpTransport(str(url)), sink.keys["fleet"]).step
 
 
-def _store_registries(engine: Engine, sim: Any) -> None:
+def _store_registries(rt: Runtime, sim: Any) -> None:
     from pipelines.cli.backfill import store_registries
 
-    store_registries(engine, sim)
+    store_registries(rt.engine, rt.r, rt.settings, sim)
 
 
 def _pipelines(
@@ -567,7 +567,11 @@ def _unlogged(rt: Runtime) -> Iterator[None]:
 
 
 def _backfill_at_start(
-    rt: Runtime, city: geo.City, stop: threading.Event, env: dict[str, str]
+    rt: Runtime,
+    city: geo.City,
+    stop: threading.Event,
+    env: dict[str, str],
+    clock: Callable[[], float] = time.time,
 ) -> tuple[Any, Any]:
     """A lived-in first start: on an empty database of the demo city, the last
     ``simulate.backfill_days`` simulated through the streams and the running workers
@@ -575,20 +579,37 @@ def _backfill_at_start(
     while); the simulator to carry on live and the span recorded (``history.spans``), or
     (None, None)."""
     from pipelines.cli import backfill as bf
+    from pipelines.history import spans
 
     s = rt.settings
     days = s.simulate.backfill_days
-    if days <= 0 or bf.history_tables(rt.engine):  # off, or not a first start: quietly
+    resume = spans.unfinished(rt.engine)
+    if resume is not None:  # a backfill cut short (Ctrl-C, a crash): resumed
+        now = int(clock() * 1000)
+        why = bf.resume_refusal(s, city, resume, now)
+        if why is not None:
+            spans.give_up(rt.engine)
+            print(f"  backfill  the one cut short stays partial: {why}", flush=True)
+            return None, None
+        left = bf.describe_span(now - (resume.resume_ms or resume.start_ms))
+        print(
+            f"  backfill  resuming the one cut short: {left} of history still to simulate "
+            "(once what it left in the pipelines is applied)",
+            flush=True,
+        )
+        bf.wait_drained(rt.r, s, stop.is_set, lambda: stop.wait(0.2))
+    elif days <= 0 or bf.history_tables(rt.engine):  # off, or not a first start: quietly
         return None, None
-    why = bf.refusal(s, rt.engine, days, explicit=False)
-    if why is not None:
-        print(f"  backfill  none: {why}", flush=True)
-        return None, None
-    print(
-        f"  backfill  simulating the last {days:g} days through the pipelines "
-        "(a first start; the dashboard shows it as it lands)",
-        flush=True,
-    )
+    else:
+        why = bf.refusal(s, rt.engine, days, explicit=False)
+        if why is not None:
+            print(f"  backfill  none: {why}", flush=True)
+            return None, None
+        print(
+            f"  backfill  simulating the last {days:g} days through the pipelines "
+            "(a first start; the dashboard shows it as it lands)",
+            flush=True,
+        )
     extra = s.simulate.backfill_report_workers - s.pipelines.reports_workers
     procs = bf.spawn_workers(s, env, {"reports": extra}, "bf") if extra > 0 else []
     bar = bf.ProgressBar()
@@ -599,14 +620,23 @@ def _backfill_at_start(
 
         with _unlogged(rt):
             sim, res = bf.backfill_streams(
-                s, city, rt.r, rt.engine, days, stop=stop.is_set, progress=bar, wait=wait
+                s,
+                city,
+                rt.r,
+                rt.engine,
+                days,
+                stop=stop.is_set,
+                progress=bar,
+                wait=wait,
+                clock=clock,
+                resume=resume,
             )
     finally:
         bf.stop_workers(procs)
     bar.done(res)
     if stop.is_set():
         return sim, None
-    return sim, bf.record_span(s, rt.engine, res)
+    return sim, bf.finish_span(rt.engine, sim, res)
 
 
 @dataclass

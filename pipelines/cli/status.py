@@ -6,19 +6,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import redis
+from sqlalchemy import Engine
 
 from pipelines.cli import console
 from pipelines.cli.runtime import runtime
+from pipelines.history import spans
 from pipelines.settings import Settings
+from pipelines.spine import health
 
 
 def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
     """Per stream: length, group lag, oldest pending age, dead letters by reason, restarts
     in the last hour, newest applied event's age, and STALE with why when it is."""
-    from pipelines.spine import health
-
     th = health.thresholds_of(s)
     out = []
     for feed, h in health.read_health(r, s, now_ms).items():
@@ -36,6 +39,18 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
     if done is not None:
         out.append(f"backfill   running, {done * 100:.0f}% done (the lag above is its backlog)")
     return out
+
+
+def cut_short_line(engine: Engine, s: Settings) -> str | None:
+    """A backfill cut short (Ctrl-C, a crash), which the next `wangge run` resumes."""
+    cut = spans.unfinished(engine)
+    if cut is None:
+        return None
+    at = datetime.fromtimestamp((cut.resume_ms or cut.start_ms) / 1000, ZoneInfo(s.live.timezone))
+    return (
+        f"backfill   cut short: its events up to {at:%Y-%m-%d %H:%M} are in; "
+        "the next `wangge run` resumes it"
+    )
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -56,6 +71,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         for line in health_lines(rt.r, s, int(time.time() * 1000)):
             print(line)
         print(f"deadletter length={rt.r.xlen(st.deadletter_key)} {st.deadletter_counts()}")
+        cut = cut_short_line(rt.engine, s)
+        if cut and health.read_backfill(rt.r, s.redis.prefix) is None:
+            print(cut)
         print(f"meta {st.meta()}")
         from pipelines.cli.db import layout_lines
 

@@ -134,6 +134,7 @@ class FeedWorker:
     cameras: dict[str, tuple[float, float]] = field(default_factory=dict)
     written: WrittenCache = field(default_factory=WrittenCache)
     _cameras_loaded_at: float = 0.0
+    _cameras_of: Any = None  # the registries' write count when they were read
     # One thread for a Redis call that overlaps SQL work of the same batch.
     _background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="wangge-live")
@@ -605,7 +606,9 @@ class FeedWorker:
         if good.is_empty():
             return good, good
         ids = good["camera_id"].unique().to_list()
-        if any(c not in self.cameras for c in ids) and self.clock() - self._cameras_loaded_at > 5:
+        if any(c not in self.cameras for c in ids) and (
+            self.clock() - self._cameras_loaded_at > 5 or self._registries() != self._cameras_of
+        ):
             self.reload_cameras()
         reg = pl.DataFrame(
             {
@@ -620,7 +623,12 @@ class FeedWorker:
         good = good.with_columns(lon=pl.coalesce("lon", "_lon"), lat=pl.coalesce("lat", "_lat"))
         return good.filter(known).drop("_lon", "_lat"), good.filter(~known).drop("_lon", "_lat")
 
+    def _registries(self) -> Any:
+        """The registries' write count (``Keys.registries``)."""
+        return self.state.r.get(self.state.keys.registries())
+
     def reload_cameras(self) -> None:
+        self._cameras_of = self._registries()  # (before the read: a later write is seen next)
         cams = store.cameras_frame(self.engine)
         self.cameras = {
             c: (lon, lat) for c, lon, lat in cams.select("camera_id", "lon", "lat").iter_rows()

@@ -135,6 +135,12 @@ class Keys:
         routes EVALSHA to the node serving that slot)."""
         return f"{base}:live:anchor"
 
+    def registries(self) -> str:
+        """How often the camera and worker registries were written to SQL (not live state:
+        a video worker that meets a camera it does not know reloads its registry when this
+        moved since it last read it)."""
+        return f"{self.base}:registries"
+
     def stream(self, name: str, p: int | None = None) -> str:
         """A global stream (``p`` None: the dead letters) or partition ``p``'s feed stream."""
         return f"{self.base if p is None else self.part_base(p)}:{name}"

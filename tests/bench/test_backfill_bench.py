@@ -90,7 +90,7 @@ def test_backfill_full_city(
     procs: list[Any] = []  # started once the cameras are in SQL, as `simulate --backfill`
     load0 = os.getloadavg()[0]
     try:
-        _sim, res = bf.backfill_streams(
+        sim, res = bf.backfill_streams(
             s,
             city,
             rclient,
@@ -126,7 +126,7 @@ def test_backfill_full_city(
     # the past's warnings (what `wangge run` does next), per evaluated moment, against the
     # live engine's tick over the same history at its end (its baseline, same run)
     t0 = time.perf_counter()
-    past = bf.replay_warnings(s, city, rclient, engine, bf.record_span(s, engine, res))
+    past = bf.replay_warnings(s, city, rclient, engine, bf.finish_span(engine, sim, res))
     replay_s = time.perf_counter() - t0
     assert past is not None and past.steps > 0
     live = WarningEngine(s, city, rclient, engine, clock=lambda: res.end_ms / 1000)

@@ -134,7 +134,7 @@ def backfilled(
             for w in ws.values():
                 w.step()
 
-        _sim, res = bf.backfill_streams(
+        sim, res = bf.backfill_streams(
             settings,
             city,
             r,
@@ -149,7 +149,7 @@ def backfilled(
         # the past's warnings, stopped after 12 of its 24 moments (Ctrl-C) and resumed at
         # the next start from where the span says they got to
         said = io.StringIO()
-        span = bf.record_span(settings, engine, res)
+        span = bf.finish_span(engine, sim, res)
         asked = itertools.count()
         first = bf.replay_warnings(
             settings, city, r, engine, span, out=said, stop=lambda: next(asked) >= 12
@@ -465,6 +465,33 @@ def test_resume_carries_the_backfilled_city_on_live(city: City) -> None:
     assert surge and surge[0]["start_ms"] == now + 2 * 60_000
 
 
+def test_a_video_worker_knows_the_cameras_stored_after_it_started(
+    redis_url: str, rclient: redis.Redis, prefix: str, city: City, index: GridIndex, tmp_path: Path
+) -> None:
+    """`wangge run` starts its workers before a first start's backfill stores the simulated
+    cameras: the video worker read an empty registry a moment before the first alerts
+    come. It reloads it when the registries were written since it read them, however
+    recently that was (its clock stands still here), instead of dead-lettering a first
+    start's alerts as ``unknown_camera``."""
+    with private_database(tmp_path) as db:
+        s = small_settings(redis_url, prefix, db, tmp_path)
+        engine = open_engine(db)
+        now = named("thu-10:00").ms
+        w = make_worker(
+            "video", s, city, index, rclient, engine, "video-t", clock=lambda: now / 1000
+        )
+        assert w.cameras == {}
+        sim = backfill_simulator(city, s.simulate, flows_for(s), now, 2 / 24)
+        alerts = [p for f, p in sim.advance(now) if f == "video"]
+        assert alerts
+        xadd_many(rclient, w.consumer.stream, alerts)
+        bf.store_registries(engine, rclient, s, sim)
+        res = w.step()
+        assert (res.applied, res.dead) == (len(alerts), 0)
+        assert store.table_count(engine, store.video_alerts) == len(alerts)
+        engine.dispose()
+
+
 def test_a_dead_backfill_worker_stops_the_wait() -> None:
     """Its entries would wait for a consumer that never comes: the backfill fails instead."""
     import subprocess
@@ -511,3 +538,51 @@ def test_the_publisher_adds_one_entry_per_payload_in_order_and_counts_the_backlo
     rclient.xack(key, group, *[e for e, _ in rest])
     feed.publish("locations", [orjson.dumps({"worker_id": "W999998", "n": 31})])
     assert rclient.xlen(key) == 6 + 2  # never delivered, and the two new ones
+
+
+def test_the_publisher_knows_up_to_when_all_is_acknowledged(
+    rclient: redis.Redis, prefix: str
+) -> None:
+    """For a resume: the moment up to which every event is in SQL is, over the feeds, the
+    earliest moment of a feed's last publish call acknowledged whole (a call's payloads
+    are not in time order: reports go out by incident); a feed that published nothing
+    holds it at the start (its events may be held back), acknowledgements out of order
+    count only up to the first pending entry."""
+    base = settings_for("redis://unused", prefix, ("sqlite://", None), Path("."))
+    clock = [1000]
+    feed = bf.StreamFeed(rclient, base, chunk=4, through=lambda: clock[0])
+    group = base.streams.group
+
+    def pub(f: str, n: int, at: int) -> None:
+        clock[0] = at
+        feed.publish(f, [orjson.dumps({"worker_id": f"W{i}", "n": i}) for i in range(n)])
+
+    def take(f: str, n: int) -> list[bytes]:
+        key = feed.keys[(f, 0)]
+        return [e for e, _ in rclient.xreadgroup(group, "c1", {key: ">"}, count=n)[0][1]]
+
+    def ack(f: str, ids: list[bytes]) -> None:
+        rclient.xack(feed.keys[(f, 0)], group, *ids)
+
+    pub("locations", 6, 2000)  # two chunks
+    pub("video", 3, 2000)
+    pub("locations", 9, 3000)  # three chunks
+    assert feed.filled_ms() == 1000  # reports: nothing yet
+    pub("reports", 5, 2500)
+    assert feed.filled_ms() == 1000  # nothing acknowledged
+    for f in ("reports", "video"):
+        ack(f, take(f, 10))
+    loc = take("locations", 15)
+    ack("locations", loc[4:])  # the first chunk still pending: nothing counts
+    assert feed.filled_ms() == 1000
+    ack("locations", loc[:4])
+    assert feed.filled_ms() == 2000  # locations all in (3000), reports (2500), video (2000)
+    pub("video", 2, 4000)
+    assert feed.filled_ms() == 2000
+    ack("video", take("video", 10))
+    assert feed.filled_ms() == 2500
+    pub("reports", 9, 5000)
+    ack("reports", take("reports", 5))  # the call's first chunk and a part of its second
+    assert feed.filled_ms() == 2500
+    ack("reports", take("reports", 10))
+    assert feed.filled_ms() == 3000  # locations (3000) now the earliest

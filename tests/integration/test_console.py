@@ -51,6 +51,22 @@ class Console:
         raise AssertionError(self.text)
 
 
+def start_run(env: dict[str, str]) -> tuple[subprocess.Popen[str], Console]:
+    """`wangge run` on its embedded defaults (no REDIS_URL, no DATABASE_URL), in a process
+    group of its own (the "terminal"), its output read continuously."""
+    env = {k: v for k, v in env.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", "--port", "0"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return proc, Console(proc)
+
+
 def accounts_in(text: str) -> list[str]:
     """The account lines (role · scope · sign in) of every block printed."""
     return re.findall(r"^    (?:city_leader|street_operator|wall)\s.*$", text, re.M)
@@ -65,18 +81,7 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
         WANGGE_SIMULATE_ANOMALY_START_MIN="5",
         WANGGE_SIMULATE_BACKFILL_DAYS="0.02",  # a first start: half an hour of history
     )
-    env.pop("REDIS_URL", None)
-    env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--port", "0"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group: the "terminal" below
-    )
-    con = Console(proc)
+    proc, con = start_run(env)
     try:
         # the URL first; the first start's backfill then runs while the dashboard serves
         text = con.wait_for(lambda s: "press Enter" in s and "past moments evaluated" in s)

@@ -105,7 +105,7 @@ def test_the_past_engine_raises_what_the_live_engine_raised(
     now = [START]
     clock = lambda: now[0] / 1000  # noqa: E731
     sim = simulate.Simulator(city, settings.simulate, flows_for(settings), start_ms=START)
-    store_registries(engine, sim)  # the cameras and the roster in SQL
+    store_registries(engine, rclient, settings, sim)  # the cameras and the roster in SQL
     index = GridIndex(city)
     feeds = {
         f: make_worker(f, settings, city, index, rclient, engine, f"{f}-w", clock=clock)

@@ -404,6 +404,13 @@ simulated_history = Table(
     Column("end_ms", BigInteger, nullable=False),
     Column("track_every_s", Float, nullable=False),
     Column("warnings_ms", BigInteger),  # evaluated up to this moment (None: not begun)
+    # A backfill under way (or cut short: Ctrl-C, a crash) resumes from ``resume_ms`` (every
+    # event up to it is in SQL); ``reached_ms``: the furthest it published; ``fingerprint``:
+    # what its events follow from (the simulator's settings, the city, the flows). All
+    # NULL once it has finished.
+    Column("resume_ms", BigInteger),
+    Column("reached_ms", BigInteger),
+    Column("fingerprint", String(64)),
 )
 
 # ------------------------------------------------------------------ supervision and assessment
