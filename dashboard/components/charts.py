@@ -35,8 +35,10 @@ def is_empty(values: Any) -> bool:
     return not any(v for v in (values or []) if v is not None)
 
 
-def empty_figure(lang: str, size: int = 12) -> dict[str, Any]:
-    """A chart's empty state: the words in the middle, no axes, no grid, no legend."""
+def blank_figure() -> dict[str, Any]:
+    """A chart before its first answer: nothing on the panel's own background (Plotly's
+    default figure is a white box with axes from 0 to 6, on a dark screen, for as long as
+    the first refresh takes)."""
     hidden = {"visible": False, "showgrid": False, "zeroline": False}
     return {
         "data": [],
@@ -48,6 +50,16 @@ def empty_figure(lang: str, size: int = 12) -> dict[str, Any]:
             "showlegend": False,
             "xaxis": hidden,
             "yaxis": hidden,
+        },
+    }
+
+
+def empty_figure(lang: str, size: int = 12) -> dict[str, Any]:
+    """A chart's empty state: the words in the middle, no axes, no grid, no legend."""
+    return {
+        "data": [],
+        "layout": {
+            **blank_figure()["layout"],
             "annotations": [
                 {
                     "text": t("empty.nodata", lang),

@@ -9,7 +9,14 @@ import dash_leaflet as dl
 import plotly.io as pio
 from dash import dcc, html
 
-from dashboard.components.charts import count_axis, empty_figure, empty_note, is_empty, tone
+from dashboard.components.charts import (
+    blank_figure,
+    count_axis,
+    empty_figure,
+    empty_note,
+    is_empty,
+    tone,
+)
 from dashboard.i18n import t
 from dashboard.pages.panorama.queries import WARN_LEVELS, AreaView, hour_labels
 from pipelines.spine.events import CATEGORIES, VIDEO_LABELS
@@ -86,7 +93,10 @@ def not_found_panel(area_id: str, lang: str) -> html.Div:
 
 def graph_panel(title: str, graph_id: str, config: Any, height: str) -> html.Div:
     return html.Div(
-        [html.H3(title), dcc.Graph(id=graph_id, config=config, style={"height": height})],
+        [
+            html.H3(title),
+            dcc.Graph(id=graph_id, figure=blank_figure(), config=config, style={"height": height}),
+        ],
         className="wg-panel",
     )
 

@@ -7,6 +7,7 @@ fails here until it has a row in FIGURE_INPUTS."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import json
@@ -73,7 +74,33 @@ FIGURES = figure_functions()
 
 
 def test_every_figure_function_has_inputs_here() -> None:
-    assert set(FIGURES) - {"empty_figure"} == set(FIGURE_INPUTS)
+    assert set(FIGURES) - {"empty_figure", "blank_figure"} == set(FIGURE_INPUTS)
+
+
+def graph_calls() -> list[tuple[str, int, set[str]]]:
+    """Every ``dcc.Graph(...)`` written in dashboard/: file, line and keyword names."""
+    out = []
+    for path in sorted(Path(dashboard.__path__[0]).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            f = node.func if isinstance(node, ast.Call) else None
+            if isinstance(f, ast.Attribute) and f.attr == "Graph":
+                assert isinstance(node, ast.Call)
+                out.append((path.name, node.lineno, {k.arg or "" for k in node.keywords}))
+    return out
+
+
+def test_every_graph_starts_blank_not_as_plotlys_white_box() -> None:
+    """Before its first answer a graph shows its ``figure``; without one Plotly draws a white
+    box with axes from 0 to 6 on the dark screen, for as long as the first refresh takes
+    (seconds on a loaded server, as on a time-machine moment)."""
+    calls = graph_calls()
+    assert len(calls) >= 2
+    assert [(f, n) for f, n, kw in calls if "figure" not in kw] == []
+    fig = charts.blank_figure()
+    lay = fig["layout"]
+    assert fig["data"] == [] and "annotations" not in lay
+    assert lay["paper_bgcolor"] == lay["plot_bgcolor"] == "rgba(0,0,0,0)"
+    assert lay["xaxis"]["visible"] is False and lay["yaxis"]["visible"] is False
 
 
 def test_finding_the_figures_registered_no_page() -> None:

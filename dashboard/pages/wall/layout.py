@@ -19,6 +19,7 @@ from dashboard import auth, ids
 from dashboard import live as L
 from dashboard.backend import current
 from dashboard.components import timemachine as tm
+from dashboard.components.charts import blank_figure
 from dashboard.components.panels import (
     leaflet_map,
     message_panel,
@@ -40,7 +41,13 @@ def _panel(title: str, body: Any, cls: str = "") -> html.Div:
 
 
 def _graph(graph_id: str) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, config=GRAPH, className="chart", style={"height": "100%"})
+    return dcc.Graph(
+        id=graph_id,
+        figure=blank_figure(),
+        config=GRAPH,
+        className="chart",
+        style={"height": "100%"},
+    )
 
 
 def unavailable(b: Any, area_id: str | None, lang: str) -> html.Div | None:
