@@ -52,9 +52,11 @@ class Console:
 
 
 def start_run(env: dict[str, str]) -> tuple[subprocess.Popen[str], Console]:
-    """`wangge run` on its embedded defaults (no REDIS_URL, no DATABASE_URL), in a process
-    group of its own (the "terminal"), its output read continuously."""
-    env = {k: v for k, v in env.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    """`wangge run` on its embedded defaults (REDIS_URL and DATABASE_URL taken out of
+    ``env``, so the commands given it after reach the same instance), in a process group
+    of its own (the "terminal"), its output read continuously."""
+    env.pop("REDIS_URL", None)
+    env.pop("DATABASE_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", "--port", "0"],
         env=env,
