@@ -207,13 +207,12 @@ def fresh_text(
     """One line per page: each feed's newest applied event age, stale feeds marked (pure).
 
     Never one global "updated N s ago": a feed that stopped shows its own age and, past the
-    ``[live]`` thresholds, says it is stale and why. While a backfill runs (``backfill``:
-    how far, 0..1) the line says so first, and a feed's backlog is the backfill's, not a
-    stall (a stuck batch or a crash loop still is)."""
+    ``[live]`` thresholds, says it is stale and why (``health.freshness_rows``, which
+    counts no backfill's backlog as a stall). While a backfill runs (``backfill``: how
+    far, 0..1) the line says so first."""
     parts = []
     if backfill is not None:
         parts.append(t("fresh.backfill", lang, pct=int(backfill * 100)))
-        rows = [{**r, "why": [w for w in r["why"] if w != "lag"]} for r in rows]
     if not rows or all(r["age_s"] is None and not r["why"] for r in rows):
         parts.append(t("fresh.nodata", lang))
     else:
@@ -239,9 +238,10 @@ def feed_freshness(b: Backend) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
         now = b.now_ms()
         feeds = health.read_health(b.live.r, b.settings, now)
-        rows = health.freshness_rows(feeds, health.thresholds_of(b.settings), now)
-        system = sum(1 for w in b.live.warnings() if w.get("rule") == "system")
         backfill = health.read_backfill(b.live.r, b.settings.redis.prefix)
+        th = health.thresholds_of(b.settings)
+        rows = health.freshness_rows(feeds, th, now, backfill is not None)
+        system = sum(1 for w in b.live.warnings() if w.get("rule") == "system")
         return {"rows": rows, "system": system, "backfill": backfill}
 
     got: dict[str, Any] = b.tick_input("feed_fresh", compute)

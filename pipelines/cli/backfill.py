@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 import redis
@@ -36,7 +36,7 @@ from pipelines.history import spans
 from pipelines.settings import Settings, env_name
 from pipelines.spine import health, store
 from pipelines.spine.partitions import keys_of, split
-from pipelines.spine.streams import ensure_group, trim_acknowledged, xadd_many
+from pipelines.spine.streams import ensure_group, group_info, id_key, trim_acknowledged, xadd_many
 from pipelines.warnings.replay import PastEngine, ReplayResult, replay
 from pipelines.warnings.store import republish
 
@@ -117,9 +117,9 @@ def wait_drained(
             if not r.exists(key):
                 continue
             ensure_group(r, key, group)
-            info = next(g for g in r.xinfo_groups(key) if _s(g["name"]) == group)
+            info = _group(r, key, group)
             last = r.xinfo_stream(key)["last-generated-id"]
-            behind = _id_key(info["last-delivered-id"]) < _id_key(last)
+            behind = id_key(info["last-delivered-id"]) < id_key(last)
             left += int(info["pending"]) + int(behind)
         if not left:
             return
@@ -136,10 +136,12 @@ def stream_keys(settings: Settings) -> dict[tuple[str, int], str]:
     }
 
 
-def _id_key(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
+def _group(r: redis.Redis, key: str, group: str) -> dict[str, Any]:
+    """The consumer group's record (``ensure_group`` made it before anything was read)."""
+    info = group_info(r, key, group)
+    if info is None:
+        raise RuntimeError(f"stream {key} has no consumer group {group}")
+    return info
 
 
 @dataclass
@@ -185,7 +187,7 @@ class StreamFeed:
             part = payloads[i : i + self.chunk]
             last = xadd_many(self.r, key, part)
             assert last is not None
-            marks.append((_id_key(last), (marks[-1][1] if marks else 0) + len(part)))
+            marks.append((id_key(last), (marks[-1][1] if marks else 0) + len(part)))
         return marks[-1][0] if payloads else None
 
     def backlog(self) -> int:
@@ -194,12 +196,12 @@ class StreamFeed:
         for stream, marks in self.marks.items():
             if not marks:
                 continue
-            info = next(g for g in self.r.xinfo_groups(self.keys[stream]) if _s(g["name"]) == group)
+            info = _group(self.r, self.keys[stream], group)
             pending = int(info["pending"])
             if info.get("lag") is not None:
                 total += int(info["lag"]) + pending
                 continue
-            delivered = _id_key(info["last-delivered-id"])
+            delivered = id_key(info["last-delivered-id"])
             done = bisect.bisect_right(marks, (delivered, 1 << 62))
             read = marks[done - 1][1] if done else 0
             total += marks[-1][1] - read + pending
@@ -232,15 +234,11 @@ class StreamFeed:
 def _acked_below(r: redis.Redis, key: str, group: str) -> tuple[int, int]:
     """Every entry of ``key`` below this id is acknowledged by ``group``: the first pending
     one, or just after the last delivered (entries are delivered in order)."""
-    info = next(g for g in r.xinfo_groups(key) if _s(g["name"]) == group)
+    info = _group(r, key, group)
     if int(info["pending"]):
-        return _id_key(r.xpending(key, group)["min"])
-    ms, seq = _id_key(info["last-delivered-id"])
+        return id_key(r.xpending(key, group)["min"])
+    ms, seq = id_key(info["last-delivered-id"])
     return ms, seq + 1
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
 
 
 @dataclass

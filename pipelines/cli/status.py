@@ -23,11 +23,12 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
     """Per stream: length, group lag, oldest pending age, dead letters by reason, restarts
     in the last hour, newest applied event's age, and STALE with why when it is."""
     th = health.thresholds_of(s)
+    done = health.read_backfill(r, s.redis.prefix)
     out = []
     for feed, h in health.read_health(r, s, now_ms).items():
         age = h.event_age_s(now_ms)
         dead = ",".join(f"{k}={v}" for k, v in sorted(h.dead.items())) or "0"
-        why = health.stale_reasons(h, th, now_ms)
+        why = health.stale_reasons(h, th, now_ms, backfill=done is not None)
         out.append(
             f"{feed:10s} length={h.length} lag={h.lag} pending={h.pending} "
             f"oldest_pending_s={h.pending_age_s(now_ms)} dead={dead} "
@@ -35,7 +36,6 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
             f"newest_event_s={'-' if age is None else age} "
             + (f"STALE({','.join(why)})" if why else "ok")
         )
-    done = health.read_backfill(r, s.redis.prefix)
     if done is not None:
         out.append(f"backfill   running, {done * 100:.0f}% done (the lag above is its backlog)")
     return out

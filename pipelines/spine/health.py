@@ -21,6 +21,8 @@ from typing import Any
 
 import redis
 
+from pipelines.spine.streams import group_info
+
 FEEDS = ("reports", "locations", "video")
 HOUR_MS = 3_600_000
 LAG_SCAN_CAP = 10_000  # when Redis cannot tell a group's lag, count at most this many
@@ -123,16 +125,28 @@ class Thresholds:
     max_restarts_hour: int = 3
 
 
-def stale_reasons(h: FeedHealth, th: Thresholds, now_ms: int) -> list[str]:
-    """Why ``h`` is stale (empty: it keeps up): ``lag``, ``pending``, ``restarts``."""
+def stalled(
+    lag: int, pending: int, pending_age_s: int, restarts_1h: int, th: Thresholds, backfill: bool
+) -> list[str]:
+    """The one test of whether a feed's pipeline keeps up (the screens' freshness line,
+    `wangge status`, the system warning): why it does not (``lag``, ``pending``,
+    ``restarts``; empty: it does). While a backfill runs (``backfill``), a backlog is
+    its own, not a stall; a stuck batch or a crash loop still is."""
     out = []
-    if h.lag > th.max_lag:
+    if lag > th.max_lag and not backfill:
         out.append("lag")
-    if h.pending and h.pending_age_s(now_ms) > th.max_pending_s:
+    if pending and pending_age_s > th.max_pending_s:
         out.append("pending")
-    if h.restarts_within(now_ms) >= th.max_restarts_hour:
+    if restarts_1h >= th.max_restarts_hour:
         out.append("restarts")
     return out
+
+
+def stale_reasons(h: FeedHealth, th: Thresholds, now_ms: int, backfill: bool = False) -> list[str]:
+    """Why ``h`` is stale (empty: it keeps up): ``lag``, ``pending``, ``restarts``."""
+    return stalled(
+        h.lag, h.pending, h.pending_age_s(now_ms), h.restarts_within(now_ms), th, backfill
+    )
 
 
 def is_stale(h: FeedHealth, th: Thresholds, now_ms: int) -> bool:
@@ -161,27 +175,21 @@ def _id_ms(entry_id: str) -> int:
 
 def _group_state(r: redis.Redis, key: str, group: str) -> tuple[int, int, int]:
     """(lag, pending, oldest pending entry ms) of ``group`` on stream ``key``."""
-    try:
-        groups = r.xinfo_groups(key)
-    except redis.ResponseError:  # no stream yet
-        return 0, 0, 0
-    for g in groups:
-        if _s(g["name"]) != group:
-            continue
-        lag_v = g.get("lag")
-        if lag_v is None:  # Redis cannot tell after trims: count what follows last-delivered
-            last = _s(g["last-delivered-id"])
-            after: Any = r.xrange(key, min=f"({last}", max="+", count=LAG_SCAN_CAP)
-            lag_v = len(after)
-        pending = int(g["pending"])
-        oldest = 0
-        if pending:
-            summary = r.xpending(key, group)
-            low = summary.get("min") if summary else None
-            oldest = _id_ms(_s(low)) if low else 0
-        return int(lag_v), pending, oldest
-    # no group yet: nothing has been read
-    return int(r.xlen(key)), 0, 0
+    g = group_info(r, key, group)
+    if g is None:  # no group yet (or no stream): nothing has been read
+        return int(r.xlen(key)), 0, 0
+    lag_v = g.get("lag")
+    if lag_v is None:  # Redis cannot tell after trims: count what follows last-delivered
+        last = _s(g["last-delivered-id"])
+        after: Any = r.xrange(key, min=f"({last}", max="+", count=LAG_SCAN_CAP)
+        lag_v = len(after)
+    pending = int(g["pending"])
+    oldest = 0
+    if pending:
+        summary = r.xpending(key, group)
+        low = summary.get("min") if summary else None
+        oldest = _id_ms(_s(low)) if low else 0
+    return int(lag_v), pending, oldest
 
 
 def feed_state(r: redis.Redis, settings: Any, feed: str) -> tuple[int, int, int, int]:
@@ -233,15 +241,16 @@ def _dead_by_reason(counts: dict[str, int]) -> dict[str, dict[str, int]]:
 
 
 def freshness_rows(
-    feeds: dict[str, FeedHealth], th: Thresholds, now_ms: int
+    feeds: dict[str, FeedHealth], th: Thresholds, now_ms: int, backfill: bool = False
 ) -> list[dict[str, Any]]:
     """Per feed, in ``FEEDS`` order: the newest applied event's age (None: never) and why
-    the feed is stale (empty: it keeps up). JSON-ready (shared between viewers)."""
+    the feed is stale (empty: it keeps up; ``backfill``: one runs, see ``stalled``).
+    JSON-ready (shared between viewers)."""
     return [
         {
             "feed": f,
             "age_s": feeds[f].event_age_s(now_ms),
-            "why": stale_reasons(feeds[f], th, now_ms),
+            "why": stale_reasons(feeds[f], th, now_ms, backfill),
         }
         for f in FEEDS
         if f in feeds

@@ -140,20 +140,20 @@ class Consumer:
         """A stream entry id → the feed-wide id handed out (``<ms>-<seq × N + p>``)."""
         if self.partitions == 1:
             return entry_id
-        ms, seq = _id_key(entry_id)
+        ms, seq = id_key(entry_id)
         return f"{ms}-{seq * self.partitions + self.partition}"
 
     def real(self, entry_id: str) -> str:
         """A feed-wide id of this partition → its stream entry id."""
         if self.partitions == 1:
             return entry_id
-        ms, seq = _id_key(entry_id)
+        ms, seq = id_key(entry_id)
         if seq % self.partitions != self.partition:
             raise ValueError(f"{entry_id} is not an id of partition {self.partition}")
         return f"{ms}-{seq // self.partitions}"
 
     def owns(self, entry_id: str) -> bool:
-        return self.partitions == 1 or _id_key(entry_id)[1] % self.partitions == self.partition
+        return self.partitions == 1 or id_key(entry_id)[1] % self.partitions == self.partition
 
     def _virtual_all(self, entries: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
         if self.partitions == 1:
@@ -256,14 +256,14 @@ class Consumer:
             self.r.xack(self.stream, self.group, *[self.real(i) for i in ids])
 
 
-def lag(r: redis.Redis, stream: str, group: str) -> dict[str, int]:
-    """Pending and not-yet-delivered entry counts of a group (Redis ≥ 7 reports lag)."""
-    for g in r.xinfo_groups(stream):
-        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-        if name == group:
-            lag_v = g.get("lag")
-            return {"pending": int(g["pending"]), "lag": int(lag_v) if lag_v is not None else -1}
-    return {"pending": 0, "lag": -1}
+def group_info(r: redis.Redis, stream: str, group: str) -> dict[str, Any] | None:
+    """``XINFO GROUPS``' record of ``group`` on ``stream``; None when the stream or the
+    group does not exist (yet)."""
+    try:
+        groups = r.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream
+        return None
+    return next((g for g in groups if _text(g["name"]) == group), None)
 
 
 def trim_acknowledged(r: redis.Redis, stream: str) -> int:
@@ -284,18 +284,23 @@ def trim_acknowledged(r: redis.Redis, stream: str) -> int:
         if low is not None:
             low = low.decode() if isinstance(low, bytes) else low
         cand = low or _next_id(last)
-        if floor is None or _id_key(cand) < _id_key(floor):
+        if floor is None or id_key(cand) < id_key(floor):
             floor = cand
     if floor is None:
         return 0
     return int(r.xtrim(stream, minid=floor, approximate=False))
 
 
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
+def id_key(entry_id: bytes | str) -> tuple[int, int]:
+    """An entry id as (ms, seq), ordered as Redis orders ids."""
+    ms, _, seq = _text(entry_id).partition("-")
     return int(ms), int(seq or 0)
 
 
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
 def _next_id(entry_id: str) -> str:
-    ms, seq = _id_key(entry_id)
+    ms, seq = id_key(entry_id)
     return f"{ms}-{seq + 1}"

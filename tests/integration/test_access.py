@@ -24,7 +24,7 @@ from dashboard.app import create_app, page_module
 from dashboard.auth import ROUTE_POLICIES, callback_policy
 from pipelines import warnings as W
 from pipelines.access import accounts, audit, wall_tokens
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.runner import live_state
@@ -37,11 +37,6 @@ CANARY = "CANARYB7"
 CANARY_WARNING = "surge:canary"
 SEEDED: dict[str, str] = {}  # ids the fixture created (the canary warning)
 MINE, OTHER = "320102", "320104"  # the district user's own district, and another
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

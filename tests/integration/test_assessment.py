@@ -32,7 +32,7 @@ from pipelines import assessment as S
 from pipelines import cli
 from pipelines.access import audit
 from pipelines.assessment import exports as E
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.dispatch.flows import DEFAULT_FILE
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -45,11 +45,6 @@ OCT = S.parse_period("2026-10")
 NOV = S.parse_period("2026-11")
 AFTER = NOV.end_ms + 3 * S.DAY_MS  # October and November are final
 DURING = NOV.start_ms + 10 * S.DAY_MS + 5 * S.HOUR_MS  # November is in progress
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

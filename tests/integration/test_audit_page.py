@@ -17,16 +17,11 @@ from dashboard.app import create_app
 from dashboard.backend import EXTENSION
 from dashboard.components import localise
 from pipelines.access import accounts, audit
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 from tests.conftest import sign_in_client
 
 DISTRICT = "320102"
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from dashboard import live as L
 from dashboard.backend import Backend
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.city.simulator.backfill import (
     BackfillProgress,
     backfill_simulator,
@@ -42,7 +42,7 @@ from pipelines.history.state import HistoricState
 from pipelines.settings import Settings
 from pipelines.spine import health, store
 from pipelines.spine.runner import ClockJob, FeedWorker, live_state, make_worker, rebuild_live
-from pipelines.spine.streams import xadd_many
+from pipelines.spine.streams import id_key, xadd_many
 from tests.clock import TZ, Moment, named
 from tests.conftest import open_engine, private_database, private_prefix, settings_for
 from tests.integration.test_rebuild_live import live_state_of
@@ -61,16 +61,6 @@ SMALL = {
 # a weekday morning (the span covers the night and the start of the day shift) and the
 # minute after midnight that starts a new day, ISO week and month (the span is yesterday)
 AT = (named("thu-10:00"), named("mon-00:01"))
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
-@pytest.fixture(scope="module")
-def index(city: City) -> GridIndex:
-    return GridIndex(city)
 
 
 def small_settings(redis_url: str, prefix: str, db: Any, tmp: Path) -> Settings:
@@ -521,7 +511,7 @@ def test_the_publisher_adds_one_entry_per_payload_in_order_and_counts_the_backlo
     marks = feed.marks[("locations", 0)]
     ids = [e[0].decode() for e in entries]
     assert [n for _, n in marks] == [7, 12, 19, 26, 30]
-    assert [m for m, _ in marks] == [bf._id_key(ids[n - 1]) for _, n in marks]
+    assert [m for m, _ in marks] == [id_key(ids[n - 1]) for _, n in marks]
     assert feed.backlog() == 30
     group = base.streams.group
     got = rclient.xreadgroup(group, "c1", {key: ">"}, count=19)

@@ -24,7 +24,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.city.simulator.backfill import BackfillProgress
 from pipelines.cli import backfill as bf
 from pipelines.cli.run import _backfill_at_start
@@ -60,16 +60,6 @@ HISTORY = (
     store.incidents,
     store.dead_letters,
 )
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
-@pytest.fixture(scope="module")
-def index(city: City) -> GridIndex:
-    return GridIndex(city)
 
 
 @dataclasses.dataclass

@@ -64,11 +64,6 @@ EVIDENCE = "WARNCANARY7"
 CANARY_N = 987654321
 
 
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
 @dataclasses.dataclass(frozen=True)
 class Canaries:
     district: str

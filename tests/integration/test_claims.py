@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from pipelines.spine.streams import Consumer, ensure_group, publish
+from pipelines.spine.streams import Consumer, ensure_group, group_info, id_key, publish
 
 
 def _idle_past(ms: int) -> None:
@@ -69,3 +69,27 @@ def test_the_default_interval_is_a_quarter_of_the_idle_time_at_most_a_second(
     assert interval(1) == 0.00025
     assert interval(2000) == 0.5
     assert interval(30_000) == 1.0
+
+
+def test_group_info_tells_no_stream_no_group_and_what_a_group_holds(
+    rclient: redis.Redis, prefix: str
+) -> None:
+    key = f"{prefix}:info"
+    assert group_info(rclient, key, "g") is None  # no stream
+    publish(rclient, key, [b'{"n": 1}'])
+    assert group_info(rclient, key, "g") is None  # a stream, no group
+    ensure_group(rclient, key, "g")
+    ensure_group(rclient, key, "other")
+    publish(rclient, key, [b'{"n": 2}', b'{"n": 3}'])
+    got = Consumer(rclient, key, "g", "c", count=2, block_ms=1).read().entries
+    info = group_info(rclient, key, "g")
+    assert info is not None and int(info["pending"]) == 2
+    assert id_key(info["last-delivered-id"]) == id_key(got[-1][0])
+    other = group_info(rclient, key, "other")
+    assert other is not None and int(other["pending"]) == 0
+
+
+def test_entry_ids_order_as_redis_orders_them() -> None:
+    ids = ["1700000000000-10", b"1700000000000-9", "1699999999999-99", "1700000000001-0"]
+    assert sorted(ids, key=id_key) == [ids[2], ids[1], ids[0], ids[3]]
+    assert id_key("5") == (5, 0)

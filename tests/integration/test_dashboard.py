@@ -24,7 +24,7 @@ from dashboard.auth import authorize
 from dashboard.backend import Backend
 from pipelines.access import accounts
 from pipelines.city import simulator as simulate
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.dispatch.flows import flows_for
 from pipelines.embedded import EmbeddedRedis
 from pipelines.settings import Settings
@@ -44,11 +44,6 @@ from tests.conftest import (
 pytestmark = pytest.mark.integration
 
 ADDITIVE = ("reports", "open", "overdue", "resolved", "closed", "online", "patrolled", "video")
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def fill(

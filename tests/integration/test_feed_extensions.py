@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pipelines.city.geography import City, GridIndex, demo_city
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
@@ -27,16 +26,6 @@ from tests.conftest import settings_for
 pytestmark = pytest.mark.integration
 
 NOW = clear_of_midnight(int(time.time() * 1000))  # one local day at any hour
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
-@pytest.fixture(scope="module")
-def index(city: City) -> GridIndex:
-    return GridIndex(city)
 
 
 @pytest.fixture

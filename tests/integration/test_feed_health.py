@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from dashboard import live as L
 from dashboard.backend import Backend
 from dashboard.pages.warnings import queries as WL
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.cli.run import restart_recorder
 from pipelines.cli.status import health_lines
 from pipelines.settings import Settings
@@ -43,11 +43,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.ms / 1000
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture
@@ -170,6 +165,8 @@ def test_a_backfills_backlog_is_no_stall_until_it_ends(
     line, status, system = seen()
     assert line.startswith("正在回填近期历史 40% · ") and "⚠" not in line, line
     assert status[-1] == "backfill   running, 40% done (the lag above is its backlog)"
+    reports = next(x for x in status if x.startswith("reports"))
+    assert f"lag={s.live.stale_lag + 200} " in reports and reports.endswith(" ok"), reports
     assert system == []
 
     health.clear_backfill(r, s.redis.prefix)
@@ -178,6 +175,7 @@ def test_a_backfills_backlog_is_no_stall_until_it_ends(
     line, status, system = seen()
     assert line.startswith("⚠ 上报 数据滞后（积压未处理）"), line
     assert not any(x.startswith("backfill") for x in status)
+    assert next(x for x in status if x.startswith("reports")).endswith(" STALE(lag)")
     assert [(w["summary"]["feed"], w["summary"]["reasons"]) for w in system] == [
         ("reports", ["lag"])
     ]

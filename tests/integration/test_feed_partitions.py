@@ -12,7 +12,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
@@ -27,11 +27,6 @@ pytestmark = pytest.mark.integration
 NOW = clear_of_midnight(int(time.time() * 1000))  # one local day at any hour
 N = 3
 FEEDS = ("reports", "locations", "video")
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from dashboard.auth import Decision
 from dashboard.backend import Backend
 from dashboard.live import snapshot
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.gateway.frigate import Alert, FrigateMap, translate
 from pipelines.gateway.mqtt import FrigateSubscriber
 from pipelines.settings import Settings
@@ -49,11 +49,6 @@ from tests.integration.test_gateway_frigate import publish
 pytestmark = pytest.mark.integration
 T0 = NOW / 1000 - 120  # the object appeared two minutes ago
 CLOCK = lambda: NOW / 1000  # noqa: E731
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture(scope="module")

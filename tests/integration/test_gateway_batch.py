@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.gateway import credentials as cr
 from tests.gateway_support import (
     NOW,
@@ -21,11 +21,6 @@ from tests.gateway_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

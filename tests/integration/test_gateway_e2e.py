@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from dashboard.auth import Decision
 from dashboard.backend import Backend
 from dashboard.live import markers, snapshot
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.gateway.mqtt import FrigateSubscriber
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
@@ -36,11 +36,6 @@ from tests.gateway_support import (
 from tests.integration.test_gateway_frigate import event, publish
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture(scope="module")

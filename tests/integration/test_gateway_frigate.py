@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 import pytest
 from sqlalchemy import select
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import GridIndex
 from pipelines.gateway.mqtt import FrigateSubscriber
 from pipelines.ops.metrics import exposition
 from pipelines.spine import aggregate as agg
@@ -37,11 +37,6 @@ from tests.gateway_support import (
 
 pytestmark = pytest.mark.integration
 T0 = NOW / 1000 - 120  # the object appeared two minutes ago
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.spine.events import encode
 from pipelines.spine.runner import make_worker
 from pipelines.spine.streams import publish
@@ -32,11 +32,6 @@ from tests.gateway_support import (
 
 pytestmark = pytest.mark.integration
 BASE = "/open311/v2"
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

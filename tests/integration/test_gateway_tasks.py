@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.dispatch import actions
 from pipelines.dispatch.flows import DEFAULT_FILE
 from pipelines.gateway import credentials as cr
@@ -34,11 +34,6 @@ pytestmark = pytest.mark.integration
 MIN = 60_000
 H = 3_600_000
 FLOW = {f["id"]: f for f in tomllib.loads(DEFAULT_FILE.read_text("utf-8"))["flow"]}["dispute"]
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 class Clock:

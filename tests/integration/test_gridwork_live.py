@@ -23,7 +23,7 @@ from dashboard.app import create_app, page_module
 from dashboard.auth import authorize
 from dashboard.backend import Backend
 from pipelines.access import accounts, audit
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.cli import main
 from pipelines.gridwork import tracks as work
 from pipelines.settings import Settings
@@ -44,11 +44,6 @@ from tests.integration.test_dashboard import fill, pings
 
 pytestmark = pytest.mark.integration
 PHONE = re.compile(r"(?<![\d.])1[3-9]\d{9}(?!\d)")  # a full mobile number: never shown
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def walk_along(

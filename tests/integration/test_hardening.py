@@ -25,7 +25,7 @@ from werkzeug.serving import make_server
 
 from dashboard.app import create_app
 from pipelines.access import accounts, audit, wall_tokens
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings, child_environ
 from tests.conftest import TEST_AUDIT_KEY, stop_processes
 
@@ -33,11 +33,6 @@ pytestmark = pytest.mark.integration
 
 MINE = "320102"
 NO_PROXY = {"http": "", "https": ""}
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def make_app(settings: Settings, engine: Engine, city: City, r: redis.Redis, **auth: Any) -> Dash:

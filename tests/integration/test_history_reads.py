@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.history.state import POSITIONS_LOOKBACK_MS, Scope, read_rows
 from pipelines.settings import load_settings
 from pipelines.spine import store
@@ -76,11 +76,6 @@ def point(worker: str, ts: int, grid: str) -> dict[str, Any]:
         "battery": 0.5,
         "mock": False,
     }
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def test_each_workers_latest_point_by_a_moment(engine: Engine, city: City) -> None:

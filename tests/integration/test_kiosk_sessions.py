@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from dashboard.app import create_app
 from dashboard.auth import Principal
 from pipelines.access import accounts, policy, wall_tokens
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 from tests.clock import Clock, named
 from tests.integration.test_access import _login
@@ -28,11 +28,6 @@ pytestmark = pytest.mark.integration
 
 CLOCK = Clock(named("thu-10:00").ms)
 MINE = "320102"
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 from sqlalchemy import Column, Engine, MetaData, Table, inspect, select
 
 from pipelines import assessment as S
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.dispatch.flows import load_flows
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -24,11 +24,6 @@ pytestmark = pytest.mark.integration
 
 OCT = S.parse_period("2026-10")
 NOV = S.parse_period("2026-11")
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def _both(engine: Engine, period: S.Period, as_of: int, flt: S.Filter) -> list[pl.DataFrame]:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from dashboard.app import create_app, page_module, user_label
 from dashboard.i18n import t
 from pipelines.access import accounts, audit, demo
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 from tests.clock import Clock, named
 from tests.conftest import signed_in
@@ -27,11 +27,6 @@ pytestmark = pytest.mark.integration
 CLOCK = Clock(named("thu-10:00").ms)
 MINE, OTHER = "320102", "320104"
 LANGS = ("zh-CN", "en")
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

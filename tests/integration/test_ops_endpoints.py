@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from dashboard import ids
 from dashboard.app import create_app
 from pipelines.access import accounts
-from pipelines.city.geography import City, demo_city, load_city
+from pipelines.city.geography import City, load_city
 from pipelines.ops.health import OpsServer
 from pipelines.ops.metrics import MULTIPROC_ENV, fresh_dir
 from pipelines.settings import GeoSettings, Settings, load_settings
@@ -37,11 +37,6 @@ from tests.gateway_support import client_for, credential, gateway_settings, seed
 from tests.integration.test_crash import _drained, _env, _spawn
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def with_metrics(s: Settings, **values: Any) -> Settings:

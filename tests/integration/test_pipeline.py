@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import aggregate as agg
 from pipelines.spine import store
@@ -26,16 +26,6 @@ from tests.conftest import open_engine, private_database, private_prefix, settin
 pytestmark = pytest.mark.integration
 
 NOW = clear_of_midnight(int(time.time() * 1000))  # one local day at any hour
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
-@pytest.fixture(scope="module")
-def index(city: City) -> GridIndex:
-    return GridIndex(city)
 
 
 @pytest.fixture

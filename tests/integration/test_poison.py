@@ -25,7 +25,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.settings import Settings
 from pipelines.spine import store
 from pipelines.spine.events import REASONS
@@ -37,16 +37,6 @@ from tests.integration.badgen import Entry, Gen
 pytestmark = pytest.mark.integration
 
 ROUNDS = 8
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
-@pytest.fixture(scope="module")
-def index(city: City) -> GridIndex:
-    return GridIndex(city)
 
 
 # ------------------------------------------------------------------ the property

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app
 from pipelines.access import accounts, policy
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 from pipelines.spine import store
 from tests.conftest import sign_in_client
@@ -32,11 +32,6 @@ pytestmark = pytest.mark.integration
 
 MINE = "320102"
 WORKER = "WPOLICY1"
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def scopes(city: City) -> dict[str, str]:

@@ -20,7 +20,7 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.cli.run import restore_live_state
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import aggregate as agg
@@ -43,16 +43,6 @@ pytestmark = pytest.mark.integration
 
 CHUNK = 40
 N_INCIDENTS = 150  # almost four chunks
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
-
-
-@pytest.fixture(scope="module")
-def index(city: City) -> GridIndex:
-    return GridIndex(city)
 
 
 @pytest.fixture

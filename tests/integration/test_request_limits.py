@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from dashboard.app import create_app
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 from tests.conftest import sign_in_client
 
@@ -28,11 +28,6 @@ pytestmark = pytest.mark.integration
 
 MB = 1024 * 1024
 HUGE = 200 * MB  # the body size of the report
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

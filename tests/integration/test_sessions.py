@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from dashboard.app import create_app
 from pipelines.access import accounts, audit, sessions, wall_tokens
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings, child_environ
 from tests.conftest import TEST_AUDIT_KEY
 
@@ -29,11 +29,6 @@ T0 = 1_767_261_600.0  # 2026-01-01 10:00 UTC, seconds; the app's clock starts he
 PW, PW2 = "pass-word-123", "another-pass-456"
 MINE = "320102"
 MIN = 60.0
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 class Clock:

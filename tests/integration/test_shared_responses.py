@@ -34,7 +34,7 @@ from dashboard.app import create_app
 from dashboard.i18n import t
 from dashboard.responses import EXTENSION, ResponseCache
 from pipelines.access import accounts
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from tests.clock import MOMENTS, Clock
 from tests.conftest import (
     open_engine,
@@ -46,11 +46,6 @@ from tests.conftest import (
 from tests.integration.test_dashboard import fill, pings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @dataclass

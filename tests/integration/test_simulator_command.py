@@ -18,7 +18,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from pipelines.city import simulator as simulate
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.city.simulator.command import CommandCentre, centre_id
 from pipelines.dispatch import actions
 from pipelines.dispatch.flows import load_flows
@@ -35,11 +35,6 @@ pytestmark = pytest.mark.integration
 MIN = 60_000
 START = named("thu-10:00").ms
 MINUTES = 150
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from werkzeug.serving import make_server
 
 from dashboard.app import create_app
 from pipelines.access import accounts, audit
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings
 
 with warnings.catch_warnings():  # authlib.jose is deprecated in favour of joserfc (authlib 2)
@@ -191,11 +191,6 @@ def provider(idp: Provider, monkeypatch: pytest.MonkeyPatch) -> Provider:
 
 
 # ------------------------------------------------------------------ Wangge
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def _users(engine: Engine, city: City) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import Engine, select
 from dashboard.app import create_app
 from pipelines import warnings as W
 from pipelines.access import accounts, audit
-from pipelines.city.geography import City, demo_city
+from pipelines.city.geography import City
 from pipelines.settings import Settings, child_environ
 from pipelines.spine import store
 from tests.conftest import TEST_AUDIT_KEY, sign_in_client
@@ -29,11 +29,6 @@ pytestmark = pytest.mark.integration
 
 MINE = "320102"
 EVIL = "INC-\u202egpj.exe"
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 @pytest.fixture

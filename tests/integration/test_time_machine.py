@@ -20,7 +20,7 @@ from dashboard.backend import Backend
 from dashboard.pages.panorama import queries as q
 from pipelines import warnings as W
 from pipelines.city import simulator as simulate
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.dispatch.flows import flows_for
 from pipelines.history import keeper
 from pipelines.history.state import HistoricState
@@ -41,11 +41,6 @@ MIN = 60_000
 START = int(datetime(2026, 12, 3, 22, 0, tzinfo=TZ).timestamp() * 1000)
 TICK_MS = 10 * MIN
 SNAPSHOTS = (START + 40 * MIN, START + 130 * MIN, START + 170 * MIN)
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def reads(st: Any, city: City, s: Settings, now_ms: int) -> dict[str, Any]:

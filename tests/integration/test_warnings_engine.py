@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from pipelines import warnings as W
 from pipelines.city import simulator as simulate
-from pipelines.city.geography import City, GridIndex, demo_city
+from pipelines.city.geography import City, GridIndex
 from pipelines.dispatch.flows import flows_for
 from pipelines.settings import Settings
 from pipelines.spine import store
@@ -26,11 +26,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.clock]  # runs on a clock pas
 MIN = 60_000
 START = int(datetime(2026, 3, 2, 0, 0, tzinfo=UTC).timestamp() * 1000)  # 08:00 local
 TICK_MS = 10 * MIN
-
-
-@pytest.fixture(scope="module")
-def city() -> City:
-    return demo_city(2026, n_grids=300)
 
 
 def test_scripted_anomalies_are_flagged(

@@ -3,28 +3,15 @@
 A feed whose consumer group lags by more than ``stale_lag`` entries, whose oldest pending
 entry is older than ``stale_pending_s``, or whose workers restarted at least
 ``stale_restarts_hour`` times in the last hour leaves every screen showing old numbers: the
-admin (city scope) and the wall must know. One finding per feed, at the city. While a
-backfill runs, a backlog is its own, not a stall (as on the screens); a stuck batch or a
-crash loop still is.
+admin (city scope) and the wall must know. One finding per feed, at the city. The test is
+the screens' own (``health.stalled``): while a backfill runs, a backlog is its own, not a
+stall; a stuck batch or a crash loop still is.
 """
 
 from __future__ import annotations
 
+from pipelines.spine.health import Thresholds, stalled
 from pipelines.warnings.model import Finding, RuleConfig, RuleInputs
-
-
-def system_reasons(
-    lag: int, pending: int, pending_age_s: int, restarts_1h: int, cfg: RuleConfig
-) -> list[str]:
-    """Why a feed's pipeline does not keep up (empty: it does); same test as the screens."""
-    out = []
-    if lag > cfg.stale_lag:
-        out.append("lag")
-    if pending and pending_age_s > cfg.stale_pending_s:
-        out.append("pending")
-    if restarts_1h >= cfg.stale_restarts_hour:
-        out.append("restarts")
-    return out
 
 
 def rule_system(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Finding]:
@@ -32,14 +19,16 @@ def rule_system(inputs: RuleInputs, cfg: RuleConfig, now_ms: int) -> list[Findin
     if inputs.streams.is_empty() or inputs.areas.grids.is_empty():
         return []
     city = str(inputs.areas.grids["city_id"][0])
+    th = Thresholds(cfg.stale_lag, cfg.stale_pending_s, cfg.stale_restarts_hour)
     out = []
     for row in inputs.streams.sort("feed").iter_rows(named=True):
-        why = system_reasons(
-            0 if row["backfill"] else int(row["lag"]),
+        why = stalled(
+            int(row["lag"]),
             int(row["pending"]),
             int(row["pending_age_s"]),
             int(row["restarts_1h"]),
-            cfg,
+            th,
+            bool(row["backfill"]),
         )
         if not why:
             continue
