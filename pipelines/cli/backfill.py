@@ -241,6 +241,19 @@ def _acked_below(r: redis.Redis, key: str, group: str) -> tuple[int, int]:
     return ms, seq + 1
 
 
+def time_left(fraction: float, elapsed_s: float) -> str:
+    """The wall-clock time a backfill still needs, from its pace so far (for the console;
+    the simulated span left would read as days to wait)."""
+    if fraction >= 1.0:
+        return "finishing"
+    if fraction < 0.01 or elapsed_s < 2.0:
+        return "estimating…"
+    left_s = elapsed_s * (1.0 - fraction) / fraction
+    if left_s < 90:
+        return f"~{max(1, round(left_s))} s left"
+    return f"~{round(left_s / 60)} min left"
+
+
 @dataclass
 class ProgressBar:
     """One line redrawn in place on a terminal (a line per 10 % otherwise)."""
@@ -255,9 +268,8 @@ class ProgressBar:
         rate = p.published / p.elapsed_s if p.elapsed_s > 0 else 0.0
         done = int(frac * self.width)
         bar = "█" * done + "░" * (self.width - done)
-        behind = describe_span(p.end_ms - p.sim_ms)
         text = (
-            f"  backfill  {bar} {frac * 100:5.1f}%  {behind:>7s} to go · "
+            f"  backfill  {bar} {frac * 100:5.1f}%  {time_left(frac, p.elapsed_s):>14s} · "
             f"{p.published:,} events · {rate:,.0f}/s · {p.backlog:,} in the pipelines"
         )
         if self.out.isatty():
