@@ -10,6 +10,9 @@ expects from the rules for that moment.
 
 ``.ci/run`` also runs the tests marked ``clock`` under ``faketime`` at a weekend night and
 across midnight, which catches a test or a code path that still reads the wall clock.
+Only those: libfaketime fakes the monotonic clock too, and a timed wait on it
+(``threading.Event.wait(t)``, as the lifeline watch and the backfill's threads do) never
+returns there (``FAKETIME_DONT_FAKE_MONOTONIC=1`` instead breaks ``time.sleep``).
 """
 
 from __future__ import annotations
