@@ -149,10 +149,6 @@ def stale_reasons(h: FeedHealth, th: Thresholds, now_ms: int, backfill: bool = F
     )
 
 
-def is_stale(h: FeedHealth, th: Thresholds, now_ms: int) -> bool:
-    return bool(stale_reasons(h, th, now_ms))
-
-
 def thresholds_of(settings: Any) -> Thresholds:
     live = settings.live
     return Thresholds(
