@@ -505,6 +505,8 @@ def disable_user(
 
 
 def enable_user(engine: Engine, username: str, *, now_ms: int, actor: Actor = "system") -> User:
+    """Enable a disabled account again (its password and role as they were; a wall's
+    tokens stay revoked: it needs a new one)."""
     return _update(
         engine, username, {"disabled": False}, "user_enabled", lambda _old: {}, now_ms, actor
     )

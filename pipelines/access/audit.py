@@ -67,12 +67,17 @@ ADVISORY_LOCK_KEY = 0x5747_4155_4449_5400  # "WGAUDIT" — one chain per databas
 CONTENT_FIELDS = ("seq", "at_ms", "actor", "role", "scope", "action", "target", "detail")
 DAY_MS = 86_400_000
 
-# The actions the platform writes (others may be added; this is documentation).
+# Every action the platform writes, with what it means: the registry the audit page's
+# words and the tests follow (tests/unit/test_audit_actions.py finds every action written
+# in the code and requires it here, with a word in both languages).
 ACTIONS = {
     "login": "successful interactive login",
     "login_failed": "wrong password or unknown user",
     "login_locked": "attempt while locked out (too many failures)",
+    "login_rate_limited": "sign-in attempts from one address came too fast",
     "logout": "session ended",
+    "sso_login": "signed in through the single sign-on provider",
+    "sso_login_failed": "a single sign-on attempt was refused, with the reason",
     "denied": "an action or page outside the user's role or scope",
     "user_created": "an account was created",
     "role_changed": "role and/or scope changed",
@@ -80,17 +85,38 @@ ACTIONS = {
     "user_disabled": "an account was disabled",
     "user_enabled": "an account was enabled again",
     "password_changed": "a password was set",
+    "session_revoked": "a session ended because its account or token changed",
     "wall_token_issued": "a wall-screen token was issued",
     "wall_tokens_revoked": "a wall user's tokens were revoked",
+    "wall_login": "a wall screen signed in with its token",
+    "wall_token_rejected": "a wall token was refused (unknown, expired or revoked)",
     "warning_acknowledge": "an early warning was acknowledged (stops its escalation)",
     "warning_dispatch": "an early warning was dispatched to a unit or person",
     "warning_resolve": "an early warning was resolved",
     "warning_dismiss": "an early warning was dismissed, with a reason",
+    # a command centre's action on an incident (``dispatch.matrix.ACTIONS``), or its refusal
+    "incident.accept": "an incident was accepted",
+    "incident.dispatch": "an incident was dispatched to a unit or worker",
+    "incident.handle": "handling of an incident started",
+    "incident.return": "an incident was returned",
+    "incident.escalate": "an incident was escalated to the level above",
+    "incident.resolve": "an incident was resolved",
+    "incident.verify_pass": "an incident's resolution passed verification",
+    "incident.verify_fail": "an incident's resolution failed verification",
+    "incident.close": "an incident was closed",
+    "incident.merge": "an incident was merged into another as its duplicate",
+    "incident.refused": "an action on an incident was refused (role, scope or assignment)",
+    "track_view": "a worker's or a grid's track was replayed",
+    "track_export": "a track was exported",
+    "track_export_limited": "track exports came too fast",
     "export": "a scorecard or table was exported",
+    "units_import": "the dispatch units were imported",
+    "workers_import": "the grid workers' roster was imported",
+    "gateway_credential_created": "a gateway credential was created",
+    "gateway_credential_revoked": "a gateway credential was revoked",
     "purge": "old audit rows were deleted under the retention policy",
     "city_rebind": "the database was bound to another city or its new areas (wangge geo rebind)",
     "audit_keyed": "the chain continues keyed (HMAC); detail: the unkeyed head it seals",
-    "session_revoked": "a session ended because its account or token changed",
 }
 MARKER = "audit_keyed"
 KEY_OPTION = "wangge_audit_key"  # the engine's execution option carrying the key

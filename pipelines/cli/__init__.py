@@ -122,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("status", help="stream lengths, consumer lag, dead letters")
     roles = "city_leader, district_commander, street_operator, supervisor, admin, wall"
-    u = sub.add_parser("users", help="accounts: add, list, disable, set-role, wall tokens")
+    u = sub.add_parser("users", help="accounts: add, list, disable, enable, set-role, wall tokens")
     us = u.add_subparsers(dest="users_cmd", required=True)
     ua = us.add_parser("add", help="create an account (prompts for the password)")
     ua.add_argument("username")
@@ -133,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
     us.add_parser("list", help="all accounts with role, scope and state")
     ud = us.add_parser("disable", help="disable an account (and revoke its wall tokens)")
     ud.add_argument("username")
+    ue = us.add_parser("enable", help="enable a disabled account (wall tokens stay revoked)")
+    ue.add_argument("username")
     up = us.add_parser("set-password", help="set a new password (every session ends)")
     up.add_argument("username")
     up.add_argument("--password-stdin", action="store_true", help="read the password from stdin")

@@ -102,6 +102,11 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                     engine, args.username, now_ms=now_ms, actor=actor, sessions=ends
                 )
                 print(f"disabled {u.username}{_sessions_note(ends, u.username)}")
+            elif sub == "enable":
+                u = accounts.enable_user(engine, args.username, now_ms=now_ms, actor=actor)
+                print(f"enabled {u.username} ({u.role}, scope {u.scope_area_id})")
+                if u.role == "wall":
+                    print(f"its tokens stay revoked: wangge users issue-wall-token {u.username}")
             elif sub == "set-password":
                 password = _read_password(args)
                 u = accounts.set_password(

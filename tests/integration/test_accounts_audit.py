@@ -558,10 +558,20 @@ def test_cli_users_and_audit(db_url: tuple[str, str | None], tmp_path: Path) -> 
     assert rows["screen"][1:4] == ["wall", "320102", "yes"]
     assert "张主任" in res.stdout
 
+    res = wangge("users", "enable", "screen", env=env)
+    assert res.returncode == 0 and "enabled screen (wall, scope 320102)" in res.stdout, res.stderr
+    assert "wangge users issue-wall-token screen" in res.stdout  # its tokens stay revoked
+    fails("users", "enable", "nobody", message="no such user")
+    res = wangge("users", "list", env=env)
+    assert [line.split()[1:4] for line in res.stdout.splitlines() if line.startswith("screen")] == [
+        ["wall", "320102", "no"]
+    ]
+
     res = wangge("audit", "verify", env=env)
-    assert res.returncode == 0 and "audit log OK: 5 rows" in res.stdout, res.stdout
+    assert res.returncode == 0 and "audit log OK: 6 rows" in res.stdout, res.stdout
     engine = open_engine(db_url)
     try:
+        assert wall_tokens.verify_wall_token(engine, token, int(time.time() * 1000)) is None
         log = audit.query(engine).sort("seq")
         assert log["action"].to_list() == [
             "user_created",
@@ -569,6 +579,7 @@ def test_cli_users_and_audit(db_url: tuple[str, str | None], tmp_path: Path) -> 
             "wall_token_issued",
             "role_changed",
             "user_disabled",
+            "user_enabled",
         ]
         assert all(a.startswith("cli:") for a in log["actor"].to_list())
         _exec(engine, "UPDATE audit_log SET target = 'x' WHERE seq = 2")
