@@ -35,7 +35,7 @@ def _action_args(call: ast.Call, in_audit: bool) -> list[ast.expr]:
     kw = [k.value for k in call.keywords if k.arg == "action"]
     if (owner == "audit" and name in ("append", "record")) or name == "write_register":
         return kw
-    if name == "audit" and owner in ("guard", "self") and call.args:
+    if name == "audit" and isinstance(f, ast.Attribute) and call.args:  # the guard's method
         return [call.args[0]]
     if name == "_update" and len(call.args) >= 4:
         return [call.args[3]]
