@@ -262,9 +262,11 @@ def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[s
         "orientation": "h",
         "marker": {"color": list(CAT_COLORS)},
         "text": v,
-        "textposition": "inside",
+        # inside a bar wide enough, else just past its end (never clipped to "…")
+        "textposition": "auto",
         "insidetextanchor": "end",
         "textangle": 0,
+        "cliponaxis": False,
     }
     lay = _layout(
         size,
