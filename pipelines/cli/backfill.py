@@ -262,9 +262,10 @@ class ProgressBar:
     width: int = 30
     _last_decile: int = -1
     _drawn: bool = False
+    _fraction: float = 0.0
 
     def __call__(self, p: BackfillProgress) -> None:
-        frac = p.fraction
+        frac = self._fraction = p.fraction
         rate = p.published / p.elapsed_s if p.elapsed_s > 0 else 0.0
         done = int(frac * self.width)
         bar = "█" * done + "░" * (self.width - done)
@@ -280,9 +281,22 @@ class ProgressBar:
             self._last_decile = int(frac * 10)
             print(text, file=self.out, flush=True)
 
-    def done(self, res: BackfillResult) -> None:
+    def stopped(self) -> None:
+        """A stop cut the backfill short: how far it got, and that it is not lost."""
+        self._end_line()
+        print(
+            f"  backfill  stopped at {self._fraction * 100:.0f}%; the next start resumes it",
+            file=self.out,
+            flush=True,
+        )
+
+    def _end_line(self) -> None:
         if self._drawn:
             self.out.write("\n")
+            self._drawn = False
+
+    def done(self, res: BackfillResult) -> None:
+        self._end_line()
         span = describe_span(res.end_ms - res.start_ms)
         print(
             f"  backfill  {span} of history: {res.total:,} events "

@@ -410,9 +410,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 try:
                     sim, past = _backfill_at_start(rt, city, stop, sup.env)
                 except Exception:  # the live city still starts; the history stays partial
-                    if stop.is_set():  # a stop cut it short (Redis may be gone already)
-                        print("  backfill  stopped; the next start resumes it", flush=True)
-                        return
                     log.exception("backfill failed; starting the live feed")
                     sim, past = None, None
                 if stop.is_set():
@@ -616,6 +613,7 @@ def _backfill_at_start(
     extra = s.simulate.backfill_report_workers - s.pipelines.reports_workers
     procs = bf.spawn_workers(s, env, {"reports": extra}, "bf") if extra > 0 else []
     bar = bf.ProgressBar()
+    cut = False  # by a stop that ended it with an error (Redis may be gone already)
     try:
 
         def wait() -> None:  # a dead worker is restarted by the main loop (an extra
@@ -634,11 +632,16 @@ def _backfill_at_start(
                 clock=clock,
                 resume=resume,
             )
+    except Exception:
+        if not stop.is_set():
+            raise
+        cut = True
     finally:
         bf.stop_workers(procs)
+    if cut or stop.is_set():
+        bar.stopped()
+        return None, None
     bar.done(res)
-    if stop.is_set():
-        return sim, None
     return sim, bf.finish_span(rt.engine, sim, res)
 
 

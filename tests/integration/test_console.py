@@ -125,3 +125,55 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert not (tmp_path / "var" / "run.json").exists()
     assert wangge("status", env=env).returncode != 0  # nothing running, no Redis set
+
+
+def _ctrl_c(proc: subprocess.Popen[str], con: Console) -> str:
+    """Ctrl-C in the terminal; the whole output once every process has ended."""
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=90)
+    return con.wait_for(lambda s: "stopped." in s, timeout_s=10)
+
+
+def test_ctrl_c_during_a_first_backfill_says_so_and_the_next_start_resumes_it(
+    tmp_path: Path,
+) -> None:
+    """A user Ctrl-Cs their first `make run` while its history is still being simulated
+    (likely: it takes minutes), then starts it again. The first run says the backfill
+    stopped and will be resumed, not that it is done nor with a traceback; the second
+    resumes it, finishes it and evaluates the past's warnings."""
+    env = cli_env(
+        tmp_path,
+        WANGGE_SIMULATE_WORKERS="300",
+        WANGGE_SIMULATE_CAMERAS="30",
+        WANGGE_SIMULATE_BACKFILL_DAYS="0.5",  # long enough to be cut at its first tenth
+    )
+    progress = re.compile(r"backfill\s+[█░]+\s+[\d.]+%")
+    proc, con = start_run(env)
+    try:
+        con.wait_for(lambda s: progress.search(s) is not None)
+        out = _ctrl_c(proc, con)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert re.search(r"backfill  stopped at \d+%; the next start resumes it", out), out
+    assert "of history:" not in out, out  # (the line of a backfill that ended)
+    assert "past moments evaluated" not in out, out
+
+    proc, con = start_run(env)
+    try:
+        text = con.wait_for(
+            lambda s: "past moments evaluated" in s or "stays partial" in s, timeout_s=300
+        )
+        assert "resuming the one cut short" in text, text
+        assert re.search(r"backfill\s+\d+h( \d+m)? of history: [\d,]+ events", text), text
+        assert "stays partial" not in text, text
+        out = _ctrl_c(proc, con)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out, out

@@ -41,3 +41,21 @@ def test_the_bar_prints_a_line_per_tenth_off_a_terminal_with_the_time_left() -> 
     assert "estimating…" in lines[0] and "finishing" in lines[-1]
     assert "~63 s left" in lines[1]  # 10 % in 7 s: 63 s more
     assert not any("to go" in line or "d " in line.split("·")[0] for line in lines)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_stopped_bar_says_how_far_it_got_on_a_line_of_its_own(terminal: bool) -> None:
+    out = _Terminal() if terminal else io.StringIO()
+    bar = ProgressBar(out=out)
+    start = 1_800_000_000_000
+    bar(BackfillProgress(start, start + 7 * DAY_MS, start + 7 * DAY_MS * 37 // 100, 500, 0, 3.0))
+    bar.stopped()
+    last = out.getvalue().split("\r")[-1].splitlines()
+    # the redrawn line is ended first: the message is a line of its own
+    assert last[-1] == "  backfill  stopped at 37%; the next start resumes it"
+    assert "37.0%" in last[0] and len(last) == 2
