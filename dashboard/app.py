@@ -217,6 +217,20 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         local = same_site and parsed.path.startswith("/")
         safe = parsed.path if local and not parsed.path.startswith("//") else "/"
         resp = make_response(redirect(safe))
+        _remember_lang(resp, code)
+        return resp
+
+    @server.after_request
+    def lang_of_the_url(resp: Response) -> Response:
+        """A page opened with ``?lang=en`` (a wall screen's configured URL, a link) keeps
+        that language: the page's layout and callbacks are later requests without the
+        query, which read the cookie."""
+        code = request.args.get("lang") if request.method == "GET" else None
+        if code and not request.path.startswith(("/_dash", "/assets", "/lang/")):
+            _remember_lang(resp, code)
+        return resp
+
+    def _remember_lang(resp: Response, code: str) -> None:
         secure = settings.auth.https or request.is_secure
         resp.set_cookie(
             COOKIE,
@@ -226,7 +240,6 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
             samesite="Lax",
             secure=secure,
         )
-        return resp
 
 
 class LocalDash(Dash):

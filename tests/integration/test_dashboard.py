@@ -276,6 +276,34 @@ def test_an_app_is_set_up_before_its_first_request(bare_app: Dash) -> None:
     assert served and served <= before  # every callback a browser may call, from the start
 
 
+def _shell_lang(layout: dict[str, Any]) -> str:
+    """The language the served layout speaks (its ``shell-lang`` store)."""
+    found = [
+        c["props"]["data"]
+        for c in layout["props"]["children"]
+        if isinstance(c, dict) and c["props"].get("id") == ids.LANG
+    ]
+    assert len(found) == 1, layout
+    return str(found[0])
+
+
+@pytest.mark.parametrize("path", ["/", "/wall"])
+def test_a_url_with_lang_keeps_that_language_for_the_layout_and_callbacks(
+    bare_app: Dash, path: str
+) -> None:
+    """A page opened as ``…?lang=en`` (a wall screen's configured URL) speaks English: its
+    layout comes from ``/_dash-layout``, a later request without the query."""
+    c = sign_in_client(bare_app.server.test_client())
+    assert _shell_lang(c.get("/_dash-layout").get_json()) == "zh-CN"  # the default
+    page = c.get(f"{path}?lang=en")
+    assert page.status_code == 200 and '<html lang="en">' in page.data.decode()
+    assert "wg_lang=en" in page.headers["Set-Cookie"]
+    assert _shell_lang(c.get("/_dash-layout").get_json()) == "en"
+    c.get(f"{path}?lang=zh")  # and back
+    assert _shell_lang(c.get("/_dash-layout").get_json()) == "zh-CN"
+    assert "Set-Cookie" not in c.get(path).headers  # no query: the choice stays
+
+
 def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
     layout = page_module("panorama", "layout").layout
     with signed_in(bare_app):
