@@ -261,7 +261,7 @@ def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[s
         "y": [t(f"cat.{c}", lang) for c in cats],
         "orientation": "h",
         "marker": {"color": list(CAT_COLORS)},
-        "text": v,
+        "text": [fmt_int(x) for x in v],  # grouped like every count on the page
         # inside a bar wide enough, else just past its end (never clipped to "…")
         "textposition": "auto",
         "insidetextanchor": "end",

@@ -92,3 +92,9 @@ def test_encoding_follows_what_the_client_accepts() -> None:
     assert choose_encoding("identity", 10_000) == ""
     assert choose_encoding("", 10_000) == ""
     assert choose_encoding("gzip, br", 100) == ""  # too small to be worth it
+
+
+def test_category_bars_group_their_counts_like_the_tiles() -> None:
+    fig = category_figure({"dispute": 1226, "fire": 5, "other": 1_000_000}, "en")
+    text = dict(zip(fig["data"][0]["y"], fig["data"][0]["text"], strict=True))
+    assert text["Disputes"] == "1,226" and text["Fire"] == "5" and text["Other"] == "1,000,000"
