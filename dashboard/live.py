@@ -325,7 +325,7 @@ def panel(
         "categories": snap["categories"],
         "labels": snap["labels"],
         "hotspots": snap["hotspots"].get(metric, []),
-        "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city),
+        "ticker": q.ticker_rows(snap["ticker"], b.settings.live.timezone, b.city, snap["now_ms"]),
         "markers": markers(b, grant, at_ms) if with_markers else empty,
         "fresh": feed_fresh_text(b, lang) if at_ms is None else past_text(b, at_ms, lang),
         "now_ms": snap["now_ms"],

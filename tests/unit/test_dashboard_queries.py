@@ -199,3 +199,34 @@ def test_worker_marker_of_a_mock_location_is_marked() -> None:
     assert names == [f"王伟 ⚠ {MOCK_GPS}", "李娜"]
     assert "模拟定位" in MOCK_GPS and "mock GPS" in MOCK_GPS
     assert [f["properties"]["n"] for f in worker_features(live.drop("mock"))] == ["王伟", "李娜"]
+
+
+def _ms(text: str, tz: str) -> int:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return int(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("tz", "expected"),
+    [
+        # just after local midnight: the event before it is yesterday's, and says so
+        ("Asia/Shanghai", ["00:10:05", "12-07 23:59", "12-01 08:00"]),
+        # the same instants in UTC: all but the week-old one are of today (2026-12-07)
+        ("UTC", ["16:10:05", "15:59:30", "12-01 00:00"]),
+    ],
+)
+def test_ticker_shows_the_date_of_an_event_of_another_day(
+    city: City, tz: str, expected: list[str]
+) -> None:
+    sh = "Asia/Shanghai"
+    now = _ms("2026-12-08T00:30:00", sh)
+    items = [
+        {"ts": _ms("2026-12-08T00:10:05", sh), "k": "report", "grid": city.grids["grid_id"][0]},
+        {"ts": _ms("2026-12-07T23:59:30", sh), "k": "report", "grid": "nope"},
+        {"ts": _ms("2026-12-01T08:00:00", sh), "k": "video"},  # a backfill's week-old event
+    ]
+    rows = q.ticker_rows(items, tz, city, now)
+    assert [r["time"] for r in rows] == expected
+    assert rows[0]["place"] and rows[1]["place"] == ""

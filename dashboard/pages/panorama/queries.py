@@ -274,15 +274,20 @@ def freshness(now_ms: int, data_ms: int) -> int | None:
     return max(0, (now_ms - data_ms) // 1000)
 
 
-def ticker_rows(items: list[dict[str, Any]], tz: str, city: City) -> list[dict[str, Any]]:
-    """Ticker entries with local time and the grid's name."""
+def ticker_rows(
+    items: list[dict[str, Any]], tz: str, city: City, now_ms: int
+) -> list[dict[str, Any]]:
+    """Ticker entries with local time and the grid's name. An event of another day than
+    ``now_ms``'s (a backfill landing, a phone's late upload) shows its date too."""
     zone = ZoneInfo(tz)
+    today = datetime.fromtimestamp(now_ms / 1000, zone).date()
     out = []
     for it in items:
         grid = city.area(str(it.get("grid", "")))
+        at = datetime.fromtimestamp(int(it["ts"]) / 1000, zone)
         out.append(
             {
-                "time": datetime.fromtimestamp(int(it["ts"]) / 1000, zone).strftime("%H:%M:%S"),
+                "time": at.strftime("%H:%M:%S" if at.date() == today else "%m-%d %H:%M"),
                 "kind": it.get("k", ""),
                 "what": str(it.get("what", "")),
                 "place": grid["name"] if grid else "",
