@@ -157,12 +157,14 @@ def test_banding_never_touches_a_cell_without_data() -> None:
     # the score band only ever sees the four scored rows (fewer than five: no band at all)
     assert "score" not in bands
     cols = {c["field"]: c for c in A.columns("street", "zh-CN", SETTINGS, bands)}
-    for m in [*S.METRIC_IDS, "score", "rank"]:
+    for m in [*S.METRIC_IDS, "score", "rank", "change"]:
         first = cols[m]["cellStyle"]["styleConditions"][0]
         assert first == {"condition": "params.value == null", "style": A.GAP_STYLE}
         fmt = cols[m]["valueFormatter"]["function"]
         assert fmt.startswith("params.value == null ? ")
         assert ("样本不足" in fmt) == (m in S.METRICS and S.METRICS[m].sampled)
+    # no previous period: the change reads as the exports write it, not as a blank cell
+    assert cols["change"]["valueFormatter"]["function"].startswith("params.value == null ? '—' :")
 
 
 def test_only_scored_metrics_are_banded() -> None:

@@ -112,6 +112,8 @@ def _formatter(kind: str, col: str, lang: str) -> str:
         )
     elif col in S.METRICS:
         gap = f"'{S.gap_text('none', lang)}'"
+    elif col == "change":  # no score in this period or the one before (as the exports write)
+        gap = f"'{cell_text(column_kind(col), None)}'"
     else:
         gap = "''"
     return f"params.value == null ? {gap} : {num}"
@@ -147,7 +149,7 @@ def columns(
             }
         else:
             col |= {"minWidth": TEXT_WIDTH.get(c, 90), "cellClass": f"asm-col-{c}"}
-        if kind in FORMATS and c != "change":
+        if kind in FORMATS:
             gaps = [{"condition": "params.value == null", "style": GAP_STYLE}]
             col["cellStyle"] = {"styleConditions": gaps + (banded or {}).get(c, [])}
         out.append(col)
