@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from pipelines.spine.streams import group_info
+from pipelines.spine.streams import group_info, reply_text
 
 FEEDS = ("reports", "locations", "video")
 HOUR_MS = 3_600_000
@@ -60,7 +60,7 @@ def read_backfill(r: redis.Redis, prefix: str) -> float | None:
     if raw is None:
         return None
     try:
-        return min(max(float(_s(raw)), 0.0), 1.0)
+        return min(max(float(reply_text(raw)), 0.0), 1.0)
     except ValueError:
         return None
 
@@ -161,10 +161,6 @@ def thresholds_of(settings: Any) -> Thresholds:
 # -------------------------------------------------------------------- reads
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _id_ms(entry_id: str) -> int:
     return int(entry_id.split("-")[0])
 
@@ -176,7 +172,7 @@ def _group_state(r: redis.Redis, key: str, group: str) -> tuple[int, int, int]:
         return int(r.xlen(key)), 0, 0
     lag_v = g.get("lag")
     if lag_v is None:  # Redis cannot tell after trims: count what follows last-delivered
-        last = _s(g["last-delivered-id"])
+        last = reply_text(g["last-delivered-id"])
         after: Any = r.xrange(key, min=f"({last}", max="+", count=LAG_SCAN_CAP)
         lag_v = len(after)
     pending = int(g["pending"])
@@ -184,7 +180,7 @@ def _group_state(r: redis.Redis, key: str, group: str) -> tuple[int, int, int]:
     if pending:
         summary = r.xpending(key, group)
         low = summary.get("min") if summary else None
-        oldest = _id_ms(_s(low)) if low else 0
+        oldest = _id_ms(reply_text(low)) if low else 0
     return int(lag_v), pending, oldest
 
 
@@ -206,7 +202,7 @@ def read_health(r: redis.Redis, settings: Any, now_ms: int) -> dict[str, FeedHea
     from pipelines.spine.clockjob import live_state
 
     prefix = settings.redis.prefix
-    marks = {_s(k): int(_s(v)) for k, v in r.hgetall(feeds_key(prefix)).items()}
+    marks = {reply_text(k): int(reply_text(v)) for k, v in r.hgetall(feeds_key(prefix)).items()}
     dead = _dead_by_reason(live_state(r, settings).deadletter_counts())
     out = {}
     for feed in FEEDS:
@@ -220,7 +216,7 @@ def read_health(r: redis.Redis, settings: Any, now_ms: int) -> dict[str, FeedHea
             oldest_pending_ms=oldest,
             event_ms=marks.get(f"{feed}:event_ms", 0),
             applied_ms=marks.get(f"{feed}:applied_ms", 0),
-            restarts=tuple(int(_s(m).split(":")[0]) for m in restarts),
+            restarts=tuple(int(reply_text(m).split(":")[0]) for m in restarts),
             dead=dead.get(feed, {}),
         )
     return out

@@ -74,6 +74,7 @@ from pipelines.spine.scripts import (
     DAY_METRICS,
     INCIDENT_FIELDS,
 )
+from pipelines.spine.streams import reply_text
 
 __all__ = ["ALERT_FIELDS", "DAY_METRICS", "INCIDENT_FIELDS", "Keys", "LiveState"]
 
@@ -176,11 +177,6 @@ class Keys:
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"
-
-
-def _s(value: Any) -> str:
-    """Redis replies are bytes (decode_responses is off); text for our keys and fields."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _flat(rows: Iterable[Sequence[Any]]) -> list[Any]:
@@ -298,7 +294,12 @@ class LiveState:
         for p, part in self._by_partition(rows, lambda row: str(row[0])).items():
             items = [
                 "\x1f".join(
-                    (alert_id, entry, *map(_s, fields), "\x1d".join(map(str, _flat(losers))))
+                    (
+                        alert_id,
+                        entry,
+                        *map(reply_text, fields),
+                        "\x1d".join(map(str, _flat(losers))),
+                    )
                 )
                 for alert_id, entry, fields, losers in part
             ]
@@ -306,7 +307,7 @@ class LiveState:
             args = [*head, _joined(items, len(ALERT_FIELDS) + 3)]
             got = self._run(self._alerts, self.keys.part_base(p), args)
             for row, x in zip(part, got, strict=True):
-                letters[order[id(row)]] = _s(x)
+                letters[order[id(row)]] = reply_text(x)
         return [letters[i] for i in range(len(rows))]
 
     def apply_locations(
@@ -322,8 +323,8 @@ class LiveState:
         gs = self._by_partition(patrolled, lambda g: str(g[1]))
         for p in sorted(set(ws) | set(gs)):
             w, g = ws.get(p, []), gs.get(p, [])
-            pings = [f"{_s(i)}\x1f{ts}\x1f{_s(pk)}" for i, ts, pk in w]
-            grids = ["\x1f".join(map(_s, row)) for row in g]
+            pings = [f"{reply_text(i)}\x1f{ts}\x1f{reply_text(pk)}" for i, ts, pk in w]
+            grids = ["\x1f".join(map(reply_text, row)) for row in g]
             args = [self.day_ttl_s, _joined(pings, 3), _joined(grids, 5)]
             self._run(self._locations, self.keys.part_base(p), args)
 
@@ -489,7 +490,7 @@ class LiveState:
             i += len(hours) * n
         out["ticker"] = self._tickers(res[i : i + n], ticker_n)
         i += n
-        out["meta"] = {_s(k): _s(v) for k, v in res[i].items()}
+        out["meta"] = {reply_text(k): reply_text(v) for k, v in res[i].items()}
         return out
 
     def _sum_of(self, metric: str, day: str | None, fields: list[str]) -> list[int]:
@@ -510,11 +511,13 @@ class LiveState:
             pipe.hmget(self.keys.live("pos", p), ids)
         out: dict[str, str] = {}
         for ids, got in zip(by.values(), pipe.execute(), strict=True):
-            out.update({w: _s(v) for w, v in zip(ids, got, strict=True) if v})
+            out.update({w: reply_text(v) for w, v in zip(ids, got, strict=True) if v})
         return out
 
     def meta(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.live("meta")).items()}
+        return {
+            reply_text(k): reply_text(v) for k, v in self.r.hgetall(self.keys.live("meta")).items()
+        }
 
     def counts(self, metric: str, area_ids: Sequence[str], day: str | None = None) -> list[int]:
         """One metric for many areas: live ("open", "overdue", "online") or per-day."""
@@ -530,7 +533,7 @@ class LiveState:
         out: dict[str, int] = {}
         for got in pipe.execute():
             for k, v in got.items():
-                out[_s(k)] = out.get(_s(k), 0) + int(v)
+                out[reply_text(k)] = out.get(reply_text(k), 0) + int(v)
         return out
 
     def breakdown(
@@ -560,7 +563,7 @@ class LiveState:
         pipe = self.r.pipeline(transaction=False)
         for p in range(self.partitions):
             pipe.smembers(self.keys.day(day, "patrolled", p))
-        return {_s(g) for got in pipe.execute() for g in got}
+        return {reply_text(g) for got in pipe.execute() for g in got}
 
     def warnings(self) -> list[dict[str, Any]]:
         """The open warnings, as the engine last wrote them."""
@@ -568,7 +571,7 @@ class LiveState:
         return [orjson.loads(v) for v in raw]
 
     def positions(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.positions_raw().items()}
+        return {reply_text(k): reply_text(v) for k, v in self.positions_raw().items()}
 
     def positions_raw(self) -> dict[bytes, bytes]:
         """worker_id → packed position, undecoded (30,000 of them decode faster in bulk)."""
@@ -587,27 +590,27 @@ class LiveState:
         pipe = self.r.pipeline(transaction=False)
         for p in range(self.partitions):
             pipe.zrangebyscore(self.keys.live("seen", p), since_ms, "+inf")
-        return [_s(w) for got in pipe.execute() for w in got]
+        return [reply_text(w) for got in pipe.execute() for w in got]
 
     def open_incidents(self, street_id: str) -> list[dict[str, str]]:
         pipe = self.r.pipeline(transaction=False)
         for p in range(self.partitions):
             pipe.smembers(self.keys.open_incidents(street_id, p))
-        ids = [_s(i) for got in pipe.execute() for i in got]
+        ids = [reply_text(i) for got in pipe.execute() for i in got]
         pipe = self.r.pipeline(transaction=False)
         fields = ("status", "cat", "sev", "grid", "lon", "lat", "ts", "overdue")
         for i in ids:
             pipe.hmget(self.keys.inc(i), fields)
         out = []
         for i, vals in zip(ids, pipe.execute(), strict=True):
-            row = {f: (_s(v) if v else "") for f, v in zip(fields, vals, strict=True)}
+            row = {f: (reply_text(v) if v else "") for f, v in zip(fields, vals, strict=True)}
             row["incident_id"] = i
             out.append(row)
         return out
 
     def incident(self, incident_id: str) -> dict[str, str]:
         raw = self.r.hgetall(self.keys.inc(incident_id))
-        return {_s(k): _s(v) for k, v in raw.items()}
+        return {reply_text(k): reply_text(v) for k, v in raw.items()}
 
     def deadletter_counts(self) -> dict[str, int]:
         return self.counts_all("dl_count")

@@ -263,7 +263,7 @@ def group_info(r: redis.Redis, stream: str, group: str) -> dict[str, Any] | None
         groups = r.xinfo_groups(stream)
     except redis.ResponseError:  # no such stream
         return None
-    return next((g for g in groups if _text(g["name"]) == group), None)
+    return next((g for g in groups if reply_text(g["name"]) == group), None)
 
 
 def trim_acknowledged(r: redis.Redis, stream: str) -> int:
@@ -293,12 +293,13 @@ def trim_acknowledged(r: redis.Redis, stream: str) -> int:
 
 def id_key(entry_id: bytes | str) -> tuple[int, int]:
     """An entry id as (ms, seq), ordered as Redis orders ids."""
-    ms, _, seq = _text(entry_id).partition("-")
+    ms, _, seq = reply_text(entry_id).partition("-")
     return int(ms), int(seq or 0)
 
 
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+def reply_text(value: Any) -> str:
+    """Redis replies are bytes (decode_responses is off); text for our keys and fields."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _next_id(entry_id: str) -> str:
