@@ -410,6 +410,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 try:
                     sim, past = _backfill_at_start(rt, city, stop, sup.env)
                 except Exception:  # the live city still starts; the history stays partial
+                    if stop.is_set():  # a stop while it waited for the pipelines, say
+                        print("  backfill  stopped; the next start resumes it", flush=True)
+                        return
                     log.exception("backfill failed; starting the live feed")
                     sim, past = None, None
                 if stop.is_set():
