@@ -225,8 +225,11 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         """A page opened with ``?lang=en`` (a wall screen's configured URL, a link) keeps
         that language: the page's layout and callbacks are later requests without the
         query, which read the cookie."""
-        code = request.args.get("lang") if request.method == "GET" else None
-        if code and not request.path.startswith(("/_dash", "/assets", "/lang/")):
+        code = request.args.get("lang", "") if request.method == "GET" else ""
+        page = not request.path.startswith(("/_dash", "/assets", "/lang/"))
+        # a page served (or a sign-in's redirect to it), in a language we speak
+        spoken = code.strip().lower().startswith(("en", "zh"))  # (as ``normalize`` reads it)
+        if page and spoken and resp.status_code < 400:
             _remember_lang(resp, code)
         return resp
 

@@ -302,6 +302,7 @@ def test_a_url_with_lang_keeps_that_language_for_the_layout_and_callbacks(
     c.get(f"{path}?lang=zh")  # and back
     assert _shell_lang(c.get("/_dash-layout").get_json()) == "zh-CN"
     assert "Set-Cookie" not in c.get(path).headers  # no query: the choice stays
+    assert "Set-Cookie" not in c.get(f"{path}?lang=fr").headers  # nor a language we lack
 
 
 def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
