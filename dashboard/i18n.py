@@ -592,6 +592,10 @@ CATALOG: dict[str, tuple[str, str]] = {
         "⚠ {feed} STALE ({why}) · newest {ago}",
     ),
     "fresh.backfill": ("正在回填近期历史 {pct}%", "Backfilling recent history {pct}%"),
+    "fresh.replay": (
+        "正在研判回填历史的预警 {pct}%",
+        "Evaluating the backfilled history's warnings {pct}%",
+    ),
     "fresh.system": ("⚠ 系统预警 {n} 条", "⚠ {n} system warning(s)"),
     "stale.sep": ("、", ", "),  # between the reasons of one stale feed
     "stale.lag": ("积压未处理", "backlog"),

@@ -202,17 +202,24 @@ def ago_text(age_s: int, lang: str) -> str:
 
 
 def fresh_text(
-    rows: list[dict[str, Any]], system_open: int, lang: str, backfill: float | None = None
+    rows: list[dict[str, Any]],
+    system_open: int,
+    lang: str,
+    backfill: float | None = None,
+    replay: float | None = None,
 ) -> str:
     """One line per page: each feed's newest applied event age, stale feeds marked (pure).
 
     Never one global "updated N s ago": a feed that stopped shows its own age and, past the
     ``[live]`` thresholds, says it is stale and why (``health.freshness_rows``, which
     counts no backfill's backlog as a stall). While a backfill runs (``backfill``: how
-    far, 0..1) the line says so first."""
+    far, 0..1) the line says so first, as while the backfilled past's warnings are evaluated
+    (``replay``; the warnings list is empty until then)."""
     parts = []
     if backfill is not None:
         parts.append(t("fresh.backfill", lang, pct=int(backfill * 100)))
+    if replay is not None:
+        parts.append(t("fresh.replay", lang, pct=int(replay * 100)))
     if not rows or all(r["age_s"] is None and not r["why"] for r in rows):
         parts.append(t("fresh.nodata", lang))
     else:
@@ -238,11 +245,13 @@ def feed_freshness(b: Backend) -> dict[str, Any]:
     def compute() -> dict[str, Any]:
         now = b.now_ms()
         feeds = health.read_health(b.live.r, b.settings, now)
-        backfill = health.read_backfill(b.live.r, b.settings.redis.prefix)
+        prefix = b.settings.redis.prefix
+        backfill = health.read_backfill(b.live.r, prefix)
         th = health.thresholds_of(b.settings)
         rows = health.freshness_rows(feeds, th, now, backfill is not None)
         system = sum(1 for w in b.live.warnings() if w.get("rule") == "system")
-        return {"rows": rows, "system": system, "backfill": backfill}
+        replay = health.read_replay(b.live.r, prefix)
+        return {"rows": rows, "system": system, "backfill": backfill, "replay": replay}
 
     got: dict[str, Any] = b.tick_input("feed_fresh", compute)
     return got
@@ -250,7 +259,7 @@ def feed_freshness(b: Backend) -> dict[str, Any]:
 
 def feed_fresh_text(b: Backend, lang: str) -> str:
     f = feed_freshness(b)
-    return fresh_text(f["rows"], int(f["system"]), lang, f.get("backfill"))
+    return fresh_text(f["rows"], int(f["system"]), lang, f.get("backfill"), f.get("replay"))
 
 
 def scoped_fresh_text(b: Backend, lang: str, at_ms: int | None = None) -> str | None:

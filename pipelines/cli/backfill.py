@@ -446,16 +446,10 @@ class BackfillMark:
             self.then(p)
 
     def mark(self, fraction: float) -> None:
-        try:
-            health.mark_backfill(self.r, self.prefix, fraction)
-        except redis.RedisError as exc:  # the backfill itself goes on (or fails) alone
-            log.debug("backfill mark: %s", exc)
+        _quietly(health.mark_backfill, self.r, self.prefix, fraction)
 
     def clear(self) -> None:
-        try:
-            health.clear_backfill(self.r, self.prefix)
-        except redis.RedisError as exc:  # it expires by itself
-            log.debug("backfill mark: %s", exc)
+        _quietly(health.clear_backfill, self.r, self.prefix)
 
 
 def finish_span(engine: Engine, sim: Simulator, res: BackfillResult) -> spans.Span:
@@ -562,6 +556,7 @@ def replay_warnings(
 
     def progress(got: ReplayResult, at: int) -> None:  # a line per quarter of the span
         spans.replayed(engine, span, at)
+        _quietly(health.mark_replay, r, s.redis.prefix, replayed_fraction(span, at))
         q = quarter(at)
         if 0 < q < 4 and q > quarters[0]:
             quarters[0] = q
@@ -573,9 +568,29 @@ def replay_warnings(
             )
 
     step = round(every * 60_000)
-    got = replay(
-        past, span.start_ms, span.end_ms, step, stop=stop, progress=progress, after_ms=done
-    )
-    republish(engine, past.live, city)  # what is open at the end is the live list
+    _quietly(health.mark_replay, r, s.redis.prefix, replayed_fraction(span, done))
+    try:
+        got = replay(
+            past, span.start_ms, span.end_ms, step, stop=stop, progress=progress, after_ms=done
+        )
+        republish(engine, past.live, city)  # what is open at the end is the live list
+    finally:
+        _quietly(health.clear_replay, r, s.redis.prefix)
     print(got.line(), file=out, flush=True)
     return got
+
+
+def replayed_fraction(span: spans.Span, at_ms: int | None) -> float:
+    """How much of a backfilled past's warnings are evaluated once it is up to ``at_ms``."""
+    if at_ms is None:
+        return 0.0
+    return (at_ms - span.start_ms) / max(span.end_ms - span.start_ms, 1)
+
+
+def _quietly(mark: Callable[..., None], *args: Any) -> None:
+    """A screens' progress mark: the work goes on (or fails) alone when Redis refuses it
+    (the mark expires by itself)."""
+    try:
+        mark(*args)
+    except redis.RedisError as exc:
+        log.debug("%s: %s", mark.__name__, exc)

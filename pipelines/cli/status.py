@@ -38,6 +38,12 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
         )
     if done is not None:
         out.append(f"backfill   running, {done * 100:.0f}% done (the lag above is its backlog)")
+    replay = health.read_replay(r, s.redis.prefix)
+    if replay is not None:
+        out.append(
+            f"warnings   evaluating the backfilled past, {replay * 100:.0f}% done "
+            "(the live warnings start after)"
+        )
     return out
 
 

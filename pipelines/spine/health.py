@@ -40,14 +40,19 @@ def backfill_key(prefix: str) -> str:
     return f"{prefix}:live:backfill"
 
 
-# A backfill that stops reporting (its process killed) stops being shown this long after.
+def replay_key(prefix: str) -> str:
+    return f"{prefix}:live:replay"
+
+
+# A backfill (or replay) that stops reporting (its process killed) stops being shown this
+# long after.
 BACKFILL_TTL_S = 30
 
 
 def mark_backfill(r: redis.Redis, prefix: str, fraction: float) -> None:
     """A backfill is running and has done ``fraction`` of its span: its backlog in the
     feeds is expected (the screens say so rather than call the feeds stale)."""
-    r.set(backfill_key(prefix), f"{min(max(fraction, 0.0), 1.0):.4f}", ex=BACKFILL_TTL_S)
+    _mark(r, backfill_key(prefix), fraction)
 
 
 def clear_backfill(r: redis.Redis, prefix: str) -> None:
@@ -56,7 +61,30 @@ def clear_backfill(r: redis.Redis, prefix: str) -> None:
 
 def read_backfill(r: redis.Redis, prefix: str) -> float | None:
     """How far a running backfill is (0..1), or None when none runs."""
-    raw = r.get(backfill_key(prefix))
+    return _fraction(r, backfill_key(prefix))
+
+
+def mark_replay(r: redis.Redis, prefix: str, fraction: float) -> None:
+    """The warnings of a backfilled past are being evaluated, ``fraction`` of it so far
+    (the live warnings start after: the screens say why none is listed yet)."""
+    _mark(r, replay_key(prefix), fraction)
+
+
+def clear_replay(r: redis.Redis, prefix: str) -> None:
+    r.delete(replay_key(prefix))
+
+
+def read_replay(r: redis.Redis, prefix: str) -> float | None:
+    """How far a running replay of a past's warnings is (0..1), or None when none runs."""
+    return _fraction(r, replay_key(prefix))
+
+
+def _mark(r: redis.Redis, key: str, fraction: float) -> None:
+    r.set(key, f"{min(max(fraction, 0.0), 1.0):.4f}", ex=BACKFILL_TTL_S)
+
+
+def _fraction(r: redis.Redis, key: str) -> float | None:
+    raw = r.get(key)
     if raw is None:
         return None
     try:

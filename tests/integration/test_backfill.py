@@ -36,6 +36,7 @@ from pipelines.cli import parser
 from pipelines.cli.data import cmd_simulate
 from pipelines.cli.run import _backfill_at_start
 from pipelines.cli.runtime import Runtime
+from pipelines.cli.status import health_lines
 from pipelines.dispatch.flows import flows_for
 from pipelines.history import spans
 from pipelines.history.state import HistoricState
@@ -92,6 +93,11 @@ class Backfilled:
     # the screens' freshness line (zh-CN); then the mark and the line after it ended
     during: list[tuple[float | None, int, str]]
     after: tuple[float | None, str]
+    # while the past's warnings were evaluated, at each moment: the replay mark, its
+    # expiry (s), the screens' line and `wangge status`'s lines; then the mark and the
+    # screens' line after both replays
+    replaying: list[tuple[float | None, int, str, list[str]]]
+    replayed: tuple[float | None, str]
 
 
 @pytest.fixture(scope="module", params=AT, ids=str)
@@ -141,19 +147,37 @@ def backfilled(
         said = io.StringIO()
         span = bf.finish_span(engine, sim, res)
         asked = itertools.count()
-        first = bf.replay_warnings(
-            settings, city, r, engine, span, out=said, stop=lambda: next(asked) >= 12
-        )
+        replaying: list[tuple[float | None, int, str, list[str]]] = []
+
+        def stop_after_12() -> bool:  # (asked before each moment)
+            mark, ttl = health.read_replay(r, prefix), int(r.ttl(health.replay_key(prefix)))
+            replaying.append((mark, ttl, screen(), health_lines(r, settings, now)))
+            return next(asked) >= 12
+
+        first = bf.replay_warnings(settings, city, r, engine, span, out=said, stop=stop_after_12)
         again = spans.unreplayed(engine)
         assert again is not None and again.warnings_ms is not None
         second = bf.replay_warnings(settings, city, r, engine, again, out=said)
         assert spans.unreplayed(engine) is None
+        replayed = (health.read_replay(r, prefix), screen())
         past = (first, second, again.warnings_ms)
         ClockJob(settings, city, live_state(r, settings), r, clock=lambda: now / 1000).tick()
         live = live_state_of(r, prefix)
         try:
             yield Backfilled(
-                moment, settings, engine, r, res, steps, live, past, said.getvalue(), during, after
+                moment,
+                settings,
+                engine,
+                r,
+                res,
+                steps,
+                live,
+                past,
+                said.getvalue(),
+                during,
+                after,
+                replaying,
+                replayed,
             )
         finally:
             r.close()
@@ -215,6 +239,24 @@ def test_the_screens_say_a_backfill_runs_and_how_far_until_it_ends(backfilled: A
     assert marks == sorted(marks)  # (it only goes forward)
     mark, line = b.after
     assert mark is None and "回填" not in line and line
+
+
+def test_the_screens_say_the_pasts_warnings_are_evaluated_and_how_far(backfilled: Any) -> None:
+    """While the backfilled past's warnings are evaluated (the live warnings start after,
+    so the warnings list is empty meanwhile) every freshness line says so and how far, from
+    a mark that expires if the process dies; once done, the mark and the note are gone."""
+    b = backfilled
+    res, step = b.result, round(b.settings.simulate.backfill_warnings_every_min * 60_000)
+    assert len(b.replaying) == 13  # asked before each of the first 13 moments (then stopped)
+    for i, (mark, ttl, line, status) in enumerate(b.replaying):
+        # before moment i+1, the first i are evaluated: how far, from the span alone
+        assert mark == pytest.approx(i * step / (res.end_ms - res.start_ms), abs=1e-4)
+        assert 0 < ttl <= health.BACKFILL_TTL_S
+        assert f"正在研判回填历史的预警 {int(mark * 100)}%" in line, line
+        said = f"warnings   evaluating the backfilled past, {mark * 100:.0f}% done"
+        assert any(x.startswith(said) for x in status), status
+    mark, line = b.replayed
+    assert mark is None and "研判回填" not in line and line
 
 
 def test_the_past_has_the_warnings_its_reports_call_for(backfilled: Any) -> None:

@@ -169,3 +169,15 @@ def test_system_rule_and_screens_agree(backfill: float | None) -> None:
                 # derived from the inputs, not from the code under test
                 stuck = bool(age > CFG.stale_pending_s or n >= CFG.stale_restarts_hour)
                 assert opened == (stuck or (lag > CFG.stale_lag and not running)), (lag, age, n)
+
+
+def test_a_replay_of_the_pasts_warnings_is_said_after_a_backfill() -> None:
+    ok = [{"feed": "reports", "age_s": 5, "why": []}]
+    assert fresh_text(ok, 0, "zh-CN", replay=0.426) == (
+        "正在研判回填历史的预警 42% · 上报 5 秒前更新"
+    )
+    en = fresh_text(ok, 0, "en", backfill=1.0, replay=0.0)
+    assert en == (
+        "Backfilling recent history 100% · Evaluating the backfilled history's warnings 0%"
+        " · Reports updated 5 s ago"
+    )
