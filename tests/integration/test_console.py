@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,25 @@ def start_run(env: dict[str, str]) -> tuple[subprocess.Popen[str], Console]:
     return proc, Console(proc)
 
 
+@contextmanager
+def running(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], Console]]:
+    """``start_run``, and the whole process group killed at the end if it still runs."""
+    proc, con = start_run(env)
+    try:
+        yield proc, con
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _ctrl_c(proc: subprocess.Popen[str], con: Console) -> str:
+    """Ctrl-C in the terminal; the whole output once every process has ended."""
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=90)
+    return con.wait_for(lambda s: "stopped." in s, timeout_s=10)
+
+
 def accounts_in(text: str) -> list[str]:
     """The account lines (role · scope · sign in) of every block printed."""
     return re.findall(r"^    (?:city_leader|street_operator|wall)\s.*$", text, re.M)
@@ -83,8 +103,7 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
         WANGGE_SIMULATE_ANOMALY_START_MIN="5",
         WANGGE_SIMULATE_BACKFILL_DAYS="0.02",  # a first start: half an hour of history
     )
-    proc, con = start_run(env)
-    try:
+    with running(env) as (proc, con):
         # the URL first; the first start's backfill then runs while the dashboard serves
         text = con.wait_for(lambda s: "press Enter" in s and "past moments evaluated" in s)
         url = re.search(r"Dashboard: (http://\S+)", text)
@@ -114,24 +133,11 @@ def test_console_is_quiet_reprints_accounts_and_ctrl_c_is_clean(tmp_path: Path) 
         again = con.wait_for(lambda s: len(accounts_in(s)) == 6)
         assert accounts_in(again)[3:] == first  # the same passwords and token
 
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
-        proc.wait(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    out = con.wait_for(lambda s: "stopped." in s, timeout_s=10)
+        out = _ctrl_c(proc, con)
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert not (tmp_path / "var" / "run.json").exists()
     assert wangge("status", env=env).returncode != 0  # nothing running, no Redis set
-
-
-def _ctrl_c(proc: subprocess.Popen[str], con: Console) -> str:
-    """Ctrl-C in the terminal; the whole output once every process has ended."""
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=90)
-    return con.wait_for(lambda s: "stopped." in s, timeout_s=10)
 
 
 def test_ctrl_c_during_a_first_backfill_says_so_and_the_next_start_resumes_it(
@@ -148,22 +154,16 @@ def test_ctrl_c_during_a_first_backfill_says_so_and_the_next_start_resumes_it(
         WANGGE_SIMULATE_BACKFILL_DAYS="0.5",  # long enough to be cut at its first tenth
     )
     progress = re.compile(r"backfill\s+[█░]+\s+[\d.]+%")
-    proc, con = start_run(env)
-    try:
+    with running(env) as (proc, con):
         con.wait_for(lambda s: progress.search(s) is not None)
         out = _ctrl_c(proc, con)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
     assert re.search(r"backfill  stopped at \d+%; the next start resumes it", out), out
     assert "of history:" not in out, out  # (the line of a backfill that ended)
     assert "past moments evaluated" not in out, out
 
-    proc, con = start_run(env)
-    try:
+    with running(env) as (proc, con):
         text = con.wait_for(
             lambda s: "past moments evaluated" in s or "stays partial" in s, timeout_s=300
         )
@@ -171,9 +171,5 @@ def test_ctrl_c_during_a_first_backfill_says_so_and_the_next_start_resumes_it(
         assert re.search(r"backfill\s+\d+h( \d+m)? of history: [\d,]+ events", text), text
         assert "stays partial" not in text, text
         out = _ctrl_c(proc, con)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, out
     assert "Traceback" not in out, out
