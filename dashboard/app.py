@@ -226,10 +226,10 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         that language: the page's layout and callbacks are later requests without the
         query, which read the cookie."""
         code = request.args.get("lang", "") if request.method == "GET" else ""
-        page = not request.path.startswith(("/_dash", "/assets", "/lang/"))
-        # a page served (or a sign-in's redirect to it), in a language we speak
-        spoken = code.strip().lower().startswith(("en", "zh"))  # (as ``normalize`` reads it)
-        if page and spoken and resp.status_code < 400:
+        # a page served (not a push stream or a file that names its language), in a
+        # language we speak (as ``normalize`` reads it)
+        page = resp.status_code == 200 and resp.mimetype == "text/html"
+        if page and code.strip().lower().startswith(("en", "zh")):
             _remember_lang(resp, code)
         return resp
 

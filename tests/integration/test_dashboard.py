@@ -303,6 +303,9 @@ def test_a_url_with_lang_keeps_that_language_for_the_layout_and_callbacks(
     assert _shell_lang(c.get("/_dash-layout").get_json()) == "zh-CN"
     assert "Set-Cookie" not in c.get(path).headers  # no query: the choice stays
     assert "Set-Cookie" not in c.get(f"{path}?lang=fr").headers  # nor a language we lack
+    # nor a request that is not a page: a push stream names its page's language, which
+    # an open tab's stream would set back after a switch (/lang/en) to another
+    assert "Set-Cookie" not in c.get("/geo/area/320100.json?lang=en").headers
 
 
 def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
