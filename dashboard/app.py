@@ -36,7 +36,7 @@ from dashboard.backend import EXTENSION, Backend, Clock
 from dashboard.components import localise
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.guard import Guard
-from dashboard.i18n import COOKIE, current_lang, normalize, other, t
+from dashboard.i18n import COOKIE, current_lang, normalize, other, recognised, t
 from dashboard.pages.work import export as work_export
 from pipelines.access import accounts, audit, policy
 from pipelines.city import binding
@@ -225,12 +225,12 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         """A page opened with ``?lang=en`` (a wall screen's configured URL, a link) keeps
         that language: the page's layout and callbacks are later requests without the
         query, which read the cookie."""
-        code = request.args.get("lang", "") if request.method == "GET" else ""
+        code = request.args.get("lang") if request.method == "GET" else None
         # a page served (not a push stream or a file that names its language), in a
-        # language we speak (as ``normalize`` reads it)
+        # language we speak
         page = resp.status_code == 200 and resp.mimetype == "text/html"
-        if page and code.strip().lower().startswith(("en", "zh")):
-            _remember_lang(resp, code)
+        if page and recognised(code):
+            _remember_lang(resp, str(code))
         return resp
 
     def _remember_lang(resp: Response, code: str) -> None:

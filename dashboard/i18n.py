@@ -746,15 +746,18 @@ CATALOG: dict[str, tuple[str, str]] = {
 }
 
 
-def normalize(lang: str | None, default: str = "zh-CN") -> str:
-    if not lang:
-        return default if default in LANGS else "zh-CN"
-    lang = lang.strip()
-    if lang.lower().startswith("en"):
+def recognised(lang: str | None) -> str | None:
+    """The language a code names (``en-US`` → ``en``, ``zh`` → ``zh-CN``), or None."""
+    code = (lang or "").strip().lower()
+    if code.startswith("en"):
         return "en"
-    if lang.lower().startswith("zh"):
+    if code.startswith("zh"):
         return "zh-CN"
-    return default if default in LANGS else "zh-CN"
+    return None
+
+
+def normalize(lang: str | None, default: str = "zh-CN") -> str:
+    return recognised(lang) or (default if default in LANGS else "zh-CN")
 
 
 def t(key: str, lang: str = "zh-CN", **kw: Any) -> str:

@@ -616,7 +616,6 @@ def _backfill_at_start(
     extra = s.simulate.backfill_report_workers - s.pipelines.reports_workers
     procs = bf.spawn_workers(s, env, {"reports": extra}, "bf") if extra > 0 else []
     bar = bf.ProgressBar()
-    cut = False  # by a stop that ended it with an error (Redis may be gone already)
     try:
 
         def wait() -> None:  # a dead worker is restarted by the main loop (an extra
@@ -636,12 +635,11 @@ def _backfill_at_start(
                 resume=resume,
             )
     except Exception:
-        if not stop.is_set():
+        if not stop.is_set():  # (else the stop cut it short: Redis may be gone already)
             raise
-        cut = True
     finally:
         bf.stop_workers(procs)
-    if cut or stop.is_set():
+    if stop.is_set():
         bar.stopped()
         return None, None
     bar.done(res)
