@@ -553,9 +553,11 @@ def replay_warnings(
         return 4 * (at - span.start_ms) // max(span.end_ms - span.start_ms, 1)
 
     quarters = [quarter(done) if done else 0]
+    reached = [done or span.start_ms]
 
     def progress(got: ReplayResult, at: int) -> None:  # a line per quarter of the span
         spans.replayed(engine, span, at)
+        reached[0] = at
         _quietly(health.mark_replay, r, s.redis.prefix, replayed_fraction(span, at))
         q = quarter(at)
         if 0 < q < 4 and q > quarters[0]:
@@ -576,7 +578,16 @@ def replay_warnings(
         republish(engine, past.live, city)  # what is open at the end is the live list
     finally:
         _quietly(health.clear_replay, r, s.redis.prefix)
-    print(got.line(), file=out, flush=True)
+    if reached[0] < span.end_ms:  # a stop cut it short (not the line of a finished one)
+        pct = replayed_fraction(span, reached[0]) * 100
+        print(
+            f"  warnings  stopped at {pct:.0f}% of the backfilled past ({got.steps:,} moments,"
+            f" {got.opened:,} warnings opened); the next start resumes it",
+            file=out,
+            flush=True,
+        )
+    else:
+        print(got.line(), file=out, flush=True)
     return got
 
 

@@ -276,6 +276,14 @@ def test_the_past_has_the_warnings_its_reports_call_for(backfilled: Any) -> None
     assert quarters == ["25", "50", "75"], lines
     assert sum("resumed from 3h 0m in" in ln for ln in lines) == 1, lines
     assert f"{second.steps} past moments evaluated: {second.opened} warnings opened" in lines[-1]
+    # the stopped one said so, with how far it got (12 moments of the span), not as done
+    pct = round((moments[11] - res.start_ms) * 100 / (res.end_ms - res.start_ms))
+    cut = [ln for ln in lines if "the next start resumes it" in ln]
+    assert cut == [
+        f"  warnings  stopped at {pct}% of the backfilled past (12 moments,"
+        f" {first.opened} warnings opened); the next start resumes it"
+    ], lines
+    assert sum("past moments evaluated" in ln for ln in lines) == 1, lines
     w, wa, ev = store.warnings, store.warning_actions, store.incident_events
     warns = store.read_frame(b.engine, select(w))
     acts = store.read_frame(b.engine, select(wa.c.at_ms))
