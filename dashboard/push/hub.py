@@ -377,6 +377,8 @@ class Hub:
         """This tick's answer at once: from the cache when built, else built now."""
         tick = tick_of(self.clock(), self.refresh_s)
         raw = await self._cached(stream, tick)
+        if viewer.tick >= tick:  # its publish reached the viewer while the cache was read
+            return
         if raw is not None:
             viewer.tick = tick
             viewer.send(frame(tick, raw))

@@ -16,6 +16,7 @@ From the rules (README "Live push", "Privacy"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import threading
@@ -419,17 +420,17 @@ def test_a_slow_connection_keeps_only_the_newest_frames() -> None:
     asyncio.run(run())
 
 
-def test_a_tick_sent_on_connect_is_not_sent_again_when_it_is_published(
-    redis_url: str, tmp_path: Path
-) -> None:
-    """A viewer connecting during a tick gets it from the cache at once; that tick's publish,
-    which may come after (the lease holder's build, another process's), must not reach it a
-    second time; the next tick must."""
+@contextlib.contextmanager
+def one_cached_tick(
+    redis_url: str, tmp_path: Path, hub_class: type[Hub] = Hub
+) -> Iterator[tuple[Hub, Stream, Viewer, int]]:
+    """A hub with one stream of one viewer, whose current tick's answer ``{"n":1}`` is in
+    the response cache (the sessions' re-check is not what these tests are about)."""
     city = demo_city(2026, n_grids=300)
     with private_prefix(redis_url) as prefix, private_database(tmp_path) as db:
         s = settings_for(redis_url, prefix, db, tmp_path)
         r = redis_connect(redis_url)
-        hub = Hub(s, city, None, clock=lambda: 1_796_000_000.0, r_sync=r)
+        hub = hub_class(s, city, None, clock=lambda: 1_796_000_000.0, r_sync=r)
         query = Query.parse("pan", {"area": city.city_id})
         assert query is not None
         grant = Decision(True, city.city_id, "aggregates")
@@ -441,7 +442,20 @@ def test_a_tick_sent_on_connect_is_not_sent_again_when_it_is_published(
         v = Viewer("sid", "", query, grant)
         stream.viewers.add(v)
         hub.streams[name] = stream
-        hub.checked_tick = tick + 1  # the sessions' re-check is not what this is about
+        hub.checked_tick = tick + 1
+        try:
+            yield hub, stream, v, tick
+        finally:
+            r.close()
+
+
+def test_a_tick_sent_on_connect_is_not_sent_again_when_it_is_published(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A viewer connecting during a tick gets it from the cache at once; that tick's publish,
+    which may come after (the lease holder's build, another process's), must not reach it a
+    second time; the next tick must."""
+    with one_cached_tick(redis_url, tmp_path) as (hub, stream, v, tick):
 
         async def run() -> None:
             await hub._first(v, stream)
@@ -450,4 +464,28 @@ def test_a_tick_sent_on_connect_is_not_sent_again_when_it_is_published(
 
         asyncio.run(run())
         assert list(v.frames) == [frame(tick, b'{"n":1}'), frame(tick + 1, b'{"n":2}')]
-        r.close()
+
+
+class PublishedDuringTheCacheRead(Hub):
+    """The tick's publish lands while the connect reads the cache."""
+
+    async def _cached(self, stream: Stream, tick: int) -> bytes | None:
+        raw = await super()._cached(stream, tick)
+        await self.deliver(stream.channel, tick, b'{"n":1}')
+        return raw
+
+
+def test_a_tick_published_while_the_cache_is_read_on_connect_is_sent_once(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The other order (seen in CI, two push processes): the publish reaches the new viewer
+    while its connect still reads the cache; the connect must not send that tick again."""
+    with one_cached_tick(redis_url, tmp_path, PublishedDuringTheCacheRead) as t:
+        hub, stream, v, tick = t
+
+        async def run() -> None:
+            await hub._first(v, stream)
+            await hub.deliver(stream.channel, tick + 1, b'{"n":2}')
+
+        asyncio.run(run())
+        assert list(v.frames) == [frame(tick, b'{"n":1}'), frame(tick + 1, b'{"n":2}')]
