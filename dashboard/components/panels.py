@@ -255,13 +255,14 @@ def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[s
     v = [counts.get(c, 0) for c in cats]
     if is_empty(v):
         return empty_figure(lang, size)
+    names = [t(f"cat.{c}", lang) for c in cats]
     bar = {
         "type": "bar",
         "x": v,
-        "y": [t(f"cat.{c}", lang) for c in cats],
+        "y": names,
         "orientation": "h",
         "marker": {"color": list(CAT_COLORS)},
-        "text": [fmt_int(x) for x in v],  # grouped like every count on the page
+        "text": [fmt_int(x) if x else "" for x in v],  # grouped like every count on the page
         # inside a bar wide enough, else just past its end (never clipped to "…")
         "textposition": "auto",
         "insidetextanchor": "end",
@@ -276,7 +277,22 @@ def category_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[s
         xaxis=count_axis(v),
     )
     lay["xaxis"].pop("nticks", None)  # the count axis sets its own whole ticks
-    return {"data": [bar], "layout": lay}
+    # Plotly writes no text on a bar of no width: a 0 is written beside the axis instead
+    zeros = [n for n, x in zip(names, v, strict=True) if not x]
+    if not zeros:
+        return {"data": [bar], "layout": lay}
+    zero = {
+        "type": "scatter",
+        "mode": "text",
+        "x": [0] * len(zeros),
+        "y": zeros,
+        "text": ["0"] * len(zeros),
+        "textposition": "middle right",
+        "textfont": {"color": "#8fb3d9"},
+        "hoverinfo": "skip",
+        "cliponaxis": False,
+    }
+    return {"data": [bar, zero], "layout": lay}
 
 
 def label_figure(counts: dict[str, int], lang: str, size: int = 12) -> dict[str, Any]:
