@@ -246,11 +246,11 @@ def feed_freshness(b: Backend) -> dict[str, Any]:
         now = b.now_ms()
         feeds = health.read_health(b.live.r, b.settings, now)
         prefix = b.settings.redis.prefix
-        backfill = health.read_backfill(b.live.r, prefix)
+        backfill = health.BACKFILL.read(b.live.r, prefix)
         th = health.thresholds_of(b.settings)
         rows = health.freshness_rows(feeds, th, now, backfill is not None)
         system = sum(1 for w in b.live.warnings() if w.get("rule") == "system")
-        replay = health.read_replay(b.live.r, prefix)
+        replay = health.REPLAY.read(b.live.r, prefix)
         return {"rows": rows, "system": system, "backfill": backfill, "replay": replay}
 
     got: dict[str, Any] = b.tick_input("feed_fresh", compute)

@@ -427,7 +427,7 @@ class Unsent:
 @dataclass
 class BackfillMark:
     """A backfill's progress callback that also tells the screens a backfill runs (and how
-    far: ``health.mark_backfill``, at most every ``every_s``), then calls ``then``."""
+    far: ``health.BACKFILL.mark``, at most every ``every_s``), then calls ``then``."""
 
     r: redis.Redis
     prefix: str
@@ -446,10 +446,10 @@ class BackfillMark:
             self.then(p)
 
     def mark(self, fraction: float) -> None:
-        _quietly(health.mark_backfill, self.r, self.prefix, fraction)
+        _quietly(health.BACKFILL.mark, self.r, self.prefix, fraction)
 
     def clear(self) -> None:
-        _quietly(health.clear_backfill, self.r, self.prefix)
+        _quietly(health.BACKFILL.clear, self.r, self.prefix)
 
 
 def finish_span(engine: Engine, sim: Simulator, res: BackfillResult) -> spans.Span:
@@ -558,7 +558,7 @@ def replay_warnings(
     def progress(got: ReplayResult, at: int) -> None:  # a line per quarter of the span
         spans.replayed(engine, span, at)
         reached[0] = at
-        _quietly(health.mark_replay, r, s.redis.prefix, replayed_fraction(span, at))
+        _quietly(health.REPLAY.mark, r, s.redis.prefix, replayed_fraction(span, at))
         q = quarter(at)
         if 0 < q < 4 and q > quarters[0]:
             quarters[0] = q
@@ -570,14 +570,14 @@ def replay_warnings(
             )
 
     step = round(every * 60_000)
-    _quietly(health.mark_replay, r, s.redis.prefix, replayed_fraction(span, done))
+    _quietly(health.REPLAY.mark, r, s.redis.prefix, replayed_fraction(span, done))
     try:
         got = replay(
             past, span.start_ms, span.end_ms, step, stop=stop, progress=progress, after_ms=done
         )
         republish(engine, past.live, city)  # what is open at the end is the live list
     finally:
-        _quietly(health.clear_replay, r, s.redis.prefix)
+        _quietly(health.REPLAY.clear, r, s.redis.prefix)
     if reached[0] < span.end_ms:  # a stop cut it short (not the line of a finished one)
         pct = replayed_fraction(span, reached[0]) * 100
         print(

@@ -23,7 +23,7 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
     """Per stream: length, group lag, oldest pending age, dead letters by reason, restarts
     in the last hour, newest applied event's age, and STALE with why when it is."""
     th = health.thresholds_of(s)
-    done = health.read_backfill(r, s.redis.prefix)
+    done = health.BACKFILL.read(r, s.redis.prefix)
     out = []
     for feed, h in health.read_health(r, s, now_ms).items():
         age = h.event_age_s(now_ms)
@@ -38,7 +38,7 @@ def health_lines(r: redis.Redis, s: Settings, now_ms: int) -> list[str]:
         )
     if done is not None:
         out.append(f"backfill   running, {done * 100:.0f}% done (the lag above is its backlog)")
-    replay = health.read_replay(r, s.redis.prefix)
+    replay = health.REPLAY.read(r, s.redis.prefix)
     if replay is not None:
         out.append(
             f"warnings   evaluating the backfilled past, {replay * 100:.0f}% done "
@@ -78,7 +78,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             print(line)
         print(f"deadletter length={rt.r.xlen(st.deadletter_key)} {st.deadletter_counts()}")
         cut = cut_short_line(rt.engine, s)
-        if cut and health.read_backfill(rt.r, s.redis.prefix) is None:
+        if cut and health.BACKFILL.read(rt.r, s.redis.prefix) is None:
             print(cut)
         print(f"meta {st.meta()}")
         from pipelines.cli.db import layout_lines

@@ -36,61 +36,44 @@ def restarts_key(prefix: str, feed: str) -> str:
     return f"{prefix}:live:restarts:{feed}"
 
 
-def backfill_key(prefix: str) -> str:
-    return f"{prefix}:live:backfill"
-
-
-def replay_key(prefix: str) -> str:
-    return f"{prefix}:live:replay"
-
-
-# A backfill (or replay) that stops reporting (its process killed) stops being shown this
-# long after.
+# A long job's progress (backfill, replay) that stops reporting (its process killed) stops
+# being shown this long after.
 BACKFILL_TTL_S = 30
 
 
-def mark_backfill(r: redis.Redis, prefix: str, fraction: float) -> None:
-    """A backfill is running and has done ``fraction`` of its span: its backlog in the
-    feeds is expected (the screens say so rather than call the feeds stale)."""
-    _mark(r, backfill_key(prefix), fraction)
+@dataclass(frozen=True)
+class Progress:
+    """How far a long job of a first start is (0..1), in Redis for the screens and
+    ``wangge status``; the mark expires ``BACKFILL_TTL_S`` after its last update."""
+
+    name: str
+
+    def key(self, prefix: str) -> str:
+        return f"{prefix}:live:{self.name}"
+
+    def mark(self, r: redis.Redis, prefix: str, fraction: float) -> None:
+        r.set(self.key(prefix), f"{min(max(fraction, 0.0), 1.0):.4f}", ex=BACKFILL_TTL_S)
+
+    def clear(self, r: redis.Redis, prefix: str) -> None:
+        r.delete(self.key(prefix))
+
+    def read(self, r: redis.Redis, prefix: str) -> float | None:
+        """How far the job is, or None when none runs."""
+        raw = r.get(self.key(prefix))
+        if raw is None:
+            return None
+        try:
+            return min(max(float(reply_text(raw)), 0.0), 1.0)
+        except ValueError:
+            return None
 
 
-def clear_backfill(r: redis.Redis, prefix: str) -> None:
-    r.delete(backfill_key(prefix))
-
-
-def read_backfill(r: redis.Redis, prefix: str) -> float | None:
-    """How far a running backfill is (0..1), or None when none runs."""
-    return _fraction(r, backfill_key(prefix))
-
-
-def mark_replay(r: redis.Redis, prefix: str, fraction: float) -> None:
-    """The warnings of a backfilled past are being evaluated, ``fraction`` of it so far
-    (the live warnings start after: the screens say why none is listed yet)."""
-    _mark(r, replay_key(prefix), fraction)
-
-
-def clear_replay(r: redis.Redis, prefix: str) -> None:
-    r.delete(replay_key(prefix))
-
-
-def read_replay(r: redis.Redis, prefix: str) -> float | None:
-    """How far a running replay of a past's warnings is (0..1), or None when none runs."""
-    return _fraction(r, replay_key(prefix))
-
-
-def _mark(r: redis.Redis, key: str, fraction: float) -> None:
-    r.set(key, f"{min(max(fraction, 0.0), 1.0):.4f}", ex=BACKFILL_TTL_S)
-
-
-def _fraction(r: redis.Redis, key: str) -> float | None:
-    raw = r.get(key)
-    if raw is None:
-        return None
-    try:
-        return min(max(float(reply_text(raw)), 0.0), 1.0)
-    except ValueError:
-        return None
+# A backfill runs: its backlog in the feeds is expected (the screens say so rather than
+# call the feeds stale).
+BACKFILL = Progress("backfill")
+# The warnings of a backfilled past are being evaluated (the live warnings start after:
+# the screens say why none is listed yet).
+REPLAY = Progress("replay")
 
 
 # Keep the newest event time (a redelivered or late batch never moves it back).

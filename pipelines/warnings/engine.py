@@ -161,9 +161,9 @@ class WarningEngine:
     def read_streams(self, now_ms: int) -> pl.DataFrame:
         """Each feed's pipeline health (lag, oldest pending age, restarts, whether a backfill
         runs) for ``system``."""
-        from pipelines.spine.health import read_backfill, read_health
+        from pipelines.spine.health import BACKFILL, read_health
 
-        backfill = read_backfill(self.r, self.settings.redis.prefix) is not None
+        backfill = BACKFILL.read(self.r, self.settings.redis.prefix) is not None
         rows = [
             {
                 "feed": h.feed,

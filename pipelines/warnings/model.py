@@ -238,7 +238,7 @@ STREAMS_SCHEMA = {
     "pending_age_s": pl.Int64,  # age of the oldest pending entry (0: none pending)
     "restarts_1h": pl.Int64,  # worker restarts within the last hour
     "event_ms": pl.Int64,  # newest applied event (0: never)
-    "backfill": pl.Boolean,  # a backfill runs (``health.read_backfill``): its backlog is no stall
+    "backfill": pl.Boolean,  # a backfill runs (``health.BACKFILL.read``): its backlog is no stall
 }
 
 

@@ -125,8 +125,8 @@ def backfilled(
 
         def wait() -> None:  # the pipelines' turn: one batch per feed
             if len(during) < 3:
-                mark = health.read_backfill(r, prefix)
-                during.append((mark, int(r.ttl(health.backfill_key(prefix))), screen()))
+                mark = health.BACKFILL.read(r, prefix)
+                during.append((mark, int(r.ttl(health.BACKFILL.key(prefix))), screen()))
             for w in ws.values():
                 w.step()
 
@@ -141,7 +141,7 @@ def backfilled(
             wait=wait,
             ready=ws["video"].reload_cameras,
         )
-        after = (health.read_backfill(r, prefix), screen())
+        after = (health.BACKFILL.read(r, prefix), screen())
         # the past's warnings, stopped after 12 of its 24 moments (Ctrl-C) and resumed at
         # the next start from where the span says they got to
         said = io.StringIO()
@@ -150,7 +150,7 @@ def backfilled(
         replaying: list[tuple[float | None, int, str, list[str]]] = []
 
         def stop_after_12() -> bool:  # (asked before each moment)
-            mark, ttl = health.read_replay(r, prefix), int(r.ttl(health.replay_key(prefix)))
+            mark, ttl = health.REPLAY.read(r, prefix), int(r.ttl(health.REPLAY.key(prefix)))
             replaying.append((mark, ttl, screen(), health_lines(r, settings, now)))
             return next(asked) >= 12
 
@@ -159,7 +159,7 @@ def backfilled(
         assert again is not None and again.warnings_ms is not None
         second = bf.replay_warnings(settings, city, r, engine, again, out=said)
         assert spans.unreplayed(engine) is None
-        replayed = (health.read_replay(r, prefix), screen())
+        replayed = (health.REPLAY.read(r, prefix), screen())
         past = (first, second, again.warnings_ms)
         ClockJob(settings, city, live_state(r, settings), r, clock=lambda: now / 1000).tick()
         live = live_state_of(r, prefix)

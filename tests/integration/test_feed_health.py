@@ -159,8 +159,8 @@ def test_a_backfills_backlog_is_no_stall_until_it_ends(
         system = [w for w in board.live.warnings() if w["rule"] == "system"]
         return L.feed_fresh_text(board, "zh-CN"), health_lines(r, s, clock.ms), system
 
-    health.mark_backfill(r, s.redis.prefix, 0.4)
-    assert 0 < r.ttl(health.backfill_key(s.redis.prefix)) <= health.BACKFILL_TTL_S
+    health.BACKFILL.mark(r, s.redis.prefix, 0.4)
+    assert 0 < r.ttl(health.BACKFILL.key(s.redis.prefix)) <= health.BACKFILL_TTL_S
     warn.tick()
     line, status, system = seen()
     assert line.startswith("正在回填近期历史 40% · ") and "⚠" not in line, line
@@ -169,7 +169,7 @@ def test_a_backfills_backlog_is_no_stall_until_it_ends(
     assert f"lag={s.live.stale_lag + 200} " in reports and reports.endswith(" ok"), reports
     assert system == []
 
-    health.clear_backfill(r, s.redis.prefix)
+    health.BACKFILL.clear(r, s.redis.prefix)
     clock.ms += 2 * s.dashboard.refresh_s * S
     warn.tick()
     line, status, system = seen()
