@@ -596,8 +596,10 @@ def _backfill_at_start(
             return None, None
         left = bf.describe_span(now - (resume.resume_ms or resume.start_ms))
         print(
-            f"  backfill  resuming the one cut short: {left} of history still to simulate "
-            "(once what it left in the pipelines is applied)",
+            f"  backfill  resuming the one cut short: {left} of history to simulate from "
+            "the last moment all of whose events are in SQL (reports wait there up to "
+            f"{bf.describe_span(bf.GROUP_MS)} to be grouped), once what it left in the pipelines "
+            "is applied",
             flush=True,
         )
         bf.wait_drained(rt.r, s, stop.is_set, lambda: stop.wait(0.2))
