@@ -181,6 +181,29 @@ for (const g of document.querySelectorAll('.js-plotly-plot')) {
 return out;
 """
 
+# Latin words split across two lines ("City managemen / t"): each word of every visible
+# text node (maps and charts aside) must lie on one line.
+BROKEN_WORDS = r"""
+const out = [];
+const SKIP = '.leaflet-container, .js-plotly-plot, .wall-ticker .track, script, style';
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+  const el = n.parentElement;
+  if (!el || el.closest(SKIP) || el.closest('[hidden]')) continue;
+  const r = el.getBoundingClientRect();
+  if (r.width < 2 || r.height < 2 || r.bottom < 0 || r.left >= innerWidth) continue;
+  for (const m of n.nodeValue.matchAll(/[A-Za-z]{2,}/g)) {
+    const range = document.createRange();
+    range.setStart(n, m.index);
+    range.setEnd(n, m.index + m[0].length);
+    const tops = new Set([...range.getClientRects()].filter(q => q.width > 0)
+      .map(q => Math.round(q.top)));
+    if (tops.size > 1) { out.push([m[0], el.className, n.nodeValue.slice(0, 60)]); break; }
+  }
+}
+return out;
+"""
+
 # English words a Chinese screen may show, each for a reason: units and the product name.
 ALLOWED_EN = {
     "km",  # kilometres, written as in Chinese technical text
@@ -282,6 +305,16 @@ def test_screen(
 
     truncated = chrome.execute_script(TRUNCATED)
     assert not truncated, f"truncated labels: {truncated}"
+    broken = chrome.execute_script(BROKEN_WORDS)
+    assert not broken, f"words split across lines: {broken[:12]}"
+
+    if page == "incidents" and size in WIDE:
+        # a command centre's screen shows every column of the queue, none behind a scroll
+        hidden = chrome.execute_script(
+            "const v = document.querySelector('#inc-grid .ag-body-horizontal-scroll-viewport');"
+            " return v ? v.scrollWidth - v.clientWidth : 0;"
+        )
+        assert hidden <= 1, f"the queue hides {hidden}px of its columns"
 
     if lang == "zh-CN":
         if size == "1080p" and count(chrome, ".dash-dropdown"):

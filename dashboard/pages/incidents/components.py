@@ -3,6 +3,9 @@ detail (facts, map marker, timeline, linked alerts and warnings) and the action 
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,7 +14,7 @@ import polars as pl
 from dash import dcc, html
 
 from dashboard import ids
-from dashboard.i18n import t
+from dashboard.i18n import prefixed, t
 from dashboard.pages.incidents import queries as Q
 from pipelines.dispatch.flows import Flows
 from pipelines.dispatch.units import UNIT_TYPES
@@ -74,8 +77,23 @@ def when(ms: int | None, tz: str, fmt: str = "%m-%d %H:%M") -> str:
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime(fmt)
 
 
+# The grid's 13 px font (``GRID_THEME``): an average Latin letter's width, and a cell's
+# side paddings (Balham: 12 px each) with a pixel to spare.
+LETTER_PX = 7.5
+CELL_PAD_PX = 26
+_BREAKS = re.compile(r"[\s\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]+")  # (CJK wraps anywhere)
+
+
+def fit(words: Iterable[str], floor: int) -> int:
+    """A column's least width that breaks none of the words its cells may hold ("City
+    management" must not wrap as "City managemen / t"): its widest word, or ``floor``."""
+    widest = max((len(w) for text in words for w in _BREAKS.split(text)), default=0)
+    return max(floor, math.ceil(widest * LETTER_PX) + CELL_PAD_PX)
+
+
 def columns(lang: str) -> list[dict[str, Any]]:
-    """The queue's columns (sorting is the server's: the grid's own is off)."""
+    """The queue's columns (sorting is the server's: the grid's own is off); the columns
+    of catalog words are wide enough for their widest word in this language."""
 
     def col(field: str, key: str, **kw: Any) -> dict[str, Any]:
         wrap = {"wrapText": True, "autoHeight": True}  # a long name wraps, never "…"
@@ -95,15 +113,15 @@ def columns(lang: str) -> list[dict[str, Any]]:
             cellClass="wg-ident inc-link",
             minWidth=170,
         ),
-        col("status", "inc.col.status", minWidth=80),
-        col("clock", "inc.col.clock", minWidth=150, cellClass="inc-clock"),
-        col("category", "inc.col.category", minWidth=90),
-        col("severity", "inc.col.severity", minWidth=80),
-        col("source", "inc.col.source", minWidth=100),
+        col("status", "inc.col.status", minWidth=fit(prefixed("step.", lang).values(), 80)),
+        col("clock", "inc.col.clock", minWidth=140, cellClass="inc-clock"),
+        col("category", "inc.col.category", minWidth=fit(prefixed("cat.", lang).values(), 90)),
+        col("severity", "inc.col.severity", minWidth=fit(prefixed("inc.sev.", lang).values(), 80)),
+        col("source", "inc.col.source", minWidth=fit(prefixed("asm.src.", lang).values(), 100)),
         col("area", "inc.col.area", minWidth=130),
         col("reported", "inc.col.reported", minWidth=110),
-        col("unit", "inc.col.unit", minWidth=140),
-        col("level", "inc.col.level", minWidth=70),
+        col("unit", "inc.col.unit", minWidth=120),
+        col("level", "inc.col.level", minWidth=fit(prefixed("level.", lang).values(), 70)),
     ]
 
 
