@@ -90,6 +90,24 @@ class Wait:
             raise
 
 
+# A JS expression: an AG Grid's rendered rows (``#id``), each its cells in column order
+# (pinned left, centre, pinned right: a row is split across those containers) as
+# [row element, [cell elements]], in row order.
+GRID_ROWS = """
+((id) => {
+  const rows = new Map();
+  for (const part of ['ag-pinned-left-cols-container', 'ag-center-cols-container',
+                      'ag-pinned-right-cols-container'])
+    for (const tr of document.querySelectorAll(`#${id} .${part} .ag-row`)) {
+      const i = +tr.getAttribute('row-index');
+      if (!rows.has(i)) rows.set(i, [tr, []]);
+      rows.get(i)[1].push(...tr.querySelectorAll('.ag-cell'));
+    }
+  return [...rows.keys()].sort((a, b) => a - b).map(i => rows.get(i));
+})
+""".strip()  # (after a "return", a leading line break would end the statement)
+
+
 def wait(driver: Any, seconds: float = 60) -> Wait:
     return Wait(driver, seconds)
 

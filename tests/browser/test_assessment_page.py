@@ -14,6 +14,7 @@ from pipelines import assessment as S
 from pipelines.assessment import exports as E
 from pipelines.city.geography import City
 from tests.browser.conftest import (
+    GRID_ROWS,
     attr,
     click,
     displayed,
@@ -62,9 +63,8 @@ new MutationObserver(() => {
 
 def table_rows(driver: Any) -> list[list[str]]:
     return driver.execute_script(
-        """return [...document.querySelectorAll('#asm-table .ag-center-cols-container .ag-row')]
-             .sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))
-             .map(tr => [...tr.querySelectorAll('.ag-cell')].map(td => td.innerText.trim()))
+        f"""return {GRID_ROWS}('asm-table')
+             .map(([, tds]) => tds.map(td => td.innerText.trim()))
              .filter(r => r.length > 3);"""
     )
 

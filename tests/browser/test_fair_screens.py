@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import assessment as S
 from pipelines.city.geography import City
-from tests.browser.conftest import click, count, login, shot, viewport, wait
+from tests.browser.conftest import GRID_ROWS, click, count, login, shot, viewport, wait
 from tests.clock import Clock
 from tests.conftest import open_engine
 from tests.history import make_history
@@ -40,15 +40,12 @@ def history(module_db: Any, city_small: City, server_clock: Clock) -> S.Period:
     return last
 
 
-CELLS = """
-return [...document.querySelectorAll('#asm-table .ag-center-cols-container .ag-row')]
-  .sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))
-  .map(tr => Object.fromEntries([...tr.querySelectorAll('.ag-cell')].map(td => [
+CELLS = f"""
+return {GRID_ROWS}('asm-table')
+  .map(([tr, tds]) => ({{...Object.fromEntries(tds.map(td => [
       td.getAttribute('col-id'),
-      {text: td.innerText.trim(), bg: getComputedStyle(td).backgroundColor,
-       color: getComputedStyle(td).color}])))
-  .map((r, i) => ({...r, _grey: document.querySelectorAll(
-      '#asm-table .ag-center-cols-container .ag-row')[i].classList.contains('asm-unranked')}));
+      {{text: td.innerText.trim(), bg: getComputedStyle(td).backgroundColor,
+       color: getComputedStyle(td).color}}])), _grey: tr.classList.contains('asm-unranked')}}));
 """
 
 

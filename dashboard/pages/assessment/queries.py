@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from dashboard.components.columns import fit
 from pipelines import assessment as S
 from pipelines.access import policy
 from pipelines.assessment.exports import cell_text, column_kind
@@ -94,9 +95,21 @@ FORMATS = {  # d3-format specifiers, the same text as ``exports.cell_text``
 BEST_STYLE = {"backgroundColor": "rgba(39, 174, 96, 0.30)", "color": "#c9f7d9"}
 WORST_STYLE = {"backgroundColor": "rgba(235, 87, 87, 0.30)", "color": "#ffd6d6"}
 GAP_STYLE = {"color": "#7d8fa6", "fontStyle": "italic"}  # 样本不足 / 无数据: grey, never banded
-TEXT_WIDTH = {"name": 140, "parent": 120, "trend": 110}
+# the least widths of the text columns (a name wraps within its cell) and of a number
+TEXT_WIDTH = {"name": 100, "parent": 72, "trend": 90}
+NUMBER_WIDTH = 56
+PINNED = ("rank", "name")  # kept in view while the other columns scroll sideways
 # rows without a score (too little data) are listed after the ranked ones, greyed
 ROW_CLASS_RULES = {"asm-unranked": "params.data != null && params.data.rank == null"}
+
+
+def _gaps(col: str) -> tuple[str, ...]:
+    """What an empty cell of the column may say (keys of ``GAPS``), as the exports."""
+    if col in ("rank", "score"):
+        return (col,)
+    if col in S.METRICS:
+        return ("thin", "none") if S.METRICS[col].sampled else ("none",)
+    return ()
 
 
 def _formatter(kind: str, col: str, lang: str) -> str:
@@ -141,14 +154,19 @@ def columns(
         if c in ID_OF:  # a name shows its id on hover
             col["tooltipField"] = ID_OF[c]
         kind = column_kind(c)
+        # its header's words and what an empty cell says (on one line) fit
+        header, says = [col["headerName"]], [S.gap_text(g, lang) for g in _gaps(c)]
         if kind in FORMATS:
             col |= {
                 "type": "numericColumn",
                 "valueFormatter": {"function": _formatter(kind, c, lang)},
-                "minWidth": 76,
+                "minWidth": fit(header, NUMBER_WIDTH, whole=says),
             }
         else:
-            col |= {"minWidth": TEXT_WIDTH.get(c, 90), "cellClass": f"asm-col-{c}"}
+            col |= {"minWidth": fit(header, TEXT_WIDTH.get(c, 90)), "cellClass": f"asm-col-{c}"}
+        # the pinned columns keep their least width (a pinned column does not flex)
+        pin = {"pinned": "left", "width": col["minWidth"]}
+        col |= pin if c in PINNED else {"flex": 1}
         if kind in FORMATS:
             gaps = [{"condition": "params.value == null", "style": GAP_STYLE}]
             col["cellStyle"] = {"styleConditions": gaps + (banded or {}).get(c, [])}

@@ -3,9 +3,6 @@ detail (facts, map marker, timeline, linked alerts and warnings) and the action 
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +11,7 @@ import polars as pl
 from dash import dcc, html
 
 from dashboard import ids
+from dashboard.components.columns import fit
 from dashboard.i18n import prefixed, t
 from dashboard.pages.incidents import queries as Q
 from pipelines.dispatch.flows import Flows
@@ -75,20 +73,6 @@ def when(ms: int | None, tz: str, fmt: str = "%m-%d %H:%M") -> str:
     if not ms:
         return "—"
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(tz)).strftime(fmt)
-
-
-# The grid's 13 px font (``GRID_THEME``): an average Latin letter's width, and a cell's
-# side paddings (Balham: 12 px each) with a pixel to spare.
-LETTER_PX = 7.5
-CELL_PAD_PX = 26
-_BREAKS = re.compile(r"[\s\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]+")  # (CJK wraps anywhere)
-
-
-def fit(words: Iterable[str], floor: int) -> int:
-    """A column's least width that breaks none of the words its cells may hold ("City
-    management" must not wrap as "City managemen / t"): its widest word, or ``floor``."""
-    widest = max((len(w) for text in words for w in _BREAKS.split(text)), default=0)
-    return max(floor, math.ceil(widest * LETTER_PX) + CELL_PAD_PX)
 
 
 def columns(lang: str) -> list[dict[str, Any]]:
