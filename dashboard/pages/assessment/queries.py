@@ -115,16 +115,14 @@ def _gaps(col: str) -> tuple[str, ...]:
 def _formatter(kind: str, col: str, lang: str) -> str:
     """A number as the exports write it; an empty metric says why (the exports' words)."""
     num = f"d3.format('{FORMATS[kind]}')(params.value)"
-    if col in ("rank", "score"):
-        gap = f"'{S.gap_text(col, lang)}'"
-    elif col in S.METRICS and S.METRICS[col].sampled:
-        thin, none = S.gap_text("thin", lang), S.gap_text("none", lang)
+    says = [S.gap_text(g, lang) for g in _gaps(col)]
+    if len(says) == 2:  # a sampled metric: too few, or none at all
         gap = (
             f"((params.data && params.data.thin && params.data.thin.includes('{col}'))"
-            f" ? '{thin}' : '{none}')"
+            f" ? '{says[0]}' : '{says[1]}')"
         )
-    elif col in S.METRICS:
-        gap = f"'{S.gap_text('none', lang)}'"
+    elif says:
+        gap = f"'{says[0]}'"
     elif col == "change":  # no score in this period or the one before (as the exports write)
         gap = f"'{cell_text(column_kind(col), None)}'"
     else:
