@@ -270,6 +270,15 @@ def test_screen(
     inner_w = chrome.execute_script("return innerWidth;")
     assert doc_w <= inner_w, f"page is {doc_w}px wide in a {inner_w}px window"
 
+    if page == "wall":
+        # the clock's date: in English the month is named (08/12/2026 is August in the US)
+        date = chrome.execute_script("return document.getElementById('wall-date').innerText;")
+        assert not re.search(r"\d{1,2}/\d{1,2}/\d{4}", date), date
+        if lang == "en":
+            assert re.search(r"\b\d{1,2} [A-Z][a-z]{2} \d{4}\b", date), date
+        else:
+            assert re.search(r"\d{4}年\d{2}月\d{2}日", date), date
+
     if page == "wall" or (page == "panorama" and size in WIDE):
         # the wall and the panorama on a big screen fit the screen: nothing below the fold
         doc_h = chrome.execute_script("return document.scrollingElement.scrollHeight;")
