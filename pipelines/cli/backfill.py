@@ -233,11 +233,15 @@ class StreamFeed:
 
 def _acked_below(r: redis.Redis, key: str, group: str) -> tuple[int, int]:
     """Every entry of ``key`` below this id is acknowledged by ``group``: the first pending
-    one, or just after the last delivered (entries are delivered in order)."""
-    info = _group(r, key, group)
-    if int(info["pending"]):
-        return id_key(r.xpending(key, group)["min"])
-    ms, seq = id_key(info["last-delivered-id"])
+    one, or just after the last delivered (entries are delivered in order). Read in that
+    order, the last delivered first: the workers acknowledge and read meanwhile, and an
+    entry pending in the first read may be acknowledged by the second (it was: the
+    pending count said one, the first pending id was none)."""
+    delivered = _group(r, key, group)["last-delivered-id"]
+    first = r.xpending(key, group)["min"]
+    if first is not None:
+        return id_key(first)
+    ms, seq = id_key(delivered)  # none pending then: none of these either
     return ms, seq + 1
 
 
