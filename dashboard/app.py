@@ -179,6 +179,17 @@ def _backend_down(_exc: Exception) -> Response:
     return resp
 
 
+def _navigation() -> bool:
+    """Whether this request is the browser opening a page (its address bar, a link, a
+    frame), not a request a page makes (fetch, EventSource, image). Fetch metadata says so
+    in current browsers; an older one that sends none is taken at its word unless it
+    asks for an event stream."""
+    dest = request.headers.get("Sec-Fetch-Dest")
+    if dest is not None:
+        return dest in ("document", "iframe")
+    return "text/event-stream" not in request.headers.get("Accept", "")
+
+
 def _send(blob: Blob) -> Response:
     if request.headers.get("If-None-Match") == blob.etag:
         resp = make_response("", 304)
@@ -208,6 +219,15 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
     def geo_grids() -> Response:
         return _send(geometry.grids())
 
+    @server.route("/push/<path:_rest>")
+    def no_push_here(_rest: str) -> Response:
+        """Push streams are the push server's (a proxy routes ``/push`` to it); reaching
+        the web server means none is routed here: a plain 404 ends the browser's
+        EventSource attempt at once (the page polls), instead of a page."""
+        resp = make_response("no push server at this address; the page polls\n", 404)
+        resp.mimetype = "text/plain"
+        return resp
+
     @server.route("/lang/<code>")
     def set_lang(code: str) -> Response:
         target = request.args.get("next") or request.referrer or "/"
@@ -226,9 +246,9 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
         that language: the page's layout and callbacks are later requests without the
         query, which read the cookie."""
         code = request.args.get("lang") if request.method == "GET" else None
-        # a page served (not a push stream or a file that names its language), in a
-        # language we speak
-        page = resp.status_code == 200 and resp.mimetype == "text/html"
+        # a page the browser navigates to (not a push stream, a fetch or a file that names
+        # its language), in a language we speak
+        page = resp.status_code == 200 and resp.mimetype == "text/html" and _navigation()
         if page and recognised(code):
             _remember_lang(resp, str(code))
         return resp

@@ -100,6 +100,7 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "readyz": PUBLIC,
     "metrics_page": PUBLIC,  # network or bearer token checked by dashboard/ops.py
     "set_lang": PUBLIC,
+    "no_push_here": PUBLIC,  # a plain 404: push streams are the push server's
     "login": PUBLIC,
     "sso_login": PUBLIC,  # 404 unless auth.oidc_issuer is set (dashboard/sso.py)
     "sso_callback": PUBLIC,

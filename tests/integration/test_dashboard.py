@@ -306,6 +306,25 @@ def test_a_url_with_lang_keeps_that_language_for_the_layout_and_callbacks(
     # nor a request that is not a page: a push stream names its page's language, which
     # an open tab's stream would set back after a switch (/lang/en) to another
     assert "Set-Cookie" not in c.get("/geo/area/320100.json?lang=en").headers
+    # …nor the stream an open tab retries while the browser already opens the switched
+    # page (seen in CI: /lang/en, then the old tab's /push/work?…&lang=zh-CN put the
+    # cookie back before the new page's layout was read). As Chromium sends it:
+    c.get("/lang/en?next=/work")
+    stream = c.get(
+        "/push/work?area=320100&lang=zh-CN",
+        headers={"Accept": "text/event-stream", "Sec-Fetch-Dest": "empty"},
+    )
+    assert stream.status_code == 404 and stream.mimetype == "text/plain"  # not a page
+    assert "Set-Cookie" not in stream.headers
+    # a page's own requests for a page (fetch metadata: not a document) keep it too, and
+    # so does a browser without fetch metadata that asks for an event stream
+    for headers in ({"Sec-Fetch-Dest": "empty"}, {"Accept": "text/event-stream"}):
+        assert "Set-Cookie" not in c.get(f"{path}?lang=zh", headers=headers).headers
+    assert _shell_lang(c.get("/_dash-layout").get_json()) == "en"
+    # the address bar does set it (a browser with fetch metadata)
+    opened = c.get(f"{path}?lang=zh", headers={"Sec-Fetch-Dest": "document"})
+    assert "wg_lang=zh-CN" in opened.headers["Set-Cookie"]
+    assert _shell_lang(c.get("/_dash-layout").get_json()) == "zh-CN"
 
 
 def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
