@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import ids, login, ops, responses, static, wsgi
 from dashboard.auth import csrf_token, principal
-from dashboard.backend import EXTENSION, Backend, Clock
+from dashboard.backend import EXTENSION, Backend, Clock, current
 from dashboard.components import localise
 from dashboard.geometry import Blob, GeometryCache
 from dashboard.guard import Guard
@@ -218,6 +218,15 @@ def _routes(app: Dash, settings: Settings, geometry: GeometryCache) -> None:
     @server.route("/geo/grids.json")
     def geo_grids() -> Response:
         return _send(geometry.grids())
+
+    @server.route("/clock.json")
+    def server_clock() -> Response:
+        """The server's time: the clock the data's "today" is read by. A wall screen's
+        clock keeps to it (assets/wangge_wall.js): a wall PC on a closed network often
+        has no time server, and its own clock drifts."""
+        resp = make_response({"ms": current().now_ms()})
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
     @server.route("/push/<path:_rest>")
     def no_push_here(_rest: str) -> Response:

@@ -105,6 +105,7 @@ ROUTE_POLICIES: dict[str, Policy] = {
     "sso_login": PUBLIC,  # 404 unless auth.oidc_issuer is set (dashboard/sso.py)
     "sso_callback": PUBLIC,
     "logout": SIGNED_IN,
+    "server_clock": SIGNED_IN,  # the server's time, for the wall's clock
     "/_dash-layout": SIGNED_IN,
     "/_dash-dependencies": SIGNED_IN,
     "/_dash-update-component": SIGNED_IN,  # + the callback's own policy

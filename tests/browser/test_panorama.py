@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -22,7 +23,7 @@ from tests.browser.conftest import (
     wait_text,
     wall_url,
 )
-from tests.clock import named
+from tests.clock import Clock, named
 
 pytestmark = pytest.mark.browser
 
@@ -155,6 +156,35 @@ def test_wall_fills_the_screen(
         assert chars > 0 or svgs > 0
         assert overflow <= 2, panels
     shot(chrome, artifacts, f"wall-{width}x{height}")
+
+
+WEEKDAYS_ZH = "一二三四五六日"
+
+
+def _wall_words(ms: int) -> tuple[str, str]:
+    """What a wall shows at ``ms``: its clock (HH:MM:SS) and date, in Nanjing's time."""
+    at = datetime.fromtimestamp(ms / 1000, ZoneInfo("Asia/Shanghai"))
+    return at.strftime("%H:%M:%S"), f"{at:%Y年%m月%d日}星期{WEEKDAYS_ZH[at.weekday()]}"
+
+
+def test_the_wall_clock_keeps_the_servers_time(
+    chrome: Any, server_url: str, wall_token: str, server_clock: Clock
+) -> None:
+    """The wall's clock and date are the server's (the clock the data's "today" is read
+    by), not the wall PC's: this server's clock runs from a named moment, not from the
+    time of the machine the browser runs on."""
+    browser_ms = chrome.execute_script("return Date.now();")
+    assert abs(browser_ms - server_clock.now_ms) > 60_000  # the test can tell them apart
+    chrome.get(wall_url(server_url, wall_token))
+
+    def agrees(d: Any) -> bool:
+        before = server_clock.now_ms
+        shown = (text(d, "#wall-clock"), text(d, "#wall-date"))
+        after = server_clock.now_ms
+        # the server's time while it was read, give or take the browser's second ticks
+        return any(shown == _wall_words(ms) for ms in range(before - 2000, after + 1000, 1000))
+
+    wait(chrome).until(agrees)
 
 
 def test_wall_red_warning_banner_comes_and_goes(

@@ -327,6 +327,16 @@ def test_a_url_with_lang_keeps_that_language_for_the_layout_and_callbacks(
     assert _shell_lang(c.get("/_dash-layout").get_json()) == "zh-CN"
 
 
+def test_the_servers_clock_is_read_by_signed_in_screens_only(bare_app: Dash) -> None:
+    """/clock.json (the wall's clock keeps to it) is the app's clock, never cached; a
+    visitor without a session gets nothing."""
+    anonymous = bare_app.server.test_client().get("/clock.json")
+    assert anonymous.status_code == 401 and b"ms" not in anonymous.data
+    got = sign_in_client(bare_app.server.test_client()).get("/clock.json")
+    assert got.status_code == 200 and got.get_json() == {"ms": MOMENTS[0].ms}  # frozen clock
+    assert got.headers["Cache-Control"] == "no-store"
+
+
 def test_unknown_area_is_a_friendly_panel(bare_app: Dash) -> None:
     layout = page_module("panorama", "layout").layout
     with signed_in(bare_app):

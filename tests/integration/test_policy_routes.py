@@ -90,6 +90,8 @@ ROUTES: dict[str, Served] = {
     "readyz": Served(lambda s, c: "/readyz", public=True),
     "metrics_page": Served(lambda s, c: "/metrics", public=True),
     "set_lang": Served(lambda s, c: "/lang/en", public=True),
+    "no_push_here": Served(lambda s, c: "/push/wall?area=320100", public=True),  # a plain 404
+    "server_clock": Served(lambda s, c: "/clock.json"),  # any signed-in user (the wall's clock)
     "login": Served(lambda s, c: "/login", public=True),
     "sso_login": Served(lambda s, c: "/sso/login", public=True),
     "sso_callback": Served(lambda s, c: "/sso/callback", public=True),
