@@ -11,7 +11,7 @@ Redis keys (P = prefix):
                                      <feed>:applied_ms (when a batch was last applied)
     P:live:restarts:<feed>    zset   one member per worker restart, scored by its time
     P:live:backfill           string how far a running backfill is (0..1), expiring
-                                     ``BACKFILL_TTL_S`` after its last progress
+                                     ``PROGRESS_TTL_S`` after its last progress
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def restarts_key(prefix: str, feed: str) -> str:
 
 # A long job's progress (backfill, replay) that stops reporting (its process killed) stops
 # being shown this long after.
-BACKFILL_TTL_S = 30
+PROGRESS_TTL_S = 30
 
 
 @dataclass(frozen=True)
 class Progress:
     """How far a long job of a first start is (0..1), in Redis for the screens and
-    ``wangge status``; the mark expires ``BACKFILL_TTL_S`` after its last update."""
+    ``wangge status``; the mark expires ``PROGRESS_TTL_S`` after its last update."""
 
     name: str
 
@@ -52,7 +52,7 @@ class Progress:
         return f"{prefix}:live:{self.name}"
 
     def mark(self, r: redis.Redis, prefix: str, fraction: float) -> None:
-        r.set(self.key(prefix), f"{min(max(fraction, 0.0), 1.0):.4f}", ex=BACKFILL_TTL_S)
+        r.set(self.key(prefix), f"{min(max(fraction, 0.0), 1.0):.4f}", ex=PROGRESS_TTL_S)
 
     def clear(self, r: redis.Redis, prefix: str) -> None:
         r.delete(self.key(prefix))

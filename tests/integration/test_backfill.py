@@ -232,7 +232,7 @@ def test_the_screens_say_a_backfill_runs_and_how_far_until_it_ends(backfilled: A
     assert b.during, "the backfill never waited for the pipelines"
     for mark, ttl, line in b.during:
         assert mark is not None and 0.0 <= mark <= 1.0
-        assert 0 < ttl <= health.BACKFILL_TTL_S
+        assert 0 < ttl <= health.PROGRESS_TTL_S
         assert line.startswith(f"正在回填近期历史 {int(mark * 100)}% · "), line
         assert "积压未处理" not in line  # its backlog is not a stalled pipeline
     marks = [m for m, _, _ in b.during]
@@ -251,7 +251,7 @@ def test_the_screens_say_the_pasts_warnings_are_evaluated_and_how_far(backfilled
     for i, (mark, ttl, line, status) in enumerate(b.replaying):
         # before moment i+1, the first i are evaluated: how far, from the span alone
         assert mark == pytest.approx(i * step / (res.end_ms - res.start_ms), abs=1e-4)
-        assert 0 < ttl <= health.BACKFILL_TTL_S
+        assert 0 < ttl <= health.PROGRESS_TTL_S
         assert f"正在研判回填历史的预警 {int(mark * 100)}%" in line, line
         said = f"warnings   evaluating the backfilled past, {mark * 100:.0f}% done"
         assert any(x.startswith(said) for x in status), status

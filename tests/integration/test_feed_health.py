@@ -160,7 +160,7 @@ def test_a_backfills_backlog_is_no_stall_until_it_ends(
         return L.feed_fresh_text(board, "zh-CN"), health_lines(r, s, clock.ms), system
 
     health.BACKFILL.mark(r, s.redis.prefix, 0.4)
-    assert 0 < r.ttl(health.BACKFILL.key(s.redis.prefix)) <= health.BACKFILL_TTL_S
+    assert 0 < r.ttl(health.BACKFILL.key(s.redis.prefix)) <= health.PROGRESS_TTL_S
     warn.tick()
     line, status, system = seen()
     assert line.startswith("正在回填近期历史 40% · ") and "⚠" not in line, line
