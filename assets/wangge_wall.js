@@ -24,10 +24,35 @@
           offset = body.ms - (sent + back) / 2;
           syncedAt = back;
           nextAt = back + RESYNC_MS;
+          show();  // now, not at the next second: the first second showed this PC's time
         }
       })
       .catch(function () { /* the server is away: keep the last offset */ })
       .then(function () { asking = false; });
+  }
+
+  var shown = {lang: null, tz: null};  // what the clock was last drawn in
+
+  function words(lang, tz) {
+    var now = new Date(Date.now() + offset);
+    tz = tz || "Asia/Shanghai";
+    var time = now.toLocaleTimeString("zh-CN", {timeZone: tz, hour12: false});
+    // English names the month ("Tuesday 8 Dec 2026"): 08/12/2026 reads as August in the US
+    var date = lang === "en"
+      ? now.toLocaleDateString("en-GB",
+        {timeZone: tz, year: "numeric", month: "short", day: "numeric", weekday: "long"})
+      : now.toLocaleDateString("zh-CN",
+        {timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", weekday: "long"});
+    return [time, date];
+  }
+
+  function show() {
+    if (!document.getElementById("wall-clock")) { return; }  // not on the wall now
+    var w = words(shown.lang, shown.tz);
+    try {
+      window.dash_clientside.set_props("wall-clock", {children: w[0]});
+      window.dash_clientside.set_props("wall-date", {children: w[1]});
+    } catch (e) { /* the next second draws it */ }
   }
 
   window.wangge_wall_clock = function () { return {offset: offset, syncedAt: syncedAt}; };
@@ -36,17 +61,9 @@
     wangge_wall: {
       height: function () { return window.innerHeight; },
       clock: function (_n, lang, tz) {
+        shown = {lang: lang, tz: tz};
         if (Date.now() >= nextAt) { sync(); }
-        var now = new Date(Date.now() + offset);
-        tz = tz || "Asia/Shanghai";
-        var time = now.toLocaleTimeString("zh-CN", {timeZone: tz, hour12: false});
-        // English names the month ("Tuesday 8 Dec 2026"): 08/12/2026 reads as August in the US
-        var date = lang === "en"
-          ? now.toLocaleDateString("en-GB",
-            {timeZone: tz, year: "numeric", month: "short", day: "numeric", weekday: "long"})
-          : now.toLocaleDateString("zh-CN",
-            {timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", weekday: "long"});
-        return [time, date];
+        return words(lang, tz);
       }
     }
   });
