@@ -317,6 +317,18 @@ def test_screen(
     broken = chrome.execute_script(BROKEN_WORDS)
     assert not broken, f"words split across lines: {broken[:12]}"
 
+    if page == "work" and size in WIDE:
+        # a work log line keeps its place (a grid's name) whole; its words wrap instead
+        places = chrome.execute_script(
+            "return [...document.querySelectorAll('#work-logs .tick-row > span:last-child')]"
+            ".map(s => { const r = document.createRange(); r.selectNodeContents(s);"
+            " return [s.innerText, new Set([...r.getClientRects()].filter(q => q.width > 0)"
+            ".map(q => Math.round(q.top))).size]; });"
+        )
+        assert places, "the work log shows no lines"
+        split = [name for name, lines in places if lines > 1]
+        assert not split, f"place names split across lines: {split[:8]}"
+
     if (page == "incidents" or (page, lang) == ("assessment", "zh-CN")) and size in WIDE:
         # a command centre's screen shows every column of the queue and of the scorecard
         # (in English its longer headers scroll, beside the pinned rank and name)
