@@ -7,7 +7,6 @@
   var RESYNC_MS = 5 * 60 * 1000;
   var RETRY_MS = 30 * 1000;
   var offset = 0;  // server time minus this PC's time
-  var syncedAt = null;  // when the offset was last measured
   var nextAt = 0;  // when to ask next
   var asking = false;
 
@@ -22,7 +21,6 @@
         var back = Date.now();
         if (body && typeof body.ms === "number") {
           offset = body.ms - (sent + back) / 2;
-          syncedAt = back;
           nextAt = back + RESYNC_MS;
           show();  // now, not at the next second: the first second showed this PC's time
         }
@@ -54,8 +52,6 @@
       window.dash_clientside.set_props("wall-date", {children: w[1]});
     } catch (e) { /* the next second draws it */ }
   }
-
-  window.wangge_wall_clock = function () { return {offset: offset, syncedAt: syncedAt}; };
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     wangge_wall: {
